@@ -1,0 +1,75 @@
+import Redis from 'ioredis';
+import { findRedisServer, RedisServerNotFoundError, startRedisServer } from '../../lib/testing';
+
+describe('startRedisServer', () => {
+  it('starts a throwaway server on a free loopback port that answers commands, and stops it', async () => {
+    const server = await startRedisServer();
+    const client = new Redis(server.url, { lazyConnect: true, maxRetriesPerRequest: 0 });
+    try {
+      expect(server.url).toBe(`redis://127.0.0.1:${server.port}`);
+      await client.connect();
+      await client.set('k', 'v');
+      expect(await client.get('k')).toBe('v');
+      // No persistence: a test server never writes an RDB file into the repo or the temp dir.
+      expect(await client.config('GET', 'save')).toEqual(['save', '']);
+    } finally {
+      client.disconnect();
+      await server.stop();
+    }
+    expect(server.pid).toBeUndefined();
+  });
+
+  it('kill() makes the server unreachable and restart() brings it back on the same port, empty', async () => {
+    const server = await startRedisServer();
+    const client = new Redis(server.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => 20 });
+    try {
+      await client.connect();
+      await client.set('k', 'v');
+      await server.kill();
+      await expect(client.get('k')).rejects.toThrow();
+      const port = server.port;
+      await server.restart();
+      expect(server.port).toBe(port);
+      await new Promise<void>((resolve) => (client.status === 'ready' ? resolve() : client.once('ready', () => resolve())));
+      expect(await client.get('k')).toBeNull();
+    } finally {
+      client.disconnect();
+      await server.stop();
+    }
+  });
+
+  it('sets a password when asked, and the url carries it', async () => {
+    const server = await startRedisServer({ password: 's3cret' });
+    expect(server.url).toBe(`redis://:s3cret@127.0.0.1:${server.port}`);
+    const anonymous = new Redis(server.port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, protocol: 2 });
+    anonymous.on('error', () => {});
+    const authed = new Redis(server.url, { lazyConnect: true });
+    try {
+      await authed.connect();
+      expect(await authed.ping()).toBe('PONG');
+      await anonymous.connect().catch(() => {});
+      await expect(anonymous.get('x')).rejects.toThrow(/NOAUTH/);
+    } finally {
+      anonymous.disconnect();
+      authed.disconnect();
+      await server.stop();
+    }
+  });
+
+  it('names the install commands and REDIS_URL when the binary is missing', () => {
+    let error: unknown;
+    try {
+      findRedisServer('/nonexistent/redis-server');
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(RedisServerNotFoundError);
+    expect((error as Error).message).toMatch(/apt-get install -y redis-server/);
+    expect((error as Error).message).toMatch(/brew install redis/);
+    expect((error as Error).message).toMatch(/REDIS_URL/);
+  });
+
+  it('finds the binary on PATH when REDIS_SERVER_BIN is not set', () => {
+    expect(findRedisServer()).toMatch(/redis-server$/);
+  });
+});

@@ -1,0 +1,53 @@
+import Redis from 'ioredis';
+import { closeRedis, createRedis, type CreateRedisOptions } from '../../lib/connection';
+import type { RedisClient } from '../../lib/client';
+import { type RedisServerHandle, type RedisServerOptions, startRedisServer } from '../../lib/testing';
+
+/**
+ * Starts one throwaway redis-server for the current test file (beforeAll/afterAll) and tracks every
+ * client made through it, so nothing is left open even when a test fails.
+ */
+export function useRedisServer(options: RedisServerOptions = {}) {
+  const clients: RedisClient[] = [];
+  let server: RedisServerHandle | undefined;
+  beforeAll(async () => {
+    server = await startRedisServer(options);
+  });
+  afterAll(async () => {
+    await Promise.all(clients.map((c) => closeRedis(c, { timeoutMs: 200 })));
+    await server?.stop();
+  });
+  return {
+    get server(): RedisServerHandle {
+      if (!server) throw new Error('redis-server not started yet (use inside a test or hook)');
+      return server;
+    },
+    /** A kit-tuned client (createRedis) on this server. */
+    client(extra: CreateRedisOptions = {}): RedisClient {
+      const c = createRedis({ url: this.server.url, ...extra });
+      clients.push(c);
+      return c;
+    },
+    /** A plain ioredis client with ioredis defaults, like a user's own. */
+    plain(): Redis {
+      const c = new Redis(this.server.url);
+      clients.push(c);
+      return c;
+    },
+    /** Registers a client made elsewhere for clean-up. */
+    track<T extends RedisClient>(c: T): T {
+      clients.push(c);
+      return c;
+    },
+  };
+}
+
+/** Waits until `check` is true, polling; fails the test with `what` after `timeoutMs`. */
+export async function eventually(check: () => boolean | Promise<boolean>, what: string, timeoutMs = 5000) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}

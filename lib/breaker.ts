@@ -1,0 +1,169 @@
+import type { RedisClient } from './client';
+import { RedisTimeoutError, RedisUnavailableError } from './errors';
+import { emitKitEvent, hasKitListeners, type KitComponent } from './events';
+
+/** Tuning of the per-client circuit breaker. */
+export interface BreakerOptions {
+  /** Consecutive failures (errors or timeouts) that open the breaker. Default 5. */
+  failureThreshold: number;
+  /** How long an open breaker fails calls at once before letting one probe through. Default 1000 ms. */
+  cooldownMs: number;
+}
+
+const DEFAULT_BREAKER: BreakerOptions = { failureThreshold: 5, cooldownMs: 1000 };
+
+type State = 'closed' | 'open' | 'half-open';
+
+/**
+ * One small circuit breaker per Redis client, shared by every middleware on that client, so that
+ * during an outage requests get the fail mode at once instead of each paying the full timeout.
+ */
+export class CircuitBreaker {
+  private state: State = 'closed';
+  private failures = 0;
+  private openedAt = 0;
+  private probing = false;
+
+  constructor(readonly options: BreakerOptions = DEFAULT_BREAKER) {}
+
+  get currentState(): State {
+    return this.state;
+  }
+
+  /** Whether a call may go to Redis now. In half-open state, only one probe at a time. */
+  allow(now = Date.now()): boolean {
+    if (this.state === 'closed') return true;
+    if (this.state === 'open') {
+      if (now - this.openedAt < this.options.cooldownMs) return false;
+      this.state = 'half-open';
+      this.probing = false;
+    }
+    if (this.probing) return false;
+    this.probing = true;
+    return true;
+  }
+
+  success(): void {
+    this.probing = false;
+    this.failures = 0;
+    if (this.state !== 'closed') {
+      this.state = 'closed';
+      emitKitEvent({ component: 'redis', type: 'breaker-closed' });
+    }
+  }
+
+  failure(now = Date.now()): void {
+    this.probing = false;
+    this.failures += 1;
+    if (this.state === 'half-open' || (this.state === 'closed' && this.failures >= this.options.failureThreshold)) {
+      this.state = 'open';
+      this.openedAt = now;
+      emitKitEvent({ component: 'redis', type: 'breaker-open', failures: this.failures });
+    }
+  }
+}
+
+const breakers = new WeakMap<object, CircuitBreaker>();
+
+/** The breaker shared by every kit middleware on this client. */
+export function breakerFor(redis: RedisClient): CircuitBreaker {
+  let breaker = breakers.get(redis);
+  if (!breaker) {
+    breaker = new CircuitBreaker();
+    breakers.set(redis, breaker);
+  }
+  return breaker;
+}
+
+/** Replaces the breaker tuning of one client (e.g. shorter cool-down in tests). */
+export function configureBreaker(redis: RedisClient, options: Partial<BreakerOptions>): void {
+  breakers.set(redis, new CircuitBreaker({ ...DEFAULT_BREAKER, ...options }));
+}
+
+// Reply errors that mean "this server cannot serve now" rather than "your command is wrong".
+const AVAILABILITY_REPLY = /^(LOADING|BUSY|CLUSTERDOWN|MASTERDOWN|READONLY|TRYAGAIN|NOREPLICAS)\b/;
+
+function isAvailabilityError(error: unknown): boolean {
+  if (!(error instanceof Error)) return true;
+  if (error.name === 'ReplyError') return AVAILABILITY_REPLY.test(error.message);
+  return true;
+}
+
+export interface GuardOptions {
+  /** Upper bound for the whole call, in ms. */
+  timeoutMs: number;
+  component: KitComponent;
+  /** Instance name, for events. */
+  name?: string;
+}
+
+/**
+ * Runs one Redis operation on the request path: fails at once while the client's breaker is open,
+ * never waits longer than `timeoutMs`, feeds the breaker, and emits `redis-call`/`redis-error`
+ * events. Rejects with {@link RedisUnavailableError} (or a subclass) when Redis cannot answer; other
+ * errors (a bad command) pass through unchanged and do not trip the breaker.
+ */
+export function guarded<T>(redis: RedisClient, operation: () => Promise<T>, options: GuardOptions): Promise<T> {
+  const breaker = breakerFor(redis);
+  if (redis.status === 'end' || !breaker.allow()) {
+    const error = new RedisUnavailableError(
+      redis.status === 'end' ? 'the Redis client is closed' : 'Redis circuit breaker is open',
+    );
+    emitKitEvent({ component: options.component, name: options.name, type: 'redis-error', error });
+    return Promise.reject(error);
+  }
+  const started = hasKitListeners() ? performance.now() : 0;
+  return new Promise<T>((resolve, reject) => {
+    let settled = false;
+    const timer = setTimeout(() => {
+      if (settled) return;
+      settled = true;
+      breaker.failure();
+      const error = new RedisTimeoutError(options.timeoutMs);
+      report(options, started, error);
+      reject(error);
+    }, options.timeoutMs);
+    timer.unref?.();
+    let pending: Promise<T>;
+    try {
+      pending = operation();
+    } catch (error) {
+      pending = Promise.reject(error);
+    }
+    pending.then(
+      (value) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        breaker.success();
+        report(options, started);
+        resolve(value);
+      },
+      (error: unknown) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        if (isAvailabilityError(error)) {
+          breaker.failure();
+          const wrapped = new RedisUnavailableError(`Redis call failed: ${(error as Error)?.message ?? error}`, {
+            cause: error,
+          });
+          report(options, started, wrapped);
+          reject(wrapped);
+        } else {
+          // The server answered, so it is healthy even though the command was refused.
+          breaker.success();
+          report(options, started, error as Error);
+          reject(error);
+        }
+      },
+    );
+  });
+}
+
+function report(options: GuardOptions, started: number, error?: Error): void {
+  if (!hasKitListeners()) return;
+  const durationMs = performance.now() - started;
+  emitKitEvent({ component: options.component, name: options.name, type: 'redis-call', durationMs, ok: !error });
+  if (error) emitKitEvent({ component: options.component, name: options.name, type: 'redis-error', error });
+}

@@ -1,0 +1,32 @@
+import type { Cluster, Redis } from 'ioredis';
+
+/** Any ioredis client the kit accepts: a standalone/sentinel `Redis` or a `Cluster`. */
+export type RedisClient = Redis | Cluster;
+
+/** Validates the `redis` option of a factory: it must be an ioredis Redis or Cluster. */
+export function checkClient(redis: unknown, option = 'redis'): RedisClient {
+  const candidate = redis as Partial<Redis> | undefined;
+  if (
+    !candidate ||
+    typeof candidate !== 'object' ||
+    typeof candidate.defineCommand !== 'function' ||
+    typeof candidate.duplicate !== 'function'
+  ) {
+    throw new TypeError(
+      `express-redis-kit: option "${option}" must be an ioredis Redis or Cluster client, e.g. createRedis() or new Redis(url); got ${describe(redis)}.`,
+    );
+  }
+  return redis as RedisClient;
+}
+
+/** True for an ioredis `Cluster`. */
+export function isCluster(redis: RedisClient): redis is Cluster {
+  return (redis as { isCluster?: boolean }).isCluster === true;
+}
+
+function describe(value: unknown): string {
+  if (value === undefined) return 'undefined (the option is required)';
+  if (value === null) return 'null';
+  if (typeof value === 'object') return `an object (${value.constructor?.name ?? 'Object'})`;
+  return typeof value;
+}

@@ -1,0 +1,37 @@
+import ms from 'ms';
+
+/** A duration: milliseconds as a number, or an `ms`-style string such as `'500ms'`, `'5m'`, `'1d'`. */
+export type Duration = number | string;
+
+export interface DurationRules {
+  /** Smallest accepted value in ms (inclusive). Default 1. */
+  min?: number;
+  /** Accept 0 even though it is below `min` (e.g. "disabled"). Default false. */
+  allowZero?: boolean;
+}
+
+/**
+ * Parses and validates a duration option once, at construction.
+ * Throws a TypeError/RangeError that names the option, the bad value and the fix.
+ */
+export function toMs(value: Duration, option: string, rules: DurationRules = {}): number {
+  const { min = 1, allowZero = false } = rules;
+  let out: number | undefined;
+  if (typeof value === 'number') out = value;
+  else if (typeof value === 'string' && value.trim() !== '') {
+    const trimmed = value.trim();
+    out = /^\d+(\.\d+)?$/.test(trimmed) ? Number(trimmed) : ms(trimmed as ms.StringValue);
+  }
+  if (out === undefined || typeof out !== 'number' || !Number.isFinite(out)) {
+    throw new TypeError(
+      `express-redis-kit: option "${option}" must be a number of milliseconds or a duration string like '500ms', '5m' or '1h'; got ${JSON.stringify(value)}.`,
+    );
+  }
+  if (allowZero && out === 0) return 0;
+  if (out < min) {
+    throw new RangeError(
+      `express-redis-kit: option "${option}" must be at least ${min} ms${allowZero ? ' (or 0 to disable)' : ''}; got ${JSON.stringify(value)}.`,
+    );
+  }
+  return Math.round(out);
+}

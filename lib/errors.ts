@@ -1,0 +1,61 @@
+import type { Response } from 'express';
+
+/** An RFC 9457 problem details object, sent as `application/problem+json`. */
+export interface Problem {
+  /** URI naming the problem type. */
+  type: string;
+  title: string;
+  status: number;
+  detail?: string;
+  [extension: string]: unknown;
+}
+
+const TYPE_BASE = 'urn:express-redis-kit:problem:';
+
+/** Builds the URI of one of the kit's problem types, e.g. `problemType('rate-limited')`. */
+export function problemType(slug: string): string {
+  return TYPE_BASE + slug;
+}
+
+/**
+ * Answers with a problem+json body. Safe to call from any middleware: it never throws, and if the
+ * headers are already out it only ends the response.
+ */
+export function sendProblem(res: Response, problem: Problem, headers: Record<string, string> = {}): void {
+  if (res.headersSent) {
+    if (!res.writableEnded) res.end();
+    return;
+  }
+  for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
+  res.status(problem.status);
+  res.setHeader('Content-Type', 'application/problem+json; charset=utf-8');
+  res.end(JSON.stringify(problem));
+}
+
+/** Redis could not be used for this call: down, too slow, or the circuit breaker is open. */
+export class RedisUnavailableError extends Error {
+  readonly code: string = 'ERK_REDIS_UNAVAILABLE';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'RedisUnavailableError';
+  }
+}
+
+/** A Redis call did not answer within its time budget. */
+export class RedisTimeoutError extends RedisUnavailableError {
+  override readonly code = 'ERK_REDIS_TIMEOUT';
+  constructor(readonly timeoutMs: number) {
+    super(`Redis did not answer within ${timeoutMs} ms`);
+    this.name = 'RedisTimeoutError';
+  }
+}
+
+/** Builds the construction-time error for a bad option: names the option, the value and the fix. */
+export function optionError(option: string, problem: string, fix?: string): TypeError {
+  return new TypeError(`express-redis-kit: option "${option}" ${problem}.${fix ? ` ${fix}` : ''}`);
+}
+
+/** Same as {@link optionError} for out-of-range numbers. */
+export function optionRangeError(option: string, problem: string, fix?: string): RangeError {
+  return new RangeError(`express-redis-kit: option "${option}" ${problem}.${fix ? ` ${fix}` : ''}`);
+}

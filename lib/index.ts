@@ -1,0 +1,18 @@
+/** express-redis-kit: the public API. Everything not exported here is internal. */
+export { configureBreaker, type BreakerOptions } from './breaker';
+export type { RedisClient } from './client';
+export {
+  closeRedis,
+  connectRedis,
+  type CreateRedisOptions,
+  createRedis,
+  DEFAULT_REDIS_URL,
+  maskUrl,
+  type NodeAddress,
+  pingRedis,
+  type RedisHealth,
+  subscribe,
+} from './connection';
+export type { Duration } from './duration';
+export { type Problem, RedisTimeoutError, RedisUnavailableError } from './errors';
+export { KIT_CHANNEL, type KitComponent, type KitEvent, onKitEvent } from './events';

@@ -1,0 +1,82 @@
+import type { RedisClient } from './client';
+
+/** A Lua script the kit runs through EVALSHA. */
+export interface ScriptDefinition {
+  /** Command name on the client; the kit prefixes it so it cannot clash with the app's own. */
+  readonly name: string;
+  /** How many of the arguments are keys (they get the client's keyPrefix and cluster routing). */
+  readonly numberOfKeys: number;
+  readonly lua: string;
+}
+
+/**
+ * Lua prelude that reads the Redis server clock in milliseconds into `now_ms`. Scripts use it so
+ * app instances with skewed clocks agree (Redis 5+ replicates script effects, so TIME is allowed).
+ */
+export const LUA_NOW_MS = `local __t = redis.call('TIME')
+local now_ms = tonumber(__t[1]) * 1000 + math.floor(tonumber(__t[2]) / 1000)
+`;
+
+const registry = new Map<string, ScriptDefinition>();
+const definedOn = new WeakMap<object, Set<string>>();
+
+/**
+ * Registers a script once per process. Names must be unique: registering a different body under an
+ * existing name is a programming error.
+ */
+export function defineScript(name: string, numberOfKeys: number, lua: string): ScriptDefinition {
+  if (!Number.isInteger(numberOfKeys) || numberOfKeys < 0) {
+    throw new Error(`express-redis-kit: script "${name}" needs a whole, non-negative numberOfKeys`);
+  }
+  const full = `erk_${name}`;
+  const existing = registry.get(full);
+  if (existing) {
+    if (existing.lua !== lua || existing.numberOfKeys !== numberOfKeys) {
+      throw new Error(`express-redis-kit: script "${name}" is registered twice with different bodies`);
+    }
+    return existing;
+  }
+  const def: ScriptDefinition = Object.freeze({ name: full, numberOfKeys, lua });
+  registry.set(full, def);
+  return def;
+}
+
+type ScriptRunner = (...args: Array<string | number | Buffer>) => Promise<unknown>;
+
+/**
+ * Runs a registered script: one EVALSHA round trip, with ioredis falling back to EVAL (which loads
+ * the script) on NOSCRIPT, e.g. after a failover or SCRIPT FLUSH. Works on Redis and Cluster.
+ */
+export function runScript<T = unknown>(
+  redis: RedisClient,
+  script: ScriptDefinition,
+  keys: readonly string[],
+  args: ReadonlyArray<string | number | Buffer>,
+): Promise<T> {
+  ensureDefined(redis, script);
+  const runner = (redis as unknown as Record<string, ScriptRunner>)[script.name]!;
+  return runner.call(redis, ...keys, ...args) as Promise<T>;
+}
+
+/** Same as {@link runScript}, replies as Buffers (for binary payloads such as cached bodies). */
+export function runScriptBuffer<T = unknown>(
+  redis: RedisClient,
+  script: ScriptDefinition,
+  keys: readonly string[],
+  args: ReadonlyArray<string | number | Buffer>,
+): Promise<T> {
+  ensureDefined(redis, script);
+  const runner = (redis as unknown as Record<string, ScriptRunner>)[`${script.name}Buffer`]!;
+  return runner.call(redis, ...keys, ...args) as Promise<T>;
+}
+
+function ensureDefined(redis: RedisClient, script: ScriptDefinition): void {
+  let names = definedOn.get(redis);
+  if (!names) {
+    names = new Set();
+    definedOn.set(redis, names);
+  }
+  if (names.has(script.name)) return;
+  redis.defineCommand(script.name, { numberOfKeys: script.numberOfKeys, lua: script.lua });
+  names.add(script.name);
+}

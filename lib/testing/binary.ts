@@ -1,0 +1,44 @@
+import { accessSync, constants } from 'node:fs';
+import { delimiter, join } from 'node:path';
+
+/** Thrown when no redis-server binary can be found. */
+export class RedisServerNotFoundError extends Error {
+  readonly code = 'ERK_REDIS_SERVER_NOT_FOUND';
+  constructor(tried: string) {
+    super(
+      `express-redis-kit: no redis-server binary found (${tried}). Install one: ` +
+        '"apt-get update && apt-get install -y redis-server" (Debian/Ubuntu) or "brew install redis" (macOS), ' +
+        'or set REDIS_SERVER_BIN to its path; or point REDIS_URL at a running Redis.',
+    );
+    this.name = 'RedisServerNotFoundError';
+  }
+}
+
+/** Finds redis-server: `REDIS_SERVER_BIN`, else the PATH. Throws {@link RedisServerNotFoundError}. */
+export function findRedisServer(explicit?: string): string {
+  const configured = explicit ?? process.env.REDIS_SERVER_BIN;
+  if (configured) {
+    if (isExecutable(configured)) return configured;
+    throw new RedisServerNotFoundError(`REDIS_SERVER_BIN=${configured} is not an executable file`);
+  }
+  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
+    if (!dir) continue;
+    const candidate = join(dir, 'redis-server');
+    if (isExecutable(candidate)) return candidate;
+  }
+  for (const candidate of ['/usr/bin/redis-server', '/usr/local/bin/redis-server', '/opt/homebrew/bin/redis-server']) {
+    if (isExecutable(candidate)) return candidate;
+  }
+  return (() => {
+    throw new RedisServerNotFoundError('not on PATH');
+  })();
+}
+
+function isExecutable(path: string): boolean {
+  try {
+    accessSync(path, constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}

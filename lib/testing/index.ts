@@ -1,0 +1,7 @@
+/**
+ * Real-Redis test helpers, published as `express-redis-kit/testing`: start throwaway redis-server
+ * processes (standalone or a real cluster) from your own test suites.
+ */
+export { findRedisServer, RedisServerNotFoundError } from './binary';
+export { type RedisClusterHandle, type RedisClusterOptions, startRedisCluster } from './redis-cluster';
+export { freePort, type RedisServerHandle, type RedisServerOptions, startRedisServer } from './redis-server';

@@ -1,0 +1,209 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { createServer, connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { findRedisServer } from './binary';
+
+/** Options of {@link startRedisServer}. */
+export interface RedisServerOptions {
+  /** Port to listen on. Default: a free loopback port. */
+  port?: number;
+  /** Path of the redis-server binary. Default: `REDIS_SERVER_BIN`, else the PATH. */
+  binary?: string;
+  /** Sets `requirepass` (the `default` user's password). */
+  password?: string;
+  /** Extra `redis-server` arguments, e.g. `['--maxmemory', '10mb']`. */
+  args?: string[];
+  /** How long to wait for the first PONG. Default 10 s. */
+  startTimeoutMs?: number;
+}
+
+/** A throwaway redis-server process. */
+export interface RedisServerHandle {
+  readonly host: '127.0.0.1';
+  readonly port: number;
+  /** `redis://127.0.0.1:<port>` (with the password when one was set). */
+  readonly url: string;
+  readonly pid: number | undefined;
+  /** Graceful stop (SIGTERM, SIGKILL after 3 s); removes the temp dir. Idempotent. */
+  stop(): Promise<void>;
+  /** SIGKILL, for fault tests: clients see a dead server. The handle can `restart()` afterwards. */
+  kill(): Promise<void>;
+  /** Starts the server again on the same port (after `kill()`, or stops it first). */
+  restart(): Promise<void>;
+}
+
+const live = new Set<ChildProcess>();
+let exitHookInstalled = false;
+
+/** Where pid files of running test servers live, so a crashed run can be cleaned up. */
+export const PID_DIR = join(tmpdir(), 'express-redis-kit-servers');
+
+function installExitHook(): void {
+  if (exitHookInstalled) return;
+  exitHookInstalled = true;
+  process.once('exit', () => {
+    for (const child of live) child.kill('SIGKILL');
+  });
+}
+
+/** Asks the OS for a free loopback port. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+/** Resolves once something answers PING on the port (or rejects after `timeoutMs`). */
+export async function waitForPing(port: number, timeoutMs: number, isAlive: () => boolean = () => true): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (!isAlive()) throw new Error(`redis-server on port ${port} exited during start-up`);
+    if (await pingOnce(port)) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`redis-server on port ${port} did not answer PING within ${timeoutMs} ms`);
+}
+
+function pingOnce(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(500, () => done(false));
+    socket.on('error', () => done(false));
+    socket.on('connect', () => socket.write('PING\r\n'));
+    // "+PONG", or "-NOAUTH" when a password is set: either way the server is up. "-LOADING" is not.
+    socket.on('data', (data) => done(/^(\+PONG|-NOAUTH)/.test(data.toString())));
+  });
+}
+
+/**
+ * Starts a throwaway redis-server on loopback: no persistence, temp dir, free port. Waits until it
+ * answers PING. Throws a clear install hint when no binary is found.
+ */
+export async function startRedisServer(options: RedisServerOptions = {}): Promise<RedisServerHandle> {
+  const binary = findRedisServer(options.binary);
+  installExitHook();
+  const dir = mkdtempSync(join(tmpdir(), 'erk-redis-'));
+  let port = options.port ?? (await freePort());
+  let child: ChildProcess | undefined;
+  let stopped = false;
+
+  const launch = async (): Promise<void> => {
+    const args = [
+      '--port', String(port),
+      '--bind', '127.0.0.1',
+      '--save', '',
+      '--appendonly', 'no',
+      '--dir', dir,
+      '--daemonize', 'no',
+      '--loglevel', 'warning',
+      '--logfile', '',
+      ...(options.password ? ['--requirepass', options.password] : []),
+      ...(options.args ?? []),
+    ];
+    const proc = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    child = proc;
+    // Keep the tail of the server's own log, so a failed start says why (bad argument, port taken…).
+    let log = '';
+    const keep = (chunk: Buffer) => {
+      log = (log + chunk.toString()).slice(-2000);
+    };
+    proc.stdout?.on('data', keep);
+    proc.stderr?.on('data', keep);
+    live.add(proc);
+    writePid(proc.pid);
+    let exited = false;
+    proc.once('exit', () => {
+      exited = true;
+      live.delete(proc);
+      removePid(proc.pid);
+    });
+    try {
+      await waitForPing(port, options.startTimeoutMs ?? 10_000, () => !exited);
+    } catch (error) {
+      proc.kill('SIGKILL');
+      throw new Error(`${(error as Error).message}${log ? `; its log ends:\n${log.trim()}` : ''}`);
+    }
+  };
+
+  // A free port can be taken between the check and redis-server's bind: retry on a fresh one.
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await launch();
+      break;
+    } catch (error) {
+      if (options.port !== undefined || attempt >= 4) {
+        rmSync(dir, { recursive: true, force: true });
+        throw error;
+      }
+      port = await freePort();
+    }
+  }
+
+  const terminate = async (signal: NodeJS.Signals): Promise<void> => {
+    const proc = child;
+    child = undefined;
+    if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
+    proc.kill(signal);
+    const timer = setTimeout(() => proc.kill('SIGKILL'), 3000);
+    await exited;
+    clearTimeout(timer);
+  };
+
+  const auth = options.password ? `:${encodeURIComponent(options.password)}@` : '';
+  return {
+    host: '127.0.0.1',
+    get port() {
+      return port;
+    },
+    get url() {
+      return `redis://${auth}127.0.0.1:${port}`;
+    },
+    get pid() {
+      return child?.pid;
+    },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      await terminate('SIGTERM');
+      rmSync(dir, { recursive: true, force: true });
+    },
+    kill: () => terminate('SIGKILL'),
+    async restart() {
+      if (stopped) throw new Error('express-redis-kit: cannot restart a stopped redis-server; start a new one');
+      await terminate('SIGTERM');
+      await launch();
+    },
+  };
+}
+
+function writePid(pid: number | undefined): void {
+  if (!pid) return;
+  try {
+    mkdirSync(PID_DIR, { recursive: true });
+    writeFileSync(join(PID_DIR, String(pid)), String(process.pid));
+  } catch {
+    // Only used for clean-up after crashes; never fail a start over it.
+  }
+}
+
+function removePid(pid: number | undefined): void {
+  if (!pid) return;
+  try {
+    unlinkSync(join(PID_DIR, String(pid)));
+  } catch {
+    // Already gone.
+  }
+}
