@@ -55,7 +55,10 @@ export class CircuitBreaker {
   failure(now = Date.now()): void {
     this.probing = false;
     this.failures += 1;
-    if (this.state === 'half-open' || (this.state === 'closed' && this.failures >= this.options.failureThreshold)) {
+    if (
+      this.state === 'half-open' ||
+      (this.state === 'closed' && this.failures >= this.options.failureThreshold)
+    ) {
       this.state = 'open';
       this.openedAt = now;
       emitKitEvent({ component: 'redis', type: 'breaker-open', failures: this.failures });
@@ -103,7 +106,11 @@ export interface GuardOptions {
  * events. Rejects with {@link RedisUnavailableError} (or a subclass) when Redis cannot answer; other
  * errors (a bad command) pass through unchanged and do not trip the breaker.
  */
-export function guarded<T>(redis: RedisClient, operation: () => Promise<T>, options: GuardOptions): Promise<T> {
+export function guarded<T>(
+  redis: RedisClient,
+  operation: () => Promise<T>,
+  options: GuardOptions,
+): Promise<T> {
   const breaker = breakerFor(redis);
   if (redis.status === 'end' || !breaker.allow()) {
     const error = new RedisUnavailableError(
@@ -145,9 +152,12 @@ export function guarded<T>(redis: RedisClient, operation: () => Promise<T>, opti
         clearTimeout(timer);
         if (isAvailabilityError(error)) {
           breaker.failure();
-          const wrapped = new RedisUnavailableError(`Redis call failed: ${(error as Error)?.message ?? error}`, {
-            cause: error,
-          });
+          const wrapped = new RedisUnavailableError(
+            `Redis call failed: ${(error as Error)?.message ?? error}`,
+            {
+              cause: error,
+            },
+          );
           report(options, started, wrapped);
           reject(wrapped);
         } else {
@@ -164,6 +174,12 @@ export function guarded<T>(redis: RedisClient, operation: () => Promise<T>, opti
 function report(options: GuardOptions, started: number, error?: Error): void {
   if (!hasKitListeners()) return;
   const durationMs = performance.now() - started;
-  emitKitEvent({ component: options.component, name: options.name, type: 'redis-call', durationMs, ok: !error });
+  emitKitEvent({
+    component: options.component,
+    name: options.name,
+    type: 'redis-call',
+    durationMs,
+    ok: !error,
+  });
   if (error) emitKitEvent({ component: options.component, name: options.name, type: 'redis-error', error });
 }

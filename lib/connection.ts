@@ -109,7 +109,7 @@ function buildClient(options: CreateRedisOptions): RedisClient {
       sentinelPassword: sentinel.sentinelPassword,
     });
   }
-  return new Redis(url ?? process.env.REDIS_URL ?? DEFAULT_REDIS_URL, tuned);
+  return new Redis(url ?? (process.env.REDIS_URL || DEFAULT_REDIS_URL), tuned);
 }
 
 function validate(options: CreateRedisOptions): void {
@@ -167,7 +167,7 @@ function describeTarget(options: CreateRedisOptions): string {
   if (options.cluster) return `cluster ${options.cluster.nodes.map((n) => JSON.stringify(n)).join(', ')}`;
   if (options.sentinel) return `sentinel master "${options.sentinel.name}"`;
   if (!options.url && envClusterNodes()) return `cluster ${process.env.REDIS_CLUSTER_NODES}`;
-  return maskUrl(options.url ?? process.env.REDIS_URL ?? DEFAULT_REDIS_URL);
+  return maskUrl(options.url ?? (process.env.REDIS_URL || DEFAULT_REDIS_URL));
 }
 
 /** Result of {@link pingRedis}. */
@@ -185,7 +185,10 @@ export function redisMode(redis: RedisClient): RedisHealth['mode'] {
 }
 
 /** Pings Redis for health checks. Never throws; never waits longer than `timeoutMs` (default 1000). */
-export async function pingRedis(redis: RedisClient, options: { timeoutMs?: number } = {}): Promise<RedisHealth> {
+export async function pingRedis(
+  redis: RedisClient,
+  options: { timeoutMs?: number } = {},
+): Promise<RedisHealth> {
   const timeoutMs = options.timeoutMs ?? 1000;
   const mode = redisMode(redis);
   const started = performance.now();
@@ -199,7 +202,12 @@ export async function pingRedis(redis: RedisClient, options: { timeoutMs?: numbe
     await Promise.race([pong, timeout]);
     return { ok: true, latencyMs: round(performance.now() - started), mode };
   } catch (error) {
-    return { ok: false, latencyMs: round(performance.now() - started), mode, error: (error as Error).message };
+    return {
+      ok: false,
+      latencyMs: round(performance.now() - started),
+      mode,
+      error: (error as Error).message,
+    };
   } finally {
     clearTimeout(timer);
   }
@@ -219,29 +227,32 @@ export async function closeRedis(redis: RedisClient, options: { timeoutMs?: numb
   const timeoutMs = options.timeoutMs ?? 1000;
   const subscriber = subscribers.get(redis);
   subscribers.delete(redis);
-  await Promise.all([subscriber ? closeOne(subscriber.connection, timeoutMs) : undefined, closeOne(redis, timeoutMs)]);
+  await Promise.all([
+    subscriber ? closeOne(subscriber.connection, timeoutMs) : undefined,
+    closeOne(redis, timeoutMs),
+  ]);
 }
 
 async function closeOne(redis: RedisClient, timeoutMs: number): Promise<void> {
   if (redis.status === 'end') return;
-  if (redis.status !== 'ready') {
+  let hardTimer: NodeJS.Timeout | undefined;
+  let lastTimer: NodeJS.Timeout | undefined;
+  const ended = new Promise<void>((resolve) => {
+    redis.once('end', () => resolve());
+    // Whatever happens, never make shutdown wait more than twice the budget.
+    lastTimer = setTimeout(resolve, timeoutMs * 2);
+  });
+  if (redis.status === 'ready') {
+    // QUIT lets in-flight replies arrive; if Redis does not answer in time, drop the socket.
+    redis.quit().catch(() => redis.disconnect());
+    hardTimer = setTimeout(() => redis.disconnect(), timeoutMs);
+  } else {
     // QUIT would sit in the offline queue until a reconnect; nothing to flush, so drop the socket.
     redis.disconnect();
-    return;
   }
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    await Promise.race([
-      redis.quit(),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error('timeout')), timeoutMs);
-      }),
-    ]);
-  } catch {
-    redis.disconnect();
-  } finally {
-    clearTimeout(timer);
-  }
+  await ended;
+  clearTimeout(hardTimer);
+  clearTimeout(lastTimer);
 }
 
 type MessageHandler = (message: string, channel: string) => void;
@@ -255,11 +266,17 @@ interface SharedSubscriber {
  * Subscribes to a pub/sub channel over one connection per client, shared by everything in the kit
  * and closed by {@link closeRedis}. Returns a function that unsubscribes this handler.
  */
-export async function subscribe(redis: RedisClient, channel: string, handler: MessageHandler): Promise<() => Promise<void>> {
+export async function subscribe(
+  redis: RedisClient,
+  channel: string,
+  handler: MessageHandler,
+): Promise<() => Promise<void>> {
   let shared = subscribers.get(redis);
   if (!shared) {
     // No command timeout: a subscriber connection waits for messages by design.
-    const connection = isCluster(redis) ? redis.duplicate() : (redis as Redis).duplicate({ commandTimeout: undefined });
+    const connection = isCluster(redis)
+      ? redis.duplicate()
+      : (redis as Redis).duplicate({ commandTimeout: undefined });
     const handlers = new Map<string, Set<MessageHandler>>();
     connection.on('message', (ch: string, message: string) => {
       for (const h of handlers.get(ch) ?? []) {

@@ -1,10 +1,10 @@
 /** express-redis-kit: the public API. Everything not exported here is internal. */
-export { configureBreaker, type BreakerOptions } from './breaker';
+export { type BreakerOptions, configureBreaker } from './breaker';
 export type { RedisClient } from './client';
 export {
+  type CreateRedisOptions,
   closeRedis,
   connectRedis,
-  type CreateRedisOptions,
   createRedis,
   DEFAULT_REDIS_URL,
   maskUrl,

@@ -21,7 +21,11 @@ describe('startRedisServer', () => {
 
   it('kill() makes the server unreachable and restart() brings it back on the same port, empty', async () => {
     const server = await startRedisServer();
-    const client = new Redis(server.url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => 20 });
+    const client = new Redis(server.url, {
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+      retryStrategy: () => 20,
+    });
     try {
       await client.connect();
       await client.set('k', 'v');
@@ -30,7 +34,9 @@ describe('startRedisServer', () => {
       const port = server.port;
       await server.restart();
       expect(server.port).toBe(port);
-      await new Promise<void>((resolve) => (client.status === 'ready' ? resolve() : client.once('ready', () => resolve())));
+      await new Promise<void>((resolve) =>
+        client.status === 'ready' ? resolve() : client.once('ready', () => resolve()),
+      );
       expect(await client.get('k')).toBeNull();
     } finally {
       client.disconnect();
@@ -41,7 +47,11 @@ describe('startRedisServer', () => {
   it('sets a password when asked, and the url carries it', async () => {
     const server = await startRedisServer({ password: 's3cret' });
     expect(server.url).toBe(`redis://:s3cret@127.0.0.1:${server.port}`);
-    const anonymous = new Redis(server.port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, protocol: 2 });
+    const anonymous = new Redis(server.port, '127.0.0.1', {
+      lazyConnect: true,
+      maxRetriesPerRequest: 0,
+      protocol: 2,
+    });
     anonymous.on('error', () => {});
     const authed = new Redis(server.url, { lazyConnect: true });
     try {

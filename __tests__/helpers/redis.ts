@@ -1,6 +1,6 @@
 import Redis from 'ioredis';
-import { closeRedis, createRedis, type CreateRedisOptions } from '../../lib/connection';
 import type { RedisClient } from '../../lib/client';
+import { type CreateRedisOptions, closeRedis, createRedis } from '../../lib/connection';
 import { type RedisServerHandle, type RedisServerOptions, startRedisServer } from '../../lib/testing';
 
 /**

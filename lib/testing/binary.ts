@@ -26,7 +26,11 @@ export function findRedisServer(explicit?: string): string {
     const candidate = join(dir, 'redis-server');
     if (isExecutable(candidate)) return candidate;
   }
-  for (const candidate of ['/usr/bin/redis-server', '/usr/local/bin/redis-server', '/opt/homebrew/bin/redis-server']) {
+  for (const candidate of [
+    '/usr/bin/redis-server',
+    '/usr/local/bin/redis-server',
+    '/opt/homebrew/bin/redis-server',
+  ]) {
     if (isExecutable(candidate)) return candidate;
   }
   return (() => {

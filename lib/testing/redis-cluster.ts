@@ -33,7 +33,8 @@ const SLOTS = 16384;
 export async function startRedisCluster(options: RedisClusterOptions = {}): Promise<RedisClusterHandle> {
   const masters = options.masters ?? 3;
   const replicasPerMaster = options.replicasPerMaster ?? 0;
-  if (!Number.isInteger(masters) || masters < 1) throw new RangeError('startRedisCluster: "masters" must be >= 1');
+  if (!Number.isInteger(masters) || masters < 1)
+    throw new RangeError('startRedisCluster: "masters" must be >= 1');
   if (!Number.isInteger(replicasPerMaster) || replicasPerMaster < 0) {
     throw new RangeError('startRedisCluster: "replicasPerMaster" must be >= 0');
   }
@@ -48,11 +49,19 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
       servers.push(
         await startRedisServer({
           binary: options.binary,
-          args: ['--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${i}.conf`, '--cluster-node-timeout', '2000'],
+          args: [
+            '--cluster-enabled',
+            'yes',
+            '--cluster-config-file',
+            `nodes-${i}.conf`,
+            '--cluster-node-timeout',
+            '2000',
+          ],
         }),
       );
     }
-    for (const s of servers) admins.push(new Redis({ host: s.host, port: s.port, lazyConnect: true, protocol: 2 }));
+    for (const s of servers)
+      admins.push(new Redis({ host: s.host, port: s.port, lazyConnect: true, protocol: 2 }));
     await Promise.all(admins.map((a) => a.connect()));
     const ids = await Promise.all(admins.map((a) => a.call('CLUSTER', 'MYID') as Promise<string>));
 

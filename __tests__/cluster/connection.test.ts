@@ -1,0 +1,55 @@
+import type { Cluster } from 'ioredis';
+import { closeRedis, createRedis, pingRedis } from '../../lib/connection';
+import { defineScript, runScript } from '../../lib/scripts';
+import { type RedisClusterHandle, startRedisCluster } from '../../lib/testing';
+
+const pair = defineScript(
+  'test_cluster_pair',
+  2,
+  "redis.call('SET', KEYS[1], ARGV[1], 'PX', 10000); redis.call('SET', KEYS[2], ARGV[1], 'PX', 10000); return redis.call('GET', KEYS[2])",
+);
+
+describe('createRedis against a real Redis Cluster', () => {
+  let cluster: RedisClusterHandle;
+  const clients: Cluster[] = [];
+
+  beforeAll(async () => {
+    cluster = await startRedisCluster({ masters: 3 });
+  }, 60_000);
+
+  afterAll(async () => {
+    await Promise.all(clients.map((c) => closeRedis(c)));
+    await cluster?.stop();
+  });
+
+  it('builds a Cluster client from cluster.nodes, with the prefix and timeout applied', async () => {
+    const client = createRedis({ cluster: { nodes: cluster.addresses }, keyPrefix: 'app:' }) as Cluster;
+    clients.push(client);
+    expect(client.isCluster).toBe(true);
+    for (let i = 0; i < 30; i++) await client.set(`k${i}`, String(i));
+    expect(await client.get('k7')).toBe('7');
+    expect(client.options.redisOptions?.commandTimeout).toBe(500);
+    expect(await pingRedis(client)).toMatchObject({ ok: true, mode: 'cluster' });
+    // Keys really are spread over the masters.
+    const sizes = await Promise.all(client.nodes('master').map((n) => n.dbsize()));
+    expect(sizes.filter((s) => s > 0).length).toBeGreaterThan(1);
+  });
+
+  it('reads REDIS_CLUSTER_NODES when no url is given', async () => {
+    process.env.REDIS_CLUSTER_NODES = cluster.addresses.join(',');
+    try {
+      const client = createRedis() as Cluster;
+      clients.push(client);
+      expect(client.isCluster).toBe(true);
+      expect(await client.ping()).toBe('PONG');
+    } finally {
+      delete process.env.REDIS_CLUSTER_NODES;
+    }
+  });
+
+  it('runs a multi-key script whose keys share a hash tag', async () => {
+    const client = createRedis({ cluster: { nodes: cluster.addresses } }) as Cluster;
+    clients.push(client);
+    expect(await runScript(client, pair, ['a:{same}', 'b:{same}'], ['v'])).toBe('v');
+  });
+});

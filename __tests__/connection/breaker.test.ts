@@ -1,0 +1,90 @@
+import { breakerFor, CircuitBreaker, configureBreaker, guarded } from '../../lib/breaker';
+import { RedisTimeoutError, RedisUnavailableError } from '../../lib/errors';
+import { type KitEvent, onKitEvent } from '../../lib/events';
+import { useRedisServer } from '../helpers/redis';
+
+describe('circuit breaker', () => {
+  it('opens after the failure threshold, fails fast during the cool-down, then lets one probe through', () => {
+    const breaker = new CircuitBreaker({ failureThreshold: 3, cooldownMs: 1000 });
+    for (let i = 0; i < 3; i++) {
+      expect(breaker.allow(0)).toBe(true);
+      breaker.failure(0);
+    }
+    expect(breaker.currentState).toBe('open');
+    expect(breaker.allow(500)).toBe(false);
+    expect(breaker.allow(1000)).toBe(true);
+    expect(breaker.allow(1000)).toBe(false);
+    breaker.success();
+    expect(breaker.currentState).toBe('closed');
+    expect(breaker.allow(1001)).toBe(true);
+  });
+
+  it('re-opens when the probe fails', () => {
+    const breaker = new CircuitBreaker({ failureThreshold: 1, cooldownMs: 100 });
+    breaker.failure(0);
+    expect(breaker.allow(100)).toBe(true);
+    breaker.failure(100);
+    expect(breaker.currentState).toBe('open');
+    expect(breaker.allow(150)).toBe(false);
+  });
+});
+
+describe('guarded Redis calls', () => {
+  const redis = useRedisServer();
+
+  it('rejects with RedisTimeoutError when Redis is slower than the budget, without waiting longer', async () => {
+    const client = redis.plain();
+    await client.ping();
+    await redis.plain().call('CLIENT', 'PAUSE', '1000', 'ALL');
+    const started = Date.now();
+    await expect(
+      guarded(client, () => client.get('x'), { timeoutMs: 100, component: 'cache' }),
+    ).rejects.toBeInstanceOf(RedisTimeoutError);
+    expect(Date.now() - started).toBeLessThan(800);
+  });
+
+  it('fails fast once the breaker is open, and closes again when Redis answers', async () => {
+    const client = redis.plain();
+    await client.ping();
+    configureBreaker(client, { failureThreshold: 2, cooldownMs: 300 });
+    const events: KitEvent[] = [];
+    const off = onKitEvent((e) => events.push(e));
+    try {
+      await redis.plain().call('CLIENT', 'PAUSE', '600', 'ALL');
+      for (let i = 0; i < 2; i++) {
+        await expect(
+          guarded(client, () => client.get('x'), { timeoutMs: 50, component: 'cache' }),
+        ).rejects.toThrow();
+      }
+      expect(breakerFor(client).currentState).toBe('open');
+      const started = Date.now();
+      await expect(
+        guarded(client, () => client.get('x'), { timeoutMs: 5000, component: 'cache' }),
+      ).rejects.toThrow(/circuit breaker is open/);
+      expect(Date.now() - started).toBeLessThan(50);
+      await new Promise((r) => setTimeout(r, 700));
+      expect(
+        await guarded(client, () => client.get('x'), { timeoutMs: 1000, component: 'cache' }),
+      ).toBeNull();
+      expect(breakerFor(client).currentState).toBe('closed');
+      expect(events.map((e) => e.type)).toEqual(
+        expect.arrayContaining(['redis-call', 'redis-error', 'breaker-open', 'breaker-closed']),
+      );
+    } finally {
+      off();
+    }
+  });
+
+  it('passes command errors through without tripping the breaker', async () => {
+    const client = redis.plain();
+    await client.set('str', 'v');
+    configureBreaker(client, { failureThreshold: 1, cooldownMs: 10_000 });
+    const error = await guarded(client, () => client.lpush('str', 'x'), {
+      timeoutMs: 500,
+      component: 'cache',
+    }).catch((e) => e);
+    expect(error).not.toBeInstanceOf(RedisUnavailableError);
+    expect(String(error)).toMatch(/WRONGTYPE/);
+    expect(breakerFor(client).currentState).toBe('closed');
+  });
+});

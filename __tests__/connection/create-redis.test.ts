@@ -1,0 +1,185 @@
+import type Redis from 'ioredis';
+import {
+  closeRedis,
+  connectRedis,
+  createRedis,
+  maskUrl,
+  pingRedis,
+  reconnectDelay,
+  subscribe,
+} from '../../lib/connection';
+import { eventually, useRedisServer } from '../helpers/redis';
+
+describe('createRedis', () => {
+  const redis = useRedisServer();
+
+  it('connects by URL with request-path defaults: auto-pipelining, 500 ms command timeout, bounded retries', async () => {
+    const client = redis.client();
+    expect(await client.ping()).toBe('PONG');
+    const options = (client as Redis).options;
+    expect(options.enableAutoPipelining).toBe(true);
+    expect(options.commandTimeout).toBe(500);
+    expect(options.maxRetriesPerRequest).toBe(1);
+  });
+
+  it('uses REDIS_URL when no url is given', async () => {
+    const previous = process.env.REDIS_URL;
+    process.env.REDIS_URL = redis.server.url;
+    try {
+      const client = redis.track(createRedis());
+      expect((client as Redis).options.port).toBe(redis.server.port);
+      expect(await client.ping()).toBe('PONG');
+    } finally {
+      if (previous === undefined) delete process.env.REDIS_URL;
+      else process.env.REDIS_URL = previous;
+    }
+  });
+
+  it('authenticates as an ACL user from the URL and selects the db number', async () => {
+    const admin = redis.plain();
+    await admin.call('ACL', 'SETUSER', 'kit', 'on', '>kit-pass', '~*', '&*', '+@all');
+    const client = redis.client({ url: `redis://kit:kit-pass@127.0.0.1:${redis.server.port}/3` });
+    await client.set('acl-key', '1');
+    expect(await client.call('ACL', 'WHOAMI')).toBe('kit');
+    await admin.select(3);
+    expect(await admin.get('acl-key')).toBe('1');
+    await admin.select(0);
+  });
+
+  it('applies keyPrefix to every key, including keys of Lua scripts', async () => {
+    const client = redis.client({ keyPrefix: 'tenant-a:' });
+    await client.set('greeting', 'hi');
+    client.defineCommand('echoKey', { numberOfKeys: 1, lua: "return redis.call('GET', KEYS[1])" });
+    const viaScript = await (client as unknown as { echoKey(k: string): Promise<string> }).echoKey(
+      'greeting',
+    );
+    expect(viaScript).toBe('hi');
+    expect(await redis.plain().get('tenant-a:greeting')).toBe('hi');
+  });
+
+  it('passes any other ioredis option through', () => {
+    const client = redis.client({ connectionName: 'kit-test', commandTimeout: 250 });
+    expect((client as Redis).options.connectionName).toBe('kit-test');
+    expect((client as Redis).options.commandTimeout).toBe(250);
+  });
+
+  it('rejects bad options at construction, naming the option', () => {
+    expect(() => createRedis({ url: 'http://localhost:6379' })).toThrow(
+      /"url" must start with redis:\/\/ or rediss:\/\//,
+    );
+    expect(() => createRedis({ commandTimeout: 0 })).toThrow(/"commandTimeout"/);
+    expect(() => createRedis({ cluster: { nodes: [] } })).toThrow(/"cluster.nodes"/);
+    expect(() => createRedis({ sentinel: { name: '', sentinels: [] } })).toThrow(/"sentinel"/);
+  });
+
+  it('uses TLS for rediss:// URLs', () => {
+    const client = createRedis({ url: 'rediss://127.0.0.1:1', lazyConnect: true });
+    expect((client as Redis).options.tls).toBeDefined();
+    client.disconnect();
+  });
+
+  it('builds a Sentinel client from the sentinel option', () => {
+    const client = createRedis({
+      sentinel: { name: 'mymaster', sentinels: ['127.0.0.1:26379'] },
+      lazyConnect: true,
+    });
+    expect((client as Redis).options.sentinels).toEqual([{ host: '127.0.0.1', port: 26379 }]);
+    expect((client as Redis).options.name).toBe('mymaster');
+    client.disconnect();
+  });
+
+  it('fails a command within the timeout while the server is dead, and recovers after restart without a new client', async () => {
+    const client = redis.client({ commandTimeout: 300 });
+    await client.set('survives', 'no');
+    await redis.server.kill();
+    const started = Date.now();
+    await expect(client.get('survives')).rejects.toThrow();
+    expect(Date.now() - started).toBeLessThan(2000);
+    // While it stays down, many commands must not pile up and each one fails on its own.
+    const results = await Promise.allSettled(Array.from({ length: 50 }, () => client.get('x')));
+    expect(results.every((r) => r.status === 'rejected')).toBe(true);
+    await redis.server.restart();
+    await eventually(
+      async () => (await client.ping().catch(() => null)) === 'PONG',
+      'the client to reconnect',
+      8000,
+    );
+    await client.set('back', 'yes');
+    expect(await client.get('back')).toBe('yes');
+  });
+
+  it('failFast: rejects with the masked URL when Redis is unreachable', async () => {
+    const port = redis.server.port + 1;
+    await expect(
+      createRedis({ url: `redis://user:hunter2@127.0.0.1:${port}`, failFast: true, connectTimeout: 300 }),
+    ).rejects.toThrow(new RegExp(`cannot reach Redis at redis://user:\\*\\*\\*\\*@127\\.0\\.0\\.1:${port}`));
+  });
+
+  it('failFast / connectRedis: resolves a ready client when Redis answers', async () => {
+    const client = redis.track(await connectRedis({ url: redis.server.url }));
+    expect(client.status).toBe('ready');
+  });
+});
+
+describe('pingRedis', () => {
+  const redis = useRedisServer();
+
+  it('reports ok, latency and mode', async () => {
+    const health = await pingRedis(redis.client());
+    expect(health).toEqual({ ok: true, latencyMs: expect.any(Number), mode: 'standalone' });
+  });
+
+  it('never throws and never waits past its timeout when Redis is paused', async () => {
+    const client = redis.client({ commandTimeout: 5000 });
+    await client.ping();
+    await redis.plain().call('CLIENT', 'PAUSE', '1500', 'ALL');
+    const started = Date.now();
+    const health = await pingRedis(client, { timeoutMs: 200 });
+    expect(health.ok).toBe(false);
+    expect(health.error).toMatch(/200 ms/);
+    expect(Date.now() - started).toBeLessThan(1000);
+  });
+});
+
+describe('closeRedis', () => {
+  const redis = useRedisServer();
+
+  it('quits the client and the shared subscriber connection', async () => {
+    const client = createRedis({ url: redis.server.url });
+    const publisher = redis.plain();
+    const received: string[] = [];
+    await subscribe(client, 'news', (message) => received.push(message));
+    await publisher.publish('news', 'hello');
+    await eventually(() => received.length === 1, 'the message');
+    await closeRedis(client);
+    expect(client.status).toBe('end');
+    // No subscriber left: a publish reaches nobody.
+    expect(await publisher.publish('news', 'again')).toBe(0);
+  });
+
+  it('disconnects a client whose server is gone without waiting for QUIT', async () => {
+    const client = createRedis({ url: `redis://127.0.0.1:${redis.server.port + 2}` });
+    const started = Date.now();
+    await closeRedis(client, { timeoutMs: 300 });
+    expect(client.status).toBe('end');
+    expect(Date.now() - started).toBeLessThan(1000);
+  });
+});
+
+describe('helpers', () => {
+  it('masks passwords in URLs', () => {
+    expect(maskUrl('redis://u:p@h:1/2')).toBe('redis://u:****@h:1/2');
+    expect(maskUrl('redis://h:1')).toBe('redis://h:1');
+  });
+
+  it('reconnect delay grows exponentially, is jittered, and is capped', () => {
+    for (let i = 0; i < 200; i++) {
+      const d = reconnectDelay(30, 2000);
+      expect(d).toBeGreaterThanOrEqual(1000);
+      expect(d).toBeLessThanOrEqual(2000);
+    }
+    expect(reconnectDelay(1, 2000)).toBeLessThanOrEqual(100);
+    const samples = new Set(Array.from({ length: 20 }, () => reconnectDelay(8, 2000)));
+    expect(samples.size).toBeGreaterThan(1);
+  });
+});

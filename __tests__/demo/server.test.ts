@@ -1,0 +1,108 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { resolve } from 'node:path';
+import { type RedisServerHandle, startRedisServer } from '../../lib/testing';
+
+const root = resolve(__dirname, '../..');
+
+/** Starts `npm run demo`'s entry point as a real process and resolves with its URL. */
+function startDemo(
+  env: NodeJS.ProcessEnv,
+): Promise<{ child: ChildProcess; url: string; output: () => string }> {
+  const child = spawn(
+    process.execPath,
+    [resolve(root, 'node_modules/tsx/dist/cli.mjs'), 'demo-app/server.ts'],
+    {
+      cwd: root,
+      env: { ...process.env, PORT: '0', ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
+  let out = '';
+  return new Promise((resolvePromise, reject) => {
+    const timer = setTimeout(() => reject(new Error(`demo did not start:\n${out}`)), 30_000);
+    const onData = (chunk: Buffer) => {
+      out += chunk.toString();
+      const match = out.match(/listening on (http:\/\/\S+)/);
+      if (match) {
+        clearTimeout(timer);
+        resolvePromise({ child, url: match[1]!.replace('localhost', '127.0.0.1'), output: () => out });
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.once('exit', () => reject(new Error(`demo exited early:\n${out}`)));
+  });
+}
+
+function exitCode(child: ChildProcess): Promise<number | null> {
+  return new Promise((r) =>
+    child.exitCode !== null ? r(child.exitCode) : child.once('exit', (code) => r(code)),
+  );
+}
+
+describe('npm run demo (demo-app/server.ts)', () => {
+  let redis: RedisServerHandle;
+  beforeAll(async () => {
+    redis = await startRedisServer();
+  });
+  afterAll(() => redis.stop());
+
+  it('uses REDIS_URL, serves /healthz, and exits 0 on SIGTERM after closing Redis', async () => {
+    const demo = await startDemo({ REDIS_URL: redis.url });
+    try {
+      expect(demo.output()).toContain(`REDIS_URL (${redis.url})`);
+      const res = await fetch(`${demo.url}/healthz`);
+      expect(res.status).toBe(200);
+      expect((await res.json()).redis.ok).toBe(true);
+    } finally {
+      demo.child.kill('SIGTERM');
+    }
+    expect(await exitCode(demo.child)).toBe(0);
+  }, 60_000);
+
+  it('starts a throwaway redis-server when REDIS_URL is unset and nothing listens on 6379, and stops it on exit', async () => {
+    const env: NodeJS.ProcessEnv = { REDIS_URL: '' };
+    const demo = await startDemo(env);
+    let serverUrl = '';
+    try {
+      const out = demo.output();
+      // A developer machine may run its own Redis on 6379; then the demo rightly uses it.
+      if (out.includes('local Redis at redis://127.0.0.1:6379')) return;
+      serverUrl = out.match(/throwaway redis-server at (redis:\/\/\S+)/)![1]!;
+      expect((await fetch(`${demo.url}/healthz`)).status).toBe(200);
+    } finally {
+      demo.child.kill('SIGINT');
+    }
+    expect(await exitCode(demo.child)).toBe(0);
+    const port = Number(serverUrl.split(':').pop());
+    const { connect } = await import('node:net');
+    const refused = await new Promise<boolean>((r) => {
+      const s = connect({ host: '127.0.0.1', port });
+      s.on('connect', () => {
+        s.destroy();
+        r(false);
+      });
+      s.on('error', () => r(true));
+    });
+    expect(refused).toBe(true);
+  }, 60_000);
+
+  it('exits 1 with the install hint when no redis-server can be found', async () => {
+    const child = spawn(
+      process.execPath,
+      [resolve(root, 'node_modules/tsx/dist/cli.mjs'), 'demo-app/server.ts'],
+      {
+        cwd: root,
+        env: { ...process.env, PORT: '0', REDIS_URL: '', REDIS_SERVER_BIN: '/nonexistent/redis-server' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let out = '';
+    child.stdout!.on('data', (c) => (out += c));
+    child.stderr!.on('data', (c) => (out += c));
+    const code = await exitCode(child);
+    if (out.includes('local Redis at')) return;
+    expect(code).toBe(1);
+    expect(out).toMatch(/apt-get install -y redis-server/);
+  }, 60_000);
+});

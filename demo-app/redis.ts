@@ -1,0 +1,49 @@
+import { closeRedis, connectRedis, createRedis, maskUrl, pingRedis, type RedisClient } from '../lib';
+import { type RedisServerHandle, startRedisServer } from '../lib/testing';
+
+/** The Redis the demo runs on, and how to let go of it. */
+export interface DemoRedis {
+  redis: RedisClient;
+  /** Human-readable description, printed at start-up. */
+  source: string;
+  /** The throwaway server, when the demo started one (for fault drills and clean-up). */
+  server?: RedisServerHandle;
+  close(): Promise<void>;
+}
+
+const LOCAL_URL = 'redis://127.0.0.1:6379';
+
+/**
+ * Picks Redis the way the README promises: REDIS_URL if set (must answer), else a Redis already on
+ * 127.0.0.1:6379, else a throwaway redis-server started here and stopped on exit.
+ */
+export async function resolveDemoRedis(): Promise<DemoRedis> {
+  if (process.env.REDIS_URL) {
+    const redis = await connectRedis({ url: process.env.REDIS_URL });
+    return { redis, source: `REDIS_URL (${maskUrl(process.env.REDIS_URL)})`, close: () => closeRedis(redis) };
+  }
+  const probe = createRedis({
+    url: LOCAL_URL,
+    lazyConnect: true,
+    retryStrategy: () => null,
+    connectTimeout: 500,
+  });
+  probe.on('error', () => {});
+  const local = await pingRedis(probe, { timeoutMs: 700 });
+  await closeRedis(probe, { timeoutMs: 200 });
+  if (local.ok) {
+    const redis = createRedis({ url: LOCAL_URL });
+    return { redis, source: `local Redis at ${LOCAL_URL}`, close: () => closeRedis(redis) };
+  }
+  const server = await startRedisServer();
+  const redis = createRedis({ url: server.url });
+  return {
+    redis,
+    server,
+    source: `throwaway redis-server at ${server.url} (stopped on exit)`,
+    close: async () => {
+      await closeRedis(redis);
+      await server.stop();
+    },
+  };
+}
