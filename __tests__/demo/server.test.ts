@@ -53,7 +53,7 @@ describe('npm run demo (demo-app/server.ts)', () => {
       expect(demo.output()).toContain(`REDIS_URL (${redis.url})`);
       const res = await fetch(`${demo.url}/healthz`);
       expect(res.status).toBe(200);
-      expect((await res.json()).redis.ok).toBe(true);
+      expect(((await res.json()) as { redis: { ok: boolean } }).redis.ok).toBe(true);
     } finally {
       demo.child.kill('SIGTERM');
     }
