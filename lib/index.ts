@@ -16,3 +16,13 @@ export {
 export type { Duration } from './duration';
 export { type Problem, RedisTimeoutError, RedisUnavailableError } from './errors';
 export { KIT_CHANNEL, type KitComponent, type KitEvent, onKitEvent } from './events';
+export {
+  canonicalJson,
+  defaultFingerprint,
+  type IdempotencyMiddleware,
+  type IdempotencyOptions,
+  type IdempotencyRecordId,
+  idempotency,
+  type ResolvedIdempotencyOptions,
+  type ScopeValue,
+} from './idempotency';

@@ -1,0 +1,94 @@
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import express, { type Express, type RequestHandler } from 'express';
+import { type KitEvent, onKitEvent } from '../../lib/events';
+
+/** A parsed HTTP answer with the raw body bytes. */
+export interface Answer {
+  status: number;
+  headers: Headers;
+  body: Buffer;
+  json(): unknown;
+}
+
+/** Listening servers of one test file; close them all in afterEach/afterAll. */
+export function useServers() {
+  const servers: Server[] = [];
+  afterEach(async () => {
+    await Promise.all(
+      servers.splice(0).map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            s.closeAllConnections();
+            s.close(() => resolve());
+          }),
+      ),
+    );
+  });
+  return {
+    /** Starts `app` on a free loopback port; returns its base URL. */
+    async listen(app: Express): Promise<string> {
+      const server = app.listen(0, '127.0.0.1');
+      servers.push(server);
+      await new Promise<void>((resolve) => server.once('listening', () => resolve()));
+      return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    },
+  };
+}
+
+/** An app with express.json() and the middleware in front of `handler` on POST /orders. */
+export function orderApp(middleware: RequestHandler, handler: RequestHandler): Express {
+  const app = express();
+  app.use(express.json());
+  app.post('/orders', middleware, handler);
+  app.patch('/orders', middleware, handler);
+  app.get('/orders', middleware, handler);
+  return app;
+}
+
+export async function send(
+  url: string,
+  options: { key?: string; body?: unknown; method?: string; headers?: Record<string, string> } = {},
+): Promise<Answer> {
+  const headers: Record<string, string> = { ...options.headers };
+  if (options.key !== undefined) headers['Idempotency-Key'] = options.key;
+  let body: string | undefined;
+  if (options.body !== undefined) {
+    headers['Content-Type'] ??= 'application/json';
+    body = typeof options.body === 'string' ? options.body : JSON.stringify(options.body);
+  }
+  const response = await fetch(url, { method: options.method ?? 'POST', headers, body });
+  const bytes = Buffer.from(await response.arrayBuffer());
+  return {
+    status: response.status,
+    headers: response.headers,
+    body: bytes,
+    json: () => JSON.parse(bytes.toString('utf8')),
+  };
+}
+
+/** Records the idempotency events published while a test runs. */
+export function useEvents() {
+  const events: KitEvent[] = [];
+  let off: (() => void) | undefined;
+  beforeEach(() => {
+    events.length = 0;
+    off = onKitEvent((e) => {
+      if (e.component === 'idempotency' && e.type !== 'redis-call') events.push(e);
+    });
+  });
+  afterEach(() => off?.());
+  return {
+    types: () => events.map((e) => e.type),
+    events,
+  };
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+let counter = 0;
+/** A fresh key per call, so tests in one file never collide. */
+export function freshKey(label = 'k'): string {
+  counter += 1;
+  return `${label}-${process.pid}-${Date.now()}-${counter}`;
+}

@@ -1,0 +1,322 @@
+import { randomBytes } from 'node:crypto';
+import express from 'express';
+import { idempotency } from '../../lib/idempotency';
+import { useRedisServer } from '../helpers/redis';
+import { freshKey, orderApp, send, useEvents, useServers } from './http';
+
+const redisServer = useRedisServer();
+const servers = useServers();
+const events = useEvents();
+
+describe('idempotency lifecycle', () => {
+  it('runs the handler once and replays status, headers and body byte for byte with Idempotent-Replayed', async () => {
+    const redis = redisServer.client();
+    let runs = 0;
+    const app = orderApp(idempotency({ redis }), (req, res) => {
+      runs += 1;
+      res
+        .status(201)
+        .set('Location', '/orders/42')
+        .set('X-Custom', 'yes')
+        .json({ id: 42, run: runs, body: req.body });
+    });
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey();
+    const first = await send(url, { key, body: { item: 'book', qty: 1 } });
+    const second = await send(url, { key, body: { item: 'book', qty: 1 } });
+
+    expect(runs).toBe(1);
+    expect(first.status).toBe(201);
+    expect(first.headers.get('idempotent-replayed')).toBeNull();
+    expect(second.status).toBe(201);
+    expect(second.headers.get('idempotent-replayed')).toBe('true');
+    expect(second.body.equals(first.body)).toBe(true);
+    expect(second.headers.get('location')).toBe('/orders/42');
+    expect(second.headers.get('x-custom')).toBe('yes');
+    expect(second.headers.get('content-type')).toBe(first.headers.get('content-type'));
+    expect(events.types()).toEqual(expect.arrayContaining(['first', 'stored', 'replay']));
+  });
+
+  it('replays binary bodies (invalid UTF-8 included) byte for byte', async () => {
+    const redis = redisServer.plain();
+    const payload = Buffer.concat([Buffer.from([0xff, 0xfe, 0x00, 0xc3]), randomBytes(4096)]);
+    let runs = 0;
+    const app = orderApp(idempotency({ redis }), (_req, res) => {
+      runs += 1;
+      res.type('application/octet-stream');
+      res.write(payload.subarray(0, 100));
+      res.end(payload.subarray(100));
+    });
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey();
+    const first = await send(url, { key });
+    const second = await send(url, { key });
+    expect(runs).toBe(1);
+    expect(first.body.equals(payload)).toBe(true);
+    expect(second.body.equals(payload)).toBe(true);
+    expect(second.headers.get('idempotent-replayed')).toBe('true');
+  });
+
+  it('answers 422 problem+json when the key is reused with a different payload', async () => {
+    const redis = redisServer.client();
+    let runs = 0;
+    const app = orderApp(idempotency({ redis }), (_req, res) => {
+      runs += 1;
+      res.status(201).json({ ok: true });
+    });
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey();
+    await send(url, { key, body: { amount: 10 } });
+    const changed = await send(url, { key, body: { amount: 11 } });
+    expect(changed.status).toBe(422);
+    expect(changed.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(changed.json()).toMatchObject({
+      status: 422,
+      type: expect.stringContaining('idempotency-key-reused'),
+    });
+    expect(runs).toBe(1);
+    expect(events.types()).toContain('mismatch');
+  });
+
+  it('treats JSON bodies parsed by express.json() with reordered keys as the same payload', async () => {
+    const redis = redisServer.client();
+    let runs = 0;
+    const app = orderApp(idempotency({ redis }), (_req, res) => {
+      runs += 1;
+      res.json({ run: runs });
+    });
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey();
+    const first = await send(url, { key, body: '{"a":1,"b":{"y":2,"x":[1,2]}}' });
+    const second = await send(url, { key, body: '{"b":{"x":[1,2],"y":2},"a":1}' });
+    expect(second.status).toBe(200);
+    expect(second.headers.get('idempotent-replayed')).toBe('true');
+    expect(second.body.equals(first.body)).toBe(true);
+    expect(runs).toBe(1);
+  });
+
+  it.each([
+    ['empty', ''],
+    ['too long (256 characters)', 'a'.repeat(256)],
+    ['containing a space', 'two words'],
+    ['non-ASCII', 'clé'],
+  ])('answers 400 problem+json for a malformed key: %s', async (_label, key) => {
+    const redis = redisServer.client();
+    let runs = 0;
+    const app = orderApp(idempotency({ redis }), (_req, res) => {
+      runs += 1;
+      res.json({});
+    });
+    const base = await servers.listen(app);
+    const answer = await send(`${base}/orders`, { headers: { 'Idempotency-Key': key } });
+    expect(answer.status).toBe(400);
+    expect(answer.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(answer.json()).toMatchObject({
+      status: 400,
+      type: expect.stringContaining('idempotency-key-invalid'),
+    });
+    expect(runs).toBe(0);
+  });
+
+  it('accepts a 255-character key and the quoted structured-field form of the IETF draft', async () => {
+    const redis = redisServer.client();
+    let runs = 0;
+    const app = orderApp(idempotency({ redis }), (_req, res) => {
+      runs += 1;
+      res.json({ run: runs });
+    });
+    const url = `${await servers.listen(app)}/orders`;
+    expect((await send(url, { key: 'k'.repeat(255) })).status).toBe(200);
+    const bare = freshKey();
+    await send(url, { key: bare });
+    const quoted = await send(url, { key: `"${bare}"` });
+    expect(quoted.headers.get('idempotent-replayed')).toBe('true');
+    expect(runs).toBe(2);
+  });
+
+  it('answers 400 when the key is missing and required, and passes through when it is optional', async () => {
+    const redis = redisServer.client();
+    let runs = 0;
+    const handler: express.RequestHandler = (_req, res) => {
+      runs += 1;
+      res.json({});
+    };
+    const strict = `${await servers.listen(orderApp(idempotency({ redis, required: true }), handler))}/orders`;
+    const lax = `${await servers.listen(orderApp(idempotency({ redis }), handler))}/orders`;
+    const missing = await send(strict);
+    expect(missing.status).toBe(400);
+    expect(missing.json()).toMatchObject({ type: expect.stringContaining('idempotency-key-missing') });
+    expect(runs).toBe(0);
+    expect((await send(lax)).status).toBe(200);
+    expect((await send(lax)).status).toBe(200);
+    expect(runs).toBe(2);
+  });
+
+  it('leaves methods it does not protect alone', async () => {
+    const redis = redisServer.client();
+    let runs = 0;
+    const app = orderApp(idempotency({ redis }), (_req, res) => {
+      runs += 1;
+      res.json({ run: runs });
+    });
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey();
+    await send(url, { key, method: 'GET' });
+    const again = await send(url, { key, method: 'GET' });
+    expect(runs).toBe(2);
+    expect(again.headers.get('idempotent-replayed')).toBeNull();
+  });
+
+  it('releases the key after a 5xx answer so the retry runs the handler', async () => {
+    const redis = redisServer.client();
+    let runs = 0;
+    const app = orderApp(idempotency({ redis }), (_req, res) => {
+      runs += 1;
+      if (runs === 1) res.status(503).json({ error: 'upstream down' });
+      else res.status(201).json({ run: runs });
+    });
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey();
+    expect((await send(url, { key })).status).toBe(503);
+    const retry = await send(url, { key });
+    expect(retry.status).toBe(201);
+    expect(retry.headers.get('idempotent-replayed')).toBeNull();
+    const replay = await send(url, { key });
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(runs).toBe(2);
+    expect(events.events).toEqual(
+      expect.arrayContaining([expect.objectContaining({ type: 'released', status: 503, reason: 'status' })]),
+    );
+  });
+
+  it('releases the key when the handler throws (error handler answers 500)', async () => {
+    const redis = redisServer.client();
+    let runs = 0;
+    const app = orderApp(idempotency({ redis }), async (_req, res) => {
+      runs += 1;
+      if (runs === 1) throw new Error('boom');
+      res.status(201).json({ run: runs });
+    });
+    app.use(((_err, _req, res, _next) => {
+      res.status(500).json({ error: 'internal' });
+    }) as express.ErrorRequestHandler);
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey();
+    expect((await send(url, { key })).status).toBe(500);
+    expect((await send(url, { key })).status).toBe(201);
+    expect(runs).toBe(2);
+  });
+
+  it('stores 4xx answers by default, and only the listed statuses with storeStatuses', async () => {
+    const redis = redisServer.client();
+    let runs = 0;
+    const handler: express.RequestHandler = (_req, res) => {
+      runs += 1;
+      res.status(409).json({ error: 'out of stock' });
+    };
+    const byDefault = `${await servers.listen(orderApp(idempotency({ redis }), handler))}/orders`;
+    const onlyCreated = `${await servers.listen(orderApp(idempotency({ redis, storeStatuses: [201] }), handler))}/orders`;
+    const key = freshKey();
+    await send(byDefault, { key });
+    expect((await send(byDefault, { key })).headers.get('idempotent-replayed')).toBe('true');
+    expect(runs).toBe(1);
+    const other = freshKey();
+    await send(onlyCreated, { key: other });
+    expect((await send(onlyCreated, { key: other })).headers.get('idempotent-replayed')).toBeNull();
+    expect(runs).toBe(3);
+  });
+
+  it('does not store a body larger than maxBodySize and releases the key', async () => {
+    const redis = redisServer.client();
+    let runs = 0;
+    const app = orderApp(idempotency({ redis, maxBodySize: 1000 }), (_req, res) => {
+      runs += 1;
+      res.type('text/plain').send('x'.repeat(5000));
+    });
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey();
+    const first = await send(url, { key });
+    expect(first.body.length).toBe(5000);
+    const second = await send(url, { key });
+    expect(second.headers.get('idempotent-replayed')).toBeNull();
+    expect(runs).toBe(2);
+    expect(events.events).toEqual(
+      expect.arrayContaining([expect.objectContaining({ type: 'released', reason: 'too-large' })]),
+    );
+  });
+
+  it('keeps scopes apart: the same key from two users runs twice and never replays across users', async () => {
+    const redis = redisServer.client();
+    let runs = 0;
+    const app = orderApp(idempotency({ redis, scope: (req) => req.get('x-user') }), (req, res) => {
+      runs += 1;
+      res.status(201).json({ user: req.get('x-user'), run: runs });
+    });
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey();
+    const alice = await send(url, { key, headers: { 'x-user': 'alice' } });
+    const bob = await send(url, { key, headers: { 'x-user': 'bob' } });
+    const aliceAgain = await send(url, { key, headers: { 'x-user': 'alice' } });
+    expect(runs).toBe(2);
+    expect(bob.json()).toMatchObject({ user: 'bob' });
+    expect(bob.headers.get('idempotent-replayed')).toBeNull();
+    expect(aliceAgain.body.equals(alice.body)).toBe(true);
+    expect(aliceAgain.headers.get('idempotent-replayed')).toBe('true');
+  });
+
+  it('keeps routes apart: the same key on another route is a different record', async () => {
+    const redis = redisServer.client();
+    const middleware = idempotency({ redis });
+    let runs = 0;
+    const app = express();
+    const handler: express.RequestHandler = (req, res) => {
+      runs += 1;
+      res.json({ path: req.path });
+    };
+    app.post('/a', middleware, handler);
+    app.post('/b', middleware, handler);
+    const base = await servers.listen(app);
+    const key = freshKey();
+    await send(`${base}/a`, { key });
+    const b = await send(`${base}/b`, { key });
+    expect(b.status).toBe(200);
+    expect(runs).toBe(2);
+  });
+
+  it('every record it writes has a TTL', async () => {
+    const redis = redisServer.client();
+    const app = orderApp(idempotency({ redis, ttl: '1h', prefix: 'ttlcheck:' }), (_req, res) => {
+      res.json({});
+    });
+    const url = `${await servers.listen(app)}/orders`;
+    await send(url, { key: freshKey() });
+    const keys: string[] = [];
+    let cursor = '0';
+    do {
+      const [next, batch] = await redis.scan(cursor, 'MATCH', 'ttlcheck:*');
+      cursor = next;
+      keys.push(...batch);
+    } while (cursor !== '0');
+    expect(keys.length).toBe(1);
+    const ttl = await redis.pttl(keys[0]!);
+    expect(ttl).toBeGreaterThan(0);
+    expect(ttl).toBeLessThanOrEqual(3_600_000);
+  });
+
+  it('forget() deletes a record so the key can be used afresh', async () => {
+    const redis = redisServer.client();
+    const middleware = idempotency({ redis, scope: (req) => req.get('x-user') });
+    let runs = 0;
+    const app = orderApp(middleware, (_req, res) => {
+      runs += 1;
+      res.json({ run: runs });
+    });
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey();
+    await send(url, { key, headers: { 'x-user': 'carol' } });
+    expect(await middleware.forget({ key, route: '/orders', scope: 'carol' })).toBe(true);
+    const again = await send(url, { key, headers: { 'x-user': 'carol' } });
+    expect(again.headers.get('idempotent-replayed')).toBeNull();
+    expect(runs).toBe(2);
+  });
+});

@@ -1,0 +1,96 @@
+import type { Request } from 'express';
+import Redis from 'ioredis';
+import {
+  canonicalJson,
+  defaultFingerprint,
+  type IdempotencyOptions,
+  idempotency,
+} from '../../lib/idempotency';
+import { parseKey } from '../../lib/idempotency/request-key';
+
+// Never connects: construction must not touch Redis.
+const redis = new Redis({ lazyConnect: true });
+afterAll(() => redis.disconnect());
+
+const build = (extra: Partial<IdempotencyOptions>) => () =>
+  idempotency({ redis, ...extra } as IdempotencyOptions);
+
+describe('idempotency options', () => {
+  it('returns a named middleware carrying the admin API and the resolved defaults', () => {
+    const middleware = idempotency({ redis });
+    expect(middleware.name).toBe('idempotencyMiddleware');
+    expect(typeof middleware.forget).toBe('function');
+    expect(middleware.options).toMatchObject({
+      header: 'idempotency-key',
+      required: false,
+      ttlMs: 86_400_000,
+      lockTtlMs: 30_000,
+      heartbeatMs: 10_000,
+      maxBodySize: 1_048_576,
+      failMode: 'closed',
+      timeoutMs: 500,
+      retryAfterSeconds: 1,
+      prefix: 'erk:',
+    });
+    expect([...middleware.options.methods]).toEqual(['POST', 'PATCH']);
+    expect(middleware.options.shouldStore(201)).toBe(true);
+    expect(middleware.options.shouldStore(499)).toBe(true);
+    expect(middleware.options.shouldStore(500)).toBe(false);
+  });
+
+  it.each<[string, Partial<IdempotencyOptions>, RegExp, ErrorConstructor]>([
+    ['redis', { redis: {} as never }, /option "redis"/, TypeError],
+    ['scope', { scope: 'user' as never }, /option "scope"/, TypeError],
+    ['header', { header: 'bad header' }, /option "header"/, TypeError],
+    ['methods', { methods: [] }, /option "methods"/, TypeError],
+    ['ttl', { ttl: 'soon' }, /option "ttl"/, TypeError],
+    ['lockTtl', { lockTtl: 10 }, /option "lockTtl"/, RangeError],
+    ['lockTtl above ttl', { ttl: '1m', lockTtl: '2m' }, /option "lockTtl".*ttl/, RangeError],
+    ['storeStatuses', { storeStatuses: [999] }, /option "storeStatuses"/, TypeError],
+    ['maxBodySize', { maxBodySize: -1 }, /option "maxBodySize"/, RangeError],
+    ['failMode', { failMode: 'sometimes' as never }, /option "failMode"/, TypeError],
+    ['prefix', { prefix: 'a{b}' }, /option "prefix"/, TypeError],
+    ['fingerprint', { fingerprint: 'sha' as never }, /option "fingerprint"/, TypeError],
+  ])('rejects a bad %s at construction, naming the option', (_label, extra, message, type) => {
+    expect(build(extra)).toThrow(type);
+    expect(build(extra)).toThrow(message);
+  });
+});
+
+describe('idempotency key parsing', () => {
+  it('accepts 1–255 visible ASCII characters, bare or as a quoted structured-field string', () => {
+    expect(parseKey('abc-123_~!')).toEqual({ ok: true, key: 'abc-123_~!' });
+    expect(parseKey('"abc"')).toEqual({ ok: true, key: 'abc' });
+    expect(parseKey('x'.repeat(255))).toEqual({ ok: true, key: 'x'.repeat(255) });
+  });
+
+  it('rejects empty, too long, spaces, control and non-ASCII characters, and repeated headers', () => {
+    for (const bad of ['', '""', 'x'.repeat(256), 'a b', 'a\tb', 'caf\u00e9', 'a, b']) {
+      expect(parseKey(bad)).toEqual({ ok: false, reason: 'malformed' });
+    }
+    expect(parseKey(['a', 'b'])).toEqual({ ok: false, reason: 'malformed' });
+    expect(parseKey(undefined)).toEqual({ ok: false, reason: 'missing' });
+  });
+});
+
+describe('defaultFingerprint', () => {
+  const req = (body: unknown, method = 'POST', originalUrl = '/orders?x=1') =>
+    ({ method, originalUrl, url: originalUrl, body }) as unknown as Request;
+
+  it('ignores object key order but not values, arrays order, method or path', () => {
+    expect(canonicalJson({ b: 1, a: { d: [2, 1], c: null } })).toBe('{"a":{"c":null,"d":[2,1]},"b":1}');
+    const base = defaultFingerprint(req({ a: 1, b: 2 }));
+    expect(defaultFingerprint(req({ b: 2, a: 1 }))).toBe(base);
+    expect(defaultFingerprint(req({ a: 1, b: 3 }))).not.toBe(base);
+    expect(defaultFingerprint(req({ a: 1, b: 2 }, 'PATCH'))).not.toBe(base);
+    expect(defaultFingerprint(req({ a: 1, b: 2 }, 'POST', '/other'))).not.toBe(base);
+    expect(defaultFingerprint(req([1, 2]))).not.toBe(defaultFingerprint(req([2, 1])));
+  });
+
+  it('hashes raw Buffer and string bodies as bytes, and tells them from JSON and from no body', () => {
+    expect(defaultFingerprint(req(Buffer.from('hello')))).toBe(defaultFingerprint(req('hello')));
+    expect(defaultFingerprint(req(Buffer.from('"hello"')))).not.toBe(defaultFingerprint(req({ hello: 1 })));
+    expect(defaultFingerprint(req(undefined))).not.toBe(defaultFingerprint(req('')));
+    expect(defaultFingerprint(req(undefined))).not.toBe(defaultFingerprint(req({})));
+  });
+});

@@ -1,0 +1,40 @@
+import { createHash } from 'node:crypto';
+import type { Request } from 'express';
+
+/**
+ * The default request fingerprint: SHA-256 (hex) of the method, the path (without the query string)
+ * and the body as a body parser left it in `req.body`:
+ * - a `Buffer` or string (`express.raw()`, `express.text()`) is hashed as its bytes;
+ * - anything else (`express.json()`, `express.urlencoded()`) as canonical JSON, object keys sorted,
+ *   so `{"a":1,"b":2}` and `{"b":2,"a":1}` are the same payload;
+ * - no `req.body` (no body parser ran, e.g. a streamed upload) fingerprints as "no body": such
+ *   requests are told apart by method and path only. Pass your own `fingerprint` for them.
+ */
+export function defaultFingerprint(req: Request): string {
+  const hash = createHash('sha256');
+  const path = (req.originalUrl ?? req.url ?? '').split('?')[0] ?? '';
+  hash.update(req.method).update('\0').update(path).update('\0');
+  const body: unknown = req.body;
+  if (body === undefined) hash.update('none');
+  else if (Buffer.isBuffer(body)) hash.update('bytes\0').update(body);
+  else if (typeof body === 'string') hash.update('bytes\0').update(body, 'utf8');
+  else hash.update('json\0').update(canonicalJson(body), 'utf8');
+  return hash.digest('hex');
+}
+
+/** JSON with the keys of every plain object sorted, so key order does not change the result. */
+export function canonicalJson(value: unknown): string {
+  return (
+    JSON.stringify(value, (_key, v: unknown) => {
+      if (v === null || typeof v !== 'object' || Array.isArray(v)) return v;
+      const proto = Object.getPrototypeOf(v);
+      if (proto !== Object.prototype && proto !== null) return v;
+      const record = v as Record<string, unknown>;
+      return Object.fromEntries(
+        Object.keys(record)
+          .sort()
+          .map((k) => [k, record[k]]),
+      );
+    }) ?? 'undefined'
+  );
+}

@@ -1,0 +1,220 @@
+import { createHash, randomUUID } from 'node:crypto';
+import type { NextFunction, Request, Response } from 'express';
+import { guarded } from '../breaker';
+import { problemType, RedisTimeoutError, RedisUnavailableError, sendProblem } from '../errors';
+import { emitKitEvent } from '../events';
+import { type CapturedResponse, captureResponse, replay } from './capture';
+import { type IdempotencyOptions, type ResolvedIdempotencyOptions, resolveOptions } from './options';
+import * as record from './record';
+import { parseKey, recordKey, resolveScope, routeOf } from './request-key';
+
+/** Identifies one record, for the admin API. */
+export interface IdempotencyRecordId {
+  /** The idempotency key the client sent (without quotes). */
+  key: string;
+  /** The route part of the namespace: `req.baseUrl + req.route.path`, e.g. `'/api/orders'`. */
+  route: string;
+  /** Default `'POST'`. */
+  method?: string;
+  /** What the `scope` function returned for the client; leave out and pass `ip` for the default scope. */
+  scope?: string | number;
+  /** The client IP, when the default scope (`req.ip`) was used. */
+  ip?: string;
+}
+
+/** The middleware, carrying its admin API. */
+export interface IdempotencyMiddleware {
+  (req: Request, res: Response, next: NextFunction): void;
+  /** The options after defaults. */
+  readonly options: Readonly<ResolvedIdempotencyOptions>;
+  /** Deletes a record (in flight or completed) so the key can be used afresh. Resolves true if one existed. */
+  forget(id: IdempotencyRecordId): Promise<boolean>;
+}
+
+const COMPONENT = 'idempotency';
+
+/**
+ * Exactly-once POST/PATCH with an `Idempotency-Key` header: the first request runs the handler and
+ * its response is stored; retries with the same key get the stored response (`Idempotent-Replayed:
+ * true`), 409 while the first is still running, 422 if the payload differs. See docs/idempotency.md.
+ */
+export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware {
+  const o = resolveOptions(options);
+  const guard = { timeoutMs: o.timeoutMs, component: COMPONENT, name: o.name } as const;
+  const emit = (type: string, detail: Record<string, unknown> = {}) =>
+    emitKitEvent({ component: COMPONENT, name: o.name, type, ...detail });
+  let warnedOpen = false;
+
+  const problem = (
+    res: Response,
+    status: number,
+    slug: string,
+    title: string,
+    detail: string,
+    retry = false,
+  ) =>
+    sendProblem(
+      res,
+      { type: problemType(slug), title, status, detail },
+      retry ? { 'Retry-After': String(o.retryAfterSeconds) } : {},
+    );
+
+  async function handle(req: Request, res: Response, next: NextFunction): Promise<void> {
+    if (!o.methods.has(req.method)) return next();
+    const parsed = parseKey(req.headers[o.header]);
+    if (!parsed.ok) {
+      if (parsed.reason === 'missing' && !o.required) return next();
+      emit(parsed.reason === 'missing' ? 'missing-key' : 'invalid-key');
+      return problem(
+        res,
+        400,
+        parsed.reason === 'missing' ? 'idempotency-key-missing' : 'idempotency-key-invalid',
+        parsed.reason === 'missing' ? 'Idempotency key required' : 'Malformed idempotency key',
+        parsed.reason === 'missing'
+          ? `This endpoint requires an ${o.header} header.`
+          : `The ${o.header} header must be 1 to 255 visible ASCII characters, sent once.`,
+      );
+    }
+    const [scope, rawFingerprint] = await Promise.all([resolveScope(req, o.scope), o.fingerprint(req)]);
+    const fingerprint = createHash('sha256').update(rawFingerprint).digest('hex');
+    const key = recordKey(o.prefix, scope, req.method, routeOf(req), parsed.key);
+    const owner = randomUUID();
+
+    let found: record.ReserveResult;
+    try {
+      found = await guarded(
+        o.redis,
+        () => record.reserve(o.redis, key, fingerprint, owner, o.lockTtlMs),
+        guard,
+      );
+    } catch (error) {
+      if (!(error instanceof RedisUnavailableError)) throw error;
+      // The script may still run once Redis answers: drop that orphan reservation right behind it
+      // (same connection, so in order) instead of letting it block retries for a whole lease.
+      if (error instanceof RedisTimeoutError) {
+        record.release(o.redis, key, owner).catch(() => {});
+      }
+      return unavailable(req, res, next, error);
+    }
+    warnedOpen = false;
+
+    switch (found.state) {
+      case 'reserved':
+        emit('first');
+        protect(res, key, owner);
+        return next();
+      case 'done':
+        emit('replay', { status: found.response.status });
+        return replay(res, found.response);
+      case 'inflight':
+        emit('conflict');
+        return problem(
+          res,
+          409,
+          'idempotency-conflict',
+          'Request in progress',
+          'A request with this idempotency key is still being processed; retry later.',
+          true,
+        );
+      case 'mismatch':
+        emit('mismatch');
+        return problem(
+          res,
+          422,
+          'idempotency-key-reused',
+          'Idempotency key reused',
+          'This idempotency key was already used with a different request payload.',
+        );
+    }
+  }
+
+  function unavailable(req: Request, res: Response, next: NextFunction, error: Error): void {
+    if (o.failMode === 'open') {
+      emit('fail-open', { error });
+      if (!warnedOpen) {
+        warnedOpen = true;
+        process.emitWarning(
+          `idempotency: Redis unavailable (${error.message}); running ${req.method} handlers without idempotency protection (failMode 'open').`,
+          { code: 'ERK_IDEMPOTENCY_FAIL_OPEN' },
+        );
+      }
+      next();
+      return;
+    }
+    emit('unavailable', { error });
+    problem(
+      res,
+      503,
+      'idempotency-unavailable',
+      'Idempotency store unavailable',
+      'The request was not processed because exactly-once handling cannot be guaranteed right now; retry with the same key.',
+      true,
+    );
+  }
+
+  /** Keeps the lease alive while the handler runs, then stores or releases the outcome. */
+  function protect(res: Response, key: string, owner: string): void {
+    const started = Date.now();
+    let beating = false;
+    let stopped = false;
+    const timer = setInterval(() => {
+      // Cap: a handler that never ends its response must not hold the key forever.
+      if (Date.now() - started > o.ttlMs) return stop();
+      if (beating) return;
+      beating = true;
+      guarded(o.redis, () => record.heartbeat(o.redis, key, owner, o.lockTtlMs), guard)
+        .then((held) => {
+          if (!held && !stopped) {
+            emit('lease-lost');
+            stop();
+          }
+        })
+        .catch((error: unknown) => emit('heartbeat-failed', { error }))
+        .finally(() => {
+          beating = false;
+        });
+    }, o.heartbeatMs);
+    timer.unref?.();
+    const stop = () => {
+      stopped = true;
+      clearInterval(timer);
+    };
+
+    captureResponse(res, o.maxBodySize, async (captured: CapturedResponse) => {
+      stop();
+      const { status, body } = captured;
+      if (body === undefined || !o.shouldStore(status)) {
+        const reason = body === undefined ? 'too-large' : 'status';
+        try {
+          await guarded(o.redis, () => record.release(o.redis, key, owner), guard);
+          emit('released', { status, reason });
+        } catch (error) {
+          emit('release-failed', { status, reason, error });
+        }
+        return;
+      }
+      try {
+        const stored = await guarded(
+          o.redis,
+          () => record.complete(o.redis, key, owner, { status, headers: captured.headers, body }, o.ttlMs),
+          guard,
+        );
+        emit(stored ? 'stored' : 'lease-lost', { status });
+      } catch (error) {
+        emit('store-failed', { status, error });
+      }
+    });
+  }
+
+  const middleware = function idempotencyMiddleware(req: Request, res: Response, next: NextFunction): void {
+    handle(req, res, next).catch(next);
+  } as IdempotencyMiddleware;
+
+  Object.defineProperty(middleware, 'options', { value: Object.freeze({ ...o }), enumerable: true });
+  middleware.forget = async (id: IdempotencyRecordId) => {
+    const scope = id.scope !== undefined && id.scope !== '' ? `s:${id.scope}` : `ip:${id.ip ?? ''}`;
+    const key = recordKey(o.prefix, scope, id.method ?? 'POST', id.route, id.key);
+    return (await guarded(o.redis, () => o.redis.del(key), guard)) === 1;
+  };
+  return middleware;
+}

@@ -1,0 +1,193 @@
+import type { Request } from 'express';
+import { checkClient, type RedisClient } from '../client';
+import { type Duration, toMs } from '../duration';
+import { optionError, optionRangeError } from '../errors';
+import { checkPrefix, DEFAULT_PREFIX } from '../keys';
+import { defaultFingerprint } from './fingerprint';
+
+/** What a `scope` function may return; `undefined`, `null` or `''` fall back to the client IP. */
+export type ScopeValue = string | number | undefined | null;
+
+/** Options of {@link idempotency}. Only `redis` is required. */
+export interface IdempotencyOptions {
+  /** An ioredis `Redis` or `Cluster` (from `createRedis()` or your own `new Redis(url)`). */
+  redis: RedisClient;
+  /**
+   * Whose key space a request belongs to; keys never cross scopes, so one user can never replay
+   * another's response. Default: `req.ip`. Apps with authentication should pass the user or
+   * account id, e.g. `req => req.session?.userId`: two users behind one NAT share an IP.
+   */
+  scope?: (req: Request) => ScopeValue | Promise<ScopeValue>;
+  /** Request header carrying the key. Default `'Idempotency-Key'`. */
+  header?: string;
+  /** Answer 400 when the header is missing. Default `false` (requests without a key pass unprotected). */
+  required?: boolean;
+  /** Methods the middleware protects; others pass through. Default `['POST', 'PATCH']`. */
+  methods?: readonly string[];
+  /** How long a completed response is kept for replay. Default `'24h'`. */
+  ttl?: Duration;
+  /**
+   * Lease of an in-flight request: a crashed worker's reservation expires after this long. A live
+   * handler renews it every `lockTtl / 3`, so a slow handler is never run twice. Default `'30s'`.
+   */
+  lockTtl?: Duration;
+  /**
+   * Identifies the request payload; reusing a key with a different fingerprint answers 422.
+   * Default: SHA-256 of method, path and canonical body (see `defaultFingerprint`).
+   */
+  fingerprint?: (req: Request) => string | Buffer | Promise<string | Buffer>;
+  /**
+   * Which final statuses are stored for replay; the others release the key so the client may
+   * retry. A list of statuses or a predicate. Default: every status below 500.
+   */
+  storeStatuses?: readonly number[] | ((status: number) => boolean);
+  /** Largest response body (bytes) that is stored; a larger one is sent but not stored, and the key is released. Default 1 MiB. */
+  maxBodySize?: number;
+  /**
+   * When Redis is down or slower than `timeout`: `'closed'` answers 503 + Retry-After (the
+   * exactly-once guarantee cannot be given); `'open'` runs the handler without protection
+   * (a process warning once per outage, and a `fail-open` event per request). Default `'closed'`.
+   */
+  failMode?: 'closed' | 'open';
+  /** Time budget of each Redis call. Default `'500ms'`. */
+  timeout?: Duration;
+  /** `Retry-After` (rounded up to whole seconds) on 409 and 503 answers. Default `'1s'`. */
+  retryAfter?: Duration;
+  /** Key prefix. Default `'erk:'`. */
+  prefix?: string;
+  /** Instance name carried by events. */
+  name?: string;
+}
+
+/** Options after defaults and validation: the only place defaults live. */
+export interface ResolvedIdempotencyOptions {
+  redis: RedisClient;
+  scope: ((req: Request) => ScopeValue | Promise<ScopeValue>) | undefined;
+  header: string;
+  required: boolean;
+  methods: ReadonlySet<string>;
+  ttlMs: number;
+  lockTtlMs: number;
+  heartbeatMs: number;
+  fingerprint: (req: Request) => string | Buffer | Promise<string | Buffer>;
+  shouldStore: (status: number) => boolean;
+  maxBodySize: number;
+  failMode: 'closed' | 'open';
+  timeoutMs: number;
+  retryAfterSeconds: number;
+  prefix: string;
+  name: string | undefined;
+}
+
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const METHOD = /^[A-Z]+$/;
+
+export function resolveOptions(input: IdempotencyOptions): ResolvedIdempotencyOptions {
+  if (!input || typeof input !== 'object') {
+    throw optionError('options', 'must be an object', 'Call idempotency({ redis }).');
+  }
+  const redis = checkClient(input.redis);
+  const {
+    scope,
+    header = 'Idempotency-Key',
+    required = false,
+    methods = ['POST', 'PATCH'],
+    ttl = '24h',
+    lockTtl = '30s',
+    fingerprint = defaultFingerprint,
+    storeStatuses,
+    maxBodySize = 1024 * 1024,
+    failMode = 'closed',
+    timeout = '500ms',
+    retryAfter = '1s',
+    prefix = DEFAULT_PREFIX,
+    name,
+  } = input;
+
+  if (scope !== undefined && typeof scope !== 'function') {
+    throw optionError(
+      'scope',
+      `must be a function (req) => string; got ${typeof scope}`,
+      'e.g. req => req.user.id',
+    );
+  }
+  if (typeof header !== 'string' || !HEADER_NAME.test(header)) {
+    throw optionError(
+      'header',
+      `must be an HTTP header name; got ${JSON.stringify(header)}`,
+      "The default is 'Idempotency-Key'.",
+    );
+  }
+  if (typeof required !== 'boolean')
+    throw optionError('required', `must be a boolean; got ${typeof required}`);
+  if (!Array.isArray(methods) || methods.length === 0 || !methods.every((m) => typeof m === 'string')) {
+    throw optionError('methods', 'must be a non-empty array of HTTP methods', "e.g. ['POST', 'PATCH'].");
+  }
+  const methodSet = new Set(methods.map((m) => m.toUpperCase()));
+  for (const m of methodSet) {
+    if (!METHOD.test(m)) throw optionError('methods', `holds an invalid method ${JSON.stringify(m)}`);
+  }
+  const ttlMs = toMs(ttl, 'ttl', { min: 1000 });
+  const lockTtlMs = toMs(lockTtl, 'lockTtl', { min: 100 });
+  if (lockTtlMs > ttlMs) {
+    throw optionRangeError(
+      'lockTtl',
+      `(${lockTtlMs} ms) must not exceed ttl (${ttlMs} ms)`,
+      'Raise ttl or lower lockTtl.',
+    );
+  }
+  if (typeof fingerprint !== 'function') {
+    throw optionError(
+      'fingerprint',
+      `must be a function (req) => string | Buffer; got ${typeof fingerprint}`,
+    );
+  }
+  const shouldStore = resolveStoreStatuses(storeStatuses);
+  if (typeof maxBodySize !== 'number' || !Number.isInteger(maxBodySize) || maxBodySize < 0) {
+    throw optionRangeError(
+      'maxBodySize',
+      `must be a whole number of bytes >= 0; got ${JSON.stringify(maxBodySize)}`,
+    );
+  }
+  if (failMode !== 'closed' && failMode !== 'open') {
+    throw optionError('failMode', `must be 'closed' or 'open'; got ${JSON.stringify(failMode)}`);
+  }
+  const timeoutMs = toMs(timeout, 'timeout', { min: 1 });
+  const retryAfterMs = toMs(retryAfter, 'retryAfter', { min: 1 });
+  if (name !== undefined && typeof name !== 'string')
+    throw optionError('name', `must be a string; got ${typeof name}`);
+
+  return {
+    redis,
+    scope,
+    header: header.toLowerCase(),
+    required,
+    methods: methodSet,
+    ttlMs,
+    lockTtlMs,
+    // Three renewals per lease: one lost or slow heartbeat still leaves the lease alive.
+    heartbeatMs: Math.max(1, Math.floor(lockTtlMs / 3)),
+    fingerprint,
+    shouldStore,
+    maxBodySize,
+    failMode,
+    timeoutMs,
+    retryAfterSeconds: Math.max(1, Math.ceil(retryAfterMs / 1000)),
+    prefix: checkPrefix(prefix),
+    name,
+  };
+}
+
+function resolveStoreStatuses(value: IdempotencyOptions['storeStatuses']): (status: number) => boolean {
+  if (value === undefined) return (status) => status < 500;
+  if (typeof value === 'function') return value;
+  if (Array.isArray(value) && value.every((s) => Number.isInteger(s) && s >= 100 && s <= 599)) {
+    const set = new Set(value);
+    return (status) => set.has(status);
+  }
+  throw optionError(
+    'storeStatuses',
+    'must be a list of HTTP statuses or a function (status) => boolean',
+    'e.g. [200, 201, 400, 404] or s => s < 500.',
+  );
+}

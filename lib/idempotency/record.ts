@@ -1,0 +1,144 @@
+import type { RedisClient } from '../client';
+import { defineScript, LUA_NOW_MS, runScript, runScriptBuffer } from '../scripts';
+
+/*
+ * One Redis hash per (scope, method, route, key):
+ *   state    'inflight' | 'done'
+ *   fp       request fingerprint
+ *   owner    random token of the request holding the lease (in flight only)
+ *   lease    lease expiry, Redis server ms (in flight only; informational, PEXPIRE enforces it)
+ *   status, headers (JSON), body (raw bytes)   (done only)
+ * In flight the key's TTL is the lease, so a crashed worker's reservation disappears on its own;
+ * once done, the TTL is the replay window.
+ */
+
+const RESERVE = defineScript(
+  'idempotency_reserve',
+  1,
+  `${LUA_NOW_MS}
+local key = KEYS[1]
+local lock_ms = tonumber(ARGV[3])
+local head = redis.call('HMGET', key, 'state', 'fp')
+if not head[1] then
+  redis.call('HSET', key, 'state', 'inflight', 'fp', ARGV[1], 'owner', ARGV[2], 'lease', now_ms + lock_ms)
+  redis.call('PEXPIRE', key, lock_ms)
+  return {'reserved'}
+end
+if head[2] ~= ARGV[1] then return {'mismatch'} end
+if head[1] == 'inflight' then return {'inflight', redis.call('PTTL', key)} end
+local done = redis.call('HMGET', key, 'status', 'headers', 'body')
+return {'done', done[1], done[2], done[3]}
+`,
+);
+
+const COMPLETE = defineScript(
+  'idempotency_complete',
+  1,
+  `${LUA_NOW_MS}
+local key = KEYS[1]
+if redis.call('HGET', key, 'owner') ~= ARGV[1] then return 0 end
+redis.call('HSET', key, 'state', 'done', 'status', ARGV[2], 'headers', ARGV[3], 'body', ARGV[4], 'done_at', now_ms)
+redis.call('HDEL', key, 'owner', 'lease')
+redis.call('PEXPIRE', key, tonumber(ARGV[5]))
+return 1
+`,
+);
+
+const RELEASE = defineScript(
+  'idempotency_release',
+  1,
+  `if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+`,
+);
+
+const HEARTBEAT = defineScript(
+  'idempotency_heartbeat',
+  1,
+  `${LUA_NOW_MS}
+local key = KEYS[1]
+if redis.call('HGET', key, 'owner') ~= ARGV[1] then return 0 end
+local lock_ms = tonumber(ARGV[2])
+redis.call('HSET', key, 'lease', now_ms + lock_ms)
+redis.call('PEXPIRE', key, lock_ms)
+return 1
+`,
+);
+
+/** A response as stored for replay. */
+export interface StoredResponse {
+  status: number;
+  /** Header name (lower case) and value(s), in the order they were set. */
+  headers: Array<[string, string | string[]]>;
+  body: Buffer;
+}
+
+/** What reserving a key found. */
+export type ReserveResult =
+  | { state: 'reserved' }
+  | { state: 'mismatch' }
+  | { state: 'inflight'; remainingMs: number }
+  | { state: 'done'; response: StoredResponse };
+
+/** Reserves the key for `owner`, or reports what holds it. One script call. */
+export async function reserve(
+  redis: RedisClient,
+  key: string,
+  fingerprint: string,
+  owner: string,
+  lockTtlMs: number,
+): Promise<ReserveResult> {
+  const reply = await runScriptBuffer<Array<Buffer | number | null>>(
+    redis,
+    RESERVE,
+    [key],
+    [fingerprint, owner, lockTtlMs],
+  );
+  const state = String(reply[0]);
+  if (state === 'reserved' || state === 'mismatch') return { state };
+  if (state === 'inflight') return { state, remainingMs: Math.max(0, Number(reply[1])) };
+  if (state === 'done') {
+    return {
+      state,
+      response: {
+        status: Number(String(reply[1])),
+        headers: JSON.parse(String(reply[2] ?? '[]')) as StoredResponse['headers'],
+        body: Buffer.isBuffer(reply[3]) ? reply[3] : Buffer.alloc(0),
+      },
+    };
+  }
+  throw new Error(`express-redis-kit: unexpected idempotency reserve reply ${JSON.stringify(state)}`);
+}
+
+/** Stores the response if `owner` still holds the lease. False when the lease was lost. */
+export async function complete(
+  redis: RedisClient,
+  key: string,
+  owner: string,
+  response: StoredResponse,
+  ttlMs: number,
+): Promise<boolean> {
+  const stored = await runScript<number>(
+    redis,
+    COMPLETE,
+    [key],
+    [owner, String(response.status), JSON.stringify(response.headers), response.body, ttlMs],
+  );
+  return Number(stored) === 1;
+}
+
+/** Deletes the reservation if `owner` still holds it, so the client may retry at once. */
+export async function release(redis: RedisClient, key: string, owner: string): Promise<boolean> {
+  return Number(await runScript<number>(redis, RELEASE, [key], [owner])) === 1;
+}
+
+/** Renews `owner`'s lease for another `lockTtlMs`. False when the lease was lost. */
+export async function heartbeat(
+  redis: RedisClient,
+  key: string,
+  owner: string,
+  lockTtlMs: number,
+): Promise<boolean> {
+  return Number(await runScript<number>(redis, HEARTBEAT, [key], [owner, lockTtlMs])) === 1;
+}

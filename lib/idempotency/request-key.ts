@@ -1,0 +1,50 @@
+import type { Request } from 'express';
+import { hashPart, taggedKey } from '../keys';
+import type { ScopeValue } from './options';
+
+// 1–255 visible ASCII characters (0x21–0x7E): no spaces, no control characters, no commas that
+// would hide a repeated header.
+const VALID_KEY = /^[\x21-\x7e]{1,255}$/;
+
+/** The idempotency key of a request, or why there is none. */
+export type ParsedKey = { ok: true; key: string } | { ok: false; reason: 'missing' | 'malformed' };
+
+/**
+ * Reads the key header. The IETF draft sends the key as a structured-field string
+ * (`Idempotency-Key: "abc"`) while Stripe and most clients send it bare (`Idempotency-Key: abc`);
+ * both name the same key.
+ */
+export function parseKey(raw: string | string[] | undefined): ParsedKey {
+  if (raw === undefined) return { ok: false, reason: 'missing' };
+  // Node joins repeated headers it does not know; a repeated key is ambiguous, so it is rejected.
+  if (Array.isArray(raw)) return { ok: false, reason: 'malformed' };
+  let key = raw;
+  if (key.length >= 2 && key.startsWith('"') && key.endsWith('"')) key = key.slice(1, -1);
+  return VALID_KEY.test(key) ? { ok: true, key } : { ok: false, reason: 'malformed' };
+}
+
+/** The key space a request belongs to, tagged by where it came from so a user id never equals an IP. */
+export async function resolveScope(
+  req: Request,
+  scope: ((req: Request) => ScopeValue | Promise<ScopeValue>) | undefined,
+): Promise<string> {
+  if (scope) {
+    const value = await scope(req);
+    if (value !== undefined && value !== null && value !== '') return `s:${value}`;
+  }
+  return `ip:${req.ip ?? req.socket?.remoteAddress ?? ''}`;
+}
+
+/** The route part of the namespace: the route pattern when mounted on a route, else the path. */
+export function routeOf(req: Request): string {
+  const pattern = (req.route as { path?: unknown } | undefined)?.path;
+  return `${req.baseUrl ?? ''}${pattern === undefined ? req.path : String(pattern)}`;
+}
+
+/**
+ * The Redis key of one record. Scope, method, route and key are hashed together, so a key can
+ * never cross scopes or routes, and user input never shapes the key (or its hash slot).
+ */
+export function recordKey(prefix: string, scope: string, method: string, route: string, key: string): string {
+  return taggedKey(prefix, 'idem', hashPart(JSON.stringify([scope, method.toUpperCase(), route, key])));
+}
