@@ -9,5 +9,5 @@ export default defineConfig({
   target: 'node20',
   outDir: 'dist',
   // Runtime dependencies stay external so the user's ioredis/express copies are the ones used.
-  external: ['ioredis', 'express', 'express-session', 'connect-redis'],
+  external: ['ioredis', 'express', 'express-session'],
 });

@@ -10,6 +10,8 @@ export interface Problem {
   [extension: string]: unknown;
 }
 
+const BODY_HEADERS = ['Content-Length', 'Content-Encoding', 'Content-Range', 'ETag', 'Last-Modified'];
+
 const TYPE_BASE = 'urn:express-redis-kit:problem:';
 
 /** Builds the URI of one of the kit's problem types, e.g. `problemType('rate-limited')`. */
@@ -26,6 +28,8 @@ export function sendProblem(res: Response, problem: Problem, headers: Record<str
     if (!res.writableEnded) res.end();
     return;
   }
+  // Headers a handler set for the body it meant to send would describe the wrong body.
+  for (const stale of BODY_HEADERS) res.removeHeader(stale);
   for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
   res.status(problem.status);
   res.setHeader('Content-Type', 'application/problem+json; charset=utf-8');

@@ -26,3 +26,12 @@ export {
   type ResolvedIdempotencyOptions,
   type ScopeValue,
 } from './idempotency';
+export {
+  KitSessionStore,
+  type LoginData,
+  type RedisSessionMiddleware,
+  type RedisSessionOptions,
+  redisSession,
+  type SessionCookieOptions,
+  type SessionInfo,
+} from './session';

@@ -1,0 +1,98 @@
+import Redis from 'ioredis';
+import request from 'supertest';
+import { configureBreaker } from '../../lib/breaker';
+import { type KitEvent, onKitEvent } from '../../lib/events';
+import { redisSession } from '../../lib/session';
+import { useRedisServer } from '../helpers/redis';
+import { sessionApp, sessionCookie } from './app';
+
+const SECRET = 'failure-test-secret-failure-test-secret';
+const redisServer = useRedisServer();
+
+/** A user's own plain client (ioredis defaults: offline queue, 20 retries): only guarded() bounds the wait. */
+function setup(beforeWrite?: () => Promise<void>) {
+  const redis = redisServer.plain();
+  redis.on('error', () => {});
+  configureBreaker(redis, { cooldownMs: 100 });
+  const sessions = redisSession({ redis, secret: SECRET, timeout: '300ms' });
+  return { redis, sessions, app: sessionApp(sessions, { beforeWrite }) };
+}
+
+function expectProblem503(res: request.Response) {
+  expect(res.status).toBe(503);
+  expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
+  expect(res.headers['retry-after']).toBe('1');
+  expect(res.body).toMatchObject({
+    status: 503,
+    type: 'urn:express-redis-kit:problem:session-store-unavailable',
+  });
+  expect(res.text).not.toMatch(/\n\s+at /);
+  // Never a replacement session: no new cookie.
+  expect(sessionCookie(res)).toBeUndefined();
+}
+
+async function readyAgain(redis: Redis) {
+  if (redis.status === 'ready') return;
+  await new Promise<void>((resolve) => redis.once('ready', () => resolve()));
+}
+
+describe('redisSession when Redis is down or slow', () => {
+  it('answers 503 problem+json when the server is killed — for logged-in users, new writes and logins', async () => {
+    const { redis, app } = setup();
+    const events: KitEvent[] = [];
+    const off = onKitEvent((e) => e.component === 'session' && events.push(e));
+    const agent = request.agent(app);
+    try {
+      await agent.post('/login/1').expect(200);
+      await redisServer.server.kill();
+
+      expectProblem503(await agent.get('/me'));
+      expectProblem503(await request(app).post('/count'));
+      expectProblem503(await request(app).post('/login/2'));
+      expect(events.some((e) => e.type === 'unavailable')).toBe(true);
+    } finally {
+      off();
+      await redisServer.server.restart();
+    }
+    await readyAgain(redis);
+    // The restarted server is empty (no persistence): the old session is gone, the app works again.
+    await new Promise((r) => setTimeout(r, 150));
+    const res = await agent.get('/me').expect(200);
+    expect(res.body.userId).toBeNull();
+  });
+
+  it('answers 503 within the timeout while the server is paused, instead of hanging', async () => {
+    const { app } = setup();
+    const agent = request.agent(app);
+    await agent.post('/login/3').expect(200);
+    const admin = new Redis(redisServer.server.url);
+    try {
+      await admin.call('CLIENT', 'PAUSE', '3000', 'ALL');
+      const started = Date.now();
+      expectProblem503(await agent.get('/me'));
+      // The pause lasts 3 s; the 300 ms budget answers long before it ends.
+      expect(Date.now() - started).toBeLessThan(2500);
+    } finally {
+      // Commands (even CLIENT UNPAUSE) wait for the pause to end, so just outlast it.
+      await admin.ping();
+      admin.disconnect();
+    }
+  });
+
+  it('turns a failed save at the end of the request into a 503 instead of a 200 that silently lost the write', async () => {
+    let killNow = false;
+    const { redis, app } = setup(async () => {
+      if (killNow) await redisServer.server.kill();
+    });
+    const agent = request.agent(app);
+    try {
+      await agent.post('/login/4').expect(200);
+      await agent.post('/count').expect(200);
+      killNow = true;
+      expectProblem503(await agent.post('/count'));
+    } finally {
+      await redisServer.server.restart();
+    }
+    await readyAgain(redis);
+  });
+});

@@ -1,0 +1,190 @@
+import { createHmac } from 'node:crypto';
+import type { Redis } from 'ioredis';
+import request from 'supertest';
+import { redisSession } from '../../lib/session';
+import { sessionKey, userIndexKey } from '../../lib/session/scripts';
+import { eventually, useRedisServer } from '../helpers/redis';
+import { sessionApp, sessionCookie, sidOf } from './app';
+
+const SECRET = 'a-test-secret-that-is-long-enough-0001';
+const redisServer = useRedisServer();
+
+function setup(extra: Partial<Parameters<typeof redisSession>[0]> = {}) {
+  const redis = redisServer.client() as Redis;
+  const sessions = redisSession({ redis, secret: SECRET, ttl: '1h', ...extra });
+  return { redis, sessions, app: sessionApp(sessions) };
+}
+
+describe('redisSession login, logout and the per-user index', () => {
+  it('login gives the session a new id, and the old id no longer finds any session', async () => {
+    const { redis, sessions, app } = setup();
+    const agent = request.agent(app);
+    const first = await agent.post('/count').expect(200);
+    const before = sessionCookie(first)!;
+    expect(before).toBeDefined();
+    expect((await agent.get('/me')).body).toMatchObject({ views: 1, userId: null });
+
+    const login = await agent.post('/login/42').expect(200);
+    const after = sessionCookie(login)!;
+    expect(sidOf(after)).not.toBe(sidOf(before));
+    expect((await agent.get('/me')).body).toMatchObject({ userId: '42', role: 'member' });
+
+    // The pre-login cookie is dead: it reads as no session at all.
+    const stale = await request(app).get('/me').set('Cookie', before.split(';')[0]!).expect(200);
+    expect(stale.body).toEqual({ userId: null, views: 0, role: null });
+    expect(await redis.hget(sessionKey('erk:', sidOf(before)), 'd')).toBeNull();
+    expect(await sessions.list('42')).toHaveLength(1);
+  });
+
+  it('each request slides the TTL in Redis back to the full ttl without rewriting the data', async () => {
+    const { redis, app } = setup({ ttl: '60s' });
+    const agent = request.agent(app);
+    const cookie = sessionCookie(await agent.post('/login/7').expect(200))!;
+    const key = sessionKey('erk:', sidOf(cookie));
+    const data = await redis.hget(key, 'd');
+    await redis.pexpire(key, 2000);
+    expect(await redis.pttl(key)).toBeLessThanOrEqual(2000);
+
+    const res = await agent.get('/me').expect(200);
+    expect(sessionCookie(res)).toBeDefined(); // rolling: the cookie is re-sent too
+    expect(await redis.pttl(key)).toBeGreaterThan(30_000);
+    expect(await redis.hget(key, 'd')).toBe(data);
+  });
+
+  it('does not store or send a cookie for a visitor whose session was never used', async () => {
+    const { redis, app } = setup({ prefix: 'anon:' });
+    const res = await request(app).get('/me').expect(200);
+    expect(sessionCookie(res)).toBeUndefined();
+    expect(await redis.keys('anon:*')).toEqual([]);
+  });
+
+  it('logout destroys the session, clears the cookie and drops it from the user index', async () => {
+    const { redis, sessions, app } = setup();
+    const agent = request.agent(app);
+    const cookie = sessionCookie(await agent.post('/login/5').expect(200))!;
+    const res = await agent.post('/logout').expect(204);
+    expect(sessionCookie(res)).toMatch(/Expires=Thu, 01 Jan 1970/);
+    const replay = await request(app).get('/me').set('Cookie', cookie.split(';')[0]!).expect(200);
+    expect(replay.body.userId).toBeNull();
+    expect(await sessions.list('5')).toEqual([]);
+    expect(await redis.zcard(userIndexKey('erk:', '5'))).toBe(0);
+  });
+
+  it('logoutAll ends every session of one user on every device and leaves other users alone', async () => {
+    const { sessions, app } = setup();
+    const phone = request.agent(app);
+    const laptop = request.agent(app);
+    const someoneElse = request.agent(app);
+    await phone.post('/login/u1').expect(200);
+    await laptop.post('/login/u1').expect(200);
+    await someoneElse.post('/login/u2').expect(200);
+
+    expect(await sessions.logoutAll('u1')).toBe(2);
+    expect((await phone.get('/me')).body.userId).toBeNull();
+    expect((await laptop.get('/me')).body.userId).toBeNull();
+    expect((await someoneElse.get('/me')).body.userId).toBe('u2');
+    expect(await sessions.list('u1')).toEqual([]);
+  });
+
+  it('a write from a request still in flight cannot bring back a session that logoutAll ended', async () => {
+    const { redis, sessions, app } = setup();
+    const agent = request.agent(app);
+    const cookie = sessionCookie(await agent.post('/login/late').expect(200))!;
+    const sid = sidOf(cookie);
+    const session = await new Promise<Record<string, unknown>>((resolve, reject) =>
+      sessions.store.get(sid, (e, s) => (e ? reject(e) : resolve(s as unknown as Record<string, unknown>))),
+    );
+    await sessions.logoutAll('late');
+    await sessions.store.save(sid, session as never);
+    expect(await redis.hget(sessionKey('erk:', sid), 'd')).toBeNull();
+    expect(await sessions.list('late')).toEqual([]);
+  });
+
+  it('list shows each live session with a non-reversible id, and stays right after one expires on its own', async () => {
+    const { redis, sessions, app } = setup();
+    const phone = request.agent(app);
+    const laptop = request.agent(app);
+    const phoneLogin = await phone.post('/login/99').set('User-Agent', 'Phone/1.0').expect(200);
+    await laptop.post('/login/99').set('User-Agent', 'Laptop/2.0').expect(200);
+    await laptop.get('/me').expect(200);
+
+    const listed = await sessions.list('99');
+    expect(listed.map((s) => s.userAgent).sort()).toEqual(['Laptop/2.0', 'Phone/1.0']);
+    const phoneSid = sidOf(sessionCookie(phoneLogin)!);
+    const phoneEntry = listed.find((s) => s.userAgent === 'Phone/1.0')!;
+    expect(phoneEntry.id).toBe(phoneLogin.body.id);
+    expect(phoneEntry.id).not.toContain(phoneSid);
+    for (const s of listed) {
+      expect(s.createdAt).toBeInstanceOf(Date);
+      expect(s.lastSeenAt.getTime()).toBeGreaterThanOrEqual(s.createdAt.getTime());
+    }
+    expect(listed[0]!.userAgent).toBe('Laptop/2.0'); // most recently seen first
+
+    // The phone's session expires in Redis by itself; nobody tells the index.
+    await redis.pexpire(sessionKey('erk:', phoneSid), 1);
+    await eventually(async () => (await redis.exists(sessionKey('erk:', phoneSid))) === 0, 'session expiry');
+    const after = await sessions.list('99');
+    expect(after.map((s) => s.userAgent)).toEqual(['Laptop/2.0']);
+    expect(await redis.zcard(userIndexKey('erk:', '99'))).toBe(1);
+    expect(await sessions.logoutAll('99')).toBe(1);
+  });
+
+  it('revoke ends one session by its list id', async () => {
+    const { sessions, app } = setup();
+    const a = request.agent(app);
+    const b = request.agent(app);
+    const { id } = (await a.post('/login/r1').expect(200)).body as { id: string };
+    await b.post('/login/r1').expect(200);
+    expect(await sessions.revoke('r1', id)).toBe(true);
+    expect(await sessions.revoke('r1', id)).toBe(false);
+    expect((await a.get('/me')).body.userId).toBeNull();
+    expect((await b.get('/me')).body.userId).toBe('r1');
+  });
+
+  it('every key it writes has a TTL and a hash tag', async () => {
+    const { redis, app } = setup();
+    await request.agent(app).post('/login/ttl-check').expect(200);
+    let cursor = '0';
+    const keys: string[] = [];
+    do {
+      const [next, batch] = await redis.scan(cursor, 'MATCH', 'erk:sess*', 'COUNT', 1000);
+      cursor = next;
+      keys.push(...batch);
+    } while (cursor !== '0');
+    expect(keys.length).toBeGreaterThan(0);
+    for (const key of keys) {
+      expect(key).toMatch(/\{[^}]+\}/);
+      expect(await redis.pttl(key)).toBeGreaterThan(0);
+    }
+  });
+});
+
+/** What express-session's cookie-signature does: `<value>.<base64 HMAC-SHA256 without padding>`. */
+function sign(value: string, secret: string): string {
+  return `${value}.${createHmac('sha256', secret).update(value).digest('base64').replace(/=+$/, '')}`;
+}
+
+describe('redisSession secret rotation', () => {
+  it('accepts cookies signed with an older secret and signs new cookies with the first one', async () => {
+    const redis = redisServer.client() as Redis;
+    const oldApp = sessionApp(redisSession({ redis, secret: 'old-secret-old-secret-old-secret-1' }));
+    const rotated = redisSession({
+      redis,
+      secret: ['new-secret-new-secret-new-secret-2', 'old-secret-old-secret-old-secret-1'],
+    });
+    const newApp = sessionApp(rotated);
+
+    const oldCookie = sessionCookie(await request(oldApp).post('/login/rot').expect(200))!;
+    const me = await request(newApp).get('/me').set('Cookie', oldCookie.split(';')[0]!).expect(200);
+    expect(me.body.userId).toBe('rot');
+
+    const fresh = sessionCookie(await request(newApp).post('/login/rot2').expect(200))!;
+    const sid = sidOf(fresh);
+    const value = decodeURIComponent(fresh.split(';')[0]!.slice('sid='.length));
+    expect(value).toBe(`s:${sign(sid, 'new-secret-new-secret-new-secret-2')}`);
+    expect(value).not.toBe(`s:${sign(sid, 'old-secret-old-secret-old-secret-1')}`);
+    // An app that only knows the old secret cannot read it: the new secret really signed it.
+    const oldOnly = await request(oldApp).get('/me').set('Cookie', fresh.split(';')[0]!).expect(200);
+    expect(oldOnly.body.userId).toBeNull();
+  });
+});

@@ -1,0 +1,66 @@
+import Redis from 'ioredis';
+import { redisSession } from '../../lib/session';
+import { MIN_SECRET_LENGTH, resetSessionWarnings } from '../../lib/session/options';
+
+// Never connects: option validation happens before any Redis call.
+const redis = new Redis({ lazyConnect: true });
+const strong = 'x'.repeat(MIN_SECRET_LENGTH);
+
+describe('redisSession options', () => {
+  const env = process.env.NODE_ENV;
+  afterEach(() => {
+    process.env.NODE_ENV = env;
+    jest.restoreAllMocks();
+  });
+  afterAll(() => redis.disconnect());
+
+  it('refuses to start in production without a secret, or with one shorter than 32 characters', () => {
+    process.env.NODE_ENV = 'production';
+    expect(() => redisSession({ redis })).toThrow(/option "secret" is required when NODE_ENV=production/);
+    expect(() => redisSession({ redis, secret: 'short' })).toThrow(RangeError);
+    expect(() => redisSession({ redis, secret: [strong, 'old-and-short'] })).toThrow(
+      /at least 32 characters/,
+    );
+    expect(() => redisSession({ redis, secret: strong })).not.toThrow();
+  });
+
+  it('outside production, warns once about a missing or weak secret and still starts', () => {
+    process.env.NODE_ENV = 'development';
+    resetSessionWarnings();
+    const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => {});
+    expect(() => redisSession({ redis })).not.toThrow();
+    expect(() => redisSession({ redis, secret: 'short' })).not.toThrow();
+    expect(warn).toHaveBeenCalledTimes(1);
+    expect(String(warn.mock.calls[0]![0])).toMatch(/secret/);
+  });
+
+  it('names the option and the fix for bad values', () => {
+    expect(() => redisSession({ redis: undefined as never, secret: strong })).toThrow(/option "redis"/);
+    expect(() => redisSession({ redis, secret: strong, name: 'a b' })).toThrow(/option "name"/);
+    expect(() => redisSession({ redis, secret: strong, ttl: 'soon' })).toThrow(/option "ttl"/);
+    expect(() => redisSession({ redis, secret: strong, ttl: 10 })).toThrow(RangeError);
+    expect(() => redisSession({ redis, secret: strong, prefix: 'a{b}' })).toThrow(/option "prefix"/);
+    expect(() => redisSession({ redis, secret: strong, timeout: 0 })).toThrow(/option "timeout"/);
+    expect(() => redisSession({ redis, secret: [strong, ''] })).toThrow(/option "secret\[1\]"/);
+    expect(() => redisSession({ redis, secret: strong, cookie: { maxAge: 5 } as never })).toThrow(/use|ttl/);
+    expect(() =>
+      redisSession({ redis, secret: strong, cookie: { sameSite: 'none', secure: false } }),
+    ).toThrow(/option "cookie.sameSite"/);
+  });
+
+  it('returns a named middleware that carries the session helpers', () => {
+    const sessions = redisSession({ redis, secret: strong });
+    expect(sessions.name).toBe('redisSession');
+    for (const helper of [
+      'login',
+      'logout',
+      'logoutAll',
+      'list',
+      'revoke',
+      'idOf',
+      'handleErrors',
+    ] as const) {
+      expect(typeof sessions[helper]).toBe('function');
+    }
+  });
+});

@@ -1,0 +1,82 @@
+import type { Request, Response } from 'express';
+import type { Session, SessionData } from 'express-session';
+import { dataOf, type KitSessionStore } from './store';
+
+/** What the session looked like when the handler got it. */
+interface Snapshot {
+  id: string;
+  data: string;
+}
+
+const snapshots = new WeakMap<Request, Snapshot>();
+
+const ENTITY_HEADERS = [
+  'content-length',
+  'content-encoding',
+  'content-range',
+  'content-disposition',
+  'etag',
+  'last-modified',
+  'transfer-encoding',
+];
+
+/** Records the session as the handler receives it (or as `login()` left it). */
+export function takeSnapshot(req: Request): void {
+  if (req.session) snapshots.set(req, { id: req.sessionID, data: dataOf(req.session) });
+}
+
+/**
+ * express-session saves or touches the session inside `res.end()` *after* writing the status line and
+ * most of the body, so a failing store can only be reported once a 200 is on the wire — the write is
+ * lost silently. This hook runs first: when the handler ends the response, it saves (if the data
+ * changed) or touches the session, and only then lets the response go out. On a store failure the
+ * response is replaced by the 503 (`onUnavailable`) while headers can still change.
+ *
+ * Streamed responses (headers already sent before `end()`) fall back to express-session's own path.
+ */
+export function commitBeforeEnd(
+  req: Request,
+  res: Response,
+  store: KitSessionStore,
+  onUnavailable: (error: unknown) => void,
+): void {
+  takeSnapshot(req);
+  const sessionEnd = res.end;
+  res.end = function end(this: Response, ...args: unknown[]) {
+    res.end = sessionEnd;
+    const session = req.session as (Session & Partial<SessionData>) | undefined;
+    const work = session && !res.headersSent ? persist(req, session, store) : undefined;
+    if (!work) return (sessionEnd as (...a: unknown[]) => Response).apply(this, args);
+    work.then(
+      () => (sessionEnd as (...a: unknown[]) => Response).apply(res, args),
+      (error: unknown) => {
+        // Without a session, express-session neither sets the cookie nor retries the store.
+        (req as { session?: unknown }).session = undefined;
+        // The handler's body is replaced, so its entity headers (length, ETag, ...) must go too.
+        for (const header of ENTITY_HEADERS) res.removeHeader(header);
+        onUnavailable(error);
+      },
+    );
+    return res;
+  } as Response['end'];
+}
+
+function persist(
+  req: Request,
+  session: Session & Partial<SessionData>,
+  store: KitSessionStore,
+): Promise<void> | undefined {
+  if (store.isPersisted(session)) return undefined;
+  const snapshot = snapshots.get(req);
+  const modified = snapshot?.id !== req.sessionID || snapshot.data !== dataOf(session);
+  if (modified) {
+    session.touch();
+    return new Promise<void>((resolve, reject) => {
+      session.save((error?: unknown) => (error ? reject(error) : resolve()));
+    }).then(() => store.markPersisted(session));
+  }
+  // An unchanged new session is not stored at all (saveUninitialized: false).
+  if (!store.wasLoaded(req)) return undefined;
+  session.touch();
+  return store.refresh(req.sessionID, session).then(() => store.markPersisted(session));
+}

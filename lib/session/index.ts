@@ -1,0 +1,209 @@
+import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express';
+import expressSession, { type SessionData } from 'express-session';
+import { problemType, RedisUnavailableError, sendProblem } from '../errors';
+import { emitKitEvent } from '../events';
+import { commitBeforeEnd, takeSnapshot } from './commit';
+import { type RedisSessionOptions, resolveOptions } from './options';
+import { sessionHandle } from './scripts';
+import { KitSessionStore } from './store';
+import { destroyUserSessions, listUserSessions, type SessionInfo } from './user-index';
+
+export type { RedisSessionOptions, SessionCookieOptions } from './options';
+export { KitSessionStore } from './store';
+export type { SessionInfo } from './user-index';
+
+declare module 'express-session' {
+  interface SessionData {
+    /** Set by `sessions.login(req, { userId })`; keys the per-user session index. */
+    userId?: string;
+  }
+}
+
+/** Data stored in the session at login: `userId` plus anything else the app keeps there. */
+export type LoginData = { userId: string } & Omit<Partial<SessionData>, 'userId' | 'cookie'> &
+  Record<string, unknown>;
+
+/** The middleware returned by {@link redisSession}, with its admin API. */
+export interface RedisSessionMiddleware extends RequestHandler {
+  /**
+   * Logs the request in: regenerates the session id (against session fixation; the old id stops
+   * working), stores `data` in the new session and indexes it under `data.userId`. Rejects with
+   * `RedisUnavailableError` when Redis cannot answer — `handleErrors` turns that into a 503.
+   */
+  login(req: Request, data: LoginData): Promise<void>;
+  /** Destroys the request's session and clears its cookie. */
+  logout(req: Request, res: Response): Promise<void>;
+  /** Destroys every session of the user, on every device. Resolves with how many were ended. */
+  logoutAll(userId: string): Promise<number>;
+  /** The user's live sessions, most recently seen first. */
+  list(userId: string): Promise<SessionInfo[]>;
+  /** Destroys one session of the user by its `list()` id (e.g. "sign out that device"). */
+  revoke(userId: string, id: string): Promise<boolean>;
+  /** The `list()` id of the request's session, to mark "this device". */
+  idOf(req: Request): string | undefined;
+  /** Error middleware: answers `RedisUnavailableError` from `login`/`logout` with the 503 problem. */
+  handleErrors: ErrorRequestHandler;
+  /** The express-session store, for tooling. */
+  readonly store: KitSessionStore;
+}
+
+const RESERVED = new Set([
+  'cookie',
+  'id',
+  'req',
+  'regenerate',
+  'destroy',
+  'reload',
+  'save',
+  'touch',
+  'resetMaxAge',
+]);
+
+/**
+ * Sessions in Redis, secure by default: express-session with a store that runs every call through
+ * the kit's timeout and circuit breaker, answers 503 when Redis is down or slow (never a fresh, empty
+ * session), slides the expiry without rewriting data, and indexes sessions per user.
+ */
+export function redisSession(options: RedisSessionOptions): RedisSessionMiddleware {
+  const o = resolveOptions(options);
+  const store = new KitSessionStore(o);
+  const indexSettings = {
+    redis: o.redis,
+    prefix: o.prefix,
+    timeoutMs: o.timeoutMs,
+    tombstoneMs: o.tombstoneMs,
+  };
+  const inner = expressSession({
+    store,
+    secret: o.secrets,
+    name: o.name,
+    cookie: o.cookie,
+    rolling: o.rolling,
+    proxy: o.proxy,
+    resave: false,
+    saveUninitialized: false,
+    unset: 'keep',
+  });
+
+  function unavailable(res: Response, error: unknown): void {
+    const redisDown = error instanceof RedisUnavailableError;
+    emitKitEvent({ component: 'session', type: redisDown ? 'unavailable' : 'error', error: error as Error });
+    sendProblem(
+      res,
+      redisDown
+        ? {
+            type: problemType('session-store-unavailable'),
+            title: 'Session store unavailable',
+            status: 503,
+            detail: 'Sessions cannot be read or saved right now. Please retry shortly.',
+          }
+        : {
+            type: problemType('session-error'),
+            title: 'Session error',
+            status: 500,
+            detail: 'The session could not be processed.',
+          },
+      redisDown ? { 'Retry-After': '1', 'Cache-Control': 'no-store' } : { 'Cache-Control': 'no-store' },
+    );
+  }
+
+  const middleware = function redisSession(req: Request, res: Response, next: NextFunction): void {
+    let proceeded = false;
+    inner(req, res, (error?: unknown) => {
+      if (proceeded) {
+        // express-session reports store failures of streamed responses after the headers went out.
+        if (error) emitKitEvent({ component: 'session', type: 'late-error', error: error as Error });
+        return;
+      }
+      proceeded = true;
+      if (error instanceof RedisUnavailableError) return unavailable(res, error);
+      if (error) return next(error);
+      if (req.session) commitBeforeEnd(req, res, store, (e) => unavailable(res, e));
+      next();
+    });
+  } as RedisSessionMiddleware;
+
+  middleware.login = async (req, data) => {
+    checkLoginData(data);
+    const session = req.session;
+    if (!session)
+      throw new Error('express-redis-kit: sessions.login() needs the redisSession middleware to run first.');
+    try {
+      await new Promise<void>((resolve, reject) => session.regenerate((e) => (e ? reject(e) : resolve())));
+      const fresh = req.session;
+      Object.assign(fresh, data, { userId: String(data.userId) });
+      fresh.touch();
+      await store.save(req.sessionID, fresh);
+      store.markPersisted(fresh);
+      takeSnapshot(req);
+    } catch (error) {
+      // No half-logged-in session: without req.session no cookie is sent and nothing is saved.
+      (req as { session?: unknown }).session = undefined;
+      throw error;
+    }
+    emitKitEvent({ component: 'session', type: 'login' });
+  };
+
+  middleware.logout = async (req, res) => {
+    const session = req.session;
+    if (session) {
+      await new Promise<void>((resolve, reject) => session.destroy((e) => (e ? reject(e) : resolve())));
+      emitKitEvent({ component: 'session', type: 'logout' });
+    }
+    const { path, domain, sameSite, httpOnly, secure, partitioned } = o.cookie;
+    res.clearCookie(o.name, {
+      path,
+      domain,
+      sameSite,
+      httpOnly,
+      partitioned,
+      secure: secure === 'auto' ? req.secure : secure,
+    });
+  };
+
+  middleware.logoutAll = async (userId) => {
+    const ended = await destroyUserSessions(indexSettings, checkUserId(userId));
+    emitKitEvent({ component: 'session', type: 'logout-all', sessions: ended });
+    return ended;
+  };
+
+  middleware.list = (userId) => listUserSessions(indexSettings, checkUserId(userId));
+
+  middleware.revoke = async (userId, id) => {
+    if (typeof id !== 'string' || id === '') return false;
+    return (await destroyUserSessions(indexSettings, checkUserId(userId), id)) > 0;
+  };
+
+  middleware.idOf = (req) => (req.session && req.sessionID ? sessionHandle(req.sessionID) : undefined);
+
+  middleware.handleErrors = function redisSessionErrors(error, _req, res, next) {
+    if (error instanceof RedisUnavailableError && !res.headersSent) return unavailable(res, error);
+    next(error);
+  };
+
+  Object.defineProperty(middleware, 'store', { value: store, enumerable: true });
+  return middleware;
+}
+
+function checkUserId(userId: unknown): string {
+  if ((typeof userId !== 'string' || userId === '') && typeof userId !== 'number') {
+    throw new TypeError(
+      `express-redis-kit: userId must be a non-empty string; got ${JSON.stringify(userId)}.`,
+    );
+  }
+  return String(userId);
+}
+
+function checkLoginData(data: unknown): void {
+  if (!data || typeof data !== 'object') {
+    throw new TypeError("express-redis-kit: sessions.login(req, data) needs data like { userId: '42' }.");
+  }
+  checkUserId((data as { userId?: unknown }).userId);
+  for (const key of Object.keys(data)) {
+    if (RESERVED.has(key)) {
+      throw new TypeError(
+        `express-redis-kit: sessions.login() data may not set "${key}" (express-session uses it).`,
+      );
+    }
+  }
+}

@@ -1,0 +1,175 @@
+import { randomBytes } from 'node:crypto';
+import type { CookieOptions } from 'express-session';
+import { checkClient, type RedisClient } from '../client';
+import { type Duration, toMs } from '../duration';
+import { optionError, optionRangeError } from '../errors';
+import { checkPrefix, DEFAULT_PREFIX } from '../keys';
+
+/** Cookie settings you may override. Lifetime comes from `ttl`, so `maxAge`/`expires` are not accepted. */
+export type SessionCookieOptions = Omit<CookieOptions, 'maxAge' | 'expires'>;
+
+/** Options of {@link redisSession}. */
+export interface RedisSessionOptions {
+  /** An ioredis `Redis` or `Cluster` (e.g. `createRedis()` or your own `new Redis(url)`). Required. */
+  redis: RedisClient;
+  /**
+   * Signs the session cookie. An array rotates secrets: the first signs new cookies, every entry
+   * verifies. Required (at least 32 characters each) when `NODE_ENV=production`; elsewhere a random
+   * per-process secret is used with a warning, so sessions do not survive a restart.
+   */
+  secret?: string | string[];
+  /** Cookie name. Default `'sid'` (not express-session's `connect.sid`, which fingerprints the stack). */
+  name?: string;
+  /** Session lifetime, in ms or as `'30m'`, `'1d'`. With `rolling`, counted from the last request. Default `'1d'`. */
+  ttl?: Duration;
+  /** Sliding expiry: every request re-sends the cookie and refreshes the TTL in Redis. Default `true`. */
+  rolling?: boolean;
+  /**
+   * Cookie overrides, merged over the secure defaults
+   * `{ httpOnly: true, sameSite: 'lax', secure: 'auto', path: '/' }`.
+   */
+  cookie?: SessionCookieOptions;
+  /** Prefix of every key this middleware writes. Default `'erk:'`. */
+  prefix?: string;
+  /** Time budget of each Redis call; past it the request gets 503. Default `'500ms'`. */
+  timeout?: Duration;
+  /**
+   * express-session's `proxy`: `undefined` (default) follows Express's `trust proxy` setting to decide
+   * whether a request is HTTPS; `true`/`false` force trusting / ignoring `X-Forwarded-Proto`.
+   */
+  proxy?: boolean;
+}
+
+/** Options after validation and defaulting — the one place defaults live. */
+export interface ResolvedSessionOptions {
+  redis: RedisClient;
+  secrets: string[];
+  name: string;
+  ttlMs: number;
+  rolling: boolean;
+  cookie: CookieOptions;
+  prefix: string;
+  timeoutMs: number;
+  proxy: boolean | undefined;
+  /** How long a destroyed session's key stays as a tombstone that refuses late writes. */
+  tombstoneMs: number;
+}
+
+/** Smallest secret length accepted in production: 32 characters ≈ 192 bits from a base64 generator. */
+export const MIN_SECRET_LENGTH = 32;
+
+const COOKIE_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+let warnedAboutSecret = false;
+
+/** Validates and defaults {@link RedisSessionOptions}; throws TypeError/RangeError naming the option. */
+export function resolveOptions(options: RedisSessionOptions): ResolvedSessionOptions {
+  if (!options || typeof options !== 'object') {
+    throw optionError('options', 'must be an object', 'Call redisSession({ redis, secret }).');
+  }
+  const redis = checkClient(options.redis);
+  const secrets = resolveSecrets(options.secret);
+  const name = options.name ?? 'sid';
+  if (typeof name !== 'string' || !COOKIE_NAME.test(name)) {
+    throw optionError(
+      'name',
+      `must be a cookie name (letters, digits, !#$%&'*+-.^_\`|~); got ${JSON.stringify(name)}`,
+    );
+  }
+  const ttlMs = toMs(options.ttl ?? '1d', 'ttl', { min: 1000 });
+  const rolling = options.rolling ?? true;
+  if (typeof rolling !== 'boolean')
+    throw optionError('rolling', `must be true or false; got ${JSON.stringify(rolling)}`);
+  const timeoutMs = toMs(options.timeout ?? '500ms', 'timeout');
+  const prefix = checkPrefix(options.prefix ?? DEFAULT_PREFIX);
+  if (options.proxy !== undefined && typeof options.proxy !== 'boolean') {
+    throw optionError('proxy', `must be true, false or undefined; got ${JSON.stringify(options.proxy)}`);
+  }
+  return {
+    redis,
+    secrets,
+    name,
+    ttlMs,
+    rolling,
+    cookie: resolveCookie(options.cookie, ttlMs),
+    prefix,
+    timeoutMs,
+    proxy: options.proxy,
+    tombstoneMs: Math.min(ttlMs, 60_000),
+  };
+}
+
+function resolveCookie(overrides: SessionCookieOptions | undefined, ttlMs: number): CookieOptions {
+  if (overrides !== undefined && (typeof overrides !== 'object' || overrides === null)) {
+    throw optionError('cookie', 'must be an object of cookie settings', "E.g. { domain: 'example.com' }.");
+  }
+  const given = (overrides ?? {}) as CookieOptions;
+  if ('maxAge' in given || 'expires' in given) {
+    throw optionError(
+      'cookie.maxAge',
+      'is not accepted',
+      "Set the session lifetime with the 'ttl' option instead.",
+    );
+  }
+  const cookie: CookieOptions = {
+    path: '/',
+    httpOnly: true,
+    sameSite: 'lax',
+    secure: 'auto',
+    ...given,
+    maxAge: ttlMs,
+  };
+  if (cookie.sameSite === 'none' && cookie.secure === false) {
+    throw optionError(
+      'cookie.sameSite',
+      "is 'none' while cookie.secure is false; browsers drop such cookies",
+      "Use secure: true or 'auto', or sameSite: 'lax'.",
+    );
+  }
+  if (cookie.httpOnly === false)
+    warnOnce('cookie.httpOnly is false: page scripts (and XSS) can read the session id.');
+  return cookie;
+}
+
+function resolveSecrets(secret: string | string[] | undefined): string[] {
+  const production = process.env.NODE_ENV === 'production';
+  const list = secret === undefined ? [] : Array.isArray(secret) ? secret : [secret];
+  list.forEach((s, i) => {
+    if (typeof s !== 'string' || s === '') {
+      throw optionError(
+        Array.isArray(secret) ? `secret[${i}]` : 'secret',
+        'must be a non-empty string',
+        "Generate one with: node -e \"console.log(require('crypto').randomBytes(32).toString('base64url'))\"",
+      );
+    }
+  });
+  const weak = list.some((s) => s.length < MIN_SECRET_LENGTH);
+  if (production && (list.length === 0 || weak)) {
+    throw optionRangeError(
+      'secret',
+      list.length === 0
+        ? 'is required when NODE_ENV=production'
+        : `must be at least ${MIN_SECRET_LENGTH} characters when NODE_ENV=production (each entry)`,
+      "Set SESSION_SECRET to the output of: node -e \"console.log(require('crypto').randomBytes(32).toString('base64url'))\"",
+    );
+  }
+  if (list.length === 0) {
+    warnOnce(
+      'no "secret" given: using a random per-process secret, so sessions end when the process restarts.',
+    );
+    return [randomBytes(32).toString('base64url')];
+  }
+  if (weak)
+    warnOnce(`"secret" is shorter than ${MIN_SECRET_LENGTH} characters; production would refuse to start.`);
+  return list;
+}
+
+function warnOnce(message: string): void {
+  if (warnedAboutSecret) return;
+  warnedAboutSecret = true;
+  process.emitWarning(`express-redis-kit redisSession: ${message}`, { code: 'ERK_SESSION_INSECURE' });
+}
+
+/** For tests: lets the next insecure configuration warn again. */
+export function resetSessionWarnings(): void {
+  warnedAboutSecret = false;
+}

@@ -1,0 +1,116 @@
+import { hashPart, taggedKey } from '../keys';
+import { defineScript, LUA_NOW_MS } from '../scripts';
+
+/*
+ * Layout. A session is one Redis HASH, tagged by its handle (a digest of the session id), so it has
+ * its own slot on Cluster:
+ *   <prefix>sess:{<handle>}       d = JSON data, c = created ms, s = last seen ms, ua = user agent,
+ *                                 u = user id, ix = until when the user index vouches for it (ms),
+ *                                 x = tombstone (destroyed; refuse late writes)
+ * The user index is a sorted set tagged by the user id, so it lives in the user's slot:
+ *   <prefix>sess-user:{<userId>}  member = handle, score = ms until which the entry is kept
+ * A session and its user index are in different slots, so no script touches both: each script
+ * below works on one key, and the store calls them in an order that errs towards listing a dead
+ * session (pruned lazily) rather than missing a live one (which logoutAll would then leave alive).
+ */
+
+/** Non-reversible public handle of a session id: shown by `list()`, used in keys. */
+export function sessionHandle(sid: string): string {
+  return hashPart(sid);
+}
+
+export function sessionKeyFromHandle(prefix: string, handle: string): string {
+  return taggedKey(prefix, 'sess', handle);
+}
+
+export function sessionKey(prefix: string, sid: string): string {
+  return sessionKeyFromHandle(prefix, sessionHandle(sid));
+}
+
+export function userIndexKey(prefix: string, userId: string): string {
+  return taggedKey(prefix, 'sess-user', userId);
+}
+
+// Shared tail of save/touch: keep the session alive for ttl and say whether the user index must be
+// refreshed. The index entry is written for 2×ttl and refreshed once it would run out before the
+// session, so one index write covers about ttl of activity instead of one per request.
+const INDEX_CHECK = `
+local refresh = 0
+if uid ~= '' then
+  if cur_u ~= uid or (tonumber(cur_ix) or 0) < now_ms + ttl then
+    redis.call('HSET', KEYS[1], 'u', uid, 'ix', now_ms + 2 * ttl)
+    refresh = 1
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+`;
+
+/** KEYS: session. ARGV: data JSON, ttl ms, user id or '', user agent or ''. → {refresh|-1, now} */
+export const SAVE = defineScript(
+  'session_save',
+  1,
+  `if redis.call('HEXISTS', KEYS[1], 'x') == 1 then return {-1, 0} end
+${LUA_NOW_MS}
+local ttl = tonumber(ARGV[2])
+local uid = ARGV[3]
+local cur = redis.call('HMGET', KEYS[1], 'u', 'ix')
+local cur_u, cur_ix = cur[1], cur[2]
+redis.call('HSET', KEYS[1], 'd', ARGV[1], 's', now_ms)
+redis.call('HSETNX', KEYS[1], 'c', now_ms)
+if ARGV[4] ~= '' then redis.call('HSETNX', KEYS[1], 'ua', ARGV[4]) end
+if uid == '' and cur_u then redis.call('HDEL', KEYS[1], 'u', 'ix') end
+${INDEX_CHECK}
+return {refresh, now_ms}`,
+);
+
+/** KEYS: session. ARGV: ttl ms. Extends a live session without rewriting its data. → {refresh|-1, user id} */
+export const TOUCH = defineScript(
+  'session_touch',
+  1,
+  `local cur = redis.call('HMGET', KEYS[1], 'x', 'u', 'ix', 'd')
+if cur[1] or not cur[4] then return {-1, ''} end
+${LUA_NOW_MS}
+local ttl = tonumber(ARGV[1])
+local uid = cur[2] or ''
+local cur_u, cur_ix = cur[2], cur[3]
+redis.call('HSET', KEYS[1], 's', now_ms)
+${INDEX_CHECK}
+return {refresh, uid}`,
+);
+
+/**
+ * KEYS: session. ARGV: tombstone ms, required user id or ''. Replaces the session with a short-lived
+ * tombstone so a request still in flight cannot write it back. → user id it belonged to, or false
+ * when (with a required user) it belonged to someone else or was already gone.
+ */
+export const DESTROY = defineScript(
+  'session_destroy',
+  1,
+  `local cur = redis.call('HMGET', KEYS[1], 'u', 'x')
+if ARGV[2] ~= '' and (cur[1] ~= ARGV[2] or cur[2]) then return false end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'x', '1')
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))
+return cur[1] or ''`,
+);
+
+/** KEYS: user index. ARGV: handle, keep ms. Adds/extends one entry, prunes expired ones. → size */
+export const INDEX_ADD = defineScript(
+  'session_index_add',
+  1,
+  `${LUA_NOW_MS}
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+redis.call('ZADD', KEYS[1], now_ms + tonumber(ARGV[2]), ARGV[1])
+local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIRE', KEYS[1], math.max(1, tonumber(top[2]) - now_ms))
+return redis.call('ZCARD', KEYS[1])`,
+);
+
+/** KEYS: user index. Prunes expired entries and returns the remaining handles. */
+export const INDEX_LIST = defineScript(
+  'session_index_list',
+  1,
+  `${LUA_NOW_MS}
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
+return redis.call('ZRANGE', KEYS[1], 0, -1)`,
+);

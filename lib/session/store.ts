@@ -1,0 +1,177 @@
+import type { Request } from 'express';
+import { type SessionData, Store } from 'express-session';
+import { guarded } from '../breaker';
+import type { RedisClient } from '../client';
+import { emitKitEvent } from '../events';
+import { runScript } from '../scripts';
+import { DESTROY, SAVE, sessionHandle, sessionKey, TOUCH } from './scripts';
+import { addToUserIndex, removeFromUserIndex } from './user-index';
+
+export interface StoreSettings {
+  redis: RedisClient;
+  prefix: string;
+  ttlMs: number;
+  timeoutMs: number;
+  tombstoneMs: number;
+}
+
+type Callback<T = unknown> = (err?: unknown, value?: T) => void;
+
+const MAX_USER_AGENT = 256;
+
+/**
+ * express-session store over ioredis. Every call runs through `guarded()` (timeout + shared breaker)
+ * and errors reach express-session, which hands them to the middleware as a 503 instead of starting
+ * a fresh, empty session. See docs/session.md for why this replaces connect-redis.
+ */
+export class KitSessionStore extends Store {
+  /**
+   * Sessions already saved or touched during this request, with the data as written, so
+   * express-session's own end-of-request save/touch does not pay a second round trip.
+   */
+  private readonly persisted = new WeakMap<object, string>();
+  /** Requests whose session came from Redis (rather than being generated fresh). */
+  private readonly loaded = new WeakSet<object>();
+
+  constructor(private readonly settings: StoreSettings) {
+    super();
+  }
+
+  private guard<T>(operation: () => Promise<T>): Promise<T> {
+    const { redis, timeoutMs } = this.settings;
+    return guarded(redis, operation, { timeoutMs, component: 'session' });
+  }
+
+  get(sid: string, callback: Callback<SessionData | null>): void {
+    const key = sessionKey(this.settings.prefix, sid);
+    this.guard(() => this.settings.redis.hmget(key, 'd', 'x')).then(
+      ([data, tombstone]) => {
+        if (tombstone || !data) return callback(null, null);
+        let parsed: SessionData;
+        try {
+          parsed = JSON.parse(data) as SessionData;
+        } catch {
+          // A value we cannot read is treated as no session rather than a crash on every request.
+          emitKitEvent({ component: 'session', type: 'corrupt', key });
+          return callback(null, null);
+        }
+        callback(null, parsed);
+      },
+      (error) => callback(error),
+    );
+  }
+
+  set(sid: string, session: SessionData, callback?: Callback): void {
+    if (this.persisted.get(session) === dataOf(session)) {
+      callback?.();
+      return;
+    }
+    this.save(sid, session).then(
+      () => callback?.(),
+      (error) => callback?.(error),
+    );
+  }
+
+  override touch(sid: string, session: SessionData, callback?: Callback): void {
+    if (this.persisted.has(session)) {
+      callback?.();
+      return;
+    }
+    this.refresh(sid, session).then(
+      () => callback?.(),
+      (error) => callback?.(error),
+    );
+  }
+
+  destroy(sid: string, callback?: Callback): void {
+    this.remove(sid).then(
+      () => callback?.(),
+      (error) => callback?.(error),
+    );
+  }
+
+  override createSession(req: Request, data: SessionData) {
+    this.loaded.add(req);
+    return super.createSession(req, data);
+  }
+
+  /** Whether this request's session was read from Redis (not generated for it). */
+  wasLoaded(req: Request): boolean {
+    return this.loaded.has(req);
+  }
+
+  /** Marks a session as already written (or touched) during this request. */
+  markPersisted(session: SessionData): void {
+    this.persisted.set(session, dataOf(session));
+  }
+
+  isPersisted(session: SessionData): boolean {
+    return this.persisted.get(session) === dataOf(session);
+  }
+
+  /** Writes the session; `false` when it had been destroyed meanwhile (the write is dropped). */
+  async save(sid: string, session: SessionData): Promise<boolean> {
+    const { redis, prefix } = this.settings;
+    const ttl = this.ttlOf(session);
+    const userId = userIdOf(session);
+    const req = (session as { req?: Request }).req;
+    const userAgent = (req?.headers?.['user-agent'] ?? '').slice(0, MAX_USER_AGENT);
+    const key = sessionKey(prefix, sid);
+    const [refresh] = await this.guard(() =>
+      runScript<[number, number]>(redis, SAVE, [key], [JSON.stringify(session), ttl, userId, userAgent]),
+    );
+    if (refresh === -1) {
+      emitKitEvent({ component: 'session', type: 'late-write-dropped' });
+      return false;
+    }
+    if (refresh === 1) await this.index(key, userId, sid, ttl);
+    return true;
+  }
+
+  /** Extends the session's TTL without rewriting its data; a vanished session is left vanished. */
+  async refresh(sid: string, session: SessionData): Promise<void> {
+    const { redis, prefix } = this.settings;
+    const ttl = this.ttlOf(session);
+    const key = sessionKey(prefix, sid);
+    const [refresh, userId] = await this.guard(() => runScript<[number, string]>(redis, TOUCH, [key], [ttl]));
+    if (refresh === 1) await this.index(key, String(userId), sid, ttl);
+  }
+
+  /** Destroys (tombstones) the session and drops it from its user's index. */
+  async remove(sid: string): Promise<void> {
+    const { redis, prefix, tombstoneMs } = this.settings;
+    const key = sessionKey(prefix, sid);
+    const owner = await this.guard(() => runScript<string | null>(redis, DESTROY, [key], [tombstoneMs, '']));
+    if (owner) {
+      await this.guard(() => removeFromUserIndex(redis, prefix, String(owner), [sessionHandle(sid)]));
+    }
+  }
+
+  private async index(key: string, userId: string, sid: string, ttl: number): Promise<void> {
+    const { redis, prefix } = this.settings;
+    try {
+      await this.guard(() => addToUserIndex(redis, prefix, userId, sessionHandle(sid), 2 * ttl));
+    } catch (error) {
+      // The session already believes it is indexed; un-believe it so the next request retries, even
+      // when only the user index's node is down (Cluster) and this write can still land.
+      this.guard(() => redis.hdel(key, 'ix')).catch(() => {});
+      throw error;
+    }
+  }
+
+  private ttlOf(session: SessionData): number {
+    const maxAge = session.cookie?.maxAge;
+    return typeof maxAge === 'number' && maxAge > 0 ? Math.ceil(maxAge) : this.settings.ttlMs;
+  }
+}
+
+function userIdOf(session: SessionData): string {
+  const userId = (session as { userId?: unknown }).userId;
+  return typeof userId === 'string' || typeof userId === 'number' ? String(userId) : '';
+}
+
+/** The session's own data, without the cookie (which changes on every touch). */
+export function dataOf(session: SessionData): string {
+  const { cookie: _cookie, ...data } = session;
+  return JSON.stringify(data);
+}

@@ -1,0 +1,108 @@
+import { guarded } from '../breaker';
+import type { RedisClient } from '../client';
+import { runScript } from '../scripts';
+import { DESTROY, INDEX_ADD, INDEX_LIST, sessionKeyFromHandle, userIndexKey } from './scripts';
+
+/** One live session of a user, as returned by `sessions.list(userId)`. */
+export interface SessionInfo {
+  /** Non-reversible handle of the session (a digest of its id): safe to show, useless as a cookie. */
+  id: string;
+  createdAt: Date;
+  lastSeenAt: Date;
+  /** User-Agent of the request that created the session (truncated), or `''`. */
+  userAgent: string;
+}
+
+interface IndexSettings {
+  redis: RedisClient;
+  prefix: string;
+  timeoutMs: number;
+  tombstoneMs: number;
+}
+
+export function addToUserIndex(
+  redis: RedisClient,
+  prefix: string,
+  userId: string,
+  handle: string,
+  keepMs: number,
+): Promise<unknown> {
+  return runScript(redis, INDEX_ADD, [userIndexKey(prefix, userId)], [handle, keepMs]);
+}
+
+export function removeFromUserIndex(
+  redis: RedisClient,
+  prefix: string,
+  userId: string,
+  handles: string[],
+): Promise<unknown> {
+  if (handles.length === 0) return Promise.resolve(0);
+  return redis.zrem(userIndexKey(prefix, userId), ...handles);
+}
+
+function guard<T>(settings: IndexSettings, operation: () => Promise<T>): Promise<T> {
+  return guarded(settings.redis, operation, { timeoutMs: settings.timeoutMs, component: 'session' });
+}
+
+function handlesOf(settings: IndexSettings, userId: string): Promise<string[]> {
+  const key = userIndexKey(settings.prefix, userId);
+  return guard(settings, () => runScript<string[]>(settings.redis, INDEX_LIST, [key], []));
+}
+
+/**
+ * Live sessions of a user, most recently seen first. Index entries can outlive their session (it
+ * expired or was destroyed elsewhere), so each is checked against the session itself and stale ones
+ * are removed from the index on the way.
+ */
+export async function listUserSessions(settings: IndexSettings, userId: string): Promise<SessionInfo[]> {
+  const { redis, prefix } = settings;
+  const handles = await handlesOf(settings, userId);
+  if (handles.length === 0) return [];
+  // Sessions live in their own slots, so these are separate reads (ioredis pipelines/routes them).
+  const rows = await guard(settings, () =>
+    Promise.all(handles.map((h) => redis.hmget(sessionKeyFromHandle(prefix, h), 'u', 'c', 's', 'ua', 'x'))),
+  );
+  const live: SessionInfo[] = [];
+  const stale: string[] = [];
+  rows.forEach(([owner, created, seen, userAgent, tombstone], i) => {
+    const id = handles[i]!;
+    if (owner !== userId || tombstone) {
+      stale.push(id);
+      return;
+    }
+    live.push({
+      id,
+      createdAt: new Date(Number(created)),
+      lastSeenAt: new Date(Number(seen ?? created)),
+      userAgent: userAgent ?? '',
+    });
+  });
+  if (stale.length) await guard(settings, () => removeFromUserIndex(redis, prefix, userId, stale));
+  return live.sort((a, b) => b.lastSeenAt.getTime() - a.lastSeenAt.getTime());
+}
+
+/**
+ * Destroys the given sessions of a user (all of them without `only`). Each session is removed by a
+ * script that checks it still belongs to the user, so a stale index entry cannot end someone else's
+ * session. Returns how many sessions were destroyed.
+ */
+export async function destroyUserSessions(
+  settings: IndexSettings,
+  userId: string,
+  only?: string,
+): Promise<number> {
+  const { redis, prefix, tombstoneMs } = settings;
+  let handles = await handlesOf(settings, userId);
+  if (only !== undefined) handles = handles.filter((h) => h === only);
+  if (handles.length === 0) return 0;
+  const results = await guard(settings, () =>
+    Promise.all(
+      handles.map((h) =>
+        runScript<string | null>(redis, DESTROY, [sessionKeyFromHandle(prefix, h)], [tombstoneMs, userId]),
+      ),
+    ),
+  );
+  // Remove exactly these entries (not the whole index): a login racing with us keeps its entry.
+  await guard(settings, () => removeFromUserIndex(redis, prefix, userId, handles));
+  return results.filter((r) => r !== null && r !== undefined).length;
+}
