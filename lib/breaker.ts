@@ -123,12 +123,16 @@ export function guarded<T>(
   return new Promise<T>((resolve, reject) => {
     let settled = false;
     const timer = setTimeout(() => {
-      if (settled) return;
-      settled = true;
-      breaker.failure();
-      const error = new RedisTimeoutError(options.timeoutMs);
-      report(options, started, error);
-      reject(error);
+      // On a busy event loop the reply may already sit in the socket, unread: timers run before I/O
+      // callbacks, so give the poll phase one turn before declaring Redis slow.
+      setImmediate(() => {
+        if (settled) return;
+        settled = true;
+        breaker.failure();
+        const error = new RedisTimeoutError(options.timeoutMs);
+        report(options, started, error);
+        reject(error);
+      });
     }, options.timeoutMs);
     timer.unref?.();
     let pending: Promise<T>;

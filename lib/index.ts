@@ -35,3 +35,15 @@ export {
   type SessionCookieOptions,
   type SessionInfo,
 } from './session';
+export {
+  type Algorithm,
+  type DeniedInfo,
+  type HeadersMode,
+  type PolicyState,
+  type RateLimitInfo,
+  type RateLimitMiddleware,
+  type RateLimitOptions,
+  type RateLimitPolicy,
+  type RateLimitState,
+  rateLimit,
+} from './rate-limit';

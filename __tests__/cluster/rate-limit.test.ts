@@ -1,0 +1,72 @@
+import express from 'express';
+import { Cluster } from 'ioredis';
+import request from 'supertest';
+import { closeRedis } from '../../lib/connection';
+import { type RateLimitOptions, rateLimit } from '../../lib/rate-limit';
+import { type RedisClusterHandle, startRedisCluster } from '../../lib/testing';
+
+describe('rateLimit on a real Redis Cluster', () => {
+  let cluster: RedisClusterHandle;
+  const clients: Cluster[] = [];
+  const connect = () => {
+    const client = new Cluster(cluster.nodes);
+    clients.push(client);
+    return client;
+  };
+
+  beforeAll(async () => {
+    cluster = await startRedisCluster({ masters: 3 });
+  }, 60_000);
+  afterAll(async () => {
+    await Promise.all(clients.map((c) => closeRedis(c, { timeoutMs: 200 })));
+    await cluster?.stop();
+  });
+
+  const policies: RateLimitOptions['policies'] = [
+    { limit: 12, window: '1h', algorithm: 'fixed-window', name: 'fw' },
+    { limit: 13, window: '1h', algorithm: 'sliding-window', name: 'sw' },
+    { limit: 14, window: '1h', algorithm: 'token-bucket', name: 'tb' },
+    { limit: 10, window: '1h', algorithm: 'gcra', name: 'gc' },
+  ];
+
+  function app(client: Cluster) {
+    const limiter = rateLimit({
+      redis: client,
+      policies,
+      key: (req) => String(req.headers['x-client']),
+      name: 'cl',
+    });
+    const a = express();
+    a.get('/', limiter, (req, res) => {
+      res.json(req.rateLimit);
+    });
+    return { app: a, limiter };
+  }
+
+  it('runs every algorithm in one script per request and allows exactly the tightest limit across two clients', async () => {
+    const one = app(connect());
+    const two = app(connect());
+    // Several client keys, so their hash tags spread over the three masters.
+    for (const client of ['alice', 'bob', 'carol', 'dave']) {
+      const responses = await Promise.all(
+        Array.from({ length: 30 }, (_, i) =>
+          request(i % 2 ? one.app : two.app)
+            .get('/')
+            .set('x-client', client),
+        ),
+      );
+      expect(responses.filter((r) => r.status === 200)).toHaveLength(10);
+      const state = await one.limiter.get(client);
+      expect(state.policies.map((p) => p.used)).toEqual([10, 10, 10, 10]);
+    }
+  });
+
+  it('reset(key) clears the client on the cluster', async () => {
+    const { app: a, limiter } = app(connect());
+    for (let i = 0; i < 10; i++) await request(a).get('/').set('x-client', 'erin');
+    expect((await request(a).get('/').set('x-client', 'erin')).status).toBe(429);
+    await limiter.reset('erin');
+    expect((await limiter.get('erin')).used).toBe(0);
+    expect((await request(a).get('/').set('x-client', 'erin')).status).toBe(200);
+  });
+});

@@ -1,0 +1,76 @@
+import type { Request } from 'express';
+import ipaddr from 'ipaddr.js';
+
+const GROUP_CACHE_MAX = 1000;
+
+/**
+ * Maps an IP to its rate-limit key: IPv4 unchanged, IPv4-mapped IPv6 to plain IPv4, and other IPv6
+ * addresses to their `/subnet` network (e.g. `2001:db8:0:1200::/56`), so a client rotating addresses
+ * inside its own allocation still shares one counter. Non-IP strings pass through unchanged.
+ */
+export function createIpGrouper(subnet: number | false): (ip: string) => string {
+  // Parsing IPv6 costs more than the rest of the request path; clients repeat, so remember results.
+  const cache = new Map<string, string>();
+  return (ip) => {
+    if (!ip.includes(':')) return ip;
+    let grouped = cache.get(ip);
+    if (grouped !== undefined) return grouped;
+    grouped = groupIPv6(ip, subnet);
+    if (cache.size >= GROUP_CACHE_MAX) cache.clear();
+    cache.set(ip, grouped);
+    return grouped;
+  };
+}
+
+function groupIPv6(ip: string, subnet: number | false): string {
+  let addr: ipaddr.IPv6;
+  try {
+    addr = ipaddr.IPv6.parse(ip);
+  } catch {
+    return ip;
+  }
+  if (addr.isIPv4MappedAddress()) return addr.toIPv4Address().toString();
+  if (subnet === false || subnet === 128) return new ipaddr.IPv6(addr.parts).toString();
+  const parts = addr.parts.map((part, i) => {
+    const keep = Math.max(0, Math.min(16, subnet - 16 * i));
+    return keep === 0 ? 0 : part & ((0xffff << (16 - keep)) & 0xffff);
+  });
+  return `${new ipaddr.IPv6(parts).toString()}/${subnet}`;
+}
+
+/**
+ * The default `key`: Express's `req.ip` (so the app's `trust proxy` setting decides which address is
+ * the client's), IPv6 grouped. Warns once when the setup looks wrong: an `X-Forwarded-For` header
+ * while `trust proxy` is off (every client behind the proxy would share one counter), or no `req.ip`.
+ */
+export function createDefaultKey(
+  subnet: number | false,
+  warn: (message: string) => void,
+): (req: Request) => string {
+  const group = createIpGrouper(subnet);
+  let warnedForwarded = false;
+  let warnedMissing = false;
+  return function defaultRateLimitKey(req) {
+    if (!warnedForwarded && req.headers['x-forwarded-for'] !== undefined && !req.app?.get('trust proxy')) {
+      warnedForwarded = true;
+      warn(
+        'express-redis-kit rateLimit: the request carries X-Forwarded-For but Express "trust proxy" is off, so ' +
+          "req.ip is the proxy's address and all clients behind it share one limit. If the app runs behind a " +
+          'proxy or load balancer, set app.set("trust proxy", <number of proxies>); see ' +
+          'https://expressjs.com/en/guide/behind-proxies.html. (Logged once.)',
+      );
+    }
+    const ip = req.ip;
+    if (ip) return group(ip);
+    if (!warnedMissing) {
+      warnedMissing = true;
+      warn(
+        'express-redis-kit rateLimit: req.ip is missing (socket already closed, or not an Express request), so ' +
+          'the socket address or the shared key "unknown" is used instead. Pass a "key" function if clients are ' +
+          'identified another way. (Logged once.)',
+      );
+    }
+    const fallback = req.socket?.remoteAddress;
+    return fallback ? group(fallback) : 'unknown';
+  };
+}

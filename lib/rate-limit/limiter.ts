@@ -1,0 +1,303 @@
+import { STATUS_CODES } from 'node:http';
+import type { NextFunction, Request, Response } from 'express';
+import { guarded } from '../breaker';
+import { problemType, sendProblem } from '../errors';
+import { emitKitEvent, hasKitListeners } from '../events';
+import { safePart } from '../keys';
+import { runScript } from '../scripts';
+import { createDefaultKey, createIpGrouper } from './client-key';
+import { DenyCache } from './deny-cache';
+import { headerWriter } from './headers';
+import type { ResolvedOptions } from './options';
+import { MODE_CONSUME, MODE_PEEK, MODE_REFUND, rateLimitScript } from './script';
+import type { DeniedInfo, RateLimitInfo, RateLimitState } from './types';
+
+type Reply = number[];
+
+const isThenable = (value: unknown): value is PromiseLike<unknown> =>
+  typeof (value as PromiseLike<unknown> | null)?.then === 'function';
+
+/**
+ * The decision engine behind one `rateLimit()` middleware: everything that can be computed once is
+ * computed here, so a request costs key building, one EVALSHA and a few header writes.
+ */
+export function createLimiter(o: ResolvedOptions) {
+  const { redis, policies, name } = o;
+  const count = policies.length;
+  const script = rateLimitScript(count);
+  const guard = { timeoutMs: o.timeoutMs, component: 'rate-limit' as const, name };
+  const adminGuard = { ...guard, timeoutMs: Math.max(o.timeoutMs, 2000) };
+  const writeHeaders = headerWriter(o.headers, policies);
+  const denyCache = o.denyCacheMax > 0 && !o.dryRun ? new DenyCache(o.denyCacheMax) : undefined;
+  const keyOf = o.key ?? createDefaultKey(o.ipv6Subnet, (m) => o.logger.warn(m));
+  const normalizeAdminKey = o.key ? (k: string) => k : createIpGrouper(o.ipv6Subnet);
+  const refunds = o.skipSuccessfulRequests || o.skipFailedRequests;
+  // Sliding-window log entries need a member unique across every app instance.
+  const needsMember = policies.some((p) => p.algorithm === 'sliding-window');
+  const memberBase = `${process.pid.toString(36)}.${Math.random().toString(36).slice(2, 8)}.`;
+  let sequence = 0;
+  // Per-policy ARGV tail never changes: precompute it and copy it into each call's args.
+  const policyArgs: Array<string | number> = [];
+  for (const p of policies) policyArgs.push(p.code, p.limit, p.windowMs);
+  let outage = false;
+
+  const keysFor = (clientKey: string): string[] => {
+    const tag = safePart(clientKey);
+    if (count === 1) return [o.keyHead + tag + policies[0]!.keyTail];
+    const keys = new Array<string>(count);
+    for (let i = 0; i < count; i++) keys[i] = o.keyHead + tag + policies[i]!.keyTail;
+    return keys;
+  };
+
+  const call = (keys: string[], mode: string, cost: number, member: string, origin: number, admin = false) =>
+    guarded(
+      redis,
+      () => runScript<Reply>(redis, script, keys, [mode, cost, member, origin, ...policyArgs]),
+      admin ? adminGuard : guard,
+    );
+
+  /** The policy that decides: the denying one with the longest wait, else the one with least left. */
+  const bindingOf = (reply: Reply, allowed: boolean): number => {
+    let best = 0;
+    for (let i = 1; i < count; i++) {
+      if (allowed ? reply[2 + 3 * i]! < reply[2 + 3 * best]! : reply[4 + 3 * i]! > reply[4 + 3 * best]!)
+        best = i;
+    }
+    return best;
+  };
+
+  const infoOf = (reply: Reply, b: number, key: string, elapsed: number): RateLimitInfo => {
+    const p = policies[b]!;
+    const remaining = reply[2 + 3 * b]!;
+    return {
+      limit: p.limit,
+      remaining,
+      resetMs: Math.max(0, reply[3 + 3 * b]! - elapsed),
+      used: p.limit - remaining,
+      key,
+      policy: p.name,
+    };
+  };
+
+  function deny(req: Request, res: Response, next: NextFunction, info: RateLimitInfo, retryMs: number): void {
+    const retryAfter = Math.max(1, Math.ceil(retryMs / 1000));
+    res.setHeader('Retry-After', String(retryAfter));
+    if (o.handler) {
+      o.handler(req, res, next, { ...info, retryAfter, statusCode: o.statusCode } satisfies DeniedInfo);
+      return;
+    }
+    sendProblem(res, {
+      type: problemType('rate-limited'),
+      title: STATUS_CODES[o.statusCode] ?? 'Too Many Requests',
+      status: o.statusCode,
+      detail: o.message ?? `Rate limit "${info.policy}" exceeded. Retry in ${retryAfter} s.`,
+      policy: info.policy,
+      retryAfter,
+    });
+  }
+
+  function failed(error: unknown, res: Response, next: NextFunction): void {
+    if (!outage) {
+      outage = true;
+      o.logger.warn(
+        `express-redis-kit rateLimit${name ? ` "${name}"` : ''}: Redis unavailable (${(error as Error)?.message ?? error}); ` +
+          `failing ${o.failMode} (${o.failMode === 'open' ? 'requests pass unchecked' : 'requests get 503'}) until it answers again.`,
+      );
+    }
+    emitKitEvent({
+      component: 'rate-limit',
+      name,
+      type: o.failMode === 'open' ? 'fail-open' : 'fail-closed',
+      error: error as Error,
+    });
+    if (o.failMode === 'open') {
+      next();
+      return;
+    }
+    sendProblem(
+      res,
+      {
+        type: problemType('rate-limit-unavailable'),
+        title: 'Service Unavailable',
+        status: 503,
+        detail: 'The rate limiter cannot reach its store, so the request was refused. Retry shortly.',
+      },
+      { 'Retry-After': '1' },
+    );
+  }
+
+  function refundLater(
+    req: Request,
+    res: Response,
+    keys: string[],
+    cost: number,
+    member: string,
+    origin: number,
+  ) {
+    let settled = false;
+    const settle = (finished: boolean) => {
+      if (settled) return;
+      settled = true;
+      const ok = finished && o.requestWasSuccessful(req, res);
+      if (ok ? !o.skipSuccessfulRequests : !o.skipFailedRequests) return;
+      call(keys, MODE_REFUND, cost, member, origin).then(
+        () => emitKitEvent({ component: 'rate-limit', name, type: 'refund', key: req.rateLimit?.key, cost }),
+        (error: Error) => emitKitEvent({ component: 'rate-limit', name, type: 'refund-failed', error }),
+      );
+    };
+    res.once('finish', () => settle(true));
+    res.once('close', () => settle(false));
+  }
+
+  function decide(req: Request, res: Response, next: NextFunction, key: string, cost: number): void {
+    if (denyCache) {
+      const now = Date.now();
+      const hit = denyCache.get(key, cost, now);
+      if (hit) {
+        const elapsed = now - hit.at;
+        const info = infoOf(hit.reply as Reply, hit.binding, key, elapsed);
+        req.rateLimit = info;
+        writeHeaders(res, hit.reply, hit.binding, elapsed);
+        if (hasKitListeners())
+          emitKitEvent({ component: 'rate-limit', name, type: 'deny-cache-hit', key, policy: info.policy });
+        deny(req, res, next, info, hit.until - now);
+        return;
+      }
+    }
+    const keys = keysFor(key);
+    const member = needsMember ? memberBase + (++sequence).toString(36) : '-';
+    call(keys, MODE_CONSUME, cost, member, 0).then(
+      (reply) => {
+        if (outage) {
+          outage = false;
+          emitKitEvent({ component: 'rate-limit', name, type: 'recovered' });
+        }
+        const allowed = reply[0] === 1;
+        const b = count === 1 ? 0 : bindingOf(reply, allowed);
+        const info = infoOf(reply, b, key, 0);
+        req.rateLimit = info;
+        writeHeaders(res, reply, b, 0);
+        if (allowed) {
+          if (hasKitListeners())
+            emitKitEvent({ component: 'rate-limit', name, type: 'allowed', key, policy: info.policy, cost });
+          if (refunds) refundLater(req, res, keys, cost, member, reply[1]!);
+          next();
+          return;
+        }
+        const retryMs = reply[4 + 3 * b]!;
+        if (hasKitListeners()) {
+          emitKitEvent({
+            component: 'rate-limit',
+            name,
+            type: 'denied',
+            key,
+            policy: info.policy,
+            cost,
+            dryRun: o.dryRun,
+          });
+        }
+        if (o.dryRun) {
+          next();
+          return;
+        }
+        denyCache?.set(key, { until: Date.now() + retryMs, cost, reply, binding: b, at: Date.now() });
+        deny(req, res, next, info, retryMs);
+      },
+      (error: unknown) => failed(error, res, next),
+    );
+  }
+
+  function withKey(req: Request, res: Response, next: NextFunction, key: unknown): void {
+    if (typeof key !== 'string' || key === '') {
+      next(
+        new TypeError(
+          `express-redis-kit rateLimit: option "key" must return a non-empty string; got ${JSON.stringify(key)}.`,
+        ),
+      );
+      return;
+    }
+    if (typeof o.cost === 'number') {
+      decide(req, res, next, key, o.cost);
+      return;
+    }
+    let cost: number | Promise<number>;
+    try {
+      cost = o.cost(req, res);
+    } catch (error) {
+      next(error);
+      return;
+    }
+    const withCost = (c: unknown) => {
+      if (typeof c !== 'number' || !Number.isInteger(c) || c < 1) {
+        next(
+          new TypeError(
+            `express-redis-kit rateLimit: option "cost" must return a whole number >= 1; got ${JSON.stringify(c)}.`,
+          ),
+        );
+        return;
+      }
+      decide(req, res, next, key, c);
+    };
+    if (isThenable(cost)) cost.then(withCost, next);
+    else withCost(cost);
+  }
+
+  function start(req: Request, res: Response, next: NextFunction): void {
+    let key: string | Promise<string>;
+    try {
+      key = keyOf(req, res);
+    } catch (error) {
+      next(error);
+      return;
+    }
+    if (isThenable(key)) key.then((k) => withKey(req, res, next, k), next);
+    else withKey(req, res, next, key);
+  }
+
+  function rateLimitMiddleware(req: Request, res: Response, next: NextFunction): void {
+    if (o.skip) {
+      let skip: boolean | Promise<boolean>;
+      try {
+        skip = o.skip(req, res);
+      } catch (error) {
+        next(error);
+        return;
+      }
+      if (isThenable(skip)) {
+        skip.then((s) => (s ? next() : start(req, res, next)), next);
+        return;
+      }
+      if (skip) {
+        next();
+        return;
+      }
+    }
+    start(req, res, next);
+  }
+
+  /** Forgets everything about `key` (as in `req.rateLimit.key`; raw IPs are grouped like requests). */
+  async function reset(key: string): Promise<void> {
+    const clientKey = normalizeAdminKey(String(key));
+    denyCache?.delete(clientKey);
+    await guarded(redis, () => redis.del(...keysFor(clientKey)), adminGuard);
+  }
+
+  /** Reads `key`'s state without counting anything. */
+  async function get(key: string): Promise<RateLimitState> {
+    const clientKey = normalizeAdminKey(String(key));
+    const reply = await call(keysFor(clientKey), MODE_PEEK, 0, '-', 0, true);
+    const b = bindingOf(reply, true);
+    return {
+      ...infoOf(reply, b, clientKey, 0),
+      policies: policies.map((p, i) => ({
+        policy: p.name,
+        limit: p.limit,
+        remaining: reply[2 + 3 * i]!,
+        used: p.limit - reply[2 + 3 * i]!,
+        resetMs: reply[3 + 3 * i]!,
+      })),
+    };
+  }
+
+  return { rateLimitMiddleware, reset, get };
+}

@@ -1,0 +1,303 @@
+import type { NextFunction, Request, Response } from 'express';
+import ms from 'ms';
+import { checkClient, type RedisClient } from '../client';
+import { toMs } from '../duration';
+import { optionError, optionRangeError } from '../errors';
+import { checkPrefix, DEFAULT_PREFIX } from '../keys';
+import { ALGORITHM_CODE } from './script';
+import type { Algorithm, DeniedInfo, HeadersMode, RateLimitOptions, RateLimitPolicy } from './types';
+
+/** Every default of the rate limiter, in one place. */
+export const DEFAULTS = {
+  algorithm: 'sliding-window' as Algorithm,
+  ipv6Subnet: 56,
+  cost: 1,
+  headers: 'draft-8' as HeadersMode,
+  statusCode: 429,
+  failMode: 'open' as const,
+  timeoutMs: 250,
+  prefix: DEFAULT_PREFIX,
+  denyCacheMax: 10_000,
+  skipSuccessfulRequests: false,
+  skipFailedRequests: false,
+  dryRun: false,
+};
+
+/** Longest window: a year (plus a day), which keeps every script integer exact in Lua doubles. */
+const MAX_WINDOW_MS = 366 * 24 * 3600 * 1000;
+
+export interface ResolvedPolicy {
+  name: string;
+  limit: number;
+  windowMs: number;
+  algorithm: Algorithm;
+  code: string;
+  /** Key part after the `{client}` hash tag. */
+  keyTail: string;
+}
+
+export interface ResolvedOptions {
+  redis: RedisClient;
+  policies: ResolvedPolicy[];
+  minLimit: number;
+  key: ((req: Request, res: Response) => string | Promise<string>) | undefined;
+  ipv6Subnet: number | false;
+  cost: number | ((req: Request, res: Response) => number | Promise<number>);
+  skip: ((req: Request, res: Response) => boolean | Promise<boolean>) | undefined;
+  skipSuccessfulRequests: boolean;
+  skipFailedRequests: boolean;
+  requestWasSuccessful: (req: Request, res: Response) => boolean;
+  dryRun: boolean;
+  headers: HeadersMode | false;
+  statusCode: number;
+  message: string | undefined;
+  handler: ((req: Request, res: Response, next: NextFunction, info: DeniedInfo) => void) | undefined;
+  failMode: 'open' | 'closed';
+  timeoutMs: number;
+  prefix: string;
+  name: string | undefined;
+  /** Key part before the `{client}` hash tag. */
+  keyHead: string;
+  denyCacheMax: number;
+  logger: { warn(message: string): void };
+}
+
+const KNOWN = new Set([
+  'redis',
+  'limit',
+  'window',
+  'algorithm',
+  'policies',
+  'key',
+  'ipv6Subnet',
+  'cost',
+  'skip',
+  'skipSuccessfulRequests',
+  'skipFailedRequests',
+  'requestWasSuccessful',
+  'dryRun',
+  'headers',
+  'statusCode',
+  'message',
+  'handler',
+  'failMode',
+  'timeout',
+  'prefix',
+  'name',
+  'denyCache',
+  'logger',
+]);
+
+// express-rate-limit option names people will bring along, and what they are called here.
+const RENAMED: Record<string, string> = {
+  windowMs: 'use "window" (ms or a duration string such as \'15m\')',
+  max: 'use "limit"',
+  keyGenerator: 'use "key"',
+  standardHeaders: "use \"headers: 'draft-8'\" (or 'draft-7' / 'draft-6')",
+  legacyHeaders: 'use "headers: \'legacy\'"',
+  store: 'pass the ioredis client as "redis"',
+};
+
+const SF_STRING = /^[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}$/;
+const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
+function isWhole(value: unknown, min: number): value is number {
+  return typeof value === 'number' && Number.isInteger(value) && value >= min;
+}
+
+function checkFunction(value: unknown, option: string): void {
+  if (value !== undefined && typeof value !== 'function') {
+    throw optionError(option, `must be a function; got ${typeof value}`);
+  }
+}
+
+function formatWindow(windowMs: number): string {
+  const short = ms(windowMs);
+  return ms(short as ms.StringValue) === windowMs ? short : `${windowMs}ms`;
+}
+
+function resolvePolicy(
+  policy: Partial<RateLimitPolicy>,
+  where: string,
+  defaultAlgorithm: Algorithm,
+): Omit<ResolvedPolicy, 'keyTail'> {
+  const { limit, algorithm = defaultAlgorithm } = policy;
+  if (!isWhole(limit, 1)) {
+    throw (typeof limit === 'number' ? optionRangeError : optionError)(
+      `${where}limit`,
+      `must be a whole number >= 1; got ${JSON.stringify(limit)}`,
+      'It is the number of requests (or cost units) allowed per window.',
+    );
+  }
+  if (policy.window === undefined) throw optionError(`${where}window`, 'is required', "e.g. window: '1m'");
+  const windowMs = toMs(policy.window, `${where}window`, { min: 1 });
+  if (windowMs > MAX_WINDOW_MS) {
+    throw optionRangeError(
+      `${where}window`,
+      `must be at most 366 days; got ${JSON.stringify(policy.window)}`,
+    );
+  }
+  if (!Object.hasOwn(ALGORITHM_CODE, algorithm)) {
+    throw optionError(
+      `${where}algorithm`,
+      `must be one of ${Object.keys(ALGORITHM_CODE).join(', ')}; got ${JSON.stringify(algorithm)}`,
+    );
+  }
+  if (algorithm === 'token-bucket' && limit * windowMs > Number.MAX_SAFE_INTEGER) {
+    throw optionRangeError(`${where}limit`, 'times the window (ms) must stay below 2^53 for token-bucket');
+  }
+  const name = policy.name ?? `${limit}-in-${formatWindow(windowMs)}`;
+  if (typeof name !== 'string' || !SF_STRING.test(name)) {
+    throw optionError(
+      `${where}name`,
+      `must be 1-64 printable ASCII characters without '"' or '\\'; got ${JSON.stringify(name)}`,
+    );
+  }
+  return { name, limit, windowMs, algorithm, code: ALGORITHM_CODE[algorithm] };
+}
+
+/** Validates and defaults the options once, at construction. Throws TypeError/RangeError naming the option. */
+export function resolveOptions(options: RateLimitOptions): ResolvedOptions {
+  if (!options || typeof options !== 'object') {
+    throw optionError('options', 'must be an object', 'e.g. rateLimit({ redis, limit: 100, window: "1m" })');
+  }
+  for (const option of Object.keys(options)) {
+    if (KNOWN.has(option)) continue;
+    const hint = RENAMED[option];
+    throw optionError(
+      option,
+      'is not a rateLimit option',
+      hint ? `${hint[0]!.toUpperCase()}${hint.slice(1)}.` : '',
+    );
+  }
+  const redis = checkClient(options.redis);
+  const algorithm = options.algorithm ?? DEFAULTS.algorithm;
+
+  let raw: Array<Partial<RateLimitPolicy>>;
+  let where: (i: number) => string;
+  if (options.policies !== undefined) {
+    if (options.limit !== undefined || options.window !== undefined) {
+      throw optionError(
+        'policies',
+        'cannot be combined with "limit"/"window"',
+        'Put every quota in "policies".',
+      );
+    }
+    if (!Array.isArray(options.policies) || options.policies.length === 0) {
+      throw optionError('policies', 'must be a non-empty array of { limit, window, algorithm? }');
+    }
+    if (options.policies.length > 16) throw optionRangeError('policies', 'must hold at most 16 policies');
+    raw = options.policies;
+    where = (i) => `policies[${i}].`;
+  } else {
+    if (options.limit === undefined) {
+      throw optionError('limit', 'is required', 'e.g. rateLimit({ redis, limit: 100, window: "1m" })');
+    }
+    raw = [{ limit: options.limit, window: options.window!, algorithm }];
+    where = () => '';
+  }
+  const resolved = raw.map((p, i) => {
+    if (!p || typeof p !== 'object')
+      throw optionError(`policies[${i}]`, 'must be an object { limit, window }');
+    return resolvePolicy(p, where(i), algorithm);
+  });
+  const names = new Set(resolved.map((p) => p.name));
+  if (names.size !== resolved.length) {
+    throw optionError('policies', 'have duplicate names', 'Give each policy a distinct "name".');
+  }
+  const minLimit = Math.min(...resolved.map((p) => p.limit));
+
+  const cost = options.cost ?? DEFAULTS.cost;
+  if (typeof cost === 'number') {
+    if (!isWhole(cost, 1)) throw optionRangeError('cost', `must be a whole number >= 1; got ${cost}`);
+    if (cost > minLimit) {
+      throw optionRangeError(
+        'cost',
+        `(${cost}) is larger than the limit (${minLimit})`,
+        'No request could ever pass.',
+      );
+    }
+  } else if (typeof cost !== 'function') {
+    throw optionError('cost', `must be a number or a function (req) => number; got ${typeof cost}`);
+  }
+  checkFunction(options.key, 'key');
+  checkFunction(options.skip, 'skip');
+  checkFunction(options.handler, 'handler');
+  checkFunction(options.requestWasSuccessful, 'requestWasSuccessful');
+
+  const ipv6Subnet = options.ipv6Subnet ?? DEFAULTS.ipv6Subnet;
+  if (ipv6Subnet !== false && !(isWhole(ipv6Subnet, 1) && ipv6Subnet <= 128)) {
+    throw optionRangeError(
+      'ipv6Subnet',
+      `must be a prefix length 1-128 or false; got ${JSON.stringify(ipv6Subnet)}`,
+    );
+  }
+  const headers = options.headers === undefined ? DEFAULTS.headers : options.headers;
+  if (headers !== false && !['draft-8', 'draft-7', 'draft-6', 'legacy'].includes(headers)) {
+    throw optionError(
+      'headers',
+      `must be 'draft-8', 'draft-7', 'draft-6', 'legacy' or false; got ${JSON.stringify(headers)}`,
+    );
+  }
+  const statusCode = options.statusCode ?? DEFAULTS.statusCode;
+  if (!isWhole(statusCode, 400) || statusCode > 599) {
+    throw optionRangeError(
+      'statusCode',
+      `must be an HTTP error status 400-599; got ${JSON.stringify(statusCode)}`,
+    );
+  }
+  if (options.message !== undefined && typeof options.message !== 'string') {
+    throw optionError(
+      'message',
+      `must be a string; got ${typeof options.message}`,
+      'Use "handler" for custom bodies.',
+    );
+  }
+  const failMode = options.failMode ?? DEFAULTS.failMode;
+  if (failMode !== 'open' && failMode !== 'closed') {
+    throw optionError('failMode', `must be 'open' or 'closed'; got ${JSON.stringify(failMode)}`);
+  }
+  const timeoutMs =
+    options.timeout === undefined ? DEFAULTS.timeoutMs : toMs(options.timeout, 'timeout', { min: 1 });
+  const prefix = checkPrefix(options.prefix ?? DEFAULTS.prefix);
+  const name = options.name;
+  if (name !== undefined && (typeof name !== 'string' || !NAME.test(name))) {
+    throw optionError('name', `must be 1-64 characters of A-Z a-z 0-9 _ . -; got ${JSON.stringify(name)}`);
+  }
+  let denyCacheMax = DEFAULTS.denyCacheMax;
+  if (options.denyCache === false) denyCacheMax = 0;
+  else if (options.denyCache !== undefined) {
+    const max = options.denyCache?.max ?? DEFAULTS.denyCacheMax;
+    if (!isWhole(max, 1)) throw optionRangeError('denyCache.max', `must be a whole number >= 1; got ${max}`);
+    denyCacheMax = max;
+  }
+  const logger = options.logger ?? console;
+  if (typeof logger?.warn !== 'function') throw optionError('logger', 'must have a warn(message) method');
+
+  const keyHead = `${prefix}rl${name ? `:${name}` : ''}:{`;
+  const policies = resolved.map((p) => ({ ...p, keyTail: `}:${p.code}:${p.limit}:${p.windowMs}` }));
+  return {
+    redis,
+    policies,
+    minLimit,
+    key: options.key,
+    ipv6Subnet,
+    cost,
+    skip: options.skip,
+    skipSuccessfulRequests: options.skipSuccessfulRequests ?? DEFAULTS.skipSuccessfulRequests,
+    skipFailedRequests: options.skipFailedRequests ?? DEFAULTS.skipFailedRequests,
+    requestWasSuccessful: options.requestWasSuccessful ?? ((_req, res) => res.statusCode < 400),
+    dryRun: options.dryRun ?? DEFAULTS.dryRun,
+    headers,
+    statusCode,
+    message: options.message,
+    handler: options.handler,
+    failMode,
+    timeoutMs,
+    prefix,
+    name,
+    keyHead,
+    denyCacheMax,
+    logger,
+  };
+}
