@@ -21,7 +21,7 @@ describe('idempotency against a real Redis Cluster', () => {
 
   /** One kit-made and one plain Cluster client, as two app instances would have. */
   function twoClients(): [Cluster, Cluster] {
-    const kit = createRedis({ cluster: { nodes: cluster.addresses } }) as Cluster;
+    const kit = createRedis({ cluster: { nodes: cluster.addresses }, commandTimeout: 5000 }) as Cluster;
     const plain = new Cluster(cluster.nodes);
     clients.push(kit, plain);
     return [kit, plain];
@@ -35,8 +35,8 @@ describe('idempotency against a real Redis Cluster', () => {
       await sleep(300);
       res.status(201).json({ order: 'c-1', run: runs });
     };
-    const a = `${await servers.listen(orderApp(idempotency({ redis: kit }), handler))}/orders`;
-    const b = `${await servers.listen(orderApp(idempotency({ redis: plain }), handler))}/orders`;
+    const a = `${await servers.listen(orderApp(idempotency({ redis: kit, timeout: 5000 }), handler))}/orders`;
+    const b = `${await servers.listen(orderApp(idempotency({ redis: plain, timeout: 5000 }), handler))}/orders`;
     const key = freshKey('cluster');
     const answers = await Promise.all(
       Array.from({ length: 100 }, (_, i) => send(i % 2 ? a : b, { key, body: { n: 1 } })),

@@ -15,8 +15,9 @@ describe('idempotency under concurrency', () => {
       res.status(201).json({ order: 'o-1', run: runs });
     };
     // Two instances, each with its own client, as two processes behind a load balancer would be.
-    const a = `${await servers.listen(orderApp(idempotency({ redis: redisServer.client() }), handler))}/orders`;
-    const b = `${await servers.listen(orderApp(idempotency({ redis: redisServer.plain() }), handler))}/orders`;
+    // A generous timeout: this checks exactly-once, not latency, and CI machines can be busy.
+    const a = `${await servers.listen(orderApp(idempotency({ redis: redisServer.client({ commandTimeout: 5000 }), timeout: 5000 }), handler))}/orders`;
+    const b = `${await servers.listen(orderApp(idempotency({ redis: redisServer.plain(), timeout: 5000 }), handler))}/orders`;
     const key = freshKey('burst');
     const answers = await Promise.all(
       Array.from({ length: 100 }, (_, i) => send(i % 2 ? a : b, { key, body: { item: 'book' } })),
