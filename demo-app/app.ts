@@ -1,46 +1,99 @@
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import express, { type ErrorRequestHandler, type Express } from 'express';
 import helmet from 'helmet';
-import { pingRedis, type RedisClient } from '../lib';
-import { sendProblem } from '../lib/errors';
+import pino, { type Logger } from 'pino';
+import { pinoHttp } from 'pino-http';
+import { pingRedis, type RedisClient, RedisUnavailableError, rateLimit, redisSession } from '../lib';
+import { Catalogue } from './catalogue';
+import { createMetrics } from './metrics';
+import { problem } from './problems';
+import { authRoutes } from './routes/auth';
+import { eventRoutes } from './routes/events';
+import { leaderboardRoutes } from './routes/leaderboard';
+import { orderRoutes } from './routes/orders';
+import { productRoutes } from './routes/products';
 
 export interface DemoOptions {
   redis: RedisClient;
+  /** Request logger; default: pino at LOG_LEVEL (info), `false` for none (tests). */
+  logger?: Logger<string> | false;
+  /** Signs session cookies; default SESSION_SECRET, else a random one per process. */
+  sessionSecret?: string;
+  /** Latency of the fake product database, ms. Default 200. */
+  catalogueLatencyMs?: number;
 }
 
-/** Builds the demo app (no listen), so supertest suites can import it. */
-export function createApp({ redis }: DemoOptions): Express {
+/** Builds the demo app (no listen), so supertest suites can import it. `app.locals.close()` releases it. */
+export function createApp(options: DemoOptions): Express {
+  const { redis } = options;
   const app = express();
+  const metrics = createMetrics();
+  app.locals.close = () => metrics.close();
   app.disable('x-powered-by');
-  app.use(helmet());
-  app.use(express.json({ limit: '100kb' }));
+  app.set('trust proxy', process.env.TRUST_PROXY === '1' ? 1 : false);
+
+  // The page is plain files: no inline script or style is needed, so the CSP allows none.
+  app.use(helmet({ contentSecurityPolicy: { directives: { styleSrc: ["'self'"], scriptSrc: ["'self'"] } } }));
+  if (options.logger !== false) {
+    app.use(pinoHttp({ logger: options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' }) }));
+  }
+  app.use(express.static(join(__dirname, 'public'), { index: 'index.html', maxAge: '1m' }));
 
   app.get('/healthz', async (_req, res) => {
     const health = await pingRedis(redis, { timeoutMs: 500 });
     res.status(health.ok ? 200 : 503).json({ status: health.ok ? 'ok' : 'unavailable', redis: health });
   });
-
-  app.use((req, res) => {
-    sendProblem(res, {
-      type: 'about:blank',
-      title: 'Not Found',
-      status: 404,
-      detail: `No route for ${req.method} ${req.path}`,
-    });
+  app.get('/metrics', async (_req, res) => {
+    res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
 
-  const onError: ErrorRequestHandler = (error, _req, res, _next) => {
-    const status =
-      typeof error?.status === 'number' && error.status >= 400 && error.status < 600 ? error.status : 500;
-    // Client errors (bad JSON, oversize body) say what was wrong; server errors never leak a stack.
-    const detail =
-      status < 500 ? String(error.message ?? 'Bad request') : 'Something went wrong on our side.';
-    sendProblem(res, {
-      type: 'about:blank',
-      title: status < 500 ? 'Bad Request' : 'Internal Server Error',
-      status,
-      detail,
-    });
-  };
-  app.use(onError);
+  const sessions = redisSession({
+    redis,
+    secret: options.sessionSecret ?? process.env.SESSION_SECRET ?? randomBytes(32).toString('hex'),
+  });
+  const api = express.Router();
+  api.use(express.json({ limit: '16kb' }));
+  api.use(rateLimit({ redis, limit: 600, window: '1m', prefix: 'demo:api-rl:' }));
+  api.use(sessions);
+  // A tight limiter for the page's "hammer" button, so 429s show up within a click.
+  api.get('/ping', rateLimit({ redis, limit: 10, window: '10s', prefix: 'demo:ping-rl:' }), (req, res) => {
+    res.json({ pong: true, rateLimit: req.rateLimit });
+  });
+  const auth = authRoutes(redis, sessions);
+  api.use(auth.router);
+  api.use(productRoutes(redis, new Catalogue(options.catalogueLatencyMs)));
+  api.use(orderRoutes(redis));
+  api.use(eventRoutes(redis));
+  api.use(leaderboardRoutes(redis));
+  api.use(sessions.handleErrors);
+  app.use('/api', api);
+
+  app.use((req, res) => problem(res, 404, `No route for ${req.method} ${req.path}`));
+  app.use(errorHandler);
   return app;
 }
+
+/** Client mistakes say what was wrong; Redis trouble is a 503; anything else a 500 without a stack. */
+const errorHandler: ErrorRequestHandler = (error, req, res, _next) => {
+  if (
+    error instanceof RedisUnavailableError ||
+    error?.name === 'MaxRetriesPerRequestError' ||
+    /Command timed out|Connection is closed/.test(String(error?.message))
+  ) {
+    res.setHeader('Retry-After', '1');
+    return problem(res, 503, 'Redis is unavailable; try again shortly.');
+  }
+  const status =
+    typeof error?.status === 'number' && error.status >= 400 && error.status < 500 ? error.status : 500;
+  if (status === 500) req.log?.error({ err: error }, 'unhandled error');
+  const detail =
+    error?.type === 'entity.parse.failed'
+      ? 'The body is not valid JSON.'
+      : error?.type === 'entity.too.large'
+        ? 'The body is larger than this route accepts.'
+        : status < 500
+          ? String(error.message ?? 'Bad request')
+          : 'Something went wrong on our side.';
+  problem(res, status, detail);
+};

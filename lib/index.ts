@@ -1,5 +1,24 @@
 /** express-redis-kit: the public API. Everything not exported here is internal. */
 export { type BreakerOptions, configureBreaker } from './breaker';
+export {
+  CACHE_REFRESH,
+  Cache,
+  type CacheLogger,
+  type CacheResponseMiddleware,
+  type CacheResponseOptions,
+  CorruptEntryError,
+  type CreateCacheOptions,
+  cacheResponse,
+  createCache,
+  type InvalidateTarget,
+  type L1Options,
+  LockBusyError,
+  LockLostError,
+  type Serializer,
+  type WithLockOptions,
+  type WrapOptions,
+  withLock,
+} from './cache';
 export type { RedisClient } from './client';
 export {
   type CreateRedisOptions,
@@ -27,15 +46,6 @@ export {
   type ScopeValue,
 } from './idempotency';
 export {
-  KitSessionStore,
-  type LoginData,
-  type RedisSessionMiddleware,
-  type RedisSessionOptions,
-  redisSession,
-  type SessionCookieOptions,
-  type SessionInfo,
-} from './session';
-export {
   type Algorithm,
   type DeniedInfo,
   type HeadersMode,
@@ -47,3 +57,12 @@ export {
   type RateLimitState,
   rateLimit,
 } from './rate-limit';
+export {
+  KitSessionStore,
+  type LoginData,
+  type RedisSessionMiddleware,
+  type RedisSessionOptions,
+  redisSession,
+  type SessionCookieOptions,
+  type SessionInfo,
+} from './session';

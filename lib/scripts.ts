@@ -54,6 +54,9 @@ export function runScript<T = unknown>(
   args: ReadonlyArray<string | number | Buffer>,
 ): Promise<T> {
   ensureDefined(redis, script);
+  if (pendingPipelineLacks(redis, script.name)) {
+    return redis.eval(script.lua, script.numberOfKeys, ...keys, ...args) as Promise<T>;
+  }
   const runner = (redis as unknown as Record<string, ScriptRunner>)[script.name]!;
   return runner.call(redis, ...keys, ...args) as Promise<T>;
 }
@@ -66,8 +69,27 @@ export function runScriptBuffer<T = unknown>(
   args: ReadonlyArray<string | number | Buffer>,
 ): Promise<T> {
   ensureDefined(redis, script);
+  if (pendingPipelineLacks(redis, script.name)) {
+    // evalBuffer exists at run time (every command has a Buffer twin) but is missing from the typings.
+    const evalBuffer = (redis as unknown as Record<string, ScriptRunner>).evalBuffer!;
+    return evalBuffer.call(redis, script.lua, script.numberOfKeys, ...keys, ...args) as Promise<T>;
+  }
   const runner = (redis as unknown as Record<string, ScriptRunner>)[`${script.name}Buffer`]!;
   return runner.call(redis, ...keys, ...args) as Promise<T>;
+}
+
+/**
+ * ioredis copies custom commands into an auto-pipeline when the pipeline is created. A command
+ * defined later and called while such a pipeline is still queued would be added to it and throw,
+ * misaligning the pipeline's replies and crashing the process (ioredis issue #1931). Until those
+ * pipelines are flushed, the call goes as a plain EVAL, which every pipeline has.
+ */
+function pendingPipelineLacks(redis: RedisClient, name: string): boolean {
+  const pending = (redis as unknown as { _autoPipelines?: Map<string, Record<string, unknown>> })
+    ._autoPipelines;
+  if (!pending || pending.size === 0) return false;
+  for (const pipeline of pending.values()) if (typeof pipeline[name] !== 'function') return true;
+  return false;
 }
 
 function ensureDefined(redis: RedisClient, script: ScriptDefinition): void {

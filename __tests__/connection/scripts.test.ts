@@ -1,4 +1,4 @@
-import { defineScript, LUA_NOW_MS, runScript } from '../../lib/scripts';
+import { defineScript, LUA_NOW_MS, runScript, runScriptBuffer } from '../../lib/scripts';
 import { useRedisServer } from '../helpers/redis';
 
 const counter = defineScript(
@@ -35,5 +35,34 @@ describe('script registry', () => {
   it('refuses two different bodies under one name', () => {
     expect(() => defineScript('test_counter', 1, 'return 1')).toThrow(/registered twice/);
     expect(defineScript('test_counter', 1, counter.lua)).toBe(counter);
+  });
+});
+
+describe('script registry with auto-pipelining', () => {
+  const redis = useRedisServer();
+
+  it('defining a script while an auto-pipeline is queued neither crashes nor misroutes replies (ioredis #1931)', async () => {
+    const client = redis.client({ keyPrefix: 'ap:' });
+    await client.ping();
+    await client.set('k', 'v');
+    const crashes: Error[] = [];
+    const onCrash = (e: Error) => crashes.push(e);
+    process.on('uncaughtException', onCrash);
+    try {
+      const fresh = defineScript('test_late', 1, "return redis.call('GET', KEYS[1])");
+      // Same tick: a GET opens an auto-pipeline, then the script is defined and called twice.
+      const get = client.get('k');
+      const first = runScript(client, fresh, ['k'], []);
+      const second = runScript(client, fresh, ['k'], []);
+      const asBuffer = runScriptBuffer(client, defineScript('test_late_buf', 1, fresh.lua), ['k'], []);
+      expect(await Promise.all([get, first, second])).toEqual(['v', 'v', 'v']);
+      expect(await asBuffer).toEqual(Buffer.from('v'));
+      // Later calls take the normal EVALSHA path.
+      expect(await runScript(client, fresh, ['k'], [])).toBe('v');
+      await new Promise((r) => setImmediate(r));
+      expect(crashes).toEqual([]);
+    } finally {
+      process.off('uncaughtException', onCrash);
+    }
   });
 });

@@ -1,0 +1,51 @@
+import type { Request } from 'express';
+import { CorruptEntryError, decodeEntry, type Entry, encodeEntry } from '../../lib/cache/entry';
+import { defaultKey, normaliseQuery, parseVary } from '../../lib/cache/key';
+
+const entry: Entry = {
+  status: 200,
+  headers: [['content-type', 'application/octet-stream']],
+  body: Buffer.from([0, 1, 2, 255, 10, 13]),
+  etag: '"abc"',
+  createdAt: 1,
+  ttlMs: 3000,
+  freshMs: 1000,
+  swrMs: 1000,
+  sieMs: 1000,
+  tags: ['t'],
+  negative: 0,
+};
+
+describe('entry encoding', () => {
+  it('round-trips status, headers, timestamps and a binary body', () => {
+    expect(decodeEntry(encodeEntry(entry))).toEqual(entry);
+  });
+
+  it.each([
+    ['truncated body', (b: Buffer) => b.subarray(0, b.length - 1)],
+    ['extra bytes', (b: Buffer) => Buffer.concat([b, Buffer.from('x')])],
+    ['truncated metadata', (b: Buffer) => b.subarray(0, 12)],
+    ['wrong magic', (b: Buffer) => Buffer.concat([Buffer.from('XXXX'), b.subarray(4)])],
+    ['empty', () => Buffer.alloc(0)],
+  ])('rejects %s with CorruptEntryError', (_name, damage) => {
+    expect(() => decodeEntry(damage(encodeEntry(entry)))).toThrow(CorruptEntryError);
+  });
+});
+
+describe('cache keys', () => {
+  const req = (method: string, url: string) => ({ method, originalUrl: url, url }) as Request;
+  it('sorts query parameters, keeps repeated ones in order, and shares GET and HEAD', () => {
+    expect(defaultKey(req('GET', '/a?b=2&a=1'))).toBe('GET /a?a=1&b=2');
+    expect(defaultKey(req('HEAD', '/a?a=1&b=2'))).toBe('GET /a?a=1&b=2');
+    expect(normaliseQuery('x=2&x=1')).toBe('?x=2&x=1');
+    expect(normaliseQuery('q=a+b&r=%7E')).toBe('?q=a%20b&r=~');
+    expect(defaultKey(req('GET', '/a?'))).toBe('GET /a');
+  });
+
+  it('parses Vary into sorted lower-case names', () => {
+    expect(parseVary('Accept-Encoding, X-Lang')).toEqual(['accept-encoding', 'x-lang']);
+    expect(parseVary(['origin', 'Origin'])).toEqual(['origin']);
+    expect(parseVary('accept, *')).toEqual(['*']);
+    expect(parseVary(undefined)).toEqual([]);
+  });
+});

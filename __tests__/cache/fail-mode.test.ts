@@ -1,0 +1,79 @@
+import express from 'express';
+import request from 'supertest';
+import { configureBreaker } from '../../lib/breaker';
+import { cacheResponse, createCache } from '../../lib/cache';
+import { useRedisServer } from '../helpers/redis';
+import { quietLogger, sleep, waitForKeys } from './helpers';
+
+const redis = useRedisServer();
+
+function setup() {
+  const client = redis.client();
+  configureBreaker(client, { cooldownMs: 200 });
+  const mw = cacheResponse({ redis: client, ttl: '1m', timeout: 100, l1: false, logger: quietLogger() });
+  let calls = 0;
+  const app = express();
+  app.get('/r', mw, (_req, res) => {
+    calls++;
+    res.send(`origin ${calls}`);
+  });
+  return { app, client, calls: () => calls };
+}
+
+describe('when Redis is sick', () => {
+  it('bypasses to the origin with X-Cache: BYPASS when Redis is paused, within the timeout', async () => {
+    const { app, client, calls } = setup();
+    await request(app).get('/r');
+    await waitForKeys(client, 'erk:c:*');
+    const admin = redis.plain();
+    await admin.call('CLIENT', 'PAUSE', '1500', 'ALL');
+    try {
+      const started = Date.now();
+      const res = await request(app).get('/r');
+      expect(res.status).toBe(200);
+      expect(res.headers['x-cache']).toBe('BYPASS');
+      expect(res.text).toBe('origin 2');
+      expect(Date.now() - started).toBeLessThan(1400);
+      const cache = createCache({ redis: client, timeout: 100, l1: false });
+      expect(await cache.wrap('k', () => 'computed', { ttl: '1m' })).toBe('computed');
+    } finally {
+      await sleep(1600);
+    }
+    // Back to normal once Redis answers again (after the breaker's cool-down).
+    await sleep(300);
+    await request(app).get('/r');
+    expect((await request(app).get('/r')).headers['x-cache']).toBe('HIT');
+    expect(calls()).toBeGreaterThanOrEqual(2);
+  });
+
+  it('bypasses to the origin when Redis is killed, and caches again after it is back', async () => {
+    const { app, client: first, calls } = setup();
+    await first.flushall();
+    await request(app).get('/r');
+    await redis.server.kill();
+    try {
+      for (let i = 0; i < 8; i++) {
+        const started = Date.now();
+        const res = await request(app).get('/r');
+        expect(res.status).toBe(200);
+        expect(res.headers['x-cache']).toBe('BYPASS');
+        expect(Date.now() - started).toBeLessThan(1000);
+      }
+      expect(calls()).toBe(9);
+    } finally {
+      await redis.server.restart();
+    }
+    const client = redis.client();
+    await waitFor(async () => (await request(app).get('/r')).headers['x-cache'] === 'MISS');
+    await waitForKeys(client, 'erk:c:*');
+    expect((await request(app).get('/r')).headers['x-cache']).toBe('HIT');
+  });
+});
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs = 10_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await sleep(100);
+  }
+}

@@ -1,0 +1,152 @@
+import express from 'express';
+import request from 'supertest';
+import { cacheResponse, createCache } from '../../lib/cache';
+import type { RedisClient } from '../../lib/client';
+import { eventually, useRedisServer } from '../helpers/redis';
+import { quietLogger, waitForKeys } from './helpers';
+
+const redis = useRedisServer();
+let admin: RedisClient;
+
+beforeAll(() => {
+  admin = redis.client();
+});
+beforeEach(async () => {
+  await admin.flushall();
+});
+
+/** One app instance with its own client, L1 and bus: GET /products/:id cached and tagged, PUT invalidates. */
+async function instance(origin: { version: number; calls: number }) {
+  const client = redis.client();
+  const products = cacheResponse({
+    redis: client,
+    ttl: '10m',
+    l1: { max: 100 },
+    tags: (req) => [`product:${req.params.id}`, 'products'],
+    logger: quietLogger(),
+  });
+  await products.cache.ready();
+  const app = express();
+  app.get('/products/:id', products, (req, res) => {
+    origin.calls++;
+    res.json({ id: req.params.id, version: origin.version });
+  });
+  app.put(
+    '/products/:id',
+    products.invalidates((req) => [`product:${req.params.id}`]),
+    (req, res) => {
+      if (req.query.fail) return void res.status(400).json({ error: 'bad' });
+      origin.version++;
+      res.status(204).end();
+    },
+  );
+  return { app, products, client };
+}
+
+describe('invalidation', () => {
+  it("drops a tag's entries from Redis and from a second instance's L1 within milliseconds", async () => {
+    const origin = { version: 1, calls: 0 };
+    const a = await instance(origin);
+    const b = await instance(origin);
+    await request(a.app).get('/products/42');
+    await waitForKeys(admin, 'erk:t:*', 2);
+    // b reads it from Redis once, then serves it from its own L1.
+    expect((await request(b.app).get('/products/42')).headers['x-cache']).toBe('HIT');
+    expect(b.products.cache.l1!.size).toBe(1);
+    await admin.flushall(); // from now on only L1 can answer a hit on b
+    expect((await request(b.app).get('/products/42')).headers['x-cache']).toBe('HIT');
+
+    origin.version = 2;
+    await a.products.invalidate({ tags: ['product:42'] });
+    await eventually(() => b.products.cache.l1!.size === 0, "b's L1 to drop the entry", 1000);
+    const after = await request(b.app).get('/products/42');
+    expect(after.headers['x-cache']).toBe('MISS');
+    expect(after.body.version).toBe(2);
+  });
+
+  it('deletes the entries and the tag sets in Redis', async () => {
+    const origin = { version: 1, calls: 0 };
+    const a = await instance(origin);
+    await request(a.app).get('/products/1');
+    await request(a.app).get('/products/2');
+    await waitForKeys(admin, 'erk:c:*', 2);
+    await waitForKeys(admin, 'erk:t:*', 3);
+    await a.products.invalidate({ tags: ['products'] });
+    expect(await admin.keys('erk:c:*')).toEqual([]);
+    expect(await admin.keys('erk:t:{products}')).toEqual([]);
+  });
+
+  it('gives every tag set a TTL at least as long as its entries', async () => {
+    const origin = { version: 1, calls: 0 };
+    const a = await instance(origin);
+    await request(a.app).get('/products/7');
+    const [tag] = await waitForKeys(admin, 'erk:t:{product:7}');
+    const ttl = await admin.pttl(tag!);
+    expect(ttl).toBeGreaterThan(9 * 60_000);
+    for (const key of await admin.keys('erk:*')) expect(await admin.pttl(key)).toBeGreaterThan(0);
+  });
+
+  it('invalidates on a write only after it answered 2xx, before the client sees the answer', async () => {
+    const origin = { version: 1, calls: 0 };
+    const a = await instance(origin);
+    const b = await instance(origin);
+    await request(a.app).get('/products/5');
+    await waitForKeys(admin, 'erk:c:*');
+    expect((await request(b.app).get('/products/5')).headers['x-cache']).toBe('HIT');
+
+    expect((await request(a.app).put('/products/5?fail=1')).status).toBe(400);
+    expect((await request(a.app).get('/products/5')).headers['x-cache']).toBe('HIT');
+
+    expect((await request(a.app).put('/products/5')).status).toBe(204);
+    const read = await request(a.app).get('/products/5');
+    expect(read.headers['x-cache']).toBe('MISS');
+    expect(read.body.version).toBe(2);
+    await eventually(
+      async () => (await request(b.app).get('/products/5')).body.version === 2,
+      'b to see version 2',
+      1000,
+    );
+  });
+
+  it('invalidates by cache key, and a Vary marker takes all its variants with it', async () => {
+    const client = redis.client();
+    const mw = cacheResponse({ redis: client, ttl: '1m', l1: false });
+    let calls = 0;
+    const app = express();
+    app.get('/v', mw, (req, res) => {
+      calls++;
+      res.vary('X-Lang').send(`${req.headers['x-lang']}`);
+    });
+    await request(app).get('/v').set('X-Lang', 'en');
+    await request(app).get('/v').set('X-Lang', 'fr');
+    await waitForKeys(admin, 'erk:c:*:v:*', 2);
+    await mw.invalidate({ keys: ['GET /v'] });
+    expect((await request(app).get('/v').set('X-Lang', 'fr')).headers['x-cache']).toBe('MISS');
+    expect((await request(app).get('/v').set('X-Lang', 'en')).headers['x-cache']).toBe('MISS');
+    expect(calls).toBe(4);
+  });
+
+  it('shares one cache between wrap() and middlewares: tags and keys reach both', async () => {
+    const client = redis.client();
+    const cache = createCache({ redis: client, l1: { max: 10 } });
+    let built = 0;
+    const report = () =>
+      cache.wrap('report:2025', async () => ({ built: ++built }), { ttl: '1m', tags: ['reports'] });
+    const page = cacheResponse({ cache, ttl: '1m', tags: () => ['reports'] });
+    let rendered = 0;
+    const app = express();
+    app.get('/reports', page, (_req, res) => {
+      res.send(`page ${++rendered}`);
+    });
+    expect(await report()).toEqual({ built: 1 });
+    expect(await report()).toEqual({ built: 1 });
+    await request(app).get('/reports');
+    expect((await request(app).get('/reports')).headers['x-cache']).toBe('HIT');
+    await waitForKeys(admin, 'erk:t:{reports}');
+    await cache.invalidate({ tags: ['reports'] });
+    expect(await report()).toEqual({ built: 2 });
+    expect((await request(app).get('/reports')).text).toBe('page 2');
+    await cache.invalidate({ keys: ['report:2025'] });
+    expect(await report()).toEqual({ built: 3 });
+  });
+});

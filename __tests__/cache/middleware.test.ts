@@ -1,0 +1,405 @@
+import { randomBytes } from 'node:crypto';
+import express, { type Request } from 'express';
+import request from 'supertest';
+import type { CacheResponseOptions } from '../../lib/cache';
+import { cacheResponse } from '../../lib/cache';
+import { entryKey } from '../../lib/cache/key';
+import type { RedisClient } from '../../lib/client';
+import { type KitEvent, onKitEvent } from '../../lib/events';
+import { useRedisServer } from '../helpers/redis';
+import { quietLogger, sleep, waitForKeys } from './helpers';
+
+const redis = useRedisServer();
+let client: RedisClient;
+
+beforeAll(() => {
+  client = redis.client();
+});
+beforeEach(async () => {
+  await client.flushall();
+});
+
+/** An app with one cached route whose handler is `handler` (counts its calls). */
+function appWith(options: Partial<CacheResponseOptions>, handler: express.RequestHandler) {
+  const calls = { n: 0 };
+  const mw = cacheResponse({ redis: client, ttl: '1m', l1: false, logger: quietLogger(), ...options });
+  const app = express();
+  app.get('/r', mw, (req, res, next) => {
+    calls.n++;
+    return handler(req, res, next);
+  });
+  return { app, mw, calls };
+}
+
+describe('cacheResponse: hit and miss', () => {
+  it('answers MISS from the origin, then HIT from Redis with the same body, Age and a strong ETag', async () => {
+    const { app, calls } = appWith({}, (_req, res) => {
+      res.json({ n: 1 });
+    });
+    const first = await request(app).get('/r');
+    expect(first.headers['x-cache']).toBe('MISS');
+    expect(first.headers.etag).toMatch(/^"[A-Za-z0-9_-]+"$/);
+    await waitForKeys(client, 'erk:c:*');
+    const second = await request(app).get('/r');
+    expect(second.headers['x-cache']).toBe('HIT');
+    expect(second.body).toEqual({ n: 1 });
+    expect(second.headers.age).toMatch(/^\d+$/);
+    expect(second.headers.etag).toBe(first.headers.etag);
+    expect(second.headers['content-type']).toMatch(/application\/json/);
+    expect(calls.n).toBe(1);
+  });
+
+  it('costs exactly one Redis command for a hit from Redis', async () => {
+    const { app } = appWith({}, (_req, res) => {
+      res.send('x');
+    });
+    await request(app).get('/r');
+    await waitForKeys(client, 'erk:c:*');
+    await request(app).get('/r'); // loads the script once
+    const monitor = await (redis.plain() as import('ioredis').Redis).monitor();
+    const seen: string[] = [];
+    monitor.on('monitor', (_time: string, args: string[], source: string) => {
+      if (source !== 'lua') seen.push(String(args[0]).toLowerCase());
+    });
+    try {
+      await sleep(50);
+      const hit = await request(app).get('/r');
+      expect(hit.headers['x-cache']).toBe('HIT');
+      await sleep(50);
+      expect(seen).toEqual(['evalsha']);
+    } finally {
+      monitor.disconnect();
+    }
+  });
+
+  it('serves from L1 without touching Redis, and emits l1-hit', async () => {
+    const { app, calls } = appWith({ l1: { max: 10 } }, (_req, res) => {
+      res.send('local');
+    });
+    const events: KitEvent[] = [];
+    const off = onKitEvent((e) => e.component === 'cache' && events.push(e));
+    try {
+      await request(app).get('/r');
+      await waitForKeys(client, 'erk:c:*');
+      await client.flushall(); // L1 alone must answer now
+      const hit = await request(app).get('/r');
+      expect(hit.headers['x-cache']).toBe('HIT');
+      expect(hit.text).toBe('local');
+      expect(calls.n).toBe(1);
+      expect(events.map((e) => e.type)).toEqual(expect.arrayContaining(['miss', 'store', 'l1-hit']));
+    } finally {
+      off();
+    }
+  });
+
+  it('answers If-None-Match with 304 on hits, and on a miss whose fresh body matches', async () => {
+    const { app, mw, calls } = appWith({}, (_req, res) => {
+      res.send('same body');
+    });
+    const first = await request(app).get('/r');
+    const etag = first.headers.etag as string;
+    await waitForKeys(client, 'erk:c:*');
+    const hit = await request(app).get('/r').set('If-None-Match', etag);
+    expect(hit.status).toBe(304);
+    expect(hit.headers['x-cache']).toBe('HIT');
+    expect(hit.headers.etag).toBe(etag);
+    expect(hit.text).toBe('');
+    await mw.invalidate({ keys: ['GET /r'] });
+    const miss = await request(app).get('/r').set('If-None-Match', `W/"other", ${etag}`);
+    expect(miss.status).toBe(304);
+    expect(miss.headers['x-cache']).toBe('MISS');
+    expect(calls.n).toBe(2);
+    const changed = await request(app).get('/r').set('If-None-Match', '"nope"');
+    expect(changed.status).toBe(200);
+    expect(changed.text).toBe('same body');
+  });
+
+  it('serves HEAD from the GET entry (headers, no body) and passes a cold HEAD through', async () => {
+    const { app, calls } = appWith({}, (_req, res) => {
+      res.type('text/plain').send('twelve bytes');
+    });
+    const cold = await request(app).head('/r');
+    expect(cold.status).toBe(200);
+    expect(cold.headers['x-cache']).toBe('MISS');
+    expect(await client.keys('erk:c:*')).toEqual([]);
+    await request(app).get('/r');
+    await waitForKeys(client, 'erk:c:*');
+    const head = await request(app).head('/r');
+    expect(head.headers['x-cache']).toBe('HIT');
+    expect(head.headers['content-length']).toBe('12');
+    expect(head.text).toBeUndefined();
+    expect(calls.n).toBe(2);
+  });
+
+  it('round-trips a binary body byte for byte', async () => {
+    const bytes = Buffer.concat([Buffer.from([0, 255, 0x0d, 0x0a, 0xc3, 0x28]), randomBytes(64 * 1024)]);
+    const { app } = appWith({}, (_req, res) => {
+      res.type('application/octet-stream').send(bytes);
+    });
+    const parse = (res: request.Response, cb: (e: Error | null, b: Buffer) => void) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => cb(null, Buffer.concat(chunks)));
+    };
+    const first = await request(app).get('/r').buffer(true).parse(parse);
+    await waitForKeys(client, 'erk:c:*');
+    const hit = await request(app).get('/r').buffer(true).parse(parse);
+    expect(hit.headers['x-cache']).toBe('HIT');
+    expect(Buffer.compare(first.body as Buffer, bytes)).toBe(0);
+    expect(Buffer.compare(hit.body as Buffer, bytes)).toBe(0);
+  });
+});
+
+describe('cacheResponse: keys', () => {
+  it('normalises the query: parameter order does not matter, but repeated values keep their order', async () => {
+    const { app, calls } = appWith({ l1: { max: 10 } }, (req, res) => {
+      res.json(req.query);
+    });
+    await request(app).get('/r?b=2&a=1');
+    expect((await request(app).get('/r?a=1&b=2')).headers['x-cache']).toBe('HIT');
+    expect((await request(app).get('/r?a=%31&b=2')).headers['x-cache']).toBe('HIT');
+    expect(calls.n).toBe(1);
+    await request(app).get('/r?a=1&a=2');
+    const other = await request(app).get('/r?a=2&a=1');
+    expect(other.headers['x-cache']).toBe('MISS');
+    expect(other.body).toEqual({ a: ['2', '1'] });
+    expect(calls.n).toBe(3);
+  });
+
+  it('splits the key by the request headers named in `vary`', async () => {
+    const { app, calls } = appWith({ vary: ['Accept-Language'], l1: { max: 10 } }, (req, res) => {
+      res.send(`lang=${req.headers['accept-language']}`);
+    });
+    expect((await request(app).get('/r').set('Accept-Language', 'fr')).text).toBe('lang=fr');
+    const de = await request(app).get('/r').set('Accept-Language', 'de');
+    expect(de.text).toBe('lang=de');
+    expect(de.headers['x-cache']).toBe('MISS');
+    const fr = await request(app).get('/r').set('Accept-Language', 'fr');
+    expect(fr.headers['x-cache']).toBe('HIT');
+    expect(fr.text).toBe('lang=fr');
+    expect(calls.n).toBe(2);
+  });
+
+  it("honours the response's own Vary, in Redis and in L1", async () => {
+    for (const l1 of [false, { max: 10 }] as const) {
+      await client.flushall();
+      const { app, calls } = appWith({ l1 }, (req, res) => {
+        res.vary('X-Variant').send(`variant ${req.headers['x-variant'] ?? 'none'}`);
+      });
+      const get = (v?: string) => (v ? request(app).get('/r').set('X-Variant', v) : request(app).get('/r'));
+      expect((await get('a')).text).toBe('variant a');
+      await waitForKeys(client, 'erk:c:*:v:*');
+      expect((await get('b')).text).toBe('variant b');
+      await waitForKeys(client, 'erk:c:*:v:*', 2);
+      expect((await get()).text).toBe('variant none');
+      await waitForKeys(client, 'erk:c:*:v:*', 3);
+      for (const v of ['a', 'b', undefined]) {
+        const hit = await get(v);
+        expect(hit.headers['x-cache']).toBe('HIT');
+        expect(hit.text).toBe(`variant ${v ?? 'none'}`);
+      }
+      expect(calls.n).toBe(3);
+    }
+  });
+
+  it('never serves one user the response cached for another when a scope is given', async () => {
+    const { app, calls } = appWith(
+      { scope: (req: Request) => req.headers['x-user'] as string | undefined, l1: { max: 10 } },
+      (req, res) => {
+        res.send(`hello ${req.headers['x-user']}`);
+      },
+    );
+    const as = (user: string) =>
+      request(app).get('/r').set('X-User', user).set('Authorization', `Bearer ${user}`);
+    expect((await as('alice')).text).toBe('hello alice');
+    expect((await as('bob')).text).toBe('hello bob');
+    const alice = await as('alice');
+    expect(alice.headers['x-cache']).toBe('HIT');
+    expect(alice.text).toBe('hello alice');
+    const bob = await as('bob');
+    expect(bob.text).toBe('hello bob');
+    expect(calls.n).toBe(2);
+    const anonymous = await request(app).get('/r');
+    expect(anonymous.headers['x-cache']).toBe('BYPASS');
+  });
+});
+
+describe('cacheResponse: what is never stored', () => {
+  const cases: Array<[string, express.RequestHandler]> = [
+    ['Set-Cookie', (_req, res) => void res.cookie('a', 'b').send('x')],
+    ['Cache-Control: no-store', (_req, res) => void res.set('Cache-Control', 'no-store').send('x')],
+    ['Cache-Control: private', (_req, res) => void res.set('Cache-Control', 'private, max-age=60').send('x')],
+    ['a 5xx status', (_req, res) => void res.status(503).send('x')],
+    ['a 404 status', (_req, res) => void res.status(404).send('x')],
+    ['Vary: *', (_req, res) => void res.set('Vary', '*').send('x')],
+    ['Server-Sent Events', (_req, res) => void res.type('text/event-stream').send('data: x\n\n')],
+  ];
+  it.each(cases)('does not cache a response with %s', async (_name, handler) => {
+    const { app, calls } = appWith({ l1: { max: 10 } }, handler);
+    await request(app).get('/r');
+    await sleep(50);
+    const again = await request(app).get('/r');
+    expect(again.headers['x-cache']).toBe('MISS');
+    expect(calls.n).toBe(2);
+    expect(await client.keys('erk:c:*')).toEqual([]);
+  });
+
+  it.each([
+    ['Authorization', { Authorization: 'Bearer t' }],
+    ['a session cookie', { Cookie: 'theme=dark; connect.sid=s%3Aabc' }],
+  ])('bypasses requests carrying %s unless a scope or key is given', async (_name, headers) => {
+    const { app, calls } = appWith({ l1: { max: 10 } }, (_req, res) => {
+      res.send('secret');
+    });
+    for (let i = 0; i < 2; i++) {
+      const res = await request(app).get('/r').set(headers);
+      expect(res.headers['x-cache']).toBe('BYPASS');
+    }
+    expect(calls.n).toBe(2);
+    expect(await client.keys('erk:*')).toEqual([]);
+    // A plain cookie is fine.
+    await request(app).get('/r').set('Cookie', 'theme=dark');
+    expect((await request(app).get('/r').set('Cookie', 'theme=dark')).headers['x-cache']).toBe('HIT');
+  });
+
+  it('does not store Date, hop-by-hop headers or headers set by middleware in front of it', async () => {
+    const mw = cacheResponse({ redis: client, ttl: '1m', l1: false });
+    const app = express();
+    let id = 0;
+    app.use((_req, res, next) => {
+      res.set('X-Request-Id', String(++id));
+      next();
+    });
+    app.get('/r', mw, (_req, res) => {
+      res.set({
+        'X-Route': 'yes',
+        Connection: 'keep-alive',
+        'Keep-Alive': 'timeout=5',
+        Date: 'Thu, 01 Jan 1970 00:00:00 GMT',
+      });
+      res.send('x');
+    });
+    await request(app).get('/r');
+    await waitForKeys(client, 'erk:c:*');
+    const hit = await request(app).get('/r');
+    expect(hit.headers['x-cache']).toBe('HIT');
+    expect(hit.headers['x-route']).toBe('yes');
+    expect(hit.headers['x-request-id']).toBe('2');
+    expect(hit.headers.date).not.toBe('Thu, 01 Jan 1970 00:00:00 GMT');
+    expect(hit.headers['keep-alive']).toBeUndefined();
+    const raw = (await client.getBuffer(entryKey('erk:', 'GET /r')))!.toString('latin1');
+    expect(raw).not.toMatch(/keep-alive|x-request-id|1970/i);
+  });
+
+  it('respects shouldCache', async () => {
+    const { app, calls } = appWith(
+      { shouldCache: (_req, res) => res.get('X-Cacheable') === 'yes' },
+      (_req, res) => {
+        res.send('x');
+      },
+    );
+    await request(app).get('/r');
+    await request(app).get('/r');
+    expect(calls.n).toBe(2);
+  });
+});
+
+describe('cacheResponse: big and streamed bodies', () => {
+  it('passes a body above maxBodySize through uncached and complete', async () => {
+    const big = 'z'.repeat(5000);
+    const { app, calls } = appWith({ maxBodySize: 1000 }, (_req, res) => {
+      res.send(big);
+    });
+    const first = await request(app).get('/r');
+    expect(first.text).toBe(big);
+    await sleep(50);
+    expect((await request(app).get('/r')).headers['x-cache']).toBe('MISS');
+    expect(calls.n).toBe(2);
+  });
+
+  it('streams chunked writes to the client as they come and stops buffering beyond maxBodySize', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => {
+      release = r;
+    });
+    const { app, calls } = appWith({ maxBodySize: 100 }, async (_req, res) => {
+      res.type('text/plain');
+      for (let i = 0; i < 20; i++) res.write('0123456789');
+      await gate;
+      res.end('end');
+    });
+    const received: string[] = [];
+    const pending = request(app)
+      .get('/r')
+      .buffer(true)
+      .parse((res, cb) => {
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => {
+          received.push(c);
+          if (received.join('').length >= 200) release();
+        });
+        res.on('end', () => cb(null, received.join('')));
+      });
+    const done = await pending;
+    expect(done.body).toBe(`${'0123456789'.repeat(20)}end`);
+    await sleep(50);
+    expect(await client.keys('erk:c:*')).toEqual([]);
+    expect(calls.n).toBe(1);
+  });
+
+  it('caches a small response written in several chunks', async () => {
+    const { app, calls } = appWith({}, (_req, res) => {
+      res.type('text/plain');
+      res.write('a');
+      res.write(Buffer.from('b'));
+      res.end('c');
+    });
+    expect((await request(app).get('/r')).text).toBe('abc');
+    await waitForKeys(client, 'erk:c:*');
+    const hit = await request(app).get('/r');
+    expect(hit.headers['x-cache']).toBe('HIT');
+    expect(hit.text).toBe('abc');
+    expect(hit.headers.etag).toMatch(/^"/);
+    expect(calls.n).toBe(1);
+  });
+});
+
+describe('cacheResponse: corrupt entries', () => {
+  it.each([
+    ['garbage', () => Buffer.from('not an entry at all')],
+    ['a truncated entry', (valid: Buffer) => valid.subarray(0, valid.length - 3)],
+    ['a foreign JSON value', () => Buffer.from('{"status":200}')],
+  ])('treats %s as a miss, deletes it and logs it — never a 500', async (_name, poison) => {
+    const logger = quietLogger();
+    const { app, calls } = appWith({ logger }, (_req, res) => {
+      res.send('fresh');
+    });
+    await request(app).get('/r');
+    const key = entryKey('erk:', 'GET /r');
+    await waitForKeys(client, 'erk:c:*');
+    const valid = (await client.getBuffer(key))!;
+    await client.set(key, poison(valid), 'PX', 60_000);
+    const res = await request(app).get('/r');
+    expect(res.status).toBe(200);
+    expect(res.text).toBe('fresh');
+    expect(res.headers['x-cache']).toBe('MISS');
+    expect(calls.n).toBe(2);
+    expect(logger.warnings.map((w) => w.message).join()).toMatch(/corrupt/);
+    await sleep(50);
+    expect((await request(app).get('/r')).headers['x-cache']).toBe('HIT');
+  });
+});
+
+describe('cacheResponse: options', () => {
+  it('validates options at construction, naming the option', () => {
+    expect(() => cacheResponse({ redis: client } as CacheResponseOptions)).toThrow(/"ttl"/);
+    expect(() => cacheResponse({ ttl: '1m' })).toThrow(/"redis"/);
+    expect(() => cacheResponse({ redis: client, ttl: 'soon' })).toThrow(TypeError);
+    expect(() => cacheResponse({ redis: client, ttl: '1m', jitter: 2 })).toThrow(/"jitter"/);
+    expect(() => cacheResponse({ redis: client, ttl: '1m', maxBodySize: -1 })).toThrow(RangeError);
+    expect(() => cacheResponse({ redis: client, ttl: '1m', vary: ['bad header'] })).toThrow(/"vary"/);
+    expect(() => cacheResponse({ redis: client, ttl: '1m', prefix: '{x}' })).toThrow(/"prefix"/);
+    expect(() => cacheResponse({ redis: client, ttl: '1m', l1: { max: 0 } })).toThrow(/"l1.max"/);
+    expect(cacheResponse({ redis: client, ttl: '1m', l1: false }).name).toBe('cacheResponse');
+  });
+});

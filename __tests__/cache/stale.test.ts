@@ -1,0 +1,141 @@
+import compression from 'compression';
+import express from 'express';
+import request from 'supertest';
+import { cacheResponse } from '../../lib/cache';
+import type { RedisClient } from '../../lib/client';
+import { eventually, useRedisServer } from '../helpers/redis';
+import { quietLogger, sleep, waitForKeys } from './helpers';
+
+const redis = useRedisServer();
+let client: RedisClient;
+
+beforeAll(() => {
+  client = redis.client();
+});
+beforeEach(async () => {
+  await client.flushall();
+});
+
+describe('stale-while-revalidate', () => {
+  it.each([false, { max: 10 }] as const)(
+    'serves STALE at once after ttl and refreshes in the background exactly once (l1: %p)',
+    async (l1) => {
+      let version = 1;
+      let calls = 0;
+      const app = express();
+      const mw = cacheResponse({
+        redis: client,
+        ttl: 300,
+        jitter: 0,
+        staleWhileRevalidate: '1m',
+        l1,
+        logger: quietLogger(),
+      });
+      app.get('/r', mw, async (_req, res) => {
+        calls++;
+        // The refresh is slow, so every concurrent request below arrives while it runs.
+        await sleep(version === 1 ? 10 : 800);
+        res.send(`v${version}`);
+      });
+      expect((await request(app).get('/r')).text).toBe('v1');
+      await waitForKeys(client, 'erk:c:*');
+      version = 2;
+      await sleep(400);
+      const stale = await Promise.all(Array.from({ length: 10 }, () => request(app).get('/r')));
+      for (const res of stale) {
+        expect(res.headers['x-cache']).toBe('STALE');
+        expect(res.text).toBe('v1');
+      }
+      await eventually(async () => (await request(app).get('/r')).text === 'v2', 'the refreshed entry');
+      const fresh = await request(app).get('/r');
+      expect(fresh.headers['x-cache']).toBe('HIT');
+      expect(calls).toBe(2);
+    },
+  );
+});
+
+describe('stale-if-error', () => {
+  it('serves the stale entry when the origin answers 5xx or throws, within staleIfError', async () => {
+    let mode: 'ok' | '503' | 'throw' = 'ok';
+    const app = express();
+    const mw = cacheResponse({ redis: client, ttl: 100, jitter: 0, staleIfError: '1m', l1: false });
+    app.get('/r', mw, (_req, res) => {
+      if (mode === 'throw') throw new Error('origin down');
+      if (mode === '503') return void res.status(503).set('X-Origin', 'failed').send('sorry');
+      res.set('X-Origin', 'ok').send('good');
+    });
+    app.use((_err: Error, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+      res.status(500).send('error page');
+    });
+    await request(app).get('/r');
+    await waitForKeys(client, 'erk:c:*');
+    await sleep(200);
+    for (const failure of ['503', 'throw'] as const) {
+      mode = failure;
+      const res = await request(app).get('/r');
+      expect(res.status).toBe(200);
+      expect(res.text).toBe('good');
+      expect(res.headers['x-cache']).toBe('STALE');
+      expect(res.headers['x-origin']).toBe('ok');
+    }
+    mode = 'ok';
+    expect((await request(app).get('/r')).headers['x-cache']).toBe('MISS');
+  });
+
+  it('passes the error through when there is no stale entry', async () => {
+    const app = express();
+    app.get('/r', cacheResponse({ redis: client, ttl: 100, staleIfError: '1m', l1: false }), (_req, res) => {
+      res.status(502).send('bad gateway');
+    });
+    const res = await request(app).get('/r');
+    expect(res.status).toBe(502);
+    expect(res.text).toBe('bad gateway');
+  });
+});
+
+describe('compression', () => {
+  const body = JSON.stringify({
+    items: Array.from({ length: 200 }, (_, i) => ({ id: i, name: `item ${i}` })),
+  });
+  const get = (app: express.Express, encoding: string) =>
+    request(app)
+      .get('/r')
+      .set('Accept-Encoding', encoding)
+      .buffer(true)
+      .parse((res, cb) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => cb(null, Buffer.concat(chunks)));
+      });
+  // superagent gunzips on the way in (and fails on a body that is not really gzip).
+  const text = (res: request.Response) => (res.body as Buffer).toString();
+
+  it.each(['before', 'after'])('works with compression() mounted %s it', async (where) => {
+    let calls = 0;
+    const app = express();
+    const mw = cacheResponse({ redis: client, ttl: '1m', l1: { max: 10 } });
+    if (where === 'before') app.use(compression({ threshold: 0 }));
+    else app.use(mw);
+    if (where === 'before') app.use(mw);
+    else app.use(compression({ threshold: 0 }));
+    app.get('/r', (_req, res) => {
+      calls++;
+      res.type('application/json').send(body);
+    });
+    for (let round = 0; round < 2; round++) {
+      const gz = await get(app, 'gzip');
+      expect(gz.headers['content-encoding']).toBe('gzip');
+      expect(text(gz)).toBe(body);
+      const plain = await get(app, 'identity');
+      expect(plain.headers['content-encoding']).toBeUndefined();
+      expect(text(plain)).toBe(body);
+      if (round === 1) {
+        expect(gz.headers['x-cache']).toBe('HIT');
+        expect(plain.headers['x-cache']).toBe('HIT');
+      }
+      await sleep(50);
+    }
+    // Before: one stored identity body, compressed per request. After: one entry per encoding.
+    expect(calls).toBe(where === 'before' ? 1 : 2);
+  });
+});

@@ -1,0 +1,189 @@
+import type { Express } from 'express';
+import request from 'supertest';
+import { createApp } from '../../demo-app/app';
+import { useRedisServer } from '../helpers/redis';
+
+describe('demo routes', () => {
+  const redis = useRedisServer();
+  let app: Express;
+
+  beforeAll(() => {
+    app = createApp({
+      redis: redis.client(),
+      logger: false,
+      catalogueLatencyMs: 50,
+      sessionSecret: 'x'.repeat(40),
+    });
+  });
+  afterAll(() => app.locals.close());
+
+  it('serves the live page with a CSP that forbids inline scripts and styles', async () => {
+    const res = await request(app).get('/').expect(200);
+    expect(res.text).toContain('express-redis-kit demo');
+    const csp = res.headers['content-security-policy'];
+    expect(csp).toMatch(/script-src 'self'/);
+    expect(csp).toMatch(/style-src 'self'/);
+    expect(csp).not.toMatch(/unsafe-inline/);
+    await request(app)
+      .get('/app.js')
+      .expect(200)
+      .expect('Content-Type', /javascript/);
+  });
+
+  it('caches products: MISS then HIT with the same body, and a PUT invalidates by tag', async () => {
+    const first = await request(app).get('/api/products/2').expect(200);
+    expect(first.headers['x-cache']).toBe('MISS');
+    const second = await request(app).get('/api/products/2').expect(200);
+    expect(second.headers['x-cache']).toBe('HIT');
+    expect(second.body.builtAt).toBe(first.body.builtAt);
+    await request(app).put('/api/products/2').send({ price: 9.5 }).expect(200);
+    const third = await request(app).get('/api/products/2').expect(200);
+    expect(third.headers['x-cache']).toBe('MISS');
+    expect(third.body.product.price).toBe(9.5);
+  });
+
+  it('answers unknown products with 404 problem+json, and bad prices with 400', async () => {
+    const res = await request(app).get('/api/products/999').expect(404);
+    expect(res.headers['content-type']).toMatch(/application\/problem\+json/);
+    await request(app).put('/api/products/1').send({ price: 'free' }).expect(400);
+  });
+
+  it('builds a report once and serves it from cache.wrap afterwards', async () => {
+    const [a, b] = await Promise.all([
+      request(app).get('/api/reports/2031'),
+      request(app).get('/api/reports/2031'),
+    ]);
+    expect(a.body.builtAt).toBe(b.body.builtAt);
+    const c = await request(app).get('/api/reports/2031').expect(200);
+    expect(c.body.builtAt).toBe(a.body.builtAt);
+    await request(app).get('/api/reports/abc').expect(400);
+  });
+
+  it('throttles /api/ping with RateLimit headers, then 429 + Retry-After', async () => {
+    const agent = request(app);
+    let last = await agent.get('/api/ping');
+    expect(last.headers.ratelimit).toBeDefined();
+    expect(last.headers['ratelimit-policy']).toBeDefined();
+    for (let i = 0; i < 12; i++) last = await agent.get('/api/ping');
+    expect(last.status).toBe(429);
+    expect(Number(last.headers['retry-after'])).toBeGreaterThan(0);
+    expect(last.headers['content-type']).toMatch(/problem\+json/);
+  });
+
+  it('logs in (cookie session), shows me and the session list, and logs out', async () => {
+    const agent = request.agent(app);
+    await agent.get('/api/me').expect(401);
+    await agent.post('/api/login').send({ username: 'ada', password: 'pw' }).expect(200);
+    expect((await agent.get('/api/me').expect(200)).body.userId).toBe('ada');
+    const list = await agent.get('/api/sessions').expect(200);
+    expect(list.body.sessions).toHaveLength(1);
+    expect(list.body.sessions[0].current).toBe(true);
+    await agent.post('/api/logout').expect(200);
+    await agent.get('/api/me').expect(401);
+  });
+
+  it('logs out every device of a user', async () => {
+    const phone = request.agent(app);
+    const laptop = request.agent(app);
+    await phone.post('/api/login').send({ username: 'grace', password: 'pw' }).expect(200);
+    await laptop.post('/api/login').send({ username: 'grace', password: 'pw' }).expect(200);
+    expect((await laptop.get('/api/sessions')).body.sessions).toHaveLength(2);
+    expect((await phone.post('/api/logout-all').expect(200)).body.ended).toBe(2);
+    await laptop.get('/api/me').expect(401);
+  });
+
+  it('rejects empty passwords with 400', async () => {
+    await request(app).post('/api/login').send({ username: 'ada', password: '' }).expect(400);
+  });
+
+  it('creates an order once per Idempotency-Key and replays it, and publishes order.created', async () => {
+    const agent = request.agent(app);
+    await agent.post('/api/orders').set('Idempotency-Key', 'k-anon').send({ item: 'x' }).expect(401);
+    await agent.post('/api/login').send({ username: 'linus', password: 'pw' }).expect(200);
+    const listener = redis.plain();
+    const seen: string[] = [];
+    await listener.subscribe('demo:events');
+    listener.on('message', (_c, m) => seen.push(m));
+    const first = await agent
+      .post('/api/orders')
+      .set('Idempotency-Key', 'order-1')
+      .send({ item: 'Tamper', quantity: 2 })
+      .expect(201);
+    const again = await agent
+      .post('/api/orders')
+      .set('Idempotency-Key', 'order-1')
+      .send({ item: 'Tamper', quantity: 2 })
+      .expect(201);
+    expect(again.headers['idempotent-replayed']).toBe('true');
+    expect(again.body.id).toBe(first.body.id);
+    await agent
+      .post('/api/orders')
+      .set('Idempotency-Key', 'order-1')
+      .send({ item: 'Scale', quantity: 1 })
+      .expect(422);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(seen.filter((m) => m.includes(first.body.id))).toHaveLength(1);
+  });
+
+  it('streams order events over SSE', async () => {
+    const server = app.listen(0);
+    try {
+      const { port } = server.address() as { port: number };
+      const controller = new AbortController();
+      const res = await fetch(`http://127.0.0.1:${port}/api/events`, { signal: controller.signal });
+      expect(res.headers.get('content-type')).toMatch(/text\/event-stream/);
+      const reader = res.body!.getReader();
+      await reader.read(); // ": connected"
+      await new Promise((r) => setTimeout(r, 100));
+      await redis
+        .plain()
+        .publish('demo:events', JSON.stringify({ type: 'order.created', order: { id: 'o-1' } }));
+      let received = '';
+      while (!received.includes('o-1')) received += new TextDecoder().decode((await reader.read()).value);
+      expect(received).toMatch(/event: message\ndata: .*"order.created"/);
+      controller.abort();
+    } finally {
+      server.closeAllConnections();
+      server.close();
+    }
+  });
+
+  it('keeps a leaderboard in a sorted set', async () => {
+    await request(app).post('/api/leaderboard/ada').send({ points: 10 }).expect(200);
+    await request(app).post('/api/leaderboard/bob').send({ points: 30 }).expect(200);
+    const res = await request(app).post('/api/leaderboard/ada').send({ points: 5 }).expect(200);
+    expect(res.body.score).toBe(15);
+    expect((await request(app).get('/api/leaderboard')).body.top.slice(0, 2)).toEqual([
+      { player: 'bob', score: 30 },
+      { player: 'ada', score: 15 },
+    ]);
+    await request(app).post('/api/leaderboard/ada').send({ points: -4 }).expect(400);
+  });
+
+  it('answers malformed JSON with 400 problem+json, oversize bodies with 413, unknown routes with 404 JSON', async () => {
+    const bad = await request(app)
+      .post('/api/login')
+      .set('Content-Type', 'application/json')
+      .send('{"username":')
+      .expect(400);
+    expect(bad.headers['content-type']).toMatch(/problem\+json/);
+    expect(bad.body.detail).toMatch(/not valid JSON/);
+    expect(bad.text).not.toMatch(/at .*\.ts:\d+/);
+    await request(app)
+      .post('/api/login')
+      .send({ username: 'a', password: 'x'.repeat(20_000) })
+      .expect(413);
+    const missing = await request(app).get('/nope').expect(404);
+    expect(missing.body).toMatchObject({ status: 404, title: 'Not Found' });
+  });
+
+  it('exposes Prometheus metrics counted from the kit events', async () => {
+    await request(app).get('/api/products/3');
+    await request(app).get('/api/products/3');
+    const res = await request(app).get('/metrics').expect(200);
+    expect(res.headers['content-type']).toMatch(/text\/plain/);
+    expect(res.text).toMatch(/express_redis_kit_events_total\{component="cache",type="(l1-)?hit"\} [1-9]/);
+    expect(res.text).toMatch(/express_redis_kit_events_total\{component="rate-limit",type="denied"\} [1-9]/);
+    expect(res.text).toMatch(/express_redis_kit_redis_call_duration_seconds_bucket/);
+  });
+});

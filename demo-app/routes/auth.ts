@@ -1,0 +1,59 @@
+import { Router } from 'express';
+import {
+  type RateLimitMiddleware,
+  type RedisClient,
+  type RedisSessionMiddleware,
+  rateLimit,
+} from '../../lib';
+import { problem } from '../problems';
+
+/** Login (brute-force limited), me, logout, logout-all and the session list. */
+export function authRoutes(
+  redis: RedisClient,
+  sessions: RedisSessionMiddleware,
+): { router: Router; loginLimiter: RateLimitMiddleware } {
+  const router = Router();
+  // A strict, separate limiter for password guessing: 5 attempts per minute per client.
+  const loginLimiter = rateLimit({ redis, limit: 5, window: '1m', prefix: 'demo:login-rl:' });
+
+  router.post('/login', loginLimiter, async (req, res) => {
+    const username = typeof req.body?.username === 'string' ? req.body.username.trim() : '';
+    const password = typeof req.body?.password === 'string' ? req.body.password : '';
+    if (!/^[\w.@-]{1,64}$/.test(username) || password.length === 0) {
+      return problem(
+        res,
+        400,
+        'Send {"username": "...", "password": "..."} (any non-empty password works in the demo)',
+      );
+    }
+    await sessions.login(req, { userId: username, userAgent: req.get('user-agent') ?? 'unknown' });
+    res.json({ userId: username, session: sessions.idOf(req) });
+  });
+
+  router.get('/me', (req, res) => {
+    if (!req.session?.userId) return problem(res, 401, 'Not logged in');
+    res.json({ userId: req.session.userId, session: sessions.idOf(req) });
+  });
+
+  router.post('/logout', async (req, res) => {
+    await sessions.logout(req, res);
+    res.json({ loggedOut: true });
+  });
+
+  router.post('/logout-all', async (req, res) => {
+    const userId = req.session?.userId;
+    if (!userId) return problem(res, 401, 'Not logged in');
+    const ended = await sessions.logoutAll(userId);
+    res.json({ ended });
+  });
+
+  router.get('/sessions', async (req, res) => {
+    const userId = req.session?.userId;
+    if (!userId) return problem(res, 401, 'Not logged in');
+    const current = sessions.idOf(req);
+    const list = await sessions.list(userId);
+    res.json({ sessions: list.map((s) => ({ ...s, current: s.id === current })) });
+  });
+
+  return { router, loginLimiter };
+}

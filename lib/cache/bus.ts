@@ -1,0 +1,60 @@
+import { randomBytes } from 'node:crypto';
+import type { RedisClient } from '../client';
+import { subscribe } from '../connection';
+
+/** What every instance's L1 must drop. */
+export interface Invalidation {
+  keys: string[];
+  tags: string[];
+}
+
+interface Message {
+  /** Sender, so an instance skips its own messages (it dropped its L1 before publishing). */
+  o: string;
+  k: string[];
+  t: string[];
+}
+
+/**
+ * Cross-instance L1 invalidation over Redis pub/sub, on the kit's one shared subscriber connection.
+ * Pub/sub is fire-and-forget: a message sent while an instance is disconnected is lost, so the L1 is
+ * cleared whenever the client reconnects (see `onReconnect`).
+ */
+export class Bus {
+  readonly origin = randomBytes(8).toString('base64url');
+  private unsubscribe: (() => Promise<void>) | undefined;
+  readonly ready: Promise<void>;
+
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly channel: string,
+    onInvalidation: (message: Invalidation) => void,
+    onError: (error: unknown) => void,
+  ) {
+    this.ready = subscribe(redis, channel, (raw) => {
+      let message: Message;
+      try {
+        message = JSON.parse(raw) as Message;
+      } catch {
+        return;
+      }
+      if (message.o === this.origin || !Array.isArray(message.k) || !Array.isArray(message.t)) return;
+      onInvalidation({ keys: message.k, tags: message.t });
+    }).then(
+      (unsubscribe) => {
+        this.unsubscribe = unsubscribe;
+      },
+      (error) => onError(error),
+    );
+  }
+
+  publish(message: Invalidation): Promise<unknown> {
+    const payload: Message = { o: this.origin, k: message.keys, t: message.tags };
+    return this.redis.publish(this.channel, JSON.stringify(payload));
+  }
+
+  async close(): Promise<void> {
+    await this.ready;
+    await this.unsubscribe?.();
+  }
+}

@@ -1,0 +1,157 @@
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { etagMatches, refusal, strongEtag } from './http';
+
+/** A response the route finished, as it may be stored. */
+export interface Captured {
+  status: number;
+  headers: OutgoingHttpHeaders;
+  body: Buffer;
+  etag: string;
+}
+
+/** The response's own methods, to answer with something else (a stale entry) instead of the origin. */
+export interface Originals {
+  writeHead: ServerResponse['writeHead'];
+  end: ServerResponse['end'];
+}
+
+export interface CaptureOptions {
+  maxBodySize: number;
+  statuses: ReadonlySet<number>;
+  ifNoneMatch: string | undefined;
+  /**
+   * Called when the origin answers 5xx, before anything was sent. Returning true means it answered
+   * through `originals` instead; the origin's output is then swallowed.
+   */
+  onServerError?: (originals: Originals) => boolean;
+}
+
+type Callback = (error?: Error | null) => void;
+type Chunk = string | Buffer | Uint8Array;
+
+/**
+ * Tees a response as it streams to the client: nothing is delayed, and buffering stops (the response
+ * just passes through) as soon as it is known not to be storable — a refused status or header,
+ * Server-Sent Events, or a body beyond `maxBodySize`. When the whole body arrives in one `end()`
+ * (e.g. `res.send`/`res.json`), it also gets a strong ETag, and a matching `If-None-Match` turns it into
+ * a 304. `done` runs once: with the response, or with undefined and a reason.
+ */
+export function captureResponse(
+  res: ServerResponse,
+  options: CaptureOptions,
+  done: (captured: Captured | undefined, reason: string | undefined) => void,
+): void {
+  const originals: Originals = { writeHead: res.writeHead, end: res.end };
+  const write = res.write;
+  let decided = false;
+  let capturing = true;
+  let swallowed = false;
+  let reason: string | undefined;
+  let chunks: Buffer[] = [];
+  let size = 0;
+  let finished = false;
+
+  const finish = (captured: Captured | undefined) => {
+    if (finished) return;
+    finished = true;
+    done(captured, captured ? undefined : (reason ?? 'aborted'));
+  };
+  const stop = (why: string) => {
+    capturing = false;
+    reason ??= why;
+    chunks = [];
+  };
+  const decide = (status: number) => {
+    if (decided) return;
+    decided = true;
+    if (status >= 500 && options.onServerError?.(originals)) {
+      swallowed = true;
+      stop('stale-if-error');
+      return;
+    }
+    const why = refusal(res, status, options.statuses);
+    if (why) stop(why);
+  };
+  const push = (chunk: Chunk | undefined | null, encoding: unknown) => {
+    if (!capturing || chunk === undefined || chunk === null) return;
+    const buf = Buffer.isBuffer(chunk)
+      ? chunk
+      : typeof chunk === 'string'
+        ? Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8')
+        : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    size += buf.length;
+    if (size > options.maxBodySize) stop('too-large');
+    else chunks.push(buf);
+  };
+
+  res.writeHead = function writeHead(this: ServerResponse, status: number, ...rest: unknown[]) {
+    if (!decided) {
+      // Apply header arguments first, so the decision sees e.g. a Set-Cookie passed to writeHead.
+      const headers = rest.length > 0 && typeof rest[rest.length - 1] === 'object' ? rest.pop() : undefined;
+      if (Array.isArray(headers)) {
+        if (Array.isArray(headers[0])) for (const [k, v] of headers as string[][]) this.appendHeader(k!, v!);
+        else for (let i = 0; i + 1 < headers.length; i += 2) this.appendHeader(headers[i], headers[i + 1]);
+      } else if (headers) {
+        for (const [k, v] of Object.entries(headers)) if (v !== undefined) this.setHeader(k, v as string);
+      }
+      decide(status);
+    }
+    if (swallowed) return this;
+    return (originals.writeHead as (...a: unknown[]) => ServerResponse).call(this, status, ...rest);
+  } as ServerResponse['writeHead'];
+
+  res.write = function (this: ServerResponse, chunk: Chunk, encoding?: unknown, cb?: Callback) {
+    if (!decided && !this.headersSent) decide(this.statusCode);
+    if (swallowed) {
+      const callback = typeof encoding === 'function' ? encoding : cb;
+      if (typeof callback === 'function') process.nextTick(callback);
+      return true;
+    }
+    push(chunk, encoding);
+    return (write as (...a: unknown[]) => boolean).call(this, chunk, encoding, cb);
+  } as ServerResponse['write'];
+
+  res.end = function (this: ServerResponse, chunk?: unknown, encoding?: unknown, cb?: unknown) {
+    if (typeof chunk === 'function') {
+      cb = chunk;
+      chunk = undefined;
+    } else if (typeof encoding === 'function') {
+      cb = encoding;
+      encoding = undefined;
+    }
+    const whole = !this.headersSent && chunks.length === 0 && size === 0;
+    if (!decided) decide(this.statusCode);
+    if (swallowed) {
+      if (typeof cb === 'function') process.nextTick(cb as Callback);
+      finish(undefined);
+      return this;
+    }
+    push(chunk as Chunk | undefined, encoding);
+    let captured: Captured | undefined;
+    if (capturing) {
+      const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+      const existing = this.getHeader('etag');
+      const etag = typeof existing === 'string' && !existing.startsWith('W/') ? existing : strongEtag(body);
+      captured = { status: this.statusCode, headers: this.getHeaders(), body, etag };
+      if (whole) {
+        this.setHeader('ETag', etag);
+        if (
+          options.ifNoneMatch !== undefined &&
+          this.statusCode === 200 &&
+          etagMatches(options.ifNoneMatch, etag)
+        ) {
+          this.statusCode = 304;
+          for (const name of ['content-type', 'content-length', 'transfer-encoding']) this.removeHeader(name);
+          (originals.end as (...a: unknown[]) => ServerResponse).call(this, cb);
+          finish(captured);
+          return this;
+        }
+      }
+    }
+    const out = (originals.end as (...a: unknown[]) => ServerResponse).call(this, chunk, encoding, cb);
+    finish(captured);
+    return out;
+  } as ServerResponse['end'];
+
+  res.once('close', () => finish(undefined));
+}

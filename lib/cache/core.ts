@@ -1,0 +1,294 @@
+import { randomBytes } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
+import { type GuardOptions, guarded } from '../breaker';
+import type { RedisClient } from '../client';
+import { emitKitEvent, hasKitListeners } from '../events';
+import { Bus, type Invalidation } from './bus';
+import { CorruptEntryError, decodeEntry, type Entry, encodeEntry } from './entry';
+import { entryKey, headerValue, lockKeyOf, tagKey, valueKey } from './key';
+import { L1, type Rec, toRec } from './l1';
+import { acquireLock, keepAlive, newToken, releaseLock, sleep } from './lock';
+import type { ResolvedCacheOptions } from './options';
+import { addToTag, lookup, storeEntry, takeTag, unlinkKeys } from './store';
+
+export type Fetched =
+  | { kind: 'hit'; rec: Rec; key: string }
+  | { kind: 'miss'; locked: boolean }
+  | { kind: 'corrupt' };
+
+/** Outcome of waiting for an entry on a miss. */
+export type Acquired =
+  | { kind: 'hit'; rec: Rec }
+  /** Run the origin and store; `token` owns the fill lock ('' when none is held). */
+  | { kind: 'fill'; token: string; stale: Rec | undefined }
+  | { kind: 'bypass'; error: unknown };
+
+const MAX_LEARNED_VARY = 32;
+
+/**
+ * The machinery shared by `wrap()` and `cacheResponse()`: one-round-trip lookups, stores with tags,
+ * single-flight fills, invalidation and the L1 + bus.
+ */
+export class CacheCore {
+  readonly l1: L1 | undefined;
+  protected readonly bus: Bus | undefined;
+  protected readonly guard: GuardOptions;
+  /** Request headers that some response varied on; sent with lookups so Vary costs no extra trip. */
+  private readonly learnedVary = new Set<string>(['accept-encoding']);
+  private readonly clientPrefix: string;
+
+  constructor(readonly options: ResolvedCacheOptions) {
+    const { redis } = options;
+    this.guard = { timeoutMs: options.timeoutMs, component: 'cache', name: options.name };
+    this.clientPrefix = (redis.options as { keyPrefix?: string }).keyPrefix ?? '';
+    if (options.l1) {
+      const l1 = new L1(options.l1);
+      this.l1 = l1;
+      this.bus = new Bus(
+        redis,
+        `${options.prefix}cache:bus`,
+        (message) => this.dropLocal(message),
+        (error) =>
+          options.logger.warn({ error }, 'cannot subscribe to the invalidation channel; L1 stays local'),
+      );
+      clearOnReconnect(redis, l1);
+    }
+  }
+
+  get redis(): RedisClient {
+    return this.options.redis;
+  }
+
+  /** Resolves once the invalidation bus is subscribed (L1 coherence is live). */
+  ready(): Promise<void> {
+    return this.bus?.ready ?? Promise.resolve();
+  }
+
+  event(type: string, details?: Record<string, unknown>): void {
+    if (hasKitListeners()) emitKitEvent({ component: 'cache', type, name: this.options.name, ...details });
+  }
+
+  call<T>(operation: () => Promise<T>): Promise<T> {
+    return guarded(this.redis, operation, this.guard);
+  }
+
+  /** Lookup pairs for the headers responses were seen to vary on. */
+  private pairsFor(headers: IncomingHttpHeaders | undefined): string[] {
+    if (!headers) return [];
+    const pairs: string[] = [];
+    for (const name of this.learnedVary) pairs.push(name, headerValue(headers, name));
+    return pairs;
+  }
+
+  learnVary(names: readonly string[]): void {
+    for (const name of names) {
+      if (this.learnedVary.size >= MAX_LEARNED_VARY) return;
+      this.learnedVary.add(name);
+    }
+  }
+
+  /** One round trip (two the first time a process meets a new Vary header). Rejects when Redis is sick. */
+  async fetch(redisKey: string, headers: IncomingHttpHeaders | undefined, token: string): Promise<Fetched> {
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const pairs = this.pairsFor(headers);
+      const reply = await this.call(() =>
+        lookup(this.redis, redisKey, lockKeyOf(redisKey), token, this.options.lockTimeoutMs, pairs),
+      );
+      if (reply.kind === 'vary') {
+        this.learnVary(reply.names);
+        continue;
+      }
+      if (reply.kind === 'miss') return reply;
+      const key = this.strip(reply.key);
+      try {
+        const entry = decodeEntry(reply.raw);
+        const elapsed = reply.pttl < 0 ? entry.ttlMs : entry.ttlMs - reply.pttl;
+        return { kind: 'hit', rec: toRec(entry, redisKey, elapsed, Date.now()), key };
+      } catch (error) {
+        if (!(error instanceof CorruptEntryError)) throw error;
+        this.options.logger.warn(
+          { key, reason: error.message },
+          'deleted a corrupt cache entry (served as a miss)',
+        );
+        this.event('corrupt', { key, error });
+        this.call(() => unlinkKeys(this.redis, [key])).catch(() => {});
+        return { kind: 'corrupt' };
+      }
+    }
+    return { kind: 'miss', locked: false };
+  }
+
+  /**
+   * On a miss: returns a usable entry, or the right to fill (holding the cross-process lock), waiting
+   * while another process fills. If that process dies its lock expires after `lockTimeout` and the
+   * next poll here takes it over.
+   */
+  async acquire(redisKey: string, headers: IncomingHttpHeaders | undefined): Promise<Acquired> {
+    const token = newToken();
+    const giveUpAt = Date.now() + 3 * this.options.lockTimeoutMs;
+    let delay = 5;
+    let stale: Rec | undefined;
+    let waited = false;
+    try {
+      for (;;) {
+        const found = await this.fetch(redisKey, headers, token);
+        if (found.kind === 'hit') {
+          if (Date.now() < found.rec.swrUntil) return { kind: 'hit', rec: found.rec };
+          // Only good as a stale-if-error fallback: fill it, under the lock.
+          stale = found.rec;
+          if (
+            await this.call(() =>
+              acquireLock(this.redis, lockKeyOf(redisKey), token, this.options.lockTimeoutMs),
+            )
+          ) {
+            return { kind: 'fill', token, stale };
+          }
+        } else if (found.kind === 'corrupt') {
+          return { kind: 'fill', token: '', stale: undefined };
+        } else if (found.locked) {
+          return { kind: 'fill', token, stale };
+        }
+        if (!waited) {
+          waited = true;
+          this.event('lock-wait', { key: redisKey });
+        }
+        // A live holder keeps extending its lock; this cap only guards against one that never finishes.
+        if (Date.now() > giveUpAt) return { kind: 'fill', token: '', stale };
+        await sleep(delay);
+        delay = Math.min(delay * 2, 100);
+      }
+    } catch (error) {
+      return { kind: 'bypass', error };
+    }
+  }
+
+  /** Keeps the fill lock alive while the origin runs; returns the stop function. */
+  holdLock(redisKey: string, token: string): () => void {
+    if (!token) return () => {};
+    return keepAlive(
+      this.redis,
+      lockKeyOf(redisKey),
+      token,
+      this.options.lockTimeoutMs,
+      () => this.event('lock-lost', { key: redisKey }),
+      this.options.timeoutMs,
+    );
+  }
+
+  releaseFill(redisKey: string, token: string): void {
+    if (!token) return;
+    this.call(() => releaseLock(this.redis, lockKeyOf(redisKey), token)).catch(() => {});
+  }
+
+  /** TTL with ±jitter spread, so entries written together do not expire together. */
+  jittered(ttlMs: number, jitter = this.options.jitter): number {
+    if (jitter === 0) return ttlMs;
+    return Math.max(1, Math.round(ttlMs * (1 + (Math.random() * 2 - 1) * jitter)));
+  }
+
+  /**
+   * Writes an entry (releasing the fill lock) and registers it under its tags: one script on the entry's
+   * slot, then one script per tag on the tag's slot. Never rejects; failures are reported.
+   */
+  async store(
+    redisKey: string,
+    entry: Entry,
+    token: string,
+    vary: { names: readonly string[]; values: readonly string[] } | undefined,
+  ): Promise<boolean> {
+    try {
+      const raw = encodeEntry(entry);
+      const generation = randomBytes(6).toString('base64url');
+      const written = this.strip(
+        await this.call(() =>
+          storeEntry(
+            this.redis,
+            redisKey,
+            lockKeyOf(redisKey),
+            raw,
+            entry.ttlMs,
+            token,
+            vary?.names ?? [],
+            vary?.values ?? [],
+            generation,
+          ),
+        ),
+      );
+      if (entry.tags.length > 0) {
+        const members = written === redisKey ? [redisKey] : [redisKey, written];
+        const { prefix } = this.options;
+        await Promise.all(
+          entry.tags.map((tag) =>
+            this.call(() => addToTag(this.redis, tagKey(prefix, tag), entry.ttlMs, members)),
+          ),
+        );
+      }
+      this.event('store', { key: redisKey, bytes: raw.length });
+      return true;
+    } catch (error) {
+      this.releaseFill(redisKey, token);
+      this.event('store-error', { key: redisKey, error: error as Error });
+      return false;
+    }
+  }
+
+  /**
+   * Deletes entries by tag and by Redis key, everywhere: the Redis entries go, then every instance
+   * drops them from its L1 (local at once, others over the bus). Per tag, one script takes the tag set
+   * (read + delete, atomic in the tag's slot); the member entries are then unlinked in their own slots.
+   */
+  async invalidateRedis(redisKeys: string[], tags: string[]): Promise<void> {
+    const { prefix } = this.options;
+    const timeoutMs = Math.max(this.options.timeoutMs, 2000);
+    const slow = <T>(op: () => Promise<T>) => guarded(this.redis, op, { ...this.guard, timeoutMs });
+    const members = await Promise.all(
+      tags.map((tag) => slow(() => takeTag(this.redis, tagKey(prefix, tag)))),
+    );
+    const doomed = new Set(redisKeys);
+    for (const list of members) for (const key of list) doomed.add(key);
+    this.dropLocal({ keys: redisKeys, tags });
+    if (doomed.size > 0) await slow(() => unlinkKeys(this.redis, [...doomed]));
+    if (this.bus) await slow(() => this.bus!.publish({ keys: redisKeys, tags }));
+    this.event('invalidate', { keys: redisKeys.length, tags: tags.length, deleted: doomed.size });
+  }
+
+  /** `invalidate({ keys })`: a key may name a `wrap()` value or a response, so both are removed. */
+  redisKeysOf(keys: readonly string[]): string[] {
+    const { prefix } = this.options;
+    return keys.flatMap((k) => [valueKey(prefix, k), entryKey(prefix, k)]);
+  }
+
+  private dropLocal(message: Invalidation): void {
+    this.l1?.drop(new Set(message.keys), new Set(message.tags));
+  }
+
+  /** Keys that came back from a script carry the client's own keyPrefix; ioredis would add it again. */
+  private strip(key: string): string {
+    return this.clientPrefix && key.startsWith(this.clientPrefix) ? key.slice(this.clientPrefix.length) : key;
+  }
+
+  /** Unsubscribes the bus (the shared subscriber connection closes with the client). */
+  async close(): Promise<void> {
+    if (this.l1) reconnectWatch.get(this.redis)?.delete(this.l1);
+    await this.bus?.close().catch(() => {});
+  }
+}
+
+const reconnectWatch = new WeakMap<object, Set<L1>>();
+
+/**
+ * Messages published while a client was disconnected are lost, so every L1 on it starts over empty
+ * when it reconnects. One listener per client, however many caches use it.
+ */
+function clearOnReconnect(redis: RedisClient, l1: L1): void {
+  let set = reconnectWatch.get(redis);
+  if (!set) {
+    const created = new Set<L1>();
+    set = created;
+    reconnectWatch.set(redis, created);
+    redis.on('ready', () => {
+      for (const each of created) each.clear();
+    });
+  }
+  set.add(l1);
+}

@@ -1,0 +1,112 @@
+import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { hashPart } from '../keys';
+import type { Entry } from './entry';
+import { parseVary } from './key';
+
+/** Never stored: per-connection (hop-by-hop), per-response (Date, Age, X-Cache) or recomputed on a hit. */
+const NEVER_STORED = new Set([
+  'set-cookie',
+  'connection',
+  'keep-alive',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'proxy-connection',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'date',
+  'age',
+  'x-cache',
+  'content-length',
+  'etag',
+]);
+
+/** Headers a 304 carries (RFC 9110 §15.4.5). */
+const NOT_MODIFIED_HEADERS = new Set(['cache-control', 'content-location', 'expires', 'vary']);
+
+/** A strong validator from the exact bytes. */
+export function strongEtag(body: Buffer): string {
+  return `"${hashPart(body)}"`;
+}
+
+/** `If-None-Match` uses the weak comparison (RFC 9110 §13.1.2). */
+export function etagMatches(ifNoneMatch: string, etag: string): boolean {
+  if (ifNoneMatch.trim() === '*') return true;
+  const bare = etag.startsWith('W/') ? etag.slice(2) : etag;
+  for (const part of ifNoneMatch.split(',')) {
+    const tag = part.trim();
+    if ((tag.startsWith('W/') ? tag.slice(2) : tag) === bare) return true;
+  }
+  return false;
+}
+
+/** Why a finished response must not be stored, or undefined when it may be. */
+export function refusal(
+  res: ServerResponse,
+  status: number,
+  statuses: ReadonlySet<number>,
+): string | undefined {
+  if (!statuses.has(status)) return 'status';
+  if (res.hasHeader('set-cookie')) return 'set-cookie';
+  const cacheControl = res.getHeader('cache-control');
+  if (cacheControl !== undefined && /\b(no-store|private|no-cache)\b/i.test(String(cacheControl))) {
+    return 'cache-control';
+  }
+  const type = res.getHeader('content-type');
+  if (type !== undefined && /^\s*text\/event-stream/i.test(String(type))) return 'stream';
+  if (parseVary(res.getHeader('vary'))[0] === '*') return 'vary-star';
+  return undefined;
+}
+
+/** Cookies (by name) a request carries that mark it as part of a session. */
+export function hasSessionCookie(
+  headers: IncomingHttpHeaders,
+  isSession: (name: string) => boolean,
+): boolean {
+  const cookie = headers.cookie;
+  if (!cookie) return false;
+  for (const part of cookie.split(';')) {
+    const eq = part.indexOf('=');
+    const name = (eq === -1 ? part : part.slice(0, eq)).trim();
+    if (name && isSession(name)) return true;
+  }
+  return false;
+}
+
+/**
+ * The headers of a response worth storing: what the route set, minus the never-stored ones. Headers
+ * that middleware in front of the cache had already set (and left alone) are skipped: that
+ * middleware runs again on every hit and sets them for that request (CORS, request ids…).
+ */
+export function storedHeaders(
+  now: OutgoingHttpHeaders,
+  before: OutgoingHttpHeaders,
+): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  for (const name of Object.keys(now)) {
+    if (NEVER_STORED.has(name)) continue;
+    const value = now[name];
+    if (value === undefined) continue;
+    if (before[name] !== undefined && String(before[name]) === String(value)) continue;
+    if (Array.isArray(value)) for (const v of value) out.push([name, v]);
+    else out.push([name, String(value)]);
+  }
+  return out;
+}
+
+/** Flat `[name, value, …]` arrays for `writeHead`, prepared once per entry for the hit path. */
+export function prepareHeaders(entry: Entry): { full: string[]; notModified: string[] } {
+  const full: string[] = [];
+  const notModified: string[] = [];
+  for (const [name, value] of entry.headers) {
+    full.push(name, value);
+    if (NOT_MODIFIED_HEADERS.has(name)) notModified.push(name, value);
+  }
+  if (entry.etag) {
+    full.push('etag', entry.etag);
+    notModified.push('etag', entry.etag);
+  }
+  if (entry.status !== 204 && entry.status !== 304) full.push('content-length', String(entry.body.length));
+  return { full, notModified };
+}

@@ -1,0 +1,82 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Request } from 'express';
+import { taggedKey } from '../keys';
+
+/**
+ * Default cache key: `GET /path?a=1&b=2` with the query parameters sorted by name (repeated names keep
+ * their order, since `?id=1&id=2` and `?id=2&id=1` may mean different lists). HEAD shares GET's key.
+ */
+export function defaultKey(req: Request): string {
+  const method = req.method === 'HEAD' ? 'GET' : req.method;
+  const url = req.originalUrl ?? req.url;
+  const q = url.indexOf('?');
+  if (q === -1) return `${method} ${url}`;
+  return `${method} ${url.slice(0, q)}${normaliseQuery(url.slice(q + 1))}`;
+}
+
+/** `b=2&a=1&a=0` → `?a=1&a=0&b=2`; empty → ''. Encoding is normalised too (`%7E` and `~` match). */
+export function normaliseQuery(query: string): string {
+  if (query === '') return '';
+  const pairs: Array<[string, string]> = [];
+  for (const [name, value] of new URLSearchParams(query)) pairs.push([name, value]);
+  if (pairs.length === 0) return '';
+  // Array.prototype.sort is stable, which keeps repeated names in request order.
+  pairs.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  let out = '?';
+  for (let i = 0; i < pairs.length; i++) {
+    const [name, value] = pairs[i]!;
+    if (i > 0) out += '&';
+    out += `${encodeURIComponent(name)}=${encodeURIComponent(value)}`;
+  }
+  return out;
+}
+
+/** One request header as it splits a cache key: absent → '', repeated → joined, whitespace trimmed. */
+export function headerValue(headers: IncomingHttpHeaders, name: string): string {
+  const value = headers[name];
+  if (value === undefined) return '';
+  return (Array.isArray(value) ? value.join(',') : value).trim();
+}
+
+/** Appends the configured `vary` request headers to a key. */
+export function withVary(key: string, headers: IncomingHttpHeaders, vary: readonly string[]): string {
+  let out = key;
+  for (const name of vary) out += `\n${name}: ${headerValue(headers, name)}`;
+  return out;
+}
+
+/** Redis key of a response entry (or of the Vary marker in front of its variants). */
+export function entryKey(prefix: string, key: string): string {
+  return taggedKey(prefix, 'c', key);
+}
+
+/** Redis key of a `wrap()` value. */
+export function valueKey(prefix: string, key: string): string {
+  return taggedKey(prefix, 'w', key);
+}
+
+/** Redis key of the set of entries carrying one tag; each tag set lives in its own slot. */
+export function tagKey(prefix: string, tag: string): string {
+  return taggedKey(prefix, 't', tag);
+}
+
+/** The fill lock of an entry, in the entry's slot. */
+export function lockKeyOf(entryRedisKey: string): string {
+  return `${entryRedisKey}:lock`;
+}
+
+/**
+ * Names from a response `Vary` header, lower-cased and sorted; `['*']` for `Vary: *`. The
+ * list is what the store script keeps in the marker, so it must be canonical.
+ */
+export function parseVary(value: string | number | string[] | undefined): string[] {
+  if (value === undefined) return [];
+  const raw = Array.isArray(value) ? value.join(',') : String(value);
+  const names = new Set<string>();
+  for (const part of raw.split(',')) {
+    const name = part.trim().toLowerCase();
+    if (name) names.add(name);
+  }
+  if (names.has('*')) return ['*'];
+  return [...names].sort();
+}

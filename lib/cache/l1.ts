@@ -1,0 +1,103 @@
+import { LRUCache } from 'lru-cache';
+import type { Entry } from './entry';
+import type { ResolvedL1 } from './options';
+
+/** An entry with its lifetime converted to this process' clock. */
+export interface Rec {
+  entry: Entry;
+  /** Redis key the entry was read from or written to (the base key, for invalidation by key). */
+  redisKey: string;
+  /** Local time the entry was written, for `Age`. */
+  bornAt: number;
+  freshUntil: number;
+  swrUntil: number;
+  expiresAt: number;
+  /** Response headers prepared once for the hit path (middleware only). */
+  prepared?: { full: string[]; notModified: string[] };
+}
+
+/** Remembers that a key's responses vary on these request headers (the Redis marker, mirrored). */
+export interface VaryRec {
+  vary: string[];
+  redisKey: string;
+  expiresAt: number;
+}
+
+export type L1Value = Rec | VaryRec;
+
+/** Builds a {@link Rec} from an entry that has lived `elapsedMs` (Redis TTL arithmetic) by `now`. */
+export function toRec(entry: Entry, redisKey: string, elapsedMs: number, now: number): Rec {
+  const bornAt = now - Math.max(0, elapsedMs);
+  const freshUntil = bornAt + entry.freshMs;
+  const swrUntil = freshUntil + entry.swrMs;
+  return { entry, redisKey, bornAt, freshUntil, swrUntil, expiresAt: bornAt + entry.ttlMs };
+}
+
+export function isRec(value: L1Value): value is Rec {
+  return (value as Rec).entry !== undefined;
+}
+
+/**
+ * The in-process tier. Coherence across instances comes from the bus: every invalidation drops the
+ * matching entries here, and `generation` lets a fill that raced an invalidation skip L1.
+ */
+export class L1 {
+  private readonly lru: LRUCache<string, L1Value>;
+  /** Bumped on every invalidation seen; a fill started under an older generation does not land here. */
+  generation = 0;
+
+  constructor(private readonly options: ResolvedL1) {
+    this.lru = new LRUCache<string, L1Value>({
+      max: options.max,
+      maxSize: options.maxSize,
+      sizeCalculation: (v) => (isRec(v) ? v.entry.body.length + 256 : 64),
+    });
+  }
+
+  /** A live value, or undefined (expired values are dropped on the way). */
+  get(key: string, now: number): L1Value | undefined {
+    const value = this.lru.get(key);
+    if (value === undefined) return undefined;
+    if (value.expiresAt <= now) {
+      this.lru.delete(key);
+      return undefined;
+    }
+    return value;
+  }
+
+  set(key: string, value: L1Value, now: number, generation: number): void {
+    if (generation !== this.generation) return;
+    let ttl = value.expiresAt - now;
+    if (this.options.ttlMs !== undefined) {
+      ttl = Math.min(ttl, this.options.ttlMs);
+      value.expiresAt = Math.min(value.expiresAt, now + this.options.ttlMs);
+    }
+    if (ttl <= 0) return;
+    this.lru.set(key, value, { ttl: Math.ceil(ttl) });
+  }
+
+  delete(key: string): void {
+    this.lru.delete(key);
+  }
+
+  /** Drops everything stored under these Redis keys or carrying one of these tags. */
+  drop(redisKeys: ReadonlySet<string>, tags: ReadonlySet<string>): void {
+    this.generation++;
+    if (redisKeys.size === 0 && tags.size === 0) return;
+    const doomed: string[] = [];
+    for (const [key, value] of this.lru.entries()) {
+      if (redisKeys.has(value.redisKey)) doomed.push(key);
+      else if (tags.size > 0 && isRec(value) && value.entry.tags.some((t) => tags.has(t))) doomed.push(key);
+    }
+    for (const key of doomed) this.lru.delete(key);
+  }
+
+  clear(): void {
+    this.generation++;
+    this.lru.clear();
+  }
+
+  get size(): number {
+    return this.lru.size;
+  }
+}

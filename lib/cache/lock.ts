@@ -1,0 +1,167 @@
+import { randomBytes } from 'node:crypto';
+import { guarded } from '../breaker';
+import { checkClient, type RedisClient } from '../client';
+import { type Duration, toMs } from '../duration';
+import { checkPrefix, DEFAULT_PREFIX, taggedKey } from '../keys';
+import { defineScript, runScript } from '../scripts';
+
+// Only the owner may release or extend: compare the token and act in one script.
+const RELEASE = defineScript(
+  'lock_release',
+  1,
+  `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0`,
+);
+
+const EXTEND = defineScript(
+  'lock_extend',
+  1,
+  `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0`,
+);
+
+export function newToken(): string {
+  return randomBytes(12).toString('base64url');
+}
+
+/** One SET NX PX: atomic, expires on its own if the owner dies. */
+export async function acquireLock(
+  redis: RedisClient,
+  key: string,
+  token: string,
+  ttlMs: number,
+): Promise<boolean> {
+  return (await redis.set(key, token, 'PX', ttlMs, 'NX')) === 'OK';
+}
+
+export async function releaseLock(redis: RedisClient, key: string, token: string): Promise<boolean> {
+  return (await runScript<number>(redis, RELEASE, [key], [token])) === 1;
+}
+
+export async function extendLock(
+  redis: RedisClient,
+  key: string,
+  token: string,
+  ttlMs: number,
+): Promise<boolean> {
+  return (await runScript<number>(redis, EXTEND, [key], [token, ttlMs])) === 1;
+}
+
+/**
+ * Keeps a lock alive while work runs: extends it every third of its TTL; calls `onLost` once if the
+ * lock turned out to belong to someone else (it expired, e.g. after a long GC pause or a partition).
+ */
+export function keepAlive(
+  redis: RedisClient,
+  key: string,
+  token: string,
+  ttlMs: number,
+  onLost: () => void,
+  timeoutMs: number,
+): () => void {
+  let stopped = false;
+  const timer = setInterval(
+    () => {
+      guarded(redis, () => extendLock(redis, key, token, ttlMs), { timeoutMs, component: 'cache' }).then(
+        (ok) => {
+          if (!ok && !stopped) {
+            stopped = true;
+            clearInterval(timer);
+            onLost();
+          }
+        },
+        () => {
+          // Redis is sick: keep trying; the lock expires on its own if it never comes back.
+        },
+      );
+    },
+    Math.max(10, Math.floor(ttlMs / 3)),
+  );
+  timer.unref?.();
+  return () => {
+    stopped = true;
+    clearInterval(timer);
+  };
+}
+
+/** Options of {@link withLock}. */
+export interface WithLockOptions {
+  /** Lifetime of the lock; it is extended while `fn` runs, and expires this long after its owner dies. Default 10 s. */
+  ttl?: Duration;
+  /** How long to wait for a busy lock before rejecting with {@link LockBusyError}. Default: `ttl`. 0: don't wait. */
+  wait?: Duration;
+  /** Key prefix. Default `'erk:'`. */
+  prefix?: string;
+  /** Longest wait for one Redis call. Default 1 s. */
+  timeout?: Duration;
+}
+
+/** {@link withLock} could not get the lock within `wait`. */
+export class LockBusyError extends Error {
+  readonly code = 'ERK_LOCK_BUSY';
+  constructor(readonly lockName: string) {
+    super(`express-redis-kit: lock "${lockName}" is held by someone else`);
+    this.name = 'LockBusyError';
+  }
+}
+
+/** The lock expired or was taken over while `fn` ran; `signal.reason` of the `fn` call. */
+export class LockLostError extends Error {
+  readonly code = 'ERK_LOCK_LOST';
+  constructor(readonly lockName: string) {
+    super(`express-redis-kit: lock "${lockName}" was lost while its work ran`);
+    this.name = 'LockLostError';
+  }
+}
+
+/**
+ * Runs `fn` while holding a Redis lock called `name`, across every process using this Redis.
+ * The lock is owned by a random token: it is extended while `fn` runs and released (atomic
+ * check-and-delete) only by its owner, so a slow owner never deletes a lock that expired and went to
+ * someone else. If ownership is lost anyway, `signal` aborts with {@link LockLostError}.
+ */
+export async function withLock<T>(
+  redis: RedisClient,
+  name: string,
+  fn: (signal: AbortSignal) => T | Promise<T>,
+  options: WithLockOptions = {},
+): Promise<T> {
+  checkClient(redis);
+  if (typeof name !== 'string' || name === '')
+    throw new TypeError('express-redis-kit: withLock needs a lock name');
+  if (typeof fn !== 'function') throw new TypeError('express-redis-kit: withLock needs a function to run');
+  const ttlMs = toMs(options.ttl ?? 10_000, 'ttl', { min: 10 });
+  const waitMs = toMs(options.wait ?? ttlMs, 'wait', { allowZero: true });
+  const timeoutMs = toMs(options.timeout ?? 1000, 'timeout');
+  const key = taggedKey(checkPrefix(options.prefix ?? DEFAULT_PREFIX), 'lock', name);
+  const token = newToken();
+  const call = <R>(op: () => Promise<R>) => guarded(redis, op, { timeoutMs, component: 'cache' });
+
+  const deadline = Date.now() + waitMs;
+  let delay = 10;
+  while (!(await call(() => acquireLock(redis, key, token, ttlMs)))) {
+    if (Date.now() >= deadline) throw new LockBusyError(name);
+    await sleep(Math.min(delay, Math.max(1, deadline - Date.now())));
+    delay = Math.min(delay * 2, 200);
+  }
+  const controller = new AbortController();
+  const stop = keepAlive(
+    redis,
+    key,
+    token,
+    ttlMs,
+    () => controller.abort(new LockLostError(name)),
+    timeoutMs,
+  );
+  try {
+    return await fn(controller.signal);
+  } finally {
+    stop();
+    // If release fails (Redis down) the lock still expires after ttl.
+    await call(() => releaseLock(redis, key, token)).catch(() => false);
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

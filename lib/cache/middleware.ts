@@ -1,0 +1,349 @@
+import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { optionError } from '../errors';
+import { type Captured, captureResponse, type Originals } from './capture';
+import type { Entry } from './entry';
+import { etagMatches, hasSessionCookie, prepareHeaders, storedHeaders } from './http';
+import { invalidatesMiddleware } from './invalidates';
+import { defaultKey, entryKey, headerValue, lockKeyOf, withVary } from './key';
+import { isRec, type Rec, toRec } from './l1';
+import { acquireLock, newToken } from './lock';
+import { type CacheResponseOptions, resolveResponseOptions } from './options';
+import { refreshTicketOf, replay } from './refresh';
+import { sameVariant, variantKey, varyOf } from './vary';
+import { Cache, createCache, type InvalidateTarget } from './wrap';
+
+/** The `cacheResponse()` middleware, carrying its admin API. */
+export interface CacheResponseMiddleware extends RequestHandler {
+  /** Deletes entries by tag and/or cache key, in Redis and in every instance's L1. */
+  invalidate(target: InvalidateTarget): Promise<void>;
+  /**
+   * Middleware for write routes: once the route answers 2xx, invalidates what `select` returns (tags,
+   * or `{ tags, keys }`) before the response is finished, so the client's next read sees fresh data.
+   */
+  invalidates(select: (req: Request, res: Response) => string[] | InvalidateTarget): RequestHandler;
+  /** The cache key of a request (what `invalidate({ keys })` takes), or undefined when it bypasses. */
+  keyOf(req: Request): string | undefined;
+  /** The underlying cache (its `wrap()` shares this L1 and bus). */
+  readonly cache: Cache;
+}
+
+/** What a coalesced request learns from the request that went to the origin for it. */
+type FlightResult = { rec: Rec; headers: IncomingHttpHeaders } | { bypass: true } | { uncacheable: true };
+type XCache = 'HIT' | 'MISS' | 'STALE' | 'BYPASS';
+
+/** HTTP response cache backed by Redis (+ in-process L1). See docs/cache.md. */
+export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddleware {
+  const o = resolveResponseOptions(options);
+  if (options.cache !== undefined && !(options.cache instanceof Cache)) {
+    throw optionError('cache', 'must be a cache made by createCache()');
+  }
+  const cache =
+    options.cache ??
+    createCache({
+      redis: options.redis as NonNullable<CacheResponseOptions['redis']>,
+      l1: options.l1,
+      prefix: options.prefix,
+      timeout: options.timeout,
+      lockTimeout: options.lockTimeout,
+      jitter: options.jitter,
+      name: options.name,
+      logger: options.logger,
+    });
+  const { l1 } = cache;
+  const { prefix, logger, lockTimeoutMs } = cache.options;
+  const jitter = o.jitter ?? cache.options.jitter;
+  const trustsKey = o.key !== undefined || o.scope !== undefined;
+  const flights = new Map<string, Promise<FlightResult>>();
+  const refreshing = new Set<string>();
+  const event = (type: string, key: string, details?: Record<string, unknown>) =>
+    cache.event(type, { name: o.name ?? cache.options.name, key, ...details });
+
+  function keyOf(req: Request): string | undefined {
+    let key = o.key ? o.key(req) : defaultKey(req);
+    if (typeof key !== 'string' || key === '') return undefined;
+    if (o.vary.length > 0) key = withVary(key, req.headers, o.vary);
+    if (o.scope) {
+      const scope = o.scope(req);
+      if (scope === undefined || scope === null || scope === '') return undefined;
+      key += `\nscope: ${scope}`;
+    }
+    return key;
+  }
+
+  const middleware = function cacheResponse(req: Request, res: Response, next: NextFunction) {
+    if (!o.methods.has(req.method)) return next();
+    const ticket = refreshTicketOf(req);
+    if (!trustsKey && !ticket) {
+      if (req.headers.authorization !== undefined) return bypass(res, next, '', 'authorization');
+      if (o.sessionCookie && hasSessionCookie(req.headers, o.sessionCookie))
+        return bypass(res, next, '', 'session');
+    }
+    let key: string | undefined;
+    try {
+      key = keyOf(req);
+    } catch (error) {
+      return next(error);
+    }
+    if (key === undefined) return bypass(res, next, '', 'no-key');
+    const redisKey = entryKey(prefix, key);
+    if (ticket) {
+      fill(req, res, next, key, redisKey, ticket.token, undefined, ticket.done);
+      return;
+    }
+    if (l1) {
+      const now = Date.now();
+      const rec = l1Lookup(key, req.headers, now);
+      if (rec) {
+        if (now < rec.freshUntil) return serve(req, res, rec, 'HIT', now, 'l1-hit', key);
+        if (now < rec.swrUntil) {
+          serve(req, res, rec, 'STALE', now, 'stale', key);
+          return refresh(req, key, redisKey);
+        }
+      }
+    }
+    miss(req, res, next, key, redisKey).catch(next);
+  } as CacheResponseMiddleware;
+
+  function bypass(res: Response, next: NextFunction, key: string, reason: string): void {
+    res.setHeader('X-Cache', 'BYPASS');
+    event('bypass', key, { reason });
+    next();
+  }
+
+  async function miss(req: Request, res: Response, next: NextFunction, key: string, redisKey: string) {
+    const pending = flights.get(key);
+    if (pending) {
+      const result = await pending;
+      if ('rec' in result && sameVariant(result.rec, result.headers, req.headers)) {
+        const now = Date.now();
+        const fresh = now < result.rec.freshUntil;
+        return serve(req, res, result.rec, fresh ? 'HIT' : 'STALE', now, fresh ? 'hit' : 'stale', key);
+      }
+      if ('bypass' in result) return bypass(res, next, key, 'redis');
+      if ('uncacheable' in result) {
+        // Not storable for the leader, likely not for us either: straight to the origin, no queueing.
+        res.setHeader('X-Cache', 'MISS');
+        return next();
+      }
+      // Another variant than ours: this request looks up its own.
+    }
+    const head = req.method === 'HEAD';
+    let settle: (result: FlightResult) => void = () => {};
+    if (!head && !pending) {
+      const flight = new Promise<FlightResult>((resolve) => {
+        settle = (result) => {
+          if (flights.get(key) === flight) flights.delete(key);
+          resolve(result);
+        };
+      });
+      flights.set(key, flight);
+    }
+    if (head) {
+      // HEAD never fills (it has no body to store); it is answered from a GET entry when there is one.
+      const found = await cache.fetch(redisKey, req.headers, '').catch(() => undefined);
+      if (found?.kind === 'hit' && Date.now() < found.rec.swrUntil) {
+        return serve(
+          req,
+          res,
+          found.rec,
+          Date.now() < found.rec.freshUntil ? 'HIT' : 'STALE',
+          Date.now(),
+          'hit',
+          key,
+        );
+      }
+      res.setHeader('X-Cache', found ? 'MISS' : 'BYPASS');
+      return next();
+    }
+    const acquired = await cache.acquire(redisKey, req.headers);
+    if (acquired.kind === 'bypass') {
+      settle({ bypass: true });
+      return bypass(res, next, key, 'redis');
+    }
+    if (acquired.kind === 'hit') {
+      const { rec } = acquired;
+      settle({ rec, headers: req.headers });
+      const now = Date.now();
+      l1Put(key, rec, req.headers, l1?.generation ?? 0);
+      if (now < rec.freshUntil) return serve(req, res, rec, 'HIT', now, 'hit', key);
+      serve(req, res, rec, 'STALE', now, 'stale', key);
+      return refresh(req, key, redisKey);
+    }
+    fill(req, res, next, key, redisKey, acquired.token, acquired.stale, settle);
+  }
+
+  /** Runs the origin, teeing its response into the cache. */
+  function fill(
+    req: Request,
+    res: Response,
+    next: NextFunction,
+    key: string,
+    redisKey: string,
+    token: string,
+    stale: Rec | undefined,
+    settle: (result: FlightResult) => void,
+  ): void {
+    const before = res.getHeaders();
+    const generation = l1?.generation ?? 0;
+    const stop = cache.holdLock(redisKey, token);
+    const fallback = stale && o.sieMs > 0 && Date.now() < stale.expiresAt ? stale : undefined;
+    res.setHeader('X-Cache', 'MISS');
+    event('miss', key);
+    captureResponse(
+      res,
+      {
+        maxBodySize: o.maxBodySize,
+        statuses: o.statuses,
+        ifNoneMatch: req.headers['if-none-match'],
+        onServerError: fallback
+          ? (originals) => serveInstead(req, res, fallback, before, originals, key)
+          : undefined,
+      },
+      (captured, reason) => {
+        stop();
+        let entry: Entry | undefined;
+        try {
+          entry =
+            captured && (!o.shouldCache || o.shouldCache(req, res))
+              ? toEntry(req, res, captured, before)
+              : undefined;
+        } catch (error) {
+          logger.warn({ key, error }, 'the tags or shouldCache option threw; response not cached');
+        }
+        if (!entry) {
+          cache.releaseFill(redisKey, token);
+          event('uncacheable', key, { reason: reason ?? 'shouldCache' });
+          return settle({ uncacheable: true });
+        }
+        const rec = toRec(entry, redisKey, 0, Date.now());
+        const names = varyOf(entry);
+        cache.learnVary(names);
+        l1Put(key, rec, req.headers, generation);
+        settle({ rec, headers: req.headers });
+        const vary =
+          names.length > 0 ? { names, values: names.map((n) => headerValue(req.headers, n)) } : undefined;
+        void cache.store(redisKey, entry, token, vary);
+      },
+    );
+    next();
+  }
+
+  function toEntry(req: Request, res: Response, captured: Captured, before: OutgoingHttpHeaders): Entry {
+    const freshMs = cache.jittered(o.ttlMs, jitter);
+    return {
+      status: captured.status,
+      headers: storedHeaders(captured.headers, before),
+      body: captured.body,
+      etag: captured.etag,
+      createdAt: Date.now(),
+      ttlMs: freshMs + o.swrMs + o.sieMs,
+      freshMs,
+      swrMs: o.swrMs,
+      sieMs: o.sieMs,
+      tags: o.tags ? o.tags(req, res) : [],
+      negative: 0,
+    };
+  }
+
+  /** stale-if-error: the origin failed before sending anything; answer with the stale entry instead. */
+  function serveInstead(
+    req: Request,
+    res: ServerResponse,
+    rec: Rec,
+    before: OutgoingHttpHeaders,
+    originals: Originals,
+    key: string,
+  ): boolean {
+    for (const name of res.getHeaderNames()) if (!(name in before)) res.removeHeader(name);
+    event('stale-if-error', key);
+    respond(req, res, rec, 'STALE', Date.now(), originals);
+    return true;
+  }
+
+  function serve(
+    req: Request,
+    res: Response,
+    rec: Rec,
+    xcache: XCache,
+    now: number,
+    type: string,
+    key: string,
+  ) {
+    event(type, key);
+    respond(req, res, rec, xcache, now, res);
+  }
+
+  function respond(req: Request, res: ServerResponse, rec: Rec, xcache: XCache, now: number, via: Originals) {
+    rec.prepared ??= prepareHeaders(rec.entry);
+    res.setHeader('X-Cache', xcache);
+    res.setHeader('Age', String(Math.max(0, Math.floor((now - rec.bornAt) / 1000))));
+    const inm = req.headers['if-none-match'];
+    const writeHead = via.writeHead as (status: number, headers: string[]) => unknown;
+    const end = via.end as (body?: Buffer) => unknown;
+    if (
+      inm !== undefined &&
+      rec.entry.etag !== undefined &&
+      rec.entry.status === 200 &&
+      etagMatches(inm, rec.entry.etag)
+    ) {
+      writeHead.call(res, 304, rec.prepared.notModified);
+      end.call(res);
+      return;
+    }
+    writeHead.call(res, rec.entry.status, rec.prepared.full);
+    end.call(res, req.method === 'HEAD' ? undefined : rec.entry.body);
+  }
+
+  /** stale-while-revalidate: one background refresh per key (flag here, lock across processes). */
+  function refresh(req: Request, key: string, redisKey: string): void {
+    if (refreshing.has(key)) return;
+    refreshing.add(key);
+    const token = newToken();
+    const release = () => refreshing.delete(key);
+    const safety = setTimeout(release, lockTimeoutMs);
+    safety.unref?.();
+    cache
+      .call(() => acquireLock(cache.redis, lockKeyOf(redisKey), token, lockTimeoutMs))
+      .then((locked) => {
+        if (!locked) return release();
+        event('refresh', key);
+        const done = () => {
+          clearTimeout(safety);
+          release();
+        };
+        const started = replay(req, { token, done }, (error) =>
+          logger.warn({ key, error }, 'background refresh failed; stale entry kept'),
+        );
+        if (!started) {
+          cache.releaseFill(redisKey, token);
+          done();
+        }
+      })
+      .catch(() => release());
+  }
+
+  function l1Lookup(key: string, headers: IncomingHttpHeaders, now: number): Rec | undefined {
+    const value = l1!.get(key, now);
+    if (value === undefined || isRec(value)) return value;
+    const variant = l1!.get(variantKey(key, value.vary, headers), now);
+    return variant && isRec(variant) ? variant : undefined;
+  }
+
+  function l1Put(key: string, rec: Rec, headers: IncomingHttpHeaders, generation: number) {
+    if (!l1) return;
+    const names = varyOf(rec.entry);
+    const now = Date.now();
+    if (names.length === 0) return l1.set(key, rec, now, generation);
+    const marker = l1.get(key, now);
+    const expiresAt = marker && !isRec(marker) ? Math.max(marker.expiresAt, rec.expiresAt) : rec.expiresAt;
+    l1.set(key, { vary: names, redisKey: rec.redisKey, expiresAt }, now, generation);
+    l1.set(variantKey(key, names, headers), rec, now, generation);
+  }
+
+  middleware.invalidate = (target: InvalidateTarget) => cache.invalidate(target);
+  middleware.keyOf = keyOf;
+  Object.defineProperty(middleware, 'cache', { value: cache, enumerable: true });
+  middleware.invalidates = (select) => invalidatesMiddleware(cache, logger, select);
+  return middleware;
+}

@@ -1,0 +1,291 @@
+import type { Request, Response } from 'express';
+import { checkClient, type RedisClient } from '../client';
+import { type Duration, toMs } from '../duration';
+import { optionError, optionRangeError } from '../errors';
+import { checkPrefix, DEFAULT_PREFIX } from '../keys';
+
+/** Where the cache reports entries it had to throw away (pino and console both fit). */
+export interface CacheLogger {
+  warn(details: object, message: string): void;
+}
+
+/** The in-process tier. Entries live here for at most their own lifetime (and `ttl` when given). */
+export interface L1Options {
+  /** Most entries kept. Default 1000. */
+  max?: number;
+  /** Most bytes of bodies kept. Default 64 MiB. */
+  maxSize?: number;
+  /** Upper bound of an entry's stay in L1, a safety net should an invalidation message be lost. */
+  ttl?: Duration;
+}
+
+/** Options of {@link createCache}. */
+export interface CreateCacheOptions {
+  /** An ioredis `Redis` or `Cluster` (e.g. `createRedis()` or your own `new Redis(url)`). Required. */
+  redis: RedisClient;
+  /** In-process tier, kept coherent across instances over pub/sub. Default `{ max: 1000 }`; `false` turns it off. */
+  l1?: L1Options | false;
+  /** Prefix of every key and of the invalidation channel. Default `'erk:'`. */
+  prefix?: string;
+  /** Longest wait for Redis on the request path; slower means bypass. Default 150 ms. */
+  timeout?: Duration;
+  /**
+   * How long a concurrent miss waits for the instance that fills the entry before it runs the origin
+   * itself, should that instance die (the lock expires after this). Default 5 s.
+   */
+  lockTimeout?: Duration;
+  /** Random spread of the fresh lifetime, as a fraction: 0.1 means ±10 %. Default 0.1. */
+  jitter?: number;
+  /** Name reported in events. */
+  name?: string;
+  /** Receives warnings about corrupt entries and failed background work. Default: `console.warn`. */
+  logger?: CacheLogger;
+}
+
+/** A custom (de)serializer for {@link Cache.wrap}. Default: JSON. */
+export interface Serializer<T> {
+  serialize(value: T): string | Buffer;
+  deserialize(raw: Buffer): T;
+}
+
+/** Options of one {@link Cache.wrap} call. */
+export interface WrapOptions<T> {
+  /** Fresh lifetime. Required. */
+  ttl: Duration;
+  /** Tags for {@link Cache.invalidate}. */
+  tags?: string[];
+  /** Cache `null`/`undefined` results for this long. Default: never cache them. */
+  cacheNullFor?: Duration;
+  /** Default: JSON. */
+  serializer?: Serializer<T>;
+  /** After the fresh lifetime, return the old value for this long while one refresh runs. Default 0. */
+  staleWhileRevalidate?: Duration;
+  /** When `fn` throws, return an expired value up to this long after it went stale. Default 0. */
+  staleIfError?: Duration;
+}
+
+/** Options of {@link cacheResponse}. */
+export interface CacheResponseOptions {
+  /** An ioredis `Redis` or `Cluster`. Required unless `cache` is given. */
+  redis?: RedisClient;
+  /** A cache made by `createCache()`, to share its L1, bus and settings between middlewares. */
+  cache?: import('./wrap').Cache;
+  /** Fresh lifetime of a response. Required. */
+  ttl: Duration;
+  /**
+   * The cache key of a request. Default: method + path + sorted query. A custom key is trusted to
+   * hold whatever makes responses differ per user, so requests with credentials are cached under it.
+   */
+  key?: (req: Request) => string;
+  /**
+   * Per-user scope (e.g. `req => req.session.userId`). With it, requests carrying `Authorization` or a
+   * session cookie are cached, keyed by the scope; an empty scope means bypass.
+   */
+  scope?: (req: Request) => string | number | undefined | null;
+  /** Tags of a stored response, for `invalidate({ tags })`. */
+  tags?: (req: Request, res: Response) => string[];
+  /** Request headers that split the key, on top of the response's own `Vary`. */
+  vary?: string[];
+  /** Serve a stale entry for this long after `ttl` while one background refresh runs. Default 0. */
+  staleWhileRevalidate?: Duration;
+  /** Serve a stale entry for this long after `ttl` when the origin fails (5xx or throws). Default 0. */
+  staleIfError?: Duration;
+  /** In-process tier (only when `cache` is not given). Default `{ max: 1000 }`; `false` turns it off. */
+  l1?: L1Options | false;
+  /** Fraction of random spread of `ttl`. Default 0.1 (±10 %). */
+  jitter?: number;
+  /** Bodies larger than this pass through uncached, without being buffered. Default 1 MiB. */
+  maxBodySize?: number;
+  /** Statuses that may be stored. Default `[200, 203, 204, 300, 301, 308]`. */
+  statuses?: number[];
+  /** Methods served from cache (HEAD always follows GET). Default `['GET']`. */
+  methods?: string[];
+  /** See {@link CreateCacheOptions.lockTimeout}. Default 5 s. */
+  lockTimeout?: Duration;
+  /** See {@link CreateCacheOptions.timeout}. Default 150 ms. */
+  timeout?: Duration;
+  /** Last word on whether a response is stored (after the built-in safety rules). */
+  shouldCache?: (req: Request, res: Response) => boolean;
+  /** Key prefix (only when `cache` is not given). Default `'erk:'`. */
+  prefix?: string;
+  /**
+   * Cookie names that mark a request as belonging to a session (not cached without `scope`/`key`).
+   * Default: names that look like session ids (`connect.sid`, `sid`, `session`, `*sess*`…). `false`: none.
+   */
+  sessionCookie?: RegExp | string[] | false;
+  /** Name reported in events. */
+  name?: string;
+  /** See {@link CreateCacheOptions.logger}. */
+  logger?: CacheLogger;
+}
+
+/** Every default of the cache, in one place. */
+export const CACHE_DEFAULTS = {
+  l1: { max: 1000, maxSize: 64 * 1024 * 1024 },
+  timeoutMs: 150,
+  lockTimeoutMs: 5000,
+  jitter: 0.1,
+  maxBodySize: 1024 * 1024,
+  statuses: [200, 203, 204, 300, 301, 308],
+  methods: ['GET'],
+  sessionCookie: /(^|[._-])(sid|sess|session|sessionid)([._-]|$)|^(connect\.sid|phpsessid|jsessionid)$/i,
+} as const;
+
+const consoleLogger: CacheLogger = {
+  warn: (details, message) => console.warn(`express-redis-kit cache: ${message}`, details),
+};
+
+export interface ResolvedL1 {
+  max: number;
+  maxSize: number;
+  ttlMs: number | undefined;
+}
+
+export interface ResolvedCacheOptions {
+  redis: RedisClient;
+  l1: ResolvedL1 | false;
+  prefix: string;
+  timeoutMs: number;
+  lockTimeoutMs: number;
+  jitter: number;
+  name: string | undefined;
+  logger: CacheLogger;
+}
+
+export function resolveCacheOptions(options: CreateCacheOptions): ResolvedCacheOptions {
+  if (!options || typeof options !== 'object')
+    throw optionError('options', 'must be an object', 'Pass { redis }.');
+  return {
+    redis: checkClient(options.redis),
+    l1: resolveL1(options.l1),
+    prefix: checkPrefix(options.prefix ?? DEFAULT_PREFIX),
+    timeoutMs: toMs(options.timeout ?? CACHE_DEFAULTS.timeoutMs, 'timeout'),
+    lockTimeoutMs: toMs(options.lockTimeout ?? CACHE_DEFAULTS.lockTimeoutMs, 'lockTimeout', { min: 10 }),
+    jitter: checkJitter(options.jitter),
+    name: options.name,
+    logger: checkLogger(options.logger),
+  };
+}
+
+function resolveL1(l1: L1Options | false | undefined): ResolvedL1 | false {
+  if (l1 === false) return false;
+  if (l1 !== undefined && (typeof l1 !== 'object' || l1 === null)) {
+    throw optionError('l1', `must be an object like { max: 1000 } or false; got ${JSON.stringify(l1)}`);
+  }
+  const max = l1?.max ?? CACHE_DEFAULTS.l1.max;
+  const maxSize = l1?.maxSize ?? CACHE_DEFAULTS.l1.maxSize;
+  if (!Number.isInteger(max) || max < 1)
+    throw optionRangeError('l1.max', `must be a whole number >= 1; got ${max}`);
+  if (!Number.isInteger(maxSize) || maxSize < 1) {
+    throw optionRangeError('l1.maxSize', `must be a whole number of bytes >= 1; got ${maxSize}`);
+  }
+  return { max, maxSize, ttlMs: l1?.ttl === undefined ? undefined : toMs(l1.ttl, 'l1.ttl') };
+}
+
+function checkJitter(jitter: unknown): number {
+  if (jitter === undefined) return CACHE_DEFAULTS.jitter;
+  if (typeof jitter !== 'number' || !(jitter >= 0 && jitter < 1)) {
+    throw optionRangeError(
+      'jitter',
+      `must be a fraction from 0 to below 1 (0.1 = ±10 %); got ${String(jitter)}`,
+    );
+  }
+  return jitter;
+}
+
+function checkLogger(logger: unknown): CacheLogger {
+  if (logger === undefined) return consoleLogger;
+  if (!logger || typeof (logger as CacheLogger).warn !== 'function') {
+    throw optionError(
+      'logger',
+      'must have a warn(details, message) method',
+      'Pass a pino logger or console-like object.',
+    );
+  }
+  return logger as CacheLogger;
+}
+
+export function checkFunction<T>(value: T | undefined, option: string): T | undefined {
+  if (value !== undefined && typeof value !== 'function') {
+    throw optionError(option, `must be a function; got ${typeof value}`);
+  }
+  return value;
+}
+
+export interface ResolvedResponseOptions {
+  ttlMs: number;
+  swrMs: number;
+  sieMs: number;
+  jitter: number | undefined;
+  key: ((req: Request) => string) | undefined;
+  scope: CacheResponseOptions['scope'];
+  tags: CacheResponseOptions['tags'];
+  vary: string[];
+  maxBodySize: number;
+  statuses: Set<number>;
+  methods: Set<string>;
+  shouldCache: CacheResponseOptions['shouldCache'];
+  sessionCookie: ((name: string) => boolean) | undefined;
+  name: string | undefined;
+}
+
+export function resolveResponseOptions(options: CacheResponseOptions): ResolvedResponseOptions {
+  if (!options || typeof options !== 'object') {
+    throw optionError('options', 'must be an object', "Pass { redis, ttl: '5m' }.");
+  }
+  if (options.ttl === undefined)
+    throw optionError('ttl', 'is required', "Pass the fresh lifetime, e.g. ttl: '5m'.");
+  const vary = options.vary ?? [];
+  if (
+    !Array.isArray(vary) ||
+    vary.some((h) => typeof h !== 'string' || !/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(h))
+  ) {
+    throw optionError(
+      'vary',
+      `must be an array of request header names; got ${JSON.stringify(options.vary)}`,
+    );
+  }
+  const statuses = options.statuses ?? CACHE_DEFAULTS.statuses;
+  if (!Array.isArray(statuses) || statuses.some((s) => !Number.isInteger(s) || s < 100 || s > 599)) {
+    throw optionError('statuses', `must be an array of HTTP status codes; got ${JSON.stringify(statuses)}`);
+  }
+  const methods = options.methods ?? CACHE_DEFAULTS.methods;
+  if (!Array.isArray(methods) || methods.some((m) => typeof m !== 'string')) {
+    throw optionError('methods', `must be an array of HTTP methods; got ${JSON.stringify(methods)}`);
+  }
+  const maxBodySize = options.maxBodySize ?? CACHE_DEFAULTS.maxBodySize;
+  if (!Number.isInteger(maxBodySize) || maxBodySize < 0) {
+    throw optionRangeError('maxBodySize', `must be a whole number of bytes >= 0; got ${maxBodySize}`);
+  }
+  const upper = methods.map((m) => m.toUpperCase());
+  if (upper.includes('GET')) upper.push('HEAD');
+  return {
+    ttlMs: toMs(options.ttl, 'ttl'),
+    swrMs: toMs(options.staleWhileRevalidate ?? 0, 'staleWhileRevalidate', { allowZero: true }),
+    sieMs: toMs(options.staleIfError ?? 0, 'staleIfError', { allowZero: true }),
+    jitter: options.jitter === undefined ? undefined : checkJitter(options.jitter),
+    key: checkFunction(options.key, 'key'),
+    scope: checkFunction(options.scope, 'scope'),
+    tags: checkFunction(options.tags, 'tags'),
+    vary: vary.map((h) => h.toLowerCase()).sort(),
+    maxBodySize,
+    statuses: new Set(statuses),
+    methods: new Set(upper),
+    shouldCache: checkFunction(options.shouldCache, 'shouldCache'),
+    sessionCookie: resolveSessionCookie(options.sessionCookie),
+    name: options.name,
+  };
+}
+
+function resolveSessionCookie(
+  option: CacheResponseOptions['sessionCookie'],
+): ((name: string) => boolean) | undefined {
+  if (option === false) return undefined;
+  if (option === undefined) return (name) => CACHE_DEFAULTS.sessionCookie.test(name);
+  if (option instanceof RegExp) return (name) => option.test(name);
+  if (Array.isArray(option) && option.every((n) => typeof n === 'string')) {
+    const names = new Set(option);
+    return (name) => names.has(name);
+  }
+  throw optionError('sessionCookie', 'must be a RegExp, an array of cookie names, or false');
+}

@@ -1,0 +1,159 @@
+import { isCluster, type RedisClient } from '../client';
+import { defineScript, runScript, runScriptBuffer } from '../scripts';
+
+/**
+ * Redis layout (all keys carry a TTL):
+ *   <prefix>c:{<key>}              entry, or a Vary marker `ERKV<gen>\n<names,csv>`
+ *   <prefix>c:{<key>}:v:<gen>:<h>  one variant behind a marker (h = sha1 of the request header values)
+ *   <prefix>c:{<key>}:lock         fill lock (single-flight across processes)
+ *   <prefix>t:{<tag>}              set of the entry keys carrying the tag
+ * A marker, its variants and its lock share the entry's {hash tag}, so lookup and store are one
+ * script in one slot. Deleting the marker orphans its variants for good: a new marker gets a new
+ * generation, so old variants can never be served again (they expire on their TTL).
+ */
+
+// KEYS: entry, lock. ARGV: lock token ('' = don't lock), lock ttl, then request header name/value pairs.
+// Replies {1, value, pttl, key} | {0, locked} | {2, names} (marker needs header values not sent).
+const LOOKUP = defineScript(
+  'cache_lookup',
+  2,
+  `local function miss()
+  if ARGV[1] ~= '' and redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, 1} end
+  return {0, 0}
+end
+local key = KEYS[1]
+local v = redis.call('GET', key)
+if not v then return miss() end
+if string.sub(v, 1, 4) == 'ERKV' then
+  local nl = string.find(v, '\\n', 5, true)
+  if not nl then return {1, v, 0, key} end
+  local names = string.sub(v, nl + 1)
+  local have = {}
+  for i = 3, #ARGV - 1, 2 do have[ARGV[i]] = ARGV[i + 1] end
+  local parts = {}
+  for name in string.gmatch(names, '[^,]+') do
+    local value = have[name]
+    if value == nil then return {2, names} end
+    parts[#parts + 1] = value
+  end
+  key = key .. ':v:' .. string.sub(v, 5, nl - 1) .. ':' .. redis.sha1hex(table.concat(parts, '\\n'))
+  v = redis.call('GET', key)
+  if not v then return miss() end
+end
+return {1, v, redis.call('PTTL', key), key}`,
+);
+
+// KEYS: entry, lock. ARGV: value, ttl ms, lock token ('' = none), vary names csv ('' = none),
+// new generation, then the request header values in names order. Returns the key written.
+const STORE = defineScript(
+  'cache_store',
+  2,
+  `local key = KEYS[1]
+local ttl = tonumber(ARGV[2])
+if ARGV[4] ~= '' then
+  local cur = redis.call('GET', KEYS[1])
+  local gen
+  if cur and string.sub(cur, 1, 4) == 'ERKV' then
+    local nl = string.find(cur, '\\n', 5, true)
+    if nl and string.sub(cur, nl + 1) == ARGV[4] then gen = string.sub(cur, 5, nl - 1) end
+  end
+  if gen then
+    if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+  else
+    gen = ARGV[5]
+    redis.call('SET', KEYS[1], 'ERKV' .. gen .. '\\n' .. ARGV[4], 'PX', ttl)
+  end
+  local parts = {}
+  for i = 6, #ARGV do parts[#parts + 1] = ARGV[i] end
+  key = KEYS[1] .. ':v:' .. gen .. ':' .. redis.sha1hex(table.concat(parts, '\\n'))
+end
+redis.call('SET', key, ARGV[1], 'PX', ttl)
+if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+return key`,
+);
+
+// KEYS: tag set. ARGV: ttl ms, member keys. The set lives as long as its longest-lived member.
+const TAG_ADD = defineScript(
+  'cache_tag_add',
+  1,
+  `redis.call('SADD', KEYS[1], unpack(ARGV, 2))
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 1`,
+);
+
+// KEYS: tag set. Reads and deletes it in one step, so two invalidations never both miss a member.
+const TAG_TAKE = defineScript(
+  'cache_tag_take',
+  1,
+  `local members = redis.call('SMEMBERS', KEYS[1])
+redis.call('DEL', KEYS[1])
+return members`,
+);
+
+export type LookupReply =
+  | { kind: 'hit'; raw: Buffer; pttl: number; key: string }
+  | { kind: 'miss'; locked: boolean }
+  | { kind: 'vary'; names: string[] };
+
+/** One round trip: the entry (through its Vary marker when there is one), else optionally the fill lock. */
+export async function lookup(
+  redis: RedisClient,
+  key: string,
+  lockKey: string,
+  token: string,
+  lockTtlMs: number,
+  headerPairs: readonly string[],
+): Promise<LookupReply> {
+  const reply = await runScriptBuffer<[number, ...unknown[]]>(
+    redis,
+    LOOKUP,
+    [key, lockKey],
+    [token, lockTtlMs, ...headerPairs],
+  );
+  if (reply[0] === 1) {
+    return { kind: 'hit', raw: reply[1] as Buffer, pttl: Number(reply[2]), key: String(reply[3]) };
+  }
+  if (reply[0] === 2) return { kind: 'vary', names: String(reply[1]).split(',') };
+  return { kind: 'miss', locked: reply[1] === 1 };
+}
+
+/** Writes an entry (or a variant behind its marker), releasing the fill lock when `token` owns it. */
+export function storeEntry(
+  redis: RedisClient,
+  key: string,
+  lockKey: string,
+  value: Buffer,
+  ttlMs: number,
+  token: string,
+  varyNames: readonly string[],
+  varyValues: readonly string[],
+  generation: string,
+): Promise<string> {
+  return runScript<string>(
+    redis,
+    STORE,
+    [key, lockKey],
+    [value, ttlMs, token, varyNames.join(','), generation, ...varyValues],
+  );
+}
+
+export function addToTag(redis: RedisClient, tagRedisKey: string, ttlMs: number, members: readonly string[]) {
+  return runScript(redis, TAG_ADD, [tagRedisKey], [ttlMs, ...members]);
+}
+
+export function takeTag(redis: RedisClient, tagRedisKey: string): Promise<string[]> {
+  return runScript<string[]>(redis, TAG_TAKE, [tagRedisKey], []);
+}
+
+/**
+ * Deletes entry keys. Standalone: one UNLINK. Cluster: keys live in many slots and a multi-key command
+ * must stay in one, so one UNLINK per key (auto-pipelined by ioredis when enabled).
+ */
+export async function unlinkKeys(redis: RedisClient, keys: readonly string[]): Promise<void> {
+  if (keys.length === 0) return;
+  if (!isCluster(redis)) {
+    await redis.unlink(...keys);
+    return;
+  }
+  await Promise.all(keys.map((k) => redis.unlink(k)));
+}

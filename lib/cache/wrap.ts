@@ -1,0 +1,245 @@
+import { toMs } from '../duration';
+import { optionError } from '../errors';
+import { type Acquired, CacheCore } from './core';
+import { type Entry, NEGATIVE_NULL, NEGATIVE_UNDEFINED } from './entry';
+import { lockKeyOf, valueKey } from './key';
+import { isRec, type Rec, toRec } from './l1';
+import { acquireLock, newToken } from './lock';
+import { type CreateCacheOptions, resolveCacheOptions, type Serializer, type WrapOptions } from './options';
+
+/** What to invalidate: entries by tag and/or by the keys they were cached under. */
+export interface InvalidateTarget {
+  tags?: string[];
+  keys?: string[];
+}
+
+interface ResolvedWrap<T> {
+  ttlMs: number;
+  swrMs: number;
+  sieMs: number;
+  nullMs: number;
+  tags: string[];
+  serializer: Serializer<T>;
+}
+
+interface Flight {
+  value: unknown;
+  rec: Rec | undefined;
+}
+
+const JSON_SERIALIZER: Serializer<unknown> = {
+  serialize: (value) => JSON.stringify(value),
+  deserialize: (raw) => JSON.parse(raw.toString('utf8')),
+};
+
+/** A Redis cache with an optional in-process L1, shared by `wrap()` calls and `cacheResponse()` middlewares. */
+export class Cache extends CacheCore {
+  private readonly valueFlights = new Map<string, Promise<Flight>>();
+  private readonly refreshing = new Set<string>();
+
+  /**
+   * Returns the cached value of `key`, or runs `fn` once (across concurrent callers in this process
+   * and, through a Redis lock, in every process) and caches its result. `null`/`undefined` results
+   * are cached only with `cacheNullFor`. Errors of `fn` are never cached. When Redis is down or slow,
+   * `fn` runs directly.
+   */
+  async wrap<T>(key: string, fn: () => T | Promise<T>, options: WrapOptions<T>): Promise<T> {
+    if (typeof key !== 'string' || key === '')
+      throw new TypeError('express-redis-kit: cache.wrap needs a string key');
+    if (typeof fn !== 'function')
+      throw new TypeError('express-redis-kit: cache.wrap needs a function to cache');
+    const o = resolveWrap(options);
+    const redisKey = valueKey(this.options.prefix, key);
+    const now = Date.now();
+    const local = this.l1?.get(redisKey, now);
+    if (local && isRec(local)) {
+      if (now < local.freshUntil) {
+        this.event('l1-hit', { key: redisKey });
+        return this.decode(local, o);
+      }
+      if (now < local.swrUntil) {
+        this.event('stale', { key: redisKey });
+        this.refresh(redisKey, fn, o);
+        return this.decode(local, o);
+      }
+    }
+    let flight = this.valueFlights.get(redisKey);
+    const leader = !flight;
+    if (!flight) {
+      flight = this.fill(redisKey, fn, o, local && isRec(local) ? local : undefined);
+      this.valueFlights.set(redisKey, flight);
+      const created = flight;
+      const forget = () => {
+        if (this.valueFlights.get(redisKey) === created) this.valueFlights.delete(redisKey);
+      };
+      flight.then(forget, forget);
+    }
+    const result = await flight;
+    // The leader gets fn's own value; coalesced callers get their own copy, so nobody shares mutations.
+    if (leader || !result.rec) return result.value as T;
+    return this.decode(result.rec, o);
+  }
+
+  /** Deletes entries by tag and/or key in Redis and in every instance's L1. */
+  async invalidate(target: InvalidateTarget): Promise<void> {
+    const tags = target?.tags ?? [];
+    const keys = target?.keys ?? [];
+    if (!Array.isArray(tags) || !Array.isArray(keys)) {
+      throw new TypeError('express-redis-kit: invalidate() takes { tags?: string[], keys?: string[] }');
+    }
+    await this.invalidateRedis(this.redisKeysOf(keys), tags);
+  }
+
+  private async fill<T>(
+    redisKey: string,
+    fn: () => T | Promise<T>,
+    o: ResolvedWrap<T>,
+    local: Rec | undefined,
+  ) {
+    const acquired: Acquired = await this.acquire(redisKey, undefined);
+    if (acquired.kind === 'hit') {
+      const { rec } = acquired;
+      const now = Date.now();
+      this.l1?.set(redisKey, rec, now, this.l1.generation);
+      if (now < rec.freshUntil) this.event('hit', { key: redisKey });
+      else {
+        this.event('stale', { key: redisKey });
+        this.refresh(redisKey, fn, o);
+      }
+      return { value: this.decode(rec, o), rec };
+    }
+    if (acquired.kind === 'bypass') {
+      this.event('bypass', { key: redisKey, error: acquired.error as Error });
+      return { value: await fn(), rec: undefined };
+    }
+    this.event('miss', { key: redisKey });
+    const fallback = newest(acquired.stale, local);
+    const generation = this.l1?.generation ?? 0;
+    const stop = this.holdLock(redisKey, acquired.token);
+    let value: T;
+    try {
+      value = await fn();
+    } catch (error) {
+      stop();
+      this.releaseFill(redisKey, acquired.token);
+      if (fallback && Date.now() < fallback.expiresAt && fallback.entry.sieMs > 0) {
+        this.event('stale-if-error', { key: redisKey, error: error as Error });
+        return { value: this.decode(fallback, o), rec: fallback };
+      }
+      throw error;
+    }
+    stop();
+    const entry = toEntry(value, o, (ms) => this.jittered(ms));
+    if (!entry) {
+      this.releaseFill(redisKey, acquired.token);
+      return { value, rec: undefined };
+    }
+    const stored = await this.store(redisKey, entry, acquired.token, undefined);
+    const rec = toRec(entry, redisKey, 0, Date.now());
+    if (stored) this.l1?.set(redisKey, rec, Date.now(), generation);
+    return { value, rec };
+  }
+
+  /** Background refresh of a stale value: once per process (flag) and once across processes (lock). */
+  private refresh<T>(redisKey: string, fn: () => T | Promise<T>, o: ResolvedWrap<T>): void {
+    if (this.refreshing.has(redisKey)) return;
+    this.refreshing.add(redisKey);
+    const token = newToken();
+    const run = async () => {
+      const lockKey = lockKeyOf(redisKey);
+      if (!(await this.call(() => acquireLock(this.redis, lockKey, token, this.options.lockTimeoutMs))))
+        return;
+      const generation = this.l1?.generation ?? 0;
+      const stop = this.holdLock(redisKey, token);
+      let value: T;
+      try {
+        value = await fn();
+      } catch (error) {
+        this.releaseFill(redisKey, token);
+        throw error;
+      } finally {
+        stop();
+      }
+      const entry = toEntry(value, o, (ms) => this.jittered(ms));
+      if (!entry) return this.releaseFill(redisKey, token);
+      this.event('refresh', { key: redisKey });
+      if (await this.store(redisKey, entry, token, undefined)) {
+        this.l1?.set(redisKey, toRec(entry, redisKey, 0, Date.now()), Date.now(), generation);
+      }
+    };
+    run()
+      .catch((error) =>
+        this.options.logger.warn({ key: redisKey, error }, 'background refresh failed; stale value kept'),
+      )
+      .finally(() => this.refreshing.delete(redisKey));
+  }
+
+  private decode<T>(rec: Rec, o: ResolvedWrap<T>): T {
+    const { entry } = rec;
+    if (entry.negative === NEGATIVE_NULL) return null as T;
+    if (entry.negative === NEGATIVE_UNDEFINED) return undefined as T;
+    return o.serializer.deserialize(entry.body);
+  }
+}
+
+function newest(a: Rec | undefined, b: Rec | undefined): Rec | undefined {
+  if (!a) return b;
+  if (!b) return a;
+  return a.bornAt >= b.bornAt ? a : b;
+}
+
+function toEntry<T>(value: T, o: ResolvedWrap<T>, jitter: (ms: number) => number): Entry | undefined {
+  const negative = value === null ? NEGATIVE_NULL : value === undefined ? NEGATIVE_UNDEFINED : 0;
+  if (negative && o.nullMs === 0) return undefined;
+  let body: Buffer = Buffer.alloc(0);
+  if (!negative) {
+    const raw = o.serializer.serialize(value);
+    if (typeof raw !== 'string' && !Buffer.isBuffer(raw)) {
+      throw new TypeError('express-redis-kit: cache.wrap serializer must return a string or Buffer');
+    }
+    body = typeof raw === 'string' ? Buffer.from(raw) : raw;
+  }
+  const freshMs = jitter(negative ? o.nullMs : o.ttlMs);
+  const swrMs = negative ? 0 : o.swrMs;
+  const sieMs = negative ? 0 : o.sieMs;
+  return {
+    status: 0,
+    headers: [],
+    body,
+    etag: undefined,
+    createdAt: Date.now(),
+    ttlMs: freshMs + swrMs + sieMs,
+    freshMs,
+    swrMs,
+    sieMs,
+    tags: o.tags,
+    negative,
+  };
+}
+
+function resolveWrap<T>(options: WrapOptions<T>): ResolvedWrap<T> {
+  if (!options || typeof options !== 'object' || options.ttl === undefined) {
+    throw optionError('ttl', 'is required for cache.wrap', "Pass { ttl: '10m' }.");
+  }
+  const tags = options.tags ?? [];
+  if (!Array.isArray(tags) || tags.some((t) => typeof t !== 'string')) {
+    throw optionError('tags', `must be an array of strings; got ${JSON.stringify(options.tags)}`);
+  }
+  const serializer = options.serializer ?? (JSON_SERIALIZER as Serializer<T>);
+  if (typeof serializer.serialize !== 'function' || typeof serializer.deserialize !== 'function') {
+    throw optionError('serializer', 'must have serialize(value) and deserialize(buffer) functions');
+  }
+  return {
+    ttlMs: toMs(options.ttl, 'ttl'),
+    swrMs: toMs(options.staleWhileRevalidate ?? 0, 'staleWhileRevalidate', { allowZero: true }),
+    sieMs: toMs(options.staleIfError ?? 0, 'staleIfError', { allowZero: true }),
+    nullMs: toMs(options.cacheNullFor ?? 0, 'cacheNullFor', { allowZero: true }),
+    tags,
+    serializer,
+  };
+}
+
+/** Creates a cache: `wrap()` for function results, shareable by `cacheResponse({ cache })` middlewares. */
+export function createCache(options: CreateCacheOptions): Cache {
+  return new Cache(resolveCacheOptions(options));
+}
