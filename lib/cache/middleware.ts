@@ -32,7 +32,7 @@ export interface CacheResponseMiddleware extends RequestHandler {
 type FlightResult = { rec: Rec; headers: IncomingHttpHeaders } | { bypass: true } | { uncacheable: true };
 type XCache = 'HIT' | 'MISS' | 'STALE' | 'BYPASS';
 
-/** HTTP response cache backed by Redis (+ in-process L1). See docs/cache.md. */
+/** HTTP response cache backed by Redis (+ in-process L1). See the README, "Response cache". */
 export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddleware {
   const o = resolveResponseOptions(options);
   if (options.cache !== undefined && !(options.cache instanceof Cache)) {

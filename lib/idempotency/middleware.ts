@@ -36,7 +36,7 @@ const COMPONENT = 'idempotency';
 /**
  * Exactly-once POST/PATCH with an `Idempotency-Key` header: the first request runs the handler and
  * its response is stored; retries with the same key get the stored response (`Idempotent-Replayed:
- * true`), 409 while the first is still running, 422 if the payload differs. See docs/idempotency.md.
+ * true`), 409 while the first is still running, 422 if the payload differs. See the README, "Idempotency keys".
  */
 export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware {
   const o = resolveOptions(options);

@@ -24,7 +24,7 @@ export interface RateLimitMiddleware extends RequestHandler {
 
 /**
  * Redis-backed rate limiting: one Lua script (one round trip) per request checks every policy
- * atomically, using Redis time. See docs/rate-limit.md.
+ * atomically, using Redis time. See the README, "Rate limiting".
  *
  * @example
  * app.use('/api', rateLimit({ redis, limit: 100, window: '1m' }))

@@ -2,7 +2,7 @@ import type { NextFunction, Request, Response } from 'express';
 import type { RedisClient } from '../client';
 import type { Duration } from '../duration';
 
-/** How a policy counts. See docs/rate-limit.md for each one's promise and a worked example. */
+/** How a policy counts. The README ("Rate limiting") gives each one's promise and a worked example. */
 export type Algorithm = 'fixed-window' | 'sliding-window' | 'token-bucket' | 'gcra';
 
 /** Which rate-limit response headers to send. */

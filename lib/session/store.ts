@@ -22,7 +22,7 @@ const MAX_USER_AGENT = 256;
 /**
  * express-session store over ioredis. Every call runs through `guarded()` (timeout + shared breaker)
  * and errors reach express-session, which hands them to the middleware as a 503 instead of starting
- * a fresh, empty session. See docs/session.md for why this replaces connect-redis.
+ * a fresh, empty session. The README ("Sessions") says why this replaces connect-redis.
  */
 export class KitSessionStore extends Store {
   /**
