@@ -43,6 +43,8 @@ export function defineScript(name: string, numberOfKeys: number, lua: string): S
 
 type ScriptRunner = (...args: Array<string | number | Buffer>) => Promise<unknown>;
 
+type ScriptArgs = ReadonlyArray<string | number | Buffer>;
+
 /**
  * Runs a registered script: one EVALSHA round trip, with ioredis falling back to EVAL (which loads
  * the script) on NOSCRIPT, e.g. after a failover or SCRIPT FLUSH. Works on Redis and Cluster.
@@ -51,14 +53,9 @@ export function runScript<T = unknown>(
   redis: RedisClient,
   script: ScriptDefinition,
   keys: readonly string[],
-  args: ReadonlyArray<string | number | Buffer>,
+  args: ScriptArgs,
 ): Promise<T> {
-  ensureDefined(redis, script);
-  if (pendingPipelineLacks(redis, script.name)) {
-    return redis.eval(script.lua, script.numberOfKeys, ...keys, ...args) as Promise<T>;
-  }
-  const runner = (redis as unknown as Record<string, ScriptRunner>)[script.name]!;
-  return runner.call(redis, ...keys, ...args) as Promise<T>;
+  return invoke(redis, script, keys, args, '') as Promise<T>;
 }
 
 /** Same as {@link runScript}, replies as Buffers (for binary payloads such as cached bodies). */
@@ -66,16 +63,25 @@ export function runScriptBuffer<T = unknown>(
   redis: RedisClient,
   script: ScriptDefinition,
   keys: readonly string[],
-  args: ReadonlyArray<string | number | Buffer>,
+  args: ScriptArgs,
 ): Promise<T> {
+  return invoke(redis, script, keys, args, 'Buffer') as Promise<T>;
+}
+
+function invoke(
+  redis: RedisClient,
+  script: ScriptDefinition,
+  keys: readonly string[],
+  args: ScriptArgs,
+  suffix: '' | 'Buffer',
+): Promise<unknown> {
   ensureDefined(redis, script);
+  // Every ioredis command has a `<name>Buffer` twin at run time (evalBuffer is missing from the typings).
+  const methods = redis as unknown as Record<string, ScriptRunner>;
   if (pendingPipelineLacks(redis, script.name)) {
-    // evalBuffer exists at run time (every command has a Buffer twin) but is missing from the typings.
-    const evalBuffer = (redis as unknown as Record<string, ScriptRunner>).evalBuffer!;
-    return evalBuffer.call(redis, script.lua, script.numberOfKeys, ...keys, ...args) as Promise<T>;
+    return methods[`eval${suffix}`]!.call(redis, script.lua, script.numberOfKeys, ...keys, ...args);
   }
-  const runner = (redis as unknown as Record<string, ScriptRunner>)[`${script.name}Buffer`]!;
-  return runner.call(redis, ...keys, ...args) as Promise<T>;
+  return methods[`${script.name}${suffix}`]!.call(redis, ...keys, ...args);
 }
 
 /**
