@@ -42,6 +42,13 @@ describe('demo routes', () => {
     expect(third.body.product.price).toBe(9.5);
   });
 
+  it('serves the public catalogue from cache to logged-in visitors too', async () => {
+    // A session cookie alone (no login: the login limiter allows 5 per minute) marks a session.
+    const withSession = () => request(app).get('/api/products/4').set('Cookie', 'sid=s%3Aabc.def');
+    await withSession().expect(200);
+    expect((await withSession().expect(200)).headers['x-cache']).toBe('HIT');
+  });
+
   it('answers unknown products with 404 problem+json, and bad prices with 400', async () => {
     const res = await request(app).get('/api/products/999').expect(404);
     expect(res.headers['content-type']).toMatch(/application\/problem\+json/);

@@ -12,7 +12,16 @@ const productTags = (req: Request) => [`product:${req.params.id}`];
 export function productRoutes(redis: RedisClient, catalogue: Catalogue): Router {
   const router = Router();
   const cache = createCache({ redis, l1: { max: 500 } });
-  const products = cacheResponse({ redis, cache, ttl: '30s', staleWhileRevalidate: '2m', tags: productTags });
+  const products = cacheResponse({
+    redis,
+    cache,
+    ttl: '30s',
+    staleWhileRevalidate: '2m',
+    tags: productTags,
+    // The catalogue is the same for everyone, so a logged-in visitor's session cookie need not bypass
+    // the cache. Routes whose answer depends on the user must pass `scope` instead.
+    sessionCookie: false,
+  });
 
   router.get('/products/:id', products, async (req, res) => {
     const product = await catalogue.get(String(req.params.id));
