@@ -60,6 +60,19 @@ describe('npm run demo (demo-app/server.ts)', () => {
     expect(await exitCode(demo.child)).toBe(0);
   }, 60_000);
 
+  it('on SIGTERM lets an in-flight request finish before it closes Redis and exits 0', async () => {
+    const demo = await startDemo({ REDIS_URL: redis.url });
+    // The report takes about a second to build: it is still running when the signal arrives.
+    const inFlight = fetch(`${demo.url}/api/reports/2042`);
+    await new Promise((r) => setTimeout(r, 300));
+    demo.child.kill('SIGTERM');
+    const res = await inFlight;
+    expect(res.status).toBe(200);
+    expect(((await res.json()) as { year: number }).year).toBe(2042);
+    expect(await exitCode(demo.child)).toBe(0);
+    expect(demo.output()).toMatch(/SIGTERM: draining in-flight requests/);
+  }, 60_000);
+
   it('starts a throwaway redis-server when REDIS_URL is unset and nothing listens on 6379, and stops it on exit', async () => {
     const env: NodeJS.ProcessEnv = { REDIS_URL: '' };
     const demo = await startDemo(env);
