@@ -83,8 +83,10 @@ export function configureBreaker(redis: RedisClient, options: Partial<BreakerOpt
   breakers.set(redis, new CircuitBreaker({ ...DEFAULT_BREAKER, ...options }));
 }
 
-// Reply errors that mean "this server cannot serve now" rather than "your command is wrong".
-const AVAILABILITY_REPLY = /^(LOADING|BUSY|CLUSTERDOWN|MASTERDOWN|READONLY|TRYAGAIN|NOREPLICAS)\b/;
+// Reply errors that mean "this server cannot serve now" (including out of memory, or unable to
+// persist) rather than "your command is wrong": the fail mode applies.
+const AVAILABILITY_REPLY =
+  /^(LOADING|BUSY|CLUSTERDOWN|MASTERDOWN|READONLY|TRYAGAIN|NOREPLICAS|OOM|MISCONF)\b/;
 
 function isAvailabilityError(error: unknown): boolean {
   if (!(error instanceof Error)) return true;

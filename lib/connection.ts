@@ -260,6 +260,16 @@ type MessageHandler = (message: string, channel: string) => void;
 interface SharedSubscriber {
   connection: RedisClient;
   handlers: Map<string, Set<MessageHandler>>;
+  reconnectHooks: Set<() => void>;
+}
+
+/** Options of {@link subscribe}. */
+export interface SubscribeOptions {
+  /**
+   * Called when the subscriber connection comes back after a drop: messages published meanwhile
+   * were lost (pub/sub does not queue), so state kept in step by them must start over.
+   */
+  onReconnect?: () => void;
 }
 
 /**
@@ -270,6 +280,7 @@ export async function subscribe(
   redis: RedisClient,
   channel: string,
   handler: MessageHandler,
+  options: SubscribeOptions = {},
 ): Promise<() => Promise<void>> {
   let shared = subscribers.get(redis);
   if (!shared) {
@@ -290,7 +301,13 @@ export async function subscribe(
     connection.on('error', () => {
       // ioredis reconnects and resubscribes by itself; the error is already visible on the main client.
     });
-    const created: SharedSubscriber = { connection, handlers };
+    const reconnectHooks = new Set<() => void>();
+    let connectedBefore = false;
+    connection.on('ready', () => {
+      if (connectedBefore) for (const hook of reconnectHooks) hook();
+      connectedBefore = true;
+    });
+    const created: SharedSubscriber = { connection, handlers, reconnectHooks };
     shared = created;
     subscribers.set(redis, created);
     // If the app closes its client itself, the subscriber must not keep the process alive.
@@ -300,15 +317,24 @@ export async function subscribe(
       connection.disconnect();
     });
   }
-  const { connection, handlers } = shared;
+  const { connection, handlers, reconnectHooks } = shared;
   let set = handlers.get(channel);
   if (!set) {
     set = new Set();
     handlers.set(channel, set);
-    await connection.subscribe(channel);
+    try {
+      await connection.subscribe(channel);
+    } catch (error) {
+      // Leave no empty entry behind, or later calls would skip SUBSCRIBE and hear nothing.
+      if (handlers.get(channel)?.size === 0) handlers.delete(channel);
+      throw error;
+    }
   }
   set.add(handler);
+  const hook = options.onReconnect;
+  if (hook) reconnectHooks.add(hook);
   return async () => {
+    if (hook) reconnectHooks.delete(hook);
     const current = handlers.get(channel);
     if (!current) return;
     current.delete(handler);

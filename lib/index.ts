@@ -30,6 +30,7 @@ export {
   type NodeAddress,
   pingRedis,
   type RedisHealth,
+  type SubscribeOptions,
   subscribe,
 } from './connection';
 export type { Duration } from './duration';

@@ -75,6 +75,22 @@ describe('guarded Redis calls', () => {
     }
   });
 
+  it('treats a full Redis (OOM) as unavailable, so the middlewares apply their fail mode', async () => {
+    const client = redis.plain();
+    const admin = redis.plain();
+    await admin.config('SET', 'maxmemory', '1');
+    try {
+      const error = await guarded(client, () => client.set('k', 'v'), {
+        timeoutMs: 500,
+        component: 'cache',
+      }).catch((e) => e);
+      expect(error).toBeInstanceOf(RedisUnavailableError);
+      expect(String(error.message)).toMatch(/OOM/);
+    } finally {
+      await admin.config('SET', 'maxmemory', '0');
+    }
+  });
+
   it('passes command errors through without tripping the breaker', async () => {
     const client = redis.plain();
     await client.set('str', 'v');

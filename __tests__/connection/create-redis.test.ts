@@ -166,6 +166,31 @@ describe('closeRedis', () => {
   });
 });
 
+describe('subscribe', () => {
+  const redis = useRedisServer();
+
+  it('tells subscribers when their connection comes back after a drop (messages sent meanwhile are lost)', async () => {
+    const client = redis.client();
+    const received: string[] = [];
+    let reconnects = 0;
+    const unsubscribe = await subscribe(client, 'feed', (m) => received.push(m), {
+      onReconnect: () => reconnects++,
+    });
+    const admin = redis.plain();
+    await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
+    await eventually(() => reconnects === 1, 'the reconnect hook');
+    // Resubscribed by itself: messages flow again.
+    await eventually(async () => {
+      await admin.publish('feed', 'after');
+      return received.includes('after');
+    }, 'a message after the reconnect');
+    await unsubscribe();
+    await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(reconnects).toBe(1);
+  });
+});
+
 describe('helpers', () => {
   it('masks passwords in URLs', () => {
     expect(maskUrl('redis://u:p@h:1/2')).toBe('redis://u:****@h:1/2');

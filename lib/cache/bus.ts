@@ -30,17 +30,23 @@ export class Bus {
     private readonly channel: string,
     onInvalidation: (message: Invalidation) => void,
     onError: (error: unknown) => void,
+    onReconnect: () => void,
   ) {
-    this.ready = subscribe(redis, channel, (raw) => {
-      let message: Message;
-      try {
-        message = JSON.parse(raw) as Message;
-      } catch {
-        return;
-      }
-      if (message.o === this.origin || !Array.isArray(message.k) || !Array.isArray(message.t)) return;
-      onInvalidation({ keys: message.k, tags: message.t });
-    }).then(
+    this.ready = subscribe(
+      redis,
+      channel,
+      (raw) => {
+        let message: Message;
+        try {
+          message = JSON.parse(raw) as Message;
+        } catch {
+          return;
+        }
+        if (message.o === this.origin || !Array.isArray(message.k) || !Array.isArray(message.t)) return;
+        onInvalidation({ keys: message.k, tags: message.t });
+      },
+      { onReconnect },
+    ).then(
       (unsubscribe) => {
         this.unsubscribe = unsubscribe;
       },

@@ -56,6 +56,20 @@ export function captureResponse(
     finished = true;
     done(captured, captured ? undefined : (reason ?? 'aborted'));
   };
+  // A finished body waits here until its headers have gone out: express-session adds its Set-Cookie
+  // inside writeHead, possibly after an asynchronous save, i.e. after end() was called.
+  let pending: Captured | undefined;
+  const settle = (sent: ServerResponse) => {
+    const captured = pending;
+    pending = undefined;
+    if (!captured) return;
+    const why =
+      sent.statusCode !== captured.status && sent.statusCode !== 304
+        ? 'status'
+        : refusal(sent, captured.status, options.statuses);
+    if (why) reason = why;
+    finish(why ? undefined : captured);
+  };
   const stop = (why: string) => {
     capturing = false;
     reason ??= why;
@@ -97,7 +111,9 @@ export function captureResponse(
       decide(status);
     }
     if (swallowed) return this;
-    return (originals.writeHead as (...a: unknown[]) => ServerResponse).call(this, status, ...rest);
+    const out = (originals.writeHead as (...a: unknown[]) => ServerResponse).call(this, status, ...rest);
+    settle(this);
+    return out;
   } as ServerResponse['writeHead'];
 
   res.write = function (this: ServerResponse, chunk: Chunk, encoding?: unknown, cb?: Callback) {
@@ -143,13 +159,18 @@ export function captureResponse(
           this.statusCode = 304;
           for (const name of ['content-type', 'content-length', 'transfer-encoding']) this.removeHeader(name);
           (originals.end as (...a: unknown[]) => ServerResponse).call(this, cb);
-          finish(captured);
+          pending = captured;
+          if (this.headersSent) settle(this);
           return this;
         }
       }
     }
     const out = (originals.end as (...a: unknown[]) => ServerResponse).call(this, chunk, encoding, cb);
-    finish(captured);
+    if (!captured) finish(undefined);
+    else {
+      pending = captured;
+      if (this.headersSent) settle(this);
+    }
     return out;
   } as ServerResponse['end'];
 

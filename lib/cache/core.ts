@@ -50,6 +50,7 @@ export class CacheCore {
         (message) => this.dropLocal(message),
         (error) =>
           options.logger.warn({ error }, 'cannot subscribe to the invalidation channel; L1 stays local'),
+        () => l1.clear(),
       );
       clearOnReconnect(redis, l1);
     }
