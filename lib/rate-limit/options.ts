@@ -39,7 +39,6 @@ export interface ResolvedPolicy {
 export interface ResolvedOptions {
   redis: RedisClient;
   policies: ResolvedPolicy[];
-  minLimit: number;
   key: ((req: Request, res: Response) => string | Promise<string>) | undefined;
   ipv6Subnet: number | false;
   cost: number | ((req: Request, res: Response) => number | Promise<number>);
@@ -54,7 +53,6 @@ export interface ResolvedOptions {
   handler: ((req: Request, res: Response, next: NextFunction, info: DeniedInfo) => void) | undefined;
   failMode: 'open' | 'closed';
   timeoutMs: number;
-  prefix: string;
   name: string | undefined;
   /** Key part before the `{client}` hash tag. */
   keyHead: string;
@@ -279,7 +277,6 @@ export function resolveOptions(options: RateLimitOptions): ResolvedOptions {
   return {
     redis,
     policies,
-    minLimit,
     key: options.key,
     ipv6Subnet,
     cost,
@@ -294,7 +291,6 @@ export function resolveOptions(options: RateLimitOptions): ResolvedOptions {
     handler: options.handler,
     failMode,
     timeoutMs,
-    prefix,
     name,
     keyHead,
     denyCacheMax,
