@@ -2,26 +2,10 @@ import express from 'express';
 import request from 'supertest';
 import { cacheResponse, createCache, withLock } from '../../lib/cache';
 import type { RedisClient } from '../../lib/client';
-import { closeRedis, createRedis } from '../../lib/connection';
-import { type RedisClusterHandle, startRedisCluster } from '../../lib/testing';
-import { eventually } from '../helpers/redis';
+import { eventually, useRedisCluster } from '../helpers/redis';
 
-let cluster: RedisClusterHandle;
-const clients: RedisClient[] = [];
-
-beforeAll(async () => {
-  cluster = await startRedisCluster({ masters: 3 });
-}, 60_000);
-afterAll(async () => {
-  await Promise.all(clients.map((c) => closeRedis(c, { timeoutMs: 500 })));
-  await cluster?.stop();
-});
-
-function client(): RedisClient {
-  const c = createRedis({ cluster: { nodes: cluster.nodes } });
-  clients.push(c);
-  return c;
-}
+const redis = useRedisCluster();
+const client = (): RedisClient => redis.client();
 
 async function instance(origin: { calls: number; version: number }) {
   const mw = cacheResponse({

@@ -1,7 +1,7 @@
 import type { Cluster } from 'ioredis';
-import { closeRedis, createRedis, pingRedis } from '../../lib/connection';
+import { createRedis, pingRedis } from '../../lib/connection';
 import { defineScript, runScript } from '../../lib/scripts';
-import { type RedisClusterHandle, startRedisCluster } from '../../lib/testing';
+import { useRedisCluster } from '../helpers/redis';
 
 const pair = defineScript(
   'test_cluster_pair',
@@ -10,21 +10,10 @@ const pair = defineScript(
 );
 
 describe('createRedis against a real Redis Cluster', () => {
-  let cluster: RedisClusterHandle;
-  const clients: Cluster[] = [];
-
-  beforeAll(async () => {
-    cluster = await startRedisCluster({ masters: 3 });
-  }, 60_000);
-
-  afterAll(async () => {
-    await Promise.all(clients.map((c) => closeRedis(c)));
-    await cluster?.stop();
-  });
+  const redis = useRedisCluster();
 
   it('builds a Cluster client from cluster.nodes, with the prefix and timeout applied', async () => {
-    const client = createRedis({ cluster: { nodes: cluster.addresses }, keyPrefix: 'app:' }) as Cluster;
-    clients.push(client);
+    const client = redis.client({ keyPrefix: 'app:' });
     expect(client.isCluster).toBe(true);
     for (let i = 0; i < 30; i++) await client.set(`k${i}`, String(i));
     expect(await client.get('k7')).toBe('7');
@@ -36,10 +25,9 @@ describe('createRedis against a real Redis Cluster', () => {
   });
 
   it('reads REDIS_CLUSTER_NODES when no url is given', async () => {
-    process.env.REDIS_CLUSTER_NODES = cluster.addresses.join(',');
+    process.env.REDIS_CLUSTER_NODES = redis.cluster.addresses.join(',');
     try {
-      const client = createRedis() as Cluster;
-      clients.push(client);
+      const client = redis.track(createRedis()) as Cluster;
       expect(client.isCluster).toBe(true);
       expect(await client.ping()).toBe('PONG');
     } finally {
@@ -48,8 +36,7 @@ describe('createRedis against a real Redis Cluster', () => {
   });
 
   it('runs a multi-key script whose keys share a hash tag', async () => {
-    const client = createRedis({ cluster: { nodes: cluster.addresses } }) as Cluster;
-    clients.push(client);
+    const client = redis.client();
     expect(await runScript(client, pair, ['a:{same}', 'b:{same}'], ['v'])).toBe('v');
   });
 });

@@ -1,30 +1,16 @@
 import type { Response } from 'express';
-import { Cluster } from 'ioredis';
-import { closeRedis, createRedis } from '../../lib/connection';
+import type { Cluster } from 'ioredis';
 import { idempotency } from '../../lib/idempotency';
-import { type RedisClusterHandle, startRedisCluster } from '../../lib/testing';
+import { useRedisCluster } from '../helpers/redis';
 import { freshKey, orderApp, send, sleep, useServers } from '../idempotency/http';
 
 describe('idempotency against a real Redis Cluster', () => {
-  let cluster: RedisClusterHandle;
-  const clients: Cluster[] = [];
+  const redis = useRedisCluster();
   const servers = useServers();
-
-  beforeAll(async () => {
-    cluster = await startRedisCluster({ masters: 3 });
-  }, 60_000);
-
-  afterAll(async () => {
-    await Promise.all(clients.map((c) => closeRedis(c)));
-    await cluster?.stop();
-  });
 
   /** One kit-made and one plain Cluster client, as two app instances would have. */
   function twoClients(): [Cluster, Cluster] {
-    const kit = createRedis({ cluster: { nodes: cluster.addresses }, commandTimeout: 5000 }) as Cluster;
-    const plain = new Cluster(cluster.nodes);
-    clients.push(kit, plain);
-    return [kit, plain];
+    return [redis.client({ commandTimeout: 5000 }), redis.plain()];
   }
 
   it('100 concurrent identical requests across two instances run the handler once; replays are byte-identical', async () => {

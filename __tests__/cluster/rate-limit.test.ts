@@ -1,26 +1,12 @@
 import express from 'express';
-import { Cluster } from 'ioredis';
+import type { Cluster } from 'ioredis';
 import request from 'supertest';
-import { closeRedis } from '../../lib/connection';
 import { type RateLimitOptions, rateLimit } from '../../lib/rate-limit';
-import { type RedisClusterHandle, startRedisCluster } from '../../lib/testing';
+import { useRedisCluster } from '../helpers/redis';
 
 describe('rateLimit on a real Redis Cluster', () => {
-  let cluster: RedisClusterHandle;
-  const clients: Cluster[] = [];
-  const connect = () => {
-    const client = new Cluster(cluster.nodes);
-    clients.push(client);
-    return client;
-  };
-
-  beforeAll(async () => {
-    cluster = await startRedisCluster({ masters: 3 });
-  }, 60_000);
-  afterAll(async () => {
-    await Promise.all(clients.map((c) => closeRedis(c, { timeoutMs: 200 })));
-    await cluster?.stop();
-  });
+  const redis = useRedisCluster();
+  const connect = () => redis.plain();
 
   const policies: RateLimitOptions['policies'] = [
     { limit: 12, window: '1h', algorithm: 'fixed-window', name: 'fw' },

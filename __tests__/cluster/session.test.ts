@@ -1,25 +1,18 @@
-import { Cluster } from 'ioredis';
+import type { Cluster } from 'ioredis';
 import request from 'supertest';
-import { closeRedis } from '../../lib/connection';
 import { redisSession } from '../../lib/session';
 import { sessionKey, userIndexKey } from '../../lib/session/scripts';
-import { type RedisClusterHandle, startRedisCluster } from '../../lib/testing';
+import { useRedisCluster } from '../helpers/redis';
 import { sessionApp, sessionCookie, sidOf } from '../session/app';
 
 const SECRET = 'cluster-test-secret-cluster-test-secret';
 
 describe('redisSession against a real Redis Cluster', () => {
-  let cluster: RedisClusterHandle;
+  const clusterRedis = useRedisCluster();
   let redis: Cluster;
 
-  beforeAll(async () => {
-    cluster = await startRedisCluster({ masters: 3 });
-    redis = new Cluster(cluster.nodes);
-  }, 60_000);
-
-  afterAll(async () => {
-    if (redis) await closeRedis(redis);
-    await cluster?.stop();
+  beforeAll(() => {
+    redis = clusterRedis.plain();
   });
 
   it('logs in, slides the TTL, lists and ends sessions whose keys live on different nodes', async () => {
