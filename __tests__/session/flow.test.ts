@@ -51,6 +51,21 @@ describe('redisSession login, logout and the per-user index', () => {
     expect(await redis.hget(key, 'd')).toBe(data);
   });
 
+  it('reads an unchanged session and slides its expiry in one Redis command, and still saves changes', async () => {
+    const { redis, app } = setup();
+    const agent = request.agent(app);
+    await agent.post('/login/9').expect(200);
+    await agent.get('/me').expect(200); // the first read after login may refresh the user index
+    const sent = jest.spyOn(redis, 'sendCommand');
+    for (let i = 0; i < 5; i++) await agent.get('/me').expect(200);
+    expect(sent).toHaveBeenCalledTimes(5);
+    sent.mockClear();
+    expect((await agent.post('/count').expect(200)).body).toEqual({ views: 1 });
+    expect(sent).toHaveBeenCalledTimes(2); // read + slide, then the save of the new data
+    sent.mockRestore();
+    expect((await agent.get('/me').expect(200)).body).toMatchObject({ userId: '9', views: 1 });
+  });
+
   it('does not store or send a cookie for a visitor whose session was never used', async () => {
     const { redis, app } = setup({ prefix: 'anon:' });
     const res = await request(app).get('/me').expect(200);

@@ -63,20 +63,24 @@ ${INDEX_CHECK}
 return {refresh, now_ms}`,
 );
 
-/** KEYS: session. ARGV: ttl ms. Extends a live session without rewriting its data. → {refresh|-1, user id} */
-export const TOUCH = defineScript(
-  'session_touch',
-  1,
-  `local cur = redis.call('HMGET', KEYS[1], 'x', 'u', 'ix', 'd')
-if cur[1] or not cur[4] then return {-1, ''} end
+// Slides a live session's expiry without rewriting its data; `cur` = HMGET x u ix d.
+const SLIDE = `local cur = redis.call('HMGET', KEYS[1], 'x', 'u', 'ix', 'd')
+if cur[1] or not cur[4] then return {-1} end
 ${LUA_NOW_MS}
 local ttl = tonumber(ARGV[1])
 local uid = cur[2] or ''
 local cur_u, cur_ix = cur[2], cur[3]
 redis.call('HSET', KEYS[1], 's', now_ms)
-${INDEX_CHECK}
-return {refresh, uid}`,
-);
+${INDEX_CHECK}`;
+
+/** KEYS: session. ARGV: ttl ms. Extends a live session without rewriting its data. → {refresh|-1, user id} */
+export const TOUCH = defineScript('session_touch', 1, `${SLIDE}\nreturn {refresh, uid}`);
+
+/**
+ * KEYS: session. ARGV: ttl ms. Reads a live session and slides its expiry in the same round trip, so
+ * an unchanged request costs one call. → {refresh|-1, user id, data JSON}
+ */
+export const LOAD = defineScript('session_load', 1, `${SLIDE}\nreturn {refresh, uid, cur[4]}`);
 
 /**
  * KEYS: session. ARGV: tombstone ms, required user id or ''. Replaces the session with a short-lived

@@ -4,7 +4,7 @@ import { guarded } from '../breaker';
 import type { RedisClient } from '../client';
 import { emitKitEvent } from '../events';
 import { runScript } from '../scripts';
-import { DESTROY, SAVE, sessionHandle, sessionKey, TOUCH } from './scripts';
+import { DESTROY, LOAD, SAVE, sessionHandle, sessionKey, TOUCH } from './scripts';
 import { addToUserIndex, removeFromUserIndex } from './user-index';
 
 export interface StoreSettings {
@@ -32,6 +32,8 @@ export class KitSessionStore extends Store {
   private readonly persisted = new WeakMap<object, string>();
   /** Requests whose session came from Redis (rather than being generated fresh). */
   private readonly loaded = new WeakSet<object>();
+  /** Session data whose expiry `readAndSlide()` already slid. */
+  private readonly touchedOnLoad = new WeakSet<object>();
 
   constructor(private readonly settings: StoreSettings) {
     super();
@@ -43,22 +45,35 @@ export class KitSessionStore extends Store {
   }
 
   get(sid: string, callback: Callback<SessionData | null>): void {
-    const key = sessionKey(this.settings.prefix, sid);
-    this.guard(() => this.settings.redis.hmget(key, 'd', 'x')).then(
-      ([data, tombstone]) => {
-        if (tombstone || !data) return callback(null, null);
-        let parsed: SessionData;
-        try {
-          parsed = JSON.parse(data) as SessionData;
-        } catch {
-          // A value we cannot read is treated as no session rather than a crash on every request.
-          emitKitEvent({ component: 'session', type: 'corrupt', key });
-          return callback(null, null);
-        }
-        callback(null, parsed);
-      },
+    this.readAndSlide(sid).then(
+      (session) => callback(null, session),
       (error) => callback(error),
     );
+  }
+
+  /**
+   * Reads the session and slides its expiry in one script. When that expiry is the one the end of the
+   * request would set, the session counts as touched, so an unchanged request costs one round trip.
+   */
+  private async readAndSlide(sid: string): Promise<SessionData | null> {
+    const { redis, prefix, ttlMs } = this.settings;
+    const key = sessionKey(prefix, sid);
+    const [refresh, userId, data] = await this.guard(() =>
+      runScript<[number, string?, string?]>(redis, LOAD, [key], [ttlMs]),
+    );
+    if (refresh === -1 || !data) return null;
+    let parsed: SessionData;
+    try {
+      parsed = JSON.parse(data) as SessionData;
+    } catch {
+      // A value we cannot read is treated as no session rather than a crash on every request.
+      emitKitEvent({ component: 'session', type: 'corrupt', key });
+      return null;
+    }
+    if (refresh === 1) await this.index(key, String(userId), sid, ttlMs);
+    const own = parsed.cookie?.originalMaxAge;
+    if (typeof own !== 'number' || own <= 0 || Math.ceil(own) === ttlMs) this.touchedOnLoad.add(parsed);
+    return parsed;
   }
 
   set(sid: string, session: SessionData, callback?: Callback): void {
@@ -92,7 +107,10 @@ export class KitSessionStore extends Store {
 
   override createSession(req: Request, data: SessionData) {
     this.loaded.add(req);
-    return super.createSession(req, data);
+    const touched = this.touchedOnLoad.has(data);
+    const session = super.createSession(req, data);
+    if (touched) this.markPersisted(session);
+    return session;
   }
 
   /** Whether this request's session was read from Redis (not generated for it). */
