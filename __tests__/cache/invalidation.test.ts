@@ -2,17 +2,13 @@ import express from 'express';
 import request from 'supertest';
 import { cacheResponse, createCache } from '../../lib/cache';
 import type { RedisClient } from '../../lib/client';
-import { eventually, useRedisServer } from '../helpers/redis';
+import { eventually, useFlushedClient, useRedisServer } from '../helpers/redis';
 import { quietLogger, waitForKeys } from './helpers';
 
 const redis = useRedisServer();
 let admin: RedisClient;
-
-beforeAll(() => {
-  admin = redis.client();
-});
-beforeEach(async () => {
-  await admin.flushall();
+useFlushedClient(redis, (c) => {
+  admin = c;
 });
 
 /** One app instance with its own client, L1 and bus: GET /products/:id cached and tagged, PUT invalidates. */

@@ -6,17 +6,13 @@ import { cacheResponse } from '../../lib/cache';
 import { entryKey } from '../../lib/cache/key';
 import type { RedisClient } from '../../lib/client';
 import { type KitEvent, onKitEvent } from '../../lib/events';
-import { useRedisServer } from '../helpers/redis';
+import { useFlushedClient, useRedisServer } from '../helpers/redis';
 import { quietLogger, sleep, waitForKeys } from './helpers';
 
 const redis = useRedisServer();
 let client: RedisClient;
-
-beforeAll(() => {
-  client = redis.client();
-});
-beforeEach(async () => {
-  await client.flushall();
+useFlushedClient(redis, (c) => {
+  client = c;
 });
 
 /** An app with one cached route whose handler is `handler` (counts its calls). */

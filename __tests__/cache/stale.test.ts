@@ -3,17 +3,13 @@ import express from 'express';
 import request from 'supertest';
 import { cacheResponse } from '../../lib/cache';
 import type { RedisClient } from '../../lib/client';
-import { eventually, useRedisServer } from '../helpers/redis';
+import { eventually, useFlushedClient, useRedisServer } from '../helpers/redis';
 import { quietLogger, sleep, waitForKeys } from './helpers';
 
 const redis = useRedisServer();
 let client: RedisClient;
-
-beforeAll(() => {
-  client = redis.client();
-});
-beforeEach(async () => {
-  await client.flushall();
+useFlushedClient(redis, (c) => {
+  client = c;
 });
 
 describe('stale-while-revalidate', () => {

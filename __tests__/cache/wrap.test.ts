@@ -1,17 +1,13 @@
 import { createCache } from '../../lib/cache';
 import { valueKey } from '../../lib/cache/key';
 import type { RedisClient } from '../../lib/client';
-import { useRedisServer } from '../helpers/redis';
+import { useFlushedClient, useRedisServer } from '../helpers/redis';
 import { quietLogger, sleep } from './helpers';
 
 const redis = useRedisServer();
 let client: RedisClient;
-
-beforeAll(() => {
-  client = redis.client();
-});
-beforeEach(async () => {
-  await client.flushall();
+useFlushedClient(redis, (c) => {
+  client = c;
 });
 
 describe('cache.wrap', () => {

@@ -96,3 +96,21 @@ export function useRedisCluster() {
     },
   };
 }
+
+/**
+ * Gives the file's tests one kit client on `redis` (passed to `use` once it exists) and empties
+ * Redis before each test, so tests of one file cannot see each other's keys.
+ */
+export function useFlushedClient(
+  redis: ReturnType<typeof useRedisServer>,
+  use: (client: RedisClient) => void,
+) {
+  let client: RedisClient;
+  beforeAll(() => {
+    client = redis.client();
+    use(client);
+  });
+  beforeEach(async () => {
+    await client.flushall();
+  });
+}

@@ -8,6 +8,16 @@ const redisServer = useRedisServer();
 const servers = useServers();
 const events = useEvents();
 
+/** An order route behind `idempotency()` whose handler answers `{ run: n }`, counting its runs. */
+async function countingRoute() {
+  const counter = { runs: 0 };
+  const app = orderApp(idempotency({ redis: redisServer.client() }), (_req, res) => {
+    counter.runs += 1;
+    res.json({ run: counter.runs });
+  });
+  return { url: `${await servers.listen(app)}/orders`, counter };
+}
+
 describe('idempotency lifecycle', () => {
   it('runs the handler once and replays status, headers and body byte for byte with Idempotent-Replayed', async () => {
     const redis = redisServer.client();
@@ -119,19 +129,13 @@ describe('idempotency lifecycle', () => {
   });
 
   it('accepts a 255-character key and the quoted structured-field form of the IETF draft', async () => {
-    const redis = redisServer.client();
-    let runs = 0;
-    const app = orderApp(idempotency({ redis }), (_req, res) => {
-      runs += 1;
-      res.json({ run: runs });
-    });
-    const url = `${await servers.listen(app)}/orders`;
+    const { url, counter } = await countingRoute();
     expect((await send(url, { key: 'k'.repeat(255) })).status).toBe(200);
     const bare = freshKey();
     await send(url, { key: bare });
     const quoted = await send(url, { key: `"${bare}"` });
     expect(quoted.headers.get('idempotent-replayed')).toBe('true');
-    expect(runs).toBe(2);
+    expect(counter.runs).toBe(2);
   });
 
   it('answers 400 when the key is missing and required, and passes through when it is optional', async () => {
@@ -153,17 +157,11 @@ describe('idempotency lifecycle', () => {
   });
 
   it('leaves methods it does not protect alone', async () => {
-    const redis = redisServer.client();
-    let runs = 0;
-    const app = orderApp(idempotency({ redis }), (_req, res) => {
-      runs += 1;
-      res.json({ run: runs });
-    });
-    const url = `${await servers.listen(app)}/orders`;
+    const { url, counter } = await countingRoute();
     const key = freshKey();
     await send(url, { key, method: 'GET' });
     const again = await send(url, { key, method: 'GET' });
-    expect(runs).toBe(2);
+    expect(counter.runs).toBe(2);
     expect(again.headers.get('idempotent-replayed')).toBeNull();
   });
 
