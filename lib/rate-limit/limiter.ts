@@ -18,6 +18,22 @@ const isThenable = (value: unknown): value is PromiseLike<unknown> =>
   typeof (value as PromiseLike<unknown> | null)?.then === 'function';
 
 /**
+ * Calls a user option (key, cost, skip) that may answer a value or a promise: a throw or rejection
+ * goes to `next`, and a plain value continues synchronously, with no promise on the common path.
+ */
+function callUser<T>(run: () => T | PromiseLike<T>, then: (value: T) => void, next: NextFunction): void {
+  let value: T | PromiseLike<T>;
+  try {
+    value = run();
+  } catch (error) {
+    next(error);
+    return;
+  }
+  if (isThenable(value)) (value as PromiseLike<T>).then(then, next);
+  else then(value as T);
+}
+
+/**
  * The decision engine behind one `rateLimit()` middleware: everything that can be computed once is
  * computed here, so a request costs key building, one EVALSHA and a few header writes.
  */
@@ -220,13 +236,7 @@ export function createLimiter(o: ResolvedOptions) {
       decide(req, res, next, key, o.cost);
       return;
     }
-    let cost: number | Promise<number>;
-    try {
-      cost = o.cost(req, res);
-    } catch (error) {
-      next(error);
-      return;
-    }
+    const userCost = o.cost;
     const withCost = (c: unknown) => {
       if (typeof c !== 'number' || !Number.isInteger(c) || c < 1) {
         next(
@@ -238,41 +248,28 @@ export function createLimiter(o: ResolvedOptions) {
       }
       decide(req, res, next, key, c);
     };
-    if (isThenable(cost)) cost.then(withCost, next);
-    else withCost(cost);
+    callUser(() => userCost(req, res), withCost, next);
   }
 
   function start(req: Request, res: Response, next: NextFunction): void {
-    let key: string | Promise<string>;
-    try {
-      key = keyOf(req, res);
-    } catch (error) {
-      next(error);
-      return;
-    }
-    if (isThenable(key)) key.then((k) => withKey(req, res, next, k), next);
-    else withKey(req, res, next, key);
+    callUser(
+      () => keyOf(req, res),
+      (key) => withKey(req, res, next, key),
+      next,
+    );
   }
 
   function rateLimitMiddleware(req: Request, res: Response, next: NextFunction): void {
-    if (o.skip) {
-      let skip: boolean | Promise<boolean>;
-      try {
-        skip = o.skip(req, res);
-      } catch (error) {
-        next(error);
-        return;
-      }
-      if (isThenable(skip)) {
-        skip.then((s) => (s ? next() : start(req, res, next)), next);
-        return;
-      }
-      if (skip) {
-        next();
-        return;
-      }
+    const skip = o.skip;
+    if (!skip) {
+      start(req, res, next);
+      return;
     }
-    start(req, res, next);
+    callUser(
+      () => skip(req, res),
+      (skipped) => (skipped ? next() : start(req, res, next)),
+      next,
+    );
   }
 
   /** Forgets everything about `key` (as in `req.rateLimit.key`; raw IPs are grouped like requests). */
