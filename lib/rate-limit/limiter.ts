@@ -14,6 +14,19 @@ import type { DeniedInfo, RateLimitInfo, RateLimitState } from './types';
 
 type Reply = number[];
 
+/** A request waiting for its decision. */
+interface Pending {
+  req: Request;
+  res: Response;
+  next: NextFunction;
+  key: string;
+  cost: number;
+  member: string;
+}
+
+/** Most requests one script call decides: keeps each call short, as Redis runs scripts one at a time. */
+const MAX_BATCH = 64;
+
 const isThenable = (value: unknown): value is PromiseLike<unknown> =>
   typeof (value as PromiseLike<unknown> | null)?.then === 'function';
 
@@ -35,7 +48,7 @@ function callUser<T>(run: () => T | PromiseLike<T>, then: (value: T) => void, ne
 
 /**
  * The decision engine behind one `rateLimit()` middleware: everything that can be computed once is
- * computed here, so a request costs key building, one EVALSHA and a few header writes.
+ * computed here, so a request costs key building, its share of one EVALSHA and a few header writes.
  */
 export function createLimiter(o: ResolvedOptions) {
   const { redis, policies, name } = o;
@@ -56,6 +69,8 @@ export function createLimiter(o: ResolvedOptions) {
   const policyArgs: Array<string | number> = [];
   for (const p of policies) policyArgs.push(p.code, p.limit, p.windowMs);
   let outage = false;
+  const queued = new Map<string, Pending[]>();
+  let flushScheduled = false;
 
   const keysFor = (clientKey: string): string[] => {
     const tag = safePart(clientKey);
@@ -65,10 +80,17 @@ export function createLimiter(o: ResolvedOptions) {
     return keys;
   };
 
-  const call = (keys: string[], mode: string, cost: number, member: string, origin: number, admin = false) =>
+  /** One script call: `requests` is a flat list of (cost, member) pairs, answered in order. */
+  const call = (
+    keys: string[],
+    mode: string,
+    origin: number,
+    requests: Array<string | number>,
+    admin = false,
+  ) =>
     guarded(
       redis,
-      () => runScript<Reply>(redis, script, keys, [mode, cost, member, origin, ...policyArgs]),
+      () => runScript<Reply>(redis, script, keys, [mode, origin, ...policyArgs, ...requests]),
       admin ? adminGuard : guard,
     );
 
@@ -156,7 +178,7 @@ export function createLimiter(o: ResolvedOptions) {
       settled = true;
       const ok = finished && o.requestWasSuccessful(req, res);
       if (ok ? !o.skipSuccessfulRequests : !o.skipFailedRequests) return;
-      call(keys, MODE_REFUND, cost, member, origin).then(
+      call(keys, MODE_REFUND, origin, [cost, member]).then(
         () => emitKitEvent({ component: 'rate-limit', name, type: 'refund', key: req.rateLimit?.key, cost }),
         (error: Error) => emitKitEvent({ component: 'rate-limit', name, type: 'refund-failed', error }),
       );
@@ -180,47 +202,92 @@ export function createLimiter(o: ResolvedOptions) {
         return;
       }
     }
-    const keys = keysFor(key);
     const member = needsMember ? memberBase + (++sequence).toString(36) : '-';
-    call(keys, MODE_CONSUME, cost, member, 0).then(
+    const pending: Pending = { req, res, next, key, cost, member };
+    if (!o.coalesce) {
+      send(key, [pending]);
+      return;
+    }
+    // Decisions for the same client made in one turn of the event loop go to Redis as one script
+    // call, answered in arrival order: the same result as one call each, for a fraction of the cost
+    // on both sides. The flush runs right after this turn's I/O callbacks, so nobody waits longer.
+    const batch = queued.get(key);
+    if (batch) batch.push(pending);
+    else queued.set(key, [pending]);
+    if (!flushScheduled) {
+      flushScheduled = true;
+      setImmediate(flush);
+    }
+  }
+
+  function flush(): void {
+    flushScheduled = false;
+    for (const [key, batch] of queued) {
+      for (let i = 0; i < batch.length; i += MAX_BATCH) send(key, batch.slice(i, i + MAX_BATCH));
+    }
+    queued.clear();
+  }
+
+  function send(key: string, batch: Pending[]): void {
+    const keys = keysFor(key);
+    const requests: Array<string | number> = [];
+    for (const p of batch) requests.push(p.cost, p.member);
+    call(keys, MODE_CONSUME, 0, requests).then(
       (reply) => {
         if (outage) {
           outage = false;
           emitKitEvent({ component: 'rate-limit', name, type: 'recovered' });
         }
-        const allowed = reply[0] === 1;
-        const b = count === 1 ? 0 : bindingOf(reply, allowed);
-        const info = infoOf(reply, b, key, 0);
-        req.rateLimit = info;
-        writeHeaders(res, reply, b, 0);
-        if (allowed) {
-          if (hasKitListeners())
-            emitKitEvent({ component: 'rate-limit', name, type: 'allowed', key, policy: info.policy, cost });
-          if (refunds) refundLater(req, res, keys, cost, member, reply[1]!);
-          next();
-          return;
+        const width = 2 + 3 * count;
+        for (let i = 0; i < batch.length; i++) {
+          const p = batch[i]!;
+          // One request's trouble (a header write after another middleware answered…) must not
+          // strand the rest of the batch: it goes to that request's error handler.
+          try {
+            settle(p, keys, batch.length === 1 ? reply : reply.slice(i * width, (i + 1) * width));
+          } catch (error) {
+            p.next(error);
+          }
         }
-        const retryMs = reply[4 + 3 * b]!;
-        if (hasKitListeners()) {
-          emitKitEvent({
-            component: 'rate-limit',
-            name,
-            type: 'denied',
-            key,
-            policy: info.policy,
-            cost,
-            dryRun: o.dryRun,
-          });
-        }
-        if (o.dryRun) {
-          next();
-          return;
-        }
-        denyCache?.set(key, { until: Date.now() + retryMs, cost, reply, binding: b, at: Date.now() });
-        deny(req, res, next, info, retryMs);
       },
-      (error: unknown) => failed(error, res, next),
+      (error: unknown) => {
+        for (const p of batch) failed(error, p.res, p.next);
+      },
     );
+  }
+
+  function settle(p: Pending, keys: string[], reply: Reply): void {
+    const { req, res, next, key, cost } = p;
+    const allowed = reply[0] === 1;
+    const b = count === 1 ? 0 : bindingOf(reply, allowed);
+    const info = infoOf(reply, b, key, 0);
+    req.rateLimit = info;
+    writeHeaders(res, reply, b, 0);
+    if (allowed) {
+      if (hasKitListeners())
+        emitKitEvent({ component: 'rate-limit', name, type: 'allowed', key, policy: info.policy, cost });
+      if (refunds) refundLater(req, res, keys, cost, p.member, reply[1]!);
+      next();
+      return;
+    }
+    const retryMs = reply[4 + 3 * b]!;
+    if (hasKitListeners()) {
+      emitKitEvent({
+        component: 'rate-limit',
+        name,
+        type: 'denied',
+        key,
+        policy: info.policy,
+        cost,
+        dryRun: o.dryRun,
+      });
+    }
+    if (o.dryRun) {
+      next();
+      return;
+    }
+    denyCache?.set(key, { until: Date.now() + retryMs, cost, reply, binding: b, at: Date.now() });
+    deny(req, res, next, info, retryMs);
   }
 
   function withKey(req: Request, res: Response, next: NextFunction, key: unknown): void {
@@ -282,7 +349,7 @@ export function createLimiter(o: ResolvedOptions) {
   /** Reads `key`'s state without counting anything. */
   async function get(key: string): Promise<RateLimitState> {
     const clientKey = normalizeAdminKey(String(key));
-    const reply = await call(keysFor(clientKey), MODE_PEEK, 0, '-', 0, true);
+    const reply = await call(keysFor(clientKey), MODE_PEEK, 0, [0, '-'], true);
     const b = bindingOf(reply, true);
     return {
       ...infoOf(reply, b, clientKey, 0),

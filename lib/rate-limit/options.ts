@@ -21,6 +21,7 @@ export const DEFAULTS = {
   skipSuccessfulRequests: false,
   skipFailedRequests: false,
   dryRun: false,
+  coalesce: true,
 };
 
 /** Longest window: a year (plus a day), which keeps every script integer exact in Lua doubles. */
@@ -57,6 +58,7 @@ export interface ResolvedOptions {
   /** Key part before the `{client}` hash tag. */
   keyHead: string;
   denyCacheMax: number;
+  coalesce: boolean;
   logger: { warn(message: string): void };
 }
 
@@ -83,6 +85,7 @@ const KNOWN = new Set([
   'prefix',
   'name',
   'denyCache',
+  'coalesce',
   'logger',
 ]);
 
@@ -269,6 +272,9 @@ export function resolveOptions(options: RateLimitOptions): ResolvedOptions {
     if (!isWhole(max, 1)) throw optionRangeError('denyCache.max', `must be a whole number >= 1; got ${max}`);
     denyCacheMax = max;
   }
+  const coalesce = options.coalesce ?? DEFAULTS.coalesce;
+  if (typeof coalesce !== 'boolean')
+    throw optionError('coalesce', `must be true or false; got ${JSON.stringify(coalesce)}`);
   const logger = options.logger ?? console;
   if (typeof logger?.warn !== 'function') throw optionError('logger', 'must have a warn(message) method');
 
@@ -294,6 +300,7 @@ export function resolveOptions(options: RateLimitOptions): ResolvedOptions {
     name,
     keyHead,
     denyCacheMax,
+    coalesce,
     logger,
   };
 }

@@ -13,55 +13,65 @@ export const MODE_CONSUME = 'c';
 export const MODE_REFUND = 'r';
 export const MODE_PEEK = 'p';
 
-// Each algorithm is one Lua function below; a single script runs a list of policies of any mix, so
-// several policies cost one round trip and are all-or-nothing: phase 1 reads every policy and decides,
-// phase 2 writes only if every policy allowed (a denied request consumes from none).
+// Each algorithm is one Lua function below that loads its key once and returns a small object:
+// check (what a request of this cost would get), take (count it, in memory), save (write once at the
+// end) and refund. A single script runs a list of policies of any mix over a batch of requests for
+// the same client, in order, exactly as if they had arrived one after another at the same instant:
+// several policies and several requests cost one round trip. A request is allowed only if every
+// policy allows it, and a denied request consumes from none.
 //
 // KEYS: one key per policy, all sharing the client's {hash tag}.
-// ARGV: mode, cost, member id (sliding-window log entry), origin ms (refund: when the request was
-//       counted), then per policy: algorithm code, limit, window ms.
-// Reply: { allowed 0|1, now ms, then per policy: remaining, reset ms, retry ms }.
+// ARGV: mode, origin ms (refund: when the request was counted), then per policy: algorithm code,
+//       limit, window ms; then per request: cost, member id (sliding-window log entry).
+// Reply: per request { allowed 0|1, now ms, then per policy: remaining, reset ms, retry ms }.
 //   reset = until the quota is fully restored; retry = until a request of this cost could pass.
 const LUA = `${LUA_NOW_MS}
 local now_us = tonumber(__t[1]) * 1000000 + tonumber(__t[2])
 local mode = ARGV[1]
-local cost = tonumber(ARGV[2])
-local member = ARGV[3]
-local origin = tonumber(ARGV[4])
+local origin = tonumber(ARGV[2])
 local consume = mode == 'c'
 local refund = mode == 'r'
 local peek = mode == 'p'
 local function int(x) return string.format('%.0f', x) end
 
 -- fixed-window: hash { s = window start ms, n = units used }; expires at the window end.
-local function fixed(key, limit, win, st)
+local function fixed(key, limit, win)
   local start = now_ms - (now_ms % win)
   local h = redis.call('HMGET', key, 's', 'n')
   local used = 0
   if tonumber(h[1]) == start then used = tonumber(h[2]) or 0 end
   local left = start + win - now_ms
-  if refund then
+  local dirty = false
+  local P = {}
+  function P.check(cost, r)
+    r.ok = used + cost <= limit
+    r.rem = limit - used
+    r.reset = used > 0 and left or 0
+    r.retry = r.ok and 0 or left
+    r.rem2 = limit - used - cost
+    r.reset2 = left
+  end
+  function P.take(cost)
+    used = used + cost
+    dirty = true
+  end
+  function P.save()
+    if not dirty then return end
+    redis.call('HSET', key, 's', int(start), 'n', int(used))
+    redis.call('PEXPIRE', key, left)
+  end
+  function P.refund(cost)
     -- Only the window the request was counted in can give it back.
     if used > 0 and origin - (origin % win) == start then
       redis.call('HSET', key, 'n', int(math.max(0, used - cost)))
     end
-    return
   end
-  st.ok = used + cost <= limit
-  st.rem = limit - used
-  st.reset = used > 0 and left or 0
-  st.retry = st.ok and 0 or left
-  st.rem2 = limit - used - cost
-  st.reset2 = left
-  st.write = function()
-    redis.call('HSET', key, 's', int(start), 'n', int(used + cost))
-    redis.call('PEXPIRE', key, left)
-  end
+  return P
 end
 
 -- sliding-window (exact log): sorted set of entries "<cost>:<id>" scored by time ms; member "#"
 -- holds minus the live sum as its score, so the sum is O(1) to read and never matches a time range.
-local function sliding(key, limit, win, st)
+local function sliding(key, limit, win)
   local cutoff = now_ms - win
   local sum = -(tonumber(redis.call('ZSCORE', key, '#')) or 0)
   local expired = redis.call('ZRANGEBYSCORE', key, '(0', cutoff)
@@ -73,128 +83,174 @@ local function sliding(key, limit, win, st)
       redis.call('ZADD', key, -sum, '#')
     end
   end
-  if refund then
+  -- Time of the newest live entry, read once and only when a reply needs it.
+  local newest = nil
+  local dirty = false
+  local P = {}
+  function P.check(cost, r)
+    r.ok = sum + cost <= limit
+    r.rem = limit - sum
+    r.reset = 0
+    if sum > 0 then
+      if newest == nil then
+        local e = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+        newest = tonumber(e[2]) or 0
+      end
+      if newest > 0 then r.reset = newest + win - now_ms end
+    end
+    r.retry = 0
+    if not r.ok then
+      -- Walk the oldest entries until enough cost has expired; each entry is >= 1 unit, so 'need'
+      -- entries always suffice when the request can pass at all. Entries taken earlier in this
+      -- batch are already in the set.
+      local need = sum + cost - limit
+      local oldest = redis.call('ZRANGEBYSCORE', key, '(' .. cutoff, '+inf', 'WITHSCORES', 'LIMIT', 0, need)
+      local freed = 0
+      r.retry = win
+      for i = 1, #oldest, 2 do
+        freed = freed + tonumber(string.match(oldest[i], '^(%d+)'))
+        if freed >= need then
+          r.retry = tonumber(oldest[i + 1]) + win - now_ms
+          break
+        end
+      end
+    end
+    r.rem2 = limit - sum - cost
+    r.reset2 = win
+  end
+  function P.take(cost, member)
+    redis.call('ZADD', key, now_ms, cost .. ':' .. member)
+    sum = sum + cost
+    newest = now_ms
+    dirty = true
+  end
+  function P.save()
+    if not dirty then return end
+    redis.call('ZADD', key, -sum, '#')
+    redis.call('PEXPIRE', key, win)
+  end
+  function P.refund(cost, member)
     if redis.call('ZREM', key, cost .. ':' .. member) == 1 then
       redis.call('ZINCRBY', key, cost, '#')
     end
-    return
   end
-  st.ok = sum + cost <= limit
-  st.rem = limit - sum
-  st.reset = 0
-  if sum > 0 then
-    local newest = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-    local t = tonumber(newest[2])
-    if t and t > 0 then st.reset = t + win - now_ms end
-  end
-  st.retry = 0
-  if not st.ok then
-    -- Walk the oldest entries until enough cost has expired; each entry is >= 1 unit, so 'need'
-    -- entries always suffice when the request can pass at all.
-    local need = sum + cost - limit
-    local oldest = redis.call('ZRANGEBYSCORE', key, '(' .. cutoff, '+inf', 'WITHSCORES', 'LIMIT', 0, need)
-    local freed = 0
-    st.retry = win
-    for i = 1, #oldest, 2 do
-      freed = freed + tonumber(string.match(oldest[i], '^(%d+)'))
-      if freed >= need then
-        st.retry = tonumber(oldest[i + 1]) + win - now_ms
-        break
-      end
-    end
-  end
-  st.rem2 = limit - sum - cost
-  st.reset2 = win
-  st.write = function()
-    redis.call('ZADD', key, now_ms, cost .. ':' .. member)
-    redis.call('ZADD', key, -(sum + cost), '#')
-    redis.call('PEXPIRE', key, win)
-  end
+  return P
 end
 
 -- token-bucket: hash { k = tokens x window (integers, no float drift), t = last update ms }.
 -- Refill is 'limit' scaled units per ms, capacity limit x window.
-local function bucket(key, limit, win, st)
+local function bucket(key, limit, win)
   local cap = limit * win
   local h = redis.call('HMGET', key, 'k', 't')
   local tk = cap
   if h[1] then tk = math.min(cap, tonumber(h[1]) + math.max(0, now_ms - tonumber(h[2])) * limit) end
-  local need = cost * win
-  if refund then
-    if h[1] then
-      local back = math.min(cap, tk + need)
-      redis.call('HSET', key, 'k', int(back), 't', int(now_ms))
-      redis.call('PEXPIRE', key, math.max(1, math.ceil((cap - back) / limit)))
-    end
-    return
+  local dirty = false
+  local P = {}
+  function P.check(cost, r)
+    local need = cost * win
+    local after = tk - need
+    r.ok = tk >= need
+    r.rem = math.floor(tk / win)
+    r.reset = math.ceil((cap - tk) / limit)
+    r.retry = r.ok and 0 or math.ceil((need - tk) / limit)
+    r.rem2 = math.floor(after / win)
+    r.reset2 = math.ceil((cap - after) / limit)
   end
-  st.ok = tk >= need
-  st.rem = math.floor(tk / win)
-  st.reset = math.ceil((cap - tk) / limit)
-  st.retry = st.ok and 0 or math.ceil((need - tk) / limit)
-  local after = tk - need
-  st.rem2 = math.floor(after / win)
-  st.reset2 = math.ceil((cap - after) / limit)
-  st.write = function()
-    redis.call('HSET', key, 'k', int(after), 't', int(now_ms))
-    redis.call('PEXPIRE', key, math.max(1, st.reset2))
+  function P.take(cost)
+    tk = tk - cost * win
+    dirty = true
   end
+  function P.save()
+    if not dirty then return end
+    redis.call('HSET', key, 'k', int(tk), 't', int(now_ms))
+    redis.call('PEXPIRE', key, math.max(1, math.ceil((cap - tk) / limit)))
+  end
+  function P.refund(cost)
+    if not h[1] then return end
+    local back = math.min(cap, tk + cost * win)
+    redis.call('HSET', key, 'k', int(back), 't', int(now_ms))
+    redis.call('PEXPIRE', key, math.max(1, math.ceil((cap - back) / limit)))
+  end
+  return P
 end
 
 -- gcra: one string, the theoretical arrival time in microseconds. Emission interval T = window/limit
 -- (rounded to 1 us), burst tolerance limit x T.
-local function gcra(key, limit, win, st)
+local function gcra(key, limit, win)
   local T = math.max(1, math.floor(win * 1000 / limit + 0.5))
   local tau = T * limit
   local tat = tonumber(redis.call('GET', key)) or now_us
   if tat < now_us then tat = now_us end
-  if refund then
+  local dirty = false
+  local P = {}
+  function P.check(cost, r)
+    local new_tat = tat + cost * T
+    r.ok = new_tat - now_us <= tau
+    r.rem = math.floor((tau - (tat - now_us)) / T)
+    r.reset = math.ceil((tat - now_us) / 1000)
+    r.retry = r.ok and 0 or math.ceil((new_tat - tau - now_us) / 1000)
+    r.rem2 = math.floor((tau - (new_tat - now_us)) / T)
+    r.reset2 = math.ceil((new_tat - now_us) / 1000)
+  end
+  function P.take(cost)
+    tat = tat + cost * T
+    dirty = true
+  end
+  function P.save()
+    if not dirty then return end
+    redis.call('SET', key, int(tat), 'PX', math.max(1, math.ceil((tat - now_us) / 1000)))
+  end
+  function P.refund(cost)
     local back = math.max(now_us, tat - cost * T)
     if back > now_us then
       redis.call('SET', key, int(back), 'PX', math.max(1, math.ceil((back - now_us) / 1000)))
     else
       redis.call('DEL', key)
     end
-    return
   end
-  local new_tat = tat + cost * T
-  st.ok = new_tat - now_us <= tau
-  st.rem = math.floor((tau - (tat - now_us)) / T)
-  st.reset = math.ceil((tat - now_us) / 1000)
-  st.retry = st.ok and 0 or math.ceil((new_tat - tau - now_us) / 1000)
-  st.rem2 = math.floor((tau - (new_tat - now_us)) / T)
-  st.reset2 = math.ceil((new_tat - now_us) / 1000)
-  st.write = function()
-    redis.call('SET', key, int(new_tat), 'PX', math.max(1, st.reset2))
-  end
+  return P
 end
 
-local run = { f = fixed, s = sliding, t = bucket, g = gcra }
-local states = {}
-local allowed = true
-for i = 1, #KEYS do
-  local b = 4 + (i - 1) * 3
-  local st = {}
-  run[ARGV[b + 1]](KEYS[i], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3]), st)
-  states[i] = st
-  if st.ok == false then allowed = false end
+local open = { f = fixed, s = sliding, t = bucket, g = gcra }
+local count = #KEYS
+local pols = {}
+local st = {}
+for i = 1, count do
+  local b = 3 + (i - 1) * 3
+  pols[i] = open[ARGV[b]](KEYS[i], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]))
+  st[i] = {}
 end
-if refund then return { 1, now_ms } end
+local first = 3 + 3 * count
+if refund then
+  for i = 1, count do pols[i].refund(tonumber(ARGV[first]), ARGV[first + 1]) end
+  return { 1, now_ms }
+end
 
-local commit = consume and allowed
-local out = { allowed and 1 or 0, now_ms }
-for i = 1, #states do
-  local st = states[i]
-  if commit then
-    st.write()
-    out[#out + 1] = st.rem2
-    out[#out + 1] = st.reset2
-  else
-    out[#out + 1] = math.max(0, st.rem)
-    out[#out + 1] = st.reset
+local out = {}
+for q = first, #ARGV, 2 do
+  local cost = tonumber(ARGV[q])
+  local allowed = true
+  for i = 1, count do
+    pols[i].check(cost, st[i])
+    if not st[i].ok then allowed = false end
   end
-  out[#out + 1] = st.retry
+  local commit = consume and allowed
+  out[#out + 1] = allowed and 1 or 0
+  out[#out + 1] = now_ms
+  for i = 1, count do
+    local r = st[i]
+    if commit then
+      pols[i].take(cost, ARGV[q + 1])
+      out[#out + 1] = r.rem2
+      out[#out + 1] = r.reset2
+    else
+      out[#out + 1] = math.max(0, r.rem)
+      out[#out + 1] = r.reset
+    end
+    out[#out + 1] = r.retry
+  end
 end
+for i = 1, count do pols[i].save() end
 return out
 `;
 
@@ -207,7 +263,7 @@ const byKeyCount = new Map<number, ScriptDefinition>();
 export function rateLimitScript(policies: number): ScriptDefinition {
   let script = byKeyCount.get(policies);
   if (!script) {
-    script = defineScript(`rate_limit_v1_${policies}`, policies, LUA);
+    script = defineScript(`rate_limit_v2_${policies}`, policies, LUA);
     byKeyCount.set(policies, script);
   }
   return script;

@@ -118,6 +118,12 @@ export interface RateLimitOptions {
    * Default `{ max: 10000 }`.
    */
   denyCache?: false | { max?: number };
+  /**
+   * Send the decisions for one client key made in the same event-loop turn to Redis as one script
+   * call (answered in arrival order, exactly as separate calls would be). Cuts Redis and app CPU under
+   * concurrent load at no added latency. `false` sends one call per request. Default `true`.
+   */
+  coalesce?: boolean;
   /** Where one-time warnings go. Default `console`. */
   logger?: { warn(message: string): void };
 }
