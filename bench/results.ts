@@ -37,6 +37,8 @@ export interface GroupResult {
   id: string;
   title: string;
   note: string | undefined;
+  /** Connections, when the group sets its own instead of `--connections`. */
+  connections?: number;
   results: ScenarioResult[];
 }
 
@@ -122,7 +124,7 @@ export function summarizeGroup(
     const peer = result.peer ? byId.get(result.peer) : undefined;
     if (peer) result.vsPeer = result.reqPerSec / peer.reqPerSec;
   }
-  return { id: group.id, title: group.title, note: group.note, results };
+  return { id: group.id, title: group.title, note: group.note, connections: group.connections, results };
 }
 
 // Truncated, not rounded: 0.9698 must not print as the 0.970 it fails to reach.
@@ -133,11 +135,13 @@ export function checkTargets(groups: GroupResult[], scenarios: Map<string, Scena
   const checks: TargetCheck[] = [];
   for (const group of groups) {
     const byId = new Map(group.results.map((r) => [r.id, r]));
+    // The same scenario can run in two groups (e.g. at another connection count): say which.
+    const where = group.connections ? ` (${group.connections} connections)` : '';
     for (const result of group.results) {
       const expect = scenarios.get(result.id)?.expect;
       if (!expect || result.kind === 'baseline') continue;
       const add = (target: string, measured: string, pass: boolean) =>
-        checks.push({ id: result.id, label: result.label, target, measured, pass });
+        checks.push({ id: result.id, label: result.label + where, target, measured, pass });
       if (expect.commandsPerRequest !== undefined) {
         add(
           `${expect.commandsPerRequest} Redis command(s) per request`,

@@ -47,7 +47,8 @@ async function bench(settings: BenchSettings): Promise<void> {
     for (const { group, scenarios } of plan) {
       log(`${group.title} (${scenarios.length} scenarios)`);
       const groupStart = Date.now();
-      const outcome = await measureGroup(scenarios, settings, redis.url, admin, log);
+      const load = { ...settings, connections: group.connections ?? settings.connections };
+      const outcome = await measureGroup(scenarios, load, redis.url, admin, log);
       log(`  ${((Date.now() - groupStart) / 1000).toFixed(1)} s`);
       skipped.push(...outcome.skipped);
       if (outcome.measured.length > 0) groups.push(summarizeGroup(group, outcome.measured, bare.id));

@@ -54,7 +54,7 @@ export function markdown(report: BenchReport): string {
     '',
     `Machine: ${m.cpu}, ${m.cores} cores, ${m.memoryGiB} GiB, ${m.os}; Node ${m.node}; Redis ${m.redis}; ` +
       `load average ${m.loadAverage} at start.`,
-    `Load: autocannon, ${s.connections} connections, ${s.warmupSeconds} s warm-up, ${s.rounds} interleaved rounds ` +
+    `Load: autocannon, ${s.connections} connections (unless a group title says otherwise), ${s.warmupSeconds} s warm-up, ${s.rounds} interleaved rounds ` +
       `of ${s.durationSeconds} s${s.quick ? ' (--quick: rough numbers)' : ''}. ` +
       'req/s, p50 and p99 are medians over the rounds; × bare and × peer compare medians of the same group; ' +
       'spread is ±half the range of the rounds. Redis cmds/req: commands the app sent (round trips, ' +

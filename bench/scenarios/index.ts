@@ -1,7 +1,7 @@
 import { bare, baseline } from './baseline';
 import { cacheGroup, cacheSlowGroup } from './cache';
 import { idempotencyGroup } from './idempotency';
-import { rateLimitGroup } from './rate-limit';
+import { rateLimitBusyGroup, rateLimitGroup } from './rate-limit';
 import { rateLimitDenyGroup } from './rate-limit-deny';
 import { sessionGroup } from './session';
 import type { Group, Scenario } from './types';
@@ -10,6 +10,7 @@ import type { Group, Scenario } from './types';
 export const GROUPS: Group[] = [
   baseline,
   rateLimitGroup,
+  rateLimitBusyGroup,
   rateLimitDenyGroup,
   cacheGroup,
   cacheSlowGroup,

@@ -75,4 +75,6 @@ export interface Group {
    * the same conditions. Bare Express always is one.
    */
   references?: Scenario[];
+  /** Concurrent connections for this group, instead of `--connections`. */
+  connections?: number;
 }
