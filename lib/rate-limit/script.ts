@@ -167,9 +167,9 @@ local function bucket(key, limit, win)
   end
   function P.refund(cost)
     if not h[1] then return end
-    local back = math.min(cap, tk + cost * win)
-    redis.call('HSET', key, 'k', int(back), 't', int(now_ms))
-    redis.call('PEXPIRE', key, math.max(1, math.ceil((cap - back) / limit)))
+    tk = math.min(cap, tk + cost * win)
+    dirty = true
+    P.save()
   end
   return P
 end
@@ -201,9 +201,10 @@ local function gcra(key, limit, win)
     redis.call('SET', key, int(tat), 'PX', math.max(1, math.ceil((tat - now_us) / 1000)))
   end
   function P.refund(cost)
-    local back = math.max(now_us, tat - cost * T)
-    if back > now_us then
-      redis.call('SET', key, int(back), 'PX', math.max(1, math.ceil((back - now_us) / 1000)))
+    tat = math.max(now_us, tat - cost * T)
+    if tat > now_us then
+      dirty = true
+      P.save()
     else
       redis.call('DEL', key)
     end
