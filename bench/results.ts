@@ -131,7 +131,7 @@ export function summarizeGroup(
 const x = (n: number) => `${(Math.floor(n * 1000) / 1000).toFixed(3)}×`;
 
 /** Checks each scenario's expectations (the issue's targets) against what was measured. */
-export function checkTargets(groups: GroupResult[], scenarios: Map<string, Scenario>): TargetCheck[] {
+export function checkTargets(groups: GroupResult[], scenarios: ReadonlyMap<string, Scenario>): TargetCheck[] {
   const checks: TargetCheck[] = [];
   for (const group of groups) {
     const byId = new Map(group.results.map((r) => [r.id, r]));

@@ -2,20 +2,17 @@
  * `npm run bench [-- --quick] [-- --only <pattern>]`: every scenario against one throwaway
  * redis-server, each in its own server process, load from this process. See the README, "Performance".
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import Redis from 'ioredis';
 import { startRedisServer } from '../lib/testing';
 import { type BenchSettings, parseSettings, USAGE } from './cli';
 import { describeMachine } from './machine';
 import { measureGroup } from './measure';
 import { markdown } from './report/markdown';
-import { barChart } from './report/svg';
+import { writeResults } from './report/write';
 import { type BenchReport, checkTargets, type GroupResult, type Skipped, summarizeGroup } from './results';
-import { bare, GROUPS } from './scenarios/index';
+import { bare, GROUPS, SCENARIOS } from './scenarios/index';
 import type { Group, Scenario } from './scenarios/types';
 
-const RESULTS = join(__dirname, 'results');
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
 /**
@@ -53,7 +50,6 @@ async function bench(settings: BenchSettings): Promise<void> {
       skipped.push(...outcome.skipped);
       if (outcome.measured.length > 0) groups.push(summarizeGroup(group, outcome.measured, bare.id));
     }
-    const all = new Map(GROUPS.flatMap((g) => g.scenarios).map((s) => [s.id, s]));
     const { list: _list, write: _write, ...shown } = settings;
     const report: BenchReport = {
       generatedAt: new Date().toISOString(),
@@ -61,17 +57,10 @@ async function bench(settings: BenchSettings): Promise<void> {
       machine,
       groups,
       skipped,
-      targets: checkTargets(groups, all),
+      targets: checkTargets(groups, SCENARIOS),
     };
-    const text = markdown(report);
-    process.stdout.write(`${text}\n`);
-    if (settings.write) {
-      mkdirSync(RESULTS, { recursive: true });
-      writeFileSync(join(RESULTS, 'latest.md'), text);
-      writeFileSync(join(RESULTS, 'latest.json'), `${JSON.stringify(report, null, 2)}\n`);
-      writeFileSync(join(RESULTS, 'latest.svg'), barChart(report));
-      log(`wrote bench/results/latest.{md,json,svg}`);
-    }
+    process.stdout.write(`${settings.write ? writeResults(report) : markdown(report)}\n`);
+    if (settings.write) log(`wrote bench/results/latest.{md,json,svg}`);
     log(`done in ${Math.round((Date.now() - started) / 1000)} s`);
   } finally {
     admin.disconnect();

@@ -20,10 +20,11 @@ export const GROUPS: Group[] = [
 
 export { bare };
 
+/** Every scenario by id. */
+export const SCENARIOS: ReadonlyMap<string, Scenario> = new Map(
+  GROUPS.flatMap((g) => g.scenarios).map((s) => [s.id, s]),
+);
+
 export function findScenario(id: string): Scenario | undefined {
-  for (const group of GROUPS) {
-    const found = group.scenarios.find((s) => s.id === id);
-    if (found) return found;
-  }
-  return undefined;
+  return SCENARIOS.get(id);
 }
