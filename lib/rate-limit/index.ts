@@ -23,7 +23,7 @@ export interface RateLimitMiddleware extends RequestHandler {
 }
 
 /**
- * Redis-backed rate limiting: one Lua script (one round trip) per request checks every policy
+ * Redis-backed rate limiting: one Lua script (one round trip) per request, at most, checks every policy
  * atomically, using Redis time. See the README, "Rate limiting".
  *
  * @example
