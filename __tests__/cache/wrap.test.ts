@@ -1,7 +1,8 @@
 import { createCache } from '../../lib/cache';
 import { valueKey } from '../../lib/cache/key';
 import type { RedisClient } from '../../lib/client';
-import { useFlushedClient, useRedisServer } from '../helpers/redis';
+import { type KitEvent, onKitEvent } from '../../lib/events';
+import { eventually, useFlushedClient, useRedisServer } from '../helpers/redis';
 import { quietLogger, sleep } from './helpers';
 
 const redis = useRedisServer();
@@ -93,15 +94,25 @@ describe('cache.wrap', () => {
       await sleep(100);
       return version;
     };
-    const opts = { ttl: 100, staleWhileRevalidate: '1m' };
-    expect(await cache.wrap('swr', fn, opts)).toBe(1);
-    version = 2;
-    await sleep(150);
-    const stale = await Promise.all(Array.from({ length: 10 }, () => cache.wrap('swr', fn, opts)));
-    expect(stale).toEqual(Array(10).fill(1));
-    await sleep(300);
-    expect(await cache.wrap('swr', fn, opts)).toBe(2);
-    expect(calls).toBe(2);
+    const opts = { ttl: 500, staleWhileRevalidate: '1m' };
+    const stores: KitEvent[] = [];
+    const off = onKitEvent((e) => e.component === 'cache' && e.type === 'store' && stores.push(e));
+    try {
+      expect(await cache.wrap('swr', fn, opts)).toBe(1);
+      version = 2;
+      await sleep(600);
+      const stale = await Promise.all(Array.from({ length: 10 }, () => cache.wrap('swr', fn, opts)));
+      expect(stale).toEqual(Array(10).fill(1));
+      // The store event, not a fixed sleep: once the refreshed entry outlives its own ttl, the next call
+      // would rightly start another refresh.
+      await eventually(() => stores.length === 2, 'the refreshed value to be stored');
+      expect(calls).toBe(2);
+      expect(await cache.wrap('swr', fn, opts)).toBe(2);
+      await sleep(50);
+      expect(calls).toBe(2);
+    } finally {
+      off();
+    }
   });
 
   it('takes a custom serializer (binary-safe)', async () => {
