@@ -1,7 +1,8 @@
 import express, { type ErrorRequestHandler } from 'express';
 import type { RedisClient } from '../../lib/client';
+import { onKitEvent } from '../../lib/events';
 import { type RateLimitOptions, rateLimit } from '../../lib/rate-limit';
-import { useRedisServer } from '../helpers/redis';
+import { eventually, useRedisServer } from '../helpers/redis';
 import { listen } from './fixtures/http';
 
 const ALGORITHMS = ['fixed-window', 'sliding-window', 'token-bucket', 'gcra'] as const;
@@ -42,9 +43,27 @@ function gate() {
   };
 }
 
+/** Counts refund events (they come after the responses, once Redis has applied them). */
+function refundEvents() {
+  let seen = 0;
+  const stop = onKitEvent((e) => {
+    if (e.component === 'rate-limit' && e.type === 'refund') seen += 1;
+  });
+  return {
+    stop,
+    count: async (n: number) => {
+      await eventually(() => seen >= n, `${n} refund events`);
+      await new Promise((r) => setTimeout(r, 50));
+      expect(seen).toBe(n);
+    },
+  };
+}
+
 interface Sent {
   client: string;
   cost?: number;
+  /** The status the route answers with (default 200). */
+  status?: number;
 }
 
 /**
@@ -63,7 +82,7 @@ async function burst(options: Omit<RateLimitOptions, 'redis' | 'key'>, redis: Re
   });
   const app = express();
   app.get('/', limiter, (req, res) => {
-    res.json(req.rateLimit);
+    res.status(Number(req.headers['x-status'] ?? 200)).json(req.rateLimit);
   });
   app.use(((error, _req, res, _next) => {
     res.status(500).json({ error: (error as Error).message });
@@ -73,9 +92,13 @@ async function burst(options: Omit<RateLimitOptions, 'redis' | 'key'>, redis: Re
     const answers: Array<Promise<{ status: number; body: Record<string, unknown> }>> = [];
     for (const [i, s] of sent.entries()) {
       answers.push(
-        fetch(`${server.url}/`, { headers: { 'x-client': s.client, 'x-cost': String(s.cost ?? 1) } }).then(
-          async (res) => ({ status: res.status, body: (await res.json()) as Record<string, unknown> }),
-        ),
+        fetch(`${server.url}/`, {
+          headers: {
+            'x-client': s.client,
+            'x-cost': String(s.cost ?? 1),
+            'x-status': String(s.status ?? 200),
+          },
+        }).then(async (res) => ({ status: res.status, body: (await res.json()) as Record<string, unknown> })),
       );
       await g.arrivals(i + 1);
     }
@@ -155,6 +178,47 @@ describe('rateLimit coalescing: one script call per client per event-loop turn',
     expect(scripts).toBe(2);
     expect(results.map((r) => r.status)).toEqual([...Array(65).fill(200), ...Array(5).fill(429)]);
     expect(results[64]!.body.remaining).toBe(0);
+  });
+
+  it.each(ALGORITHMS)(
+    '%s: refunds of responses that finish in one turn go back in one call',
+    async (algorithm) => {
+      const client = redis.plain();
+      const refunds = refundEvents();
+      try {
+        const before = await scriptCalls(client);
+        const { results, limiter } = await burst(
+          { limit: 6, window: '1h', algorithm, name: `refund-${algorithm}`, skipSuccessfulRequests: true },
+          client,
+          Array.from({ length: 8 }, () => ({ client: 'r' })),
+        );
+        expect(results.map((r) => r.status)).toEqual([200, 200, 200, 200, 200, 200, 429, 429]);
+        await refunds.count(6);
+        // One call decided the burst; one gave the six successes back.
+        expect((await scriptCalls(client)) - before).toBe(2);
+        expect((await limiter.get('r')).used).toBe(0);
+      } finally {
+        refunds.stop();
+      }
+    },
+  );
+
+  it('a batch of refunds gives back only the responses that qualify', async () => {
+    const client = redis.plain();
+    const refunds = refundEvents();
+    try {
+      const { results, limiter } = await burst(
+        { limit: 10, window: '1h', name: 'refund-mixed', skipFailedRequests: true },
+        client,
+        [200, 500, 200, 503, 404, 200].map((status) => ({ client: 'rm', status })),
+      );
+      expect(results.map((r) => r.status)).toEqual([200, 500, 200, 503, 404, 200]);
+      await refunds.count(3);
+      // 500, 503 and 404 are failures (statusCode >= 400) and come back; the three 200s stay counted.
+      expect((await limiter.get('rm')).used).toBe(3);
+    } finally {
+      refunds.stop();
+    }
   });
 
   it('coalesce: false sends one call per request', async () => {

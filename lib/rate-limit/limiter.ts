@@ -24,6 +24,14 @@ interface Pending {
   member: string;
 }
 
+/** A counted request to give back (skipSuccessfulRequests / skipFailedRequests). */
+interface Refund {
+  cost: number;
+  member: string;
+  /** Redis time when it was counted: a fixed window only refunds within that window. */
+  origin: number;
+}
+
 /** Most requests one script call decides: keeps each call short, as Redis runs scripts one at a time. */
 const MAX_BATCH = 64;
 
@@ -70,6 +78,7 @@ export function createLimiter(o: ResolvedOptions) {
   for (const p of policies) policyArgs.push(p.code, p.limit, p.windowMs);
   let outage = false;
   const queued = new Map<string, Pending[]>();
+  const queuedRefunds = new Map<string, Refund[]>();
   let flushScheduled = false;
 
   const keysFor = (clientKey: string): string[] => {
@@ -80,17 +89,14 @@ export function createLimiter(o: ResolvedOptions) {
     return keys;
   };
 
-  /** One script call: `requests` is a flat list of (cost, member) pairs, answered in order. */
-  const call = (
-    keys: string[],
-    mode: string,
-    origin: number,
-    requests: Array<string | number>,
-    admin = false,
-  ) =>
+  /**
+   * One script call: `requests` is a flat list of (cost, member) pairs, answered in order; for
+   * refunds, (cost, member, origin) triples.
+   */
+  const call = (keys: string[], mode: string, requests: Array<string | number>, admin = false) =>
     guarded(
       redis,
-      () => runScript<Reply>(redis, script, keys, [mode, origin, ...policyArgs, ...requests]),
+      () => runScript<Reply>(redis, script, keys, [mode, ...policyArgs, ...requests]),
       admin ? adminGuard : guard,
     );
 
@@ -167,7 +173,7 @@ export function createLimiter(o: ResolvedOptions) {
   function refundLater(
     req: Request,
     res: Response,
-    keys: string[],
+    key: string,
     cost: number,
     member: string,
     origin: number,
@@ -178,10 +184,13 @@ export function createLimiter(o: ResolvedOptions) {
       settled = true;
       const ok = finished && o.requestWasSuccessful(req, res);
       if (ok ? !o.skipSuccessfulRequests : !o.skipFailedRequests) return;
-      call(keys, MODE_REFUND, origin, [cost, member]).then(
-        () => emitKitEvent({ component: 'rate-limit', name, type: 'refund', key: req.rateLimit?.key, cost }),
-        (error: Error) => emitKitEvent({ component: 'rate-limit', name, type: 'refund-failed', error }),
-      );
+      const refund: Refund = { cost, member, origin };
+      if (!o.coalesce) return sendRefunds(key, [refund]);
+      // Responses that finish in the same turn give back in one call, like decisions.
+      const batch = queuedRefunds.get(key);
+      if (batch) batch.push(refund);
+      else queuedRefunds.set(key, [refund]);
+      scheduleFlush();
     };
     res.once('finish', () => settle(true));
     res.once('close', () => settle(false));
@@ -214,25 +223,48 @@ export function createLimiter(o: ResolvedOptions) {
     const batch = queued.get(key);
     if (batch) batch.push(pending);
     else queued.set(key, [pending]);
-    if (!flushScheduled) {
-      flushScheduled = true;
-      setImmediate(flush);
-    }
+    scheduleFlush();
+  }
+
+  function scheduleFlush(): void {
+    if (flushScheduled) return;
+    flushScheduled = true;
+    setImmediate(flush);
   }
 
   function flush(): void {
     flushScheduled = false;
+    // Refunds first: a request decided in this same turn sees the quota they give back.
+    for (const [key, batch] of queuedRefunds) {
+      for (let i = 0; i < batch.length; i += MAX_BATCH) sendRefunds(key, batch.slice(i, i + MAX_BATCH));
+    }
+    queuedRefunds.clear();
     for (const [key, batch] of queued) {
       for (let i = 0; i < batch.length; i += MAX_BATCH) send(key, batch.slice(i, i + MAX_BATCH));
     }
     queued.clear();
   }
 
+  function sendRefunds(key: string, batch: Refund[]): void {
+    const requests: Array<string | number> = [];
+    for (const r of batch) requests.push(r.cost, r.member, r.origin);
+    call(keysFor(key), MODE_REFUND, requests).then(
+      () => {
+        for (const r of batch)
+          emitKitEvent({ component: 'rate-limit', name, type: 'refund', key, cost: r.cost });
+      },
+      (error: Error) => {
+        for (const r of batch)
+          emitKitEvent({ component: 'rate-limit', name, type: 'refund-failed', key, cost: r.cost, error });
+      },
+    );
+  }
+
   function send(key: string, batch: Pending[]): void {
     const keys = keysFor(key);
     const requests: Array<string | number> = [];
     for (const p of batch) requests.push(p.cost, p.member);
-    call(keys, MODE_CONSUME, 0, requests).then(
+    call(keys, MODE_CONSUME, requests).then(
       (reply) => {
         if (outage) {
           outage = false;
@@ -244,7 +276,7 @@ export function createLimiter(o: ResolvedOptions) {
           // One request's trouble (a header write after another middleware answered…) must not
           // strand the rest of the batch: it goes to that request's error handler.
           try {
-            settle(p, keys, batch.length === 1 ? reply : reply.slice(i * width, (i + 1) * width));
+            settle(p, batch.length === 1 ? reply : reply.slice(i * width, (i + 1) * width));
           } catch (error) {
             p.next(error);
           }
@@ -256,7 +288,7 @@ export function createLimiter(o: ResolvedOptions) {
     );
   }
 
-  function settle(p: Pending, keys: string[], reply: Reply): void {
+  function settle(p: Pending, reply: Reply): void {
     const { req, res, next, key, cost } = p;
     const allowed = reply[0] === 1;
     const b = count === 1 ? 0 : bindingOf(reply, allowed);
@@ -266,7 +298,7 @@ export function createLimiter(o: ResolvedOptions) {
     if (allowed) {
       if (hasKitListeners())
         emitKitEvent({ component: 'rate-limit', name, type: 'allowed', key, policy: info.policy, cost });
-      if (refunds) refundLater(req, res, keys, cost, p.member, reply[1]!);
+      if (refunds) refundLater(req, res, key, cost, p.member, reply[1]!);
       next();
       return;
     }
@@ -349,7 +381,7 @@ export function createLimiter(o: ResolvedOptions) {
   /** Reads `key`'s state without counting anything. */
   async function get(key: string): Promise<RateLimitState> {
     const clientKey = normalizeAdminKey(String(key));
-    const reply = await call(keysFor(clientKey), MODE_PEEK, 0, [0, '-'], true);
+    const reply = await call(keysFor(clientKey), MODE_PEEK, [0, '-'], true);
     const b = bindingOf(reply, true);
     return {
       ...infoOf(reply, b, clientKey, 0),

@@ -15,20 +15,20 @@ export const MODE_PEEK = 'p';
 
 // Each algorithm is one Lua function below that loads its key once and returns a small object:
 // check (what a request of this cost would get), take (count it, in memory), save (write once at the
-// end) and refund. A single script runs a list of policies of any mix over a batch of requests for
-// the same client, in order, exactly as if they had arrived one after another at the same instant:
-// several policies and several requests cost one round trip. A request is allowed only if every
-// policy allows it, and a denied request consumes from none.
+// end) and refund (in memory too; save writes it). A single script runs a list of policies of any mix
+// over a batch of requests for the same client, in order, exactly as if they had arrived one after
+// another at the same instant: several policies and several requests cost one round trip. A request
+// is allowed only if every policy allows it, and a denied request consumes from none.
 //
 // KEYS: one key per policy, all sharing the client's {hash tag}.
-// ARGV: mode, origin ms (refund: when the request was counted), then per policy: algorithm code,
-//       limit, window ms; then per request: cost, member id (sliding-window log entry).
-// Reply: per request { allowed 0|1, now ms, then per policy: remaining, reset ms, retry ms }.
+// ARGV: mode, then per policy: algorithm code, limit, window ms; then per request: cost, member id
+//       (sliding-window log entry) and, for refunds only, origin ms (when the request was counted).
+// Reply: per request { allowed 0|1, now ms, then per policy: remaining, reset ms, retry ms };
+//   refund: { 1, now ms }.
 //   reset = until the quota is fully restored; retry = until a request of this cost could pass.
 const LUA = `${LUA_NOW_MS}
 local now_us = tonumber(__t[1]) * 1000000 + tonumber(__t[2])
 local mode = ARGV[1]
-local origin = tonumber(ARGV[2])
 local consume = mode == 'c'
 local refund = mode == 'r'
 local peek = mode == 'p'
@@ -60,10 +60,11 @@ local function fixed(key, limit, win)
     redis.call('HSET', key, 's', int(start), 'n', int(used))
     redis.call('PEXPIRE', key, left)
   end
-  function P.refund(cost)
+  function P.refund(cost, member, origin)
     -- Only the window the request was counted in can give it back.
     if used > 0 and origin - (origin % win) == start then
-      redis.call('HSET', key, 'n', int(math.max(0, used - cost)))
+      used = math.max(0, used - cost)
+      dirty = true
     end
   end
   return P
@@ -169,7 +170,6 @@ local function bucket(key, limit, win)
     if not h[1] then return end
     tk = math.min(cap, tk + cost * win)
     dirty = true
-    P.save()
   end
   return P
 end
@@ -198,16 +198,16 @@ local function gcra(key, limit, win)
   end
   function P.save()
     if not dirty then return end
-    redis.call('SET', key, int(tat), 'PX', math.max(1, math.ceil((tat - now_us) / 1000)))
+    if tat > now_us then
+      redis.call('SET', key, int(tat), 'PX', math.max(1, math.ceil((tat - now_us) / 1000)))
+    else
+      -- Refunded back to a full burst: the same as no key at all.
+      redis.call('DEL', key)
+    end
   end
   function P.refund(cost)
     tat = math.max(now_us, tat - cost * T)
-    if tat > now_us then
-      dirty = true
-      P.save()
-    else
-      redis.call('DEL', key)
-    end
+    dirty = true
   end
   return P
 end
@@ -217,13 +217,17 @@ local count = #KEYS
 local pols = {}
 local st = {}
 for i = 1, count do
-  local b = 3 + (i - 1) * 3
+  local b = 2 + (i - 1) * 3
   pols[i] = open[ARGV[b]](KEYS[i], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]))
   st[i] = {}
 end
-local first = 3 + 3 * count
+local first = 2 + 3 * count
 if refund then
-  for i = 1, count do pols[i].refund(tonumber(ARGV[first]), ARGV[first + 1]) end
+  for q = first, #ARGV, 3 do
+    local cost, origin = tonumber(ARGV[q]), tonumber(ARGV[q + 2])
+    for i = 1, count do pols[i].refund(cost, ARGV[q + 1], origin) end
+  end
+  for i = 1, count do pols[i].save() end
   return { 1, now_ms }
 end
 
@@ -264,7 +268,7 @@ const byKeyCount = new Map<number, ScriptDefinition>();
 export function rateLimitScript(policies: number): ScriptDefinition {
   let script = byKeyCount.get(policies);
   if (!script) {
-    script = defineScript(`rate_limit_v2_${policies}`, policies, LUA);
+    script = defineScript(`rate_limit_v3_${policies}`, policies, LUA);
     byKeyCount.set(policies, script);
   }
   return script;

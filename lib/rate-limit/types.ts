@@ -121,7 +121,9 @@ export interface RateLimitOptions {
   /**
    * Send the decisions for one client key made in the same event-loop turn to Redis as one script
    * call (answered in arrival order, exactly as separate calls would be). Cuts Redis and app CPU under
-   * concurrent load at no added latency. `false` sends one call per request. Default `true`.
+   * concurrent load at no added latency. Refunds (`skipSuccessfulRequests`, `skipFailedRequests`) of
+   * responses that finish in the same turn are coalesced the same way. `false` sends one call per
+   * request and per refund. Default `true`.
    */
   coalesce?: boolean;
   /** Where one-time warnings go. Default `console`. */
