@@ -203,6 +203,27 @@ describe('rateLimit coalescing: one script call per client per event-loop turn',
     },
   );
 
+  it('with several policies, a batch of refunds gives back to every policy', async () => {
+    const refunds = refundEvents();
+    try {
+      const { results, limiter } = await burst(
+        {
+          name: 'refund-policies',
+          skipSuccessfulRequests: true,
+          policies: ALGORITHMS.map((algorithm) => ({ limit: 10, window: '1h', algorithm, name: algorithm })),
+        },
+        redis.plain(),
+        [1, 2, 3].map((cost) => ({ client: 'rp', cost })),
+      );
+      expect(results.map((r) => r.status)).toEqual([200, 200, 200]);
+      await refunds.count(3);
+      const state = await limiter.get('rp');
+      expect(state.policies.map((p) => [p.policy, p.used])).toEqual(ALGORITHMS.map((a) => [a, 0]));
+    } finally {
+      refunds.stop();
+    }
+  });
+
   it('a batch of refunds gives back only the responses that qualify', async () => {
     const client = redis.plain();
     const refunds = refundEvents();
