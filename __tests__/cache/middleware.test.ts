@@ -5,7 +5,7 @@ import type { CacheResponseOptions } from '../../lib/cache';
 import { cacheResponse } from '../../lib/cache';
 import { entryKey } from '../../lib/cache/key';
 import type { RedisClient } from '../../lib/client';
-import { type KitEvent, onKitEvent } from '../../lib/events';
+import { captureEvents } from '../helpers/events';
 import { useFlushedClient, useRedisServer } from '../helpers/redis';
 import { quietLogger, sleep, waitForKeys } from './helpers';
 
@@ -72,8 +72,7 @@ describe('cacheResponse: hit and miss', () => {
     const { app, calls } = appWith({ l1: { max: 10 } }, (_req, res) => {
       res.send('local');
     });
-    const events: KitEvent[] = [];
-    const off = onKitEvent((e) => e.component === 'cache' && events.push(e));
+    const { events, stop } = captureEvents('cache');
     try {
       await request(app).get('/r');
       await waitForKeys(client, 'erk:c:*');
@@ -84,7 +83,7 @@ describe('cacheResponse: hit and miss', () => {
       expect(calls.n).toBe(1);
       expect(events.map((e) => e.type)).toEqual(expect.arrayContaining(['miss', 'store', 'l1-hit']));
     } finally {
-      off();
+      stop();
     }
   });
 

@@ -3,8 +3,8 @@ import express from 'express';
 import request from 'supertest';
 import { cacheResponse } from '../../lib/cache';
 import type { RedisClient } from '../../lib/client';
-import { type KitEvent, onKitEvent } from '../../lib/events';
-import { eventually, useFlushedClient, useRedisServer } from '../helpers/redis';
+import { captureEvents } from '../helpers/events';
+import { useFlushedClient, useRedisServer } from '../helpers/redis';
 import { quietLogger, sleep, waitForKeys } from './helpers';
 
 const redis = useRedisServer();
@@ -34,11 +34,10 @@ describe('stale-while-revalidate', () => {
         await sleep(version === 1 ? 10 : 800);
         res.send(`v${version}`);
       });
-      const stores: KitEvent[] = [];
-      const off = onKitEvent((e) => e.component === 'cache' && e.type === 'store' && stores.push(e));
+      const events = captureEvents('cache');
       try {
         expect((await request(app).get('/r')).text).toBe('v1');
-        await eventually(() => stores.length === 1, 'the first store');
+        await events.waitFor('store', 1);
         version = 2;
         await sleep(1100);
         const stale = await Promise.all(Array.from({ length: 10 }, () => request(app).get('/r')));
@@ -48,14 +47,14 @@ describe('stale-while-revalidate', () => {
         }
         // Waiting on the store event rather than polling over HTTP: a poll landing after the refreshed
         // entry's own ttl would see it stale and (rightly) start another refresh.
-        await eventually(() => stores.length === 2, 'the refreshed entry to be stored');
+        await events.waitFor('store', 2);
         expect(calls).toBe(2);
         const fresh = await request(app).get('/r');
         expect(fresh.headers['x-cache']).toBe('HIT');
         expect(fresh.text).toBe('v2');
         expect(calls).toBe(2);
       } finally {
-        off();
+        events.stop();
       }
     },
   );

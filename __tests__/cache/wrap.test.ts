@@ -1,8 +1,8 @@
 import { createCache } from '../../lib/cache';
 import { valueKey } from '../../lib/cache/key';
 import type { RedisClient } from '../../lib/client';
-import { type KitEvent, onKitEvent } from '../../lib/events';
-import { eventually, useFlushedClient, useRedisServer } from '../helpers/redis';
+import { captureEvents } from '../helpers/events';
+import { useFlushedClient, useRedisServer } from '../helpers/redis';
 import { quietLogger, sleep } from './helpers';
 
 const redis = useRedisServer();
@@ -95,8 +95,7 @@ describe('cache.wrap', () => {
       return version;
     };
     const opts = { ttl: 500, staleWhileRevalidate: '1m' };
-    const stores: KitEvent[] = [];
-    const off = onKitEvent((e) => e.component === 'cache' && e.type === 'store' && stores.push(e));
+    const events = captureEvents('cache');
     try {
       expect(await cache.wrap('swr', fn, opts)).toBe(1);
       version = 2;
@@ -105,13 +104,13 @@ describe('cache.wrap', () => {
       expect(stale).toEqual(Array(10).fill(1));
       // The store event, not a fixed sleep: once the refreshed entry outlives its own ttl, the next call
       // would rightly start another refresh.
-      await eventually(() => stores.length === 2, 'the refreshed value to be stored');
+      await events.waitFor('store', 2);
       expect(calls).toBe(2);
       expect(await cache.wrap('swr', fn, opts)).toBe(2);
       await sleep(50);
       expect(calls).toBe(2);
     } finally {
-      off();
+      events.stop();
     }
   });
 

@@ -1,8 +1,8 @@
 import express, { type ErrorRequestHandler } from 'express';
 import type { RedisClient } from '../../lib/client';
-import { onKitEvent } from '../../lib/events';
 import { type RateLimitOptions, rateLimit } from '../../lib/rate-limit';
-import { eventually, useRedisServer } from '../helpers/redis';
+import { captureEvents } from '../helpers/events';
+import { useRedisServer } from '../helpers/redis';
 import { listen } from './fixtures/http';
 
 const ALGORITHMS = ['fixed-window', 'sliding-window', 'token-bucket', 'gcra'] as const;
@@ -40,22 +40,6 @@ function gate() {
         else waiters.push({ n, resolve });
       }),
     open: () => open(),
-  };
-}
-
-/** Counts refund events (they come after the responses, once Redis has applied them). */
-function refundEvents() {
-  let seen = 0;
-  const stop = onKitEvent((e) => {
-    if (e.component === 'rate-limit' && e.type === 'refund') seen += 1;
-  });
-  return {
-    stop,
-    count: async (n: number) => {
-      await eventually(() => seen >= n, `${n} refund events`);
-      await new Promise((r) => setTimeout(r, 50));
-      expect(seen).toBe(n);
-    },
   };
 }
 
@@ -184,7 +168,7 @@ describe('rateLimit coalescing: one script call per client per event-loop turn',
     '%s: refunds of responses that finish in one turn go back in one call',
     async (algorithm) => {
       const client = redis.plain();
-      const refunds = refundEvents();
+      const refunds = captureEvents('rate-limit');
       try {
         const before = await scriptCalls(client);
         const { results, limiter } = await burst(
@@ -193,7 +177,7 @@ describe('rateLimit coalescing: one script call per client per event-loop turn',
           Array.from({ length: 8 }, () => ({ client: 'r' })),
         );
         expect(results.map((r) => r.status)).toEqual([200, 200, 200, 200, 200, 200, 429, 429]);
-        await refunds.count(6);
+        expect(await refunds.settled('refund', 6)).toBe(6);
         // One call decided the burst; one gave the six successes back.
         expect((await scriptCalls(client)) - before).toBe(2);
         expect((await limiter.get('r')).used).toBe(0);
@@ -204,7 +188,7 @@ describe('rateLimit coalescing: one script call per client per event-loop turn',
   );
 
   it('with several policies, a batch of refunds gives back to every policy', async () => {
-    const refunds = refundEvents();
+    const refunds = captureEvents('rate-limit');
     try {
       const { results, limiter } = await burst(
         {
@@ -216,7 +200,7 @@ describe('rateLimit coalescing: one script call per client per event-loop turn',
         [1, 2, 3].map((cost) => ({ client: 'rp', cost })),
       );
       expect(results.map((r) => r.status)).toEqual([200, 200, 200]);
-      await refunds.count(3);
+      expect(await refunds.settled('refund', 3)).toBe(3);
       const state = await limiter.get('rp');
       expect(state.policies.map((p) => [p.policy, p.used])).toEqual(ALGORITHMS.map((a) => [a, 0]));
     } finally {
@@ -226,7 +210,7 @@ describe('rateLimit coalescing: one script call per client per event-loop turn',
 
   it('a batch of refunds gives back only the responses that qualify', async () => {
     const client = redis.plain();
-    const refunds = refundEvents();
+    const refunds = captureEvents('rate-limit');
     try {
       const { results, limiter } = await burst(
         { limit: 10, window: '1h', name: 'refund-mixed', skipFailedRequests: true },
@@ -234,7 +218,7 @@ describe('rateLimit coalescing: one script call per client per event-loop turn',
         [200, 500, 200, 503, 404, 200].map((status) => ({ client: 'rm', status })),
       );
       expect(results.map((r) => r.status)).toEqual([200, 500, 200, 503, 404, 200]);
-      await refunds.count(3);
+      expect(await refunds.settled('refund', 3)).toBe(3);
       // 500, 503 and 404 are failures (statusCode >= 400) and come back; the three 200s stay counted.
       expect((await limiter.get('rm')).used).toBe(3);
     } finally {

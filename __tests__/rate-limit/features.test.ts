@@ -1,8 +1,8 @@
 import express from 'express';
 import request from 'supertest';
 import type { RedisClient } from '../../lib/client';
-import { type KitEvent, onKitEvent } from '../../lib/events';
 import { type RateLimitOptions, rateLimit } from '../../lib/rate-limit';
+import { captureEvents } from '../helpers/events';
 import { useRedisServer } from '../helpers/redis';
 import { sleep } from './fixtures/http';
 
@@ -34,14 +34,6 @@ function delta(before: Record<string, number>, after: Record<string, number>): R
     if (d > 0 && name !== 'info') out[name] = d;
   }
   return out;
-}
-
-function captureEvents() {
-  const events: KitEvent[] = [];
-  const stop = onKitEvent((e) => {
-    if (e.component === 'rate-limit') events.push(e);
-  });
-  return { events, stop };
 }
 
 describe('rateLimit features', () => {
@@ -251,7 +243,7 @@ describe('rateLimit features', () => {
           expect((await request(app).get('/?status=502').set('x-client', 'rf')).status).toBe(502);
           await sleep(20);
         }
-        const { events, stop } = captureEvents();
+        const { events, stop } = captureEvents('rate-limit');
         try {
           expect((await request(app).get('/').set('x-client', 'rf')).status).toBe(200);
           expect((await request(app).get('/').set('x-client', 'rf')).status).toBe(200);
@@ -266,7 +258,7 @@ describe('rateLimit features', () => {
 
   describe('dryRun', () => {
     it('never blocks, but reports the denial in headers, req.rateLimit and a denied event', async () => {
-      const { events, stop } = captureEvents();
+      const { events, stop } = captureEvents('rate-limit');
       try {
         const app = appWith(limiter({ limit: 2, window: '1h', name: 'dry', dryRun: true }));
         const statuses = [];
@@ -492,7 +484,7 @@ describe('rateLimit features', () => {
     it('answers repeat offenders from the deny cache with no Redis command, and never lets one through', async () => {
       const client = redis.plain();
       const probe = redis.plain();
-      const { events, stop } = captureEvents();
+      const { events, stop } = captureEvents('rate-limit');
       try {
         const app = appWith(limiter({ name: 'dc', limit: 3, window: '1h' }, client));
         for (let i = 0; i < 3; i++)
@@ -526,7 +518,7 @@ describe('rateLimit features', () => {
 
   describe('events', () => {
     it('emits allowed and denied with the component, key and policy', async () => {
-      const { events, stop } = captureEvents();
+      const { events, stop } = captureEvents('rate-limit');
       try {
         const app = appWith(limiter({ name: 'ev', limit: 1, window: '1h' }));
         await request(app).get('/').set('x-client', 'ev');

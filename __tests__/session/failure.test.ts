@@ -1,8 +1,8 @@
 import Redis from 'ioredis';
 import request from 'supertest';
 import { configureBreaker } from '../../lib/breaker';
-import { type KitEvent, onKitEvent } from '../../lib/events';
 import { redisSession } from '../../lib/session';
+import { captureEvents } from '../helpers/events';
 import { useRedisServer } from '../helpers/redis';
 import { sessionApp, sessionCookie } from './app';
 
@@ -39,8 +39,7 @@ async function readyAgain(redis: Redis) {
 describe('redisSession when Redis is down or slow', () => {
   it('answers 503 problem+json when the server is killed — for logged-in users, new writes and logins', async () => {
     const { redis, app } = setup();
-    const events: KitEvent[] = [];
-    const off = onKitEvent((e) => e.component === 'session' && events.push(e));
+    const { events, stop } = captureEvents('session');
     const agent = request.agent(app);
     try {
       await agent.post('/login/1').expect(200);
@@ -51,7 +50,7 @@ describe('redisSession when Redis is down or slow', () => {
       expectProblem503(await request(app).post('/login/2'));
       expect(events.some((e) => e.type === 'unavailable')).toBe(true);
     } finally {
-      off();
+      stop();
       await redisServer.server.restart();
     }
     await readyAgain(redis);
