@@ -187,10 +187,7 @@ export function createLimiter(o: ResolvedOptions) {
       const refund: Refund = { cost, member, origin };
       if (!o.coalesce) return sendRefunds(key, [refund]);
       // Responses that finish in the same turn give back in one call, like decisions.
-      const batch = queuedRefunds.get(key);
-      if (batch) batch.push(refund);
-      else queuedRefunds.set(key, [refund]);
-      scheduleFlush();
+      enqueue(queuedRefunds, key, refund);
     };
     res.once('finish', () => settle(true));
     res.once('close', () => settle(false));
@@ -220,29 +217,33 @@ export function createLimiter(o: ResolvedOptions) {
     // Decisions for the same client made in one turn of the event loop go to Redis as one script
     // call, answered in arrival order: the same result as one call each, for a fraction of the cost
     // on both sides. The flush runs right after this turn's I/O callbacks, so nobody waits longer.
-    const batch = queued.get(key);
-    if (batch) batch.push(pending);
-    else queued.set(key, [pending]);
-    scheduleFlush();
+    enqueue(queued, key, pending);
   }
 
-  function scheduleFlush(): void {
-    if (flushScheduled) return;
-    flushScheduled = true;
-    setImmediate(flush);
+  /** Queues `item` under its client key for this turn's flush. */
+  function enqueue<T>(queue: Map<string, T[]>, key: string, item: T): void {
+    const batch = queue.get(key);
+    if (batch) batch.push(item);
+    else queue.set(key, [item]);
+    if (!flushScheduled) {
+      flushScheduled = true;
+      setImmediate(flush);
+    }
+  }
+
+  /** Sends each client key's queue in calls of at most MAX_BATCH, and empties it. */
+  function drain<T>(queue: Map<string, T[]>, sendBatch: (key: string, batch: T[]) => void): void {
+    for (const [key, batch] of queue) {
+      for (let i = 0; i < batch.length; i += MAX_BATCH) sendBatch(key, batch.slice(i, i + MAX_BATCH));
+    }
+    queue.clear();
   }
 
   function flush(): void {
     flushScheduled = false;
     // Refunds first: a request decided in this same turn sees the quota they give back.
-    for (const [key, batch] of queuedRefunds) {
-      for (let i = 0; i < batch.length; i += MAX_BATCH) sendRefunds(key, batch.slice(i, i + MAX_BATCH));
-    }
-    queuedRefunds.clear();
-    for (const [key, batch] of queued) {
-      for (let i = 0; i < batch.length; i += MAX_BATCH) send(key, batch.slice(i, i + MAX_BATCH));
-    }
-    queued.clear();
+    drain(queuedRefunds, sendRefunds);
+    drain(queued, send);
   }
 
   function sendRefunds(key: string, batch: Refund[]): void {
