@@ -8,14 +8,22 @@ export interface DurationRules {
   min?: number;
   /** Accept 0 even though it is below `min` (e.g. "disabled"). Default false. */
   allowZero?: boolean;
+  /** Largest accepted value in ms (inclusive). Default: none. */
+  max?: number;
 }
+
+/**
+ * Longest delay Node timers honour: `setTimeout` fires after 1 ms for anything longer, so a duration
+ * that becomes a timer must stay at or below it.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /**
  * Parses and validates a duration option once, at construction.
  * Throws a TypeError/RangeError that names the option, the bad value and the fix.
  */
 export function toMs(value: Duration, option: string, rules: DurationRules = {}): number {
-  const { min = 1, allowZero = false } = rules;
+  const { min = 1, allowZero = false, max } = rules;
   let out: number | undefined;
   if (typeof value === 'number') out = value;
   else if (typeof value === 'string' && value.trim() !== '') {
@@ -31,6 +39,11 @@ export function toMs(value: Duration, option: string, rules: DurationRules = {})
   if (out < min) {
     throw new RangeError(
       `express-redis-kit: option "${option}" must be at least ${min} ms${allowZero ? ' (or 0 to disable)' : ''}; got ${JSON.stringify(value)}.`,
+    );
+  }
+  if (max !== undefined && out > max) {
+    throw new RangeError(
+      `express-redis-kit: option "${option}" must be at most ${max} ms${max === MAX_TIMER_MS ? ' (about 24.8 days, the longest Node timer)' : ''}; got ${JSON.stringify(value)}.`,
     );
   }
   return Math.round(out);

@@ -59,6 +59,17 @@ export function optionError(option: string, problem: string, fix?: string): Type
   return new TypeError(`express-redis-kit: option "${option}" ${problem}.${fix ? ` ${fix}` : ''}`);
 }
 
+/**
+ * Reads a boolean option: `undefined` gives the default; anything but `true`/`false` is refused, so a
+ * string from an environment variable (`'false'`) cannot quietly turn a feature on.
+ */
+export function booleanOption(value: unknown, option: string, fallback: boolean): boolean {
+  if (value === undefined) return fallback;
+  if (typeof value !== 'boolean')
+    throw optionError(option, `must be true or false; got ${JSON.stringify(value)}`);
+  return value;
+}
+
 /** Same as {@link optionError} for out-of-range numbers. */
 export function optionRangeError(option: string, problem: string, fix?: string): RangeError {
   return new RangeError(`express-redis-kit: option "${option}" ${problem}.${fix ? ` ${fix}` : ''}`);

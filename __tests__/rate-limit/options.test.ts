@@ -22,7 +22,8 @@ describe('rateLimit options', () => {
 
   it.each<[string, Partial<RateLimitOptions>, ErrorConstructor, RegExp]>([
     ['missing redis', { redis: undefined }, TypeError, /"redis" must be an ioredis/],
-    ['limit 0', { limit: 0 }, RangeError, /"limit" must be a whole number >= 1; got 0/],
+    ['limit 0', { limit: 0 }, RangeError, /"limit" must be a whole number from 1 to 1000000000000; got 0/],
+    ['limit beyond a trillion', { limit: 1e13 }, RangeError, /"limit" must be a whole number from 1 to/],
     ['negative limit', { limit: -5 }, RangeError, /"limit"/],
     ['fractional limit', { limit: 1.5 }, RangeError, /"limit"/],
     ['string limit', { limit: '10' as never }, TypeError, /"limit"/],
@@ -49,6 +50,38 @@ describe('rateLimit options', () => {
     ['bad statusCode', { statusCode: 200 }, RangeError, /"statusCode" must be an HTTP error status/],
     ['bad failMode', { failMode: 'maybe' as never }, TypeError, /"failMode" must be 'open' or 'closed'/],
     ['bad timeout', { timeout: 0 }, RangeError, /"timeout" must be at least 1 ms/],
+    // Node fires longer timers after 1 ms, which would turn a lenient timeout into an instant one.
+    [
+      'timeout beyond a Node timer',
+      { timeout: '30d' },
+      RangeError,
+      /"timeout" must be at most 2147483647 ms/,
+    ],
+    // A string from an environment variable must not switch a feature on by being truthy.
+    [
+      'dryRun as a string',
+      { dryRun: 'false' as never },
+      TypeError,
+      /"dryRun" must be true or false; got "false"/,
+    ],
+    [
+      'skipSuccessfulRequests as a string',
+      { skipSuccessfulRequests: 'true' as never },
+      TypeError,
+      /"skipSuccessfulRequests" must be true or false/,
+    ],
+    [
+      'skipFailedRequests as a number',
+      { skipFailedRequests: 1 as never },
+      TypeError,
+      /"skipFailedRequests" must be true or false/,
+    ],
+    [
+      'denyCache as a string',
+      { denyCache: 'off' as never },
+      TypeError,
+      /"denyCache" must be false or \{ max \}/,
+    ],
     ['prefix with braces', { prefix: '{x}' }, TypeError, /"prefix" must be a string without/],
     ['bad ipv6Subnet', { ipv6Subnet: 129 }, RangeError, /"ipv6Subnet" must be a prefix length/],
     ['key not a function', { key: 'ip' as never }, TypeError, /"key" must be a function/],
@@ -101,6 +134,17 @@ describe('rateLimit options', () => {
       },
       TypeError,
       /"policies\[0\]\.algorithm"/,
+    ],
+    [
+      'unknown top-level algorithm next to policies that name their own',
+      {
+        limit: undefined,
+        window: undefined,
+        algorithm: 'fixd-window' as never,
+        policies: [{ limit: 1, window: 1000, algorithm: 'gcra' }],
+      },
+      TypeError,
+      /"algorithm" must be one of/,
     ],
     [
       'duplicate policy names',

@@ -30,6 +30,8 @@ interface Refund {
   member: string;
   /** Redis time when it was counted: a fixed window only refunds within that window. */
   origin: number;
+  /** Per policy, the script's refund hint: bounds how much of the cost time has healed since. */
+  hints: number[];
 }
 
 /** Most requests one script call decides: keeps each call short, as Redis runs scripts one at a time. */
@@ -41,6 +43,9 @@ const isThenable = (value: unknown): value is PromiseLike<unknown> =>
 /**
  * Calls a user option (key, cost, skip) that may answer a value or a promise: a throw or rejection
  * goes to `next`, and a plain value continues synchronously, with no promise on the common path.
+ * After an awaited value, a throw from the continuation (a header write after a timeout middleware
+ * already answered, a throwing `handler`) also goes to `next`: Express only catches synchronous
+ * throws, and an unhandled rejection would take the process down.
  */
 function callUser<T>(run: () => T | PromiseLike<T>, then: (value: T) => void, next: NextFunction): void {
   let value: T | PromiseLike<T>;
@@ -50,8 +55,17 @@ function callUser<T>(run: () => T | PromiseLike<T>, then: (value: T) => void, ne
     next(error);
     return;
   }
-  if (isThenable(value)) (value as PromiseLike<T>).then(then, next);
-  else then(value as T);
+  if (!isThenable(value)) {
+    then(value as T);
+    return;
+  }
+  (value as PromiseLike<T>).then((resolved) => {
+    try {
+      then(resolved);
+    } catch (error) {
+      next(error);
+    }
+  }, next);
 }
 
 /**
@@ -170,21 +184,17 @@ export function createLimiter(o: ResolvedOptions) {
     );
   }
 
-  function refundLater(
-    req: Request,
-    res: Response,
-    key: string,
-    cost: number,
-    member: string,
-    origin: number,
-  ) {
+  function refundLater(req: Request, res: Response, key: string, cost: number, member: string, reply: Reply) {
+    const origin = reply[1]!;
+    const hints = new Array<number>(count);
+    for (let i = 0; i < count; i++) hints[i] = reply[4 + 3 * i]!;
     let settled = false;
     const settle = (finished: boolean) => {
       if (settled) return;
       settled = true;
       const ok = finished && o.requestWasSuccessful(req, res);
       if (ok ? !o.skipSuccessfulRequests : !o.skipFailedRequests) return;
-      const refund: Refund = { cost, member, origin };
+      const refund: Refund = { cost, member, origin, hints };
       if (!o.coalesce) return sendRefunds(key, [refund]);
       // Responses that finish in the same turn give back in one call, like decisions.
       enqueue(queuedRefunds, key, refund);
@@ -248,9 +258,14 @@ export function createLimiter(o: ResolvedOptions) {
 
   function sendRefunds(key: string, batch: Refund[]): void {
     const requests: Array<string | number> = [];
-    for (const r of batch) requests.push(r.cost, r.member, r.origin);
+    for (const r of batch) requests.push(r.cost, r.member, r.origin, ...r.hints);
+    // A denial remembered here may no longer hold once the quota comes back: forget it now (the
+    // refund reaches Redis before any decision sent after it) and again when Redis confirms, in case
+    // a denial sent before the refund was cached in between.
+    denyCache?.delete(key);
     call(keysFor(key), MODE_REFUND, requests).then(
       () => {
+        denyCache?.delete(key);
         for (const r of batch)
           emitKitEvent({ component: 'rate-limit', name, type: 'refund', key, cost: r.cost });
       },
@@ -299,7 +314,7 @@ export function createLimiter(o: ResolvedOptions) {
     if (allowed) {
       if (hasKitListeners())
         emitKitEvent({ component: 'rate-limit', name, type: 'allowed', key, policy: info.policy, cost });
-      if (refunds) refundLater(req, res, key, cost, p.member, reply[1]!);
+      if (refunds) refundLater(req, res, key, cost, p.member, reply);
       next();
       return;
     }
@@ -342,6 +357,16 @@ export function createLimiter(o: ResolvedOptions) {
         next(
           new TypeError(
             `express-redis-kit rateLimit: option "cost" must return a whole number >= 1; got ${JSON.stringify(c)}.`,
+          ),
+        );
+        return;
+      }
+      // Such a request could never pass; counting it would only mislead (a Retry-After that never
+      // comes true) and huge values would not survive the trip through Lua's doubles.
+      if (c > o.maxCost) {
+        next(
+          new RangeError(
+            `express-redis-kit rateLimit: option "cost" returned ${c}, more than the limit (${o.maxCost}); such a request could never pass. Cap the cost, or answer the request yourself before the limiter.`,
           ),
         );
         return;

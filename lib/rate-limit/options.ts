@@ -1,8 +1,8 @@
 import type { NextFunction, Request, Response } from 'express';
 import ms from 'ms';
 import { checkClient, type RedisClient } from '../client';
-import { toMs } from '../duration';
-import { optionError, optionRangeError } from '../errors';
+import { MAX_TIMER_MS, toMs } from '../duration';
+import { booleanOption, optionError, optionRangeError } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX } from '../keys';
 import { ALGORITHM_CODE } from './script';
 import type { Algorithm, DeniedInfo, HeadersMode, RateLimitOptions, RateLimitPolicy } from './types';
@@ -27,6 +27,12 @@ export const DEFAULTS = {
 /** Longest window: a year (plus a day), which keeps every script integer exact in Lua doubles. */
 const MAX_WINDOW_MS = 366 * 24 * 3600 * 1000;
 
+/**
+ * Largest limit: a trillion per window. Lua prints numbers with 14 significant digits, so counts
+ * beyond this would reach Redis in exponent form (which it refuses) or lose units.
+ */
+export const MAX_LIMIT = 1e12;
+
 export interface ResolvedPolicy {
   name: string;
   limit: number;
@@ -44,6 +50,8 @@ export interface ResolvedOptions {
   ipv6Subnet: number | false;
   cost: number | ((req: Request, res: Response) => number | Promise<number>);
   skip: ((req: Request, res: Response) => boolean | Promise<boolean>) | undefined;
+  /** Largest cost a request may have: the smallest policy limit (more could never pass). */
+  maxCost: number;
   skipSuccessfulRequests: boolean;
   skipFailedRequests: boolean;
   requestWasSuccessful: (req: Request, res: Response) => boolean;
@@ -112,6 +120,15 @@ function checkFunction(value: unknown, option: string): void {
   }
 }
 
+function checkAlgorithm(algorithm: unknown, option: string): asserts algorithm is Algorithm {
+  if (typeof algorithm !== 'string' || !Object.hasOwn(ALGORITHM_CODE, algorithm)) {
+    throw optionError(
+      option,
+      `must be one of ${Object.keys(ALGORITHM_CODE).join(', ')}; got ${JSON.stringify(algorithm)}`,
+    );
+  }
+}
+
 function formatWindow(windowMs: number): string {
   const short = ms(windowMs);
   return ms(short as ms.StringValue) === windowMs ? short : `${windowMs}ms`;
@@ -123,10 +140,10 @@ function resolvePolicy(
   defaultAlgorithm: Algorithm,
 ): Omit<ResolvedPolicy, 'keyTail'> {
   const { limit, algorithm = defaultAlgorithm } = policy;
-  if (!isWhole(limit, 1)) {
+  if (!isWhole(limit, 1) || limit > MAX_LIMIT) {
     throw (typeof limit === 'number' ? optionRangeError : optionError)(
       `${where}limit`,
-      `must be a whole number >= 1; got ${JSON.stringify(limit)}`,
+      `must be a whole number from 1 to ${MAX_LIMIT}; got ${JSON.stringify(limit)}`,
       'It is the number of requests (or cost units) allowed per window.',
     );
   }
@@ -138,12 +155,7 @@ function resolvePolicy(
       `must be at most 366 days; got ${JSON.stringify(policy.window)}`,
     );
   }
-  if (!Object.hasOwn(ALGORITHM_CODE, algorithm)) {
-    throw optionError(
-      `${where}algorithm`,
-      `must be one of ${Object.keys(ALGORITHM_CODE).join(', ')}; got ${JSON.stringify(algorithm)}`,
-    );
-  }
+  checkAlgorithm(algorithm, `${where}algorithm`);
   if (algorithm === 'token-bucket' && limit * windowMs > Number.MAX_SAFE_INTEGER) {
     throw optionRangeError(`${where}limit`, 'times the window (ms) must stay below 2^53 for token-bucket');
   }
@@ -173,6 +185,8 @@ export function resolveOptions(options: RateLimitOptions): ResolvedOptions {
   }
   const redis = checkClient(options.redis);
   const algorithm = options.algorithm ?? DEFAULTS.algorithm;
+  // Checked even when every policy names its own, so a typo is never silently ignored.
+  checkAlgorithm(algorithm, 'algorithm');
 
   let raw: Array<Partial<RateLimitPolicy>>;
   let where: (i: number) => string;
@@ -259,7 +273,9 @@ export function resolveOptions(options: RateLimitOptions): ResolvedOptions {
     throw optionError('failMode', `must be 'open' or 'closed'; got ${JSON.stringify(failMode)}`);
   }
   const timeoutMs =
-    options.timeout === undefined ? DEFAULTS.timeoutMs : toMs(options.timeout, 'timeout', { min: 1 });
+    options.timeout === undefined
+      ? DEFAULTS.timeoutMs
+      : toMs(options.timeout, 'timeout', { min: 1, max: MAX_TIMER_MS });
   const prefix = checkPrefix(options.prefix ?? DEFAULTS.prefix);
   const name = options.name;
   if (name !== undefined && (typeof name !== 'string' || !NAME.test(name))) {
@@ -268,13 +284,18 @@ export function resolveOptions(options: RateLimitOptions): ResolvedOptions {
   let denyCacheMax = DEFAULTS.denyCacheMax;
   if (options.denyCache === false) denyCacheMax = 0;
   else if (options.denyCache !== undefined) {
-    const max = options.denyCache?.max ?? DEFAULTS.denyCacheMax;
+    if (options.denyCache === null || typeof options.denyCache !== 'object') {
+      throw optionError(
+        'denyCache',
+        `must be false or { max }; got ${JSON.stringify(options.denyCache)}`,
+        'Use denyCache: false to turn it off.',
+      );
+    }
+    const max = options.denyCache.max ?? DEFAULTS.denyCacheMax;
     if (!isWhole(max, 1)) throw optionRangeError('denyCache.max', `must be a whole number >= 1; got ${max}`);
     denyCacheMax = max;
   }
-  const coalesce = options.coalesce ?? DEFAULTS.coalesce;
-  if (typeof coalesce !== 'boolean')
-    throw optionError('coalesce', `must be true or false; got ${JSON.stringify(coalesce)}`);
+  const coalesce = booleanOption(options.coalesce, 'coalesce', DEFAULTS.coalesce);
   const logger = options.logger ?? console;
   if (typeof logger?.warn !== 'function') throw optionError('logger', 'must have a warn(message) method');
 
@@ -287,10 +308,19 @@ export function resolveOptions(options: RateLimitOptions): ResolvedOptions {
     ipv6Subnet,
     cost,
     skip: options.skip,
-    skipSuccessfulRequests: options.skipSuccessfulRequests ?? DEFAULTS.skipSuccessfulRequests,
-    skipFailedRequests: options.skipFailedRequests ?? DEFAULTS.skipFailedRequests,
+    maxCost: minLimit,
+    skipSuccessfulRequests: booleanOption(
+      options.skipSuccessfulRequests,
+      'skipSuccessfulRequests',
+      DEFAULTS.skipSuccessfulRequests,
+    ),
+    skipFailedRequests: booleanOption(
+      options.skipFailedRequests,
+      'skipFailedRequests',
+      DEFAULTS.skipFailedRequests,
+    ),
     requestWasSuccessful: options.requestWasSuccessful ?? ((_req, res) => res.statusCode < 400),
-    dryRun: options.dryRun ?? DEFAULTS.dryRun,
+    dryRun: booleanOption(options.dryRun, 'dryRun', DEFAULTS.dryRun),
     headers,
     statusCode,
     message: options.message,

@@ -14,18 +14,26 @@ export const MODE_REFUND = 'r';
 export const MODE_PEEK = 'p';
 
 // Each algorithm is one Lua function below that loads its key once and returns a small object:
-// check (what a request of this cost would get), take (count it, in memory), save (write once at the
-// end) and refund (in memory too; save writes it). A single script runs a list of policies of any mix
+// check (what a request of this cost would get), take (count it, in memory, and answer a refund hint),
+// save (write once at the end) and refund (in memory too; save writes it). A single script runs a list of policies of any mix
 // over a batch of requests for the same client, in order, exactly as if they had arrived one after
 // another at the same instant: several policies and several requests cost one round trip. A request
 // is allowed only if every policy allows it, and a denied request consumes from none.
 //
 // KEYS: one key per policy, all sharing the client's {hash tag}.
 // ARGV: mode, then per policy: algorithm code, limit, window ms; then per request: cost, member id
-//       (sliding-window log entry) and, for refunds only, origin ms (when the request was counted).
+//       (sliding-window log entry) and, for refunds only, origin ms (when the request was counted)
+//       and one refund hint per policy.
 // Reply: per request { allowed 0|1, now ms, then per policy: remaining, reset ms, retry ms };
 //   refund: { 1, now ms }.
 //   reset = until the quota is fully restored; retry = until a request of this cost could pass.
+//   A counted request has no retry, so that slot carries its refund hint instead: how far the state
+//   was from "idle" before it took (token bucket: missing units; gcra: tat - origin us).
+//
+// Why hints: time heals a counted request's cost (a bucket refills, a tat falls behind the clock),
+// so giving back the full cost later could hand out units the request no longer holds and let more
+// than the algorithm promises through. The hint bounds what time can have healed since: only the
+// part not yet healed is given back. A refund soon after the decision gives back everything.
 const LUA = `${LUA_NOW_MS}
 local now_us = tonumber(__t[1]) * 1000000 + tonumber(__t[2])
 local mode = ARGV[1]
@@ -54,6 +62,7 @@ local function fixed(key, limit, win)
   function P.take(cost)
     used = used + cost
     dirty = true
+    return 0
   end
   function P.save()
     if not dirty then return end
@@ -105,7 +114,7 @@ local function sliding(key, limit, win)
       -- entries always suffice when the request can pass at all. Entries taken earlier in this
       -- batch are already in the set.
       local need = sum + cost - limit
-      local oldest = redis.call('ZRANGEBYSCORE', key, '(' .. cutoff, '+inf', 'WITHSCORES', 'LIMIT', 0, need)
+      local oldest = redis.call('ZRANGEBYSCORE', key, '(' .. cutoff, '+inf', 'WITHSCORES', 'LIMIT', 0, int(need))
       local freed = 0
       r.retry = win
       for i = 1, #oldest, 2 do
@@ -120,10 +129,11 @@ local function sliding(key, limit, win)
     r.reset2 = win
   end
   function P.take(cost, member)
-    redis.call('ZADD', key, now_ms, cost .. ':' .. member)
+    redis.call('ZADD', key, now_ms, int(cost) .. ':' .. member)
     sum = sum + cost
     newest = now_ms
     dirty = true
+    return 0
   end
   function P.save()
     if not dirty then return end
@@ -131,7 +141,8 @@ local function sliding(key, limit, win)
     redis.call('PEXPIRE', key, win)
   end
   function P.refund(cost, member)
-    if redis.call('ZREM', key, cost .. ':' .. member) == 1 then
+    -- The log entry itself is given back, so this is exact: an entry that expired is simply gone.
+    if redis.call('ZREM', key, int(cost) .. ':' .. member) == 1 then
       redis.call('ZINCRBY', key, cost, '#')
     end
   end
@@ -158,17 +169,24 @@ local function bucket(key, limit, win)
     r.reset2 = math.ceil((cap - after) / limit)
   end
   function P.take(cost)
+    local missing = cap - tk
     tk = tk - cost * win
     dirty = true
+    return missing
   end
   function P.save()
     if not dirty then return end
     redis.call('HSET', key, 'k', int(tk), 't', int(now_ms))
     redis.call('PEXPIRE', key, math.max(1, math.ceil((cap - tk) / limit)))
   end
-  function P.refund(cost)
+  function P.refund(cost, member, origin, missing)
     if not h[1] then return end
-    tk = math.min(cap, tk + cost * win)
+    -- Without this request the bucket would have been 'missing' short of full, and would have
+    -- refilled to the cap after missing / limit ms; refill past that point healed the cost for good.
+    local healed = math.max(0, (now_ms - origin) * limit - missing)
+    local back = cost * win - healed
+    if back <= 0 then return end
+    tk = math.min(cap, tk + back)
     dirty = true
   end
   return P
@@ -193,8 +211,10 @@ local function gcra(key, limit, win)
     r.reset2 = math.ceil((new_tat - now_us) / 1000)
   end
   function P.take(cost)
+    local hint = tat - now_ms * 1000
     tat = tat + cost * T
     dirty = true
+    return hint
   end
   function P.save()
     if not dirty then return end
@@ -205,8 +225,13 @@ local function gcra(key, limit, win)
       redis.call('DEL', key)
     end
   end
-  function P.refund(cost)
-    tat = math.max(now_us, tat - cost * T)
+  function P.refund(cost, member, origin, hint)
+    -- Without this request the tat would have been origin + hint; only once the clock passed that
+    -- could time have healed the cost.
+    local healed = math.max(0, now_us - (origin * 1000 + hint))
+    local back = cost * T - healed
+    if back <= 0 then return end
+    tat = math.max(now_us, tat - back)
     dirty = true
   end
   return P
@@ -223,9 +248,9 @@ for i = 1, count do
 end
 local first = 2 + 3 * count
 if refund then
-  for q = first, #ARGV, 3 do
+  for q = first, #ARGV, 3 + count do
     local cost, origin = tonumber(ARGV[q]), tonumber(ARGV[q + 2])
-    for i = 1, count do pols[i].refund(cost, ARGV[q + 1], origin) end
+    for i = 1, count do pols[i].refund(cost, ARGV[q + 1], origin, tonumber(ARGV[q + 2 + i])) end
   end
   for i = 1, count do pols[i].save() end
   return { 1, now_ms }
@@ -245,14 +270,15 @@ for q = first, #ARGV, 2 do
   for i = 1, count do
     local r = st[i]
     if commit then
-      pols[i].take(cost, ARGV[q + 1])
+      local hint = pols[i].take(cost, ARGV[q + 1])
       out[#out + 1] = r.rem2
       out[#out + 1] = r.reset2
+      out[#out + 1] = hint
     else
       out[#out + 1] = math.max(0, r.rem)
       out[#out + 1] = r.reset
+      out[#out + 1] = r.retry
     end
-    out[#out + 1] = r.retry
   end
 end
 for i = 1, count do pols[i].save() end
@@ -268,7 +294,7 @@ const byKeyCount = new Map<number, ScriptDefinition>();
 export function rateLimitScript(policies: number): ScriptDefinition {
   let script = byKeyCount.get(policies);
   if (!script) {
-    script = defineScript(`rate_limit_v3_${policies}`, policies, LUA);
+    script = defineScript(`rate_limit_v4_${policies}`, policies, LUA);
     byKeyCount.set(policies, script);
   }
   return script;

@@ -10,7 +10,7 @@ export type HeadersMode = 'draft-8' | 'draft-7' | 'draft-6' | 'legacy';
 
 /** One quota: `limit` cost units per `window`, counted by `algorithm`. */
 export interface RateLimitPolicy {
-  /** Requests (or cost units) per window. Whole number >= 1. */
+  /** Requests (or cost units) per window. Whole number from 1 to 10^12. */
   limit: number;
   /** Window length: ms, or a duration string such as `'1s'`, `'1m'`, `'1h'`. At least 1 ms. */
   window: Duration;
@@ -81,11 +81,18 @@ export interface RateLimitOptions {
   key?: (req: Request, res: Response) => MaybePromise<string>;
   /** Prefix length that groups IPv6 clients (default 56), or `false` to use full addresses. */
   ipv6Subnet?: number | false;
-  /** Cost units this request consumes: a whole number >= 1, or a function of the request. Default 1. */
+  /**
+   * Cost units this request consumes: a whole number >= 1, or a function of the request. Default 1.
+   * A function answering more than the smallest limit sends a `RangeError` to `next()`: such a
+   * request could never pass.
+   */
   cost?: number | ((req: Request, res: Response) => MaybePromise<number>);
   /** Return true to let a request through without counting it. */
   skip?: (req: Request, res: Response) => MaybePromise<boolean>;
-  /** Give the cost back when the response succeeded (see `requestWasSuccessful`). Default false. */
+  /**
+   * Give the cost back when the response succeeded (see `requestWasSuccessful`). Default false.
+   * Only what the request still holds comes back: the part time has already restored does not.
+   */
   skipSuccessfulRequests?: boolean;
   /** Give the cost back when the response failed or the client went away. Default false. */
   skipFailedRequests?: boolean;
@@ -103,8 +110,8 @@ export interface RateLimitOptions {
   handler?: (req: Request, res: Response, next: NextFunction, info: DeniedInfo) => void;
   /** When Redis is down or slower than `timeout`: `'open'` (default) lets requests through; `'closed'` answers 503. */
   failMode?: 'open' | 'closed';
-  /** Longest wait for Redis per request, ms. Default 250. */
-  timeout?: number;
+  /** Longest wait for Redis per request: ms or a duration string, at most 2^31-1 ms. Default 250. */
+  timeout?: Duration;
   /** Key prefix. Default `'erk:'`. */
   prefix?: string;
   /**

@@ -1,0 +1,188 @@
+import express from 'express';
+import request from 'supertest';
+import { type RateLimitOptions, rateLimit } from '../../lib/rate-limit';
+import { captureEvents } from '../helpers/events';
+import { eventually, useRedisServer } from '../helpers/redis';
+import { sleep } from './fixtures/http';
+
+type Limiter = ReturnType<typeof rateLimit>;
+
+/** A handler that answers `?status=` at once, or waits for `release(name)` when given `?hold=name`. */
+function holdingApp(limiter: Limiter) {
+  const gates = new Map<string, () => void>();
+  const app = express();
+  app.get('/', limiter, async (req, res) => {
+    const hold = req.query.hold;
+    if (typeof hold === 'string') await new Promise<void>((resolve) => gates.set(hold, resolve));
+    res.status(Number(req.query.status ?? 200)).json(req.rateLimit ?? null);
+  });
+  return {
+    app,
+    release: (name: string) => {
+      gates.get(name)!();
+    },
+    held: (name: string) => gates.has(name),
+  };
+}
+
+const byClient = (req: express.Request) => String(req.headers['x-client'] ?? 'anonymous');
+
+describe('rateLimit edge cases', () => {
+  const redis = useRedisServer();
+  const limiter = (options: Omit<RateLimitOptions, 'redis'>) =>
+    rateLimit({ key: byClient, timeout: 5000, failMode: 'closed', ...options, redis: redis.plain() });
+
+  describe('a cost function answering more than the limit', () => {
+    it.each(['fixed-window', 'sliding-window', 'token-bucket', 'gcra'] as const)(
+      'goes to the error handler naming the option, and counts nothing (%s)',
+      async (algorithm) => {
+        const mw = limiter({
+          limit: 10,
+          window: '1m',
+          algorithm,
+          name: `big-${algorithm}`,
+          cost: (req) => Number(req.query.cost),
+        });
+        const errors: Error[] = [];
+        const app = express();
+        app.get('/', mw, (_req, res) => {
+          res.json({ ok: true });
+        });
+        app.use((error: Error, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+          errors.push(error);
+          res.status(500).json({ error: 'cost' });
+        });
+        // 1e18 does not even survive Lua's number formatting: it must never reach Redis.
+        for (const cost of [11, 1e18]) {
+          expect((await request(app).get(`/?cost=${cost}`).set('x-client', 'big')).status).toBe(500);
+        }
+        expect(errors.map((e) => e.message)).toEqual([
+          expect.stringMatching(/option "cost" returned 11, more than the limit \(10\)/),
+          expect.stringMatching(/option "cost" returned 1000000000000000000, more than the limit/),
+        ]);
+        expect(errors[0]).toBeInstanceOf(RangeError);
+        expect((await mw.get('big')).used).toBe(0);
+        expect(await redis.plain().keys(`erk:rl:big-${algorithm}:*`)).toEqual([]);
+        // The full limit is still there for requests that fit.
+        expect((await request(app).get('/?cost=10').set('x-client', 'big')).status).toBe(200);
+      },
+    );
+  });
+
+  it('a throw after an asynchronous key (headers already sent by a timeout) reaches the error handler', async () => {
+    const mw = limiter({
+      limit: 1,
+      window: '1h',
+      name: 'async-throw',
+      key: async (req) => {
+        await sleep(30);
+        return byClient(req);
+      },
+    });
+    const errors: Array<{ code?: string }> = [];
+    const app = express();
+    // Stands in for a request-timeout middleware that answers while the limiter still works.
+    app.get(
+      '/',
+      (req, res, next) => {
+        if (req.query.early) setTimeout(() => res.status(503).send('timed out'), 5);
+        next();
+      },
+      mw,
+      (_req, res) => {
+        if (!res.headersSent) res.send('ok');
+      },
+    );
+    app.use(
+      (
+        error: { code?: string },
+        _req: express.Request,
+        res: express.Response,
+        next: express.NextFunction,
+      ) => {
+        errors.push(error);
+        if (res.headersSent) return next(error);
+        res.status(500).end();
+      },
+    );
+    expect((await request(app).get('/').set('x-client', 'at')).status).toBe(200);
+    expect((await request(app).get('/').set('x-client', 'at')).status).toBe(429);
+    // Now a deny-cache hit, whose header writes come after the 503 went out.
+    expect((await request(app).get('/?early=1').set('x-client', 'at')).status).toBe(503);
+    await eventually(() => errors.length === 1, 'the error to reach the error handler');
+    expect(errors[0]!.code).toBe('ERR_HTTP_HEADERS_SENT');
+  });
+
+  describe('refunds', () => {
+    // limit 2 per 2 s: a token (or emission interval) comes back every second, so after 1.1 s the
+    // slow request's cost has healed on its own and giving it back again would be a gift.
+    it.each(['token-bucket', 'gcra'] as const)(
+      'give back only what time has not already healed (%s)',
+      async (algorithm) => {
+        const mw = limiter({
+          limit: 2,
+          window: '2s',
+          algorithm,
+          name: `heal-${algorithm}`,
+          skipFailedRequests: true,
+        });
+        const { app, release, held } = holdingApp(mw);
+        const { waitFor, stop } = captureEvents('rate-limit');
+        try {
+          const slow = request(app)
+            .get('/?hold=a&status=500')
+            .set('x-client', 'heal')
+            .then((r) => r.status);
+          await eventually(() => held('a'), 'the slow request to be counted');
+          await sleep(1100);
+          expect((await request(app).get('/').set('x-client', 'heal')).status).toBe(200);
+          expect((await request(app).get('/').set('x-client', 'heal')).status).toBe(200);
+          release('a');
+          expect(await slow).toBe(500);
+          await waitFor('refund', 1);
+          // Without the slow request, B and C used the whole burst just now: D must wait ~1 s.
+          expect((await request(app).get('/').set('x-client', 'heal')).status).toBe(429);
+        } finally {
+          stop();
+        }
+      },
+    );
+
+    it.each(['fixed-window', 'sliding-window', 'token-bucket', 'gcra'] as const)(
+      'clear this instance’s remembered denial, so the quota they give back is usable at once (%s)',
+      async (algorithm) => {
+        const mw = limiter({
+          limit: 2,
+          window: '1h',
+          algorithm,
+          name: `deny-refund-${algorithm}`,
+          skipFailedRequests: true,
+          coalesce: false,
+        });
+        const { app, release, held } = holdingApp(mw);
+        const { waitFor, stop } = captureEvents('rate-limit');
+        try {
+          const a = request(app)
+            .get('/?hold=a&status=500')
+            .set('x-client', 'dr')
+            .then((r) => r.status);
+          const b = request(app)
+            .get('/?hold=b&status=500')
+            .set('x-client', 'dr')
+            .then((r) => r.status);
+          await eventually(() => held('a') && held('b'), 'both slow requests to be counted');
+          // Denied, and remembered in the deny cache.
+          expect((await request(app).get('/').set('x-client', 'dr')).status).toBe(429);
+          release('a');
+          release('b');
+          expect([await a, await b]).toEqual([500, 500]);
+          await waitFor('refund', 2);
+          expect((await mw.get('dr')).used).toBe(0);
+          expect((await request(app).get('/').set('x-client', 'dr')).status).toBe(200);
+        } finally {
+          stop();
+        }
+      },
+    );
+  });
+});
