@@ -70,6 +70,29 @@ describe('when Redis is sick', () => {
   });
 });
 
+describe('cache.wrap when Redis is sick', () => {
+  it('gives each coalesced caller its own copy of the value fn returned', async () => {
+    const cache = createCache({ redis: redis.client(), timeout: 50, l1: false, logger: quietLogger() });
+    await redis.plain().call('CLIENT', 'PAUSE', '400', 'ALL');
+    try {
+      let calls = 0;
+      const fn = async () => {
+        calls++;
+        await sleep(20);
+        return { items: [1, 2] };
+      };
+      const [a, b, c] = await Promise.all([1, 2, 3].map(() => cache.wrap('shared', fn, { ttl: '1m' })));
+      expect(calls).toBe(1);
+      a!.items.push(99);
+      expect(b).not.toBe(c);
+      expect(b).toEqual({ items: [1, 2] });
+      expect(c).toEqual({ items: [1, 2] });
+    } finally {
+      await sleep(450);
+    }
+  });
+});
+
 async function waitFor(check: () => Promise<boolean>, timeoutMs = 10_000) {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {

@@ -41,3 +41,8 @@ export function quietLogger() {
   const warnings: Array<{ details: object; message: string }> = [];
   return { warnings, warn: (details: object, message: string) => warnings.push({ details, message }) };
 }
+
+/** Stored entries (and Vary markers/variants), leaving out fill locks and no-store markers. */
+export async function entryKeys(client: { keys(pattern: string): Promise<string[]> }): Promise<string[]> {
+  return (await client.keys('erk:c:*')).filter((k) => !k.endsWith(':lock') && !k.endsWith(':nostore'));
+}

@@ -146,3 +146,74 @@ describe('invalidation', () => {
     expect(await report()).toEqual({ built: 3 });
   });
 });
+
+describe('invalidation racing a Redis read in the same process', () => {
+  // The lookup and the invalidation are both held in Redis by CLIENT PAUSE, so the read that started
+  // first is answered with the old entry after the invalidation already bumped this process' L1.
+  const pause = (ms: number) => admin.client('PAUSE', ms, 'ALL');
+
+  it('wrap(): a Redis hit that started before invalidate() does not land in L1 after it', async () => {
+    const writer = createCache({ redis: admin, l1: false });
+    await writer.wrap('k', async () => 'v1', { ttl: '5m' });
+    const reader = createCache({
+      redis: redis.client(),
+      l1: { max: 10 },
+      timeout: '3s',
+      logger: quietLogger(),
+    });
+    await reader.ready();
+    await pause(300);
+    const racing = reader.wrap('k', async () => 'never', { ttl: '5m' });
+    await new Promise((r) => setTimeout(r, 20));
+    await reader.invalidate({ keys: ['k'] });
+    expect(await racing).toBe('v1');
+    expect(await reader.wrap('k', async () => 'v2', { ttl: '5m' })).toBe('v2');
+    await reader.close();
+  });
+
+  it('cacheResponse: a Redis hit that started before invalidate() does not land in L1 after it', async () => {
+    const client = redis.client();
+    let version = 1;
+    const writer = cacheResponse({ redis: admin, ttl: '5m', l1: false, logger: quietLogger() });
+    const reader = cacheResponse({
+      redis: client,
+      ttl: '5m',
+      l1: { max: 10 },
+      timeout: '3s',
+      logger: quietLogger(),
+    });
+    await reader.cache.ready();
+    const handler: express.RequestHandler = (_req, res) => {
+      res.json({ version });
+    };
+    let entered: () => void = () => {};
+    const inReader = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    const writerApp = express().get('/p', writer, handler);
+    const readerApp = express().get(
+      '/p',
+      (_req, _res, next) => {
+        entered();
+        next();
+      },
+      reader,
+      handler,
+    );
+    await request(writerApp).get('/p');
+    await waitForKeys(admin, 'erk:c:*');
+    version = 2;
+    await pause(300);
+    const racing = request(readerApp)
+      .get('/p')
+      .then((r) => r);
+    await inReader;
+    await new Promise((r) => setTimeout(r, 20));
+    await reader.invalidate({ keys: ['GET /p'] });
+    expect((await racing).body.version).toBe(1);
+    const after = await request(readerApp).get('/p');
+    expect(after.headers['x-cache']).toBe('MISS');
+    expect(after.body.version).toBe(2);
+    await reader.cache.close();
+  });
+});

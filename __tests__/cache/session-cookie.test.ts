@@ -1,9 +1,10 @@
 import express from 'express';
 import request from 'supertest';
 import { cacheResponse } from '../../lib/cache';
+import type { RedisClient } from '../../lib/client';
 import { redisSession } from '../../lib/session';
-import { useRedisServer } from '../helpers/redis';
-import { sleep } from './helpers';
+import { useFlushedClient, useRedisServer } from '../helpers/redis';
+import { entryKeys, sleep } from './helpers';
 
 describe('cacheResponse behind redisSession', () => {
   const redis = useRedisServer();
@@ -26,7 +27,7 @@ describe('cacheResponse behind redisSession', () => {
     expect(second.headers['x-cache']).not.toBe('HIT');
     expect(second.body.token).toBe('t-2');
     expect(runs).toBe(2);
-    expect(await client.keys('erk:cache:*')).toEqual([]);
+    expect(await entryKeys(client)).toEqual([]);
   });
 
   it('still caches a public route that does not touch the session', async () => {
@@ -39,5 +40,66 @@ describe('cacheResponse behind redisSession', () => {
     await request(app).get('/public').expect(200);
     await sleep(100);
     expect((await request(app).get('/public').expect(200)).headers['x-cache']).toBe('HIT');
+  });
+});
+
+describe('cacheResponse: default per-user cookie detection', () => {
+  const redis = useRedisServer();
+  let client: RedisClient;
+  useFlushedClient(redis, (c) => {
+    client = c;
+  });
+
+  function profileApp(options: { sessionCookie?: RegExp | string[] | false } = {}) {
+    const app = express();
+    let runs = 0;
+    app.get(
+      '/profile',
+      cacheResponse({ redis: client, ttl: '1m', l1: { max: 10 }, ...options }),
+      (req, res) => {
+        runs += 1;
+        res.json({ cookie: req.headers.cookie ?? null, runs });
+      },
+    );
+    return { app, client, runs: () => runs };
+  }
+
+  it.each([
+    'appSession',
+    'sessionToken',
+    'userSession',
+    'mysess',
+    'SESS1a2b',
+    'connect.sid',
+    'token',
+    'jwt',
+    'auth_token',
+    'XSRF-TOKEN',
+  ])('never answers a request carrying a %s cookie from the cache', async (name) => {
+    const { app, client } = profileApp();
+    const alice = await request(app).get('/profile').set('Cookie', `${name}=alice`).expect(200);
+    expect(alice.headers['x-cache']).toBe('BYPASS');
+    await sleep(50);
+    const bob = await request(app).get('/profile').set('Cookie', `${name}=bob`).expect(200);
+    expect(bob.headers['x-cache']).toBe('BYPASS');
+    expect(bob.body.cookie).toBe(`${name}=bob`);
+    expect(await client.keys('erk:c:*')).toEqual([]);
+  });
+
+  it('still caches requests whose cookies are not per-user (theme, consent)', async () => {
+    const { app, runs } = profileApp();
+    await request(app).get('/profile').set('Cookie', 'theme=dark; cookie_consent=yes').expect(200);
+    await sleep(50);
+    const again = await request(app).get('/profile').set('Cookie', 'theme=dark; cookie_consent=yes');
+    expect(again.headers['x-cache']).toBe('HIT');
+    expect(runs()).toBe(1);
+  });
+
+  it('lets sessionCookie replace the default rule', async () => {
+    const { app } = profileApp({ sessionCookie: ['sid'] });
+    const first = await request(app).get('/profile').set('Cookie', 'token=alice').expect(200);
+    expect(first.headers['x-cache']).toBe('MISS');
+    const bypassed = await request(app).get('/profile').set('Cookie', 'sid=bob').expect(200);
+    expect(bypassed.headers['x-cache']).toBe('BYPASS');
   });
 });

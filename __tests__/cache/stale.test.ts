@@ -88,6 +88,41 @@ describe('stale-if-error', () => {
     expect((await request(app).get('/r')).headers['x-cache']).toBe('MISS');
   });
 
+  it('serves the stale entry to every concurrent request while the origin fails, calling it once', async () => {
+    let healthy = true;
+    let calls = 0;
+    const app = express();
+    const mw = cacheResponse({
+      redis: client,
+      ttl: 100,
+      jitter: 0,
+      staleIfError: '1m',
+      logger: quietLogger(),
+    });
+    app.get('/r', mw, async (_req, res) => {
+      calls++;
+      // Slow enough that all the concurrent requests below coalesce behind the first one.
+      await sleep(200);
+      if (healthy) res.send('good');
+      else res.status(503).send('origin down');
+    });
+    const events = captureEvents('cache');
+    try {
+      await request(app).get('/r');
+      await events.waitFor('store', 1);
+      await sleep(200);
+      healthy = false;
+      calls = 0;
+      const all = await Promise.all(Array.from({ length: 4 }, () => request(app).get('/r')));
+      for (const res of all) {
+        expect([res.status, res.headers['x-cache'], res.text]).toEqual([200, 'STALE', 'good']);
+      }
+      expect(calls).toBe(1);
+    } finally {
+      events.stop();
+    }
+  });
+
   it('passes the error through when there is no stale entry', async () => {
     const app = express();
     app.get('/r', cacheResponse({ redis: client, ttl: 100, staleIfError: '1m', l1: false }), (_req, res) => {

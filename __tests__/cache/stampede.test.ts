@@ -3,6 +3,7 @@ import type { CacheResponseOptions } from '../../lib/cache';
 import { cacheResponse } from '../../lib/cache';
 import { decodeEntry } from '../../lib/cache/entry';
 import { entryKey, lockKeyOf } from '../../lib/cache/key';
+import { captureEvents } from '../helpers/events';
 import { useRedisServer } from '../helpers/redis';
 import { listen, quietLogger, sleep, waitForKeys } from './helpers';
 
@@ -67,6 +68,48 @@ describe('stampede protection', () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(400);
     expect(origin.calls).toBe(1);
     expect(await a.client.get(lock)).toBeNull();
+  });
+
+  it('lets requests on other instances run an uncacheable origin side by side instead of one at a time', async () => {
+    const origin = { running: 0, most: 0, calls: 0 };
+    const events = captureEvents('cache');
+    const instances = await Promise.all(
+      Array.from({ length: 4 }, async () => {
+        const client = redis.client();
+        const mw = cacheResponse({ redis: client, ttl: '1m', l1: false, logger: quietLogger() });
+        const app = express();
+        app.get('/missing', mw, async (_req, res) => {
+          origin.calls++;
+          origin.running++;
+          origin.most = Math.max(origin.most, origin.running);
+          await sleep(300);
+          origin.running--;
+          res.status(404).send('not found');
+        });
+        const server = await listen(app);
+        servers.push(server);
+        return { ...server, client };
+      }),
+    );
+    try {
+      await instances[0]!.client.flushall();
+      const all = await Promise.all(instances.map((i) => fetch(`${i.url}/missing`)));
+      expect(all.map((r) => r.status)).toEqual([404, 404, 404, 404]);
+      expect(origin.calls).toBe(4);
+      // One instance finds out it is uncacheable; the three that waited on its lock then run together.
+      expect(origin.most).toBeGreaterThanOrEqual(3);
+      const [marker] = await instances[0]!.client.keys('erk:c:*:nostore');
+      expect(marker).toBeDefined();
+      expect(await instances[0]!.client.pttl(marker!)).toBeGreaterThan(0);
+      // While the marker lives, a new request does not queue behind a lock.
+      const waits = events.count('lock-wait');
+      const again = await Promise.all(instances.map((i) => fetch(`${i.url}/missing`)));
+      expect(again.map((r) => r.status)).toEqual([404, 404, 404, 404]);
+      expect(events.count('lock-wait')).toBe(waits);
+      expect(origin.most).toBeGreaterThanOrEqual(4);
+    } finally {
+      events.stop();
+    }
   });
 
   it('spreads the fresh lifetime by ±jitter', async () => {

@@ -50,6 +50,9 @@ export function captureResponse(
   let chunks: Buffer[] = [];
   let size = 0;
   let finished = false;
+  // Headers as the route left them, taken as they go out: middleware in front (compression) may change
+  // them inside writeHead for the bytes it rewrites, while the body captured here is the route's own.
+  let sent: OutgoingHttpHeaders | undefined;
 
   const finish = (captured: Captured | undefined) => {
     if (finished) return;
@@ -88,11 +91,11 @@ export function captureResponse(
   };
   const push = (chunk: Chunk | undefined | null, encoding: unknown) => {
     if (!capturing || chunk === undefined || chunk === null) return;
-    const buf = Buffer.isBuffer(chunk)
-      ? chunk
-      : typeof chunk === 'string'
+    // Copied: the app may refill its buffer once the write callback fired, long before we store.
+    const buf =
+      typeof chunk === 'string'
         ? Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8')
-        : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+        : Buffer.from(chunk);
     size += buf.length;
     if (size > options.maxBodySize) stop('too-large');
     else chunks.push(buf);
@@ -111,6 +114,7 @@ export function captureResponse(
       decide(status);
     }
     if (swallowed) return this;
+    if (capturing && !this.headersSent) sent = this.getHeaders();
     const out = (originals.writeHead as (...a: unknown[]) => ServerResponse).call(this, status, ...rest);
     settle(this);
     return out;
@@ -148,7 +152,8 @@ export function captureResponse(
       const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
       const existing = this.getHeader('etag');
       const etag = typeof existing === 'string' && !existing.startsWith('W/') ? existing : strongEtag(body);
-      captured = { status: this.statusCode, headers: this.getHeaders(), body, etag };
+      const headers = this.headersSent && sent ? sent : this.getHeaders();
+      captured = { status: this.statusCode, headers, body, etag };
       if (whole) {
         this.setHeader('ETag', etag);
         if (

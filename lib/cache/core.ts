@@ -5,15 +5,15 @@ import type { RedisClient } from '../client';
 import { emitKitEvent, hasKitListeners } from '../events';
 import { Bus, type Invalidation } from './bus';
 import { CorruptEntryError, decodeEntry, type Entry, encodeEntry } from './entry';
-import { entryKey, headerValue, lockKeyOf, tagKey, valueKey } from './key';
+import { entryKey, headerValue, lockKeyOf, noStoreKeyOf, tagKey, valueKey } from './key';
 import { L1, type Rec, toRec } from './l1';
 import { acquireLock, keepAlive, newToken, releaseLock, sleep } from './lock';
 import type { ResolvedCacheOptions } from './options';
-import { addToTag, lookup, storeEntry, takeTag, unlinkKeys } from './store';
+import { addToTag, lookup, markNoStore, storeEntry, takeTag, unlinkKeys } from './store';
 
 export type Fetched =
   | { kind: 'hit'; rec: Rec; key: string }
-  | { kind: 'miss'; locked: boolean }
+  | { kind: 'miss'; locked: boolean; noStore: boolean }
   | { kind: 'corrupt' };
 
 /** Outcome of waiting for an entry on a miss. */
@@ -24,6 +24,8 @@ export type Acquired =
   | { kind: 'bypass'; error: unknown };
 
 const MAX_LEARNED_VARY = 32;
+/** Longest life of the no-store marker an uncacheable fill leaves (capped by `lockTimeout`). */
+const NO_STORE_MS = 2000;
 
 /**
  * The machinery shared by `wrap()` and `cacheResponse()`: one-round-trip lookups, stores with tags,
@@ -73,11 +75,12 @@ export class CacheCore {
     return guarded(this.redis, operation, this.guard);
   }
 
-  /** Lookup pairs for the headers responses were seen to vary on. */
-  private pairsFor(headers: IncomingHttpHeaders | undefined): string[] {
+  /** Lookup pairs for the headers responses were seen to vary on, plus `extra` names. */
+  private pairsFor(headers: IncomingHttpHeaders | undefined, extra: readonly string[] = []): string[] {
     if (!headers) return [];
     const pairs: string[] = [];
     for (const name of this.learnedVary) pairs.push(name, headerValue(headers, name));
+    for (const name of extra) if (!this.learnedVary.has(name)) pairs.push(name, headerValue(headers, name));
     return pairs;
   }
 
@@ -90,13 +93,24 @@ export class CacheCore {
 
   /** One round trip (two the first time a process meets a new Vary header). Rejects when Redis is sick. */
   async fetch(redisKey: string, headers: IncomingHttpHeaders | undefined, token: string): Promise<Fetched> {
+    // Names the marker asked for: sent on the retry even when the learned set is full.
+    let asked: readonly string[] = [];
     for (let attempt = 0; attempt < 2; attempt++) {
-      const pairs = this.pairsFor(headers);
+      const pairs = this.pairsFor(headers, asked);
       const reply = await this.call(() =>
-        lookup(this.redis, redisKey, lockKeyOf(redisKey), token, this.options.lockTimeoutMs, pairs),
+        lookup(
+          this.redis,
+          redisKey,
+          lockKeyOf(redisKey),
+          noStoreKeyOf(redisKey),
+          token,
+          this.options.lockTimeoutMs,
+          pairs,
+        ),
       );
       if (reply.kind === 'vary') {
         this.learnVary(reply.names);
+        asked = reply.names;
         continue;
       }
       if (reply.kind === 'miss') return reply;
@@ -116,7 +130,7 @@ export class CacheCore {
         return { kind: 'corrupt' };
       }
     }
-    return { kind: 'miss', locked: false };
+    return { kind: 'miss', locked: false, noStore: false };
   }
 
   /**
@@ -148,6 +162,9 @@ export class CacheCore {
           return { kind: 'fill', token: '', stale: undefined };
         } else if (found.locked) {
           return { kind: 'fill', token, stale };
+        } else if (found.noStore) {
+          // The last fill was uncacheable: queueing on the lock would run the origin one at a time.
+          return { kind: 'fill', token: '', stale };
         }
         if (!waited) {
           waited = true;
@@ -179,6 +196,17 @@ export class CacheCore {
   releaseFill(redisKey: string, token: string): void {
     if (!token) return;
     this.call(() => releaseLock(this.redis, lockKeyOf(redisKey), token)).catch(() => {});
+  }
+
+  /**
+   * Ends a fill whose result was not storable: releases the lock and, in the same script, leaves a
+   * short-lived marker so waiters and new misses go straight to the origin instead of queueing.
+   */
+  releaseUncacheable(redisKey: string, token: string): void {
+    const ttlMs = Math.min(NO_STORE_MS, this.options.lockTimeoutMs);
+    this.call(() => markNoStore(this.redis, lockKeyOf(redisKey), noStoreKeyOf(redisKey), token, ttlMs)).catch(
+      () => {},
+    );
   }
 
   /** TTL with ±jitter spread, so entries written together do not expire together. */

@@ -77,7 +77,9 @@ export function hasSessionCookie(
 /**
  * The headers of a response worth storing: what the route set, minus the never-stored ones. Headers
  * that middleware in front of the cache had already set (and left alone) are skipped: that
- * middleware runs again on every hit and sets them for that request (CORS, request ids…).
+ * middleware runs again on every hit and sets them for that request (CORS, request ids…). `Vary` is
+ * the exception: whoever set it, the stored body depends on it, and the entry's own Vary is what
+ * splits the key (in Redis and in L1).
  */
 export function storedHeaders(
   now: OutgoingHttpHeaders,
@@ -88,7 +90,7 @@ export function storedHeaders(
     if (NEVER_STORED.has(name)) continue;
     const value = now[name];
     if (value === undefined) continue;
-    if (before[name] !== undefined && String(before[name]) === String(value)) continue;
+    if (name !== 'vary' && before[name] !== undefined && String(before[name]) === String(value)) continue;
     if (Array.isArray(value)) for (const v of value) out.push([name, v]);
     else out.push([name, String(value)]);
   }

@@ -66,6 +66,14 @@ export function lockKeyOf(entryRedisKey: string): string {
 }
 
 /**
+ * Marks an entry as recently uncacheable (404, Set-Cookie, too large…), in the entry's slot: while it
+ * lives, misses go to the origin at once instead of queueing on the fill lock one after another.
+ */
+export function noStoreKeyOf(entryRedisKey: string): string {
+  return `${entryRedisKey}:nostore`;
+}
+
+/**
  * Names from a response `Vary` header, lower-cased and sorted; `['*']` for `Vary: *`. The
  * list is what the store script keeps in the marker, so it must be canonical.
  */

@@ -156,6 +156,8 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
       res.setHeader('X-Cache', found ? 'MISS' : 'BYPASS');
       return next();
     }
+    // Read before the lookup: an invalidation while it is in flight must keep its answer out of L1.
+    const generation = l1?.generation ?? 0;
     const acquired = await cache.acquire(redisKey, req.headers);
     if (acquired.kind === 'bypass') {
       settle({ bypass: true });
@@ -165,7 +167,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
       const { rec } = acquired;
       settle({ rec, headers: req.headers });
       const now = Date.now();
-      l1Put(key, rec, req.headers, l1?.generation ?? 0);
+      l1Put(key, rec, req.headers, generation);
       if (now < rec.freshUntil) return serve(req, res, rec, 'HIT', now, 'hit', key);
       serve(req, res, rec, 'STALE', now, 'stale', key);
       return refresh(req, key, redisKey);
@@ -211,8 +213,15 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
         } catch (error) {
           logger.warn({ key, error }, 'the tags or shouldCache option threw; response not cached');
         }
-        if (!entry) {
+        if (!entry && reason === 'stale-if-error' && fallback) {
+          // The origin is failing: requests coalesced behind this one get the same stale answer.
           cache.releaseFill(redisKey, token);
+          return settle({ rec: fallback, headers: req.headers });
+        }
+        if (!entry) {
+          // An aborted response says nothing about the next one; any other refusal likely repeats.
+          if (reason === 'aborted') cache.releaseFill(redisKey, token);
+          else cache.releaseUncacheable(redisKey, token);
           event('uncacheable', key, { reason: reason ?? 'shouldCache' });
           return settle({ uncacheable: true });
         }

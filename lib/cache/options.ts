@@ -109,8 +109,11 @@ export interface CacheResponseOptions {
   /** Key prefix (only when `cache` is not given). Default `'erk:'`. */
   prefix?: string;
   /**
-   * Cookie names that mark a request as belonging to a session (not cached without `scope`/`key`).
-   * Default: names that look like session ids (`connect.sid`, `sid`, `session`, `*sess*`…). `false`: none.
+   * Cookie names that mark a request as per-user (not answered from the cache without `scope`/`key`).
+   * Default: {@link CACHE_DEFAULTS.sessionCookie}, any name containing `sess`, `auth`, `token` or `jwt`
+   * (case-insensitive), or a `sid` part (`connect.sid`, `sid`, `app_sid`): `appSession`,
+   * `sessionToken`, `XSRF-TOKEN`, `auth_token`… A RegExp or a list of exact names replaces that rule
+   * (e.g. `['connect.sid']` to cache requests carrying other cookies); `false`: no cookie counts.
    */
   sessionCookie?: RegExp | string[] | false;
   /** Name reported in events. */
@@ -128,7 +131,8 @@ export const CACHE_DEFAULTS = {
   maxBodySize: 1024 * 1024,
   statuses: [200, 203, 204, 300, 301, 308],
   methods: ['GET'],
-  sessionCookie: /(^|[._-])(sid|sess|session|sessionid)([._-]|$)|^(connect\.sid|phpsessid|jsessionid)$/i,
+  // Safe by default: a per-user cookie missed here means one user's response served to another.
+  sessionCookie: /sess|auth|token|jwt|(^|[._-])sid([._-]|$)/i,
 } as const;
 
 const consoleLogger: CacheLogger = {

@@ -6,20 +6,23 @@ import { defineScript, runScript, runScriptBuffer } from '../scripts';
  *   <prefix>c:{<key>}              entry, or a Vary marker `ERKV<gen>\n<names,csv>`
  *   <prefix>c:{<key>}:v:<gen>:<h>  one variant behind a marker (h = sha1 of the request header values)
  *   <prefix>c:{<key>}:lock         fill lock (single-flight across processes)
+ *   <prefix>c:{<key>}:nostore      the last fill was uncacheable: misses skip the lock for a while
  *   <prefix>t:{<tag>}              set of the entry keys carrying the tag
  * A marker, its variants and its lock share the entry's {hash tag}, so lookup and store are one
  * script in one slot. Deleting the marker orphans its variants for good: a new marker gets a new
  * generation, so old variants can never be served again (they expire on their TTL).
  */
 
-// KEYS: entry, lock. ARGV: lock token ('' = don't lock), lock ttl, then request header name/value pairs.
-// Replies {1, value, pttl, key} | {0, locked} | {2, names} (marker needs header values not sent).
+// KEYS: entry, lock, no-store marker. ARGV: lock token ('' = don't lock), lock ttl, then request
+// header name/value pairs. Replies {1, value, pttl, key} | {0, locked, nostore} | {2, names} (marker
+// needs header values not sent).
 const LOOKUP = defineScript(
   'cache_lookup',
-  2,
+  3,
   `local function miss()
-  if ARGV[1] ~= '' and redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, 1} end
-  return {0, 0}
+  if redis.call('EXISTS', KEYS[3]) == 1 then return {0, 0, 1} end
+  if ARGV[1] ~= '' and redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, 1, 0} end
+  return {0, 0, 0}
 end
 local key = KEYS[1]
 local v = redis.call('GET', key)
@@ -72,6 +75,16 @@ if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL'
 return key`,
 );
 
+// KEYS: lock, no-store marker. ARGV: lock token ('' = none held), marker ttl ms. Releases the lock
+// (only its owner) and leaves the marker in the same step, so no waiter can take the lock in between.
+const NO_STORE = defineScript(
+  'cache_no_store',
+  2,
+  `if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+return 1`,
+);
+
 // KEYS: tag set. ARGV: ttl ms, member keys. The set lives as long as its longest-lived member.
 const TAG_ADD = defineScript(
   'cache_tag_add',
@@ -92,14 +105,18 @@ return members`,
 
 export type LookupReply =
   | { kind: 'hit'; raw: Buffer; pttl: number; key: string }
-  | { kind: 'miss'; locked: boolean }
+  | { kind: 'miss'; locked: boolean; noStore: boolean }
   | { kind: 'vary'; names: string[] };
 
-/** One round trip: the entry (through its Vary marker when there is one), else optionally the fill lock. */
+/**
+ * One round trip: the entry (through its Vary marker when there is one), else optionally the fill lock
+ * — unless the no-store marker says the last fill was uncacheable.
+ */
 export async function lookup(
   redis: RedisClient,
   key: string,
   lockKey: string,
+  noStoreKey: string,
   token: string,
   lockTtlMs: number,
   headerPairs: readonly string[],
@@ -107,14 +124,25 @@ export async function lookup(
   const reply = await runScriptBuffer<[number, ...unknown[]]>(
     redis,
     LOOKUP,
-    [key, lockKey],
+    [key, lockKey, noStoreKey],
     [token, lockTtlMs, ...headerPairs],
   );
   if (reply[0] === 1) {
     return { kind: 'hit', raw: reply[1] as Buffer, pttl: Number(reply[2]), key: String(reply[3]) };
   }
   if (reply[0] === 2) return { kind: 'vary', names: String(reply[1]).split(',') };
-  return { kind: 'miss', locked: reply[1] === 1 };
+  return { kind: 'miss', locked: reply[1] === 1, noStore: reply[2] === 1 };
+}
+
+/** Releases the fill lock of an uncacheable fill and leaves the no-store marker: one script. */
+export function markNoStore(
+  redis: RedisClient,
+  lockKey: string,
+  noStoreKey: string,
+  token: string,
+  ttlMs: number,
+): Promise<number> {
+  return runScript<number>(redis, NO_STORE, [lockKey, noStoreKey], [token, ttlMs]);
 }
 
 /** Writes an entry (or a variant behind its marker), releasing the fill lock when `token` owns it. */

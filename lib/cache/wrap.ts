@@ -76,8 +76,12 @@ export class Cache extends CacheCore {
     }
     const result = await flight;
     // The leader gets fn's own value; coalesced callers get their own copy, so nobody shares mutations.
-    if (leader || !result.rec) return result.value as T;
-    return this.decode(result.rec, o);
+    if (leader) return result.value as T;
+    if (result.rec) return this.decode(result.rec, o);
+    // Nothing was stored (Redis down, or an uncacheable value): copy through the serializer.
+    if (result.value === null || result.value === undefined) return result.value as T;
+    const raw = o.serializer.serialize(result.value as T);
+    return o.serializer.deserialize(typeof raw === 'string' ? Buffer.from(raw) : raw);
   }
 
   /** Deletes entries by tag and/or key in Redis and in every instance's L1. */
@@ -96,11 +100,13 @@ export class Cache extends CacheCore {
     o: ResolvedWrap<T>,
     local: Rec | undefined,
   ) {
+    // Read before the lookup: an invalidation while it is in flight must keep its answer out of L1.
+    const generation = this.l1?.generation ?? 0;
     const acquired: Acquired = await this.acquire(redisKey, undefined);
     if (acquired.kind === 'hit') {
       const { rec } = acquired;
       const now = Date.now();
-      this.l1?.set(redisKey, rec, now, this.l1.generation);
+      this.l1?.set(redisKey, rec, now, generation);
       if (now < rec.freshUntil) this.event('hit', { key: redisKey });
       else {
         this.event('stale', { key: redisKey });
@@ -114,7 +120,6 @@ export class Cache extends CacheCore {
     }
     this.event('miss', { key: redisKey });
     const fallback = newest(acquired.stale, local);
-    const generation = this.l1?.generation ?? 0;
     const stop = this.holdLock(redisKey, acquired.token);
     let value: T;
     try {
@@ -131,7 +136,7 @@ export class Cache extends CacheCore {
     stop();
     const entry = toEntry(value, o, (ms) => this.jittered(ms));
     if (!entry) {
-      this.releaseFill(redisKey, acquired.token);
+      this.releaseUncacheable(redisKey, acquired.token);
       return { value, rec: undefined };
     }
     const stored = await this.store(redisKey, entry, acquired.token, undefined);
