@@ -48,7 +48,14 @@ export function orderApp(middleware: RequestHandler, handler: RequestHandler): E
 
 export async function send(
   url: string,
-  options: { key?: string; body?: unknown; method?: string; headers?: Record<string, string> } = {},
+  options: {
+    key?: string;
+    body?: unknown;
+    method?: string;
+    headers?: Record<string, string>;
+    /** Fail instead of waiting for an answer that never comes. */
+    timeoutMs?: number;
+  } = {},
 ): Promise<Answer> {
   const headers: Record<string, string> = { ...options.headers };
   if (options.key !== undefined) headers['Idempotency-Key'] = options.key;
@@ -57,7 +64,8 @@ export async function send(
     headers['Content-Type'] ??= 'application/json';
     body = typeof options.body === 'string' ? options.body : JSON.stringify(options.body);
   }
-  const response = await fetch(url, { method: options.method ?? 'POST', headers, body });
+  const signal = options.timeoutMs === undefined ? undefined : AbortSignal.timeout(options.timeoutMs);
+  const response = await fetch(url, { method: options.method ?? 'POST', headers, body, signal });
   const bytes = Buffer.from(await response.arrayBuffer());
   return {
     status: response.status,

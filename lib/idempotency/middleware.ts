@@ -180,29 +180,44 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
       clearInterval(timer);
     };
 
-    captureResponse(res, o.maxBodySize, async (captured: CapturedResponse) => {
-      stop();
-      const { status, body } = captured;
-      if (body === undefined || !o.shouldStore(status)) {
-        const reason = body === undefined ? 'too-large' : 'status';
-        try {
-          await guarded(o.redis, () => record.release(o.redis, key, owner), guard);
-          emit('released', { status, reason });
-        } catch (error) {
-          emit('release-failed', { status, reason, error });
-        }
-        return;
-      }
+    // Exactly one outcome per reservation: the handler's end() or the connection closing mid-response.
+    let settled = false;
+    const release = async (status: number, reason: string) => {
       try {
-        const stored = await guarded(
-          o.redis,
-          () => record.complete(o.redis, key, owner, { status, headers: captured.headers, body }, o.ttlMs),
-          guard,
-        );
-        emit(stored ? 'stored' : 'lease-lost', { status });
+        await guarded(o.redis, () => record.release(o.redis, key, owner), guard);
+        emit('released', { status, reason });
       } catch (error) {
-        emit('store-failed', { status, error });
+        emit('release-failed', { status, reason, error });
       }
+    };
+
+    captureResponse(res, o.maxBodySize, {
+      aborted: () => {
+        if (settled) return;
+        settled = true;
+        stop();
+        // The client got a broken response: a retry must run the handler again, not wait out `ttl`.
+        void release(res.statusCode, 'aborted');
+      },
+      beforeEnd: async (captured: CapturedResponse) => {
+        if (settled) return;
+        settled = true;
+        stop();
+        const { status, body } = captured;
+        if (body === undefined || !o.shouldStore(status)) {
+          return release(status, body === undefined ? (captured.unstorable ?? 'too-large') : 'status');
+        }
+        try {
+          const stored = await guarded(
+            o.redis,
+            () => record.complete(o.redis, key, owner, { status, headers: captured.headers, body }, o.ttlMs),
+            guard,
+          );
+          emit(stored ? 'stored' : 'lease-lost', { status });
+        } catch (error) {
+          emit('store-failed', { status, error });
+        }
+      },
     });
   }
 

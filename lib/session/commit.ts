@@ -1,5 +1,6 @@
 import type { Request, Response } from 'express';
 import type { Session, SessionData } from 'express-session';
+import { refusedChunkError } from '../chunks';
 import { dataOf, type KitSessionStore } from './store';
 
 /** What the session looked like when the handler got it. */
@@ -41,24 +42,39 @@ export function commitBeforeEnd(
   onUnavailable: (error: unknown) => void,
 ): void {
   takeSnapshot(req);
-  const sessionEnd = res.end;
+  const sessionEnd = res.end as (...a: unknown[]) => Response;
   res.end = function end(this: Response, ...args: unknown[]) {
+    const refused = refusedChunkError(args[0]);
+    // express-session's end() would send the headers before Node refuses the chunk, leaving Express
+    // no way to answer. Refusing it here, untouched and synchronously, lets the app's error handler
+    // answer (500), as without the kit; this hook stays in place for that answer.
+    if (refused) throw refused;
     res.end = sessionEnd;
     const session = req.session as (Session & Partial<SessionData>) | undefined;
     const work = session && !res.headersSent ? persist(req, session, store) : undefined;
-    if (!work) return (sessionEnd as (...a: unknown[]) => Response).apply(this, args);
+    if (!work) return sessionEnd.apply(this, args);
     work.then(
-      () => (sessionEnd as (...a: unknown[]) => Response).apply(res, args),
-      (error: unknown) => {
-        // Without a session, express-session neither sets the cookie nor retries the store.
-        (req as { session?: unknown }).session = undefined;
-        // The handler's body is replaced, so its entity headers (length, ETag, ...) must go too.
-        for (const header of ENTITY_HEADERS) res.removeHeader(header);
-        onUnavailable(error);
-      },
+      () => settle(res, () => sessionEnd.apply(res, args)),
+      (error: unknown) =>
+        settle(res, () => {
+          // Without a session, express-session neither sets the cookie nor retries the store.
+          (req as { session?: unknown }).session = undefined;
+          // The handler's body is replaced, so its entity headers (length, ETag, ...) must go too.
+          for (const header of ENTITY_HEADERS) res.removeHeader(header);
+          onUnavailable(error);
+        }),
     );
     return res;
   } as Response['end'];
+}
+
+/** Runs the deferred end; a throw there would be an unhandled rejection and a request never answered. */
+function settle(res: Response, send: () => unknown): void {
+  try {
+    send();
+  } catch (error) {
+    res.destroy(error as Error);
+  }
 }
 
 function persist(

@@ -1,0 +1,253 @@
+import { request } from 'node:http';
+import type { RequestHandler } from 'express';
+import { idempotency } from '../../lib/idempotency';
+import { captureEvents } from '../helpers/events';
+import { useRedisServer } from '../helpers/redis';
+import { freshKey, orderApp, send, sleep, useServers } from './http';
+
+const redisServer = useRedisServer();
+const servers = useServers();
+
+let instance = 0;
+/** A unique instance name, so a test counts only its own middleware's Redis calls. */
+const uniqueName = () => `broken-${process.pid}-${++instance}`;
+
+/** Short lease: the heartbeat beats every 100 ms, so a leftover one shows within a few hundred ms. */
+const LOCK_TTL = 300;
+
+/** POSTs with the key and resolves once the connection ends, however it ends, or after `timeoutMs`. */
+function postUntilClosed(
+  url: string,
+  key: string,
+  timeoutMs = 5000,
+): Promise<{ status?: number; error?: string }> {
+  return new Promise((resolve) => {
+    const req = request(
+      url,
+      { method: 'POST', headers: { 'Idempotency-Key': key }, timeout: timeoutMs },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode }));
+        res.on('error', (e) => resolve({ status: res.statusCode, error: e.message }));
+      },
+    );
+    req.on('error', (e) => resolve({ error: e.message }));
+    req.on('timeout', () => {
+      resolve({ error: `no answer within ${timeoutMs} ms` });
+      req.destroy();
+    });
+    req.end();
+  });
+}
+
+/** Calls made by the named middleware after the first `released` event must not grow: no heartbeat left. */
+async function expectNoFurtherRedisCalls(events: ReturnType<typeof captureEvents>, name: string) {
+  const calls = () => events.events.filter((e) => e.type === 'redis-call' && e.name === name).length;
+  const before = calls();
+  await sleep(LOCK_TTL * 1.5);
+  expect(calls()).toBe(before);
+}
+
+/** Fails the test if a promise rejection goes unhandled while it runs. */
+function useUnhandledRejections() {
+  const seen: unknown[] = [];
+  const listener = (reason: unknown) => seen.push(reason);
+  beforeEach(() => {
+    seen.length = 0;
+    process.on('unhandledRejection', listener);
+  });
+  afterEach(() => {
+    process.off('unhandledRejection', listener);
+  });
+  return seen;
+}
+const unhandled = useUnhandledRejections();
+
+describe('idempotency when the response never ends properly', () => {
+  it('releases the key when the handler throws after writing part of the body, so the retry runs the handler', async () => {
+    const events = captureEvents('idempotency');
+    const name = uniqueName();
+    let runs = 0;
+    const app = orderApp(
+      idempotency({ redis: redisServer.client(), lockTtl: LOCK_TTL, name }),
+      async (_req, res) => {
+        runs += 1;
+        if (runs === 1) {
+          res.write('partial ');
+          throw new Error('boom after streaming');
+        }
+        res.status(201).json({ run: runs });
+      },
+    );
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey('threw');
+    try {
+      // Express cannot answer after headers went out: it destroys the socket.
+      expect((await postUntilClosed(url, key)).error).toBeDefined();
+      await events.waitFor('released', 1);
+      expect(events.events).toContainEqual(
+        expect.objectContaining({ type: 'released', name, reason: 'aborted' }),
+      );
+      await expectNoFurtherRedisCalls(events, name);
+
+      const retry = await send(url, { key });
+      expect(retry.status).toBe(201);
+      expect(retry.headers.get('idempotent-replayed')).toBeNull();
+      expect(runs).toBe(2);
+    } finally {
+      events.stop();
+    }
+  });
+
+  it('releases the key when the client of a streaming handler disconnects, and stops the heartbeat', async () => {
+    const events = captureEvents('idempotency');
+    const name = uniqueName();
+    let runs = 0;
+    const app = orderApp(
+      idempotency({ redis: redisServer.client(), lockTtl: LOCK_TTL, name }),
+      (_req, res) => {
+        runs += 1;
+        if (runs > 1) {
+          res.type('text').end('complete export\n');
+          return;
+        }
+        res.type('text');
+        const rows = setInterval(() => res.write('row\n'), 20);
+        // Client gone: stop producing, without end() (the usual streaming pattern).
+        res.on('close', () => clearInterval(rows));
+      },
+    );
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey('stream');
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const req = request(url, { method: 'POST', headers: { 'Idempotency-Key': key } }, (res) => {
+          res.once('data', () => {
+            req.destroy();
+            resolve();
+          });
+        });
+        req.on('error', (e) => (e.message === 'socket hang up' ? undefined : reject(e)));
+        req.end();
+      });
+      await events.waitFor('released', 1);
+      expect(events.events).toContainEqual(
+        expect.objectContaining({ type: 'released', name, reason: 'aborted', status: 200 }),
+      );
+      await expectNoFurtherRedisCalls(events, name);
+
+      const retry = await send(url, { key });
+      expect(retry.status).toBe(200);
+      expect(retry.body.toString()).toBe('complete export\n');
+      expect(retry.headers.get('idempotent-replayed')).toBeNull();
+      expect(runs).toBe(2);
+    } finally {
+      events.stop();
+    }
+  });
+
+  it('keeps the key reserved when the client disconnects before any answer, and stores the answer for the retry', async () => {
+    const events = captureEvents('idempotency');
+    const name = uniqueName();
+    let runs = 0;
+    let finishOrder: () => void = () => {};
+    const orderPlaced = new Promise<void>((resolve) => {
+      finishOrder = resolve;
+    });
+    let clientGone: () => void = () => {};
+    const disconnected = new Promise<void>((resolve) => {
+      clientGone = resolve;
+    });
+    const app = orderApp(idempotency({ redis: redisServer.client(), name }), async (req, res) => {
+      runs += 1;
+      req.socket.once('close', clientGone);
+      await orderPlaced;
+      res.status(201).json({ order: 7 });
+    });
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey('early');
+    try {
+      const req = request(url, { method: 'POST', headers: { 'Idempotency-Key': key } });
+      req.on('error', () => {});
+      req.end();
+      await events.waitFor('first', 1);
+      req.destroy();
+      await disconnected;
+
+      // The handler is still placing the order: running it again now would place a second one.
+      expect((await send(url, { key })).status).toBe(409);
+      finishOrder();
+      await events.waitFor('stored', 1);
+      const retry = await send(url, { key });
+      expect(retry.status).toBe(201);
+      expect(retry.headers.get('idempotent-replayed')).toBe('true');
+      expect(runs).toBe(1);
+      expect(events.count('released')).toBe(0);
+    } finally {
+      finishOrder();
+      events.stop();
+    }
+  });
+});
+
+describe('idempotency when the handler ends the response with something Node refuses', () => {
+  it('res.end(42) gets the same 500 as without the kit, releases the key and leaves no unhandled rejection', async () => {
+    const events = captureEvents('idempotency');
+    const name = uniqueName();
+    let runs = 0;
+    const handler: RequestHandler = (_req, res) => {
+      runs += 1;
+      if (runs === 1) res.status(201).end(42 as unknown as string);
+      else res.status(201).json({ run: runs });
+    };
+    const bare = `${await servers.listen(orderApp((_req, _res, next) => next(), handler))}/orders`;
+    const url = `${await servers.listen(orderApp(idempotency({ redis: redisServer.client(), name }), handler))}/orders`;
+    const key = freshKey('number');
+    try {
+      const withoutKit = await send(bare, { key, headers: { Accept: 'text/plain' } });
+      expect(withoutKit.status).toBe(500);
+
+      runs = 0;
+      const first = await send(url, { key, headers: { Accept: 'text/plain' }, timeoutMs: 3000 });
+      expect(first.status).toBe(500);
+      expect(first.headers.get('content-type')).toBe(withoutKit.headers.get('content-type'));
+      expect(events.events).toContainEqual(
+        expect.objectContaining({ type: 'released', name, status: 500, reason: 'status' }),
+      );
+
+      const retry = await send(url, { key });
+      expect(retry.status).toBe(201);
+      expect(retry.headers.get('idempotent-replayed')).toBeNull();
+      expect(runs).toBe(2);
+      expect(unhandled).toEqual([]);
+    } finally {
+      events.stop();
+    }
+  });
+
+  it('a throw from the deferred end() (unknown encoding) ends the connection instead of hanging, and releases the key', async () => {
+    const events = captureEvents('idempotency');
+    const name = uniqueName();
+    let runs = 0;
+    const app = orderApp(idempotency({ redis: redisServer.client(), name }), (_req, res) => {
+      runs += 1;
+      if (runs === 1) res.status(201).end('text', 'no-such-encoding' as BufferEncoding);
+      else res.status(201).json({ run: runs });
+    });
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey('encoding');
+    try {
+      const first = await postUntilClosed(url, key, 3000);
+      expect(first.error).toMatch(/socket hang up|ECONNRESET|aborted/);
+      expect(events.events).toContainEqual(
+        expect.objectContaining({ type: 'released', name, reason: 'unreadable' }),
+      );
+      const retry = await send(url, { key });
+      expect(retry.status).toBe(201);
+      expect(runs).toBe(2);
+      expect(unhandled).toEqual([]);
+    } finally {
+      events.stop();
+    }
+  });
+});
