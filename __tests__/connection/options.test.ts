@@ -1,3 +1,5 @@
+import Redis from 'ioredis';
+import { createCache, idempotency, redisSession, withLock } from '../../lib';
 import { checkClient } from '../../lib/client';
 import { toMs } from '../../lib/duration';
 import { checkPrefix, safePart, taggedKey } from '../../lib/keys';
@@ -18,6 +20,33 @@ describe('durations', () => {
     expect(() => toMs(0, 'window')).toThrow(/"window" must be at least 1 ms/);
     expect(toMs(0, 'staleWhileRevalidate', { allowZero: true })).toBe(0);
     expect(() => toMs(Number.NaN, 'ttl')).toThrow(TypeError);
+  });
+});
+
+describe('timer-bound durations', () => {
+  // Node fires a timer longer than 2^31-1 ms after 1 ms: a generous timeout would become an instant one.
+  const redis = new Redis({ lazyConnect: true });
+  afterAll(() => redis.disconnect());
+  const secret = 'x'.repeat(32);
+
+  it.each<[string, () => unknown]>([
+    ['cache timeout', () => createCache({ redis, timeout: '30d' })],
+    ['cache lockTimeout', () => createCache({ redis, lockTimeout: '30d' })],
+    ['idempotency timeout', () => idempotency({ redis, timeout: '30d' })],
+    ['idempotency lockTtl', () => idempotency({ redis, lockTtl: '30d' })],
+    ['session timeout', () => redisSession({ redis, secret, timeout: '30d' })],
+  ])('refuses a %s beyond the longest Node timer, naming the option', (_name, make) => {
+    expect(make).toThrow(RangeError);
+    expect(make).toThrow(/must be at most 2147483647 ms \(about 24.8 days, the longest Node timer\)/);
+  });
+
+  it('refuses withLock timeout and wait beyond the longest Node timer', async () => {
+    await expect(withLock(redis, 'k', async () => 1, { timeout: '30d' })).rejects.toThrow(
+      /"timeout" must be at most/,
+    );
+    await expect(withLock(redis, 'k', async () => 1, { wait: '30d' })).rejects.toThrow(
+      /"wait" must be at most/,
+    );
   });
 });
 

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { guarded } from '../breaker';
 import { checkClient, type RedisClient } from '../client';
-import { type Duration, toMs } from '../duration';
+import { type Duration, MAX_TIMER_MS, toMs } from '../duration';
 import { checkPrefix, DEFAULT_PREFIX, taggedKey } from '../keys';
 import { defineScript, runScript } from '../scripts';
 
@@ -131,8 +131,8 @@ export async function withLock<T>(
     throw new TypeError('express-redis-kit: withLock needs a lock name');
   if (typeof fn !== 'function') throw new TypeError('express-redis-kit: withLock needs a function to run');
   const ttlMs = toMs(options.ttl ?? 10_000, 'ttl', { min: 10 });
-  const waitMs = toMs(options.wait ?? ttlMs, 'wait', { allowZero: true });
-  const timeoutMs = toMs(options.timeout ?? 1000, 'timeout');
+  const waitMs = toMs(options.wait ?? ttlMs, 'wait', { allowZero: true, max: MAX_TIMER_MS });
+  const timeoutMs = toMs(options.timeout ?? 1000, 'timeout', { max: MAX_TIMER_MS });
   const key = taggedKey(checkPrefix(options.prefix ?? DEFAULT_PREFIX), 'lock', name);
   const token = newToken();
   const call = <R>(op: () => Promise<R>) => guarded(redis, op, { timeoutMs, component: 'cache' });

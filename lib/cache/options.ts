@@ -1,6 +1,6 @@
 import type { Request, Response } from 'express';
 import { checkClient, type RedisClient } from '../client';
-import { type Duration, toMs } from '../duration';
+import { type Duration, MAX_TIMER_MS, toMs } from '../duration';
 import { optionError, optionRangeError } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX } from '../keys';
 
@@ -163,8 +163,11 @@ export function resolveCacheOptions(options: CreateCacheOptions): ResolvedCacheO
     redis: checkClient(options.redis),
     l1: resolveL1(options.l1),
     prefix: checkPrefix(options.prefix ?? DEFAULT_PREFIX),
-    timeoutMs: toMs(options.timeout ?? CACHE_DEFAULTS.timeoutMs, 'timeout'),
-    lockTimeoutMs: toMs(options.lockTimeout ?? CACHE_DEFAULTS.lockTimeoutMs, 'lockTimeout', { min: 10 }),
+    timeoutMs: toMs(options.timeout ?? CACHE_DEFAULTS.timeoutMs, 'timeout', { max: MAX_TIMER_MS }),
+    lockTimeoutMs: toMs(options.lockTimeout ?? CACHE_DEFAULTS.lockTimeoutMs, 'lockTimeout', {
+      min: 10,
+      max: MAX_TIMER_MS,
+    }),
     jitter: checkJitter(options.jitter),
     name: options.name,
     logger: checkLogger(options.logger),

@@ -1,6 +1,6 @@
 import type { Request } from 'express';
 import { checkClient, type RedisClient } from '../client';
-import { type Duration, toMs } from '../duration';
+import { type Duration, MAX_TIMER_MS, toMs } from '../duration';
 import { optionError, optionRangeError } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX } from '../keys';
 import { defaultFingerprint } from './fingerprint';
@@ -128,7 +128,7 @@ export function resolveOptions(input: IdempotencyOptions): ResolvedIdempotencyOp
     if (!METHOD.test(m)) throw optionError('methods', `holds an invalid method ${JSON.stringify(m)}`);
   }
   const ttlMs = toMs(ttl, 'ttl', { min: 1000 });
-  const lockTtlMs = toMs(lockTtl, 'lockTtl', { min: 100 });
+  const lockTtlMs = toMs(lockTtl, 'lockTtl', { min: 100, max: MAX_TIMER_MS });
   if (lockTtlMs > ttlMs) {
     throw optionRangeError(
       'lockTtl',
@@ -152,7 +152,7 @@ export function resolveOptions(input: IdempotencyOptions): ResolvedIdempotencyOp
   if (failMode !== 'closed' && failMode !== 'open') {
     throw optionError('failMode', `must be 'closed' or 'open'; got ${JSON.stringify(failMode)}`);
   }
-  const timeoutMs = toMs(timeout, 'timeout', { min: 1 });
+  const timeoutMs = toMs(timeout, 'timeout', { min: 1, max: MAX_TIMER_MS });
   const retryAfterMs = toMs(retryAfter, 'retryAfter', { min: 1 });
   if (name !== undefined && typeof name !== 'string')
     throw optionError('name', `must be a string; got ${typeof name}`);

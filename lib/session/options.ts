@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { CookieOptions } from 'express-session';
 import { checkClient, type RedisClient } from '../client';
-import { type Duration, toMs } from '../duration';
+import { type Duration, MAX_TIMER_MS, toMs } from '../duration';
 import { optionError, optionRangeError } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX } from '../keys';
 
@@ -79,7 +79,7 @@ export function resolveOptions(options: RedisSessionOptions): ResolvedSessionOpt
   const rolling = options.rolling ?? true;
   if (typeof rolling !== 'boolean')
     throw optionError('rolling', `must be true or false; got ${JSON.stringify(rolling)}`);
-  const timeoutMs = toMs(options.timeout ?? '500ms', 'timeout');
+  const timeoutMs = toMs(options.timeout ?? '500ms', 'timeout', { max: MAX_TIMER_MS });
   const prefix = checkPrefix(options.prefix ?? DEFAULT_PREFIX);
   if (options.proxy !== undefined && typeof options.proxy !== 'boolean') {
     throw optionError('proxy', `must be true, false or undefined; got ${JSON.stringify(options.proxy)}`);
