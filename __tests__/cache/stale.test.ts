@@ -4,7 +4,7 @@ import request from 'supertest';
 import { cacheResponse } from '../../lib/cache';
 import type { RedisClient } from '../../lib/client';
 import { captureEvents } from '../helpers/events';
-import { useFlushedClient, useRedisServer } from '../helpers/redis';
+import { eventually, useFlushedClient, useRedisServer } from '../helpers/redis';
 import { quietLogger, sleep, waitForKeys } from './helpers';
 
 const redis = useRedisServer();
@@ -99,13 +99,24 @@ describe('stale-if-error', () => {
       staleIfError: '1m',
       logger: quietLogger(),
     });
-    app.get('/r', mw, async (_req, res) => {
-      calls++;
-      // Slow enough that all the concurrent requests below coalesce behind the first one.
-      await sleep(200);
-      if (healthy) res.send('good');
-      else res.status(503).send('origin down');
-    });
+    let entered = 0;
+    app.get(
+      '/r',
+      (_req, _res, next) => {
+        entered++;
+        next();
+      },
+      mw,
+      async (_req, res) => {
+        calls++;
+        // While failing, answer only once all four concurrent requests are in, so they coalesce
+        // behind this one however slowly the test machine starts them.
+        if (!healthy) await eventually(() => entered >= 4, 'all four requests to arrive');
+        await sleep(50);
+        if (healthy) res.send('good');
+        else res.status(503).send('origin down');
+      },
+    );
     const events = captureEvents('cache');
     try {
       await request(app).get('/r');
@@ -113,6 +124,7 @@ describe('stale-if-error', () => {
       await sleep(200);
       healthy = false;
       calls = 0;
+      entered = 0;
       const all = await Promise.all(Array.from({ length: 4 }, () => request(app).get('/r')));
       for (const res of all) {
         expect([res.status, res.headers['x-cache'], res.text]).toEqual([200, 'STALE', 'good']);

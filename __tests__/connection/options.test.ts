@@ -40,12 +40,12 @@ describe('timer-bound durations', () => {
     expect(make).toThrow(/must be at most 2147483647 ms \(about 24.8 days, the longest Node timer\)/);
   });
 
-  it('refuses withLock timeout and wait beyond the longest Node timer', async () => {
+  it('refuses a withLock timeout beyond the longest Node timer, and a ttl whose renewal timer would be', async () => {
     await expect(withLock(redis, 'k', async () => 1, { timeout: '30d' })).rejects.toThrow(
       /"timeout" must be at most/,
     );
-    await expect(withLock(redis, 'k', async () => 1, { wait: '30d' })).rejects.toThrow(
-      /"wait" must be at most/,
+    await expect(withLock(redis, 'k', async () => 1, { ttl: '80d' })).rejects.toThrow(
+      /"ttl" must be at most/,
     );
   });
 });

@@ -114,14 +114,15 @@ describe('rateLimit edge cases', () => {
   });
 
   describe('refunds', () => {
-    // limit 2 per 2 s: a token (or emission interval) comes back every second, so after 1.1 s the
-    // slow request's cost has healed on its own and giving it back again would be a gift.
+    // limit 2 per 4 s: a token (or emission interval) comes back every 2 s, so after 2.1 s the slow
+    // request's cost has healed on its own and giving it back again would be a gift. D comes well
+    // within the next 2 s, even on a slow machine.
     it.each(['token-bucket', 'gcra'] as const)(
       'give back only what time has not already healed (%s)',
       async (algorithm) => {
         const mw = limiter({
           limit: 2,
-          window: '2s',
+          window: '4s',
           algorithm,
           name: `heal-${algorithm}`,
           skipFailedRequests: true,
@@ -134,13 +135,13 @@ describe('rateLimit edge cases', () => {
             .set('x-client', 'heal')
             .then((r) => r.status);
           await eventually(() => held('a'), 'the slow request to be counted');
-          await sleep(1100);
+          await sleep(2100);
           expect((await request(app).get('/').set('x-client', 'heal')).status).toBe(200);
           expect((await request(app).get('/').set('x-client', 'heal')).status).toBe(200);
           release('a');
           expect(await slow).toBe(500);
           await waitFor('refund', 1);
-          // Without the slow request, B and C used the whole burst just now: D must wait ~1 s.
+          // Without the slow request, B and C used the whole burst just now: D must wait ~2 s.
           expect((await request(app).get('/').set('x-client', 'heal')).status).toBe(429);
         } finally {
           stop();

@@ -130,8 +130,10 @@ export async function withLock<T>(
   if (typeof name !== 'string' || name === '')
     throw new TypeError('express-redis-kit: withLock needs a lock name');
   if (typeof fn !== 'function') throw new TypeError('express-redis-kit: withLock needs a function to run');
-  const ttlMs = toMs(options.ttl ?? 10_000, 'ttl', { min: 10 });
-  const waitMs = toMs(options.wait ?? ttlMs, 'wait', { allowZero: true, max: MAX_TIMER_MS });
+  // The lock is extended every ttl / 3, a timer: that must stay within Node's longest one.
+  const ttlMs = toMs(options.ttl ?? 10_000, 'ttl', { min: 10, max: 3 * MAX_TIMER_MS });
+  // A deadline polled with short sleeps, not a timer: any length works.
+  const waitMs = toMs(options.wait ?? ttlMs, 'wait', { allowZero: true });
   const timeoutMs = toMs(options.timeout ?? 1000, 'timeout', { max: MAX_TIMER_MS });
   const key = taggedKey(checkPrefix(options.prefix ?? DEFAULT_PREFIX), 'lock', name);
   const token = newToken();

@@ -219,8 +219,10 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
           return settle({ rec: fallback, headers: req.headers });
         }
         if (!entry) {
-          // An aborted response says nothing about the next one; any other refusal likely repeats.
-          if (reason === 'aborted') cache.releaseFill(redisKey, token);
+          // An aborted response or a server error says nothing about the next one, and a failing origin
+          // needs the lock's one-at-a-time protection most; any other refusal (404, Set-Cookie, too
+          // large…) likely repeats, so other misses need not queue for it.
+          if (reason === 'aborted' || res.statusCode >= 500) cache.releaseFill(redisKey, token);
           else cache.releaseUncacheable(redisKey, token);
           event('uncacheable', key, { reason: reason ?? 'shouldCache' });
           return settle({ uncacheable: true });

@@ -195,9 +195,11 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
       aborted: () => {
         if (settled) return;
         settled = true;
+        // The response broke off, but the handler may still be at work (a stream whose client left):
+        // releasing now could run it twice at once. Stopping the renewals lets the lease lapse after
+        // lockTtl instead of holding the key until ttl; a retry after that runs the handler again.
         stop();
-        // The client got a broken response: a retry must run the handler again, not wait out `ttl`.
-        void release(res.statusCode, 'aborted');
+        emit('abandoned', { status: res.statusCode, reason: 'aborted' });
       },
       beforeEnd: async (captured: CapturedResponse) => {
         if (settled) return;

@@ -33,7 +33,8 @@ export const MODE_PEEK = 'p';
 // Why hints: time heals a counted request's cost (a bucket refills, a tat falls behind the clock),
 // so giving back the full cost later could hand out units the request no longer holds and let more
 // than the algorithm promises through. The hint bounds what time can have healed since: only the
-// part not yet healed is given back. A refund soon after the decision gives back everything.
+// part not yet healed is given back. A refund soon after the decision gives back everything. Gap
+// (README, Refunds): the hint counts earlier requests still held then; one refunded first overstates it.
 const LUA = `${LUA_NOW_MS}
 local now_us = tonumber(__t[1]) * 1000000 + tonumber(__t[2])
 local mode = ARGV[1]
