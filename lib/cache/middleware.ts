@@ -3,14 +3,15 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { optionError } from '../errors';
 import { type Captured, captureResponse, type Originals } from './capture';
 import type { Entry } from './entry';
-import { etagMatches, hasSessionCookie, prepareHeaders, storedHeaders } from './http';
+import { hasSessionCookie, storedHeaders } from './http';
 import { invalidatesMiddleware } from './invalidates';
 import { defaultKey, entryKey, headerValue, lockKeyOf, withVary } from './key';
-import { isRec, type Rec, toRec } from './l1';
+import { type Rec, toRec } from './l1';
 import { acquireLock, newToken } from './lock';
 import { type CacheResponseOptions, resolveResponseOptions } from './options';
 import { refreshTicketOf, replay } from './refresh';
-import { sameVariant, variantKey, varyOf } from './vary';
+import { respond, type XCache } from './respond';
+import { l1Lookup, l1Put, sameVariant, varyOf } from './vary';
 import { Cache, createCache, type InvalidateTarget } from './wrap';
 
 /** The `cacheResponse()` middleware, carrying its admin API. */
@@ -30,7 +31,6 @@ export interface CacheResponseMiddleware extends RequestHandler {
 
 /** What a coalesced request learns from the request that went to the origin for it. */
 type FlightResult = { rec: Rec; headers: IncomingHttpHeaders } | { bypass: true } | { uncacheable: true };
-type XCache = 'HIT' | 'MISS' | 'STALE' | 'BYPASS';
 
 /** HTTP response cache backed by Redis (+ in-process L1). See the README, "Response cache". */
 export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddleware {
@@ -93,7 +93,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     }
     if (l1) {
       const now = Date.now();
-      const rec = l1Lookup(key, req.headers, now);
+      const rec = l1Lookup(l1, key, req.headers, now);
       if (rec) {
         if (now < rec.freshUntil) return serve(req, res, rec, 'HIT', now, 'l1-hit', key);
         if (now < rec.swrUntil) {
@@ -167,7 +167,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
       const { rec } = acquired;
       settle({ rec, headers: req.headers });
       const now = Date.now();
-      l1Put(key, rec, req.headers, generation);
+      if (l1) l1Put(l1, key, rec, req.headers, generation);
       if (now < rec.freshUntil) return serve(req, res, rec, 'HIT', now, 'hit', key);
       serve(req, res, rec, 'STALE', now, 'stale', key);
       return refresh(req, key, redisKey);
@@ -230,7 +230,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
         const rec = toRec(entry, redisKey, 0, Date.now());
         const names = varyOf(entry);
         cache.learnVary(names);
-        l1Put(key, rec, req.headers, generation);
+        if (l1) l1Put(l1, key, rec, req.headers, generation);
         settle({ rec, headers: req.headers });
         const vary =
           names.length > 0 ? { names, values: names.map((n) => headerValue(req.headers, n)) } : undefined;
@@ -285,27 +285,6 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     respond(req, res, rec, xcache, now, res);
   }
 
-  function respond(req: Request, res: ServerResponse, rec: Rec, xcache: XCache, now: number, via: Originals) {
-    rec.prepared ??= prepareHeaders(rec.entry);
-    res.setHeader('X-Cache', xcache);
-    res.setHeader('Age', String(Math.max(0, Math.floor((now - rec.bornAt) / 1000))));
-    const inm = req.headers['if-none-match'];
-    const writeHead = via.writeHead as (status: number, headers: string[]) => unknown;
-    const end = via.end as (body?: Buffer) => unknown;
-    if (
-      inm !== undefined &&
-      rec.entry.etag !== undefined &&
-      rec.entry.status === 200 &&
-      etagMatches(inm, rec.entry.etag)
-    ) {
-      writeHead.call(res, 304, rec.prepared.notModified);
-      end.call(res);
-      return;
-    }
-    writeHead.call(res, rec.entry.status, rec.prepared.full);
-    end.call(res, req.method === 'HEAD' ? undefined : rec.entry.body);
-  }
-
   /** stale-while-revalidate: one background refresh per key (flag here, lock across processes). */
   function refresh(req: Request, key: string, redisKey: string): void {
     if (refreshing.has(key)) return;
@@ -332,24 +311,6 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
         }
       })
       .catch(() => release());
-  }
-
-  function l1Lookup(key: string, headers: IncomingHttpHeaders, now: number): Rec | undefined {
-    const value = l1!.get(key, now);
-    if (value === undefined || isRec(value)) return value;
-    const variant = l1!.get(variantKey(key, value.vary, headers), now);
-    return variant && isRec(variant) ? variant : undefined;
-  }
-
-  function l1Put(key: string, rec: Rec, headers: IncomingHttpHeaders, generation: number) {
-    if (!l1) return;
-    const names = varyOf(rec.entry);
-    const now = Date.now();
-    if (names.length === 0) return l1.set(key, rec, now, generation);
-    const marker = l1.get(key, now);
-    const expiresAt = marker && !isRec(marker) ? Math.max(marker.expiresAt, rec.expiresAt) : rec.expiresAt;
-    l1.set(key, { vary: names, redisKey: rec.redisKey, expiresAt }, now, generation);
-    l1.set(variantKey(key, names, headers), rec, now, generation);
   }
 
   middleware.invalidate = (target: InvalidateTarget) => cache.invalidate(target);

@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Entry } from './entry';
 import { headerValue, parseVary } from './key';
-import type { Rec } from './l1';
+import { isRec, type L1, type Rec } from './l1';
 
 /** The request headers a stored response varies on (from its own `Vary`). */
 export function varyOf(entry: Entry): string[] {
@@ -21,4 +21,29 @@ export function sameVariant(rec: Rec, leader: IncomingHttpHeaders, follower: Inc
   for (const name of varyOf(rec.entry))
     if (headerValue(leader, name) !== headerValue(follower, name)) return false;
   return true;
+}
+
+/**
+ * The L1 entry for a request: a key whose responses vary holds a marker naming the headers, and each
+ * variant lives under its own key (mirroring the Redis layout).
+ */
+export function l1Lookup(l1: L1, key: string, headers: IncomingHttpHeaders, now: number): Rec | undefined {
+  const value = l1.get(key, now);
+  if (value === undefined || isRec(value)) return value;
+  const variant = l1.get(variantKey(key, value.vary, headers), now);
+  return variant && isRec(variant) ? variant : undefined;
+}
+
+/** Puts a response into L1, behind a Vary marker when it varies; `generation` as read before the lookup. */
+export function l1Put(l1: L1, key: string, rec: Rec, headers: IncomingHttpHeaders, generation: number): void {
+  const names = varyOf(rec.entry);
+  const now = Date.now();
+  if (names.length === 0) {
+    l1.set(key, rec, now, generation);
+    return;
+  }
+  const marker = l1.get(key, now);
+  const expiresAt = marker && !isRec(marker) ? Math.max(marker.expiresAt, rec.expiresAt) : rec.expiresAt;
+  l1.set(key, { vary: names, redisKey: rec.redisKey, expiresAt }, now, generation);
+  l1.set(variantKey(key, names, headers), rec, now, generation);
 }
