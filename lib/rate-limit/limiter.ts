@@ -1,41 +1,17 @@
-import { STATUS_CODES } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
 import { guarded } from '../breaker';
-import { problemType, sendProblem } from '../errors';
 import { emitKitEvent, hasKitListeners } from '../events';
 import { safePart } from '../keys';
 import { runScript } from '../scripts';
+import { type Pending, type Refund, TurnBatches } from './batches';
 import { createDefaultKey, createIpGrouper } from './client-key';
 import { DenyCache } from './deny-cache';
 import { headerWriter } from './headers';
 import type { ResolvedOptions } from './options';
+import { bindingOf, infoOf, type Reply, refundHints } from './reply';
+import { createFailMode, sendDenied } from './responses';
 import { MODE_CONSUME, MODE_PEEK, MODE_REFUND, rateLimitScript } from './script';
-import type { DeniedInfo, RateLimitInfo, RateLimitState } from './types';
-
-type Reply = number[];
-
-/** A request waiting for its decision. */
-interface Pending {
-  req: Request;
-  res: Response;
-  next: NextFunction;
-  key: string;
-  cost: number;
-  member: string;
-}
-
-/** A counted request to give back (skipSuccessfulRequests / skipFailedRequests). */
-interface Refund {
-  cost: number;
-  member: string;
-  /** Redis time when it was counted: a fixed window only refunds within that window. */
-  origin: number;
-  /** Per policy, the script's refund hint: bounds how much of the cost time has healed since. */
-  hints: number[];
-}
-
-/** Most requests one script call decides: keeps each call short, as Redis runs scripts one at a time. */
-const MAX_BATCH = 64;
+import type { RateLimitInfo, RateLimitState } from './types';
 
 const isThenable = (value: unknown): value is PromiseLike<unknown> =>
   typeof (value as PromiseLike<unknown> | null)?.then === 'function';
@@ -90,10 +66,8 @@ export function createLimiter(o: ResolvedOptions) {
   // Per-policy ARGV tail never changes: precompute it and copy it into each call's args.
   const policyArgs: Array<string | number> = [];
   for (const p of policies) policyArgs.push(p.code, p.limit, p.windowMs);
-  let outage = false;
-  const queued = new Map<string, Pending[]>();
-  const queuedRefunds = new Map<string, Refund[]>();
-  let flushScheduled = false;
+  const failMode = createFailMode(o);
+  const batches = new TurnBatches(send, sendRefunds);
 
   const keysFor = (clientKey: string): string[] => {
     const tag = safePart(clientKey);
@@ -105,7 +79,7 @@ export function createLimiter(o: ResolvedOptions) {
 
   /**
    * One script call: `requests` is a flat list of (cost, member) pairs, answered in order; for
-   * refunds, (cost, member, origin) triples.
+   * refunds, (cost, member, origin, one hint per policy).
    */
   const call = (keys: string[], mode: string, requests: Array<string | number>, admin = false) =>
     guarded(
@@ -114,80 +88,15 @@ export function createLimiter(o: ResolvedOptions) {
       admin ? adminGuard : guard,
     );
 
-  /** The policy that decides: the denying one with the longest wait, else the one with least left. */
-  const bindingOf = (reply: Reply, allowed: boolean): number => {
-    let best = 0;
-    for (let i = 1; i < count; i++) {
-      if (allowed ? reply[2 + 3 * i]! < reply[2 + 3 * best]! : reply[4 + 3 * i]! > reply[4 + 3 * best]!)
-        best = i;
-    }
-    return best;
-  };
-
-  const infoOf = (reply: Reply, b: number, key: string, elapsed: number): RateLimitInfo => {
-    const p = policies[b]!;
-    const remaining = reply[2 + 3 * b]!;
-    return {
-      limit: p.limit,
-      remaining,
-      resetMs: Math.max(0, reply[3 + 3 * b]! - elapsed),
-      used: p.limit - remaining,
-      key,
-      policy: p.name,
-    };
-  };
-
-  function deny(req: Request, res: Response, next: NextFunction, info: RateLimitInfo, retryMs: number): void {
-    const retryAfter = Math.max(1, Math.ceil(retryMs / 1000));
-    res.setHeader('Retry-After', String(retryAfter));
-    if (o.handler) {
-      o.handler(req, res, next, { ...info, retryAfter, statusCode: o.statusCode } satisfies DeniedInfo);
-      return;
-    }
-    sendProblem(res, {
-      type: problemType('rate-limited'),
-      title: STATUS_CODES[o.statusCode] ?? 'Too Many Requests',
-      status: o.statusCode,
-      detail: o.message ?? `Rate limit "${info.policy}" exceeded. Retry in ${retryAfter} s.`,
-      policy: info.policy,
-      retryAfter,
-    });
-  }
-
-  function failed(error: unknown, res: Response, next: NextFunction): void {
-    if (!outage) {
-      outage = true;
-      o.logger.warn(
-        `express-redis-kit rateLimit${name ? ` "${name}"` : ''}: Redis unavailable (${(error as Error)?.message ?? error}); ` +
-          `failing ${o.failMode} (${o.failMode === 'open' ? 'requests pass unchecked' : 'requests get 503'}) until it answers again.`,
-      );
-    }
-    emitKitEvent({
-      component: 'rate-limit',
-      name,
-      type: o.failMode === 'open' ? 'fail-open' : 'fail-closed',
-      error: error as Error,
-    });
-    if (o.failMode === 'open') {
-      next();
-      return;
-    }
-    sendProblem(
-      res,
-      {
-        type: problemType('rate-limit-unavailable'),
-        title: 'Service Unavailable',
-        status: 503,
-        detail: 'The rate limiter cannot reach its store, so the request was refused. Retry shortly.',
-      },
-      { 'Retry-After': '1' },
-    );
-  }
+  const bindingIn = (reply: Reply, allowed: boolean) => (count === 1 ? 0 : bindingOf(reply, count, allowed));
+  const infoAt = (reply: Reply, b: number, key: string, elapsed: number): RateLimitInfo =>
+    infoOf(reply, policies[b]!, b, key, elapsed);
+  const deny = (req: Request, res: Response, next: NextFunction, denied: RateLimitInfo, retryMs: number) =>
+    sendDenied(o, req, res, next, denied, retryMs);
 
   function refundLater(req: Request, res: Response, key: string, cost: number, member: string, reply: Reply) {
     const origin = reply[1]!;
-    const hints = new Array<number>(count);
-    for (let i = 0; i < count; i++) hints[i] = reply[4 + 3 * i]!;
+    const hints = refundHints(reply, count);
     let settled = false;
     const settle = (finished: boolean) => {
       if (settled) return;
@@ -197,7 +106,7 @@ export function createLimiter(o: ResolvedOptions) {
       const refund: Refund = { cost, member, origin, hints };
       if (!o.coalesce) return sendRefunds(key, [refund]);
       // Responses that finish in the same turn give back in one call, like decisions.
-      enqueue(queuedRefunds, key, refund);
+      batches.refund(key, refund);
     };
     res.once('finish', () => settle(true));
     res.once('close', () => settle(false));
@@ -209,7 +118,7 @@ export function createLimiter(o: ResolvedOptions) {
       const hit = denyCache.get(key, cost, now);
       if (hit) {
         const elapsed = now - hit.at;
-        const info = infoOf(hit.reply as Reply, hit.binding, key, elapsed);
+        const info = infoAt(hit.reply as Reply, hit.binding, key, elapsed);
         req.rateLimit = info;
         writeHeaders(res, hit.reply, hit.binding, elapsed);
         if (hasKitListeners())
@@ -227,33 +136,7 @@ export function createLimiter(o: ResolvedOptions) {
     // Decisions for the same client made in one turn of the event loop go to Redis as one script
     // call, answered in arrival order: the same result as one call each, for a fraction of the cost
     // on both sides. The flush runs right after this turn's I/O callbacks, so nobody waits longer.
-    enqueue(queued, key, pending);
-  }
-
-  /** Queues `item` under its client key for this turn's flush. */
-  function enqueue<T>(queue: Map<string, T[]>, key: string, item: T): void {
-    const batch = queue.get(key);
-    if (batch) batch.push(item);
-    else queue.set(key, [item]);
-    if (!flushScheduled) {
-      flushScheduled = true;
-      setImmediate(flush);
-    }
-  }
-
-  /** Sends each client key's queue in calls of at most MAX_BATCH, and empties it. */
-  function drain<T>(queue: Map<string, T[]>, sendBatch: (key: string, batch: T[]) => void): void {
-    for (const [key, batch] of queue) {
-      for (let i = 0; i < batch.length; i += MAX_BATCH) sendBatch(key, batch.slice(i, i + MAX_BATCH));
-    }
-    queue.clear();
-  }
-
-  function flush(): void {
-    flushScheduled = false;
-    // Refunds first: a request decided in this same turn sees the quota they give back.
-    drain(queuedRefunds, sendRefunds);
-    drain(queued, send);
+    batches.decide(key, pending);
   }
 
   function sendRefunds(key: string, batch: Refund[]): void {
@@ -282,10 +165,7 @@ export function createLimiter(o: ResolvedOptions) {
     for (const p of batch) requests.push(p.cost, p.member);
     call(keys, MODE_CONSUME, requests).then(
       (reply) => {
-        if (outage) {
-          outage = false;
-          emitKitEvent({ component: 'rate-limit', name, type: 'recovered' });
-        }
+        failMode.recovered();
         const width = 2 + 3 * count;
         for (let i = 0; i < batch.length; i++) {
           const p = batch[i]!;
@@ -299,7 +179,7 @@ export function createLimiter(o: ResolvedOptions) {
         }
       },
       (error: unknown) => {
-        for (const p of batch) failed(error, p.res, p.next);
+        for (const p of batch) failMode.fail(error, p.res, p.next);
       },
     );
   }
@@ -307,8 +187,8 @@ export function createLimiter(o: ResolvedOptions) {
   function settle(p: Pending, reply: Reply): void {
     const { req, res, next, key, cost } = p;
     const allowed = reply[0] === 1;
-    const b = count === 1 ? 0 : bindingOf(reply, allowed);
-    const info = infoOf(reply, b, key, 0);
+    const b = bindingIn(reply, allowed);
+    const info = infoAt(reply, b, key, 0);
     req.rateLimit = info;
     writeHeaders(res, reply, b, 0);
     if (allowed) {
@@ -408,9 +288,9 @@ export function createLimiter(o: ResolvedOptions) {
   async function get(key: string): Promise<RateLimitState> {
     const clientKey = normalizeAdminKey(String(key));
     const reply = await call(keysFor(clientKey), MODE_PEEK, [0, '-'], true);
-    const b = bindingOf(reply, true);
+    const b = bindingIn(reply, true);
     return {
-      ...infoOf(reply, b, clientKey, 0),
+      ...infoAt(reply, b, clientKey, 0),
       policies: policies.map((p, i) => ({
         policy: p.name,
         limit: p.limit,

@@ -1,0 +1,78 @@
+import { STATUS_CODES } from 'node:http';
+import type { NextFunction, Request, Response } from 'express';
+import { problemType, sendProblem } from '../errors';
+import { emitKitEvent } from '../events';
+import type { ResolvedOptions } from './options';
+import type { DeniedInfo, RateLimitInfo } from './types';
+
+/** Answers a denied request: `Retry-After`, then the user's `handler` or a problem+json body. */
+export function sendDenied(
+  o: ResolvedOptions,
+  req: Request,
+  res: Response,
+  next: NextFunction,
+  info: RateLimitInfo,
+  retryMs: number,
+): void {
+  const retryAfter = Math.max(1, Math.ceil(retryMs / 1000));
+  res.setHeader('Retry-After', String(retryAfter));
+  if (o.handler) {
+    o.handler(req, res, next, { ...info, retryAfter, statusCode: o.statusCode } satisfies DeniedInfo);
+    return;
+  }
+  sendProblem(res, {
+    type: problemType('rate-limited'),
+    title: STATUS_CODES[o.statusCode] ?? 'Too Many Requests',
+    status: o.statusCode,
+    detail: o.message ?? `Rate limit "${info.policy}" exceeded. Retry in ${retryAfter} s.`,
+    policy: info.policy,
+    retryAfter,
+  });
+}
+
+/**
+ * The fail mode when Redis cannot decide: lets the request through (`open`) or answers 503. Warns
+ * once per outage, not once per request; `recovered()` ends the outage on the next good answer.
+ */
+export function createFailMode(o: ResolvedOptions) {
+  const { name } = o;
+  let outage = false;
+
+  function fail(error: unknown, res: Response, next: NextFunction): void {
+    if (!outage) {
+      outage = true;
+      o.logger.warn(
+        `express-redis-kit rateLimit${name ? ` "${name}"` : ''}: Redis unavailable (${(error as Error)?.message ?? error}); ` +
+          `failing ${o.failMode} (${o.failMode === 'open' ? 'requests pass unchecked' : 'requests get 503'}) until it answers again.`,
+      );
+    }
+    emitKitEvent({
+      component: 'rate-limit',
+      name,
+      type: o.failMode === 'open' ? 'fail-open' : 'fail-closed',
+      error: error as Error,
+    });
+    if (o.failMode === 'open') {
+      next();
+      return;
+    }
+    sendProblem(
+      res,
+      {
+        type: problemType('rate-limit-unavailable'),
+        title: 'Service Unavailable',
+        status: 503,
+        detail: 'The rate limiter cannot reach its store, so the request was refused. Retry shortly.',
+      },
+      { 'Retry-After': '1' },
+    );
+  }
+
+  function recovered(): void {
+    if (!outage) return;
+    outage = false;
+    emitKitEvent({ component: 'rate-limit', name, type: 'recovered' });
+  }
+
+  return { fail, recovered };
+}
