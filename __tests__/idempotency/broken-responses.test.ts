@@ -2,6 +2,7 @@ import { request } from 'node:http';
 import type { RequestHandler } from 'express';
 import { idempotency } from '../../lib/idempotency';
 import { captureEvents } from '../helpers/events';
+import { useUnhandledRejections } from '../helpers/process';
 import { useRedisServer } from '../helpers/redis';
 import { freshKey, orderApp, send, sleep, useServers } from './http';
 
@@ -48,19 +49,6 @@ async function expectNoFurtherRedisCalls(events: ReturnType<typeof captureEvents
   expect(calls()).toBe(before);
 }
 
-/** Fails the test if a promise rejection goes unhandled while it runs. */
-function useUnhandledRejections() {
-  const seen: unknown[] = [];
-  const listener = (reason: unknown) => seen.push(reason);
-  beforeEach(() => {
-    seen.length = 0;
-    process.on('unhandledRejection', listener);
-  });
-  afterEach(() => {
-    process.off('unhandledRejection', listener);
-  });
-  return seen;
-}
 const unhandled = useUnhandledRejections();
 
 describe('idempotency when the response never ends properly', () => {

@@ -1,6 +1,7 @@
 import express, { type Express, type RequestHandler } from 'express';
 import request from 'supertest';
 import { redisSession } from '../../lib/session';
+import { useUnhandledRejections } from '../helpers/process';
 import { useRedisServer } from '../helpers/redis';
 import { sessionCookie } from './app';
 
@@ -22,16 +23,7 @@ function appWith(bad: RequestHandler, sessions = true): Express {
   return app;
 }
 
-/** Collects unhandled promise rejections while each test runs. */
-const unhandled: unknown[] = [];
-const onUnhandled = (reason: unknown) => unhandled.push(reason);
-beforeEach(() => {
-  unhandled.length = 0;
-  process.on('unhandledRejection', onUnhandled);
-});
-afterEach(() => {
-  process.off('unhandledRejection', onUnhandled);
-});
+const unhandled = useUnhandledRejections();
 
 describe('redisSession when the handler ends the response with something Node refuses', () => {
   it('res.end(42) after changing the session gets the same 500 as without sessions, not a hang', async () => {
