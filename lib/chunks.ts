@@ -19,3 +19,24 @@ export function refusedChunkError(chunk: unknown): TypeError | undefined {
   );
   return Object.assign(error, { code: 'ERR_INVALID_ARG_TYPE' });
 }
+
+/**
+ * A copy of a body chunk as bytes, decoded with `encoding` when it is a string: captures keep it until
+ * the response ends, and the app may reuse its buffer once the write callback fired. Throws for an
+ * unknown encoding, as Node's own write would.
+ */
+export function chunkBytes(chunk: string | Uint8Array, encoding: unknown): Buffer {
+  return typeof chunk === 'string'
+    ? Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8')
+    : Buffer.from(chunk);
+}
+
+/** The headers argument of `writeHead`: `{ name: value }`, `[name, value, ...]` or `[[name, value], ...]`. */
+export function writeHeadPairs(headers: unknown): Array<[string, unknown]> {
+  if (!headers || typeof headers !== 'object') return [];
+  if (!Array.isArray(headers)) return Object.entries(headers);
+  if (Array.isArray(headers[0])) return (headers as unknown[][]).map(([k, v]) => [String(k), v]);
+  const pairs: Array<[string, unknown]> = [];
+  for (let i = 0; i + 1 < headers.length; i += 2) pairs.push([String(headers[i]), headers[i + 1]]);
+  return pairs;
+}

@@ -1,4 +1,5 @@
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { chunkBytes, writeHeadPairs } from '../chunks';
 import { etagMatches, refusal, strongEtag } from './http';
 
 /** A response the route finished, as it may be stored. */
@@ -91,11 +92,7 @@ export function captureResponse(
   };
   const push = (chunk: Chunk | undefined | null, encoding: unknown) => {
     if (!capturing || chunk === undefined || chunk === null) return;
-    // Copied: the app may refill its buffer once the write callback fired, long before we store.
-    const buf =
-      typeof chunk === 'string'
-        ? Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8')
-        : Buffer.from(chunk);
+    const buf = chunkBytes(chunk, encoding);
     size += buf.length;
     if (size > options.maxBodySize) stop('too-large');
     else chunks.push(buf);
@@ -105,11 +102,12 @@ export function captureResponse(
     if (!decided) {
       // Apply header arguments first, so the decision sees e.g. a Set-Cookie passed to writeHead.
       const headers = rest.length > 0 && typeof rest[rest.length - 1] === 'object' ? rest.pop() : undefined;
-      if (Array.isArray(headers)) {
-        if (Array.isArray(headers[0])) for (const [k, v] of headers as string[][]) this.appendHeader(k!, v!);
-        else for (let i = 0; i + 1 < headers.length; i += 2) this.appendHeader(headers[i], headers[i + 1]);
-      } else if (headers) {
-        for (const [k, v] of Object.entries(headers)) if (v !== undefined) this.setHeader(k, v as string);
+      // An object sets, a list appends (repeated names), as Node's own writeHead does.
+      const append = Array.isArray(headers);
+      for (const [k, v] of writeHeadPairs(headers)) {
+        if (v === undefined) continue;
+        if (append) this.appendHeader(k, v as string);
+        else this.setHeader(k, v as string);
       }
       decide(status);
     }

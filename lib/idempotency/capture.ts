@@ -1,5 +1,5 @@
 import type { Response } from 'express';
-import { isEndChunk } from '../chunks';
+import { chunkBytes, isEndChunk, writeHeadPairs } from '../chunks';
 import type { StoredResponse } from './record';
 
 /** The response as the handler produced it, at the moment it called `res.end()`. */
@@ -65,17 +65,13 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
   const keep = (chunk: unknown, encoding: unknown) => {
     if (!chunks || !chunk || typeof chunk === 'function') return;
     let bytes: Buffer;
-    if (typeof chunk === 'string') {
-      try {
-        bytes = Buffer.from(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8');
-      } catch {
-        // An unknown encoding: Node refuses the write too, and whatever gets sent is not known here.
-        return drop('unreadable');
-      }
-    } else if (chunk instanceof Uint8Array) {
-      // A copy: the handler may reuse its buffer once write() returns.
-      bytes = Buffer.from(chunk);
-    } else return drop('unreadable');
+    if (typeof chunk !== 'string' && !(chunk instanceof Uint8Array)) return drop('unreadable');
+    try {
+      bytes = chunkBytes(chunk, encoding);
+    } catch {
+      // An unknown encoding: Node refuses the write too, and whatever gets sent is not known here.
+      return drop('unreadable');
+    }
     size += bytes.length;
     // Over the limit: stop copying at once instead of buffering a large download in memory.
     if (size > maxBodySize) drop('too-large');
@@ -147,23 +143,13 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
 function storableHeaders(res: Response, writeHeadHeaders?: unknown): Headers {
   const all = new Map<string, unknown>();
   for (const name of res.getHeaderNames()) all.set(name, res.getHeader(name));
-  for (const [name, value] of headerPairs(writeHeadHeaders)) all.set(name.toLowerCase(), value);
+  for (const [name, value] of writeHeadPairs(writeHeadHeaders)) all.set(name.toLowerCase(), value);
   const out: Headers = [];
   for (const [name, value] of all) {
     if (NOT_STORED.has(name) || value === undefined || value === null) continue;
     out.push([name, Array.isArray(value) ? value.map(String) : String(value)]);
   }
   return out;
-}
-
-/** `writeHead` takes `{ name: value }`, `[name, value, ...]` or `[[name, value], ...]`. */
-function headerPairs(headers: unknown): Array<[string, unknown]> {
-  if (!headers || typeof headers !== 'object') return [];
-  if (!Array.isArray(headers)) return Object.entries(headers);
-  if (Array.isArray(headers[0])) return (headers as unknown[][]).map(([k, v]) => [String(k), v]);
-  const pairs: Array<[string, unknown]> = [];
-  for (let i = 0; i + 1 < headers.length; i += 2) pairs.push([String(headers[i]), headers[i + 1]]);
-  return pairs;
 }
 
 /** Sends a stored response again, byte for byte, marked `Idempotent-Replayed: true`. */
