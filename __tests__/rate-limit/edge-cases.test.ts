@@ -149,6 +149,90 @@ describe('rateLimit edge cases', () => {
       },
     );
 
+    // limit 10 per 10 s (a unit comes back every second), cost 5. X and A are counted back to back;
+    // X is refunded at once, and 3 s later D (cost 5) passes. A was counted with X ahead of it, but X
+    // no longer counts: without X and A the bucket was full at D and now holds 5. A's refund must not
+    // give back the 5 it would have held had X stayed (that would leave 8).
+    it.each(['token-bucket', 'gcra'] as const)(
+      'a refund after an earlier request’s refund gives back only what it still holds (%s)',
+      async (algorithm) => {
+        const mw = limiter({
+          limit: 10,
+          window: '10s',
+          algorithm,
+          name: `order-${algorithm}`,
+          skipFailedRequests: true,
+          cost: (req) => Number(req.query.cost ?? 1),
+        });
+        const { app, release, held } = holdingApp(mw);
+        const { waitFor, stop } = captureEvents('rate-limit');
+        const slow = (name: string) =>
+          request(app)
+            .get(`/?hold=${name}&status=500&cost=5`)
+            .set('x-client', 'order')
+            .then((r) => r.status);
+        try {
+          const x = slow('x');
+          await eventually(() => held('x'), 'X to be counted');
+          const a = slow('a');
+          await eventually(() => held('a'), 'A to be counted');
+          release('x');
+          expect(await x).toBe(500);
+          await waitFor('refund', 1);
+          await sleep(3000);
+          const d = await request(app).get('/?cost=5').set('x-client', 'order');
+          expect(d.status).toBe(200);
+          const afterD = (d.body as { remaining: number }).remaining;
+          expect(afterD).toBeGreaterThanOrEqual(3);
+          release('a');
+          expect(await a).toBe(500);
+          await waitFor('refund', 2);
+          // 5 right after D (one more if a second passed since); the old refund left afterD + 5.
+          const { remaining } = await mw.get('order');
+          expect(remaining).toBeGreaterThanOrEqual(5);
+          expect(remaining).toBeLessThanOrEqual(afterD + 3);
+        } finally {
+          stop();
+        }
+      },
+    );
+
+    it.each(['fixed-window', 'sliding-window', 'token-bucket', 'gcra'] as const)(
+      'a request counted before reset() gives nothing back to the fresh quota (%s)',
+      async (algorithm) => {
+        const mw = limiter({
+          limit: 5,
+          window: '1h',
+          algorithm,
+          name: `reset-refund-${algorithm}`,
+          skipFailedRequests: true,
+        });
+        const { app, release, held } = holdingApp(mw);
+        const { waitFor, stop } = captureEvents('rate-limit');
+        try {
+          const x = request(app)
+            .get('/?hold=x&status=500')
+            .set('x-client', 'rr')
+            .then((r) => r.status);
+          await eventually(() => held('x'), 'X to be counted');
+          await mw.reset('rr');
+          expect((await request(app).get('/').set('x-client', 'rr')).status).toBe(200);
+          const before = await mw.get('rr');
+          expect(before.used).toBe(1);
+          release('x');
+          expect(await x).toBe(500);
+          await waitFor('refund', 1);
+          // Also the time until whole: gcra would still read "1 used" after giving back all but
+          // the few ms since X was counted, yet be whole again in those few ms.
+          const after = await mw.get('rr');
+          expect(after.used).toBe(1);
+          expect(after.resetMs).toBeGreaterThan(before.resetMs - 60_000);
+        } finally {
+          stop();
+        }
+      },
+    );
+
     it.each(['fixed-window', 'sliding-window', 'token-bucket', 'gcra'] as const)(
       'clear this instance’s remembered denial, so the quota they give back is usable at once (%s)',
       async (algorithm) => {

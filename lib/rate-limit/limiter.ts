@@ -8,7 +8,7 @@ import { createDefaultKey, createIpGrouper } from './client-key';
 import { DenyCache } from './deny-cache';
 import { headerWriter } from './headers';
 import type { ResolvedOptions } from './options';
-import { bindingOf, infoOf, type Reply, refundHints } from './reply';
+import { bindingOf, infoOf, type Reply, refundHints, replyWidth } from './reply';
 import { createFailMode, sendDenied } from './responses';
 import { MODE_CONSUME, MODE_PEEK, MODE_REFUND, rateLimitScript } from './script';
 import type { RateLimitInfo, RateLimitState } from './types';
@@ -166,7 +166,7 @@ export function createLimiter(o: ResolvedOptions) {
     call(keys, MODE_CONSUME, requests).then(
       (reply) => {
         failMode.recovered();
-        const width = 2 + 3 * count;
+        const width = replyWidth(count);
         for (let i = 0; i < batch.length; i++) {
           const p = batch[i]!;
           // One request's trouble (a header write after another middleware answered…) must not

@@ -4,7 +4,7 @@ import { checkClient, type RedisClient } from '../client';
 import { MAX_TIMER_MS, toMs } from '../duration';
 import { booleanOption, optionError, optionRangeError } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX } from '../keys';
-import { ALGORITHM_CODE } from './script';
+import { ALGORITHM_CODE, KEY_CODE } from './script';
 import type { Algorithm, DeniedInfo, HeadersMode, RateLimitOptions, RateLimitPolicy } from './types';
 
 /** Every default of the rate limiter, in one place. */
@@ -300,7 +300,10 @@ export function resolveOptions(options: RateLimitOptions): ResolvedOptions {
   if (typeof logger?.warn !== 'function') throw optionError('logger', 'must have a warn(message) method');
 
   const keyHead = `${prefix}rl${name ? `:${name}` : ''}:{`;
-  const policies = resolved.map((p) => ({ ...p, keyTail: `}:${p.code}:${p.limit}:${p.windowMs}` }));
+  const policies = resolved.map((p) => ({
+    ...p,
+    keyTail: `}:${KEY_CODE[p.algorithm]}:${p.limit}:${p.windowMs}`,
+  }));
   return {
     redis,
     policies,

@@ -8,6 +8,18 @@ export const ALGORITHM_CODE = {
   gcra: 'g',
 } as const;
 
+/**
+ * The algorithm's part of a key name. gcra's state became a hash (it was a string under 'g'); the new
+ * name keeps instances of the two versions from reading each other's keys as the wrong type during a
+ * rolling deploy (each version counts on its own until the old one is gone).
+ */
+export const KEY_CODE = {
+  'fixed-window': 'f',
+  'sliding-window': 's',
+  'token-bucket': 't2',
+  gcra: 'g2',
+} as const;
+
 /** Script modes. */
 export const MODE_CONSUME = 'c';
 export const MODE_REFUND = 'r';
@@ -15,26 +27,40 @@ export const MODE_PEEK = 'p';
 
 // Each algorithm is one Lua function below that loads its key once and returns a small object:
 // check (what a request of this cost would get), take (count it, in memory, and answer a refund hint),
-// save (write once at the end) and refund (in memory too; save writes it). A single script runs a list of policies of any mix
-// over a batch of requests for the same client, in order, exactly as if they had arrived one after
-// another at the same instant: several policies and several requests cost one round trip. A request
-// is allowed only if every policy allows it, and a denied request consumes from none.
+// save (write once at the end) and refund (in memory too; save writes it). A single script runs a list
+// of policies of any mix over a batch of requests for the same client, in order, exactly as if they
+// had arrived one after another at the same instant: several policies and several requests cost one
+// round trip. A request is allowed only if every policy allows it, and a denied request consumes from
+// none.
 //
 // KEYS: one key per policy, all sharing the client's {hash tag}.
 // ARGV: mode, then per policy: algorithm code, limit, window ms; then per request: cost, member id
 //       (sliding-window log entry) and, for refunds only, origin ms (when the request was counted)
-//       and one refund hint per policy.
-// Reply: per request { allowed 0|1, now ms, then per policy: remaining, reset ms, retry ms };
-//   refund: { 1, now ms }.
+//       and the request's refund hints (three per policy: gap, refunded, units; see below).
+// Reply: per request { allowed 0|1, now ms, per policy: remaining, reset ms, retry ms, then per
+//   policy: two more refund hints }; refund: { 1, now ms }.
 //   reset = until the quota is fully restored; retry = until a request of this cost could pass.
-//   A counted request has no retry, so that slot carries its refund hint instead: how far the state
-//   was from "idle" before it took (token bucket: missing units; gcra: tat - origin us).
+//   A counted request has no retry, so that slot carries its first refund hint (gap) instead.
 //
-// Why hints: time heals a counted request's cost (a bucket refills, a tat falls behind the clock),
-// so giving back the full cost later could hand out units the request no longer holds and let more
-// than the algorithm promises through. The hint bounds what time can have healed since: only the
-// part not yet healed is given back. A refund soon after the decision gives back everything. Gap
-// (README, Refunds): the hint counts earlier requests still held then; one refunded first overstates it.
+// Refunds give back only what the request still holds, so they never let through more than the
+// algorithm promises for the requests that were not refunded:
+// - Every key remembers when it was created ('c', ms). A request counted before that (the key expired
+//   because the quota was whole again, or reset() deleted it) holds nothing in it.
+// - fixed-window: the window the request was counted in, if it is still the current one.
+// - sliding-window: its own log entry, if it has not expired.
+// - token-bucket and gcra: time heals a counted cost (a bucket refills, a tat falls behind the clock)
+//   and a refund must not give back what time already restored. The hints, taken when the request
+//   was counted, are: gap = how far from whole the state was just before it took (missing tokens;
+//   tat ahead of the clock), and the key's running totals of refunded cost ('r') and counted units
+//   ('u'); the key also keeps when it last counted ('l'). The state after a refund is the tighter of
+//   two upper bounds on what it would be without the request (and without every request refunded
+//   before it), so it never gives back more than the request still holds:
+//     time: without it the state was whole again gap after origin, sooner by what refunds since gave
+//       back; the cost healed by refill past that point stays healed.
+//     after: without it the state is at most gap from whole at origin plus the units counted since,
+//       and no further from whole than counting all of those at the last count.
+//   Each errs towards giving back less (refunds of later requests, later units that were refunded);
+//   when the requests held at once are refunded, in any order, the state comes back to whole.
 const LUA = `${LUA_NOW_MS}
 local now_us = tonumber(__t[1]) * 1000000 + tonumber(__t[2])
 local mode = ARGV[1]
@@ -43,12 +69,17 @@ local refund = mode == 'r'
 local peek = mode == 'p'
 local function int(x) return string.format('%.0f', x) end
 
--- fixed-window: hash { s = window start ms, n = units used }; expires at the window end.
+-- fixed-window: hash { s = window start ms, n = units used, c = created ms }; expires at the
+-- window end.
 local function fixed(key, limit, win)
   local start = now_ms - (now_ms % win)
-  local h = redis.call('HMGET', key, 's', 'n')
+  local h = redis.call('HMGET', key, 's', 'n', 'c')
   local used = 0
-  if tonumber(h[1]) == start then used = tonumber(h[2]) or 0 end
+  local created = nil
+  if tonumber(h[1]) == start then
+    used = tonumber(h[2]) or 0
+    created = tonumber(h[3]) or 0
+  end
   local left = start + win - now_ms
   local dirty = false
   local P = {}
@@ -67,12 +98,16 @@ local function fixed(key, limit, win)
   end
   function P.save()
     if not dirty then return end
-    redis.call('HSET', key, 's', int(start), 'n', int(used))
+    if created then
+      redis.call('HSET', key, 's', int(start), 'n', int(used))
+    else
+      redis.call('HSET', key, 's', int(start), 'n', int(used), 'c', int(now_ms))
+    end
     redis.call('PEXPIRE', key, left)
   end
   function P.refund(cost, member, origin)
-    -- Only the window the request was counted in can give it back.
-    if used > 0 and origin - (origin % win) == start then
+    -- Only the window the request was counted in can give it back, and only if it counted in this key.
+    if created and used > 0 and origin - (origin % win) == start and origin >= created then
       used = math.max(0, used - cost)
       dirty = true
     end
@@ -150,13 +185,19 @@ local function sliding(key, limit, win)
   return P
 end
 
--- token-bucket: hash { k = tokens x window (integers, no float drift), t = last update ms }.
+-- token-bucket: hash { k = tokens x window (integers, no float drift), t = when k was computed ms,
+-- u = units counted, r = units refunded, l = last counted ms, c = created ms }.
 -- Refill is 'limit' scaled units per ms, capacity limit x window.
 local function bucket(key, limit, win)
   local cap = limit * win
-  local h = redis.call('HMGET', key, 'k', 't')
+  local h = redis.call('HMGET', key, 'k', 't', 'r', 'u', 'l', 'c')
   local tk = cap
-  if h[1] then tk = math.min(cap, tonumber(h[1]) + math.max(0, now_ms - tonumber(h[2])) * limit) end
+  local refunded, units, last = tonumber(h[3]) or 0, tonumber(h[4]) or 0, tonumber(h[5]) or 0
+  local created = nil
+  if h[1] then
+    tk = math.min(cap, tonumber(h[1]) + math.max(0, now_ms - tonumber(h[2])) * limit)
+    created = tonumber(h[6]) or 0
+  end
   local dirty = false
   local P = {}
   function P.check(cost, r)
@@ -170,36 +211,56 @@ local function bucket(key, limit, win)
     r.reset2 = math.ceil((cap - after) / limit)
   end
   function P.take(cost)
-    local missing = cap - tk
+    local gap, r, u = cap - tk, refunded, units
     tk = tk - cost * win
+    units = units + cost
+    last = now_ms
     dirty = true
-    return missing
+    return gap, r, u
   end
   function P.save()
     if not dirty then return end
-    redis.call('HSET', key, 'k', int(tk), 't', int(now_ms))
+    local fields = { 'k', int(tk), 't', int(now_ms), 'r', int(refunded), 'u', int(units), 'l', int(last) }
+    if not created then fields[#fields + 1] = 'c'; fields[#fields + 1] = int(now_ms) end
+    redis.call('HSET', key, unpack(fields))
     redis.call('PEXPIRE', key, math.max(1, math.ceil((cap - tk) / limit)))
   end
-  function P.refund(cost, member, origin, missing)
-    if not h[1] then return end
-    -- Without this request the bucket would have been 'missing' short of full, and would have
-    -- refilled to the cap after missing / limit ms; refill past that point healed the cost for good.
-    local healed = math.max(0, (now_ms - origin) * limit - missing)
-    local back = cost * win - healed
-    if back <= 0 then return end
-    tk = math.min(cap, tk + back)
+  function P.refund(cost, member, origin, gap, r, u)
+    if not created or origin < created then return end
+    local need = cost * win
+    local elapsed = (now_ms - origin) * limit
+    local missing = cap - tk
+    local later = units - u - cost
+    -- time: without this request the bucket would have been full again gap / limit ms after origin,
+    -- sooner by what refunds since gave back; refill past that point healed the cost for good.
+    local bound = missing - need + math.max(0, elapsed - math.max(0, gap - (refunded - r) * win))
+    -- after: at most gap short at origin plus the units counted since, and never more short than
+    -- counting those at the last count.
+    local after = gap - elapsed + later * win
+    if later > 0 then after = math.max(after, (last - now_ms) * limit + later * win) end
+    if after < bound then bound = after end
+    -- held: never more short than counting every unit still held at the last count.
+    local held = (last - now_ms) * limit + (units - refunded - cost) * win
+    if held < bound then bound = held end
+    refunded = refunded + cost
     dirty = true
+    if bound < missing then tk = cap - math.max(0, bound) end
   end
   return P
 end
 
--- gcra: one string, the theoretical arrival time in microseconds. Emission interval T = window/limit
--- (rounded to 1 us), burst tolerance limit x T.
+-- gcra: hash { t = theoretical arrival time us, u = units counted, r = units refunded, l = last
+-- counted us, c = created ms }. Emission interval T = window/limit (rounded to 1 us), burst
+-- tolerance limit x T.
 local function gcra(key, limit, win)
   local T = math.max(1, math.floor(win * 1000 / limit + 0.5))
   local tau = T * limit
-  local tat = tonumber(redis.call('GET', key)) or now_us
+  local h = redis.call('HMGET', key, 't', 'r', 'u', 'l', 'c')
+  local tat = tonumber(h[1]) or now_us
   if tat < now_us then tat = now_us end
+  local refunded, units, last = tonumber(h[2]) or 0, tonumber(h[3]) or 0, tonumber(h[4]) or 0
+  local created = nil
+  if h[1] then created = tonumber(h[5]) or 0 end
   local dirty = false
   local P = {}
   function P.check(cost, r)
@@ -212,28 +273,43 @@ local function gcra(key, limit, win)
     r.reset2 = math.ceil((new_tat - now_us) / 1000)
   end
   function P.take(cost)
-    local hint = tat - now_ms * 1000
+    local gap, r, u = tat - now_ms * 1000, refunded, units
     tat = tat + cost * T
+    units = units + cost
+    last = now_us
     dirty = true
-    return hint
+    return gap, r, u
   end
   function P.save()
     if not dirty then return end
     if tat > now_us then
-      redis.call('SET', key, int(tat), 'PX', math.max(1, math.ceil((tat - now_us) / 1000)))
+      local fields = { 't', int(tat), 'r', int(refunded), 'u', int(units), 'l', int(last) }
+      if not created then fields[#fields + 1] = 'c'; fields[#fields + 1] = int(now_ms) end
+      redis.call('HSET', key, unpack(fields))
+      redis.call('PEXPIRE', key, math.max(1, math.ceil((tat - now_us) / 1000)))
     else
       -- Refunded back to a full burst: the same as no key at all.
       redis.call('DEL', key)
     end
   end
-  function P.refund(cost, member, origin, hint)
-    -- Without this request the tat would have been origin + hint; only once the clock passed that
-    -- could time have healed the cost.
-    local healed = math.max(0, now_us - (origin * 1000 + hint))
-    local back = cost * T - healed
-    if back <= 0 then return end
-    tat = math.max(now_us, tat - back)
+  function P.refund(cost, member, origin, gap, r, u)
+    if not created or origin < created then return end
+    local start = origin * 1000
+    local later = units - u - cost
+    -- time: without this request the tat would have been start + gap, earlier by what refunds since
+    -- gave back; once the clock passed that, time healed the cost.
+    local bound = tat - cost * T + math.max(0, now_us - (start + math.max(0, gap - (refunded - r) * T)))
+    -- after: at most start + gap plus the units counted since, and never later than counting those
+    -- at the last count.
+    local after = start + gap + later * T
+    if later > 0 then after = math.max(after, last + later * T) end
+    if after < bound then bound = after end
+    -- held: never later than counting every unit still held at the last count.
+    local held = last + (units - refunded - cost) * T
+    if held < bound then bound = held end
+    refunded = refunded + cost
     dirty = true
+    if bound < tat then tat = math.max(now_us, bound) end
   end
   return P
 end
@@ -249,9 +325,12 @@ for i = 1, count do
 end
 local first = 2 + 3 * count
 if refund then
-  for q = first, #ARGV, 3 + count do
+  for q = first, #ARGV, 3 + 3 * count do
     local cost, origin = tonumber(ARGV[q]), tonumber(ARGV[q + 2])
-    for i = 1, count do pols[i].refund(cost, ARGV[q + 1], origin, tonumber(ARGV[q + 2 + i])) end
+    for i = 1, count do
+      local hint = q + 3 * i
+      pols[i].refund(cost, ARGV[q + 1], origin, tonumber(ARGV[hint]), tonumber(ARGV[hint + 1]), tonumber(ARGV[hint + 2]))
+    end
   end
   for i = 1, count do pols[i].save() end
   return { 1, now_ms }
@@ -271,20 +350,29 @@ for q = first, #ARGV, 2 do
   for i = 1, count do
     local r = st[i]
     if commit then
-      local hint = pols[i].take(cost, ARGV[q + 1])
+      local gap, refunded, units = pols[i].take(cost, ARGV[q + 1])
       out[#out + 1] = r.rem2
       out[#out + 1] = r.reset2
-      out[#out + 1] = hint
+      out[#out + 1] = gap
+      r.h1, r.h2 = refunded or 0, units or 0
     else
       out[#out + 1] = math.max(0, r.rem)
       out[#out + 1] = r.reset
       out[#out + 1] = r.retry
+      r.h1, r.h2 = 0, 0
     end
+  end
+  for i = 1, count do
+    out[#out + 1] = st[i].h1
+    out[#out + 1] = st[i].h2
   end
 end
 for i = 1, count do pols[i].save() end
 return out
 `;
+
+/** The script body (internal; the refund model test runs it on a simulated clock). */
+export const RATE_LIMIT_LUA = LUA;
 
 const byKeyCount = new Map<number, ScriptDefinition>();
 
@@ -295,7 +383,7 @@ const byKeyCount = new Map<number, ScriptDefinition>();
 export function rateLimitScript(policies: number): ScriptDefinition {
   let script = byKeyCount.get(policies);
   if (!script) {
-    script = defineScript(`rate_limit_v4_${policies}`, policies, LUA);
+    script = defineScript(`rate_limit_v5_${policies}`, policies, LUA);
     byKeyCount.set(policies, script);
   }
   return script;

@@ -1,0 +1,126 @@
+import type Redis from 'ioredis';
+import {
+  ALGORITHM_CODE,
+  MODE_CONSUME,
+  MODE_PEEK,
+  MODE_REFUND,
+  RATE_LIMIT_LUA,
+} from '../../lib/rate-limit/script';
+import { LUA_NOW_MS } from '../../lib/scripts';
+import { useRedisServer } from '../helpers/redis';
+
+// Token-bucket and gcra refunds are computed from a few numbers per key and per request, not from
+// the history, so they are checked here against an exact model of that history: the state of the
+// requests that were counted and not refunded. The script runs unchanged on a real redis-server,
+// except that its clock is simulated (read from two keys instead of TIME), so time can stand still
+// or jump without a test taking minutes.
+
+/** Seeded PRNG (mulberry32): a failure reproduces with the same seed. */
+function prng(seed: number) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+interface Counted {
+  us: number;
+  ms: number;
+  cost: number;
+  hints: number[];
+  refunded: boolean;
+}
+
+/** What an exact limiter holds for the requests still counted: units left (floored). */
+function exactRemaining(
+  algorithm: 'token-bucket' | 'gcra',
+  limit: number,
+  windowMs: number,
+  counted: Counted[],
+  nowUs: number,
+) {
+  const held = counted.filter((c) => !c.refunded);
+  if (algorithm === 'gcra') {
+    const T = Math.max(1, Math.floor((windowMs * 1000) / limit + 0.5));
+    let tat = Number.NEGATIVE_INFINITY;
+    for (const c of held) tat = Math.max(tat, c.us) + c.cost * T;
+    return Math.floor((T * limit - (Math.max(tat, nowUs) - nowUs)) / T);
+  }
+  const cap = limit * windowMs;
+  let tokens = cap;
+  let at: number | undefined;
+  for (const c of held) {
+    if (at !== undefined) tokens = Math.min(cap, tokens + (c.ms - at) * limit);
+    tokens -= c.cost * windowMs;
+    at = c.ms;
+  }
+  if (at !== undefined) tokens = Math.min(cap, tokens + (Math.floor(nowUs / 1000) - at) * limit);
+  return Math.floor(tokens / windowMs);
+}
+
+describe('rateLimit refunds against an exact model (simulated clock)', () => {
+  const server = useRedisServer();
+  let redis: Redis & { rl(...args: Array<string | number>): Promise<number[]> };
+
+  beforeAll(() => {
+    redis = server.plain() as typeof redis;
+    const clock = "{ redis.call('GET', 'clock:s'), redis.call('GET', 'clock:us') }";
+    const lua = RATE_LIMIT_LUA.replace("redis.call('TIME')", clock);
+    expect(lua).not.toBe(RATE_LIMIT_LUA);
+    expect(RATE_LIMIT_LUA.startsWith(LUA_NOW_MS)).toBe(true);
+    redis.defineCommand('rl', { numberOfKeys: 1, lua });
+  });
+
+  it.each(['token-bucket', 'gcra'] as const)(
+    'never give back more than the refunded requests still held, and give back everything once all are refunded (%s)',
+    async (algorithm) => {
+      const random = prng(algorithm === 'gcra' ? 7 : 11);
+      const code = ALGORITHM_CODE[algorithm];
+      let overGiven = 0;
+      let notWhole = 0;
+      let checks = 0;
+      for (let run = 0; run < 120; run++) {
+        await redis.flushall();
+        const limit = 1 + Math.floor(random() * 12);
+        const windowMs = 1000 * (1 + Math.floor(random() * 5));
+        let ms = 1_700_000_000_000 + Math.floor(random() * 1e6);
+        let us = 0;
+        const nowUs = () => ms * 1000 + us;
+        const counted: Counted[] = [];
+        const call = (...args: Array<string | number>) => redis.rl('rl:{c}', ...args);
+        const refund = (c: Counted) => {
+          c.refunded = true;
+          return call(MODE_REFUND, code, limit, windowMs, c.cost, 'm', c.ms, ...c.hints);
+        };
+        const remaining = async () => (await call(MODE_PEEK, code, limit, windowMs, 0, '-'))[2]!;
+        for (let step = 0; step < 40; step++) {
+          // Time often stands still (requests in the same ms), else moves up to two emission intervals.
+          const advance = random() < 0.4 ? 0 : Math.floor(random() * random() * 2 * (windowMs / limit));
+          us = advance ? Math.floor(random() * 1000) : us + Math.floor(random() * (1000 - us));
+          ms += advance;
+          await redis.mset('clock:s', Math.floor(ms / 1000), 'clock:us', (ms % 1000) * 1000 + us);
+          const held = counted.filter((c) => !c.refunded);
+          if (random() < 0.55 || held.length === 0) {
+            const cost = 1 + Math.floor(random() * Math.min(3, limit));
+            const reply = await call(MODE_CONSUME, code, limit, windowMs, cost, `m${step}`);
+            // One policy: [allowed, now, remaining, reset, gap, refunded, units].
+            if (reply[0] === 1)
+              counted.push({ us: nowUs(), ms: reply[1]!, cost, hints: reply.slice(4, 7), refunded: false });
+          } else {
+            await refund(held[Math.floor(random() * held.length)]!);
+          }
+          checks++;
+          if ((await remaining()) > exactRemaining(algorithm, limit, windowMs, counted, nowUs())) overGiven++;
+        }
+        for (const c of counted.filter((x) => !x.refunded)) await refund(c);
+        if ((await remaining()) !== limit) notWhole++;
+      }
+      expect(checks).toBe(120 * 40);
+      expect({ overGiven, notWhole }).toEqual({ overGiven: 0, notWhole: 0 });
+    },
+  );
+});
