@@ -9,9 +9,10 @@ export const ALGORITHM_CODE = {
 } as const;
 
 /**
- * The algorithm's part of a key name. gcra's state became a hash (it was a string under 'g'); the new
- * name keeps instances of the two versions from reading each other's keys as the wrong type during a
- * rolling deploy (each version counts on its own until the old one is gone).
+ * The algorithm's part of a key name. token-bucket and gcra changed their stored state when refunds
+ * became exact (it was a hash under 't' and one number under 'g'); new names keep instances of the two
+ * versions from misreading each other's keys during a rolling deploy (each version counts on its own
+ * until the old one is gone).
  */
 export const KEY_CODE = {
   'fixed-window': 'f',
@@ -44,23 +45,25 @@ export const MODE_PEEK = 'p';
 //
 // Refunds give back only what the request still holds, so they never let through more than the
 // algorithm promises for the requests that were not refunded:
-// - Every key remembers when it was created ('c', ms). A request counted before that (the key expired
-//   because the quota was whole again, or reset() deleted it) holds nothing in it.
+// - A key remembers when it was created ('c', ms). A request counted before that (the key expired
+//   because the quota was whole again, or reset() deleted it) holds nothing in it. The test is to
+//   the ms: a reset and a new count in the very ms the request was counted are not told apart.
 // - fixed-window: the window the request was counted in, if it is still the current one.
 // - sliding-window: its own log entry, if it has not expired.
 // - token-bucket and gcra: time heals a counted cost (a bucket refills, a tat falls behind the clock)
-//   and a refund must not give back what time already restored. The hints, taken when the request
-//   was counted, are: gap = how far from whole the state was just before it took (missing tokens;
-//   tat ahead of the clock), and the key's running totals of refunded cost ('r') and counted units
-//   ('u'); the key also keeps when it last counted ('l'). The state after a refund is the tighter of
-//   two upper bounds on what it would be without the request (and without every request refunded
-//   before it), so it never gives back more than the request still holds:
-//     time: without it the state was whole again gap after origin, sooner by what refunds since gave
-//       back; the cost healed by refill past that point stays healed.
+//   and a refund must not give back what time already restored. The exact answer needs the history;
+//   instead the key keeps units counted ('u') and refunded ('r') and when it last counted ('l'), and
+//   each counted request gets hints: gap (how far from whole the state was just before it took:
+//   missing tokens, or tat ahead of the clock) and 'r' and 'u' at that moment. The state after a
+//   refund is the tightest of three upper bounds on the state without the request (and without
+//   every request refunded before it):
+//     time: without it the state was whole again gap after origin, sooner by the cost refunded
+//       since; the cost healed by refill past that point stays healed.
 //     after: without it the state is at most gap from whole at origin plus the units counted since,
 //       and no further from whole than counting all of those at the last count.
-//   Each errs towards giving back less (refunds of later requests, later units that were refunded);
-//   when the requests held at once are refunded, in any order, the state comes back to whole.
+//     held: no further from whole than counting every unit still held at the last count.
+//   Each errs towards giving back less; 'held' makes a client whose counted requests are all
+//   refunded whole again. __tests__/rate-limit/refund-model.test.ts checks both against an exact model.
 const LUA = `${LUA_NOW_MS}
 local now_us = tonumber(__t[1]) * 1000000 + tonumber(__t[2])
 local mode = ARGV[1]
@@ -185,18 +188,19 @@ local function sliding(key, limit, win)
   return P
 end
 
--- token-bucket: hash { k = tokens x window (integers, no float drift), t = when k was computed ms,
--- u = units counted, r = units refunded, l = last counted ms, c = created ms }.
+-- token-bucket and gcra keep their state as one string of integers, so a decision is one GET and
+-- one SET PX.
+-- token-bucket: "k t u r l c": k = tokens x window (integers, no float drift), t = when k was
+-- computed ms, u = units counted, r = units refunded, l = last counted ms, c = created ms.
 -- Refill is 'limit' scaled units per ms, capacity limit x window.
 local function bucket(key, limit, win)
   local cap = limit * win
-  local h = redis.call('HMGET', key, 'k', 't', 'r', 'u', 'l', 'c')
-  local tk = cap
-  local refunded, units, last = tonumber(h[3]) or 0, tonumber(h[4]) or 0, tonumber(h[5]) or 0
-  local created = nil
-  if h[1] then
-    tk = math.min(cap, tonumber(h[1]) + math.max(0, now_ms - tonumber(h[2])) * limit)
-    created = tonumber(h[6]) or 0
+  local tk, units, refunded, last, created = cap, 0, 0, 0, nil
+  local v = redis.call('GET', key)
+  if v then
+    local k, t, u, r, l, c = string.match(v, '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')
+    tk = math.min(cap, tonumber(k) + math.max(0, now_ms - tonumber(t)) * limit)
+    units, refunded, last, created = tonumber(u), tonumber(r), tonumber(l), tonumber(c)
   end
   local dirty = false
   local P = {}
@@ -220,10 +224,8 @@ local function bucket(key, limit, win)
   end
   function P.save()
     if not dirty then return end
-    local fields = { 'k', int(tk), 't', int(now_ms), 'r', int(refunded), 'u', int(units), 'l', int(last) }
-    if not created then fields[#fields + 1] = 'c'; fields[#fields + 1] = int(now_ms) end
-    redis.call('HSET', key, unpack(fields))
-    redis.call('PEXPIRE', key, math.max(1, math.ceil((cap - tk) / limit)))
+    local state = table.concat({ int(tk), int(now_ms), int(units), int(refunded), int(last), int(created or now_ms) }, ' ')
+    redis.call('SET', key, state, 'PX', math.max(1, math.ceil((cap - tk) / limit)))
   end
   function P.refund(cost, member, origin, gap, r, u)
     if not created or origin < created then return end
@@ -232,7 +234,7 @@ local function bucket(key, limit, win)
     local missing = cap - tk
     local later = units - u - cost
     -- time: without this request the bucket would have been full again gap / limit ms after origin,
-    -- sooner by what refunds since gave back; refill past that point healed the cost for good.
+    -- sooner by the cost refunded since; refill past that point healed the cost for good.
     local bound = missing - need + math.max(0, elapsed - math.max(0, gap - (refunded - r) * win))
     -- after: at most gap short at origin plus the units counted since, and never more short than
     -- counting those at the last count.
@@ -249,18 +251,19 @@ local function bucket(key, limit, win)
   return P
 end
 
--- gcra: hash { t = theoretical arrival time us, u = units counted, r = units refunded, l = last
--- counted us, c = created ms }. Emission interval T = window/limit (rounded to 1 us), burst
--- tolerance limit x T.
+-- gcra: "t u r l c": t = theoretical arrival time us, u = units counted, r = units refunded, l = last
+-- counted us, c = created ms. Emission interval T = window/limit (rounded to 1 us), burst tolerance
+-- limit x T.
 local function gcra(key, limit, win)
   local T = math.max(1, math.floor(win * 1000 / limit + 0.5))
   local tau = T * limit
-  local h = redis.call('HMGET', key, 't', 'r', 'u', 'l', 'c')
-  local tat = tonumber(h[1]) or now_us
-  if tat < now_us then tat = now_us end
-  local refunded, units, last = tonumber(h[2]) or 0, tonumber(h[3]) or 0, tonumber(h[4]) or 0
-  local created = nil
-  if h[1] then created = tonumber(h[5]) or 0 end
+  local tat, units, refunded, last, created = now_us, 0, 0, 0, nil
+  local v = redis.call('GET', key)
+  if v then
+    local t, u, r, l, c = string.match(v, '^(%S+) (%S+) (%S+) (%S+) (%S+)$')
+    tat, units, refunded, last, created = tonumber(t), tonumber(u), tonumber(r), tonumber(l), tonumber(c)
+    if tat < now_us then tat = now_us end
+  end
   local dirty = false
   local P = {}
   function P.check(cost, r)
@@ -283,10 +286,8 @@ local function gcra(key, limit, win)
   function P.save()
     if not dirty then return end
     if tat > now_us then
-      local fields = { 't', int(tat), 'r', int(refunded), 'u', int(units), 'l', int(last) }
-      if not created then fields[#fields + 1] = 'c'; fields[#fields + 1] = int(now_ms) end
-      redis.call('HSET', key, unpack(fields))
-      redis.call('PEXPIRE', key, math.max(1, math.ceil((tat - now_us) / 1000)))
+      local state = table.concat({ int(tat), int(units), int(refunded), int(last), int(created or now_ms) }, ' ')
+      redis.call('SET', key, state, 'PX', math.max(1, math.ceil((tat - now_us) / 1000)))
     else
       -- Refunded back to a full burst: the same as no key at all.
       redis.call('DEL', key)
@@ -296,8 +297,8 @@ local function gcra(key, limit, win)
     if not created or origin < created then return end
     local start = origin * 1000
     local later = units - u - cost
-    -- time: without this request the tat would have been start + gap, earlier by what refunds since
-    -- gave back; once the clock passed that, time healed the cost.
+    -- time: without this request the tat would have been start + gap, earlier by the cost refunded
+    -- since; once the clock passed that, time healed the cost.
     local bound = tat - cost * T + math.max(0, now_us - (start + math.max(0, gap - (refunded - r) * T)))
     -- after: at most start + gap plus the units counted since, and never later than counting those
     -- at the last count.
