@@ -10,9 +10,9 @@ export const ALGORITHM_CODE = {
 
 /**
  * The algorithm's part of a key name. token-bucket and gcra changed their stored state when refunds
- * became exact (it was a hash under 't' and one number under 'g'); new names keep instances of the two
- * versions from misreading each other's keys during a rolling deploy (each version counts on its own
- * until the old one is gone).
+ * stopped giving back too much (it was a hash under 't' and one number under 'g'); new names keep
+ * instances of the two versions from misreading each other's keys during a rolling deploy (each
+ * version counts on its own until the old one is gone).
  */
 export const KEY_CODE = {
   'fixed-window': 'f',
