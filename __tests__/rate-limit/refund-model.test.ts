@@ -75,6 +75,41 @@ describe('rateLimit refunds against an exact model (simulated clock)', () => {
     redis.defineCommand('rl', { numberOfKeys: 1, lua });
   });
 
+  it('a request counted in a key that was emptied and created again within the same ms gives nothing back (gcra)', async () => {
+    await redis.flushall();
+    const limit = 10_000; // 100 us per unit over 1 s
+    const ms = 1_700_000_000_123;
+    const at = (us: number, plusMs = 0) =>
+      redis.mset('clock:s', Math.floor((ms + plusMs) / 1000), 'clock:us', ((ms + plusMs) % 1000) * 1000 + us);
+    const call = (...args: Array<string | number>) => redis.rl('rl:{gen}', ...args);
+    const take = async (cost: number) => {
+      const reply = await call(MODE_CONSUME, 'g', limit, 1000, cost, `m${cost}`);
+      expect(reply[0]).toBe(1);
+      return { cost, origin: reply[1]!, hints: reply.slice(4, 8) };
+    };
+    const refund = (c: { cost: number; origin: number; hints: number[] }) =>
+      call(MODE_REFUND, 'g', limit, 1000, c.cost, `m${c.cost}`, c.origin, ...c.hints);
+    await at(100);
+    const h = await take(1);
+    await at(101);
+    const w = await take(9000);
+    await at(102);
+    await refund(w);
+    await at(103);
+    const x = await take(1);
+    // h's refund leaves nothing held (x's cost has healed by now): the key is deleted...
+    await at(400);
+    await refund(h);
+    expect(await redis.exists('rl:{gen}')).toBe(0);
+    // ...and created again in the same ms by a request that takes 9000.
+    await at(500);
+    await take(9000);
+    await at(0, 5);
+    const before = (await call(MODE_PEEK, 'g', limit, 1000, 0, '-'))[2]!;
+    await refund(x);
+    expect((await call(MODE_PEEK, 'g', limit, 1000, 0, '-'))[2]).toBe(before);
+  });
+
   it.each(['token-bucket', 'gcra'] as const)(
     'never give back more than the refunded requests still held, and give back everything once all are refunded (%s)',
     async (algorithm) => {
@@ -107,9 +142,9 @@ describe('rateLimit refunds against an exact model (simulated clock)', () => {
           if (random() < 0.55 || held.length === 0) {
             const cost = 1 + Math.floor(random() * Math.min(3, limit));
             const reply = await call(MODE_CONSUME, code, limit, windowMs, cost, `m${step}`);
-            // One policy: [allowed, now, remaining, reset, gap, refunded, units].
+            // One policy: [allowed, now, remaining, reset, gap, refunded, units, key stamp].
             if (reply[0] === 1)
-              counted.push({ us: nowUs(), ms: reply[1]!, cost, hints: reply.slice(4, 7), refunded: false });
+              counted.push({ us: nowUs(), ms: reply[1]!, cost, hints: reply.slice(4, 8), refunded: false });
           } else {
             await refund(held[Math.floor(random() * held.length)]!);
           }

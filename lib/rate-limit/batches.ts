@@ -16,7 +16,7 @@ export interface Refund {
   member: string;
   /** Redis time when it was counted: a fixed window only refunds within that window. */
   origin: number;
-  /** The script's refund hints, three per policy: bound how much the request still holds. */
+  /** The script's refund hints, four per policy: bound how much the request still holds. */
   hints: number[];
 }
 

@@ -37,17 +37,17 @@ export const MODE_PEEK = 'p';
 // KEYS: one key per policy, all sharing the client's {hash tag}.
 // ARGV: mode, then per policy: algorithm code, limit, window ms; then per request: cost, member id
 //       (sliding-window log entry) and, for refunds only, origin ms (when the request was counted)
-//       and the request's refund hints (three per policy: gap, refunded, units; see below).
+//       and the request's refund hints (four per policy: gap, refunded, units, key stamp; below).
 // Reply: per request { allowed 0|1, now ms, per policy: remaining, reset ms, retry ms, then per
-//   policy: two more refund hints }; refund: { 1, now ms }.
+//   policy: three more refund hints }; refund: { 1, now ms }.
 //   reset = until the quota is fully restored; retry = until a request of this cost could pass.
 //   A counted request has no retry, so that slot carries its first refund hint (gap) instead.
 //
 // Refunds give back only what the request still holds, so they never let through more than the
 // algorithm promises for the requests that were not refunded:
-// - A key remembers when it was created ('c', ms). A request counted before that (the key expired
-//   because the quota was whole again, or reset() deleted it) holds nothing in it. The test is to
-//   the ms: a reset and a new count in the very ms the request was counted are not told apart.
+// - A key remembers when it was created ('c', us on the Redis clock) and every request counted in it
+//   carries that stamp as a hint. A refund only applies to the key it was counted in: once the key
+//   expired (the quota was whole again) or reset() deleted it, the request holds nothing.
 // - fixed-window: the window the request was counted in, if it is still the current one.
 // - sliding-window: its own log entry, if it has not expired.
 // - token-bucket and gcra: time heals a counted cost (a bucket refills, a tat falls behind the clock)
@@ -72,7 +72,7 @@ local refund = mode == 'r'
 local peek = mode == 'p'
 local function int(x) return string.format('%.0f', x) end
 
--- fixed-window: hash { s = window start ms, n = units used, c = created ms }; expires at the
+-- fixed-window: hash { s = window start ms, n = units used, c = created us }; expires at the
 -- window end.
 local function fixed(key, limit, win)
   local start = now_ms - (now_ms % win)
@@ -83,6 +83,7 @@ local function fixed(key, limit, win)
     used = tonumber(h[2]) or 0
     created = tonumber(h[3]) or 0
   end
+  local gen = created or now_us
   local left = start + win - now_ms
   local dirty = false
   local P = {}
@@ -97,20 +98,20 @@ local function fixed(key, limit, win)
   function P.take(cost)
     used = used + cost
     dirty = true
-    return 0
+    return 0, 0, 0, gen
   end
   function P.save()
     if not dirty then return end
     if created then
       redis.call('HSET', key, 's', int(start), 'n', int(used))
     else
-      redis.call('HSET', key, 's', int(start), 'n', int(used), 'c', int(now_ms))
+      redis.call('HSET', key, 's', int(start), 'n', int(used), 'c', int(gen))
     end
     redis.call('PEXPIRE', key, left)
   end
-  function P.refund(cost, member, origin)
-    -- Only the window the request was counted in can give it back, and only if it counted in this key.
-    if created and used > 0 and origin - (origin % win) == start and origin >= created then
+  function P.refund(cost, member, origin, gap, r, u, g)
+    -- Only the window (and key) the request was counted in can give it back.
+    if created == g and used > 0 and origin - (origin % win) == start then
       used = math.max(0, used - cost)
       dirty = true
     end
@@ -191,7 +192,7 @@ end
 -- token-bucket and gcra keep their state as one string of integers, so a decision is one GET and
 -- one SET PX.
 -- token-bucket: "k t u r l c": k = tokens x window (integers, no float drift), t = when k was
--- computed ms, u = units counted, r = units refunded, l = last counted ms, c = created ms.
+-- computed ms, u = units counted, r = units refunded, l = last counted ms, c = created us.
 -- Refill is 'limit' scaled units per ms, capacity limit x window.
 local function bucket(key, limit, win)
   local cap = limit * win
@@ -202,6 +203,7 @@ local function bucket(key, limit, win)
     tk = math.min(cap, tonumber(k) + math.max(0, now_ms - tonumber(t)) * limit)
     units, refunded, last, created = tonumber(u), tonumber(r), tonumber(l), tonumber(c)
   end
+  local gen = created or now_us
   local dirty = false
   local P = {}
   function P.check(cost, r)
@@ -220,15 +222,15 @@ local function bucket(key, limit, win)
     units = units + cost
     last = now_ms
     dirty = true
-    return gap, r, u
+    return gap, r, u, gen
   end
   function P.save()
     if not dirty then return end
-    local state = table.concat({ int(tk), int(now_ms), int(units), int(refunded), int(last), int(created or now_ms) }, ' ')
+    local state = table.concat({ int(tk), int(now_ms), int(units), int(refunded), int(last), int(gen) }, ' ')
     redis.call('SET', key, state, 'PX', math.max(1, math.ceil((cap - tk) / limit)))
   end
-  function P.refund(cost, member, origin, gap, r, u)
-    if not created or origin < created then return end
+  function P.refund(cost, member, origin, gap, r, u, g)
+    if created ~= g then return end
     local need = cost * win
     local elapsed = (now_ms - origin) * limit
     local missing = cap - tk
@@ -252,7 +254,7 @@ local function bucket(key, limit, win)
 end
 
 -- gcra: "t u r l c": t = theoretical arrival time us, u = units counted, r = units refunded, l = last
--- counted us, c = created ms. Emission interval T = window/limit (rounded to 1 us), burst tolerance
+-- counted us, c = created us. Emission interval T = window/limit (rounded to 1 us), burst tolerance
 -- limit x T.
 local function gcra(key, limit, win)
   local T = math.max(1, math.floor(win * 1000 / limit + 0.5))
@@ -264,6 +266,7 @@ local function gcra(key, limit, win)
     tat, units, refunded, last, created = tonumber(t), tonumber(u), tonumber(r), tonumber(l), tonumber(c)
     if tat < now_us then tat = now_us end
   end
+  local gen = created or now_us
   local dirty = false
   local P = {}
   function P.check(cost, r)
@@ -281,20 +284,20 @@ local function gcra(key, limit, win)
     units = units + cost
     last = now_us
     dirty = true
-    return gap, r, u
+    return gap, r, u, gen
   end
   function P.save()
     if not dirty then return end
     if tat > now_us then
-      local state = table.concat({ int(tat), int(units), int(refunded), int(last), int(created or now_ms) }, ' ')
+      local state = table.concat({ int(tat), int(units), int(refunded), int(last), int(gen) }, ' ')
       redis.call('SET', key, state, 'PX', math.max(1, math.ceil((tat - now_us) / 1000)))
     else
       -- Refunded back to a full burst: the same as no key at all.
       redis.call('DEL', key)
     end
   end
-  function P.refund(cost, member, origin, gap, r, u)
-    if not created or origin < created then return end
+  function P.refund(cost, member, origin, gap, r, u, g)
+    if created ~= g then return end
     local start = origin * 1000
     local later = units - u - cost
     -- time: without this request the tat would have been start + gap, earlier by the cost refunded
@@ -326,11 +329,12 @@ for i = 1, count do
 end
 local first = 2 + 3 * count
 if refund then
-  for q = first, #ARGV, 3 + 3 * count do
+  for q = first, #ARGV, 3 + 4 * count do
     local cost, origin = tonumber(ARGV[q]), tonumber(ARGV[q + 2])
     for i = 1, count do
-      local hint = q + 3 * i
-      pols[i].refund(cost, ARGV[q + 1], origin, tonumber(ARGV[hint]), tonumber(ARGV[hint + 1]), tonumber(ARGV[hint + 2]))
+      local h = q + 4 * i - 1
+      local gap, r, u, g = tonumber(ARGV[h]), tonumber(ARGV[h + 1]), tonumber(ARGV[h + 2]), tonumber(ARGV[h + 3])
+      pols[i].refund(cost, ARGV[q + 1], origin, gap, r, u, g)
     end
   end
   for i = 1, count do pols[i].save() end
@@ -351,21 +355,22 @@ for q = first, #ARGV, 2 do
   for i = 1, count do
     local r = st[i]
     if commit then
-      local gap, refunded, units = pols[i].take(cost, ARGV[q + 1])
+      local gap, refunded, units, gen = pols[i].take(cost, ARGV[q + 1])
       out[#out + 1] = r.rem2
       out[#out + 1] = r.reset2
       out[#out + 1] = gap
-      r.h1, r.h2 = refunded or 0, units or 0
+      r.h1, r.h2, r.h3 = refunded or 0, units or 0, gen or 0
     else
       out[#out + 1] = math.max(0, r.rem)
       out[#out + 1] = r.reset
       out[#out + 1] = r.retry
-      r.h1, r.h2 = 0, 0
+      r.h1, r.h2, r.h3 = 0, 0, 0
     end
   end
   for i = 1, count do
     out[#out + 1] = st[i].h1
     out[#out + 1] = st[i].h2
+    out[#out + 1] = st[i].h3
   end
 end
 for i = 1, count do pols[i].save() end
