@@ -38,6 +38,18 @@ describe('rateLimit options', () => {
     ],
     ['window too long', { window: '400d' }, RangeError, /"window" must be at most 366 days/],
     [
+      'token-bucket limit x window beyond 2^53',
+      { algorithm: 'token-bucket', limit: 1e12, window: '1d' },
+      RangeError,
+      /"limit" times the window \(ms\) must stay below 2\^53/,
+    ],
+    [
+      'gcra faster than 10 per ms (its interval is whole µs)',
+      { algorithm: 'gcra', limit: 10_001, window: 1000 },
+      RangeError,
+      /"limit" is too high for gcra over 1s: window \/ limit must be at least 100 µs .*got 10001\. Use algorithm 'token-bucket'/,
+    ],
+    [
       'unknown algorithm',
       { algorithm: 'leaky' as never },
       TypeError,
@@ -188,6 +200,7 @@ describe('rateLimit options', () => {
     for (const algorithm of ['fixed-window', 'sliding-window', 'token-bucket', 'gcra'] as const) {
       expect(make({ algorithm, window: 1500, cost: () => 2 })).not.toThrow();
     }
+    expect(make({ algorithm: 'gcra', limit: 10_000, window: 1000 })).not.toThrow();
     expect(
       make({
         limit: undefined,

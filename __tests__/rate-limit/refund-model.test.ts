@@ -89,15 +89,16 @@ describe('rateLimit refunds against an exact model (simulated clock)', () => {
     };
     const refund = (c: { cost: number; origin: number; hints: number[] }) =>
       call(MODE_REFUND, 'g', limit, 1000, c.cost, `m${c.cost}`, c.origin, ...c.hints);
+    // h holds 500 ms of (simulated) time, so the key outlives w's refund in real time as well.
     await at(100);
-    const h = await take(1);
+    const h = await take(5000);
     await at(101);
-    const w = await take(9000);
+    const w = await take(4000);
     await at(102);
     await refund(w);
     await at(103);
     const x = await take(1);
-    // h's refund leaves nothing held (x's cost has healed by now): the key is deleted...
+    // h's refund leaves nothing held (x's 100 us have healed by now): the key is deleted...
     await at(400);
     await refund(h);
     expect(await redis.exists('rl:{gen}')).toBe(0);

@@ -26,6 +26,7 @@ export const DEFAULTS = {
 
 /** Longest window: a year (plus a day), which keeps every script integer exact in Lua doubles. */
 const MAX_WINDOW_MS = 366 * 24 * 3600 * 1000;
+const GCRA_MIN_INTERVAL_US = 100;
 
 /**
  * Largest limit: a trillion per window. Lua prints numbers with 14 significant digits, so counts
@@ -158,6 +159,15 @@ function resolvePolicy(
   checkAlgorithm(algorithm, `${where}algorithm`);
   if (algorithm === 'token-bucket' && limit * windowMs > Number.MAX_SAFE_INTEGER) {
     throw optionRangeError(`${where}limit`, 'times the window (ms) must stay below 2^53 for token-bucket');
+  }
+  // gcra keeps its emission interval (window / limit) in whole µs; under 100 µs the rounding would
+  // move the real rate by more than 0.5 % (and under 0.5 µs make it a different limit altogether).
+  if (algorithm === 'gcra' && (windowMs * 1000) / limit < GCRA_MIN_INTERVAL_US) {
+    throw optionRangeError(
+      `${where}limit`,
+      `is too high for gcra over ${formatWindow(windowMs)}: window / limit must be at least ${GCRA_MIN_INTERVAL_US} µs (at most ${1000 / GCRA_MIN_INTERVAL_US} per ms); got ${limit}`,
+      "Use algorithm 'token-bucket', which admits the same requests and counts in exact integers.",
+    );
   }
   const name = policy.name ?? `${limit}-in-${formatWindow(windowMs)}`;
   if (typeof name !== 'string' || !SF_STRING.test(name)) {

@@ -230,11 +230,13 @@ local function bucket(key, limit, win)
     redis.call('SET', key, state, 'PX', math.max(1, math.ceil((cap - tk) / limit)))
   end
   function P.refund(cost, member, origin, gap, r, u, g)
-    if created ~= g then return end
+    local later = units - u - cost
+    -- A request not counted in this key (another generation, or hints that do not fit its counters)
+    -- holds nothing in it.
+    if created ~= g or later < 0 then return end
     local need = cost * win
     local elapsed = (now_ms - origin) * limit
     local missing = cap - tk
-    local later = units - u - cost
     -- time: without this request the bucket would have been full again gap / limit ms after origin,
     -- sooner by the cost refunded since; refill past that point healed the cost for good.
     local bound = missing - need + math.max(0, elapsed - math.max(0, gap - (refunded - r) * win))
@@ -297,9 +299,9 @@ local function gcra(key, limit, win)
     end
   end
   function P.refund(cost, member, origin, gap, r, u, g)
-    if created ~= g then return end
-    local start = origin * 1000
     local later = units - u - cost
+    if created ~= g or later < 0 then return end
+    local start = origin * 1000
     -- time: without this request the tat would have been start + gap, earlier by the cost refunded
     -- since; once the clock passed that, time healed the cost.
     local bound = tat - cost * T + math.max(0, now_us - (start + math.max(0, gap - (refunded - r) * T)))
