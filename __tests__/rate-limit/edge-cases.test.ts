@@ -187,10 +187,11 @@ describe('rateLimit edge cases', () => {
           release('a');
           expect(await a).toBe(500);
           await waitFor('refund', 2);
-          // 5 right after D (one more if a second passed since); the old refund left afterD + 5.
+          // afterD + 2 right after D, one more per second since (slack for a slow machine); the old
+          // refund left at least afterD + 5.
           const { remaining } = await mw.get('order');
           expect(remaining).toBeGreaterThanOrEqual(5);
-          expect(remaining).toBeLessThanOrEqual(afterD + 3);
+          expect(remaining).toBeLessThanOrEqual(afterD + 4);
         } finally {
           stop();
         }
