@@ -1,0 +1,121 @@
+// Lua for the two window algorithms of the rate-limit script (script.ts): each is a function that
+// loads its key once and answers { check, take, save, refund } for the script's driver. It runs after
+// the script's prelude (now_ms, now_us, peek, int).
+export const LUA_WINDOWS = `
+-- fixed-window: hash { s = window start ms, n = units used, c = created us }; expires at the
+-- window end.
+local function fixed(key, limit, win)
+  local start = now_ms - (now_ms % win)
+  local h = redis.call('HMGET', key, 's', 'n', 'c')
+  local used = 0
+  local created = nil
+  if tonumber(h[1]) == start then
+    used = tonumber(h[2]) or 0
+    created = tonumber(h[3]) or 0
+  end
+  local gen = created or now_us
+  local left = start + win - now_ms
+  local dirty = false
+  local P = {}
+  function P.check(cost, r)
+    r.ok = used + cost <= limit
+    r.rem = limit - used
+    r.reset = used > 0 and left or 0
+    r.retry = r.ok and 0 or left
+    r.rem2 = limit - used - cost
+    r.reset2 = left
+  end
+  function P.take(cost)
+    used = used + cost
+    dirty = true
+    return 0, 0, 0, gen
+  end
+  function P.save()
+    if not dirty then return end
+    if created then
+      redis.call('HSET', key, 's', int(start), 'n', int(used))
+    else
+      redis.call('HSET', key, 's', int(start), 'n', int(used), 'c', int(gen))
+    end
+    redis.call('PEXPIRE', key, left)
+  end
+  function P.refund(cost, member, origin, gap, r, u, g)
+    -- Only the window (and key) the request was counted in can give it back.
+    if created == g and used > 0 and origin - (origin % win) == start then
+      used = math.max(0, used - cost)
+      dirty = true
+    end
+  end
+  return P
+end
+
+-- sliding-window (exact log): sorted set of entries "<cost>:<id>" scored by time ms; member "#"
+-- holds minus the live sum as its score, so the sum is O(1) to read and never matches a time range.
+local function sliding(key, limit, win)
+  local cutoff = now_ms - win
+  local sum = -(tonumber(redis.call('ZSCORE', key, '#')) or 0)
+  local expired = redis.call('ZRANGEBYSCORE', key, '(0', cutoff)
+  if #expired > 0 then
+    for i = 1, #expired do sum = sum - tonumber(string.match(expired[i], '^(%d+)')) end
+    if sum < 0 then sum = 0 end
+    if not peek then
+      redis.call('ZREMRANGEBYSCORE', key, '(0', cutoff)
+      redis.call('ZADD', key, -sum, '#')
+    end
+  end
+  -- Time of the newest live entry, read once and only when a reply needs it.
+  local newest = nil
+  local dirty = false
+  local P = {}
+  function P.check(cost, r)
+    r.ok = sum + cost <= limit
+    r.rem = limit - sum
+    r.reset = 0
+    if sum > 0 then
+      if newest == nil then
+        local e = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+        newest = tonumber(e[2]) or 0
+      end
+      if newest > 0 then r.reset = newest + win - now_ms end
+    end
+    r.retry = 0
+    if not r.ok then
+      -- Walk the oldest entries until enough cost has expired; each entry is >= 1 unit, so 'need'
+      -- entries always suffice when the request can pass at all. Entries taken earlier in this
+      -- batch are already in the set.
+      local need = sum + cost - limit
+      local oldest = redis.call('ZRANGEBYSCORE', key, '(' .. cutoff, '+inf', 'WITHSCORES', 'LIMIT', 0, int(need))
+      local freed = 0
+      r.retry = win
+      for i = 1, #oldest, 2 do
+        freed = freed + tonumber(string.match(oldest[i], '^(%d+)'))
+        if freed >= need then
+          r.retry = tonumber(oldest[i + 1]) + win - now_ms
+          break
+        end
+      end
+    end
+    r.rem2 = limit - sum - cost
+    r.reset2 = win
+  end
+  function P.take(cost, member)
+    redis.call('ZADD', key, now_ms, int(cost) .. ':' .. member)
+    sum = sum + cost
+    newest = now_ms
+    dirty = true
+    return 0
+  end
+  function P.save()
+    if not dirty then return end
+    redis.call('ZADD', key, -sum, '#')
+    redis.call('PEXPIRE', key, win)
+  end
+  function P.refund(cost, member)
+    -- The log entry itself is given back, so this is exact: an entry that expired is simply gone.
+    if redis.call('ZREM', key, int(cost) .. ':' .. member) == 1 then
+      redis.call('ZINCRBY', key, cost, '#')
+    end
+  end
+  return P
+end
+`;
