@@ -27,6 +27,18 @@ function holdingApp(limiter: Limiter) {
 
 const byClient = (req: express.Request) => String(req.headers['x-client'] ?? 'anonymous');
 
+const stopCapture: Array<() => void> = [];
+afterEach(() => {
+  for (const stop of stopCapture.splice(0)) stop();
+});
+
+/** holdingApp, plus the limiter's kit events (to wait for refunds), stopped after the test. */
+function refundApp(limiter: Limiter) {
+  const { waitFor, stop } = captureEvents('rate-limit');
+  stopCapture.push(stop);
+  return { ...holdingApp(limiter), waitFor };
+}
+
 describe('rateLimit edge cases', () => {
   const redis = useRedisServer();
   const limiter = (options: Omit<RateLimitOptions, 'redis'>) =>
@@ -127,25 +139,20 @@ describe('rateLimit edge cases', () => {
           name: `heal-${algorithm}`,
           skipFailedRequests: true,
         });
-        const { app, release, held } = holdingApp(mw);
-        const { waitFor, stop } = captureEvents('rate-limit');
-        try {
-          const slow = request(app)
-            .get('/?hold=a&status=500')
-            .set('x-client', 'heal')
-            .then((r) => r.status);
-          await eventually(() => held('a'), 'the slow request to be counted');
-          await sleep(2100);
-          expect((await request(app).get('/').set('x-client', 'heal')).status).toBe(200);
-          expect((await request(app).get('/').set('x-client', 'heal')).status).toBe(200);
-          release('a');
-          expect(await slow).toBe(500);
-          await waitFor('refund', 1);
-          // Without the slow request, B and C used the whole burst just now: D must wait ~2 s.
-          expect((await request(app).get('/').set('x-client', 'heal')).status).toBe(429);
-        } finally {
-          stop();
-        }
+        const { app, release, held, waitFor } = refundApp(mw);
+        const slow = request(app)
+          .get('/?hold=a&status=500')
+          .set('x-client', 'heal')
+          .then((r) => r.status);
+        await eventually(() => held('a'), 'the slow request to be counted');
+        await sleep(2100);
+        expect((await request(app).get('/').set('x-client', 'heal')).status).toBe(200);
+        expect((await request(app).get('/').set('x-client', 'heal')).status).toBe(200);
+        release('a');
+        expect(await slow).toBe(500);
+        await waitFor('refund', 1);
+        // Without the slow request, B and C used the whole burst just now: D must wait ~2 s.
+        expect((await request(app).get('/').set('x-client', 'heal')).status).toBe(429);
       },
     );
 
@@ -164,37 +171,32 @@ describe('rateLimit edge cases', () => {
           skipFailedRequests: true,
           cost: (req) => Number(req.query.cost ?? 1),
         });
-        const { app, release, held } = holdingApp(mw);
-        const { waitFor, stop } = captureEvents('rate-limit');
+        const { app, release, held, waitFor } = refundApp(mw);
         const slow = (name: string) =>
           request(app)
             .get(`/?hold=${name}&status=500&cost=5`)
             .set('x-client', 'order')
             .then((r) => r.status);
-        try {
-          const x = slow('x');
-          await eventually(() => held('x'), 'X to be counted');
-          const a = slow('a');
-          await eventually(() => held('a'), 'A to be counted');
-          release('x');
-          expect(await x).toBe(500);
-          await waitFor('refund', 1);
-          await sleep(3000);
-          const d = await request(app).get('/?cost=5').set('x-client', 'order');
-          expect(d.status).toBe(200);
-          const afterD = (d.body as { remaining: number }).remaining;
-          expect(afterD).toBeGreaterThanOrEqual(3);
-          release('a');
-          expect(await a).toBe(500);
-          await waitFor('refund', 2);
-          // afterD + 2 right after D, one more per second since (slack for a slow machine); the old
-          // refund left at least afterD + 5.
-          const { remaining } = await mw.get('order');
-          expect(remaining).toBeGreaterThanOrEqual(5);
-          expect(remaining).toBeLessThanOrEqual(afterD + 4);
-        } finally {
-          stop();
-        }
+        const x = slow('x');
+        await eventually(() => held('x'), 'X to be counted');
+        const a = slow('a');
+        await eventually(() => held('a'), 'A to be counted');
+        release('x');
+        expect(await x).toBe(500);
+        await waitFor('refund', 1);
+        await sleep(3000);
+        const d = await request(app).get('/?cost=5').set('x-client', 'order');
+        expect(d.status).toBe(200);
+        const afterD = (d.body as { remaining: number }).remaining;
+        expect(afterD).toBeGreaterThanOrEqual(3);
+        release('a');
+        expect(await a).toBe(500);
+        await waitFor('refund', 2);
+        // afterD + 2 right after D, one more per second since (slack for a slow machine); the old
+        // refund left at least afterD + 5.
+        const { remaining } = await mw.get('order');
+        expect(remaining).toBeGreaterThanOrEqual(5);
+        expect(remaining).toBeLessThanOrEqual(afterD + 4);
       },
     );
 
@@ -208,29 +210,24 @@ describe('rateLimit edge cases', () => {
           name: `reset-refund-${algorithm}`,
           skipFailedRequests: true,
         });
-        const { app, release, held } = holdingApp(mw);
-        const { waitFor, stop } = captureEvents('rate-limit');
-        try {
-          const x = request(app)
-            .get('/?hold=x&status=500')
-            .set('x-client', 'rr')
-            .then((r) => r.status);
-          await eventually(() => held('x'), 'X to be counted');
-          await mw.reset('rr');
-          expect((await request(app).get('/').set('x-client', 'rr')).status).toBe(200);
-          const before = await mw.get('rr');
-          expect(before.used).toBe(1);
-          release('x');
-          expect(await x).toBe(500);
-          await waitFor('refund', 1);
-          // Also the time until whole: gcra would still read "1 used" after giving back all but
-          // the few ms since X was counted, yet be whole again in those few ms.
-          const after = await mw.get('rr');
-          expect(after.used).toBe(1);
-          expect(after.resetMs).toBeGreaterThan(before.resetMs - 60_000);
-        } finally {
-          stop();
-        }
+        const { app, release, held, waitFor } = refundApp(mw);
+        const x = request(app)
+          .get('/?hold=x&status=500')
+          .set('x-client', 'rr')
+          .then((r) => r.status);
+        await eventually(() => held('x'), 'X to be counted');
+        await mw.reset('rr');
+        expect((await request(app).get('/').set('x-client', 'rr')).status).toBe(200);
+        const before = await mw.get('rr');
+        expect(before.used).toBe(1);
+        release('x');
+        expect(await x).toBe(500);
+        await waitFor('refund', 1);
+        // Also the time until whole: gcra would still read "1 used" after giving back all but
+        // the few ms since X was counted, yet be whole again in those few ms.
+        const after = await mw.get('rr');
+        expect(after.used).toBe(1);
+        expect(after.resetMs).toBeGreaterThan(before.resetMs - 60_000);
       },
     );
 
@@ -245,29 +242,24 @@ describe('rateLimit edge cases', () => {
           skipFailedRequests: true,
           coalesce: false,
         });
-        const { app, release, held } = holdingApp(mw);
-        const { waitFor, stop } = captureEvents('rate-limit');
-        try {
-          const a = request(app)
-            .get('/?hold=a&status=500')
-            .set('x-client', 'dr')
-            .then((r) => r.status);
-          const b = request(app)
-            .get('/?hold=b&status=500')
-            .set('x-client', 'dr')
-            .then((r) => r.status);
-          await eventually(() => held('a') && held('b'), 'both slow requests to be counted');
-          // Denied, and remembered in the deny cache.
-          expect((await request(app).get('/').set('x-client', 'dr')).status).toBe(429);
-          release('a');
-          release('b');
-          expect([await a, await b]).toEqual([500, 500]);
-          await waitFor('refund', 2);
-          expect((await mw.get('dr')).used).toBe(0);
-          expect((await request(app).get('/').set('x-client', 'dr')).status).toBe(200);
-        } finally {
-          stop();
-        }
+        const { app, release, held, waitFor } = refundApp(mw);
+        const a = request(app)
+          .get('/?hold=a&status=500')
+          .set('x-client', 'dr')
+          .then((r) => r.status);
+        const b = request(app)
+          .get('/?hold=b&status=500')
+          .set('x-client', 'dr')
+          .then((r) => r.status);
+        await eventually(() => held('a') && held('b'), 'both slow requests to be counted');
+        // Denied, and remembered in the deny cache.
+        expect((await request(app).get('/').set('x-client', 'dr')).status).toBe(429);
+        release('a');
+        release('b');
+        expect([await a, await b]).toEqual([500, 500]);
+        await waitFor('refund', 2);
+        expect((await mw.get('dr')).used).toBe(0);
+        expect((await request(app).get('/').set('x-client', 'dr')).status).toBe(200);
       },
     );
   });
