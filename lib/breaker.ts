@@ -1,4 +1,6 @@
-import type { RedisClient } from './client';
+import calculateSlot from 'cluster-key-slot';
+import type { Cluster } from 'ioredis';
+import { isCluster, type RedisClient } from './client';
 import { RedisTimeoutError, RedisUnavailableError } from './errors';
 import { emitKitEvent, hasKitListeners, type KitComponent } from './events';
 
@@ -15,8 +17,9 @@ const DEFAULT_BREAKER: BreakerOptions = { failureThreshold: 5, cooldownMs: 1000 
 type State = 'closed' | 'open' | 'half-open';
 
 /**
- * One small circuit breaker per Redis client, shared by every middleware on that client, so that
- * during an outage requests get the fail mode at once instead of each paying the full timeout.
+ * One small circuit breaker per Redis client (per master node on a Cluster), shared by every
+ * middleware on that client, so that during an outage requests get the fail mode at once instead of
+ * each paying the full timeout.
  */
 export class CircuitBreaker {
   private state: State = 'closed';
@@ -24,7 +27,11 @@ export class CircuitBreaker {
   private openedAt = 0;
   private probing = false;
 
-  constructor(readonly options: BreakerOptions = DEFAULT_BREAKER) {}
+  /** `node`: the Cluster master it guards (`host:port`), named in its events. */
+  constructor(
+    readonly options: BreakerOptions = DEFAULT_BREAKER,
+    readonly node?: string,
+  ) {}
 
   get currentState(): State {
     return this.state;
@@ -48,7 +55,7 @@ export class CircuitBreaker {
     this.failures = 0;
     if (this.state !== 'closed') {
       this.state = 'closed';
-      emitKitEvent({ component: 'redis', type: 'breaker-closed' });
+      emitKitEvent({ component: 'redis', type: 'breaker-closed', node: this.node });
     }
   }
 
@@ -61,26 +68,61 @@ export class CircuitBreaker {
     ) {
       this.state = 'open';
       this.openedAt = now;
-      emitKitEvent({ component: 'redis', type: 'breaker-open', failures: this.failures });
+      emitKitEvent({ component: 'redis', type: 'breaker-open', failures: this.failures, node: this.node });
     }
   }
 }
 
-const breakers = new WeakMap<object, CircuitBreaker>();
+/** A client's breakers: one for the client, plus (Cluster) one per master node. */
+interface Breakers {
+  options: BreakerOptions;
+  client: CircuitBreaker;
+  nodes: Map<string, CircuitBreaker>;
+}
 
-/** The breaker shared by every kit middleware on this client. */
-export function breakerFor(redis: RedisClient): CircuitBreaker {
-  let breaker = breakers.get(redis);
+const breakers = new WeakMap<object, Breakers>();
+
+// Node keys only accumulate through failovers and resharding; past this many, start over.
+const MAX_NODE_BREAKERS = 256;
+
+function breakersOf(redis: RedisClient): Breakers {
+  let set = breakers.get(redis);
+  if (!set) {
+    set = { options: DEFAULT_BREAKER, client: new CircuitBreaker(), nodes: new Map() };
+    breakers.set(redis, set);
+  }
+  return set;
+}
+
+/**
+ * The breaker for a call on `key` (any key of the operation: they share a hash tag). On a Cluster,
+ * each master node has its own, so one dead shard fails fast without taking the fail mode to keys
+ * served by healthy ones. Without a key, before the slot map is known, and on standalone or sentinel
+ * clients, the client's one breaker, shared by every kit middleware on it.
+ */
+export function breakerFor(redis: RedisClient, key?: string): CircuitBreaker {
+  const set = breakersOf(redis);
+  const node = key === undefined || !isCluster(redis) ? undefined : nodeOf(redis, key);
+  if (node === undefined) return set.client;
+  let breaker = set.nodes.get(node);
   if (!breaker) {
-    breaker = new CircuitBreaker();
-    breakers.set(redis, breaker);
+    if (set.nodes.size >= MAX_NODE_BREAKERS) set.nodes.clear();
+    breaker = new CircuitBreaker(set.options, node);
+    set.nodes.set(node, breaker);
   }
   return breaker;
 }
 
-/** Replaces the breaker tuning of one client (e.g. shorter cool-down in tests). */
+/** `host:port` of the master serving `key`'s slot, as the client currently maps it. */
+function nodeOf(cluster: Cluster, key: string): string | undefined {
+  // The client prepends its keyPrefix before hashing; so must we.
+  return cluster.slots[calculateSlot((cluster.options.keyPrefix ?? '') + key)]?.[0];
+}
+
+/** Replaces the breaker tuning of one client (e.g. shorter cool-down in tests); breakers start closed. */
 export function configureBreaker(redis: RedisClient, options: Partial<BreakerOptions>): void {
-  breakers.set(redis, new CircuitBreaker({ ...DEFAULT_BREAKER, ...options }));
+  const tuned = { ...DEFAULT_BREAKER, ...options };
+  breakers.set(redis, { options: tuned, client: new CircuitBreaker(tuned), nodes: new Map() });
 }
 
 // Reply errors that mean "this server cannot serve now" (including out of memory, or unable to
@@ -100,6 +142,11 @@ export interface GuardOptions {
   component: KitComponent;
   /** Instance name, for events. */
   name?: string;
+  /**
+   * A key the operation touches (all of its keys share a hash tag): on a Cluster, picks the breaker
+   * of the master serving it. Leave out for operations that span slots.
+   */
+  key?: string;
 }
 
 /**
@@ -113,7 +160,7 @@ export function guarded<T>(
   operation: () => Promise<T>,
   options: GuardOptions,
 ): Promise<T> {
-  const breaker = breakerFor(redis);
+  const breaker = breakerFor(redis, options.key);
   if (redis.status === 'end' || !breaker.allow()) {
     const error = new RedisUnavailableError(
       redis.status === 'end' ? 'the Redis client is closed' : 'Redis circuit breaker is open',

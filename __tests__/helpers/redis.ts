@@ -59,14 +59,14 @@ export async function eventually(check: () => boolean | Promise<boolean>, what: 
 }
 
 /**
- * Starts one real Redis Cluster (3 masters) for the current test file and closes every client made
- * through it, then the cluster, even when a test fails.
+ * Starts one real Redis Cluster (3 masters, and `replicasPerMaster` replicas each) for the current
+ * test file and closes every client made through it, then the cluster, even when a test fails.
  */
-export function useRedisCluster() {
+export function useRedisCluster(options: { replicasPerMaster?: number } = {}) {
   const clients: RedisClient[] = [];
   let handle: RedisClusterHandle | undefined;
   beforeAll(async () => {
-    handle = await startRedisCluster({ masters: 3 });
+    handle = await startRedisCluster({ masters: 3, ...options });
   }, 60_000);
   afterAll(async () => {
     await Promise.all(clients.map((c) => closeRedis(c, { timeoutMs: 500 })));

@@ -71,8 +71,9 @@ export class CacheCore {
     if (hasKitListeners()) emitKitEvent({ component: 'cache', type, name: this.options.name, ...details });
   }
 
-  call<T>(operation: () => Promise<T>): Promise<T> {
-    return guarded(this.redis, operation, this.guard);
+  /** One guarded Redis call on `key` (on a Cluster, that key's node's breaker). */
+  call<T>(key: string, operation: () => Promise<T>): Promise<T> {
+    return guarded(this.redis, operation, { ...this.guard, key });
   }
 
   /** Lookup pairs for the headers responses were seen to vary on, plus `extra` names. */
@@ -97,7 +98,7 @@ export class CacheCore {
     let asked: readonly string[] = [];
     for (let attempt = 0; attempt < 2; attempt++) {
       const pairs = this.pairsFor(headers, asked);
-      const reply = await this.call(() =>
+      const reply = await this.call(redisKey, () =>
         lookup(
           this.redis,
           redisKey,
@@ -126,7 +127,7 @@ export class CacheCore {
           'deleted a corrupt cache entry (served as a miss)',
         );
         this.event('corrupt', { key, error });
-        this.call(() => unlinkKeys(this.redis, [key])).catch(() => {});
+        this.call(key, () => unlinkKeys(this.redis, [key])).catch(() => {});
         return { kind: 'corrupt' };
       }
     }
@@ -152,7 +153,7 @@ export class CacheCore {
           // Only good as a stale-if-error fallback: fill it, under the lock.
           stale = found.rec;
           if (
-            await this.call(() =>
+            await this.call(redisKey, () =>
               acquireLock(this.redis, lockKeyOf(redisKey), token, this.options.lockTimeoutMs),
             )
           ) {
@@ -195,7 +196,7 @@ export class CacheCore {
 
   releaseFill(redisKey: string, token: string): void {
     if (!token) return;
-    this.call(() => releaseLock(this.redis, lockKeyOf(redisKey), token)).catch(() => {});
+    this.call(redisKey, () => releaseLock(this.redis, lockKeyOf(redisKey), token)).catch(() => {});
   }
 
   /**
@@ -204,9 +205,9 @@ export class CacheCore {
    */
   releaseUncacheable(redisKey: string, token: string): void {
     const ttlMs = Math.min(NO_STORE_MS, this.options.lockTimeoutMs);
-    this.call(() => markNoStore(this.redis, lockKeyOf(redisKey), noStoreKeyOf(redisKey), token, ttlMs)).catch(
-      () => {},
-    );
+    this.call(redisKey, () =>
+      markNoStore(this.redis, lockKeyOf(redisKey), noStoreKeyOf(redisKey), token, ttlMs),
+    ).catch(() => {});
   }
 
   /** TTL with ±jitter spread, so entries written together do not expire together. */
@@ -229,7 +230,7 @@ export class CacheCore {
       const raw = encodeEntry(entry);
       const generation = randomBytes(6).toString('base64url');
       const written = this.strip(
-        await this.call(() =>
+        await this.call(redisKey, () =>
           storeEntry(
             this.redis,
             redisKey,
@@ -248,7 +249,9 @@ export class CacheCore {
         const { prefix } = this.options;
         await Promise.all(
           entry.tags.map((tag) =>
-            this.call(() => addToTag(this.redis, tagKey(prefix, tag), entry.ttlMs, members)),
+            this.call(tagKey(prefix, tag), () =>
+              addToTag(this.redis, tagKey(prefix, tag), entry.ttlMs, members),
+            ),
           ),
         );
       }
@@ -269,15 +272,17 @@ export class CacheCore {
   async invalidateRedis(redisKeys: string[], tags: string[]): Promise<void> {
     const { prefix } = this.options;
     const timeoutMs = Math.max(this.options.timeoutMs, 2000);
-    const slow = <T>(op: () => Promise<T>) => guarded(this.redis, op, { ...this.guard, timeoutMs });
+    // `key`: undefined for the calls that span slots.
+    const slow = <T>(key: string | undefined, op: () => Promise<T>) =>
+      guarded(this.redis, op, { ...this.guard, timeoutMs, key });
     const members = await Promise.all(
-      tags.map((tag) => slow(() => takeTag(this.redis, tagKey(prefix, tag)))),
+      tags.map((tag) => slow(tagKey(prefix, tag), () => takeTag(this.redis, tagKey(prefix, tag)))),
     );
     const doomed = new Set(redisKeys);
     for (const list of members) for (const key of list) doomed.add(key);
     this.dropLocal({ keys: redisKeys, tags });
-    if (doomed.size > 0) await slow(() => unlinkKeys(this.redis, [...doomed]));
-    if (this.bus) await slow(() => this.bus!.publish({ keys: redisKeys, tags }));
+    if (doomed.size > 0) await slow(undefined, () => unlinkKeys(this.redis, [...doomed]));
+    if (this.bus) await slow(undefined, () => this.bus!.publish({ keys: redisKeys, tags }));
     this.event('invalidate', { keys: redisKeys.length, tags: tags.length, deleted: doomed.size });
   }
 

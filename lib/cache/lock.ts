@@ -62,7 +62,7 @@ export function keepAlive(
   let stopped = false;
   const timer = setInterval(
     () => {
-      guarded(redis, () => extendLock(redis, key, token, ttlMs), { timeoutMs, component: 'cache' }).then(
+      guarded(redis, () => extendLock(redis, key, token, ttlMs), { timeoutMs, component: 'cache', key }).then(
         (ok) => {
           if (!ok && !stopped) {
             stopped = true;
@@ -137,7 +137,7 @@ export async function withLock<T>(
   const timeoutMs = toMs(options.timeout ?? 1000, 'timeout', { max: MAX_TIMER_MS });
   const key = taggedKey(checkPrefix(options.prefix ?? DEFAULT_PREFIX), 'lock', name);
   const token = newToken();
-  const call = <R>(op: () => Promise<R>) => guarded(redis, op, { timeoutMs, component: 'cache' });
+  const call = <R>(op: () => Promise<R>) => guarded(redis, op, { timeoutMs, component: 'cache', key });
 
   const deadline = Date.now() + waitMs;
   let delay = 10;

@@ -294,7 +294,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     const safety = setTimeout(release, lockTimeoutMs);
     safety.unref?.();
     cache
-      .call(() => acquireLock(cache.redis, lockKeyOf(redisKey), token, lockTimeoutMs))
+      .call(redisKey, () => acquireLock(cache.redis, lockKeyOf(redisKey), token, lockTimeoutMs))
       .then((locked) => {
         if (!locked) return release();
         event('refresh', key);

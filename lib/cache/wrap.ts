@@ -152,7 +152,9 @@ export class Cache extends CacheCore {
     const token = newToken();
     const run = async () => {
       const lockKey = lockKeyOf(redisKey);
-      if (!(await this.call(() => acquireLock(this.redis, lockKey, token, this.options.lockTimeoutMs))))
+      if (
+        !(await this.call(lockKey, () => acquireLock(this.redis, lockKey, token, this.options.lockTimeoutMs)))
+      )
         return;
       const generation = this.l1?.generation ?? 0;
       const stop = this.holdLock(redisKey, token);

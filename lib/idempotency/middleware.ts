@@ -82,11 +82,10 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
 
     let found: record.ReserveResult;
     try {
-      found = await guarded(
-        o.redis,
-        () => record.reserve(o.redis, key, fingerprint, owner, o.lockTtlMs),
-        guard,
-      );
+      found = await guarded(o.redis, () => record.reserve(o.redis, key, fingerprint, owner, o.lockTtlMs), {
+        ...guard,
+        key,
+      });
     } catch (error) {
       if (!(error instanceof RedisUnavailableError)) throw error;
       // The script may still run once Redis answers: drop that orphan reservation right behind it
@@ -162,7 +161,7 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
       if (Date.now() - started > o.ttlMs) return stop();
       if (beating) return;
       beating = true;
-      guarded(o.redis, () => record.heartbeat(o.redis, key, owner, o.lockTtlMs), guard)
+      guarded(o.redis, () => record.heartbeat(o.redis, key, owner, o.lockTtlMs), { ...guard, key })
         .then((held) => {
           if (!held && !stopped) {
             emit('lease-lost');
@@ -184,7 +183,7 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
     let settled = false;
     const release = async (status: number, reason: string) => {
       try {
-        await guarded(o.redis, () => record.release(o.redis, key, owner), guard);
+        await guarded(o.redis, () => record.release(o.redis, key, owner), { ...guard, key });
         emit('released', { status, reason });
       } catch (error) {
         emit('release-failed', { status, reason, error });
@@ -213,7 +212,7 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
           const stored = await guarded(
             o.redis,
             () => record.complete(o.redis, key, owner, { status, headers: captured.headers, body }, o.ttlMs),
-            guard,
+            { ...guard, key },
           );
           emit(stored ? 'stored' : 'lease-lost', { status });
         } catch (error) {
@@ -231,7 +230,7 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
   middleware.forget = async (id: IdempotencyRecordId) => {
     const scope = id.scope !== undefined && id.scope !== '' ? `s:${id.scope}` : `ip:${id.ip ?? ''}`;
     const key = recordKey(o.prefix, scope, id.method ?? 'POST', id.route, id.key);
-    return (await guarded(o.redis, () => o.redis.del(key), guard)) === 1;
+    return (await guarded(o.redis, () => o.redis.del(key), { ...guard, key })) === 1;
   };
   return middleware;
 }

@@ -82,11 +82,10 @@ export function createLimiter(o: ResolvedOptions) {
    * refunds, (cost, member, origin, one hint per policy).
    */
   const call = (keys: string[], mode: string, requests: Array<string | number>, admin = false) =>
-    guarded(
-      redis,
-      () => runScript<Reply>(redis, script, keys, [mode, ...policyArgs, ...requests]),
-      admin ? adminGuard : guard,
-    );
+    guarded(redis, () => runScript<Reply>(redis, script, keys, [mode, ...policyArgs, ...requests]), {
+      ...(admin ? adminGuard : guard),
+      key: keys[0],
+    });
 
   const bindingIn = (reply: Reply, allowed: boolean) => (count === 1 ? 0 : bindingOf(reply, count, allowed));
   const infoAt = (reply: Reply, b: number, key: string, elapsed: number): RateLimitInfo =>
@@ -281,7 +280,8 @@ export function createLimiter(o: ResolvedOptions) {
   async function reset(key: string): Promise<void> {
     const clientKey = normalizeAdminKey(String(key));
     denyCache?.delete(clientKey);
-    await guarded(redis, () => redis.del(...keysFor(clientKey)), adminGuard);
+    const keys = keysFor(clientKey);
+    await guarded(redis, () => redis.del(...keys), { ...adminGuard, key: keys[0] });
   }
 
   /** Reads `key`'s state without counting anything. */

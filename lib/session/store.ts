@@ -4,7 +4,7 @@ import { guarded } from '../breaker';
 import type { RedisClient } from '../client';
 import { emitKitEvent } from '../events';
 import { runScript } from '../scripts';
-import { DESTROY, LOAD, SAVE, sessionHandle, sessionKey, TOUCH } from './scripts';
+import { DESTROY, LOAD, SAVE, sessionHandle, sessionKey, TOUCH, userIndexKey } from './scripts';
 import { addToUserIndex, removeFromUserIndex } from './user-index';
 
 export interface StoreSettings {
@@ -39,9 +39,10 @@ export class KitSessionStore extends Store {
     super();
   }
 
-  private guard<T>(operation: () => Promise<T>): Promise<T> {
+  /** `key`: the Redis key the operation touches (on a Cluster, it picks that node's breaker). */
+  private guard<T>(key: string, operation: () => Promise<T>): Promise<T> {
     const { redis, timeoutMs } = this.settings;
-    return guarded(redis, operation, { timeoutMs, component: 'session' });
+    return guarded(redis, operation, { timeoutMs, component: 'session', key });
   }
 
   get(sid: string, callback: Callback<SessionData | null>): void {
@@ -58,7 +59,7 @@ export class KitSessionStore extends Store {
   private async readAndSlide(sid: string): Promise<SessionData | null> {
     const { redis, prefix, ttlMs } = this.settings;
     const key = sessionKey(prefix, sid);
-    const [refresh, userId, data] = await this.guard(() =>
+    const [refresh, userId, data] = await this.guard(key, () =>
       runScript<[number, string?, string?]>(redis, LOAD, [key], [ttlMs]),
     );
     if (refresh === -1 || !data) return null;
@@ -135,7 +136,7 @@ export class KitSessionStore extends Store {
     const req = (session as { req?: Request }).req;
     const userAgent = (req?.headers?.['user-agent'] ?? '').slice(0, MAX_USER_AGENT);
     const key = sessionKey(prefix, sid);
-    const [refresh] = await this.guard(() =>
+    const [refresh] = await this.guard(key, () =>
       runScript<[number, number]>(redis, SAVE, [key], [JSON.stringify(session), ttl, userId, userAgent]),
     );
     if (refresh === -1) {
@@ -151,7 +152,9 @@ export class KitSessionStore extends Store {
     const { redis, prefix } = this.settings;
     const ttl = this.ttlOf(session);
     const key = sessionKey(prefix, sid);
-    const [refresh, userId] = await this.guard(() => runScript<[number, string]>(redis, TOUCH, [key], [ttl]));
+    const [refresh, userId] = await this.guard(key, () =>
+      runScript<[number, string]>(redis, TOUCH, [key], [ttl]),
+    );
     if (refresh === 1) await this.index(key, String(userId), sid, ttl);
   }
 
@@ -159,20 +162,26 @@ export class KitSessionStore extends Store {
   async remove(sid: string): Promise<void> {
     const { redis, prefix, tombstoneMs } = this.settings;
     const key = sessionKey(prefix, sid);
-    const owner = await this.guard(() => runScript<string | null>(redis, DESTROY, [key], [tombstoneMs, '']));
+    const owner = await this.guard(key, () =>
+      runScript<string | null>(redis, DESTROY, [key], [tombstoneMs, '']),
+    );
     if (owner) {
-      await this.guard(() => removeFromUserIndex(redis, prefix, String(owner), [sessionHandle(sid)]));
+      await this.guard(userIndexKey(prefix, String(owner)), () =>
+        removeFromUserIndex(redis, prefix, String(owner), [sessionHandle(sid)]),
+      );
     }
   }
 
   private async index(key: string, userId: string, sid: string, ttl: number): Promise<void> {
     const { redis, prefix } = this.settings;
     try {
-      await this.guard(() => addToUserIndex(redis, prefix, userId, sessionHandle(sid), 2 * ttl));
+      await this.guard(userIndexKey(prefix, userId), () =>
+        addToUserIndex(redis, prefix, userId, sessionHandle(sid), 2 * ttl),
+      );
     } catch (error) {
       // The session already believes it is indexed; un-believe it so the next request retries, even
       // when only the user index's node is down (Cluster) and this write can still land.
-      this.guard(() => redis.hdel(key, 'ix')).catch(() => {});
+      this.guard(key, () => redis.hdel(key, 'ix')).catch(() => {});
       throw error;
     }
   }

@@ -40,13 +40,14 @@ export function removeFromUserIndex(
   return redis.zrem(userIndexKey(prefix, userId), ...handles);
 }
 
-function guard<T>(settings: IndexSettings, operation: () => Promise<T>): Promise<T> {
-  return guarded(settings.redis, operation, { timeoutMs: settings.timeoutMs, component: 'session' });
+/** `key`: the one key the operation touches, or undefined when it spans slots (Cluster breakers). */
+function guard<T>(settings: IndexSettings, key: string | undefined, operation: () => Promise<T>): Promise<T> {
+  return guarded(settings.redis, operation, { timeoutMs: settings.timeoutMs, component: 'session', key });
 }
 
 function handlesOf(settings: IndexSettings, userId: string): Promise<string[]> {
   const key = userIndexKey(settings.prefix, userId);
-  return guard(settings, () => runScript<string[]>(settings.redis, INDEX_LIST, [key], []));
+  return guard(settings, key, () => runScript<string[]>(settings.redis, INDEX_LIST, [key], []));
 }
 
 /**
@@ -59,7 +60,7 @@ export async function listUserSessions(settings: IndexSettings, userId: string):
   const handles = await handlesOf(settings, userId);
   if (handles.length === 0) return [];
   // Sessions live in their own slots, so these are separate reads (ioredis pipelines/routes them).
-  const rows = await guard(settings, () =>
+  const rows = await guard(settings, undefined, () =>
     Promise.all(handles.map((h) => redis.hmget(sessionKeyFromHandle(prefix, h), 'u', 'c', 's', 'ua', 'x'))),
   );
   const live: SessionInfo[] = [];
@@ -77,7 +78,11 @@ export async function listUserSessions(settings: IndexSettings, userId: string):
       userAgent: userAgent ?? '',
     });
   });
-  if (stale.length) await guard(settings, () => removeFromUserIndex(redis, prefix, userId, stale));
+  if (stale.length) {
+    await guard(settings, userIndexKey(prefix, userId), () =>
+      removeFromUserIndex(redis, prefix, userId, stale),
+    );
+  }
   return live.sort((a, b) => b.lastSeenAt.getTime() - a.lastSeenAt.getTime());
 }
 
@@ -95,7 +100,7 @@ export async function destroyUserSessions(
   let handles = await handlesOf(settings, userId);
   if (only !== undefined) handles = handles.filter((h) => h === only);
   if (handles.length === 0) return 0;
-  const results = await guard(settings, () =>
+  const results = await guard(settings, undefined, () =>
     Promise.all(
       handles.map((h) =>
         runScript<string | null>(redis, DESTROY, [sessionKeyFromHandle(prefix, h)], [tombstoneMs, userId]),
@@ -103,6 +108,8 @@ export async function destroyUserSessions(
     ),
   );
   // Remove exactly these entries (not the whole index): a login racing with us keeps its entry.
-  await guard(settings, () => removeFromUserIndex(redis, prefix, userId, handles));
+  await guard(settings, userIndexKey(prefix, userId), () =>
+    removeFromUserIndex(redis, prefix, userId, handles),
+  );
   return results.filter((r) => r !== null && r !== undefined).length;
 }
