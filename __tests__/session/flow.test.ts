@@ -101,6 +101,27 @@ describe('redisSession login, logout and the per-user index', () => {
     expect(await sessions.list('u1')).toEqual([]);
   });
 
+  it('past maxSessionsPerUser, a login ends the sessions indexed longest ago and leaves the others', async () => {
+    const { redis, sessions, app } = setup({ maxSessionsPerUser: 2 });
+    const devices = [request.agent(app), request.agent(app), request.agent(app)];
+    for (const device of devices) {
+      await device.post('/login/capped').expect(200);
+      await new Promise((r) => setTimeout(r, 5)); // distinct index scores (Redis TIME, in ms)
+    }
+    const [first, second, third] = devices;
+    expect((await first!.get('/me')).body.userId).toBeNull();
+    expect((await second!.get('/me')).body.userId).toBe('capped');
+    expect((await third!.get('/me')).body.userId).toBe('capped');
+    expect(await sessions.list('capped')).toHaveLength(2);
+    expect(await redis.zcard(userIndexKey('erk:', 'capped'))).toBe(2);
+  });
+
+  it('maxSessionsPerUser: false keeps every session', async () => {
+    const { sessions, app } = setup({ maxSessionsPerUser: false });
+    for (let i = 0; i < 3; i++) await request.agent(app).post('/login/many').expect(200);
+    expect(await sessions.list('many')).toHaveLength(3);
+  });
+
   it('a write from a request still in flight cannot bring back a session that logoutAll ended', async () => {
     const { redis, sessions, app } = setup();
     const agent = request.agent(app);

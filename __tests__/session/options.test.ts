@@ -42,6 +42,10 @@ describe('redisSession options', () => {
     expect(() => redisSession({ redis, secret: strong, prefix: 'a{b}' })).toThrow(/option "prefix"/);
     expect(() => redisSession({ redis, secret: strong, timeout: 0 })).toThrow(/option "timeout"/);
     expect(() => redisSession({ redis, secret: [strong, ''] })).toThrow(/option "secret\[1\]"/);
+    for (const bad of [0, 1.5, -1, true, '10'])
+      expect(() => redisSession({ redis, secret: strong, maxSessionsPerUser: bad as never })).toThrow(
+        /option "maxSessionsPerUser" must be a whole number >= 1, or false/,
+      );
     expect(() => redisSession({ redis, secret: strong, cookie: { maxAge: 5 } as never })).toThrow(/use|ttl/);
     expect(() =>
       redisSession({ redis, secret: strong, cookie: { sameSite: 'none', secure: false } }),

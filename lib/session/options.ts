@@ -38,6 +38,12 @@ export interface RedisSessionOptions {
    * whether a request is HTTPS; `true`/`false` force trusting / ignoring `X-Forwarded-Proto`.
    */
   proxy?: boolean;
+  /**
+   * Most live sessions one user keeps. A login (or index refresh) past it ends the user's sessions
+   * that were active least recently, so `list()` and `logoutAll()` stay cheap and one account cannot
+   * grow its index without bound. `false` for no cap. Default `100`.
+   */
+  maxSessionsPerUser?: number | false;
 }
 
 /** Options after validation and defaulting — the one place defaults live. */
@@ -53,6 +59,8 @@ export interface ResolvedSessionOptions {
   proxy: boolean | undefined;
   /** How long a destroyed session's key stays as a tombstone that refuses late writes. */
   tombstoneMs: number;
+  /** `Infinity` when `maxSessionsPerUser: false`. */
+  maxSessionsPerUser: number;
 }
 
 /** Smallest secret length accepted in production: 32 characters ≈ 192 bits from a base64 generator. */
@@ -84,6 +92,13 @@ export function resolveOptions(options: RedisSessionOptions): ResolvedSessionOpt
   if (options.proxy !== undefined && typeof options.proxy !== 'boolean') {
     throw optionError('proxy', `must be true, false or undefined; got ${JSON.stringify(options.proxy)}`);
   }
+  const maxSessions = options.maxSessionsPerUser ?? 100;
+  if (maxSessions !== false && !(Number.isSafeInteger(maxSessions) && maxSessions >= 1)) {
+    throw optionRangeError(
+      'maxSessionsPerUser',
+      `must be a whole number >= 1, or false for no cap; got ${JSON.stringify(maxSessions)}`,
+    );
+  }
   return {
     redis,
     secrets,
@@ -95,6 +110,7 @@ export function resolveOptions(options: RedisSessionOptions): ResolvedSessionOpt
     timeoutMs,
     proxy: options.proxy,
     tombstoneMs: Math.min(ttlMs, 60_000),
+    maxSessionsPerUser: maxSessions === false ? Number.POSITIVE_INFINITY : maxSessions,
   };
 }
 

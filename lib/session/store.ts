@@ -5,7 +5,7 @@ import type { RedisClient } from '../client';
 import { emitKitEvent } from '../events';
 import { runScript } from '../scripts';
 import { DESTROY, LOAD, SAVE, sessionHandle, sessionKey, TOUCH, userIndexKey } from './scripts';
-import { addToUserIndex, removeFromUserIndex } from './user-index';
+import { addToUserIndex, evictOldest, removeFromUserIndex } from './user-index';
 
 export interface StoreSettings {
   redis: RedisClient;
@@ -13,6 +13,7 @@ export interface StoreSettings {
   ttlMs: number;
   timeoutMs: number;
   tombstoneMs: number;
+  maxSessionsPerUser: number;
 }
 
 type Callback<T = unknown> = (err?: unknown, value?: T) => void;
@@ -173,9 +174,10 @@ export class KitSessionStore extends Store {
   }
 
   private async index(key: string, userId: string, sid: string, ttl: number): Promise<void> {
-    const { redis, prefix } = this.settings;
+    const { redis, prefix, maxSessionsPerUser } = this.settings;
+    let indexed: number;
     try {
-      await this.guard(userIndexKey(prefix, userId), () =>
+      indexed = await this.guard(userIndexKey(prefix, userId), () =>
         addToUserIndex(redis, prefix, userId, sessionHandle(sid), 2 * ttl),
       );
     } catch (error) {
@@ -183,6 +185,15 @@ export class KitSessionStore extends Store {
       // when only the user index's node is down (Cluster) and this write can still land.
       this.guard(key, () => redis.hdel(key, 'ix')).catch(() => {});
       throw error;
+    }
+    if (indexed <= maxSessionsPerUser) return;
+    // This session was just indexed with the latest "kept until", so it is never among the evicted.
+    // The cap is housekeeping: a failure here must not fail the request; the next login retries.
+    try {
+      const ended = await evictOldest(this.settings, userId, indexed - maxSessionsPerUser);
+      emitKitEvent({ component: 'session', type: 'evicted', sessions: ended });
+    } catch (error) {
+      emitKitEvent({ component: 'session', type: 'error', error: error as Error });
     }
   }
 

@@ -26,8 +26,9 @@ export function addToUserIndex(
   userId: string,
   handle: string,
   keepMs: number,
-): Promise<unknown> {
-  return runScript(redis, INDEX_ADD, [userIndexKey(prefix, userId)], [handle, keepMs]);
+): Promise<number> {
+  // Answers how many entries the index holds now.
+  return runScript<number>(redis, INDEX_ADD, [userIndexKey(prefix, userId)], [handle, keepMs]);
 }
 
 export function removeFromUserIndex(
@@ -86,20 +87,39 @@ export async function listUserSessions(settings: IndexSettings, userId: string):
   return live.sort((a, b) => b.lastSeenAt.getTime() - a.lastSeenAt.getTime());
 }
 
-/**
- * Destroys the given sessions of a user (all of them without `only`). Each session is removed by a
- * script that checks it still belongs to the user, so a stale index entry cannot end someone else's
- * session. Returns how many sessions were destroyed.
- */
+/** Destroys the given sessions of a user (all of them without `only`); returns how many were live. */
 export async function destroyUserSessions(
   settings: IndexSettings,
   userId: string,
   only?: string,
 ): Promise<number> {
-  const { redis, prefix, tombstoneMs } = settings;
   let handles = await handlesOf(settings, userId);
   if (only !== undefined) handles = handles.filter((h) => h === only);
   if (handles.length === 0) return 0;
+  return endSessions(settings, userId, handles);
+}
+
+/**
+ * Ends the user's `count` sessions that were active least recently (lowest "kept until" in the
+ * index), as `maxSessionsPerUser` asks. Sessions go first and their index entries after, so a
+ * failure half-way leaves them listed (retried at the next login), never alive but unlisted.
+ * Returns how many live sessions were ended.
+ */
+export async function evictOldest(settings: IndexSettings, userId: string, count: number): Promise<number> {
+  const { redis, prefix } = settings;
+  const key = userIndexKey(prefix, userId);
+  const handles = await guard(settings, key, () => redis.zrange(key, 0, String(count - 1)));
+  if (handles.length === 0) return 0;
+  return endSessions(settings, userId, handles);
+}
+
+/**
+ * Destroys these sessions of the user, then drops them from the index. Each session is removed by a
+ * script that checks it still belongs to the user, so a stale index entry cannot end someone else's
+ * session. Returns how many were live.
+ */
+async function endSessions(settings: IndexSettings, userId: string, handles: string[]): Promise<number> {
+  const { redis, prefix, tombstoneMs } = settings;
   const results = await guard(settings, undefined, () =>
     Promise.all(
       handles.map((h) =>
