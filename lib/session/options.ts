@@ -40,7 +40,7 @@ export interface RedisSessionOptions {
   proxy?: boolean;
   /**
    * Most live sessions one user keeps. A login (or index refresh) past it ends the user's sessions
-   * that were active least recently, so `list()` and `logoutAll()` stay cheap and one account cannot
+   * indexed longest ago (at login, then about once per `ttl` of activity), so `list()` and `logoutAll()` stay cheap and one account cannot
    * grow its index without bound. `false` for no cap. Default `100`.
    */
   maxSessionsPerUser?: number | false;

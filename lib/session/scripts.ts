@@ -107,7 +107,18 @@ redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
 redis.call('ZADD', KEYS[1], now_ms + tonumber(ARGV[2]), ARGV[1])
 local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 redis.call('PEXPIRE', KEYS[1], math.max(1, tonumber(top[2]) - now_ms))
-return redis.call('ZCARD', KEYS[1])`,
+-- Past the cap (ARGV[3], 0 = none), answer the lowest-scored handles to end, picked in this same
+-- step (so concurrent logins cannot shift the range) and never the one just added.
+local out = {}
+local cap = tonumber(ARGV[3])
+local n = redis.call('ZCARD', KEYS[1])
+if cap > 0 and n > cap then
+  for _, h in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    if #out >= n - cap then break end
+    if h ~= ARGV[1] then out[#out + 1] = h end
+  end
+end
+return out`,
 );
 
 /** KEYS: user index. Prunes expired entries and returns the remaining handles. */

@@ -5,7 +5,7 @@ import type { RedisClient } from '../client';
 import { emitKitEvent } from '../events';
 import { runScript } from '../scripts';
 import { DESTROY, LOAD, SAVE, sessionHandle, sessionKey, TOUCH, userIndexKey } from './scripts';
-import { addToUserIndex, evictOldest, removeFromUserIndex } from './user-index';
+import { addToUserIndex, evictSessions, removeFromUserIndex } from './user-index';
 
 export interface StoreSettings {
   redis: RedisClient;
@@ -175,10 +175,11 @@ export class KitSessionStore extends Store {
 
   private async index(key: string, userId: string, sid: string, ttl: number): Promise<void> {
     const { redis, prefix, maxSessionsPerUser } = this.settings;
-    let indexed: number;
+    const cap = Number.isFinite(maxSessionsPerUser) ? maxSessionsPerUser : 0;
+    let doomed: string[];
     try {
-      indexed = await this.guard(userIndexKey(prefix, userId), () =>
-        addToUserIndex(redis, prefix, userId, sessionHandle(sid), 2 * ttl),
+      doomed = await this.guard(userIndexKey(prefix, userId), () =>
+        addToUserIndex(redis, prefix, userId, sessionHandle(sid), 2 * ttl, cap),
       );
     } catch (error) {
       // The session already believes it is indexed; un-believe it so the next request retries, even
@@ -186,11 +187,10 @@ export class KitSessionStore extends Store {
       this.guard(key, () => redis.hdel(key, 'ix')).catch(() => {});
       throw error;
     }
-    if (indexed <= maxSessionsPerUser) return;
-    // This session was just indexed with the latest "kept until", so it is never among the evicted.
+    if (doomed.length === 0) return;
     // The cap is housekeeping: a failure here must not fail the request; the next login retries.
     try {
-      const ended = await evictOldest(this.settings, userId, indexed - maxSessionsPerUser);
+      const ended = await evictSessions(this.settings, userId, doomed);
       emitKitEvent({ component: 'session', type: 'evicted', sessions: ended });
     } catch (error) {
       emitKitEvent({ component: 'session', type: 'error', error: error as Error });

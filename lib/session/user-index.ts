@@ -26,9 +26,10 @@ export function addToUserIndex(
   userId: string,
   handle: string,
   keepMs: number,
-): Promise<number> {
-  // Answers how many entries the index holds now.
-  return runScript<number>(redis, INDEX_ADD, [userIndexKey(prefix, userId)], [handle, keepMs]);
+  cap = 0,
+): Promise<string[]> {
+  // Answers the handles past `cap` (0: no cap) to end, oldest first, never `handle` itself.
+  return runScript<string[]>(redis, INDEX_ADD, [userIndexKey(prefix, userId)], [handle, keepMs, cap]);
 }
 
 export function removeFromUserIndex(
@@ -100,17 +101,13 @@ export async function destroyUserSessions(
 }
 
 /**
- * Ends the user's `count` sessions that were active least recently (lowest "kept until" in the
- * index), as `maxSessionsPerUser` asks. Sessions go first and their index entries after, so a
+ * Ends the sessions `INDEX_ADD` picked past `maxSessionsPerUser` (lowest "kept until": indexed
+ * longest ago). Sessions go first and their index entries after, so a
  * failure half-way leaves them listed (retried at the next login), never alive but unlisted.
  * Returns how many live sessions were ended.
  */
-export async function evictOldest(settings: IndexSettings, userId: string, count: number): Promise<number> {
-  const { redis, prefix } = settings;
-  const key = userIndexKey(prefix, userId);
-  const handles = await guard(settings, key, () => redis.zrange(key, 0, String(count - 1)));
-  if (handles.length === 0) return 0;
-  return endSessions(settings, userId, handles);
+export function evictSessions(settings: IndexSettings, userId: string, handles: string[]): Promise<number> {
+  return handles.length === 0 ? Promise.resolve(0) : endSessions(settings, userId, handles);
 }
 
 /**
