@@ -56,15 +56,10 @@ end
 -- limit x window.
 local function bucket(key, limit, win)
   local cap = limit * win
-  local tk, L = cap, nil
-  local v = redis.call('GET', key)
-  if v then
-    local k, t, u, r, l, c = string.match(v, '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')
-    tk = math.min(cap, tonumber(k) + math.max(0, now_ms - tonumber(t)) * limit)
-    L = ledger(u, r, l, c)
-  else
-    L = ledger()
-  end
+  -- A missing key matches nothing: every field nil, a full bucket and a fresh ledger.
+  local k, t, u, r, l, c = string.match(redis.call('GET', key) or '', '^(%S+) (%S+) (%S+) (%S+) (%S+) (%S+)$')
+  local tk = k and math.min(cap, tonumber(k) + math.max(0, now_ms - tonumber(t)) * limit) or cap
+  local L = ledger(u, r, l, c)
   local dirty = false
   local P = {}
   function P.check(cost, r)
@@ -102,15 +97,9 @@ end
 local function gcra(key, limit, win)
   local T = math.max(1, math.floor(win * 1000 / limit + 0.5))
   local tau = T * limit
-  local tat, L = now_us, nil
-  local v = redis.call('GET', key)
-  if v then
-    local t, u, r, l, c = string.match(v, '^(%S+) (%S+) (%S+) (%S+) (%S+)$')
-    tat = math.max(now_us, tonumber(t))
-    L = ledger(u, r, l, c)
-  else
-    L = ledger()
-  end
+  local t, u, r, l, c = string.match(redis.call('GET', key) or '', '^(%S+) (%S+) (%S+) (%S+) (%S+)$')
+  local tat = t and math.max(now_us, tonumber(t)) or now_us
+  local L = ledger(u, r, l, c)
   local dirty = false
   local P = {}
   function P.check(cost, r)
