@@ -114,7 +114,7 @@ export function breakerFor(redis: RedisClient, key?: string): CircuitBreaker {
 }
 
 /** `host:port` of the master serving `key`'s slot, as the client currently maps it. */
-function nodeOf(cluster: Cluster, key: string): string | undefined {
+export function nodeOf(cluster: Cluster, key: string): string | undefined {
   // The client prepends its keyPrefix before hashing; so must we.
   return cluster.slots[calculateSlot((cluster.options.keyPrefix ?? '') + key)]?.[0];
 }

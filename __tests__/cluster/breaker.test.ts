@@ -3,7 +3,11 @@ import express from 'express';
 import Redis, { type Cluster } from 'ioredis';
 import request from 'supertest';
 import { breakerFor, configureBreaker } from '../../lib/breaker';
+import { idempotency } from '../../lib/idempotency';
+import { recordKey } from '../../lib/idempotency/request-key';
+import { DEFAULT_PREFIX } from '../../lib/keys';
 import { rateLimit } from '../../lib/rate-limit';
+import { captureEvents } from '../helpers/events';
 import { useRedisCluster } from '../helpers/redis';
 
 /** Client keys whose rate-limit keys (`{<client>}` hash tag) live on `node`, and ones that do not. */
@@ -15,6 +19,22 @@ function clientsBy(client: Cluster, node: string) {
     (client.slots[calculateSlot(`{${name}}`)]?.[0] === node ? on : off).push(name);
   }
   return { on, off };
+}
+
+/** Holds every client command on one master for `ms` (the cluster bus keeps running: no failover). */
+async function pause(node: { host: string; port: number }, ms: number) {
+  const admin = new Redis({ ...node, lazyConnect: true });
+  await admin.connect();
+  const until = Date.now() + ms;
+  await admin.call('CLIENT', 'PAUSE', String(ms), 'ALL');
+  return {
+    until,
+    /** Even CLIENT UNPAUSE waits for the pause to end: outlast it before closing. */
+    async over() {
+      await new Promise((r) => setTimeout(r, Math.max(0, until - Date.now())));
+      admin.disconnect();
+    },
+  };
 }
 
 describe('circuit breakers on a real Redis Cluster', () => {
@@ -43,12 +63,8 @@ describe('circuit breakers on a real Redis Cluster', () => {
     const hit = (name: string) => request(app).get('/').set('x-client', name);
 
     expect((await hit(off[0]!)).status).toBe(200);
-    const admin = new Redis({ ...stalled, lazyConnect: true });
-    await admin.connect();
-    const pausedUntil = Date.now() + 2500;
+    const paused = await pause(stalled, 2500);
     try {
-      // Holds every client command on that master; the cluster bus keeps running, so no failover.
-      await admin.call('CLIENT', 'PAUSE', '2500', 'ALL');
       // Separate keys, so coalescing cannot fold them into one call: three timeouts open the breaker.
       for (const name of on.slice(0, 3)) expect((await hit(name)).status).toBe(503);
       expect(breakerFor(client, `{${on[0]}}`).currentState).toBe('open');
@@ -63,9 +79,95 @@ describe('circuit breakers on a real Redis Cluster', () => {
       expect(healthy.headers.ratelimit).toMatch(/r=98;/);
       expect(breakerFor(client, `{${off[0]}}`).currentState).toBe('closed');
     } finally {
-      // Even CLIENT UNPAUSE waits for the pause to end: outlast it before closing.
-      await new Promise((r) => setTimeout(r, Math.max(0, pausedUntil - Date.now())));
-      admin.disconnect();
+      await paused.over();
+    }
+  });
+
+  it('rateLimit warns once per stalled master and reports recovery only when that master answers again', async () => {
+    const client = redis.client();
+    await client.ping();
+    configureBreaker(client, { failureThreshold: 3, cooldownMs: 100 });
+    const stalled = redis.cluster.nodes[1]!;
+    const node = `${stalled.host}:${stalled.port}`;
+    const { on, off } = clientsBy(client, node);
+    const warnings: string[] = [];
+    const limiter = rateLimit({
+      redis: client,
+      limit: 100,
+      window: '1h',
+      algorithm: 'fixed-window',
+      timeout: 150,
+      logger: { warn: (m: string) => warnings.push(m) },
+      key: (req) => String(req.headers['x-client']),
+    });
+    const app = express().get('/', limiter, (_req, res) => {
+      res.json({ ok: true });
+    });
+    const counted = async (name: string) =>
+      (await request(app).get('/').set('x-client', name)).headers.ratelimit !== undefined;
+    const events = captureEvents('rate-limit');
+    const paused = await pause(stalled, 2000);
+    try {
+      // Requests alternate between the stalled master (failing open) and healthy ones (counted):
+      // each healthy answer must not end the stalled master's outage.
+      for (let i = 0; i < 3; i++) {
+        expect(await counted(on[i]!)).toBe(false);
+        expect(await counted(off[0]!)).toBe(true);
+      }
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toContain(`Redis node ${node} unavailable`);
+      expect(events.count('fail-open')).toBe(3);
+      expect(events.count('recovered')).toBe(0);
+
+      await paused.over();
+      let back = false;
+      for (const deadline = Date.now() + 5000; !back && Date.now() < deadline; ) back = await counted(on[0]!);
+      expect(back).toBe(true);
+      expect(events.events.filter((e) => e.type === 'recovered')).toEqual([
+        expect.objectContaining({ node }),
+      ]);
+      expect(warnings).toHaveLength(1);
+    } finally {
+      events.stop();
+      await paused.over();
+    }
+  });
+
+  it("idempotency failMode 'open' warns once per stalled master, not again after each healthy answer", async () => {
+    const client = redis.client();
+    await client.ping();
+    configureBreaker(client, { failureThreshold: 3, cooldownMs: 100 });
+    const stalled = redis.cluster.nodes[2]!;
+    const node = `${stalled.host}:${stalled.port}`;
+    const app = express().post(
+      '/orders',
+      idempotency({ redis: client, timeout: 150, failMode: 'open', scope: () => 'x' }),
+      (_req, res) => {
+        res.status(201).json({ ok: true });
+      },
+    );
+    // Each record has its own hash tag: sort idempotency keys by the master their record lands on.
+    const nodeOfKey = (k: string) =>
+      client.slots[calculateSlot(recordKey(DEFAULT_PREFIX, 's:x', 'POST', '/orders', k))]?.[0];
+    const keys = Array.from({ length: 200 }, (_, i) => `order-${i}`);
+    const on = keys.filter((k) => nodeOfKey(k) === node);
+    const off = keys.filter((k) => nodeOfKey(k) !== node);
+    const post = (key: string) => request(app).post('/orders').set('idempotency-key', key).send({ n: 1 });
+    const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => {});
+    const paused = await pause(stalled, 2000);
+    try {
+      for (let i = 0; i < 3; i++) {
+        expect((await post(on[i]!)).status).toBe(201);
+        expect((await post(off[i]!)).status).toBe(201);
+      }
+      const failOpen = warn.mock.calls.filter(
+        ([, o]) => (o as { code?: string })?.code === 'ERK_IDEMPOTENCY_FAIL_OPEN',
+      );
+      expect(failOpen).toHaveLength(1);
+      expect(String(failOpen[0]![0])).toContain(`Redis node ${node} unavailable`);
+    } finally {
+      warn.mockRestore();
+      await paused.over();
     }
   });
 

@@ -2,6 +2,7 @@ import calculateSlot from 'cluster-key-slot';
 import express from 'express';
 import request from 'supertest';
 import { rateLimit } from '../../lib/rate-limit';
+import { captureEvents } from '../helpers/events';
 import { eventually, useRedisCluster } from '../helpers/redis';
 
 const TIMEOUT_MS = 250;
@@ -30,6 +31,7 @@ describe('a master fails over on a real Redis Cluster (3 masters, 1 replica each
     const slot = calculateSlot('{alice}');
     const owner = client.slots[slot]![0]!;
     const master = redis.cluster.servers.find((s) => `${s.host}:${s.port}` === owner)!;
+    const events = captureEvents('rate-limit');
     await master.kill();
 
     // Fail open while the slot has no master: every request passes, none waits much past the timeout.
@@ -48,6 +50,9 @@ describe('a master fails over on a real Redis Cluster (3 masters, 1 replica each
     }
     expect(outage.length).toBeGreaterThan(0);
     expect(recovered).toBeDefined();
+    // The dead master never answers again: its outage ends because its slot moved to the replica.
+    expect(events.events.filter((e) => e.type === 'recovered').map((e) => e.node)).toContain(owner);
+    events.stop();
 
     // A replica now serves the slot, and the script (loaded there by ioredis on NOSCRIPT) counts exactly.
     const promoted = client.slots[slot]![0];

@@ -3,6 +3,7 @@ import type { NextFunction, Request, Response } from 'express';
 import { guarded } from '../breaker';
 import { problemType, RedisTimeoutError, RedisUnavailableError, sendProblem } from '../errors';
 import { emitKitEvent } from '../events';
+import { nodeField, OutageTracker } from '../outage';
 import { type CapturedResponse, captureResponse, replay } from './capture';
 import { type IdempotencyOptions, type ResolvedIdempotencyOptions, resolveOptions } from './options';
 import * as record from './record';
@@ -43,7 +44,7 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
   const guard = { timeoutMs: o.timeoutMs, component: COMPONENT, name: o.name } as const;
   const emit = (type: string, detail: Record<string, unknown> = {}) =>
     emitKitEvent({ component: COMPONENT, name: o.name, type, ...detail });
-  let warnedOpen = false;
+  const outages = new OutageTracker(o.redis);
 
   const problem = (
     res: Response,
@@ -93,9 +94,9 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
       if (error instanceof RedisTimeoutError) {
         record.release(o.redis, key, owner).catch(() => {});
       }
-      return unavailable(req, res, next, error);
+      return unavailable(req, res, next, error, key);
     }
-    warnedOpen = false;
+    outages.end(key);
 
     switch (found.state) {
       case 'reserved':
@@ -127,13 +128,15 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
     }
   }
 
-  function unavailable(req: Request, res: Response, next: NextFunction, error: Error): void {
+  /** `key`: the record's Redis key, naming the node that failed (warned once per node and outage). */
+  function unavailable(req: Request, res: Response, next: NextFunction, error: Error, key: string): void {
     if (o.failMode === 'open') {
       emit('fail-open', { error });
-      if (!warnedOpen) {
-        warnedOpen = true;
+      const started = outages.begin(key);
+      if (started !== undefined) {
+        const node = nodeField(started);
         process.emitWarning(
-          `idempotency: Redis unavailable (${error.message}); running ${req.method} handlers without idempotency protection (failMode 'open').`,
+          `idempotency: Redis${node ? ` node ${node}` : ''} unavailable (${error.message}); running ${req.method} handlers without idempotency protection (failMode 'open').`,
           { code: 'ERK_IDEMPOTENCY_FAIL_OPEN' },
         );
       }

@@ -164,7 +164,7 @@ export function createLimiter(o: ResolvedOptions) {
     for (const p of batch) requests.push(p.cost, p.member);
     call(keys, MODE_CONSUME, requests).then(
       (reply) => {
-        failMode.recovered();
+        failMode.recovered(keys[0]!);
         const width = replyWidth(count);
         for (let i = 0; i < batch.length; i++) {
           const p = batch[i]!;
@@ -178,7 +178,7 @@ export function createLimiter(o: ResolvedOptions) {
         }
       },
       (error: unknown) => {
-        for (const p of batch) failMode.fail(error, p.res, p.next);
+        for (const p of batch) failMode.fail(error, keys[0]!, p.res, p.next);
       },
     );
   }

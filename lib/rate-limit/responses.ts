@@ -2,6 +2,7 @@ import { STATUS_CODES } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
 import { problemType, sendProblem } from '../errors';
 import { emitKitEvent } from '../events';
+import { nodeField, OutageTracker } from '../outage';
 import type { ResolvedOptions } from './options';
 import type { DeniedInfo, RateLimitInfo } from './types';
 
@@ -32,17 +33,21 @@ export function sendDenied(
 
 /**
  * The fail mode when Redis cannot decide: lets the request through (`open`) or answers 503. Warns
- * once per outage, not once per request; `recovered()` ends the outage on the next good answer.
+ * once per outage, not once per request; `recovered()` ends the outage when the node that failed
+ * answers again. On a Cluster each master has its own outage: one dead shard warns once, however
+ * many requests the healthy ones serve in between.
  */
 export function createFailMode(o: ResolvedOptions) {
   const { name } = o;
-  let outage = false;
+  const outages = new OutageTracker(o.redis);
 
-  function fail(error: unknown, res: Response, next: NextFunction): void {
-    if (!outage) {
-      outage = true;
+  /** `redisKey`: a key of the failed call, naming the node that failed. */
+  function fail(error: unknown, redisKey: string, res: Response, next: NextFunction): void {
+    const started = outages.begin(redisKey);
+    if (started !== undefined) {
+      const node = nodeField(started);
       o.logger.warn(
-        `express-redis-kit rateLimit${name ? ` "${name}"` : ''}: Redis unavailable (${(error as Error)?.message ?? error}); ` +
+        `express-redis-kit rateLimit${name ? ` "${name}"` : ''}: Redis${node ? ` node ${node}` : ''} unavailable (${(error as Error)?.message ?? error}); ` +
           `failing ${o.failMode} (${o.failMode === 'open' ? 'requests pass unchecked' : 'requests get 503'}) until it answers again.`,
       );
     }
@@ -68,10 +73,9 @@ export function createFailMode(o: ResolvedOptions) {
     );
   }
 
-  function recovered(): void {
-    if (!outage) return;
-    outage = false;
-    emitKitEvent({ component: 'rate-limit', name, type: 'recovered' });
+  function recovered(redisKey: string): void {
+    for (const id of outages.end(redisKey))
+      emitKitEvent({ component: 'rate-limit', name, type: 'recovered', node: nodeField(id) });
   }
 
   return { fail, recovered };

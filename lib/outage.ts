@@ -1,0 +1,58 @@
+import { nodeOf } from './breaker';
+import { isCluster, type RedisClient } from './client';
+
+// The id of "the client as a whole": standalone and sentinel clients, keyless calls, and Cluster
+// calls made before the slot map is known.
+const WHOLE_CLIENT = '';
+// end() runs after every successful call: no allocation when nothing is down.
+const NONE: readonly string[] = Object.freeze([]);
+
+/**
+ * Tracks which Redis nodes a middleware currently sees as down, so that it warns once per outage and
+ * reports recovery only when the node that failed answers again. With a single client-wide flag, a
+ * Cluster with one dead master would flap between "down" and "recovered" on every request that
+ * happens to land on a healthy one.
+ */
+export class OutageTracker {
+  /** Down node → a key that failed on it (to notice when its slot has moved to another master). */
+  private readonly down = new Map<string, string | undefined>();
+
+  constructor(private readonly redis: RedisClient) {}
+
+  /**
+   * Records a failure on the node serving `key`. Returns that node's id when this starts a new
+   * outage (warn now), undefined while the outage goes on.
+   */
+  begin(key?: string): string | undefined {
+    const node = this.nodeOf(key);
+    if (this.down.has(node)) return undefined;
+    this.down.set(node, key);
+    return node;
+  }
+
+  /**
+   * Records a success on the node serving `key`. Returns the outages it ends: that node's, the
+   * whole-client one (a node answered, so the client works), and those of nodes whose failed key is
+   * now served by another master (a replica took over; its successes are the recovery).
+   */
+  end(key?: string): readonly string[] {
+    if (this.down.size === 0) return NONE;
+    const ended: string[] = [];
+    const node = this.nodeOf(key);
+    for (const id of [node, WHOLE_CLIENT]) if (this.down.delete(id)) ended.push(id);
+    for (const [id, failedKey] of this.down) {
+      if (this.nodeOf(failedKey) === id) continue;
+      this.down.delete(id);
+      ended.push(id);
+    }
+    return ended;
+  }
+
+  private nodeOf(key: string | undefined): string {
+    if (key === undefined || !isCluster(this.redis)) return WHOLE_CLIENT;
+    return nodeOf(this.redis, key) ?? WHOLE_CLIENT;
+  }
+}
+
+/** The `node` field of an outage's events: undefined for the whole client. */
+export const nodeField = (id: string): string | undefined => (id === WHOLE_CLIENT ? undefined : id);
