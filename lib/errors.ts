@@ -74,3 +74,17 @@ export function booleanOption(value: unknown, option: string, fallback: boolean)
 export function optionRangeError(option: string, problem: string, fix?: string): RangeError {
   return new RangeError(`express-redis-kit: option "${option}" ${problem}.${fix ? ` ${fix}` : ''}`);
 }
+
+/**
+ * The error for a bad numeric option: a {@link RangeError} when `value` is a number out of range, a
+ * {@link TypeError} when it is not a number at all (e.g. the string `'10'` from an environment
+ * variable), so `catch` clauses can tell a wrong type from a wrong amount.
+ */
+export function numberOptionError(
+  option: string,
+  value: unknown,
+  problem: string,
+  fix?: string,
+): TypeError | RangeError {
+  return (typeof value === 'number' ? optionRangeError : optionError)(option, problem, fix);
+}

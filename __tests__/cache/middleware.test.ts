@@ -395,6 +395,11 @@ describe('cacheResponse: options', () => {
     expect(() => cacheResponse({ redis: client, ttl: '1m', vary: ['bad header'] })).toThrow(/"vary"/);
     expect(() => cacheResponse({ redis: client, ttl: '1m', prefix: '{x}' })).toThrow(/"prefix"/);
     expect(() => cacheResponse({ redis: client, ttl: '1m', l1: { max: 0 } })).toThrow(/"l1.max"/);
+    // A number-shaped string (from an environment variable) is a wrong type, not a wrong amount.
+    expect(() => cacheResponse({ redis: client, ttl: '1m', l1: { max: 0 } })).toThrow(RangeError);
+    expect(() => cacheResponse({ redis: client, ttl: '1m', l1: { max: '10' as never } })).toThrow(TypeError);
+    expect(() => cacheResponse({ redis: client, ttl: '1m', jitter: '0.1' as never })).toThrow(TypeError);
+    expect(() => cacheResponse({ redis: client, ttl: '1m', maxBodySize: '1e6' as never })).toThrow(TypeError);
     expect(cacheResponse({ redis: client, ttl: '1m', l1: false }).name).toBe('cacheResponse');
   });
 });

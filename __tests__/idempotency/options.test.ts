@@ -48,6 +48,7 @@ describe('idempotency options', () => {
     ['lockTtl above ttl', { ttl: '1m', lockTtl: '2m' }, /option "lockTtl".*ttl/, RangeError],
     ['storeStatuses', { storeStatuses: [999] }, /option "storeStatuses"/, TypeError],
     ['maxBodySize', { maxBodySize: -1 }, /option "maxBodySize"/, RangeError],
+    ['maxBodySize as a string', { maxBodySize: '1000' as never }, /option "maxBodySize"/, TypeError],
     ['failMode', { failMode: 'sometimes' as never }, /option "failMode"/, TypeError],
     ['prefix', { prefix: 'a{b}' }, /option "prefix"/, TypeError],
     ['fingerprint', { fingerprint: 'sha' as never }, /option "fingerprint"/, TypeError],

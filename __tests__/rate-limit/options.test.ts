@@ -60,6 +60,7 @@ describe('rateLimit options', () => {
     ['cost string', { cost: '1' as never }, TypeError, /"cost" must be a number or a function/],
     ['bad headers', { headers: 'draft-9' as never }, TypeError, /"headers" must be 'draft-8'/],
     ['bad statusCode', { statusCode: 200 }, RangeError, /"statusCode" must be an HTTP error status/],
+    ['statusCode as a string', { statusCode: '429' as never }, TypeError, /"statusCode"/],
     ['bad failMode', { failMode: 'maybe' as never }, TypeError, /"failMode" must be 'open' or 'closed'/],
     ['bad timeout', { timeout: 0 }, RangeError, /"timeout" must be at least 1 ms/],
     // Node fires longer timers after 1 ms, which would turn a lenient timeout into an instant one.
@@ -96,9 +97,11 @@ describe('rateLimit options', () => {
     ],
     ['prefix with braces', { prefix: '{x}' }, TypeError, /"prefix" must be a string without/],
     ['bad ipv6Subnet', { ipv6Subnet: 129 }, RangeError, /"ipv6Subnet" must be a prefix length/],
+    ['ipv6Subnet as a string', { ipv6Subnet: '56' as never }, TypeError, /"ipv6Subnet"/],
     ['key not a function', { key: 'ip' as never }, TypeError, /"key" must be a function/],
     ['bad name', { name: 'has space' }, TypeError, /"name" must be 1-64 characters/],
     ['bad denyCache.max', { denyCache: { max: 0 } }, RangeError, /"denyCache.max"/],
+    ['denyCache.max as a string', { denyCache: { max: '5' as never } }, TypeError, /"denyCache.max"/],
     [
       'express-rate-limit windowMs',
       { windowMs: 1000 } as never,

@@ -42,10 +42,17 @@ describe('redisSession options', () => {
     expect(() => redisSession({ redis, secret: strong, prefix: 'a{b}' })).toThrow(/option "prefix"/);
     expect(() => redisSession({ redis, secret: strong, timeout: 0 })).toThrow(/option "timeout"/);
     expect(() => redisSession({ redis, secret: [strong, ''] })).toThrow(/option "secret\[1\]"/);
-    for (const bad of [0, 1.5, -1, true, '10'])
-      expect(() => redisSession({ redis, secret: strong, maxSessionsPerUser: bad as never })).toThrow(
-        /option "maxSessionsPerUser" must be a whole number >= 1, or false/,
-      );
+    for (const [bad, kind] of [
+      [0, RangeError],
+      [1.5, RangeError],
+      [-1, RangeError],
+      [true, TypeError],
+      ['10', TypeError],
+    ] as const) {
+      const make = () => redisSession({ redis, secret: strong, maxSessionsPerUser: bad as never });
+      expect(make).toThrow(/option "maxSessionsPerUser" must be a whole number >= 1, or false/);
+      expect(make).toThrow(kind);
+    }
     expect(() => redisSession({ redis, secret: strong, cookie: { maxAge: 5 } as never })).toThrow(/use|ttl/);
     expect(() =>
       redisSession({ redis, secret: strong, cookie: { sameSite: 'none', secure: false } }),

@@ -1,7 +1,7 @@
 import type { Request, Response } from 'express';
 import { checkClient, type RedisClient } from '../client';
 import { type Duration, MAX_TIMER_MS, toMs } from '../duration';
-import { optionError, optionRangeError } from '../errors';
+import { numberOptionError, optionError } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX } from '../keys';
 
 /** Where the cache reports entries it had to throw away (pino and console both fit). */
@@ -182,9 +182,13 @@ function resolveL1(l1: L1Options | false | undefined): ResolvedL1 | false {
   const max = l1?.max ?? CACHE_DEFAULTS.l1.max;
   const maxSize = l1?.maxSize ?? CACHE_DEFAULTS.l1.maxSize;
   if (!Number.isInteger(max) || max < 1)
-    throw optionRangeError('l1.max', `must be a whole number >= 1; got ${max}`);
+    throw numberOptionError('l1.max', max, `must be a whole number >= 1; got ${JSON.stringify(max)}`);
   if (!Number.isInteger(maxSize) || maxSize < 1) {
-    throw optionRangeError('l1.maxSize', `must be a whole number of bytes >= 1; got ${maxSize}`);
+    throw numberOptionError(
+      'l1.maxSize',
+      maxSize,
+      `must be a whole number of bytes >= 1; got ${JSON.stringify(maxSize)}`,
+    );
   }
   return { max, maxSize, ttlMs: l1?.ttl === undefined ? undefined : toMs(l1.ttl, 'l1.ttl') };
 }
@@ -192,9 +196,10 @@ function resolveL1(l1: L1Options | false | undefined): ResolvedL1 | false {
 function checkJitter(jitter: unknown): number {
   if (jitter === undefined) return CACHE_DEFAULTS.jitter;
   if (typeof jitter !== 'number' || !(jitter >= 0 && jitter < 1)) {
-    throw optionRangeError(
+    throw numberOptionError(
       'jitter',
-      `must be a fraction from 0 to below 1 (0.1 = ±10 %); got ${String(jitter)}`,
+      jitter,
+      `must be a fraction from 0 to below 1 (0.1 = ±10 %); got ${JSON.stringify(jitter)}`,
     );
   }
   return jitter;
@@ -262,7 +267,11 @@ export function resolveResponseOptions(options: CacheResponseOptions): ResolvedR
   }
   const maxBodySize = options.maxBodySize ?? CACHE_DEFAULTS.maxBodySize;
   if (!Number.isInteger(maxBodySize) || maxBodySize < 0) {
-    throw optionRangeError('maxBodySize', `must be a whole number of bytes >= 0; got ${maxBodySize}`);
+    throw numberOptionError(
+      'maxBodySize',
+      maxBodySize,
+      `must be a whole number of bytes >= 0; got ${JSON.stringify(maxBodySize)}`,
+    );
   }
   const upper = methods.map((m) => m.toUpperCase());
   if (upper.includes('GET')) upper.push('HEAD');

@@ -1,7 +1,7 @@
 import type { Request } from 'express';
 import { checkClient, type RedisClient } from '../client';
 import { type Duration, MAX_TIMER_MS, toMs } from '../duration';
-import { optionError, optionRangeError } from '../errors';
+import { numberOptionError, optionError, optionRangeError } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX } from '../keys';
 import { defaultFingerprint } from './fingerprint';
 
@@ -144,8 +144,9 @@ export function resolveOptions(input: IdempotencyOptions): ResolvedIdempotencyOp
   }
   const shouldStore = resolveStoreStatuses(storeStatuses);
   if (typeof maxBodySize !== 'number' || !Number.isInteger(maxBodySize) || maxBodySize < 0) {
-    throw optionRangeError(
+    throw numberOptionError(
       'maxBodySize',
+      maxBodySize,
       `must be a whole number of bytes >= 0; got ${JSON.stringify(maxBodySize)}`,
     );
   }

@@ -2,7 +2,7 @@ import type { NextFunction, Request, Response } from 'express';
 import ms from 'ms';
 import { checkClient, type RedisClient } from '../client';
 import { MAX_TIMER_MS, toMs } from '../duration';
-import { booleanOption, optionError, optionRangeError } from '../errors';
+import { booleanOption, numberOptionError, optionError, optionRangeError } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX } from '../keys';
 import { ALGORITHM_CODE, KEY_CODE } from './script';
 import type { Algorithm, DeniedInfo, HeadersMode, RateLimitOptions, RateLimitPolicy } from './types';
@@ -142,8 +142,9 @@ function resolvePolicy(
 ): Omit<ResolvedPolicy, 'keyTail'> {
   const { limit, algorithm = defaultAlgorithm } = policy;
   if (!isWhole(limit, 1) || limit > MAX_LIMIT) {
-    throw (typeof limit === 'number' ? optionRangeError : optionError)(
+    throw numberOptionError(
       `${where}limit`,
+      limit,
       `must be a whole number from 1 to ${MAX_LIMIT}; got ${JSON.stringify(limit)}`,
       'It is the number of requests (or cost units) allowed per window.',
     );
@@ -252,8 +253,9 @@ export function resolveOptions(options: RateLimitOptions): ResolvedOptions {
 
   const ipv6Subnet = options.ipv6Subnet ?? DEFAULTS.ipv6Subnet;
   if (ipv6Subnet !== false && !(isWhole(ipv6Subnet, 1) && ipv6Subnet <= 128)) {
-    throw optionRangeError(
+    throw numberOptionError(
       'ipv6Subnet',
+      ipv6Subnet,
       `must be a prefix length 1-128 or false; got ${JSON.stringify(ipv6Subnet)}`,
     );
   }
@@ -266,8 +268,9 @@ export function resolveOptions(options: RateLimitOptions): ResolvedOptions {
   }
   const statusCode = options.statusCode ?? DEFAULTS.statusCode;
   if (!isWhole(statusCode, 400) || statusCode > 599) {
-    throw optionRangeError(
+    throw numberOptionError(
       'statusCode',
+      statusCode,
       `must be an HTTP error status 400-599; got ${JSON.stringify(statusCode)}`,
     );
   }
@@ -302,7 +305,12 @@ export function resolveOptions(options: RateLimitOptions): ResolvedOptions {
       );
     }
     const max = options.denyCache.max ?? DEFAULTS.denyCacheMax;
-    if (!isWhole(max, 1)) throw optionRangeError('denyCache.max', `must be a whole number >= 1; got ${max}`);
+    if (!isWhole(max, 1))
+      throw numberOptionError(
+        'denyCache.max',
+        max,
+        `must be a whole number >= 1; got ${JSON.stringify(max)}`,
+      );
     denyCacheMax = max;
   }
   const coalesce = booleanOption(options.coalesce, 'coalesce', DEFAULTS.coalesce);

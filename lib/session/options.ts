@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { CookieOptions } from 'express-session';
 import { checkClient, type RedisClient } from '../client';
 import { type Duration, MAX_TIMER_MS, toMs } from '../duration';
-import { optionError, optionRangeError } from '../errors';
+import { numberOptionError, optionError, optionRangeError } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX } from '../keys';
 
 /** Cookie settings you may override. Lifetime comes from `ttl`, so `maxAge`/`expires` are not accepted. */
@@ -94,8 +94,9 @@ export function resolveOptions(options: RedisSessionOptions): ResolvedSessionOpt
   }
   const maxSessions = options.maxSessionsPerUser ?? 100;
   if (maxSessions !== false && !(Number.isSafeInteger(maxSessions) && maxSessions >= 1)) {
-    throw optionRangeError(
+    throw numberOptionError(
       'maxSessionsPerUser',
+      maxSessions,
       `must be a whole number >= 1, or false for no cap; got ${JSON.stringify(maxSessions)}`,
     );
   }
