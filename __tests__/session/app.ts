@@ -23,6 +23,8 @@ export function sessionApp(
   });
   app.post('/login/:user', async (req, res) => {
     await sessions.login(req, { userId: String(req.params.user), role: 'member' });
+    // "Remember me": this session outlives the store's ttl.
+    if (req.query.maxAge) req.session.cookie.maxAge = Number(req.query.maxAge);
     res.json({ id: sessions.idOf(req) });
   });
   app.post('/logout', async (req, res) => {

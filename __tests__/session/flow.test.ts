@@ -116,10 +116,50 @@ describe('redisSession login, logout and the per-user index', () => {
     expect(await redis.zcard(userIndexKey('erk:', 'capped'))).toBe(2);
   });
 
-  it('maxSessionsPerUser: false keeps every session', async () => {
-    const { sessions, app } = setup({ maxSessionsPerUser: false });
-    for (let i = 0; i < 3; i++) await request.agent(app).post('/login/many').expect(200);
-    expect(await sessions.list('many')).toHaveLength(3);
+  it('a cookie maxAge set after login() ("remember me") is stored: Redis keeps the session that long, across requests', async () => {
+    const { redis, app } = setup();
+    const agent = request.agent(app);
+    const week = 7 * 24 * 3600_000;
+    const cookie = sessionCookie(await agent.post(`/login/rem?maxAge=${week}`).expect(200))!;
+    const key = sessionKey('erk:', sidOf(cookie));
+    expect(await redis.pttl(key)).toBeGreaterThan(week - 60_000);
+    // Each later request slides it by its own week, still in one command.
+    const sent = jest.spyOn(redis, 'sendCommand');
+    const next = await agent.get('/me').expect(200);
+    expect(sent).toHaveBeenCalledTimes(1);
+    sent.mockRestore();
+    expect(next.body.userId).toBe('rem');
+    const expires = Date.parse(/Expires=([^;]+)/.exec(sessionCookie(next)!)![1]!);
+    expect(expires - Date.now()).toBeGreaterThan(week - 60_000);
+    expect(await redis.pttl(key)).toBeGreaterThan(week - 60_000);
+    // The user index vouches for it as long as it lives, so logoutAll and list() still find it.
+    expect(Number((await redis.zrange(userIndexKey('erk:', 'rem'), 0, -1, 'WITHSCORES'))[1])).toBeGreaterThan(
+      Date.now() + week,
+    );
+  });
+
+  it('a fresh login ends an older session that expires later ("remember me"), never itself', async () => {
+    const { sessions, app } = setup({ maxSessionsPerUser: 1 });
+    const remembered = request.agent(app);
+    await remembered.post('/login/alice?maxAge=604800000').expect(200);
+    const fresh = request.agent(app);
+    await fresh.post('/login/alice').expect(200);
+    // The index orders by expiry, so the new 1 h session scores lowest; the cap still keeps it.
+    expect((await fresh.get('/me')).body.userId).toBe('alice');
+    expect((await remembered.get('/me')).body.userId).toBeNull();
+    expect(await sessions.list('alice')).toHaveLength(1);
+  });
+
+  it('keeps the 100 most recent sessions by default; maxSessionsPerUser: false keeps every one', async () => {
+    const logins = async (app: ReturnType<typeof setup>['app'], user: string) => {
+      for (let i = 0; i < 101; i++) await request.agent(app).post(`/login/${user}`).expect(200);
+    };
+    const capped = setup();
+    await logins(capped.app, 'default-cap');
+    expect(await capped.sessions.list('default-cap')).toHaveLength(100);
+    const uncapped = setup({ maxSessionsPerUser: false });
+    await logins(uncapped.app, 'no-cap');
+    expect(await uncapped.sessions.list('no-cap')).toHaveLength(101);
   });
 
   it('a write from a request still in flight cannot bring back a session that logoutAll ended', async () => {

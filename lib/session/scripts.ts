@@ -5,6 +5,7 @@ import { defineScript, LUA_NOW_MS } from '../scripts';
  * Layout. A session is one Redis HASH, tagged by its handle (a digest of the session id), so it has
  * its own slot on Cluster:
  *   <prefix>sess:{<handle>}       d = JSON data, c = created ms, s = last seen ms, ua = user agent,
+ *                                 t = its lifetime (ms: the cookie's maxAge, else the store's ttl),
  *                                 u = user id, ix = until when the user index vouches for it (ms),
  *                                 x = tombstone (destroyed; refuse late writes)
  * The user index is a sorted set tagged by the user id, so it lives in the user's slot:
@@ -55,7 +56,7 @@ local ttl = tonumber(ARGV[2])
 local uid = ARGV[3]
 local cur = redis.call('HMGET', KEYS[1], 'u', 'ix')
 local cur_u, cur_ix = cur[1], cur[2]
-redis.call('HSET', KEYS[1], 'd', ARGV[1], 's', now_ms)
+redis.call('HSET', KEYS[1], 'd', ARGV[1], 's', now_ms, 't', ttl)
 redis.call('HSETNX', KEYS[1], 'c', now_ms)
 if ARGV[4] ~= '' then redis.call('HSETNX', KEYS[1], 'ua', ARGV[4]) end
 if uid == '' and cur_u then redis.call('HDEL', KEYS[1], 'u', 'ix') end
@@ -63,24 +64,38 @@ ${INDEX_CHECK}
 return {refresh, now_ms}`,
 );
 
-// Slides a live session's expiry without rewriting its data; `cur` = HMGET x u ix d.
-const SLIDE = `local cur = redis.call('HMGET', KEYS[1], 'x', 'u', 'ix', 'd')
+// Slides a live session's expiry by `ttl` (a Lua expression over `cur` = HMGET x u ix d t) without
+// rewriting its data, and records that lifetime.
+const slide = (ttl: string) => `local cur = redis.call('HMGET', KEYS[1], 'x', 'u', 'ix', 'd', 't')
 if cur[1] or not cur[4] then return {-1} end
 ${LUA_NOW_MS}
-local ttl = tonumber(ARGV[1])
+local ttl = ${ttl}
 local uid = cur[2] or ''
 local cur_u, cur_ix = cur[2], cur[3]
-redis.call('HSET', KEYS[1], 's', now_ms)
+redis.call('HSET', KEYS[1], 's', now_ms, 't', ttl)
 ${INDEX_CHECK}`;
 
 /** KEYS: session. ARGV: ttl ms. Extends a live session without rewriting its data. → {refresh|-1, user id} */
-export const TOUCH = defineScript('session_touch', 1, `${SLIDE}\nreturn {refresh, uid}`);
+export const TOUCH = defineScript(
+  'session_touch',
+  1,
+  `${slide('tonumber(ARGV[1])')}
+return {refresh, uid}`,
+);
 
 /**
- * KEYS: session. ARGV: ttl ms. Reads a live session and slides its expiry in the same round trip, so
- * an unchanged request costs one call. → {refresh|-1, user id, data JSON}
+ * KEYS: session. ARGV: the store's ttl ms. Reads a live session and slides its expiry by its own
+ * lifetime (a "remember me" session keeps its longer one) in the same round trip, so an unchanged
+ * request costs one call. A session keeps the lifetime it was written with, as its cookie does.
+ * → {refresh|-1, user id, data JSON, ttl used}
  */
-export const LOAD = defineScript('session_load', 1, `${SLIDE}\nreturn {refresh, uid, cur[4]}`);
+export const LOAD = defineScript(
+  'session_load',
+  1,
+  // Sessions written before `t` existed slide by the store's ttl; their next touch records `t`.
+  `${slide('tonumber(cur[5]) or tonumber(ARGV[1])')}
+return {refresh, uid, cur[4], ttl}`,
+);
 
 /**
  * KEYS: session. ARGV: tombstone ms, required user id or ''. Replaces the session with a short-lived

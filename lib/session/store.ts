@@ -60,8 +60,8 @@ export class KitSessionStore extends Store {
   private async readAndSlide(sid: string): Promise<SessionData | null> {
     const { redis, prefix, ttlMs } = this.settings;
     const key = sessionKey(prefix, sid);
-    const [refresh, userId, data] = await this.guard(key, () =>
-      runScript<[number, string?, string?]>(redis, LOAD, [key], [ttlMs]),
+    const [refresh, userId, data, ttl = ttlMs] = await this.guard(key, () =>
+      runScript<[number, string?, string?, number?]>(redis, LOAD, [key], [ttlMs]),
     );
     if (refresh === -1 || !data) return null;
     let parsed: SessionData;
@@ -72,9 +72,9 @@ export class KitSessionStore extends Store {
       emitKitEvent({ component: 'session', type: 'corrupt', key });
       return null;
     }
-    if (refresh === 1) await this.index(key, String(userId), sid, ttlMs);
+    if (refresh === 1) await this.index(key, String(userId), sid, ttl);
     const own = parsed.cookie?.originalMaxAge;
-    if (typeof own !== 'number' || own <= 0 || Math.ceil(own) === ttlMs) this.touchedOnLoad.add(parsed);
+    if (typeof own !== 'number' || own <= 0 || Math.ceil(own) === ttl) this.touchedOnLoad.add(parsed);
     return parsed;
   }
 
@@ -208,8 +208,13 @@ function userIdOf(session: SessionData): string {
   return typeof userId === 'string' || typeof userId === 'number' ? String(userId) : '';
 }
 
-/** The session's own data, without the cookie (which changes on every touch). */
+/**
+ * What decides whether a session must be written: its own data and its lifetime (the cookie's
+ * `originalMaxAge`, which a handler sets for "remember me"), but not the cookie's expiry, which
+ * moves on every touch. Without the lifetime, a `maxAge` set after `login()` (or on a loaded
+ * session) would reach the browser but never Redis, and the session would die at the store's ttl.
+ */
 export function dataOf(session: SessionData): string {
-  const { cookie: _cookie, ...data } = session;
-  return JSON.stringify(data);
+  const { cookie, ...data } = session;
+  return `${cookie?.originalMaxAge ?? ''}\n${JSON.stringify(data)}`;
 }
