@@ -1,6 +1,6 @@
 import calculateSlot from 'cluster-key-slot';
 import express from 'express';
-import Redis, { type Cluster } from 'ioredis';
+import Redis, { Cluster } from 'ioredis';
 import request from 'supertest';
 import { breakerFor, configureBreaker } from '../../lib/breaker';
 import { idempotency } from '../../lib/idempotency';
@@ -169,6 +169,20 @@ describe('circuit breakers on a real Redis Cluster', () => {
       warn.mockRestore();
       await paused.over();
     }
+  });
+
+  it("picks the breaker by the slot of the key as sent, with the client's keyPrefix in front", async () => {
+    // A prefix with its own hash tag sends every key to the prefix's slot, whatever the key's tag.
+    const prefixed = redis.track(new Cluster(redis.cluster.nodes, { keyPrefix: '{p}:' }));
+    await prefixed.ping();
+    const prefixNode = prefixed.slots[calculateSlot('{p}')]![0]!;
+    const { off } = clientsBy(prefixed, prefixNode);
+    const key = `{${off[0]}}`;
+    expect(breakerFor(prefixed, key).node).toBe(prefixNode);
+    const plain = redis.client();
+    await plain.ping();
+    expect(breakerFor(plain, key).node).toBe(plain.slots[calculateSlot(key)]![0]);
+    expect(breakerFor(plain, key).node).not.toBe(prefixNode);
   });
 
   it('keeps one client-wide breaker for calls without a key', async () => {

@@ -133,9 +133,9 @@ describe('redisSession login, logout and the per-user index', () => {
     expect(expires - Date.now()).toBeGreaterThan(week - 60_000);
     expect(await redis.pttl(key)).toBeGreaterThan(week - 60_000);
     // The user index vouches for it as long as it lives, so logoutAll and list() still find it.
-    expect(Number((await redis.zrange(userIndexKey('erk:', 'rem'), 0, -1, 'WITHSCORES'))[1])).toBeGreaterThan(
-      Date.now() + week,
-    );
+    expect(
+      Number((await redis.zrange(userIndexKey('erk:', 'rem'), '0', '-1', 'WITHSCORES'))[1]),
+    ).toBeGreaterThan(Date.now() + week);
   });
 
   it('a fresh login ends an older session that expires later ("remember me"), never itself', async () => {
