@@ -106,7 +106,11 @@ export function breakerFor(redis: RedisClient, key?: string): CircuitBreaker {
   if (node === undefined) return set.client;
   let breaker = set.nodes.get(node);
   if (!breaker) {
-    if (set.nodes.size >= MAX_NODE_BREAKERS) set.nodes.clear();
+    if (set.nodes.size >= MAX_NODE_BREAKERS) {
+      // Forget healthy nodes first: dropping an open breaker would send traffic back to a dead node.
+      for (const [id, b] of set.nodes) if (b.currentState === 'closed') set.nodes.delete(id);
+      if (set.nodes.size >= MAX_NODE_BREAKERS) set.nodes.clear();
+    }
     breaker = new CircuitBreaker(set.options, node);
     set.nodes.set(node, breaker);
   }

@@ -1,3 +1,5 @@
+import calculateSlot from 'cluster-key-slot';
+import { Cluster } from 'ioredis';
 import { breakerFor, CircuitBreaker, configureBreaker, guarded } from '../../lib/breaker';
 import { RedisTimeoutError, RedisUnavailableError } from '../../lib/errors';
 import { type KitEvent, onKitEvent } from '../../lib/events';
@@ -26,6 +28,26 @@ describe('circuit breaker', () => {
     breaker.failure(100);
     expect(breaker.currentState).toBe('open');
     expect(breaker.allow(150)).toBe(false);
+  });
+});
+
+describe('per-node breakers of a Cluster client', () => {
+  it('keeps an open breaker when the node map is full and has to forget nodes', () => {
+    // No connection needed: breakerFor only reads the client's slot map, which is filled in here.
+    const cluster = new Cluster([{ host: '127.0.0.1', port: 1 }], { lazyConnect: true });
+    const bySlot = new Map(Array.from({ length: 700 }, (_, i) => [calculateSlot(`{k${i}}`), `{k${i}}`]));
+    const keys = [...bySlot.values()]; // one key per slot: a shared slot would remap an earlier key
+    expect(keys.length).toBeGreaterThan(600);
+    keys.forEach((key, i) => {
+      cluster.slots[calculateSlot(key)] = [`10.0.${i >> 8}.${i & 255}:6379`];
+    });
+    const dead = breakerFor(cluster, keys[0]);
+    for (let i = 0; i < dead.options.failureThreshold; i++) dead.failure();
+    expect(dead.currentState).toBe('open');
+    for (const key of keys.slice(1)) breakerFor(cluster, key);
+    expect(breakerFor(cluster, keys[0])).toBe(dead);
+    expect(breakerFor(cluster, keys[0]).allow()).toBe(false);
+    cluster.disconnect();
   });
 });
 
