@@ -96,7 +96,7 @@ describe('circuit breakers on a real Redis Cluster', () => {
       limit: 100,
       window: '1h',
       algorithm: 'fixed-window',
-      timeout: 150,
+      timeout: 300,
       logger: { warn: (m: string) => warnings.push(m) },
       key: (req) => String(req.headers['x-client']),
     });
@@ -106,7 +106,7 @@ describe('circuit breakers on a real Redis Cluster', () => {
     const counted = async (name: string) =>
       (await request(app).get('/').set('x-client', name)).headers.ratelimit !== undefined;
     const events = captureEvents('rate-limit');
-    const paused = await pause(stalled, 2000);
+    const paused = await pause(stalled, 2500);
     try {
       // Requests alternate between the stalled master (failing open) and healthy ones (counted):
       // each healthy answer must not end the stalled master's outage.
@@ -141,7 +141,7 @@ describe('circuit breakers on a real Redis Cluster', () => {
     const node = `${stalled.host}:${stalled.port}`;
     const app = express().post(
       '/orders',
-      idempotency({ redis: client, timeout: 150, failMode: 'open', scope: () => 'x' }),
+      idempotency({ redis: client, timeout: 300, failMode: 'open', scope: () => 'x' }),
       (_req, res) => {
         res.status(201).json({ ok: true });
       },
@@ -154,7 +154,7 @@ describe('circuit breakers on a real Redis Cluster', () => {
     const off = keys.filter((k) => nodeOfKey(k) !== node);
     const post = (key: string) => request(app).post('/orders').set('idempotency-key', key).send({ n: 1 });
     const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => {});
-    const paused = await pause(stalled, 2000);
+    const paused = await pause(stalled, 2500);
     try {
       for (let i = 0; i < 3; i++) {
         expect((await post(on[i]!)).status).toBe(201);
