@@ -134,6 +134,16 @@ export function configureBreaker(redis: RedisClient, options: Partial<BreakerOpt
 const AVAILABILITY_REPLY =
   /^(LOADING|BUSY|CLUSTERDOWN|MASTERDOWN|READONLY|TRYAGAIN|NOREPLICAS|OOM|MISCONF)\b/;
 
+/** ioredis rejects a command that outlived its `commandTimeout` with this plain Error. */
+function isClientTimeout(error: unknown): boolean {
+  return error instanceof Error && error.message === 'Command timed out';
+}
+
+function clientTimeoutMs(redis: RedisClient): number | undefined {
+  const options = isCluster(redis) ? redis.options.redisOptions : redis.options;
+  return options?.commandTimeout;
+}
+
 function isAvailabilityError(error: unknown): boolean {
   if (!(error instanceof Error)) return true;
   if (error.name === 'ReplyError') return AVAILABILITY_REPLY.test(error.message);
@@ -209,12 +219,13 @@ export function guarded<T>(
         clearTimeout(timer);
         if (isAvailabilityError(error)) {
           breaker.failure();
-          const wrapped = new RedisUnavailableError(
-            `Redis call failed: ${(error as Error)?.message ?? error}`,
-            {
-              cause: error,
-            },
-          );
+          // ioredis's own commandTimeout (createRedis sets one) often fires before ours: it is the
+          // same event, and callers that clean up after a late-landing command must know it.
+          const wrapped = isClientTimeout(error)
+            ? new RedisTimeoutError(clientTimeoutMs(redis) ?? options.timeoutMs, { cause: error })
+            : new RedisUnavailableError(`Redis call failed: ${(error as Error)?.message ?? error}`, {
+                cause: error,
+              });
           report(options, started, wrapped);
           reject(wrapped);
         } else {

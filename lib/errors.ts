@@ -48,8 +48,11 @@ export class RedisUnavailableError extends Error {
 /** A Redis call did not answer within its time budget. */
 export class RedisTimeoutError extends RedisUnavailableError {
   override readonly code = 'ERK_REDIS_TIMEOUT';
-  constructor(readonly timeoutMs: number) {
-    super(`Redis did not answer within ${timeoutMs} ms`);
+  constructor(
+    readonly timeoutMs: number,
+    options?: { cause?: unknown },
+  ) {
+    super(`Redis did not answer within ${timeoutMs} ms`, options);
     this.name = 'RedisTimeoutError';
   }
 }

@@ -47,36 +47,47 @@ function counting() {
 }
 
 describe('idempotency when Redis is sick', () => {
-  it('answers 503 problem+json with Retry-After within the timeout while Redis is paused, and cleans up after', async () => {
-    const redis = client({ commandTimeout: 10_000 });
-    const admin = plain();
-    const { state, handler } = counting();
-    const url = `${await servers.listen(orderApp(idempotency({ redis, timeout: TIMEOUT }), handler))}/orders`;
-    const key = freshKey('paused');
-    await redis.ping();
+  it.each([
+    ["the middleware's timeout", { commandTimeout: 10_000 }, TIMEOUT],
+    // createRedis's default 500 ms commandTimeout rejects first, as a plain ioredis error.
+    ["createRedis's commandTimeout", {}, 800],
+  ])(
+    'answers 503 problem+json with Retry-After while Redis is paused (%s fires first), and cleans up after',
+    async (_label, clientOptions, timeout) => {
+      const redis = client(clientOptions);
+      const admin = plain();
+      const { state, handler } = counting();
+      const url = `${await servers.listen(orderApp(idempotency({ redis, timeout }), handler))}/orders`;
+      const key = freshKey('paused');
+      await redis.ping();
 
-    await admin.call('CLIENT', 'PAUSE', '3000', 'ALL');
-    const started = Date.now();
-    const answer = await send(url, { key });
-    const elapsed = Date.now() - started;
+      await admin.call('CLIENT', 'PAUSE', '3000', 'ALL');
+      const started = Date.now();
+      const answer = await send(url, { key });
+      const elapsed = Date.now() - started;
 
-    expect(answer.status).toBe(503);
-    expect(answer.headers.get('retry-after')).toBe('1');
-    expect(answer.headers.get('content-type')).toMatch(/^application\/problem\+json/);
-    expect(answer.json()).toMatchObject({
-      status: 503,
-      type: expect.stringContaining('idempotency-unavailable'),
-    });
-    expect(elapsed).toBeLessThan(WITHIN);
-    expect(state.runs).toBe(0);
-    expect(events.types()).toContain('unavailable');
+      expect(answer.status).toBe(503);
+      expect(answer.headers.get('retry-after')).toBe('1');
+      expect(answer.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+      expect(answer.json()).toMatchObject({
+        status: 503,
+        type: expect.stringContaining('idempotency-unavailable'),
+      });
+      expect(elapsed).toBeLessThan(WITHIN);
+      expect(state.runs).toBe(0);
+      expect(events.types()).toContain('unavailable');
 
-    // The reservation the timed-out script made once Redis woke up is dropped right behind it, so
-    // the client's retry runs instead of meeting a 409 for a whole lease.
-    await eventually(async () => (await admin.ping().catch(() => '')) === 'PONG', 'the pause to end', 10_000);
-    await eventually(async () => (await send(url, { key })).status === 201, 'the retry to run', 5000);
-    expect(state.runs).toBe(1);
-  });
+      // The reservation the timed-out script made once Redis woke up is dropped right behind it, so
+      // the client's retry runs instead of meeting a 409 for a whole lease.
+      await eventually(
+        async () => (await admin.ping().catch(() => '')) === 'PONG',
+        'the pause to end',
+        10_000,
+      );
+      await eventually(async () => (await send(url, { key })).status === 201, 'the retry to run', 5000);
+      expect(state.runs).toBe(1);
+    },
+  );
 
   it("failMode 'open' runs the handler unprotected when Redis is down, warns once and emits fail-open", async () => {
     const redis = client();
