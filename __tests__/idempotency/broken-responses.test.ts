@@ -41,9 +41,13 @@ function postUntilClosed(
   });
 }
 
-/** Calls made by the named middleware after the first `released` event must not grow: no heartbeat left. */
-async function expectNoFurtherRedisCalls(events: ReturnType<typeof captureEvents>, name: string) {
+/**
+ * After a broken-off response, renewals go on only while the handler keeps writing: once it has been
+ * silent for lockTtl they stop, and the named middleware's Redis calls no longer grow.
+ */
+async function expectRenewalsToStop(events: ReturnType<typeof captureEvents>, name: string) {
   const calls = () => events.events.filter((e) => e.type === 'redis-call' && e.name === name).length;
+  await sleep(LOCK_TTL + 150);
   const before = calls();
   await sleep(LOCK_TTL * 1.5);
   expect(calls()).toBe(before);
@@ -76,8 +80,8 @@ describe('idempotency when the response never ends properly', () => {
       expect(events.events).toContainEqual(
         expect.objectContaining({ type: 'abandoned', name, reason: 'aborted' }),
       );
-      // Longer than lockTtl: no renewal in that time, so the lease is gone.
-      await expectNoFurtherRedisCalls(events, name);
+      // Silent for longer than lockTtl: no renewal since, so the lease is gone.
+      await expectRenewalsToStop(events, name);
 
       const retry = await send(url, { key });
       expect(retry.status).toBe(201);
@@ -88,7 +92,7 @@ describe('idempotency when the response never ends properly', () => {
     }
   });
 
-  it('stops the heartbeat when the client of a streaming handler disconnects, so the key frees after lockTtl, not ttl', async () => {
+  it('stops the heartbeat once a streaming handler whose client left goes silent, so the key frees after lockTtl, not ttl', async () => {
     const events = captureEvents('idempotency');
     const name = uniqueName();
     let runs = 0;
@@ -125,13 +129,63 @@ describe('idempotency when the response never ends properly', () => {
       );
       // The handler may still be at work: a retry at once must not run it a second time.
       expect((await send(url, { key })).status).toBe(409);
-      await expectNoFurtherRedisCalls(events, name);
+      await expectRenewalsToStop(events, name);
 
       const retry = await send(url, { key });
       expect(retry.status).toBe(200);
       expect(retry.body.toString()).toBe('complete export\n');
       expect(retry.headers.get('idempotent-replayed')).toBeNull();
       expect(runs).toBe(2);
+    } finally {
+      events.stop();
+    }
+  });
+
+  it('keeps renewing while a handler whose client left mid-stream still writes, and stores its answer when it ends', async () => {
+    const events = captureEvents('idempotency');
+    const name = uniqueName();
+    let runs = 0;
+    let finished = false;
+    const app = orderApp(
+      idempotency({ redis: redisServer.client(), lockTtl: LOCK_TTL, name }),
+      async (_req, res) => {
+        runs += 1;
+        res.type('text');
+        // An export that outlives several leases and does not notice its client leaving.
+        for (let i = 0; i < 15; i++) {
+          res.write(`row ${i}\n`);
+          await sleep(100);
+        }
+        res.end('done\n');
+        finished = true;
+      },
+    );
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey('export');
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const req = request(url, { method: 'POST', headers: { 'Idempotency-Key': key } }, (res) => {
+          res.once('data', () => {
+            req.destroy();
+            resolve();
+          });
+        });
+        req.on('error', (e) => (e.message === 'socket hang up' ? undefined : reject(e)));
+        req.end();
+      });
+      await events.waitFor('abandoned', 1);
+      // Well past lockTtl, the handler is still at work: a retry must not run it alongside.
+      await sleep(LOCK_TTL * 2);
+      expect(finished).toBe(false);
+      expect((await send(url, { key })).status).toBe(409);
+      await events.waitFor('stored', 1);
+      const retry = await send(url, { key });
+      expect(retry.status).toBe(200);
+      expect(retry.headers.get('idempotent-replayed')).toBe('true');
+      expect(retry.body.toString()).toBe(
+        `${Array.from({ length: 15 }, (_, i) => `row ${i}\n`).join('')}done\n`,
+      );
+      expect(runs).toBe(1);
     } finally {
       events.stop();
     }

@@ -6,6 +6,7 @@ import { type KitEvent, onKitEvent } from '../../lib/events';
 /** A parsed HTTP answer with the raw body bytes. */
 export interface Answer {
   status: number;
+  statusText: string;
   headers: Headers;
   body: Buffer;
   json(): unknown;
@@ -69,6 +70,7 @@ export async function send(
   const bytes = Buffer.from(await response.arrayBuffer());
   return {
     status: response.status,
+    statusText: response.statusText,
     headers: response.headers,
     body: bytes,
     json: () => JSON.parse(bytes.toString('utf8')),

@@ -1,4 +1,7 @@
 import { randomBytes } from 'node:crypto';
+import { request as httpRequest } from 'node:http';
+import { gunzipSync } from 'node:zlib';
+import compression from 'compression';
 import express from 'express';
 import { idempotency } from '../../lib/idempotency';
 import { useRedisServer } from '../helpers/redis';
@@ -65,6 +68,53 @@ describe('idempotency lifecycle', () => {
     expect(first.body.equals(payload)).toBe(true);
     expect(second.body.equals(payload)).toBe(true);
     expect(second.headers.get('idempotent-replayed')).toBe('true');
+  });
+
+  it("keeps the retry's own headers from middleware in front (request id, rate-limit counters) and replays the handler's, with its reason phrase", async () => {
+    const redis = redisServer.client();
+    let request = 0;
+    const app = express();
+    app.use((_req, res, next) => {
+      request += 1;
+      res.set('X-Request-Id', `req-${request}`).set('X-Shared', 'front');
+      next();
+    });
+    app.post('/orders', idempotency({ redis }), (_req, res) => {
+      res.statusMessage = 'Order Placed';
+      res.status(201).set('X-Shared', 'handler').set('X-Order', '42').json({ id: 42 });
+    });
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey();
+    const first = await send(url, { key });
+    const second = await send(url, { key });
+    expect(second.headers.get('idempotent-replayed')).toBe('true');
+    expect(first.headers.get('x-request-id')).toBe('req-1');
+    expect(second.headers.get('x-request-id')).toBe('req-2');
+    // What the handler set or changed is its answer, and comes back.
+    expect(second.headers.get('x-shared')).toBe('handler');
+    expect(second.headers.get('x-order')).toBe('42');
+    expect(second.statusText).toBe('Order Placed');
+  });
+
+  it('sends what it stored when code after the answer tries to answer again (a throw, a second send)', async () => {
+    const redis = redisServer.client();
+    const app = orderApp(idempotency({ redis }), (req, res) => {
+      res.status(201).json({ first: true });
+      if (req.query.then === 'throw') throw new Error('after the answer');
+      res.status(200).set('X-Late', 'yes').json({ second: true });
+    });
+    const url = `${await servers.listen(app)}/orders`;
+    for (const then of ['throw', 'send']) {
+      const key = freshKey(then);
+      const first = await send(`${url}?then=${then}`, { key });
+      const replay = await send(`${url}?then=${then}`, { key });
+      for (const answer of [first, replay]) {
+        expect(answer.status).toBe(201);
+        expect(answer.json()).toEqual({ first: true });
+        expect(answer.headers.get('x-late')).toBeNull();
+      }
+      expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    }
   });
 
   it('answers 422 problem+json when the key is reused with a different payload', async () => {
@@ -260,6 +310,63 @@ describe('idempotency lifecycle', () => {
     expect(bob.headers.get('idempotent-replayed')).toBeNull();
     expect(aliceAgain.body.equals(alice.body)).toBe(true);
     expect(aliceAgain.headers.get('idempotent-replayed')).toBe('true');
+  });
+
+  it('decodes a replay that compression() after it stored compressed, for a retry that does not accept the coding', async () => {
+    const redis = redisServer.client();
+    let runs = 0;
+    const app = express();
+    app.post('/orders', idempotency({ redis }), compression({ threshold: 0 }), (_req, res) => {
+      runs += 1;
+      res.status(201).json({ id: 42, note: 'x'.repeat(200) });
+    });
+    const base = await servers.listen(app);
+    const key = freshKey();
+    const raw = (acceptEncoding: string) =>
+      new Promise<{ encoding?: string; body: Buffer }>((resolve, reject) => {
+        const req = httpRequest(`${base}/orders`, {
+          method: 'POST',
+          headers: { 'Idempotency-Key': key, 'Accept-Encoding': acceptEncoding },
+        });
+        req.on('response', (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () =>
+            resolve({ encoding: res.headers['content-encoding'], body: Buffer.concat(chunks) }),
+          );
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    const first = await raw('gzip');
+    expect(first.encoding).toBe('gzip');
+    const plainRetry = await raw('identity');
+    expect(plainRetry.encoding).toBeUndefined();
+    expect(JSON.parse(plainRetry.body.toString())).toMatchObject({ id: 42 });
+    const gzipRetry = await raw('gzip');
+    expect(gzipRetry.encoding).toBe('gzip');
+    expect(JSON.parse(gunzipSync(gzipRetry.body).toString())).toMatchObject({ id: 42 });
+    expect(runs).toBe(1);
+  });
+
+  it('mounted with app.use, treats the spellings of one path that Express routes alike as one record', async () => {
+    const redis = redisServer.client();
+    let runs = 0;
+    const app = express();
+    app.use(express.json());
+    app.use(idempotency({ redis }));
+    app.post('/orders', (_req, res) => {
+      runs += 1;
+      res.status(201).json({ run: runs });
+    });
+    const base = await servers.listen(app);
+    const key = freshKey();
+    const answers = [];
+    for (const path of ['/orders', '/Orders', '/orders/'])
+      answers.push(await send(`${base}${path}`, { key }));
+    expect(runs).toBe(1);
+    expect(answers.map((a) => a.status)).toEqual([201, 201, 201]);
+    expect(answers.slice(1).map((a) => a.headers.get('idempotent-replayed'))).toEqual(['true', 'true']);
   });
 
   it('keeps routes apart: the same key on another route is a different record', async () => {

@@ -66,7 +66,8 @@ describe('idempotency key parsing', () => {
   });
 
   it('rejects empty, too long, spaces, control and non-ASCII characters, and repeated headers', () => {
-    for (const bad of ['', '""', 'x'.repeat(256), 'a b', 'a\tb', 'caf\u00e9', 'a, b']) {
+    // A comma would hide a repeated header that a proxy joined with ",".
+    for (const bad of ['', '""', 'x'.repeat(256), 'a b', 'a\tb', 'caf\u00e9', 'a, b', 'a,b']) {
       expect(parseKey(bad)).toEqual({ ok: false, reason: 'malformed' });
     }
     expect(parseKey(['a', 'b'])).toEqual({ ok: false, reason: 'malformed' });
@@ -75,8 +76,30 @@ describe('idempotency key parsing', () => {
 });
 
 describe('defaultFingerprint', () => {
-  const req = (body: unknown, method = 'POST', originalUrl = '/orders?x=1') =>
-    ({ method, originalUrl, url: originalUrl, body }) as unknown as Request;
+  const app = (settings: Record<string, boolean> = {}) => ({ get: (name: string) => settings[name] });
+  const req = (body: unknown, method = 'POST', originalUrl = '/orders?x=1', settings = {}) =>
+    ({
+      method,
+      originalUrl,
+      url: originalUrl,
+      baseUrl: '',
+      path: originalUrl.split('?')[0],
+      app: app(settings),
+      body,
+    }) as unknown as Request;
+
+  it('counts the query but not the order of its parameters, and the path as the router matches it', () => {
+    const base = defaultFingerprint(req({}, 'POST', '/orders?amount=10&currency=eur'));
+    expect(defaultFingerprint(req({}, 'POST', '/orders?currency=eur&amount=10'))).toBe(base);
+    expect(defaultFingerprint(req({}, 'POST', '/orders?amount=1000&currency=eur'))).not.toBe(base);
+    expect(defaultFingerprint(req({}, 'POST', '/orders'))).not.toBe(base);
+    // Express routes /Orders/ to the same handler as /orders by default: the same request.
+    expect(defaultFingerprint(req({}, 'POST', '/Orders/?amount=10&currency=eur'))).toBe(base);
+    const strict = { 'case sensitive routing': true, 'strict routing': true };
+    expect(defaultFingerprint(req({}, 'POST', '/Orders/?amount=10&currency=eur', strict))).not.toBe(
+      defaultFingerprint(req({}, 'POST', '/orders?amount=10&currency=eur', strict)),
+    );
+  });
 
   it('ignores object key order but not values, arrays order, method or path', () => {
     expect(canonicalJson({ b: 1, a: { d: [2, 1], c: null } })).toBe('{"a":{"c":null,"d":[2,1]},"b":1}');

@@ -1,3 +1,5 @@
+import { STATUS_CODES } from 'node:http';
+import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import type { Response } from 'express';
 import { chunkBytes, isEndChunk, writeHeadPairs } from '../chunks';
 import type { StoredResponse } from './record';
@@ -5,6 +7,9 @@ import type { StoredResponse } from './record';
 /** The response as the handler produced it, at the moment it called `res.end()`. */
 export interface CapturedResponse {
   status: number;
+  /** The reason phrase, when the handler chose one other than the standard one for `status`. */
+  message?: string;
+  /** The headers the handler added or changed (those set before it, per request, are not its answer). */
   headers: StoredResponse['headers'];
   /** The body bytes, or `undefined` when they could not be kept (see `unstorable`). */
   body: Buffer | undefined;
@@ -19,8 +24,10 @@ export interface CaptureHooks {
    * Must never reject and should be time-bounded.
    */
   beforeEnd(captured: CapturedResponse): Promise<void>;
-  /** The response started but its connection closed before the handler ended it: nothing to store. */
+  /** The response started but its connection closed before the handler ended it. */
   aborted(): void;
+  /** The handler wrote a body chunk (it is still at work, even if its client has gone). */
+  wrote(): void;
 }
 
 /*
@@ -39,6 +46,47 @@ const NOT_STORED = new Set([
 
 type EndArgs = [chunk?: unknown, encoding?: unknown, callback?: unknown];
 type Headers = StoredResponse['headers'];
+/** Header name → value as `getHeader` returns it. */
+type HeaderMap = Map<string, unknown>;
+
+const headerMap = (res: Response): HeaderMap =>
+  new Map(res.getHeaderNames().map((name) => [name, res.getHeader(name)]));
+
+const sameValue = (a: unknown, b: unknown) =>
+  a === b ||
+  (Array.isArray(a) && Array.isArray(b) && a.join('\n') === b.join('\n')) ||
+  String(a) === String(b);
+
+/** What goes on the wire when the deferred `end()` runs: as the handler left it when it ended. */
+interface WireState {
+  status: number;
+  message: string;
+  headers: HeaderMap;
+}
+
+/**
+ * Puts the status and headers back as they were when the handler ended the response. Code that runs
+ * while the store is pending (an error handler after `res.json(); throw`, a timeout guard) sees
+ * `headersSent === false` and may answer again; its answer is dropped, so what goes out is what was
+ * stored for the retry.
+ */
+function restoreWire(res: Response, wire: WireState): void {
+  res.statusCode = wire.status;
+  res.statusMessage = wire.message;
+  for (const name of res.getHeaderNames()) if (!wire.headers.has(name)) res.removeHeader(name);
+  for (const [name, value] of wire.headers) {
+    if (res.getHeader(name) !== value) res.setHeader(name, value as string | string[] | number);
+  }
+}
+
+/** Calls the callback among `args`, if any, on the next tick: Node's answer to a write after end. */
+function dropLate(args: unknown[], error?: Error): void {
+  const callback = args.find((a) => typeof a === 'function') as ((e?: Error) => void) | undefined;
+  if (callback) process.nextTick(callback, error);
+}
+
+const writeAfterEnd = () =>
+  Object.assign(new Error('write after end'), { code: 'ERR_STREAM_WRITE_AFTER_END' });
 
 /**
  * Wraps `res.write`/`res.end` to copy the body (up to `maxBodySize` bytes) and, when the handler
@@ -46,6 +94,9 @@ type Headers = StoredResponse['headers'];
  * client that has seen the response and retries always finds the stored record.
  */
 export function captureResponse(res: Response, maxBodySize: number, hooks: CaptureHooks): void {
+  // Headers set before the handler (a request id, CORS, rate-limit counters) describe this request,
+  // not the answer: a replay keeps the retry's own. Only what the handler adds or changes is stored.
+  const before = headerMap(res);
   const originalWrite = res.write;
   const originalEnd = res.end;
   const originalWriteHead = res.writeHead;
@@ -79,7 +130,7 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
   };
 
   const snapshot = (writeHeadHeaders?: unknown) => {
-    if (!res.headersSent) sentHeaders = storableHeaders(res, writeHeadHeaders);
+    if (!res.headersSent) sentHeaders = storableHeaders(res, before, writeHeadHeaders);
   };
 
   const writeHead = function writeHead(this: Response, ...args: unknown[]) {
@@ -90,6 +141,7 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
 
   res.write = function write(this: Response, ...args: unknown[]) {
     keep(args[0], args[1]);
+    hooks.wrote();
     snapshot();
     return (originalWrite as (...a: unknown[]) => boolean).apply(this, args);
   } as Response['write'];
@@ -102,25 +154,47 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
       return (originalEnd as (...a: EndArgs) => Response).apply(this, args);
     }
     ended = true;
-    res.write = originalWrite;
-    res.end = originalEnd;
-    if (res.writeHead === writeHead) res.writeHead = originalWriteHead;
     keep(args[0], typeof args[1] === 'string' ? args[1] : undefined);
+    const message =
+      res.statusMessage && res.statusMessage !== STATUS_CODES[res.statusCode] ? res.statusMessage : undefined;
     const captured: CapturedResponse = {
       status: res.statusCode,
-      headers: (res.headersSent && sentHeaders) || storableHeaders(res),
+      ...(message ? { message } : {}),
+      headers: (res.headersSent && sentHeaders) || storableHeaders(res, before),
       body: chunks ? Buffer.concat(chunks) : undefined,
       ...(unstorable ? { unstorable } : {}),
     };
     chunks = undefined;
+    // Until the deferred end() runs, the response is over, as it would be without the kit: a second
+    // answer is dropped like Node drops a write after end, and status/header changes are undone.
+    const wire: WireState | undefined = res.headersSent
+      ? undefined
+      : { status: res.statusCode, message: res.statusMessage, headers: headerMap(res) };
+    const lateWrite = function write(...late: unknown[]) {
+      dropLate(late, writeAfterEnd());
+      return false;
+    } as Response['write'];
+    const lateEnd = function end(this: Response, ...late: unknown[]) {
+      dropLate(late);
+      return this;
+    } as Response['end'];
+    const lateWriteHead = function writeHead(this: Response) {
+      return this;
+    } as Response['writeHead'];
+    res.write = lateWrite;
+    res.end = lateEnd;
+    res.writeHead = lateWriteHead;
     const finish = () => {
-      // The handler ended the response again meanwhile (a bug, but not ours to turn into an 'error' event).
+      res.write = originalWrite;
+      res.end = originalEnd;
+      res.writeHead = originalWriteHead;
+      // Ended by a path around res.end (a bug, but not ours to turn into an 'error' event).
       if (res.writableEnded) {
-        const callback = args.find((a) => typeof a === 'function') as (() => void) | undefined;
-        callback?.();
+        dropLate(args);
         return;
       }
       try {
+        if (wire && !res.headersSent) restoreWire(res, wire);
         (originalEnd as (...a: EndArgs) => Response).apply(res, args);
       } catch (error) {
         // Thrown inside a promise callback it would be an unhandled rejection and a request never answered.
@@ -139,23 +213,54 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
   });
 }
 
-/** The storable headers of `res`, plus those passed as the object/array argument of `writeHead`. */
-function storableHeaders(res: Response, writeHeadHeaders?: unknown): Headers {
-  const all = new Map<string, unknown>();
-  for (const name of res.getHeaderNames()) all.set(name, res.getHeader(name));
+/**
+ * The storable headers of `res`, plus those passed as the object/array argument of `writeHead`,
+ * leaving out those still as they were `before` the handler ran.
+ */
+function storableHeaders(res: Response, before: HeaderMap, writeHeadHeaders?: unknown): Headers {
+  const all = headerMap(res);
   for (const [name, value] of writeHeadPairs(writeHeadHeaders)) all.set(name.toLowerCase(), value);
   const out: Headers = [];
   for (const [name, value] of all) {
     if (NOT_STORED.has(name) || value === undefined || value === null) continue;
+    if (before.has(name) && sameValue(before.get(name), value)) continue;
     out.push([name, Array.isArray(value) ? value.map(String) : String(value)]);
   }
   return out;
 }
 
+const DECODERS: Record<string, (body: Buffer) => Buffer> = {
+  gzip: gunzipSync,
+  'x-gzip': gunzipSync,
+  deflate: inflateSync,
+  br: brotliDecompressSync,
+};
+
+/**
+ * The stored body and headers as this client can read them. A compression middleware mounted
+ * _after_ `idempotency()` compresses before the copy is taken; a retry that does not accept that
+ * coding gets the body decoded instead of bytes it cannot read.
+ */
+function readableBy(res: Response, stored: StoredResponse): Pick<StoredResponse, 'headers' | 'body'> {
+  const coding = stored.headers.find(([name]) => name === 'content-encoding')?.[1];
+  const decode = typeof coding === 'string' ? DECODERS[coding.trim().toLowerCase()] : undefined;
+  if (!decode || !res.req || res.req.acceptsEncodings(String(coding).trim().toLowerCase())) return stored;
+  try {
+    return {
+      headers: stored.headers.filter(([name]) => name !== 'content-encoding'),
+      body: decode(stored.body),
+    };
+  } catch {
+    return stored;
+  }
+}
+
 /** Sends a stored response again, byte for byte, marked `Idempotent-Replayed: true`. */
 export function replay(res: Response, stored: StoredResponse): void {
+  const { headers, body } = readableBy(res, stored);
   res.status(stored.status);
-  for (const [name, value] of stored.headers) res.setHeader(name, value);
+  if (stored.message) res.statusMessage = stored.message;
+  for (const [name, value] of headers) res.setHeader(name, value);
   res.setHeader('Idempotent-Replayed', 'true');
-  res.end(stored.body);
+  res.end(body);
 }

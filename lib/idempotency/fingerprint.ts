@@ -1,9 +1,11 @@
 import { createHash } from 'node:crypto';
 import type { Request } from 'express';
+import { matchedPath } from './request-key';
 
 /**
- * The default request fingerprint: SHA-256 (hex) of the method, the path (without the query string)
- * and the body as a body parser left it in `req.body`:
+ * The default request fingerprint: SHA-256 (hex) of the method, the path as the router matches it,
+ * the query parameters (sorted, so their order does not matter) and the body as a body parser left
+ * it in `req.body`:
  * - a `Buffer` or string (`express.raw()`, `express.text()`) is hashed as its bytes;
  * - anything else (`express.json()`, `express.urlencoded()`) as canonical JSON, object keys sorted,
  *   so `{"a":1,"b":2}` and `{"b":2,"a":1}` are the same payload;
@@ -12,8 +14,12 @@ import type { Request } from 'express';
  */
 export function defaultFingerprint(req: Request): string {
   const hash = createHash('sha256');
-  const path = (req.originalUrl ?? req.url ?? '').split('?')[0] ?? '';
-  hash.update(req.method).update('\0').update(path).update('\0');
+  const search = (req.originalUrl ?? req.url ?? '').split('?')[1];
+  const query = new URLSearchParams(search ?? '');
+  query.sort();
+  hash.update(req.method).update('\0').update(matchedPath(req)).update('\0');
+  // Two requests that differ only in `?amount=` are not the same operation.
+  hash.update(query.toString()).update('\0');
   const body: unknown = req.body;
   if (body === undefined) hash.update('none');
   else if (Buffer.isBuffer(body)) hash.update('bytes\0').update(body);

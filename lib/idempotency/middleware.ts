@@ -159,9 +159,14 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
     const started = Date.now();
     let beating = false;
     let stopped = false;
+    // Set when the connection closed mid-answer; from then on only a handler that keeps writing is
+    // presumed alive (one that threw after writing never will).
+    let brokenOff = false;
+    let lastWrite = started;
     const timer = setInterval(() => {
       // Cap: a handler that never ends its response must not hold the key forever.
       if (Date.now() - started > o.ttlMs) return stop();
+      if (brokenOff && Date.now() - lastWrite > o.lockTtlMs) return stop();
       if (beating) return;
       beating = true;
       guarded(o.redis, () => record.heartbeat(o.redis, key, owner, o.lockTtlMs), { ...guard, key })
@@ -196,12 +201,16 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
     captureResponse(res, o.maxBodySize, {
       aborted: () => {
         if (settled) return;
-        settled = true;
         // The response broke off, but the handler may still be at work (a stream whose client left):
-        // releasing now could run it twice at once. Stopping the renewals lets the lease lapse after
-        // lockTtl instead of holding the key until ttl; a retry after that runs the handler again.
-        stop();
+        // releasing now could run it twice at once. The lease is renewed while it keeps writing, and
+        // its answer is stored if it ends; once it has been silent for lockTtl (it threw, or stopped
+        // without end()), the lease lapses and a retry runs the handler again.
+        brokenOff = true;
+        lastWrite = Date.now();
         emit('abandoned', { status: res.statusCode, reason: 'aborted' });
+      },
+      wrote: () => {
+        lastWrite = Date.now();
       },
       beforeEnd: async (captured: CapturedResponse) => {
         if (settled) return;
@@ -214,7 +223,14 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
         try {
           const stored = await guarded(
             o.redis,
-            () => record.complete(o.redis, key, owner, { status, headers: captured.headers, body }, o.ttlMs),
+            () =>
+              record.complete(
+                o.redis,
+                key,
+                owner,
+                { status, message: captured.message, headers: captured.headers, body },
+                o.ttlMs,
+              ),
             { ...guard, key },
           );
           emit(stored ? 'stored' : 'lease-lost', { status });

@@ -33,7 +33,7 @@ export interface IdempotencyOptions {
   lockTtl?: Duration;
   /**
    * Identifies the request payload; reusing a key with a different fingerprint answers 422.
-   * Default: SHA-256 of method, path and canonical body (see `defaultFingerprint`).
+   * Default: SHA-256 of method, path, query and canonical body (see `defaultFingerprint`).
    */
   fingerprint?: (req: Request) => string | Buffer | Promise<string | Buffer>;
   /**

@@ -7,7 +7,7 @@ import { defineScript, LUA_NOW_MS, runScript, runScriptBuffer } from '../scripts
  *   fp       request fingerprint
  *   owner    random token of the request holding the lease (in flight only)
  *   lease    lease expiry, Redis server ms (in flight only; informational, PEXPIRE enforces it)
- *   status, headers (JSON), body (raw bytes)   (done only)
+ *   status, message (reason phrase, '' = standard), headers (JSON), body (raw bytes)   (done only)
  * In flight the key's TTL is the lease, so a crashed worker's reservation disappears on its own;
  * once done, the TTL is the replay window.
  */
@@ -26,8 +26,8 @@ if not head[1] then
 end
 if head[2] ~= ARGV[1] then return {'mismatch'} end
 if head[1] == 'inflight' then return {'inflight', redis.call('PTTL', key)} end
-local done = redis.call('HMGET', key, 'status', 'headers', 'body')
-return {'done', done[1], done[2], done[3]}
+local done = redis.call('HMGET', key, 'status', 'headers', 'body', 'message')
+return {'done', done[1], done[2], done[3], done[4]}
 `,
 );
 
@@ -37,7 +37,7 @@ const COMPLETE = defineScript(
   `${LUA_NOW_MS}
 local key = KEYS[1]
 if redis.call('HGET', key, 'owner') ~= ARGV[1] then return 0 end
-redis.call('HSET', key, 'state', 'done', 'status', ARGV[2], 'headers', ARGV[3], 'body', ARGV[4], 'done_at', now_ms)
+redis.call('HSET', key, 'state', 'done', 'status', ARGV[2], 'headers', ARGV[3], 'body', ARGV[4], 'message', ARGV[6], 'done_at', now_ms)
 redis.call('HDEL', key, 'owner', 'lease')
 redis.call('PEXPIRE', key, tonumber(ARGV[5]))
 return 1
@@ -69,6 +69,8 @@ return 1
 /** A response as stored for replay. */
 export interface StoredResponse {
   status: number;
+  /** A reason phrase other than the standard one for `status`. */
+  message?: string;
   /** Header name (lower case) and value(s), in the order they were set. */
   headers: Array<[string, string | string[]]>;
   body: Buffer;
@@ -103,6 +105,7 @@ export async function reserve(
       state,
       response: {
         status: Number(String(reply[1])),
+        ...(reply[4] && String(reply[4]) ? { message: String(reply[4]) } : {}),
         headers: JSON.parse(String(reply[2] ?? '[]')) as StoredResponse['headers'],
         body: Buffer.isBuffer(reply[3]) ? reply[3] : Buffer.alloc(0),
       },
@@ -123,7 +126,14 @@ export async function complete(
     redis,
     COMPLETE,
     [key],
-    [owner, String(response.status), JSON.stringify(response.headers), response.body, ttlMs],
+    [
+      owner,
+      String(response.status),
+      JSON.stringify(response.headers),
+      response.body,
+      ttlMs,
+      response.message ?? '',
+    ],
   );
   return Number(stored) === 1;
 }

@@ -4,7 +4,7 @@ import type { ScopeValue } from './options';
 
 // 1–255 visible ASCII characters (0x21–0x7E): no spaces, no control characters, no commas that
 // would hide a repeated header.
-const VALID_KEY = /^[\x21-\x7e]{1,255}$/;
+const VALID_KEY = /^[\x21-\x2b\x2d-\x7e]{1,255}$/;
 
 /** The idempotency key of a request, or why there is none. */
 export type ParsedKey = { ok: true; key: string } | { ok: false; reason: 'missing' | 'malformed' };
@@ -35,10 +35,26 @@ export async function resolveScope(
   return `ip:${req.ip ?? req.socket?.remoteAddress ?? ''}`;
 }
 
-/** The route part of the namespace: the route pattern when mounted on a route, else the path. */
+/**
+ * The route part of the namespace: the route pattern when mounted on a route, else the path as the
+ * app's router matches it (`/Orders` and `/orders/` reach the same handler unless the app turned on
+ * case-sensitive or strict routing, so they must be one namespace, not three).
+ */
 export function routeOf(req: Request): string {
   const pattern = (req.route as { path?: unknown } | undefined)?.path;
-  return `${req.baseUrl ?? ''}${pattern === undefined ? req.path : String(pattern)}`;
+  return pattern === undefined ? matchedPath(req) : `${req.baseUrl ?? ''}${String(pattern)}`;
+}
+
+/**
+ * The request path as the app's router matches it: lower-cased unless `case sensitive routing` is on,
+ * without a trailing slash unless `strict routing` is on.
+ */
+export function matchedPath(req: Request): string {
+  let path = `${req.baseUrl ?? ''}${req.path ?? ''}`;
+  const app = req.app as { get?: (setting: string) => unknown } | undefined;
+  if (!app?.get?.('case sensitive routing')) path = path.toLowerCase();
+  if (!app?.get?.('strict routing') && path.length > 1 && path.endsWith('/')) path = path.slice(0, -1);
+  return path;
 }
 
 /**
