@@ -3,6 +3,7 @@ import express, { type Request } from 'express';
 import request from 'supertest';
 import type { CacheResponseOptions } from '../../lib/cache';
 import { cacheResponse } from '../../lib/cache';
+import { decodeEntry, encodeEntry } from '../../lib/cache/entry';
 import { entryKey } from '../../lib/cache/key';
 import type { RedisClient } from '../../lib/client';
 import { captureEvents } from '../helpers/events';
@@ -364,6 +365,15 @@ describe('cacheResponse: corrupt entries', () => {
     ['garbage', () => Buffer.from('not an entry at all')],
     ['a truncated entry', (valid: Buffer) => valid.subarray(0, valid.length - 3)],
     ['a foreign JSON value', () => Buffer.from('{"status":200}')],
+    [
+      'a well-framed entry with an impossible status',
+      (valid: Buffer) => encodeEntry({ ...decodeEntry(valid), status: 99 }),
+    ],
+    [
+      'a well-framed entry with a header value Node refuses',
+      (valid: Buffer) =>
+        encodeEntry({ ...decodeEntry(valid), headers: [['x-evil', 'a\r\nSet-Cookie: s=1']] }),
+    ],
   ])('treats %s as a miss, deletes it and logs it — never a 500', async (_name, poison) => {
     const logger = quietLogger();
     const { app, calls } = appWith({ logger }, (_req, res) => {

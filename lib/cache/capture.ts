@@ -78,6 +78,9 @@ export function captureResponse(
     capturing = false;
     reason ??= why;
     chunks = [];
+    // Known now not to be stored: say so at once. A stream (SSE, a large download) may run for
+    // minutes, and until `done` runs, the fill lock and the requests coalesced behind it wait.
+    if (!swallowed) finish(undefined);
   };
   const decide = (status: number) => {
     if (decided) return;
@@ -88,7 +91,8 @@ export function captureResponse(
       return;
     }
     const why = refusal(res, status, options.statuses);
-    if (why) stop(why);
+    // A server error says nothing about the next answer: its waiters retry rather than skip the lock.
+    if (why) stop(why === 'status' && status >= 500 ? 'server-error' : why);
   };
   const push = (chunk: Chunk | undefined | null, encoding: unknown) => {
     if (!capturing || chunk === undefined || chunk === null) return;
@@ -102,12 +106,17 @@ export function captureResponse(
     if (!decided) {
       // Apply header arguments first, so the decision sees e.g. a Set-Cookie passed to writeHead.
       const headers = rest.length > 0 && typeof rest[rest.length - 1] === 'object' ? rest.pop() : undefined;
-      // An object sets, a list appends (repeated names), as Node's own writeHead does.
-      const append = Array.isArray(headers);
+      // As Node's own writeHead: a list replaces each name it carries, and repeats of a name in it
+      // add values (Set-Cookie twice); an object sets.
+      const listed = new Set<string>();
       for (const [k, v] of writeHeadPairs(headers)) {
         if (v === undefined) continue;
-        if (append) this.appendHeader(k, v as string);
-        else this.setHeader(k, v as string);
+        if (!Array.isArray(headers)) this.setHeader(k, v as string);
+        else if (listed.has(k.toLowerCase())) this.appendHeader(k, v as string);
+        else {
+          listed.add(k.toLowerCase());
+          this.setHeader(k, v as string);
+        }
       }
       decide(status);
     }

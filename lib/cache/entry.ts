@@ -105,6 +105,11 @@ export function decodeEntry(raw: Buffer): Entry {
   };
 }
 
+// What Node accepts in a header name and value: anything else would make every hit throw (a 500)
+// instead of counting as the corrupt entry it is.
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+const HEADER_VALUE = /^[\t\x20-\x7e\x80-\xff]*$/;
+
 function isMeta(m: unknown): m is Meta {
   const meta = m as Meta;
   return (
@@ -112,8 +117,17 @@ function isMeta(m: unknown): m is Meta {
     meta !== null &&
     meta.v === 1 &&
     Number.isInteger(meta.s) &&
+    meta.s >= 200 &&
+    meta.s <= 599 &&
     Array.isArray(meta.h) &&
-    meta.h.every((p) => Array.isArray(p) && typeof p[0] === 'string' && typeof p[1] === 'string') &&
+    meta.h.every(
+      (p) =>
+        Array.isArray(p) &&
+        typeof p[0] === 'string' &&
+        typeof p[1] === 'string' &&
+        HEADER_NAME.test(p[0]) &&
+        HEADER_VALUE.test(p[1]),
+    ) &&
     (meta.e === undefined || typeof meta.e === 'string') &&
     [meta.c, meta.t, meta.f, meta.w, meta.i, meta.b].every((n) => typeof n === 'number' && n >= 0) &&
     Array.isArray(meta.g) &&

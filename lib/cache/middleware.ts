@@ -29,8 +29,16 @@ export interface CacheResponseMiddleware extends RequestHandler {
   readonly cache: Cache;
 }
 
-/** What a coalesced request learns from the request that went to the origin for it. */
-type FlightResult = { rec: Rec; headers: IncomingHttpHeaders } | { bypass: true } | { uncacheable: true };
+/**
+ * What a coalesced request learns from the request that went to the origin for it: an entry, Redis
+ * is down, the answer is not storable (go to the origin), or the fill failed or took too long (look
+ * up and queue on the lock like any miss).
+ */
+type FlightResult =
+  | { rec: Rec; headers: IncomingHttpHeaders }
+  | { bypass: true }
+  | { uncacheable: true }
+  | { retry: true };
 
 /** HTTP response cache backed by Redis (+ in-process L1). See the README, "Response cache". */
 export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddleware {
@@ -111,10 +119,21 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     next();
   }
 
+  /** A coalesced request waits no longer than a cross-process waiter would (3 × lockTimeout). */
+  function waitFor(flight: Promise<FlightResult>): Promise<FlightResult> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<FlightResult>((resolve) => {
+      timer = setTimeout(() => resolve({ uncacheable: true }), 3 * lockTimeoutMs);
+      timer.unref?.();
+    });
+    return Promise.race([flight, late]).finally(() => clearTimeout(timer));
+  }
+
   async function miss(req: Request, res: Response, next: NextFunction, key: string, redisKey: string) {
     const pending = flights.get(key);
     if (pending) {
-      const result = await pending;
+      // Past the wait (a stuck origin), straight to the origin, as a waiter in another process would.
+      const result = await waitFor(pending);
       if ('rec' in result && sameVariant(result.rec, result.headers, req.headers)) {
         const now = Date.now();
         const fresh = now < result.rec.freshUntil;
@@ -126,7 +145,8 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
         res.setHeader('X-Cache', 'MISS');
         return next();
       }
-      // Another variant than ours: this request looks up its own.
+      // Another variant than ours, or the fill failed: this request looks up (and queues) on its own,
+      // so a failing origin still sees one request at a time, not every coalesced one at once.
     }
     const head = req.method === 'HEAD';
     let settle: (result: FlightResult) => void = () => {};
@@ -219,12 +239,15 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
           return settle({ rec: fallback, headers: req.headers });
         }
         if (!entry) {
+          event('uncacheable', key, { reason: reason ?? 'shouldCache' });
           // An aborted response or a server error says nothing about the next one, and a failing origin
           // needs the lock's one-at-a-time protection most; any other refusal (404, Set-Cookie, too
           // large…) likely repeats, so other misses need not queue for it.
-          if (reason === 'aborted' || res.statusCode >= 500) cache.releaseFill(redisKey, token);
-          else cache.releaseUncacheable(redisKey, token);
-          event('uncacheable', key, { reason: reason ?? 'shouldCache' });
+          if (reason === 'aborted' || reason === 'server-error' || res.statusCode >= 500) {
+            cache.releaseFill(redisKey, token);
+            return settle({ retry: true });
+          }
+          cache.releaseUncacheable(redisKey, token);
           return settle({ uncacheable: true });
         }
         const rec = toRec(entry, redisKey, 0, Date.now());
@@ -242,9 +265,10 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
 
   function toEntry(req: Request, res: Response, captured: Captured, before: OutgoingHttpHeaders): Entry {
     const freshMs = cache.jittered(o.ttlMs, jitter);
+    const headers = storedHeaders(captured.headers, before);
     return {
       status: captured.status,
-      headers: storedHeaders(captured.headers, before),
+      headers,
       body: captured.body,
       etag: captured.etag,
       createdAt: Date.now(),

@@ -20,6 +20,9 @@ export function respond(
   via: Originals,
 ): void {
   rec.prepared ??= prepareHeaders(rec.entry);
+  // A stale-if-error answer replaces an error the app had started: its reason phrase
+  // ("Internal Server Error") must not go out with the stored 200. Empty means "the standard one".
+  res.statusMessage = '';
   res.setHeader('X-Cache', xcache);
   res.setHeader('Age', String(Math.max(0, Math.floor((now - rec.bornAt) / 1000))));
   const inm = req.headers['if-none-match'];

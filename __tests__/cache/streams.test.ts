@@ -1,0 +1,240 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { request as httpRequest, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import express from 'express';
+import { cacheResponse } from '../../lib/cache';
+import type { RedisClient } from '../../lib/client';
+import { captureEvents } from '../helpers/events';
+import { useFlushedClient, useRedisServer } from '../helpers/redis';
+import { quietLogger, sleep } from './helpers';
+
+const redis = useRedisServer();
+let client: RedisClient;
+useFlushedClient(redis, (c) => {
+  client = c;
+});
+
+const servers: Server[] = [];
+afterEach(async () => {
+  await Promise.all(
+    servers.splice(0).map(
+      (s) =>
+        new Promise<void>((resolve) => {
+          s.closeAllConnections();
+          s.close(() => resolve());
+        }),
+    ),
+  );
+});
+
+async function listen(app: express.Express): Promise<string> {
+  const server = app.listen(0, '127.0.0.1');
+  servers.push(server);
+  await new Promise<void>((resolve) => server.once('listening', () => resolve()));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+/** Milliseconds until the response headers arrive (the body is then dropped). */
+async function timeToHeaders(url: string, limitMs = 5000): Promise<number> {
+  const started = Date.now();
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), limitMs);
+  try {
+    await fetch(url, { signal: controller.signal });
+    return Date.now() - started;
+  } finally {
+    clearTimeout(timer);
+    controller.abort();
+  }
+}
+
+describe('cacheResponse: answers it will not store never hold up other requests', () => {
+  it('a Server-Sent Events stream in progress does not block other clients of the URL, here or on another instance', async () => {
+    const instance = () => {
+      const app = express();
+      app.use(
+        cacheResponse({ redis: client, ttl: '1m', l1: false, lockTimeout: '1s', logger: quietLogger() }),
+      );
+      app.get('/events', (req, res) => {
+        res.setHeader('Content-Type', 'text/event-stream');
+        res.flushHeaders();
+        const tick = setInterval(() => res.write('data: tick\n\n'), 50);
+        req.on('close', () => clearInterval(tick));
+      });
+      return app;
+    };
+    const a = await listen(instance());
+    const b = await listen(instance());
+    const first = new AbortController();
+    const open = await fetch(`${a}/events`, { signal: first.signal });
+    expect(open.headers.get('x-cache')).toBe('MISS');
+    try {
+      expect(await timeToHeaders(`${a}/events`)).toBeLessThan(500);
+      expect(await timeToHeaders(`${b}/events`)).toBeLessThan(500);
+    } finally {
+      first.abort();
+    }
+  });
+
+  it('a download larger than maxBodySize does not make concurrent downloads wait for it', async () => {
+    const app = express();
+    app.use(cacheResponse({ redis: client, ttl: '1m', l1: false, maxBodySize: 1000, logger: quietLogger() }));
+    app.get('/file', async (_req, res) => {
+      res.type('application/octet-stream');
+      for (let i = 0; i < 20; i++) {
+        res.write(Buffer.alloc(500, i));
+        await sleep(50);
+      }
+      res.end();
+    });
+    const url = `${await listen(app)}/file`;
+    const slow = fetch(url).then((r) => r.arrayBuffer());
+    await sleep(150); // the first download is past maxBodySize and still streaming
+    expect(await timeToHeaders(url)).toBeLessThan(500);
+    expect((await slow).byteLength).toBe(10_000);
+  });
+
+  it('requests coalesced behind a stuck origin go to the origin after 3 × lockTimeout instead of waiting for ever', async () => {
+    let calls = 0;
+    const app = express();
+    app.use(cacheResponse({ redis: client, ttl: '1m', l1: false, lockTimeout: 300, logger: quietLogger() }));
+    app.get('/r', (_req, res) => {
+      calls += 1;
+      if (calls === 1) return; // a query that never comes back
+      res.json({ calls });
+    });
+    const url = `${await listen(app)}/r`;
+    const stuck = fetch(url).catch(() => undefined);
+    await sleep(50);
+    const started = Date.now();
+    const second = await fetch(url, { signal: AbortSignal.timeout(5000) });
+    expect(second.status).toBe(200);
+    expect(Date.now() - started).toBeLessThan(3 * 300 + 1000);
+    expect(calls).toBe(2);
+    void stuck;
+  });
+
+  it('a failing origin gets the coalesced requests one at a time, not all at once', async () => {
+    let running = 0;
+    let peak = 0;
+    let calls = 0;
+    const app = express();
+    app.use(cacheResponse({ redis: client, ttl: '1m', l1: false, lockTimeout: '2s', logger: quietLogger() }));
+    app.get('/r', async (_req, res) => {
+      calls += 1;
+      running += 1;
+      peak = Math.max(peak, running);
+      await sleep(30);
+      running -= 1;
+      res.status(503).json({ error: 'down' });
+    });
+    const url = `${await listen(app)}/r`;
+    const answers = await Promise.all(Array.from({ length: 20 }, () => fetch(url).then((r) => r.status)));
+    expect(answers.every((s) => s === 503)).toBe(true);
+    expect(calls).toBe(20);
+    expect(peak).toBe(1);
+  });
+});
+
+describe('cacheResponse: background refresh of a large piped body', () => {
+  it('refreshes a 100 KB res.sendFile answer, stores it and lets the lock go', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'erk-swr-'));
+    const file = join(dir, 'big.txt');
+    writeFileSync(file, 'x'.repeat(100_000));
+    let version = 0;
+    const app = express();
+    app.get(
+      '/file',
+      cacheResponse({
+        redis: client,
+        ttl: 300,
+        jitter: 0,
+        staleWhileRevalidate: '1m',
+        l1: false,
+        logger: quietLogger(),
+      }),
+      (_req, res) => {
+        res.setHeader('X-Version', String(++version));
+        res.sendFile(file);
+      },
+    );
+    const url = `${await listen(app)}/file`;
+    const events = captureEvents('cache');
+    try {
+      expect((await fetch(url)).headers.get('x-version')).toBe('1');
+      await events.waitFor('store', 1);
+      await sleep(400);
+      const stale = await fetch(url);
+      expect(stale.headers.get('x-cache')).toBe('STALE');
+      expect((await stale.arrayBuffer()).byteLength).toBe(100_000);
+      await events.waitFor('store', 2);
+      expect(version).toBe(2);
+      expect(await client.keys('erk:c:*:lock')).toEqual([]);
+    } finally {
+      events.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('cacheResponse: writeHead with a header list', () => {
+  it('replaces headers set before, as Node does, and keeps repeats within the list', async () => {
+    const app = express();
+    app.use(cacheResponse({ redis: client, ttl: '1m', l1: false, logger: quietLogger() }));
+    app.get('/list', (_req, res) => {
+      res.setHeader('Content-Type', 'text/html');
+      res.setHeader('X-A', 'old');
+      res.writeHead(200, ['Content-Type', 'text/plain', 'X-A', 'new', 'X-B', '1', 'X-B', '2']);
+      res.end('body');
+    });
+    const url = `${await listen(app)}/list`;
+    const miss = await fetch(url);
+    expect(miss.headers.get('content-type')).toBe('text/plain');
+    expect(miss.headers.get('x-a')).toBe('new');
+    expect(miss.headers.get('x-b')).toBe('1, 2');
+    await sleep(50);
+    const hit = await fetch(url);
+    expect(hit.headers.get('x-cache')).toBe('HIT');
+    expect(hit.headers.get('content-type')).toBe('text/plain');
+    expect(hit.headers.get('x-a')).toBe('new');
+  });
+});
+
+describe('cacheResponse: routes whose body depends on the host', () => {
+  it("with res.vary('Host'), a forged Host fills only its own variant, never the entry other hosts get", async () => {
+    const app = express();
+    app.use(cacheResponse({ redis: client, ttl: '1m', l1: { max: 10 }, logger: quietLogger() }));
+    app.get('/links', (req, res) => {
+      res.vary('Host');
+      res.json({ home: `https://${req.get('host')}/` });
+    });
+    const url = new URL(`${await listen(app)}/links`);
+    const get = (host: string) =>
+      new Promise<{ cache?: string; body: string }>((resolve, reject) => {
+        const req = httpRequest({
+          host: url.hostname,
+          port: url.port,
+          path: url.pathname,
+          headers: { Host: host },
+        });
+        req.on('response', (res) => {
+          let body = '';
+          res.on('data', (c: Buffer) => {
+            body += c;
+          });
+          res.on('end', () => resolve({ cache: res.headers['x-cache'] as string | undefined, body }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    expect(await get('evil.example')).toEqual({ cache: 'MISS', body: '{"home":"https://evil.example/"}' });
+    await sleep(50);
+    const shop = await get('shop.example');
+    expect(shop.body).toBe('{"home":"https://shop.example/"}');
+    await sleep(50);
+    expect(await get('shop.example')).toEqual({ cache: 'HIT', body: '{"home":"https://shop.example/"}' });
+    expect((await get('evil.example')).body).toBe('{"home":"https://evil.example/"}');
+  });
+});
