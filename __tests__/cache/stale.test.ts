@@ -14,6 +14,48 @@ useFlushedClient(redis, (c) => {
 });
 
 describe('stale-while-revalidate', () => {
+  it('with L1 on two instances, the second takes the entry the first refreshed instead of running the origin again', async () => {
+    let calls = 0;
+    const instance = () => {
+      const mw = cacheResponse({
+        redis: client,
+        ttl: 1000,
+        jitter: 0,
+        staleWhileRevalidate: '1m',
+        l1: { max: 10 },
+        logger: quietLogger(),
+      });
+      const app = express();
+      app.get('/r', mw, (_req, res) => {
+        calls += 1;
+        res.send(`v${calls}`);
+      });
+      return { app, mw };
+    };
+    const a = instance();
+    const b = instance();
+    await a.mw.cache.ready();
+    await b.mw.cache.ready();
+    const events = captureEvents('cache');
+    try {
+      expect((await request(a.app).get('/r')).text).toBe('v1');
+      await events.waitFor('store', 1);
+      expect((await request(b.app).get('/r')).text).toBe('v1'); // into B's L1 from Redis
+      await sleep(1100); // both L1 copies are stale now
+      expect((await request(a.app).get('/r')).headers['x-cache']).toBe('STALE');
+      await events.waitFor('store', 2); // A refreshed Redis
+      const fromB = await request(b.app).get('/r');
+      expect(fromB.headers['x-cache']).toBe('STALE');
+      await events.waitFor('refresh-from-redis', 1);
+      const again = await request(b.app).get('/r');
+      expect(again.headers['x-cache']).toBe('HIT');
+      expect(again.text).toBe('v2');
+      expect(calls).toBe(2);
+    } finally {
+      events.stop();
+    }
+  });
+
   it.each([false, { max: 10 }] as const)(
     'serves STALE at once after ttl and refreshes in the background exactly once (l1: %p)',
     async (l1) => {

@@ -117,8 +117,8 @@ function isMeta(m: unknown): m is Meta {
     meta !== null &&
     meta.v === 1 &&
     Number.isInteger(meta.s) &&
-    meta.s >= 200 &&
-    meta.s <= 599 &&
+    // 0: a wrap() value, not a response.
+    (meta.s === 0 || (meta.s >= 200 && meta.s <= 599)) &&
     Array.isArray(meta.h) &&
     meta.h.every(
       (p) =>

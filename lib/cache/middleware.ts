@@ -106,7 +106,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
         if (now < rec.freshUntil) return serve(req, res, rec, 'HIT', now, 'l1-hit', key);
         if (now < rec.swrUntil) {
           serve(req, res, rec, 'STALE', now, 'stale', key);
-          return refresh(req, key, redisKey);
+          return refresh(req, key, redisKey, true);
         }
       }
     }
@@ -309,32 +309,52 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     respond(req, res, rec, xcache, now, res);
   }
 
-  /** stale-while-revalidate: one background refresh per key (flag here, lock across processes). */
-  function refresh(req: Request, key: string, redisKey: string): void {
+  /**
+   * stale-while-revalidate: one background refresh per key (flag here, lock across processes). When
+   * the stale copy came from L1, another instance may have refreshed Redis already: take that entry
+   * instead of running the origin once more per instance.
+   */
+  function refresh(req: Request, key: string, redisKey: string, fromL1 = false): void {
     if (refreshing.has(key)) return;
     refreshing.add(key);
-    const token = newToken();
-    const release = () => refreshing.delete(key);
-    const safety = setTimeout(release, lockTimeoutMs);
+    const safety = setTimeout(() => refreshing.delete(key), lockTimeoutMs);
     safety.unref?.();
-    cache
-      .call(redisKey, () => acquireLock(cache.redis, lockKeyOf(redisKey), token, lockTimeoutMs))
-      .then((locked) => {
-        if (!locked) return release();
-        event('refresh', key);
-        const done = () => {
-          clearTimeout(safety);
-          release();
-        };
-        const started = replay(req, { token, done }, (error) =>
-          logger.warn({ key, error }, 'background refresh failed; stale entry kept'),
-        );
-        if (!started) {
-          cache.releaseFill(redisKey, token);
-          done();
-        }
-      })
-      .catch(() => release());
+    const done = () => {
+      clearTimeout(safety);
+      refreshing.delete(key);
+    };
+    runRefresh(req, key, redisKey, fromL1, done).catch(done);
+  }
+
+  async function runRefresh(
+    req: Request,
+    key: string,
+    redisKey: string,
+    fromL1: boolean,
+    done: () => void,
+  ): Promise<void> {
+    if (fromL1) {
+      const generation = l1?.generation ?? 0;
+      const found = await cache.fetch(redisKey, req.headers, '');
+      if (found.kind === 'hit' && Date.now() < found.rec.freshUntil) {
+        if (l1) l1Put(l1, key, found.rec, req.headers, generation);
+        event('refresh-from-redis', key);
+        return done();
+      }
+    }
+    const token = newToken();
+    const locked = await cache.call(redisKey, () =>
+      acquireLock(cache.redis, lockKeyOf(redisKey), token, lockTimeoutMs),
+    );
+    if (!locked) return done();
+    event('refresh', key);
+    const started = replay(req, { token, done }, (error) =>
+      logger.warn({ key, error }, 'background refresh failed; stale entry kept'),
+    );
+    if (!started) {
+      cache.releaseFill(redisKey, token);
+      done();
+    }
   }
 
   middleware.invalidate = (target: InvalidateTarget) => cache.invalidate(target);
