@@ -7,7 +7,7 @@ import { Bus, type Invalidation } from './bus';
 import { CorruptEntryError, decodeEntry, type Entry, encodeEntry } from './entry';
 import { entryKey, headerValue, lockKeyOf, noStoreKeyOf, tagKey, valueKey } from './key';
 import { L1, type Rec, toRec } from './l1';
-import { acquireLock, keepAlive, newToken, releaseLock, sleep } from './lock';
+import { acquireLock, keepAlive, mayTakeLock, newToken, releaseLock, sleep } from './lock';
 import type { ResolvedCacheOptions } from './options';
 import { addToTag, lookup, markNoStore, storeEntry, takeTag, unlinkKeys } from './store';
 
@@ -98,7 +98,7 @@ export class CacheCore {
     let asked: readonly string[] = [];
     for (let attempt = 0; attempt < 2; attempt++) {
       const pairs = this.pairsFor(headers, asked);
-      const reply = await this.call(redisKey, () =>
+      const send = () =>
         lookup(
           this.redis,
           redisKey,
@@ -107,8 +107,11 @@ export class CacheCore {
           token,
           this.options.lockTimeoutMs,
           pairs,
-        ),
-      );
+        );
+      // With a token the lookup may take the fill lock: one that times out must not leave it orphaned.
+      const reply = await (token
+        ? mayTakeLock(this.redis, lockKeyOf(redisKey), token, (op) => this.call(redisKey, op), send)
+        : this.call(redisKey, send));
       if (reply.kind === 'vary') {
         this.learnVary(reply.names);
         asked = reply.names;
@@ -152,13 +155,7 @@ export class CacheCore {
           if (Date.now() < found.rec.swrUntil) return { kind: 'hit', rec: found.rec };
           // Only good as a stale-if-error fallback: fill it, under the lock.
           stale = found.rec;
-          if (
-            await this.call(redisKey, () =>
-              acquireLock(this.redis, lockKeyOf(redisKey), token, this.options.lockTimeoutMs),
-            )
-          ) {
-            return { kind: 'fill', token, stale };
-          }
+          if (await this.tryLock(redisKey, token)) return { kind: 'fill', token, stale };
         } else if (found.kind === 'corrupt') {
           return { kind: 'fill', token: '', stale: undefined };
         } else if (found.locked) {
@@ -179,6 +176,21 @@ export class CacheCore {
     } catch (error) {
       return { kind: 'bypass', error };
     }
+  }
+
+  /**
+   * Takes the fill lock of `redisKey` for `token` (SET NX), guarded. Rejects when Redis is sick; a
+   * call that timed out but lands later has its lock released behind it.
+   */
+  tryLock(redisKey: string, token: string): Promise<boolean> {
+    const lockKey = lockKeyOf(redisKey);
+    return mayTakeLock(
+      this.redis,
+      lockKey,
+      token,
+      (op) => this.call(redisKey, op),
+      () => acquireLock(this.redis, lockKey, token, this.options.lockTimeoutMs),
+    );
   }
 
   /** Keeps the fill lock alive while the origin runs; returns the stop function. */
@@ -265,24 +277,37 @@ export class CacheCore {
   }
 
   /**
-   * Deletes entries by tag and by Redis key, everywhere: the Redis entries go, then every instance
-   * drops them from its L1 (local at once, others over the bus). Per tag, one script takes the tag set
-   * (read + delete, atomic in the tag's slot); the member entries are then unlinked in their own slots.
+   * Deletes entries by tag and by Redis key, everywhere: this instance's L1 first, then the Redis
+   * entries, then the other instances' L1 over the bus. Per tag, one script takes the tag set (read +
+   * delete, atomic in the tag's slot); the member entries are then unlinked in their own slots.
+   * Each call may take `max(timeout, 2 s)`: invalidation is not a read that can fall back to the origin.
    */
   async invalidateRedis(redisKeys: string[], tags: string[]): Promise<void> {
+    const message = { keys: redisKeys, tags };
+    // Before any Redis call, and whatever becomes of it: this instance never serves what it was told
+    // is outdated, even when Redis is slow or down.
+    this.dropLocal(message);
     const { prefix } = this.options;
     const timeoutMs = Math.max(this.options.timeoutMs, 2000);
     // `key`: undefined for the calls that span slots.
     const slow = <T>(key: string | undefined, op: () => Promise<T>) =>
       guarded(this.redis, op, { ...this.guard, timeoutMs, key });
-    const members = await Promise.all(
+    // Settled one by one: a tag set already taken has lost its member list, so its entries must go
+    // even if another tag's slot failed.
+    const taken = await Promise.allSettled(
       tags.map((tag) => slow(tagKey(prefix, tag), () => takeTag(this.redis, tagKey(prefix, tag)))),
     );
+    const failed = taken.find((result) => result.status === 'rejected');
+    // Nothing taken, nothing lost: no point waiting on a Redis that just failed for the rest.
+    if (failed && taken.every((result) => result.status === 'rejected')) throw failed.reason;
     const doomed = new Set(redisKeys);
-    for (const list of members) for (const key of list) doomed.add(key);
-    this.dropLocal({ keys: redisKeys, tags });
+    for (const result of taken)
+      if (result.status === 'fulfilled') for (const key of result.value) doomed.add(key);
     if (doomed.size > 0) await slow(undefined, () => unlinkKeys(this.redis, [...doomed]));
-    if (this.bus) await slow(undefined, () => this.bus!.publish({ keys: redisKeys, tags }));
+    // A read between the first drop and the unlink may have brought an old entry back from Redis.
+    this.dropLocal(message);
+    if (this.bus) await slow(undefined, () => this.bus!.publish(message));
+    if (failed) throw failed.reason;
     this.event('invalidate', { keys: redisKeys.length, tags: tags.length, deleted: doomed.size });
   }
 

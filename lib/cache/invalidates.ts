@@ -1,11 +1,18 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { refusedChunkError } from '../chunks';
+import { MAX_TIMER_MS } from '../duration';
 import { optionError } from '../errors';
 import type { CacheLogger } from './options';
 import type { Cache, InvalidateTarget } from './wrap';
 
+/** An invalidation is up to three round trips in a row: take the tag sets, unlink, publish. */
+const HOLD_ROUND_TRIPS = 3;
+
 /**
  * Middleware for write routes: once the route answers 2xx, invalidates what `select` returns and
- * only then lets the response finish, so the client's next read cannot see the old entry.
+ * only then lets the response finish, so the client's next read cannot see the old entry. The wait is
+ * bounded by three times the cache's `timeout`: past that (Redis slow or down) the response goes out
+ * and the invalidation goes on behind it.
  */
 export function invalidatesMiddleware(
   cache: Cache,
@@ -14,23 +21,41 @@ export function invalidatesMiddleware(
 ): RequestHandler {
   if (typeof select !== 'function') throw optionError('invalidates', 'takes a function (req, res) => tags');
   return function cacheInvalidate(req: Request, res: Response, next: NextFunction): void {
-    const end = res.end;
+    const end = res.end as (...a: unknown[]) => Response;
     res.end = function (this: Response, ...args: unknown[]) {
-      res.end = end;
-      if (this.statusCode < 200 || this.statusCode >= 300)
-        return (end as (...a: unknown[]) => Response).apply(this, args);
+      res.end = end as Response['end'];
+      // A chunk Node refuses makes its end() throw: it must throw now, inside the route, so Express's
+      // error handler answers as it would without the kit; deferred, nobody could catch it.
+      if (this.statusCode < 200 || this.statusCode >= 300 || refusedChunkError(args[0])) {
+        return end.apply(this, args);
+      }
       let target: InvalidateTarget;
       try {
         const selected = select(req, res);
         target = Array.isArray(selected) ? { tags: selected } : selected;
       } catch (error) {
         logger.warn({ error }, 'the invalidates() selector threw; nothing invalidated');
-        return (end as (...a: unknown[]) => Response).apply(this, args);
+        return end.apply(this, args);
       }
+      let ended = false;
+      const finish = () => {
+        if (ended) return;
+        ended = true;
+        clearTimeout(timer);
+        try {
+          end.apply(this, args);
+        } catch (error) {
+          // The route has returned, so Express can no longer answer with its error handler.
+          this.destroy(error as Error);
+        }
+      };
+      // A write must not hang on a slow Redis: this instance's L1 is already dropped (invalidate() does
+      // that first), and the Redis part finishes in the background.
+      const timer = setTimeout(finish, Math.min(HOLD_ROUND_TRIPS * cache.options.timeoutMs, MAX_TIMER_MS));
       cache
         .invalidate(target)
         .catch((error) => logger.warn({ error }, 'invalidation failed; entries expire on their TTL'))
-        .finally(() => (end as (...a: unknown[]) => Response).apply(this, args));
+        .then(finish);
       return this;
     } as Response['end'];
     next();

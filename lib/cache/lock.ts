@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { guarded } from '../breaker';
 import { checkClient, type RedisClient } from '../client';
 import { type Duration, MAX_TIMER_MS, toMs } from '../duration';
+import { RedisUnavailableError } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX, taggedKey } from '../keys';
 import { defineScript, runScript } from '../scripts';
 
@@ -32,6 +33,38 @@ export async function acquireLock(
   ttlMs: number,
 ): Promise<boolean> {
   return (await redis.set(key, token, 'PX', ttlMs, 'NX')) === 'OK';
+}
+
+/**
+ * Runs `send`, a command that may take the lock `key` for `token`, through `call` (a guarded call).
+ * A call that gave up without an answer (Redis slow, not down) may still run once Redis catches up
+ * and leave a lock nobody owns for its whole TTL, so the next caller would wait for nothing: the token
+ * is released once the command has settled. After the reply, so the release cannot overtake the
+ * script re-sent on NOSCRIPT; straight on the client, because by then the caller has moved on and an
+ * open breaker must not skip it.
+ */
+export async function mayTakeLock<T>(
+  redis: RedisClient,
+  key: string,
+  token: string,
+  call: (operation: () => Promise<T>) => Promise<T>,
+  send: () => Promise<T>,
+): Promise<T> {
+  let sent: Promise<T> | undefined;
+  try {
+    return await call(() => {
+      sent = send();
+      return sent;
+    });
+  } catch (error) {
+    if (sent && error instanceof RedisUnavailableError) {
+      const release = () => {
+        releaseLock(redis, key, token).catch(() => {});
+      };
+      sent.then(release, release);
+    }
+    throw error;
+  }
 }
 
 export async function releaseLock(redis: RedisClient, key: string, token: string): Promise<boolean> {
@@ -141,7 +174,8 @@ export async function withLock<T>(
 
   const deadline = Date.now() + waitMs;
   let delay = 10;
-  while (!(await call(() => acquireLock(redis, key, token, ttlMs)))) {
+  const take = () => mayTakeLock(redis, key, token, call, () => acquireLock(redis, key, token, ttlMs));
+  while (!(await take())) {
     if (Date.now() >= deadline) throw new LockBusyError(name);
     await sleep(Math.min(delay, Math.max(1, deadline - Date.now())));
     delay = Math.min(delay * 2, 200);

@@ -5,9 +5,9 @@ import { type Captured, captureResponse, type Originals } from './capture';
 import type { Entry } from './entry';
 import { hasSessionCookie, storedHeaders } from './http';
 import { invalidatesMiddleware } from './invalidates';
-import { defaultKey, entryKey, headerValue, lockKeyOf, withVary } from './key';
+import { defaultKey, entryKey, headerValue, withVary } from './key';
 import { type Rec, toRec } from './l1';
-import { acquireLock, newToken } from './lock';
+import { newToken } from './lock';
 import { type CacheResponseOptions, resolveResponseOptions } from './options';
 import { refreshTicketOf, replay } from './refresh';
 import { respond, type XCache } from './respond';
@@ -343,9 +343,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
       }
     }
     const token = newToken();
-    const locked = await cache.call(redisKey, () =>
-      acquireLock(cache.redis, lockKeyOf(redisKey), token, lockTimeoutMs),
-    );
+    const locked = await cache.tryLock(redisKey, token);
     if (!locked) return done();
     event('refresh', key);
     const started = replay(req, { token, done }, (error) =>

@@ -49,7 +49,9 @@ export function replay(req: Request, ticket: RefreshTicket, onError: (error: unk
   // Without a socket, a ServerResponse keeps every byte and reports backpressure past 16 KiB with a
   // 'drain' that never comes: a piped body (res.sendFile, stream.pipe) would stall for good. The
   // cache copies what the route writes before it reaches here, so the wire bytes can go nowhere.
-  res.assignSocket(new Writable({ highWaterMark: Number.MAX_SAFE_INTEGER, write: (_c, _e, cb) => cb() }) as Socket);
+  res.assignSocket(
+    new Writable({ highWaterMark: Number.MAX_SAFE_INTEGER, write: (_c, _e, cb) => cb() }) as Socket,
+  );
   try {
     handle.call(app, fake, res, (error?: unknown) => {
       // The chain ended without an answer (no route, or an error): nothing to store. 'close' tells

@@ -2,9 +2,9 @@ import { toMs } from '../duration';
 import { optionError } from '../errors';
 import { type Acquired, CacheCore } from './core';
 import { type Entry, NEGATIVE_NULL, NEGATIVE_UNDEFINED } from './entry';
-import { lockKeyOf, valueKey } from './key';
+import { valueKey } from './key';
 import { isRec, type Rec, toRec } from './l1';
-import { acquireLock, newToken } from './lock';
+import { newToken } from './lock';
 import { type CreateCacheOptions, resolveCacheOptions, type Serializer, type WrapOptions } from './options';
 
 /** What to invalidate: entries by tag and/or by the keys they were cached under. */
@@ -80,8 +80,15 @@ export class Cache extends CacheCore {
     if (result.rec) return this.decode(result.rec, o);
     // Nothing was stored (Redis down, or an uncacheable value): copy through the serializer.
     if (result.value === null || result.value === undefined) return result.value as T;
-    const raw = o.serializer.serialize(result.value as T);
-    return o.serializer.deserialize(typeof raw === 'string' ? Buffer.from(raw) : raw);
+    try {
+      const raw = o.serializer.serialize(result.value as T);
+      if (typeof raw !== 'string' && !Buffer.isBuffer(raw)) return result.value as T;
+      return o.serializer.deserialize(typeof raw === 'string' ? Buffer.from(raw) : raw);
+    } catch {
+      // A value the serializer cannot handle was returned uncached; it cannot be copied either, and
+      // failing a caller that only waited would be worse than sharing it.
+      return result.value as T;
+    }
   }
 
   /** Deletes entries by tag and/or key in Redis and in every instance's L1. */
@@ -116,7 +123,14 @@ export class Cache extends CacheCore {
     }
     if (acquired.kind === 'bypass') {
       this.event('bypass', { key: redisKey, error: acquired.error as Error });
-      return { value: await fn(), rec: undefined };
+      try {
+        return { value: await fn(), rec: undefined };
+      } catch (error) {
+        // Redis being down is when the L1 copy matters most.
+        const stale = this.staleIfError(redisKey, local, error, o);
+        if (stale) return stale;
+        throw error;
+      }
     }
     this.event('miss', { key: redisKey });
     const fallback = newest(acquired.stale, local);
@@ -127,14 +141,21 @@ export class Cache extends CacheCore {
     } catch (error) {
       stop();
       this.releaseFill(redisKey, acquired.token);
-      if (fallback && Date.now() < fallback.expiresAt && fallback.entry.sieMs > 0) {
-        this.event('stale-if-error', { key: redisKey, error: error as Error });
-        return { value: this.decode(fallback, o), rec: fallback };
-      }
+      const stale = this.staleIfError(redisKey, fallback, error, o);
+      if (stale) return stale;
       throw error;
     }
     stop();
-    const entry = toEntry(value, o, (ms) => this.jittered(ms));
+    let entry: Entry | undefined;
+    try {
+      entry = toEntry(value, o, (ms) => this.jittered(ms));
+    } catch (error) {
+      // fn did its work; only caching failed. The marker spares waiters in other processes a queue of
+      // fills that would all fail the same way.
+      this.releaseUncacheable(redisKey, acquired.token);
+      this.unserializable(redisKey, error);
+      return { value, rec: undefined };
+    }
     if (!entry) {
       this.releaseUncacheable(redisKey, acquired.token);
       return { value, rec: undefined };
@@ -145,17 +166,33 @@ export class Cache extends CacheCore {
     return { value, rec };
   }
 
+  /** The stale-if-error answer from `fallback`, if it is still within that window. */
+  private staleIfError<T>(
+    redisKey: string,
+    fallback: Rec | undefined,
+    error: unknown,
+    o: ResolvedWrap<T>,
+  ): Flight | undefined {
+    if (!fallback || Date.now() >= fallback.expiresAt || fallback.entry.sieMs <= 0) return undefined;
+    this.event('stale-if-error', { key: redisKey, error: error as Error });
+    return { value: this.decode(fallback, o), rec: fallback };
+  }
+
+  private unserializable(redisKey: string, error: unknown): void {
+    this.options.logger.warn(
+      { key: redisKey, error },
+      'cache.wrap could not serialize the value; returned it uncached',
+    );
+    this.event('uncacheable', { key: redisKey, reason: 'serializer', error: error as Error });
+  }
+
   /** Background refresh of a stale value: once per process (flag) and once across processes (lock). */
   private refresh<T>(redisKey: string, fn: () => T | Promise<T>, o: ResolvedWrap<T>): void {
     if (this.refreshing.has(redisKey)) return;
     this.refreshing.add(redisKey);
     const token = newToken();
     const run = async () => {
-      const lockKey = lockKeyOf(redisKey);
-      if (
-        !(await this.call(lockKey, () => acquireLock(this.redis, lockKey, token, this.options.lockTimeoutMs)))
-      )
-        return;
+      if (!(await this.tryLock(redisKey, token))) return;
       const generation = this.l1?.generation ?? 0;
       const stop = this.holdLock(redisKey, token);
       let value: T;
@@ -167,7 +204,14 @@ export class Cache extends CacheCore {
       } finally {
         stop();
       }
-      const entry = toEntry(value, o, (ms) => this.jittered(ms));
+      let entry: Entry | undefined;
+      try {
+        entry = toEntry(value, o, (ms) => this.jittered(ms));
+      } catch (error) {
+        this.releaseFill(redisKey, token);
+        this.unserializable(redisKey, error);
+        return;
+      }
       if (!entry) return this.releaseFill(redisKey, token);
       this.event('refresh', { key: redisKey });
       if (await this.store(redisKey, entry, token, undefined)) {

@@ -1,0 +1,106 @@
+import type Redis from 'ioredis';
+import { createCache } from '../../lib/cache';
+import { lockKeyOf, valueKey } from '../../lib/cache/key';
+import { captureEvents } from '../helpers/events';
+import { eventually, useRedisServer } from '../helpers/redis';
+import { quietLogger, sleep } from './helpers';
+
+const redis = useRedisServer();
+let admin: Redis;
+beforeAll(() => {
+  admin = redis.plain();
+});
+beforeEach(async () => {
+  await admin.flushall();
+});
+
+describe('cache.wrap with a value its serializer cannot store', () => {
+  it('returns the value uncached, warns, and leaves no lock for the next call to wait on', async () => {
+    const logger = quietLogger();
+    const cache = createCache({ redis: redis.client(), l1: false, lockTimeout: '3s', logger });
+    const events = captureEvents('cache');
+    try {
+      const value = await cache.wrap('k', () => ({ id: 1n }), { ttl: '1m' });
+      expect(value).toEqual({ id: 1n });
+      expect(logger.warnings.map((w) => w.message)).toEqual([
+        'cache.wrap could not serialize the value; returned it uncached',
+      ]);
+      const uncacheable = events.events.filter((e) => e.type === 'uncacheable');
+      expect(uncacheable).toMatchObject([{ reason: 'serializer', key: valueKey('erk:', 'k') }]);
+      await eventually(
+        async () => (await admin.exists(lockKeyOf(valueKey('erk:', 'k')))) === 0,
+        'the fill lock to be released',
+        1000,
+      );
+
+      const started = Date.now();
+      expect(await cache.wrap('k', () => 'fine', { ttl: '1m' })).toBe('fine');
+      expect(Date.now() - started).toBeLessThan(1000);
+      expect(await cache.wrap('k', () => 'not called', { ttl: '1m' })).toBe('fine');
+    } finally {
+      events.stop();
+    }
+  });
+
+  it('also when a custom serializer returns something that is not a string or Buffer', async () => {
+    const cache = createCache({ redis: redis.client(), l1: false, lockTimeout: '3s', logger: quietLogger() });
+    const serializer = {
+      serialize: () => undefined as unknown as string,
+      deserialize: (raw: Buffer) => raw.toString(),
+    };
+    expect(await cache.wrap('k', () => 'x', { ttl: '1m', serializer })).toBe('x');
+    const started = Date.now();
+    expect(await cache.wrap('k', () => 'y', { ttl: '1m' })).toBe('y');
+    expect(Date.now() - started).toBeLessThan(1000);
+  });
+
+  it('gives callers coalesced behind it the value too, running fn once', async () => {
+    const cache = createCache({ redis: redis.client(), l1: false, logger: quietLogger() });
+    let calls = 0;
+    const fn = async () => {
+      calls++;
+      await sleep(30);
+      return { id: 7n };
+    };
+    const results = await Promise.all([1, 2, 3].map(() => cache.wrap('shared', fn, { ttl: '1m' })));
+    expect(results).toEqual([{ id: 7n }, { id: 7n }, { id: 7n }]);
+    expect(calls).toBe(1);
+  });
+});
+
+describe('cache.wrap staleIfError when Redis is down', () => {
+  it('returns the stale value L1 still holds when fn throws, within the staleIfError window', async () => {
+    const client = redis.client();
+    const cache = createCache({ redis: client, l1: { max: 10 }, jitter: 0, logger: quietLogger() });
+    await cache.ready();
+    const options = { ttl: 200, staleIfError: '1m' };
+    const noStale = { ttl: 200 };
+    expect(await cache.wrap('k', () => 'value', options)).toBe('value');
+    expect(await cache.wrap('plain', () => 'value', noStale)).toBe('value');
+    await sleep(300);
+    const events = captureEvents('cache');
+    await redis.server.kill();
+    try {
+      const failing = () => {
+        throw new Error('db down');
+      };
+      expect(await cache.wrap('k', failing, options)).toBe('value');
+      expect(events.events.filter((e) => e.type === 'stale-if-error')).toMatchObject([
+        { key: valueKey('erk:', 'k') },
+      ]);
+      // Without staleIfError, or once fn works again, nothing stale is served.
+      await expect(cache.wrap('plain', failing, noStale)).rejects.toThrow('db down');
+      expect(await cache.wrap('k', () => 'fresh', options)).toBe('fresh');
+    } finally {
+      events.stop();
+      await redis.server.restart();
+      // Every connection back before the file closes them, or a reconnect attempt outlives the test.
+      await eventually(() => client.status === 'ready', 'the client to reconnect');
+      await eventually(
+        async () => Number((await admin.pubsub('NUMSUB', 'erk:cache:bus'))[1]) > 0,
+        'the invalidation bus to resubscribe',
+      );
+      await cache.close();
+    }
+  });
+});
