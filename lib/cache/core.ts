@@ -13,14 +13,18 @@ import { addToTag, lookup, markNoStore, storeEntry, takeTag, unlinkKeys } from '
 
 export type Fetched =
   | { kind: 'hit'; rec: Rec; key: string }
-  | { kind: 'miss'; locked: boolean; noStore: boolean }
+  /** `now`: Redis time of the lookup, when known. */
+  | { kind: 'miss'; locked: boolean; noStore: boolean; now?: number }
   | { kind: 'corrupt' };
 
 /** Outcome of waiting for an entry on a miss. */
 export type Acquired =
   | { kind: 'hit'; rec: Rec }
-  /** Run the origin and store; `token` owns the fill lock ('' when none is held). */
-  | { kind: 'fill'; token: string; stale: Rec | undefined }
+  /**
+   * Run the origin and store; `token` owns the fill lock ('' when none is held); `since`: Redis time
+   * of the lookup that found the miss (the store skips tags invalidated after it).
+   */
+  | { kind: 'fill'; token: string; stale: Rec | undefined; since?: number }
   | { kind: 'bypass'; error: unknown };
 
 const MAX_LEARNED_VARY = 32;
@@ -159,17 +163,19 @@ export class CacheCore {
         } else if (found.kind === 'corrupt') {
           return { kind: 'fill', token: '', stale: undefined };
         } else if (found.locked) {
-          return { kind: 'fill', token, stale };
+          return { kind: 'fill', token, stale, since: found.now };
         } else if (found.noStore) {
           // The last fill was uncacheable: queueing on the lock would run the origin one at a time.
-          return { kind: 'fill', token: '', stale };
+          return { kind: 'fill', token: '', stale, since: found.now };
         }
         if (!waited) {
           waited = true;
           this.event('lock-wait', { key: redisKey });
         }
         // A live holder keeps extending its lock; this cap only guards against one that never finishes.
-        if (Date.now() > giveUpAt) return { kind: 'fill', token: '', stale };
+        if (Date.now() > giveUpAt) {
+          return { kind: 'fill', token: '', stale, since: found.kind === 'miss' ? found.now : undefined };
+        }
         await sleep(delay);
         delay = Math.min(delay * 2, 100);
       }
@@ -191,6 +197,14 @@ export class CacheCore {
       (op) => this.call(redisKey, op),
       () => acquireLock(this.redis, lockKey, token, this.options.lockTimeoutMs),
     );
+  }
+
+  /**
+   * How long a tag remembers its last invalidation, for fills that started before it and store after:
+   * longer than any fill is expected to run (at least a minute).
+   */
+  private get invalidationMarkMs(): number {
+    return Math.max(60_000, 3 * this.options.lockTimeoutMs);
   }
 
   /** Keeps the fill lock alive while the origin runs; returns the stop function. */
@@ -237,35 +251,48 @@ export class CacheCore {
     entry: Entry,
     token: string,
     vary: { names: readonly string[]; values: readonly string[] } | undefined,
+    since?: number,
   ): Promise<boolean> {
     try {
       const raw = encodeEntry(entry);
       const generation = randomBytes(6).toString('base64url');
-      const written = this.strip(
-        await this.call(redisKey, () =>
-          storeEntry(
-            this.redis,
-            redisKey,
-            lockKeyOf(redisKey),
-            raw,
-            entry.ttlMs,
-            token,
-            vary?.names ?? [],
-            vary?.values ?? [],
-            generation,
-          ),
+      const reply = await this.call(redisKey, () =>
+        storeEntry(
+          this.redis,
+          redisKey,
+          lockKeyOf(redisKey),
+          raw,
+          entry.ttlMs,
+          token,
+          vary?.names ?? [],
+          vary?.values ?? [],
+          generation,
         ),
       );
+      if (reply === '') {
+        // The fill lost its lock, most likely to an invalidation while the origin ran: what it read
+        // may be older than the write that invalidated it, so it must not become the entry.
+        this.event('store-dropped', { key: redisKey, reason: 'lock-lost' });
+        return false;
+      }
+      const written = this.strip(reply);
       if (entry.tags.length > 0) {
         const members = written === redisKey ? [redisKey] : [redisKey, written];
         const { prefix } = this.options;
-        await Promise.all(
+        const added = await Promise.all(
           entry.tags.map((tag) =>
             this.call(tagKey(prefix, tag), () =>
-              addToTag(this.redis, tagKey(prefix, tag), entry.ttlMs, members),
+              addToTag(this.redis, tagKey(prefix, tag), entry.ttlMs, members, since),
             ),
           ),
         );
+        if (added.includes(false)) {
+          // A tag was invalidated while the origin ran (a first fill, so no lock of it was known to the
+          // invalidation): the entry may show data older than that write. Take it back.
+          await this.call(redisKey, () => unlinkKeys(this.redis, members));
+          this.event('store-dropped', { key: redisKey, reason: 'invalidated' });
+          return false;
+        }
       }
       this.event('store', { key: redisKey, bytes: raw.length });
       return true;
@@ -295,7 +322,9 @@ export class CacheCore {
     // Settled one by one: a tag set already taken has lost its member list, so its entries must go
     // even if another tag's slot failed.
     const taken = await Promise.allSettled(
-      tags.map((tag) => slow(tagKey(prefix, tag), () => takeTag(this.redis, tagKey(prefix, tag)))),
+      tags.map((tag) =>
+        slow(tagKey(prefix, tag), () => takeTag(this.redis, tagKey(prefix, tag), this.invalidationMarkMs)),
+      ),
     );
     const failed = taken.find((result) => result.status === 'rejected');
     // Nothing taken, nothing lost: no point waiting on a Redis that just failed for the rest.
@@ -303,6 +332,9 @@ export class CacheCore {
     const doomed = new Set(redisKeys);
     for (const result of taken)
       if (result.status === 'fulfilled') for (const key of result.value) doomed.add(key);
+    // A fill running now may have read the data before the write behind this invalidation: taking
+    // its lock away makes its store a no-op (the store script checks the lock is still its own).
+    for (const key of [...doomed]) doomed.add(lockKeyOf(key));
     if (doomed.size > 0) await slow(undefined, () => unlinkKeys(this.redis, [...doomed]));
     // A read between the first drop and the unlink may have brought an old entry back from Redis.
     this.dropLocal(message);

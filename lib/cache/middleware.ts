@@ -192,7 +192,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
       serve(req, res, rec, 'STALE', now, 'stale', key);
       return refresh(req, key, redisKey);
     }
-    fill(req, res, next, key, redisKey, acquired.token, acquired.stale, settle);
+    fill(req, res, next, key, redisKey, acquired.token, acquired.stale, settle, acquired.since);
   }
 
   /** Runs the origin, teeing its response into the cache. */
@@ -205,6 +205,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     token: string,
     stale: Rec | undefined,
     settle: (result: FlightResult) => void,
+    since?: number,
   ): void {
     const before = res.getHeaders();
     const generation = l1?.generation ?? 0;
@@ -257,7 +258,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
         settle({ rec, headers: req.headers });
         const vary =
           names.length > 0 ? { names, values: names.map((n) => headerValue(req.headers, n)) } : undefined;
-        void cache.store(redisKey, entry, token, vary);
+        void cache.store(redisKey, entry, token, vary, since);
       },
     );
     next();

@@ -1,5 +1,5 @@
 import { isCluster, type RedisClient } from '../client';
-import { defineScript, runScript, runScriptBuffer } from '../scripts';
+import { defineScript, LUA_NOW_MS, runScript, runScriptBuffer } from '../scripts';
 
 /**
  * Redis layout (all keys carry a TTL):
@@ -8,21 +8,23 @@ import { defineScript, runScript, runScriptBuffer } from '../scripts';
  *   <prefix>c:{<key>}:lock         fill lock (single-flight across processes)
  *   <prefix>c:{<key>}:nostore      the last fill was uncacheable: misses skip the lock for a while
  *   <prefix>t:{<tag>}              set of the entry keys carrying the tag
+ *   <prefix>t:{<tag>}:inv          Redis time (ms) of the tag's last invalidation, for a while
  * A marker, its variants and its lock share the entry's {hash tag}, so lookup and store are one
  * script in one slot. Deleting the marker orphans its variants for good: a new marker gets a new
  * generation, so old variants can never be served again (they expire on their TTL).
  */
 
 // KEYS: entry, lock, no-store marker. ARGV: lock token ('' = don't lock), lock ttl, then request
-// header name/value pairs. Replies {1, value, pttl, key} | {0, locked, nostore} | {2, names} (marker
-// needs header values not sent).
+// header name/value pairs. Replies {1, value, pttl, key} | {0, locked, nostore, now ms} | {2, names}
+// (marker needs header values not sent). A fill's store checks its tags were not invalidated since `now`.
 const LOOKUP = defineScript(
   'cache_lookup',
   3,
   `local function miss()
-  if redis.call('EXISTS', KEYS[3]) == 1 then return {0, 0, 1} end
-  if ARGV[1] ~= '' and redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, 1, 0} end
-  return {0, 0, 0}
+  ${LUA_NOW_MS}
+  if redis.call('EXISTS', KEYS[3]) == 1 then return {0, 0, 1, now_ms} end
+  if ARGV[1] ~= '' and redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, 1, 0, now_ms} end
+  return {0, 0, 0, now_ms}
 end
 local key = KEYS[1]
 local v = redis.call('GET', key)
@@ -47,11 +49,14 @@ return {1, v, redis.call('PTTL', key), key}`,
 );
 
 // KEYS: entry, lock. ARGV: value, ttl ms, lock token ('' = none), vary names csv ('' = none),
-// new generation, then the request header values in names order. Returns the key written.
+// new generation, then the request header values in names order. Returns the key written, or ''
+// when the fill no longer holds its lock: an invalidation deleted it while the origin ran (the value
+// may predate the write that invalidated it), or it expired and another fill took over.
 const STORE = defineScript(
   'cache_store',
   2,
-  `local key = KEYS[1]
+  `if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[3] then return '' end
+local key = KEYS[1]
 local ttl = tonumber(ARGV[2])
 if ARGV[4] ~= '' then
   local cur = redis.call('GET', KEYS[1])
@@ -71,7 +76,7 @@ if ARGV[4] ~= '' then
   key = KEYS[1] .. ':v:' .. gen .. ':' .. redis.sha1hex(table.concat(parts, '\\n'))
 end
 redis.call('SET', key, ARGV[1], 'PX', ttl)
-if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+if ARGV[3] ~= '' then redis.call('DEL', KEYS[2]) end
 return key`,
 );
 
@@ -85,27 +90,36 @@ redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
 return 1`,
 );
 
-// KEYS: tag set. ARGV: ttl ms, member keys. The set lives as long as its longest-lived member.
+// KEYS: tag set, its invalidation marker. ARGV: ttl ms, fill start (Redis ms, '' = unknown), member
+// keys. The set lives as long as its longest-lived member. Returns 0, adding nothing, when the tag was
+// invalidated after the fill started: the value may predate the write behind that invalidation.
 const TAG_ADD = defineScript(
   'cache_tag_add',
-  1,
-  `redis.call('SADD', KEYS[1], unpack(ARGV, 2))
+  2,
+  `if ARGV[2] ~= '' then
+  local inv = redis.call('GET', KEYS[2])
+  if inv and tonumber(inv) >= tonumber(ARGV[2]) then return 0 end
+end
+redis.call('SADD', KEYS[1], unpack(ARGV, 3))
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
 return 1`,
 );
 
-// KEYS: tag set. Reads and deletes it in one step, so two invalidations never both miss a member.
+// KEYS: tag set, its invalidation marker. ARGV: marker ttl ms. Reads and deletes the set in one step,
+// so two invalidations never both miss a member, and notes when, for fills still running.
 const TAG_TAKE = defineScript(
   'cache_tag_take',
-  1,
-  `local members = redis.call('SMEMBERS', KEYS[1])
+  2,
+  `${LUA_NOW_MS}
+local members = redis.call('SMEMBERS', KEYS[1])
 redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[2], now_ms, 'PX', ARGV[1])
 return members`,
 );
 
 export type LookupReply =
   | { kind: 'hit'; raw: Buffer; pttl: number; key: string }
-  | { kind: 'miss'; locked: boolean; noStore: boolean }
+  | { kind: 'miss'; locked: boolean; noStore: boolean; now: number }
   | { kind: 'vary'; names: string[] };
 
 /**
@@ -131,7 +145,7 @@ export async function lookup(
     return { kind: 'hit', raw: reply[1] as Buffer, pttl: Number(reply[2]), key: String(reply[3]) };
   }
   if (reply[0] === 2) return { kind: 'vary', names: String(reply[1]).split(',') };
-  return { kind: 'miss', locked: reply[1] === 1, noStore: reply[2] === 1 };
+  return { kind: 'miss', locked: reply[1] === 1, noStore: reply[2] === 1, now: Number(reply[3]) };
 }
 
 /** Releases the fill lock of an uncacheable fill and leaves the no-store marker: one script. */
@@ -145,7 +159,10 @@ export function markNoStore(
   return runScript<number>(redis, NO_STORE, [lockKey, noStoreKey], [token, ttlMs]);
 }
 
-/** Writes an entry (or a variant behind its marker), releasing the fill lock when `token` owns it. */
+/**
+ * Writes an entry (or a variant behind its marker) and releases the fill lock, if `token` (when
+ * given) still owns it. Resolves '' when it did not, and nothing was written.
+ */
 export function storeEntry(
   redis: RedisClient,
   key: string,
@@ -165,12 +182,28 @@ export function storeEntry(
   );
 }
 
-export function addToTag(redis: RedisClient, tagRedisKey: string, ttlMs: number, members: readonly string[]) {
-  return runScript(redis, TAG_ADD, [tagRedisKey], [ttlMs, ...members]);
+/** The marker of a tag's last invalidation, in the tag's slot. */
+const invalidatedKeyOf = (tagRedisKey: string) => `${tagRedisKey}:inv`;
+
+/** Adds members to a tag set; false (nothing added) when the tag was invalidated since `since`. */
+export async function addToTag(
+  redis: RedisClient,
+  tagRedisKey: string,
+  ttlMs: number,
+  members: readonly string[],
+  since: number | undefined,
+): Promise<boolean> {
+  const added = await runScript<number>(
+    redis,
+    TAG_ADD,
+    [tagRedisKey, invalidatedKeyOf(tagRedisKey)],
+    [ttlMs, since ?? '', ...members],
+  );
+  return Number(added) === 1;
 }
 
-export function takeTag(redis: RedisClient, tagRedisKey: string): Promise<string[]> {
-  return runScript<string[]>(redis, TAG_TAKE, [tagRedisKey], []);
+export function takeTag(redis: RedisClient, tagRedisKey: string, markerTtlMs: number): Promise<string[]> {
+  return runScript<string[]>(redis, TAG_TAKE, [tagRedisKey, invalidatedKeyOf(tagRedisKey)], [markerTtlMs]);
 }
 
 /**

@@ -160,7 +160,7 @@ export class Cache extends CacheCore {
       this.releaseUncacheable(redisKey, acquired.token);
       return { value, rec: undefined };
     }
-    const stored = await this.store(redisKey, entry, acquired.token, undefined);
+    const stored = await this.store(redisKey, entry, acquired.token, undefined, acquired.since);
     const rec = toRec(entry, redisKey, 0, Date.now());
     if (stored) this.l1?.set(redisKey, rec, Date.now(), generation);
     return { value, rec };

@@ -1,0 +1,102 @@
+import express from 'express';
+import request from 'supertest';
+import { cacheResponse, createCache } from '../../lib/cache';
+import type { RedisClient } from '../../lib/client';
+import { captureEvents } from '../helpers/events';
+import { useFlushedClient, useRedisServer } from '../helpers/redis';
+import { quietLogger, sleep } from './helpers';
+
+const redis = useRedisServer();
+let client: RedisClient;
+useFlushedClient(redis, (c) => {
+  client = c;
+});
+
+/**
+ * A product route that reads its value when the request starts and answers 200 ms later, plus a
+ * write route that changes the value and invalidates the tag: the classic read/write race.
+ */
+function productApp() {
+  const state = { value: 'v1' };
+  const products = cacheResponse({
+    redis: client,
+    ttl: '1m',
+    l1: false,
+    tags: () => ['product'],
+    logger: quietLogger(),
+  });
+  const app = express();
+  app.get('/product', products, async (_req, res) => {
+    const read = state.value;
+    await sleep(200);
+    res.json({ value: read });
+  });
+  app.put(
+    '/product',
+    products.invalidates(() => ['product']),
+    (_req, res) => {
+      state.value = 'v2';
+      res.json({ ok: true });
+    },
+  );
+  return { app, products, state };
+}
+
+describe('a fill that read the data before a write is not stored after that write invalidated it', () => {
+  it('tag invalidation during a first fill (nothing cached yet for the tag)', async () => {
+    const { app } = productApp();
+    const events = captureEvents('cache');
+    try {
+      const slowRead = request(app)
+        .get('/product')
+        .then((res) => res); // supertest sends on then()
+      await sleep(50);
+      await request(app).put('/product').expect(200);
+      expect((await slowRead).body).toEqual({ value: 'v1' }); // answered: it started before the write
+      await events.waitFor('store-dropped', 1);
+      const next = await request(app).get('/product');
+      expect(next.headers['x-cache']).toBe('MISS');
+      expect(next.body).toEqual({ value: 'v2' });
+    } finally {
+      events.stop();
+    }
+  });
+
+  it('key invalidation during the refill of an entry', async () => {
+    const { app, products, state } = productApp();
+    await request(app).get('/product');
+    await products.invalidate({ keys: ['GET /product'] });
+    const events = captureEvents('cache');
+    try {
+      const slowRead = request(app)
+        .get('/product')
+        .then((res) => res); // supertest sends on then()
+      await sleep(50);
+      state.value = 'v2';
+      await products.invalidate({ keys: ['GET /product'] });
+      await slowRead;
+      await events.waitFor('store-dropped', 1);
+      expect((await request(app).get('/product')).body).toEqual({ value: 'v2' });
+    } finally {
+      events.stop();
+    }
+  });
+
+  it('cache.wrap: tag invalidation while fn runs', async () => {
+    const cache = createCache({ redis: client, l1: false, logger: quietLogger() });
+    let value = 'v1';
+    const load = async () => {
+      const read = value;
+      await sleep(200);
+      return read;
+    };
+    const first = cache.wrap('report', load, { ttl: '1m', tags: ['reports'] });
+    await sleep(50);
+    value = 'v2';
+    await cache.invalidate({ tags: ['reports'] });
+    expect(await first).toBe('v1');
+    await sleep(50);
+    expect(await cache.wrap('report', load, { ttl: '1m', tags: ['reports'] })).toBe('v2');
+    await cache.close();
+  });
+});
