@@ -96,6 +96,26 @@ describe('idempotency lifecycle', () => {
     expect(second.statusText).toBe('Order Placed');
   });
 
+  it('keeps writeHead wrappers of middleware mounted after it (on-headers style, e.g. response-time)', async () => {
+    const redis = redisServer.client();
+    const responseTime: express.RequestHandler = (_req, res, next) => {
+      const writeHead = res.writeHead as (...args: unknown[]) => express.Response;
+      res.writeHead = function (this: express.Response, ...args: unknown[]) {
+        this.setHeader('X-Response-Time', '1ms');
+        return writeHead.apply(this, args);
+      } as express.Response['writeHead'];
+      next();
+    };
+    const app = express();
+    app.post('/orders', idempotency({ redis }), responseTime, (_req, res) => {
+      res.status(201).json({ ok: true });
+    });
+    const url = `${await servers.listen(app)}/orders`;
+    const first = await send(url, { key: freshKey() });
+    expect(first.status).toBe(201);
+    expect(first.headers.get('x-response-time')).toBe('1ms');
+  });
+
   it('sends what it stored when code after the answer tries to answer again (a throw, a second send)', async () => {
     const redis = redisServer.client();
     const app = orderApp(idempotency({ redis }), (req, res) => {

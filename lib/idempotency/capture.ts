@@ -181,13 +181,16 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
     const lateWriteHead = function writeHead(this: Response) {
       return this;
     } as Response['writeHead'];
+    // Middleware mounted after this one may have wrapped writeHead (on-headers: compression,
+    // response-time…): the deferred end() must still go through that wrapper.
+    const headWas = res.writeHead;
     res.write = lateWrite;
     res.end = lateEnd;
     res.writeHead = lateWriteHead;
     const finish = () => {
       res.write = originalWrite;
       res.end = originalEnd;
-      res.writeHead = originalWriteHead;
+      res.writeHead = headWas === writeHead ? originalWriteHead : headWas;
       // Ended by a path around res.end (a bug, but not ours to turn into an 'error' event).
       if (res.writableEnded) {
         dropLate(args);
