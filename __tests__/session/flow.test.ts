@@ -6,6 +6,8 @@ import { sessionKey, userIndexKey } from '../../lib/session/scripts';
 import { eventually, useRedisServer } from '../helpers/redis';
 import { sessionApp, sessionCookie, sidOf } from './app';
 
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
 const SECRET = 'a-test-secret-that-is-long-enough-0001';
 const redisServer = useRedisServer();
 
@@ -174,6 +176,28 @@ describe('redisSession login, logout and the per-user index', () => {
     await sessions.store.save(sid, session as never);
     expect(await redis.hget(sessionKey('erk:', sid), 'd')).toBeNull();
     expect(await sessions.list('late')).toEqual([]);
+  });
+
+  it('a request that outlives a logoutAll and its tombstone cannot bring the session back', async () => {
+    const redis = redisServer.client() as Redis;
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const sessions = redisSession({ redis, secret: SECRET, ttl: '1h' });
+    const app = sessionApp(sessions, { beforeWrite: () => gate });
+    const agent = request.agent(app);
+    const cookie = sessionCookie(await agent.post('/login/slow').expect(200))!;
+    const key = sessionKey('erk:', sidOf(cookie));
+    const inFlight = agent.post('/count').then((res) => res); // supertest sends on then()
+    await sleep(100); // the request has read the session and waits in the handler
+    expect(await sessions.logoutAll('slow')).toBe(1);
+    await redis.del(key); // as if the tombstone had expired: the request outlived it
+    release();
+    await inFlight;
+    expect(await redis.exists(key)).toBe(0);
+    expect(await sessions.list('slow')).toEqual([]);
+    expect((await agent.get('/me')).body.userId).toBeNull();
   });
 
   it('list shows each live session with a non-reversible id, and stays right after one expires on its own', async () => {

@@ -46,11 +46,15 @@ end
 redis.call('PEXPIRE', KEYS[1], ttl)
 `;
 
-/** KEYS: session. ARGV: data JSON, ttl ms, user id or '', user agent or ''. → {refresh|-1, now} */
+/**
+ * KEYS: session. ARGV: data JSON, ttl ms, user id or '', user agent or '', '1' when the session must
+ * already exist (it was read from Redis in this request). → {refresh|-1, now}
+ */
 export const SAVE = defineScript(
   'session_save',
   1,
   `if redis.call('HEXISTS', KEYS[1], 'x') == 1 then return {-1, 0} end
+if ARGV[5] == '1' and redis.call('HEXISTS', KEYS[1], 'd') == 0 then return {-1, 0} end
 ${LUA_NOW_MS}
 local ttl = tonumber(ARGV[2])
 local uid = ARGV[3]

@@ -32,7 +32,8 @@ export class KitSessionStore extends Store {
    */
   private readonly persisted = new WeakMap<object, string>();
   /** Requests whose session came from Redis (rather than being generated fresh). */
-  private readonly loaded = new WeakSet<object>();
+  /** Request → the session id read from Redis for it. */
+  private readonly loaded = new WeakMap<object, string>();
   /** Session data whose expiry `readAndSlide()` already slid. */
   private readonly touchedOnLoad = new WeakSet<object>();
 
@@ -108,7 +109,7 @@ export class KitSessionStore extends Store {
   }
 
   override createSession(req: Request, data: SessionData) {
-    this.loaded.add(req);
+    this.loaded.set(req, req.sessionID);
     const touched = this.touchedOnLoad.has(data);
     const session = super.createSession(req, data);
     if (touched) this.markPersisted(session);
@@ -118,6 +119,11 @@ export class KitSessionStore extends Store {
   /** Whether this request's session was read from Redis (not generated for it). */
   wasLoaded(req: Request): boolean {
     return this.loaded.has(req);
+  }
+
+  /** Whether `sid` is the session that was read from Redis for `req` (not one generated since). */
+  private loadedAs(req: Request | undefined, sid: string): boolean {
+    return req !== undefined && this.loaded.get(req) === sid;
   }
 
   /** Marks a session as already written (or touched) during this request. */
@@ -137,8 +143,12 @@ export class KitSessionStore extends Store {
     const req = (session as { req?: Request }).req;
     const userAgent = (req?.headers?.['user-agent'] ?? '').slice(0, MAX_USER_AGENT);
     const key = sessionKey(prefix, sid);
+    // A session read from Redis must still be there to be written: a slow request that outlived a
+    // logout (and its tombstone) must not bring it back. Only a new id (a login) may create a key.
+    const mustExist = this.loadedAs(req, sid) ? '1' : '';
+    const data = JSON.stringify(session);
     const [refresh] = await this.guard(key, () =>
-      runScript<[number, number]>(redis, SAVE, [key], [JSON.stringify(session), ttl, userId, userAgent]),
+      runScript<[number, number]>(redis, SAVE, [key], [data, ttl, userId, userAgent, mustExist]),
     );
     if (refresh === -1) {
       emitKitEvent({ component: 'session', type: 'late-write-dropped' });
