@@ -42,15 +42,21 @@ function productApp() {
   return { app, products, state };
 }
 
+/** Starts a GET that reads the value now and answers later; resolves (with its answer to come) once it has begun. */
+async function startSlowRead(app: express.Express) {
+  const answer = request(app)
+    .get('/product')
+    .then((res) => res); // supertest sends on then()
+  await sleep(50);
+  return { answer };
+}
+
 describe('a fill that read the data before a write is not stored after that write invalidated it', () => {
   it('tag invalidation during a first fill (nothing cached yet for the tag)', async () => {
     const { app } = productApp();
     const events = captureEvents('cache');
     try {
-      const slowRead = request(app)
-        .get('/product')
-        .then((res) => res); // supertest sends on then()
-      await sleep(50);
+      const { answer: slowRead } = await startSlowRead(app);
       await request(app).put('/product').expect(200);
       expect((await slowRead).body).toEqual({ value: 'v1' }); // answered: it started before the write
       await events.waitFor('store-dropped', 1);
@@ -68,10 +74,7 @@ describe('a fill that read the data before a write is not stored after that writ
     await products.invalidate({ keys: ['GET /product'] });
     const events = captureEvents('cache');
     try {
-      const slowRead = request(app)
-        .get('/product')
-        .then((res) => res); // supertest sends on then()
-      await sleep(50);
+      const { answer: slowRead } = await startSlowRead(app);
       state.value = 'v2';
       await products.invalidate({ keys: ['GET /product'] });
       await slowRead;

@@ -1,6 +1,5 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { request as httpRequest, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import express from 'express';
@@ -8,6 +7,7 @@ import { cacheResponse } from '../../lib/cache';
 import type { RedisClient } from '../../lib/client';
 import { captureEvents } from '../helpers/events';
 import { useFlushedClient, useRedisServer } from '../helpers/redis';
+import { useServers } from '../idempotency/http';
 import { quietLogger, sleep } from './helpers';
 
 const redis = useRedisServer();
@@ -16,25 +16,8 @@ useFlushedClient(redis, (c) => {
   client = c;
 });
 
-const servers: Server[] = [];
-afterEach(async () => {
-  await Promise.all(
-    servers.splice(0).map(
-      (s) =>
-        new Promise<void>((resolve) => {
-          s.closeAllConnections();
-          s.close(() => resolve());
-        }),
-    ),
-  );
-});
-
-async function listen(app: express.Express): Promise<string> {
-  const server = app.listen(0, '127.0.0.1');
-  servers.push(server);
-  await new Promise<void>((resolve) => server.once('listening', () => resolve()));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-}
+const servers = useServers();
+const listen = (app: express.Express) => servers.listen(app);
 
 /** Milliseconds until the response headers arrive (the body is then dropped). */
 async function timeToHeaders(url: string, limitMs = 5000): Promise<number> {

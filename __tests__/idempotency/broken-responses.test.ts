@@ -53,6 +53,20 @@ async function expectRenewalsToStop(events: ReturnType<typeof captureEvents>, na
   expect(calls()).toBe(before);
 }
 
+/** POSTs with the key and hangs up as soon as the first body chunk arrives (a client that left). */
+function leaveAfterFirstChunk(url: string, key: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const req = request(url, { method: 'POST', headers: { 'Idempotency-Key': key } }, (res) => {
+      res.once('data', () => {
+        req.destroy();
+        resolve();
+      });
+    });
+    req.on('error', (e) => (e.message === 'socket hang up' ? undefined : reject(e)));
+    req.end();
+  });
+}
+
 const unhandled = useUnhandledRejections();
 
 describe('idempotency when the response never ends properly', () => {
@@ -113,16 +127,7 @@ describe('idempotency when the response never ends properly', () => {
     const url = `${await servers.listen(app)}/orders`;
     const key = freshKey('stream');
     try {
-      await new Promise<void>((resolve, reject) => {
-        const req = request(url, { method: 'POST', headers: { 'Idempotency-Key': key } }, (res) => {
-          res.once('data', () => {
-            req.destroy();
-            resolve();
-          });
-        });
-        req.on('error', (e) => (e.message === 'socket hang up' ? undefined : reject(e)));
-        req.end();
-      });
+      await leaveAfterFirstChunk(url, key);
       await events.waitFor('abandoned', 1);
       expect(events.events).toContainEqual(
         expect.objectContaining({ type: 'abandoned', name, reason: 'aborted', status: 200 }),
@@ -163,16 +168,7 @@ describe('idempotency when the response never ends properly', () => {
     const url = `${await servers.listen(app)}/orders`;
     const key = freshKey('export');
     try {
-      await new Promise<void>((resolve, reject) => {
-        const req = request(url, { method: 'POST', headers: { 'Idempotency-Key': key } }, (res) => {
-          res.once('data', () => {
-            req.destroy();
-            resolve();
-          });
-        });
-        req.on('error', (e) => (e.message === 'socket hang up' ? undefined : reject(e)));
-        req.end();
-      });
+      await leaveAfterFirstChunk(url, key);
       await events.waitFor('abandoned', 1);
       // Well past lockTtl, the handler is still at work: a retry must not run it alongside.
       await sleep(LOCK_TTL * 2);
