@@ -7,10 +7,10 @@ import { hasSessionCookie, storedHeaders } from './http';
 import { invalidatesMiddleware } from './invalidates';
 import { defaultKey, entryKey, headerValue, withVary } from './key';
 import { type Rec, toRec } from './l1';
-import { newToken } from './lock';
 import { type CacheResponseOptions, resolveResponseOptions } from './options';
-import { refreshTicketOf, replay } from './refresh';
+import { refreshTicketOf } from './refresh';
 import { respond, type XCache } from './respond';
+import { createRevalidator } from './revalidate';
 import { l1Lookup, l1Put, sameVariant, varyOf } from './vary';
 import { Cache, createCache, type InvalidateTarget } from './wrap';
 
@@ -63,9 +63,9 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
   const jitter = o.jitter ?? cache.options.jitter;
   const trustsKey = o.key !== undefined || o.scope !== undefined;
   const flights = new Map<string, Promise<FlightResult>>();
-  const refreshing = new Set<string>();
   const event = (type: string, key: string, details?: Record<string, unknown>) =>
     cache.event(type, { name: o.name ?? cache.options.name, key, ...details });
+  const refresh = createRevalidator(cache, event);
 
   function keyOf(req: Request): string | undefined {
     let key = o.key ? o.key(req) : defaultKey(req);
@@ -308,52 +308,6 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
   ) {
     event(type, key);
     respond(req, res, rec, xcache, now, res);
-  }
-
-  /**
-   * stale-while-revalidate: one background refresh per key (flag here, lock across processes). When
-   * the stale copy came from L1, another instance may have refreshed Redis already: take that entry
-   * instead of running the origin once more per instance.
-   */
-  function refresh(req: Request, key: string, redisKey: string, fromL1 = false): void {
-    if (refreshing.has(key)) return;
-    refreshing.add(key);
-    const safety = setTimeout(() => refreshing.delete(key), lockTimeoutMs);
-    safety.unref?.();
-    const done = () => {
-      clearTimeout(safety);
-      refreshing.delete(key);
-    };
-    runRefresh(req, key, redisKey, fromL1, done).catch(done);
-  }
-
-  async function runRefresh(
-    req: Request,
-    key: string,
-    redisKey: string,
-    fromL1: boolean,
-    done: () => void,
-  ): Promise<void> {
-    if (fromL1) {
-      const generation = l1?.generation ?? 0;
-      const found = await cache.fetch(redisKey, req.headers, '');
-      if (found.kind === 'hit' && Date.now() < found.rec.freshUntil) {
-        if (l1) l1Put(l1, key, found.rec, req.headers, generation);
-        event('refresh-from-redis', key);
-        return done();
-      }
-    }
-    const token = newToken();
-    const locked = await cache.tryLock(redisKey, token);
-    if (!locked) return done();
-    event('refresh', key);
-    const started = replay(req, { token, done }, (error) =>
-      logger.warn({ key, error }, 'background refresh failed; stale entry kept'),
-    );
-    if (!started) {
-      cache.releaseFill(redisKey, token);
-      done();
-    }
   }
 
   middleware.invalidate = (target: InvalidateTarget) => cache.invalidate(target);

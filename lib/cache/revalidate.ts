@@ -1,0 +1,51 @@
+import type { Request } from 'express';
+import { newToken } from './lock';
+import { replay } from './refresh';
+import { l1Put } from './vary';
+import type { Cache } from './wrap';
+
+/**
+ * stale-while-revalidate for `cacheResponse`: one background refresh per key at a time (a flag here,
+ * the fill lock across processes). When the stale copy came from L1, another instance may have
+ * refreshed Redis already: that entry is taken instead of running the origin once more per instance.
+ */
+export function createRevalidator(cache: Cache, event: (type: string, key: string) => void) {
+  const { l1 } = cache;
+  const { lockTimeoutMs, logger } = cache.options;
+  const refreshing = new Set<string>();
+
+  async function run(req: Request, key: string, redisKey: string, fromL1: boolean, done: () => void) {
+    if (fromL1) {
+      const generation = l1?.generation ?? 0;
+      const found = await cache.fetch(redisKey, req.headers, '');
+      if (found.kind === 'hit' && Date.now() < found.rec.freshUntil) {
+        if (l1) l1Put(l1, key, found.rec, req.headers, generation);
+        event('refresh-from-redis', key);
+        return done();
+      }
+    }
+    const token = newToken();
+    const locked = await cache.tryLock(redisKey, token);
+    if (!locked) return done();
+    event('refresh', key);
+    const started = replay(req, { token, done }, (error) =>
+      logger.warn({ key, error }, 'background refresh failed; stale entry kept'),
+    );
+    if (!started) {
+      cache.releaseFill(redisKey, token);
+      done();
+    }
+  }
+
+  return function refresh(req: Request, key: string, redisKey: string, fromL1 = false): void {
+    if (refreshing.has(key)) return;
+    refreshing.add(key);
+    const safety = setTimeout(() => refreshing.delete(key), lockTimeoutMs);
+    safety.unref?.();
+    const done = () => {
+      clearTimeout(safety);
+      refreshing.delete(key);
+    };
+    run(req, key, redisKey, fromL1, done).catch(done);
+  };
+}
