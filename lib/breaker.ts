@@ -202,7 +202,13 @@ export function guarded<T>(
     try {
       pending = operation();
     } catch (error) {
-      pending = Promise.reject(error);
+      // Thrown before anything reached Redis (e.g. a value JSON cannot encode): the caller's bug,
+      // not an outage, so it must not feed the breaker shared by every middleware on this client.
+      settled = true;
+      clearTimeout(timer);
+      report(options, started, error as Error);
+      reject(error);
+      return;
     }
     pending.then(
       (value) => {

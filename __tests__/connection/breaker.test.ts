@@ -125,4 +125,16 @@ describe('guarded Redis calls', () => {
     expect(String(error)).toMatch(/WRONGTYPE/);
     expect(breakerFor(client).currentState).toBe('closed');
   });
+
+  it('passes an error the operation throws before sending through, without tripping the breaker', async () => {
+    const client = redis.plain();
+    configureBreaker(client, { failureThreshold: 1, cooldownMs: 10_000 });
+    const error = await guarded(client, () => client.set('k', JSON.stringify({ n: 1n })), {
+      timeoutMs: 500,
+      component: 'session',
+    }).catch((e) => e);
+    expect(error).toBeInstanceOf(TypeError);
+    expect(error).not.toBeInstanceOf(RedisUnavailableError);
+    expect(breakerFor(client).currentState).toBe('closed');
+  });
 });
