@@ -103,7 +103,7 @@ describe('redisSession login, logout and the per-user index', () => {
     expect(await sessions.list('u1')).toEqual([]);
   });
 
-  it('past maxSessionsPerUser, a login ends the sessions indexed longest ago and leaves the others', async () => {
+  it('past maxSessionsPerUser, a login ends the sessions that expire soonest and leaves the others', async () => {
     const { redis, sessions, app } = setup({ maxSessionsPerUser: 2 });
     const devices = [request.agent(app), request.agent(app), request.agent(app)];
     for (const device of devices) {

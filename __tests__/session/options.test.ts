@@ -59,6 +59,31 @@ describe('redisSession options', () => {
     ).toThrow(/option "cookie.sameSite"/);
   });
 
+  it('refuses cookie settings that make browsers drop a __Host- or __Secure- cookie', () => {
+    expect(() =>
+      redisSession({ redis, secret: strong, name: '__Host-sid', cookie: { domain: 'a.com' } }),
+    ).toThrow(/option "cookie.domain"/);
+    expect(() =>
+      redisSession({ redis, secret: strong, name: '__Host-sid', cookie: { path: '/app' } }),
+    ).toThrow(/option "cookie.path"/);
+    expect(() =>
+      redisSession({ redis, secret: strong, name: '__Secure-sid', cookie: { secure: false } }),
+    ).toThrow(/option "cookie.secure"/);
+    expect(() =>
+      redisSession({ redis, secret: strong, name: '__host-sid', cookie: { secure: false } }),
+    ).toThrow(/option "cookie.secure"/);
+    // On HTTPS, 'auto' sets Secure; a __Secure- cookie may name a domain.
+    expect(() => redisSession({ redis, secret: strong, name: '__Host-sid' })).not.toThrow();
+    expect(() =>
+      redisSession({
+        redis,
+        secret: strong,
+        name: '__Secure-sid',
+        cookie: { domain: 'a.com', secure: true },
+      }),
+    ).not.toThrow();
+  });
+
   it('returns a named middleware that carries the session helpers', () => {
     const sessions = redisSession({ redis, secret: strong });
     expect(sessions.name).toBe('redisSession');

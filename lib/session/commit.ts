@@ -1,12 +1,15 @@
 import type { Request, Response } from 'express';
 import type { Session, SessionData } from 'express-session';
 import { refusedChunkError } from '../chunks';
-import { dataOf, type KitSessionStore } from './store';
+import { bodyOf, type KitSessionStore, lifetimeOf, sameLifetime } from './store';
 
 /** What the session looked like when the handler got it. */
 interface Snapshot {
   id: string;
-  data: string;
+  /** {@link bodyOf}: the data without the cookie. */
+  body: string;
+  /** The cookie's `originalMaxAge`, the session's own lifetime, as stored. */
+  lifetime: unknown;
 }
 
 const snapshots = new WeakMap<Request, Snapshot>();
@@ -23,7 +26,14 @@ const ENTITY_HEADERS = [
 
 /** Records the session as the handler receives it (or as `login()` left it). */
 export function takeSnapshot(req: Request): void {
-  if (req.session) snapshots.set(req, { id: req.sessionID, data: dataOf(req.session) });
+  const session = req.session;
+  if (session) {
+    snapshots.set(req, {
+      id: req.sessionID,
+      body: bodyOf(session),
+      lifetime: lifetimeOf(session),
+    });
+  }
 }
 
 /**
@@ -51,7 +61,14 @@ export function commitBeforeEnd(
     if (refused) throw refused;
     res.end = sessionEnd;
     const session = req.session as (Session & Partial<SessionData>) | undefined;
-    const work = session && !res.headersSent ? persist(req, session, store) : undefined;
+    let work: Promise<void> | undefined;
+    try {
+      work = session && !res.headersSent ? persist(req, session, store) : undefined;
+    } catch (error) {
+      // A value JSON cannot encode (BigInt, a cycle): express-session's own end() would throw on it
+      // too, and again in every error handler's answer, until the request hangs. Answer 500 instead.
+      work = Promise.reject(error);
+    }
     if (!work) return sessionEnd.apply(this, args);
     work.then(
       () => settle(res, () => sessionEnd.apply(res, args)),
@@ -77,6 +94,12 @@ function settle(res: Response, send: () => unknown): void {
   }
 }
 
+/**
+ * Writes what express-session will tell the browser about, and no more: the data when it changed;
+ * a new lifetime (`cookie.maxAge`, "remember me") only when the cookie carrying it is sent. Otherwise
+ * Redis and the browser disagree: an orphan key for a visitor who gets no cookie, or a key that
+ * outlives the cookie (replayable after the browser dropped it).
+ */
 function persist(
   req: Request,
   session: Session & Partial<SessionData>,
@@ -84,15 +107,20 @@ function persist(
 ): Promise<void> | undefined {
   if (store.isPersisted(session)) return undefined;
   const snapshot = snapshots.get(req);
-  const modified = snapshot?.id !== req.sessionID || snapshot.data !== dataOf(session);
-  if (modified) {
-    session.touch();
+  const modified = snapshot?.id !== req.sessionID || snapshot.body !== bodyOf(session);
+  if (!modified) {
+    const loaded = store.loadedAs(req, req.sessionID);
+    // An unchanged new session is not stored at all (saveUninitialized: false), and gets no cookie.
+    if (!loaded && !store.wasWritten(session)) return undefined;
+    // A loaded session's cookie is re-sent only when rolling; a login's new one always is.
+    if (loaded && !store.rolling) return undefined;
+  }
+  session.touch();
+  // A new lifetime is written with the data: the next request reads it from the stored cookie.
+  if (modified || !sameLifetime(snapshot?.lifetime, lifetimeOf(session))) {
     return new Promise<void>((resolve, reject) => {
       session.save((error?: unknown) => (error ? reject(error) : resolve()));
     }).then(() => store.markPersisted(session));
   }
-  // An unchanged new session is not stored at all (saveUninitialized: false).
-  if (!store.wasLoaded(req)) return undefined;
-  session.touch();
   return store.refresh(req.sessionID, session).then(() => store.markPersisted(session));
 }

@@ -126,10 +126,17 @@ export function redisSession(options: RedisSessionOptions): RedisSessionMiddlewa
   middleware.login = async (req, data) => {
     checkLoginData(data);
     const session = req.session;
-    if (!session)
+    const ours = (req as { sessionStore?: unknown }).sessionStore === store;
+    if (!session && !ours)
       throw new Error('express-redis-kit: sessions.login() needs the redisSession middleware to run first.');
     try {
-      await new Promise<void>((resolve, reject) => session.regenerate((e) => (e ? reject(e) : resolve())));
+      if (session) {
+        await new Promise<void>((resolve, reject) => session.regenerate((e) => (e ? reject(e) : resolve())));
+      } else {
+        // logout() (or session.destroy()) earlier in this request left no session: start a new one,
+        // as regenerate() would after destroying the old.
+        (req as unknown as { sessionStore: { generate(req: Request): void } }).sessionStore.generate(req);
+      }
       const fresh = req.session;
       Object.assign(fresh, data, { userId: String(data.userId) });
       fresh.touch();
@@ -157,7 +164,9 @@ export function redisSession(options: RedisSessionOptions): RedisSessionMiddlewa
       sameSite,
       httpOnly,
       partitioned,
-      secure: secure === 'auto' ? req.secure : secure,
+      // As express-session decided when it set the cookie: a browser ignores a clearing cookie whose
+      // Secure flag differs from a __Host-/__Secure- cookie's rules.
+      secure: secure === 'auto' ? isSecureRequest(req, o.proxy) : secure,
     });
   };
 
@@ -183,6 +192,16 @@ export function redisSession(options: RedisSessionOptions): RedisSessionMiddlewa
 
   Object.defineProperty(middleware, 'store', { value: store, enumerable: true });
   return middleware;
+}
+
+/** express-session's rule for `secure: 'auto'` (its `proxy` option first, else Express's `req.secure`). */
+function isSecureRequest(req: Request, proxy: boolean | undefined): boolean {
+  if ((req.socket as { encrypted?: boolean }).encrypted) return true;
+  if (proxy === false) return false;
+  if (proxy !== true) return req.secure === true;
+  const header = req.headers['x-forwarded-proto'];
+  const proto = (Array.isArray(header) ? header[0] : header) ?? '';
+  return proto.split(',')[0]!.trim().toLowerCase() === 'https';
 }
 
 function checkUserId(userId: unknown): string {

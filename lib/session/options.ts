@@ -18,11 +18,17 @@ export interface RedisSessionOptions {
    * per-process secret is used with a warning, so sessions do not survive a restart.
    */
   secret?: string | string[];
-  /** Cookie name. Default `'sid'` (not express-session's `connect.sid`, which fingerprints the stack). */
+  /**
+   * Cookie name. Default `'sid'` (not express-session's `connect.sid`, which fingerprints the stack).
+   * A `__Host-`/`__Secure-` name must keep the cookie settings browsers require for it.
+   */
   name?: string;
   /** Session lifetime, in ms or as `'30m'`, `'1d'`. With `rolling`, counted from the last request. Default `'1d'`. */
   ttl?: Duration;
-  /** Sliding expiry: every request re-sends the cookie and refreshes the TTL in Redis. Default `true`. */
+  /**
+   * Sliding expiry: every request re-sends the cookie and refreshes the TTL in Redis. With `false`
+   * both keep the expiry they got when the session was last written. Default `true`.
+   */
   rolling?: boolean;
   /**
    * Cookie overrides, merged over the secure defaults
@@ -40,8 +46,8 @@ export interface RedisSessionOptions {
   proxy?: boolean;
   /**
    * Most live sessions one user keeps. A login (or index refresh) past it ends the user's sessions
-   * indexed longest ago (at login, then about once per `ttl` of activity), so `list()` and `logoutAll()` stay cheap and one account cannot
-   * grow its index without bound. `false` for no cap. Default `100`.
+   * that would expire soonest, never the new one, so `list()` and `logoutAll()` stay cheap and one
+   * account cannot grow its index without bound. `false` for no cap. Default `100`.
    */
   maxSessionsPerUser?: number | false;
 }
@@ -106,7 +112,7 @@ export function resolveOptions(options: RedisSessionOptions): ResolvedSessionOpt
     name,
     ttlMs,
     rolling,
-    cookie: resolveCookie(options.cookie, ttlMs),
+    cookie: resolveCookie(options.cookie, ttlMs, name),
     prefix,
     timeoutMs,
     proxy: options.proxy,
@@ -115,7 +121,11 @@ export function resolveOptions(options: RedisSessionOptions): ResolvedSessionOpt
   };
 }
 
-function resolveCookie(overrides: SessionCookieOptions | undefined, ttlMs: number): CookieOptions {
+function resolveCookie(
+  overrides: SessionCookieOptions | undefined,
+  ttlMs: number,
+  name: string,
+): CookieOptions {
   if (overrides !== undefined && (typeof overrides !== 'object' || overrides === null)) {
     throw optionError('cookie', 'must be an object of cookie settings', "E.g. { domain: 'example.com' }.");
   }
@@ -142,9 +152,43 @@ function resolveCookie(overrides: SessionCookieOptions | undefined, ttlMs: numbe
       "Use secure: true or 'auto', or sameSite: 'lax'.",
     );
   }
+  checkNamePrefix(name, cookie);
   if (cookie.httpOnly === false)
     warnOnce('cookie.httpOnly is false: page scripts (and XSS) can read the session id.');
   return cookie;
+}
+
+/**
+ * Browsers drop a `__Secure-` cookie set without `Secure`, and a `__Host-` one that also has a
+ * `Domain` or a `Path` other than `/` (RFC 6265bis 4.1.3): the session would silently never stick.
+ * `secure: 'auto'` is accepted: on HTTPS it sets `Secure`.
+ */
+function checkNamePrefix(name: string, cookie: CookieOptions): void {
+  const lower = name.toLowerCase();
+  const host = lower.startsWith('__host-');
+  if (!host && !lower.startsWith('__secure-')) return;
+  const prefix = host ? '__Host-' : '__Secure-';
+  if (cookie.secure === false) {
+    throw optionError(
+      'cookie.secure',
+      `is false while the name "${name}" starts with ${prefix}; browsers drop such cookies`,
+      "Use secure: true (or 'auto' on HTTPS), or a name without the prefix.",
+    );
+  }
+  if (host && cookie.domain !== undefined) {
+    throw optionError(
+      'cookie.domain',
+      `is set while the name "${name}" starts with __Host-, which browsers accept only without Domain`,
+      'Drop cookie.domain, or use a __Secure- name to share the cookie across subdomains.',
+    );
+  }
+  if (host && cookie.path !== '/') {
+    throw optionError(
+      'cookie.path',
+      `is ${JSON.stringify(cookie.path)} while the name "${name}" starts with __Host-, which needs path '/'`,
+      "Use path: '/' or a name without the prefix.",
+    );
+  }
 }
 
 function resolveSecrets(secret: string | string[] | undefined): string[] {

@@ -88,16 +88,22 @@ return {refresh, uid}`,
 );
 
 /**
- * KEYS: session. ARGV: the store's ttl ms. Reads a live session and slides its expiry by its own
- * lifetime (a "remember me" session keeps its longer one) in the same round trip, so an unchanged
- * request costs one call. A session keeps the lifetime it was written with, as its cookie does.
- * → {refresh|-1, user id, data JSON, ttl used}
+ * KEYS: session. ARGV: the store's ttl ms, '1' to slide. Reads a live session and (rolling) slides its
+ * expiry by its own lifetime (a "remember me" session keeps its longer one) in the same round trip,
+ * so an unchanged request costs one call. A session keeps the lifetime it was written with, as its
+ * cookie does. Without rolling the cookie keeps its expiry, so the key must too: a replayed cookie
+ * past its Expires must not find the session alive. → {refresh|-1, user id, data JSON, ttl used}
  */
 export const LOAD = defineScript(
   'session_load',
   1,
   // Sessions written before `t` existed slide by the store's ttl; their next touch records `t`.
-  `${slide('tonumber(cur[5]) or tonumber(ARGV[1])')}
+  `if ARGV[2] ~= '1' then
+  local cur = redis.call('HMGET', KEYS[1], 'x', 'u', 'd', 't')
+  if cur[1] or not cur[3] then return {-1} end
+  return {0, cur[2] or '', cur[3], tonumber(cur[4]) or tonumber(ARGV[1])}
+end
+${slide('tonumber(cur[5]) or tonumber(ARGV[1])')}
 return {refresh, uid, cur[4], ttl}`,
 );
 

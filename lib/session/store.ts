@@ -2,6 +2,7 @@ import type { Request } from 'express';
 import { type SessionData, Store } from 'express-session';
 import { guarded } from '../breaker';
 import type { RedisClient } from '../client';
+import { RedisTimeoutError } from '../errors';
 import { emitKitEvent } from '../events';
 import { runScript } from '../scripts';
 import { DESTROY, LOAD, SAVE, sessionHandle, sessionKey, TOUCH, userIndexKey } from './scripts';
@@ -14,6 +15,8 @@ export interface StoreSettings {
   timeoutMs: number;
   tombstoneMs: number;
   maxSessionsPerUser: number;
+  /** Whether a request slides the session's expiry (the cookie is then re-sent with the new one). */
+  rolling: boolean;
 }
 
 type Callback<T = unknown> = (err?: unknown, value?: T) => void;
@@ -30,8 +33,7 @@ export class KitSessionStore extends Store {
    * Sessions already saved or touched during this request, with the data as written, so
    * express-session's own end-of-request save/touch does not pay a second round trip.
    */
-  private readonly persisted = new WeakMap<object, string>();
-  /** Requests whose session came from Redis (rather than being generated fresh). */
+  private readonly persisted = new WeakMap<object, Written>();
   /** Request → the session id read from Redis for it. */
   private readonly loaded = new WeakMap<object, string>();
   /** Session data whose expiry `readAndSlide()` already slid. */
@@ -59,28 +61,47 @@ export class KitSessionStore extends Store {
    * request would set, the session counts as touched, so an unchanged request costs one round trip.
    */
   private async readAndSlide(sid: string): Promise<SessionData | null> {
-    const { redis, prefix, ttlMs } = this.settings;
+    const { redis, prefix, ttlMs, rolling } = this.settings;
     const key = sessionKey(prefix, sid);
-    const [refresh, userId, data, ttl = ttlMs] = await this.guard(key, () =>
-      runScript<[number, string?, string?, number?]>(redis, LOAD, [key], [ttlMs]),
+    const [refresh, userId, data, ttl = ttlMs] = await this.claiming(key, () =>
+      runScript<[number, string?, string?, number?]>(redis, LOAD, [key], [ttlMs, rolling ? '1' : '']),
     );
     if (refresh === -1 || !data) return null;
-    let parsed: SessionData;
-    try {
-      parsed = JSON.parse(data) as SessionData;
-    } catch {
-      // A value we cannot read is treated as no session rather than a crash on every request.
+    const parsed = parseSession(data);
+    if (!parsed) {
+      // A value we cannot read is treated as no session rather than a 500 on every request.
       emitKitEvent({ component: 'session', type: 'corrupt', key });
       return null;
     }
     if (refresh === 1) await this.index(key, String(userId), sid, ttl);
-    const own = parsed.cookie?.originalMaxAge;
-    if (typeof own !== 'number' || own <= 0 || Math.ceil(own) === ttl) this.touchedOnLoad.add(parsed);
+    const own = parsed.cookie.originalMaxAge;
+    // Without rolling nothing is slid, so the end of the request has nothing to touch either.
+    if (!rolling || typeof own !== 'number' || own <= 0 || sameLifetime(own, ttl)) {
+      this.touchedOnLoad.add(parsed);
+    }
     return parsed;
   }
 
+  /**
+   * Runs a script that may claim the user-index refresh (`ix`). One that times out can still land,
+   * claiming a refresh nobody then makes, and the session could outlive its index entry (missed by
+   * `list()`/`logoutAll()`). Dropping `ix` right behind it (same connection, so it runs after) makes
+   * the next request refresh the index. Not through `guarded()`: the timeout may just have opened
+   * the breaker, and nobody waits for this call.
+   */
+  private claiming<T>(key: string, operation: () => Promise<T>): Promise<T> {
+    return this.guard(key, operation).catch((error: unknown) => {
+      if (error instanceof RedisTimeoutError) this.forgetIndexClaim(key);
+      throw error;
+    });
+  }
+
+  private forgetIndexClaim(key: string): void {
+    this.settings.redis.hdel(key, 'ix').catch(() => {});
+  }
+
   set(sid: string, session: SessionData, callback?: Callback): void {
-    if (this.persisted.get(session) === dataOf(session)) {
+    if (this.isPersisted(session)) {
       callback?.();
       return;
     }
@@ -91,11 +112,18 @@ export class KitSessionStore extends Store {
   }
 
   override touch(sid: string, session: SessionData, callback?: Callback): void {
-    if (this.persisted.has(session)) {
+    // `isPersisted`, not "touched at all": a lifetime set by a streaming handler ("remember me")
+    // still has to reach Redis. Without rolling the cookie keeps its expiry, and so does the key.
+    if (!this.settings.rolling || this.isPersisted(session)) {
       callback?.();
       return;
     }
-    this.refresh(sid, session).then(
+    // Read or written in this request, and the data is the same (else express-session would call
+    // set()): the lifetime changed, and it lives in the stored cookie, so the data is rewritten.
+    const work = this.persisted.has(session)
+      ? this.save(sid, session).then(() => {})
+      : this.refresh(sid, session);
+    work.then(
       () => callback?.(),
       (error) => callback?.(error),
     );
@@ -116,23 +144,33 @@ export class KitSessionStore extends Store {
     return session;
   }
 
-  /** Whether this request's session was read from Redis (not generated for it). */
-  wasLoaded(req: Request): boolean {
-    return this.loaded.has(req);
+  /** Whether requests slide the session's expiry (and re-send its cookie). */
+  get rolling(): boolean {
+    return this.settings.rolling;
   }
 
   /** Whether `sid` is the session that was read from Redis for `req` (not one generated since). */
-  private loadedAs(req: Request | undefined, sid: string): boolean {
+  loadedAs(req: Request | undefined, sid: string): boolean {
     return req !== undefined && this.loaded.get(req) === sid;
   }
 
   /** Marks a session as already written (or touched) during this request. */
   markPersisted(session: SessionData): void {
-    this.persisted.set(session, dataOf(session));
+    this.persisted.set(session, { body: bodyOf(session), lifetime: lifetimeOf(session) });
   }
 
   isPersisted(session: SessionData): boolean {
-    return this.persisted.get(session) === dataOf(session);
+    const written = this.persisted.get(session);
+    return (
+      written !== undefined &&
+      written.body === bodyOf(session) &&
+      sameLifetime(written.lifetime, lifetimeOf(session))
+    );
+  }
+
+  /** Whether the session was written (or touched) in Redis during this request, in any version. */
+  wasWritten(session: SessionData): boolean {
+    return this.persisted.has(session);
   }
 
   /** Writes the session; `false` when it had been destroyed meanwhile (the write is dropped). */
@@ -147,7 +185,7 @@ export class KitSessionStore extends Store {
     // logout (and its tombstone) must not bring it back. Only a new id (a login) may create a key.
     const mustExist = this.loadedAs(req, sid) ? '1' : '';
     const data = JSON.stringify(session);
-    const [refresh] = await this.guard(key, () =>
+    const [refresh] = await this.claiming(key, () =>
       runScript<[number, number]>(redis, SAVE, [key], [data, ttl, userId, userAgent, mustExist]),
     );
     if (refresh === -1) {
@@ -163,7 +201,7 @@ export class KitSessionStore extends Store {
     const { redis, prefix } = this.settings;
     const ttl = this.ttlOf(session);
     const key = sessionKey(prefix, sid);
-    const [refresh, userId] = await this.guard(key, () =>
+    const [refresh, userId] = await this.claiming(key, () =>
       runScript<[number, string]>(redis, TOUCH, [key], [ttl]),
     );
     if (refresh === 1) await this.index(key, String(userId), sid, ttl);
@@ -194,7 +232,7 @@ export class KitSessionStore extends Store {
     } catch (error) {
       // The session already believes it is indexed; un-believe it so the next request retries, even
       // when only the user index's node is down (Cluster) and this write can still land.
-      this.guard(key, () => redis.hdel(key, 'ix')).catch(() => {});
+      this.forgetIndexClaim(key);
       throw error;
     }
     if (doomed.length === 0) return;
@@ -207,9 +245,27 @@ export class KitSessionStore extends Store {
     }
   }
 
+  /**
+   * The session's own lifetime, not the cookie's time left: every write goes with a cookie sent
+   * afresh (touched), and a remaining time that drifts by a millisecond would no longer match the
+   * lifetime on the next read, costing that request a second round trip.
+   */
   private ttlOf(session: SessionData): number {
-    const maxAge = session.cookie?.maxAge;
-    return typeof maxAge === 'number' && maxAge > 0 ? Math.ceil(maxAge) : this.settings.ttlMs;
+    const own = session.cookie?.originalMaxAge;
+    return typeof own === 'number' && own > 0 ? Math.ceil(own) : this.settings.ttlMs;
+  }
+}
+
+/** The stored JSON as session data, or `undefined` when it is not shaped like one (a corrupt value). */
+function parseSession(data: string): SessionData | undefined {
+  try {
+    const parsed: unknown = JSON.parse(data);
+    if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) return undefined;
+    const cookie = (parsed as { cookie?: unknown }).cookie;
+    if (!cookie || typeof cookie !== 'object' || Array.isArray(cookie)) return undefined;
+    return parsed as SessionData;
+  } catch {
+    return undefined;
   }
 }
 
@@ -224,7 +280,28 @@ function userIdOf(session: SessionData): string {
  * moves on every touch. Without the lifetime, a `maxAge` set after `login()` (or on a loaded
  * session) would reach the browser but never Redis, and the session would die at the store's ttl.
  */
-export function dataOf(session: SessionData): string {
-  const { cookie, ...data } = session;
-  return `${cookie?.originalMaxAge ?? ''}\n${JSON.stringify(data)}`;
+interface Written {
+  body: string;
+  lifetime: unknown;
+}
+
+/** The session's own lifetime: the cookie's `originalMaxAge` (ms), or null for a browser-session cookie. */
+export function lifetimeOf(session: SessionData): unknown {
+  return session.cookie?.originalMaxAge;
+}
+
+/**
+ * express-session's `touch()` recomputes `originalMaxAge` from two clock reads, so it comes out a
+ * millisecond short whenever the clock ticks between them. That is noise, not a new lifetime: it
+ * must not cost a write (or a second round trip on the next read).
+ */
+export function sameLifetime(a: unknown, b: unknown): boolean {
+  if (typeof a === 'number' && typeof b === 'number') return Math.abs(a - b) < 1000;
+  return a === b;
+}
+
+/** The session's data without its cookie: what express-session compares to decide it was modified. */
+export function bodyOf(session: SessionData): string {
+  const { cookie: _cookie, ...data } = session;
+  return JSON.stringify(data);
 }

@@ -1,0 +1,245 @@
+import express from 'express';
+import { Redis } from 'ioredis';
+import request from 'supertest';
+import { type KitEvent, onKitEvent } from '../../lib/events';
+import { redisSession } from '../../lib/session';
+import { sessionHandle, sessionKey, userIndexKey } from '../../lib/session/scripts';
+import { useRedisServer } from '../helpers/redis';
+import { sessionCookie, sidOf } from './app';
+
+const SECRET = 'edges-test-secret-edges-test-secret-0001';
+const WEEK = 7 * 24 * 3600_000;
+const redisServer = useRedisServer();
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+let tests = 0;
+
+/** Each test gets its own key prefix: the server is shared by the whole file. */
+function setup(extra: Partial<Parameters<typeof redisSession>[0]> = {}) {
+  const redis = redisServer.client() as Redis;
+  const prefix = `edge${++tests}:`;
+  const sessions = redisSession({ redis, secret: SECRET, ttl: '1h', prefix, ...extra });
+  const app = express();
+  app.use(sessions);
+  const data = (req: express.Request) => req.session as unknown as Record<string, unknown>;
+  app.post('/login', async (req, res) => {
+    await sessions.login(req, { userId: 'u' });
+    if (req.query.maxAge) req.session.cookie.maxAge = Number(req.query.maxAge);
+    res.json({ id: sessions.idOf(req) });
+  });
+  app.get('/me', (req, res) =>
+    res.json({ userId: req.session?.userId ?? null, note: data(req).note ?? null }),
+  );
+  app.post('/note', (req, res) => {
+    data(req).note = req.query.note;
+    res.json({});
+  });
+  app.post('/bigint', (req, res) => {
+    data(req).n = 10n;
+    res.json({ ok: true });
+  });
+  app.post('/cycle', (req, res) => {
+    const o: Record<string, unknown> = {};
+    o.self = o;
+    data(req).o = o;
+    res.json({ ok: true });
+  });
+  app.post('/switch', async (req, res) => {
+    await sessions.logout(req, res);
+    await sessions.login(req, { userId: 'other' });
+    res.json({ id: sessions.idOf(req) });
+  });
+  app.post('/remember-only', (req, res) => {
+    req.session.cookie.maxAge = WEEK;
+    res.status(401).json({});
+  });
+  app.post('/remember-streamed', (req, res) => {
+    req.session.cookie.maxAge = WEEK;
+    res.write('a');
+    res.end('b');
+  });
+  app.get('/drift', (req, res) => {
+    // What express-session's touch() does when the clock ticks between its two Date.now() reads.
+    (req.session.cookie.originalMaxAge as number) -= 1;
+    res.write('a');
+    res.end('b');
+  });
+  app.post('/logout', async (req, res) => {
+    await sessions.logout(req, res);
+    res.status(204).end();
+  });
+  app.use(sessions.handleErrors);
+  const loggedIn = async (query = '') => {
+    const agent = request.agent(app);
+    const cookie = sessionCookie(await agent.post(`/login${query}`).expect(200))!;
+    return { agent, cookie, key: sessionKey(prefix, sidOf(cookie)) };
+  };
+  return { redis, sessions, app, prefix, loggedIn };
+}
+
+describe('redisSession edge cases', () => {
+  it.each([
+    ['a BigInt', '/bigint'],
+    ['a cycle', '/cycle'],
+  ])(
+    'a session value JSON cannot encode (%s) gets a 500 problem, not a hang, and the stored session is kept',
+    async (_what, path) => {
+      const { redis, loggedIn } = setup();
+      const { agent, key } = await loggedIn();
+      await agent.post('/note?note=kept').expect(200);
+      const before = await redis.hget(key, 'd');
+      const res = await agent.post(path).timeout(3000);
+      expect(res.status).toBe(500);
+      expect(res.body).toMatchObject({ type: 'urn:express-redis-kit:problem:session-error', status: 500 });
+      expect(await redis.hget(key, 'd')).toBe(before);
+      expect((await agent.get('/me').expect(200)).body).toEqual({ userId: 'u', note: 'kept' });
+    },
+  );
+
+  it.each([
+    ['not an object', '42'],
+    ['an object without a cookie', '{"userId":"u"}'],
+    ['an array', '[1,2]'],
+  ])(
+    'a stored value that is %s reads as no session (event "corrupt"), not a 500 on every request',
+    async (_what, stored) => {
+      const { redis, loggedIn } = setup();
+      const { agent, key } = await loggedIn();
+      await redis.hset(key, 'd', stored);
+      const events: KitEvent[] = [];
+      const off = onKitEvent((e) => {
+        if (e.component === 'session') events.push(e);
+      });
+      try {
+        expect((await agent.get('/me').expect(200)).body).toEqual({ userId: null, note: null });
+      } finally {
+        off();
+      }
+      expect(events.map((e) => e.type)).toContain('corrupt');
+    },
+  );
+
+  it('logout() then login() in one request switches user: the old session is gone, the new one works', async () => {
+    const { redis, sessions, loggedIn } = setup();
+    const { agent, key } = await loggedIn();
+    const res = await agent.post('/switch').expect(200);
+    // The clearing cookie, then the new session's: the browser keeps the last.
+    const cookies = (res.headers['set-cookie'] as unknown as string[]).filter((c) => c.startsWith('sid='));
+    expect(cookies).toHaveLength(2);
+    expect(cookies[0]).toMatch(/Expires=Thu, 01 Jan 1970/);
+    const cookie = cookies[1]!;
+    expect(cookie).not.toMatch(/Expires=Thu, 01 Jan 1970/);
+    expect(res.body.id).toBe(sessionHandle(sidOf(cookie)));
+    expect(await redis.hget(key, 'd')).toBeNull();
+    expect((await agent.get('/me').expect(200)).body.userId).toBe('other');
+    expect(await sessions.list('u')).toEqual([]);
+    expect(await sessions.list('other')).toHaveLength(1);
+  });
+
+  it('a visitor whose handler only sets cookie.maxAge gets neither a cookie nor a Redis key', async () => {
+    const { redis, app, prefix } = setup();
+    const res = await request(app).post('/remember-only').expect(401);
+    expect(sessionCookie(res)).toBeUndefined();
+    expect(await redis.keys(`${prefix}*`)).toEqual([]);
+  });
+
+  it('"remember me" set by a streaming handler reaches Redis, and the next request still costs one command', async () => {
+    const { redis, loggedIn } = setup();
+    const { agent, key } = await loggedIn();
+    const streamed = await agent.post('/remember-streamed').expect(200);
+    expect(streamed.text).toBe('ab');
+    expect(await redis.pttl(key)).toBeGreaterThan(WEEK - 60_000);
+    const sent = jest.spyOn(redis, 'sendCommand');
+    try {
+      await agent.get('/me').expect(200);
+      expect(sent).toHaveBeenCalledTimes(1);
+    } finally {
+      sent.mockRestore();
+    }
+    expect(await redis.pttl(key)).toBeGreaterThan(WEEK - 60_000);
+  });
+
+  it('a lifetime a millisecond short (express-session clock noise) is not a new lifetime: still one command', async () => {
+    const { redis, loggedIn } = setup();
+    const { agent } = await loggedIn();
+    await agent.get('/me').expect(200);
+    const sent = jest.spyOn(redis, 'sendCommand');
+    try {
+      await agent.get('/drift').expect(200);
+      expect(sent).toHaveBeenCalledTimes(1);
+    } finally {
+      sent.mockRestore();
+    }
+  });
+
+  it('with rolling: false a request does not extend the session in Redis, so the key ends with its cookie', async () => {
+    const { redis, loggedIn } = setup({ rolling: false });
+    const { agent, key } = await loggedIn();
+    await redis.pexpire(key, 5000); // as if the cookie had 5 s left
+    const sent = jest.spyOn(redis, 'sendCommand');
+    try {
+      const res = await agent.get('/me').expect(200);
+      expect(res.body.userId).toBe('u');
+      expect(sessionCookie(res)).toBeUndefined();
+      expect(sent).toHaveBeenCalledTimes(1);
+    } finally {
+      sent.mockRestore();
+    }
+    expect(await redis.pttl(key)).toBeLessThanOrEqual(5000);
+    // A change re-sends the cookie with a full lifetime, and Redis gets the same.
+    const changed = await agent.post('/note?note=x').expect(200);
+    expect(sessionCookie(changed)).toBeDefined();
+    expect(await redis.pttl(key)).toBeGreaterThan(3_500_000);
+  });
+
+  it('with rolling: false, "remember me" at login gives cookie and Redis the same lifetime', async () => {
+    const { redis, loggedIn } = setup({ rolling: false });
+    const { cookie, key } = await loggedIn(`?maxAge=${WEEK}`);
+    const expires = Date.parse(/Expires=([^;]+)/.exec(cookie)![1]!);
+    expect(expires - Date.now()).toBeGreaterThan(WEEK - 60_000);
+    expect(await redis.pttl(key)).toBeGreaterThan(WEEK - 60_000);
+  });
+
+  it('a read that times out after claiming the user-index refresh leaves the claim to the next request', async () => {
+    const { redis, sessions, prefix, loggedIn } = setup({ timeout: '200ms' });
+    redis.on('error', () => {});
+    const { agent, cookie, key } = await loggedIn();
+    const sid = sidOf(cookie);
+    const [seconds] = await redis.time();
+    const now = Number(seconds) * 1000;
+    // As about ttl after the last index write: the entry runs out soon, so the next read refreshes it.
+    await redis.hset(key, 'ix', String(now + 1500));
+    await redis.zadd(userIndexKey(prefix, 'u'), String(now + 1500), sessionHandle(sid));
+    const pauser = new Redis(redisServer.server.url);
+    try {
+      await pauser.call('CLIENT', 'PAUSE', '600', 'WRITE');
+      expect((await agent.get('/me')).status).toBe(503);
+    } finally {
+      pauser.disconnect();
+    }
+    await sleep(2000); // the pause ends, the late read lands, the old index entry runs out
+    expect((await agent.get('/me').expect(200)).body.userId).toBe('u');
+    expect(await sessions.list('u')).toHaveLength(1);
+    expect(await sessions.logoutAll('u')).toBe(1);
+    expect((await agent.get('/me').expect(200)).body.userId).toBeNull();
+  });
+
+  it('logout behind a proxy trusted by the proxy option clears the cookie with the Secure flag it was set with', async () => {
+    const { app } = setup({ proxy: true, name: '__Host-sid' });
+    const set = sessionCookie(
+      await request(app).post('/login').set('X-Forwarded-Proto', 'https').expect(200),
+      '__Host-sid',
+    )!;
+    expect(set).toMatch(/; Secure/);
+    const cleared = sessionCookie(
+      await request(app)
+        .post('/logout')
+        .set('X-Forwarded-Proto', 'https')
+        .set('Cookie', set.split(';')[0]!)
+        .expect(204),
+      '__Host-sid',
+    );
+    expect(cleared).toMatch(/Expires=Thu, 01 Jan 1970/);
+    expect(cleared).toMatch(/; Secure/);
+  });
+});
