@@ -5,11 +5,12 @@ import type { RedisClient } from '../client';
 import { emitKitEvent, hasKitListeners } from '../events';
 import { Bus, type Invalidation } from './bus';
 import { CorruptEntryError, decodeEntry, type Entry, encodeEntry } from './entry';
-import { entryKey, headerValue, lockKeyOf, noStoreKeyOf, tagKey, valueKey } from './key';
+import { invalidateRedis, redisKeysOf } from './invalidate';
+import { headerValue, lockKeyOf, noStoreKeyOf, tagKey } from './key';
 import { L1, type Rec, toRec } from './l1';
 import { acquireLock, keepAlive, mayTakeLock, newToken, releaseLock, sleep } from './lock';
 import type { ResolvedCacheOptions } from './options';
-import { addToTag, lookup, markNoStore, storeEntry, takeTag, unlinkKeys } from './store';
+import { addToTag, lookup, markNoStore, storeEntry, unlinkKeys } from './store';
 
 export type Fetched =
   | { kind: 'hit'; rec: Rec; key: string }
@@ -199,14 +200,6 @@ export class CacheCore {
     );
   }
 
-  /**
-   * How long a tag remembers its last invalidation, for fills that started before it and store after:
-   * longer than any fill is expected to run (at least a minute).
-   */
-  private get invalidationMarkMs(): number {
-    return Math.max(60_000, 3 * this.options.lockTimeoutMs);
-  }
-
   /** Keeps the fill lock alive while the origin runs; returns the stop function. */
   holdLock(redisKey: string, token: string): () => void {
     if (!token) return () => {};
@@ -303,50 +296,24 @@ export class CacheCore {
     }
   }
 
-  /**
-   * Deletes entries by tag and by Redis key, everywhere: this instance's L1 first, then the Redis
-   * entries, then the other instances' L1 over the bus. Per tag, one script takes the tag set (read +
-   * delete, atomic in the tag's slot); the member entries are then unlinked in their own slots.
-   * Each call may take `max(timeout, 2 s)`: invalidation is not a read that can fall back to the origin.
-   */
-  async invalidateRedis(redisKeys: string[], tags: string[]): Promise<void> {
-    const message = { keys: redisKeys, tags };
-    // Before any Redis call, and whatever becomes of it: this instance never serves what it was told
-    // is outdated, even when Redis is slow or down.
-    this.dropLocal(message);
-    const { prefix } = this.options;
-    const timeoutMs = Math.max(this.options.timeoutMs, 2000);
-    // `key`: undefined for the calls that span slots.
-    const slow = <T>(key: string | undefined, op: () => Promise<T>) =>
-      guarded(this.redis, op, { ...this.guard, timeoutMs, key });
-    // Settled one by one: a tag set already taken has lost its member list, so its entries must go
-    // even if another tag's slot failed.
-    const taken = await Promise.allSettled(
-      tags.map((tag) =>
-        slow(tagKey(prefix, tag), () => takeTag(this.redis, tagKey(prefix, tag), this.invalidationMarkMs)),
-      ),
+  // This and `redisKeysOf` stay on the class because the public `Cache` type exposes them.
+  invalidateRedis(redisKeys: string[], tags: string[]): Promise<void> {
+    return invalidateRedis(
+      {
+        options: this.options,
+        redis: this.redis,
+        guard: this.guard,
+        bus: this.bus,
+        dropLocal: (message) => this.dropLocal(message),
+        event: (type, details) => this.event(type, details),
+      },
+      redisKeys,
+      tags,
     );
-    const failed = taken.find((result) => result.status === 'rejected');
-    // Nothing taken, nothing lost: no point waiting on a Redis that just failed for the rest.
-    if (failed && taken.every((result) => result.status === 'rejected')) throw failed.reason;
-    const doomed = new Set(redisKeys);
-    for (const result of taken)
-      if (result.status === 'fulfilled') for (const key of result.value) doomed.add(key);
-    // A fill running now may have read the data before the write behind this invalidation: taking
-    // its lock away makes its store a no-op (the store script checks the lock is still its own).
-    for (const key of [...doomed]) doomed.add(lockKeyOf(key));
-    if (doomed.size > 0) await slow(undefined, () => unlinkKeys(this.redis, [...doomed]));
-    // A read between the first drop and the unlink may have brought an old entry back from Redis.
-    this.dropLocal(message);
-    if (this.bus) await slow(undefined, () => this.bus!.publish(message));
-    if (failed) throw failed.reason;
-    this.event('invalidate', { keys: redisKeys.length, tags: tags.length, deleted: doomed.size });
   }
 
-  /** `invalidate({ keys })`: a key may name a `wrap()` value or a response, so both are removed. */
   redisKeysOf(keys: readonly string[]): string[] {
-    const { prefix } = this.options;
-    return keys.flatMap((k) => [valueKey(prefix, k), entryKey(prefix, k)]);
+    return redisKeysOf(this.options.prefix, keys);
   }
 
   private dropLocal(message: Invalidation): void {
