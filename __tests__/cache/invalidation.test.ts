@@ -33,6 +33,8 @@ async function instance(origin: { version: number; calls: number }) {
     (req, res) => {
       if (req.query.fail) return void res.status(400).json({ error: 'bad' });
       origin.version++;
+      // A form post answers with a redirect to the page it changed (Post/Redirect/Get).
+      if (req.query.form) return void res.redirect(303, `/products/${req.params.id}`);
       res.status(204).end();
     },
   );
@@ -82,7 +84,7 @@ describe('invalidation', () => {
     for (const key of await admin.keys('erk:*')) expect(await admin.pttl(key)).toBeGreaterThan(0);
   });
 
-  it('invalidates on a write only after it answered 2xx, before the client sees the answer', async () => {
+  it('invalidates on a write only after it succeeded (not on a 400), before the client sees the answer', async () => {
     const origin = { version: 1, calls: 0 };
     const a = await instance(origin);
     const b = await instance(origin);
@@ -102,6 +104,17 @@ describe('invalidation', () => {
       'b to see version 2',
       1000,
     );
+  });
+
+  it('a write answered with a redirect (303 after a form post) invalidates too', async () => {
+    const origin = { version: 1, calls: 0 };
+    const a = await instance(origin);
+    await request(a.app).get('/products/6');
+    expect((await request(a.app).get('/products/6')).headers['x-cache']).toBe('HIT');
+    expect((await request(a.app).put('/products/6?form=1')).status).toBe(303);
+    const read = await request(a.app).get('/products/6');
+    expect(read.headers['x-cache']).toBe('MISS');
+    expect(read.body.version).toBe(2);
   });
 
   it('invalidates by cache key, and a Vary marker takes all its variants with it', async () => {

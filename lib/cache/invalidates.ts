@@ -9,10 +9,11 @@ import type { Cache, InvalidateTarget } from './wrap';
 const HOLD_ROUND_TRIPS = 3;
 
 /**
- * Middleware for write routes: once the route answers 2xx, invalidates what `select` returns and
- * only then lets the response finish, so the client's next read cannot see the old entry. The wait is
- * bounded by three times the cache's `timeout`: past that (Redis slow or down) the response goes out
- * and the invalidation goes on behind it.
+ * Middleware for write routes: once the route answers 2xx or 3xx (a form post's redirect is a
+ * success too; invalidating after a redirect that was not costs one cache miss), invalidates what
+ * `select` returns and only then lets the response finish, so the client's next read cannot see the
+ * old entry. The wait is bounded by three times the cache's `timeout`: past that (Redis slow or
+ * down) the response goes out and the invalidation goes on behind it.
  */
 export function invalidatesMiddleware(
   cache: Cache,
@@ -26,7 +27,7 @@ export function invalidatesMiddleware(
       res.end = end as Response['end'];
       // A chunk Node refuses makes its end() throw: it must throw now, inside the route, so Express's
       // error handler answers as it would without the kit; deferred, nobody could catch it.
-      if (this.statusCode < 200 || this.statusCode >= 300 || refusedChunkError(args[0])) {
+      if (this.statusCode < 200 || this.statusCode >= 400 || refusedChunkError(args[0])) {
         return end.apply(this, args);
       }
       let target: InvalidateTarget;
