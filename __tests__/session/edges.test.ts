@@ -64,6 +64,10 @@ function setup(extra: Partial<Parameters<typeof redisSession>[0]> = {}) {
     res.write('a');
     res.end('b');
   });
+  app.post('/save-then-redirect', (req, res) => {
+    data(req).note = 'saved';
+    req.session.save(() => res.redirect(303, '/me'));
+  });
   app.post('/logout', async (req, res) => {
     await sessions.logout(req, res);
     res.status(204).end();
@@ -170,6 +174,20 @@ describe('redisSession edge cases', () => {
     } finally {
       sent.mockRestore();
     }
+  });
+
+  it("a handler's own session.save() before a redirect is not written a second time at the end", async () => {
+    const { redis, loggedIn } = setup();
+    const { agent } = await loggedIn();
+    await agent.get('/me').expect(200);
+    const sent = jest.spyOn(redis, 'sendCommand');
+    try {
+      await agent.post('/save-then-redirect').expect(303);
+      expect(sent).toHaveBeenCalledTimes(2); // read + slide, then the save
+    } finally {
+      sent.mockRestore();
+    }
+    expect((await agent.get('/me').expect(200)).body.note).toBe('saved');
   });
 
   it('with rolling: false a request does not extend the session in Redis, so the key ends with its cookie', async () => {

@@ -105,8 +105,13 @@ export class KitSessionStore extends Store {
       callback?.();
       return;
     }
+    // Marked, so a handler's own `req.session.save()` (before a redirect) is not written again at
+    // the end of the request.
     this.save(sid, session).then(
-      () => callback?.(),
+      () => {
+        this.markPersisted(session);
+        callback?.();
+      },
       (error) => callback?.(error),
     );
   }
