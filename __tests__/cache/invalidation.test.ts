@@ -160,6 +160,31 @@ describe('invalidation', () => {
   });
 });
 
+describe('an invalidation whose reply is lost', () => {
+  it('a tag take that timed out but landed leaves its members to the next invalidation, which deletes them', async () => {
+    const client = redis.client();
+    client.on('error', () => {});
+    const cache = createCache({ redis: client, l1: false, timeout: '100ms' });
+    let built = 0;
+    const report = () => cache.wrap('r', async () => ({ built: ++built }), { ttl: '10m', tags: ['lost'] });
+    expect(await report()).toEqual({ built: 1 });
+    await waitForKeys(admin, 'erk:t:{lost}');
+    // Invalidation waits max(timeout, 2 s): the take is held past that, then runs.
+    await admin.client('PAUSE', 2600, 'WRITE');
+    await expect(cache.invalidate({ tags: ['lost'] })).rejects.toThrow();
+    await eventually(async () => (await admin.exists('erk:t:{lost}')) === 0, 'the late take to land', 3000);
+    // The tag set is gone, but the entry it named still lives: the invalidation did not finish.
+    expect(await report()).toEqual({ built: 1 });
+    await cache.invalidate({ tags: ['lost'] });
+    expect(await report()).toEqual({ built: 2 });
+    await eventually(
+      async () => (await admin.exists('erk:t:{lost}:taken')) === 0,
+      'taken members forgotten',
+      1000,
+    );
+  });
+});
+
 describe('invalidation racing a Redis read in the same process', () => {
   // The lookup and the invalidation are both held in Redis by CLIENT PAUSE, so the read that started
   // first is answered with the old entry after the invalidation already bumped this process' L1.

@@ -3,7 +3,7 @@ import type { RedisClient } from '../client';
 import type { Bus, Invalidation } from './bus';
 import { entryKey, lockKeyOf, tagKey, valueKey } from './key';
 import type { ResolvedCacheOptions } from './options';
-import { takeTag, unlinkKeys } from './store';
+import { forgetTaken, takeTag, unlinkKeys } from './store';
 
 /** What an invalidation needs of the cache it runs for. */
 export interface InvalidationContext {
@@ -62,6 +62,12 @@ export async function invalidateRedis(
   // its lock away makes its store a no-op (the store script checks the lock is still its own).
   for (const key of [...doomed]) doomed.add(lockKeyOf(key));
   if (doomed.size > 0) await slow(undefined, () => unlinkKeys(core.redis, [...doomed]));
+  // Nobody waits for this: if it fails, the next invalidation of the tag unlinks them again (harmless).
+  taken.forEach((result, i) => {
+    if (result.status === 'fulfilled' && result.value.length > 0) {
+      forgetTaken(core.redis, tagKey(prefix, tags[i]!), result.value).catch(() => {});
+    }
+  });
   // A read between the first drop and the unlink may have brought an old entry back from Redis.
   core.dropLocal(message);
   if (core.bus) await slow(undefined, () => core.bus!.publish(message));

@@ -105,16 +105,25 @@ if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('PEXPIRE', KE
 return 1`,
 );
 
-// KEYS: tag set, its invalidation marker. ARGV: marker ttl ms. Reads and deletes the set in one step,
-// so two invalidations never both miss a member, and notes when, for fills still running.
+// KEYS: tag set, its invalidation marker, its members being invalidated. ARGV: marker ttl ms. Moves
+// the set's members to the third key in one step, so two invalidations never both miss a member, and
+// notes when, for fills still running. Returns the members of both: a take whose reply was lost (a
+// timeout that landed) left its members there, and the next invalidation of the tag unlinks them
+// instead of finding an empty set while their entries live on. `forgetTaken()` clears them once done.
 const TAG_TAKE = defineScript(
   'cache_tag_take',
-  2,
+  3,
   `${LUA_NOW_MS}
-local members = redis.call('SMEMBERS', KEYS[1])
-redis.call('DEL', KEYS[1])
+local ttl = math.max(redis.call('PTTL', KEYS[1]), redis.call('PTTL', KEYS[3]))
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('SUNIONSTORE', KEYS[3], KEYS[3], KEYS[1])
+  redis.call('DEL', KEYS[1])
+end
 redis.call('SET', KEYS[2], now_ms, 'PX', ARGV[1])
-return members`,
+if redis.call('EXISTS', KEYS[3]) == 0 then return {} end
+if ttl < 0 then ttl = tonumber(ARGV[1]) end
+redis.call('PEXPIRE', KEYS[3], ttl)
+return redis.call('SMEMBERS', KEYS[3])`,
 );
 
 export type LookupReply =
@@ -184,6 +193,8 @@ export function storeEntry(
 
 /** The marker of a tag's last invalidation, in the tag's slot. */
 const invalidatedKeyOf = (tagRedisKey: string) => `${tagRedisKey}:inv`;
+/** The members an invalidation of the tag took and has not confirmed deleting, in the tag's slot. */
+const takenKeyOf = (tagRedisKey: string) => `${tagRedisKey}:taken`;
 
 /** Adds members to a tag set; false (nothing added) when the tag was invalidated since `since`. */
 export async function addToTag(
@@ -203,7 +214,17 @@ export async function addToTag(
 }
 
 export function takeTag(redis: RedisClient, tagRedisKey: string, markerTtlMs: number): Promise<string[]> {
-  return runScript<string[]>(redis, TAG_TAKE, [tagRedisKey, invalidatedKeyOf(tagRedisKey)], [markerTtlMs]);
+  return runScript<string[]>(
+    redis,
+    TAG_TAKE,
+    [tagRedisKey, invalidatedKeyOf(tagRedisKey), takenKeyOf(tagRedisKey)],
+    [markerTtlMs],
+  );
+}
+
+/** After their entries were deleted: the taken members need no second invalidation. */
+export async function forgetTaken(redis: RedisClient, tagRedisKey: string, members: readonly string[]) {
+  if (members.length > 0) await redis.srem(takenKeyOf(tagRedisKey), ...members);
 }
 
 /**
