@@ -50,7 +50,12 @@ describe('cacheResponse: default per-user cookie detection', () => {
     client = c;
   });
 
-  function profileApp(options: { sessionCookie?: RegExp | string[] | false } = {}) {
+  function profileApp(
+    options: {
+      sessionCookie?: RegExp | string[] | false;
+      credentialHeaders?: RegExp | string[] | false;
+    } = {},
+  ) {
     const app = express();
     let runs = 0;
     app.get(
@@ -58,7 +63,7 @@ describe('cacheResponse: default per-user cookie detection', () => {
       cacheResponse({ redis: client, ttl: '1m', l1: { max: 10 }, ...options }),
       (req, res) => {
         runs += 1;
-        res.json({ cookie: req.headers.cookie ?? null, runs });
+        res.json({ cookie: req.headers.cookie ?? null, key: req.headers['x-api-key'] ?? null, runs });
       },
     );
     return { app, client, runs: () => runs };
@@ -101,5 +106,60 @@ describe('cacheResponse: default per-user cookie detection', () => {
     expect(first.headers['x-cache']).toBe('MISS');
     const bypassed = await request(app).get('/profile').set('Cookie', 'sid=bob').expect(200);
     expect(bypassed.headers['x-cache']).toBe('BYPASS');
+  });
+
+  it.each([
+    'X-Api-Key',
+    'Api-Key',
+    'X-Auth-Token',
+    'X-Access-Token',
+    'X-Amz-Security-Token',
+    'X-Forwarded-User',
+    'X-Remote-User',
+    'X-User-Id',
+    'X-Ms-Client-Principal',
+    'Cf-Access-Jwt-Assertion',
+    'Proxy-Authorization',
+  ])('never answers a request carrying a %s header from the cache', async (name) => {
+    const { app, client } = profileApp();
+    expect((await request(app).get('/profile').set(name, 'alice').expect(200)).headers['x-cache']).toBe(
+      'BYPASS',
+    );
+    await sleep(50);
+    expect((await request(app).get('/profile').set(name, 'bob').expect(200)).headers['x-cache']).toBe(
+      'BYPASS',
+    );
+    expect(await client.keys('erk:c:*')).toEqual([]);
+  });
+
+  it('still caches requests whose headers carry no credential (User-Agent, tracing, conditional)', async () => {
+    const { app, runs } = profileApp();
+    const headers = {
+      'User-Agent': 'test',
+      'X-Request-Id': '1',
+      traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+      'If-None-Match': '"x"',
+    };
+    await request(app).get('/profile').set(headers).expect(200);
+    await sleep(50);
+    expect((await request(app).get('/profile').set(headers)).headers['x-cache']).toBe('HIT');
+    expect(runs()).toBe(1);
+  });
+
+  it('lets credentialHeaders replace the default rule, and false leaves only Authorization', async () => {
+    const listed = profileApp({ credentialHeaders: ['X-Tenant-Key'] }).app;
+    expect((await request(listed).get('/profile').set('X-Tenant-Key', 'a')).headers['x-cache']).toBe(
+      'BYPASS',
+    );
+    expect((await request(listed).get('/profile').set('X-Api-Key', 'a')).headers['x-cache']).toBe('MISS');
+    const off = profileApp({ credentialHeaders: false }).app;
+    await sleep(50);
+    expect((await request(off).get('/profile').set('X-Api-Key', 'b')).headers['x-cache']).toBe('HIT');
+    expect((await request(off).get('/profile').set('Authorization', 'Bearer b')).headers['x-cache']).toBe(
+      'BYPASS',
+    );
+    expect(() => profileApp({ credentialHeaders: 'x-api-key' as never })).toThrow(
+      /option "credentialHeaders"/,
+    );
   });
 });

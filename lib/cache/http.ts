@@ -59,6 +59,15 @@ export function refusal(
   return undefined;
 }
 
+/** The first request header (by lower-case name) that marks the request as per-user, if any. */
+export function credentialHeaderOf(
+  headers: IncomingHttpHeaders,
+  isCredential: (name: string) => boolean,
+): string | undefined {
+  for (const name in headers) if (isCredential(name)) return name;
+  return undefined;
+}
+
 /** Cookies (by name) a request carries that mark it as part of a session. */
 export function hasSessionCookie(
   headers: IncomingHttpHeaders,

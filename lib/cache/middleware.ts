@@ -3,7 +3,7 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { optionError } from '../errors';
 import { type Captured, captureResponse, type Originals } from './capture';
 import type { Entry } from './entry';
-import { hasSessionCookie, storedHeaders } from './http';
+import { credentialHeaderOf, hasSessionCookie, storedHeaders } from './http';
 import { invalidatesMiddleware } from './invalidates';
 import { defaultKey, entryKey, headerValue, withVary } from './key';
 import { type Rec, toRec } from './l1';
@@ -87,6 +87,8 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
       if (req.headers.authorization !== undefined) return bypass(res, next, '', 'authorization');
       if (o.sessionCookie && hasSessionCookie(req.headers, o.sessionCookie))
         return bypass(res, next, '', 'session');
+      if (o.credentialHeader && credentialHeaderOf(req.headers, o.credentialHeader) !== undefined)
+        return bypass(res, next, '', 'credentials');
     }
     let key: string | undefined;
     try {

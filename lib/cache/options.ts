@@ -78,8 +78,8 @@ export interface CacheResponseOptions {
    */
   key?: (req: Request) => string;
   /**
-   * Per-user scope (e.g. `req => req.session.userId`). With it, requests carrying `Authorization` or a
-   * session cookie are cached, keyed by the scope; an empty scope means bypass.
+   * Per-user scope (e.g. `req => req.session.userId`). With it, requests carrying `Authorization`, a
+   * session cookie or a credential header are cached, keyed by the scope; an empty scope means bypass.
    */
   scope?: (req: Request) => string | number | undefined | null;
   /** Tags of a stored response, for `invalidate({ tags })`. */
@@ -116,6 +116,15 @@ export interface CacheResponseOptions {
    * (e.g. `['connect.sid']` to cache requests carrying other cookies); `false`: no cookie counts.
    */
   sessionCookie?: RegExp | string[] | false;
+  /**
+   * Request headers (by name) that carry a credential or an identity, and so mark a request as
+   * per-user like `Authorization` (which always does). Default: {@link CACHE_DEFAULTS.credentialHeader},
+   * any name containing `auth`, `token`, `jwt`, `sess`, `api-key`/`apikey` or `principal`, or ending in
+   * `user` (`-id`, `-email`, `-name`): `X-Api-Key`, `X-Auth-Token`, `X-Forwarded-User`,
+   * `X-Ms-Client-Principal`… A RegExp or a list of names replaces that rule; `false`: only
+   * `Authorization` counts.
+   */
+  credentialHeaders?: RegExp | string[] | false;
   /** Name reported in events. */
   name?: string;
   /** See {@link CreateCacheOptions.logger}. */
@@ -133,6 +142,8 @@ export const CACHE_DEFAULTS = {
   methods: ['GET'],
   // Safe by default: a per-user cookie missed here means one user's response served to another.
   sessionCookie: /sess|auth|token|jwt|(^|[._-])sid([._-]|$)/i,
+  // API keys and identities a proxy adds (oauth2-proxy, Azure Easy Auth, Cloudflare Access): same risk.
+  credentialHeader: /auth|token|jwt|sess|api-?key|principal|(^|-)user(-(id|email|name))?$/i,
 } as const;
 
 const consoleLogger: CacheLogger = {
@@ -238,6 +249,8 @@ export interface ResolvedResponseOptions {
   methods: Set<string>;
   shouldCache: CacheResponseOptions['shouldCache'];
   sessionCookie: ((name: string) => boolean) | undefined;
+  /** Lower-case request header name → whether it marks the request as per-user. */
+  credentialHeader: ((name: string) => boolean) | undefined;
   name: string | undefined;
 }
 
@@ -289,8 +302,22 @@ export function resolveResponseOptions(options: CacheResponseOptions): ResolvedR
     methods: new Set(upper),
     shouldCache: checkFunction(options.shouldCache, 'shouldCache'),
     sessionCookie: resolveSessionCookie(options.sessionCookie),
+    credentialHeader: resolveCredentialHeaders(options.credentialHeaders),
     name: options.name,
   };
+}
+
+function resolveCredentialHeaders(
+  option: CacheResponseOptions['credentialHeaders'],
+): ((name: string) => boolean) | undefined {
+  if (option === false) return undefined;
+  if (option === undefined) return (name) => CACHE_DEFAULTS.credentialHeader.test(name);
+  if (option instanceof RegExp) return (name) => option.test(name);
+  if (Array.isArray(option) && option.every((n) => typeof n === 'string')) {
+    const names = new Set(option.map((n) => n.toLowerCase()));
+    return (name) => names.has(name);
+  }
+  throw optionError('credentialHeaders', 'must be a RegExp, an array of header names, or false');
 }
 
 function resolveSessionCookie(
