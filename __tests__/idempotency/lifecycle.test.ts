@@ -158,6 +158,20 @@ describe('idempotency lifecycle', () => {
     expect(events.types()).toContain('mismatch');
   });
 
+  it('answers 422 for a different body no parser read (another Content-Type or size), instead of replaying', async () => {
+    const { url, counter } = await countingRoute();
+    const key = freshKey();
+    const text = { 'Content-Type': 'text/plain' };
+    expect((await send(url, { key, body: 'amount=10', headers: text })).status).toBe(200);
+    expect((await send(url, { key, body: 'amount=1000', headers: text })).status).toBe(422);
+    expect(
+      (await send(url, { key, body: 'amount=10', headers: { 'Content-Type': 'text/csv' } })).status,
+    ).toBe(422);
+    const retry = await send(url, { key, body: 'amount=10', headers: text });
+    expect(retry.headers.get('idempotent-replayed')).toBe('true');
+    expect(counter.runs).toBe(1);
+  });
+
   it('treats JSON bodies parsed by express.json() with reordered keys as the same payload', async () => {
     const redis = redisServer.client();
     let runs = 0;

@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { Request } from 'express';
 import Redis from 'ioredis';
 import {
@@ -77,7 +78,7 @@ describe('idempotency key parsing', () => {
 
 describe('defaultFingerprint', () => {
   const app = (settings: Record<string, boolean> = {}) => ({ get: (name: string) => settings[name] });
-  const req = (body: unknown, method = 'POST', originalUrl = '/orders?x=1', settings = {}) =>
+  const req = (body: unknown, method = 'POST', originalUrl = '/orders?x=1', settings = {}, headers = {}) =>
     ({
       method,
       originalUrl,
@@ -85,6 +86,7 @@ describe('defaultFingerprint', () => {
       baseUrl: '',
       path: originalUrl.split('?')[0],
       app: app(settings),
+      headers,
       body,
     }) as unknown as Request;
 
@@ -116,5 +118,28 @@ describe('defaultFingerprint', () => {
     expect(defaultFingerprint(req(Buffer.from('"hello"')))).not.toBe(defaultFingerprint(req({ hello: 1 })));
     expect(defaultFingerprint(req(undefined))).not.toBe(defaultFingerprint(req('')));
     expect(defaultFingerprint(req(undefined))).not.toBe(defaultFingerprint(req({})));
+  });
+
+  it('tells unread bodies apart by Content-Type and Content-Length; no body fingerprints as before', () => {
+    const unread = (headers: Record<string, string>) =>
+      defaultFingerprint(req(undefined, 'POST', '/o', {}, headers));
+    const text5 = unread({ 'content-type': 'text/plain', 'content-length': '5' });
+    expect(unread({ 'content-type': 'text/plain', 'content-length': '6' })).not.toBe(text5);
+    expect(unread({ 'content-type': 'application/xml', 'content-length': '5' })).not.toBe(text5);
+    expect(unread({ 'content-type': 'text/plain', 'transfer-encoding': 'chunked' })).not.toBe(text5);
+    expect(unread({ 'content-type': 'text/plain', 'content-length': '5' })).toBe(text5);
+    // Records stored by earlier versions (plain "none") still match a retry without a body.
+    expect(unread({ 'content-length': '0' })).toBe(unread({}));
+    expect(unread({})).toBe(
+      createHash('sha256')
+        .update('POST')
+        .update('\0')
+        .update('/o')
+        .update('\0')
+        .update('')
+        .update('\0')
+        .update('none')
+        .digest('hex'),
+    );
   });
 });

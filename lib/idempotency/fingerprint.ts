@@ -9,8 +9,9 @@ import { matchedPath } from './request-key';
  * - a `Buffer` or string (`express.raw()`, `express.text()`) is hashed as its bytes;
  * - anything else (`express.json()`, `express.urlencoded()`) as canonical JSON, object keys sorted,
  *   so `{"a":1,"b":2}` and `{"b":2,"a":1}` are the same payload;
- * - no `req.body` (no body parser ran, e.g. a streamed upload) fingerprints as "no body": such
- *   requests are told apart by method and path only. Pass your own `fingerprint` for them.
+ * - no `req.body` (no body parser ran, e.g. a streamed upload, or none matched its Content-Type): the
+ *   bytes are unknown, so such a body is told apart by its `Content-Type` and `Content-Length` only.
+ *   Pass your own `fingerprint` for them.
  */
 export function defaultFingerprint(req: Request): string {
   const hash = createHash('sha256');
@@ -21,8 +22,19 @@ export function defaultFingerprint(req: Request): string {
   // Two requests that differ only in `?amount=` are not the same operation.
   hash.update(query.toString()).update('\0');
   const body: unknown = req.body;
-  if (body === undefined) hash.update('none');
-  else if (Buffer.isBuffer(body)) hash.update('bytes\0').update(body);
+  if (body === undefined) {
+    hash.update('none');
+    // Unread, but there: two payloads of another type or size must still not replay each other.
+    // Without a body this stays plain 'none', so records stored by earlier versions still match.
+    const {
+      'content-length': length,
+      'content-type': type,
+      'transfer-encoding': chunked,
+    } = req.headers ?? {};
+    if ((length !== undefined && length !== '0') || chunked !== undefined) {
+      hash.update(`\0${type ?? ''}\0${length ?? 'chunked'}`);
+    }
+  } else if (Buffer.isBuffer(body)) hash.update('bytes\0').update(body);
   else if (typeof body === 'string') hash.update('bytes\0').update(body, 'utf8');
   else hash.update('json\0').update(canonicalJson(body), 'utf8');
   return hash.digest('hex');
