@@ -68,6 +68,28 @@ function setup(extra: Partial<Parameters<typeof redisSession>[0]> = {}) {
     data(req).note = 'saved';
     req.session.save(() => res.redirect(303, '/me'));
   });
+  app.post('/remember-save', (req, res) => {
+    req.session.cookie.maxAge = WEEK;
+    req.session.save(() => res.json({}));
+  });
+  let gate: Promise<void> = Promise.resolve();
+  let entered = () => {};
+  app.post('/slow-note', async (req, res) => {
+    entered();
+    await gate;
+    data(req).note = 'late';
+    res.json({});
+  });
+  const hold = () => {
+    let release = () => {};
+    gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const inside = new Promise<void>((resolve) => {
+      entered = resolve;
+    });
+    return { release, inside };
+  };
   app.post('/logout', async (req, res) => {
     await sessions.logout(req, res);
     res.status(204).end();
@@ -78,7 +100,7 @@ function setup(extra: Partial<Parameters<typeof redisSession>[0]> = {}) {
     const cookie = sessionCookie(await agent.post(`/login${query}`).expect(200))!;
     return { agent, cookie, key: sessionKey(prefix, sidOf(cookie)) };
   };
-  return { redis, sessions, app, prefix, loggedIn };
+  return { redis, sessions, app, prefix, loggedIn, hold };
 }
 
 describe('redisSession edge cases', () => {
@@ -104,6 +126,11 @@ describe('redisSession edge cases', () => {
     ['not an object', '42'],
     ['an object without a cookie', '{"userId":"u"}'],
     ['an array', '[1,2]'],
+    ['a cookie with a lifetime that is not a number', '{"cookie":{"originalMaxAge":"x"},"userId":"u"}'],
+    [
+      'a cookie with an expiry that is not a date',
+      '{"cookie":{"originalMaxAge":1000,"expires":"soon"},"userId":"u"}',
+    ],
   ])(
     'a stored value that is %s reads as no session (event "corrupt"), not a 500 on every request',
     async (_what, stored) => {
@@ -115,7 +142,7 @@ describe('redisSession edge cases', () => {
         if (e.component === 'session') events.push(e);
       });
       try {
-        expect((await agent.get('/me').expect(200)).body).toEqual({ userId: null, note: null });
+        expect((await agent.get('/me').timeout(3000).expect(200)).body).toEqual({ userId: null, note: null });
       } finally {
         off();
       }
@@ -208,6 +235,41 @@ describe('redisSession edge cases', () => {
     const changed = await agent.post('/note?note=x').expect(200);
     expect(sessionCookie(changed)).toBeDefined();
     expect(await redis.pttl(key)).toBeGreaterThan(3_500_000);
+  });
+
+  it('with rolling: false, an explicit save() of a new lifetime alone sends no cookie, so Redis keeps the old expiry', async () => {
+    const { redis, loggedIn } = setup({ rolling: false });
+    const { agent, key } = await loggedIn();
+    const res = await agent.post('/remember-save').expect(200);
+    expect(sessionCookie(res)).toBeUndefined();
+    expect(await redis.pttl(key)).toBeLessThanOrEqual(3600_000);
+  });
+
+  it('with rolling: false, a lost user-index claim is made again by the next read, so logoutAll still finds the session', async () => {
+    const { redis, sessions, prefix, loggedIn } = setup({ rolling: false });
+    const { agent } = await loggedIn();
+    // What a save that timed out after landing leaves: its claim dropped, its index write never made.
+    await redis.del(userIndexKey(prefix, 'u'));
+    for (const key of await redis.keys(`${prefix}sess:*`)) await redis.hdel(key, 'ix');
+    expect((await agent.get('/me').expect(200)).body.userId).toBe('u');
+    expect(await sessions.list('u')).toHaveLength(1);
+    expect(await sessions.logoutAll('u')).toBe(1);
+    expect((await agent.get('/me').expect(200)).body.userId).toBeNull();
+  });
+
+  it('a request that outlives a logout answers without putting the dead session cookie back', async () => {
+    const { redis, loggedIn, hold } = setup();
+    const { agent, key } = await loggedIn();
+    const { release, inside } = hold();
+    const slow = agent.post('/slow-note').then((r) => r);
+    await inside;
+    const out = await agent.post('/logout').expect(204);
+    expect(sessionCookie(out)).toMatch(/Expires=Thu, 01 Jan 1970/);
+    release();
+    const late = await slow;
+    expect(late.status).toBe(200);
+    expect(sessionCookie(late)).toBeUndefined();
+    expect(await redis.hget(key, 'd')).toBeNull();
   });
 
   it('with rolling: false, "remember me" at login gives cookie and Redis the same lifetime', async () => {

@@ -98,10 +98,22 @@ export const LOAD = defineScript(
   'session_load',
   1,
   // Sessions written before `t` existed slide by the store's ttl; their next touch records `t`.
+  // Without rolling nothing slides, but a lost index claim (a write that timed out after landing;
+  // its claim was dropped) is still retried here: until the session's end, the index must vouch.
   `if ARGV[2] ~= '1' then
-  local cur = redis.call('HMGET', KEYS[1], 'x', 'u', 'd', 't')
+  local cur = redis.call('HMGET', KEYS[1], 'x', 'u', 'd', 't', 'ix')
   if cur[1] or not cur[3] then return {-1} end
-  return {0, cur[2] or '', cur[3], tonumber(cur[4]) or tonumber(ARGV[1])}
+  local uid = cur[2] or ''
+  local ttl = tonumber(cur[4]) or tonumber(ARGV[1])
+  local refresh = 0
+  if uid ~= '' then
+    ${LUA_NOW_MS}
+    if (tonumber(cur[5]) or 0) < now_ms + redis.call('PTTL', KEYS[1]) then
+      redis.call('HSET', KEYS[1], 'ix', now_ms + 2 * ttl)
+      refresh = 1
+    end
+  end
+  return {refresh, uid, cur[3], ttl}
 end
 ${slide('tonumber(cur[5]) or tonumber(ARGV[1])')}
 return {refresh, uid, cur[4], ttl}`,

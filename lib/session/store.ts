@@ -101,7 +101,7 @@ export class KitSessionStore extends Store {
   }
 
   set(sid: string, session: SessionData, callback?: Callback): void {
-    if (this.isPersisted(session)) {
+    if (this.isPersisted(session) || this.lifetimeOnlyUnsent(sid, session)) {
       callback?.();
       return;
     }
@@ -114,6 +114,17 @@ export class KitSessionStore extends Store {
       },
       (error) => callback?.(error),
     );
+  }
+
+  /**
+   * An explicit `save()` of a loaded session whose only change is its lifetime, without rolling:
+   * express-session sends no cookie for it, so the key must keep its expiry too.
+   */
+  private lifetimeOnlyUnsent(sid: string, session: SessionData): boolean {
+    if (this.settings.rolling) return false;
+    const written = this.persisted.get(session);
+    const req = (session as { req?: Request }).req;
+    return written !== undefined && written.body === bodyOf(session) && this.loadedAs(req, sid);
   }
 
   override touch(sid: string, session: SessionData, callback?: Callback): void {
@@ -195,6 +206,7 @@ export class KitSessionStore extends Store {
     );
     if (refresh === -1) {
       emitKitEvent({ component: 'session', type: 'late-write-dropped' });
+      forgetInRequest(session);
       return false;
     }
     if (refresh === 1) await this.index(key, userId, sid, ttl);
@@ -209,6 +221,7 @@ export class KitSessionStore extends Store {
     const [refresh, userId] = await this.claiming(key, () =>
       runScript<[number, string]>(redis, TOUCH, [key], [ttl]),
     );
+    if (refresh === -1) forgetInRequest(session);
     if (refresh === 1) await this.index(key, String(userId), sid, ttl);
   }
 
@@ -261,6 +274,16 @@ export class KitSessionStore extends Store {
   }
 }
 
+/**
+ * The session was ended (logout, logoutAll, a login elsewhere in the browser) while this request ran:
+ * without `req.session` express-session sends no cookie, so the answer cannot put the dead session's
+ * cookie back over the one the logout cleared or the login set.
+ */
+function forgetInRequest(session: SessionData): void {
+  const req = (session as { req?: Request }).req;
+  if (req && req.session === session) (req as { session?: unknown }).session = undefined;
+}
+
 /** The stored JSON as session data, or `undefined` when it is not shaped like one (a corrupt value). */
 function parseSession(data: string): SessionData | undefined {
   try {
@@ -268,6 +291,11 @@ function parseSession(data: string): SessionData | undefined {
     if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) return undefined;
     const cookie = (parsed as { cookie?: unknown }).cookie;
     if (!cookie || typeof cookie !== 'object' || Array.isArray(cookie)) return undefined;
+    // express-session's Cookie throws on other types (in touch(), after its end() began: a hang).
+    const { originalMaxAge, expires } = cookie as { originalMaxAge?: unknown; expires?: unknown };
+    if (originalMaxAge != null && typeof originalMaxAge !== 'number') return undefined;
+    if (expires != null && (typeof expires !== 'string' || Number.isNaN(Date.parse(expires))))
+      return undefined;
     return parsed as SessionData;
   } catch {
     return undefined;
