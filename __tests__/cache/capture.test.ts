@@ -81,6 +81,46 @@ describe('cacheResponse behind compression()', () => {
   );
 });
 
+describe('cacheResponse ETags of streamed answers', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'erk-etag-'));
+  const file = join(dir, 'doc.txt');
+  writeFileSync(file, 'y'.repeat(4096));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it('a hit keeps the ETag res.sendFile sent on the miss, so that client revalidates with a 304', async () => {
+    const app = express();
+    app.get(
+      '/doc',
+      cacheResponse({ redis: client, ttl: '1m', l1: false, logger: quietLogger() }),
+      (_req, res) => res.sendFile(file),
+    );
+    const server = await listen(app);
+    const events = captureEvents('cache');
+    try {
+      const miss = await rawGet(`${server.url}/doc`);
+      expect(miss.headers['x-cache']).toBe('MISS');
+      const etag = miss.headers.etag!;
+      expect(etag).toMatch(/^W\//);
+      await events.waitFor('store', 1);
+      const hit = await rawGet(`${server.url}/doc`);
+      expect(hit.headers['x-cache']).toBe('HIT');
+      expect(hit.headers.etag).toBe(etag);
+      const revalidated = await new Promise<number>((resolve, reject) => {
+        http
+          .get(`${server.url}/doc`, { headers: { 'if-none-match': etag } }, (res) => {
+            res.resume();
+            resolve(res.statusCode!);
+          })
+          .on('error', reject);
+      });
+      expect(revalidated).toBe(304);
+    } finally {
+      events.stop();
+      await server.close();
+    }
+  });
+});
+
 describe('cacheResponse body capture', () => {
   it('stores the bytes as written even when the app reuses its buffer after each write callback', async () => {
     const app = express();

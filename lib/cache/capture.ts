@@ -158,7 +158,11 @@ export function captureResponse(
     if (capturing) {
       const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
       const existing = this.getHeader('etag');
-      const etag = typeof existing === 'string' && !existing.startsWith('W/') ? existing : strongEtag(body);
+      // A weak one (Express's, send's) is replaced by a content hash only while it can still be; once
+      // it went out with a streamed answer (res.sendFile), hits keep it, so that client's
+      // If-None-Match still matches them.
+      const keep = typeof existing === 'string' && (!existing.startsWith('W/') || !whole);
+      const etag = keep ? existing : strongEtag(body);
       const headers = this.headersSent && sent ? sent : this.getHeaders();
       captured = { status: this.statusCode, headers, body, etag };
       if (whole) {
