@@ -36,7 +36,7 @@ export class KitSessionStore extends Store {
   private readonly persisted = new WeakMap<object, Written>();
   /** Request → the session id read from Redis for it. */
   private readonly loaded = new WeakMap<object, string>();
-  /** Session data whose expiry `readAndSlide()` already slid. */
+  /** Session data whose expiry `readAndSlide()` already slid (or, without rolling, must not slide). */
   private readonly touchedOnLoad = new WeakSet<object>();
 
   constructor(private readonly settings: StoreSettings) {
@@ -57,8 +57,9 @@ export class KitSessionStore extends Store {
   }
 
   /**
-   * Reads the session and slides its expiry in one script. When that expiry is the one the end of the
-   * request would set, the session counts as touched, so an unchanged request costs one round trip.
+   * Reads the session and (rolling) slides its expiry in one script. When that expiry is the one the
+   * end of the request would set, the session counts as touched, so an unchanged request costs one
+   * round trip.
    */
   private async readAndSlide(sid: string): Promise<SessionData | null> {
     const { redis, prefix, ttlMs, rolling } = this.settings;
