@@ -120,6 +120,11 @@ describe('cacheResponse: default per-user cookie detection', () => {
     'X-Ms-Client-Principal',
     'Cf-Access-Jwt-Assertion',
     'Proxy-Authorization',
+    'X-Consumer-Id',
+    'X-Credential-Identifier',
+    'X-Forwarded-Email',
+    'X-Amzn-Oidc-Identity',
+    'X-Forwarded-Client-Cert',
   ])('never answers a request carrying a %s header from the cache', async (name) => {
     const { app, client } = profileApp();
     expect((await request(app).get('/profile').set(name, 'alice').expect(200)).headers['x-cache']).toBe(
@@ -132,10 +137,15 @@ describe('cacheResponse: default per-user cookie detection', () => {
     expect(await client.keys('erk:c:*')).toEqual([]);
   });
 
-  it('still caches requests whose headers carry no credential (User-Agent, tracing, conditional)', async () => {
+  it('still caches requests whose headers carry no credential (a browser navigation, tracing, conditional)', async () => {
     const { app, runs } = profileApp();
     const headers = {
       'User-Agent': 'test',
+      // What Chrome and Firefox send with every page load the user starts.
+      'Sec-Fetch-User': '?1',
+      'Sec-Fetch-Mode': 'navigate',
+      'Sec-Ch-Ua': '"Chromium";v="130"',
+      'Upgrade-Insecure-Requests': '1',
       'X-Request-Id': '1',
       traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
       'If-None-Match': '"x"',
@@ -161,5 +171,18 @@ describe('cacheResponse: default per-user cookie detection', () => {
     expect(() => profileApp({ credentialHeaders: 'x-api-key' as never })).toThrow(
       /option "credentialHeaders"/,
     );
+  });
+
+  it('a RegExp with the g flag recognises the header on every request, not every other one', async () => {
+    const { app, client } = profileApp({ credentialHeaders: /^x-api-key$/g, sessionCookie: /^sid$/g });
+    for (let i = 0; i < 4; i++) {
+      expect((await request(app).get('/profile').set('X-Api-Key', `k${i}`)).headers['x-cache']).toBe(
+        'BYPASS',
+      );
+      expect((await request(app).get('/profile').set('Cookie', `sid=s${i}`)).headers['x-cache']).toBe(
+        'BYPASS',
+      );
+    }
+    expect(await client.keys('erk:c:*')).toEqual([]);
   });
 });

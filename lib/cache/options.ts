@@ -119,10 +119,11 @@ export interface CacheResponseOptions {
   /**
    * Request headers (by name) that carry a credential or an identity, and so mark a request as
    * per-user like `Authorization` (which always does). Default: {@link CACHE_DEFAULTS.credentialHeader},
-   * any name containing `auth`, `token`, `jwt`, `sess`, `api-key`/`apikey` or `principal`, or ending in
-   * `user` (`-id`, `-email`, `-name`): `X-Api-Key`, `X-Auth-Token`, `X-Forwarded-User`,
-   * `X-Ms-Client-Principal`… A RegExp or a list of names replaces that rule; `false`: only
-   * `Authorization` counts.
+   * any name containing `auth`, `token`, `jwt`, `sess`, `api-key`/`apikey`, `principal`, `consumer`,
+   * `credential`, `oidc`, `email` or `client-cert`, or ending in `user`/`username`/`userid` (`-id`,
+   * `-email`, `-name`): `X-Api-Key`, `X-Auth-Token`, `X-Forwarded-User`, `X-Consumer-Id`,
+   * `X-Ms-Client-Principal`…, but no `Sec-*` header. A RegExp or a list of names replaces that rule;
+   * `false`: only `Authorization` counts.
    */
   credentialHeaders?: RegExp | string[] | false;
   /** Name reported in events. */
@@ -142,8 +143,15 @@ export const CACHE_DEFAULTS = {
   methods: ['GET'],
   // Safe by default: a per-user cookie missed here means one user's response served to another.
   sessionCookie: /sess|auth|token|jwt|(^|[._-])sid([._-]|$)/i,
-  // API keys and identities a proxy adds (oauth2-proxy, Azure Easy Auth, Cloudflare Access): same risk.
-  credentialHeader: /auth|token|jwt|sess|api-?key|principal|(^|-)user(-(id|email|name))?$/i,
+  // API keys and identities a gateway or proxy adds (oauth2-proxy, Azure Easy Auth, Cloudflare
+  // Access, AWS ALB OIDC, Kong/APISIX consumers, mTLS client certificates): same risk.
+  credentialHeader:
+    /auth|token|jwt|sess|api-?key|principal|consumer|credential|oidc|email|client-(cert|dn)|(^|-)user(name|id)?(-(id|email|name))?$/i,
+  /**
+   * Never credentials, whatever the rule says: browser-controlled `Sec-*` headers (`Sec-Fetch-User`
+   * comes with every navigation), HTTP/2 pseudo-headers, and Vercel's per-deployment OIDC token.
+   */
+  notCredentialHeader: /^(sec-|:)|^x-vercel-oidc-token$/,
 } as const;
 
 const consoleLogger: CacheLogger = {
@@ -307,12 +315,25 @@ export function resolveResponseOptions(options: CacheResponseOptions): ResolvedR
   };
 }
 
+/** A RegExp without `g`/`y`, whose `lastIndex` would make every other `test()` of one name fail. */
+function stateless(pattern: RegExp): RegExp {
+  return pattern.global || pattern.sticky
+    ? new RegExp(pattern.source, pattern.flags.replace(/[gy]/g, ''))
+    : pattern;
+}
+
 function resolveCredentialHeaders(
   option: CacheResponseOptions['credentialHeaders'],
 ): ((name: string) => boolean) | undefined {
   if (option === false) return undefined;
-  if (option === undefined) return (name) => CACHE_DEFAULTS.credentialHeader.test(name);
-  if (option instanceof RegExp) return (name) => option.test(name);
+  if (option === undefined) {
+    const { credentialHeader, notCredentialHeader } = CACHE_DEFAULTS;
+    return (name) => credentialHeader.test(name) && !notCredentialHeader.test(name);
+  }
+  if (option instanceof RegExp) {
+    const pattern = stateless(option);
+    return (name) => pattern.test(name);
+  }
   if (Array.isArray(option) && option.every((n) => typeof n === 'string')) {
     const names = new Set(option.map((n) => n.toLowerCase()));
     return (name) => names.has(name);
@@ -325,7 +346,10 @@ function resolveSessionCookie(
 ): ((name: string) => boolean) | undefined {
   if (option === false) return undefined;
   if (option === undefined) return (name) => CACHE_DEFAULTS.sessionCookie.test(name);
-  if (option instanceof RegExp) return (name) => option.test(name);
+  if (option instanceof RegExp) {
+    const pattern = stateless(option);
+    return (name) => pattern.test(name);
+  }
   if (Array.isArray(option) && option.every((n) => typeof n === 'string')) {
     const names = new Set(option);
     return (name) => names.has(name);
