@@ -32,6 +32,8 @@ async function instance(origin: { version: number; calls: number }) {
     products.invalidates((req) => [`product:${req.params.id}`]),
     (req, res) => {
       if (req.query.fail) return void res.status(400).json({ error: 'bad' });
+      // A login guard's answer to an anonymous write: nothing was written.
+      if (req.query.anonymous) return void res.redirect(302, '/login');
       origin.version++;
       // A form post answers with a redirect to the page it changed (Post/Redirect/Get).
       if (req.query.form) return void res.redirect(303, `/products/${req.params.id}`);
@@ -106,10 +108,12 @@ describe('invalidation', () => {
     );
   });
 
-  it('a write answered with a redirect (303 after a form post) invalidates too', async () => {
+  it("a write answered with 303 (after a form post) invalidates; a login guard's 302 does not", async () => {
     const origin = { version: 1, calls: 0 };
     const a = await instance(origin);
     await request(a.app).get('/products/6');
+    expect((await request(a.app).get('/products/6')).headers['x-cache']).toBe('HIT');
+    expect((await request(a.app).put('/products/6?anonymous=1')).status).toBe(302);
     expect((await request(a.app).get('/products/6')).headers['x-cache']).toBe('HIT');
     expect((await request(a.app).put('/products/6?form=1')).status).toBe(303);
     const read = await request(a.app).get('/products/6');

@@ -9,9 +9,8 @@ import type { Cache, InvalidateTarget } from './wrap';
 const HOLD_ROUND_TRIPS = 3;
 
 /**
- * Middleware for write routes: once the route answers 2xx or 3xx (a form post's redirect is a
- * success too; invalidating after a redirect that was not costs one cache miss), invalidates what
- * `select` returns and only then lets the response finish, so the client's next read cannot see the
+ * Middleware for write routes: once the route answers 2xx or 303 (See Other: the redirect after a
+ * successful form post), invalidates what `select` returns and only then lets the response finish, so the client's next read cannot see the
  * old entry. The wait is bounded by three times the cache's `timeout`: past that (Redis slow or
  * down) the response goes out and the invalidation goes on behind it.
  */
@@ -27,7 +26,10 @@ export function invalidatesMiddleware(
       res.end = end as Response['end'];
       // A chunk Node refuses makes its end() throw: it must throw now, inside the route, so Express's
       // error handler answers as it would without the kit; deferred, nobody could catch it.
-      if (this.statusCode < 200 || this.statusCode >= 400 || refusedChunkError(args[0])) {
+      // Not other redirects: a login guard's 302 to /login answers a write that never happened, and
+      // anonymous clients could empty chosen tags at will.
+      const succeeded = (this.statusCode >= 200 && this.statusCode < 300) || this.statusCode === 303;
+      if (!succeeded || refusedChunkError(args[0])) {
         return end.apply(this, args);
       }
       let target: InvalidateTarget;

@@ -19,7 +19,7 @@ export interface CacheResponseMiddleware extends RequestHandler {
   /** Deletes entries by tag and/or cache key, in Redis and in every instance's L1. */
   invalidate(target: InvalidateTarget): Promise<void>;
   /**
-   * Middleware for write routes: once the route answers 2xx or 3xx, invalidates what `select`
+   * Middleware for write routes: once the route answers 2xx or 303, invalidates what `select`
    * returns (tags, or `{ tags, keys }`) before the response is finished, so the client's next read
    * sees fresh data.
    */
