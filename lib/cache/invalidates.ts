@@ -10,9 +10,10 @@ const HOLD_ROUND_TRIPS = 3;
 
 /**
  * Middleware for write routes: once the route answers 2xx or 303 (See Other: the redirect after a
- * successful form post), invalidates what `select` returns and only then lets the response finish, so the client's next read cannot see the
- * old entry. The wait is bounded by three times the cache's `timeout`: past that (Redis slow or
- * down) the response goes out and the invalidation goes on behind it.
+ * successful form post), invalidates what `select` returns and only then lets the response finish,
+ * so the client's next read cannot see the old entry. The wait is bounded by three times the cache's
+ * `timeout`: past that (Redis slow or down) the response goes out and the invalidation goes on
+ * behind it.
  */
 export function invalidatesMiddleware(
   cache: Cache,
