@@ -1,6 +1,8 @@
 import express from 'express';
 import request from 'supertest';
 import { cacheResponse, createCache } from '../../lib/cache';
+import { tagKey } from '../../lib/cache/key';
+import { addToTag, forgetTaken, takeTag } from '../../lib/cache/store';
 import type { RedisClient } from '../../lib/client';
 import { eventually, useFlushedClient, useRedisServer } from '../helpers/redis';
 import { quietLogger, waitForKeys } from './helpers';
@@ -186,6 +188,19 @@ describe('an invalidation whose reply is lost', () => {
       'taken members forgotten',
       1000,
     );
+  });
+});
+
+describe('clean-up after a tag invalidation', () => {
+  it("an older invalidation's clean-up does not erase the members a newer one left for its retry", async () => {
+    const tag = tagKey('erk:', 'race');
+    await addToTag(admin, tag, 600_000, ['erk:c:{k1}'], undefined);
+    const older = await takeTag(admin, tag, 60_000);
+    await addToTag(admin, tag, 600_000, ['erk:c:{k1}'], undefined); // a fill after it, same key
+    const newer = await takeTag(admin, tag, 60_000); // its reply is lost: nothing unlinked
+    expect(newer.members).toEqual(['erk:c:{k1}']);
+    await forgetTaken(admin, tag, older); // the older one's clean-up lands late
+    expect((await takeTag(admin, tag, 60_000)).members).toEqual(['erk:c:{k1}']);
   });
 });
 

@@ -57,14 +57,14 @@ export async function invalidateRedis(
   if (failed && taken.every((result) => result.status === 'rejected')) throw failed.reason;
   const doomed = new Set(redisKeys);
   for (const result of taken)
-    if (result.status === 'fulfilled') for (const key of result.value) doomed.add(key);
+    if (result.status === 'fulfilled') for (const key of result.value.members) doomed.add(key);
   // A fill running now may have read the data before the write behind this invalidation: taking
   // its lock away makes its store a no-op (the store script checks the lock is still its own).
   for (const key of [...doomed]) doomed.add(lockKeyOf(key));
   if (doomed.size > 0) await slow(undefined, () => unlinkKeys(core.redis, [...doomed]));
   // Nobody waits for this: if it fails, the next invalidation of the tag unlinks them again (harmless).
   taken.forEach((result, i) => {
-    if (result.status === 'fulfilled' && result.value.length > 0) {
+    if (result.status === 'fulfilled' && result.value.members.length > 0) {
       forgetTaken(core.redis, tagKey(prefix, tags[i]!), result.value).catch(() => {});
     }
   });

@@ -110,6 +110,7 @@ return 1`,
 // notes when, for fills still running. Returns the members of both: a take whose reply was lost (a
 // timeout that landed) left its members there, and the next invalidation of the tag unlinks them
 // instead of finding an empty set while their entries live on. `forgetTaken()` clears them once done.
+// → {take stamp (Redis ms, also the marker's value), members...}
 const TAG_TAKE = defineScript(
   'cache_tag_take',
   3,
@@ -120,10 +121,23 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('DEL', KEYS[1])
 end
 redis.call('SET', KEYS[2], now_ms, 'PX', ARGV[1])
-if redis.call('EXISTS', KEYS[3]) == 0 then return {} end
+if redis.call('EXISTS', KEYS[3]) == 0 then return {now_ms} end
 if ttl < 0 then ttl = tonumber(ARGV[1]) end
 redis.call('PEXPIRE', KEYS[3], ttl)
-return redis.call('SMEMBERS', KEYS[3])`,
+local out = redis.call('SMEMBERS', KEYS[3])
+table.insert(out, 1, now_ms)
+return out`,
+);
+
+// KEYS: taken members, the tag's invalidation marker. ARGV: take stamp, members. Forgets members only
+// while no later take happened: a later one whose reply was lost relies on them for its retry.
+const TAG_FORGET = defineScript(
+  'cache_tag_forget',
+  2,
+  `if tonumber(redis.call('GET', KEYS[2])) == tonumber(ARGV[1]) then
+  redis.call('SREM', KEYS[1], unpack(ARGV, 2))
+end
+return 1`,
 );
 
 export type LookupReply =
@@ -213,18 +227,31 @@ export async function addToTag(
   return Number(added) === 1;
 }
 
-export function takeTag(redis: RedisClient, tagRedisKey: string, markerTtlMs: number): Promise<string[]> {
-  return runScript<string[]>(
+/** What one tag take answered: its stamp (for {@link forgetTaken}) and the member keys to delete. */
+export interface Taken {
+  stamp: number;
+  members: string[];
+}
+
+export async function takeTag(redis: RedisClient, tagRedisKey: string, markerTtlMs: number): Promise<Taken> {
+  const [stamp, ...members] = await runScript<[number, ...string[]]>(
     redis,
     TAG_TAKE,
     [tagRedisKey, invalidatedKeyOf(tagRedisKey), takenKeyOf(tagRedisKey)],
     [markerTtlMs],
   );
+  return { stamp: Number(stamp), members };
 }
 
 /** After their entries were deleted: the taken members need no second invalidation. */
-export async function forgetTaken(redis: RedisClient, tagRedisKey: string, members: readonly string[]) {
-  if (members.length > 0) await redis.srem(takenKeyOf(tagRedisKey), ...members);
+export async function forgetTaken(redis: RedisClient, tagRedisKey: string, taken: Taken): Promise<void> {
+  if (taken.members.length === 0) return;
+  await runScript(
+    redis,
+    TAG_FORGET,
+    [takenKeyOf(tagRedisKey), invalidatedKeyOf(tagRedisKey)],
+    [taken.stamp, ...taken.members],
+  );
 }
 
 /**
