@@ -32,7 +32,10 @@ export function defaultFingerprint(req: Request): string {
       'transfer-encoding': chunked,
     } = req.headers ?? {};
     if ((length !== undefined && length !== '0') || chunked !== undefined) {
-      hash.update(`\0${type ?? ''}\0${length ?? 'chunked'}`);
+      // A length only when the client gave one: chunked, or HTTP/2 without one, are the same unknown
+      // (a proxy may turn one into the other). The type without spaces or case, as clients vary them.
+      const media = (type ?? '').replace(/\s+/g, '').toLowerCase();
+      hash.update(`\0${media}\0${length ?? ''}`);
     }
   } else if (Buffer.isBuffer(body)) hash.update('bytes\0').update(body);
   else if (typeof body === 'string') hash.update('bytes\0').update(body, 'utf8');
