@@ -17,7 +17,7 @@ useFlushedClient(redis, (c) => {
  * write route that changes the value and invalidates the tag: the classic read/write race.
  */
 function productApp() {
-  const state = { value: 'v1' };
+  const state = { value: 'v1', onRead: () => {} };
   const products = cacheResponse({
     redis: client,
     ttl: '1m',
@@ -28,6 +28,7 @@ function productApp() {
   const app = express();
   app.get('/product', products, async (_req, res) => {
     const read = state.value;
+    state.onRead();
     await sleep(200);
     res.json({ value: read });
   });
@@ -42,21 +43,27 @@ function productApp() {
   return { app, products, state };
 }
 
-/** Starts a GET that reads the value now and answers later; resolves (with its answer to come) once it has begun. */
-async function startSlowRead(app: express.Express) {
+/**
+ * Starts a GET that reads the value now and answers later; resolves (with its answer to come) once
+ * the handler has read the value: a fixed wait was too short on a loaded machine.
+ */
+async function startSlowRead(app: express.Express, state: { onRead: () => void }) {
+  const read = new Promise<void>((resolve) => {
+    state.onRead = resolve;
+  });
   const answer = request(app)
     .get('/product')
     .then((res) => res); // supertest sends on then()
-  await sleep(50);
+  await read;
   return { answer };
 }
 
 describe('a fill that read the data before a write is not stored after that write invalidated it', () => {
   it('tag invalidation during a first fill (nothing cached yet for the tag)', async () => {
-    const { app } = productApp();
+    const { app, state } = productApp();
     const events = captureEvents('cache');
     try {
-      const { answer: slowRead } = await startSlowRead(app);
+      const { answer: slowRead } = await startSlowRead(app, state);
       await request(app).put('/product').expect(200);
       expect((await slowRead).body).toEqual({ value: 'v1' }); // answered: it started before the write
       await events.waitFor('store-dropped', 1);
@@ -74,7 +81,7 @@ describe('a fill that read the data before a write is not stored after that writ
     await products.invalidate({ keys: ['GET /product'] });
     const events = captureEvents('cache');
     try {
-      const { answer: slowRead } = await startSlowRead(app);
+      const { answer: slowRead } = await startSlowRead(app, state);
       state.value = 'v2';
       await products.invalidate({ keys: ['GET /product'] });
       await slowRead;
