@@ -94,19 +94,29 @@ describe('a fill that read the data before a write is not stored after that writ
 
   it('cache.wrap: tag invalidation while fn runs', async () => {
     const cache = createCache({ redis: client, l1: false, logger: quietLogger() });
+    const events = captureEvents('cache');
     let value = 'v1';
+    let onRead = () => {};
+    const read = new Promise<void>((resolve) => {
+      onRead = resolve;
+    });
     const load = async () => {
-      const read = value;
+      const seen = value;
+      onRead();
       await sleep(200);
-      return read;
+      return seen;
     };
-    const first = cache.wrap('report', load, { ttl: '1m', tags: ['reports'] });
-    await sleep(50);
-    value = 'v2';
-    await cache.invalidate({ tags: ['reports'] });
-    expect(await first).toBe('v1');
-    await sleep(50);
-    expect(await cache.wrap('report', load, { ttl: '1m', tags: ['reports'] })).toBe('v2');
-    await cache.close();
+    try {
+      const first = cache.wrap('report', load, { ttl: '1m', tags: ['reports'] });
+      await read;
+      value = 'v2';
+      await cache.invalidate({ tags: ['reports'] });
+      expect(await first).toBe('v1');
+      await events.waitFor('store-dropped', 1);
+      expect(await cache.wrap('report', load, { ttl: '1m', tags: ['reports'] })).toBe('v2');
+    } finally {
+      events.stop();
+      await cache.close();
+    }
   });
 });
