@@ -173,8 +173,9 @@ describe('cacheResponse: default per-user cookie detection', () => {
     );
   });
 
-  it('a RegExp with the g flag recognises the header on every request, not every other one', async () => {
-    const { app, client } = profileApp({ credentialHeaders: /^x-api-key$/g, sessionCookie: /^sid$/g });
+  it('a RegExp with the g flag, in any case, recognises the header on every request, not every other one', async () => {
+    // Written as the header is usually spelt: header names are matched regardless of case.
+    const { app, client } = profileApp({ credentialHeaders: /^X-Api-Key$/g, sessionCookie: /^sid$/g });
     for (let i = 0; i < 4; i++) {
       expect((await request(app).get('/profile').set('X-Api-Key', `k${i}`)).headers['x-cache']).toBe(
         'BYPASS',

@@ -120,10 +120,10 @@ export interface CacheResponseOptions {
    * Request headers (by name) that carry a credential or an identity, and so mark a request as
    * per-user like `Authorization` (which always does). Default: {@link CACHE_DEFAULTS.credentialHeader},
    * any name containing `auth`, `token`, `jwt`, `sess`, `api-key`/`apikey`, `principal`, `consumer`,
-   * `credential`, `oidc`, `email` or `client-cert`, or ending in `user`/`username`/`userid` (`-id`,
+   * `credential`, `oidc`, `email` or `client-cert`/`client-dn`, or ending in `user`/`username`/`userid` (`-id`,
    * `-email`, `-name`): `X-Api-Key`, `X-Auth-Token`, `X-Forwarded-User`, `X-Consumer-Id`,
-   * `X-Ms-Client-Principal`…, but no `Sec-*` header. A RegExp or a list of names replaces that rule;
-   * `false`: only `Authorization` counts.
+   * `X-Ms-Client-Principal`…, but no `Sec-*` header. A RegExp (matched regardless of case) or a list
+   * of names replaces that rule; `false`: only `Authorization` counts.
    */
   credentialHeaders?: RegExp | string[] | false;
   /** Name reported in events. */
@@ -315,11 +315,13 @@ export function resolveResponseOptions(options: CacheResponseOptions): ResolvedR
   };
 }
 
-/** A RegExp without `g`/`y`, whose `lastIndex` would make every other `test()` of one name fail. */
-function stateless(pattern: RegExp): RegExp {
-  return pattern.global || pattern.sticky
-    ? new RegExp(pattern.source, pattern.flags.replace(/[gy]/g, ''))
-    : pattern;
+/**
+ * A RegExp without `g`/`y`, whose `lastIndex` would make every other `test()` of one name fail;
+ * `caseless` adds `i` (header names are case-insensitive, and Node hands them over in lower case).
+ */
+function stateless(pattern: RegExp, caseless = false): RegExp {
+  const flags = pattern.flags.replace(/[gy]/g, '') + (caseless && !pattern.ignoreCase ? 'i' : '');
+  return flags === pattern.flags ? pattern : new RegExp(pattern.source, flags);
 }
 
 function resolveCredentialHeaders(
@@ -331,7 +333,7 @@ function resolveCredentialHeaders(
     return (name) => credentialHeader.test(name) && !notCredentialHeader.test(name);
   }
   if (option instanceof RegExp) {
-    const pattern = stateless(option);
+    const pattern = stateless(option, true);
     return (name) => pattern.test(name);
   }
   if (Array.isArray(option) && option.every((n) => typeof n === 'string')) {
