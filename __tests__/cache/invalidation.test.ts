@@ -204,6 +204,20 @@ describe('clean-up after a tag invalidation', () => {
   });
 });
 
+describe('clean-up of a big tag', () => {
+  it('forgets the taken members of a tag with more members than one Lua call can unpack', async () => {
+    const tag = tagKey('erk:', 'big');
+    const members = Array.from({ length: 12_000 }, (_, i) => `erk:c:{k${i}}`);
+    for (let i = 0; i < members.length; i += 1000) {
+      await addToTag(admin, tag, 600_000, members.slice(i, i + 1000), undefined);
+    }
+    const taken = await takeTag(admin, tag, 60_000);
+    expect(taken.members).toHaveLength(12_000);
+    await forgetTaken(admin, tag, taken);
+    expect(await admin.exists(`${tag}:taken`)).toBe(0);
+  });
+});
+
 describe('invalidation racing a Redis read in the same process', () => {
   // The lookup and the invalidation are both held in Redis by CLIENT PAUSE, so the read that started
   // first is answered with the old entry after the invalidation already bumped this process' L1.

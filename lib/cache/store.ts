@@ -245,14 +245,18 @@ export async function takeTag(redis: RedisClient, tagRedisKey: string, markerTtl
 
 /** After their entries were deleted: the taken members need no second invalidation. */
 export async function forgetTaken(redis: RedisClient, tagRedisKey: string, taken: Taken): Promise<void> {
-  if (taken.members.length === 0) return;
-  await runScript(
-    redis,
-    TAG_FORGET,
-    [takenKeyOf(tagRedisKey), invalidatedKeyOf(tagRedisKey)],
-    [taken.stamp, ...taken.members],
-  );
+  // In slices: Lua's unpack() refuses a few thousand arguments, and a big tag has more members.
+  for (let i = 0; i < taken.members.length; i += FORGET_SLICE) {
+    await runScript(
+      redis,
+      TAG_FORGET,
+      [takenKeyOf(tagRedisKey), invalidatedKeyOf(tagRedisKey)],
+      [taken.stamp, ...taken.members.slice(i, i + FORGET_SLICE)],
+    );
+  }
 }
+
+const FORGET_SLICE = 1000;
 
 /**
  * Deletes entry keys. Standalone: one UNLINK. Cluster: keys live in many slots and a multi-key command
