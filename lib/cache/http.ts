@@ -1,4 +1,4 @@
-import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { hashPart } from '../keys';
 import type { Entry } from './entry';
 import { parseVary } from './key';
@@ -57,30 +57,6 @@ export function refusal(
   if (type !== undefined && /^\s*text\/event-stream/i.test(String(type))) return 'stream';
   if (parseVary(res.getHeader('vary'))[0] === '*') return 'vary-star';
   return undefined;
-}
-
-/** The first request header (by lower-case name) that marks the request as per-user, if any. */
-export function credentialHeaderOf(
-  headers: IncomingHttpHeaders,
-  isCredential: (name: string) => boolean,
-): string | undefined {
-  for (const name in headers) if (isCredential(name)) return name;
-  return undefined;
-}
-
-/** Cookies (by name) a request carries that mark it as part of a session. */
-export function hasSessionCookie(
-  headers: IncomingHttpHeaders,
-  isSession: (name: string) => boolean,
-): boolean {
-  const cookie = headers.cookie;
-  if (!cookie) return false;
-  for (const part of cookie.split(';')) {
-    const eq = part.indexOf('=');
-    const name = (eq === -1 ? part : part.slice(0, eq)).trim();
-    if (name && isSession(name)) return true;
-  }
-  return false;
 }
 
 /**

@@ -3,11 +3,12 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { optionError } from '../errors';
 import { type Captured, captureResponse, type Originals } from './capture';
 import type { Entry } from './entry';
-import { credentialHeaderOf, hasSessionCookie, storedHeaders } from './http';
+import { storedHeaders } from './http';
 import { invalidatesMiddleware } from './invalidates';
 import { defaultKey, entryKey, headerValue, withVary } from './key';
 import { type Rec, toRec } from './l1';
 import { type CacheResponseOptions, resolveResponseOptions } from './options';
+import { perUserReason } from './per-user';
 import { refreshTicketOf } from './refresh';
 import { respond, type XCache } from './respond';
 import { createRevalidator } from './revalidate';
@@ -84,11 +85,8 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     if (!o.methods.has(req.method)) return next();
     const ticket = refreshTicketOf(req);
     if (!trustsKey && !ticket) {
-      if (req.headers.authorization !== undefined) return bypass(res, next, '', 'authorization');
-      if (o.sessionCookie && hasSessionCookie(req.headers, o.sessionCookie))
-        return bypass(res, next, '', 'session');
-      if (o.credentialHeader && credentialHeaderOf(req.headers, o.credentialHeader) !== undefined)
-        return bypass(res, next, '', 'credentials');
+      const perUser = perUserReason(req.headers, o.perUser);
+      if (perUser) return bypass(res, next, '', perUser);
     }
     let key: string | undefined;
     try {

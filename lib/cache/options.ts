@@ -3,6 +3,7 @@ import { checkClient, type RedisClient } from '../client';
 import { type Duration, MAX_TIMER_MS, toMs } from '../duration';
 import { numberOptionError, optionError } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX } from '../keys';
+import { type PerUserRules, resolvePerUserRules } from './per-user';
 
 /** Where the cache reports entries it had to throw away (pino and console both fit). */
 export interface CacheLogger {
@@ -256,9 +257,8 @@ export interface ResolvedResponseOptions {
   statuses: Set<number>;
   methods: Set<string>;
   shouldCache: CacheResponseOptions['shouldCache'];
-  sessionCookie: ((name: string) => boolean) | undefined;
-  /** Lower-case request header name → whether it marks the request as per-user. */
-  credentialHeader: ((name: string) => boolean) | undefined;
+  /** Which requests bypass the cache as per-user (see per-user.ts). */
+  perUser: PerUserRules;
   name: string | undefined;
 }
 
@@ -309,52 +309,7 @@ export function resolveResponseOptions(options: CacheResponseOptions): ResolvedR
     statuses: new Set(statuses),
     methods: new Set(upper),
     shouldCache: checkFunction(options.shouldCache, 'shouldCache'),
-    sessionCookie: resolveSessionCookie(options.sessionCookie),
-    credentialHeader: resolveCredentialHeaders(options.credentialHeaders),
+    perUser: resolvePerUserRules(options, CACHE_DEFAULTS),
     name: options.name,
   };
-}
-
-/**
- * A RegExp without `g`/`y`, whose `lastIndex` would make every other `test()` of one name fail;
- * `caseless` adds `i` (header names are case-insensitive, and Node hands them over in lower case).
- */
-function stateless(pattern: RegExp, caseless = false): RegExp {
-  const flags = pattern.flags.replace(/[gy]/g, '') + (caseless && !pattern.ignoreCase ? 'i' : '');
-  return flags === pattern.flags ? pattern : new RegExp(pattern.source, flags);
-}
-
-function resolveCredentialHeaders(
-  option: CacheResponseOptions['credentialHeaders'],
-): ((name: string) => boolean) | undefined {
-  if (option === false) return undefined;
-  if (option === undefined) {
-    const { credentialHeader, notCredentialHeader } = CACHE_DEFAULTS;
-    return (name) => credentialHeader.test(name) && !notCredentialHeader.test(name);
-  }
-  if (option instanceof RegExp) {
-    const pattern = stateless(option, true);
-    return (name) => pattern.test(name);
-  }
-  if (Array.isArray(option) && option.every((n) => typeof n === 'string')) {
-    const names = new Set(option.map((n) => n.toLowerCase()));
-    return (name) => names.has(name);
-  }
-  throw optionError('credentialHeaders', 'must be a RegExp, an array of header names, or false');
-}
-
-function resolveSessionCookie(
-  option: CacheResponseOptions['sessionCookie'],
-): ((name: string) => boolean) | undefined {
-  if (option === false) return undefined;
-  if (option === undefined) return (name) => CACHE_DEFAULTS.sessionCookie.test(name);
-  if (option instanceof RegExp) {
-    const pattern = stateless(option);
-    return (name) => pattern.test(name);
-  }
-  if (Array.isArray(option) && option.every((n) => typeof n === 'string')) {
-    const names = new Set(option);
-    return (name) => names.has(name);
-  }
-  throw optionError('sessionCookie', 'must be a RegExp, an array of cookie names, or false');
 }

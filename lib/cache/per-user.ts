@@ -1,0 +1,93 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import { optionError } from '../errors';
+import type { CACHE_DEFAULTS, CacheResponseOptions } from './options';
+
+/**
+ * Which requests are per-user, and so never answered from (or stored in) a shared entry without
+ * `scope`/`key`: those carrying `Authorization`, a session cookie or a credential header. Safe by
+ * default: a per-user request missed here means one user's response served to another.
+ */
+export interface PerUserRules {
+  /** Cookie name → whether it marks the request as per-user; undefined: no cookie does. */
+  sessionCookie: ((name: string) => boolean) | undefined;
+  /** Lower-case request header name → whether it marks the request as per-user. */
+  credentialHeader: ((name: string) => boolean) | undefined;
+}
+
+export type PerUserReason = 'authorization' | 'session' | 'credentials';
+
+/**
+ * Validates `sessionCookie` and `credentialHeaders`; throws a TypeError naming the option. `defaults`:
+ * the rules used when an option is not given (passed in, so defaults stay in options.ts).
+ */
+export function resolvePerUserRules(
+  options: CacheResponseOptions,
+  defaults: Pick<typeof CACHE_DEFAULTS, 'sessionCookie' | 'credentialHeader' | 'notCredentialHeader'>,
+): PerUserRules {
+  const { sessionCookie, credentialHeader, notCredentialHeader } = defaults;
+  return {
+    sessionCookie: namePredicate(options.sessionCookie, 'sessionCookie', 'cookie', false, (name) =>
+      sessionCookie.test(name),
+    ),
+    credentialHeader: namePredicate(
+      options.credentialHeaders,
+      'credentialHeaders',
+      'header',
+      // Node hands header names over in lower case, whatever case the option is written in.
+      true,
+      (name) => credentialHeader.test(name) && !notCredentialHeader.test(name),
+    ),
+  };
+}
+
+/** Why the request counts as per-user, or undefined when it does not. */
+export function perUserReason(headers: IncomingHttpHeaders, rules: PerUserRules): PerUserReason | undefined {
+  if (headers.authorization !== undefined) return 'authorization';
+  if (rules.sessionCookie && hasSessionCookie(headers, rules.sessionCookie)) return 'session';
+  if (rules.credentialHeader) {
+    for (const name in headers) if (rules.credentialHeader(name)) return 'credentials';
+  }
+  return undefined;
+}
+
+/** An option naming cookies or headers (a RegExp, a list of names, or false) as a predicate. */
+function namePredicate(
+  option: RegExp | string[] | false | undefined,
+  optionName: string,
+  what: 'cookie' | 'header',
+  caseless: boolean,
+  fallback: (name: string) => boolean,
+): ((name: string) => boolean) | undefined {
+  if (option === false) return undefined;
+  if (option === undefined) return fallback;
+  if (option instanceof RegExp) {
+    const pattern = stateless(option, caseless);
+    return (name) => pattern.test(name);
+  }
+  if (Array.isArray(option) && option.every((n) => typeof n === 'string')) {
+    const names = new Set(caseless ? option.map((n) => n.toLowerCase()) : option);
+    return (name) => names.has(name);
+  }
+  throw optionError(optionName, `must be a RegExp, an array of ${what} names, or false`);
+}
+
+/**
+ * A RegExp without `g`/`y`, whose `lastIndex` would make every other `test()` of one name fail;
+ * `caseless` adds `i`.
+ */
+function stateless(pattern: RegExp, caseless: boolean): RegExp {
+  const flags = pattern.flags.replace(/[gy]/g, '') + (caseless && !pattern.ignoreCase ? 'i' : '');
+  return flags === pattern.flags ? pattern : new RegExp(pattern.source, flags);
+}
+
+/** Cookies (by name) a request carries that mark it as part of a session. */
+function hasSessionCookie(headers: IncomingHttpHeaders, isSession: (name: string) => boolean): boolean {
+  const cookie = headers.cookie;
+  if (!cookie) return false;
+  for (const part of cookie.split(';')) {
+    const eq = part.indexOf('=');
+    const name = (eq === -1 ? part : part.slice(0, eq)).trim();
+    if (name && isSession(name)) return true;
+  }
+  return false;
+}
