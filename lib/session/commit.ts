@@ -1,15 +1,12 @@
 import type { Request, Response } from 'express';
 import type { Session, SessionData } from 'express-session';
 import { refusedChunkError } from '../chunks';
-import { bodyOf, type KitSessionStore, lifetimeOf, sameLifetime } from './store';
+import { bodyOf, lifetimeOf, type Shape, sameLifetime, shapeOf } from './data';
+import type { KitSessionStore } from './store';
 
 /** What the session looked like when the handler got it. */
-interface Snapshot {
+interface Snapshot extends Shape {
   id: string;
-  /** {@link bodyOf}: the data without the cookie. */
-  body: string;
-  /** The cookie's `originalMaxAge`, the session's own lifetime, as stored. */
-  lifetime: unknown;
 }
 
 const snapshots = new WeakMap<Request, Snapshot>();
@@ -26,14 +23,7 @@ const ENTITY_HEADERS = [
 
 /** Records the session as the handler receives it (or as `login()` left it). */
 export function takeSnapshot(req: Request): void {
-  const session = req.session;
-  if (session) {
-    snapshots.set(req, {
-      id: req.sessionID,
-      body: bodyOf(session),
-      lifetime: lifetimeOf(session),
-    });
-  }
+  if (req.session) snapshots.set(req, { id: req.sessionID, ...shapeOf(req.session) });
 }
 
 /**

@@ -5,6 +5,17 @@ import type { RedisClient } from '../client';
 import { RedisTimeoutError } from '../errors';
 import { emitKitEvent } from '../events';
 import { runScript } from '../scripts';
+import {
+  bodyOf,
+  forgetInRequest,
+  hasShape,
+  lifetimeOf,
+  parseSession,
+  type Shape,
+  sameLifetime,
+  shapeOf,
+  userIdOf,
+} from './data';
 import { DESTROY, LOAD, SAVE, sessionHandle, sessionKey, TOUCH, userIndexKey } from './scripts';
 import { addToUserIndex, evictSessions, removeFromUserIndex } from './user-index';
 
@@ -33,7 +44,7 @@ export class KitSessionStore extends Store {
    * Sessions already saved or touched during this request, with the data as written, so
    * express-session's own end-of-request save/touch does not pay a second round trip.
    */
-  private readonly persisted = new WeakMap<object, Written>();
+  private readonly persisted = new WeakMap<object, Shape>();
   /** Request → the session id read from Redis for it. */
   private readonly loaded = new WeakMap<object, string>();
   /** Session data whose expiry `readAndSlide()` already slid (or, without rolling, must not slide). */
@@ -173,16 +184,12 @@ export class KitSessionStore extends Store {
 
   /** Marks a session as already written (or touched) during this request. */
   markPersisted(session: SessionData): void {
-    this.persisted.set(session, { body: bodyOf(session), lifetime: lifetimeOf(session) });
+    this.persisted.set(session, shapeOf(session));
   }
 
   isPersisted(session: SessionData): boolean {
     const written = this.persisted.get(session);
-    return (
-      written !== undefined &&
-      written.body === bodyOf(session) &&
-      sameLifetime(written.lifetime, lifetimeOf(session))
-    );
+    return written !== undefined && hasShape(session, written);
   }
 
   /** Whether the session was written (or touched) in Redis during this request, in any version. */
@@ -270,72 +277,7 @@ export class KitSessionStore extends Store {
    * lifetime on the next read, costing that request a second round trip.
    */
   private ttlOf(session: SessionData): number {
-    const own = session.cookie?.originalMaxAge;
+    const own = lifetimeOf(session);
     return typeof own === 'number' && own > 0 ? Math.ceil(own) : this.settings.ttlMs;
   }
-}
-
-/**
- * The session was ended (logout, logoutAll, a login elsewhere in the browser) while this request ran:
- * without `req.session` express-session sends no cookie, so the answer cannot put the dead session's
- * cookie back over the one the logout cleared or the login set.
- */
-function forgetInRequest(session: SessionData): void {
-  const req = (session as { req?: Request }).req;
-  if (req && req.session === session) (req as { session?: unknown }).session = undefined;
-}
-
-/** The stored JSON as session data, or `undefined` when it is not shaped like one (a corrupt value). */
-function parseSession(data: string): SessionData | undefined {
-  try {
-    const parsed: unknown = JSON.parse(data);
-    if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed)) return undefined;
-    const cookie = (parsed as { cookie?: unknown }).cookie;
-    if (!cookie || typeof cookie !== 'object' || Array.isArray(cookie)) return undefined;
-    // express-session's Cookie throws on other types (in touch(), after its end() began: a hang).
-    const { originalMaxAge, expires } = cookie as { originalMaxAge?: unknown; expires?: unknown };
-    if (originalMaxAge != null && typeof originalMaxAge !== 'number') return undefined;
-    if (expires != null && (typeof expires !== 'string' || Number.isNaN(Date.parse(expires))))
-      return undefined;
-    return parsed as SessionData;
-  } catch {
-    return undefined;
-  }
-}
-
-function userIdOf(session: SessionData): string {
-  const userId = (session as { userId?: unknown }).userId;
-  return typeof userId === 'string' || typeof userId === 'number' ? String(userId) : '';
-}
-
-/**
- * What decides whether a session must be written: its own data and its lifetime (the cookie's
- * `originalMaxAge`, which a handler sets for "remember me"), but not the cookie's expiry, which
- * moves on every touch. Without the lifetime, a `maxAge` set after `login()` (or on a loaded
- * session) would reach the browser but never Redis, and the session would die at the store's ttl.
- */
-interface Written {
-  body: string;
-  lifetime: unknown;
-}
-
-/** The session's own lifetime: the cookie's `originalMaxAge` (ms), or null for a browser-session cookie. */
-export function lifetimeOf(session: SessionData): unknown {
-  return session.cookie?.originalMaxAge;
-}
-
-/**
- * express-session's `touch()` recomputes `originalMaxAge` from two clock reads, so it comes out a
- * millisecond short whenever the clock ticks between them. That is noise, not a new lifetime: it
- * must not cost a write (or a second round trip on the next read).
- */
-export function sameLifetime(a: unknown, b: unknown): boolean {
-  if (typeof a === 'number' && typeof b === 'number') return Math.abs(a - b) < 1000;
-  return a === b;
-}
-
-/** The session's data without its cookie: what express-session compares to decide it was modified. */
-export function bodyOf(session: SessionData): string {
-  const { cookie: _cookie, ...data } = session;
-  return JSON.stringify(data);
 }
