@@ -1,4 +1,5 @@
 import express, { type Request } from 'express';
+import type { Redis } from 'ioredis';
 import type supertest from 'supertest';
 import type { RedisSessionMiddleware } from '../../lib/session';
 
@@ -45,4 +46,18 @@ export function sessionCookie(res: supertest.Response, name = 'sid'): string | u
 export function sidOf(cookie: string): string {
   const value = decodeURIComponent(cookie.split(';')[0]!.split('=').slice(1).join('='));
   return value.slice(2, value.lastIndexOf('.'));
+}
+
+/** Runs `run` and counts the commands `redis` sent meanwhile (one per round trip, pipelined or not). */
+export async function commandsDuring<T>(
+  redis: Redis,
+  run: () => Promise<T>,
+): Promise<{ value: T; commands: number }> {
+  const sent = jest.spyOn(redis, 'sendCommand');
+  try {
+    const value = await run();
+    return { value, commands: sent.mock.calls.length };
+  } finally {
+    sent.mockRestore();
+  }
 }

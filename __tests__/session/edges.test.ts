@@ -5,7 +5,7 @@ import { type KitEvent, onKitEvent } from '../../lib/events';
 import { redisSession } from '../../lib/session';
 import { sessionHandle, sessionKey, userIndexKey } from '../../lib/session/scripts';
 import { useRedisServer } from '../helpers/redis';
-import { sessionCookie, sidOf } from './app';
+import { commandsDuring, sessionCookie, sidOf } from './app';
 
 const SECRET = 'edges-test-secret-edges-test-secret-0001';
 const WEEK = 7 * 24 * 3600_000;
@@ -180,13 +180,8 @@ describe('redisSession edge cases', () => {
     const streamed = await agent.post('/remember-streamed').expect(200);
     expect(streamed.text).toBe('ab');
     expect(await redis.pttl(key)).toBeGreaterThan(WEEK - 60_000);
-    const sent = jest.spyOn(redis, 'sendCommand');
-    try {
-      await agent.get('/me').expect(200);
-      expect(sent).toHaveBeenCalledTimes(1);
-    } finally {
-      sent.mockRestore();
-    }
+    const { commands } = await commandsDuring(redis, () => agent.get('/me').expect(200));
+    expect(commands).toBe(1);
     expect(await redis.pttl(key)).toBeGreaterThan(WEEK - 60_000);
   });
 
@@ -194,26 +189,16 @@ describe('redisSession edge cases', () => {
     const { redis, loggedIn } = setup();
     const { agent } = await loggedIn();
     await agent.get('/me').expect(200);
-    const sent = jest.spyOn(redis, 'sendCommand');
-    try {
-      await agent.get('/drift').expect(200);
-      expect(sent).toHaveBeenCalledTimes(1);
-    } finally {
-      sent.mockRestore();
-    }
+    const { commands } = await commandsDuring(redis, () => agent.get('/drift').expect(200));
+    expect(commands).toBe(1);
   });
 
   it("a handler's own session.save() before a redirect is not written a second time at the end", async () => {
     const { redis, loggedIn } = setup();
     const { agent } = await loggedIn();
     await agent.get('/me').expect(200);
-    const sent = jest.spyOn(redis, 'sendCommand');
-    try {
-      await agent.post('/save-then-redirect').expect(303);
-      expect(sent).toHaveBeenCalledTimes(2); // read + slide, then the save
-    } finally {
-      sent.mockRestore();
-    }
+    const { commands } = await commandsDuring(redis, () => agent.post('/save-then-redirect').expect(303));
+    expect(commands).toBe(2); // read + slide, then the save
     expect((await agent.get('/me').expect(200)).body.note).toBe('saved');
   });
 
@@ -221,15 +206,10 @@ describe('redisSession edge cases', () => {
     const { redis, loggedIn } = setup({ rolling: false });
     const { agent, key } = await loggedIn();
     await redis.pexpire(key, 5000); // as if the cookie had 5 s left
-    const sent = jest.spyOn(redis, 'sendCommand');
-    try {
-      const res = await agent.get('/me').expect(200);
-      expect(res.body.userId).toBe('u');
-      expect(sessionCookie(res)).toBeUndefined();
-      expect(sent).toHaveBeenCalledTimes(1);
-    } finally {
-      sent.mockRestore();
-    }
+    const { value: res, commands } = await commandsDuring(redis, () => agent.get('/me').expect(200));
+    expect(res.body.userId).toBe('u');
+    expect(sessionCookie(res)).toBeUndefined();
+    expect(commands).toBe(1);
     expect(await redis.pttl(key)).toBeLessThanOrEqual(5000);
     // A change re-sends the cookie with a full lifetime, and Redis gets the same.
     const changed = await agent.post('/note?note=x').expect(200);
