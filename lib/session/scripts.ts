@@ -32,17 +32,22 @@ export function userIndexKey(prefix: string, userId: string): string {
   return taggedKey(prefix, 'sess-user', userId);
 }
 
-// Shared tail of save/touch: keep the session alive for ttl and say whether the user index must be
-// refreshed. The index entry is written for 2×ttl and refreshed once it would run out before the
-// session, so one index write covers about ttl of activity instead of one per request.
-const INDEX_CHECK = `
+// Says (in `refresh`) whether the user index must be refreshed, and claims that refresh: the index
+// entry is written for 2×ttl and refreshed once it would run out before the session, which lives for
+// `lives` ms more (a Lua expression), so one index write covers about ttl of activity instead of one
+// per request.
+const indexCheck = (lives: string) => `
 local refresh = 0
 if uid ~= '' then
-  if cur_u ~= uid or (tonumber(cur_ix) or 0) < now_ms + ttl then
+  if cur_u ~= uid or (tonumber(cur_ix) or 0) < now_ms + ${lives} then
     redis.call('HSET', KEYS[1], 'u', uid, 'ix', now_ms + 2 * ttl)
     refresh = 1
   end
 end
+`;
+
+// Shared tail of save/touch: keep the session alive for ttl, and check the user index.
+const INDEX_CHECK = `${indexCheck('ttl')}
 redis.call('PEXPIRE', KEYS[1], ttl)
 `;
 
@@ -103,16 +108,11 @@ export const LOAD = defineScript(
   `if ARGV[2] ~= '1' then
   local cur = redis.call('HMGET', KEYS[1], 'x', 'u', 'd', 't', 'ix')
   if cur[1] or not cur[3] then return {-1} end
-  local uid = cur[2] or ''
+  ${LUA_NOW_MS}
   local ttl = tonumber(cur[4]) or tonumber(ARGV[1])
-  local refresh = 0
-  if uid ~= '' then
-    ${LUA_NOW_MS}
-    if (tonumber(cur[5]) or 0) < now_ms + redis.call('PTTL', KEYS[1]) then
-      redis.call('HSET', KEYS[1], 'ix', now_ms + 2 * ttl)
-      refresh = 1
-    end
-  end
+  local uid = cur[2] or ''
+  local cur_u, cur_ix = cur[2], cur[5]
+  ${indexCheck("redis.call('PTTL', KEYS[1])")}
   return {refresh, uid, cur[3], ttl}
 end
 ${slide('tonumber(cur[5]) or tonumber(ARGV[1])')}
