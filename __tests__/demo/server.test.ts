@@ -1,5 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { resolve } from 'node:path';
+import Redis from 'ioredis';
 import { type RedisServerHandle, startRedisServer } from '../../lib/testing';
 
 const root = resolve(__dirname, '../..');
@@ -62,9 +63,19 @@ describe('npm run demo (demo-app/server.ts)', () => {
 
   it('on SIGTERM lets an in-flight request finish before it closes Redis and exits 0', async () => {
     const demo = await startDemo({ REDIS_URL: redis.url });
-    // The report takes about a second to build: it is still running when the signal arrives.
+    // The report takes about a second to build. Its fill lock in Redis shows the handler is running,
+    // so the signal arrives mid-request (a fixed wait could fire before a loaded machine got there).
     const inFlight = fetch(`${demo.url}/api/reports/2042`);
-    await new Promise((r) => setTimeout(r, 300));
+    const watcher = new Redis(redis.url);
+    try {
+      const deadline = Date.now() + 10_000;
+      while ((await watcher.keys('*report:2042*')).length === 0) {
+        if (Date.now() > deadline) throw new Error('the report request never reached its handler');
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    } finally {
+      watcher.disconnect();
+    }
     demo.child.kill('SIGTERM');
     const res = await inFlight;
     expect(res.status).toBe(200);
