@@ -50,6 +50,11 @@ export class CircuitBreaker {
     return true;
   }
 
+  /** A call that never reached Redis: tells nothing about it, but must free the half-open probe. */
+  release(): void {
+    this.probing = false;
+  }
+
   success(): void {
     this.probing = false;
     this.failures = 0;
@@ -144,6 +149,10 @@ function clientTimeoutMs(redis: RedisClient): number | undefined {
   return options?.commandTimeout;
 }
 
+function isCallerError(error: unknown): boolean {
+  return error instanceof TypeError || error instanceof RangeError || error instanceof SyntaxError;
+}
+
 function isAvailabilityError(error: unknown): boolean {
   if (!(error instanceof Error)) return true;
   if (error.name === 'ReplyError') return AVAILABILITY_REPLY.test(error.message);
@@ -206,6 +215,7 @@ export function guarded<T>(
       // not an outage, so it must not feed the breaker shared by every middleware on this client.
       settled = true;
       clearTimeout(timer);
+      breaker.release();
       report(options, started, error as Error);
       reject(error);
       return;
@@ -223,7 +233,13 @@ export function guarded<T>(
         if (settled) return;
         settled = true;
         clearTimeout(timer);
-        if (isAvailabilityError(error)) {
+        if (isCallerError(error)) {
+          // A programming error on our side of the wire (a serializer refusing a value): the
+          // server may never have seen the call, so it neither trips nor closes the breaker.
+          breaker.release();
+          report(options, started, error as Error);
+          reject(error);
+        } else if (isAvailabilityError(error)) {
           breaker.failure();
           // ioredis's own commandTimeout (createRedis sets one) often fires before ours: it is the
           // same event, and callers that clean up after a late-landing command must know it.

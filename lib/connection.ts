@@ -1,6 +1,7 @@
 import Redis, { Cluster, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { RedisClient } from './client';
 import { isCluster } from './client';
+import { shown } from './errors';
 
 /** Where the kit's default connection goes when nothing is configured. */
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
@@ -115,7 +116,7 @@ function buildClient(options: CreateRedisOptions): RedisClient {
 function validate(options: CreateRedisOptions): void {
   if (options.url !== undefined && !/^rediss?:\/\//.test(options.url)) {
     throw new TypeError(
-      `express-redis-kit: option "url" must start with redis:// or rediss:// (TLS); got ${JSON.stringify(maskUrl(options.url))}.`,
+      `express-redis-kit: option "url" must start with redis:// or rediss:// (TLS); got ${shown(maskUrl(options.url))}.`,
     );
   }
   if (options.commandTimeout !== undefined && !(options.commandTimeout > 0)) {

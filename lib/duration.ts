@@ -1,4 +1,5 @@
 import ms from 'ms';
+import { shown } from './errors';
 
 /** A duration: milliseconds as a number, or an `ms`-style string such as `'500ms'`, `'5m'`, `'1d'`. */
 export type Duration = number | string;
@@ -32,18 +33,18 @@ export function toMs(value: Duration, option: string, rules: DurationRules = {})
   }
   if (out === undefined || typeof out !== 'number' || !Number.isFinite(out)) {
     throw new TypeError(
-      `express-redis-kit: option "${option}" must be a number of milliseconds or a duration string like '500ms', '5m' or '1h'; got ${JSON.stringify(value)}.`,
+      `express-redis-kit: option "${option}" must be a number of milliseconds or a duration string like '500ms', '5m' or '1h'; got ${shown(value)}.`,
     );
   }
   if (allowZero && out === 0) return 0;
   if (out < min) {
     throw new RangeError(
-      `express-redis-kit: option "${option}" must be at least ${min} ms${allowZero ? ' (or 0 to disable)' : ''}; got ${JSON.stringify(value)}.`,
+      `express-redis-kit: option "${option}" must be at least ${min} ms${allowZero ? ' (or 0 to disable)' : ''}; got ${shown(value)}.`,
     );
   }
   if (max !== undefined && out > max) {
     throw new RangeError(
-      `express-redis-kit: option "${option}" must be at most ${max} ms${max === MAX_TIMER_MS ? ' (about 24.8 days, the longest Node timer)' : ''}; got ${JSON.stringify(value)}.`,
+      `express-redis-kit: option "${option}" must be at most ${max} ms${max === MAX_TIMER_MS ? ' (about 24.8 days, the longest Node timer)' : ''}; got ${shown(value)}.`,
     );
   }
   return Math.round(out);

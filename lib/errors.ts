@@ -57,6 +57,51 @@ export class RedisTimeoutError extends RedisUnavailableError {
   }
 }
 
+/**
+ * A bad option value as the user would recognise it in a message: `NaN` and `Infinity` (which JSON
+ * would print as `null`), `10n`, a function, a cycle, not a crash while building the message.
+ */
+export function shown(value: unknown): string {
+  switch (typeof value) {
+    case 'number':
+      return String(value);
+    case 'bigint':
+      return `${value}n`;
+    case 'function':
+      return 'a function';
+    case 'symbol':
+    case 'undefined':
+      return String(value);
+  }
+  try {
+    return JSON.stringify(value) ?? String(value);
+  } catch {
+    return Object.prototype.toString.call(value);
+  }
+}
+
+/**
+ * Refuses option names the component does not know, so a typo (`staleWhileRevalidte`) or an option
+ * carried over from another library is never silently ignored. `renamed` maps such names to a hint.
+ */
+export function checkKnownOptions(
+  options: object,
+  known: ReadonlySet<string>,
+  component: string,
+  renamed: Readonly<Record<string, string>> = {},
+  where = '',
+): void {
+  for (const option of Object.keys(options)) {
+    if (known.has(option)) continue;
+    const hint = Object.hasOwn(renamed, option) ? renamed[option]! : '';
+    throw optionError(
+      `${where}${option}`,
+      `is not a ${component} option`,
+      hint ? `${hint[0]!.toUpperCase()}${hint.slice(1)}.` : '',
+    );
+  }
+}
+
 /** Builds the construction-time error for a bad option: names the option, the value and the fix. */
 export function optionError(option: string, problem: string, fix?: string): TypeError {
   return new TypeError(`express-redis-kit: option "${option}" ${problem}.${fix ? ` ${fix}` : ''}`);
@@ -68,8 +113,7 @@ export function optionError(option: string, problem: string, fix?: string): Type
  */
 export function booleanOption(value: unknown, option: string, fallback: boolean): boolean {
   if (value === undefined) return fallback;
-  if (typeof value !== 'boolean')
-    throw optionError(option, `must be true or false; got ${JSON.stringify(value)}`);
+  if (typeof value !== 'boolean') throw optionError(option, `must be true or false; got ${shown(value)}`);
   return value;
 }
 

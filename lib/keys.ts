@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { shown } from './errors';
 
 /** Prefix of every key the kit writes, unless a middleware's `prefix` option says otherwise. */
 export const DEFAULT_PREFIX = 'erk:';
@@ -32,7 +33,7 @@ export function taggedKey(prefix: string, kind: string, id: string, ...suffix: s
 export function checkPrefix(prefix: unknown, option = 'prefix'): string {
   if (typeof prefix !== 'string' || /[{}]/.test(prefix)) {
     throw new TypeError(
-      `express-redis-kit: option "${option}" must be a string without "{" or "}" (they would change the Redis Cluster hash slot); got ${JSON.stringify(prefix)}.`,
+      `express-redis-kit: option "${option}" must be a string without "{" or "}" (they would change the Redis Cluster hash slot); got ${shown(prefix)}.`,
     );
   }
   return prefix;

@@ -2,6 +2,7 @@ import express from 'express';
 import request from 'supertest';
 import { configureBreaker } from '../../lib/breaker';
 import { cacheResponse, createCache } from '../../lib/cache';
+import { useUnhandledRejections } from '../helpers/process';
 import { useRedisServer } from '../helpers/redis';
 import { quietLogger, sleep, waitForKeys } from './helpers';
 
@@ -100,3 +101,36 @@ async function waitFor(check: () => Promise<boolean>, timeoutMs = 10_000) {
     await sleep(100);
   }
 }
+
+describe('a logger that throws', () => {
+  const unhandled = useUnhandledRejections();
+
+  it('costs the log line only: a write whose invalidation fails still answers at once', async () => {
+    const client = redis.client();
+    const mw = cacheResponse({
+      redis: client,
+      ttl: '1m',
+      timeout: 1000,
+      l1: false,
+      logger: {
+        warn: () => {
+          throw new Error('logger transport closed');
+        },
+      },
+    });
+    // A closed client refuses every command at once: the invalidation fails and warns.
+    await client.quit();
+    const app = express();
+    app.put('/p', mw.invalidates(() => ['product:1']), (_req, res) => {
+      res.send('saved');
+    });
+    const started = Date.now();
+    const res = await request(app).put('/p').timeout(5000);
+    expect(res.status).toBe(200);
+    expect(res.text).toBe('saved');
+    // Not held for the invalidation's whole budget (3 × timeout) by the failed warning.
+    expect(Date.now() - started).toBeLessThan(1500);
+    await sleep(20);
+    expect(unhandled).toEqual([]);
+  });
+});

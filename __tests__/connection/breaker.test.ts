@@ -137,4 +137,35 @@ describe('guarded Redis calls', () => {
     expect(error).not.toBeInstanceOf(RedisUnavailableError);
     expect(breakerFor(client).currentState).toBe('closed');
   });
+
+  it('frees the half-open probe when that probe throws before sending, so healthy calls go through again', async () => {
+    const client = redis.plain();
+    configureBreaker(client, { failureThreshold: 1, cooldownMs: 50 });
+    breakerFor(client).failure();
+    expect(breakerFor(client).currentState).toBe('open');
+    await new Promise((r) => setTimeout(r, 60));
+    // The probe never reaches Redis: it tells nothing, but must not hold the breaker half-open.
+    const thrown = await guarded(client, () => client.set('k', JSON.stringify({ n: 1n })), {
+      timeoutMs: 500,
+      component: 'session',
+    }).catch((e) => e);
+    expect(thrown).toBeInstanceOf(TypeError);
+    expect(await guarded(client, () => client.ping(), { timeoutMs: 500, component: 'session' })).toBe('PONG');
+    expect(breakerFor(client).currentState).toBe('closed');
+  });
+
+  it('treats a programming error from an async operation as neither outage nor answer', async () => {
+    const client = redis.plain();
+    configureBreaker(client, { failureThreshold: 1, cooldownMs: 10_000 });
+    const error = await guarded(
+      client,
+      async () => {
+        throw new TypeError('the serializer refused the value');
+      },
+      { timeoutMs: 500, component: 'cache' },
+    ).catch((e) => e);
+    expect(error).toBeInstanceOf(TypeError);
+    expect(error).not.toBeInstanceOf(RedisUnavailableError);
+    expect(breakerFor(client).currentState).toBe('closed');
+  });
 });

@@ -116,6 +116,26 @@ describe('rateLimit options', () => {
     ],
     ['typo', { limt: 5 } as never, TypeError, /"limt" is not a rateLimit option/],
     [
+      'rate-limiter-flexible style passOnStoreError',
+      { passOnStoreError: true } as never,
+      TypeError,
+      /"passOnStoreError" is not a rateLimit option\. Use "failMode: 'open'"/,
+    ],
+    [
+      'a typo inside a policy',
+      { limit: undefined, window: undefined, policies: [{ limit: 5, window: '1s', algoritm: 'gcra' }] } as never,
+      TypeError,
+      /"policies\[0\]\.algoritm" is not a policy option/,
+    ],
+    [
+      'express-rate-limit names inside a policy',
+      { limit: undefined, window: undefined, policies: [{ max: 5, window: '1s' }] } as never,
+      TypeError,
+      /"policies\[0\]\.max" is not a policy option\. Use "limit"/,
+    ],
+    ['NaN limit, shown as NaN', { limit: Number.NaN }, RangeError, /"limit" .*got NaN/],
+    ['Infinity limit, shown as Infinity', { limit: Number.POSITIVE_INFINITY }, RangeError, /got Infinity/],
+    [
       'policies with limit',
       { policies: [{ limit: 1, window: 1000 }] },
       TypeError,

@@ -1,8 +1,9 @@
 import type { Request, Response } from 'express';
 import { checkClient, type RedisClient } from '../client';
 import { type Duration, MAX_TIMER_MS, toMs } from '../duration';
-import { numberOptionError, optionError } from '../errors';
+import { numberOptionError, optionError, shown } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX } from '../keys';
+import { neverThrows } from '../logger';
 import { type PerUserRules, resolvePerUserRules } from './per-user';
 
 /** Where the cache reports entries it had to throw away (pino and console both fit). */
@@ -190,24 +191,24 @@ export function resolveCacheOptions(options: CreateCacheOptions): ResolvedCacheO
     }),
     jitter: checkJitter(options.jitter),
     name: options.name,
-    logger: checkLogger(options.logger),
+    logger: neverThrows(checkLogger(options.logger)),
   };
 }
 
 function resolveL1(l1: L1Options | false | undefined): ResolvedL1 | false {
   if (l1 === false) return false;
   if (l1 !== undefined && (typeof l1 !== 'object' || l1 === null)) {
-    throw optionError('l1', `must be an object like { max: 1000 } or false; got ${JSON.stringify(l1)}`);
+    throw optionError('l1', `must be an object like { max: 1000 } or false; got ${shown(l1)}`);
   }
   const max = l1?.max ?? CACHE_DEFAULTS.l1.max;
   const maxSize = l1?.maxSize ?? CACHE_DEFAULTS.l1.maxSize;
   if (!Number.isInteger(max) || max < 1)
-    throw numberOptionError('l1.max', max, `must be a whole number >= 1; got ${JSON.stringify(max)}`);
+    throw numberOptionError('l1.max', max, `must be a whole number >= 1; got ${shown(max)}`);
   if (!Number.isInteger(maxSize) || maxSize < 1) {
     throw numberOptionError(
       'l1.maxSize',
       maxSize,
-      `must be a whole number of bytes >= 1; got ${JSON.stringify(maxSize)}`,
+      `must be a whole number of bytes >= 1; got ${shown(maxSize)}`,
     );
   }
   return { max, maxSize, ttlMs: l1?.ttl === undefined ? undefined : toMs(l1.ttl, 'l1.ttl') };
@@ -219,7 +220,7 @@ function checkJitter(jitter: unknown): number {
     throw numberOptionError(
       'jitter',
       jitter,
-      `must be a fraction from 0 to below 1 (0.1 = ±10 %); got ${JSON.stringify(jitter)}`,
+      `must be a fraction from 0 to below 1 (0.1 = ±10 %); got ${shown(jitter)}`,
     );
   }
   return jitter;
@@ -273,25 +274,22 @@ export function resolveResponseOptions(options: CacheResponseOptions): ResolvedR
     !Array.isArray(vary) ||
     vary.some((h) => typeof h !== 'string' || !/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(h))
   ) {
-    throw optionError(
-      'vary',
-      `must be an array of request header names; got ${JSON.stringify(options.vary)}`,
-    );
+    throw optionError('vary', `must be an array of request header names; got ${shown(options.vary)}`);
   }
   const statuses = options.statuses ?? CACHE_DEFAULTS.statuses;
   if (!Array.isArray(statuses) || statuses.some((s) => !Number.isInteger(s) || s < 100 || s > 599)) {
-    throw optionError('statuses', `must be an array of HTTP status codes; got ${JSON.stringify(statuses)}`);
+    throw optionError('statuses', `must be an array of HTTP status codes; got ${shown(statuses)}`);
   }
   const methods = options.methods ?? CACHE_DEFAULTS.methods;
   if (!Array.isArray(methods) || methods.some((m) => typeof m !== 'string')) {
-    throw optionError('methods', `must be an array of HTTP methods; got ${JSON.stringify(methods)}`);
+    throw optionError('methods', `must be an array of HTTP methods; got ${shown(methods)}`);
   }
   const maxBodySize = options.maxBodySize ?? CACHE_DEFAULTS.maxBodySize;
   if (!Number.isInteger(maxBodySize) || maxBodySize < 0) {
     throw numberOptionError(
       'maxBodySize',
       maxBodySize,
-      `must be a whole number of bytes >= 0; got ${JSON.stringify(maxBodySize)}`,
+      `must be a whole number of bytes >= 0; got ${shown(maxBodySize)}`,
     );
   }
   const upper = methods.map((m) => m.toUpperCase());

@@ -1,5 +1,5 @@
 import { toMs } from '../duration';
-import { optionError } from '../errors';
+import { optionError, shown } from '../errors';
 import { type Acquired, CacheCore } from './core';
 import { type Entry, NEGATIVE_NULL, NEGATIVE_UNDEFINED } from './entry';
 import { valueKey } from './key';
@@ -274,7 +274,7 @@ function resolveWrap<T>(options: WrapOptions<T>): ResolvedWrap<T> {
   }
   const tags = options.tags ?? [];
   if (!Array.isArray(tags) || tags.some((t) => typeof t !== 'string')) {
-    throw optionError('tags', `must be an array of strings; got ${JSON.stringify(options.tags)}`);
+    throw optionError('tags', `must be an array of strings; got ${shown(options.tags)}`);
   }
   const serializer = options.serializer ?? (JSON_SERIALIZER as Serializer<T>);
   if (typeof serializer.serialize !== 'function' || typeof serializer.deserialize !== 'function') {

@@ -1,7 +1,7 @@
 import type { Request } from 'express';
 import { checkClient, type RedisClient } from '../client';
 import { type Duration, MAX_TIMER_MS, toMs } from '../duration';
-import { numberOptionError, optionError, optionRangeError } from '../errors';
+import { numberOptionError, optionError, optionRangeError, shown } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX } from '../keys';
 import { defaultFingerprint } from './fingerprint';
 
@@ -114,7 +114,7 @@ export function resolveOptions(input: IdempotencyOptions): ResolvedIdempotencyOp
   if (typeof header !== 'string' || !HEADER_NAME.test(header)) {
     throw optionError(
       'header',
-      `must be an HTTP header name; got ${JSON.stringify(header)}`,
+      `must be an HTTP header name; got ${shown(header)}`,
       "The default is 'Idempotency-Key'.",
     );
   }
@@ -147,11 +147,11 @@ export function resolveOptions(input: IdempotencyOptions): ResolvedIdempotencyOp
     throw numberOptionError(
       'maxBodySize',
       maxBodySize,
-      `must be a whole number of bytes >= 0; got ${JSON.stringify(maxBodySize)}`,
+      `must be a whole number of bytes >= 0; got ${shown(maxBodySize)}`,
     );
   }
   if (failMode !== 'closed' && failMode !== 'open') {
-    throw optionError('failMode', `must be 'closed' or 'open'; got ${JSON.stringify(failMode)}`);
+    throw optionError('failMode', `must be 'closed' or 'open'; got ${shown(failMode)}`);
   }
   const timeoutMs = toMs(timeout, 'timeout', { min: 1, max: MAX_TIMER_MS });
   const retryAfterMs = toMs(retryAfter, 'retryAfter', { min: 1 });

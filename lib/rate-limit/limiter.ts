@@ -1,5 +1,6 @@
 import type { NextFunction, Request, Response } from 'express';
 import { guarded } from '../breaker';
+import { shown } from '../errors';
 import { emitKitEvent, hasKitListeners } from '../events';
 import { safePart } from '../keys';
 import { runScript } from '../scripts';
@@ -63,6 +64,9 @@ export function createLimiter(o: ResolvedOptions) {
   const needsMember = policies.some((p) => p.algorithm === 'sliding-window');
   const memberBase = `${process.pid.toString(36)}.${Math.random().toString(36).slice(2, 8)}.`;
   let sequence = 0;
+  // Bumped by every refund and reset(): a denial from a call sent before the latest one may be
+  // stale by the time it arrives, so the deny cache does not keep it.
+  let epoch = 0;
   // Per-policy ARGV tail never changes: precompute it and copy it into each call's args.
   const policyArgs: Array<string | number> = [];
   for (const p of policies) policyArgs.push(p.code, p.limit, p.windowMs);
@@ -100,13 +104,34 @@ export function createLimiter(o: ResolvedOptions) {
     const settle = (finished: boolean) => {
       if (settled) return;
       settled = true;
-      const ok = finished && o.requestWasSuccessful(req, res);
+      let ok: boolean;
+      try {
+        ok = finished && o.requestWasSuccessful(req, res);
+      } catch (error) {
+        // Runs from a response event, where a throw would take the process down. Unknown outcome:
+        // keep the cost counted, the side that can never let more through.
+        emitKitEvent({
+          component: 'rate-limit',
+          name,
+          type: 'refund-failed',
+          key,
+          cost,
+          error: error as Error,
+        });
+        return;
+      }
       if (ok ? !o.skipSuccessfulRequests : !o.skipFailedRequests) return;
       const refund: Refund = { cost, member, origin, hints };
+      // A request decided from the deny cache before the flush would miss the quota coming back.
+      denyCache?.delete(key);
       if (!o.coalesce) return sendRefunds(key, [refund]);
       // Responses that finish in the same turn give back in one call, like decisions.
       batches.refund(key, refund);
     };
+    // The answer can be over before the decision came back: the client left while Redis was
+    // deciding, or a timeout middleware already replied. Those events will not fire again.
+    if (res.writableFinished) return settle(true);
+    if (res.destroyed || res.closed) return settle(false);
     res.once('finish', () => settle(true));
     res.once('close', () => settle(false));
   }
@@ -142,12 +167,12 @@ export function createLimiter(o: ResolvedOptions) {
     const requests: Array<string | number> = [];
     for (const r of batch) requests.push(r.cost, r.member, r.origin, ...r.hints);
     // A denial remembered here may no longer hold once the quota comes back: forget it now (the
-    // refund reaches Redis before any decision sent after it) and again when Redis confirms, in case
-    // a denial sent before the refund was cached in between.
+    // refund reaches Redis before any decision sent after it), and do not remember denials that
+    // were sent before it and are still on their way back.
     denyCache?.delete(key);
+    epoch++;
     call(keysFor(key), MODE_REFUND, requests).then(
       () => {
-        denyCache?.delete(key);
         for (const r of batch)
           emitKitEvent({ component: 'rate-limit', name, type: 'refund', key, cost: r.cost });
       },
@@ -162,8 +187,12 @@ export function createLimiter(o: ResolvedOptions) {
     const keys = keysFor(key);
     const requests: Array<string | number> = [];
     for (const p of batch) requests.push(p.cost, p.member);
+    const sentIn = epoch;
     call(keys, MODE_CONSUME, requests).then(
       (reply) => {
+        // A refund or reset() sent after this call may have changed the answer by now: its denials
+        // stand for these requests, but are not worth remembering.
+        const remember = sentIn === epoch;
         failMode.recovered(keys[0]!);
         const width = replyWidth(count);
         for (let i = 0; i < batch.length; i++) {
@@ -171,29 +200,37 @@ export function createLimiter(o: ResolvedOptions) {
           // One request's trouble (a header write after another middleware answered…) must not
           // strand the rest of the batch: it goes to that request's error handler.
           try {
-            settle(p, batch.length === 1 ? reply : reply.slice(i * width, (i + 1) * width));
+            settle(p, batch.length === 1 ? reply : reply.slice(i * width, (i + 1) * width), remember);
           } catch (error) {
             p.next(error);
           }
         }
       },
       (error: unknown) => {
-        for (const p of batch) failMode.fail(error, keys[0]!, p.res, p.next);
+        for (const p of batch) {
+          try {
+            failMode.fail(error, keys[0]!, p.res, p.next);
+          } catch (failure) {
+            p.next(failure);
+          }
+        }
       },
     );
   }
 
-  function settle(p: Pending, reply: Reply): void {
+  function settle(p: Pending, reply: Reply, remember: boolean): void {
     const { req, res, next, key, cost } = p;
     const allowed = reply[0] === 1;
     const b = bindingIn(reply, allowed);
     const info = infoAt(reply, b, key, 0);
     req.rateLimit = info;
+    // Before the header write, which throws when another middleware already answered: such a
+    // request is counted all the same, and its refund must not be lost with the throw.
+    if (allowed && refunds) refundLater(req, res, key, cost, p.member, reply);
     writeHeaders(res, reply, b, 0);
     if (allowed) {
       if (hasKitListeners())
         emitKitEvent({ component: 'rate-limit', name, type: 'allowed', key, policy: info.policy, cost });
-      if (refunds) refundLater(req, res, key, cost, p.member, reply);
       next();
       return;
     }
@@ -213,7 +250,8 @@ export function createLimiter(o: ResolvedOptions) {
       next();
       return;
     }
-    denyCache?.set(key, { until: Date.now() + retryMs, cost, reply, binding: b, at: Date.now() });
+    if (remember)
+      denyCache?.set(key, { until: Date.now() + retryMs, cost, reply, binding: b, at: Date.now() });
     deny(req, res, next, info, retryMs);
   }
 
@@ -221,7 +259,7 @@ export function createLimiter(o: ResolvedOptions) {
     if (typeof key !== 'string' || key === '') {
       next(
         new TypeError(
-          `express-redis-kit rateLimit: option "key" must return a non-empty string; got ${JSON.stringify(key)}.`,
+          `express-redis-kit rateLimit: option "key" must return a non-empty string; got ${shown(key)}.`,
         ),
       );
       return;
@@ -235,7 +273,7 @@ export function createLimiter(o: ResolvedOptions) {
       if (typeof c !== 'number' || !Number.isInteger(c) || c < 1) {
         next(
           new TypeError(
-            `express-redis-kit rateLimit: option "cost" must return a whole number >= 1; got ${JSON.stringify(c)}.`,
+            `express-redis-kit rateLimit: option "cost" must return a whole number >= 1; got ${shown(c)}.`,
           ),
         );
         return;
@@ -281,6 +319,8 @@ export function createLimiter(o: ResolvedOptions) {
     const clientKey = normalizeAdminKey(String(key));
     denyCache?.delete(clientKey);
     const keys = keysFor(clientKey);
+    // Denials sent before the DEL come back after this point: they must not be remembered.
+    epoch++;
     await guarded(redis, () => redis.del(...keys), { ...adminGuard, key: keys[0] });
   }
 

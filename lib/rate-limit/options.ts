@@ -2,8 +2,16 @@ import type { NextFunction, Request, Response } from 'express';
 import ms from 'ms';
 import { checkClient, type RedisClient } from '../client';
 import { MAX_TIMER_MS, toMs } from '../duration';
-import { booleanOption, numberOptionError, optionError, optionRangeError } from '../errors';
+import {
+  booleanOption,
+  checkKnownOptions,
+  numberOptionError,
+  optionError,
+  optionRangeError,
+  shown,
+} from '../errors';
 import { checkPrefix, DEFAULT_PREFIX } from '../keys';
+import { neverThrows } from '../logger';
 import { ALGORITHM_CODE, KEY_CODE } from './script';
 import type { Algorithm, DeniedInfo, HeadersMode, RateLimitOptions, RateLimitPolicy } from './types';
 
@@ -106,7 +114,11 @@ const RENAMED: Record<string, string> = {
   standardHeaders: "use \"headers: 'draft-8'\" (or 'draft-7' / 'draft-6')",
   legacyHeaders: 'use "headers: \'legacy\'"',
   store: 'pass the ioredis client as "redis"',
+  passOnStoreError: 'use "failMode: \'open\'" (the default)',
 };
+
+const POLICY_KNOWN = new Set(['limit', 'window', 'algorithm', 'name']);
+const POLICY_RENAMED: Record<string, string> = { windowMs: RENAMED.windowMs!, max: RENAMED.max! };
 
 const SF_STRING = /^[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}$/;
 const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -125,7 +137,7 @@ function checkAlgorithm(algorithm: unknown, option: string): asserts algorithm i
   if (typeof algorithm !== 'string' || !Object.hasOwn(ALGORITHM_CODE, algorithm)) {
     throw optionError(
       option,
-      `must be one of ${Object.keys(ALGORITHM_CODE).join(', ')}; got ${JSON.stringify(algorithm)}`,
+      `must be one of ${Object.keys(ALGORITHM_CODE).join(', ')}; got ${shown(algorithm)}`,
     );
   }
 }
@@ -140,22 +152,22 @@ function resolvePolicy(
   where: string,
   defaultAlgorithm: Algorithm,
 ): Omit<ResolvedPolicy, 'keyTail'> {
+  // The top-level options are checked the same way: a misspelt "algoritm" must not quietly fall
+  // back to the default algorithm.
+  if (where) checkKnownOptions(policy, POLICY_KNOWN, 'policy', POLICY_RENAMED, where);
   const { limit, algorithm = defaultAlgorithm } = policy;
   if (!isWhole(limit, 1) || limit > MAX_LIMIT) {
     throw numberOptionError(
       `${where}limit`,
       limit,
-      `must be a whole number from 1 to ${MAX_LIMIT}; got ${JSON.stringify(limit)}`,
+      `must be a whole number from 1 to ${MAX_LIMIT}; got ${shown(limit)}`,
       'It is the number of requests (or cost units) allowed per window.',
     );
   }
   if (policy.window === undefined) throw optionError(`${where}window`, 'is required', "e.g. window: '1m'");
   const windowMs = toMs(policy.window, `${where}window`, { min: 1 });
   if (windowMs > MAX_WINDOW_MS) {
-    throw optionRangeError(
-      `${where}window`,
-      `must be at most 366 days; got ${JSON.stringify(policy.window)}`,
-    );
+    throw optionRangeError(`${where}window`, `must be at most 366 days; got ${shown(policy.window)}`);
   }
   checkAlgorithm(algorithm, `${where}algorithm`);
   if (algorithm === 'token-bucket' && limit * windowMs > Number.MAX_SAFE_INTEGER) {
@@ -174,7 +186,7 @@ function resolvePolicy(
   if (typeof name !== 'string' || !SF_STRING.test(name)) {
     throw optionError(
       `${where}name`,
-      `must be 1-64 printable ASCII characters without '"' or '\\'; got ${JSON.stringify(name)}`,
+      `must be 1-64 printable ASCII characters without '"' or '\\'; got ${shown(name)}`,
     );
   }
   return { name, limit, windowMs, algorithm, code: ALGORITHM_CODE[algorithm] };
@@ -185,15 +197,7 @@ export function resolveOptions(options: RateLimitOptions): ResolvedOptions {
   if (!options || typeof options !== 'object') {
     throw optionError('options', 'must be an object', 'e.g. rateLimit({ redis, limit: 100, window: "1m" })');
   }
-  for (const option of Object.keys(options)) {
-    if (KNOWN.has(option)) continue;
-    const hint = RENAMED[option];
-    throw optionError(
-      option,
-      'is not a rateLimit option',
-      hint ? `${hint[0]!.toUpperCase()}${hint.slice(1)}.` : '',
-    );
-  }
+  checkKnownOptions(options, KNOWN, 'rateLimit', RENAMED);
   const redis = checkClient(options.redis);
   const algorithm = options.algorithm ?? DEFAULTS.algorithm;
   // Checked even when every policy names its own, so a typo is never silently ignored.
@@ -256,14 +260,14 @@ export function resolveOptions(options: RateLimitOptions): ResolvedOptions {
     throw numberOptionError(
       'ipv6Subnet',
       ipv6Subnet,
-      `must be a prefix length 1-128 or false; got ${JSON.stringify(ipv6Subnet)}`,
+      `must be a prefix length 1-128 or false; got ${shown(ipv6Subnet)}`,
     );
   }
   const headers = options.headers === undefined ? DEFAULTS.headers : options.headers;
   if (headers !== false && !['draft-8', 'draft-7', 'draft-6', 'legacy'].includes(headers)) {
     throw optionError(
       'headers',
-      `must be 'draft-8', 'draft-7', 'draft-6', 'legacy' or false; got ${JSON.stringify(headers)}`,
+      `must be 'draft-8', 'draft-7', 'draft-6', 'legacy' or false; got ${shown(headers)}`,
     );
   }
   const statusCode = options.statusCode ?? DEFAULTS.statusCode;
@@ -271,7 +275,7 @@ export function resolveOptions(options: RateLimitOptions): ResolvedOptions {
     throw numberOptionError(
       'statusCode',
       statusCode,
-      `must be an HTTP error status 400-599; got ${JSON.stringify(statusCode)}`,
+      `must be an HTTP error status 400-599; got ${shown(statusCode)}`,
     );
   }
   if (options.message !== undefined && typeof options.message !== 'string') {
@@ -283,7 +287,7 @@ export function resolveOptions(options: RateLimitOptions): ResolvedOptions {
   }
   const failMode = options.failMode ?? DEFAULTS.failMode;
   if (failMode !== 'open' && failMode !== 'closed') {
-    throw optionError('failMode', `must be 'open' or 'closed'; got ${JSON.stringify(failMode)}`);
+    throw optionError('failMode', `must be 'open' or 'closed'; got ${shown(failMode)}`);
   }
   const timeoutMs =
     options.timeout === undefined
@@ -292,7 +296,7 @@ export function resolveOptions(options: RateLimitOptions): ResolvedOptions {
   const prefix = checkPrefix(options.prefix ?? DEFAULTS.prefix);
   const name = options.name;
   if (name !== undefined && (typeof name !== 'string' || !NAME.test(name))) {
-    throw optionError('name', `must be 1-64 characters of A-Z a-z 0-9 _ . -; got ${JSON.stringify(name)}`);
+    throw optionError('name', `must be 1-64 characters of A-Z a-z 0-9 _ . -; got ${shown(name)}`);
   }
   let denyCacheMax = DEFAULTS.denyCacheMax;
   if (options.denyCache === false) denyCacheMax = 0;
@@ -300,17 +304,13 @@ export function resolveOptions(options: RateLimitOptions): ResolvedOptions {
     if (options.denyCache === null || typeof options.denyCache !== 'object') {
       throw optionError(
         'denyCache',
-        `must be false or { max }; got ${JSON.stringify(options.denyCache)}`,
+        `must be false or { max }; got ${shown(options.denyCache)}`,
         'Use denyCache: false to turn it off.',
       );
     }
     const max = options.denyCache.max ?? DEFAULTS.denyCacheMax;
     if (!isWhole(max, 1))
-      throw numberOptionError(
-        'denyCache.max',
-        max,
-        `must be a whole number >= 1; got ${JSON.stringify(max)}`,
-      );
+      throw numberOptionError('denyCache.max', max, `must be a whole number >= 1; got ${shown(max)}`);
     denyCacheMax = max;
   }
   const coalesce = booleanOption(options.coalesce, 'coalesce', DEFAULTS.coalesce);
@@ -352,6 +352,6 @@ export function resolveOptions(options: RateLimitOptions): ResolvedOptions {
     keyHead,
     denyCacheMax,
     coalesce,
-    logger,
+    logger: neverThrows(logger),
   };
 }

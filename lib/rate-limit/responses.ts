@@ -18,7 +18,15 @@ export function sendDenied(
   const retryAfter = Math.max(1, Math.ceil(retryMs / 1000));
   res.setHeader('Retry-After', String(retryAfter));
   if (o.handler) {
-    o.handler(req, res, next, { ...info, retryAfter, statusCode: o.statusCode } satisfies DeniedInfo);
+    const done: unknown = o.handler(req, res, next, {
+      ...info,
+      retryAfter,
+      statusCode: o.statusCode,
+    } satisfies DeniedInfo);
+    // An async handler (common with Express 5) that rejects goes to the error handler, like a throw;
+    // left alone, the rejection would be unhandled and the request would hang.
+    if (typeof (done as PromiseLike<unknown> | null)?.then === 'function')
+      (done as PromiseLike<unknown>).then(undefined, next);
     return;
   }
   sendProblem(res, {

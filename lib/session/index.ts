@@ -1,6 +1,6 @@
 import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express';
 import expressSession, { type SessionData } from 'express-session';
-import { problemType, RedisUnavailableError, sendProblem } from '../errors';
+import { problemType, RedisUnavailableError, sendProblem, shown } from '../errors';
 import { emitKitEvent } from '../events';
 import { commitBeforeEnd, takeSnapshot } from './commit';
 import { type RedisSessionOptions, resolveOptions } from './options';
@@ -206,9 +206,7 @@ function isSecureRequest(req: Request, proxy: boolean | undefined): boolean {
 
 function checkUserId(userId: unknown): string {
   if ((typeof userId !== 'string' || userId === '') && typeof userId !== 'number') {
-    throw new TypeError(
-      `express-redis-kit: userId must be a non-empty string; got ${JSON.stringify(userId)}.`,
-    );
+    throw new TypeError(`express-redis-kit: userId must be a non-empty string; got ${shown(userId)}.`);
   }
   return String(userId);
 }

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { CookieOptions } from 'express-session';
 import { checkClient, type RedisClient } from '../client';
 import { type Duration, MAX_TIMER_MS, toMs } from '../duration';
-import { numberOptionError, optionError, optionRangeError } from '../errors';
+import { numberOptionError, optionError, optionRangeError, shown } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX } from '../keys';
 
 /** Cookie settings you may override. Lifetime comes from `ttl`, so `maxAge`/`expires` are not accepted. */
@@ -86,24 +86,24 @@ export function resolveOptions(options: RedisSessionOptions): ResolvedSessionOpt
   if (typeof name !== 'string' || !COOKIE_NAME.test(name)) {
     throw optionError(
       'name',
-      `must be a cookie name (letters, digits, !#$%&'*+-.^_\`|~); got ${JSON.stringify(name)}`,
+      `must be a cookie name (letters, digits, !#$%&'*+-.^_\`|~); got ${shown(name)}`,
     );
   }
   const ttlMs = toMs(options.ttl ?? '1d', 'ttl', { min: 1000 });
   const rolling = options.rolling ?? true;
   if (typeof rolling !== 'boolean')
-    throw optionError('rolling', `must be true or false; got ${JSON.stringify(rolling)}`);
+    throw optionError('rolling', `must be true or false; got ${shown(rolling)}`);
   const timeoutMs = toMs(options.timeout ?? '500ms', 'timeout', { max: MAX_TIMER_MS });
   const prefix = checkPrefix(options.prefix ?? DEFAULT_PREFIX);
   if (options.proxy !== undefined && typeof options.proxy !== 'boolean') {
-    throw optionError('proxy', `must be true, false or undefined; got ${JSON.stringify(options.proxy)}`);
+    throw optionError('proxy', `must be true, false or undefined; got ${shown(options.proxy)}`);
   }
   const maxSessions = options.maxSessionsPerUser ?? 100;
   if (maxSessions !== false && !(Number.isSafeInteger(maxSessions) && maxSessions >= 1)) {
     throw numberOptionError(
       'maxSessionsPerUser',
       maxSessions,
-      `must be a whole number >= 1, or false for no cap; got ${JSON.stringify(maxSessions)}`,
+      `must be a whole number >= 1, or false for no cap; got ${shown(maxSessions)}`,
     );
   }
   return {

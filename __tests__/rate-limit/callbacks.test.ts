@@ -1,0 +1,273 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import express from 'express';
+import Redis from 'ioredis';
+import request from 'supertest';
+import { type RateLimitOptions, rateLimit } from '../../lib/rate-limit';
+import { freePort } from '../../lib/testing';
+import { captureEvents } from '../helpers/events';
+import { useUnhandledRejections } from '../helpers/process';
+import { eventually, useRedisServer } from '../helpers/redis';
+import { sleep } from './fixtures/http';
+
+/**
+ * The JavaScript around the scripts: user callbacks that throw or reject, responses that are over
+ * before the decision comes back, and the deny cache racing reset() and refunds.
+ */
+describe('rateLimit around its decisions', () => {
+  const redis = useRedisServer();
+  const unhandled = useUnhandledRejections();
+  const stops: Array<() => void> = [];
+  afterEach(() => {
+    for (const stop of stops.splice(0)) stop();
+  });
+  const events = () => {
+    const capture = captureEvents('rate-limit');
+    stops.push(capture.stop);
+    return capture;
+  };
+  const limiter = (options: Omit<RateLimitOptions, 'redis'>) =>
+    rateLimit({ timeout: 5000, ...options, redis: redis.plain() });
+
+  function listen(app: express.Express): Promise<{ url: string; close: () => Promise<void> }> {
+    return new Promise((resolve) => {
+      const server = app.listen(0, '127.0.0.1', () => {
+        const { port } = server.address() as AddressInfo;
+        resolve({
+          url: `http://127.0.0.1:${port}`,
+          close: () =>
+            new Promise<void>((done) => {
+              server.closeAllConnections();
+              server.close(() => done());
+            }),
+        });
+      });
+    });
+  }
+
+  it('sends the rejection of an async handler to the error handler instead of leaving the request hanging', async () => {
+    const mw = limiter({
+      limit: 1,
+      window: '1m',
+      name: 'async-handler',
+      key: () => 'k',
+      handler: async () => {
+        await sleep(5);
+        throw new Error('the template failed');
+      },
+    });
+    const app = express();
+    app.get('/', mw, (_req, res) => {
+      res.send('ok');
+    });
+    app.use((error: Error, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+      res.status(500).json({ error: error.message });
+    });
+    expect((await request(app).get('/')).status).toBe(200);
+    const denied = await request(app).get('/').timeout(2000);
+    expect(denied.status).toBe(500);
+    expect(denied.body).toEqual({ error: 'the template failed' });
+    expect(unhandled).toEqual([]);
+  });
+
+  it('keeps the cost counted, and reports refund-failed, when requestWasSuccessful throws', async () => {
+    const { waitFor, events: seen } = events();
+    const mw = limiter({
+      limit: 5,
+      window: '1m',
+      name: 'throwing-judge',
+      key: () => 'k',
+      skipSuccessfulRequests: true,
+      requestWasSuccessful: () => {
+        throw new Error('cannot judge');
+      },
+    });
+    const app = express();
+    app.get('/', mw, (_req, res) => {
+      res.send('ok');
+    });
+    expect((await request(app).get('/')).status).toBe(200);
+    await waitFor('refund-failed', 1);
+    const failed = seen.find((e) => e.type === 'refund-failed') as { error?: unknown };
+    expect(String(failed.error)).toMatch(/cannot judge/);
+    expect((await mw.get('k')).used).toBe(1);
+  });
+
+  it('gives the cost back (skipFailedRequests) to a client that left while Redis was deciding', async () => {
+    const { waitFor } = events();
+    const mw = limiter({
+      limit: 3,
+      window: '1m',
+      name: 'left-early',
+      skipFailedRequests: true,
+      // Slow key: the client is gone before the decision, so the response's close already fired.
+      key: async () => {
+        await sleep(150);
+        return 'k';
+      },
+    });
+    const app = express();
+    app.get('/', mw, (_req, res) => {
+      setTimeout(() => res.send('ok'), 10);
+    });
+    const server = await listen(app);
+    try {
+      const gone = http.get(`${server.url}/`);
+      gone.on('error', () => {});
+      await sleep(30);
+      gone.destroy();
+      await waitFor('refund', 1);
+      expect((await mw.get('k')).used).toBe(0);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('gives the cost back (skipFailedRequests) when a timeout middleware answered before the decision', async () => {
+    const { waitFor } = events();
+    const mw = limiter({
+      limit: 3,
+      window: '1m',
+      name: 'answered-early',
+      skipFailedRequests: true,
+      key: async () => {
+        await sleep(100);
+        return 'k';
+      },
+    });
+    const errors: Error[] = [];
+    const app = express();
+    app.use((_req, res, next) => {
+      setTimeout(() => {
+        if (!res.headersSent) res.status(503).send('timed out');
+      }, 20);
+      next();
+    });
+    app.get('/', mw, (_req, res) => {
+      res.send('ok');
+    });
+    app.use((error: Error, _req: express.Request, _res: express.Response, _next: express.NextFunction) => {
+      errors.push(error);
+    });
+    expect((await request(app).get('/')).status).toBe(503);
+    await waitFor('refund', 1);
+    expect((await mw.get('k')).used).toBe(0);
+    // The late header write still reaches the error handler, as before.
+    await eventually(() => errors.length === 1, 'the header error');
+  });
+
+  it('does not let a denial decided while reset() ran outlive the reset', async () => {
+    const mw = limiter({ limit: 2, window: '1h', name: 'reset-race', algorithm: 'fixed-window', key: () => 'k' });
+    const app = express();
+    app.get('/', mw, (_req, res) => {
+      res.send('ok');
+    });
+    const server = await listen(app);
+    const admin = redis.plain();
+    try {
+      expect((await fetch(server.url)).status).toBe(200);
+      expect((await fetch(server.url)).status).toBe(200);
+      // The third decision is sent before reset()'s DEL and answered before it: a denial.
+      await admin.call('CLIENT', 'PAUSE', '300', 'WRITE');
+      const inFlight = fetch(server.url);
+      await sleep(50);
+      await mw.reset('k');
+      expect((await inFlight).status).toBe(429);
+      expect((await mw.get('k')).used).toBe(0);
+      const after = await fetch(server.url);
+      expect(after.status).toBe(200);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('decides a request made in the same turn as a refund against the quota the refund gives back', async () => {
+    const outcomes: string[] = [];
+    const mw = limiter({
+      limit: 1,
+      window: '1h',
+      name: 'same-turn',
+      algorithm: 'sliding-window',
+      key: () => 'k',
+      skipFailedRequests: true,
+      handler: (_req, res) => {
+        outcomes.push('denied');
+        res.status(429).end();
+      },
+    });
+    // The request decided in the refund's own turn: called straight from the response's 'finish'.
+    const sameTurn = () => {
+      const res = {
+        headersSent: false,
+        setHeader() {},
+        status() {
+          return res;
+        },
+        end() {},
+        once() {},
+      };
+      mw({ headers: {}, ip: '10.0.0.1' } as never, res as never, () => outcomes.push('allowed'));
+    };
+    let fail: (() => void) | undefined;
+    const app = express();
+    app.get('/', mw, (req, res) => {
+      if (!req.query.hold) {
+        res.send('ok');
+        return;
+      }
+      fail = () => {
+        res.once('finish', sameTurn);
+        res.status(500).send('failed');
+      };
+    });
+    const server = await listen(app);
+    try {
+      const held = fetch(`${server.url}/?hold=1`);
+      await eventually(() => fail !== undefined, 'the held request');
+      // Denied from Redis, and remembered in the deny cache.
+      expect((await fetch(server.url)).status).toBe(429);
+      outcomes.length = 0;
+      fail!();
+      expect((await held).status).toBe(500);
+      await eventually(() => outcomes.length === 1, 'the same-turn decision');
+      expect(outcomes).toEqual(['allowed']);
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('fails open for every request of a batch even when the logger throws', async () => {
+    const port = await freePort();
+    // Nothing listens there, and commands fail at once instead of queueing.
+    const dead = redis.track(
+      new Redis({ port, host: '127.0.0.1', enableOfflineQueue: false, retryStrategy: () => 1000 }),
+    );
+    dead.on('error', () => {});
+    const mw = rateLimit({
+      redis: dead,
+      limit: 10,
+      window: '1m',
+      key: () => 'k',
+      timeout: 500,
+      logger: {
+        warn: () => {
+          throw new Error('logger transport closed');
+        },
+      },
+    });
+    const app = express();
+    app.get('/', mw, (_req, res) => {
+      res.send('ok');
+    });
+    const server = await listen(app);
+    try {
+      const statuses = await Promise.all(
+        [1, 2, 3].map(() => fetch(server.url, { signal: AbortSignal.timeout(2000) }).then((r) => r.status)),
+      );
+      expect(statuses).toEqual([200, 200, 200]);
+      expect(unhandled).toEqual([]);
+    } finally {
+      await server.close();
+    }
+  });
+});

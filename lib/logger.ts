@@ -1,0 +1,20 @@
+/**
+ * A user's logger, wrapped so that its own failure (a closed transport, a throwing serializer) cannot
+ * break the request it reports on: warnings run in fail paths and response events, where a throw
+ * would hang the request or take the process down. The line is lost; the request is not.
+ */
+export function neverThrows<A extends unknown[]>(logger: {
+  warn(...args: A): void;
+}): {
+  warn(...args: A): void;
+} {
+  return {
+    warn: (...args: A) => {
+      try {
+        logger.warn(...args);
+      } catch {
+        // Nowhere left to report it.
+      }
+    },
+  };
+}
