@@ -458,4 +458,28 @@ describe('idempotency lifecycle', () => {
     expect(again.headers.get('idempotent-replayed')).toBeNull();
     expect(runs).toBe(2);
   });
+
+  it('forget({ ip }) finds a record whether the IPv4 client was seen plain or IPv4-mapped (dual-stack)', async () => {
+    const middleware = idempotency({ redis: redisServer.client() });
+    let runs = 0;
+    const app = orderApp(middleware, (_req, res) => {
+      runs += 1;
+      res.json({ run: runs });
+    });
+    // The proxy header stands in for the two ways Node reports one IPv4 client's address.
+    app.set('trust proxy', true);
+    const url = `${await servers.listen(app)}/orders`;
+    for (const [seen, given] of [
+      ['::ffff:198.51.100.7', '198.51.100.7'],
+      ['198.51.100.8', '::FFFF:198.51.100.8'],
+    ] as const) {
+      const key = freshKey();
+      const headers = { 'x-forwarded-for': seen };
+      await send(url, { key, headers });
+      expect(await middleware.forget({ key, route: '/orders', ip: given })).toBe(true);
+      const again = await send(url, { key, headers });
+      expect(again.headers.get('idempotent-replayed')).toBeNull();
+    }
+    expect(runs).toBe(4);
+  });
 });

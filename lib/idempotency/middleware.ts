@@ -247,9 +247,31 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
 
   Object.defineProperty(middleware, 'options', { value: Object.freeze({ ...o }), enumerable: true });
   middleware.forget = async (id: IdempotencyRecordId) => {
-    const scope = id.scope !== undefined && id.scope !== '' ? `s:${id.scope}` : `ip:${id.ip ?? ''}`;
-    const key = recordKey(o.prefix, scope, id.method ?? 'POST', id.route, id.key);
-    return (await guarded(o.redis, () => o.redis.del(key), { ...guard, key })) === 1;
+    const scopes =
+      id.scope !== undefined && id.scope !== ''
+        ? [`s:${id.scope}`]
+        : sameAddress(id.ip ?? '').map((ip) => `ip:${ip}`);
+    // One DEL per form: the scope is part of the hash tag, so the two keys may live on two nodes.
+    const deleted = await Promise.all(
+      scopes.map((scope) => {
+        const key = recordKey(o.prefix, scope, id.method ?? 'POST', id.route, id.key);
+        return guarded(o.redis, () => o.redis.del(key), { ...guard, key });
+      }),
+    );
+    return deleted.some((n) => n === 1);
   };
   return middleware;
+}
+
+const MAPPED_IPV4 = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i;
+
+/**
+ * The forms `req.ip` can take for one IPv4 client: on a dual-stack listener Node reports
+ * `::ffff:203.0.113.7`, elsewhere `203.0.113.7`. An admin passing either finds the record.
+ */
+function sameAddress(ip: string): string[] {
+  const mapped = MAPPED_IPV4.exec(ip);
+  if (mapped) return [ip, mapped[1]!];
+  if (/^\d{1,3}(?:\.\d{1,3}){3}$/.test(ip)) return [ip, `::ffff:${ip}`];
+  return [ip];
 }
