@@ -157,7 +157,13 @@ describe('rateLimit around its decisions', () => {
   });
 
   it('does not let a denial decided while reset() ran outlive the reset', async () => {
-    const mw = limiter({ limit: 2, window: '1h', name: 'reset-race', algorithm: 'fixed-window', key: () => 'k' });
+    const mw = limiter({
+      limit: 2,
+      window: '1h',
+      name: 'reset-race',
+      algorithm: 'fixed-window',
+      key: () => 'k',
+    });
     const app = express();
     app.get('/', mw, (_req, res) => {
       res.send('ok');

@@ -123,7 +123,11 @@ describe('rateLimit options', () => {
     ],
     [
       'a typo inside a policy',
-      { limit: undefined, window: undefined, policies: [{ limit: 5, window: '1s', algoritm: 'gcra' }] } as never,
+      {
+        limit: undefined,
+        window: undefined,
+        policies: [{ limit: 5, window: '1s', algoritm: 'gcra' }],
+      } as never,
       TypeError,
       /"policies\[0\]\.algoritm" is not a policy option/,
     ],
