@@ -1,7 +1,9 @@
 import express from 'express';
+import Redis from 'ioredis';
 import request from 'supertest';
 import { configureBreaker } from '../../lib/breaker';
 import { cacheResponse, createCache } from '../../lib/cache';
+import { freePort } from '../../lib/testing';
 import { useUnhandledRejections } from '../helpers/process';
 import { useRedisServer } from '../helpers/redis';
 import { quietLogger, sleep, waitForKeys } from './helpers';
@@ -121,9 +123,13 @@ describe('a logger that throws', () => {
     // A closed client refuses every command at once: the invalidation fails and warns.
     await client.quit();
     const app = express();
-    app.put('/p', mw.invalidates(() => ['product:1']), (_req, res) => {
-      res.send('saved');
-    });
+    app.put(
+      '/p',
+      mw.invalidates(() => ['product:1']),
+      (_req, res) => {
+        res.send('saved');
+      },
+    );
     const started = Date.now();
     const res = await request(app).put('/p').timeout(5000);
     expect(res.status).toBe(200);
@@ -132,5 +138,17 @@ describe('a logger that throws', () => {
     expect(Date.now() - started).toBeLessThan(1500);
     await sleep(20);
     expect(unhandled).toEqual([]);
+  });
+});
+
+describe('closing while Redis is unreachable', () => {
+  it('close() returns at once instead of waiting for the invalidation subscription to give up', async () => {
+    const port = await freePort();
+    const client = redis.track(new Redis({ port, host: '127.0.0.1', lazyConnect: true }));
+    client.on('error', () => {});
+    const cache = createCache({ redis: client, logger: quietLogger() });
+    const started = Date.now();
+    await cache.close();
+    expect(Date.now() - started).toBeLessThan(500);
   });
 });

@@ -23,6 +23,7 @@ interface Message {
 export class Bus {
   readonly origin = randomBytes(8).toString('base64url');
   private unsubscribe: (() => Promise<void>) | undefined;
+  private closed = false;
   readonly ready: Promise<void>;
 
   constructor(
@@ -48,7 +49,8 @@ export class Bus {
       { onReconnect },
     ).then(
       (unsubscribe) => {
-        this.unsubscribe = unsubscribe;
+        if (this.closed) void unsubscribe();
+        else this.unsubscribe = unsubscribe;
       },
       (error) => onError(error),
     );
@@ -59,8 +61,14 @@ export class Bus {
     return this.redis.publish(this.channel, JSON.stringify(payload));
   }
 
+  /**
+   * Does not wait for a subscription still on its way (Redis unreachable, it may take as long as the
+   * client keeps retrying): that one is undone when it lands.
+   */
   async close(): Promise<void> {
-    await this.ready;
-    await this.unsubscribe?.();
+    this.closed = true;
+    const unsubscribe = this.unsubscribe;
+    this.unsubscribe = undefined;
+    await unsubscribe?.();
   }
 }
