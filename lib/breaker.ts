@@ -1,7 +1,15 @@
 import calculateSlot from 'cluster-key-slot';
 import type { Cluster } from 'ioredis';
 import { isCluster, type RedisClient } from './client';
-import { RedisTimeoutError, RedisUnavailableError } from './errors';
+import { MAX_TIMER_MS } from './duration';
+import {
+  checkKnownOptions,
+  numberOptionError,
+  optionError,
+  RedisTimeoutError,
+  RedisUnavailableError,
+  shown,
+} from './errors';
 import { emitKitEvent, hasKitListeners, type KitComponent } from './events';
 
 /** Tuning of the per-client circuit breaker. */
@@ -128,9 +136,35 @@ export function nodeOf(cluster: Cluster, key: string): string | undefined {
   return cluster.slots[calculateSlot((cluster.options.keyPrefix ?? '') + key)]?.[0];
 }
 
+const BREAKER_KNOWN = new Set(['failureThreshold', 'cooldownMs']);
+
 /** Replaces the breaker tuning of one client (e.g. shorter cool-down in tests); breakers start closed. */
 export function configureBreaker(redis: RedisClient, options: Partial<BreakerOptions>): void {
-  const tuned = { ...DEFAULT_BREAKER, ...options };
+  if (!options || typeof options !== 'object') {
+    throw optionError('options', `must be an object; got ${shown(options)}`, 'e.g. { cooldownMs: 500 }');
+  }
+  checkKnownOptions(options, BREAKER_KNOWN, 'configureBreaker', {
+    threshold: 'use "failureThreshold"',
+    cooldown: 'use "cooldownMs"',
+    resetTimeout: 'use "cooldownMs"',
+  });
+  const { failureThreshold = DEFAULT_BREAKER.failureThreshold, cooldownMs = DEFAULT_BREAKER.cooldownMs } =
+    options;
+  if (!(Number.isSafeInteger(failureThreshold) && failureThreshold >= 1)) {
+    throw numberOptionError(
+      'failureThreshold',
+      failureThreshold,
+      `must be a whole number >= 1; got ${shown(failureThreshold)}`,
+    );
+  }
+  if (typeof cooldownMs !== 'number' || !(cooldownMs >= 0 && cooldownMs <= MAX_TIMER_MS)) {
+    throw numberOptionError(
+      'cooldownMs',
+      cooldownMs,
+      `must be a number of ms from 0 to ${MAX_TIMER_MS}; got ${shown(cooldownMs)}`,
+    );
+  }
+  const tuned = { failureThreshold, cooldownMs };
   breakers.set(redis, { options: tuned, client: new CircuitBreaker(tuned), nodes: new Map() });
 }
 

@@ -96,7 +96,7 @@ export function checkKnownOptions(
     const hint = Object.hasOwn(renamed, option) ? renamed[option]! : '';
     throw optionError(
       `${where}${option}`,
-      `is not a ${component} option`,
+      `is not ${/^[aeiou]/i.test(component) ? 'an' : 'a'} ${component} option`,
       hint ? `${hint[0]!.toUpperCase()}${hint.slice(1)}.` : '',
     );
   }

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { guarded } from '../breaker';
 import { checkClient, type RedisClient } from '../client';
 import { type Duration, MAX_TIMER_MS, toMs } from '../duration';
-import { RedisUnavailableError } from '../errors';
+import { checkKnownOptions, optionError, RedisUnavailableError, shown } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX, taggedKey } from '../keys';
 import { defineScript, runScript } from '../scripts';
 
@@ -129,6 +129,18 @@ export interface WithLockOptions {
   timeout?: Duration;
 }
 
+const LOCK_KNOWN = new Set(['ttl', 'wait', 'prefix', 'timeout']);
+
+// redlock / node-redis-lock names people will bring along.
+const LOCK_RENAMED: Record<string, string> = {
+  duration: 'use "ttl" (the lock\'s lifetime)',
+  timeoutMs: 'use "ttl" for the lock\'s lifetime, "wait" for how long to wait for it',
+  retryCount: 'use "wait" (how long to wait for a busy lock)',
+  retryDelay: 'use "wait" (how long to wait for a busy lock)',
+  retryJitter: 'use "wait" (how long to wait for a busy lock)',
+  automaticExtensionThreshold: 'the lock is extended every ttl / 3 while fn runs',
+};
+
 /** {@link withLock} could not get the lock within `wait`. */
 export class LockBusyError extends Error {
   readonly code = 'ERK_LOCK_BUSY';
@@ -163,6 +175,10 @@ export async function withLock<T>(
   if (typeof name !== 'string' || name === '')
     throw new TypeError('express-redis-kit: withLock needs a lock name');
   if (typeof fn !== 'function') throw new TypeError('express-redis-kit: withLock needs a function to run');
+  if (typeof options !== 'object' || options === null) {
+    throw optionError('options', `must be an object; got ${shown(options)}`, "e.g. { ttl: '30s' }");
+  }
+  checkKnownOptions(options, LOCK_KNOWN, 'withLock', LOCK_RENAMED);
   // The lock is extended every ttl / 3, a timer: that must stay within Node's longest one.
   const ttlMs = toMs(options.ttl ?? 10_000, 'ttl', { min: 10, max: 3 * MAX_TIMER_MS });
   // A deadline polled with short sleeps, not a timer: any length works.

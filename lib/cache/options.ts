@@ -1,7 +1,7 @@
 import type { Request, Response } from 'express';
 import { checkClient, type RedisClient } from '../client';
 import { type Duration, MAX_TIMER_MS, toMs } from '../duration';
-import { numberOptionError, optionError, shown } from '../errors';
+import { checkKnownOptions, numberOptionError, optionError, shown } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX } from '../keys';
 import { neverThrows } from '../logger';
 import { type PerUserRules, resolvePerUserRules } from './per-user';
@@ -177,9 +177,71 @@ export interface ResolvedCacheOptions {
   logger: CacheLogger;
 }
 
+// Exactly the names of CreateCacheOptions, CacheResponseOptions and L1Options: anything else is a
+// typo or an option carried over from another library, never silently ignored.
+const CACHE_KNOWN = new Set(['redis', 'l1', 'prefix', 'timeout', 'lockTimeout', 'jitter', 'name', 'logger']);
+
+const CACHE_RENAMED: Record<string, string> = {
+  ttl: "the lifetime belongs to each call: cache.wrap(key, fn, { ttl: '10m' })",
+  max: 'use "l1: { max }"',
+  client: 'pass the ioredis client as "redis"',
+  redisClient: 'pass the ioredis client as "redis"',
+  store: 'pass the ioredis client as "redis"',
+};
+
+const RESPONSE_KNOWN = new Set([
+  'redis',
+  'cache',
+  'ttl',
+  'key',
+  'scope',
+  'tags',
+  'vary',
+  'staleWhileRevalidate',
+  'staleIfError',
+  'l1',
+  'jitter',
+  'maxBodySize',
+  'statuses',
+  'methods',
+  'lockTimeout',
+  'timeout',
+  'shouldCache',
+  'prefix',
+  'sessionCookie',
+  'credentialHeaders',
+  'name',
+  'logger',
+]);
+
+// apicache and express-cache option names people will bring along.
+const RESPONSE_RENAMED: Record<string, string> = {
+  defaultDuration: 'use "ttl" (ms or a duration string such as \'5m\')',
+  duration: 'use "ttl"',
+  expire: 'use "ttl"',
+  statusCodes: 'use "statuses" (the statuses that may be stored)',
+  appendKey: 'use "key" or "scope"',
+  keyGenerator: 'use "key" (or "scope" for per-user entries)',
+  redisClient: 'pass the ioredis client as "redis"',
+  client: 'pass the ioredis client as "redis"',
+  store: 'pass the ioredis client as "redis", or a createCache() instance as "cache"',
+  debug: 'watch hits and misses with onKitEvent() (component "cache")',
+  stale: 'use "staleWhileRevalidate" and/or "staleIfError"',
+  max: 'use "l1: { max }"',
+};
+
+const L1_KNOWN = new Set(['max', 'maxSize', 'ttl']);
+const L1_RENAMED: Record<string, string> = {
+  maxItems: 'use "max"',
+  maxEntries: 'use "max"',
+  size: 'use "max" (entries) or "maxSize" (bytes)',
+  maxBytes: 'use "maxSize"',
+};
+
 export function resolveCacheOptions(options: CreateCacheOptions): ResolvedCacheOptions {
   if (!options || typeof options !== 'object')
     throw optionError('options', 'must be an object', 'Pass { redis }.');
+  checkKnownOptions(options, CACHE_KNOWN, 'createCache', CACHE_RENAMED);
   return {
     redis: checkClient(options.redis),
     l1: resolveL1(options.l1),
@@ -200,6 +262,7 @@ function resolveL1(l1: L1Options | false | undefined): ResolvedL1 | false {
   if (l1 !== undefined && (typeof l1 !== 'object' || l1 === null)) {
     throw optionError('l1', `must be an object like { max: 1000 } or false; got ${shown(l1)}`);
   }
+  if (l1 !== undefined) checkKnownOptions(l1, L1_KNOWN, 'cache L1', L1_RENAMED, 'l1.');
   const max = l1?.max ?? CACHE_DEFAULTS.l1.max;
   const maxSize = l1?.maxSize ?? CACHE_DEFAULTS.l1.maxSize;
   if (!Number.isInteger(max) || max < 1)
@@ -267,6 +330,7 @@ export function resolveResponseOptions(options: CacheResponseOptions): ResolvedR
   if (!options || typeof options !== 'object') {
     throw optionError('options', 'must be an object', "Pass { redis, ttl: '5m' }.");
   }
+  checkKnownOptions(options, RESPONSE_KNOWN, 'cacheResponse', RESPONSE_RENAMED);
   if (options.ttl === undefined)
     throw optionError('ttl', 'is required', "Pass the fresh lifetime, e.g. ttl: '5m'.");
   const vary = options.vary ?? [];

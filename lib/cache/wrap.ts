@@ -1,5 +1,5 @@
 import { toMs } from '../duration';
-import { optionError, shown } from '../errors';
+import { checkKnownOptions, optionError, shown } from '../errors';
 import { type Acquired, CacheCore } from './core';
 import { type Entry, NEGATIVE_NULL, NEGATIVE_UNDEFINED } from './entry';
 import { valueKey } from './key';
@@ -268,10 +268,20 @@ function toEntry<T>(value: T, o: ResolvedWrap<T>, jitter: (ms: number) => number
   };
 }
 
+const WRAP_KNOWN = new Set([
+  'ttl',
+  'tags',
+  'cacheNullFor',
+  'serializer',
+  'staleWhileRevalidate',
+  'staleIfError',
+]);
+
 function resolveWrap<T>(options: WrapOptions<T>): ResolvedWrap<T> {
   if (!options || typeof options !== 'object' || options.ttl === undefined) {
     throw optionError('ttl', 'is required for cache.wrap', "Pass { ttl: '10m' }.");
   }
+  checkKnownOptions(options, WRAP_KNOWN, 'cache.wrap');
   const tags = options.tags ?? [];
   if (!Array.isArray(tags) || tags.some((t) => typeof t !== 'string')) {
     throw optionError('tags', `must be an array of strings; got ${shown(options.tags)}`);

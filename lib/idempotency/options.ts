@@ -1,7 +1,7 @@
 import type { Request } from 'express';
 import { checkClient, type RedisClient } from '../client';
 import { type Duration, MAX_TIMER_MS, toMs } from '../duration';
-import { numberOptionError, optionError, optionRangeError, shown } from '../errors';
+import { checkKnownOptions, numberOptionError, optionError, optionRangeError, shown } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX } from '../keys';
 import { defaultFingerprint } from './fingerprint';
 
@@ -79,6 +79,40 @@ export interface ResolvedIdempotencyOptions {
   name: string | undefined;
 }
 
+/** Exactly the names of {@link IdempotencyOptions}: anything else is refused, never ignored. */
+const KNOWN = new Set([
+  'redis',
+  'scope',
+  'header',
+  'required',
+  'methods',
+  'ttl',
+  'lockTtl',
+  'fingerprint',
+  'storeStatuses',
+  'maxBodySize',
+  'failMode',
+  'timeout',
+  'retryAfter',
+  'prefix',
+  'name',
+]);
+
+// Names other idempotency middlewares (express-idempotency, idempotency-middleware…) use.
+const RENAMED: Record<string, string> = {
+  headerName: 'use "header"',
+  keyHeader: 'use "header"',
+  idempotencyKeyHeader: 'use "header"',
+  expiresIn: 'use "ttl" (ms or a duration string such as \'24h\')',
+  ttlMs: 'use "ttl" (ms or a duration string such as \'24h\')',
+  expire: 'use "ttl"',
+  lockTimeout: 'use "lockTtl" (the lease of an in-flight request)',
+  store: 'pass the ioredis client as "redis"',
+  client: 'pass the ioredis client as "redis"',
+  keyGenerator: 'use "scope" (whose key space) or "fingerprint" (what the payload is)',
+  requireKey: 'use "required"',
+};
+
 const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
 const METHOD = /^[A-Z]+$/;
 
@@ -86,6 +120,7 @@ export function resolveOptions(input: IdempotencyOptions): ResolvedIdempotencyOp
   if (!input || typeof input !== 'object') {
     throw optionError('options', 'must be an object', 'Call idempotency({ redis }).');
   }
+  checkKnownOptions(input, KNOWN, 'idempotency', RENAMED);
   const redis = checkClient(input.redis);
   const {
     scope,

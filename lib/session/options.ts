@@ -2,11 +2,14 @@ import { randomBytes } from 'node:crypto';
 import type { CookieOptions } from 'express-session';
 import { checkClient, type RedisClient } from '../client';
 import { type Duration, MAX_TIMER_MS, toMs } from '../duration';
-import { numberOptionError, optionError, optionRangeError, shown } from '../errors';
+import { checkKnownOptions, numberOptionError, optionError, optionRangeError, shown } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX } from '../keys';
 
-/** Cookie settings you may override. Lifetime comes from `ttl`, so `maxAge`/`expires` are not accepted. */
-export type SessionCookieOptions = Omit<CookieOptions, 'maxAge' | 'expires'>;
+/**
+ * Cookie settings you may override. Lifetime comes from `ttl`, so `maxAge`/`expires` are not accepted;
+ * `signed` and `encode` neither, as express-session ignores them (the cookie is always signed).
+ */
+export type SessionCookieOptions = Omit<CookieOptions, 'maxAge' | 'expires' | 'signed' | 'encode'>;
 
 /** Options of {@link redisSession}. */
 export interface RedisSessionOptions {
@@ -72,6 +75,45 @@ export interface ResolvedSessionOptions {
 /** Smallest secret length accepted in production: 32 characters ≈ 192 bits from a base64 generator. */
 export const MIN_SECRET_LENGTH = 32;
 
+/** Exactly the names of {@link RedisSessionOptions}. */
+const KNOWN = new Set([
+  'redis',
+  'secret',
+  'name',
+  'ttl',
+  'rolling',
+  'cookie',
+  'prefix',
+  'timeout',
+  'proxy',
+  'maxSessionsPerUser',
+]);
+
+const USE_TTL = 'set the session lifetime with the "ttl" option instead';
+
+// express-session (and connect-redis) options people bring along: what they are, or why they are fixed.
+const RENAMED: Record<string, string> = {
+  resave:
+    "fixed to false: a request that changes nothing only refreshes the TTL, so it cannot put back a stale copy over another request's change",
+  saveUninitialized: 'fixed to false: visitors who never use the session cost no Redis key and get no cookie',
+  unset: "fixed to 'keep': end a session with logout(req, res), which also removes it from the user index",
+  store: 'the store is always the kit\'s own Redis store; pass the ioredis client as "redis"',
+  genid: "not supported: session ids are always express-session's 192 random bits, renewed by login()",
+  key: 'use "name" (the cookie name)',
+  client: 'pass the ioredis client as "redis"',
+  maxAge: USE_TTL,
+  expires: USE_TTL,
+};
+
+/** The cookie settings express-session applies, less the lifetime (from `ttl`). */
+const COOKIE_KNOWN = new Set(['domain', 'path', 'httpOnly', 'secure', 'sameSite', 'partitioned', 'priority']);
+
+const COOKIE_RENAMED: Record<string, string> = {
+  signed: 'the session cookie is always signed with "secret"',
+  encode: 'express-session ignores it: the cookie value is always the signed session id',
+  name: 'use the top-level "name" option',
+};
+
 const COOKIE_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 let warnedAboutSecret = false;
 
@@ -80,6 +122,7 @@ export function resolveOptions(options: RedisSessionOptions): ResolvedSessionOpt
   if (!options || typeof options !== 'object') {
     throw optionError('options', 'must be an object', 'Call redisSession({ redis, secret }).');
   }
+  checkKnownOptions(options, KNOWN, 'redisSession', RENAMED);
   const redis = checkClient(options.redis);
   const secrets = resolveSecrets(options.secret);
   const name = options.name ?? 'sid';
@@ -130,13 +173,16 @@ function resolveCookie(
     throw optionError('cookie', 'must be an object of cookie settings', "E.g. { domain: 'example.com' }.");
   }
   const given = (overrides ?? {}) as CookieOptions;
-  if ('maxAge' in given || 'expires' in given) {
-    throw optionError(
-      'cookie.maxAge',
-      'is not accepted',
-      "Set the session lifetime with the 'ttl' option instead.",
-    );
+  for (const lifetime of ['maxAge', 'expires'] as const) {
+    if (lifetime in given) {
+      throw optionError(
+        `cookie.${lifetime}`,
+        'is not accepted',
+        "Set the session lifetime with the 'ttl' option instead.",
+      );
+    }
   }
+  checkKnownOptions(given, COOKIE_KNOWN, 'cookie', COOKIE_RENAMED, 'cookie.');
   const cookie: CookieOptions = {
     path: '/',
     httpOnly: true,

@@ -4,19 +4,30 @@ import { delimiter, join } from 'node:path';
 /** Thrown when no redis-server binary can be found. */
 export class RedisServerNotFoundError extends Error {
   readonly code = 'ERK_REDIS_SERVER_NOT_FOUND';
-  constructor(tried: string) {
+  /** `tried`: what was looked at; `pathHint`: how to give the path instead. */
+  constructor(tried: string, pathHint = 'set REDIS_SERVER_BIN to its path') {
     super(
       `express-redis-kit: no redis-server binary found (${tried}). Install one: ` +
         '"apt-get update && apt-get install -y redis-server" (Debian/Ubuntu) or "brew install redis" (macOS), ' +
-        'or set REDIS_SERVER_BIN to its path; or point REDIS_URL at a running Redis.',
+        `or ${pathHint}; or point REDIS_URL at a running Redis.`,
     );
     this.name = 'RedisServerNotFoundError';
   }
 }
 
-/** Finds redis-server: `REDIS_SERVER_BIN`, else the PATH. Throws {@link RedisServerNotFoundError}. */
+/**
+ * Finds redis-server: `explicit` (the `binary` option), else `REDIS_SERVER_BIN`, else the PATH.
+ * Throws {@link RedisServerNotFoundError}, naming where a bad path came from.
+ */
 export function findRedisServer(explicit?: string): string {
-  const configured = explicit ?? process.env.REDIS_SERVER_BIN;
+  if (explicit) {
+    if (isExecutable(explicit)) return explicit;
+    throw new RedisServerNotFoundError(
+      `option "binary" (${explicit}) is not an executable file`,
+      'pass its path as "binary"',
+    );
+  }
+  const configured = process.env.REDIS_SERVER_BIN;
   if (configured) {
     if (isExecutable(configured)) return configured;
     throw new RedisServerNotFoundError(`REDIS_SERVER_BIN=${configured} is not an executable file`);

@@ -1,0 +1,149 @@
+import type Redis from 'ioredis';
+import { configureBreaker } from '../../lib/breaker';
+import { closeRedis, createRedis } from '../../lib/connection';
+import { useRedisServer } from '../helpers/redis';
+
+function thrown(make: () => unknown): Error {
+  try {
+    const result = make();
+    if (result && typeof (result as Promise<unknown>).then === 'function') {
+      (result as Promise<unknown>).catch(() => {});
+    }
+    // A client slipped through: close it so the test fails on the assertion, not on a leak.
+    if (result && typeof (result as Redis).disconnect === 'function') (result as Redis).disconnect();
+  } catch (error) {
+    return error as Error;
+  }
+  throw new Error('expected the call to throw');
+}
+
+describe('createRedis checks the options it reads', () => {
+  it.each<[string, object, typeof TypeError | typeof RangeError, RegExp]>([
+    [
+      'failFast string',
+      { failFast: 'false' },
+      TypeError,
+      /option "failFast" must be true or false; got "false"/,
+    ],
+    [
+      'enableAutoPipelining string',
+      { enableAutoPipelining: 'false' },
+      TypeError,
+      /option "enableAutoPipelining" must be true or false; got "false"/,
+    ],
+    ['commandTimeout string', { commandTimeout: '500' }, TypeError, /option "commandTimeout".*got "500"/],
+    ['commandTimeout negative', { commandTimeout: -1 }, RangeError, /option "commandTimeout".*got -1/],
+    ['commandTimeout NaN', { commandTimeout: Number.NaN }, RangeError, /option "commandTimeout".*got NaN/],
+    ['commandTimeout too long', { commandTimeout: 2 ** 31 }, RangeError, /option "commandTimeout"/],
+    ['connectTimeout string', { connectTimeout: '2000' }, TypeError, /option "connectTimeout".*got "2000"/],
+    ['connectTimeout zero', { connectTimeout: 0 }, RangeError, /option "connectTimeout"/],
+    [
+      'maxReconnectDelay string',
+      { maxReconnectDelay: '2000' },
+      TypeError,
+      /option "maxReconnectDelay".*got "2000"/,
+    ],
+    ['maxReconnectDelay negative', { maxReconnectDelay: -5 }, RangeError, /option "maxReconnectDelay"/],
+    [
+      'maxRetriesPerRequest string',
+      { maxRetriesPerRequest: '1' },
+      TypeError,
+      /option "maxRetriesPerRequest".*got "1"/,
+    ],
+    [
+      'maxRetriesPerRequest fraction',
+      { maxRetriesPerRequest: 1.5 },
+      RangeError,
+      /option "maxRetriesPerRequest"/,
+    ],
+    ['keyPrefix number', { keyPrefix: 5 }, TypeError, /option "keyPrefix" must be a string/],
+    ['url number', { url: 6379 }, TypeError, /option "url" must be a string/],
+    ['cluster.nodes missing', { cluster: { node: ['127.0.0.1:1'] } }, TypeError, /option "cluster.node"/],
+    [
+      'sentinel.password',
+      { sentinel: { sentinels: ['127.0.0.1:1'], name: 'm', password: 'x' } },
+      TypeError,
+      /option "sentinel.password"/,
+    ],
+  ])('refuses %s', (_name, options, kind, message) => {
+    const error = thrown(() => createRedis({ lazyConnect: true, ...options } as never));
+    expect(error).toBeInstanceOf(kind);
+    expect(error.message).toMatch(message);
+  });
+
+  it('refuses two sources at once instead of letting one silently win', () => {
+    expect(() => createRedis({ url: 'redis://127.0.0.1:1', cluster: { nodes: ['127.0.0.1:7000'] } })).toThrow(
+      /option "url" and "cluster" cannot be combined\. Pass one of url, cluster or sentinel/,
+    );
+    expect(() =>
+      createRedis({
+        cluster: { nodes: ['127.0.0.1:7000'] },
+        sentinel: { name: 'm', sentinels: [{ port: 1 }] },
+      } as never),
+    ).toThrow(TypeError);
+  });
+
+  it('refuses a wrong type before failFast starts a connection', () => {
+    const error = thrown(() => createRedis({ failFast: 1 } as never));
+    expect(error).toBeInstanceOf(TypeError);
+    expect(error.message).toMatch(/option "failFast"/);
+  });
+
+  it('leaves ioredis options it does not read to ioredis, and takes null retries', () => {
+    const client = createRedis({
+      lazyConnect: true,
+      maxRetriesPerRequest: null,
+      enableAutoPipelining: false,
+      commandTimeout: 250,
+      connectionName: 'x',
+    }) as Redis;
+    try {
+      expect(client.options.enableAutoPipelining).toBe(false);
+      expect(client.options.maxRetriesPerRequest).toBeNull();
+      expect(client.options.commandTimeout).toBe(250);
+    } finally {
+      client.disconnect();
+    }
+  });
+});
+
+describe('createRedis with valid options still connects', () => {
+  const redis = useRedisServer();
+
+  it('failFast: false returns a client, failFast: true a Promise of one', async () => {
+    const plain = createRedis({ url: redis.server.url, failFast: false });
+    expect(typeof (plain as unknown as Promise<unknown>).then).not.toBe('function');
+    const checked = await createRedis({ url: redis.server.url, failFast: true });
+    try {
+      expect(await plain.ping()).toBe('PONG');
+      expect(await checked.ping()).toBe('PONG');
+    } finally {
+      await closeRedis(plain);
+      await closeRedis(checked);
+    }
+  });
+});
+
+describe('configureBreaker checks its options', () => {
+  const client = createRedis({ lazyConnect: true });
+  afterAll(() => client.disconnect());
+
+  it.each<[string, object, typeof TypeError | typeof RangeError, RegExp]>([
+    ['failureThreshold string', { failureThreshold: '5' }, TypeError, /option "failureThreshold".*got "5"/],
+    ['failureThreshold zero', { failureThreshold: 0 }, RangeError, /option "failureThreshold"/],
+    ['failureThreshold fraction', { failureThreshold: 1.5 }, RangeError, /option "failureThreshold"/],
+    ['cooldownMs negative', { cooldownMs: -1 }, RangeError, /option "cooldownMs".*got -1/],
+    ['cooldownMs string', { cooldownMs: '1000' }, TypeError, /option "cooldownMs"/],
+    ['cooldownMs NaN', { cooldownMs: Number.NaN }, RangeError, /option "cooldownMs"/],
+    ['an unknown name', { threshold: 3 }, TypeError, /option "threshold" is not a configureBreaker option/],
+  ])('refuses %s', (_name, options, kind, message) => {
+    const error = thrown(() => configureBreaker(client, options as never));
+    expect(error).toBeInstanceOf(kind);
+    expect(error.message).toMatch(message);
+  });
+
+  it('still takes valid tuning', () => {
+    expect(() => configureBreaker(client, { failureThreshold: 2, cooldownMs: 0 })).not.toThrow();
+    expect(() => configureBreaker(client, {})).not.toThrow();
+  });
+});
