@@ -202,6 +202,16 @@ describe('clean-up after a tag invalidation', () => {
     await forgetTaken(admin, tag, older); // the older one's clean-up lands late
     expect((await takeTag(admin, tag, 60_000)).members).toEqual(['erk:c:{k1}']);
   });
+
+  it('gives every take its own stamp, even many within one millisecond', async () => {
+    // Equal stamps would let an older take's clean-up pass for the newer one's (the test above, when
+    // both takes land in the same millisecond).
+    const tag = tagKey('erk:', 'burst');
+    const takes = await Promise.all(Array.from({ length: 50 }, () => takeTag(admin, tag, 60_000)));
+    const stamps = takes.map((t) => t.stamp);
+    expect(new Set(stamps).size).toBe(50);
+    expect([...stamps].sort((a, b) => a - b)).toEqual(stamps);
+  });
 });
 
 describe('clean-up of a big tag', () => {

@@ -115,6 +115,10 @@ const TAG_TAKE = defineScript(
   'cache_tag_take',
   3,
   `${LUA_NOW_MS}
+-- Each take's stamp must differ from the previous one, even within one millisecond: forgetTaken()
+-- tells a later take by it. A stamp a few ms ahead only makes fills started meanwhile back off.
+local prev = tonumber(redis.call('GET', KEYS[2]))
+if prev and prev >= now_ms then now_ms = prev + 1 end
 local ttl = math.max(redis.call('PTTL', KEYS[1]), redis.call('PTTL', KEYS[3]))
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('SUNIONSTORE', KEYS[3], KEYS[3], KEYS[1])
