@@ -276,4 +276,29 @@ describe('rateLimit around its decisions', () => {
       await server.close();
     }
   });
+
+  it('says Redis refused the call, not that it is unavailable, when a key holds the wrong type', async () => {
+    const warnings: string[] = [];
+    const client = redis.plain();
+    const mw = rateLimit({
+      redis: client,
+      limit: 10,
+      window: '1m',
+      algorithm: 'fixed-window',
+      name: 'wrong-type',
+      key: () => 'k',
+      logger: { warn: (message: string) => warnings.push(message) },
+    });
+    const app = express();
+    app.get('/', mw, (_req, res) => {
+      res.send('ok');
+    });
+    expect((await request(app).get('/')).status).toBe(200);
+    const [key] = await client.keys('erk:rl:wrong-type:*');
+    // The app wrote something else under the limiter's key.
+    await client.del(key!);
+    await client.sadd(key!, 'x');
+    expect((await request(app).get('/')).status).toBe(200); // fail open
+    expect(warnings).toEqual([expect.stringMatching(/Redis refused the rate-limit call \(WRONGTYPE/)]);
+  });
 });

@@ -1,6 +1,6 @@
 import { STATUS_CODES } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
-import { problemType, sendProblem } from '../errors';
+import { problemType, RedisUnavailableError, sendProblem } from '../errors';
 import { emitKitEvent } from '../events';
 import { nodeField, OutageTracker } from '../outage';
 import type { ResolvedOptions } from './options';
@@ -54,9 +54,11 @@ export function createFailMode(o: ResolvedOptions) {
     const started = outages.begin(redisKey);
     if (started !== undefined) {
       const node = nodeField(started);
+      // A refused call (WRONGTYPE on a key the app overwrote, a script error) is not an outage: say so.
+      const what = error instanceof RedisUnavailableError ? 'unavailable' : 'refused the rate-limit call';
       o.logger.warn(
-        `express-redis-kit rateLimit${name ? ` "${name}"` : ''}: Redis${node ? ` node ${node}` : ''} unavailable (${(error as Error)?.message ?? error}); ` +
-          `failing ${o.failMode} (${o.failMode === 'open' ? 'requests pass unchecked' : 'requests get 503'}) until it answers again.`,
+        `express-redis-kit rateLimit${name ? ` "${name}"` : ''}: Redis${node ? ` node ${node}` : ''} ${what} (${(error as Error)?.message ?? error}); ` +
+          `failing ${o.failMode} (${o.failMode === 'open' ? 'requests pass unchecked' : 'requests get 503'}) until a call succeeds again.`,
       );
     }
     emitKitEvent({
