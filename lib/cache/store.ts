@@ -9,6 +9,8 @@ import { defineScript, LUA_NOW_MS, runScript, runScriptBuffer } from '../scripts
  *   <prefix>c:{<key>}:nostore      the last fill was uncacheable: misses skip the lock for a while
  *   <prefix>t:{<tag>}              set of the entry keys carrying the tag
  *   <prefix>t:{<tag>}:inv          Redis time (ms) of the tag's last invalidation, for a while
+ *   <prefix>t:{<tag>}:taken        members taken by an invalidation, until their entries are gone
+ *   <prefix>t:{<tag>}:takes        count of the tag's invalidations (tells a later one apart)
  * A marker, its variants and its lock share the entry's {hash tag}, so lookup and store are one
  * script in one slot. Deleting the marker orphans its variants for good: a new marker gets a new
  * generation, so old variants can never be served again (they expire on their TTL).
@@ -105,35 +107,36 @@ if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('PEXPIRE', KE
 return 1`,
 );
 
-// KEYS: tag set, its invalidation marker, its members being invalidated. ARGV: marker ttl ms. Moves
-// the set's members to the third key in one step, so two invalidations never both miss a member, and
-// notes when, for fills still running. Returns the members of both: a take whose reply was lost (a
-// timeout that landed) left its members there, and the next invalidation of the tag unlinks them
-// instead of finding an empty set while their entries live on. `forgetTaken()` clears them once done.
-// → {take stamp (Redis ms, also the marker's value), members...}
+// KEYS: tag set, its invalidation marker, its members being invalidated, its take counter. ARGV:
+// marker ttl ms. Moves the set's members to the third key in one step, so two invalidations never
+// both miss a member, and notes when, for fills still running. Returns the members of both: a take
+// whose reply was lost (a timeout that landed) left its members there, and the next invalidation of
+// the tag unlinks them instead of finding an empty set while their entries live on. `forgetTaken()`
+// clears them once done, unless a later take happened: the counter tells takes apart even within one
+// millisecond, while the marker keeps Redis's real time for TAG_ADD (never ahead of the clock).
+// → {take number, members...}
 const TAG_TAKE = defineScript(
   'cache_tag_take',
-  3,
+  4,
   `${LUA_NOW_MS}
--- Each take's stamp must differ from the previous one, even within one millisecond: forgetTaken()
--- tells a later take by it. A stamp a few ms ahead only makes fills started meanwhile back off.
-local prev = tonumber(redis.call('GET', KEYS[2]))
-if prev and prev >= now_ms then now_ms = prev + 1 end
 local ttl = math.max(redis.call('PTTL', KEYS[1]), redis.call('PTTL', KEYS[3]))
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('SUNIONSTORE', KEYS[3], KEYS[3], KEYS[1])
   redis.call('DEL', KEYS[1])
 end
 redis.call('SET', KEYS[2], now_ms, 'PX', ARGV[1])
-if redis.call('EXISTS', KEYS[3]) == 0 then return {now_ms} end
+local take = redis.call('INCR', KEYS[4])
 if ttl < 0 then ttl = tonumber(ARGV[1]) end
+-- Outlives the taken members, so a late clean-up never meets a restarted count.
+redis.call('PEXPIRE', KEYS[4], math.max(ttl, tonumber(ARGV[1])))
+if redis.call('EXISTS', KEYS[3]) == 0 then return {take} end
 redis.call('PEXPIRE', KEYS[3], ttl)
 local out = redis.call('SMEMBERS', KEYS[3])
-table.insert(out, 1, now_ms)
+table.insert(out, 1, take)
 return out`,
 );
 
-// KEYS: taken members, the tag's invalidation marker. ARGV: take stamp, members. Forgets members only
+// KEYS: taken members, the tag's take counter. ARGV: take number, members. Forgets members only
 // while no later take happened: a later one whose reply was lost relies on them for its retry.
 const TAG_FORGET = defineScript(
   'cache_tag_forget',
@@ -213,6 +216,7 @@ export function storeEntry(
 const invalidatedKeyOf = (tagRedisKey: string) => `${tagRedisKey}:inv`;
 /** The members an invalidation of the tag took and has not confirmed deleting, in the tag's slot. */
 const takenKeyOf = (tagRedisKey: string) => `${tagRedisKey}:taken`;
+const takesKeyOf = (tagRedisKey: string) => `${tagRedisKey}:takes`;
 
 /** Adds members to a tag set; false (nothing added) when the tag was invalidated since `since`. */
 export async function addToTag(
@@ -231,20 +235,20 @@ export async function addToTag(
   return Number(added) === 1;
 }
 
-/** What one tag take answered: its stamp (for {@link forgetTaken}) and the member keys to delete. */
+/** What one tag take answered: its number (for {@link forgetTaken}) and the member keys to delete. */
 export interface Taken {
-  stamp: number;
+  take: number;
   members: string[];
 }
 
 export async function takeTag(redis: RedisClient, tagRedisKey: string, markerTtlMs: number): Promise<Taken> {
-  const [stamp, ...members] = await runScript<[number, ...string[]]>(
+  const [take, ...members] = await runScript<[number, ...string[]]>(
     redis,
     TAG_TAKE,
-    [tagRedisKey, invalidatedKeyOf(tagRedisKey), takenKeyOf(tagRedisKey)],
+    [tagRedisKey, invalidatedKeyOf(tagRedisKey), takenKeyOf(tagRedisKey), takesKeyOf(tagRedisKey)],
     [markerTtlMs],
   );
-  return { stamp: Number(stamp), members };
+  return { take: Number(take), members };
 }
 
 /** After their entries were deleted: the taken members need no second invalidation. */
@@ -254,8 +258,8 @@ export async function forgetTaken(redis: RedisClient, tagRedisKey: string, taken
     await runScript(
       redis,
       TAG_FORGET,
-      [takenKeyOf(tagRedisKey), invalidatedKeyOf(tagRedisKey)],
-      [taken.stamp, ...taken.members.slice(i, i + FORGET_SLICE)],
+      [takenKeyOf(tagRedisKey), takesKeyOf(tagRedisKey)],
+      [taken.take, ...taken.members.slice(i, i + FORGET_SLICE)],
     );
   }
 }
