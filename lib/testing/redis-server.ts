@@ -43,49 +43,9 @@ export const PID_DIR = join(tmpdir(), 'express-redis-kit-servers');
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
-  process.once('exit', killAll);
-}
-
-// A test run stopped with Ctrl-C (SIGINT), by a runner or CI timeout (SIGTERM) or a closed terminal
-// (SIGHUP) never reaches 'exit': without these, its servers would outlive it.
-const SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
-let listening = false;
-
-/** SIGKILLs every running server, synchronously (the process may be about to die). */
-function killAll(): void {
-  for (const child of live) {
-    child.kill('SIGKILL');
-    removePid(child.pid);
-  }
-  live.clear();
-  stopListening();
-}
-
-function onSignal(signal: NodeJS.Signals): void {
-  // When the app handles the signal itself, it decides whether and how to exit (a server draining
-  // its requests still needs Redis); its servers then die on 'exit'. Only when this listener is the
-  // sole one did it replace Node's default, death by the signal, which must come back.
-  if (process.listenerCount(signal) !== 1) return;
-  killAll();
-  process.kill(process.pid, signal);
-}
-
-function track(child: ChildProcess): void {
-  live.add(child);
-  if (listening) return;
-  listening = true;
-  for (const signal of SIGNALS) process.on(signal, onSignal);
-}
-
-function untrack(child: ChildProcess): void {
-  live.delete(child);
-  if (live.size === 0) stopListening();
-}
-
-function stopListening(): void {
-  if (!listening) return;
-  listening = false;
-  for (const signal of SIGNALS) process.off(signal, onSignal);
+  process.once('exit', () => {
+    for (const child of live) child.kill('SIGKILL');
+  });
 }
 
 /** Asks the OS for a free loopback port. */
@@ -175,12 +135,12 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
     };
     proc.stdout?.on('data', keep);
     proc.stderr?.on('data', keep);
-    track(proc);
+    live.add(proc);
     writePid(proc.pid);
     let exited = false;
     proc.once('exit', () => {
       exited = true;
-      untrack(proc);
+      live.delete(proc);
       removePid(proc.pid);
     });
     try {
