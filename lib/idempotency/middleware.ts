@@ -271,7 +271,8 @@ const MAPPED_IPV4 = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i;
  */
 function sameAddress(ip: string): string[] {
   const mapped = MAPPED_IPV4.exec(ip);
-  if (mapped) return [ip, mapped[1]!];
+  // Node writes the mapped prefix in lower case; an admin may not.
+  if (mapped) return [...new Set([ip, `::ffff:${mapped[1]}`, mapped[1]!])];
   if (/^\d{1,3}(?:\.\d{1,3}){3}$/.test(ip)) return [ip, `::ffff:${ip}`];
   return [ip];
 }
