@@ -46,6 +46,57 @@ function installExitHook(): void {
   process.once('exit', () => {
     for (const child of live) child.kill('SIGKILL');
   });
+  startWatchdog();
+}
+
+/**
+ * A process killed by a signal (Ctrl-C, a CI timeout, SIGKILL) never reaches 'exit'. A small detached
+ * watchdog outlives it: once this process is gone, it kills the servers whose pid files name this
+ * process as their owner. Signal listeners cannot do this reliably: they would change how the app
+ * exits, and inside jest they land on a sandboxed `process`.
+ */
+const WATCHDOG = `
+const fs = require('node:fs');
+const path = require('node:path');
+const [dir, ownerArg] = process.argv.slice(1);
+const owner = Number(ownerArg);
+const alive = (pid) => {
+  try { process.kill(pid, 0); return true; } catch (error) { return error.code === 'EPERM'; }
+};
+const isRedis = (pid) => {
+  if (process.platform !== 'linux') return true;
+  try { return fs.readFileSync('/proc/' + pid + '/cmdline', 'utf8').includes('redis-server'); } catch { return false; }
+};
+const timer = setInterval(() => {
+  if (alive(owner)) return;
+  clearInterval(timer);
+  let entries = [];
+  try { entries = fs.readdirSync(dir); } catch {}
+  for (const entry of entries) {
+    const file = path.join(dir, entry);
+    let recorded = '';
+    try { recorded = fs.readFileSync(file, 'utf8'); } catch { continue; }
+    if (Number(recorded) !== owner) continue;
+    const pid = Number(entry);
+    if (Number.isInteger(pid) && pid > 0 && isRedis(pid)) { try { process.kill(pid, 'SIGKILL'); } catch {} }
+    try { fs.unlinkSync(file); } catch {}
+  }
+}, 500);
+`;
+
+function startWatchdog(): void {
+  try {
+    const watchdog = spawn(process.execPath, ['-e', WATCHDOG, PID_DIR, String(process.pid)], {
+      detached: true,
+      stdio: 'ignore',
+      // Plain Node is enough: not the loaders or flags (tsx, --inspect…) NODE_OPTIONS may carry.
+      env: { ...process.env, NODE_OPTIONS: '' },
+    });
+    watchdog.on('error', () => {});
+    watchdog.unref();
+  } catch {
+    // Only a safety net for killed processes; never fail a start over it.
+  }
 }
 
 /** Asks the OS for a free loopback port. */

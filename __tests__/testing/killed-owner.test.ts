@@ -1,0 +1,100 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+
+const root = resolve(__dirname, '../..');
+
+/** A test process of its own: starts one redis-server through the helper, prints its pid, idles. */
+const SCRIPT = `
+import { startRedisServer } from ${JSON.stringify(join(root, 'lib/testing/index.ts'))};
+(async () => {
+  const server = await startRedisServer();
+  console.log('started ' + server.pid);
+  setInterval(() => {}, 1000);
+})().catch((error) => {
+  console.error(error);
+  process.exit(2);
+});
+`;
+
+let dir: string;
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), 'erk-owner-'));
+  writeFileSync(join(dir, 'owner.ts'), SCRIPT);
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const leftovers: number[] = [];
+const children: ChildProcess[] = [];
+afterEach(() => {
+  for (const c of children.splice(0)) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  for (const pid of leftovers.splice(0)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Gone, as it should be.
+    }
+  }
+});
+
+function startOwner(): Promise<{ child: ChildProcess; serverPid: number }> {
+  // tsx as a loader, not its CLI: the CLI would run the script in a second process.
+  const child = spawn(process.execPath, ['--import', 'tsx', join(dir, 'owner.ts')], {
+    cwd: root,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  let out = '';
+  return new Promise((resolvePromise, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no server started:\n${out}`)), 10_000);
+    const onData = (chunk: Buffer) => {
+      out += chunk.toString();
+      const match = out.match(/started (\d+)/);
+      if (match) {
+        clearTimeout(timer);
+        const serverPid = Number(match[1]);
+        leftovers.push(serverPid);
+        resolvePromise({ child, serverPid });
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+  });
+}
+
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    // Killed but not yet reaped (its parent died first): a zombie is gone all the same.
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return true;
+  }
+}
+
+async function goneWithin(pid: number, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (!running(pid)) return true;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return !running(pid);
+}
+
+describe('servers of a test process that is killed', () => {
+  it.each<NodeJS.Signals>(['SIGKILL', 'SIGINT', 'SIGTERM'])(
+    'are stopped shortly after the process dies by %s, which skips its exit handlers',
+    async (signal) => {
+      const { child, serverPid } = await startOwner();
+      expect(running(serverPid)).toBe(true);
+      child.kill(signal);
+      expect(await goneWithin(serverPid, 5000)).toBe(true);
+    },
+    20_000,
+  );
+});
