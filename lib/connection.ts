@@ -1,8 +1,9 @@
 import Redis, { Cluster, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { RedisClient } from './client';
-import { isCluster } from './client';
-import { MAX_TIMER_MS } from './duration';
-import { booleanOption, checkKnownOptions, numberOptionError, optionError, shown } from './errors';
+import { validateRedisOptions } from './connection-options';
+import { pingRedis } from './health';
+import { maskUrl } from './mask-url';
+import { takeSubscriber } from './pubsub';
 
 /** Where the kit's default connection goes when nothing is configured. */
 export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
@@ -57,7 +58,7 @@ export function createRedis(options?: CreateRedisOptions): RedisClient;
 export function createRedis(options: CreateRedisOptions = {}): RedisClient | Promise<RedisClient> {
   // Checked before failFast picks the return type ('false' from an env var must not turn it on), so
   // a bad option throws here either way instead of sometimes rejecting a Promise.
-  validate(options);
+  validateRedisOptions(options);
   if (options.failFast) return connectRedis(options);
   return buildClient(options);
 }
@@ -77,7 +78,7 @@ export async function connectRedis(options: CreateRedisOptions = {}): Promise<Re
 }
 
 function buildClient(options: CreateRedisOptions): RedisClient {
-  validate(options);
+  validateRedisOptions(options);
   const {
     url,
     cluster,
@@ -117,98 +118,6 @@ function buildClient(options: CreateRedisOptions): RedisClient {
   return new Redis(url ?? (process.env.REDIS_URL || DEFAULT_REDIS_URL), tuned);
 }
 
-const CLUSTER_KNOWN = new Set(['nodes', 'options']);
-const SENTINEL_KNOWN = new Set(['sentinels', 'name', 'sentinelPassword']);
-const SENTINEL_RENAMED: Record<string, string> = {
-  password:
-    'use "sentinelPassword" for the sentinels\' password; the master\'s goes in the top-level "password"',
-  masterName: 'use "name"',
-  nodes: 'use "sentinels"',
-};
-
-/**
- * Checks the options createRedis itself reads or defaults (a string from an env var is a TypeError,
- * an out-of-range number a RangeError); other ioredis options go to ioredis unchanged.
- */
-function validate(options: CreateRedisOptions): void {
-  if (!options || typeof options !== 'object') {
-    throw optionError(
-      'options',
-      `must be an object; got ${shown(options)}`,
-      "e.g. createRedis({ url: 'redis://…' })",
-    );
-  }
-  if (options.url !== undefined) {
-    if (typeof options.url !== 'string') {
-      throw optionError(
-        'url',
-        `must be a string; got ${shown(options.url)}`,
-        "e.g. 'redis://127.0.0.1:6379'.",
-      );
-    }
-    if (!/^rediss?:\/\//.test(options.url)) {
-      throw optionError(
-        'url',
-        `must start with redis:// or rediss:// (TLS); got ${shown(maskUrl(options.url))}`,
-      );
-    }
-  }
-  const sources = (['url', 'cluster', 'sentinel'] as const).filter((o) => options[o] !== undefined);
-  if (sources.length > 1) {
-    // One would silently win over the other: the app would talk to another Redis than it names.
-    throw optionError(sources.join('" and "'), 'cannot be combined', 'Pass one of url, cluster or sentinel.');
-  }
-  checkMs(options.commandTimeout, 'commandTimeout');
-  checkMs(options.connectTimeout, 'connectTimeout');
-  checkMs(options.maxReconnectDelay, 'maxReconnectDelay');
-  const retries = options.maxRetriesPerRequest;
-  if (retries !== undefined && retries !== null && !(Number.isSafeInteger(retries) && retries >= 0)) {
-    throw numberOptionError(
-      'maxRetriesPerRequest',
-      retries,
-      `must be a whole number >= 0, or null to retry until the command succeeds; got ${shown(retries)}`,
-    );
-  }
-  booleanOption(options.enableAutoPipelining, 'enableAutoPipelining', true);
-  booleanOption(options.failFast, 'failFast', false);
-  if (options.keyPrefix !== undefined && typeof options.keyPrefix !== 'string') {
-    throw optionError('keyPrefix', `must be a string; got ${shown(options.keyPrefix)}`);
-  }
-  if (options.cluster !== undefined) {
-    if (typeof options.cluster !== 'object' || options.cluster === null) {
-      throw optionError('cluster', `must be an object { nodes, options? }; got ${shown(options.cluster)}`);
-    }
-    checkKnownOptions(options.cluster, CLUSTER_KNOWN, 'cluster', {}, 'cluster.');
-    if (!Array.isArray(options.cluster.nodes) || options.cluster.nodes.length === 0) {
-      throw optionError('cluster.nodes', 'must list at least one "host:port"');
-    }
-  }
-  if (options.sentinel !== undefined) {
-    if (typeof options.sentinel !== 'object' || options.sentinel === null) {
-      throw optionError(
-        'sentinel',
-        `must be an object { sentinels, name, sentinelPassword? }; got ${shown(options.sentinel)}`,
-      );
-    }
-    checkKnownOptions(options.sentinel, SENTINEL_KNOWN, 'sentinel', SENTINEL_RENAMED, 'sentinel.');
-    if (!options.sentinel.name || !options.sentinel.sentinels?.length) {
-      throw optionError('sentinel', 'needs "name" (the master name) and at least one entry in "sentinels"');
-    }
-  }
-}
-
-/** A time in ms that ends up in a Node timer: positive, finite, at most the longest timer. */
-function checkMs(value: unknown, option: string): void {
-  if (value === undefined) return;
-  if (typeof value !== 'number' || !(value > 0 && value <= MAX_TIMER_MS)) {
-    throw numberOptionError(
-      option,
-      value,
-      `must be a positive number of ms, at most ${MAX_TIMER_MS}; got ${shown(value)}`,
-    );
-  }
-}
-
 function envClusterNodes(): NodeAddress[] | undefined {
   const raw = process.env.REDIS_CLUSTER_NODES?.trim();
   if (!raw) return undefined;
@@ -228,17 +137,6 @@ function toAddress(node: NodeAddress): { host: string; port: number } {
   return { host: node.slice(0, at).replace(/^\[|\]$/g, ''), port };
 }
 
-/** Hides the password of a Redis URL, for logs and errors. */
-export function maskUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password) parsed.password = '****';
-    return parsed.toString();
-  } catch {
-    return url.replace(/\/\/([^@/]*)@/, '//****@');
-  }
-}
-
 function describeTarget(options: CreateRedisOptions): string {
   if (options.cluster) return `cluster ${options.cluster.nodes.map((n) => JSON.stringify(n)).join(', ')}`;
   if (options.sentinel) return `sentinel master "${options.sentinel.name}"`;
@@ -246,67 +144,14 @@ function describeTarget(options: CreateRedisOptions): string {
   return maskUrl(options.url ?? (process.env.REDIS_URL || DEFAULT_REDIS_URL));
 }
 
-/** Result of {@link pingRedis}. */
-export interface RedisHealth {
-  ok: boolean;
-  latencyMs: number;
-  mode: 'standalone' | 'cluster' | 'sentinel';
-  error?: string;
-}
-
-/** How the client is connected. */
-export function redisMode(redis: RedisClient): RedisHealth['mode'] {
-  if (isCluster(redis)) return 'cluster';
-  return (redis as Redis).options.sentinels?.length ? 'sentinel' : 'standalone';
-}
-
-/** Pings Redis for health checks. Never throws; never waits longer than `timeoutMs` (default 1000). */
-export async function pingRedis(
-  redis: RedisClient,
-  options: { timeoutMs?: number } = {},
-): Promise<RedisHealth> {
-  const timeoutMs = options.timeoutMs ?? 1000;
-  const mode = redisMode(redis);
-  const started = performance.now();
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
-    });
-    const pong = redis.ping();
-    pong.catch(() => {});
-    await Promise.race([pong, timeout]);
-    return { ok: true, latencyMs: round(performance.now() - started), mode };
-  } catch (error) {
-    return {
-      ok: false,
-      latencyMs: round(performance.now() - started),
-      mode,
-      error: (error as Error).message,
-    };
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-function round(ms: number): number {
-  return Math.round(ms * 100) / 100;
-}
-
-const subscribers = new WeakMap<object, SharedSubscriber>();
-
 /**
  * Closes a client (and the kit's pub/sub connection made from it): QUIT, then a hard disconnect if
  * Redis has not answered within `timeoutMs` (default 1000). Never throws.
  */
 export async function closeRedis(redis: RedisClient, options: { timeoutMs?: number } = {}): Promise<void> {
   const timeoutMs = options.timeoutMs ?? 1000;
-  const subscriber = subscribers.get(redis);
-  subscribers.delete(redis);
-  await Promise.all([
-    subscriber ? closeOne(subscriber.connection, timeoutMs) : undefined,
-    closeOne(redis, timeoutMs),
-  ]);
+  const subscriber = takeSubscriber(redis);
+  await Promise.all([subscriber ? closeOne(subscriber, timeoutMs) : undefined, closeOne(redis, timeoutMs)]);
 }
 
 async function closeOne(redis: RedisClient, timeoutMs: number): Promise<void> {
@@ -329,94 +174,4 @@ async function closeOne(redis: RedisClient, timeoutMs: number): Promise<void> {
   await ended;
   clearTimeout(hardTimer);
   clearTimeout(lastTimer);
-}
-
-type MessageHandler = (message: string, channel: string) => void;
-
-interface SharedSubscriber {
-  connection: RedisClient;
-  handlers: Map<string, Set<MessageHandler>>;
-  reconnectHooks: Set<() => void>;
-}
-
-/** Options of {@link subscribe}. */
-export interface SubscribeOptions {
-  /**
-   * Called when the subscriber connection comes back after a drop: messages published meanwhile
-   * were lost (pub/sub does not queue), so state kept in step by them must start over.
-   */
-  onReconnect?: () => void;
-}
-
-/**
- * Subscribes to a pub/sub channel over one connection per client, shared by everything in the kit
- * and closed by {@link closeRedis}. Returns a function that unsubscribes this handler.
- */
-export async function subscribe(
-  redis: RedisClient,
-  channel: string,
-  handler: MessageHandler,
-  options: SubscribeOptions = {},
-): Promise<() => Promise<void>> {
-  let shared = subscribers.get(redis);
-  if (!shared) {
-    // No command timeout: a subscriber connection waits for messages by design.
-    const connection = isCluster(redis)
-      ? redis.duplicate()
-      : (redis as Redis).duplicate({ commandTimeout: undefined });
-    const handlers = new Map<string, Set<MessageHandler>>();
-    connection.on('message', (ch: string, message: string) => {
-      for (const h of handlers.get(ch) ?? []) {
-        try {
-          h(message, ch);
-        } catch {
-          // One bad handler must not starve the others.
-        }
-      }
-    });
-    connection.on('error', () => {
-      // ioredis reconnects and resubscribes by itself; the error is already visible on the main client.
-    });
-    const reconnectHooks = new Set<() => void>();
-    let connectedBefore = false;
-    connection.on('ready', () => {
-      if (connectedBefore) for (const hook of reconnectHooks) hook();
-      connectedBefore = true;
-    });
-    const created: SharedSubscriber = { connection, handlers, reconnectHooks };
-    shared = created;
-    subscribers.set(redis, created);
-    // If the app closes its client itself, the subscriber must not keep the process alive.
-    redis.once('end', () => {
-      if (subscribers.get(redis) !== created) return;
-      subscribers.delete(redis);
-      connection.disconnect();
-    });
-  }
-  const { connection, handlers, reconnectHooks } = shared;
-  let set = handlers.get(channel);
-  if (!set) {
-    set = new Set();
-    handlers.set(channel, set);
-    try {
-      await connection.subscribe(channel);
-    } catch (error) {
-      // Leave no empty entry behind, or later calls would skip SUBSCRIBE and hear nothing.
-      if (handlers.get(channel)?.size === 0) handlers.delete(channel);
-      throw error;
-    }
-  }
-  set.add(handler);
-  const hook = options.onReconnect;
-  if (hook) reconnectHooks.add(hook);
-  return async () => {
-    if (hook) reconnectHooks.delete(hook);
-    const current = handlers.get(channel);
-    if (!current) return;
-    current.delete(handler);
-    if (current.size === 0) {
-      handlers.delete(channel);
-      if (connection.status === 'ready') await connection.unsubscribe(channel).catch(() => {});
-    }
-  };
 }

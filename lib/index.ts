@@ -26,16 +26,12 @@ export {
   connectRedis,
   createRedis,
   DEFAULT_REDIS_URL,
-  maskUrl,
   type NodeAddress,
-  pingRedis,
-  type RedisHealth,
-  type SubscribeOptions,
-  subscribe,
 } from './connection';
 export type { Duration } from './duration';
 export { type Problem, RedisTimeoutError, RedisUnavailableError } from './errors';
 export { KIT_CHANNEL, type KitComponent, type KitEvent, onKitEvent } from './events';
+export { pingRedis, type RedisHealth } from './health';
 export {
   canonicalJson,
   defaultFingerprint,
@@ -46,6 +42,8 @@ export {
   type ResolvedIdempotencyOptions,
   type ScopeValue,
 } from './idempotency';
+export { maskUrl } from './mask-url';
+export { type SubscribeOptions, subscribe } from './pubsub';
 export {
   type Algorithm,
   type DeniedInfo,

@@ -1,5 +1,6 @@
 import type { Cluster } from 'ioredis';
-import { createRedis, pingRedis } from '../../lib/connection';
+import { createRedis } from '../../lib/connection';
+import { pingRedis } from '../../lib/health';
 import { defineScript, runScript } from '../../lib/scripts';
 import { useRedisCluster } from '../helpers/redis';
 

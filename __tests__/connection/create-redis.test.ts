@@ -1,13 +1,8 @@
 import type Redis from 'ioredis';
-import {
-  closeRedis,
-  connectRedis,
-  createRedis,
-  maskUrl,
-  pingRedis,
-  reconnectDelay,
-  subscribe,
-} from '../../lib/connection';
+import { closeRedis, connectRedis, createRedis, reconnectDelay } from '../../lib/connection';
+import { pingRedis } from '../../lib/health';
+import { maskUrl } from '../../lib/mask-url';
+import { subscribe } from '../../lib/pubsub';
 import { eventually, useRedisServer } from '../helpers/redis';
 
 describe('createRedis', () => {

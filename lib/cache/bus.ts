@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { RedisClient } from '../client';
-import { subscribe } from '../connection';
+import { subscribe } from '../pubsub';
 
 /** What every instance's L1 must drop. */
 export interface Invalidation {

@@ -1,0 +1,98 @@
+import type { CreateRedisOptions } from './connection';
+import { MAX_TIMER_MS } from './duration';
+import { booleanOption, checkKnownOptions, numberOptionError, optionError, shown } from './errors';
+import { maskUrl } from './mask-url';
+
+// createRedis()'s construction-time checks, kept apart from building the client (connection.ts).
+
+const CLUSTER_KNOWN = new Set(['nodes', 'options']);
+const SENTINEL_KNOWN = new Set(['sentinels', 'name', 'sentinelPassword']);
+const SENTINEL_RENAMED: Record<string, string> = {
+  password:
+    'use "sentinelPassword" for the sentinels\' password; the master\'s goes in the top-level "password"',
+  masterName: 'use "name"',
+  nodes: 'use "sentinels"',
+};
+
+/**
+ * Checks the options createRedis itself reads or defaults (a string from an env var is a TypeError,
+ * an out-of-range number a RangeError); other ioredis options go to ioredis unchanged.
+ */
+export function validateRedisOptions(options: CreateRedisOptions): void {
+  if (!options || typeof options !== 'object') {
+    throw optionError(
+      'options',
+      `must be an object; got ${shown(options)}`,
+      "e.g. createRedis({ url: 'redis://…' })",
+    );
+  }
+  if (options.url !== undefined) {
+    if (typeof options.url !== 'string') {
+      throw optionError(
+        'url',
+        `must be a string; got ${shown(options.url)}`,
+        "e.g. 'redis://127.0.0.1:6379'.",
+      );
+    }
+    if (!/^rediss?:\/\//.test(options.url)) {
+      throw optionError(
+        'url',
+        `must start with redis:// or rediss:// (TLS); got ${shown(maskUrl(options.url))}`,
+      );
+    }
+  }
+  const sources = (['url', 'cluster', 'sentinel'] as const).filter((o) => options[o] !== undefined);
+  if (sources.length > 1) {
+    // One would silently win over the other: the app would talk to another Redis than it names.
+    throw optionError(sources.join('" and "'), 'cannot be combined', 'Pass one of url, cluster or sentinel.');
+  }
+  checkMs(options.commandTimeout, 'commandTimeout');
+  checkMs(options.connectTimeout, 'connectTimeout');
+  checkMs(options.maxReconnectDelay, 'maxReconnectDelay');
+  const retries = options.maxRetriesPerRequest;
+  if (retries !== undefined && retries !== null && !(Number.isSafeInteger(retries) && retries >= 0)) {
+    throw numberOptionError(
+      'maxRetriesPerRequest',
+      retries,
+      `must be a whole number >= 0, or null to retry until the command succeeds; got ${shown(retries)}`,
+    );
+  }
+  booleanOption(options.enableAutoPipelining, 'enableAutoPipelining', true);
+  booleanOption(options.failFast, 'failFast', false);
+  if (options.keyPrefix !== undefined && typeof options.keyPrefix !== 'string') {
+    throw optionError('keyPrefix', `must be a string; got ${shown(options.keyPrefix)}`);
+  }
+  if (options.cluster !== undefined) {
+    if (typeof options.cluster !== 'object' || options.cluster === null) {
+      throw optionError('cluster', `must be an object { nodes, options? }; got ${shown(options.cluster)}`);
+    }
+    checkKnownOptions(options.cluster, CLUSTER_KNOWN, 'cluster', {}, 'cluster.');
+    if (!Array.isArray(options.cluster.nodes) || options.cluster.nodes.length === 0) {
+      throw optionError('cluster.nodes', 'must list at least one "host:port"');
+    }
+  }
+  if (options.sentinel !== undefined) {
+    if (typeof options.sentinel !== 'object' || options.sentinel === null) {
+      throw optionError(
+        'sentinel',
+        `must be an object { sentinels, name, sentinelPassword? }; got ${shown(options.sentinel)}`,
+      );
+    }
+    checkKnownOptions(options.sentinel, SENTINEL_KNOWN, 'sentinel', SENTINEL_RENAMED, 'sentinel.');
+    if (!options.sentinel.name || !options.sentinel.sentinels?.length) {
+      throw optionError('sentinel', 'needs "name" (the master name) and at least one entry in "sentinels"');
+    }
+  }
+}
+
+/** A time in ms that ends up in a Node timer: positive, finite, at most the longest timer. */
+function checkMs(value: unknown, option: string): void {
+  if (value === undefined) return;
+  if (typeof value !== 'number' || !(value > 0 && value <= MAX_TIMER_MS)) {
+    throw numberOptionError(
+      option,
+      value,
+      `must be a positive number of ms, at most ${MAX_TIMER_MS}; got ${shown(value)}`,
+    );
+  }
+}

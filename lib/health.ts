@@ -1,0 +1,49 @@
+import type Redis from 'ioredis';
+import { isCluster, type RedisClient } from './client';
+
+/** Result of {@link pingRedis}. */
+export interface RedisHealth {
+  ok: boolean;
+  latencyMs: number;
+  mode: 'standalone' | 'cluster' | 'sentinel';
+  error?: string;
+}
+
+/** How the client is connected. */
+export function redisMode(redis: RedisClient): RedisHealth['mode'] {
+  if (isCluster(redis)) return 'cluster';
+  return (redis as Redis).options.sentinels?.length ? 'sentinel' : 'standalone';
+}
+
+/** Pings Redis for health checks. Never throws; never waits longer than `timeoutMs` (default 1000). */
+export async function pingRedis(
+  redis: RedisClient,
+  options: { timeoutMs?: number } = {},
+): Promise<RedisHealth> {
+  const timeoutMs = options.timeoutMs ?? 1000;
+  const mode = redisMode(redis);
+  const started = performance.now();
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    });
+    const pong = redis.ping();
+    pong.catch(() => {});
+    await Promise.race([pong, timeout]);
+    return { ok: true, latencyMs: round(performance.now() - started), mode };
+  } catch (error) {
+    return {
+      ok: false,
+      latencyMs: round(performance.now() - started),
+      mode,
+      error: (error as Error).message,
+    };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function round(ms: number): number {
+  return Math.round(ms * 100) / 100;
+}
