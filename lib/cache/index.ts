@@ -3,6 +3,7 @@
 export { CorruptEntryError } from './entry';
 export { LockBusyError, LockLostError, type WithLockOptions, withLock } from './lock';
 export { type CacheResponseMiddleware, cacheResponse } from './middleware';
+export { REFRESH as CACHE_REFRESH } from './refresh';
 export type {
   CacheLogger,
   CacheResponseOptions,
@@ -10,6 +11,5 @@ export type {
   L1Options,
   Serializer,
   WrapOptions,
-} from './options';
-export { REFRESH as CACHE_REFRESH } from './refresh';
+} from './types';
 export { Cache, createCache, type InvalidateTarget } from './wrap';

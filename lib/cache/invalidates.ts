@@ -2,7 +2,7 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { refusedChunkError } from '../chunks';
 import { MAX_TIMER_MS } from '../duration';
 import { optionError } from '../errors';
-import type { CacheLogger } from './options';
+import type { CacheLogger } from './types';
 import type { Cache, InvalidateTarget } from './wrap';
 
 /** An invalidation is up to three round trips in a row: take the tag sets, unlink, publish. */

@@ -7,11 +7,12 @@ import { storedHeaders } from './http';
 import { invalidatesMiddleware } from './invalidates';
 import { defaultKey, entryKey, headerValue, withVary } from './key';
 import { type Rec, toRec } from './l1';
-import { type CacheResponseOptions, resolveResponseOptions } from './options';
+import { resolveResponseOptions } from './options';
 import { perUserReason } from './per-user';
 import { refreshTicketOf } from './refresh';
 import { respond, type XCache } from './respond';
 import { createRevalidator } from './revalidate';
+import type { CacheResponseOptions } from './types';
 import { l1Lookup, l1Put, sameVariant, varyOf } from './vary';
 import { Cache, createCache, type InvalidateTarget } from './wrap';
 

@@ -1,138 +1,19 @@
-import type { Request, Response } from 'express';
+import type { Request } from 'express';
 import { checkClient, type RedisClient } from '../client';
-import { type Duration, MAX_TIMER_MS, toMs } from '../duration';
+import { MAX_TIMER_MS, toMs } from '../duration';
 import { checkKnownOptions, numberOptionError, optionError, shown } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX } from '../keys';
 import { neverThrows } from '../logger';
+import {
+  CACHE_KNOWN,
+  CACHE_RENAMED,
+  L1_KNOWN,
+  L1_RENAMED,
+  RESPONSE_KNOWN,
+  RESPONSE_RENAMED,
+} from './option-names';
 import { type PerUserRules, resolvePerUserRules } from './per-user';
-
-/** Where the cache reports entries it had to throw away (pino and console both fit). */
-export interface CacheLogger {
-  warn(details: object, message: string): void;
-}
-
-/** The in-process tier. Entries live here for at most their own lifetime (and `ttl` when given). */
-export interface L1Options {
-  /** Most entries kept. Default 1000. */
-  max?: number;
-  /** Most bytes of bodies kept. Default 64 MiB. */
-  maxSize?: number;
-  /** Upper bound of an entry's stay in L1, a safety net should an invalidation message be lost. */
-  ttl?: Duration;
-}
-
-/** Options of {@link createCache}. */
-export interface CreateCacheOptions {
-  /** An ioredis `Redis` or `Cluster` (e.g. `createRedis()` or your own `new Redis(url)`). Required. */
-  redis: RedisClient;
-  /** In-process tier, kept coherent across instances over pub/sub. Default `{ max: 1000 }`; `false` turns it off. */
-  l1?: L1Options | false;
-  /** Prefix of every key and of the invalidation channel. Default `'erk:'`. */
-  prefix?: string;
-  /** Longest wait for Redis on the request path; slower means bypass. Default 150 ms. */
-  timeout?: Duration;
-  /**
-   * How long a concurrent miss waits for the instance that fills the entry before it runs the origin
-   * itself, should that instance die (the lock expires after this). Default 5 s.
-   */
-  lockTimeout?: Duration;
-  /** Random spread of the fresh lifetime, as a fraction: 0.1 means ±10 %. Default 0.1. */
-  jitter?: number;
-  /** Name reported in events. */
-  name?: string;
-  /** Receives warnings about corrupt entries and failed background work. Default: `console.warn`. */
-  logger?: CacheLogger;
-}
-
-/** A custom (de)serializer for {@link Cache.wrap}. Default: JSON. */
-export interface Serializer<T> {
-  serialize(value: T): string | Buffer;
-  deserialize(raw: Buffer): T;
-}
-
-/** Options of one {@link Cache.wrap} call. */
-export interface WrapOptions<T> {
-  /** Fresh lifetime. Required. */
-  ttl: Duration;
-  /** Tags for {@link Cache.invalidate}. */
-  tags?: string[];
-  /** Cache `null`/`undefined` results for this long. Default: never cache them. */
-  cacheNullFor?: Duration;
-  /** Default: JSON. */
-  serializer?: Serializer<T>;
-  /** After the fresh lifetime, return the old value for this long while one refresh runs. Default 0. */
-  staleWhileRevalidate?: Duration;
-  /** When `fn` throws, return an expired value up to this long after it went stale. Default 0. */
-  staleIfError?: Duration;
-}
-
-/** Options of {@link cacheResponse}. */
-export interface CacheResponseOptions {
-  /** An ioredis `Redis` or `Cluster`. Required unless `cache` is given. */
-  redis?: RedisClient;
-  /** A cache made by `createCache()`, to share its L1, bus and settings between middlewares. */
-  cache?: import('./wrap').Cache;
-  /** Fresh lifetime of a response. Required. */
-  ttl: Duration;
-  /**
-   * The cache key of a request. Default: method + path + sorted query. A custom key is trusted to
-   * hold whatever makes responses differ per user, so requests with credentials are cached under it.
-   */
-  key?: (req: Request) => string;
-  /**
-   * Per-user scope (e.g. `req => req.session.userId`). With it, requests carrying `Authorization`, a
-   * session cookie or a credential header are cached, keyed by the scope; an empty scope means bypass.
-   */
-  scope?: (req: Request) => string | number | undefined | null;
-  /** Tags of a stored response, for `invalidate({ tags })`. */
-  tags?: (req: Request, res: Response) => string[];
-  /** Request headers that split the key, on top of the response's own `Vary`. */
-  vary?: string[];
-  /** Serve a stale entry for this long after `ttl` while one background refresh runs. Default 0. */
-  staleWhileRevalidate?: Duration;
-  /** Serve a stale entry for this long after `ttl` when the origin fails (5xx or throws). Default 0. */
-  staleIfError?: Duration;
-  /** In-process tier (only when `cache` is not given). Default `{ max: 1000 }`; `false` turns it off. */
-  l1?: L1Options | false;
-  /** Fraction of random spread of `ttl`. Default 0.1 (±10 %). */
-  jitter?: number;
-  /** Bodies larger than this pass through uncached, without being buffered. Default 1 MiB. */
-  maxBodySize?: number;
-  /** Statuses that may be stored. Default `[200, 203, 204, 300, 301, 308]`. */
-  statuses?: number[];
-  /** Methods served from cache (HEAD always follows GET). Default `['GET']`. */
-  methods?: string[];
-  /** See {@link CreateCacheOptions.lockTimeout}. Default 5 s. */
-  lockTimeout?: Duration;
-  /** See {@link CreateCacheOptions.timeout}. Default 150 ms. */
-  timeout?: Duration;
-  /** Last word on whether a response is stored (after the built-in safety rules). */
-  shouldCache?: (req: Request, res: Response) => boolean;
-  /** Key prefix (only when `cache` is not given). Default `'erk:'`. */
-  prefix?: string;
-  /**
-   * Cookie names that mark a request as per-user (not answered from the cache without `scope`/`key`).
-   * Default: {@link CACHE_DEFAULTS.sessionCookie}, any name containing `sess`, `auth`, `token` or `jwt`
-   * (case-insensitive), or a `sid` part (`connect.sid`, `sid`, `app_sid`): `appSession`,
-   * `sessionToken`, `XSRF-TOKEN`, `auth_token`… A RegExp or a list of exact names replaces that rule
-   * (e.g. `['connect.sid']` to cache requests carrying other cookies); `false`: no cookie counts.
-   */
-  sessionCookie?: RegExp | string[] | false;
-  /**
-   * Request headers (by name) that carry a credential or an identity, and so mark a request as
-   * per-user like `Authorization` (which always does). Default: {@link CACHE_DEFAULTS.credentialHeader},
-   * any name containing `auth`, `token`, `jwt`, `sess`, `api-key`/`apikey`, `principal`, `consumer`,
-   * `credential`, `oidc`, `email` or `client-cert`/`client-dn`, or ending in `user`/`username`/`userid` (`-id`,
-   * `-email`, `-name`): `X-Api-Key`, `X-Auth-Token`, `X-Forwarded-User`, `X-Consumer-Id`,
-   * `X-Ms-Client-Principal`…, but no `Sec-*` header. A RegExp (matched regardless of case) or a list
-   * of names replaces that rule; `false`: only `Authorization` counts.
-   */
-  credentialHeaders?: RegExp | string[] | false;
-  /** Name reported in events. */
-  name?: string;
-  /** See {@link CreateCacheOptions.logger}. */
-  logger?: CacheLogger;
-}
+import type { CacheLogger, CacheResponseOptions, CreateCacheOptions, L1Options } from './types';
 
 /** Every default of the cache, in one place. */
 export const CACHE_DEFAULTS = {
@@ -176,67 +57,6 @@ export interface ResolvedCacheOptions {
   name: string | undefined;
   logger: CacheLogger;
 }
-
-// Exactly the names of CreateCacheOptions, CacheResponseOptions and L1Options: anything else is a
-// typo or an option carried over from another library, never silently ignored.
-const CACHE_KNOWN = new Set(['redis', 'l1', 'prefix', 'timeout', 'lockTimeout', 'jitter', 'name', 'logger']);
-
-const CACHE_RENAMED: Record<string, string> = {
-  ttl: "the lifetime belongs to each call: cache.wrap(key, fn, { ttl: '10m' })",
-  max: 'use "l1: { max }"',
-  client: 'pass the ioredis client as "redis"',
-  redisClient: 'pass the ioredis client as "redis"',
-  store: 'pass the ioredis client as "redis"',
-};
-
-const RESPONSE_KNOWN = new Set([
-  'redis',
-  'cache',
-  'ttl',
-  'key',
-  'scope',
-  'tags',
-  'vary',
-  'staleWhileRevalidate',
-  'staleIfError',
-  'l1',
-  'jitter',
-  'maxBodySize',
-  'statuses',
-  'methods',
-  'lockTimeout',
-  'timeout',
-  'shouldCache',
-  'prefix',
-  'sessionCookie',
-  'credentialHeaders',
-  'name',
-  'logger',
-]);
-
-// apicache and express-cache option names people will bring along.
-const RESPONSE_RENAMED: Record<string, string> = {
-  defaultDuration: 'use "ttl" (ms or a duration string such as \'5m\')',
-  duration: 'use "ttl"',
-  expire: 'use "ttl"',
-  statusCodes: 'use "statuses" (the statuses that may be stored)',
-  appendKey: 'use "key" or "scope"',
-  keyGenerator: 'use "key" (or "scope" for per-user entries)',
-  redisClient: 'pass the ioredis client as "redis"',
-  client: 'pass the ioredis client as "redis"',
-  store: 'pass the ioredis client as "redis", or a createCache() instance as "cache"',
-  debug: 'watch hits and misses with onKitEvent() (component "cache")',
-  stale: 'use "staleWhileRevalidate" and/or "staleIfError"',
-  max: 'use "l1: { max }"',
-};
-
-const L1_KNOWN = new Set(['max', 'maxSize', 'ttl']);
-const L1_RENAMED: Record<string, string> = {
-  maxItems: 'use "max"',
-  maxEntries: 'use "max"',
-  size: 'use "max" (entries) or "maxSize" (bytes)',
-  maxBytes: 'use "maxSize"',
-};
 
 export function resolveCacheOptions(options: CreateCacheOptions): ResolvedCacheOptions {
   if (!options || typeof options !== 'object')

@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { optionError } from '../errors';
-import type { CACHE_DEFAULTS, CacheResponseOptions } from './options';
+import type { CACHE_DEFAULTS } from './options';
+import type { CacheResponseOptions } from './types';
 
 /**
  * Which requests are per-user, and so never answered from (or stored in) a shared entry without

@@ -5,7 +5,9 @@ import { type Entry, NEGATIVE_NULL, NEGATIVE_UNDEFINED } from './entry';
 import { valueKey } from './key';
 import { isRec, type Rec, toRec } from './l1';
 import { newToken } from './lock';
-import { type CreateCacheOptions, resolveCacheOptions, type Serializer, type WrapOptions } from './options';
+import { WRAP_KNOWN } from './option-names';
+import { resolveCacheOptions } from './options';
+import type { CreateCacheOptions, Serializer, WrapOptions } from './types';
 
 /** What to invalidate: entries by tag and/or by the keys they were cached under. */
 export interface InvalidateTarget {
@@ -267,15 +269,6 @@ function toEntry<T>(value: T, o: ResolvedWrap<T>, jitter: (ms: number) => number
     negative,
   };
 }
-
-const WRAP_KNOWN = new Set([
-  'ttl',
-  'tags',
-  'cacheNullFor',
-  'serializer',
-  'staleWhileRevalidate',
-  'staleIfError',
-]);
 
 function resolveWrap<T>(options: WrapOptions<T>): ResolvedWrap<T> {
   if (!options || typeof options !== 'object' || options.ttl === undefined) {
