@@ -13,37 +13,7 @@ import { bindingOf, infoOf, type Reply, refundHints, replyWidth } from './reply'
 import { createFailMode, sendDenied } from './responses';
 import { MODE_CONSUME, MODE_PEEK, MODE_REFUND, rateLimitScript } from './script';
 import type { RateLimitInfo, RateLimitState } from './types';
-
-const isThenable = (value: unknown): value is PromiseLike<unknown> =>
-  typeof (value as PromiseLike<unknown> | null)?.then === 'function';
-
-/**
- * Calls a user option (key, cost, skip) that may answer a value or a promise: a throw or rejection
- * goes to `next`, and a plain value continues synchronously, with no promise on the common path.
- * After an awaited value, a throw from the continuation (a header write after a timeout middleware
- * already answered, a throwing `handler`) also goes to `next`: Express only catches synchronous
- * throws, and an unhandled rejection would take the process down.
- */
-function callUser<T>(run: () => T | PromiseLike<T>, then: (value: T) => void, next: NextFunction): void {
-  let value: T | PromiseLike<T>;
-  try {
-    value = run();
-  } catch (error) {
-    next(error);
-    return;
-  }
-  if (!isThenable(value)) {
-    then(value as T);
-    return;
-  }
-  (value as PromiseLike<T>).then((resolved) => {
-    try {
-      then(resolved);
-    } catch (error) {
-      next(error);
-    }
-  }, next);
-}
+import { callUser } from './user-call';
 
 /**
  * The decision engine behind one `rateLimit()` middleware: everything that can be computed once is
@@ -122,8 +92,11 @@ export function createLimiter(o: ResolvedOptions) {
       }
       if (ok ? !o.skipSuccessfulRequests : !o.skipFailedRequests) return;
       const refund: Refund = { cost, member, origin, hints };
-      // A request decided from the deny cache before the flush would miss the quota coming back.
+      // A denial remembered here may no longer hold once the quota comes back: forget it now, so no
+      // request is answered from memory before the refund leaves, and do not remember denials from
+      // calls already on their way (sent before the refund, answered without it).
       denyCache?.delete(key);
+      epoch++;
       if (!o.coalesce) return sendRefunds(key, [refund]);
       // Responses that finish in the same turn give back in one call, like decisions.
       batches.refund(key, refund);
@@ -166,11 +139,6 @@ export function createLimiter(o: ResolvedOptions) {
   function sendRefunds(key: string, batch: Refund[]): void {
     const requests: Array<string | number> = [];
     for (const r of batch) requests.push(r.cost, r.member, r.origin, ...r.hints);
-    // A denial remembered here may no longer hold once the quota comes back: forget it now (the
-    // refund reaches Redis before any decision sent after it), and do not remember denials that
-    // were sent before it and are still on their way back.
-    denyCache?.delete(key);
-    epoch++;
     call(keysFor(key), MODE_REFUND, requests).then(
       () => {
         for (const r of batch)

@@ -5,6 +5,7 @@ import { emitKitEvent } from '../events';
 import { nodeField, OutageTracker } from '../outage';
 import type { ResolvedOptions } from './options';
 import type { DeniedInfo, RateLimitInfo } from './types';
+import { callUser } from './user-call';
 
 /** Answers a denied request: `Retry-After`, then the user's `handler` or a problem+json body. */
 export function sendDenied(
@@ -18,15 +19,14 @@ export function sendDenied(
   const retryAfter = Math.max(1, Math.ceil(retryMs / 1000));
   res.setHeader('Retry-After', String(retryAfter));
   if (o.handler) {
-    const done: unknown = o.handler(req, res, next, {
-      ...info,
-      retryAfter,
-      statusCode: o.statusCode,
-    } satisfies DeniedInfo);
-    // An async handler (common with Express 5) that rejects goes to the error handler, like a throw;
-    // left alone, the rejection would be unhandled and the request would hang.
-    if (typeof (done as PromiseLike<unknown> | null)?.then === 'function')
-      (done as PromiseLike<unknown>).then(undefined, next);
+    const handler = o.handler;
+    const denied = { ...info, retryAfter, statusCode: o.statusCode } satisfies DeniedInfo;
+    // An async handler (common with Express 5) that rejects goes to the error handler, like a throw.
+    callUser(
+      () => handler(req, res, next, denied) as unknown,
+      () => {},
+      next,
+    );
     return;
   }
   sendProblem(res, {
