@@ -1,5 +1,6 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { NextFunction, Request, Response } from 'express';
+import ipaddr from 'ipaddr.js';
 import { guarded } from '../breaker';
 import { problemType, RedisTimeoutError, RedisUnavailableError, sendProblem } from '../errors';
 import { emitKitEvent } from '../events';
@@ -263,16 +264,15 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
   return middleware;
 }
 
-const MAPPED_IPV4 = /^::ffff:(\d{1,3}(?:\.\d{1,3}){3})$/i;
-
 /**
  * The forms `req.ip` can take for one IPv4 client: on a dual-stack listener Node reports
  * `::ffff:203.0.113.7`, elsewhere `203.0.113.7`. An admin passing either finds the record.
  */
 function sameAddress(ip: string): string[] {
-  const mapped = MAPPED_IPV4.exec(ip);
-  // Node writes the mapped prefix in lower case; an admin may not.
-  if (mapped) return [...new Set([ip, `::ffff:${mapped[1]}`, mapped[1]!])];
-  if (/^\d{1,3}(?:\.\d{1,3}){3}$/.test(ip)) return [ip, `::ffff:${ip}`];
-  return [ip];
+  if (!ipaddr.isValid(ip)) return [ip];
+  // process() turns an IPv4-mapped IPv6 address into the plain IPv4 one (the rate limiter does too).
+  const address = ipaddr.process(ip);
+  if (address.kind() !== 'ipv4') return [ip];
+  const v4 = address.toString();
+  return [...new Set([ip, v4, `::ffff:${v4}`])];
 }
