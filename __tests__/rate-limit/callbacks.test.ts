@@ -26,6 +26,11 @@ describe('rateLimit around its decisions', () => {
     stops.push(capture.stop);
     return capture;
   };
+  /** A key function that answers 'k' after `ms`: the decision arrives late. */
+  const slowKey = (ms: number) => async () => {
+    await sleep(ms);
+    return 'k';
+  };
   const limiter = (options: Omit<RateLimitOptions, 'redis'>) =>
     rateLimit({ timeout: 5000, ...options, redis: redis.plain() });
 
@@ -100,11 +105,8 @@ describe('rateLimit around its decisions', () => {
       window: '1m',
       name: 'left-early',
       skipFailedRequests: true,
-      // Slow key: the client is gone before the decision, so the response's close already fired.
-      key: async () => {
-        await sleep(150);
-        return 'k';
-      },
+      // The client is gone before the decision, so the response's close already fired.
+      key: slowKey(150),
     });
     const app = express();
     app.get('/', mw, (_req, res) => {
@@ -130,10 +132,7 @@ describe('rateLimit around its decisions', () => {
       window: '1m',
       name: 'answered-early',
       skipFailedRequests: true,
-      key: async () => {
-        await sleep(100);
-        return 'k';
-      },
+      key: slowKey(100),
     });
     const errors: Error[] = [];
     const app = express();
