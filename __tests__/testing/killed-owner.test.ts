@@ -98,3 +98,34 @@ describe('servers of a test process that is killed', () => {
     20_000,
   );
 });
+
+describe('reapOrphanedServers (the jest global teardown)', () => {
+  it('kills a server whose owner is gone and leaves one whose owner lives', async () => {
+    const { findRedisServer, freePort } = await import('../../lib/testing');
+    const { PID_DIR, reapOrphanedServers } = await import('../../lib/testing/redis-server');
+    const { mkdirSync } = await import('node:fs');
+    const start = async () => {
+      const server = spawn(findRedisServer(), ['--port', String(await freePort()), '--save', ''], {
+        stdio: 'ignore',
+      });
+      children.push(server);
+      leftovers.push(server.pid!);
+      return server.pid!;
+    };
+    // A pid that surely names no live process: one that just exited.
+    const dead = spawn(process.execPath, ['-e', '']);
+    await new Promise((r) => dead.once('exit', r));
+    const orphan = await start();
+    const owned = await start();
+    mkdirSync(PID_DIR, { recursive: true });
+    writeFileSync(join(PID_DIR, String(orphan)), String(dead.pid));
+    writeFileSync(join(PID_DIR, String(owned)), String(process.pid));
+    try {
+      reapOrphanedServers();
+      expect(await goneWithin(orphan, 3000)).toBe(true);
+      expect(running(owned)).toBe(true);
+    } finally {
+      rmSync(join(PID_DIR, String(owned)), { force: true });
+    }
+  });
+});

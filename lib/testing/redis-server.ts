@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -50,43 +50,63 @@ function installExitHook(): void {
 }
 
 /**
- * A process killed by a signal (Ctrl-C, a CI timeout, SIGKILL) never reaches 'exit'. A small detached
- * watchdog outlives it: once this process is gone, it kills the servers whose pid files name this
- * process as their owner. Signal listeners cannot do this reliably: they would change how the app
- * exits, and inside jest they land on a sandboxed `process`.
+ * Kills test servers whose owner process is gone, from their pid files. Plain JavaScript run by a
+ * separate `node -e`, so it works where the owner cannot act: as a watchdog (argument: the owner's
+ * pid) it waits for that owner to die, which skips 'exit' when killed by a signal (Ctrl-C, a CI
+ * timeout, SIGKILL), then kills its servers; without an owner it reaps every orphan at once.
  */
-const WATCHDOG = `
+const REAPER = `
 const fs = require('node:fs');
 const path = require('node:path');
 const [dir, ownerArg] = process.argv.slice(1);
-const owner = Number(ownerArg);
 const alive = (pid) => {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
   try { process.kill(pid, 0); return true; } catch (error) { return error.code === 'EPERM'; }
 };
+// Only a redis-server: the pid may have been reused since the file was written.
 const isRedis = (pid) => {
-  if (process.platform !== 'linux') return true;
-  try { return fs.readFileSync('/proc/' + pid + '/cmdline', 'utf8').includes('redis-server'); } catch { return false; }
+  try {
+    if (process.platform === 'linux') return fs.readFileSync('/proc/' + pid + '/cmdline', 'utf8').includes('redis-server');
+    return require('node:child_process').execFileSync('ps', ['-o', 'command=', '-p', String(pid)], { encoding: 'utf8' }).includes('redis-server');
+  } catch { return false; }
 };
-const timer = setInterval(() => {
-  if (alive(owner)) return;
-  clearInterval(timer);
+const reap = (ownedByTheDead) => {
   let entries = [];
   try { entries = fs.readdirSync(dir); } catch {}
   for (const entry of entries) {
     const file = path.join(dir, entry);
     let recorded = '';
     try { recorded = fs.readFileSync(file, 'utf8'); } catch { continue; }
-    if (Number(recorded) !== owner) continue;
+    if (!ownedByTheDead(Number(recorded))) continue;
     const pid = Number(entry);
     if (Number.isInteger(pid) && pid > 0 && isRedis(pid)) { try { process.kill(pid, 'SIGKILL'); } catch {} }
     try { fs.unlinkSync(file); } catch {}
   }
-}, 500);
+};
+if (ownerArg) {
+  const owner = Number(ownerArg);
+  const timer = setInterval(() => {
+    if (alive(owner)) return;
+    clearInterval(timer);
+    reap((recorded) => recorded === owner);
+  }, 500);
+} else {
+  reap((recorded) => !alive(recorded));
+}
 `;
 
+/** Kills every test server left by a process that is gone (a crashed jest worker…). */
+export function reapOrphanedServers(): void {
+  spawnSync(process.execPath, ['-e', REAPER, PID_DIR], {
+    stdio: 'ignore',
+    env: { ...process.env, NODE_OPTIONS: '' },
+  });
+}
+
+/** One per process: kills this process's servers once it is gone, however it died. */
 function startWatchdog(): void {
   try {
-    const watchdog = spawn(process.execPath, ['-e', WATCHDOG, PID_DIR, String(process.pid)], {
+    const watchdog = spawn(process.execPath, ['-e', REAPER, PID_DIR, String(process.pid)], {
       detached: true,
       stdio: 'ignore',
       // Plain Node is enough: not the loaders or flags (tsx, --inspect…) NODE_OPTIONS may carry.
