@@ -117,6 +117,14 @@ export function booleanOption(value: unknown, option: string, fallback: boolean)
   return value;
 }
 
+/** Reads an optional callback option: `undefined` passes, anything but a function is refused. */
+export function functionOption<T>(value: T | undefined, option: string): T | undefined {
+  if (value !== undefined && typeof value !== 'function') {
+    throw optionError(option, `must be a function; got ${typeof value}`);
+  }
+  return value;
+}
+
 /** Same as {@link optionError} for out-of-range numbers. */
 export function optionRangeError(option: string, problem: string, fix?: string): RangeError {
   return new RangeError(`express-redis-kit: option "${option}" ${problem}.${fix ? ` ${fix}` : ''}`);

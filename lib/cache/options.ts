@@ -1,7 +1,7 @@
 import type { Request } from 'express';
 import { checkClient, type RedisClient } from '../client';
 import { MAX_TIMER_MS, toMs } from '../duration';
-import { checkKnownOptions, numberOptionError, optionError, shown } from '../errors';
+import { checkKnownOptions, functionOption, numberOptionError, optionError, shown } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX } from '../keys';
 import { neverThrows } from '../logger';
 import {
@@ -121,13 +121,6 @@ function checkLogger(logger: unknown): CacheLogger {
   return logger as CacheLogger;
 }
 
-export function checkFunction<T>(value: T | undefined, option: string): T | undefined {
-  if (value !== undefined && typeof value !== 'function') {
-    throw optionError(option, `must be a function; got ${typeof value}`);
-  }
-  return value;
-}
-
 export interface ResolvedResponseOptions {
   ttlMs: number;
   swrMs: number;
@@ -183,14 +176,14 @@ export function resolveResponseOptions(options: CacheResponseOptions): ResolvedR
     swrMs: toMs(options.staleWhileRevalidate ?? 0, 'staleWhileRevalidate', { allowZero: true }),
     sieMs: toMs(options.staleIfError ?? 0, 'staleIfError', { allowZero: true }),
     jitter: options.jitter === undefined ? undefined : checkJitter(options.jitter),
-    key: checkFunction(options.key, 'key'),
-    scope: checkFunction(options.scope, 'scope'),
-    tags: checkFunction(options.tags, 'tags'),
+    key: functionOption(options.key, 'key'),
+    scope: functionOption(options.scope, 'scope'),
+    tags: functionOption(options.tags, 'tags'),
     vary: vary.map((h) => h.toLowerCase()).sort(),
     maxBodySize,
     statuses: new Set(statuses),
     methods: new Set(upper),
-    shouldCache: checkFunction(options.shouldCache, 'shouldCache'),
+    shouldCache: functionOption(options.shouldCache, 'shouldCache'),
     perUser: resolvePerUserRules(options, CACHE_DEFAULTS),
     name: options.name,
   };

@@ -5,6 +5,7 @@ import { MAX_TIMER_MS, toMs } from '../duration';
 import {
   booleanOption,
   checkKnownOptions,
+  functionOption,
   numberOptionError,
   optionError,
   optionRangeError,
@@ -127,12 +128,6 @@ function isWhole(value: unknown, min: number): value is number {
   return typeof value === 'number' && Number.isInteger(value) && value >= min;
 }
 
-function checkFunction(value: unknown, option: string): void {
-  if (value !== undefined && typeof value !== 'function') {
-    throw optionError(option, `must be a function; got ${typeof value}`);
-  }
-}
-
 function checkAlgorithm(algorithm: unknown, option: string): asserts algorithm is Algorithm {
   if (typeof algorithm !== 'string' || !Object.hasOwn(ALGORITHM_CODE, algorithm)) {
     throw optionError(
@@ -250,10 +245,10 @@ export function resolveOptions(options: RateLimitOptions): ResolvedOptions {
   } else if (typeof cost !== 'function') {
     throw optionError('cost', `must be a number or a function (req) => number; got ${typeof cost}`);
   }
-  checkFunction(options.key, 'key');
-  checkFunction(options.skip, 'skip');
-  checkFunction(options.handler, 'handler');
-  checkFunction(options.requestWasSuccessful, 'requestWasSuccessful');
+  functionOption(options.key, 'key');
+  functionOption(options.skip, 'skip');
+  functionOption(options.handler, 'handler');
+  functionOption(options.requestWasSuccessful, 'requestWasSuccessful');
 
   const ipv6Subnet = options.ipv6Subnet ?? DEFAULTS.ipv6Subnet;
   if (ipv6Subnet !== false && !(isWhole(ipv6Subnet, 1) && ipv6Subnet <= 128)) {
