@@ -50,28 +50,49 @@ local function fixed(key, limit, win)
 end
 
 -- sliding-window (exact log): sorted set of entries "<cost>:<id>" scored by time ms; member "#"
--- holds minus the live sum as its score, so the sum is O(1) to read and never matches a time range.
+-- holds minus the sum of every entry still stored as its score, so the sum is O(1) to read and never
+-- matches a time range.
+-- Expired entries are cleared at most SLIDING_CLEAR per step, so the first call after a large burst
+-- has left the window does not block Redis for one walk over the whole burst (100,000 entries took
+-- 90 ms). Entries not cleared yet (the backlog) still count in the sum; a decision counts each of them
+-- as one unit, the least an entry holds, which is exact when costs are 1. Only when that bound would
+-- deny a request that the live entries alone might admit (costs above 1) does the call clear more.
+local SLIDING_CLEAR = 1000
 local function sliding(key, limit, win)
   local cutoff = now_ms - win
-  local sum = -(tonumber(redis.call('ZSCORE', key, '#')) or 0)
-  local expired = redis.call('ZRANGEBYSCORE', key, '(0', cutoff)
-  if #expired > 0 then
+  local stored = tonumber(redis.call('ZSCORE', key, '#'))
+  local sum = -(stored or 0)
+  local read = 0
+  local backlog = 0
+  local function clear()
+    local expired = redis.call('ZRANGEBYSCORE', key, '(0', cutoff, 'LIMIT', peek and read or 0, SLIDING_CLEAR)
     for i = 1, #expired do sum = sum - tonumber(string.match(expired[i], '^(%d+)')) end
     if sum < 0 then sum = 0 end
-    if not peek then
-      redis.call('ZREMRANGEBYSCORE', key, '(0', cutoff)
+    read = read + #expired
+    backlog = 0
+    if #expired == SLIDING_CLEAR then
+      backlog = redis.call('ZCOUNT', key, '(0', cutoff) - (peek and read or #expired)
+    end
+    if #expired > 0 and not peek then
+      redis.call('ZREM', key, unpack(expired))
       redis.call('ZADD', key, -sum, '#')
     end
   end
+  clear()
   -- Time of the newest live entry, read once and only when a reply needs it.
   local newest = nil
   local dirty = false
   local P = {}
   function P.check(cost, r)
-    r.ok = sum + cost <= limit
-    r.rem = limit - sum
+    while backlog > 0 and sum - backlog + cost > limit
+      and redis.call('ZCOUNT', key, '(' .. cutoff, '+inf') + cost <= limit do
+      clear()
+    end
+    local live = math.max(0, sum - backlog)
+    r.ok = live + cost <= limit
+    r.rem = limit - live
     r.reset = 0
-    if sum > 0 then
+    if live > 0 then
       if newest == nil then
         local e = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
         newest = tonumber(e[2]) or 0
@@ -83,7 +104,7 @@ local function sliding(key, limit, win)
       -- Walk the oldest entries until enough cost has expired; each entry is >= 1 unit, so 'need'
       -- entries always suffice when the request can pass at all. Entries taken earlier in this
       -- batch are already in the set.
-      local need = sum + cost - limit
+      local need = live + cost - limit
       local oldest = redis.call('ZRANGEBYSCORE', key, '(' .. cutoff, '+inf', 'WITHSCORES', 'LIMIT', 0, int(need))
       local freed = 0
       r.retry = win
@@ -95,7 +116,7 @@ local function sliding(key, limit, win)
         end
       end
     end
-    r.rem2 = limit - sum - cost
+    r.rem2 = limit - live - cost
     r.reset2 = win
   end
   function P.take(cost, member)
