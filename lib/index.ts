@@ -35,6 +35,7 @@ export { pingRedis, type RedisHealth } from './health';
 export {
   canonicalJson,
   defaultFingerprint,
+  defaultStoreStatus,
   type IdempotencyMiddleware,
   type IdempotencyOptions,
   type IdempotencyRecordId,

@@ -3,6 +3,7 @@ import { request as httpRequest } from 'node:http';
 import { gunzipSync } from 'node:zlib';
 import compression from 'compression';
 import express from 'express';
+import { defaultStoreStatus } from '../../lib';
 import { idempotency } from '../../lib/idempotency';
 import { useRedisServer } from '../helpers/redis';
 import { freshKey, orderApp, send, useEvents, useServers } from './http';
@@ -306,6 +307,50 @@ describe('idempotency lifecycle', () => {
     await send(onlyCreated, { key: other });
     expect((await send(onlyCreated, { key: other })).headers.get('idempotent-replayed')).toBeNull();
     expect(runs).toBe(3);
+  });
+
+  it.each([429, 408, 425])(
+    'does not store a %i "try again later" answer by default, so the retry it asks for runs the handler',
+    async (status) => {
+      const redis = redisServer.client();
+      let runs = 0;
+      const app = orderApp(idempotency({ redis }), (_req, res) => {
+        runs += 1;
+        if (runs === 1) res.status(status).set('Retry-After', '1').json({ error: 'later' });
+        else res.status(201).json({ run: runs });
+      });
+      const url = `${await servers.listen(app)}/orders`;
+      const key = freshKey();
+      expect((await send(url, { key })).status).toBe(status);
+      const retry = await send(url, { key });
+      expect(retry.status).toBe(201);
+      expect(retry.headers.get('idempotent-replayed')).toBeNull();
+      expect((await send(url, { key })).headers.get('idempotent-replayed')).toBe('true');
+      expect(runs).toBe(2);
+      expect(events.events).toEqual(
+        expect.arrayContaining([expect.objectContaining({ type: 'released', status, reason: 'status' })]),
+      );
+    },
+  );
+
+  it('storeStatuses can build on the exported defaultStoreStatus', async () => {
+    const redis = redisServer.client();
+    const runs = new Map<number, number>();
+    const app = orderApp(
+      idempotency({ redis, storeStatuses: (s) => defaultStoreStatus(s) && s !== 404 }),
+      (req, res) => {
+        const status = Number(req.query.status);
+        runs.set(status, (runs.get(status) ?? 0) + 1);
+        res.status(status).json({ status });
+      },
+    );
+    const base = `${await servers.listen(app)}/orders`;
+    for (const status of [404, 409, 429]) {
+      const key = freshKey();
+      await send(`${base}?status=${status}`, { key });
+      await send(`${base}?status=${status}`, { key });
+    }
+    expect(Object.fromEntries(runs)).toEqual({ 404: 2, 409: 1, 429: 2 });
   });
 
   it('does not store a body larger than maxBodySize and releases the key', async () => {

@@ -2,3 +2,5 @@
 export { canonicalJson, defaultFingerprint } from './fingerprint';
 export { type IdempotencyMiddleware, type IdempotencyRecordId, idempotency } from './middleware';
 export type { IdempotencyOptions, ResolvedIdempotencyOptions, ScopeValue } from './options';
+
+export { defaultStoreStatus } from './options';

@@ -38,7 +38,8 @@ export interface IdempotencyOptions {
   fingerprint?: (req: Request) => string | Buffer | Promise<string | Buffer>;
   /**
    * Which final statuses are stored for replay; the others release the key so the client may
-   * retry. A list of statuses or a predicate. Default: every status below 500.
+   * retry. A list of statuses or a predicate. Default: every status below 500 except the "try
+   * again later" ones, 408, 425 and 429 (see `defaultStoreStatus`).
    */
   storeStatuses?: readonly number[] | ((status: number) => boolean);
   /** Largest response body (bytes) that is stored; a larger one is sent but not stored, and the key is released. Default 1 MiB. */
@@ -214,8 +215,21 @@ export function resolveOptions(input: IdempotencyOptions): ResolvedIdempotencyOp
   };
 }
 
+/**
+ * Statuses below 500 that still mean "the request was not carried out, send it again later": a
+ * rate limiter's 429 mounted after this middleware, a 408 from a body-read timeout, a 425. Storing
+ * one would replay the refusal to every retry for the whole `ttl`, and the retry that the answer
+ * itself asks for could never succeed.
+ */
+const RETRY_LATER = new Set([408, 425, 429]);
+
+/** The default of `storeStatuses`: every status below 500 except 408, 425 and 429. */
+export function defaultStoreStatus(status: number): boolean {
+  return status < 500 && !RETRY_LATER.has(status);
+}
+
 function resolveStoreStatuses(value: IdempotencyOptions['storeStatuses']): (status: number) => boolean {
-  if (value === undefined) return (status) => status < 500;
+  if (value === undefined) return defaultStoreStatus;
   if (typeof value === 'function') return value;
   if (Array.isArray(value) && value.every((s) => Number.isInteger(s) && s >= 100 && s <= 599)) {
     const set = new Set(value);
