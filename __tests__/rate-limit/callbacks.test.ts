@@ -186,6 +186,49 @@ describe('rateLimit around its decisions', () => {
     }
   });
 
+  it("remembers a client's denial although another client's refund went out while it was decided", async () => {
+    const seen = events();
+    const mw = limiter({
+      limit: 1,
+      window: '1h',
+      name: 'other-refund',
+      algorithm: 'fixed-window',
+      key: (req) => String(req.headers['x-client']),
+      skipFailedRequests: true,
+    });
+    let fail: (() => void) | undefined;
+    const app = express();
+    app.get('/', mw, (req, res) => {
+      if (!req.query.hold) {
+        res.send('ok');
+        return;
+      }
+      fail = () => res.status(500).send('failed');
+    });
+    const server = await listen(app);
+    const admin = redis.plain();
+    const as = (client: string, path = '/') => fetch(server.url + path, { headers: { 'x-client': client } });
+    try {
+      expect((await as('b')).status).toBe(200);
+      const held = as('a', '/?hold=1');
+      await eventually(() => fail !== undefined, 'the held request');
+      // b's denial is sent, then a's refund, both held by the pause and answered in that order.
+      await admin.call('CLIENT', 'PAUSE', '300', 'WRITE');
+      const denied = as('b');
+      await sleep(50);
+      fail!();
+      expect((await held).status).toBe(500);
+      expect((await denied).status).toBe(429);
+      await eventually(() => seen.events.some((e) => e.type === 'refund' && e.key === 'a'), "a's refund");
+      expect((await as('b')).status).toBe(429);
+      expect(seen.events.filter((e) => e.type === 'deny-cache-hit').map((e) => e.key)).toEqual(['b']);
+      // a got its quota back.
+      expect((await as('a')).status).toBe(200);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('decides a request made in the same turn as a refund against the quota the refund gives back', async () => {
     const outcomes: string[] = [];
     const mw = limiter({

@@ -244,7 +244,7 @@ describe('rateLimit options', () => {
 describe('deny cache', () => {
   it('answers only until the retry time and only requests costing at least the denied one', () => {
     const cache = new DenyCache(2);
-    cache.set('a', { until: 1000, cost: 3, reply: [0, 0, 0, 500, 500], binding: 0, at: 500 });
+    cache.set('a', { until: 1000, cost: 3, reply: [0, 0, 0, 500, 500], binding: 0, at: 500 }, cache.stamp());
     expect(cache.get('a', 3, 999)).toBeDefined();
     expect(cache.get('a', 5, 999)).toBeDefined();
     expect(cache.get('a', 2, 999)).toBeUndefined();
@@ -255,12 +255,42 @@ describe('deny cache', () => {
   it('stays bounded, dropping the oldest entry first', () => {
     const cache = new DenyCache(2);
     const entry = { until: 10, cost: 1, reply: [], binding: 0, at: 0 };
-    cache.set('a', entry);
-    cache.set('b', entry);
-    cache.set('c', entry);
+    cache.set('a', entry, cache.stamp());
+    cache.set('b', entry, cache.stamp());
+    cache.set('c', entry, cache.stamp());
     expect(cache.size).toBe(2);
     expect(cache.get('a', 1, 0)).toBeUndefined();
     expect(cache.get('c', 1, 0)).toBeDefined();
+  });
+  it("keeps out a denial sent before its own key's refund, not one sent before another key's", () => {
+    const cache = new DenyCache(4);
+    const entry = { until: 10, cost: 1, reply: [], binding: 0, at: 0 };
+    const sentAt = cache.stamp();
+    cache.forget('a');
+    cache.set('a', entry, sentAt);
+    cache.set('b', entry, sentAt);
+    expect(cache.get('a', 1, 0)).toBeUndefined();
+    expect(cache.get('b', 1, 0)).toBeDefined();
+    // Sent after the refund: current again.
+    cache.set('a', entry, cache.stamp());
+    expect(cache.get('a', 1, 0)).toBeDefined();
+    // forget() also drops what is remembered.
+    cache.forget('b');
+    expect(cache.get('b', 1, 0)).toBeUndefined();
+  });
+
+  it('when more keys were refunded than it tracks, keeps out every denial sent before, never a stale one', () => {
+    const cache = new DenyCache(2);
+    const entry = { until: 10, cost: 1, reply: [], binding: 0, at: 0 };
+    const sentAt = cache.stamp();
+    cache.forget('a');
+    cache.forget('b');
+    cache.forget('c'); // over the bound: 'a' is no longer tracked by itself
+    for (const key of ['a', 'c', 'd']) cache.set(key, entry, sentAt);
+    expect(cache.size).toBe(0);
+    const later = cache.stamp();
+    for (const key of ['a', 'd']) cache.set(key, entry, later);
+    expect(cache.size).toBe(2);
   });
 });
 

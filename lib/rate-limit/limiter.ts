@@ -34,9 +34,6 @@ export function createLimiter(o: ResolvedOptions) {
   const needsMember = policies.some((p) => p.algorithm === 'sliding-window');
   const memberBase = `${process.pid.toString(36)}.${Math.random().toString(36).slice(2, 8)}.`;
   let sequence = 0;
-  // Bumped by every refund and reset(): a denial from a call sent before the latest one may be
-  // stale by the time it arrives, so the deny cache does not keep it.
-  let epoch = 0;
   // Per-policy ARGV tail never changes: precompute it and copy it into each call's args.
   const policyArgs: Array<string | number> = [];
   for (const p of policies) policyArgs.push(p.code, p.limit, p.windowMs);
@@ -95,8 +92,7 @@ export function createLimiter(o: ResolvedOptions) {
       // A denial remembered here may no longer hold once the quota comes back: forget it now, so no
       // request is answered from memory before the refund leaves, and do not remember denials from
       // calls already on their way (sent before the refund, answered without it).
-      denyCache?.delete(key);
-      epoch++;
+      denyCache?.forget(key);
       if (!o.coalesce) return sendRefunds(key, [refund]);
       // Responses that finish in the same turn give back in one call, like decisions.
       batches.refund(key, refund);
@@ -155,12 +151,9 @@ export function createLimiter(o: ResolvedOptions) {
     const keys = keysFor(key);
     const requests: Array<string | number> = [];
     for (const p of batch) requests.push(p.cost, p.member);
-    const sentIn = epoch;
+    const sentAt = denyCache?.stamp() ?? 0;
     call(keys, MODE_CONSUME, requests).then(
       (reply) => {
-        // A refund or reset() sent after this call may have changed the answer by now: its denials
-        // stand for these requests, but are not worth remembering.
-        const remember = sentIn === epoch;
         failMode.recovered(keys[0]!);
         const width = replyWidth(count);
         for (let i = 0; i < batch.length; i++) {
@@ -168,7 +161,7 @@ export function createLimiter(o: ResolvedOptions) {
           // One request's trouble (a header write after another middleware answered…) must not
           // strand the rest of the batch: it goes to that request's error handler.
           try {
-            settle(p, batch.length === 1 ? reply : reply.slice(i * width, (i + 1) * width), remember);
+            settle(p, batch.length === 1 ? reply : reply.slice(i * width, (i + 1) * width), sentAt);
           } catch (error) {
             p.next(error);
           }
@@ -186,7 +179,7 @@ export function createLimiter(o: ResolvedOptions) {
     );
   }
 
-  function settle(p: Pending, reply: Reply, remember: boolean): void {
+  function settle(p: Pending, reply: Reply, sentAt: number): void {
     const { req, res, next, key, cost } = p;
     const allowed = reply[0] === 1;
     const b = bindingIn(reply, allowed);
@@ -218,8 +211,9 @@ export function createLimiter(o: ResolvedOptions) {
       next();
       return;
     }
-    if (remember)
-      denyCache?.set(key, { until: Date.now() + retryMs, cost, reply, binding: b, at: Date.now() });
+    // A refund or reset() for this client sent after this call may have changed the answer by now:
+    // the denial stands for this request, but the cache keeps it only if nothing did.
+    denyCache?.set(key, { until: Date.now() + retryMs, cost, reply, binding: b, at: Date.now() }, sentAt);
     deny(req, res, next, info, retryMs);
   }
 
@@ -285,10 +279,9 @@ export function createLimiter(o: ResolvedOptions) {
   /** Forgets everything about `key` (as in `req.rateLimit.key`; raw IPs are grouped like requests). */
   async function reset(key: string): Promise<void> {
     const clientKey = normalizeAdminKey(String(key));
-    denyCache?.delete(clientKey);
-    const keys = keysFor(clientKey);
     // Denials sent before the DEL come back after this point: they must not be remembered.
-    epoch++;
+    denyCache?.forget(clientKey);
+    const keys = keysFor(clientKey);
     await guarded(redis, () => redis.del(...keys), { ...adminGuard, key: keys[0] });
   }
 
