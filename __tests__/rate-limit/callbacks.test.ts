@@ -229,6 +229,32 @@ describe('rateLimit around its decisions', () => {
     }
   });
 
+  it('twelve stacked limiters with refunds share one pair of response listeners, and each gives back', async () => {
+    const stack = Array.from({ length: 12 }, (_, i) =>
+      limiter({ limit: 1, window: '1h', name: `stacked-${i}`, key: () => 'k', skipFailedRequests: true }),
+    );
+    const listeners: number[] = [];
+    const app = express();
+    app.get('/', ...stack, (req, res) => {
+      // Node warns (MaxListenersExceededWarning) from 11 listeners of one event on.
+      listeners.push(res.listenerCount('finish'), res.listenerCount('close'));
+      res.status(req.query.fail ? 500 : 200).send('done');
+    });
+    const server = await listen(app);
+    try {
+      expect((await fetch(`${server.url}/?fail=1`)).status).toBe(500);
+      expect(Math.max(...listeners)).toBeLessThanOrEqual(3);
+      await eventually(
+        async () => (await Promise.all(stack.map((l) => l.get('k')))).every((s) => s.used === 0),
+        'every limiter refunded',
+      );
+      expect((await fetch(server.url)).status).toBe(200);
+      expect((await Promise.all(stack.map((l) => l.get('k')))).map((s) => s.used)).toEqual(Array(12).fill(1));
+    } finally {
+      await server.close();
+    }
+  });
+
   it('decides a request made in the same turn as a refund against the quota the refund gives back', async () => {
     const outcomes: string[] = [];
     const mw = limiter({

@@ -10,6 +10,7 @@ import { DenyCache } from './deny-cache';
 import { headerWriter } from './headers';
 import type { ResolvedOptions } from './options';
 import { bindingOf, infoOf, type Reply, refundHints, replyWidth } from './reply';
+import { whenOver } from './response-over';
 import { createFailMode, sendDenied } from './responses';
 import { MODE_CONSUME, MODE_PEEK, MODE_REFUND, rateLimitScript } from './script';
 import type { RateLimitInfo, RateLimitState } from './types';
@@ -101,8 +102,7 @@ export function createLimiter(o: ResolvedOptions) {
     // deciding, or a timeout middleware already replied. Those events will not fire again.
     if (res.writableFinished) return settle(true);
     if (res.destroyed || res.closed) return settle(false);
-    res.once('finish', () => settle(true));
-    res.once('close', () => settle(false));
+    whenOver(res, settle);
   }
 
   function decide(req: Request, res: Response, next: NextFunction, key: string, cost: number): void {
