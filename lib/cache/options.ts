@@ -157,6 +157,14 @@ export function resolveResponseOptions(options: CacheResponseOptions): ResolvedR
   if (!Array.isArray(statuses) || statuses.some((s) => !Number.isInteger(s) || s < 100 || s > 599)) {
     throw optionError('statuses', `must be an array of HTTP status codes; got ${shown(statuses)}`);
   }
+  const partial = statuses.find((s) => s < 200 || s === 206 || s === 304);
+  if (partial !== undefined) {
+    throw optionError(
+      'statuses',
+      `cannot include ${partial}: it answers one request only (a 206 carries just the Range that request asked for, a 304 no body, a 1xx is interim)`,
+      'Leave it out: Range requests are answered from stored 200s, and If-None-Match with 304s.',
+    );
+  }
   const methods = options.methods ?? CACHE_DEFAULTS.methods;
   if (!Array.isArray(methods) || methods.some((m) => typeof m !== 'string')) {
     throw optionError('methods', `must be an array of HTTP methods; got ${shown(methods)}`);

@@ -1,14 +1,16 @@
 import type { ServerResponse } from 'node:http';
 import type { Request } from 'express';
 import type { Originals } from './capture';
+import type { Entry } from './entry';
 import { etagMatches, prepareHeaders } from './http';
 import type { Rec } from './l1';
 
 export type XCache = 'HIT' | 'MISS' | 'STALE' | 'BYPASS';
 
 /**
- * Answers a request from a cached entry: 304 when its ETag matches `If-None-Match`, else the stored
- * status, headers and body (none for HEAD). `via` is the response's own writeHead/end, or the
+ * Answers a request from a cached entry: 304 when its ETag matches `If-None-Match`, 206 for one
+ * byte range of a stored 200 (416 when it lies beyond the body), else the stored status, headers and
+ * body (none for HEAD). `via` is the response's own writeHead/end, or the
  * originals a capture saved (stale-if-error answers from inside the capture).
  */
 export function respond(
@@ -38,6 +40,55 @@ export function respond(
     end.call(res);
     return;
   }
+  const part = req.method === 'GET' ? rangeOf(req, rec.entry) : undefined;
+  if (part === 'unsatisfiable') {
+    writeHead.call(res, 416, ['content-range', `bytes */${rec.entry.body.length}`, 'content-length', '0']);
+    end.call(res);
+    return;
+  }
+  if (part) {
+    const { start, end: last } = part;
+    const size = rec.entry.body.length;
+    // The stored headers minus their Content-Length (prepareHeaders puts it last).
+    const headers = rec.prepared.full.slice(0, -2);
+    headers.push(
+      'content-range',
+      `bytes ${start}-${last}/${size}`,
+      'content-length',
+      String(last - start + 1),
+    );
+    writeHead.call(res, 206, headers);
+    end.call(res, rec.entry.body.subarray(start, last + 1));
+    return;
+  }
   writeHead.call(res, rec.entry.status, rec.prepared.full);
   end.call(res, req.method === 'HEAD' ? undefined : rec.entry.body);
+}
+
+/**
+ * The one byte range a hit answers with 206, as `send` (res.sendFile) would on the origin: only for
+ * a stored 200, a single range (several, or a malformed header, get the whole 200, which HTTP
+ * allows), and only while `If-Range` still names this entry (its strong ETag, or a date no older
+ * than its Last-Modified).
+ */
+function rangeOf(req: Request, entry: Entry): { start: number; end: number } | 'unsatisfiable' | undefined {
+  if (entry.status !== 200 || req.headers.range === undefined) return undefined;
+  const ifRange = req.get('if-range');
+  if (ifRange !== undefined && !ifRangeHolds(ifRange, entry)) return undefined;
+  const ranges = req.range(entry.body.length, { combine: true });
+  if (ranges === -1) return 'unsatisfiable';
+  if (ranges === undefined || ranges === -2 || ranges.type !== 'bytes' || ranges.length !== 1)
+    return undefined;
+  return ranges[0];
+}
+
+function ifRangeHolds(ifRange: string, entry: Entry): boolean {
+  const value = ifRange.trim();
+  if (value.startsWith('"') || value.startsWith('W/')) {
+    // Strong comparison (RFC 9110 §13.1.5): a weak validator never matches.
+    return entry.etag !== undefined && !entry.etag.startsWith('W/') && value === entry.etag;
+  }
+  const modified = entry.headers.find(([name]) => name === 'last-modified')?.[1];
+  const since = Date.parse(value);
+  return modified !== undefined && !Number.isNaN(since) && Date.parse(modified) <= since;
 }

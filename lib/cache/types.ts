@@ -97,7 +97,7 @@ export interface CacheResponseOptions {
   jitter?: number;
   /** Bodies larger than this pass through uncached, without being buffered. Default 1 MiB. */
   maxBodySize?: number;
-  /** Statuses that may be stored. Default `[200, 203, 204, 300, 301, 308]`. */
+  /** Statuses that may be stored. Default `[200, 203, 204, 300, 301, 308]`; `206`, `304` and `1xx` are refused. */
   statuses?: number[];
   /** Methods served from cache (HEAD always follows GET). Default `['GET']`. */
   methods?: string[];
