@@ -15,10 +15,19 @@ interface Message {
   t: string[];
 }
 
+/** What a subscribing bus does with what it hears. */
+export interface BusListener {
+  onInvalidation: (message: Invalidation) => void;
+  onError: (error: unknown) => void;
+  onReconnect: () => void;
+}
+
 /**
  * Cross-instance L1 invalidation over Redis pub/sub, on the kit's one shared subscriber connection.
  * Pub/sub is fire-and-forget: a message sent while an instance is disconnected is lost, so the L1 is
- * cleared whenever the client reconnects (see `onReconnect`).
+ * cleared whenever the client reconnects (see `onReconnect`). Every cache publishes its
+ * invalidations; only one with an L1 subscribes (without `listener`, nothing is subscribed), so a
+ * job on `l1: false` still clears the web instances' L1.
  */
 export class Bus {
   readonly origin = randomBytes(8).toString('base64url');
@@ -29,10 +38,13 @@ export class Bus {
   constructor(
     private readonly redis: RedisClient,
     private readonly channel: string,
-    onInvalidation: (message: Invalidation) => void,
-    onError: (error: unknown) => void,
-    onReconnect: () => void,
+    listener?: BusListener,
   ) {
+    if (!listener) {
+      this.ready = Promise.resolve();
+      return;
+    }
+    const { onInvalidation, onError, onReconnect } = listener;
     this.ready = subscribe(
       redis,
       channel,

@@ -8,7 +8,7 @@ import { CorruptEntryError, decodeEntry, type Entry, encodeEntry } from './entry
 import { invalidateRedis, redisKeysOf } from './invalidate';
 import { headerValue, lockKeyOf, noStoreKeyOf, tagKey } from './key';
 import { L1, type Rec, toRec } from './l1';
-import { acquireLock, keepAlive, mayTakeLock, newToken, releaseLock, sleep } from './lock';
+import { acquireLockAt, keepAlive, mayTakeLock, newToken, releaseLock, sleep } from './lock';
 import type { ResolvedCacheOptions } from './options';
 import { addToTag, lookup, markNoStore, storeEntry, unlinkKeys } from './store';
 
@@ -19,6 +19,9 @@ export type Fetched =
   | { kind: 'corrupt' };
 
 /** Outcome of waiting for an entry on a miss. */
+/** What became of a fill's store (see {@link CacheCore.store}). */
+export type StoreOutcome = 'stored' | 'dropped' | 'failed';
+
 export type Acquired =
   | { kind: 'hit'; rec: Rec }
   /**
@@ -38,7 +41,12 @@ const NO_STORE_MS = 2000;
  */
 export class CacheCore {
   readonly l1: L1 | undefined;
-  protected readonly bus: Bus | undefined;
+  protected readonly bus: Bus;
+  /**
+   * Bumped by every invalidation this process makes or hears: a request does not join an in-process
+   * fill that started before the latest one (its answer may predate the write behind it).
+   */
+  invalidations = 0;
   protected readonly guard: GuardOptions;
   /** Request headers that some response varied on; sent with lookups so Vary costs no extra trip. */
   private readonly learnedVary = new Set<string>(['accept-encoding']);
@@ -48,18 +56,19 @@ export class CacheCore {
     const { redis } = options;
     this.guard = { timeoutMs: options.timeoutMs, component: 'cache', name: options.name };
     this.clientPrefix = (redis.options as { keyPrefix?: string }).keyPrefix ?? '';
+    const channel = `${options.prefix}cache:bus`;
     if (options.l1) {
       const l1 = new L1(options.l1);
       this.l1 = l1;
-      this.bus = new Bus(
-        redis,
-        `${options.prefix}cache:bus`,
-        (message) => this.dropLocal(message),
-        (error) =>
+      this.bus = new Bus(redis, channel, {
+        onInvalidation: (message) => this.dropLocal(message),
+        onError: (error) =>
           options.logger.warn({ error }, 'cannot subscribe to the invalidation channel; L1 stays local'),
-        () => l1.clear(),
-      );
+        onReconnect: () => l1.clear(),
+      });
       clearOnReconnect(redis, l1);
+    } else {
+      this.bus = new Bus(redis, channel);
     }
   }
 
@@ -69,7 +78,7 @@ export class CacheCore {
 
   /** Resolves once the invalidation bus is subscribed (L1 coherence is live). */
   ready(): Promise<void> {
-    return this.bus?.ready ?? Promise.resolve();
+    return this.bus.ready;
   }
 
   event(type: string, details?: Record<string, unknown>): void {
@@ -160,7 +169,8 @@ export class CacheCore {
           if (Date.now() < found.rec.swrUntil) return { kind: 'hit', rec: found.rec };
           // Only good as a stale-if-error fallback: fill it, under the lock.
           stale = found.rec;
-          if (await this.tryLock(redisKey, token)) return { kind: 'fill', token, stale };
+          const since = await this.tryLock(redisKey, token);
+          if (since !== undefined) return { kind: 'fill', token, stale, since };
         } else if (found.kind === 'corrupt') {
           return { kind: 'fill', token: '', stale: undefined };
         } else if (found.locked) {
@@ -186,17 +196,18 @@ export class CacheCore {
   }
 
   /**
-   * Takes the fill lock of `redisKey` for `token` (SET NX), guarded. Rejects when Redis is sick; a
+   * Takes the fill lock of `redisKey` for `token` (SET NX), guarded: resolves the Redis time it was
+   * taken at (the fill's `since`), or undefined when another holds it. Rejects when Redis is sick; a
    * call that timed out but lands later has its lock released behind it.
    */
-  tryLock(redisKey: string, token: string): Promise<boolean> {
+  tryLock(redisKey: string, token: string): Promise<number | undefined> {
     const lockKey = lockKeyOf(redisKey);
     return mayTakeLock(
       this.redis,
       lockKey,
       token,
       (op) => this.call(redisKey, op),
-      () => acquireLock(this.redis, lockKey, token, this.options.lockTimeoutMs),
+      () => acquireLockAt(this.redis, lockKey, token, this.options.lockTimeoutMs),
     );
   }
 
@@ -236,8 +247,13 @@ export class CacheCore {
   }
 
   /**
-   * Writes an entry (releasing the fill lock) and registers it under its tags: one script on the entry's
-   * slot, then one script per tag on the tag's slot. Never rejects; failures are reported.
+   * Registers an entry under its tags, then writes it (releasing the fill lock): one script per tag
+   * on the tag's slot, then one on the entry's slot. Tags go first so that an entry in Redis is
+   * always reachable by `invalidate({ tags })`, even when the write lands after its call timed out.
+   * An invalidation after the registration takes the entry key and its fill lock, so the write
+   * (which checks the lock) drops itself; one before it is caught by the check against `since`.
+   * Never rejects: 'dropped' when an invalidation may have made the value outdated, 'failed' when
+   * Redis did not answer (reported as `store-error`).
    */
   async store(
     redisKey: string,
@@ -245,9 +261,14 @@ export class CacheCore {
     token: string,
     vary: { names: readonly string[]; values: readonly string[] } | undefined,
     since?: number,
-  ): Promise<boolean> {
+  ): Promise<StoreOutcome> {
     try {
       const raw = encodeEntry(entry);
+      if (!(await this.tag(entry, [redisKey], since))) {
+        this.releaseFill(redisKey, token);
+        this.event('store-dropped', { key: redisKey, reason: 'invalidated' });
+        return 'dropped';
+      }
       const generation = randomBytes(6).toString('base64url');
       const reply = await this.call(redisKey, () =>
         storeEntry(
@@ -266,34 +287,41 @@ export class CacheCore {
         // The fill lost its lock, most likely to an invalidation while the origin ran: what it read
         // may be older than the write that invalidated it, so it must not become the entry.
         this.event('store-dropped', { key: redisKey, reason: 'lock-lost' });
-        return false;
+        return 'dropped';
       }
       const written = this.strip(reply);
-      if (entry.tags.length > 0) {
-        const members = written === redisKey ? [redisKey] : [redisKey, written];
-        const { prefix } = this.options;
-        const added = await Promise.all(
-          entry.tags.map((tag) =>
-            this.call(tagKey(prefix, tag), () =>
-              addToTag(this.redis, tagKey(prefix, tag), entry.ttlMs, members, since),
-            ),
-          ),
-        );
-        if (added.includes(false)) {
-          // A tag was invalidated while the origin ran (a first fill, so no lock of it was known to the
-          // invalidation): the entry may show data older than that write. Take it back.
-          await this.call(redisKey, () => unlinkKeys(this.redis, members));
-          this.event('store-dropped', { key: redisKey, reason: 'invalidated' });
-          return false;
-        }
+      const members = written === redisKey ? [redisKey] : [redisKey, written];
+      // Without a lock nothing stops the write after an invalidation that ran since the tags were
+      // registered: look again, and take the entry back if one did.
+      if (!token && !(await this.tag(entry, members, since))) {
+        await this.call(redisKey, () => unlinkKeys(this.redis, members));
+        this.event('store-dropped', { key: redisKey, reason: 'invalidated' });
+        return 'dropped';
       }
+      // A variant's own key, so an invalidation frees its memory at once; deleting the marker, which
+      // the tags already hold, is what keeps it from being served.
+      if (token && written !== redisKey) this.tag(entry, [written], undefined).catch(() => {});
       this.event('store', { key: redisKey, bytes: raw.length });
-      return true;
+      return 'stored';
     } catch (error) {
       this.releaseFill(redisKey, token);
       this.event('store-error', { key: redisKey, error: error as Error });
-      return false;
+      return 'failed';
     }
+  }
+
+  /** Adds `members` to the entry's tag sets; false when a tag was invalidated since `since`. */
+  private async tag(entry: Entry, members: string[], since: number | undefined): Promise<boolean> {
+    if (entry.tags.length === 0) return true;
+    const { prefix } = this.options;
+    const added = await Promise.all(
+      entry.tags.map((tag) =>
+        this.call(tagKey(prefix, tag), () =>
+          addToTag(this.redis, tagKey(prefix, tag), entry.ttlMs, members, since),
+        ),
+      ),
+    );
+    return !added.includes(false);
   }
 
   // This and `redisKeysOf` stay on the class because the public `Cache` type exposes them.
@@ -317,6 +345,7 @@ export class CacheCore {
   }
 
   private dropLocal(message: Invalidation): void {
+    this.invalidations++;
     this.l1?.drop(new Set(message.keys), new Set(message.tags));
   }
 
@@ -328,7 +357,7 @@ export class CacheCore {
   /** Unsubscribes the bus (the shared subscriber connection closes with the client). */
   async close(): Promise<void> {
     if (this.l1) reconnectWatch.get(this.redis)?.delete(this.l1);
-    await this.bus?.close().catch(() => {});
+    await this.bus.close().catch(() => {});
   }
 }
 

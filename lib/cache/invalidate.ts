@@ -10,7 +10,7 @@ export interface InvalidationContext {
   readonly options: ResolvedCacheOptions;
   readonly redis: RedisClient;
   readonly guard: GuardOptions;
-  readonly bus: Bus | undefined;
+  readonly bus: Bus;
   dropLocal(message: Invalidation): void;
   event(type: string, details?: Record<string, unknown>): void;
 }
@@ -70,7 +70,7 @@ export async function invalidateRedis(
   });
   // A read between the first drop and the unlink may have brought an old entry back from Redis.
   core.dropLocal(message);
-  if (core.bus) await slow(undefined, () => core.bus!.publish(message));
+  await slow(undefined, () => core.bus.publish(message));
   if (failed) throw failed.reason;
   core.event('invalidate', { keys: redisKeys.length, tags: tags.length, deleted: doomed.size });
 }

@@ -33,9 +33,12 @@ export function normaliseQuery(query: string): string {
 
 /** One request header as it splits a cache key: absent → '', repeated → joined, whitespace trimmed. */
 export function headerValue(headers: IncomingHttpHeaders, name: string): string {
-  const value = headers[name];
-  if (value === undefined) return '';
-  return (Array.isArray(value) ? value.join(',') : value).trim();
+  // Own properties only: a response may vary on any name, "constructor" included, and the headers
+  // object inherits from Object.prototype.
+  const value = Object.hasOwn(headers, name) ? headers[name] : undefined;
+  if (typeof value === 'string') return value.trim();
+  if (Array.isArray(value)) return value.join(',').trim();
+  return '';
 }
 
 /** Appends the configured `vary` request headers to a key. */

@@ -4,7 +4,7 @@ import { checkClient, type RedisClient } from '../client';
 import { type Duration, MAX_TIMER_MS, toMs } from '../duration';
 import { checkKnownOptions, optionError, RedisUnavailableError, shown } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX, taggedKey } from '../keys';
-import { defineScript, runScript } from '../scripts';
+import { defineScript, LUA_NOW_MS, runScript } from '../scripts';
 
 // Only the owner may release or extend: compare the token and act in one script.
 const RELEASE = defineScript(
@@ -33,6 +33,26 @@ export async function acquireLock(
   ttlMs: number,
 ): Promise<boolean> {
   return (await redis.set(key, token, 'PX', ttlMs, 'NX')) === 'OK';
+}
+
+// SET NX PX that also answers the Redis time: a fill's tags are checked against invalidations since.
+const LOCK_AT = defineScript(
+  'lock_acquire_at',
+  1,
+  `${LUA_NOW_MS}
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return now_ms end
+return -1`,
+);
+
+/** Takes the lock like {@link acquireLock}; resolves the Redis time (ms) it was taken at, or undefined. */
+export async function acquireLockAt(
+  redis: RedisClient,
+  key: string,
+  token: string,
+  ttlMs: number,
+): Promise<number | undefined> {
+  const at = Number(await runScript<number>(redis, LOCK_AT, [key], [token, ttlMs]));
+  return at >= 0 ? at : undefined;
 }
 
 /**

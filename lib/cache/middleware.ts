@@ -65,7 +65,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
   const { prefix, logger, lockTimeoutMs } = cache.options;
   const jitter = o.jitter ?? cache.options.jitter;
   const trustsKey = o.key !== undefined || o.scope !== undefined;
-  const flights = new Map<string, Promise<FlightResult>>();
+  const flights = new Map<string, { flight: Promise<FlightResult>; generation: number }>();
   const event = (type: string, key: string, details?: Record<string, unknown>) =>
     cache.event(type, { name: o.name ?? cache.options.name, key, ...details });
   const refresh = createRevalidator(cache, event);
@@ -98,7 +98,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     if (key === undefined) return bypass(res, next, '', 'no-key');
     const redisKey = entryKey(prefix, key);
     if (ticket) {
-      fill(req, res, next, key, redisKey, ticket.token, undefined, ticket.done);
+      fill(req, res, next, key, redisKey, ticket.token, undefined, ticket.done, ticket.since);
       return;
     }
     if (l1) {
@@ -132,7 +132,10 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
   }
 
   async function miss(req: Request, res: Response, next: NextFunction, key: string, redisKey: string) {
-    const pending = flights.get(key);
+    // A fill that started before the latest invalidation this process made or heard may bring back
+    // what it invalidated: a request that arrives after it does not join that fill.
+    const current = flights.get(key);
+    const pending = current?.generation === cache.invalidations ? current.flight : undefined;
     if (pending) {
       // Past the wait (a stuck origin), straight to the origin, as a waiter in another process would.
       const result = await waitFor(pending);
@@ -155,11 +158,11 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     if (!head && !pending) {
       const flight = new Promise<FlightResult>((resolve) => {
         settle = (result) => {
-          if (flights.get(key) === flight) flights.delete(key);
+          if (flights.get(key)?.flight === flight) flights.delete(key);
           resolve(result);
         };
       });
-      flights.set(key, flight);
+      flights.set(key, { flight, generation: cache.invalidations });
     }
     if (head) {
       // HEAD never fills (it has no body to store); it is answered from a GET entry when there is one.
@@ -253,14 +256,28 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
           cache.releaseUncacheable(redisKey, token);
           return settle({ uncacheable: true });
         }
-        const rec = toRec(entry, redisKey, 0, Date.now());
-        const names = varyOf(entry);
-        cache.learnVary(names);
-        if (l1) l1Put(l1, key, rec, req.headers, generation);
-        settle({ rec, headers: req.headers });
-        const vary =
-          names.length > 0 ? { names, values: names.map((n) => headerValue(req.headers, n)) } : undefined;
-        void cache.store(redisKey, entry, token, vary, since);
+        let rec: Rec;
+        let vary: { names: string[]; values: string[] } | undefined;
+        try {
+          rec = toRec(entry, redisKey, 0, Date.now());
+          const names = varyOf(entry);
+          cache.learnVary(names);
+          vary =
+            names.length > 0 ? { names, values: names.map((n) => headerValue(req.headers, n)) } : undefined;
+        } catch (error) {
+          // Runs from the response's end: a throw would strand the requests coalesced behind this one.
+          logger.warn({ key, error }, 'could not prepare the response for the cache; not cached');
+          cache.releaseFill(redisKey, token);
+          return settle({ retry: true });
+        }
+        // Requests coalesced behind this one get its answer once it is stored: when an invalidation
+        // (from any instance) took the lock while the origin ran, they look up again instead, since
+        // the answer may be older than the write behind it; nor does it go into L1.
+        void cache.store(redisKey, entry, token, vary, since).then((outcome) => {
+          if (outcome === 'dropped') return settle({ retry: true });
+          if (l1) l1Put(l1, key, rec, req.headers, generation);
+          settle({ rec, headers: req.headers });
+        });
       },
     );
     next();

@@ -8,6 +8,8 @@ export const REFRESH = Symbol('express-redis-kit.cache.refresh');
 
 export interface RefreshTicket {
   token: string;
+  /** Redis time the lock was taken at: the refresh's store checks its tags against it. */
+  since: number;
   /** Called once the refresh stored (or gave up on) its response. */
   done: () => void;
 }
@@ -25,7 +27,12 @@ interface AppLike {
  * such a request by `req[REFRESH]` (exported as `CACHE_REFRESH`). Returns false when there is no
  * Express app to replay through.
  */
-export function replay(req: Request, ticket: RefreshTicket, onError: (error: unknown) => void): boolean {
+export function replay(
+  req: Request,
+  ticket: RefreshTicket,
+  deadlineMs: number,
+  onError: (error: unknown) => void,
+): boolean {
   let app = (req as { app?: AppLike }).app;
   if (!app || typeof app.handle !== 'function') return false;
   while (app.parent && typeof app.parent.handle === 'function') app = app.parent;
@@ -52,17 +59,33 @@ export function replay(req: Request, ticket: RefreshTicket, onError: (error: unk
   res.assignSocket(
     new Writable({ highWaterMark: Number.MAX_SAFE_INTEGER, write: (_c, _e, cb) => cb() }) as Socket,
   );
-  try {
-    handle.call(app, fake, res, (error?: unknown) => {
-      // The chain ended without an answer (no route, or an error): nothing to store. 'close' tells
-      // the cache's response tee to let go of the fill lock.
-      if (error) onError(error);
-      res.emit('close');
-      ticket.done();
-    });
-  } catch (error) {
-    onError(error);
+  let over = false;
+  // 'close' tells the cache's response tee that nothing more comes: it lets go of the fill lock.
+  const end = (error?: unknown) => {
+    if (error) onError(error);
+    if (over) return;
+    over = true;
+    clearTimeout(deadline);
+    if (!res.writableFinished) res.emit('close');
     ticket.done();
+  };
+  // Answered: the cache's tee stores it and calls ticket.done() itself.
+  res.once('finish', () => {
+    over = true;
+    clearTimeout(deadline);
+  });
+  // No client ever hangs up on this request: a route that never answers would otherwise hold the
+  // fill lock (kept alive while it runs) for good, and every miss of the key would wait for it.
+  const deadline = setTimeout(
+    () => end(new Error(`the route did not answer the background refresh within ${deadlineMs} ms`)),
+    deadlineMs,
+  );
+  deadline.unref?.();
+  try {
+    // The chain ended without an answer (no route, or an error): nothing to store.
+    handle.call(app, fake, res, (error?: unknown) => end(error));
+  } catch (error) {
+    end(error);
   }
   return true;
 }

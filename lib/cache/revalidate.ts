@@ -25,10 +25,10 @@ export function createRevalidator(cache: Cache, event: (type: string, key: strin
       }
     }
     const token = newToken();
-    const locked = await cache.tryLock(redisKey, token);
-    if (!locked) return done();
+    const since = await cache.tryLock(redisKey, token);
+    if (since === undefined) return done();
     event('refresh', key);
-    const started = replay(req, { token, done }, (error) =>
+    const started = replay(req, { token, since, done }, lockTimeoutMs * 3, (error) =>
       logger.warn({ key, error }, 'background refresh failed; stale entry kept'),
     );
     if (!started) {

@@ -27,6 +27,8 @@ interface ResolvedWrap<T> {
 interface Flight {
   value: unknown;
   rec: Rec | undefined;
+  /** The store was dropped: an invalidation ran while fn did. */
+  dropped?: boolean;
 }
 
 const JSON_SERIALIZER: Serializer<unknown> = {
@@ -36,7 +38,7 @@ const JSON_SERIALIZER: Serializer<unknown> = {
 
 /** A Redis cache with an optional in-process L1, shared by `wrap()` calls and `cacheResponse()` middlewares. */
 export class Cache extends CacheCore {
-  private readonly valueFlights = new Map<string, Promise<Flight>>();
+  private readonly valueFlights = new Map<string, { flight: Promise<Flight>; generation: number }>();
   private readonly refreshing = new Set<string>();
 
   /**
@@ -51,7 +53,15 @@ export class Cache extends CacheCore {
     if (typeof fn !== 'function')
       throw new TypeError('express-redis-kit: cache.wrap needs a function to cache');
     const o = resolveWrap(options);
-    const redisKey = valueKey(this.options.prefix, key);
+    return this.read(valueKey(this.options.prefix, key), fn, o, true);
+  }
+
+  private async read<T>(
+    redisKey: string,
+    fn: () => T | Promise<T>,
+    o: ResolvedWrap<T>,
+    again: boolean,
+  ): Promise<T> {
     const now = Date.now();
     const local = this.l1?.get(redisKey, now);
     if (local && isRec(local)) {
@@ -65,20 +75,26 @@ export class Cache extends CacheCore {
         return this.decode(local, o);
       }
     }
-    let flight = this.valueFlights.get(redisKey);
+    // A fill that started before the latest invalidation this process made or heard may bring back
+    // what it invalidated: a call made after it does not join that fill.
+    const pending = this.valueFlights.get(redisKey);
+    let flight = pending?.generation === this.invalidations ? pending.flight : undefined;
     const leader = !flight;
     if (!flight) {
-      flight = this.fill(redisKey, fn, o, local && isRec(local) ? local : undefined);
-      this.valueFlights.set(redisKey, flight);
-      const created = flight;
+      const created = this.fill(redisKey, fn, o, local && isRec(local) ? local : undefined);
+      flight = created;
+      this.valueFlights.set(redisKey, { flight: created, generation: this.invalidations });
       const forget = () => {
-        if (this.valueFlights.get(redisKey) === created) this.valueFlights.delete(redisKey);
+        if (this.valueFlights.get(redisKey)?.flight === created) this.valueFlights.delete(redisKey);
       };
-      flight.then(forget, forget);
+      created.then(forget, forget);
     }
     const result = await flight;
     // The leader gets fn's own value; coalesced callers get their own copy, so nobody shares mutations.
     if (leader) return result.value as T;
+    // An invalidation (from any instance) took the fill's lock while fn ran: what it read may be
+    // older than the write behind it. Once, rather than for ever under a stream of invalidations.
+    if (result.dropped && again) return this.read(redisKey, fn, o, false);
     if (result.rec) return this.decode(result.rec, o);
     // Nothing was stored (Redis down, or an uncacheable value): copy through the serializer.
     if (result.value === null || result.value === undefined) return result.value as T;
@@ -164,8 +180,8 @@ export class Cache extends CacheCore {
     }
     const stored = await this.store(redisKey, entry, acquired.token, undefined, acquired.since);
     const rec = toRec(entry, redisKey, 0, Date.now());
-    if (stored) this.l1?.set(redisKey, rec, Date.now(), generation);
-    return { value, rec };
+    if (stored === 'stored') this.l1?.set(redisKey, rec, Date.now(), generation);
+    return { value, rec, dropped: stored === 'dropped' };
   }
 
   /** The stale-if-error answer from `fallback`, if it is still within that window. */
@@ -194,7 +210,8 @@ export class Cache extends CacheCore {
     this.refreshing.add(redisKey);
     const token = newToken();
     const run = async () => {
-      if (!(await this.tryLock(redisKey, token))) return;
+      const since = await this.tryLock(redisKey, token);
+      if (since === undefined) return;
       const generation = this.l1?.generation ?? 0;
       const stop = this.holdLock(redisKey, token);
       let value: T;
@@ -216,7 +233,7 @@ export class Cache extends CacheCore {
       }
       if (!entry) return this.releaseFill(redisKey, token);
       this.event('refresh', { key: redisKey });
-      if (await this.store(redisKey, entry, token, undefined)) {
+      if ((await this.store(redisKey, entry, token, undefined, since)) === 'stored') {
         this.l1?.set(redisKey, toRec(entry, redisKey, 0, Date.now()), Date.now(), generation);
       }
     };
