@@ -1,5 +1,7 @@
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import type { RequestHandler } from 'express';
+import express from 'express';
 import { idempotency } from '../../lib/idempotency';
 import { captureEvents } from '../helpers/events';
 import { useUnhandledRejections } from '../helpers/process';
@@ -232,6 +234,47 @@ describe('idempotency when the response never ends properly', () => {
 });
 
 describe('idempotency when the handler ends the response with something Node refuses', () => {
+  it.each(['throws', 'calls next(error)'])(
+    'a handler that answers, then %s while the body still arrives, keeps its answer and the process',
+    async (how) => {
+      const redis = redisServer.client();
+      const app = express();
+      app.post('/up', idempotency({ redis }), (_req, res, next) => {
+        res.status(201).json({ ok: true });
+        const error = new Error('after the answer');
+        if (how === 'throws') throw error;
+        next(error);
+      });
+      const url = new URL(await servers.listen(app));
+      const key = freshKey();
+      // The body comes in two parts: Express's final handler waits for the rest before answering.
+      const head = await new Promise<string>((resolve, reject) => {
+        const socket = connect(Number(url.port), url.hostname);
+        let got = '';
+        socket.on('data', (d) => {
+          got += d.toString('latin1');
+        });
+        socket.on('close', () => resolve(got));
+        socket.on('error', reject);
+        socket.write(
+          `POST /up HTTP/1.1\r\nHost: x\r\nIdempotency-Key: ${key}\r\nContent-Type: application/octet-stream\r\nContent-Length: 10\r\n\r\n12345`,
+        );
+        setTimeout(() => socket.write('67890'), 300);
+        setTimeout(() => socket.end(), 700);
+      });
+      expect(head.split('\r\n')[0]).toBe('HTTP/1.1 201 Created');
+      expect(head).toContain('{"ok":true}');
+      expect(head).not.toContain('after the answer');
+      const retry = await fetch(`${url.origin}/up`, {
+        method: 'POST',
+        headers: { 'Idempotency-Key': key, 'Content-Type': 'application/octet-stream' },
+        body: '1234567890',
+      });
+      expect(retry.status).toBe(201);
+      expect(retry.headers.get('idempotent-replayed')).toBe('true');
+    },
+  );
+
   it('res.end(42) gets the same 500 as without the kit, releases the key and leaves no unhandled rejection', async () => {
     const events = captureEvents('idempotency');
     const name = uniqueName();

@@ -187,6 +187,12 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
     res.write = lateWrite;
     res.end = lateEnd;
     res.writeHead = lateWriteHead;
+    // A late answer saw `headersSent === false` while the store was pending, so it goes on as if it
+    // could still answer: Express's final handler, after `res.json(); throw`, waits for the request
+    // body and then sets headers. Once the real answer is out, Node would throw there, from an event
+    // callback, and take the process down; without the kit that handler would have seen the answer
+    // sent and left it alone. So header changes after it are dropped too, like the late writes.
+    quietAfterSend(res);
     const finish = () => {
       res.write = originalWrite;
       res.end = originalEnd;
@@ -194,15 +200,19 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
       // Ended by a path around res.end (a bug, but not ours to turn into an 'error' event).
       if (res.writableEnded) {
         dropLate(args);
-        return;
+      } else {
+        try {
+          if (wire && !res.headersSent) restoreWire(res, wire);
+          (originalEnd as (...a: EndArgs) => Response).apply(res, args);
+        } catch (error) {
+          // Thrown inside a promise callback it would be an unhandled rejection and a request never answered.
+          res.destroy(error as Error);
+        }
       }
-      try {
-        if (wire && !res.headersSent) restoreWire(res, wire);
-        (originalEnd as (...a: EndArgs) => Response).apply(res, args);
-      } catch (error) {
-        // Thrown inside a promise callback it would be an unhandled rejection and a request never answered.
-        res.destroy(error as Error);
-      }
+      // The answer is out: whatever comes later is dropped, as while the store was pending.
+      res.write = lateWrite;
+      res.end = lateEnd;
+      res.writeHead = lateWriteHead;
     };
     hooks.beforeEnd(captured).then(finish, finish);
     return this;
@@ -214,6 +224,17 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
   res.once('close', () => {
     if (!ended && res.headersSent) hooks.aborted();
   });
+}
+
+/** Makes `setHeader`/`removeHeader` do nothing, instead of throwing, once the headers are sent. */
+function quietAfterSend(res: Response): void {
+  const { setHeader, removeHeader } = res;
+  res.setHeader = function (this: Response, ...args: Parameters<Response['setHeader']>) {
+    return this.headersSent ? this : setHeader.apply(this, args);
+  } as Response['setHeader'];
+  res.removeHeader = function (this: Response, name: string) {
+    if (!this.headersSent) removeHeader.call(this, name);
+  };
 }
 
 /**
