@@ -1,0 +1,126 @@
+import { canonicalJson, idempotency } from '../../lib/idempotency';
+import { useRedisServer } from '../helpers/redis';
+import { freshKey, orderApp, send, useServers } from './http';
+
+/** The serializer canonicalJson replaced: its output is what stored records were fingerprinted with. */
+function recursiveCanonicalJson(value: unknown): string {
+  return (
+    JSON.stringify(value, (_key, v: unknown) => {
+      if (v === null || typeof v !== 'object' || Array.isArray(v)) return v;
+      const proto = Object.getPrototypeOf(v);
+      if (proto !== Object.prototype && proto !== null) return v;
+      const record = v as Record<string, unknown>;
+      return Object.fromEntries(
+        Object.keys(record)
+          .sort()
+          .map((k) => [k, record[k]]),
+      );
+    }) ?? 'undefined'
+  );
+}
+
+/** Seeded PRNG (mulberry32): a failure reproduces with the same seed. */
+function prng(seed: number) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+class Point {
+  constructor(
+    public z = 1,
+    public a = { y: 2, b: undefined as unknown },
+  ) {}
+}
+
+/** Random values of every shape a body (or a custom fingerprint input) may hold. */
+function randomValue(random: () => number, depth = 0): unknown {
+  const r = random();
+  const pick = <T>(list: readonly T[]) => list[Math.floor(random() * list.length)]!;
+  if (depth > 4 || r < 0.3) {
+    return pick([
+      0,
+      -0,
+      1.5,
+      1e21,
+      Number.NaN,
+      Number.POSITIVE_INFINITY,
+      'x"\u2028é',
+      true,
+      null,
+      undefined,
+      () => 1,
+    ]);
+  }
+  if (r < 0.45) {
+    const list = Array.from({ length: Math.floor(random() * 4) }, () => randomValue(random, depth + 1));
+    if (random() < 0.1) list.length += 2; // holes
+    return list;
+  }
+  if (r < 0.5) return new Date(1_700_000_000_000 + Math.floor(random() * 1e9));
+  if (r < 0.55) return new Point();
+  if (r < 0.58) return { toJSON: (key: string) => ({ key }) };
+  if (r < 0.6) return { toJSON: () => undefined };
+  if (r < 0.63) return new Number(3);
+  if (r < 0.66) return new Map([[1, 2]]);
+  const record: Record<string, unknown> = random() < 0.2 ? Object.create(null) : {};
+  for (let i = Math.floor(random() * 5); i > 0; i--) {
+    record[pick(['b', 'a', 'é', '10', '2', 'Z', '_'])] = randomValue(random, depth + 1);
+  }
+  return record;
+}
+
+describe('idempotency default fingerprint', () => {
+  it('canonicalJson writes exactly what the recursive version wrote (records stored before still match)', () => {
+    const random = prng(42);
+    const differ: string[] = [];
+    for (let i = 0; i < 5000; i++) {
+      const value = randomValue(random);
+      const expected = recursiveCanonicalJson(value);
+      if (canonicalJson(value) !== expected) differ.push(expected);
+    }
+    expect(differ.slice(0, 3)).toEqual([]);
+    // JSON.parse makes "__proto__" an own property, like any other key.
+    const parsed = JSON.parse('{"b":2,"__proto__":{"z":1,"a":[3]},"10":0}');
+    expect(canonicalJson(parsed)).toBe(recursiveCanonicalJson(parsed));
+  });
+
+  it('canonicalJson refuses cycles and BigInts as JSON.stringify does', () => {
+    const cyclic: Record<string, unknown> = { a: 1 };
+    cyclic.self = cyclic;
+    expect(() => canonicalJson(cyclic)).toThrow(TypeError);
+    expect(() => canonicalJson({ a: 1n })).toThrow(TypeError);
+    const shared = { x: 1 };
+    expect(canonicalJson({ b: shared, a: shared })).toBe('{"a":{"x":1},"b":{"x":1}}');
+  });
+
+  describe('over HTTP', () => {
+    const redis = useRedisServer();
+    const servers = useServers();
+
+    it('a small, valid, deeply nested JSON body is fingerprinted (no RangeError) and replayed', async () => {
+      let runs = 0;
+      const app = orderApp(idempotency({ redis: redis.client() }), (_req, res) => {
+        runs += 1;
+        res.status(201).json({ runs });
+      });
+      const url = `${await servers.listen(app)}/orders`;
+      const depth = 12_000;
+      const body = '['.repeat(depth) + ']'.repeat(depth);
+      const key = freshKey();
+      const first = await send(url, { key, body });
+      expect(first.status).toBe(201);
+      const again = await send(url, { key, body });
+      expect(again.status).toBe(201);
+      expect(again.headers.get('idempotent-replayed')).toBe('true');
+      const other = `[${'['.repeat(depth - 1)}1${']'.repeat(depth)}`;
+      expect((await send(url, { key, body: other })).status).toBe(422);
+      expect(runs).toBe(1);
+    });
+  });
+});
