@@ -38,3 +38,18 @@ export function checkPrefix(prefix: unknown, option = 'prefix'): string {
   }
   return prefix;
 }
+
+/**
+ * What a `scope` callback answered, as a key part: undefined when it is empty (`undefined`, `null`,
+ * `''`), the text of a string or a finite number, and a TypeError naming the option otherwise. An
+ * object (`req => req.user`) would otherwise become "[object Object]" for every user, who would then
+ * share one key space.
+ */
+export function scopePart(value: unknown, component: string): string | undefined {
+  if (value === undefined || value === null || value === '') return undefined;
+  if (typeof value === 'string' || typeof value === 'bigint') return String(value);
+  if (typeof value === 'number' && Number.isFinite(value)) return String(value);
+  throw new TypeError(
+    `express-redis-kit ${component}: option "scope" must return a string or a number (e.g. req => req.user?.id), or undefined for none; got ${shown(value)}.`,
+  );
+}

@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { optionError } from '../errors';
+import { scopePart } from '../keys';
 import { type Captured, captureResponse, type Originals } from './capture';
 import type { Entry } from './entry';
 import { storedHeaders } from './http';
@@ -75,8 +76,8 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     if (typeof key !== 'string' || key === '') return undefined;
     if (o.vary.length > 0) key = withVary(key, req.headers, o.vary);
     if (o.scope) {
-      const scope = o.scope(req);
-      if (scope === undefined || scope === null || scope === '') return undefined;
+      const scope = scopePart(o.scope(req), 'cacheResponse');
+      if (scope === undefined) return undefined;
       key += `\nscope: ${scope}`;
     }
     return key;

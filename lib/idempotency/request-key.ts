@@ -1,5 +1,5 @@
 import type { Request } from 'express';
-import { hashPart, taggedKey } from '../keys';
+import { hashPart, scopePart, taggedKey } from '../keys';
 import type { ScopeValue } from './options';
 
 // 1–255 visible ASCII characters (0x21–0x7E): no spaces, no control characters, no commas that
@@ -29,8 +29,8 @@ export async function resolveScope(
   scope: ((req: Request) => ScopeValue | Promise<ScopeValue>) | undefined,
 ): Promise<string> {
   if (scope) {
-    const value = await scope(req);
-    if (value !== undefined && value !== null && value !== '') return `s:${value}`;
+    const value = scopePart(await scope(req), 'idempotency');
+    if (value !== undefined) return `s:${value}`;
   }
   return `ip:${req.ip ?? req.socket?.remoteAddress ?? ''}`;
 }

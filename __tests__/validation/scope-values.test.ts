@@ -1,0 +1,83 @@
+import express from 'express';
+import { cacheResponse, idempotency } from '../../lib';
+import { useRedisServer } from '../helpers/redis';
+import { freshKey, send, useServers } from '../idempotency/http';
+
+// `scope` keys data per user. A callback that returns the user object instead of its id
+// (`req => req.user`) would turn every user into "[object Object]", one key space shared by all:
+// the kit refuses such an answer at the first request instead.
+
+const redis = useRedisServer();
+const servers = useServers();
+
+/** An app whose `user` header names the caller, with the kit's middleware keyed by `scope`. */
+function appWith(middleware: (scope: (req: express.Request) => unknown) => express.RequestHandler) {
+  const errors: string[] = [];
+  let runs = 0;
+  const app = express();
+  app.use(express.json());
+  app.use((req, _res, next) => {
+    (req as { user?: unknown }).user = { name: req.get('user') };
+    next();
+  });
+  const mw = middleware((req) => (req as { user?: unknown }).user);
+  app.all('/data', mw, (req, res) => {
+    runs += 1;
+    res.status(201).json({ secretOf: req.get('user') });
+  });
+  app.use(((error, _req, res, _next) => {
+    errors.push((error as Error).message);
+    res.status(500).json({ error: 'internal' });
+  }) as express.ErrorRequestHandler);
+  return { app, errors, runs: () => runs };
+}
+
+describe('a scope callback that returns an object', () => {
+  it('idempotency: is refused with a TypeError naming "scope", and one user never gets another’s answer', async () => {
+    const { app, errors, runs } = appWith((scope) =>
+      idempotency({ redis: redis.client(), scope: scope as never }),
+    );
+    const url = `${await servers.listen(app)}/data`;
+    const key = freshKey();
+    const alice = await send(url, { key, headers: { user: 'alice' } });
+    const bob = await send(url, { key, headers: { user: 'bob' } });
+    expect([alice.status, bob.status]).toEqual([500, 500]);
+    expect(bob.body.toString()).not.toContain('alice');
+    expect(runs()).toBe(0);
+    expect(errors[0]).toMatch(/idempotency: option "scope" must return a string or a number/);
+  });
+
+  it('cacheResponse: is refused with a TypeError naming "scope", and one user never gets another’s page', async () => {
+    const { app, errors } = appWith((scope) =>
+      cacheResponse({ redis: redis.client(), ttl: '1m', scope: scope as never, statuses: [201] }),
+    );
+    const url = `${await servers.listen(app)}/data`;
+    const get = (user: string) =>
+      fetch(url, { headers: { user, authorization: `Bearer ${user}` } }).then(async (r) => ({
+        status: r.status,
+        body: await r.text(),
+      }));
+    expect((await get('alice')).status).toBe(500);
+    const bob = await get('bob');
+    expect(bob.status).toBe(500);
+    expect(bob.body).not.toContain('alice');
+    expect(errors[0]).toMatch(/cacheResponse: option "scope" must return a string or a number/);
+  });
+
+  it('numbers and strings still key as before', async () => {
+    const { app } = appWith(() =>
+      idempotency({
+        redis: redis.client(),
+        scope: (req) => (req.get('user') === 'n' ? 42 : req.get('user')),
+      }),
+    );
+    const url = `${await servers.listen(app)}/data`;
+    const key = freshKey();
+    expect((await send(url, { key, headers: { user: 'n' } })).status).toBe(201);
+    const replay = await send(url, { key, headers: { user: 'n' } });
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(
+      (await send(url, { key, headers: { user: 'alice' } })).headers.get('idempotent-replayed'),
+    ).toBeNull();
+  });
+});
