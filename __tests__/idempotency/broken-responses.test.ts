@@ -275,6 +275,43 @@ describe('idempotency when the handler ends the response with something Node ref
     },
   );
 
+  it('does not store the answer to an upload the client broke off, so its retry runs the handler', async () => {
+    const events = captureEvents('idempotency');
+    let runs = 0;
+    const app = express();
+    // The body is read after the middleware, as with a streaming upload handler.
+    app.post('/orders', idempotency({ redis: redisServer.client() }), express.json(), (req, res) => {
+      runs += 1;
+      res.status(201).json({ created: req.body });
+    });
+    const url = new URL(await servers.listen(app));
+    const key = freshKey();
+    const body = JSON.stringify({ amount: 10 });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const socket = connect(Number(url.port), url.hostname, () => {
+          socket.write(
+            `POST /orders HTTP/1.1\r\nHost: x\r\nIdempotency-Key: ${key}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body.slice(0, 5)}`,
+          );
+          setTimeout(() => {
+            socket.destroy(); // the network drops mid-upload
+            resolve();
+          }, 200);
+        });
+        socket.on('error', reject);
+      });
+      await events.waitFor('released', 1);
+      expect(events.events.find((e) => e.type === 'released')).toMatchObject({ reason: 'request-aborted' });
+      const retry = await send(`${url.origin}/orders`, { key, body });
+      expect(retry.status).toBe(201);
+      expect(retry.headers.get('idempotent-replayed')).toBeNull();
+      expect(JSON.parse(retry.body.toString())).toEqual({ created: { amount: 10 } });
+      expect(runs).toBe(1);
+    } finally {
+      events.stop();
+    }
+  });
+
   it('res.end(42) gets the same 500 as without the kit, releases the key and leaves no unhandled rejection', async () => {
     const events = captureEvents('idempotency');
     const name = uniqueName();

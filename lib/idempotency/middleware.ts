@@ -102,7 +102,7 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
     switch (found.state) {
       case 'reserved':
         emit('first');
-        protect(res, key, owner);
+        protect(req, res, key, owner);
         return next();
       case 'done':
         emit('replay', { status: found.response.status });
@@ -156,7 +156,7 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
   }
 
   /** Keeps the lease alive while the handler runs, then stores or releases the outcome. */
-  function protect(res: Response, key: string, owner: string): void {
+  function protect(req: Request, res: Response, key: string, owner: string): void {
     const started = Date.now();
     let beating = false;
     let stopped = false;
@@ -220,6 +220,11 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
         const { status, body } = captured;
         if (body === undefined || !o.shouldStore(status)) {
           return release(status, body === undefined ? (captured.unstorable ?? 'too-large') : 'status');
+        }
+        // The client broke off its upload: whatever answers now (a body parser's 400 "request
+        // aborted", a partial upload refused) follows from that, and its retry must run afresh.
+        if (!req.complete && (req.destroyed || (req as { aborted?: boolean }).aborted)) {
+          return release(status, 'request-aborted');
         }
         try {
           const stored = await guarded(
