@@ -5,8 +5,8 @@ import compression from 'compression';
 import express from 'express';
 import { defaultStoreStatus } from '../../lib';
 import { idempotency } from '../../lib/idempotency';
-import { useRedisServer } from '../helpers/redis';
-import { freshKey, orderApp, send, useEvents, useServers } from './http';
+import { eventually, useRedisServer } from '../helpers/redis';
+import { freshKey, orderApp, send, sleep, useEvents, useServers } from './http';
 
 const redisServer = useRedisServer();
 const servers = useServers();
@@ -502,6 +502,53 @@ describe('idempotency lifecycle', () => {
     const again = await send(url, { key, headers: { 'x-user': 'carol' } });
     expect(again.headers.get('idempotent-replayed')).toBeNull();
     expect(runs).toBe(2);
+  });
+
+  it('forget() of a request in flight frees the key at once, and the old handler’s answer is not stored over the new one', async () => {
+    const redis = redisServer.client();
+    const middleware = idempotency({ redis, lockTtl: 300 });
+    let runs = 0;
+    const app = orderApp(middleware, async (_req, res) => {
+      runs += 1;
+      const run = runs;
+      if (run === 1) await sleep(600);
+      res.status(201).json({ run });
+    });
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey();
+    const first = send(url, { key });
+    await eventually(() => runs === 1, 'the first run');
+    expect(await middleware.forget({ key, route: '/orders', ip: '127.0.0.1' })).toBe(true);
+    await sleep(250); // the first handler's lease renewals (every 100 ms) go on meanwhile
+    const second = await send(url, { key });
+    expect(JSON.parse(second.body.toString())).toEqual({ run: 2 });
+    expect(JSON.parse((await first).body.toString())).toEqual({ run: 1 });
+    const replay = await send(url, { key });
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(JSON.parse(replay.body.toString())).toEqual({ run: 2 });
+    expect(events.types()).toContain('lease-lost');
+  });
+
+  it('a handler whose record vanished mid-request (Redis restarted empty) takes it back, so the retry replays', async () => {
+    const redis = redisServer.client();
+    const middleware = idempotency({ redis, lockTtl: 300 });
+    let runs = 0;
+    const app = orderApp(middleware, async (_req, res) => {
+      runs += 1;
+      await sleep(500);
+      res.status(201).json({ order: runs });
+    });
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey();
+    const first = send(url, { key });
+    await eventually(() => runs === 1, 'the first run');
+    await redisServer.plain().flushall(); // what a restart without persistence leaves
+    expect((await first).status).toBe(201);
+    const retry = await send(url, { key });
+    expect(retry.headers.get('idempotent-replayed')).toBe('true');
+    expect(JSON.parse(retry.body.toString())).toEqual({ order: 1 });
+    expect(runs).toBe(1);
+    expect(events.types()).toContain('lease-restored');
   });
 
   it('forget({ ip }) finds a record whether the IPv4 client was seen plain or IPv4-mapped (dual-stack)', async () => {

@@ -102,7 +102,7 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
     switch (found.state) {
       case 'reserved':
         emit('first');
-        protect(req, res, key, owner);
+        protect(req, res, key, owner, fingerprint);
         return next();
       case 'done':
         emit('replay', { status: found.response.status });
@@ -156,7 +156,7 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
   }
 
   /** Keeps the lease alive while the handler runs, then stores or releases the outcome. */
-  function protect(req: Request, res: Response, key: string, owner: string): void {
+  function protect(req: Request, res: Response, key: string, owner: string, fingerprint: string): void {
     const started = Date.now();
     let beating = false;
     let stopped = false;
@@ -164,15 +164,22 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
     // presumed alive (one that threw after writing never will).
     let brokenOff = false;
     let lastWrite = started;
+    // Another request (or forget()) took the key: this one's answer must not be stored over it.
+    let lost = false;
     const timer = setInterval(() => {
       // Cap: a handler that never ends its response must not hold the key forever.
       if (Date.now() - started > o.ttlMs) return stop();
       if (brokenOff && Date.now() - lastWrite > o.lockTtlMs) return stop();
       if (beating) return;
       beating = true;
-      guarded(o.redis, () => record.heartbeat(o.redis, key, owner, o.lockTtlMs), { ...guard, key })
-        .then((held) => {
-          if (!held && !stopped) {
+      guarded(o.redis, () => record.heartbeat(o.redis, key, owner, fingerprint, o.lockTtlMs), {
+        ...guard,
+        key,
+      })
+        .then((lease) => {
+          if (lease === 'taken-back') emit('lease-restored');
+          if (lease === 'lost' && !stopped) {
+            lost = true;
             emit('lease-lost');
             stop();
           }
@@ -226,20 +233,23 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
         if (!req.complete && (req.destroyed || (req as { aborted?: boolean }).aborted)) {
           return release(status, 'request-aborted');
         }
+        if (lost) return emit('lease-lost', { status });
         try {
-          const stored = await guarded(
+          const lease = await guarded(
             o.redis,
             () =>
               record.complete(
                 o.redis,
                 key,
                 owner,
+                fingerprint,
                 { status, message: captured.message, headers: captured.headers, body },
                 o.ttlMs,
               ),
             { ...guard, key },
           );
-          emit(stored ? 'stored' : 'lease-lost', { status });
+          if (lease === 'taken-back') emit('lease-restored', { status });
+          emit(lease === 'lost' ? 'lease-lost' : 'stored', { status });
         } catch (error) {
           emit('store-failed', { status, error });
         }
@@ -261,10 +271,10 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
     const deleted = await Promise.all(
       scopes.map((scope) => {
         const key = recordKey(o.prefix, scope, id.method ?? 'POST', id.route, id.key);
-        return guarded(o.redis, () => o.redis.del(key), { ...guard, key });
+        return guarded(o.redis, () => record.forget(o.redis, key), { ...guard, key });
       }),
     );
-    return deleted.some((n) => n === 1);
+    return deleted.some(Boolean);
   };
   return middleware;
 }

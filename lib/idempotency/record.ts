@@ -9,7 +9,13 @@ import { defineScript, LUA_NOW_MS, runScript, runScriptBuffer } from '../scripts
  *   lease    lease expiry, Redis server ms (in flight only; informational, PEXPIRE enforces it)
  *   status, message (reason phrase, '' = standard), headers (JSON), body (raw bytes)   (done only)
  * In flight the key's TTL is the lease, so a crashed worker's reservation disappears on its own;
- * once done, the TTL is the replay window.
+ * once done, the TTL is the replay window. `forget()` of a record in flight leaves `state` =
+ * 'forgotten' (nothing else) for the rest of its lease: new requests treat it as absent, while its
+ * holder's next heartbeat sees that the lease was taken away.
+ *
+ * A holder whose record vanished (a Redis restart or failover without it, or a lease that lapsed while
+ * nobody else came) takes it back on its next heartbeat, or stores its answer at the end: an absent
+ * key means nobody else holds it and no answer is stored, so this can never run the handler twice.
  */
 
 const RESERVE = defineScript(
@@ -19,7 +25,7 @@ const RESERVE = defineScript(
 local key = KEYS[1]
 local lock_ms = tonumber(ARGV[3])
 local head = redis.call('HMGET', key, 'state', 'fp')
-if not head[1] then
+if not head[1] or head[1] == 'forgotten' then
   redis.call('HSET', key, 'state', 'inflight', 'fp', ARGV[1], 'owner', ARGV[2], 'lease', now_ms + lock_ms)
   redis.call('PEXPIRE', key, lock_ms)
   return {'reserved'}
@@ -32,15 +38,22 @@ return {'done', done[1], done[2], done[3], done[4]}
 );
 
 const COMPLETE = defineScript(
-  'idempotency_complete',
+  'idempotency_complete_v2',
   1,
   `${LUA_NOW_MS}
 local key = KEYS[1]
-if redis.call('HGET', key, 'owner') ~= ARGV[1] then return 0 end
+local head = redis.call('HMGET', key, 'state', 'owner')
+local took_back = 0
+if not head[1] then
+  took_back = 1
+  redis.call('HSET', key, 'fp', ARGV[7])
+elseif head[2] ~= ARGV[1] then
+  return 0
+end
 redis.call('HSET', key, 'state', 'done', 'status', ARGV[2], 'headers', ARGV[3], 'body', ARGV[4], 'message', ARGV[6], 'done_at', now_ms)
 redis.call('HDEL', key, 'owner', 'lease')
 redis.call('PEXPIRE', key, tonumber(ARGV[5]))
-return 1
+return 1 + took_back
 `,
 );
 
@@ -54,14 +67,37 @@ return 1
 );
 
 const HEARTBEAT = defineScript(
-  'idempotency_heartbeat',
+  'idempotency_heartbeat_v2',
   1,
   `${LUA_NOW_MS}
 local key = KEYS[1]
-if redis.call('HGET', key, 'owner') ~= ARGV[1] then return 0 end
 local lock_ms = tonumber(ARGV[2])
+local head = redis.call('HMGET', key, 'state', 'owner')
+if not head[1] then
+  redis.call('HSET', key, 'state', 'inflight', 'fp', ARGV[3], 'owner', ARGV[1], 'lease', now_ms + lock_ms)
+  redis.call('PEXPIRE', key, lock_ms)
+  return 2
+end
+if head[2] ~= ARGV[1] then return 0 end
 redis.call('HSET', key, 'lease', now_ms + lock_ms)
 redis.call('PEXPIRE', key, lock_ms)
+return 1
+`,
+);
+
+const FORGET = defineScript(
+  'idempotency_forget',
+  1,
+  `local state = redis.call('HGET', KEYS[1], 'state')
+if not state or state == 'forgotten' then return 0 end
+if state == 'inflight' then
+  local left = redis.call('PTTL', KEYS[1])
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'state', 'forgotten')
+  redis.call('PEXPIRE', KEYS[1], math.max(left, 1))
+  return 1
+end
+redis.call('DEL', KEYS[1])
 return 1
 `,
 );
@@ -114,14 +150,21 @@ export async function reserve(
   throw new Error(`express-redis-kit: unexpected idempotency reserve reply ${JSON.stringify(state)}`);
 }
 
-/** Stores the response if `owner` still holds the lease. False when the lease was lost. */
+/** What a heartbeat or the final store found: the lease held, taken back (the record had vanished), or lost to another. */
+export type LeaseResult = 'held' | 'taken-back' | 'lost';
+
+const leaseResult = (reply: unknown): LeaseResult =>
+  Number(reply) === 1 ? 'held' : Number(reply) === 2 ? 'taken-back' : 'lost';
+
+/** Stores the response if `owner` still holds the lease, or if the record vanished (see above). */
 export async function complete(
   redis: RedisClient,
   key: string,
   owner: string,
+  fingerprint: string,
   response: StoredResponse,
   ttlMs: number,
-): Promise<boolean> {
+): Promise<LeaseResult> {
   const stored = await runScript<number>(
     redis,
     COMPLETE,
@@ -133,9 +176,10 @@ export async function complete(
       response.body,
       ttlMs,
       response.message ?? '',
+      fingerprint,
     ],
   );
-  return Number(stored) === 1;
+  return leaseResult(stored);
 }
 
 /** Deletes the reservation if `owner` still holds it, so the client may retry at once. */
@@ -143,12 +187,18 @@ export async function release(redis: RedisClient, key: string, owner: string): P
   return Number(await runScript<number>(redis, RELEASE, [key], [owner])) === 1;
 }
 
-/** Renews `owner`'s lease for another `lockTtlMs`. False when the lease was lost. */
+/** Renews `owner`'s lease for another `lockTtlMs`, taking it back if the record vanished. */
 export async function heartbeat(
   redis: RedisClient,
   key: string,
   owner: string,
+  fingerprint: string,
   lockTtlMs: number,
-): Promise<boolean> {
-  return Number(await runScript<number>(redis, HEARTBEAT, [key], [owner, lockTtlMs])) === 1;
+): Promise<LeaseResult> {
+  return leaseResult(await runScript<number>(redis, HEARTBEAT, [key], [owner, lockTtlMs, fingerprint]));
+}
+
+/** Deletes a record; one in flight leaves a tombstone for the rest of its lease (see above). */
+export async function forget(redis: RedisClient, key: string): Promise<boolean> {
+  return Number(await runScript<number>(redis, FORGET, [key], [])) === 1;
 }
