@@ -551,6 +551,29 @@ describe('idempotency lifecycle', () => {
     expect(events.types()).toContain('lease-restored');
   });
 
+  it('forget() finds a record of a middleware mounted with use() by the path as requested, and one on a route by its pattern', async () => {
+    const redis = redisServer.client();
+    const onUse = idempotency({ redis, prefix: 'use:' });
+    const onRoute = idempotency({ redis, prefix: 'route:' });
+    const app = express();
+    const router = express.Router();
+    router.use(onUse);
+    router.post('/Items/', (_req, res) => {
+      res.status(201).json({ ok: true });
+    });
+    app.use('/V1', router);
+    app.post('/api/Orders/:id', onRoute, (_req, res) => {
+      res.status(201).json({ ok: true });
+    });
+    const url = await servers.listen(app);
+    const key = freshKey();
+    await send(`${url}/V1/Items/`, { key });
+    await send(`${url}/api/Orders/5`, { key });
+    expect(await onUse.forget({ key, route: '/V1/Items/', ip: '127.0.0.1' })).toBe(true);
+    expect(await onRoute.forget({ key, route: '/api/Orders/:id', ip: '127.0.0.1' })).toBe(true);
+    expect(await onRoute.forget({ key, route: '/api/Orders/:id', ip: '127.0.0.1' })).toBe(false);
+  });
+
   it('forget({ ip }) finds a record whether the IPv4 client was seen plain or IPv4-mapped (dual-stack)', async () => {
     const middleware = idempotency({ redis: redisServer.client() });
     let runs = 0;

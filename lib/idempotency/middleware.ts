@@ -267,12 +267,19 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
       id.scope !== undefined && id.scope !== ''
         ? [`s:${id.scope}`]
         : sameAddress(id.ip ?? '').map((ip) => `ip:${ip}`);
-    // One DEL per form: the scope is part of the hash tag, so the two keys may live on two nodes.
+    // Mounted with app.use, the namespace is the path as the router matches it (lower case, no
+    // trailing slash, unless the app turned those settings on); on a route, the pattern as written.
+    // forget() cannot tell which, so it tries the route as given and in the router's form.
+    const loose = id.route.length > 1 ? id.route.toLowerCase().replace(/\/$/, '') : id.route;
+    const routes = [...new Set([id.route, loose])];
+    // One call per form: the scope is part of the hash tag, so the keys may live on several nodes.
     const deleted = await Promise.all(
-      scopes.map((scope) => {
-        const key = recordKey(o.prefix, scope, id.method ?? 'POST', id.route, id.key);
-        return guarded(o.redis, () => record.forget(o.redis, key), { ...guard, key });
-      }),
+      scopes.flatMap((scope) =>
+        routes.map((route) => {
+          const key = recordKey(o.prefix, scope, id.method ?? 'POST', route, id.key);
+          return guarded(o.redis, () => record.forget(o.redis, key), { ...guard, key });
+        }),
+      ),
     );
     return deleted.some(Boolean);
   };
