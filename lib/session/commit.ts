@@ -11,6 +11,9 @@ interface Snapshot extends Shape {
 
 const snapshots = new WeakMap<Request, Snapshot>();
 
+/** A request this long checks its session is still there before its cookie is re-sent. */
+const SLOW_REQUEST_MS = 200;
+
 const ENTITY_HEADERS = [
   'content-length',
   'content-encoding',
@@ -95,7 +98,16 @@ function persist(
   session: Session & Partial<SessionData>,
   store: KitSessionStore,
 ): Promise<void> | undefined {
-  if (store.isPersisted(session)) return undefined;
+  if (store.isPersisted(session)) {
+    // Touched on load, so nothing to write, but express-session re-sends a rolling cookie. A slow
+    // request may have outlived a login or logout in another tab of the same browser, which ended
+    // this session: re-sending its cookie would put the dead session back over the new one. One
+    // TOUCH tells (a vanished session is dropped from the request, so no cookie goes out).
+    if (store.rolling && store.loadedAs(req, req.sessionID) && store.loadedBefore(req, SLOW_REQUEST_MS)) {
+      return store.refresh(req.sessionID, session);
+    }
+    return undefined;
+  }
   const snapshot = snapshots.get(req);
   const modified = snapshot?.id !== req.sessionID || snapshot.body !== bodyOf(session);
   if (!modified) {

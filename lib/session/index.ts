@@ -176,7 +176,8 @@ export function redisSession(options: RedisSessionOptions): RedisSessionMiddlewa
     return ended;
   };
 
-  middleware.list = (userId) => listUserSessions(indexSettings, checkUserId(userId));
+  // async, so a bad userId rejects like the other admin calls instead of throwing synchronously.
+  middleware.list = async (userId) => listUserSessions(indexSettings, checkUserId(userId));
 
   middleware.revoke = async (userId, id) => {
     if (typeof id !== 'string' || id === '') return false;
@@ -204,9 +205,18 @@ function isSecureRequest(req: Request, proxy: boolean | undefined): boolean {
   return proto.split(',')[0]!.trim().toLowerCase() === 'https';
 }
 
+// A lone UTF-16 surrogate: Redis stores text as UTF-8, where it becomes U+FFFD, so 'bob\uDFFF' and
+// 'bob\uFFFD' would share one index, and neither would match what list() reads back.
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
 function checkUserId(userId: unknown): string {
-  if ((typeof userId !== 'string' || userId === '') && typeof userId !== 'number') {
-    throw new TypeError(`express-redis-kit: userId must be a non-empty string; got ${shown(userId)}.`);
+  const ok =
+    (typeof userId === 'string' && userId !== '' && !LONE_SURROGATE.test(userId)) ||
+    (typeof userId === 'number' && Number.isFinite(userId));
+  if (!ok) {
+    throw new TypeError(
+      `express-redis-kit: userId must be a non-empty string of well-formed text, or a finite number; got ${shown(userId)}.`,
+    );
   }
   return String(userId);
 }

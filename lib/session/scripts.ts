@@ -112,6 +112,8 @@ export const LOAD = defineScript(
   local ttl = tonumber(cur[4]) or tonumber(ARGV[1])
   local uid = cur[2] or ''
   local cur_u, cur_ix = cur[2], cur[5]
+  -- Last seen (for list()), without touching the expiry.
+  redis.call('HSET', KEYS[1], 's', now_ms)
   ${indexCheck("redis.call('PTTL', KEYS[1])")}
   return {refresh, uid, cur[3], ttl}
 end
@@ -122,13 +124,21 @@ return {refresh, uid, cur[4], ttl}`,
 /**
  * KEYS: session. ARGV: tombstone ms, required user id or ''. Replaces the session with a short-lived
  * tombstone so a request still in flight cannot write it back. → user id it belonged to, or false
- * when (with a required user) it belonged to someone else or was already gone.
+ * when (with a required user) it belonged to someone else or was already gone. With a required user
+ * and no key at all, it may be a login still being saved (a login lists its session before writing
+ * it): the tombstone is left all the same, so that write fails instead of a session nobody lists.
  */
 export const DESTROY = defineScript(
   'session_destroy',
   1,
-  `local cur = redis.call('HMGET', KEYS[1], 'u', 'x')
-if ARGV[2] ~= '' and (cur[1] ~= ARGV[2] or cur[2]) then return false end
+  `local cur = redis.call('HMGET', KEYS[1], 'u', 'x', 'd')
+if ARGV[2] ~= '' and (cur[1] ~= ARGV[2] or cur[2]) then
+  if not cur[1] and not cur[2] and not cur[3] then
+    redis.call('HSET', KEYS[1], 'x', '1')
+    redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))
+  end
+  return false
+end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'x', '1')
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))

@@ -49,6 +49,8 @@ export class KitSessionStore extends Store {
   private readonly loaded = new WeakMap<object, string>();
   /** Session data whose expiry `readAndSlide()` already slid (or, without rolling, must not slide). */
   private readonly touchedOnLoad = new WeakSet<object>();
+  /** When each request read its session. */
+  private readonly loadedAt = new WeakMap<object, number>();
 
   constructor(private readonly settings: StoreSettings) {
     super();
@@ -75,9 +77,18 @@ export class KitSessionStore extends Store {
   private async readAndSlide(sid: string): Promise<SessionData | null> {
     const { redis, prefix, ttlMs, rolling } = this.settings;
     const key = sessionKey(prefix, sid);
-    const [refresh, userId, data, ttl = ttlMs] = await this.claiming(key, () =>
-      runScript<[number, string?, string?, number?]>(redis, LOAD, [key], [ttlMs, rolling ? '1' : '']),
-    );
+    let reply: [number, string?, string?, number?];
+    try {
+      reply = await this.claiming(key, () =>
+        runScript<[number, string?, string?, number?]>(redis, LOAD, [key], [ttlMs, rolling ? '1' : '']),
+      );
+    } catch (error) {
+      // The key holds another Redis type (something else wrote it): as unreadable as a bad value.
+      if (!isWrongType(error)) throw error;
+      emitKitEvent({ component: 'session', type: 'corrupt', key });
+      return null;
+    }
+    const [refresh, userId, data, ttl = ttlMs] = reply;
     if (refresh === -1 || !data) return null;
     const parsed = parseSession(data);
     if (!parsed) {
@@ -166,6 +177,7 @@ export class KitSessionStore extends Store {
 
   override createSession(req: Request, data: SessionData) {
     this.loaded.set(req, req.sessionID);
+    this.loadedAt.set(req, Date.now());
     const touched = this.touchedOnLoad.has(data);
     const session = super.createSession(req, data);
     if (touched) this.markPersisted(session);
@@ -175,6 +187,15 @@ export class KitSessionStore extends Store {
   /** Whether requests slide the session's expiry (and re-send its cookie). */
   get rolling(): boolean {
     return this.settings.rolling;
+  }
+
+  /**
+   * Whether `req` read its session more than `ms` ago: long enough for a login or logout in another
+   * tab to have ended it meanwhile.
+   */
+  loadedBefore(req: Request, ms: number): boolean {
+    const at = this.loadedAt.get(req);
+    return at !== undefined && Date.now() - at > ms;
   }
 
   /** Whether `sid` is the session that was read from Redis for `req` (not one generated since). */
@@ -209,6 +230,11 @@ export class KitSessionStore extends Store {
     // logout (and its tombstone) must not bring it back. Only a new id (a login) may create a key.
     const mustExist = this.loadedAs(req, sid) ? '1' : '';
     const data = JSON.stringify(session);
+    // A login's new session is listed before it exists: a logoutAll() meanwhile then finds (and
+    // tombstones) it, and a write whose reply was lost and that ioredis sent again, which finds its
+    // own index claim and answers "indexed already", cannot leave it unlisted.
+    const creating = mustExist === '' && userId !== '';
+    if (creating) await this.index(key, userId, sid, ttl);
     const [refresh] = await this.claiming(key, () =>
       runScript<[number, number]>(redis, SAVE, [key], [data, ttl, userId, userAgent, mustExist]),
     );
@@ -217,7 +243,7 @@ export class KitSessionStore extends Store {
       forgetInRequest(session);
       return false;
     }
-    if (refresh === 1) await this.index(key, userId, sid, ttl);
+    if (refresh === 1 && !creating) await this.index(key, userId, sid, ttl);
     return true;
   }
 
@@ -264,7 +290,7 @@ export class KitSessionStore extends Store {
     if (doomed.length === 0) return;
     // The cap is housekeeping: a failure here must not fail the request; the next login retries.
     try {
-      const ended = await evictSessions(this.settings, userId, doomed);
+      const ended = await evictSessions(this.settings, userId, sessionHandle(sid), cap);
       emitKitEvent({ component: 'session', type: 'evicted', sessions: ended });
     } catch (error) {
       emitKitEvent({ component: 'session', type: 'error', error: error as Error });
@@ -280,4 +306,8 @@ export class KitSessionStore extends Store {
     const own = lifetimeOf(session);
     return typeof own === 'number' && own > 0 ? Math.ceil(own) : this.settings.ttlMs;
   }
+}
+
+function isWrongType(error: unknown): boolean {
+  return error instanceof Error && /\bWRONGTYPE\b/.test(error.message);
 }

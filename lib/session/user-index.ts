@@ -101,13 +101,44 @@ export async function destroyUserSessions(
 }
 
 /**
- * Ends the sessions `INDEX_ADD` picked past `maxSessionsPerUser` (lowest "kept until": indexed
- * longest ago). Sessions go first and their index entries after, so a
- * failure half-way leaves them listed (retried at the next login), never alive but unlisted.
- * Returns how many live sessions were ended.
+ * Past `maxSessionsPerUser` (`INDEX_ADD` said so): ends the user's live sessions that expire soonest,
+ * as many as exceed `cap`, never `keep` (the one just logged in). Index entries outlive their
+ * sessions, so each is checked first: entries of sessions already gone are only unlisted and do not
+ * count, and an active session is never ended in place of an expired one. Sessions go first and
+ * their index entries after, so a failure half-way leaves them listed (retried at the next login),
+ * never alive but unlisted. Returns how many live sessions were ended.
  */
-export function evictSessions(settings: IndexSettings, userId: string, handles: string[]): Promise<number> {
-  return handles.length === 0 ? Promise.resolve(0) : endSessions(settings, userId, handles);
+export async function evictSessions(
+  settings: IndexSettings,
+  userId: string,
+  keep: string,
+  cap: number,
+): Promise<number> {
+  const { redis, prefix } = settings;
+  const handles = (await handlesOf(settings, userId)).filter((h) => h !== keep);
+  const rows = await guard(settings, undefined, () =>
+    Promise.all(
+      handles.map(async (h) => {
+        const key = sessionKeyFromHandle(prefix, h);
+        const [[owner, tombstone], left] = await Promise.all([redis.hmget(key, 'u', 'x'), redis.pttl(key)]);
+        return { h, live: owner === userId && !tombstone && left > 0, left };
+      }),
+    ),
+  );
+  const gone = rows.filter((r) => !r.live).map((r) => r.h);
+  const live = rows.filter((r) => r.live).sort((a, b) => a.left - b.left);
+  const surplus = live.length + 1 - cap;
+  if (gone.length > 0) {
+    await guard(settings, userIndexKey(prefix, userId), () =>
+      removeFromUserIndex(redis, prefix, userId, gone),
+    );
+  }
+  if (surplus <= 0) return 0;
+  return endSessions(
+    settings,
+    userId,
+    live.slice(0, surplus).map((r) => r.h),
+  );
 }
 
 /**

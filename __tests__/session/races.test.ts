@@ -1,0 +1,272 @@
+import { createHash } from 'node:crypto';
+import { type AddressInfo, connect, createServer, type Server } from 'node:net';
+import express from 'express';
+import { Redis } from 'ioredis';
+import { type KitEvent, onKitEvent } from '../../lib/events';
+import { redisSession } from '../../lib/session';
+import { SAVE, sessionKey, userIndexKey } from '../../lib/session/scripts';
+import { useRedisServer } from '../helpers/redis';
+import { useServers } from '../idempotency/http';
+
+// Races of one user's sessions found by a review: logins against lost replies and logoutAll(), a slow
+// request against a login in another tab, the per-user cap against expired entries. Each runs over
+// HTTP against a real redis-server; a TCP proxy in front of it stands in for a flaky or slow network.
+
+const SECRET = 'races-test-secret-races-test-secret-0001';
+const redisServer = useRedisServer();
+const servers = useServers();
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+const proxies: Server[] = [];
+const clients: Redis[] = [];
+afterEach(async () => {
+  for (const client of clients.splice(0)) client.disconnect();
+  await Promise.all(proxies.splice(0).map((p) => new Promise((resolve) => p.close(resolve))));
+});
+
+/** A cookie jar for one browser (all its tabs). */
+class Browser {
+  cookies = new Map<string, string>();
+  get header() {
+    return [...this.cookies].map(([k, v]) => `${k}=${v}`).join('; ');
+  }
+  async fetch(url: string, init: RequestInit = {}) {
+    const res = await fetch(url, { ...init, headers: { ...init.headers, cookie: this.header } });
+    for (const cookie of res.headers.getSetCookie()) {
+      const [pair] = cookie.split(';');
+      const at = pair!.indexOf('=');
+      const [name, value] = [pair!.slice(0, at), pair!.slice(at + 1)];
+      if (value === '' || /expires=Thu, 01 Jan 1970/i.test(cookie)) this.cookies.delete(name);
+      else this.cookies.set(name, value);
+    }
+    return res;
+  }
+  async json(url: string, init: RequestInit = {}) {
+    return (await this.fetch(url, init)).json() as Promise<Record<string, unknown>>;
+  }
+}
+
+/**
+ * A TCP proxy to the test's redis-server. `onCommand` sees each chunk the client sends and may ask
+ * to drop the connection right after Redis answered it; `delayMs` holds every reply that long.
+ */
+async function proxy(options: { dropAfter?: (chunk: string) => boolean; delayMs?: number } = {}) {
+  const { port } = redisServer.server;
+  const server = createServer((client) => {
+    const upstream = connect(port, '127.0.0.1');
+    let drop = false;
+    client.on('data', (chunk) => {
+      if (options.dropAfter?.(chunk.toString('latin1'))) drop = true;
+      upstream.write(chunk);
+    });
+    upstream.on('data', (chunk) => {
+      if (drop) {
+        drop = false;
+        client.destroy();
+        upstream.destroy();
+        return;
+      }
+      if (options.delayMs) setTimeout(() => client.writable && client.write(chunk), options.delayMs);
+      else client.write(chunk);
+    });
+    for (const [a, b] of [
+      [client, upstream],
+      [upstream, client],
+    ] as const) {
+      a.on('close', () => b.destroy());
+      a.on('error', () => {});
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  proxies.push(server);
+  const client = new Redis((server.address() as AddressInfo).port, '127.0.0.1');
+  client.on('error', () => {});
+  clients.push(client);
+  return client;
+}
+
+function app(redis: Redis, extra: Partial<Parameters<typeof redisSession>[0]> = {}) {
+  const sessions = redisSession({ redis, secret: SECRET, ...extra });
+  const server = express();
+  server.use(express.json());
+  server.use(sessions);
+  server.post('/login', async (req, res) => {
+    await sessions.login(req, { userId: String(req.query.user ?? 'u') });
+    res.json({ id: sessions.idOf(req) });
+  });
+  server.post('/cart', (req, res) => {
+    (req.session as unknown as { cart: string[] }).cart = ['book'];
+    res.json({});
+  });
+  server.get('/slow', async (req, res) => {
+    await sleep(400);
+    res.json({ user: req.session?.userId ?? null });
+  });
+  server.get('/me', (req, res) => {
+    res.json({ user: req.session?.userId ?? null });
+  });
+  server.use(sessions.handleErrors);
+  return { sessions, server };
+}
+
+describe('redisSession races', () => {
+  it('a login whose write reply was lost (ioredis sends it again) is still listed, and logoutAll() ends it', async () => {
+    const sha = createHash('sha1').update(SAVE.lua).digest('hex');
+    let armed = false;
+    let fired = false;
+    const redis = await proxy({
+      dropAfter: (chunk) => {
+        // EVALSHA, or the EVAL that loads the script the first time.
+        if (!armed || fired || !(chunk.includes(sha) || chunk.includes(SAVE.lua.slice(0, 60)))) return false;
+        fired = true;
+        return true;
+      },
+    });
+    await redis.ping();
+    const { sessions, server } = app(redis, { timeout: 3000 });
+    const url = await servers.listen(server);
+    const browser = new Browser();
+    armed = true;
+    expect((await browser.fetch(`${url}/login?user=frank`, { method: 'POST' })).status).toBe(200);
+    expect(fired).toBe(true);
+    expect(await browser.json(`${url}/me`)).toEqual({ user: 'frank' });
+    expect(await sessions.list('frank')).toHaveLength(1);
+    expect(await sessions.logoutAll('frank')).toBe(1);
+    expect(await browser.json(`${url}/me`)).toEqual({ user: null });
+  });
+
+  it('a logoutAll() on another instance while a login is still saving ends that new session too', async () => {
+    const slow = await proxy({ delayMs: 300 });
+    await slow.ping();
+    const a = app(slow, { timeout: 5000 });
+    const b = app(redisServer.client() as Redis);
+    const [urlA, urlB] = [await servers.listen(a.server), await servers.listen(b.server)];
+    const admin = redisServer.plain();
+    /** Whether a live session of carol is in Redis right now. */
+    const carolInRedis = async () => {
+      for (const key of await admin.keys('erk:sess:{*')) {
+        if ((await admin.hget(key, 'u')) === 'carol' && !(await admin.hexists(key, 'x'))) return true;
+      }
+      return false;
+    };
+    let existedBefore = 0;
+    for (const into of [100, 400, 500, 700]) {
+      const browser = new Browser();
+      const login = browser.fetch(`${urlA}/login?user=carol`, { method: 'POST' });
+      await sleep(into);
+      const existed = await carolInRedis();
+      if (existed) existedBefore++;
+      await b.sessions.logoutAll('carol');
+      await login;
+      const me = await browser.json(`${urlB}/me`);
+      // A session that was in Redis when logoutAll() ran is ended; one that came later is listed.
+      if (existed) expect([into, me.user]).toEqual([into, null]);
+      else if (me.user === 'carol') expect((await b.sessions.list('carol')).length).toBe(1);
+      await b.sessions.logoutAll('carol');
+      expect(await browser.json(`${urlB}/me`)).toEqual({ user: null });
+    }
+    expect(existedBefore).toBeGreaterThan(0); // the race was really run
+  });
+
+  it.each(['an anonymous cart session', 'a logged-in session'])(
+    'a slow request that read %s does not put its cookie back after a login in another tab ended it',
+    async (start) => {
+      const { server } = app(redisServer.client() as Redis);
+      const url = await servers.listen(server);
+      const browser = new Browser();
+      if (start.includes('anonymous')) await browser.fetch(`${url}/cart`, { method: 'POST' });
+      else await browser.fetch(`${url}/login?user=alice`, { method: 'POST' });
+      const tabA = browser.fetch(`${url}/slow`);
+      await sleep(100);
+      await browser.fetch(`${url}/login?user=bob`, { method: 'POST' });
+      const slow = await tabA;
+      expect(slow.headers.getSetCookie()).toEqual([]);
+      expect(await browser.json(`${url}/me`)).toEqual({ user: 'bob' });
+    },
+  );
+
+  it('the per-user cap ends a live session only for another live one, never for an expired entry', async () => {
+    const events: KitEvent[] = [];
+    const off = onKitEvent((e) => {
+      if (e.component === 'session' && e.type === 'evicted') events.push(e);
+    });
+    try {
+      const redis = redisServer.client() as Redis;
+      const { server } = app(redis, { ttl: 1500, maxSessionsPerUser: 2, prefix: 'cap:' });
+      const url = await servers.listen(server);
+      const [active, idle, next, last] = [new Browser(), new Browser(), new Browser(), new Browser()];
+      await active.fetch(`${url}/login?user=u1`, { method: 'POST' });
+      await sleep(300);
+      await idle.fetch(`${url}/login?user=u1`, { method: 'POST' });
+      for (let i = 0; i < 5; i++) {
+        await sleep(400);
+        expect(await active.json(`${url}/me`)).toEqual({ user: 'u1' }); // keeps sliding
+      }
+      // idle's session expired, but its index entry (kept 2 × ttl) is still there.
+      expect(await redis.zcard(userIndexKey('cap:', 'u1'))).toBe(2);
+      await next.fetch(`${url}/login?user=u1`, { method: 'POST' });
+      expect(await active.json(`${url}/me`)).toEqual({ user: 'u1' });
+      expect(await redis.zcard(userIndexKey('cap:', 'u1'))).toBe(2);
+      // Now two live sessions: a third login ends the one that expires soonest (next, idle since).
+      await sleep(300);
+      expect(await active.json(`${url}/me`)).toEqual({ user: 'u1' });
+      await last.fetch(`${url}/login?user=u1`, { method: 'POST' });
+      expect(await next.json(`${url}/me`)).toEqual({ user: null });
+      expect(await active.json(`${url}/me`)).toEqual({ user: 'u1' });
+      expect(await last.json(`${url}/me`)).toEqual({ user: 'u1' });
+      expect(events.map((e) => (e as { sessions?: number }).sessions)).toEqual([0, 1]);
+    } finally {
+      off();
+    }
+  });
+});
+
+describe('redisSession odd values', () => {
+  it.each([['ann\ud83d'], ['bob\udfff'], [Number.NaN], [Number.POSITIVE_INFINITY]])(
+    'refuses the userId %p, which Redis could not keep apart from another',
+    async (userId) => {
+      const { sessions } = app(redisServer.client() as Redis);
+      await expect(sessions.list(userId as string)).rejects.toThrow(/userId must be a non-empty string/);
+      await expect(sessions.logoutAll(userId as string)).rejects.toThrow(TypeError);
+      await expect(sessions.login({} as express.Request, { userId: userId as string })).rejects.toThrow(
+        TypeError,
+      );
+    },
+  );
+
+  it('a session key holding another Redis type reads as no session (corrupt), not a 500', async () => {
+    const redis = redisServer.client() as Redis;
+    const { sessions, server } = app(redis, { prefix: 'wrongtype:' });
+    const url = await servers.listen(server);
+    const events: string[] = [];
+    const off = onKitEvent((e) => {
+      if (e.component === 'session') events.push(e.type);
+    });
+    try {
+      const browser = new Browser();
+      const { id } = (await browser.json(`${url}/login?user=w`, { method: 'POST' })) as { id: string };
+      expect(id).toBeTruthy();
+      const sid = decodeURIComponent(browser.cookies.get('sid')!).slice(2).split('.')[0]!;
+      await redis.del(sessionKey('wrongtype:', sid));
+      await redis.set(sessionKey('wrongtype:', sid), 'a string');
+      const res = await browser.fetch(`${url}/me`);
+      expect(res.status).toBe(200);
+      expect(await res.json()).toEqual({ user: null });
+      expect(events).toContain('corrupt');
+      expect(sessions).toBeDefined();
+    } finally {
+      off();
+    }
+  });
+
+  it('with rolling: false, list() still shows when a session was last seen', async () => {
+    const { sessions, server } = app(redisServer.client() as Redis, { rolling: false, prefix: 'seen:' });
+    const url = await servers.listen(server);
+    const browser = new Browser();
+    await browser.fetch(`${url}/login?user=s`, { method: 'POST' });
+    await sleep(300);
+    const before = Date.now();
+    await browser.fetch(`${url}/me`);
+    const [info] = await sessions.list('s');
+    expect(info!.lastSeenAt.getTime()).toBeGreaterThanOrEqual(before - 5);
+  });
+});
