@@ -73,6 +73,11 @@ export function respond(
  */
 function rangeOf(req: Request, entry: Entry): { start: number; end: number } | 'unsatisfiable' | undefined {
   if (entry.status !== 200 || req.headers.range === undefined) return undefined;
+  // A compression middleware in front of the cache would encode the slice and leave Content-Range
+  // naming identity bytes, which no client can put together: a part goes out only when the stored
+  // body is already encoded (compression after the cache), or the client takes no other coding
+  // (media players and download resumes send "identity", curl sends nothing).
+  if (!entry.headers.some(([name]) => name === 'content-encoding') && acceptsCoding(req)) return undefined;
   const ifRange = req.get('if-range');
   if (ifRange !== undefined && !ifRangeHolds(ifRange, entry)) return undefined;
   const ranges = req.range(entry.body.length, { combine: true });
@@ -91,4 +96,17 @@ function ifRangeHolds(ifRange: string, entry: Entry): boolean {
   const modified = entry.headers.find(([name]) => name === 'last-modified')?.[1];
   const since = Date.parse(value);
   return modified !== undefined && !Number.isNaN(since) && Date.parse(modified) <= since;
+}
+
+/** Whether `Accept-Encoding` allows any content coding other than identity. */
+function acceptsCoding(req: Request): boolean {
+  const header = req.headers['accept-encoding'];
+  if (header === undefined) return false;
+  for (const part of String(header).split(',')) {
+    const [coding = '', ...params] = part.split(';').map((p) => p.trim().toLowerCase());
+    if (coding === '' || coding === 'identity') continue;
+    const q = params.find((p) => p.startsWith('q='));
+    if (q === undefined || Number(q.slice(2)) > 0) return true;
+  }
+  return false;
 }
