@@ -3,6 +3,7 @@ import { connect } from 'node:net';
 import type { RequestHandler } from 'express';
 import express from 'express';
 import { idempotency } from '../../lib/idempotency';
+import { redisSession } from '../../lib/session';
 import { captureEvents } from '../helpers/events';
 import { useUnhandledRejections } from '../helpers/process';
 import { useRedisServer } from '../helpers/redis';
@@ -310,6 +311,23 @@ describe('idempotency when the handler ends the response with something Node ref
     } finally {
       events.stop();
     }
+  });
+
+  it('under redisSession (mounted in front), a session commit that fails still answers: its 500 is not dropped', async () => {
+    const redis = redisServer.client();
+    const sessions = redisSession({ redis, secret: 'broken-responses-secret-broken-0001' });
+    const app = express();
+    app.use(express.json());
+    app.use(sessions);
+    app.post('/orders', idempotency({ redis }), (req, res) => {
+      (req.session as unknown as { last: bigint }).last = 10n; // JSON cannot encode it
+      res.status(201).json({ ok: true });
+    });
+    app.use(sessions.handleErrors);
+    const url = await servers.listen(app);
+    const answer = await send(`${url}/orders`, { key: freshKey(), body: {}, timeoutMs: 3000 });
+    expect(answer.status).toBe(500);
+    expect(answer.body.toString()).toContain('session-error');
   });
 
   it('res.end(42) gets the same 500 as without the kit, releases the key and leaves no unhandled rejection', async () => {

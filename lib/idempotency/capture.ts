@@ -209,10 +209,14 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
           res.destroy(error as Error);
         }
       }
-      // The answer is out: whatever comes later is dropped, as while the store was pending.
-      res.write = lateWrite;
-      res.end = lateEnd;
-      res.writeHead = lateWriteHead;
+      // The answer is out: whatever comes later is dropped, as while the store was pending. Unless
+      // a layer in front deferred it (redisSession saves first, and may answer 503 instead): that
+      // layer still has to write its answer.
+      if (res.writableEnded) {
+        res.write = lateWrite;
+        res.end = lateEnd;
+        res.writeHead = lateWriteHead;
+      }
     };
     hooks.beforeEnd(captured).then(finish, finish);
     return this;
