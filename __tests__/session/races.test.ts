@@ -184,6 +184,22 @@ describe('redisSession races', () => {
     },
   );
 
+  it('a slow request whose session cannot be checked (Redis paused) still gets its answer, without a cookie', async () => {
+    const { server } = app(redisServer.client() as Redis, { timeout: 300 });
+    const url = await servers.listen(server);
+    const browser = new Browser();
+    await browser.fetch(`${url}/login?user=p`, { method: 'POST' });
+    const slow = browser.fetch(`${url}/slow`);
+    await sleep(250);
+    await redisServer.plain().call('CLIENT', 'PAUSE', '1000', 'ALL');
+    const res = await slow;
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ user: 'p' });
+    expect(res.headers.getSetCookie()).toEqual([]);
+    await sleep(900);
+    expect(await browser.json(`${url}/me`)).toEqual({ user: 'p' });
+  });
+
   it('the per-user cap ends a live session only for another live one, never for an expired entry', async () => {
     const events: KitEvent[] = [];
     const off = onKitEvent((e) => {

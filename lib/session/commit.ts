@@ -104,7 +104,11 @@ function persist(
     // this session: re-sending its cookie would put the dead session back over the new one. One
     // TOUCH tells (a vanished session is dropped from the request, so no cookie goes out).
     if (store.rolling && store.loadedAs(req, req.sessionID) && store.loadedBefore(req, SLOW_REQUEST_MS)) {
-      return store.refresh(req.sessionID, session);
+      return store.refresh(req.sessionID, session).catch(() => {
+        // Nothing needed saving: the answer goes out as it is, only without the cookie that could
+        // not be checked (the browser keeps the one it has).
+        (req as { session?: unknown }).session = undefined;
+      });
     }
     return undefined;
   }
