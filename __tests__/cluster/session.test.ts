@@ -41,7 +41,8 @@ describe('redisSession against a real Redis Cluster', () => {
 
     await redis.del(sessionKey('erk:', sids[1]!));
     expect(await sessions.list('alice')).toHaveLength(5);
-    expect(await redis.zcard(userIndexKey('erk:', 'alice'))).toBe(5);
+    // A keyless entry is left out of list() but kept until its score retires it.
+    expect(await redis.zcard(userIndexKey('erk:', 'alice'))).toBe(6);
 
     expect(await sessions.logoutAll('alice')).toBe(5);
     for (const agent of agents) expect((await agent.get('/me').expect(200)).body.userId).toBeNull();

@@ -38,6 +38,12 @@ describe('rateLimit sliding-window after a large burst has left the window', () 
     return costs.map((_, i) => ({ allowed: reply[i * 8] === 1, remaining: reply[i * 8 + 2]! }));
   }
 
+  /** Decides one request of `cost`; answers whether it passed and, if not, when it could (ms). */
+  async function attempt(limit: number, cost: number, tag: string) {
+    const reply = await redis.rl(KEY, MODE_CONSUME, 's', limit, WINDOW, cost, tag);
+    return { allowed: reply[0] === 1, retryMs: reply[4]! };
+  }
+
   const peekRemaining = async (limit: number) =>
     (await redis.rl(KEY, MODE_PEEK, 's', limit, WINDOW, 0, '-'))[2]!;
   const entries = async () => (await redis.zcard(KEY)) - 1; // minus the "#" sum member
@@ -104,5 +110,16 @@ describe('rateLimit sliding-window after a large burst has left the window', () 
     const [next] = await consume(limit, [2], 't');
     expect(next).toEqual({ allowed: true, remaining: 2996 });
     expect(await entries()).toBe(2);
+  });
+
+  it('a denial while old entries remain says when the live entries free enough, not a whole window', async () => {
+    const limit = 10_000;
+    await fill(limit, 2, 5000); // 5000 entries of 2 units at T0: more than one call clears
+    await at(T0 + WINDOW + 1);
+    expect((await attempt(limit, 1, 'a')).allowed).toBe(true); // one live entry, at T0 + WINDOW + 1
+    await at(T0 + WINDOW + 800);
+    // 3000 old entries are still stored; the live one holds 1 unit, so all 10,000 are free once it
+    // leaves the window, 201 ms from now.
+    expect(await attempt(limit, limit, 'big')).toEqual({ allowed: false, retryMs: 201 });
   });
 });

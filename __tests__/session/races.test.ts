@@ -184,6 +184,35 @@ describe('redisSession races', () => {
     },
   );
 
+  it.each(['another login past the cap', 'list()'])(
+    'a login whose write is still on its way stays listed when %s looks at the index meanwhile',
+    async (meanwhile) => {
+      const redis = redisServer.client() as Redis;
+      const { sessions, server } = app(redis, { maxSessionsPerUser: 2, prefix: `wip${meanwhile.length}:` });
+      const url = await servers.listen(server);
+      const [b1, b2, b3, b4] = [new Browser(), new Browser(), new Browser(), new Browser()];
+      await b1.fetch(`${url}/login?user=u1`, { method: 'POST' });
+      if (meanwhile !== 'list()') await b2.fetch(`${url}/login?user=u1`, { method: 'POST' });
+      // b3's login lists its session, then its write takes 300 ms to leave (a slow network).
+      const client = redis as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+      const save = client.erk_session_save!;
+      let delay = true;
+      client.erk_session_save = function (this: unknown, ...args: unknown[]) {
+        if (!delay) return save.apply(this, args);
+        delay = false;
+        return sleep(300).then(() => save.apply(this, args));
+      };
+      const login = b3.fetch(`${url}/login?user=u1`, { method: 'POST' });
+      await sleep(100);
+      if (meanwhile === 'list()') await sessions.list('u1');
+      else await b4.fetch(`${url}/login?user=u1`, { method: 'POST' });
+      await login;
+      expect(await b3.json(`${url}/me`)).toEqual({ user: 'u1' });
+      await sessions.logoutAll('u1');
+      for (const browser of [b1, b2, b3, b4]) expect(await browser.json(`${url}/me`)).toEqual({ user: null });
+    },
+  );
+
   it('a slow request whose session cannot be checked (Redis paused) still gets its answer, without a cookie', async () => {
     const { server } = app(redisServer.client() as Redis, { timeout: 300 });
     const url = await servers.listen(server);
@@ -221,7 +250,8 @@ describe('redisSession races', () => {
       expect(await redis.zcard(userIndexKey('cap:', 'u1'))).toBe(2);
       await next.fetch(`${url}/login?user=u1`, { method: 'POST' });
       expect(await active.json(`${url}/me`)).toEqual({ user: 'u1' });
-      expect(await redis.zcard(userIndexKey('cap:', 'u1'))).toBe(2);
+      // The dead entry did not count; it stays until its score retires it.
+      expect(await redis.zcard(userIndexKey('cap:', 'u1'))).toBe(3);
       // Now two live sessions: a third login ends the one that expires soonest (next, idle since).
       await sleep(300);
       expect(await active.json(`${url}/me`)).toEqual({ user: 'u1' });

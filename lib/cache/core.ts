@@ -42,11 +42,6 @@ const NO_STORE_MS = 2000;
 export class CacheCore {
   readonly l1: L1 | undefined;
   protected readonly bus: Bus;
-  /**
-   * Bumped by every invalidation this process makes or hears: a request does not join an in-process
-   * fill that started before the latest one (its answer may predate the write behind it).
-   */
-  invalidations = 0;
   protected readonly guard: GuardOptions;
   /** Request headers that some response varied on; sent with lookups so Vary costs no extra trip. */
   private readonly learnedVary = new Set<string>(['accept-encoding']);
@@ -293,14 +288,15 @@ export class CacheCore {
       const members = written === redisKey ? [redisKey] : [redisKey, written];
       // Without a lock nothing stops the write after an invalidation that ran since the tags were
       // registered: look again, and take the entry back if one did.
-      if (!token && !(await this.tag(entry, members, since))) {
+      const recheck = !token && since !== undefined;
+      if (recheck && !(await this.tag(entry, members, since))) {
         await this.call(redisKey, () => unlinkKeys(this.redis, members));
         this.event('store-dropped', { key: redisKey, reason: 'invalidated' });
         return 'dropped';
       }
       // A variant's own key, so an invalidation frees its memory at once; deleting the marker, which
       // the tags already hold, is what keeps it from being served.
-      if (token && written !== redisKey) this.tag(entry, [written], undefined).catch(() => {});
+      if (!recheck && written !== redisKey) this.tag(entry, [written], undefined).catch(() => {});
       this.event('store', { key: redisKey, bytes: raw.length });
       return 'stored';
     } catch (error) {
@@ -345,7 +341,6 @@ export class CacheCore {
   }
 
   private dropLocal(message: Invalidation): void {
-    this.invalidations++;
     this.l1?.drop(new Set(message.keys), new Set(message.tags));
   }
 

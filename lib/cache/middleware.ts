@@ -66,7 +66,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
   const { prefix, logger, lockTimeoutMs } = cache.options;
   const jitter = o.jitter ?? cache.options.jitter;
   const trustsKey = o.key !== undefined || o.scope !== undefined;
-  const flights = new Map<string, { flight: Promise<FlightResult>; generation: number }>();
+  const flights = new Map<string, Promise<FlightResult>>();
   const event = (type: string, key: string, details?: Record<string, unknown>) =>
     cache.event(type, { name: o.name ?? cache.options.name, key, ...details });
   const refresh = createRevalidator(cache, event);
@@ -133,10 +133,9 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
   }
 
   async function miss(req: Request, res: Response, next: NextFunction, key: string, redisKey: string) {
-    // A fill that started before the latest invalidation this process made or heard may bring back
-    // what it invalidated: a request that arrives after it does not join that fill.
-    const current = flights.get(key);
-    const pending = current?.generation === cache.invalidations ? current.flight : undefined;
+    // A fill that an invalidation overtook ends in `retry` (its store was dropped), and whoever
+    // waited on it looks up afresh: see fill().
+    const pending = flights.get(key);
     if (pending) {
       // Past the wait (a stuck origin), straight to the origin, as a waiter in another process would.
       const result = await waitFor(pending);
@@ -159,11 +158,11 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     if (!head && !pending) {
       const flight = new Promise<FlightResult>((resolve) => {
         settle = (result) => {
-          if (flights.get(key)?.flight === flight) flights.delete(key);
+          if (flights.get(key) === flight) flights.delete(key);
           resolve(result);
         };
       });
-      flights.set(key, { flight, generation: cache.invalidations });
+      flights.set(key, flight);
     }
     if (head) {
       // HEAD never fills (it has no body to store); it is answered from a GET entry when there is one.

@@ -38,7 +38,7 @@ const JSON_SERIALIZER: Serializer<unknown> = {
 
 /** A Redis cache with an optional in-process L1, shared by `wrap()` calls and `cacheResponse()` middlewares. */
 export class Cache extends CacheCore {
-  private readonly valueFlights = new Map<string, { flight: Promise<Flight>; generation: number }>();
+  private readonly valueFlights = new Map<string, Promise<Flight>>();
   private readonly refreshing = new Set<string>();
 
   /**
@@ -75,17 +75,14 @@ export class Cache extends CacheCore {
         return this.decode(local, o);
       }
     }
-    // A fill that started before the latest invalidation this process made or heard may bring back
-    // what it invalidated: a call made after it does not join that fill.
-    const pending = this.valueFlights.get(redisKey);
-    let flight = pending?.generation === this.invalidations ? pending.flight : undefined;
+    let flight = this.valueFlights.get(redisKey);
     const leader = !flight;
     if (!flight) {
       const created = this.fill(redisKey, fn, o, local && isRec(local) ? local : undefined);
       flight = created;
-      this.valueFlights.set(redisKey, { flight: created, generation: this.invalidations });
+      this.valueFlights.set(redisKey, created);
       const forget = () => {
-        if (this.valueFlights.get(redisKey)?.flight === created) this.valueFlights.delete(redisKey);
+        if (this.valueFlights.get(redisKey) === created) this.valueFlights.delete(redisKey);
       };
       created.then(forget, forget);
     }

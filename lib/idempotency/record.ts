@@ -9,9 +9,10 @@ import { defineScript, LUA_NOW_MS, runScript, runScriptBuffer } from '../scripts
  *   lease    lease expiry, Redis server ms (in flight only; informational, PEXPIRE enforces it)
  *   status, message (reason phrase, '' = standard), headers (JSON), body (raw bytes)   (done only)
  * In flight the key's TTL is the lease, so a crashed worker's reservation disappears on its own;
- * once done, the TTL is the replay window. `forget()` of a record in flight leaves `state` =
- * 'forgotten' (nothing else) for the rest of its lease: new requests treat it as absent, while its
- * holder's next heartbeat sees that the lease was taken away.
+ * once done, the TTL is the replay window. `forget()` of a record in flight marks it `forgotten`
+ * and takes its owner away (`owner` = '-') for the rest of its lease: new requests treat it as
+ * absent, while its holder's next heartbeat sees that the lease is gone. It stays `inflight` with
+ * its `fp`, so an instance of the previous version answers 409 (retry later) meanwhile, not 422.
  *
  * A holder whose record vanished (a Redis restart or failover without it, or a lease that lapsed while
  * nobody else came) takes it back on its next heartbeat, or stores its answer at the end: an absent
@@ -24,8 +25,9 @@ const RESERVE = defineScript(
   `${LUA_NOW_MS}
 local key = KEYS[1]
 local lock_ms = tonumber(ARGV[3])
-local head = redis.call('HMGET', key, 'state', 'fp')
-if not head[1] or head[1] == 'forgotten' then
+local head = redis.call('HMGET', key, 'state', 'fp', 'forgotten')
+if not head[1] or head[3] then
+  redis.call('DEL', key)
   redis.call('HSET', key, 'state', 'inflight', 'fp', ARGV[1], 'owner', ARGV[2], 'lease', now_ms + lock_ms)
   redis.call('PEXPIRE', key, lock_ms)
   return {'reserved'}
@@ -88,13 +90,10 @@ return 1
 const FORGET = defineScript(
   'idempotency_forget',
   1,
-  `local state = redis.call('HGET', KEYS[1], 'state')
-if not state or state == 'forgotten' then return 0 end
-if state == 'inflight' then
-  local left = redis.call('PTTL', KEYS[1])
-  redis.call('DEL', KEYS[1])
-  redis.call('HSET', KEYS[1], 'state', 'forgotten')
-  redis.call('PEXPIRE', KEYS[1], math.max(left, 1))
+  `local head = redis.call('HMGET', KEYS[1], 'state', 'forgotten')
+if not head[1] or head[2] then return 0 end
+if head[1] == 'inflight' then
+  redis.call('HSET', KEYS[1], 'owner', '-', 'forgotten', '1')
   return 1
 end
 redis.call('DEL', KEYS[1])

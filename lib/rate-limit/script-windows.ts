@@ -105,6 +105,12 @@ local function sliding(key, limit, win)
       -- entries always suffice when the request can pass at all. Entries taken earlier in this
       -- batch are already in the set.
       local need = live + cost - limit
+      if backlog > 0 then
+        -- While expired entries remain, live is an upper bound, and would put the wait too far
+        -- out. Counted from the live entries alone (one unit each at least) it never says later
+        -- than the truth, and Redis decides afresh when the client comes back.
+        need = redis.call('ZCOUNT', key, '(' .. cutoff, '+inf') + cost - limit
+      end
       local oldest = redis.call('ZRANGEBYSCORE', key, '(' .. cutoff, '+inf', 'WITHSCORES', 'LIMIT', 0, int(need))
       local freed = 0
       r.retry = win

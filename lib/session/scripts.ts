@@ -145,27 +145,20 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))
 return cur[1] or ''`,
 );
 
-/** KEYS: user index. ARGV: handle, keep ms. Adds/extends one entry, prunes expired ones. → size */
+/**
+ * KEYS: user index. ARGV: handle, keep ms. Adds/extends one entry, prunes expired ones. → how many
+ * entries it holds (past `maxSessionsPerUser`, the store checks which sessions are live and ends
+ * the surplus: the sessions live in other slots, out of this script's reach).
+ */
 export const INDEX_ADD = defineScript(
-  'session_index_add',
+  'session_index_add_v2',
   1,
   `${LUA_NOW_MS}
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
 redis.call('ZADD', KEYS[1], now_ms + tonumber(ARGV[2]), ARGV[1])
 local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 redis.call('PEXPIRE', KEYS[1], math.max(1, tonumber(top[2]) - now_ms))
--- Past the cap (ARGV[3], 0 = none), answer the lowest-scored handles to end, picked in this same
--- step (so concurrent logins cannot shift the range) and never the one just added.
-local out = {}
-local cap = tonumber(ARGV[3])
-local n = redis.call('ZCARD', KEYS[1])
-if cap > 0 and n > cap then
-  for _, h in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-    if #out >= n - cap then break end
-    if h ~= ARGV[1] then out[#out + 1] = h end
-  end
-end
-return out`,
+return redis.call('ZCARD', KEYS[1])`,
 );
 
 /** KEYS: user index. Prunes expired entries and returns the remaining handles. */

@@ -275,11 +275,10 @@ export class KitSessionStore extends Store {
 
   private async index(key: string, userId: string, sid: string, ttl: number): Promise<void> {
     const { redis, prefix, maxSessionsPerUser } = this.settings;
-    const cap = Number.isFinite(maxSessionsPerUser) ? maxSessionsPerUser : 0;
-    let doomed: string[];
+    let size: number;
     try {
-      doomed = await this.guard(userIndexKey(prefix, userId), () =>
-        addToUserIndex(redis, prefix, userId, sessionHandle(sid), 2 * ttl, cap),
+      size = await this.guard(userIndexKey(prefix, userId), () =>
+        addToUserIndex(redis, prefix, userId, sessionHandle(sid), 2 * ttl),
       );
     } catch (error) {
       // The session already believes it is indexed; un-believe it so the next request retries, even
@@ -287,10 +286,10 @@ export class KitSessionStore extends Store {
       this.forgetIndexClaim(key);
       throw error;
     }
-    if (doomed.length === 0) return;
+    if (size <= maxSessionsPerUser) return;
     // The cap is housekeeping: a failure here must not fail the request; the next login retries.
     try {
-      const ended = await evictSessions(this.settings, userId, sessionHandle(sid), cap);
+      const ended = await evictSessions(this.settings, userId, sessionHandle(sid), maxSessionsPerUser);
       emitKitEvent({ component: 'session', type: 'evicted', sessions: ended });
     } catch (error) {
       emitKitEvent({ component: 'session', type: 'error', error: error as Error });

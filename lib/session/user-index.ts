@@ -20,16 +20,15 @@ interface IndexSettings {
   tombstoneMs: number;
 }
 
-export function addToUserIndex(
+/** Lists (or keeps listing) a session under its user for `keepMs`; resolves how many entries the index holds. */
+export async function addToUserIndex(
   redis: RedisClient,
   prefix: string,
   userId: string,
   handle: string,
   keepMs: number,
-  cap = 0,
-): Promise<string[]> {
-  // Answers the handles past `cap` (0: no cap) to end, oldest first, never `handle` itself.
-  return runScript<string[]>(redis, INDEX_ADD, [userIndexKey(prefix, userId)], [handle, keepMs, cap]);
+): Promise<number> {
+  return Number(await runScript<number>(redis, INDEX_ADD, [userIndexKey(prefix, userId)], [handle, keepMs]));
 }
 
 export function removeFromUserIndex(
@@ -63,12 +62,17 @@ export async function listUserSessions(settings: IndexSettings, userId: string):
   if (handles.length === 0) return [];
   // Sessions live in their own slots, so these are separate reads (ioredis pipelines/routes them).
   const rows = await guard(settings, undefined, () =>
-    Promise.all(handles.map((h) => redis.hmget(sessionKeyFromHandle(prefix, h), 'u', 'c', 's', 'ua', 'x'))),
+    Promise.all(
+      handles.map((h) => redis.hmget(sessionKeyFromHandle(prefix, h), 'u', 'c', 's', 'ua', 'x', 'd')),
+    ),
   );
   const live: SessionInfo[] = [];
   const stale: string[] = [];
-  rows.forEach(([owner, created, seen, userAgent, tombstone], i) => {
+  rows.forEach(([owner, created, seen, userAgent, tombstone, data], i) => {
     const id = handles[i]!;
+    // No key at all: expired, or a login that listed its session and is about to write it. Left
+    // listed (its score retires it): unlisting it now could leave that login's session unlisted.
+    if (!owner && !tombstone && !data) return;
     if (owner !== userId || tombstone) {
       stale.push(id);
       return;
@@ -103,10 +107,11 @@ export async function destroyUserSessions(
 /**
  * Past `maxSessionsPerUser` (`INDEX_ADD` said so): ends the user's live sessions that expire soonest,
  * as many as exceed `cap`, never `keep` (the one just logged in). Index entries outlive their
- * sessions, so each is checked first: entries of sessions already gone are only unlisted and do not
- * count, and an active session is never ended in place of an expired one. Sessions go first and
- * their index entries after, so a failure half-way leaves them listed (retried at the next login),
- * never alive but unlisted. Returns how many live sessions were ended.
+ * sessions, so each is checked first, and an active session is never ended in place of an expired
+ * one: entries of ended sessions (tombstone) are unlisted, entries without any key are left for
+ * their score to retire (one may be a login about to write its session), and neither counts.
+ * Sessions go first and their index entries after, so a failure half-way leaves them listed
+ * (retried at the next login), never alive but unlisted. Returns how many live sessions were ended.
  */
 export async function evictSessions(
   settings: IndexSettings,
@@ -120,12 +125,16 @@ export async function evictSessions(
     Promise.all(
       handles.map(async (h) => {
         const key = sessionKeyFromHandle(prefix, h);
-        const [[owner, tombstone], left] = await Promise.all([redis.hmget(key, 'u', 'x'), redis.pttl(key)]);
-        return { h, live: owner === userId && !tombstone && left > 0, left };
+        const [[owner, tombstone, data], left] = await Promise.all([
+          redis.hmget(key, 'u', 'x', 'd'),
+          redis.pttl(key),
+        ]);
+        const absent = !owner && !tombstone && !data;
+        return { h, absent, live: owner === userId && !tombstone && left > 0, left };
       }),
     ),
   );
-  const gone = rows.filter((r) => !r.live).map((r) => r.h);
+  const gone = rows.filter((r) => !r.live && !r.absent).map((r) => r.h);
   const live = rows.filter((r) => r.live).sort((a, b) => a.left - b.left);
   const surplus = live.length + 1 - cap;
   if (gone.length > 0) {
