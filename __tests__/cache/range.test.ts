@@ -168,13 +168,34 @@ describe('cacheResponse: Range requests on a hit', () => {
         res.type('text/plain').send(body);
       },
     );
+    // A route that names its body identity, explicitly: still not encoded, so still compressed.
+    app.get(
+      '/identity',
+      cacheResponse({ redis: client, ttl: '1m', l1: false, logger: quietLogger() }),
+      (_req, res) => {
+        res.type('text/plain').set('Content-Encoding', 'identity').send(body);
+      },
+    );
     const url = await servers.listen(app);
     await (await get(url, '/sent')).arrayBuffer();
-    const res = await raw(`${url}/sent`, { Range: 'bytes=0-9', 'Accept-Encoding': 'gzip' });
-    expect(res.headers['x-cache']).toBe('HIT');
-    expect(res.status).toBe(200);
-    expect(res.headers['content-range']).toBeUndefined();
-    expect(gunzipSync(res.body).equals(body)).toBe(true);
+    await (await get(url, '/identity')).arrayBuffer();
+    // As compression()'s negotiator reads them, each of these lets it pick gzip.
+    for (const [path, acceptEncoding] of [
+      ['/sent', 'gzip'],
+      ['/identity', 'gzip'],
+      ['/sent', 'gzip;Q=0, identity'],
+      ['/sent', 'gzip;q=1abc'],
+    ] as const) {
+      const res = await raw(`${url}${path}`, { Range: 'bytes=0-9', 'Accept-Encoding': acceptEncoding });
+      expect([path, acceptEncoding, res.headers['x-cache'], res.status]).toEqual([
+        path,
+        acceptEncoding,
+        'HIT',
+        200,
+      ]);
+      expect(res.headers['content-range']).toBeUndefined();
+      expect(gunzipSync(res.body).equals(body)).toBe(true);
+    }
     // Without gzip on offer the part goes out, and compression() leaves it alone.
     const part = await raw(`${url}/sent`, { Range: 'bytes=0-9', 'Accept-Encoding': 'identity' });
     expect([part.status, part.headers['content-range'], part.body.toString()]).toEqual([

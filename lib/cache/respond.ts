@@ -77,7 +77,10 @@ function rangeOf(req: Request, entry: Entry): { start: number; end: number } | '
   // naming identity bytes, which no client can put together: a part goes out only when the stored
   // body is already encoded (compression after the cache), or the client takes no other coding
   // (media players and download resumes send "identity", curl sends nothing).
-  if (!entry.headers.some(([name]) => name === 'content-encoding') && acceptsCoding(req)) return undefined;
+  const encoded = entry.headers.some(
+    ([name, value]) => name === 'content-encoding' && value.trim().toLowerCase() !== 'identity',
+  );
+  if (!encoded && acceptsCoding(req)) return undefined;
   const ifRange = req.get('if-range');
   if (ifRange !== undefined && !ifRangeHolds(ifRange, entry)) return undefined;
   const ranges = req.range(entry.body.length, { combine: true });
@@ -98,15 +101,19 @@ function ifRangeHolds(ifRange: string, entry: Entry): boolean {
   return modified !== undefined && !Number.isNaN(since) && Date.parse(modified) <= since;
 }
 
-/** Whether `Accept-Encoding` allows any content coding other than identity. */
+/**
+ * Whether `Accept-Encoding` may let a compression middleware pick a coding other than identity. Read
+ * as `compression()`'s negotiator reads it, and on the side of "yes" when in doubt: a coding counts as
+ * refused only with a plain `q=0` (lower-case `q`, as the negotiator requires).
+ */
 function acceptsCoding(req: Request): boolean {
   const header = req.headers['accept-encoding'];
   if (header === undefined) return false;
   for (const part of String(header).split(',')) {
-    const [coding = '', ...params] = part.split(';').map((p) => p.trim().toLowerCase());
-    if (coding === '' || coding === 'identity') continue;
+    const [coding = '', ...params] = part.split(';').map((p) => p.trim());
+    if (coding === '' || coding.toLowerCase() === 'identity') continue;
     const q = params.find((p) => p.startsWith('q='));
-    if (q === undefined || Number(q.slice(2)) > 0) return true;
+    if (q === undefined || !/^0(\.0{0,3})?$/.test(q.slice(2).trim())) return true;
   }
   return false;
 }
