@@ -7,9 +7,11 @@ import { redisSession } from '../../lib/session';
 import { captureEvents } from '../helpers/events';
 import { useUnhandledRejections } from '../helpers/process';
 import { useRedisServer } from '../helpers/redis';
+import { postWithSlowBody } from '../helpers/slow-body';
 import { freshKey, orderApp, send, sleep, useServers } from './http';
 
 const redisServer = useRedisServer();
+const sessionServer = useRedisServer();
 const servers = useServers();
 
 let instance = 0;
@@ -249,20 +251,7 @@ describe('idempotency when the handler ends the response with something Node ref
       const url = new URL(await servers.listen(app));
       const key = freshKey();
       // The body comes in two parts: Express's final handler waits for the rest before answering.
-      const head = await new Promise<string>((resolve, reject) => {
-        const socket = connect(Number(url.port), url.hostname);
-        let got = '';
-        socket.on('data', (d) => {
-          got += d.toString('latin1');
-        });
-        socket.on('close', () => resolve(got));
-        socket.on('error', reject);
-        socket.write(
-          `POST /up HTTP/1.1\r\nHost: x\r\nIdempotency-Key: ${key}\r\nContent-Type: application/octet-stream\r\nContent-Length: 10\r\n\r\n12345`,
-        );
-        setTimeout(() => socket.write('67890'), 300);
-        setTimeout(() => socket.end(), 700);
-      });
+      const head = await postWithSlowBody(url, '/up', { 'Idempotency-Key': key }, 300, 700);
       expect(head.split('\r\n')[0]).toBe('HTTP/1.1 201 Created');
       expect(head).toContain('{"ok":true}');
       expect(head).not.toContain('after the answer');
@@ -328,6 +317,34 @@ describe('idempotency when the handler ends the response with something Node ref
     const answer = await send(`${url}/orders`, { key: freshKey(), body: {}, timeoutMs: 3000 });
     expect(answer.status).toBe(500);
     expect(answer.body.toString()).toContain('session-error');
+  });
+
+  it('under redisSession, a handler that answers and then throws while the body arrives sends the answer it stored', async () => {
+    // Sessions on their own server, whose writes are slow: the session save is still pending when
+    // the rest of the body arrives and Express's final handler answers the throw.
+    const sessions = redisSession({
+      redis: sessionServer.client(),
+      secret: 'broken-responses-secret-broken-0001',
+    });
+    const app = express();
+    app.use(sessions);
+    app.post('/orders', idempotency({ redis: redisServer.client() }), async (req, res) => {
+      (req.session as unknown as { last: string }).last = 'order';
+      await sessionServer.plain().call('CLIENT', 'PAUSE', '300', 'WRITE');
+      res.status(201).json({ created: true });
+      throw new Error('a bug after answering');
+    });
+    const url = new URL(await servers.listen(app));
+    const key = freshKey();
+    const head = await postWithSlowBody(url, '/orders', { 'Idempotency-Key': key }, 100, 1000);
+    expect(head.split('\r\n')[0]).toBe('HTTP/1.1 201 Created');
+    expect(head).toContain('{"created":true}');
+    const retry = await fetch(`${url.origin}/orders`, {
+      method: 'POST',
+      headers: { 'Idempotency-Key': key, 'Content-Type': 'application/octet-stream' },
+      body: '1234567890',
+    });
+    expect([retry.status, retry.headers.get('idempotent-replayed')]).toEqual([201, 'true']);
   });
 
   it('res.end(42) gets the same 500 as without the kit, releases the key and leaves no unhandled rejection', async () => {

@@ -6,6 +6,7 @@ import { type KitEvent, onKitEvent } from '../../lib/events';
 import { redisSession } from '../../lib/session';
 import { SAVE, sessionKey, userIndexKey } from '../../lib/session/scripts';
 import { useRedisServer } from '../helpers/redis';
+import { postWithSlowBody } from '../helpers/slow-body';
 import { useServers } from '../idempotency/http';
 
 // Races of one user's sessions found by a review: logins against lost replies and logoutAll(), a slow
@@ -215,18 +216,45 @@ describe('redisSession races', () => {
 
   it('a slow request whose session cannot be checked (Redis paused) still gets its answer, without a cookie', async () => {
     const { server } = app(redisServer.client() as Redis, { timeout: 300 });
+    const atFinish: unknown[] = [];
+    server.get('/slow-logged', async (req, res) => {
+      res.on('finish', () => atFinish.push(req.session?.userId));
+      await sleep(400);
+      res.json({ user: req.session?.userId ?? null });
+    });
     const url = await servers.listen(server);
     const browser = new Browser();
     await browser.fetch(`${url}/login?user=p`, { method: 'POST' });
-    const slow = browser.fetch(`${url}/slow`);
+    const slow = browser.fetch(`${url}/slow-logged`);
     await sleep(250);
     await redisServer.plain().call('CLIENT', 'PAUSE', '1000', 'ALL');
     const res = await slow;
     expect(res.status).toBe(200);
     expect(await res.json()).toEqual({ user: 'p' });
     expect(res.headers.getSetCookie()).toEqual([]);
+    // The request keeps its session for whoever looks after the answer (a request logger).
+    expect(atFinish).toEqual(['p']);
     await sleep(900);
     expect(await browser.json(`${url}/me`)).toEqual({ user: 'p' });
+  });
+
+  it('a handler that answers, then throws while its body still arrives, keeps its answer and the process', async () => {
+    const { server } = app(redisServer.client() as Redis);
+    server.post('/order', (req, res) => {
+      (req.session as unknown as { last: string }).last = 'order';
+      res.status(201).json({ created: true });
+      throw new Error('a bug after answering');
+    });
+    const url = new URL(await servers.listen(server));
+    const browser = new Browser();
+    await browser.fetch(`${url.origin}/login?user=t`, { method: 'POST' });
+    // Express's final handler waits for the rest of the body, then sets its headers: by then the
+    // answer held for the session save has gone out.
+    const head = await postWithSlowBody(url, '/order', { Cookie: browser.header }, 300, 700);
+    expect(head.split('\r\n')[0]).toBe('HTTP/1.1 201 Created');
+    expect(head).toContain('{"created":true}');
+    expect(head).not.toContain('a bug after answering');
+    expect(await browser.json(`${url.origin}/me`)).toEqual({ user: 't' });
   });
 
   it('the per-user cap ends a live session only for another live one, never for an expired entry', async () => {

@@ -2,6 +2,16 @@ import { STATUS_CODES } from 'node:http';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import type { Response } from 'express';
 import { chunkBytes, isEndChunk, writeHeadPairs } from '../chunks';
+import {
+  dropLate,
+  dropLateAnswers,
+  type HeaderMap,
+  headerMap,
+  putBack,
+  quietAfterSend,
+  restoreWire,
+  wireOf,
+} from '../late-answers';
 import type { StoredResponse } from './record';
 
 /** The response as the handler produced it, at the moment it called `res.end()`. */
@@ -46,47 +56,11 @@ const NOT_STORED = new Set([
 
 type EndArgs = [chunk?: unknown, encoding?: unknown, callback?: unknown];
 type Headers = StoredResponse['headers'];
-/** Header name → value as `getHeader` returns it. */
-type HeaderMap = Map<string, unknown>;
-
-const headerMap = (res: Response): HeaderMap =>
-  new Map(res.getHeaderNames().map((name) => [name, res.getHeader(name)]));
 
 const sameValue = (a: unknown, b: unknown) =>
   a === b ||
   (Array.isArray(a) && Array.isArray(b) && a.join('\n') === b.join('\n')) ||
   String(a) === String(b);
-
-/** What goes on the wire when the deferred `end()` runs: as the handler left it when it ended. */
-interface WireState {
-  status: number;
-  message: string;
-  headers: HeaderMap;
-}
-
-/**
- * Puts the status and headers back as they were when the handler ended the response. Code that runs
- * while the store is pending (an error handler after `res.json(); throw`, a timeout guard) sees
- * `headersSent === false` and may answer again; its answer is dropped, so what goes out is what was
- * stored for the retry.
- */
-function restoreWire(res: Response, wire: WireState): void {
-  res.statusCode = wire.status;
-  res.statusMessage = wire.message;
-  for (const name of res.getHeaderNames()) if (!wire.headers.has(name)) res.removeHeader(name);
-  for (const [name, value] of wire.headers) {
-    if (res.getHeader(name) !== value) res.setHeader(name, value as string | string[] | number);
-  }
-}
-
-/** Calls the callback among `args`, if any, on the next tick: Node's answer to a write after end. */
-function dropLate(args: unknown[], error?: Error): void {
-  const callback = args.find((a) => typeof a === 'function') as ((e?: Error) => void) | undefined;
-  if (callback) process.nextTick(callback, error);
-}
-
-const writeAfterEnd = () =>
-  Object.assign(new Error('write after end'), { code: 'ERR_STREAM_WRITE_AFTER_END' });
 
 /**
  * Wraps `res.write`/`res.end` to copy the body (up to `maxBodySize` bytes) and, when the handler
@@ -166,43 +140,25 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
     };
     chunks = undefined;
     // Until the deferred end() runs, the response is over, as it would be without the kit: a second
-    // answer is dropped like Node drops a write after end, and status/header changes are undone.
-    const wire: WireState | undefined = res.headersSent
-      ? undefined
-      : { status: res.statusCode, message: res.statusMessage, headers: headerMap(res) };
-    const lateWrite = function write(...late: unknown[]) {
-      dropLate(late, writeAfterEnd());
-      return false;
-    } as Response['write'];
-    const lateEnd = function end(this: Response, ...late: unknown[]) {
-      dropLate(late);
-      return this;
-    } as Response['end'];
-    const lateWriteHead = function writeHead(this: Response) {
-      return this;
-    } as Response['writeHead'];
+    // answer is dropped like Node drops a write after end, and status/header changes are undone
+    // (lib/late-answers.ts).
+    const wire = wireOf(res);
     // Middleware mounted after this one may have wrapped writeHead (on-headers: compression,
     // response-time…): the deferred end() must still go through that wrapper.
-    const headWas = res.writeHead;
-    res.write = lateWrite;
-    res.end = lateEnd;
-    res.writeHead = lateWriteHead;
-    // A late answer saw `headersSent === false` while the store was pending, so it goes on as if it
-    // could still answer: Express's final handler, after `res.json(); throw`, waits for the request
-    // body and then sets headers. Once the real answer is out, Node would throw there, from an event
-    // callback, and take the process down; without the kit that handler would have seen the answer
-    // sent and left it alone. So header changes after it are dropped too, like the late writes.
+    const headWas = dropLateAnswers(res).writeHead;
     quietAfterSend(res);
     const finish = () => {
-      res.write = originalWrite;
-      res.end = originalEnd;
-      res.writeHead = headWas === writeHead ? originalWriteHead : headWas;
+      putBack(res, {
+        write: originalWrite,
+        end: originalEnd,
+        writeHead: headWas === writeHead ? originalWriteHead : headWas,
+      });
       // Ended by a path around res.end (a bug, but not ours to turn into an 'error' event).
       if (res.writableEnded) {
         dropLate(args);
       } else {
         try {
-          if (wire && !res.headersSent) restoreWire(res, wire);
+          restoreWire(res, wire);
           (originalEnd as (...a: EndArgs) => Response).apply(res, args);
         } catch (error) {
           // Thrown inside a promise callback it would be an unhandled rejection and a request never answered.
@@ -211,12 +167,8 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
       }
       // The answer is out: whatever comes later is dropped, as while the store was pending. Unless
       // a layer in front deferred it (redisSession saves first, and may answer 503 instead): that
-      // layer still has to write its answer.
-      if (res.writableEnded) {
-        res.write = lateWrite;
-        res.end = lateEnd;
-        res.writeHead = lateWriteHead;
-      }
+      // layer still has to write its answer, and guards the gap itself.
+      if (res.writableEnded) dropLateAnswers(res);
     };
     hooks.beforeEnd(captured).then(finish, finish);
     return this;
@@ -228,17 +180,6 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
   res.once('close', () => {
     if (!ended && res.headersSent) hooks.aborted();
   });
-}
-
-/** Makes `setHeader`/`removeHeader` do nothing, instead of throwing, once the headers are sent. */
-function quietAfterSend(res: Response): void {
-  const { setHeader, removeHeader } = res;
-  res.setHeader = function (this: Response, ...args: Parameters<Response['setHeader']>) {
-    return this.headersSent ? this : setHeader.apply(this, args);
-  } as Response['setHeader'];
-  res.removeHeader = function (this: Response, name: string) {
-    if (!this.headersSent) removeHeader.call(this, name);
-  };
 }
 
 /**

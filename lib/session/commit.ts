@@ -1,6 +1,7 @@
 import type { Request, Response } from 'express';
 import type { Session, SessionData } from 'express-session';
 import { refusedChunkError } from '../chunks';
+import { dropLateAnswers, putBack, quietAfterSend, restoreWire, wireOf } from '../late-answers';
 import { bodyOf, lifetimeOf, type Shape, sameLifetime, shapeOf } from './data';
 import type { KitSessionStore } from './store';
 
@@ -54,7 +55,7 @@ export function commitBeforeEnd(
     if (refused) throw refused;
     res.end = sessionEnd;
     const session = req.session as (Session & Partial<SessionData>) | undefined;
-    let work: Promise<void> | undefined;
+    let work: Promise<Outcome> | undefined;
     try {
       work = session && !res.headersSent ? persist(req, session, store) : undefined;
     } catch (error) {
@@ -63,20 +64,50 @@ export function commitBeforeEnd(
       work = Promise.reject(error);
     }
     if (!work) return sessionEnd.apply(this, args);
+    // While the save is pending the response must behave as sent (lib/late-answers.ts): Express's
+    // final handler after `res.json(); throw` would otherwise answer over it, or throw from an
+    // event callback once it has gone out.
+    const wire = wireOf(res);
+    const kept = dropLateAnswers(res);
+    quietAfterSend(res);
+    const done = () => {
+      if (res.writableEnded) dropLateAnswers(res);
+    };
     work.then(
-      () => settle(res, () => sessionEnd.apply(res, args)),
+      (outcome) =>
+        settle(res, () => {
+          putBack(res, kept);
+          restoreWire(res, wire);
+          if (outcome !== 'no-cookie') sessionEnd.apply(res, args);
+          else {
+            // express-session reads req.session inside its end() (and its header hook, run from it).
+            const held = req.session;
+            (req as { session?: unknown }).session = undefined;
+            try {
+              sessionEnd.apply(res, args);
+            } finally {
+              (req as { session?: unknown }).session = held;
+            }
+          }
+          done();
+        }),
       (error: unknown) =>
         settle(res, () => {
+          putBack(res, kept);
           // Without a session, express-session neither sets the cookie nor retries the store.
           (req as { session?: unknown }).session = undefined;
           // The handler's body is replaced, so its entity headers (length, ETag, ...) must go too.
           for (const header of ENTITY_HEADERS) res.removeHeader(header);
           onUnavailable(error);
+          done();
         }),
     );
     return res;
   } as Response['end'];
 }
+
+/** 'no-cookie': the session could not be checked, so its cookie is not re-sent (nothing to save). */
+type Outcome = undefined | 'no-cookie';
 
 /** Runs the deferred end; a throw there would be an unhandled rejection and a request never answered. */
 function settle(res: Response, send: () => unknown): void {
@@ -97,18 +128,19 @@ function persist(
   req: Request,
   session: Session & Partial<SessionData>,
   store: KitSessionStore,
-): Promise<void> | undefined {
+): Promise<Outcome> | undefined {
   if (store.isPersisted(session)) {
     // Touched on load, so nothing to write, but express-session re-sends a rolling cookie. A slow
     // request may have outlived a login or logout in another tab of the same browser, which ended
     // this session: re-sending its cookie would put the dead session back over the new one. One
     // TOUCH tells (a vanished session is dropped from the request, so no cookie goes out).
     if (store.rolling && store.loadedAs(req, req.sessionID) && store.loadedBefore(req, SLOW_REQUEST_MS)) {
-      return store.refresh(req.sessionID, session).catch(() => {
+      return store.refresh(req.sessionID, session).then(
+        () => undefined,
         // Nothing needed saving: the answer goes out as it is, only without the cookie that could
         // not be checked (the browser keeps the one it has).
-        (req as { session?: unknown }).session = undefined;
-      });
+        () => 'no-cookie' as const,
+      );
     }
     return undefined;
   }
@@ -126,7 +158,12 @@ function persist(
   if (modified || !sameLifetime(snapshot?.lifetime, lifetimeOf(session))) {
     return new Promise<void>((resolve, reject) => {
       session.save((error?: unknown) => (error ? reject(error) : resolve()));
-    }).then(() => store.markPersisted(session));
+    }).then(() => persisted(store, session));
   }
-  return store.refresh(req.sessionID, session).then(() => store.markPersisted(session));
+  return store.refresh(req.sessionID, session).then(() => persisted(store, session));
+}
+
+function persisted(store: KitSessionStore, session: SessionData): undefined {
+  store.markPersisted(session);
+  return undefined;
 }

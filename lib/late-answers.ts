@@ -1,0 +1,106 @@
+import type { Response } from 'express';
+
+/*
+ * A middleware that holds the end of a response until Redis has answered (idempotency stores the
+ * answer, redisSession saves the session) leaves `headersSent === false` meanwhile. Code that runs in
+ * that gap believes it may still answer: Express's final handler after `res.json(); throw`, a timeout
+ * guard. Without the kit the answer would already be out, and that code would leave it alone. These
+ * helpers make the response behave as sent: a second answer is dropped as Node drops a write after
+ * end, and status or header changes are undone before the held answer goes out.
+ */
+
+/** Header name → value as `getHeader` returns it. */
+export type HeaderMap = Map<string, unknown>;
+
+export const headerMap = (res: Response): HeaderMap =>
+  new Map(res.getHeaderNames().map((name) => [name, res.getHeader(name)]));
+
+/** What goes on the wire when the held end() runs: as the handler left it when it ended. */
+export interface WireState {
+  status: number;
+  message: string;
+  headers: HeaderMap;
+}
+
+/** The response's status and headers now, or undefined once they went out. */
+export function wireOf(res: Response): WireState | undefined {
+  return res.headersSent
+    ? undefined
+    : { status: res.statusCode, message: res.statusMessage, headers: headerMap(res) };
+}
+
+/** Puts the status and headers back as they were when the handler ended the response. */
+export function restoreWire(res: Response, wire: WireState | undefined): void {
+  if (!wire || res.headersSent) return;
+  res.statusCode = wire.status;
+  res.statusMessage = wire.message;
+  for (const name of res.getHeaderNames()) if (!wire.headers.has(name)) res.removeHeader(name);
+  for (const [name, value] of wire.headers) {
+    if (res.getHeader(name) !== value) res.setHeader(name, value as string | string[] | number);
+  }
+}
+
+/** Calls the callback among `args`, if any, on the next tick: Node's answer to a write after end. */
+export function dropLate(args: unknown[], error?: Error): void {
+  const callback = args.find((a) => typeof a === 'function') as ((e?: Error) => void) | undefined;
+  if (callback) process.nextTick(callback, error);
+}
+
+const writeAfterEnd = () =>
+  Object.assign(new Error('write after end'), { code: 'ERR_STREAM_WRITE_AFTER_END' });
+
+/** The response methods that drop a second answer. */
+export interface Droppers {
+  write: Response['write'];
+  end: Response['end'];
+  writeHead: Response['writeHead'];
+}
+
+export const droppers: Droppers = {
+  write: function write(...late: unknown[]) {
+    dropLate(late, writeAfterEnd());
+    return false;
+  } as Response['write'],
+  end: function end(this: Response, ...late: unknown[]) {
+    dropLate(late);
+    return this;
+  } as Response['end'],
+  writeHead: function writeHead(this: Response) {
+    return this;
+  } as Response['writeHead'],
+};
+
+/** Puts the droppers in place of `res.write`/`end`/`writeHead`; returns what they replaced. */
+export function dropLateAnswers(res: Response): Droppers {
+  const was = { write: res.write, end: res.end, writeHead: res.writeHead };
+  res.write = droppers.write;
+  res.end = droppers.end;
+  res.writeHead = droppers.writeHead;
+  return was;
+}
+
+export function putBack(res: Response, methods: Droppers): void {
+  res.write = methods.write;
+  res.end = methods.end;
+  res.writeHead = methods.writeHead;
+}
+
+/**
+ * Makes `setHeader`/`removeHeader` do nothing, instead of throwing, once the headers are sent: a late
+ * answer (see above) sets headers after the held one went out, and Node would throw there, from an
+ * event callback, taking the process down. Installed once per response.
+ */
+export function quietAfterSend(res: Response): void {
+  const marked = res as Response & { [QUIET]?: true };
+  if (marked[QUIET]) return;
+  marked[QUIET] = true;
+  const { setHeader, removeHeader } = res;
+  res.setHeader = function (this: Response, ...args: Parameters<Response['setHeader']>) {
+    return this.headersSent ? this : setHeader.apply(this, args);
+  } as Response['setHeader'];
+  res.removeHeader = function (this: Response, name: string) {
+    if (!this.headersSent) removeHeader.call(this, name);
+  };
+}
+
+const QUIET = Symbol('express-redis-kit.quiet-after-send');
