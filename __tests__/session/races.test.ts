@@ -257,6 +257,28 @@ describe('redisSession races', () => {
     expect(await browser.json(`${url.origin}/me`)).toEqual({ user: 't' });
   });
 
+  it('what a late answer changes while the session save is held is undone, also when the save fails (503)', async () => {
+    const { server } = app(redisServer.client() as Redis, { timeout: 200 });
+    server.post('/late', async (req, res) => {
+      (req.session as unknown as { note: string }).note = 'x';
+      await redisServer.plain().call('CLIENT', 'PAUSE', '600', 'WRITE');
+      res.status(201).json({ ok: true });
+      // A timeout guard that fires while the save is held: its answer must not mix into the 503.
+      setTimeout(() => {
+        res.status(504).set('X-Late', 'yes');
+        res.end('late');
+      }, 50);
+    });
+    const url = await servers.listen(server);
+    const browser = new Browser();
+    await browser.fetch(`${url}/login?user=l`, { method: 'POST' });
+    const res = await browser.fetch(`${url}/late`, { method: 'POST' });
+    expect(res.status).toBe(503);
+    expect(res.headers.get('x-late')).toBeNull();
+    expect(((await res.json()) as { type: string }).type).toMatch(/session-store-unavailable/);
+    await sleep(600);
+  });
+
   it('the per-user cap ends a live session only for another live one, never for an expired entry', async () => {
     const events: KitEvent[] = [];
     const off = onKitEvent((e) => {

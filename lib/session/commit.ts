@@ -94,6 +94,7 @@ export function commitBeforeEnd(
       (error: unknown) =>
         settle(res, () => {
           putBack(res, kept);
+          restoreWire(res, wire);
           // Without a session, express-session neither sets the cookie nor retries the store.
           (req as { session?: unknown }).session = undefined;
           // The handler's body is replaced, so its entity headers (length, ETag, ...) must go too.
