@@ -29,11 +29,15 @@ export function sendProblem(res: Response, problem: Problem, headers: Record<str
     return;
   }
   // Headers a handler set for the body it meant to send would describe the wrong body.
-  for (const stale of BODY_HEADERS) res.removeHeader(stale);
+  // Only those set: removing an absent Content-Length still turns off Node's own for this body.
+  for (const stale of BODY_HEADERS) if (res.hasHeader(stale)) res.removeHeader(stale);
   for (const [name, value] of Object.entries(headers)) res.setHeader(name, value);
   res.status(problem.status);
   res.setHeader('Content-Type', 'application/problem+json; charset=utf-8');
-  res.end(JSON.stringify(problem));
+  const body = JSON.stringify(problem);
+  // Set here: a Content-Length removed above (the handler's) would keep Node from adding its own.
+  res.setHeader('Content-Length', Buffer.byteLength(body));
+  res.end(body);
 }
 
 /** Redis could not be used for this call: down, too slow, or the circuit breaker is open. */

@@ -275,6 +275,8 @@ describe('redisSession races', () => {
     const res = await browser.fetch(`${url}/late`, { method: 'POST' });
     expect(res.status).toBe(503);
     expect(res.headers.get('x-late')).toBeNull();
+    // Framed, so the keep-alive connection survives it.
+    expect(Number(res.headers.get('content-length'))).toBeGreaterThan(0);
     expect(((await res.json()) as { type: string }).type).toMatch(/session-store-unavailable/);
     await sleep(600);
   });

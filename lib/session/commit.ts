@@ -98,7 +98,9 @@ export function commitBeforeEnd(
           // Without a session, express-session neither sets the cookie nor retries the store.
           (req as { session?: unknown }).session = undefined;
           // The handler's body is replaced, so its entity headers (length, ETag, ...) must go too.
-          for (const header of ENTITY_HEADERS) res.removeHeader(header);
+          // Only those set: Node remembers removing Content-Length and Transfer-Encoding even when
+          // they were never there, and then sends the 503 unframed and drops the keep-alive connection.
+          for (const header of ENTITY_HEADERS) if (res.hasHeader(header)) res.removeHeader(header);
           onUnavailable(error);
           done();
         }),
