@@ -1,16 +1,16 @@
-import { randomBytes } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { type GuardOptions, guarded } from '../breaker';
 import type { RedisClient } from '../client';
 import { emitKitEvent, hasKitListeners } from '../events';
 import { Bus, type Invalidation } from './bus';
-import { CorruptEntryError, decodeEntry, type Entry, encodeEntry } from './entry';
+import { CorruptEntryError, decodeEntry, type Entry } from './entry';
+import { type FillVary, type StoreOutcome, storeFill } from './fill-store';
 import { invalidateRedis, redisKeysOf } from './invalidate';
-import { headerValue, lockKeyOf, noStoreKeyOf, tagKey } from './key';
-import { L1, type Rec, toRec } from './l1';
+import { headerValue, lockKeyOf, noStoreKeyOf } from './key';
+import { clearOnReconnect, L1, type Rec, stopClearingOnReconnect, toRec } from './l1';
 import { acquireLockAt, keepAlive, mayTakeLock, newToken, releaseLock, sleep } from './lock';
 import type { ResolvedCacheOptions } from './options';
-import { addToTag, lookup, markNoStore, storeEntry, unlinkKeys } from './store';
+import { lookup, markNoStore, unlinkKeys } from './store';
 
 export type Fetched =
   | { kind: 'hit'; rec: Rec; key: string }
@@ -19,8 +19,6 @@ export type Fetched =
   | { kind: 'corrupt' };
 
 /** Outcome of waiting for an entry on a miss. */
-/** What became of a fill's store (see {@link CacheCore.store}). */
-export type StoreOutcome = 'stored' | 'dropped' | 'failed';
 
 export type Acquired =
   | { kind: 'hit'; rec: Rec }
@@ -241,83 +239,28 @@ export class CacheCore {
     return Math.max(1, Math.round(ttlMs * (1 + (Math.random() * 2 - 1) * jitter)));
   }
 
-  /**
-   * Registers an entry under its tags, then writes it (releasing the fill lock): one script per tag
-   * on the tag's slot, then one on the entry's slot. Tags go first so that an entry in Redis is
-   * always reachable by `invalidate({ tags })`, even when the write lands after its call timed out.
-   * An invalidation after the registration takes the entry key and its fill lock, so the write
-   * (which checks the lock) drops itself; one before it is caught by the check against `since`.
-   * Never rejects: 'dropped' when an invalidation may have made the value outdated, 'failed' when
-   * Redis did not answer (reported as `store-error`).
-   */
-  async store(
+  /** Stores a fill's entry (see fill-store.ts). Never rejects. */
+  store(
     redisKey: string,
     entry: Entry,
     token: string,
-    vary: { names: readonly string[]; values: readonly string[] } | undefined,
+    vary: FillVary | undefined,
     since?: number,
   ): Promise<StoreOutcome> {
-    try {
-      const raw = encodeEntry(entry);
-      if (!(await this.tag(entry, [redisKey], since))) {
-        this.releaseFill(redisKey, token);
-        this.event('store-dropped', { key: redisKey, reason: 'invalidated' });
-        return 'dropped';
-      }
-      const generation = randomBytes(6).toString('base64url');
-      const reply = await this.call(redisKey, () =>
-        storeEntry(
-          this.redis,
-          redisKey,
-          lockKeyOf(redisKey),
-          raw,
-          entry.ttlMs,
-          token,
-          vary?.names ?? [],
-          vary?.values ?? [],
-          generation,
-        ),
-      );
-      if (reply === '') {
-        // The fill lost its lock, most likely to an invalidation while the origin ran: what it read
-        // may be older than the write that invalidated it, so it must not become the entry.
-        this.event('store-dropped', { key: redisKey, reason: 'lock-lost' });
-        return 'dropped';
-      }
-      const written = this.strip(reply);
-      const members = written === redisKey ? [redisKey] : [redisKey, written];
-      // Without a lock nothing stops the write after an invalidation that ran since the tags were
-      // registered: look again, and take the entry back if one did.
-      const recheck = !token && since !== undefined;
-      if (recheck && !(await this.tag(entry, members, since))) {
-        await this.call(redisKey, () => unlinkKeys(this.redis, members));
-        this.event('store-dropped', { key: redisKey, reason: 'invalidated' });
-        return 'dropped';
-      }
-      // A variant's own key, so an invalidation frees its memory at once; deleting the marker, which
-      // the tags already hold, is what keeps it from being served.
-      if (!recheck && written !== redisKey) this.tag(entry, [written], undefined).catch(() => {});
-      this.event('store', { key: redisKey, bytes: raw.length });
-      return 'stored';
-    } catch (error) {
-      this.releaseFill(redisKey, token);
-      this.event('store-error', { key: redisKey, error: error as Error });
-      return 'failed';
-    }
-  }
-
-  /** Adds `members` to the entry's tag sets; false when a tag was invalidated since `since`. */
-  private async tag(entry: Entry, members: string[], since: number | undefined): Promise<boolean> {
-    if (entry.tags.length === 0) return true;
-    const { prefix } = this.options;
-    const added = await Promise.all(
-      entry.tags.map((tag) =>
-        this.call(tagKey(prefix, tag), () =>
-          addToTag(this.redis, tagKey(prefix, tag), entry.ttlMs, members, since),
-        ),
-      ),
+    return storeFill(
+      {
+        options: this.options,
+        call: (key, operation) => this.call(key, operation),
+        event: (type, details) => this.event(type, details),
+        releaseFill: (key, fillToken) => this.releaseFill(key, fillToken),
+        strip: (key) => this.strip(key),
+      },
+      redisKey,
+      entry,
+      token,
+      vary,
+      since,
     );
-    return !added.includes(false);
   }
 
   // This and `redisKeysOf` stay on the class because the public `Cache` type exposes them.
@@ -351,26 +294,7 @@ export class CacheCore {
 
   /** Unsubscribes the bus (the shared subscriber connection closes with the client). */
   async close(): Promise<void> {
-    if (this.l1) reconnectWatch.get(this.redis)?.delete(this.l1);
+    if (this.l1) stopClearingOnReconnect(this.redis, this.l1);
     await this.bus.close().catch(() => {});
   }
-}
-
-const reconnectWatch = new WeakMap<object, Set<L1>>();
-
-/**
- * Messages published while a client was disconnected are lost, so every L1 on it starts over empty
- * when it reconnects. One listener per client, however many caches use it.
- */
-function clearOnReconnect(redis: RedisClient, l1: L1): void {
-  let set = reconnectWatch.get(redis);
-  if (!set) {
-    const created = new Set<L1>();
-    set = created;
-    reconnectWatch.set(redis, created);
-    redis.on('ready', () => {
-      for (const each of created) each.clear();
-    });
-  }
-  set.add(l1);
 }

@@ -1,4 +1,5 @@
 import { LRUCache } from 'lru-cache';
+import type { RedisClient } from '../client';
 import type { Entry } from './entry';
 import type { ResolvedL1 } from './options';
 
@@ -100,4 +101,28 @@ export class L1 {
   get size(): number {
     return this.lru.size;
   }
+}
+
+const reconnectWatch = new WeakMap<object, Set<L1>>();
+
+/**
+ * Messages published while a client was disconnected are lost, so every L1 on it starts over empty
+ * when it reconnects. One listener per client, however many caches use it.
+ */
+export function clearOnReconnect(redis: RedisClient, l1: L1): void {
+  let set = reconnectWatch.get(redis);
+  if (!set) {
+    const created = new Set<L1>();
+    set = created;
+    reconnectWatch.set(redis, created);
+    redis.on('ready', () => {
+      for (const each of created) each.clear();
+    });
+  }
+  set.add(l1);
+}
+
+/** The cache closed: its L1 no longer needs clearing. */
+export function stopClearingOnReconnect(redis: RedisClient, l1: L1): void {
+  reconnectWatch.get(redis)?.delete(l1);
 }

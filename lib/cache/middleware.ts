@@ -4,6 +4,7 @@ import { optionError } from '../errors';
 import { scopePart } from '../keys';
 import { type Captured, captureResponse, type Originals } from './capture';
 import type { Entry } from './entry';
+import type { FillVary } from './fill-store';
 import { storedHeaders } from './http';
 import { invalidatesMiddleware } from './invalidates';
 import { defaultKey, entryKey, headerValue, withVary } from './key';
@@ -257,7 +258,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
           return settle({ uncacheable: true });
         }
         let rec: Rec;
-        let vary: { names: string[]; values: string[] } | undefined;
+        let vary: FillVary | undefined;
         try {
           rec = toRec(entry, redisKey, 0, Date.now());
           const names = varyOf(entry);
