@@ -1,5 +1,5 @@
 import express from 'express';
-import { cacheResponse, createCache } from '../../lib/cache';
+import { type CacheResponseOptions, cacheResponse, createCache } from '../../lib/cache';
 import { captureEvents } from '../helpers/events';
 import { eventually, useRedisServer } from '../helpers/redis';
 import { entryKeys, listen, quietLogger, sleep } from './helpers';
@@ -30,24 +30,31 @@ const read = async (url: string) => {
 
 beforeEach(() => redis.plain().flushall());
 
+/**
+ * GET /p/1 behind `cacheResponse` (tagged `product:1`): the origin reads `db.price`, then takes
+ * `delayMs` to answer, the window in which a write and its invalidation can overtake it.
+ */
+function productApp(options: Partial<CacheResponseOptions>, delayMs: number) {
+  const db = { price: 1 };
+  const mw = cacheResponse({
+    redis: redis.client(),
+    ttl: '1m',
+    logger: quietLogger(),
+    tags: () => ['product:1'],
+    ...options,
+  });
+  const app = express();
+  app.get('/p/1', mw, async (_req, res) => {
+    const row = { price: db.price };
+    await sleep(delayMs);
+    res.json(row);
+  });
+  return { db, mw, app };
+}
+
 describe('cacheResponse: invalidation against fills in flight', () => {
   it('an entry whose store landed after its call timed out (Redis paused) is still reached by invalidate({ tags })', async () => {
-    let price = 1;
-    const mw = cacheResponse({
-      redis: redis.client(),
-      ttl: '1m',
-      jitter: 0,
-      l1: false,
-      timeout: 150,
-      logger: quietLogger(),
-      tags: () => ['product:1'],
-    });
-    const app = express();
-    app.get('/p/1', mw, async (_req, res) => {
-      const row = { price };
-      await sleep(200);
-      res.json(row);
-    });
+    const { db, mw, app } = productApp({ jitter: 0, l1: false, timeout: 150 }, 200);
     const url = `${await serve(app)}/p/1`;
     const admin = redis.plain();
     const first = fetch(url);
@@ -57,30 +64,18 @@ describe('cacheResponse: invalidation against fills in flight', () => {
     await sleep(1000);
     // Whatever landed once Redis resumed, an entry in Redis is one its tag reaches.
     for (const key of await entryKeys(admin)) expect(await admin.sismember('erk:t:{product:1}', key)).toBe(1);
-    price = 2;
+    db.price = 2;
     await mw.invalidate({ tags: ['product:1'] });
     expect(await read(url)).toEqual({ xcache: 'MISS', body: { price: 2 } });
   });
 
   it('a request sent after a write answered does not get the answer of a fill that started before it', async () => {
-    let price = 1;
-    const mw = cacheResponse({
-      redis: redis.client(),
-      ttl: '1m',
-      logger: quietLogger(),
-      tags: () => ['product:1'],
-    });
-    const app = express();
-    app.get('/p/1', mw, async (_req, res) => {
-      const row = { price };
-      await sleep(400);
-      res.json(row);
-    });
+    const { db, mw, app } = productApp({}, 400);
     app.put(
       '/p/1',
       mw.invalidates(() => ['product:1']),
       (_req, res) => {
-        price = 2;
+        db.price = 2;
         res.json({ ok: true });
       },
     );
@@ -96,21 +91,8 @@ describe('cacheResponse: invalidation against fills in flight', () => {
   });
 
   it('the same holds when the invalidation came from another instance this one does not hear (l1: false)', async () => {
-    let price = 1;
-    const web = cacheResponse({
-      redis: redis.client(),
-      ttl: '1m',
-      l1: false,
-      logger: quietLogger(),
-      tags: () => ['product:1'],
-    });
+    const { db, app } = productApp({ l1: false }, 400);
     const job = createCache({ redis: redis.client(), l1: false, logger: quietLogger() });
-    const app = express();
-    app.get('/p/1', web, async (_req, res) => {
-      const row = { price };
-      await sleep(400);
-      res.json(row);
-    });
     const url = `${await serve(app)}/p/1`;
     const early = read(url);
     await sleep(100);
@@ -118,7 +100,7 @@ describe('cacheResponse: invalidation against fills in flight', () => {
       await sleep(100);
       return read(url); // joins the fill in flight, but only after the job's invalidation
     })();
-    price = 2;
+    db.price = 2;
     await job.invalidate({ tags: ['product:1'] });
     expect((await mine).body).toEqual({ price: 2 });
     expect((await early).body).toEqual({ price: 1 });

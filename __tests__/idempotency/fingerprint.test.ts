@@ -1,4 +1,5 @@
 import { canonicalJson, idempotency } from '../../lib/idempotency';
+import { prng } from '../helpers/prng';
 import { useRedisServer } from '../helpers/redis';
 import { freshKey, orderApp, send, useServers } from './http';
 
@@ -17,18 +18,6 @@ function recursiveCanonicalJson(value: unknown): string {
       );
     }) ?? 'undefined'
   );
-}
-
-/** Seeded PRNG (mulberry32): a failure reproduces with the same seed. */
-function prng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 class Point {

@@ -1,31 +1,13 @@
-import type Redis from 'ioredis';
-import {
-  ALGORITHM_CODE,
-  MODE_CONSUME,
-  MODE_PEEK,
-  MODE_REFUND,
-  RATE_LIMIT_LUA,
-} from '../../lib/rate-limit/script';
-import { LUA_NOW_MS } from '../../lib/scripts';
+import { ALGORITHM_CODE, MODE_CONSUME, MODE_PEEK, MODE_REFUND } from '../../lib/rate-limit/script';
+import { prng } from '../helpers/prng';
 import { useRedisServer } from '../helpers/redis';
+import { type ClockedRedis, setClock, withSimulatedClock } from './simulated-clock';
 
 // Token-bucket and gcra refunds are computed from a few numbers per key and per request, not from
 // the history, so they are checked here against an exact model of that history: the state of the
 // requests that were counted and not refunded. The script runs unchanged on a real redis-server,
 // except that its clock is simulated (read from two keys instead of TIME), so time can stand still
 // or jump without a test taking minutes.
-
-/** Seeded PRNG (mulberry32): a failure reproduces with the same seed. */
-function prng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Counted {
   us: number;
@@ -64,23 +46,17 @@ function exactRemaining(
 
 describe('rateLimit refunds against an exact model (simulated clock)', () => {
   const server = useRedisServer();
-  let redis: Redis & { rl(...args: Array<string | number>): Promise<number[]> };
+  let redis: ClockedRedis;
 
   beforeAll(() => {
-    redis = server.plain() as typeof redis;
-    const clock = "{ redis.call('GET', 'clock:s'), redis.call('GET', 'clock:us') }";
-    const lua = RATE_LIMIT_LUA.replace("redis.call('TIME')", clock);
-    expect(lua).not.toBe(RATE_LIMIT_LUA);
-    expect(RATE_LIMIT_LUA.startsWith(LUA_NOW_MS)).toBe(true);
-    redis.defineCommand('rl', { numberOfKeys: 1, lua });
+    redis = withSimulatedClock(server.plain());
   });
 
   it('a request counted in a key that was emptied and created again within the same ms gives nothing back (gcra)', async () => {
     await redis.flushall();
     const limit = 10_000; // 100 us per unit over 1 s
     const ms = 1_700_000_000_123;
-    const at = (us: number, plusMs = 0) =>
-      redis.mset('clock:s', Math.floor((ms + plusMs) / 1000), 'clock:us', ((ms + plusMs) % 1000) * 1000 + us);
+    const at = (us: number, plusMs = 0) => setClock(redis, ms + plusMs, us);
     const call = (...args: Array<string | number>) => redis.rl('rl:{gen}', ...args);
     const take = async (cost: number) => {
       const reply = await call(MODE_CONSUME, 'g', limit, 1000, cost, `m${cost}`);
@@ -143,7 +119,7 @@ describe('rateLimit refunds against an exact model (simulated clock)', () => {
           const advance = random() < 0.4 ? 0 : Math.floor(random() * random() * 2 * (windowMs / limit));
           us = advance ? Math.floor(random() * 1000) : us + Math.floor(random() * (1000 - us));
           ms += advance;
-          await redis.mset('clock:s', Math.floor(ms / 1000), 'clock:us', (ms % 1000) * 1000 + us);
+          await setClock(redis, ms, us);
           const held = counted.filter((c) => !c.refunded);
           if (random() < 0.55 || held.length === 0) {
             const cost = 1 + Math.floor(random() * Math.min(3, limit));

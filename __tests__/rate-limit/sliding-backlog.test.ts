@@ -1,6 +1,6 @@
-import type Redis from 'ioredis';
-import { MODE_CONSUME, MODE_PEEK, RATE_LIMIT_LUA } from '../../lib/rate-limit/script';
+import { MODE_CONSUME, MODE_PEEK } from '../../lib/rate-limit/script';
 import { useRedisServer } from '../helpers/redis';
+import { type ClockedRedis, setClock, withSimulatedClock } from './simulated-clock';
 
 // A sliding-window key holds one log entry per request still in the window. When a large burst has
 // left the window, its entries are cleared in steps of at most 1000 per step, so the next call does
@@ -15,19 +15,15 @@ const KEY = 'rl:{backlog}';
 
 describe('rateLimit sliding-window after a large burst has left the window', () => {
   const server = useRedisServer();
-  let redis: Redis & { rl(...args: Array<string | number>): Promise<number[]> };
+  let redis: ClockedRedis;
 
   beforeAll(() => {
-    redis = server.plain() as typeof redis;
-    const clock = "{ redis.call('GET', 'clock:s'), redis.call('GET', 'clock:us') }";
-    const lua = RATE_LIMIT_LUA.replace("redis.call('TIME')", clock);
-    expect(lua).not.toBe(RATE_LIMIT_LUA);
-    redis.defineCommand('rl', { numberOfKeys: 1, lua });
+    redis = withSimulatedClock(server.plain());
   });
 
   beforeEach(() => redis.flushall());
 
-  const at = (ms: number) => redis.mset('clock:s', Math.floor(ms / 1000), 'clock:us', (ms % 1000) * 1000);
+  const at = (ms: number) => setClock(redis, ms);
 
   /** One script call deciding `costs.length` requests of one client; answers [allowed, remaining] per request. */
   async function consume(limit: number, costs: number[], tag: string) {
