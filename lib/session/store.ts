@@ -45,12 +45,10 @@ export class KitSessionStore extends Store {
    * express-session's own end-of-request save/touch does not pay a second round trip.
    */
   private readonly persisted = new WeakMap<object, Shape>();
-  /** Request → the session id read from Redis for it. */
-  private readonly loaded = new WeakMap<object, string>();
+  /** Request → the session id read from Redis for it, and when. */
+  private readonly loaded = new WeakMap<object, { sid: string; at: number }>();
   /** Session data whose expiry `readAndSlide()` already slid (or, without rolling, must not slide). */
   private readonly touchedOnLoad = new WeakSet<object>();
-  /** When each request read its session. */
-  private readonly loadedAt = new WeakMap<object, number>();
 
   constructor(private readonly settings: StoreSettings) {
     super();
@@ -176,8 +174,7 @@ export class KitSessionStore extends Store {
   }
 
   override createSession(req: Request, data: SessionData) {
-    this.loaded.set(req, req.sessionID);
-    this.loadedAt.set(req, Date.now());
+    this.loaded.set(req, { sid: req.sessionID, at: Date.now() });
     const touched = this.touchedOnLoad.has(data);
     const session = super.createSession(req, data);
     if (touched) this.markPersisted(session);
@@ -194,13 +191,13 @@ export class KitSessionStore extends Store {
    * tab to have ended it meanwhile.
    */
   loadedBefore(req: Request, ms: number): boolean {
-    const at = this.loadedAt.get(req);
+    const at = this.loaded.get(req)?.at;
     return at !== undefined && Date.now() - at > ms;
   }
 
   /** Whether `sid` is the session that was read from Redis for `req` (not one generated since). */
   loadedAs(req: Request | undefined, sid: string): boolean {
-    return req !== undefined && this.loaded.get(req) === sid;
+    return req !== undefined && this.loaded.get(req)?.sid === sid;
   }
 
   /** Marks a session as already written (or touched) during this request. */
