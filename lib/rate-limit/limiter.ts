@@ -1,4 +1,5 @@
 import type { NextFunction, Request, Response } from 'express';
+import onFinished from 'on-finished';
 import { guarded } from '../breaker';
 import { shown } from '../errors';
 import { emitKitEvent, hasKitListeners } from '../events';
@@ -10,7 +11,6 @@ import { DenyCache } from './deny-cache';
 import { headerWriter } from './headers';
 import type { ResolvedOptions } from './options';
 import { bindingOf, infoOf, type Reply, refundHints, replyWidth } from './reply';
-import { whenOver } from './response-over';
 import { createFailMode, sendDenied } from './responses';
 import { MODE_CONSUME, MODE_PEEK, MODE_REFUND, rateLimitScript } from './script';
 import type { RateLimitInfo, RateLimitState } from './types';
@@ -98,11 +98,11 @@ export function createLimiter(o: ResolvedOptions) {
       // Responses that finish in the same turn give back in one call, like decisions.
       batches.refund(key, refund);
     };
-    // The answer can be over before the decision came back: the client left while Redis was
-    // deciding, or a timeout middleware already replied. Those events will not fire again.
-    if (res.writableFinished) return settle(true);
-    if (res.destroyed || res.closed) return settle(false);
-    whenOver(res, settle);
+    // on-finished (Express's own) calls back once the response is over, also when it already was
+    // (the client left while Redis was deciding, or a timeout middleware replied), and keeps one
+    // set of listeners per response however many limiters wait on it. Sent in full, or ended by
+    // the app on a connection still open, is "finished"; a connection that closed first is not.
+    onFinished(res, () => settle(res.writableFinished || (res.writableEnded && !res.destroyed)));
   }
 
   function decide(req: Request, res: Response, next: NextFunction, key: string, cost: number): void {
