@@ -39,6 +39,9 @@ export interface CacheResponseMiddleware extends RequestHandler {
  * is down, the answer is not storable (go to the origin), or the fill failed or took too long (look
  * up and queue on the lock like any miss).
  */
+/** Ends a fill's in-process flight with its result; `close` only stops new requests joining it. */
+type Settle = ((result: FlightResult) => void) & { close?: () => void };
+
 type FlightResult =
   | { rec: Rec; headers: IncomingHttpHeaders }
   | { bypass: true }
@@ -155,13 +158,19 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
       // so a failing origin still sees one request at a time, not every coalesced one at once.
     }
     const head = req.method === 'HEAD';
-    let settle: (result: FlightResult) => void = () => {};
+    let settle: Settle = () => {};
     if (!head && !pending) {
       const flight = new Promise<FlightResult>((resolve) => {
-        settle = (result) => {
+        const close = () => {
           if (flights.get(key) === flight) flights.delete(key);
-          resolve(result);
         };
+        settle = Object.assign(
+          (result: FlightResult) => {
+            close();
+            resolve(result);
+          },
+          { close },
+        );
       });
       flights.set(key, flight);
     }
@@ -210,7 +219,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     redisKey: string,
     token: string,
     stale: Rec | undefined,
-    settle: (result: FlightResult) => void,
+    settle: Settle,
     since?: number,
   ): void {
     const before = res.getHeaders();
@@ -273,7 +282,9 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
         }
         // Requests coalesced behind this one get its answer once it is stored: when an invalidation
         // (from any instance) took the lock while the origin ran, they look up again instead, since
-        // the answer may be older than the write behind it; nor does it go into L1.
+        // the answer may be older than the write behind it; nor does it go into L1. Requests that
+        // come after this answer do not join any more: they look up on their own, as before.
+        settle.close?.();
         void cache.store(redisKey, entry, token, vary, since).then((outcome) => {
           if (outcome === 'dropped') return settle({ retry: true });
           if (l1) l1Put(l1, key, rec, req.headers, generation);
