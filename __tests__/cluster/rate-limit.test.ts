@@ -2,6 +2,7 @@ import express from 'express';
 import type { Cluster } from 'ioredis';
 import request from 'supertest';
 import { type RateLimitOptions, rateLimit } from '../../lib/rate-limit';
+import { captureEvents } from '../helpers/events';
 import { useRedisCluster } from '../helpers/redis';
 
 describe('rateLimit on a real Redis Cluster', () => {
@@ -54,5 +55,31 @@ describe('rateLimit on a real Redis Cluster', () => {
     await limiter.reset('erin');
     expect((await limiter.get('erin')).used).toBe(0);
     expect((await request(a).get('/').set('x-client', 'erin')).status).toBe(200);
+  });
+
+  it('gives back failed requests on the cluster (the refund marker shares the client hash tag)', async () => {
+    const events = captureEvents('rate-limit');
+    try {
+      const limiter = rateLimit({
+        redis: connect(),
+        policies,
+        key: (req) => String(req.headers['x-client']),
+        name: 'cl-refund',
+        skipFailedRequests: true,
+      });
+      const a = express();
+      a.get('/', limiter, (req, res) => {
+        res.status(req.query.fail ? 500 : 200).json(req.rateLimit);
+      });
+      for (const client of ['alice', 'bob', 'carol', 'dave']) {
+        expect((await request(a).get('/?fail=1').set('x-client', client)).status).toBe(500);
+        await events.waitFor('refund', 1);
+        expect(events.count('refund-failed')).toBe(0);
+        expect((await limiter.get(client)).policies.map((p) => p.used)).toEqual([0, 0, 0, 0]);
+        events.events.length = 0;
+      }
+    } finally {
+      events.stop();
+    }
   });
 });

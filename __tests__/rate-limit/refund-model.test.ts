@@ -1,7 +1,7 @@
-import { ALGORITHM_CODE, MODE_CONSUME, MODE_PEEK, MODE_REFUND } from '../../lib/rate-limit/script';
+import { ALGORITHM_CODE, MODE_CONSUME, MODE_PEEK } from '../../lib/rate-limit/script';
 import { prng } from '../helpers/prng';
 import { useRedisServer } from '../helpers/redis';
-import { type ClockedRedis, setClock, withSimulatedClock } from './simulated-clock';
+import { type ClockedRedis, refund as refundCall, setClock, withSimulatedClock } from './simulated-clock';
 
 // Token-bucket and gcra refunds are computed from a few numbers per key and per request, not from
 // the history, so they are checked here against an exact model of that history: the state of the
@@ -64,7 +64,7 @@ describe('rateLimit refunds against an exact model (simulated clock)', () => {
       return { cost, origin: reply[1]!, hints: reply.slice(4, 8) };
     };
     const refund = (c: { cost: number; origin: number; hints: number[] }) =>
-      call(MODE_REFUND, 'g', limit, 1000, c.cost, `m${c.cost}`, c.origin, ...c.hints);
+      refundCall(redis, 'rl:{gen}', ['g', limit, 1000], [c.cost, `m${c.cost}`, c.origin, ...c.hints]);
     // h holds 500 ms of (simulated) time, so the key outlives w's refund in real time as well.
     await at(100);
     const h = await take(5000);
@@ -111,7 +111,7 @@ describe('rateLimit refunds against an exact model (simulated clock)', () => {
             c.refunded = true;
             args.push(c.cost, 'm', c.ms, ...c.hints);
           }
-          return call(MODE_REFUND, code, limit, windowMs, ...args);
+          return refundCall(redis, 'rl:{c}', [code, limit, windowMs], args);
         };
         const remaining = async () => (await call(MODE_PEEK, code, limit, windowMs, 0, '-'))[2]!;
         for (let step = 0; step < 40; step++) {

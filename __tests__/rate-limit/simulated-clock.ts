@@ -1,9 +1,12 @@
 import type Redis from 'ioredis';
-import { RATE_LIMIT_LUA } from '../../lib/rate-limit/script';
+import { MODE_REFUND, RATE_LIMIT_LUA } from '../../lib/rate-limit/script';
 import { LUA_NOW_MS } from '../../lib/scripts';
 
-/** A client with the rate-limit script as `rl`, one key. */
-export type ClockedRedis = Redis & { rl(...args: Array<string | number>): Promise<number[]> };
+/** A client with the rate-limit script as `rl` (one key) and `rlRefund` (one key and its marker). */
+export type ClockedRedis = Redis & {
+  rl(...args: Array<string | number>): Promise<number[]>;
+  rlRefund(...args: Array<string | number>): Promise<number[]>;
+};
 
 /**
  * Defines the rate-limit script, unchanged except that its clock is simulated: read from the keys
@@ -17,7 +20,30 @@ export function withSimulatedClock(client: Redis): ClockedRedis {
     throw new Error('the rate-limit script no longer reads the clock through LUA_NOW_MS');
   }
   client.defineCommand('rl', { numberOfKeys: 1, lua });
+  client.defineCommand('rlRefund', { numberOfKeys: 2, lua });
   return client as ClockedRedis;
+}
+
+let markers = 0;
+
+/**
+ * Gives back `requests` (cost, member, origin, hints... each) counted in `key` under one policy, as
+ * the limiter does: a new marker key each call, and a deadline that never passes on the simulated clock.
+ */
+export function refund(
+  client: ClockedRedis,
+  key: string,
+  policy: [code: string, limit: number, windowMs: number],
+  requests: Array<string | number>,
+) {
+  return client.rlRefund(
+    key,
+    `${key}:x:${++markers}`,
+    MODE_REFUND,
+    ...policy,
+    Number.MAX_SAFE_INTEGER,
+    ...requests,
+  );
 }
 
 /** Sets the simulated clock to `ms` (plus `us` microseconds). */

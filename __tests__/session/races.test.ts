@@ -1,12 +1,12 @@
 import { createHash } from 'node:crypto';
-import { type AddressInfo, connect, createServer, type Server } from 'node:net';
 import express from 'express';
-import { Redis } from 'ioredis';
+import type { Redis } from 'ioredis';
 import { type KitEvent, onKitEvent } from '../../lib/events';
 import { redisSession } from '../../lib/session';
 import { SAVE, sessionKey, userIndexKey } from '../../lib/session/scripts';
 import { useRedisServer } from '../helpers/redis';
 import { postWithSlowBody } from '../helpers/slow-body';
+import { useTcpProxy } from '../helpers/tcp-proxy';
 import { useServers } from '../idempotency/http';
 
 // Races of one user's sessions found by a review: logins against lost replies and logoutAll(), a slow
@@ -17,12 +17,7 @@ const SECRET = 'races-test-secret-races-test-secret-0001';
 const redisServer = useRedisServer();
 const servers = useServers();
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const proxies: Server[] = [];
-const clients: Redis[] = [];
-afterEach(async () => {
-  for (const client of clients.splice(0)) client.disconnect();
-  await Promise.all(proxies.splice(0).map((p) => new Promise((resolve) => p.close(resolve))));
-});
+const proxy = useTcpProxy(() => redisServer.server.port);
 
 /** A cookie jar for one browser (all its tabs). */
 class Browser {
@@ -44,45 +39,6 @@ class Browser {
   async json(url: string, init: RequestInit = {}) {
     return (await this.fetch(url, init)).json() as Promise<Record<string, unknown>>;
   }
-}
-
-/**
- * A TCP proxy to the test's redis-server. `onCommand` sees each chunk the client sends and may ask
- * to drop the connection right after Redis answered it; `delayMs` holds every reply that long.
- */
-async function proxy(options: { dropAfter?: (chunk: string) => boolean; delayMs?: number } = {}) {
-  const { port } = redisServer.server;
-  const server = createServer((client) => {
-    const upstream = connect(port, '127.0.0.1');
-    let drop = false;
-    client.on('data', (chunk) => {
-      if (options.dropAfter?.(chunk.toString('latin1'))) drop = true;
-      upstream.write(chunk);
-    });
-    upstream.on('data', (chunk) => {
-      if (drop) {
-        drop = false;
-        client.destroy();
-        upstream.destroy();
-        return;
-      }
-      if (options.delayMs) setTimeout(() => client.writable && client.write(chunk), options.delayMs);
-      else client.write(chunk);
-    });
-    for (const [a, b] of [
-      [client, upstream],
-      [upstream, client],
-    ] as const) {
-      a.on('close', () => b.destroy());
-      a.on('error', () => {});
-    }
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  proxies.push(server);
-  const client = new Redis((server.address() as AddressInfo).port, '127.0.0.1');
-  client.on('error', () => {});
-  clients.push(client);
-  return client;
 }
 
 function app(redis: Redis, extra: Partial<Parameters<typeof redisSession>[0]> = {}) {

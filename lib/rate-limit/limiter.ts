@@ -24,6 +24,7 @@ export function createLimiter(o: ResolvedOptions) {
   const { redis, policies, name } = o;
   const count = policies.length;
   const script = rateLimitScript(count);
+  const refundScript = rateLimitScript(count, true);
   const guard = { timeoutMs: o.timeoutMs, component: 'rate-limit' as const, name };
   const adminGuard = { ...guard, timeoutMs: Math.max(o.timeoutMs, 2000) };
   const writeHeaders = headerWriter(o.headers, policies);
@@ -67,6 +68,7 @@ export function createLimiter(o: ResolvedOptions) {
 
   function refundLater(req: Request, res: Response, key: string, cost: number, member: string, reply: Reply) {
     const origin = reply[1]!;
+    const countedAt = performance.now();
     const hints = refundHints(reply, count);
     let settled = false;
     const settle = (finished: boolean) => {
@@ -89,7 +91,7 @@ export function createLimiter(o: ResolvedOptions) {
         return;
       }
       if (ok ? !o.skipSuccessfulRequests : !o.skipFailedRequests) return;
-      const refund: Refund = { cost, member, origin, hints };
+      const refund: Refund = { cost, member, origin, countedAt, hints };
       // A denial remembered here may no longer hold once the quota comes back: forget it now, so no
       // request is answered from memory before the refund leaves, and do not remember denials from
       // calls already on their way (sent before the refund, answered without it).
@@ -133,18 +135,35 @@ export function createLimiter(o: ResolvedOptions) {
   }
 
   function sendRefunds(key: string, batch: Refund[]): void {
+    // The call applies only until the limiter stops waiting for it, and once (see script.ts): what
+    // ioredis sends again after a lost reply, or delivers after its timeout, cannot give back twice
+    // or after being reported failed. Redis time now is read from the counts' replies.
+    const sentAt = performance.now();
+    let redisNow = 0;
     const requests: Array<string | number> = [];
-    for (const r of batch) requests.push(r.cost, r.member, r.origin, ...r.hints);
-    call(keysFor(key), MODE_REFUND, requests).then(
-      () => {
-        for (const r of batch)
-          emitKitEvent({ component: 'rate-limit', name, type: 'refund', key, cost: r.cost });
-      },
-      (error: Error) => {
-        for (const r of batch)
-          emitKitEvent({ component: 'rate-limit', name, type: 'refund-failed', key, cost: r.cost, error });
-      },
-    );
+    for (const r of batch) {
+      redisNow = Math.max(redisNow, r.origin + (sentAt - r.countedAt));
+      requests.push(r.cost, r.member, r.origin, ...r.hints);
+    }
+    const keys = keysFor(key);
+    keys.push(`${o.keyHead}${safePart(key)}}:x:${memberBase}${(++sequence).toString(36)}`);
+    const deadline = Math.floor(redisNow) + o.timeoutMs;
+    const failed = (error: Error) => {
+      for (const r of batch)
+        emitKitEvent({ component: 'rate-limit', name, type: 'refund-failed', key, cost: r.cost, error });
+    };
+    guarded(
+      redis,
+      () => runScript<Reply>(redis, refundScript, keys, [MODE_REFUND, ...policyArgs, deadline, ...requests]),
+      { ...guard, key: keys[0] },
+    ).then((reply) => {
+      if (reply[0] !== 1) {
+        failed(new Error('express-redis-kit rateLimit: the refund reached Redis after its deadline'));
+        return;
+      }
+      for (const r of batch)
+        emitKitEvent({ component: 'rate-limit', name, type: 'refund', key, cost: r.cost });
+    }, failed);
   }
 
   function send(key: string, batch: Pending[]): void {

@@ -37,12 +37,15 @@ export const MODE_PEEK = 'p';
 // requests cost one round trip. A request is allowed only if every policy allows it, and a denied
 // request consumes from none.
 //
-// KEYS: one key per policy, all sharing the client's {hash tag}.
-// ARGV: mode, then per policy: algorithm code, limit, window ms; then per request: cost, member id
-//       (sliding-window log entry) and, for refunds only, origin ms (when the request was counted)
-//       and the request's refund hints (four per policy: gap, refunded, units, key stamp).
+// KEYS: one key per policy, all sharing the client's {hash tag}; refunds add a marker key (same tag,
+//       unique per refund call).
+// ARGV: mode, then per policy: algorithm code, limit, window ms; for refunds the deadline (Redis ms);
+//       then per request: cost, member id (sliding-window log entry) and, for refunds only, origin ms
+//       (when the request was counted) and the request's refund hints (four per policy: gap,
+//       refunded, units, key stamp).
 // Reply: per request { allowed 0|1, now ms, per policy: remaining, reset ms, retry ms, then per
-//   policy: three more refund hints }; refund: { 1, now ms }.
+//   policy: three more refund hints }; refund: { 1, now ms } given back (now or by an earlier copy of
+//   the same call), { 0, now ms } refused: past its deadline.
 //   reset = until the quota is fully restored; retry = until a request of this cost could pass.
 //   A counted request has no retry, so that slot carries its first refund hint (gap) instead.
 //
@@ -61,7 +64,17 @@ local peek = mode == 'p'
 local function int(x) return string.format('%.0f', x) end
 ${LUA_WINDOWS}${LUA_RATES}
 local open = { f = fixed, s = sliding, t = bucket, g = gcra }
-local count = #KEYS
+local count = refund and #KEYS - 1 or #KEYS
+local first = 2 + 3 * count
+if refund then
+  -- ioredis sends a command again when the connection dropped before its reply came, and a command
+  -- it gave up on (timeout) can still reach Redis: a refund applies only before its deadline (when
+  -- the limiter stops waiting for it) and once, by its marker key, which lives until that deadline.
+  local deadline = tonumber(ARGV[first])
+  if now_ms > deadline then return { 0, now_ms } end
+  if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'PX', int(deadline - now_ms + 1)) then return { 1, now_ms } end
+  first = first + 1
+end
 local pols = {}
 local st = {}
 for i = 1, count do
@@ -69,7 +82,6 @@ for i = 1, count do
   pols[i] = open[ARGV[b]](KEYS[i], tonumber(ARGV[b + 1]), tonumber(ARGV[b + 2]))
   st[i] = {}
 end
-local first = 2 + 3 * count
 if refund then
   for q = first, #ARGV, 3 + 4 * count do
     local cost, origin = tonumber(ARGV[q]), tonumber(ARGV[q + 2])
@@ -125,14 +137,16 @@ export const RATE_LIMIT_LUA = LUA;
 const byKeyCount = new Map<number, ScriptDefinition>();
 
 /**
- * The rate-limit script for `policies` keys. One Lua body serves every algorithm mix; it is registered
- * once per policy count because the registry (like ioredis defineCommand) fixes the number of keys.
+ * The rate-limit script for `policies` keys, plus one for refunds (their marker). One Lua body
+ * serves every algorithm mix; it is registered once per key count because the registry (like ioredis
+ * defineCommand) fixes the number of keys.
  */
-export function rateLimitScript(policies: number): ScriptDefinition {
-  let script = byKeyCount.get(policies);
+export function rateLimitScript(policies: number, forRefunds = false): ScriptDefinition {
+  const keys = forRefunds ? policies + 1 : policies;
+  let script = byKeyCount.get(keys);
   if (!script) {
-    script = defineScript(`rate_limit_v5_${policies}`, policies, LUA);
-    byKeyCount.set(policies, script);
+    script = defineScript(`rate_limit_v6_${keys}`, keys, LUA);
+    byKeyCount.set(keys, script);
   }
   return script;
 }

@@ -1,0 +1,60 @@
+import { type AddressInfo, connect, createServer, type Server } from 'node:net';
+import { Redis } from 'ioredis';
+
+export interface ProxyOptions {
+  /**
+   * Sees each chunk the client sends; answering true drops the connection right after Redis has
+   * answered that chunk, so the command ran but its reply is lost (ioredis sends it again once it
+   * has reconnected).
+   */
+  dropAfter?: (chunk: string) => boolean;
+  /** Holds every reply this long. */
+  delayMs?: number;
+}
+
+/**
+ * TCP proxies in front of a test's redis-server, standing in for a flaky or slow network; each call
+ * answers a plain ioredis client (ioredis defaults, like a user's own) connected through a new proxy.
+ * Proxies and clients are closed after each test.
+ */
+export function useTcpProxy(port: () => number) {
+  const proxies: Server[] = [];
+  const clients: Redis[] = [];
+  afterEach(async () => {
+    for (const client of clients.splice(0)) client.disconnect();
+    await Promise.all(proxies.splice(0).map((p) => new Promise((resolve) => p.close(resolve))));
+  });
+  return async function proxy(options: ProxyOptions = {}): Promise<Redis> {
+    const server = createServer((client) => {
+      const upstream = connect(port(), '127.0.0.1');
+      let drop = false;
+      client.on('data', (chunk) => {
+        if (options.dropAfter?.(chunk.toString('latin1'))) drop = true;
+        upstream.write(chunk);
+      });
+      upstream.on('data', (chunk) => {
+        if (drop) {
+          drop = false;
+          client.destroy();
+          upstream.destroy();
+          return;
+        }
+        if (options.delayMs) setTimeout(() => client.writable && client.write(chunk), options.delayMs);
+        else client.write(chunk);
+      });
+      for (const [a, b] of [
+        [client, upstream],
+        [upstream, client],
+      ] as const) {
+        a.on('close', () => b.destroy());
+        a.on('error', () => {});
+      }
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    proxies.push(server);
+    const client = new Redis((server.address() as AddressInfo).port, '127.0.0.1');
+    client.on('error', () => {});
+    clients.push(client);
+    return client;
+  };
+}

@@ -1,0 +1,101 @@
+import express from 'express';
+import type { Redis } from 'ioredis';
+import { type RateLimitOptions, rateLimit } from '../../lib/rate-limit';
+import { captureEvents } from '../helpers/events';
+import { useRedisServer } from '../helpers/redis';
+import { useTcpProxy } from '../helpers/tcp-proxy';
+import { hit, listen, sleep } from './fixtures/http';
+
+// Refunds over a network that loses replies or stalls: ioredis sends a command again when its reply
+// was lost, and a command it gave up on can still reach Redis later. A refund must give back once,
+// and only when the limiter reports it given back.
+
+const redis = useRedisServer();
+const proxy = useTcpProxy(() => redis.server.port);
+const stops: Array<() => void | Promise<void>> = [];
+afterEach(async () => {
+  for (const stop of stops.splice(0)) await stop();
+});
+
+/** Whether a chunk the client sent is a rate-limit refund call (mode 'r' as its own argument). */
+const isRefund = (chunk: string) => chunk.includes('\r\n$1\r\nr\r\n');
+
+async function server(client: Redis, options: Omit<RateLimitOptions, 'redis'>, beforeFail = async () => {}) {
+  const limiter = rateLimit({ ...options, redis: client, key: () => 'k' });
+  const app = express();
+  app.use(limiter);
+  app.get('/ok', (_req, res) => {
+    res.send('ok');
+  });
+  app.get('/fail', async (_req, res) => {
+    await beforeFail();
+    res.status(500).send('failed');
+  });
+  const http = await listen(app);
+  stops.push(http.close);
+  return { limiter, url: http.url };
+}
+
+describe('rateLimit refunds over a lossy network', () => {
+  for (const algorithm of ['fixed-window', 'token-bucket', 'gcra', 'sliding-window'] as const) {
+    it(`${algorithm}: a refund whose reply was lost, and that ioredis sent again, gives back once`, async () => {
+      let armed = false;
+      let dropped = 0;
+      const client = await proxy({
+        dropAfter: (chunk) => {
+          if (!armed || dropped > 0 || !isRefund(chunk)) return false;
+          dropped++;
+          return true;
+        },
+      });
+      const events = captureEvents('rate-limit');
+      stops.push(events.stop);
+      const { url } = await server(client, {
+        name: `lost-${algorithm}`,
+        algorithm,
+        limit: 3,
+        window: '1h',
+        skipFailedRequests: true,
+        timeout: 3000,
+      });
+      expect((await hit(url, '/ok', 'a')).status).toBe(200);
+      expect((await hit(url, '/ok', 'a')).status).toBe(200);
+      armed = true;
+      expect((await hit(url, '/fail', 'a')).status).toBe(500);
+      await events.waitFor('refund', 1);
+      expect(dropped).toBe(1);
+      // Two successes hold two of three units: exactly one more passes.
+      expect((await hit(url, '/ok', 'a')).status).toBe(200);
+      expect((await hit(url, '/ok', 'a')).status).toBe(429);
+    });
+  }
+
+  it('a refund that reaches Redis only after the limiter gave up on it (Redis paused) gives nothing back', async () => {
+    const pauser = redis.plain();
+    const events = captureEvents('rate-limit');
+    stops.push(events.stop);
+    const { limiter, url } = await server(
+      redis.plain(),
+      {
+        name: 'late-refund',
+        algorithm: 'fixed-window',
+        limit: 5,
+        window: '1h',
+        skipFailedRequests: true,
+        timeout: 200,
+      },
+      // The request was counted; Redis stalls while its failed answer goes out, so its refund is
+      // held past the limiter's timeout and then runs.
+      async () => {
+        await pauser.call('CLIENT', 'PAUSE', '700', 'ALL');
+      },
+    );
+    expect((await hit(url, '/ok', 'a')).status).toBe(200);
+    expect((await hit(url, '/fail', 'a')).status).toBe(500);
+    await events.waitFor('refund-failed', 1);
+    await sleep(900);
+    expect(events.count('refund')).toBe(0);
+    // Reported as not given back, and indeed not: both requests still hold their unit.
+    expect((await limiter.get('k')).remaining).toBe(3);
+  });
+});
