@@ -302,21 +302,29 @@ describe('idempotency when the handler ends the response with something Node ref
     }
   });
 
-  it('under redisSession (mounted in front), a session commit that fails still answers: its 500 is not dropped', async () => {
+  it('under redisSession (mounted in front), a session commit that fails still answers: its 500 is not dropped, and the retry gets the stored answer', async () => {
     const redis = redisServer.client();
     const sessions = redisSession({ redis, secret: 'broken-responses-secret-broken-0001' });
     const app = express();
+    let runs = 0;
     app.use(express.json());
     app.use(sessions);
     app.post('/orders', idempotency({ redis }), (req, res) => {
+      runs++;
       (req.session as unknown as { last: bigint }).last = 10n; // JSON cannot encode it
       res.status(201).json({ ok: true });
     });
     app.use(sessions.handleErrors);
     const url = await servers.listen(app);
-    const answer = await send(`${url}/orders`, { key: freshKey(), body: {}, timeoutMs: 3000 });
+    const key = freshKey();
+    const answer = await send(`${url}/orders`, { key, body: {}, timeoutMs: 3000 });
     expect(answer.status).toBe(500);
     expect(answer.body.toString()).toContain('session-error');
+    // The order was made once; its retry is told so rather than making it again (README).
+    const retry = await send(`${url}/orders`, { key, body: {}, timeoutMs: 3000 });
+    expect(retry.status).toBe(201);
+    expect(retry.headers.get('idempotent-replayed')).toBe('true');
+    expect(runs).toBe(1);
   });
 
   it('under redisSession, a handler that answers and then throws while the body arrives sends the answer it stored', async () => {
