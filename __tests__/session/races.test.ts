@@ -41,6 +41,9 @@ class Browser {
   }
 }
 
+/** What the next `GET /wait` waits for before it answers. */
+const waiting: Array<() => Promise<void>> = [];
+
 function app(redis: Redis, extra: Partial<Parameters<typeof redisSession>[0]> = {}) {
   const sessions = redisSession({ redis, secret: SECRET, ...extra });
   const server = express();
@@ -59,6 +62,17 @@ function app(redis: Redis, extra: Partial<Parameters<typeof redisSession>[0]> = 
     res.json({ user: req.session?.userId ?? null });
   });
   server.get('/me', (req, res) => {
+    res.json({ user: req.session?.userId ?? null });
+  });
+  server.post('/logout', async (req, res) => {
+    await sessions.logout(req, res);
+    res.json({});
+  });
+  server.post('/logout-all', async (req, res) => {
+    res.json({ ended: await sessions.logoutAll(String(req.session?.userId)) });
+  });
+  server.get('/wait', async (req, res) => {
+    await waiting.shift()?.();
     res.json({ user: req.session?.userId ?? null });
   });
   server.use(sessions.handleErrors);
@@ -138,6 +152,52 @@ describe('redisSession races', () => {
       const slow = await tabA;
       expect(slow.headers.getSetCookie()).toEqual([]);
       expect(await browser.json(`${url}/me`)).toEqual({ user: 'bob' });
+    },
+  );
+
+  it('logoutAll() of the current user answers without the cookie of the session it just ended', async () => {
+    const { server } = app(redisServer.client() as Redis);
+    const url = await servers.listen(server);
+    const browser = new Browser();
+    await browser.fetch(`${url}/login?user=dana`, { method: 'POST' });
+    const before = browser.cookies.get('sid');
+    const res = await browser.fetch(`${url}/logout-all`, { method: 'POST' });
+    expect(await res.json()).toEqual({ ended: 1 });
+    expect(res.headers.getSetCookie()).toEqual([]);
+    expect(browser.cookies.get('sid')).toBe(before);
+    expect(await browser.json(`${url}/me`)).toEqual({ user: null });
+  });
+
+  it.each(['a login', 'a logout'])(
+    'a fast request does not put its cookie back after %s in another tab (same instance) ended its session',
+    async (other) => {
+      const { server } = app(redisServer.client() as Redis);
+      const url = await servers.listen(server);
+      const browser = new Browser();
+      await browser.fetch(`${url}/login?user=erin`, { method: 'POST' });
+      // Tab A's request has read its session; tab B's login or logout ends it before A answers,
+      // well within the 200 ms after which every re-sent cookie is checked in Redis.
+      let started!: () => void;
+      const inHandler = new Promise<void>((resolve) => {
+        started = resolve;
+      });
+      let release!: () => void;
+      waiting.push(() => {
+        started();
+        return new Promise<void>((resolve) => {
+          release = resolve;
+        });
+      });
+      const tabA = browser.fetch(`${url}/wait`);
+      await inHandler;
+      const tabB = new Browser();
+      tabB.cookies = new Map(browser.cookies);
+      if (other === 'a login') await tabB.fetch(`${url}/login?user=frank`, { method: 'POST' });
+      else await tabB.fetch(`${url}/logout`, { method: 'POST' });
+      release();
+      const a = await tabA;
+      expect(a.headers.getSetCookie()).toEqual([]);
+      expect(await a.json()).toEqual({ user: 'erin' });
     },
   );
 

@@ -2,7 +2,7 @@ import type { Request, Response } from 'express';
 import type { Session, SessionData } from 'express-session';
 import { refusedChunkError } from '../chunks';
 import { dropLateAnswers, putBack, quietAfterSend, restoreWire, wireOf } from '../late-answers';
-import { bodyOf, lifetimeOf, type Shape, sameLifetime, shapeOf } from './data';
+import { bodyOf, forgetInRequest, lifetimeOf, type Shape, sameLifetime, shapeOf } from './data';
 import type { KitSessionStore } from './store';
 
 /** What the session looked like when the handler got it. */
@@ -133,11 +133,17 @@ function persist(
   store: KitSessionStore,
 ): Promise<Outcome> | undefined {
   if (store.isPersisted(session)) {
-    // Touched on load, so nothing to write, but express-session re-sends a rolling cookie. A slow
-    // request may have outlived a login or logout in another tab of the same browser, which ended
-    // this session: re-sending its cookie would put the dead session back over the new one. One
+    // Touched on load, so nothing to write, but express-session re-sends a rolling cookie. The
+    // request may have outlived a login or logout in another tab of the same browser (or its own
+    // logoutAll()), which ended this session: re-sending its cookie would put the dead session back
+    // over the new one. Ended by this process: known without asking. Else, for a slow request, one
     // TOUCH tells (a vanished session is dropped from the request, so no cookie goes out).
-    if (store.rolling && store.loadedAs(req, req.sessionID) && store.loadedBefore(req, SLOW_REQUEST_MS)) {
+    if (!store.rolling || !store.loadedAs(req, req.sessionID)) return undefined;
+    if (store.endedLately(req.sessionID)) {
+      forgetInRequest(session);
+      return undefined;
+    }
+    if (store.loadedBefore(req, SLOW_REQUEST_MS)) {
       return store.refresh(req.sessionID, session).then(
         () => undefined,
         // Nothing needed saving: the answer goes out as it is, only without the cookie that could

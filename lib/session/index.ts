@@ -72,6 +72,7 @@ export function redisSession(options: RedisSessionOptions): RedisSessionMiddlewa
     prefix: o.prefix,
     timeoutMs: o.timeoutMs,
     tombstoneMs: o.tombstoneMs,
+    onEnding: (handles: readonly string[]) => store.noteEnded(handles),
   };
   const inner = expressSession({
     store,

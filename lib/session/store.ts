@@ -1,5 +1,6 @@
 import type { Request } from 'express';
 import { type SessionData, Store } from 'express-session';
+import { LRUCache } from 'lru-cache';
 import { guarded } from '../breaker';
 import type { RedisClient } from '../client';
 import { RedisTimeoutError } from '../errors';
@@ -49,9 +50,26 @@ export class KitSessionStore extends Store {
   private readonly loaded = new WeakMap<object, { sid: string; at: number }>();
   /** Session data whose expiry `readAndSlide()` already slid (or, without rolling, must not slide). */
   private readonly touchedOnLoad = new WeakSet<object>();
+  /**
+   * Handles of sessions this process ended lately (logout, a login's old id, logoutAll, revoke, the
+   * cap), for as long as their tombstones last: a request of this process that read one of them
+   * before it ended must not re-send its cookie, however fast it is (see commit.ts).
+   */
+  private readonly endedHere: LRUCache<string, true>;
 
   constructor(private readonly settings: StoreSettings) {
     super();
+    this.endedHere = new LRUCache({ max: 10_000, ttl: Math.max(1, settings.tombstoneMs) });
+  }
+
+  /** Notes sessions (by handle) this process is ending. Before their DESTROY: a request may finish meanwhile. */
+  noteEnded(handles: readonly string[]): void {
+    for (const h of handles) this.endedHere.set(h, true);
+  }
+
+  /** Whether this process ended session `sid` since the tombstone window began. */
+  endedLately(sid: string): boolean {
+    return this.endedHere.has(sessionHandle(sid));
   }
 
   /** `key`: the Redis key the operation touches (on a Cluster, it picks that node's breaker). */
@@ -260,6 +278,7 @@ export class KitSessionStore extends Store {
   async remove(sid: string): Promise<void> {
     const { redis, prefix, tombstoneMs } = this.settings;
     const key = sessionKey(prefix, sid);
+    this.noteEnded([sessionHandle(sid)]);
     const owner = await this.guard(key, () =>
       runScript<string | null>(redis, DESTROY, [key], [tombstoneMs, '']),
     );
@@ -286,7 +305,12 @@ export class KitSessionStore extends Store {
     if (size <= maxSessionsPerUser) return;
     // The cap is housekeeping: a failure here must not fail the request; the next login retries.
     try {
-      const ended = await evictSessions(this.settings, userId, sessionHandle(sid), maxSessionsPerUser);
+      const ended = await evictSessions(
+        { ...this.settings, onEnding: (handles) => this.noteEnded(handles) },
+        userId,
+        sessionHandle(sid),
+        maxSessionsPerUser,
+      );
       emitKitEvent({ component: 'session', type: 'evicted', sessions: ended });
     } catch (error) {
       emitKitEvent({ component: 'session', type: 'error', error: error as Error });

@@ -18,6 +18,8 @@ interface IndexSettings {
   prefix: string;
   timeoutMs: number;
   tombstoneMs: number;
+  /** Told which sessions (handles) are about to be ended. */
+  onEnding?: (handles: readonly string[]) => void;
 }
 
 /** Lists (or keeps listing) a session under its user for `keepMs`; resolves how many entries the index holds. */
@@ -157,6 +159,7 @@ export async function evictSessions(
  */
 async function endSessions(settings: IndexSettings, userId: string, handles: string[]): Promise<number> {
   const { redis, prefix, tombstoneMs } = settings;
+  settings.onEnding?.(handles);
   const results = await guard(settings, undefined, () =>
     Promise.all(
       handles.map((h) =>
