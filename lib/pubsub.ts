@@ -3,10 +3,30 @@ import { isCluster, type RedisClient } from './client';
 
 type MessageHandler = (message: string, channel: string) => void;
 
+interface ChannelState {
+  handlers: Set<MessageHandler>;
+  /** Handlers that keep the channel wanted through failed SUBSCRIBEs: retried until one lands. */
+  durable: Set<MessageHandler>;
+  subscribed: boolean;
+  /** The SUBSCRIBE in flight, shared by every caller that needs the channel. */
+  pending?: Promise<void>;
+  /** Failed attempts since the last success (backoff, and "a gap was not heard"). */
+  failures: number;
+  retry?: NodeJS.Timeout;
+  /** Called when a SUBSCRIBE lands after failing: messages of the gap were never heard. */
+  landed: Set<() => void>;
+  /** Called once per failure streak. */
+  failed: Set<(error: unknown) => void>;
+  whenSubscribed: Promise<void>;
+  markSubscribed: () => void;
+}
+
 interface SharedSubscriber {
   connection: RedisClient;
-  handlers: Map<string, Set<MessageHandler>>;
+  channels: Map<string, ChannelState>;
   reconnectHooks: Set<() => void>;
+  /** The Cluster watch (see `watchClusterSubscriber`). */
+  watch?: { look: () => void; stop: () => void };
 }
 
 /** Options of {@link subscribe}. */
@@ -18,9 +38,17 @@ export interface SubscribeOptions {
   onReconnect?: () => void;
 }
 
+/** Longest wait between two SUBSCRIBE attempts of a channel kept wanted through failures. */
+const MAX_RETRY_MS = 30_000;
+/** How often a Cluster's subscriber node is looked at (see `watchClusterSubscriber`). */
+const CLUSTER_WATCH_MS = 1000;
+
+const subscribers = new WeakMap<object, SharedSubscriber>();
+
 /**
  * Subscribes to a pub/sub channel over one connection per client, shared by everything in the kit
  * and closed with the client by `closeRedis()`. Returns a function that unsubscribes this handler.
+ * Rejects, registering nothing, when the SUBSCRIBE fails (Redis unreachable).
  */
 export async function subscribe(
   redis: RedisClient,
@@ -28,74 +56,252 @@ export async function subscribe(
   handler: MessageHandler,
   options: SubscribeOptions = {},
 ): Promise<() => Promise<void>> {
-  let shared = subscribers.get(redis);
-  if (!shared) {
-    // No command timeout: a subscriber connection waits for messages by design.
-    const connection = isCluster(redis)
-      ? redis.duplicate()
-      : (redis as Redis).duplicate({ commandTimeout: undefined });
-    const handlers = new Map<string, Set<MessageHandler>>();
-    connection.on('message', (ch: string, message: string) => {
-      for (const h of handlers.get(ch) ?? []) {
-        try {
-          h(message, ch);
-        } catch {
-          // One bad handler must not starve the others.
-        }
-      }
-    });
-    connection.on('error', () => {
-      // ioredis reconnects and resubscribes by itself; the error is already visible on the main client.
-    });
-    const reconnectHooks = new Set<() => void>();
-    let connectedBefore = false;
-    connection.on('ready', () => {
-      if (connectedBefore) for (const hook of reconnectHooks) hook();
-      connectedBefore = true;
-    });
-    const created: SharedSubscriber = { connection, handlers, reconnectHooks };
-    shared = created;
-    subscribers.set(redis, created);
-    // If the app closes its client itself, the subscriber must not keep the process alive.
-    redis.once('end', () => {
-      if (subscribers.get(redis) !== created) return;
-      subscribers.delete(redis);
-      connection.disconnect();
-    });
+  const shared = sharedOf(redis);
+  const state = stateOf(shared, channel);
+  state.handlers.add(handler);
+  try {
+    await attempt(shared, channel, state);
+  } catch (error) {
+    release(shared, channel, state, handler);
+    throw error;
   }
-  const { connection, handlers, reconnectHooks } = shared;
-  let set = handlers.get(channel);
-  if (!set) {
-    set = new Set();
-    handlers.set(channel, set);
-    try {
-      await connection.subscribe(channel);
-    } catch (error) {
-      // Leave no empty entry behind, or later calls would skip SUBSCRIBE and hear nothing.
-      if (handlers.get(channel)?.size === 0) handlers.delete(channel);
-      throw error;
-    }
-  }
-  set.add(handler);
-  const hook = options.onReconnect;
-  if (hook) reconnectHooks.add(hook);
-  return async () => {
-    if (hook) reconnectHooks.delete(hook);
-    const current = handlers.get(channel);
-    if (!current) return;
-    current.delete(handler);
-    if (current.size === 0) {
-      handlers.delete(channel);
-      if (connection.status === 'ready') await connection.unsubscribe(channel).catch(() => {});
-    }
+  return register(shared, channel, state, handler, options.onReconnect);
+}
+
+/** Hooks of {@link subscribeDurably}. */
+export interface DurableHooks {
+  onReconnect?: () => void;
+  /** A SUBSCRIBE failed (once per streak of failures); it is retried until one lands. */
+  onError?: (error: unknown) => void;
+  /** The subscription landed after failing: messages published before were never heard. */
+  onLanded?: () => void;
+}
+
+/**
+ * Like {@link subscribe}, but a SUBSCRIBE that fails (Redis down when the app starts) is retried
+ * (on every reconnect of the subscriber, and with backoff) until it lands, for as long as the
+ * handler is registered. `ready` resolves once the channel is subscribed.
+ */
+export function subscribeDurably(
+  redis: RedisClient,
+  channel: string,
+  handler: MessageHandler,
+  hooks: DurableHooks = {},
+): { ready: Promise<void>; unsubscribe: () => Promise<void> } {
+  const shared = sharedOf(redis);
+  const state = stateOf(shared, channel);
+  state.handlers.add(handler);
+  state.durable.add(handler);
+  if (hooks.onLanded) state.landed.add(hooks.onLanded);
+  if (hooks.onError) state.failed.add(hooks.onError);
+  attempt(shared, channel, state).catch(() => {});
+  const unregister = register(shared, channel, state, handler, hooks.onReconnect);
+  return {
+    ready: state.whenSubscribed,
+    unsubscribe: () => {
+      state.durable.delete(handler);
+      if (hooks.onLanded) state.landed.delete(hooks.onLanded);
+      if (hooks.onError) state.failed.delete(hooks.onError);
+      return unregister();
+    },
   };
 }
 
-const subscribers = new WeakMap<object, SharedSubscriber>();
+function sharedOf(redis: RedisClient): SharedSubscriber {
+  const existing = subscribers.get(redis);
+  if (existing) return existing;
+  // No command timeout: a subscriber connection waits for messages by design.
+  const connection = isCluster(redis)
+    ? redis.duplicate()
+    : (redis as Redis).duplicate({ commandTimeout: undefined });
+  const channels = new Map<string, ChannelState>();
+  const reconnectHooks = new Set<() => void>();
+  const shared: SharedSubscriber = { connection, channels, reconnectHooks };
+  connection.on('message', (ch: string, message: string) => {
+    for (const h of channels.get(ch)?.handlers ?? []) {
+      try {
+        h(message, ch);
+      } catch {
+        // One bad handler must not starve the others.
+      }
+    }
+  });
+  connection.on('error', () => {
+    // ioredis reconnects and resubscribes by itself; the error is already visible on the main client.
+  });
+  let connectedBefore = false;
+  const reconnected = () => {
+    if (connectedBefore) for (const hook of reconnectHooks) safely(hook);
+    connectedBefore = true;
+  };
+  connection.on('ready', () => {
+    reconnected();
+    // Channels still wanted after a failed SUBSCRIBE: try again now that the connection is back.
+    for (const [channel, state] of channels) {
+      if (state.durable.size > 0 && !state.subscribed && !state.pending) {
+        clearTimeout(state.retry);
+        attempt(shared, channel, state).catch(() => {});
+      }
+    }
+  });
+  if (isCluster(redis)) shared.watch = watchClusterSubscriber(shared, reconnected);
+  subscribers.set(redis, shared);
+  // If the app closes its client itself, the subscriber must not keep the process alive.
+  redis.once('end', () => {
+    if (subscribers.get(redis) !== shared) return;
+    subscribers.delete(redis);
+    shared.watch?.stop();
+    connection.disconnect();
+  });
+  return shared;
+}
+
+/**
+ * A Cluster subscribes through one node that ioredis picks, and picks another (resubscribing) when
+ * that node goes away, without an event on the Cluster: messages of the gap are lost unheard. The
+ * node's connection is an internal of ioredis, so it is looked at once a second (while something
+ * is subscribed); a new one, or one that came back, counts as a reconnect.
+ */
+function watchClusterSubscriber(
+  shared: SharedSubscriber,
+  reconnected: () => void,
+): { look: () => void; stop: () => void } {
+  const internal = shared.connection as unknown as { subscriber?: { getInstance?: () => unknown } };
+  let current: unknown;
+  const look = () => {
+    const instance = internal.subscriber?.getInstance?.() as { status?: string } | null | undefined;
+    if (instance?.status !== 'ready' || instance === current) return;
+    const before = current;
+    current = instance;
+    if (before !== undefined) reconnected();
+  };
+  const timer = setInterval(() => {
+    if (shared.channels.size > 0) look();
+  }, CLUSTER_WATCH_MS);
+  timer.unref();
+  return { look, stop: () => clearInterval(timer) };
+}
+
+function stateOf(shared: SharedSubscriber, channel: string): ChannelState {
+  let state = shared.channels.get(channel);
+  if (!state) {
+    let markSubscribed!: () => void;
+    const whenSubscribed = new Promise<void>((resolve) => {
+      markSubscribed = resolve;
+    });
+    state = {
+      handlers: new Set(),
+      durable: new Set(),
+      subscribed: false,
+      failures: 0,
+      landed: new Set(),
+      failed: new Set(),
+      whenSubscribed,
+      markSubscribed,
+    };
+    shared.channels.set(channel, state);
+  }
+  return state;
+}
+
+/** SUBSCRIBE, once for every caller waiting on the channel. */
+function attempt(shared: SharedSubscriber, channel: string, state: ChannelState): Promise<void> {
+  if (state.subscribed) return Promise.resolve();
+  if (state.pending) return state.pending;
+  const pending = shared.connection.subscribe(channel).then(
+    () => {
+      state.pending = undefined;
+      state.subscribed = true;
+      if (state.handlers.size === 0) {
+        // Everyone left while it was on its way.
+        void forget(shared, channel, state);
+        return;
+      }
+      // The node it landed on is the one to watch from now on (Cluster).
+      shared.watch?.look();
+      const gap = state.failures > 0;
+      state.failures = 0;
+      state.markSubscribed();
+      if (gap) for (const hook of state.landed) safely(hook);
+    },
+    (error: unknown) => {
+      state.pending = undefined;
+      state.failures++;
+      if (state.failures === 1) for (const hook of state.failed) safely(() => hook(error));
+      if (state.durable.size > 0) retryLater(shared, channel, state);
+      else if (state.handlers.size === 0) void forget(shared, channel, state);
+      throw error;
+    },
+  );
+  state.pending = pending;
+  return pending;
+}
+
+function retryLater(shared: SharedSubscriber, channel: string, state: ChannelState): void {
+  clearTimeout(state.retry);
+  const delay = Math.min(MAX_RETRY_MS, 500 * 2 ** Math.min(state.failures - 1, 6));
+  state.retry = setTimeout(() => {
+    state.retry = undefined;
+    if (shared.connection.status === 'end' || shared.channels.get(channel) !== state) return;
+    if (state.durable.size > 0) attempt(shared, channel, state).catch(() => {});
+  }, delay);
+  state.retry.unref();
+}
+
+function register(
+  shared: SharedSubscriber,
+  channel: string,
+  state: ChannelState,
+  handler: MessageHandler,
+  hook: (() => void) | undefined,
+): () => Promise<void> {
+  if (hook) shared.reconnectHooks.add(hook);
+  return async () => {
+    if (hook) shared.reconnectHooks.delete(hook);
+    await release(shared, channel, state, handler);
+  };
+}
+
+function release(
+  shared: SharedSubscriber,
+  channel: string,
+  state: ChannelState,
+  handler: MessageHandler,
+): Promise<void> {
+  state.handlers.delete(handler);
+  state.durable.delete(handler);
+  // A SUBSCRIBE still on its way cleans up when it lands (or fails).
+  if (state.handlers.size > 0 || state.pending) return Promise.resolve();
+  return forget(shared, channel, state);
+}
+
+/** Drops the channel: nobody wants it any more. */
+function forget(shared: SharedSubscriber, channel: string, state: ChannelState): Promise<void> {
+  clearTimeout(state.retry);
+  if (shared.channels.get(channel) === state) shared.channels.delete(channel);
+  if (!state.subscribed) return Promise.resolve();
+  state.subscribed = false;
+  if (shared.connection.status !== 'ready') return Promise.resolve();
+  return shared.connection.unsubscribe(channel).then(
+    () => {},
+    () => {},
+  );
+}
+
+function safely(hook: () => void): void {
+  try {
+    hook();
+  } catch {
+    // A hook's failure is its own.
+  }
+}
 
 /** Hands over the kit's subscriber connection of `redis` (if any) for closing, and forgets it. */
 export function takeSubscriber(redis: RedisClient): RedisClient | undefined {
   const shared = subscribers.get(redis);
   subscribers.delete(redis);
-  return shared?.connection;
+  if (!shared) return undefined;
+  shared.watch?.stop();
+  for (const state of shared.channels.values()) clearTimeout(state.retry);
+  return shared.connection;
 }

@@ -1,8 +1,9 @@
-import type { Cluster } from 'ioredis';
+import Redis, { type Cluster } from 'ioredis';
 import { createRedis } from '../../lib/connection';
 import { pingRedis } from '../../lib/health';
+import { subscribe } from '../../lib/pubsub';
 import { defineScript, runScript } from '../../lib/scripts';
-import { useRedisCluster } from '../helpers/redis';
+import { eventually, useRedisCluster } from '../helpers/redis';
 
 const pair = defineScript(
   'test_cluster_pair',
@@ -39,5 +40,27 @@ describe('createRedis against a real Redis Cluster', () => {
   it('runs a multi-key script whose keys share a hash tag', async () => {
     const client = redis.client();
     expect(await runScript(client, pair, ['a:{same}', 'b:{same}'], ['v'])).toBe('v');
+  });
+  it('tells subscribers when the node their subscription runs on drops it (ioredis moves it without an event)', async () => {
+    const client = redis.plain();
+    const received: string[] = [];
+    let reconnects = 0;
+    const unsubscribe = await subscribe(client, 'cluster-feed', (m) => received.push(m), {
+      onReconnect: () => reconnects++,
+    });
+    const admins = redis.cluster.nodes.map((n) => new Redis(n.port, n.host));
+    try {
+      let killed = 0;
+      for (const admin of admins) killed += Number(await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub'));
+      expect(killed).toBe(1);
+      await eventually(() => reconnects === 1, 'the reconnect hook');
+      await eventually(async () => {
+        await admins[0]!.publish('cluster-feed', 'after');
+        return received.includes('after');
+      }, 'a message after the drop');
+    } finally {
+      await unsubscribe();
+      for (const admin of admins) admin.disconnect();
+    }
   });
 });

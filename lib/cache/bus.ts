@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { RedisClient } from '../client';
-import { subscribe } from '../pubsub';
+import { subscribeDurably } from '../pubsub';
 
 /** What every instance's L1 must drop. */
 export interface Invalidation {
@@ -18,8 +18,12 @@ interface Message {
 /** What a subscribing bus does with what it hears. */
 export interface BusListener {
   onInvalidation: (message: Invalidation) => void;
+  /** The subscription failed (Redis unreachable); it is retried until it lands. */
   onError: (error: unknown) => void;
+  /** The subscriber connection came back after a drop: messages sent meanwhile were missed. */
   onReconnect: () => void;
+  /** A subscription that had failed landed at last (messages sent before it were never heard). */
+  onLanded: () => void;
 }
 
 /**
@@ -32,7 +36,7 @@ export interface BusListener {
 export class Bus {
   readonly origin = randomBytes(8).toString('base64url');
   private unsubscribe: (() => Promise<void>) | undefined;
-  private closed = false;
+  /** Resolves once the channel is subscribed (retried until it is, while the bus is open). */
   readonly ready: Promise<void>;
 
   constructor(
@@ -44,8 +48,8 @@ export class Bus {
       this.ready = Promise.resolve();
       return;
     }
-    const { onInvalidation, onError, onReconnect } = listener;
-    this.ready = subscribe(
+    const { onInvalidation, onError, onReconnect, onLanded } = listener;
+    const subscription = subscribeDurably(
       redis,
       channel,
       (raw) => {
@@ -58,14 +62,10 @@ export class Bus {
         if (message.o === this.origin || !Array.isArray(message.k) || !Array.isArray(message.t)) return;
         onInvalidation({ keys: message.k, tags: message.t });
       },
-      { onReconnect },
-    ).then(
-      (unsubscribe) => {
-        if (this.closed) void unsubscribe();
-        else this.unsubscribe = unsubscribe;
-      },
-      (error) => onError(error),
+      { onReconnect, onError, onLanded },
     );
+    this.ready = subscription.ready;
+    this.unsubscribe = subscription.unsubscribe;
   }
 
   publish(message: Invalidation): Promise<unknown> {
@@ -73,12 +73,7 @@ export class Bus {
     return this.redis.publish(this.channel, JSON.stringify(payload));
   }
 
-  /**
-   * Does not wait for a subscription still on its way (Redis unreachable, it may take as long as the
-   * client keeps retrying): that one is undone when it lands.
-   */
   async close(): Promise<void> {
-    this.closed = true;
     const unsubscribe = this.unsubscribe;
     this.unsubscribe = undefined;
     await unsubscribe?.();

@@ -55,9 +55,15 @@ export class CacheCore {
       this.l1 = l1;
       this.bus = new Bus(redis, channel, {
         onInvalidation: (message) => this.dropLocal(message),
-        onError: (error) =>
-          options.logger.warn({ error }, 'cannot subscribe to the invalidation channel; L1 stays local'),
+        onError: (error) => {
+          l1.suspend();
+          options.logger.warn(
+            { error },
+            'cannot subscribe to the invalidation channel; L1 is off until it can (retrying)',
+          );
+        },
         onReconnect: () => l1.clear(),
+        onLanded: () => l1.resume(),
       });
       clearOnReconnect(redis, l1);
     } else {
@@ -69,7 +75,10 @@ export class CacheCore {
     return this.options.redis;
   }
 
-  /** Resolves once the invalidation bus is subscribed (L1 coherence is live). */
+  /**
+   * Resolves once the invalidation bus is subscribed (L1 coherence is live). While Redis is
+   * unreachable it stays pending (the subscription is retried) and the L1 is not used.
+   */
   ready(): Promise<void> {
     return this.bus.ready;
   }

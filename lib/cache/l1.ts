@@ -46,6 +46,11 @@ export class L1 {
   private readonly lru: LRUCache<string, L1Value>;
   /** Bumped on every invalidation seen; a fill started under an older generation does not land here. */
   generation = 0;
+  /**
+   * Off while the invalidation bus cannot be subscribed (Redis down when the app started): other
+   * instances' invalidations would go unheard, so nothing is served or kept here until it is.
+   */
+  private suspended = false;
 
   constructor(private readonly options: ResolvedL1) {
     this.lru = new LRUCache<string, L1Value>({
@@ -57,6 +62,7 @@ export class L1 {
 
   /** A live value, or undefined (expired values are dropped on the way). */
   get(key: string, now: number): L1Value | undefined {
+    if (this.suspended) return undefined;
     const value = this.lru.get(key);
     if (value === undefined) return undefined;
     if (value.expiresAt <= now) {
@@ -67,7 +73,7 @@ export class L1 {
   }
 
   set(key: string, value: L1Value, now: number, generation: number): void {
-    if (generation !== this.generation) return;
+    if (generation !== this.generation || this.suspended) return;
     let ttl = value.expiresAt - now;
     if (this.options.ttlMs !== undefined) {
       ttl = Math.min(ttl, this.options.ttlMs);
@@ -96,6 +102,18 @@ export class L1 {
   clear(): void {
     this.generation++;
     this.lru.clear();
+  }
+
+  /** Empties the tier and keeps it off until {@link resume}. */
+  suspend(): void {
+    this.suspended = true;
+    this.clear();
+  }
+
+  /** Back on, empty: what it would have held meanwhile may have been invalidated unheard. */
+  resume(): void {
+    this.suspended = false;
+    this.clear();
   }
 
   get size(): number {
