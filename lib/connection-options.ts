@@ -26,20 +26,9 @@ export function validateRedisOptions(options: CreateRedisOptions): void {
       "e.g. createRedis({ url: 'redis://…' })",
     );
   }
-  if (options.url !== undefined) {
-    if (typeof options.url !== 'string') {
-      throw optionError(
-        'url',
-        `must be a string; got ${shown(options.url)}`,
-        "e.g. 'redis://127.0.0.1:6379'.",
-      );
-    }
-    if (!/^rediss?:\/\//.test(options.url)) {
-      throw optionError(
-        'url',
-        `must start with redis:// or rediss:// (TLS); got ${shown(maskUrl(options.url))}`,
-      );
-    }
+  if (options.url !== undefined) checkUrl(options.url, 'url');
+  else if (options.cluster === undefined && options.sentinel === undefined && process.env.REDIS_URL) {
+    checkUrl(process.env.REDIS_URL, 'REDIS_URL');
   }
   const sources = (['url', 'cluster', 'sentinel'] as const).filter((o) => options[o] !== undefined);
   if (sources.length > 1) {
@@ -59,6 +48,17 @@ export function validateRedisOptions(options: CreateRedisOptions): void {
   }
   booleanOption(options.enableAutoPipelining, 'enableAutoPipelining', true);
   booleanOption(options.failFast, 'failFast', false);
+  const logger = options.logger;
+  if (
+    logger !== undefined &&
+    logger !== false &&
+    typeof (logger as { warn?: unknown })?.warn !== 'function'
+  ) {
+    throw optionError(
+      'logger',
+      `must be an object with a warn(message) method, or false; got ${shown(logger)}`,
+    );
+  }
   if (options.keyPrefix !== undefined && typeof options.keyPrefix !== 'string') {
     throw optionError('keyPrefix', `must be a string; got ${shown(options.keyPrefix)}`);
   }
@@ -93,6 +93,27 @@ function checkMs(value: unknown, option: string): void {
       option,
       value,
       `must be a positive number of ms, at most ${MAX_TIMER_MS}; got ${shown(value)}`,
+    );
+  }
+}
+
+/** A Redis URL ioredis can read, or an error naming `name` (the option, or the env variable). */
+function checkUrl(url: unknown, name: string): void {
+  if (typeof url !== 'string') {
+    throw optionError(name, `must be a string; got ${shown(url)}`, "e.g. 'redis://127.0.0.1:6379'.");
+  }
+  if (!/^rediss?:\/\//.test(url)) {
+    throw optionError(name, `must start with redis:// or rediss:// (TLS); got ${shown(maskUrl(url))}`);
+  }
+  try {
+    new URL(url);
+  } catch {
+    // ioredis would throw Node's ERR_INVALID_URL, which names no option and carries the raw URL
+    // (password included) in its `input`.
+    throw optionError(
+      name,
+      `is not a valid URL; got ${shown(maskUrl(url))}`,
+      'Percent-encode special characters of the user name and password (encodeURIComponent), and check the port (0-65535).',
     );
   }
 }

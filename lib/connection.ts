@@ -2,6 +2,7 @@ import Redis, { Cluster, type ClusterOptions, type RedisOptions } from 'ioredis'
 import type { RedisClient } from './client';
 import { validateRedisOptions } from './connection-options';
 import { pingRedis } from './health';
+import { neverThrows } from './logger';
 import { maskUrl } from './mask-url';
 import { takeSubscriber } from './pubsub';
 
@@ -33,6 +34,12 @@ export interface CreateRedisOptions extends Omit<RedisOptions, 'sentinels' | 'na
    * (masked) URL when Redis is unreachable. Same as {@link connectRedis}.
    */
   failFast?: boolean;
+  /**
+   * Where the client's connection errors go: one line when Redis becomes unreachable and one when it
+   * is back, instead of ioredis's "Unhandled error event" stack trace on every reconnect attempt.
+   * Default: `console.warn`. `false`: nothing (attach your own `error` listener).
+   */
+  logger?: { warn(message: string): void } | false;
 }
 
 const DEFAULTS = {
@@ -65,25 +72,61 @@ export function createRedis(options: CreateRedisOptions = {}): RedisClient | Pro
 
 /** Creates a client and pings it once; rejects with a clear error (password masked) when unreachable. */
 export async function connectRedis(options: CreateRedisOptions = {}): Promise<RedisClient> {
-  const client = buildClient({ ...options, failFast: false });
+  // Quiet until it has answered once: the rejection below says it better.
+  const client = buildClient({ ...options, failFast: false }, true);
   const health = await pingRedis(client, { timeoutMs: Math.max(options.connectTimeout ?? 0, 3000) });
   if (!health.ok) {
     await closeRedis(client, { timeoutMs: 200 });
     throw new Error(
-      `express-redis-kit: cannot reach Redis at ${describeTarget(options)}: ${health.error ?? 'no answer'}. ` +
+      `express-redis-kit: cannot reach Redis at ${describeTarget(options)}: ${(health.error ?? 'no answer').replace(/\.$/, '')}. ` +
         'Start redis-server, or set REDIS_URL to a reachable server.',
     );
   }
   return client;
 }
 
-function buildClient(options: CreateRedisOptions): RedisClient {
+function buildClient(options: CreateRedisOptions, quietUntilReady = false): RedisClient {
   validateRedisOptions(options);
+  const client = newClient(options);
+  const { logger = { warn: (message: string) => console.warn(message) } } = options;
+  if (logger !== false) reportOutages(client, describeTarget(options), neverThrows(logger), quietUntilReady);
+  return client;
+}
+
+/**
+ * One line when the connection fails (then nothing until it is back), one when it is back. Without
+ * any `error` listener, ioredis prints a stack trace for every failed reconnect attempt.
+ */
+function reportOutages(
+  client: RedisClient,
+  target: string,
+  logger: { warn(message: string): void },
+  quiet: boolean,
+): void {
+  let down = false;
+  let readyOnce = false;
+  client.on('error', (error: Error) => {
+    if (down || (quiet && !readyOnce)) return;
+    down = true;
+    logger.warn(
+      `express-redis-kit: Redis at ${target} is unreachable (${error.message}); reconnecting in the background. Logged once until it is back.`,
+    );
+  });
+  client.on('ready', () => {
+    readyOnce = true;
+    if (!down) return;
+    down = false;
+    logger.warn(`express-redis-kit: Redis at ${target} is reachable again.`);
+  });
+}
+
+function newClient(options: CreateRedisOptions): RedisClient {
   const {
     url,
     cluster,
     sentinel,
     failFast: _failFast,
+    logger: _logger,
     maxReconnectDelay = DEFAULTS.maxReconnectDelay,
     ...ioredisOptions
   } = options;

@@ -3,6 +3,7 @@ import { closeRedis, connectRedis, createRedis, reconnectDelay } from '../../lib
 import { pingRedis } from '../../lib/health';
 import { maskUrl } from '../../lib/mask-url';
 import { subscribe } from '../../lib/pubsub';
+import { freePort, type RedisServerHandle, startRedisServer } from '../../lib/testing';
 import { eventually, useRedisServer } from '../helpers/redis';
 
 describe('createRedis', () => {
@@ -163,6 +164,43 @@ describe('closeRedis', () => {
   });
 });
 
+describe('connection errors', () => {
+  it('says once that Redis is unreachable and once that it is back, instead of a stack trace per reconnect attempt', async () => {
+    const port = await freePort();
+    const lines: string[] = [];
+    const printed = jest.spyOn(console, 'error').mockImplementation(() => {});
+    const client = createRedis({
+      url: `redis://:S3cretPass@127.0.0.1:${port}`,
+      maxReconnectDelay: 50,
+      logger: { warn: (line) => lines.push(line) },
+    });
+    let server: RedisServerHandle | undefined;
+    try {
+      let attempts = 0;
+      client.on('reconnecting', () => attempts++);
+      await eventually(() => attempts >= 4, 'several reconnect attempts');
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toMatch(
+        /Redis at redis:\/\/:\*\*\*\*@127\.0\.0\.1:\d+ is unreachable \(.*ECONNREFUSED.*\)/,
+      );
+      expect(printed).not.toHaveBeenCalled(); // ioredis's "[ioredis] Unhandled error event"
+      server = await startRedisServer({ port, password: 'S3cretPass' });
+      await eventually(() => client.status === 'ready', 'the reconnect');
+      expect(lines).toHaveLength(2);
+      expect(lines[1]).toMatch(/is reachable again/);
+      expect(lines.join('\n')).not.toContain('S3cretPass');
+    } finally {
+      printed.mockRestore();
+      await closeRedis(client, { timeoutMs: 200 });
+      await server?.stop();
+    }
+  });
+
+  it('refuses a logger without warn(), naming the option', () => {
+    expect(() => createRedis({ lazyConnect: true, logger: console.log as never })).toThrow(/option "logger"/);
+  });
+});
+
 describe('subscribe', () => {
   const redis = useRedisServer();
 
@@ -192,6 +230,18 @@ describe('helpers', () => {
   it('masks passwords in URLs', () => {
     expect(maskUrl('redis://u:p@h:1/2')).toBe('redis://u:****@h:1/2');
     expect(maskUrl('redis://h:1')).toBe('redis://h:1');
+  });
+
+  it.each([
+    ['redis://:S3cret/Pass@h:6379', 'redis://:****@h:6379'],
+    ['redis://u:S3cret#Pass@h:6379/0', 'redis://u:****@h:6379/0'],
+    ['redis://u:S3c@ret@h:6379', 'redis://u:****@h:6379'],
+    ['user:S3cretPass@h:6379', 'user:****@h:6379'],
+    ['redis:/user:S3cretPass@h:6379', 'redis:/user:****@h:6379'],
+    ['redis://S3cretPass@h:6379', 'redis://****@h:6379'],
+    ['h:6379?password=S3cretPass&db=1', 'h:6379?password=****&db=1'],
+  ])('masks the password of the malformed or unusual URL %s', (url, masked) => {
+    expect(maskUrl(url)).toBe(masked);
   });
 
   it('reconnect delay grows exponentially, is jittered, and is capped', () => {

@@ -30,7 +30,8 @@ export function useRedisServer(options: RedisServerOptions = {}) {
     },
     /** A kit-tuned client (createRedis) on this server. */
     client(extra: CreateRedisOptions = {}): RedisClient {
-      const c = createRedis({ url: this.server.url, ...extra });
+      // Tests stop and pause servers on purpose: their outage lines would only be noise.
+      const c = createRedis({ url: this.server.url, logger: false, ...extra });
       clients.push(c);
       return c;
     },
@@ -79,7 +80,11 @@ export function useRedisCluster(options: { replicasPerMaster?: number } = {}) {
     },
     /** A kit-tuned Cluster client (createRedis). */
     client(extra: CreateRedisOptions = {}): Cluster {
-      const c = createRedis({ cluster: { nodes: this.cluster.addresses }, ...extra }) as Cluster;
+      const c = createRedis({
+        cluster: { nodes: this.cluster.addresses },
+        logger: false,
+        ...extra,
+      }) as Cluster;
       clients.push(c);
       return c;
     },

@@ -17,6 +17,43 @@ function thrown(make: () => unknown): Error {
   throw new Error('expected the call to throw');
 }
 
+describe('createRedis refuses a URL it cannot use, naming the option and never showing the password', () => {
+  it.each([
+    [
+      'the scheme forgotten',
+      'user:S3cretPass@redis.internal:6379',
+      /option "url" must start with redis:\/\//,
+    ],
+    ['one slash', 'redis:/user:S3cretPass@redis.internal:6379', /option "url" must start with/],
+    ['a password in the query', 'redis.internal:6379?password=S3cretPass', /option "url" must start with/],
+    [
+      'an unencoded / in the password',
+      'redis://:S3cret/Pass@127.0.0.1:6379',
+      /option "url" is not a valid URL/,
+    ],
+    ['a port out of range', 'redis://:S3cretPass@127.0.0.1:63790000', /option "url" is not a valid URL/],
+  ])('%s', (_case, url, message) => {
+    const error = thrown(() => createRedis({ url, lazyConnect: true }));
+    expect(error).toBeInstanceOf(TypeError);
+    expect(error.message).toMatch(message);
+    expect(error.message).not.toContain('S3cret');
+    expect(JSON.stringify(error, Object.getOwnPropertyNames(error))).not.toContain('S3cret');
+  });
+
+  it('checks REDIS_URL the same way when it is what the client would use', () => {
+    const previous = process.env.REDIS_URL;
+    process.env.REDIS_URL = 'redis://:S3cret/Pass@127.0.0.1:6379';
+    try {
+      const error = thrown(() => createRedis({ lazyConnect: true }));
+      expect(error.message).toMatch(/option "REDIS_URL" is not a valid URL/);
+      expect(error.message).not.toContain('S3cret');
+    } finally {
+      if (previous === undefined) delete process.env.REDIS_URL;
+      else process.env.REDIS_URL = previous;
+    }
+  });
+});
+
 describe('createRedis checks the options it reads', () => {
   it.each<[string, object, typeof TypeError | typeof RangeError, RegExp]>([
     [
