@@ -16,17 +16,31 @@ const NONE: readonly string[] = Object.freeze([]);
 export class OutageTracker {
   /** Down node → a key that failed on it (to notice when its slot has moved to another master). */
   private readonly down = new Map<string, string | undefined>();
+  /** Node → when an outage of it was last announced. */
+  private readonly announced = new Map<string, number>();
 
-  constructor(private readonly redis: RedisClient) {}
+  /**
+   * `quietMs`: a node whose outage was announced less than this long ago is not announced again. A
+   * flapping Redis (overloaded: every other call times out; a Cluster slot migrating) would otherwise
+   * start and end an outage per request, and log a line each time.
+   */
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly quietMs = 60_000,
+  ) {}
 
   /**
    * Records a failure on the node serving `key`. Returns that node's id when this starts a new
-   * outage (warn now), undefined while the outage goes on.
+   * outage to announce (warn now), undefined while the outage goes on or soon after the last one.
    */
   begin(key?: string): string | undefined {
     const node = this.nodeOf(key);
     if (this.down.has(node)) return undefined;
     this.down.set(node, key);
+    const now = Date.now();
+    const last = this.announced.get(node);
+    if (last !== undefined && now - last < this.quietMs) return undefined;
+    this.announced.set(node, now);
     return node;
   }
 

@@ -146,5 +146,32 @@ describe('rateLimit fail modes', () => {
         await ready(client);
       },
     );
+
+    it('a flapping Redis (every other call too slow) is announced once, not once per flap', async () => {
+      const client = plainClient();
+      const admin = plainClient();
+      const warnings: string[] = [];
+      const app = appWith(
+        rateLimit({
+          redis: client,
+          limit: 100,
+          window: '1h',
+          key: () => 'flapping',
+          timeout: 100,
+          logger: { warn: (m) => warnings.push(m) },
+        }),
+      );
+      for (let flap = 0; flap < 3; flap++) {
+        expect((await request(app).get('/')).status).toBe(200);
+        await admin.call('CLIENT', 'PAUSE', '300', 'ALL');
+        expect((await request(app).get('/')).status).toBe(200); // failed open
+        await sleep(350);
+        await ready(client);
+      }
+      expect((await request(app).get('/')).status).toBe(200);
+      expect(events.filter((e) => e.type === 'fail-open')).toHaveLength(3);
+      expect(events.filter((e) => e.type === 'recovered')).toHaveLength(3);
+      expect(warnings).toHaveLength(1);
+    });
   });
 });
