@@ -212,3 +212,20 @@ describe('redisSession: fixed settings and express-session options it does not t
     );
   });
 });
+
+describe('durations beyond any use are refused at construction, not by Redis on every request', () => {
+  it.each<[string, () => unknown, string]>([
+    ['redisSession ttl', () => redisSession({ redis, secret, ttl: 1e21 }), 'ttl'],
+    ['cacheResponse ttl', () => cacheResponse({ redis, ttl: '1000y', logger }), 'ttl'],
+    ['idempotency ttl', () => idempotency({ redis, ttl: 1e16 }), 'ttl'],
+    [
+      'cacheResponse staleWhileRevalidate',
+      () => cacheResponse({ redis, ttl: 1000, staleWhileRevalidate: 1e20, logger }),
+      'staleWhileRevalidate',
+    ],
+  ])('%s', (_case, make, option) => {
+    const error = thrown(make);
+    expect(error).toBeInstanceOf(RangeError);
+    expect(error.message).toMatch(new RegExp(`option "${option}" must be at most \\d+ ms \\(100 years\\)`));
+  });
+});
