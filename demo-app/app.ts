@@ -29,7 +29,12 @@ export function createApp(options: DemoOptions): Express {
   const { redis } = options;
   const app = express();
   const metrics = createMetrics();
-  app.locals.close = () => metrics.close();
+  const feed = eventRoutes(redis);
+  /** Releases what the app holds: metrics listeners, and the live feeds (ended, not left hanging). */
+  app.locals.close = async () => {
+    metrics.close();
+    feed.close();
+  };
   app.disable('x-powered-by');
   app.set('trust proxy', process.env.TRUST_PROXY === '1' ? 1 : false);
 
@@ -48,8 +53,12 @@ export function createApp(options: DemoOptions): Express {
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
 
+  // Every key of the demo under its own prefix: on a Redis it shares (a developer's local one), its
+  // cache, records and sessions must not mix with another app's that uses the kit's defaults.
+  const prefix = 'demo:';
   const sessions = redisSession({
     redis,
+    prefix,
     secret: options.sessionSecret ?? process.env.SESSION_SECRET ?? randomBytes(32).toString('hex'),
   });
   const api = express.Router();
@@ -62,9 +71,9 @@ export function createApp(options: DemoOptions): Express {
   });
   const auth = authRoutes(redis, sessions);
   api.use(auth.router);
-  api.use(productRoutes(redis, new Catalogue(options.catalogueLatencyMs)));
-  api.use(orderRoutes(redis));
-  api.use(eventRoutes(redis));
+  api.use(productRoutes(redis, new Catalogue(options.catalogueLatencyMs), prefix));
+  api.use(orderRoutes(redis, prefix));
+  api.use(feed.router);
   api.use(leaderboardRoutes(redis));
   api.use(sessions.handleErrors);
   app.use('/api', api);

@@ -27,6 +27,8 @@ export async function resolveDemoRedis(): Promise<DemoRedis> {
     lazyConnect: true,
     retryStrategy: () => null,
     connectTimeout: 500,
+    // Nothing on 6379 is the usual case, not an outage to report.
+    logger: false,
   });
   probe.on('error', () => {});
   const local = await pingRedis(probe, { timeoutMs: 700 });

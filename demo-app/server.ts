@@ -1,3 +1,4 @@
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createApp } from './app';
 import { resolveDemoRedis } from './redis';
@@ -14,27 +15,45 @@ async function main(): Promise<void> {
   console.log(`Redis: ${demoRedis.source}`);
   const app = createApp({ redis: demoRedis.redis });
   const port = Number(process.env.PORT ?? 3000);
-  const server = app.listen(port, () => {
+  // A plain http server, not app.listen(): Express 5 calls listen's callback on errors too.
+  const server = createServer(app);
+  server.on('listening', () => {
     const { port: bound } = server.address() as AddressInfo;
     console.log(`express-redis-kit demo listening on http://localhost:${bound}`);
   });
   server.on('error', async (error) => {
-    console.error(`Cannot listen on port ${port}: ${error.message}`);
+    console.error(`Cannot listen on port ${port}: ${error.message}. Set PORT to another port.`);
+    await app.locals.close();
     await demoRedis.close();
     process.exit(1);
   });
+  server.listen(port);
 
-  let closing = false;
+  let closingSince: number | undefined;
   const shutdown = async (signal: string) => {
-    if (closing) return;
-    closing = true;
+    if (closingSince !== undefined) {
+      // One Ctrl-C reaches every process of the terminal's group, and `npm run` / tsx relay it to
+      // this one as well: only a signal well after the first is a second Ctrl-C, meaning "do not
+      // wait for the drain".
+      if (Date.now() - closingSince < 1000) return;
+      console.log(`${signal} again: exiting now`);
+      await demoRedis.close();
+      process.exit(1);
+    }
+    closingSince = Date.now();
     console.log(`${signal}: draining in-flight requests…`);
-    // Stop accepting, let in-flight requests finish, drop idle keep-alive sockets.
+    // Stop accepting, end the live feeds (they never finish by themselves), let in-flight requests
+    // finish, drop idle keep-alive sockets.
     const drained = new Promise<void>((resolve) => server.close(() => resolve()));
+    await app.locals.close();
+    // A keep-alive connection whose request finishes during the drain turns idle after close() has
+    // looked: without this it would hold the exit for the keep-alive timeout.
     server.closeIdleConnections();
+    const idle = setInterval(() => server.closeIdleConnections(), 100);
     const deadline = setTimeout(() => server.closeAllConnections(), 10_000);
     deadline.unref();
     await drained;
+    clearInterval(idle);
     await demoRedis.close();
     console.log('bye');
     process.exit(0);

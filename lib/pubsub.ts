@@ -226,6 +226,8 @@ function attempt(shared: SharedSubscriber, channel: string, state: ChannelState)
     },
     (error: unknown) => {
       state.pending = undefined;
+      // Closed on purpose (closeRedis, shutdown): nothing to report or retry.
+      if (shared.connection.status === 'end') throw error;
       state.failures++;
       if (state.failures === 1) for (const hook of state.failed) safely(() => hook(error));
       if (state.durable.size > 0) retryLater(shared, channel, state);

@@ -8,6 +8,7 @@ const root = resolve(__dirname, '../..');
 /** Starts `npm run demo`'s entry point as a real process and resolves with its URL. */
 function startDemo(
   env: NodeJS.ProcessEnv,
+  options: { ownGroup?: boolean } = {},
 ): Promise<{ child: ChildProcess; url: string; output: () => string }> {
   const child = spawn(
     process.execPath,
@@ -16,6 +17,8 @@ function startDemo(
       cwd: root,
       env: { ...process.env, PORT: '0', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
+      // Its own process group, as in a terminal, where Ctrl-C signals the whole foreground group.
+      detached: options.ownGroup ?? false,
     },
   );
   let out = '';
@@ -109,6 +112,64 @@ describe('npm run demo (demo-app/server.ts)', () => {
       s.on('error', () => r(true));
     });
     expect(refused).toBe(true);
+  }, 60_000);
+
+  it('ends open live feeds on SIGTERM instead of waiting 10 s for them', async () => {
+    const demo = await startDemo({ REDIS_URL: redis.url });
+    const feed = await fetch(`${demo.url}/api/events`);
+    const reader = feed.body!.getReader();
+    await reader.read(); // ": connected"
+    const started = Date.now();
+    demo.child.kill('SIGTERM');
+    expect(await exitCode(demo.child)).toBe(0);
+    expect(Date.now() - started).toBeLessThan(5000);
+    // The stream ended cleanly (no cut chunk).
+    let ended = false;
+    while (!ended) ended = (await reader.read()).done;
+  }, 60_000);
+
+  it('reports a port already in use in one line and exits 1 (no stack trace)', async () => {
+    const { createServer } = await import('node:net');
+    const busy = createServer();
+    await new Promise<void>((r) => busy.listen(0, '127.0.0.1', r));
+    try {
+      const port = (busy.address() as { port: number }).port;
+      const child = spawn(
+        process.execPath,
+        [resolve(root, 'node_modules/tsx/dist/cli.mjs'), 'demo-app/server.ts'],
+        {
+          cwd: root,
+          env: { ...process.env, PORT: String(port), REDIS_URL: redis.url },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        },
+      );
+      let out = '';
+      child.stdout!.on('data', (c) => (out += c));
+      child.stderr!.on('data', (c) => (out += c));
+      expect(await exitCode(child)).toBe(1);
+      expect(out).toMatch(new RegExp(`Cannot listen on port ${port}: .*EADDRINUSE`));
+      expect(out).not.toMatch(/TypeError|\n\s+at /);
+    } finally {
+      busy.close();
+    }
+  }, 60_000);
+
+  it('Ctrl-C in a terminal (SIGINT to the whole process group) leaves its throwaway Redis up until the demo closes it', async () => {
+    const demo = await startDemo({ REDIS_URL: '' }, { ownGroup: true });
+    const out = demo.output();
+    if (out.includes('local Redis at redis://127.0.0.1:6379')) {
+      process.kill(-demo.child.pid!, 'SIGINT');
+      return;
+    }
+    // A request in flight when Ctrl-C comes: it still needs Redis while the demo drains.
+    const inFlight = fetch(`${demo.url}/api/reports/2043`);
+    await new Promise((r) => setTimeout(r, 300));
+    process.kill(-demo.child.pid!, 'SIGINT');
+    expect((await inFlight).status).toBe(200);
+    expect(await exitCode(demo.child)).toBe(0);
+    // Its clients never saw Redis go away before they were closed.
+    expect(demo.output()).not.toMatch(/unreachable/);
+    expect(demo.output()).toMatch(/bye/);
   }, 60_000);
 
   it('exits 1 with the install hint when no redis-server can be found', async () => {

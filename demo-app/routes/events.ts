@@ -1,12 +1,16 @@
-import { Router } from 'express';
+import { type Response, Router } from 'express';
 import { type RedisClient, subscribe } from '../../lib';
 
 /** Pub/sub channel of the live feed; every demo process subscribes, so they share events. */
 export const EVENTS_CHANNEL = 'demo:events';
 
-/** GET /api/events: Server-Sent Events fed by Redis pub/sub. */
-export function eventRoutes(redis: RedisClient): Router {
+/**
+ * GET /api/events: Server-Sent Events fed by Redis pub/sub. `close()` ends every open stream: they
+ * never end by themselves, so a shutdown would otherwise wait for its deadline.
+ */
+export function eventRoutes(redis: RedisClient): { router: Router; close: () => void } {
   const router = Router();
+  const open = new Set<Response>();
   router.get('/events', async (req, res) => {
     res.writeHead(200, {
       'Content-Type': 'text/event-stream; charset=utf-8',
@@ -15,9 +19,11 @@ export function eventRoutes(redis: RedisClient): Router {
       'X-Accel-Buffering': 'no',
     });
     res.write(': connected\n\n');
+    open.add(res);
     let unsubscribe: (() => Promise<void>) | undefined;
     const heartbeat = setInterval(() => res.write(': ping\n\n'), 15_000);
     const close = () => {
+      open.delete(res);
       clearInterval(heartbeat);
       void unsubscribe?.();
     };
@@ -33,5 +39,10 @@ export function eventRoutes(redis: RedisClient): Router {
       close();
     }
   });
-  return router;
+  return {
+    router,
+    close: () => {
+      for (const res of open) res.end();
+    },
+  };
 }

@@ -197,7 +197,10 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
       ...(options.password ? ['--requirepass', options.password] : []),
       ...(options.args ?? []),
     ];
-    const proc = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Its own process group: Ctrl-C in a terminal signals the whole foreground group, and the server
+    // must outlive the owner's graceful shutdown (which closes it). If the owner dies instead, its
+    // exit hook or the watchdog stops the server.
+    const proc = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     child = proc;
     // Keep the tail of the server's own log, so a failed start says why (bad argument, port taken…).
     let log = '';
