@@ -1,16 +1,16 @@
+import { STATUS_CODES } from 'node:http';
 import type { Response } from 'express';
 import { sendProblem } from '../lib/errors';
 
-const TITLES: Record<number, string> = {
-  400: 'Bad Request',
-  401: 'Unauthorized',
-  404: 'Not Found',
-  413: 'Content Too Large',
-  500: 'Internal Server Error',
-  503: 'Service Unavailable',
-};
+/** RFC 9110's names where Node still has the older ones. */
+const RENAMED: Record<number, string> = { 413: 'Content Too Large', 422: 'Unprocessable Content' };
 
-/** Sends a plain problem+json answer for the demo's own routes. */
+/** Sends a plain problem+json answer for the demo's own routes, titled with the status's reason phrase. */
 export function problem(res: Response, status: number, detail: string): void {
-  sendProblem(res, { type: 'about:blank', title: TITLES[status] ?? 'Error', status, detail });
+  sendProblem(res, {
+    type: 'about:blank',
+    title: RENAMED[status] ?? STATUS_CODES[status] ?? 'Error',
+    status,
+    detail,
+  });
 }

@@ -47,6 +47,24 @@ describe('published package', () => {
     expect(listing).not.toMatch(/__tests__/);
   });
 
+  it('depends on the types its declarations import (a TypeScript app has only express and its own @types)', () => {
+    const declarations = run('tar', ['-xzOf', tarball, 'package/dist/index.d.ts'], work);
+    const pkg = JSON.parse(run('tar', ['-xzOf', tarball, 'package/package.json'], work));
+    const imported = new Set([...declarations.matchAll(/from '([^'.][^']*)'/g)].map((m) => m[1]!));
+    for (const mod of imported) {
+      if (mod.startsWith('node:') || mod === 'express') continue; // Node's own; the peer
+      const ownTypes = mod === 'ioredis';
+      expect({
+        mod,
+        declared: ownTypes ? mod in pkg.dependencies : `@types/${mod}` in pkg.dependencies,
+      }).toEqual({
+        mod,
+        declared: true,
+      });
+    }
+    expect(imported.has('express-session')).toBe(true);
+  });
+
   it('loads with import from an ESM project, including the testing entry', () => {
     const dir = project('esm-app', 'module');
     writeFileSync(

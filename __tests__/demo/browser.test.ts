@@ -105,7 +105,7 @@ describeIfChromium('demo live page in headless Chromium', () => {
     expect(await page.textContent('#order-id')).toBe(orderId);
     await page.waitForSelector('#events li');
     expect(await page.locator('#events li').count()).toBe(1);
-    expect(await page.textContent('#events li')).toMatch(/order.created: Burr grinder ×1 by ada/);
+    expect(await page.textContent('#events li')).toMatch(/^order.created: Burr grinder ×1$/);
   });
 
   it('adds leaderboard points and logs out everywhere', async () => {

@@ -17,6 +17,16 @@ describe('demo routes', () => {
   });
   afterAll(() => app.locals.close());
 
+  /** A logged-in visitor, past the login limiter (5 attempts a minute, shared by every test here). */
+  async function loggedIn(username: string) {
+    const admin = redis.plain();
+    const keys = await admin.keys('demo:login-rl:*');
+    if (keys.length > 0) await admin.del(...keys);
+    const agent = request.agent(app);
+    await agent.post('/api/login').send({ username, password: 'pw' }).expect(200);
+    return agent;
+  }
+
   it('serves the live page with a CSP that forbids inline scripts and styles', async () => {
     const res = await request(app).get('/').expect(200);
     expect(res.text).toContain('express-redis-kit demo');
@@ -36,7 +46,11 @@ describe('demo routes', () => {
     const second = await request(app).get('/api/products/2').expect(200);
     expect(second.headers['x-cache']).toBe('HIT');
     expect(second.body.builtAt).toBe(first.body.builtAt);
-    await request(app).put('/api/products/2').send({ price: 9.5 }).expect(200);
+    // Writes need a login.
+    await request(app).put('/api/products/2').send({ price: 9.5 }).expect(401);
+    expect((await request(app).get('/api/products/2').expect(200)).headers['x-cache']).toBe('HIT');
+    const editor = await loggedIn('editor');
+    await editor.put('/api/products/2').send({ price: 9.5 }).expect(200);
     const third = await request(app).get('/api/products/2').expect(200);
     expect(third.headers['x-cache']).toBe('MISS');
     expect(third.body.product.price).toBe(9.5);
@@ -52,7 +66,10 @@ describe('demo routes', () => {
   it('answers unknown products with 404 problem+json, and bad prices with 400', async () => {
     const res = await request(app).get('/api/products/999').expect(404);
     expect(res.headers['content-type']).toMatch(/application\/problem\+json/);
-    await request(app).put('/api/products/1').send({ price: 'free' }).expect(400);
+    const editor = await loggedIn('editor');
+    for (const price of ['free', '12', 1e308, -1]) {
+      await editor.put('/api/products/1').send({ price }).expect(400);
+    }
   });
 
   it('builds a report once and serves it from cache.wrap afterwards', async () => {
@@ -104,9 +121,8 @@ describe('demo routes', () => {
   });
 
   it('creates an order once per Idempotency-Key and replays it, and publishes order.created', async () => {
-    const agent = request.agent(app);
-    await agent.post('/api/orders').set('Idempotency-Key', 'k-anon').send({ item: 'x' }).expect(401);
-    await agent.post('/api/login').send({ username: 'linus', password: 'pw' }).expect(200);
+    await request(app).post('/api/orders').set('Idempotency-Key', 'k-anon').send({ item: 'x' }).expect(401);
+    const agent = await loggedIn('linus');
     const listener = redis.plain();
     const seen: string[] = [];
     await listener.subscribe('demo:events');
@@ -129,7 +145,11 @@ describe('demo routes', () => {
       .send({ item: 'Scale', quantity: 1 })
       .expect(422);
     await new Promise((r) => setTimeout(r, 100));
-    expect(seen.filter((m) => m.includes(first.body.id))).toHaveLength(1);
+    const published = seen.filter((m) => m.includes(first.body.id));
+    expect(published).toHaveLength(1);
+    // The feed is public: it says what was ordered, not who ordered it.
+    expect(published[0]).not.toContain('linus');
+    expect(first.body.userId).toBe('linus');
   });
 
   it('streams order events over SSE', async () => {
@@ -180,6 +200,12 @@ describe('demo routes', () => {
       .post('/api/login')
       .send({ username: 'a', password: 'x'.repeat(20_000) })
       .expect(413);
+    const charset = await request(app)
+      .post('/api/login')
+      .set('Content-Type', 'application/json; charset=latin-9')
+      .send('{}')
+      .expect(415);
+    expect(charset.body).toMatchObject({ status: 415, title: 'Unsupported Media Type' });
     const missing = await request(app).get('/nope').expect(404);
     expect(missing.body).toMatchObject({ status: 404, title: 'Not Found' });
   });

@@ -125,7 +125,7 @@ const feed = new EventSource('/api/events');
 feed.addEventListener('message', (event) => {
   const payload = JSON.parse(event.data);
   const li = document.createElement('li');
-  li.textContent = `${payload.type}: ${payload.order?.item ?? ''} ×${payload.order?.quantity ?? ''} by ${payload.order?.userId ?? '?'}`;
+  li.textContent = `${payload.type}: ${payload.order?.item ?? ''} ×${payload.order?.quantity ?? ''}`;
   $('events').prepend(li);
 });
 feed.addEventListener('open', () => document.body.setAttribute('data-live', 'yes'));

@@ -2,6 +2,7 @@ import { type Request, Router } from 'express';
 import { cacheResponse, createCache, type RedisClient } from '../../lib';
 import { type Catalogue, sleep } from '../catalogue';
 import { problem } from '../problems';
+import { requireUser } from '../require-user';
 
 const productTags = (req: Request) => [`product:${req.params.id}`];
 
@@ -9,9 +10,9 @@ const productTags = (req: Request) => [`product:${req.params.id}`];
  * GET /api/products/:id is cached (tags, stale-while-revalidate); PUT invalidates it by tag after a 2xx.
  * GET /api/reports/:year goes through cache.wrap with single-flight over a slow computation.
  */
-export function productRoutes(redis: RedisClient, catalogue: Catalogue): Router {
+export function productRoutes(redis: RedisClient, catalogue: Catalogue, prefix: string): Router {
   const router = Router();
-  const cache = createCache({ redis, l1: { max: 500 } });
+  const cache = createCache({ redis, prefix, l1: { max: 500 } });
   const products = cacheResponse({
     redis,
     cache,
@@ -30,10 +31,12 @@ export function productRoutes(redis: RedisClient, catalogue: Catalogue): Router 
     res.json({ product, builtAt: new Date().toISOString(), builtBy: process.pid });
   });
 
-  router.put('/products/:id', products.invalidates(productTags), async (req, res) => {
-    const price = Number(req.body?.price);
-    if (!Number.isFinite(price) || price < 0)
-      return problem(res, 400, 'Body must be JSON like {"price": 12.5}');
+  // A write: only for visitors who logged in (the demo's catalogue is shared by everyone).
+  const canEdit = requireUser('only logged-in visitors change prices');
+  router.put('/products/:id', canEdit, products.invalidates(productTags), async (req, res) => {
+    const price = req.body?.price;
+    if (typeof price !== 'number' || !Number.isFinite(price) || price < 0 || price > 100_000)
+      return problem(res, 400, 'Body must be JSON like {"price": 12.5} (0 to 100000)');
     const product = await catalogue.update(String(req.params.id), { price });
     if (!product) return problem(res, 404, `No product ${req.params.id}`);
     res.json({ product, invalidated: productTags(req) });
