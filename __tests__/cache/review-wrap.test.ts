@@ -17,7 +17,7 @@ beforeEach(async () => {
 describe('cache.wrap with a value its serializer cannot store', () => {
   it('returns the value uncached, warns, and leaves no lock for the next call to wait on', async () => {
     const logger = quietLogger();
-    const cache = createCache({ redis: redis.client(), l1: false, lockTimeout: '3s', logger });
+    const cache = createCache({ redis: redis.client(), l1: false, lockTimeout: '3s', timeout: '2s', logger });
     const events = captureEvents('cache');
     try {
       const value = await cache.wrap('k', () => ({ id: 1n }), { ttl: '1m' });
@@ -43,7 +43,13 @@ describe('cache.wrap with a value its serializer cannot store', () => {
   });
 
   it('also when a custom serializer returns something that is not a string or Buffer', async () => {
-    const cache = createCache({ redis: redis.client(), l1: false, lockTimeout: '3s', logger: quietLogger() });
+    const cache = createCache({
+      redis: redis.client(),
+      l1: false,
+      lockTimeout: '3s',
+      timeout: '2s',
+      logger: quietLogger(),
+    });
     const serializer = {
       serialize: () => undefined as unknown as string,
       deserialize: (raw: Buffer) => raw.toString(),
