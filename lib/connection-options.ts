@@ -27,8 +27,13 @@ export function validateRedisOptions(options: CreateRedisOptions): void {
     );
   }
   if (options.url !== undefined) checkUrl(options.url, 'url');
-  else if (options.cluster === undefined && options.sentinel === undefined && process.env.REDIS_URL) {
-    checkUrl(process.env.REDIS_URL, 'REDIS_URL');
+  else if (
+    options.cluster === undefined &&
+    options.sentinel === undefined &&
+    !process.env.REDIS_CLUSTER_NODES?.trim() &&
+    process.env.REDIS_URL
+  ) {
+    checkEnvUrl(process.env.REDIS_URL);
   }
   const sources = (['url', 'cluster', 'sentinel'] as const).filter((o) => options[o] !== undefined);
   if (sources.length > 1) {
@@ -102,9 +107,21 @@ function checkUrl(url: unknown, name: string): void {
   if (typeof url !== 'string') {
     throw optionError(name, `must be a string; got ${shown(url)}`, "e.g. 'redis://127.0.0.1:6379'.");
   }
-  if (!/^rediss?:\/\//.test(url)) {
+  if (!/^rediss?:\/\//i.test(url)) {
     throw optionError(name, `must start with redis:// or rediss:// (TLS); got ${shown(maskUrl(url))}`);
   }
+  checkParses(url, name);
+}
+
+/**
+ * REDIS_URL as ioredis reads it, which also takes `host:port` and a unix socket path: only a value
+ * with a scheme must parse as a URL (else ioredis throws an error carrying the raw value).
+ */
+function checkEnvUrl(url: string): void {
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) checkParses(url, 'REDIS_URL');
+}
+
+function checkParses(url: string, name: string): void {
   try {
     new URL(url);
   } catch {

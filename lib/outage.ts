@@ -18,6 +18,8 @@ export class OutageTracker {
   private readonly down = new Map<string, string | undefined>();
   /** Node → when an outage of it was last announced. */
   private readonly announced = new Map<string, number>();
+  /** Nodes down now whose outage began in the quiet time, not announced (yet). */
+  private readonly unannounced = new Set<string>();
 
   /**
    * `quietMs`: a node whose outage was announced less than this long ago is not announced again. A
@@ -35,11 +37,20 @@ export class OutageTracker {
    */
   begin(key?: string): string | undefined {
     const node = this.nodeOf(key);
-    if (this.down.has(node)) return undefined;
-    this.down.set(node, key);
     const now = Date.now();
     const last = this.announced.get(node);
-    if (last !== undefined && now - last < this.quietMs) return undefined;
+    const quiet = last !== undefined && now - last < this.quietMs;
+    if (this.down.has(node)) {
+      // An outage that began in the quiet time and goes on past it is announced after all.
+      if (quiet || !this.unannounced.has(node)) return undefined;
+    } else {
+      this.down.set(node, key);
+      if (quiet) {
+        this.unannounced.add(node);
+        return undefined;
+      }
+    }
+    this.unannounced.delete(node);
     this.announced.set(node, now);
     return node;
   }
@@ -59,6 +70,7 @@ export class OutageTracker {
       this.down.delete(id);
       ended.push(id);
     }
+    for (const id of ended) this.unannounced.delete(id);
     return ended;
   }
 

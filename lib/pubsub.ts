@@ -12,6 +12,7 @@ interface ChannelState {
   pending?: Promise<void>;
   /** Failed attempts since the last success (backoff, and "a gap was not heard"). */
   failures: number;
+  lastError?: unknown;
   retry?: NodeJS.Timeout;
   /** Called when a SUBSCRIBE lands after failing: messages of the gap were never heard. */
   landed: Set<() => void>;
@@ -93,7 +94,12 @@ export function subscribeDurably(
   state.handlers.add(handler);
   state.durable.add(handler);
   if (hooks.onLanded) state.landed.add(hooks.onLanded);
-  if (hooks.onError) state.failed.add(hooks.onError);
+  if (hooks.onError) {
+    state.failed.add(hooks.onError);
+    // Joining a channel whose subscription is already failing: this caller is in that streak too.
+    const { onError } = hooks;
+    if (state.failures > 0 && !state.subscribed) safely(() => onError(state.lastError));
+  }
   attempt(shared, channel, state).catch(() => {});
   const unregister = register(shared, channel, state, handler, hooks.onReconnect);
   return {
@@ -229,6 +235,7 @@ function attempt(shared: SharedSubscriber, channel: string, state: ChannelState)
       // Closed on purpose (closeRedis, shutdown): nothing to report or retry.
       if (shared.connection.status === 'end') throw error;
       state.failures++;
+      state.lastError = error;
       if (state.failures === 1) for (const hook of state.failed) safely(() => hook(error));
       if (state.durable.size > 0) retryLater(shared, channel, state);
       else if (state.handlers.size === 0) void forget(shared, channel, state);

@@ -52,4 +52,27 @@ describe('the L1 invalidation bus when Redis is down as the app starts', () => {
       await eventually(async () => (await read()) === 'v2', `${name} cache hears the invalidation`);
     }
   });
+
+  it('a cache created after the subscription already failed keeps its L1 off too (a user without channel permission)', async () => {
+    server = await startRedisServer();
+    const admin = createRedis({ url: server.url, logger: false });
+    clients.push(admin);
+    // Redis 7: a user made by ACL SETUSER may use every key but no pub/sub channel.
+    await admin.call('ACL', 'SETUSER', 'app', 'on', '>pw', '~*', '+@all');
+    const web = createRedis({ url: `redis://app:pw@127.0.0.1:${server.port}`, logger: false });
+    clients.push(web);
+    const warnings: string[] = [];
+    const logger = { warn: (_details: unknown, message: string) => warnings.push(message) };
+    createCache({ redis: web, l1: { max: 100 }, logger });
+    await eventually(() => warnings.length === 1, 'the first cache to warn');
+    const late = createCache({ redis: web, l1: { max: 100 }, logger });
+    const other = createCache({ redis: admin, l1: false });
+    let version = 1;
+    const read = () => late.wrap('product:late', async () => `v${version}`, { ttl: '5m' });
+    expect(await read()).toBe('v1');
+    version = 2;
+    await other.invalidate({ keys: ['product:late'] });
+    expect(await read()).toBe('v2');
+    expect(warnings).toHaveLength(2); // each cache says its L1 is off
+  });
 });

@@ -238,8 +238,12 @@ describe('helpers', () => {
     ['redis://u:S3c@ret@h:6379', 'redis://u:****@h:6379'],
     ['user:S3cretPass@h:6379', 'user:****@h:6379'],
     ['redis:/user:S3cretPass@h:6379', 'redis:/user:****@h:6379'],
-    ['redis://S3cretPass@h:6379', 'redis://****@h:6379'],
+    // ioredis reads user info without a colon as a user name, as URLs do: not masked.
+    ['redis://ada@h:6379', 'redis://ada@h:6379'],
     ['h:6379?password=S3cretPass&db=1', 'h:6379?password=****&db=1'],
+    ['redis://user:pw@host:6379/0?name=a@b', 'redis://user:****@host:6379/0?name=a@b'],
+    ['redis://host:6379/0?clientName=x@y', 'redis://host:6379/0?clientName=x@y'],
+    ['redis://u:p@[::1]:6379', 'redis://u:****@[::1]:6379'],
   ])('masks the password of the malformed or unusual URL %s', (url, masked) => {
     expect(maskUrl(url)).toBe(masked);
   });

@@ -98,4 +98,39 @@ describe('rateLimit refunds over a lossy network', () => {
     // Reported as not given back, and indeed not: both requests still hold their unit.
     expect((await limiter.get('k')).remaining).toBe(3);
   });
+
+  it('a refund is not refused because the event loop was busy while its count came back', async () => {
+    const events = captureEvents('rate-limit');
+    stops.push(events.stop);
+    const busy = (ms: number) => {
+      const until = Date.now() + ms;
+      while (Date.now() < until);
+    };
+    const limiter = rateLimit({
+      redis: redis.plain(),
+      name: 'lagging',
+      limit: 5,
+      window: '1h',
+      skipFailedRequests: true,
+      key: () => 'k',
+    });
+    const app = express();
+    // The loop stalls for longer than the limiter's timeout (250 ms) while the count is in flight.
+    app.use((_req, _res, next) => {
+      setTimeout(() => busy(300), 1);
+      next();
+    });
+    app.use(limiter);
+    app.get('/fail', (_req, res) => {
+      res.status(500).send('failed');
+    });
+    const http = await listen(app);
+    stops.push(http.close);
+    // Connected, script loaded: the stall is all that delays the counts below.
+    await limiter.get('warm-up');
+    for (let i = 0; i < 3; i++) expect((await hit(http.url, '/fail', 'a')).status).toBe(500);
+    await events.waitFor('refund', 3);
+    expect(events.count('refund-failed')).toBe(0);
+    expect((await limiter.get('k')).remaining).toBe(5);
+  });
 });

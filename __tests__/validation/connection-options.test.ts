@@ -40,6 +40,43 @@ describe('createRedis refuses a URL it cannot use, naming the option and never s
     expect(JSON.stringify(error, Object.getOwnPropertyNames(error))).not.toContain('S3cret');
   });
 
+  it.each([
+    ['REDIS_URL', 'localhost:6379'],
+    ['REDIS_URL', '/tmp/redis.sock'],
+    ['REDIS_URL', 'REDIS://localhost:6379/1'],
+    ['url', 'REDIS://localhost:6379/1'],
+    ['url', 'rediss://:pw@localhost:6380'],
+    ['url', 'redis://localhost?family=6'],
+  ])('accepts the %s %s, as ioredis does', (source, value) => {
+    const previous = process.env.REDIS_URL;
+    if (source === 'REDIS_URL') process.env.REDIS_URL = value;
+    try {
+      const client = createRedis({ lazyConnect: true, ...(source === 'url' ? { url: value } : {}) });
+      client.disconnect();
+    } finally {
+      if (previous === undefined) delete process.env.REDIS_URL;
+      else process.env.REDIS_URL = previous;
+    }
+  });
+
+  it('leaves REDIS_URL alone when REDIS_CLUSTER_NODES is what the client uses', () => {
+    const saved = { url: process.env.REDIS_URL, nodes: process.env.REDIS_CLUSTER_NODES };
+    process.env.REDIS_URL = 'redis://:S3cret/Pass@127.0.0.1:6379';
+    process.env.REDIS_CLUSTER_NODES = '127.0.0.1:1';
+    try {
+      const client = createRedis({ lazyConnect: true });
+      client.disconnect();
+    } finally {
+      for (const [name, value] of [
+        ['REDIS_URL', saved.url],
+        ['REDIS_CLUSTER_NODES', saved.nodes],
+      ] as const) {
+        if (value === undefined) delete process.env[name];
+        else process.env[name] = value;
+      }
+    }
+  });
+
   it('checks REDIS_URL the same way when it is what the client would use', () => {
     const previous = process.env.REDIS_URL;
     process.env.REDIS_URL = 'redis://:S3cret/Pass@127.0.0.1:6379';

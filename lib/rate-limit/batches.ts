@@ -16,8 +16,8 @@ export interface Refund {
   member: string;
   /** Redis time when it was counted: a fixed window only refunds within that window. */
   origin: number;
-  /** `performance.now()` when that count's reply arrived: with `origin`, reads Redis time later. */
-  countedAt: number;
+  /** `performance.now()` when that count was sent: with `origin`, bounds Redis time later. */
+  countSentAt: number;
   /** The script's refund hints, four per policy: bound how much the request still holds. */
   hints: number[];
 }

@@ -66,9 +66,16 @@ export function createLimiter(o: ResolvedOptions) {
   const deny = (req: Request, res: Response, next: NextFunction, denied: RateLimitInfo, retryMs: number) =>
     sendDenied(o, req, res, next, denied, retryMs);
 
-  function refundLater(req: Request, res: Response, key: string, cost: number, member: string, reply: Reply) {
+  function refundLater(
+    req: Request,
+    res: Response,
+    key: string,
+    cost: number,
+    member: string,
+    reply: Reply,
+    countSentAt: number,
+  ) {
     const origin = reply[1]!;
-    const countedAt = performance.now();
     const hints = refundHints(reply, count);
     let settled = false;
     const settle = (finished: boolean) => {
@@ -91,7 +98,7 @@ export function createLimiter(o: ResolvedOptions) {
         return;
       }
       if (ok ? !o.skipSuccessfulRequests : !o.skipFailedRequests) return;
-      const refund: Refund = { cost, member, origin, countedAt, hints };
+      const refund: Refund = { cost, member, origin, countSentAt, hints };
       // A denial remembered here may no longer hold once the quota comes back: forget it now, so no
       // request is answered from memory before the refund leaves, and do not remember denials from
       // calls already on their way (sent before the refund, answered without it).
@@ -137,12 +144,14 @@ export function createLimiter(o: ResolvedOptions) {
   function sendRefunds(key: string, batch: Refund[]): void {
     // The call applies only until the limiter stops waiting for it, and once (see script.ts): what
     // ioredis sends again after a lost reply, or delivers after its timeout, cannot give back twice
-    // or after being reported failed. Redis time now is read from the counts' replies.
+    // or after being reported failed. Redis time now is read from the counts: at least as much time
+    // has passed since a count was sent as since Redis ran it, so this errs late (by the count's
+    // trip there), never early, whatever delayed reading its reply (a busy event loop).
     const sentAt = performance.now();
     let redisNow = 0;
     const requests: Array<string | number> = [];
     for (const r of batch) {
-      redisNow = Math.max(redisNow, r.origin + (sentAt - r.countedAt));
+      redisNow = Math.max(redisNow, r.origin + (sentAt - r.countSentAt));
       requests.push(r.cost, r.member, r.origin, ...r.hints);
     }
     const keys = keysFor(key);
@@ -171,6 +180,7 @@ export function createLimiter(o: ResolvedOptions) {
     const requests: Array<string | number> = [];
     for (const p of batch) requests.push(p.cost, p.member);
     const sentAt = denyCache?.stamp() ?? 0;
+    const countSentAt = performance.now();
     call(keys, MODE_CONSUME, requests).then(
       (reply) => {
         failMode.recovered(keys[0]!);
@@ -180,7 +190,12 @@ export function createLimiter(o: ResolvedOptions) {
           // One request's trouble (a header write after another middleware answered…) must not
           // strand the rest of the batch: it goes to that request's error handler.
           try {
-            settle(p, batch.length === 1 ? reply : reply.slice(i * width, (i + 1) * width), sentAt);
+            settle(
+              p,
+              batch.length === 1 ? reply : reply.slice(i * width, (i + 1) * width),
+              sentAt,
+              countSentAt,
+            );
           } catch (error) {
             p.next(error);
           }
@@ -198,7 +213,7 @@ export function createLimiter(o: ResolvedOptions) {
     );
   }
 
-  function settle(p: Pending, reply: Reply, sentAt: number): void {
+  function settle(p: Pending, reply: Reply, sentAt: number, countSentAt: number): void {
     const { req, res, next, key, cost } = p;
     const allowed = reply[0] === 1;
     const b = bindingIn(reply, allowed);
@@ -206,7 +221,7 @@ export function createLimiter(o: ResolvedOptions) {
     req.rateLimit = info;
     // Before the header write, which throws when another middleware already answered: such a
     // request is counted all the same, and its refund must not be lost with the throw.
-    if (allowed && refunds) refundLater(req, res, key, cost, p.member, reply);
+    if (allowed && refunds) refundLater(req, res, key, cost, p.member, reply, countSentAt);
     writeHeaders(res, reply, b, 0);
     if (allowed) {
       if (hasKitListeners())
