@@ -7,7 +7,7 @@ import { pinoHttp } from 'pino-http';
 import { pingRedis, type RedisClient, RedisUnavailableError, rateLimit, redisSession } from '../lib';
 import { Catalogue } from './catalogue';
 import { createMetrics } from './metrics';
-import { problem } from './problems';
+import { allow, problem } from './problems';
 import { authRoutes } from './routes/auth';
 import { eventRoutes } from './routes/events';
 import { leaderboardRoutes } from './routes/leaderboard';
@@ -69,6 +69,7 @@ export function createApp(options: DemoOptions): Express {
   api.get('/ping', rateLimit({ redis, limit: 10, window: '10s', prefix: 'demo:ping-rl:' }), (req, res) => {
     res.json({ pong: true, rateLimit: req.rateLimit });
   });
+  api.all('/ping', allow('GET'));
   const auth = authRoutes(redis, sessions);
   api.use(auth.router);
   api.use(productRoutes(redis, new Catalogue(options.catalogueLatencyMs), prefix));

@@ -1,5 +1,5 @@
 import { STATUS_CODES } from 'node:http';
-import type { Response } from 'express';
+import type { RequestHandler, Response } from 'express';
 import { sendProblem } from '../lib/errors';
 
 /** RFC 9110's names where Node still has the older ones. */
@@ -13,4 +13,13 @@ export function problem(res: Response, status: number, detail: string): void {
     status,
     detail,
   });
+}
+
+/** For a route's other methods: 405 with `Allow`, rather than a 404 that says the path is unknown. */
+export function allow(...methods: string[]): RequestHandler {
+  const allowed = methods.includes('GET') ? [...methods, 'HEAD'] : methods;
+  return (req, res) => {
+    res.setHeader('Allow', allowed.join(', '));
+    problem(res, 405, `${req.method} is not allowed on ${req.path}; use ${allowed.join(' or ')}`);
+  };
 }

@@ -206,6 +206,10 @@ describe('demo routes', () => {
       .send('{}')
       .expect(415);
     expect(charset.body).toMatchObject({ status: 415, title: 'Unsupported Media Type' });
+    const wrongMethod = await request(app).delete('/api/products/1').expect(405);
+    expect(wrongMethod.headers.allow).toBe('GET, PUT, HEAD');
+    expect(wrongMethod.body).toMatchObject({ status: 405, title: 'Method Not Allowed' });
+    expect((await request(app).get('/api/orders').expect(405)).headers.allow).toBe('POST');
     const missing = await request(app).get('/nope').expect(404);
     expect(missing.body).toMatchObject({ status: 404, title: 'Not Found' });
   });

@@ -5,7 +5,7 @@ import {
   type RedisSessionMiddleware,
   rateLimit,
 } from '../../lib';
-import { problem } from '../problems';
+import { allow, problem } from '../problems';
 
 /** Login (brute-force limited), me, logout, logout-all and the session list. */
 export function authRoutes(
@@ -54,6 +54,12 @@ export function authRoutes(
     const list = await sessions.list(userId);
     res.json({ sessions: list.map((s) => ({ ...s, current: s.id === current })) });
   });
+
+  router.all('/login', allow('POST'));
+  router.all('/me', allow('GET'));
+  router.all('/logout', allow('POST'));
+  router.all('/logout-all', allow('POST'));
+  router.all('/sessions', allow('GET'));
 
   return { router, loginLimiter };
 }

@@ -1,5 +1,6 @@
 import { type Response, Router } from 'express';
 import { type RedisClient, subscribe } from '../../lib';
+import { allow } from '../problems';
 
 /** Pub/sub channel of the live feed; every demo process subscribes, so they share events. */
 export const EVENTS_CHANNEL = 'demo:events';
@@ -39,6 +40,8 @@ export function eventRoutes(redis: RedisClient): { router: Router; close: () => 
       close();
     }
   });
+  router.all('/events', allow('GET'));
+
   return {
     router,
     close: () => {

@@ -1,6 +1,6 @@
 import { Router } from 'express';
 import type { RedisClient } from '../../lib';
-import { problem } from '../problems';
+import { allow, problem } from '../problems';
 
 const BOARD = 'demo:leaderboard';
 const BOARD_TTL_SECONDS = 7 * 24 * 3600;
@@ -27,6 +27,9 @@ export function leaderboardRoutes(redis: RedisClient): Router {
     const result = await redis.multi().zincrby(BOARD, points, player).expire(BOARD, BOARD_TTL_SECONDS).exec();
     res.json({ player, score: Number(result?.[0]?.[1]) });
   });
+
+  router.all('/leaderboard', allow('GET'));
+  router.all('/leaderboard/:player', allow('POST'));
 
   return router;
 }

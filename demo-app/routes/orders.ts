@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Router } from 'express';
 import { idempotency, type RedisClient } from '../../lib';
-import { problem } from '../problems';
+import { allow, problem } from '../problems';
 import { requireUser } from '../require-user';
 import { EVENTS_CHANNEL } from './events';
 
@@ -35,6 +35,8 @@ export function orderRoutes(redis: RedisClient, prefix: string): Router {
       res.status(201).json(order);
     },
   );
+
+  router.all('/orders', allow('POST'));
 
   return router;
 }

@@ -1,7 +1,7 @@
 import { type Request, Router } from 'express';
 import { cacheResponse, createCache, type RedisClient } from '../../lib';
 import { type Catalogue, sleep } from '../catalogue';
-import { problem } from '../problems';
+import { allow, problem } from '../problems';
 import { requireUser } from '../require-user';
 
 const productTags = (req: Request) => [`product:${req.params.id}`];
@@ -50,6 +50,9 @@ export function productRoutes(redis: RedisClient, catalogue: Catalogue, prefix: 
     const report = await cache.wrap(`report:${year}`, () => buildReport(year), { ttl: '1m' });
     res.json({ ...report, servedInMs: Math.round(performance.now() - started) });
   });
+
+  router.all('/products/:id', allow('GET', 'PUT'));
+  router.all('/reports/:year', allow('GET'));
 
   return router;
 }
