@@ -77,13 +77,10 @@ export function createLimiter(o: ResolvedOptions) {
   ) {
     const origin = reply[1]!;
     const hints = refundHints(reply, count);
-    let settled = false;
-    const settle = (finished: boolean) => {
-      if (settled) return;
-      settled = true;
+    const settle = () => {
       let ok: boolean;
       try {
-        ok = finished && o.requestWasSuccessful(req, res);
+        ok = o.requestWasSuccessful(req, res);
       } catch (error) {
         // Runs from a response event, where a throw would take the process down. Unknown outcome:
         // keep the cost counted, the side that can never let more through.
@@ -109,9 +106,13 @@ export function createLimiter(o: ResolvedOptions) {
     };
     // on-finished (Express's own) calls back once the response is over, also when it already was
     // (the client left while Redis was deciding, or a timeout middleware replied), and keeps one
-    // set of listeners per response however many limiters wait on it. Sent in full, or ended by
-    // the app on a connection still open, is "finished"; a connection that closed first is not.
-    onFinished(res, () => settle(res.writableFinished || (res.writableEnded && !res.destroyed)));
+    // set of listeners per response however many limiters wait on it. An answer the app ended is
+    // judged by requestWasSuccessful, delivered or not. A client that broke off before the answer
+    // keeps its cost counted, whatever the handler answers later: it is still at work, and breaking
+    // off must not be a way to make requests for free (skipFailedRequests).
+    onFinished(res, () => {
+      if (res.writableEnded) settle();
+    });
   }
 
   function decide(req: Request, res: Response, next: NextFunction, key: string, cost: number): void {
