@@ -52,6 +52,7 @@ export function createApp(options: DemoOptions): Express {
   app.get('/metrics', async (_req, res) => {
     res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
+  app.all(['/healthz', '/metrics'], allow('GET'));
 
   // Every key of the demo under its own prefix: on a Redis it shares (a developer's local one), its
   // cache, records and sessions must not mix with another app's that uses the kit's defaults.

@@ -15,11 +15,18 @@ export function problem(res: Response, status: number, detail: string): void {
   });
 }
 
-/** For a route's other methods: 405 with `Allow`, rather than a 404 that says the path is unknown. */
+/**
+ * For a route's other methods: 405 with `Allow`, rather than a 404 that says the path is unknown.
+ * OPTIONS gets the `Allow` list (204), as Express answers it by itself.
+ */
 export function allow(...methods: string[]): RequestHandler {
-  const allowed = methods.includes('GET') ? [...methods, 'HEAD'] : methods;
+  const allowed = [...methods, ...(methods.includes('GET') ? ['HEAD'] : []), 'OPTIONS'];
   return (req, res) => {
     res.setHeader('Allow', allowed.join(', '));
+    if (req.method === 'OPTIONS') {
+      res.status(204).end();
+      return;
+    }
     problem(res, 405, `${req.method} is not allowed on ${req.path}; use ${allowed.join(' or ')}`);
   };
 }

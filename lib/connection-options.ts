@@ -1,7 +1,7 @@
 import type { CreateRedisOptions } from './connection';
 import { MAX_TIMER_MS } from './duration';
 import { booleanOption, checkKnownOptions, numberOptionError, optionError, shown } from './errors';
-import { maskUrl } from './mask-url';
+import { hidesUserInfo, maskUrl } from './mask-url';
 
 // createRedis()'s construction-time checks, kept apart from building the client (connection.ts).
 
@@ -114,23 +114,41 @@ function checkUrl(url: unknown, name: string): void {
 }
 
 /**
- * REDIS_URL as ioredis reads it, which also takes `host:port` and a unix socket path: only a value
- * with a scheme must parse as a URL (else ioredis throws an error carrying the raw value).
+ * REDIS_URL as ioredis reads it: a port number, a unix socket path, `host:port`, `//host` or a
+ * redis(s):// URL. What ioredis would parse must parse (else it throws an error that carries the raw
+ * value, password included); another scheme would be taken for a socket path.
  */
 function checkEnvUrl(url: string): void {
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) checkParses(url, 'REDIS_URL');
+  if (/^\d+$/.test(url) || (url.startsWith('/') && !url.startsWith('//'))) return;
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url) && !/^rediss?:\/\//i.test(url)) {
+    throw optionError('REDIS_URL', `must start with redis:// or rediss:// (TLS); got ${shown(maskUrl(url))}`);
+  }
+  const asIoredisReadsIt = /^rediss?:\/\//i.test(url)
+    ? url
+    : url.startsWith('//')
+      ? `redis:${url}`
+      : `redis://${url}`;
+  checkParses(asIoredisReadsIt, 'REDIS_URL', url);
 }
 
-function checkParses(url: string, name: string): void {
+function checkParses(url: string, name: string, given = url): void {
+  let parsed: URL;
   try {
-    new URL(url);
+    parsed = new URL(url);
   } catch {
     // ioredis would throw Node's ERR_INVALID_URL, which names no option and carries the raw URL
     // (password included) in its `input`.
     throw optionError(
       name,
-      `is not a valid URL; got ${shown(maskUrl(url))}`,
+      `is not a valid URL; got ${shown(maskUrl(given))}`,
       'Percent-encode special characters of the user name and password (encodeURIComponent), and check the port (0-65535).',
+    );
+  }
+  if (hidesUserInfo(parsed)) {
+    throw optionError(
+      name,
+      `has an "@" after its host, so it would not connect where it seems to; got ${shown(maskUrl(given))}`,
+      'Percent-encode "/", "?", "#" and "@" in the user name and password (encodeURIComponent).',
     );
   }
 }

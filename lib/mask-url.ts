@@ -1,35 +1,51 @@
 /**
- * Hides the password of a Redis URL, for logs and errors. A URL with an authority (`scheme://…`) that
- * parses is masked through the parser (an `@` in its path or query is not user info); anything else
- * (a forgotten scheme, an unencoded `/` or `#` in the password) by its text: the user info up to the
- * last `@` before any query, but the user name. Any `password=` query value is masked too.
+ * Hides the password of a Redis URL, for logs and errors. A URL that parses with its user info is
+ * masked through the parser (an `@` in its query is then just data); anything else by its text: the
+ * user info up to the last `@`, but the user name. That covers a forgotten scheme, and a password
+ * with an unencoded `/`, `?` or `#`, which may even parse, as a host and a path. Any `password=`
+ * query value is masked too.
  */
 export function maskUrl(url: string): string {
-  return maskQuery(/^[a-z][a-z0-9+.-]*:\/\//i.test(url) ? (parsedMask(url) ?? textMask(url)) : textMask(url));
+  const parsed = parseWithScheme(url);
+  const masked = parsed && !hidesUserInfo(parsed) ? maskParsed(parsed) : maskText(url);
+  return masked.replace(/([?&;]password=)[^&#]*/gi, '$1****');
 }
 
-function parsedMask(url: string): string | undefined {
+/**
+ * Whether a URL that parsed may still hold user info the parser did not see: an `@` in its path,
+ * fragment, or a query part that is no `name=value` (`redis://u:12/ss@host` parses as host `u`,
+ * port 12). Such a URL does not mean what it says; it is most likely a password to percent-encode.
+ */
+export function hidesUserInfo(parsed: URL): boolean {
+  if (parsed.username || parsed.password) return false;
+  if (parsed.pathname.includes('@') || parsed.hash.includes('@')) return true;
+  return parsed.search
+    .slice(1)
+    .split('&')
+    .some((part) => part.includes('@') && !part.includes('='));
+}
+
+function parseWithScheme(url: string): URL | undefined {
+  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(url)) return undefined;
   try {
-    const parsed = new URL(url);
-    if (parsed.password) parsed.password = '****';
-    return parsed.toString();
+    return new URL(url);
   } catch {
     return undefined;
   }
 }
 
-function textMask(url: string): string {
+function maskParsed(parsed: URL): string {
+  if (parsed.password) parsed.password = '****';
+  return parsed.toString();
+}
+
+function maskText(url: string): string {
   const scheme = /^[a-z][a-z0-9+.-]*:\/*/i.exec(url)?.[0] ?? '';
   const rest = url.slice(scheme.length);
-  const query = rest.indexOf('?');
-  const at = rest.lastIndexOf('@', query < 0 ? rest.length : query);
+  const at = rest.lastIndexOf('@');
   if (at < 0) return url;
   const info = rest.slice(0, at);
   const colon = info.indexOf(':');
   // Malformed: without a colon, the user info may as well be a password.
   return `${scheme}${colon >= 0 ? `${info.slice(0, colon)}:` : ''}****${rest.slice(at)}`;
-}
-
-function maskQuery(url: string): string {
-  return url.replace(/([?&;]password=)[^&#]*/gi, '$1****');
 }

@@ -244,6 +244,11 @@ describe('helpers', () => {
     ['redis://user:pw@host:6379/0?name=a@b', 'redis://user:****@host:6379/0?name=a@b'],
     ['redis://host:6379/0?clientName=x@y', 'redis://host:6379/0?clientName=x@y'],
     ['redis://u:p@[::1]:6379', 'redis://u:****@[::1]:6379'],
+    ['redis://u:pa?ss@host:6379', 'redis://u:****@host:6379'],
+    // These parse, as host "u", port 12 and a path, query or fragment holding the rest.
+    ['redis://u:12/ss@host:6379', 'redis://u:****@host:6379'],
+    ['redis://u:12?ss@host:6379', 'redis://u:****@host:6379'],
+    ['redis://u:12#ss@host:6379', 'redis://u:****@host:6379'],
   ])('masks the password of the malformed or unusual URL %s', (url, masked) => {
     expect(maskUrl(url)).toBe(masked);
   });

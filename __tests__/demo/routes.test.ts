@@ -207,9 +207,11 @@ describe('demo routes', () => {
       .expect(415);
     expect(charset.body).toMatchObject({ status: 415, title: 'Unsupported Media Type' });
     const wrongMethod = await request(app).delete('/api/products/1').expect(405);
-    expect(wrongMethod.headers.allow).toBe('GET, PUT, HEAD');
+    expect(wrongMethod.headers.allow).toBe('GET, PUT, HEAD, OPTIONS');
     expect(wrongMethod.body).toMatchObject({ status: 405, title: 'Method Not Allowed' });
-    expect((await request(app).get('/api/orders').expect(405)).headers.allow).toBe('POST');
+    expect((await request(app).get('/api/orders').expect(405)).headers.allow).toBe('POST, OPTIONS');
+    expect((await request(app).options('/api/me').expect(204)).headers.allow).toBe('GET, HEAD, OPTIONS');
+    await request(app).post('/healthz').expect(405);
     const missing = await request(app).get('/nope').expect(404);
     expect(missing.body).toMatchObject({ status: 404, title: 'Not Found' });
   });

@@ -32,6 +32,16 @@ describe('createRedis refuses a URL it cannot use, naming the option and never s
       /option "url" is not a valid URL/,
     ],
     ['a port out of range', 'redis://:S3cretPass@127.0.0.1:63790000', /option "url" is not a valid URL/],
+    [
+      'a password that parses as a port and a path',
+      'redis://default:12/S3cret@127.0.0.1:6379',
+      /option "url" has an "@" after its host/,
+    ],
+    [
+      'a password with an unencoded ?',
+      'redis://default:pa?S3cret@127.0.0.1:6379',
+      /option "url" is not a valid URL/,
+    ],
   ])('%s', (_case, url, message) => {
     const error = thrown(() => createRedis({ url, lazyConnect: true }));
     expect(error).toBeInstanceOf(TypeError);
@@ -74,6 +84,23 @@ describe('createRedis refuses a URL it cannot use, naming the option and never s
         if (value === undefined) delete process.env[name];
         else process.env[name] = value;
       }
+    }
+  });
+
+  it.each([
+    ['default:pa/S3cret@127.0.0.1:6379', /option "REDIS_URL" is not a valid URL; got "default:\*\*\*\*@127/],
+    ['//default:pa#S3cret@127.0.0.1:6379', /option "REDIS_URL" (is not a valid URL|has an "@")/],
+    ['http://127.0.0.1:6379', /option "REDIS_URL" must start with redis:\/\//],
+  ])('refuses the REDIS_URL %s, as ioredis would read it, without showing the password', (value, message) => {
+    const previous = process.env.REDIS_URL;
+    process.env.REDIS_URL = value;
+    try {
+      const error = thrown(() => createRedis({ lazyConnect: true }));
+      expect(error.message).toMatch(message);
+      expect(error.message).not.toContain('S3cret');
+    } finally {
+      if (previous === undefined) delete process.env.REDIS_URL;
+      else process.env.REDIS_URL = previous;
     }
   });
 
