@@ -256,6 +256,27 @@ describe('rateLimit features', () => {
     );
   });
 
+  it.each(['sliding-window', 'gcra'] as const)(
+    'a client whose every request was given back leaves no key in Redis (%s)',
+    async (algorithm) => {
+      const probe = redis.plain();
+      const { waitFor, stop } = captureEvents('rate-limit');
+      try {
+        const app = appWith(
+          limiter({ limit: 5, window: '1h', algorithm, name: `gone-${algorithm}`, skipFailedRequests: true }),
+        );
+        for (let i = 0; i < 3; i++)
+          expect((await request(app).get('/?status=500').set('x-client', 'gone')).status).toBe(500);
+        await waitFor('refund', 3);
+        // Only refund markers may be left, and they expire within the limiter's timeout.
+        const left = await probe.keys(`erk:rl:gone-${algorithm}:{gone}:*`);
+        expect(left.filter((k) => !k.includes('}:x:'))).toEqual([]);
+      } finally {
+        stop();
+      }
+    },
+  );
+
   describe('dryRun', () => {
     it('never blocks, but reports the denial in headers, req.rateLimit and a denied event', async () => {
       const { events, stop } = captureEvents('rate-limit');
@@ -503,6 +524,53 @@ describe('rateLimit features', () => {
       } finally {
         stop();
       }
+    });
+
+    it('a heavier request is not answered from the deny cache with the wait of a lighter one', async () => {
+      const app = appWith(
+        limiter({
+          name: 'dc-cost',
+          limit: 10,
+          window: '10s',
+          algorithm: 'token-bucket',
+          cost: (req) => Number(req.headers['x-cost'] ?? 1),
+        }),
+      );
+      expect((await request(app).get('/').set('x-client', 'dcc').set('x-cost', '10')).status).toBe(200);
+      const light = await request(app).get('/').set('x-client', 'dcc');
+      expect(light.status).toBe(429);
+      expect(light.headers['retry-after']).toBe('1');
+      // Ten units take the whole window to come back, not one second.
+      const heavy = await request(app).get('/').set('x-client', 'dcc').set('x-cost', '10');
+      expect(heavy.status).toBe(429);
+      expect(Number(heavy.headers['retry-after'])).toBeGreaterThanOrEqual(9);
+    });
+
+    it('a remembered denial ends when Redis said, counted from when the call was sent, however late its reply was read', async () => {
+      const app = express();
+      // With x-stall, the event loop is busy while the decision comes back: its reply is read late.
+      app.use((req, _res, next) => {
+        // Without coalescing the call leaves as the limiter runs, before this stall's turn comes.
+        if (req.headers['x-stall']) {
+          setImmediate(() => {
+            const until = Date.now() + 900;
+            while (Date.now() < until);
+          });
+        }
+        next();
+      });
+      app.get(
+        '/',
+        limiter({ name: 'dc-late', limit: 2, window: 1000, algorithm: 'gcra', coalesce: false }),
+        (_req, res) => {
+          res.send('ok');
+        },
+      );
+      for (let i = 0; i < 2; i++) await request(app).get('/').set('x-client', 'dcl');
+      const denied = await request(app).get('/').set('x-client', 'dcl').set('x-stall', '1');
+      expect(denied.status).toBe(429);
+      // Redis said the next request could pass at most 500 ms after it decided: long past.
+      expect((await request(app).get('/').set('x-client', 'dcl')).status).toBe(200);
     });
 
     it('the deny cache expires at the retry time, so the client gets its quota back on time', async () => {

@@ -101,6 +101,18 @@ describe('rateLimit options', () => {
     ['key not a function', { key: 'ip' as never }, TypeError, /"key" must be a function/],
     ['bad name', { name: 'has space' }, TypeError, /"name" must be 1-64 characters/],
     ['bad denyCache.max', { denyCache: { max: 0 } }, RangeError, /"denyCache.max"/],
+    [
+      'a misspelt denyCache option',
+      { denyCache: { maxSize: 5 } as never },
+      TypeError,
+      /"denyCache.maxSize" is not a denyCache option/,
+    ],
+    [
+      'denyCache as an array',
+      { denyCache: [] as never },
+      TypeError,
+      /"denyCache" must be false or \{ max \}/,
+    ],
     ['denyCache.max as a string', { denyCache: { max: '5' as never } }, TypeError, /"denyCache.max"/],
     [
       'express-rate-limit windowMs',
@@ -242,11 +254,11 @@ describe('rateLimit options', () => {
 });
 
 describe('deny cache', () => {
-  it('answers only until the retry time and only requests costing at least the denied one', () => {
+  it('answers only until the retry time and only requests of the denied cost (only Redis knows when a heavier one could pass)', () => {
     const cache = new DenyCache(2);
     cache.set('a', { until: 1000, cost: 3, reply: [0, 0, 0, 500, 500], binding: 0, at: 500 }, cache.stamp());
     expect(cache.get('a', 3, 999)).toBeDefined();
-    expect(cache.get('a', 5, 999)).toBeDefined();
+    expect(cache.get('a', 5, 999)).toBeUndefined();
     expect(cache.get('a', 2, 999)).toBeUndefined();
     expect(cache.get('a', 3, 1000)).toBeUndefined();
     expect(cache.size).toBe(0);

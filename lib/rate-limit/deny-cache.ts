@@ -1,6 +1,6 @@
 /** A denial remembered until its retry time. */
 export interface DenyEntry {
-  /** `Date.now()` before which a request of at least `cost` is certainly denied. */
+  /** `Date.now()` before which a request of `cost` is certainly denied. */
   until: number;
   cost: number;
   /** The script reply of the denial, for headers and `req.rateLimit`. */
@@ -12,8 +12,10 @@ export interface DenyEntry {
 /**
  * In-process memory of currently denied client keys, so repeat offenders are answered without a
  * Redis call. It can only ever deny, never allow, so it cannot let more than `limit` through: an
- * entry lives until the moment Redis said a request of that cost could pass again, and it answers
- * only requests costing at least as much as the denied one. Bounded: the oldest entry goes first.
+ * entry lives until the moment Redis said a request of that cost could pass again (counted from when
+ * the call was sent, so never later than the truth), and it answers only requests of that cost: a
+ * heavier one is denied too, but only Redis knows how long it must wait. Bounded: the oldest entry
+ * goes first.
  *
  * A denial is remembered only if nothing gave the key's quota back (a refund, `reset()`) after the
  * call that brought it was sent: such a denial may be stale by the time it arrives. Stamps are per
@@ -35,7 +37,7 @@ export class DenyCache {
     return this.clock;
   }
 
-  /** The cached denial for `key` that also covers a request of `cost`, if still current. */
+  /** The cached denial for `key` of a request of `cost`, if still current. */
   get(key: string, cost: number, now: number): DenyEntry | undefined {
     const entry = this.entries.get(key);
     if (entry === undefined) return undefined;
@@ -43,7 +45,7 @@ export class DenyCache {
       this.entries.delete(key);
       return undefined;
     }
-    return cost >= entry.cost ? entry : undefined;
+    return cost === entry.cost ? entry : undefined;
   }
 
   /** Remembers `key`'s denial from a call sent at `sentAt` (a `stamp()`), unless it may be stale. */

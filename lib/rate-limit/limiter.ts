@@ -182,6 +182,9 @@ export function createLimiter(o: ResolvedOptions) {
     for (const p of batch) requests.push(p.cost, p.member);
     const sentAt = denyCache?.stamp() ?? 0;
     const countSentAt = performance.now();
+    // Redis's waits count from when it decided, which is after this: a denial remembered from here
+    // ends no later than Redis said, however late its reply is read.
+    const sentWall = Date.now();
     call(keys, MODE_CONSUME, requests).then(
       (reply) => {
         failMode.recovered(keys[0]!);
@@ -196,6 +199,7 @@ export function createLimiter(o: ResolvedOptions) {
               batch.length === 1 ? reply : reply.slice(i * width, (i + 1) * width),
               sentAt,
               countSentAt,
+              sentWall,
             );
           } catch (error) {
             p.next(error);
@@ -214,7 +218,7 @@ export function createLimiter(o: ResolvedOptions) {
     );
   }
 
-  function settle(p: Pending, reply: Reply, sentAt: number, countSentAt: number): void {
+  function settle(p: Pending, reply: Reply, sentAt: number, countSentAt: number, sentWall: number): void {
     const { req, res, next, key, cost } = p;
     const allowed = reply[0] === 1;
     const b = bindingIn(reply, allowed);
@@ -248,7 +252,7 @@ export function createLimiter(o: ResolvedOptions) {
     }
     // A refund or reset() for this client sent after this call may have changed the answer by now:
     // the denial stands for this request, but the cache keeps it only if nothing did.
-    denyCache?.set(key, { until: Date.now() + retryMs, cost, reply, binding: b, at: Date.now() }, sentAt);
+    denyCache?.set(key, { until: sentWall + retryMs, cost, reply, binding: b, at: sentWall }, sentAt);
     deny(req, res, next, info, retryMs);
   }
 

@@ -119,6 +119,7 @@ const RENAMED: Record<string, string> = {
 };
 
 const POLICY_KNOWN = new Set(['limit', 'window', 'algorithm', 'name']);
+const DENY_CACHE_KNOWN = new Set(['max']);
 const POLICY_RENAMED: Record<string, string> = { windowMs: RENAMED.windowMs!, max: RENAMED.max! };
 
 const SF_STRING = /^[\x20\x21\x23-\x5b\x5d-\x7e]{1,64}$/;
@@ -296,13 +297,18 @@ export function resolveOptions(options: RateLimitOptions): ResolvedOptions {
   let denyCacheMax = DEFAULTS.denyCacheMax;
   if (options.denyCache === false) denyCacheMax = 0;
   else if (options.denyCache !== undefined) {
-    if (options.denyCache === null || typeof options.denyCache !== 'object') {
+    if (
+      options.denyCache === null ||
+      typeof options.denyCache !== 'object' ||
+      Array.isArray(options.denyCache)
+    ) {
       throw optionError(
         'denyCache',
         `must be false or { max }; got ${shown(options.denyCache)}`,
         'Use denyCache: false to turn it off.',
       );
     }
+    checkKnownOptions(options.denyCache, DENY_CACHE_KNOWN, 'denyCache', {}, 'denyCache.');
     const max = options.denyCache.max ?? DEFAULTS.denyCacheMax;
     if (!isWhole(max, 1))
       throw numberOptionError('denyCache.max', max, `must be a whole number >= 1; got ${shown(max)}`);

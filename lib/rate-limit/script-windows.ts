@@ -141,6 +141,9 @@ local function sliding(key, limit, win)
     -- The log entry itself is given back, so this is exact: an entry that expired is simply gone.
     if redis.call('ZREM', key, int(cost) .. ':' .. member) == 1 then
       redis.call('ZINCRBY', key, cost, '#')
+      -- Nothing left but the total: the same as no key at all (gcra does the same), and no memory
+      -- held for a window by a client whose every request was given back.
+      if redis.call('ZCARD', key) == 1 then redis.call('DEL', key) end
     end
   end
   return P
