@@ -13,13 +13,26 @@ useFlushedClient(redis, (c) => {
 });
 
 describe('cacheResponse and a Vary set in front of it', () => {
-  it.each([false, { max: 10 }] as const)(
-    "splits on Vary: Cookie set by auth middleware in front, so bob never gets alice's response (l1: %p)",
-    async (l1) => {
+  it.each([
+    [false, 'before the route'],
+    [{ max: 10 }, 'before the route'],
+    [false, 'as the headers go out'],
+    [{ max: 10 }, 'as the headers go out'],
+  ] as const)(
+    "splits on Vary: Cookie set by auth middleware in front, so bob never gets alice's response (l1: %p, set %s)",
+    async (l1, when) => {
       const app = express();
       app.use((req, res, next) => {
         (req as unknown as { user?: string }).user = /token=(\w+)/.exec(req.headers.cookie ?? '')?.[1];
-        res.vary('Cookie');
+        if (when === 'before the route') res.vary('Cookie');
+        else {
+          // As on-headers does: inside writeHead, after the route answered.
+          const writeHead = res.writeHead;
+          res.writeHead = function (this: express.Response, ...args: unknown[]) {
+            this.vary('Cookie');
+            return (writeHead as (...a: unknown[]) => express.Response).apply(this, args);
+          } as typeof res.writeHead;
+        }
         next();
       });
       app.use(cacheResponse({ redis: client, ttl: '1m', l1, sessionCookie: false, logger: quietLogger() }));

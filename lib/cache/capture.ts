@@ -1,6 +1,7 @@
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { chunkBytes, writeHeadPairs } from '../chunks';
 import { etagMatches, refusal, strongEtag } from './http';
+import { parseVary } from './key';
 
 /** A response the route finished, as it may be stored. */
 export interface Captured {
@@ -72,7 +73,7 @@ export function captureResponse(
         ? 'status'
         : refusal(sent, captured.status, options.statuses);
     if (why) reason = why;
-    finish(why ? undefined : captured);
+    finish(why ? undefined : withLateVary(captured, sent));
   };
   const stop = (why: string) => {
     capturing = false;
@@ -191,4 +192,20 @@ export function captureResponse(
   } as ServerResponse['end'];
 
   res.once('close', () => finish(undefined));
+}
+
+/**
+ * The captured headers plus any `Vary` name that middleware in front added as the headers went out
+ * (an on-headers hook: `res.vary('Cookie')` in auth middleware). The stored entry's Vary is what
+ * splits it per variant, so a name missing from it would serve one user's answer to another. Not
+ * `Accept-Encoding`: compression() in front adds it there for the bytes it encodes, and the entry
+ * holds the route's own bytes, encoded again for each hit.
+ */
+function withLateVary(captured: Captured, sent: ServerResponse): Captured {
+  const stored = parseVary(captured.headers.vary);
+  const late = parseVary(sent.getHeader('vary')).filter(
+    (name) => name !== 'accept-encoding' && !stored.includes(name),
+  );
+  if (late.length === 0) return captured;
+  return { ...captured, headers: { ...captured.headers, vary: [...stored, ...late].join(', ') } };
 }
