@@ -42,6 +42,15 @@ describe('cache keys', () => {
     expect(defaultKey(req('GET', '/a?'))).toBe('GET /a');
   });
 
+  it('keeps query text that does not decode as it came, so two different values never share a key', () => {
+    // A lenient decoder makes both U+FFFD; qs (query parser 'extended') gives the app "%FFalice" and "%FEalice".
+    expect(normaliseQuery('t=%FFalice')).not.toBe(normaliseQuery('t=%FEalice'));
+    expect(normaliseQuery('t=%FFalice')).toBe('?t=%FFalice');
+    expect(normaliseQuery('p=100%&a=1')).toBe('?a=1&p=100%');
+    expect(normaliseQuery('&&a=1&&')).toBe('?a=1');
+    expect(normaliseQuery('flag&a=')).toBe('?a=&flag=');
+  });
+
   it('parses Vary into sorted lower-case names', () => {
     expect(parseVary('Accept-Encoding, X-Lang')).toEqual(['accept-encoding', 'x-lang']);
     expect(parseVary(['origin', 'Origin'])).toEqual(['origin']);

@@ -80,6 +80,13 @@ describe('cacheResponse: default per-user cookie detection', () => {
     'jwt',
     'auth_token',
     'XSRF-TOKEN',
+    'user_id',
+    'uid',
+    'userId',
+    'id',
+    'remember_me',
+    'login',
+    '.AspNetCore.Identity.Application',
   ])('never answers a request carrying a %s cookie from the cache', async (name) => {
     const { app, client } = profileApp();
     const alice = await request(app).get('/profile').set('Cookie', `${name}=alice`).expect(200);
@@ -93,9 +100,11 @@ describe('cacheResponse: default per-user cookie detection', () => {
 
   it('still caches requests whose cookies are not per-user (theme, consent)', async () => {
     const { app, runs } = profileApp();
-    await request(app).get('/profile').set('Cookie', 'theme=dark; cookie_consent=yes').expect(200);
+    // Nor analytics ids whose names merely contain "id" or "uid".
+    const cookies = 'theme=dark; cookie_consent=yes; _ga=GA1.1.1; guid=1; video_id=2';
+    await request(app).get('/profile').set('Cookie', cookies).expect(200);
     await sleep(50);
-    const again = await request(app).get('/profile').set('Cookie', 'theme=dark; cookie_consent=yes');
+    const again = await request(app).get('/profile').set('Cookie', cookies);
     expect(again.headers['x-cache']).toBe('HIT');
     expect(runs()).toBe(1);
   });
@@ -125,6 +134,10 @@ describe('cacheResponse: default per-user cookie detection', () => {
     'X-Forwarded-Email',
     'X-Amzn-Oidc-Identity',
     'X-Forwarded-Client-Cert',
+    'X-Userinfo',
+    'X-SSL-Client-S-DN',
+    'X-Client-Verify',
+    'X-Forwarded-Groups',
   ])('never answers a request carrying a %s header from the cache', async (name) => {
     const { app, client } = profileApp();
     expect((await request(app).get('/profile').set(name, 'alice').expect(200)).headers['x-cache']).toBe(

@@ -18,17 +18,35 @@ export function defaultKey(req: Request): string {
 export function normaliseQuery(query: string): string {
   if (query === '') return '';
   const pairs: Array<[string, string]> = [];
-  for (const [name, value] of new URLSearchParams(query)) pairs.push([name, value]);
+  for (const part of query.split('&')) {
+    if (part === '') continue;
+    const eq = part.indexOf('=');
+    pairs.push(
+      eq < 0 ? [canonical(part), ''] : [canonical(part.slice(0, eq)), canonical(part.slice(eq + 1))],
+    );
+  }
   if (pairs.length === 0) return '';
   // Array.prototype.sort is stable, which keeps repeated names in request order.
   pairs.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
   let out = '?';
   for (let i = 0; i < pairs.length; i++) {
-    const [name, value] = pairs[i]!;
     if (i > 0) out += '&';
-    out += `${encodeURIComponent(name)}=${encodeURIComponent(value)}`;
+    out += `${pairs[i]![0]}=${pairs[i]![1]}`;
   }
   return out;
+}
+
+/**
+ * One name or value, decoded and encoded again; kept as it came when it does not decode (invalid
+ * UTF-8, a lone `%`). A lenient decoder would turn every invalid byte into U+FFFD, so `%FF` and
+ * `%FE` would share a key while a query parser such as `qs` hands the app two different values.
+ */
+function canonical(raw: string): string {
+  try {
+    return encodeURIComponent(decodeURIComponent(raw.replace(/\+/g, ' ')));
+  } catch {
+    return raw;
+  }
 }
 
 /** One request header as it splits a cache key: absent → '', repeated → joined, whitespace trimmed. */

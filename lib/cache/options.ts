@@ -25,11 +25,12 @@ export const CACHE_DEFAULTS = {
   statuses: [200, 203, 204, 300, 301, 308],
   methods: ['GET'],
   // Safe by default: a per-user cookie missed here means one user's response served to another.
-  sessionCookie: /sess|auth|token|jwt|(^|[._-])sid([._-]|$)/i,
+  sessionCookie:
+    /sess|auth|token|jwt|login|remember|identity|(^|[._-])sid([._-]|$)|(^|[._-])u(ser)?[._-]?id([._-]|$)|^id$/i,
   // API keys and identities a gateway or proxy adds (oauth2-proxy, Azure Easy Auth, Cloudflare
   // Access, AWS ALB OIDC, Kong/APISIX consumers, mTLS client certificates): same risk.
   credentialHeader:
-    /auth|token|jwt|sess|api-?key|principal|consumer|credential|oidc|email|client-(cert|dn)|(^|-)user(name|id)?(-(id|email|name))?$/i,
+    /auth|token|jwt|sess|api-?key|principal|consumer|credential|oidc|email|userinfo|forwarded-groups|client-(cert|s-dn|dn|verify)|(^|-)user(name|id)?(-(id|email|name))?$/i,
   /**
    * Never credentials, whatever the rule says: browser-controlled `Sec-*` headers (`Sec-Fetch-User`
    * comes with every navigation), HTTP/2 pseudo-headers, and Vercel's per-deployment OIDC token.
