@@ -1,0 +1,74 @@
+import type { NextFunction, Request, Response } from 'express';
+import { shown } from '../errors';
+import { createDefaultKey } from './client-key';
+import type { ResolvedOptions } from './options';
+import { callUser } from './user-call';
+
+type Decide = (req: Request, res: Response, next: NextFunction, key: string, cost: number) => void;
+
+/**
+ * The middleware's way in: the app's `skip`, `key` and `cost` callbacks (each may be async, throw
+ * or answer nonsense), checked per request before the decision.
+ */
+export function createEntry(o: ResolvedOptions, decide: Decide) {
+  const keyOf = o.key ?? createDefaultKey(o.ipv6Subnet, (m) => o.logger.warn(m));
+
+  function withKey(req: Request, res: Response, next: NextFunction, key: unknown): void {
+    if (typeof key !== 'string' || key === '') {
+      next(
+        new TypeError(
+          `express-redis-kit rateLimit: option "key" must return a non-empty string; got ${shown(key)}.`,
+        ),
+      );
+      return;
+    }
+    if (typeof o.cost === 'number') {
+      decide(req, res, next, key, o.cost);
+      return;
+    }
+    const userCost = o.cost;
+    const withCost = (c: unknown) => {
+      if (typeof c !== 'number' || !Number.isInteger(c) || c < 1) {
+        next(
+          new TypeError(
+            `express-redis-kit rateLimit: option "cost" must return a whole number >= 1; got ${shown(c)}.`,
+          ),
+        );
+        return;
+      }
+      // Such a request could never pass; counting it would only mislead (a Retry-After that never
+      // comes true) and huge values would not survive the trip through Lua's doubles.
+      if (c > o.maxCost) {
+        next(
+          new RangeError(
+            `express-redis-kit rateLimit: option "cost" returned ${c}, more than the limit (${o.maxCost}); such a request could never pass. Cap the cost, or answer the request yourself before the limiter.`,
+          ),
+        );
+        return;
+      }
+      decide(req, res, next, key, c);
+    };
+    callUser(() => userCost(req, res), withCost, next);
+  }
+
+  function start(req: Request, res: Response, next: NextFunction): void {
+    callUser(
+      () => keyOf(req, res),
+      (key) => withKey(req, res, next, key),
+      next,
+    );
+  }
+
+  return function rateLimitMiddleware(req: Request, res: Response, next: NextFunction): void {
+    const skip = o.skip;
+    if (!skip) {
+      start(req, res, next);
+      return;
+    }
+    callUser(
+      () => skip(req, res),
+      (skipped) => (skipped ? next() : start(req, res, next)),
+      next,
+    );
+  };
+}
