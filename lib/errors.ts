@@ -10,7 +10,15 @@ export interface Problem {
   [extension: string]: unknown;
 }
 
-const BODY_HEADERS = ['Content-Length', 'Content-Encoding', 'Content-Range', 'ETag', 'Last-Modified'];
+const BODY_HEADERS = [
+  'Content-Length',
+  'Content-Encoding',
+  'Content-Range',
+  'Content-Disposition',
+  'ETag',
+  'Last-Modified',
+  'Transfer-Encoding',
+];
 
 const TYPE_BASE = 'urn:express-redis-kit:problem:';
 

@@ -15,16 +15,6 @@ const snapshots = new WeakMap<Request, Snapshot>();
 /** A request this long checks its session is still there before its cookie is re-sent. */
 const SLOW_REQUEST_MS = 200;
 
-const ENTITY_HEADERS = [
-  'content-length',
-  'content-encoding',
-  'content-range',
-  'content-disposition',
-  'etag',
-  'last-modified',
-  'transfer-encoding',
-];
-
 /** Records the session as the handler receives it (or as `login()` left it). */
 export function takeSnapshot(req: Request): void {
   if (req.session) snapshots.set(req, { id: req.sessionID, ...shapeOf(req.session) });
@@ -97,10 +87,7 @@ export function commitBeforeEnd(
           restoreWire(res, wire);
           // Without a session, express-session neither sets the cookie nor retries the store.
           (req as { session?: unknown }).session = undefined;
-          // The handler's body is replaced, so its entity headers (length, ETag, ...) must go too.
-          // Only those set: Node remembers removing Content-Length and Transfer-Encoding even when
-          // they were never there, and then sends the 503 unframed and drops the keep-alive connection.
-          for (const header of ENTITY_HEADERS) if (res.hasHeader(header)) res.removeHeader(header);
+          // The handler's body is replaced: sendProblem drops its entity headers (length, ETag...).
           onUnavailable(error);
           done();
         }),
