@@ -1,6 +1,7 @@
 import type { CreateRedisOptions } from './connection';
 import { MAX_TIMER_MS } from './duration';
 import { booleanOption, checkKnownOptions, numberOptionError, optionError, shown } from './errors';
+import { hasWarn } from './logger';
 import { hidesUserInfo, maskUrl } from './mask-url';
 
 // createRedis()'s construction-time checks, kept apart from building the client (connection.ts).
@@ -54,11 +55,7 @@ export function validateRedisOptions(options: CreateRedisOptions): void {
   booleanOption(options.enableAutoPipelining, 'enableAutoPipelining', true);
   booleanOption(options.failFast, 'failFast', false);
   const logger = options.logger;
-  if (
-    logger !== undefined &&
-    logger !== false &&
-    typeof (logger as { warn?: unknown })?.warn !== 'function'
-  ) {
+  if (logger !== undefined && logger !== false && !hasWarn(logger)) {
     throw optionError(
       'logger',
       `must be an object with a warn(message) method, or false; got ${shown(logger)}`,

@@ -18,3 +18,8 @@ export function neverThrows<A extends unknown[]>(logger: {
     },
   };
 }
+
+/** Whether an option given as a logger has the `warn` method every component logs through. */
+export function hasWarn(value: unknown): value is { warn(...args: never[]): void } {
+  return typeof (value as { warn?: unknown } | null | undefined)?.warn === 'function';
+}

@@ -3,7 +3,7 @@ import { checkClient, type RedisClient } from '../client';
 import { MAX_TIMER_MS, toMs } from '../duration';
 import { checkKnownOptions, functionOption, numberOptionError, optionError, shown } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX } from '../keys';
-import { neverThrows } from '../logger';
+import { hasWarn, neverThrows } from '../logger';
 import {
   CACHE_KNOWN,
   CACHE_RENAMED,
@@ -112,7 +112,7 @@ function checkJitter(jitter: unknown): number {
 
 function checkLogger(logger: unknown): CacheLogger {
   if (logger === undefined) return consoleLogger;
-  if (!logger || typeof (logger as CacheLogger).warn !== 'function') {
+  if (!hasWarn(logger)) {
     throw optionError(
       'logger',
       'must have a warn(details, message) method',

@@ -12,7 +12,7 @@ import {
   shown,
 } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX } from '../keys';
-import { neverThrows } from '../logger';
+import { hasWarn, neverThrows } from '../logger';
 import { ALGORITHM_CODE, KEY_CODE } from './script';
 import type { Algorithm, DeniedInfo, HeadersMode, RateLimitOptions, RateLimitPolicy } from './types';
 
@@ -316,7 +316,7 @@ export function resolveOptions(options: RateLimitOptions): ResolvedOptions {
   }
   const coalesce = booleanOption(options.coalesce, 'coalesce', DEFAULTS.coalesce);
   const logger = options.logger ?? console;
-  if (typeof logger?.warn !== 'function') throw optionError('logger', 'must have a warn(message) method');
+  if (!hasWarn(logger)) throw optionError('logger', 'must have a warn(message) method');
 
   const keyHead = `${prefix}rl${name ? `:${name}` : ''}:{`;
   const policies = resolved.map((p) => ({
