@@ -104,7 +104,8 @@ function ifRangeHolds(ifRange: string, entry: Entry): boolean {
 /**
  * Whether `Accept-Encoding` may let a compression middleware pick a coding other than identity. Read
  * as `compression()`'s negotiator reads it, and on the side of "yes" when in doubt: a coding counts as
- * refused only with a plain `q=0` (lower-case `q`, as the negotiator requires).
+ * refused only with a plain `q=0` (lower-case `q`, as the negotiator requires). Not through
+ * `req.acceptsEncodings()`: Express's negotiator (1.x) refuses `gzip;Q=0`, compression's (0.6) does not.
  */
 function acceptsCoding(req: Request): boolean {
   const header = req.headers['accept-encoding'];
