@@ -69,6 +69,74 @@ describe('cacheResponse: hit and miss', () => {
     }
   });
 
+  it.each([
+    ['a new marker', ['en']],
+    ['a known marker', ['en', 'fr']],
+  ])(
+    'stores a varying response under %s with one call per tag plus the store, and its tags reach the variant',
+    async (_name, langs) => {
+      const tags = ['products', 'page:r'];
+      const { app, mw } = appWith({ tags: () => tags }, (req, res) => {
+        res.vary('X-Lang').send(`in ${req.headers['x-lang']}`);
+      });
+      const events = captureEvents('cache');
+      for (const [i, lang] of langs.slice(0, -1).entries()) {
+        await request(app).get('/r').set('X-Lang', lang);
+        await events.waitFor('store', i + 1);
+      }
+      const monitor = await (redis.plain() as import('ioredis').Redis).monitor();
+      const seen: string[] = [];
+      monitor.on('monitor', (_time: string, args: string[], source: string) => {
+        if (source !== 'lua') seen.push(String(args[0]).toLowerCase());
+      });
+      try {
+        await sleep(50);
+        const miss = await request(app)
+          .get('/r')
+          .set('X-Lang', langs[langs.length - 1] as string);
+        expect(miss.headers['x-cache']).toBe('MISS');
+        await events.waitFor('store', langs.length);
+        await sleep(100);
+        // One lookup, one registration per tag, one store (scripts load on first use: EVAL or EVALSHA).
+        expect(seen.filter((c) => c !== 'script')).toHaveLength(1 + tags.length + 1);
+      } finally {
+        monitor.disconnect();
+        events.stop();
+      }
+      const variants = await client.keys('erk:c:*:v:*');
+      expect(variants).toHaveLength(langs.length);
+      for (const tag of tags) {
+        expect(await client.smembers(`erk:t:{${tag}}`)).toEqual(expect.arrayContaining(variants));
+      }
+      await mw.invalidate({ tags: ['products'] });
+      expect(await client.keys('erk:c:*')).toEqual([]);
+    },
+  );
+
+  it('never brings back the variants of a marker an invalidation deleted, when a fill stores late under its generation', async () => {
+    const { app, mw } = appWith({}, (req, res) => {
+      res.vary('X-Lang').send(`in ${req.headers['x-lang']}`);
+    });
+    await request(app).get('/r').set('X-Lang', 'en');
+    await request(app).get('/r').set('X-Lang', 'fr');
+    const redisKey = entryKey('erk:', 'GET /r');
+    await waitForKeys(client, 'erk:c:*:v:*', 2);
+    const marker = String(await client.get(redisKey));
+    const generation = marker.slice(4, marker.indexOf('\n'));
+    const variant = (await client.keys('erk:c:*:v:*'))[0] as string;
+    const entry = decodeEntry((await client.getBuffer(variant)) as Buffer);
+    await mw.invalidate({ keys: ['GET /r'] }); // deletes the marker; its variants linger until their ttl
+    expect(await client.keys('erk:c:*:v:*')).toHaveLength(2);
+    // A fill without the lock that looked up before the invalidation, storing after it.
+    const lang = /in (\w+)/.exec(entry.body.toString())?.[1] as string;
+    const vary = { names: ['x-lang'], values: [lang], generation };
+    expect(await mw.cache.store(redisKey, entry, '', vary)).toBe('stored');
+    const other = lang === 'en' ? 'fr' : 'en';
+    const read = await request(app).get('/r').set('X-Lang', other);
+    expect(read.headers['x-cache']).toBe('MISS');
+    expect(read.text).toBe(`in ${other}`);
+  });
+
   it('serves from L1 without touching Redis, and emits l1-hit', async () => {
     const { app, calls } = appWith({ l1: { max: 10 } }, (_req, res) => {
       res.send('local');

@@ -10,12 +10,12 @@ import { headerValue, lockKeyOf, noStoreKeyOf } from './key';
 import { clearOnReconnect, L1, type Rec, stopClearingOnReconnect, toRec } from './l1';
 import { acquireLockAt, keepAlive, mayTakeLock, newToken, releaseLock, sleep } from './lock';
 import type { ResolvedCacheOptions } from './options';
-import { lookup, markNoStore, unlinkKeys } from './store';
+import { lookup, markNoStore, unlinkKeys, type VaryMarker } from './store';
 
 export type Fetched =
   | { kind: 'hit'; rec: Rec; key: string }
   /** `now`: Redis time of the lookup, when known. */
-  | { kind: 'miss'; locked: boolean; noStore: boolean; now?: number }
+  | { kind: 'miss'; locked: boolean; noStore: boolean; now?: number; marker?: VaryMarker }
   | { kind: 'corrupt' };
 
 /** Outcome of waiting for an entry on a miss. */
@@ -24,9 +24,10 @@ export type Acquired =
   | { kind: 'hit'; rec: Rec }
   /**
    * Run the origin and store; `token` owns the fill lock ('' when none is held); `since`: Redis time
-   * of the lookup that found the miss (the store skips tags invalidated after it).
+   * of the lookup that found the miss (the store skips tags invalidated after it); `marker`: the Vary
+   * marker it passed through, whose generation the store reuses.
    */
-  | { kind: 'fill'; token: string; stale: Rec | undefined; since?: number }
+  | { kind: 'fill'; token: string; stale: Rec | undefined; since?: number; marker?: VaryMarker }
   | { kind: 'bypass'; error: unknown };
 
 const MAX_LEARNED_VARY = 32;
@@ -176,10 +177,10 @@ export class CacheCore {
         } else if (found.kind === 'corrupt') {
           return { kind: 'fill', token: '', stale: undefined };
         } else if (found.locked) {
-          return { kind: 'fill', token, stale, since: found.now };
+          return { kind: 'fill', token, stale, since: found.now, marker: found.marker };
         } else if (found.noStore) {
           // The last fill was uncacheable: queueing on the lock would run the origin one at a time.
-          return { kind: 'fill', token: '', stale, since: found.now };
+          return { kind: 'fill', token: '', stale, since: found.now, marker: found.marker };
         }
         if (!waited) {
           waited = true;
@@ -187,7 +188,8 @@ export class CacheCore {
         }
         // A live holder keeps extending its lock; this cap only guards against one that never finishes.
         if (Date.now() > giveUpAt) {
-          return { kind: 'fill', token: '', stale, since: found.kind === 'miss' ? found.now : undefined };
+          const miss = found.kind === 'miss' ? found : undefined;
+          return { kind: 'fill', token: '', stale, since: miss?.now, marker: miss?.marker };
         }
         await sleep(delay);
         delay = Math.min(delay * 2, 100);

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { type Entry, encodeEntry } from './entry';
 import { lockKeyOf, tagKey } from './key';
 import type { ResolvedCacheOptions } from './options';
@@ -11,6 +11,8 @@ export type StoreOutcome = 'stored' | 'dropped' | 'failed';
 export interface FillVary {
   names: readonly string[];
   values: readonly string[];
+  /** The generation of the Vary marker the lookup passed through, when it had these names. */
+  generation?: string;
 }
 
 /** What storing a fill needs of the cache it runs for. */
@@ -44,12 +46,18 @@ export async function storeFill(
   const { redis } = ctx.options;
   try {
     const raw = encodeEntry(entry);
-    if (!(await addTags(ctx, entry, [redisKey], since))) {
+    // Always fresh for a new marker: reusing the looked-up one after an invalidation deleted that
+    // marker would make the variants it orphaned servable again.
+    const generation = randomBytes(6).toString('base64url');
+    // The variant's key as the store script will name it (under the marker the lookup saw, or a new
+    // one), so each tag takes both keys in one call; a marker changed in between costs a second one.
+    const expected = vary ? variantKeyOf(redisKey, vary.generation ?? generation, vary.values) : redisKey;
+    const registered = expected === redisKey ? [redisKey] : [redisKey, expected];
+    if (!(await addTags(ctx, entry, registered, since))) {
       ctx.releaseFill(redisKey, token);
       ctx.event('store-dropped', { key: redisKey, reason: 'invalidated' });
       return 'dropped';
     }
-    const generation = randomBytes(6).toString('base64url');
     const reply = await ctx.call(redisKey, () =>
       storeEntry(
         redis,
@@ -81,7 +89,7 @@ export async function storeFill(
     }
     // A variant's own key, so an invalidation frees its memory at once; deleting the marker, which
     // the tags already hold, is what keeps it from being served.
-    if (!recheck && written !== redisKey) addTags(ctx, entry, [written], undefined).catch(() => {});
+    if (!recheck && written !== expected) addTags(ctx, entry, [written], undefined).catch(() => {});
     ctx.event('store', { key: redisKey, bytes: raw.length });
     return 'stored';
   } catch (error) {
@@ -89,6 +97,12 @@ export async function storeFill(
     ctx.event('store-error', { key: redisKey, error: error as Error });
     return 'failed';
   }
+}
+
+/** A variant's key, as the store script derives it (sha1 of the header values, one per line). */
+function variantKeyOf(redisKey: string, generation: string, values: readonly string[]): string {
+  // Redis receives the values UTF-8 encoded, as `update` hashes them.
+  return `${redisKey}:v:${generation}:${createHash('sha1').update(values.join('\n')).digest('hex')}`;
 }
 
 /** Adds `members` to the entry's tag sets; false when a tag was invalidated since `since`. */

@@ -14,6 +14,7 @@ import { perUserReason } from './per-user';
 import { refreshTicketOf } from './refresh';
 import { respond, type XCache } from './respond';
 import { createRevalidator } from './revalidate';
+import type { VaryMarker } from './store';
 import type { CacheResponseOptions } from './types';
 import { l1Lookup, l1Put, sameVariant, varyOf } from './vary';
 import { Cache, createCache, type InvalidateTarget } from './wrap';
@@ -207,7 +208,18 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
       serve(req, res, rec, 'STALE', now, 'stale', key);
       return refresh(req, key, redisKey);
     }
-    fill(req, res, next, key, redisKey, acquired.token, acquired.stale, settle, acquired.since);
+    fill(
+      req,
+      res,
+      next,
+      key,
+      redisKey,
+      acquired.token,
+      acquired.stale,
+      settle,
+      acquired.since,
+      acquired.marker,
+    );
   }
 
   /** Runs the origin, teeing its response into the cache. */
@@ -221,6 +233,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     stale: Rec | undefined,
     settle: Settle,
     since?: number,
+    marker?: VaryMarker,
   ): void {
     const before = res.getHeaders();
     const generation = l1?.generation ?? 0;
@@ -273,7 +286,13 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
           const names = varyOf(entry);
           cache.learnVary(names);
           vary =
-            names.length > 0 ? { names, values: names.map((n) => headerValue(req.headers, n)) } : undefined;
+            names.length > 0
+              ? {
+                  names,
+                  values: names.map((n) => headerValue(req.headers, n)),
+                  generation: marker?.names === names.join(',') ? marker.generation : undefined,
+                }
+              : undefined;
         } catch (error) {
           // Runs from the response's end: a throw would strand the requests coalesced behind this one.
           logger.warn({ key, error }, 'could not prepare the response for the cache; not cached');

@@ -17,16 +17,22 @@ import { defineScript, LUA_NOW_MS, runScript, runScriptBuffer } from '../scripts
  */
 
 // KEYS: entry, lock, no-store marker. ARGV: lock token ('' = don't lock), lock ttl, then request
-// header name/value pairs. Replies {1, value, pttl, key} | {0, locked, nostore, now ms} | {2, names}
-// (marker needs header values not sent). A fill's store checks its tags were not invalidated since `now`.
+// header name/value pairs. Replies {1, value, pttl, key} | {0, locked, nostore, now ms, generation,
+// names} (the last two '' unless a Vary marker led to a missing variant) | {2, names} (marker needs
+// header values not sent). A fill's store checks its tags were not invalidated since `now`, and knows
+// its variant's key before writing it from the marker's generation.
 const LOOKUP = defineScript(
   'cache_lookup',
   3,
-  `local function miss()
+  `local function miss(gen, names)
   ${LUA_NOW_MS}
-  if redis.call('EXISTS', KEYS[3]) == 1 then return {0, 0, 1, now_ms} end
-  if ARGV[1] ~= '' and redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {0, 1, 0, now_ms} end
-  return {0, 0, 0, now_ms}
+  gen = gen or ''
+  names = names or ''
+  if redis.call('EXISTS', KEYS[3]) == 1 then return {0, 0, 1, now_ms, gen, names} end
+  if ARGV[1] ~= '' and redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    return {0, 1, 0, now_ms, gen, names}
+  end
+  return {0, 0, 0, now_ms, gen, names}
 end
 local key = KEYS[1]
 local v = redis.call('GET', key)
@@ -43,9 +49,10 @@ if string.sub(v, 1, 4) == 'ERKV' then
     if value == nil then return {2, names} end
     parts[#parts + 1] = value
   end
-  key = key .. ':v:' .. string.sub(v, 5, nl - 1) .. ':' .. redis.sha1hex(table.concat(parts, '\\n'))
+  local gen = string.sub(v, 5, nl - 1)
+  key = key .. ':v:' .. gen .. ':' .. redis.sha1hex(table.concat(parts, '\\n'))
   v = redis.call('GET', key)
-  if not v then return miss() end
+  if not v then return miss(gen, names) end
 end
 return {1, v, redis.call('PTTL', key), key}`,
 );
@@ -147,9 +154,15 @@ end
 return 1`,
 );
 
+/** A Vary marker a lookup passed through: its generation and its header names (comma-separated). */
+export interface VaryMarker {
+  generation: string;
+  names: string;
+}
+
 export type LookupReply =
   | { kind: 'hit'; raw: Buffer; pttl: number; key: string }
-  | { kind: 'miss'; locked: boolean; noStore: boolean; now: number }
+  | { kind: 'miss'; locked: boolean; noStore: boolean; now: number; marker?: VaryMarker }
   | { kind: 'vary'; names: string[] };
 
 /**
@@ -175,7 +188,14 @@ export async function lookup(
     return { kind: 'hit', raw: reply[1] as Buffer, pttl: Number(reply[2]), key: String(reply[3]) };
   }
   if (reply[0] === 2) return { kind: 'vary', names: String(reply[1]).split(',') };
-  return { kind: 'miss', locked: reply[1] === 1, noStore: reply[2] === 1, now: Number(reply[3]) };
+  const generation = reply[4] === undefined ? '' : String(reply[4]);
+  return {
+    kind: 'miss',
+    locked: reply[1] === 1,
+    noStore: reply[2] === 1,
+    now: Number(reply[3]),
+    ...(generation ? { marker: { generation, names: String(reply[5]) } } : {}),
+  };
 }
 
 /** Releases the fill lock of an uncacheable fill and leaves the no-store marker: one script. */
