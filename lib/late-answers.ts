@@ -16,21 +16,21 @@ export const headerMap = (res: Response): HeaderMap =>
   new Map(res.getHeaderNames().map((name) => [name, res.getHeader(name)]));
 
 /** What goes on the wire when the held end() runs: as the handler left it when it ended. */
-export interface WireState {
+interface WireState {
   status: number;
   message: string;
   headers: HeaderMap;
 }
 
 /** The response's status and headers now, or undefined once they went out. */
-export function wireOf(res: Response): WireState | undefined {
+function wireOf(res: Response): WireState | undefined {
   return res.headersSent
     ? undefined
     : { status: res.statusCode, message: res.statusMessage, headers: headerMap(res) };
 }
 
 /** Puts the status and headers back as they were when the handler ended the response. */
-export function restoreWire(res: Response, wire: WireState | undefined): void {
+function restoreWire(res: Response, wire: WireState | undefined): void {
   if (!wire || res.headersSent) return;
   res.statusCode = wire.status;
   res.statusMessage = wire.message;
@@ -56,7 +56,7 @@ export interface Droppers {
   writeHead: Response['writeHead'];
 }
 
-export const droppers: Droppers = {
+const droppers: Droppers = {
   write: function write(...late: unknown[]) {
     dropLate(late, writeAfterEnd());
     return false;
@@ -71,7 +71,7 @@ export const droppers: Droppers = {
 };
 
 /** Puts the droppers in place of `res.write`/`end`/`writeHead`; returns what they replaced. */
-export function dropLateAnswers(res: Response): Droppers {
+function dropLateAnswers(res: Response): Droppers {
   const was = { write: res.write, end: res.end, writeHead: res.writeHead };
   res.write = droppers.write;
   res.end = droppers.end;
@@ -79,7 +79,7 @@ export function dropLateAnswers(res: Response): Droppers {
   return was;
 }
 
-export function putBack(res: Response, methods: Droppers): void {
+function putBack(res: Response, methods: Droppers): void {
   res.write = methods.write;
   res.end = methods.end;
   res.writeHead = methods.writeHead;
@@ -90,7 +90,7 @@ export function putBack(res: Response, methods: Droppers): void {
  * answer (see above) sets headers after the held one went out, and Node would throw there, from an
  * event callback, taking the process down. Installed once per response.
  */
-export function quietAfterSend(res: Response): void {
+function quietAfterSend(res: Response): void {
   const marked = res as Response & { [QUIET]?: true };
   if (marked[QUIET]) return;
   marked[QUIET] = true;
@@ -104,3 +104,40 @@ export function quietAfterSend(res: Response): void {
 }
 
 const QUIET = Symbol('express-redis-kit.quiet-after-send');
+
+/** A response whose end is held: see {@link holdAnswer}. */
+export interface HeldAnswer {
+  /** The response methods the hold replaced. */
+  readonly kept: Droppers;
+  /**
+   * Puts `methods` back (default: those the hold replaced) and the status and headers as they were,
+   * then runs `send`, which writes the held answer (or one in its place). A throw there destroys the
+   * response: it would otherwise be an unhandled rejection and a request never answered. Once the
+   * answer is out, later ones are dropped as while it was held, unless `send` left the response open
+   * for a layer in front that defers its own end (and guards the gap itself).
+   */
+  release(send: () => void, methods?: Droppers): void;
+}
+
+/**
+ * Makes the response behave as sent while its end waits for Redis: a second answer is dropped,
+ * status and header changes are undone on release, and header calls after the release are quiet.
+ */
+export function holdAnswer(res: Response): HeldAnswer {
+  const wire = wireOf(res);
+  const kept = dropLateAnswers(res);
+  quietAfterSend(res);
+  return {
+    kept,
+    release(send, methods = kept) {
+      putBack(res, methods);
+      try {
+        restoreWire(res, wire);
+        send();
+      } catch (error) {
+        res.destroy(error as Error);
+      }
+      if (res.writableEnded) dropLateAnswers(res);
+    },
+  };
+}

@@ -2,16 +2,7 @@ import { STATUS_CODES } from 'node:http';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import type { Response } from 'express';
 import { chunkBytes, isEndChunk, writeHeadPairs } from '../chunks';
-import {
-  dropLate,
-  dropLateAnswers,
-  type HeaderMap,
-  headerMap,
-  putBack,
-  quietAfterSend,
-  restoreWire,
-  wireOf,
-} from '../late-answers';
+import { dropLate, type HeaderMap, headerMap, holdAnswer } from '../late-answers';
 import type { StoredResponse } from './record';
 
 /** The response as the handler produced it, at the moment it called `res.end()`. */
@@ -141,35 +132,25 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
     chunks = undefined;
     // Until the deferred end() runs, the response is over, as it would be without the kit: a second
     // answer is dropped like Node drops a write after end, and status/header changes are undone
-    // (lib/late-answers.ts).
-    const wire = wireOf(res);
-    // Middleware mounted after this one may have wrapped writeHead (on-headers: compression,
-    // response-time…): the deferred end() must still go through that wrapper.
-    const headWas = dropLateAnswers(res).writeHead;
-    quietAfterSend(res);
-    const finish = () => {
-      putBack(res, {
-        write: originalWrite,
-        end: originalEnd,
-        writeHead: headWas === writeHead ? originalWriteHead : headWas,
-      });
-      // Ended by a path around res.end (a bug, but not ours to turn into an 'error' event).
-      if (res.writableEnded) {
-        dropLate(args);
-      } else {
-        try {
-          restoreWire(res, wire);
-          (originalEnd as (...a: EndArgs) => Response).apply(res, args);
-        } catch (error) {
-          // Thrown inside a promise callback it would be an unhandled rejection and a request never answered.
-          res.destroy(error as Error);
-        }
-      }
-      // The answer is out: whatever comes later is dropped, as while the store was pending. Unless
-      // a layer in front deferred it (redisSession saves first, and may answer 503 instead): that
-      // layer still has to write its answer, and guards the gap itself.
-      if (res.writableEnded) dropLateAnswers(res);
-    };
+    // (lib/late-answers.ts). Middleware mounted after this one may have wrapped writeHead
+    // (on-headers: compression, response-time…): the deferred end() must still go through that wrapper.
+    const held = holdAnswer(res);
+    const headWas = held.kept.writeHead;
+    const finish = () =>
+      held.release(
+        () => {
+          // Ended by a path around res.end (a bug, but not ours to turn into an 'error' event).
+          if (res.writableEnded) dropLate(args);
+          // A layer in front that deferred its end (redisSession saves first, and may answer 503
+          // instead) still has to write its answer, and guards the gap itself.
+          else (originalEnd as (...a: EndArgs) => Response).apply(res, args);
+        },
+        {
+          write: originalWrite,
+          end: originalEnd,
+          writeHead: headWas === writeHead ? originalWriteHead : headWas,
+        },
+      );
     hooks.beforeEnd(captured).then(finish, finish);
     return this;
   } as Response['end'];

@@ -1,7 +1,7 @@
 import type { Request, Response } from 'express';
 import type { Session, SessionData } from 'express-session';
 import { refusedChunkError } from '../chunks';
-import { dropLateAnswers, putBack, quietAfterSend, restoreWire, wireOf } from '../late-answers';
+import { holdAnswer } from '../late-answers';
 import { bodyOf, forgetInRequest, lifetimeOf, type Shape, sameLifetime, shapeOf } from './data';
 import type { KitSessionStore } from './store';
 
@@ -57,39 +57,26 @@ export function commitBeforeEnd(
     // While the save is pending the response must behave as sent (lib/late-answers.ts): Express's
     // final handler after `res.json(); throw` would otherwise answer over it, or throw from an
     // event callback once it has gone out.
-    const wire = wireOf(res);
-    const kept = dropLateAnswers(res);
-    quietAfterSend(res);
-    const done = () => {
-      if (res.writableEnded) dropLateAnswers(res);
-    };
+    const held = holdAnswer(res);
     work.then(
       (outcome) =>
-        settle(res, () => {
-          putBack(res, kept);
-          restoreWire(res, wire);
-          if (outcome !== 'no-cookie') sessionEnd.apply(res, args);
-          else {
-            // express-session reads req.session inside its end() (and its header hook, run from it).
-            const held = req.session;
-            (req as { session?: unknown }).session = undefined;
-            try {
-              sessionEnd.apply(res, args);
-            } finally {
-              (req as { session?: unknown }).session = held;
-            }
+        held.release(() => {
+          if (outcome !== 'no-cookie') return sessionEnd.apply(res, args);
+          // express-session reads req.session inside its end() (and its header hook, run from it).
+          const session = req.session;
+          (req as { session?: unknown }).session = undefined;
+          try {
+            sessionEnd.apply(res, args);
+          } finally {
+            (req as { session?: unknown }).session = session;
           }
-          done();
         }),
       (error: unknown) =>
-        settle(res, () => {
-          putBack(res, kept);
-          restoreWire(res, wire);
+        held.release(() => {
           // Without a session, express-session neither sets the cookie nor retries the store.
           (req as { session?: unknown }).session = undefined;
           // The handler's body is replaced: sendProblem drops its entity headers (length, ETag...).
           onUnavailable(error);
-          done();
         }),
     );
     return res;
@@ -98,15 +85,6 @@ export function commitBeforeEnd(
 
 /** 'no-cookie': the session could not be checked, so its cookie is not re-sent (nothing to save). */
 type Outcome = undefined | 'no-cookie';
-
-/** Runs the deferred end; a throw there would be an unhandled rejection and a request never answered. */
-function settle(res: Response, send: () => unknown): void {
-  try {
-    send();
-  } catch (error) {
-    res.destroy(error as Error);
-  }
-}
 
 /**
  * Writes what express-session will tell the browser about, and no more: the data when it changed;
