@@ -3,6 +3,7 @@ import type Redis from 'ioredis';
 import request from 'supertest';
 import { cacheResponse } from '../../lib/cache';
 import type { RedisClient } from '../../lib/client';
+import { idempotency } from '../../lib/idempotency';
 import { captureEvents } from '../helpers/events';
 import { useUnhandledRejections } from '../helpers/process';
 import { eventually, useRedisServer } from '../helpers/redis';
@@ -128,5 +129,52 @@ describe('invalidates() while Redis is paused', () => {
     await mw.invalidate({ tags: ['p'] });
     expect(await entryKeys(admin)).toEqual([]);
     expect((await request(app).get('/p')).headers['x-cache']).toBe('MISS');
+  });
+});
+
+describe('invalidates() when the route throws after answering', () => {
+  const route: express.RequestHandler = (_req, res) => {
+    res.status(201).json({ created: true });
+    throw new Error('after the answer');
+  };
+
+  it('sends the 201 the write produced, as Express does without invalidates()', async () => {
+    const mw = cacheResponse({ redis: redis.client(), ttl: '1m', logger: quietLogger() });
+    const app = express();
+    app.post('/plain', route);
+    app.post(
+      '/p',
+      mw.invalidates(() => ['p']),
+      route,
+    );
+    app.use(((_error, _req, res, _next) => {
+      res.status(500).json({ error: 'late' });
+    }) as express.ErrorRequestHandler);
+    const plain = await request(app).post('/plain');
+    expect([plain.status, plain.body]).toEqual([201, { created: true }]);
+    const held = await request(app).post('/p');
+    expect([held.status, held.body]).toEqual([201, { created: true }]);
+  });
+
+  it('lets idempotency() in front store the 201, so a retry replays it instead of writing again', async () => {
+    const client = redis.client();
+    const mw = cacheResponse({ redis: client, ttl: '1m', logger: quietLogger() });
+    let writes = 0;
+    const app = express();
+    app.post(
+      '/orders',
+      idempotency({ redis: client }),
+      mw.invalidates(() => ['orders']),
+      (req, res, next) => {
+        writes++;
+        route(req, res, next);
+      },
+    );
+    const first = await request(app).post('/orders').set('Idempotency-Key', 'k1');
+    expect(first.status).toBe(201);
+    const retry = await request(app).post('/orders').set('Idempotency-Key', 'k1');
+    expect(retry.status).toBe(201);
+    expect(retry.headers['idempotent-replayed']).toBe('true');
+    expect(writes).toBe(1);
   });
 });

@@ -2,6 +2,7 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { refusedChunkError } from '../chunks';
 import { MAX_TIMER_MS } from '../duration';
 import { optionError } from '../errors';
+import { holdAnswer } from '../late-answers';
 import type { CacheLogger } from './types';
 import type { Cache, InvalidateTarget } from './wrap';
 
@@ -41,17 +42,18 @@ export function invalidatesMiddleware(
         logger.warn({ error }, 'the invalidates() selector threw; nothing invalidated');
         return end.apply(this, args);
       }
+      // While held, the response behaves as sent (lib/late-answers.ts): Express's final handler
+      // after `res.status(201).json(); throw` must not answer 500 over the write that happened, nor
+      // an idempotency() in front store that 500 and let a retry run the write again.
+      const held = holdAnswer(this);
       let ended = false;
       const finish = () => {
         if (ended) return;
         ended = true;
         clearTimeout(timer);
-        try {
-          end.apply(this, args);
-        } catch (error) {
-          // The route has returned, so Express can no longer answer with its error handler.
-          this.destroy(error as Error);
-        }
+        // A throw here is met by destroying the response: the route has returned, so Express can
+        // no longer answer with its error handler.
+        held.release(() => end.apply(this, args));
       };
       // A write must not hang on a slow Redis: this instance's L1 is already dropped (invalidate() does
       // that first), and the Redis part finishes in the background.
