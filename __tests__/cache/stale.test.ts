@@ -3,6 +3,7 @@ import express from 'express';
 import request from 'supertest';
 import { cacheResponse } from '../../lib/cache';
 import type { RedisClient } from '../../lib/client';
+import { rateLimit } from '../../lib/rate-limit';
 import { captureEvents } from '../helpers/events';
 import { eventually, useFlushedClient, useRedisServer } from '../helpers/redis';
 import { quietLogger, sleep, waitForKeys } from './helpers';
@@ -235,5 +236,39 @@ describe('compression', () => {
     }
     // Before: one stored identity body, compressed per request. After: one entry per encoding.
     expect(calls).toBe(where === 'before' ? 1 : 2);
+  });
+});
+
+describe('stale-while-revalidate behind rateLimit', () => {
+  it("does not charge the client for the cache's background refresh", async () => {
+    const limiter = rateLimit({ redis: client, limit: 3, window: '1m', key: () => 'client', headers: false });
+    const app = express();
+    app.use(limiter);
+    app.get(
+      '/r',
+      cacheResponse({
+        redis: client,
+        ttl: 300,
+        jitter: 0,
+        staleWhileRevalidate: '1m',
+        l1: false,
+        logger: quietLogger(),
+      }),
+      (_req, res) => {
+        res.send('page');
+      },
+    );
+    const events = captureEvents('cache');
+    try {
+      expect((await request(app).get('/r')).headers['x-cache']).toBe('MISS');
+      await events.waitFor('store', 1);
+      await sleep(400);
+      expect((await request(app).get('/r')).headers['x-cache']).toBe('STALE');
+      await events.waitFor('store', 2); // the refresh ran through the app, limiter included
+      expect((await limiter.get('client')).used).toBe(2);
+      expect((await request(app).get('/r')).status).toBe(200);
+    } finally {
+      events.stop();
+    }
   });
 });

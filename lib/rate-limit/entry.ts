@@ -1,4 +1,5 @@
 import type { NextFunction, Request, Response } from 'express';
+import { refreshTicketOf } from '../cache/refresh';
 import { shown } from '../errors';
 import { createDefaultKey } from './client-key';
 import type { ResolvedOptions } from './options';
@@ -60,6 +61,12 @@ export function createEntry(o: ResolvedOptions, decide: Decide) {
   }
 
   return function rateLimitMiddleware(req: Request, res: Response, next: NextFunction): void {
+    // A cache's background refresh replays a client's request through the app: the client did not
+    // ask for it, and must not pay for it.
+    if (refreshTicketOf(req)) {
+      next();
+      return;
+    }
     const skip = o.skip;
     if (!skip) {
       start(req, res, next);
