@@ -66,6 +66,16 @@ describe('idempotency key parsing', () => {
     expect(parseKey('x'.repeat(255))).toEqual({ ok: true, key: 'x'.repeat(255) });
   });
 
+  it('reads the quoted form as an RFC 8941 sf-string: escapes decoded, parameters ignored, unterminated refused', () => {
+    expect(parseKey('"k";p=1')).toEqual({ ok: true, key: 'k' });
+    expect(parseKey('"k"; a; b=?1;c="x;y"')).toEqual({ ok: true, key: 'k' });
+    expect(parseKey('"a\\"b"')).toEqual({ ok: true, key: 'a"b' });
+    expect(parseKey('"a\\\\b"')).toEqual({ ok: true, key: 'a\\b' });
+    for (const bad of ['"abc', '"k"x', '"k";P=1', '"a\\qb"', '"a", "b"']) {
+      expect(parseKey(bad)).toEqual({ ok: false, reason: 'malformed' });
+    }
+  });
+
   it('rejects empty, too long, spaces, control and non-ASCII characters, and repeated headers', () => {
     // A comma would hide a repeated header that a proxy joined with ",".
     for (const bad of ['', '""', 'x'.repeat(256), 'a b', 'a\tb', 'caf\u00e9', 'a, b', 'a,b']) {

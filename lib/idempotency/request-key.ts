@@ -9,17 +9,28 @@ const VALID_KEY = /^[\x21-\x2b\x2d-\x7e]{1,255}$/;
 /** The idempotency key of a request, or why there is none. */
 export type ParsedKey = { ok: true; key: string } | { ok: false; reason: 'missing' | 'malformed' };
 
+// RFC 8941: an sf-string (§3.3.3) and the parameters any Item may carry (§3.1.2), none of which the
+// draft defines (they are ignored, as the RFC asks of unknown ones).
+const SF_CHAR = String.raw`(?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])`;
+const BARE_ITEM = String.raw`(?:-?\d{1,15}(?:\.\d{1,3})?|"${SF_CHAR}*"|[A-Za-z*][!#$%&'*+\-.^_\x60|~0-9A-Za-z:/]*|:[A-Za-z0-9+/=]*:|\?[01])`;
+const SF_STRING_ITEM = new RegExp(`^"(${SF_CHAR}*)"(?:; *[a-z*][a-z0-9_.*-]*(?:=${BARE_ITEM})?)*$`);
+
 /**
  * Reads the key header. The IETF draft sends the key as a structured-field string
- * (`Idempotency-Key: "abc"`) while Stripe and most clients send it bare (`Idempotency-Key: abc`);
- * both name the same key.
+ * (`Idempotency-Key: "abc"`, escapes and parameters as RFC 8941 has them) while Stripe and most
+ * clients send it bare (`Idempotency-Key: abc`); both name the same key.
  */
 export function parseKey(raw: string | string[] | undefined): ParsedKey {
   if (raw === undefined) return { ok: false, reason: 'missing' };
   // Node joins repeated headers it does not know; a repeated key is ambiguous, so it is rejected.
   if (Array.isArray(raw)) return { ok: false, reason: 'malformed' };
   let key = raw;
-  if (key.length >= 2 && key.startsWith('"') && key.endsWith('"')) key = key.slice(1, -1);
+  if (key.startsWith('"')) {
+    // A quote opens an sf-string: it must be one, or the key would depend on how it is misread.
+    const item = SF_STRING_ITEM.exec(key);
+    if (!item) return { ok: false, reason: 'malformed' };
+    key = (item[1] as string).replace(/\\(["\\])/g, '$1');
+  }
   return VALID_KEY.test(key) ? { ok: true, key } : { ok: false, reason: 'malformed' };
 }
 
