@@ -156,6 +156,38 @@ describe('cacheResponse: hit and miss', () => {
     }
   });
 
+  it('answers If-Modified-Since with 304 on hits as the origin does, unless If-None-Match is sent', async () => {
+    const modified = new Date(Date.now() - 60_000).toUTCString();
+    const { app, calls } = appWith({}, (_req, res) => {
+      res.set('Last-Modified', modified).send('dated body');
+    });
+    // The route's own answer to a conditional miss: Express's 304. It says nothing about the next
+    // request, so no no-store marker keeps other misses off the fill lock.
+    const conditionalMiss = await request(app).get('/r').set('If-Modified-Since', modified);
+    expect([conditionalMiss.status, conditionalMiss.headers['x-cache']]).toEqual([304, 'MISS']);
+    await sleep(50);
+    expect(await client.keys('erk:c:*:nostore')).toEqual([]);
+    await request(app).get('/r');
+    await waitForKeys(client, 'erk:c:*');
+    const same = await request(app).get('/r').set('If-Modified-Since', modified);
+    expect([same.status, same.headers['x-cache'], same.text]).toEqual([304, 'HIT', '']);
+    const later = await request(app).get('/r').set('If-Modified-Since', new Date().toUTCString());
+    expect(later.status).toBe(304);
+    const earlier = new Date(Date.now() - 120_000).toUTCString();
+    const older = await request(app).get('/r').set('If-Modified-Since', earlier);
+    expect([older.status, older.text]).toEqual([200, 'dated body']);
+    for (const bad of ['yesterday', '']) {
+      expect((await request(app).get('/r').set('If-Modified-Since', bad)).status).toBe(200);
+    }
+    // If-None-Match decides alone when both are sent (RFC 9110 §13.1.3).
+    const both = await request(app)
+      .get('/r')
+      .set('If-Modified-Since', modified)
+      .set('If-None-Match', '"other"');
+    expect([both.status, both.headers['x-cache']]).toEqual([200, 'HIT']);
+    expect(calls.n).toBe(2);
+  });
+
   it('answers If-None-Match with 304 on hits, and on a miss whose fresh body matches', async () => {
     const { app, mw, calls } = appWith({}, (_req, res) => {
       res.send('same body');

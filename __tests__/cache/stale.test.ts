@@ -239,6 +239,47 @@ describe('compression', () => {
   });
 });
 
+describe('stale-while-revalidate for HEAD', () => {
+  it.each([false, { max: 10 }] as const)(
+    'a HEAD that finds the entry stale serves it and starts the one refresh, as a GET does (l1: %p)',
+    async (l1) => {
+      let calls = 0;
+      const app = express();
+      app.get(
+        '/r',
+        cacheResponse({
+          redis: client,
+          ttl: 300,
+          jitter: 0,
+          staleWhileRevalidate: '1m',
+          l1,
+          logger: quietLogger(),
+        }),
+        (_req, res) => {
+          calls += 1;
+          res.send(`v${calls}`);
+        },
+      );
+      const events = captureEvents('cache');
+      try {
+        await request(app).get('/r');
+        await events.waitFor('store', 1);
+        await sleep(400);
+        for (let i = 0; i < 3; i++) {
+          const head = await request(app).head('/r');
+          expect(head.headers['x-cache']).toMatch(i === 0 ? /^STALE$/ : /^(STALE|HIT)$/);
+          expect(head.headers['content-length']).toBe('2');
+        }
+        await events.waitFor('store', 2);
+        expect(calls).toBe(2);
+        expect((await request(app).get('/r')).text).toBe('v2');
+      } finally {
+        events.stop();
+      }
+    },
+  );
+});
+
 describe('stale-while-revalidate behind rateLimit', () => {
   it("does not charge the client for the cache's background refresh", async () => {
     const limiter = rateLimit({ redis: client, limit: 3, window: '1m', key: () => 'client', headers: false });

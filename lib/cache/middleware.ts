@@ -178,16 +178,12 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     if (head) {
       // HEAD never fills (it has no body to store); it is answered from a GET entry when there is one.
       const found = await cache.fetch(redisKey, req.headers, '').catch(() => undefined);
-      if (found?.kind === 'hit' && Date.now() < found.rec.swrUntil) {
-        return serve(
-          req,
-          res,
-          found.rec,
-          Date.now() < found.rec.freshUntil ? 'HIT' : 'STALE',
-          Date.now(),
-          'hit',
-          key,
-        );
+      const now = Date.now();
+      if (found?.kind === 'hit' && now < found.rec.swrUntil) {
+        if (now < found.rec.freshUntil) return serve(req, res, found.rec, 'HIT', now, 'hit', key);
+        // Stale, as for a GET: the refresh replays the request as a GET.
+        serve(req, res, found.rec, 'STALE', now, 'stale', key);
+        return refresh(req, key, redisKey);
       }
       res.setHeader('X-Cache', found ? 'MISS' : 'BYPASS');
       return next();
@@ -272,7 +268,14 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
           // An aborted response or a server error says nothing about the next one, and a failing origin
           // needs the lock's one-at-a-time protection most; any other refusal (404, Set-Cookie, too
           // large…) likely repeats, so other misses need not queue for it.
-          if (reason === 'aborted' || reason === 'server-error' || res.statusCode >= 500) {
+          // Nor does a 304 the route answered a conditional request with (Express does so itself for
+          // If-Modified-Since): the next client without that validator gets a body to store.
+          if (
+            reason === 'aborted' ||
+            reason === 'server-error' ||
+            res.statusCode >= 500 ||
+            res.statusCode === 304
+          ) {
             cache.releaseFill(redisKey, token);
             return settle({ retry: true });
           }

@@ -8,7 +8,7 @@ import type { Rec } from './l1';
 export type XCache = 'HIT' | 'MISS' | 'STALE' | 'BYPASS';
 
 /**
- * Answers a request from a cached entry: 304 when its ETag matches `If-None-Match`, 206 for one
+ * Answers a request from a cached entry: 304 when it matches the request's conditionals, 206 for one
  * byte range of a stored 200 (416 when it lies beyond the body), else the stored status, headers and
  * body (none for HEAD). `via` is the response's own writeHead/end, or the
  * originals a capture saved (stale-if-error answers from inside the capture).
@@ -27,15 +27,9 @@ export function respond(
   res.statusMessage = '';
   res.setHeader('X-Cache', xcache);
   res.setHeader('Age', String(Math.max(0, Math.floor((now - rec.bornAt) / 1000))));
-  const inm = req.headers['if-none-match'];
   const writeHead = via.writeHead as (status: number, headers: string[]) => unknown;
   const end = via.end as (body?: Buffer) => unknown;
-  if (
-    inm !== undefined &&
-    rec.entry.etag !== undefined &&
-    rec.entry.status === 200 &&
-    etagMatches(inm, rec.entry.etag)
-  ) {
+  if (notModified(req, rec.entry)) {
     writeHead.call(res, 304, rec.prepared.notModified);
     end.call(res);
     return;
@@ -64,6 +58,25 @@ export function respond(
   writeHead.call(res, rec.entry.status, rec.prepared.full);
   end.call(res, req.method === 'HEAD' ? undefined : rec.entry.body);
 }
+
+/**
+ * Whether a stored 200 answers the request's conditionals with 304 (RFC 9110 §13.2.2):
+ * `If-None-Match` by weak comparison; without it, `If-Modified-Since` against the stored
+ * `Last-Modified`, as the origin's own `res.send`/`res.sendFile` would.
+ */
+function notModified(req: Request, entry: Entry): boolean {
+  if (entry.status !== 200) return false;
+  const inm = req.headers['if-none-match'];
+  if (inm !== undefined) return entry.etag !== undefined && etagMatches(inm, entry.etag);
+  const ims = req.headers['if-modified-since'];
+  const modified = lastModifiedOf(entry);
+  if (ims === undefined || modified === undefined) return false;
+  const since = Date.parse(ims);
+  const at = Date.parse(modified);
+  return !Number.isNaN(since) && !Number.isNaN(at) && at <= since;
+}
+
+const lastModifiedOf = (entry: Entry) => entry.headers.find(([name]) => name === 'last-modified')?.[1];
 
 /**
  * The one byte range a hit answers with 206, as `send` (res.sendFile) would on the origin: only for
@@ -96,7 +109,7 @@ function ifRangeHolds(ifRange: string, entry: Entry): boolean {
     // Strong comparison (RFC 9110 §13.1.5): a weak validator never matches.
     return entry.etag !== undefined && !entry.etag.startsWith('W/') && value === entry.etag;
   }
-  const modified = entry.headers.find(([name]) => name === 'last-modified')?.[1];
+  const modified = lastModifiedOf(entry);
   const since = Date.parse(value);
   return modified !== undefined && !Number.isNaN(since) && Date.parse(modified) <= since;
 }
