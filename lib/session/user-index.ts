@@ -64,17 +64,17 @@ export async function listUserSessions(settings: IndexSettings, userId: string):
   if (handles.length === 0) return [];
   // Sessions live in their own slots, so these are separate reads (ioredis pipelines/routes them).
   const rows = await guard(settings, undefined, () =>
-    Promise.all(
-      handles.map((h) => redis.hmget(sessionKeyFromHandle(prefix, h), 'u', 'c', 's', 'ua', 'x', 'd')),
-    ),
+    Promise.all(handles.map((h) => redis.hmget(sessionKeyFromHandle(prefix, h), 'u', 'c', 's', 'ua', 'x'))),
   );
   const live: SessionInfo[] = [];
   const stale: string[] = [];
-  rows.forEach(([owner, created, seen, userAgent, tombstone, data], i) => {
+  // Presence is read from `c` (written with the data, in the same script), not the data itself,
+  // which may be kilobytes per session.
+  rows.forEach(([owner, created, seen, userAgent, tombstone], i) => {
     const id = handles[i]!;
     // No key at all: expired, or a login that listed its session and is about to write it. Left
     // listed (its score retires it): unlisting it now could leave that login's session unlisted.
-    if (!owner && !tombstone && !data) return;
+    if (!owner && !tombstone && !created) return;
     if (owner !== userId || tombstone) {
       stale.push(id);
       return;
@@ -127,11 +127,11 @@ export async function evictSessions(
     Promise.all(
       handles.map(async (h) => {
         const key = sessionKeyFromHandle(prefix, h);
-        const [[owner, tombstone, data], left] = await Promise.all([
-          redis.hmget(key, 'u', 'x', 'd'),
+        const [[owner, tombstone, created], left] = await Promise.all([
+          redis.hmget(key, 'u', 'x', 'c'),
           redis.pttl(key),
         ]);
-        const absent = !owner && !tombstone && !data;
+        const absent = !owner && !tombstone && !created;
         return { h, absent, live: owner === userId && !tombstone && left > 0, left };
       }),
     ),
