@@ -1,4 +1,4 @@
-import type { CreateRedisOptions } from './connection';
+import type { CreateRedisOptions, NodeAddress } from './connection';
 import { MAX_TIMER_MS } from './duration';
 import { booleanOption, checkKnownOptions, numberOptionError, optionError, shown } from './errors';
 import { hasWarn } from './logger';
@@ -15,6 +15,39 @@ const SENTINEL_RENAMED: Record<string, string> = {
   nodes: 'use "sentinels"',
 };
 
+/** The Redis a createRedis() call connects to, and where that choice came from. */
+export type RedisTarget =
+  | { kind: 'url'; url: string; from: 'url' | 'REDIS_URL' | 'default' }
+  | { kind: 'cluster'; nodes: NodeAddress[]; from: 'cluster' | 'REDIS_CLUSTER_NODES' }
+  | { kind: 'sentinel'; sentinel: NonNullable<CreateRedisOptions['sentinel']> };
+
+export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
+
+/**
+ * The one rule for where createRedis() connects: `url`, `cluster` or `sentinel` as given (only one
+ * may be), else `REDIS_CLUSTER_NODES`, else `REDIS_URL`, else the local default.
+ */
+export function resolveTarget(options: CreateRedisOptions): RedisTarget {
+  if (options.url !== undefined) return { kind: 'url', url: options.url, from: 'url' };
+  if (options.cluster) return { kind: 'cluster', nodes: options.cluster.nodes, from: 'cluster' };
+  if (options.sentinel) return { kind: 'sentinel', sentinel: options.sentinel };
+  const nodes = envClusterNodes();
+  if (nodes) return { kind: 'cluster', nodes, from: 'REDIS_CLUSTER_NODES' };
+  const env = process.env.REDIS_URL;
+  return env
+    ? { kind: 'url', url: env, from: 'REDIS_URL' }
+    : { kind: 'url', url: DEFAULT_REDIS_URL, from: 'default' };
+}
+
+function envClusterNodes(): NodeAddress[] | undefined {
+  const raw = process.env.REDIS_CLUSTER_NODES?.trim();
+  if (!raw) return undefined;
+  return raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
 /**
  * Checks the options createRedis itself reads or defaults (a string from an env var is a TypeError,
  * an out-of-range number a RangeError); other ioredis options go to ioredis unchanged.
@@ -28,13 +61,9 @@ export function validateRedisOptions(options: CreateRedisOptions): void {
     );
   }
   if (options.url !== undefined) checkUrl(options.url, 'url');
-  else if (
-    options.cluster === undefined &&
-    options.sentinel === undefined &&
-    !process.env.REDIS_CLUSTER_NODES?.trim() &&
-    process.env.REDIS_URL
-  ) {
-    checkEnvUrl(process.env.REDIS_URL);
+  else {
+    const target = resolveTarget(options);
+    if (target.kind === 'url' && target.from === 'REDIS_URL') checkEnvUrl(target.url);
   }
   const sources = (['url', 'cluster', 'sentinel'] as const).filter((o) => options[o] !== undefined);
   if (sources.length > 1) {

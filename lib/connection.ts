@@ -1,13 +1,13 @@
 import Redis, { Cluster, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { RedisClient } from './client';
-import { validateRedisOptions } from './connection-options';
+import { DEFAULT_REDIS_URL, resolveTarget, validateRedisOptions } from './connection-options';
 import { pingRedis } from './health';
 import { neverThrows } from './logger';
 import { maskUrl } from './mask-url';
 import { takeSubscriber } from './pubsub';
 
 /** Where the kit's default connection goes when nothing is configured. */
-export const DEFAULT_REDIS_URL = 'redis://127.0.0.1:6379';
+export { DEFAULT_REDIS_URL };
 
 /** A host/port pair, or a `host:port` string. */
 export type NodeAddress = string | { host: string; port: number };
@@ -138,10 +138,10 @@ function newClient(options: CreateRedisOptions): RedisClient {
     retryStrategy: (times: number) => reconnectDelay(times, maxReconnectDelay),
     ...ioredisOptions,
   };
-  const clusterNodes = cluster?.nodes ?? (url || sentinel ? undefined : envClusterNodes());
-  if (clusterNodes) {
+  const target = resolveTarget({ url, cluster, sentinel });
+  if (target.kind === 'cluster') {
     const { keyPrefix, enableAutoPipelining, ...redisOptions } = tuned;
-    return new Cluster(clusterNodes.map(toAddress), {
+    return new Cluster(target.nodes.map(toAddress), {
       enableAutoPipelining,
       keyPrefix,
       clusterRetryStrategy: (times: number) => reconnectDelay(times, maxReconnectDelay),
@@ -150,24 +150,15 @@ function newClient(options: CreateRedisOptions): RedisClient {
       ...cluster?.options,
     });
   }
-  if (sentinel) {
+  if (target.kind === 'sentinel') {
     return new Redis({
       ...tuned,
-      sentinels: sentinel.sentinels.map(toAddress),
-      name: sentinel.name,
-      sentinelPassword: sentinel.sentinelPassword,
+      sentinels: target.sentinel.sentinels.map(toAddress),
+      name: target.sentinel.name,
+      sentinelPassword: target.sentinel.sentinelPassword,
     });
   }
-  return new Redis(url ?? (process.env.REDIS_URL || DEFAULT_REDIS_URL), tuned);
-}
-
-function envClusterNodes(): NodeAddress[] | undefined {
-  const raw = process.env.REDIS_CLUSTER_NODES?.trim();
-  if (!raw) return undefined;
-  return raw
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
+  return new Redis(target.url, tuned);
 }
 
 function toAddress(node: NodeAddress): { host: string; port: number } {
@@ -181,10 +172,11 @@ function toAddress(node: NodeAddress): { host: string; port: number } {
 }
 
 function describeTarget(options: CreateRedisOptions): string {
-  if (options.cluster) return `cluster ${options.cluster.nodes.map((n) => JSON.stringify(n)).join(', ')}`;
-  if (options.sentinel) return `sentinel master "${options.sentinel.name}"`;
-  if (!options.url && envClusterNodes()) return `cluster ${process.env.REDIS_CLUSTER_NODES}`;
-  return maskUrl(options.url ?? (process.env.REDIS_URL || DEFAULT_REDIS_URL));
+  const target = resolveTarget(options);
+  if (target.kind === 'sentinel') return `sentinel master "${target.sentinel.name}"`;
+  if (target.kind === 'url') return maskUrl(target.url);
+  if (target.from === 'REDIS_CLUSTER_NODES') return `cluster ${target.nodes.join(',')}`;
+  return `cluster ${target.nodes.map((n) => JSON.stringify(n)).join(', ')}`;
 }
 
 /**
