@@ -4,6 +4,7 @@ import ipaddr from 'ipaddr.js';
 import { guarded } from '../breaker';
 import { problemType, RedisTimeoutError, RedisUnavailableError, sendProblem } from '../errors';
 import { emitKitEvent } from '../events';
+import { scopePart } from '../keys';
 import { nodeField, OutageTracker } from '../outage';
 import { type CapturedResponse, captureResponse, replay } from './capture';
 import { type IdempotencyOptions, type ResolvedIdempotencyOptions, resolveOptions } from './options';
@@ -263,10 +264,9 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
 
   Object.defineProperty(middleware, 'options', { value: Object.freeze({ ...o }), enumerable: true });
   middleware.forget = async (id: IdempotencyRecordId) => {
-    const scopes =
-      id.scope !== undefined && id.scope !== ''
-        ? [`s:${id.scope}`]
-        : sameAddress(id.ip ?? '').map((ip) => `ip:${ip}`);
+    // As resolveScope() reads what the `scope` option returned.
+    const scope = scopePart(id.scope, COMPONENT);
+    const scopes = scope !== undefined ? [`s:${scope}`] : sameAddress(id.ip ?? '').map((ip) => `ip:${ip}`);
     // Mounted with app.use, the namespace is the path as the router matches it (lower case, no
     // trailing slash, unless the app turned those settings on); on a route, the pattern as written.
     // forget() cannot tell which, so it tries the route as given and in the router's form.
