@@ -53,3 +53,11 @@ export function scopePart(value: unknown, component: string): string | undefined
     `express-redis-kit ${component}: option "scope" must return a string or a number (e.g. req => req.user?.id), or undefined for none; got ${shown(value)}.`,
   );
 }
+
+/** A query parameter's name up to its first bracket, encoded (`%5B`) or not. */
+export function queryBase(name: string): string {
+  const encoded = name.indexOf('%5B');
+  const plain = name.indexOf('[');
+  const at = encoded < 0 ? plain : plain < 0 ? encoded : Math.min(encoded, plain);
+  return at < 0 ? name : name.slice(0, at);
+}

@@ -145,4 +145,30 @@ console.log(JSON.stringify({ createRedis: typeof createRedis, closeRedis: typeof
       ).toThrow();
     }
   });
+
+  it('gives types to the testing entry under the classic "node" resolution of older CommonJS projects', () => {
+    const dir = project('node10-types', 'commonjs');
+    writeFileSync(
+      join(dir, 'main.ts'),
+      `import { startRedisServer } from 'express-redis-kit/testing';
+import { rateLimit } from 'express-redis-kit';
+export const both = [startRedisServer, rateLimit];
+`,
+    );
+    writeFileSync(
+      join(dir, 'tsconfig.json'),
+      JSON.stringify({
+        compilerOptions: {
+          module: 'commonjs',
+          moduleResolution: 'node',
+          strict: true,
+          noEmit: true,
+          skipLibCheck: true,
+          types: ['node'],
+        },
+        files: ['main.ts'],
+      }),
+    );
+    run(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', dir], dir);
+  });
 });

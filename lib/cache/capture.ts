@@ -83,9 +83,11 @@ export function captureResponse(
     // minutes, and until `done` runs, the fill lock and the requests coalesced behind it wait.
     if (!swallowed) finish(undefined);
   };
-  const decide = (status: number) => {
+  const decide = (given: number) => {
     if (decided) return;
     decided = true;
+    // Express 4 lets `res.status('200')` through as a string (Node makes it a number on the wire).
+    const status = Number(given);
     if (status >= 500 && options.onServerError?.(originals)) {
       swallowed = true;
       stop('stale-if-error');
@@ -165,12 +167,12 @@ export function captureResponse(
       const keep = typeof existing === 'string' && (!existing.startsWith('W/') || !whole);
       const etag = keep ? existing : strongEtag(body);
       const headers = this.headersSent && sent ? sent : this.getHeaders();
-      captured = { status: this.statusCode, headers, body, etag };
+      captured = { status: Number(this.statusCode), headers, body, etag };
       if (whole) {
         this.setHeader('ETag', etag);
         if (
           options.ifNoneMatch !== undefined &&
-          this.statusCode === 200 &&
+          captured.status === 200 &&
           etagMatches(options.ifNoneMatch, etag)
         ) {
           this.statusCode = 304;

@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Request } from 'express';
-import { taggedKey } from '../keys';
+import { queryBase, taggedKey } from '../keys';
 
 /**
  * Default cache key: `GET /path?a=1&b=2` with the query parameters sorted by name (repeated names keep
@@ -26,8 +26,12 @@ export function normaliseQuery(query: string): string {
     );
   }
   if (pairs.length === 0) return '';
-  // Array.prototype.sort is stable, which keeps repeated names in request order.
-  pairs.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  // By the name before any `[` (`%5B` once encoded), and stable: parameters that a query parser
+  // such as `qs` builds one value from (`a`, `a[]`, `a[0]`) keep their request order, which is the
+  // order of that value's items.
+  const keyed = pairs.map((pair) => ({ pair, base: queryBase(pair[0]) }));
+  keyed.sort((a, b) => (a.base < b.base ? -1 : a.base > b.base ? 1 : 0));
+  pairs.splice(0, pairs.length, ...keyed.map((k) => k.pair));
   let out = '?';
   for (let i = 0; i < pairs.length; i++) {
     if (i > 0) out += '&';

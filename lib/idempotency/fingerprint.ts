@@ -1,10 +1,11 @@
 import { createHash } from 'node:crypto';
 import type { Request } from 'express';
+import { queryBase } from '../keys';
 import { matchedPath } from './request-key';
 
 /**
  * The default request fingerprint: SHA-256 (hex) of the method, the path as the router matches it,
- * the query parameters (sorted, so their order does not matter) and the body as a body parser left
+ * the query parameters (sorted by name, so the order of different names does not matter) and the body as a body parser left
  * it in `req.body`:
  * - a `Buffer` or string (`express.raw()`, `express.text()`) is hashed as its bytes;
  * - anything else (`express.json()`, `express.urlencoded()`) as canonical JSON, object keys sorted,
@@ -16,22 +17,26 @@ import { matchedPath } from './request-key';
 export function defaultFingerprint(req: Request): string {
   const hash = createHash('sha256');
   const search = (req.originalUrl ?? req.url ?? '').split('?')[1];
-  const query = new URLSearchParams(search ?? '');
-  query.sort();
+  // Sorted as the cache key's query is (normaliseQuery): by name up to any `[`, stable, so `a` and
+  // `a[]` that a query parser merges into one array keep the order of its items.
+  const query = new URLSearchParams(
+    [...new URLSearchParams(search ?? '')].sort(([a], [b]) => {
+      const x = queryBase(a);
+      const y = queryBase(b);
+      return x < y ? -1 : x > y ? 1 : 0;
+    }),
+  );
   hash.update(req.method).update('\0').update(matchedPath(req)).update('\0');
   // Two requests that differ only in `?amount=` are not the same operation.
   hash.update(query.toString()).update('\0');
   const body: unknown = req.body;
-  if (body === undefined) {
+  const { 'content-length': length, 'content-type': type, 'transfer-encoding': chunked } = req.headers ?? {};
+  const sent = (length !== undefined && length !== '0') || chunked !== undefined;
+  if (body === undefined || (sent && unreadOnExpress4(req, body))) {
     hash.update('none');
     // Unread, but there: two payloads of another type or size must still not replay each other.
     // Without a body this stays plain 'none', so records stored by earlier versions still match.
-    const {
-      'content-length': length,
-      'content-type': type,
-      'transfer-encoding': chunked,
-    } = req.headers ?? {};
-    if ((length !== undefined && length !== '0') || chunked !== undefined) {
+    if (sent) {
       // A length only when the client gave one: chunked, or HTTP/2 without one, are the same unknown
       // (a proxy may turn one into the other). The type without spaces or case, as clients vary them.
       const media = (type ?? '').replace(/\s+/g, '').toLowerCase();
@@ -41,6 +46,19 @@ export function defaultFingerprint(req: Request): string {
   else if (typeof body === 'string') hash.update('bytes\0').update(body, 'utf8');
   else hash.update('json\0').update(canonicalJson(body), 'utf8');
   return hash.digest('hex');
+}
+
+/**
+ * body-parser 1.x (Express 4) leaves `req.body = {}` when no parser read the body (its type matched
+ * none), where 2.x leaves it undefined. Hashed as JSON, every unread upload would be `{}`, and
+ * different uploads with one key would replay each other. A body that was read has been consumed
+ * (1.x also flags it `req._body`); a JSON `{}` that was read stays `{}`.
+ */
+function unreadOnExpress4(req: Request, body: unknown): boolean {
+  if ((req as { _body?: unknown })._body === true || req.readableEnded) return false;
+  if (typeof body !== 'object' || body === null) return false;
+  const proto = Object.getPrototypeOf(body);
+  return (proto === Object.prototype || proto === null) && Object.keys(body).length === 0;
 }
 
 /**
