@@ -25,22 +25,34 @@ export function newToken(): string {
   return randomBytes(12).toString('base64url');
 }
 
-/** One SET NX PX: atomic, expires on its own if the owner dies. */
+// Both lock scripts: SET NX PX, atomic, expiring on its own if the owner dies. Finding the lock
+// already holding `token` means this is a copy ioredis sent again after the connection dropped
+// before the reply (the first one landed): the lock is the caller's, not someone else's.
+const TAKE = `redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('GET', KEYS[1]) == ARGV[1]`;
+
+const LOCK = defineScript(
+  'lock_acquire_v2',
+  1,
+  `if ${TAKE} then return 1 end
+return 0`,
+);
+
+/** Takes the lock `key` for `token` for `ttlMs`; false when another holds it. */
 export async function acquireLock(
   redis: RedisClient,
   key: string,
   token: string,
   ttlMs: number,
 ): Promise<boolean> {
-  return (await redis.set(key, token, 'PX', ttlMs, 'NX')) === 'OK';
+  return Number(await runScript<number>(redis, LOCK, [key], [token, ttlMs])) === 1;
 }
 
-// SET NX PX that also answers the Redis time: a fill's tags are checked against invalidations since.
+// The same, answering the Redis time: a fill's tags are checked against invalidations since.
 const LOCK_AT = defineScript(
-  'lock_acquire_at',
+  'lock_acquire_at_v2',
   1,
   `${LUA_NOW_MS}
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return now_ms end
+if ${TAKE} then return now_ms end
 return -1`,
 );
 

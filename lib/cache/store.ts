@@ -22,14 +22,15 @@ import { defineScript, LUA_NOW_MS, runScript, runScriptBuffer } from '../scripts
 // header values not sent). A fill's store checks its tags were not invalidated since `now`, and knows
 // its variant's key before writing it from the marker's generation.
 const LOOKUP = defineScript(
-  'cache_lookup',
+  'cache_lookup_v2',
   3,
   `local function miss(gen, names)
   ${LUA_NOW_MS}
   gen = gen or ''
   names = names or ''
   if redis.call('EXISTS', KEYS[3]) == 1 then return {0, 0, 1, now_ms, gen, names} end
-  if ARGV[1] ~= '' and redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  -- Finding its own token: a copy ioredis sent again after a reply was lost; the lock is ours.
+  if ARGV[1] ~= '' and (redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('GET', KEYS[2]) == ARGV[1]) then
     return {0, 1, 0, now_ms, gen, names}
   end
   return {0, 0, 0, now_ms, gen, names}

@@ -19,13 +19,15 @@ import { defineScript, LUA_NOW_MS, runScript, runScriptBuffer } from '../scripts
  * key means nobody else holds it and no answer is stored, so this can never run the handler twice.
  */
 
+// A reservation that finds its own owner token is a copy ioredis sent again after the connection
+// dropped before the reply (the first one landed): it is still this request's reservation.
 const RESERVE = defineScript(
-  'idempotency_reserve',
+  'idempotency_reserve_v2',
   1,
   `${LUA_NOW_MS}
 local key = KEYS[1]
 local lock_ms = tonumber(ARGV[3])
-local head = redis.call('HMGET', key, 'state', 'fp', 'forgotten')
+local head = redis.call('HMGET', key, 'state', 'fp', 'forgotten', 'owner')
 if not head[1] or head[3] then
   redis.call('DEL', key)
   redis.call('HSET', key, 'state', 'inflight', 'fp', ARGV[1], 'owner', ARGV[2], 'lease', now_ms + lock_ms)
@@ -33,7 +35,10 @@ if not head[1] or head[3] then
   return {'reserved'}
 end
 if head[2] ~= ARGV[1] then return {'mismatch'} end
-if head[1] == 'inflight' then return {'inflight', redis.call('PTTL', key)} end
+if head[1] == 'inflight' then
+  if head[4] == ARGV[2] then return {'reserved'} end
+  return {'inflight', redis.call('PTTL', key)}
+end
 local done = redis.call('HMGET', key, 'status', 'headers', 'body', 'message')
 return {'done', done[1], done[2], done[3], done[4]}
 `,

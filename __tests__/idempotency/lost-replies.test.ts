@@ -1,0 +1,44 @@
+import express from 'express';
+import { idempotency } from '../../lib/idempotency';
+import { useRedisServer } from '../helpers/redis';
+import { useTcpProxy } from '../helpers/tcp-proxy';
+import { listen } from '../rate-limit/fixtures/http';
+
+// ioredis sends a command again when the connection dropped before its reply: a reservation that
+// had landed then finds its own owner token, and is still this request's.
+
+const redis = useRedisServer();
+const proxy = useTcpProxy(() => redis.server.port);
+const stops: Array<() => void | Promise<void>> = [];
+afterEach(async () => {
+  for (const stop of stops.splice(0)) await stop();
+});
+
+it('a reservation whose reply was lost runs the handler, instead of answering 409 to its own copy', async () => {
+  const state = { armed: false, dropped: 0 };
+  const client = await proxy({
+    dropAfter: (chunk) => {
+      if (!state.armed || state.dropped > 0 || !/evalsha/i.test(chunk)) return false;
+      state.dropped++;
+      return true;
+    },
+  });
+  let runs = 0;
+  const app = express();
+  app.post('/orders', idempotency({ redis: client, timeout: 2000 }), (_req, res) => {
+    runs++;
+    res.status(201).json({ order: runs });
+  });
+  const http = await listen(app);
+  stops.push(http.close);
+  const post = (key: string) =>
+    fetch(`${http.url}/orders`, { method: 'POST', headers: { 'Idempotency-Key': key } });
+  expect((await post('warm')).status).toBe(201); // loads the scripts, so the reserve is one EVALSHA
+  state.armed = true;
+  const first = await post('k1');
+  expect(state.dropped).toBe(1);
+  expect(first.status).toBe(201);
+  const retry = await post('k1');
+  expect([retry.status, retry.headers.get('idempotent-replayed')]).toEqual([201, 'true']);
+  expect(runs).toBe(2);
+});
