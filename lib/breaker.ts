@@ -6,6 +6,7 @@ import {
   checkKnownOptions,
   numberOptionError,
   optionError,
+  RedisRefusedError,
   RedisTimeoutError,
   RedisUnavailableError,
   shown,
@@ -170,8 +171,10 @@ export function configureBreaker(redis: RedisClient, options: Partial<BreakerOpt
 
 // Reply errors that mean "this server cannot serve now" (including out of memory, or unable to
 // persist) rather than "your command is wrong": the fail mode applies.
-const AVAILABILITY_REPLY =
-  /^(LOADING|BUSY|CLUSTERDOWN|MASTERDOWN|READONLY|TRYAGAIN|NOREPLICAS|OOM|MISCONF)\b/;
+// Replies of a server that cannot serve anything right now: they trip the breaker. Other error
+// replies (OOM, READONLY, MISCONF, NOREPLICAS, TRYAGAIN during a slot migration, WRONGTYPE, NOPERM…)
+// come at once from a responsive server that refuses this call, while others may still succeed.
+const AVAILABILITY_REPLY = /^(LOADING|BUSY|CLUSTERDOWN|MASTERDOWN)\b/;
 
 /** ioredis rejects a command that outlived its `commandTimeout` with this plain Error. */
 function isClientTimeout(error: unknown): boolean {
@@ -209,8 +212,10 @@ export interface GuardOptions {
 /**
  * Runs one Redis operation on the request path: fails at once while the client's breaker is open,
  * never waits longer than `timeoutMs`, feeds the breaker, and emits `redis-call`/`redis-error`
- * events. Rejects with {@link RedisUnavailableError} (or a subclass) when Redis cannot answer; other
- * errors (a bad command) pass through unchanged and do not trip the breaker.
+ * events. Rejects with {@link RedisUnavailableError} when Redis cannot answer, {@link RedisTimeoutError}
+ * when it answers too late, and {@link RedisRefusedError} when it answers with an error reply that
+ * says nothing about its health (those do not trip the breaker); errors raised on this side of the
+ * wire (a TypeError from a serializer) pass through unchanged.
  */
 export function guarded<T>(
   redis: RedisClient,
@@ -287,8 +292,9 @@ export function guarded<T>(
         } else {
           // The server answered, so it is healthy even though the command was refused.
           breaker.success();
-          report(options, started, error as Error);
-          reject(error);
+          const refused = new RedisRefusedError((error as Error).message, { cause: error });
+          report(options, started, refused);
+          reject(refused);
         }
       },
     );

@@ -57,6 +57,22 @@ export class RedisUnavailableError extends Error {
   }
 }
 
+/**
+ * Redis answered, but refused the call: a key of the kit's prefix holds another type (`WRONGTYPE`,
+ * another app wrote it), the ACL user lacks a permission (`NOPERM`), memory is full (`OOM`), the
+ * server is a read-only replica (`READONLY`)… The request cannot be served as promised, so each
+ * middleware applies its fail mode, as when Redis is down; the server is healthy, so the circuit
+ * breaker stays closed and calls that can still succeed (reads under `OOM`) go on. `cause` is
+ * ioredis's `ReplyError`; the message is its message.
+ */
+export class RedisRefusedError extends RedisUnavailableError {
+  override readonly code = 'ERK_REDIS_REFUSED';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'RedisRefusedError';
+  }
+}
+
 /** A Redis call did not answer within its time budget. */
 export class RedisTimeoutError extends RedisUnavailableError {
   override readonly code = 'ERK_REDIS_TIMEOUT';

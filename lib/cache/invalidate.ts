@@ -70,7 +70,15 @@ export async function invalidateRedis(
   });
   // A read between the first drop and the unlink may have brought an old entry back from Redis.
   core.dropLocal(message);
-  await slow(undefined, () => core.bus.publish(message));
+  try {
+    await slow(undefined, () => core.bus.publish(message));
+  } catch (error) {
+    // Redis is already right; only the other instances' L1 copies are left, until they expire there.
+    throw new Error(
+      `entries deleted from Redis, but other instances were not told (publish failed: ${(error as Error).message}); their L1 copies stay until they expire`,
+      { cause: error },
+    );
+  }
   if (failed) throw failed.reason;
   core.event('invalidate', { keys: redisKeys.length, tags: tags.length, deleted: doomed.size });
 }

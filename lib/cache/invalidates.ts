@@ -60,7 +60,12 @@ export function invalidatesMiddleware(
       const timer = setTimeout(finish, Math.min(HOLD_ROUND_TRIPS * cache.options.timeoutMs, MAX_TIMER_MS));
       cache
         .invalidate(target)
-        .catch((error) => logger.warn({ error }, 'invalidation failed; entries expire on their TTL'))
+        .catch((error) =>
+          logger.warn(
+            { error },
+            `invalidation incomplete (${(error as Error)?.message ?? error}); what it missed expires on its TTL`,
+          ),
+        )
         .then(finish);
       return this;
     } as Response['end'];

@@ -1,6 +1,6 @@
 import { STATUS_CODES } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
-import { problemType, RedisUnavailableError, sendProblem } from '../errors';
+import { problemType, RedisRefusedError, RedisUnavailableError, sendProblem } from '../errors';
 import { emitKitEvent } from '../events';
 import { nodeField, OutageTracker } from '../outage';
 import type { ResolvedOptions } from './options';
@@ -55,7 +55,10 @@ export function createFailMode(o: ResolvedOptions) {
     if (started !== undefined) {
       const node = nodeField(started);
       // A refused call (WRONGTYPE on a key the app overwrote, a script error) is not an outage: say so.
-      const what = error instanceof RedisUnavailableError ? 'unavailable' : 'refused the rate-limit call';
+      const what =
+        error instanceof RedisUnavailableError && !(error instanceof RedisRefusedError)
+          ? 'unavailable'
+          : 'refused the rate-limit call';
       o.logger.warn(
         `express-redis-kit rateLimit${name ? ` "${name}"` : ''}: Redis${node ? ` node ${node}` : ''} ${what} (${(error as Error)?.message ?? error}); ` +
           `failing ${o.failMode} (${o.failMode === 'open' ? 'requests pass unchecked' : 'requests get 503'}) until a call succeeds again.`,

@@ -1,0 +1,130 @@
+import express from 'express';
+import request from 'supertest';
+import { breakerFor, configureBreaker, guarded } from '../../lib/breaker';
+import { cacheResponse } from '../../lib/cache';
+import type { RedisClient } from '../../lib/client';
+import { RedisRefusedError, RedisUnavailableError } from '../../lib/errors';
+import { idempotency } from '../../lib/idempotency';
+import { rateLimit } from '../../lib/rate-limit';
+import { redisSession } from '../../lib/session';
+import { useRedisServer } from '../helpers/redis';
+
+// Redis answers, but refuses the kit's calls: an ACL user without a permission (NOPERM), a full
+// memory under noeviction (OOM). Every middleware applies its documented fail mode, as when Redis is
+// down, and never lets Express print a stack trace; the breaker stays closed.
+
+const redis = useRedisServer();
+
+/** A kit client logged in as an ACL user that may not run scripts (NOPERM on every decision). */
+async function noScripts(): Promise<RedisClient> {
+  const admin = redis.plain();
+  await admin.call(
+    'ACL',
+    'SETUSER',
+    'noscripts',
+    'on',
+    '>pw',
+    '~*',
+    '&*',
+    '+@all',
+    '-eval',
+    '-evalsha',
+    '-script',
+  );
+  const { port } = redis.server;
+  return redis.client({ url: `redis://noscripts:pw@127.0.0.1:${port}` });
+}
+
+function app(client: RedisClient) {
+  const sessions = redisSession({ redis: client, secret: 'x'.repeat(32), cookie: { secure: false } });
+  const a = express();
+  a.post(
+    '/limited',
+    rateLimit({ redis: client, limit: 5, window: '1m', failMode: 'closed', logger: { warn: () => {} } }),
+    (_q, r) => {
+      r.send('ok');
+    },
+  );
+  a.get(
+    '/cached',
+    cacheResponse({ redis: client, ttl: '1m', l1: false, logger: { warn: () => {} } }),
+    (_q, r) => {
+      r.send('page');
+    },
+  );
+  a.post('/orders', idempotency({ redis: client }), (_q, r) => {
+    r.status(201).json({ ok: true });
+  });
+  a.post('/login', sessions, async (req, res) => {
+    await sessions.login(req, { userId: 'u1' });
+    res.json({ ok: true });
+  });
+  a.use(sessions.handleErrors);
+  return a;
+}
+
+const isProblem503 = (res: request.Response) => {
+  expect(res.status).toBe(503);
+  expect(res.headers['content-type']).toMatch(/application\/problem\+json/);
+  expect(res.text).not.toMatch(/at .*\.(js|ts):\d+/);
+};
+
+describe('when Redis refuses the calls (NOPERM)', () => {
+  it('reports a refused command as RedisRefusedError, leaving the breaker closed', async () => {
+    const client = redis.plain();
+    await client.set('str', 'v');
+    configureBreaker(client, { failureThreshold: 1, cooldownMs: 10_000 });
+    const error = await guarded(client, () => client.lpush('str', 'x'), {
+      timeoutMs: 500,
+      component: 'cache',
+    }).catch((e) => e);
+    expect(error).toBeInstanceOf(RedisRefusedError);
+    expect(error).toBeInstanceOf(RedisUnavailableError);
+    expect(error.message).toMatch(/^WRONGTYPE/);
+    expect(breakerFor(client).currentState).toBe('closed');
+  });
+
+  it('answers 503 problem+json from idempotency, sessions and a closed rate limiter, and BYPASS from the cache', async () => {
+    const a = app(await noScripts());
+    isProblem503(await request(a).post('/orders').set('Idempotency-Key', 'k1'));
+    isProblem503(await request(a).post('/login'));
+    isProblem503(await request(a).post('/limited'));
+    const page = await request(a).get('/cached');
+    expect([page.status, page.headers['x-cache'], page.text]).toEqual([200, 'BYPASS', 'page']);
+  });
+});
+
+describe('when Redis memory is full (OOM under noeviction)', () => {
+  it('refuses writes with the fail modes, while reads that need no write still work', async () => {
+    const admin = redis.plain();
+    await admin.flushall();
+    const client = redis.client();
+    // One counted failure would open it: refusals must not count.
+    configureBreaker(client, { failureThreshold: 1, cooldownMs: 10_000 });
+    const a = app(client);
+    // Filled while there was room: a cache entry to read later.
+    expect((await request(a).get('/cached')).headers['x-cache']).toBe('MISS');
+    await new Promise((r) => setTimeout(r, 100));
+    expect((await request(a).get('/cached')).headers['x-cache']).toBe('HIT');
+    await admin.config('SET', 'maxmemory-policy', 'noeviction');
+    await admin.config('SET', 'maxmemory', '1');
+    try {
+      // What Redis refuses under OOM depends on the script (its first write); whatever is refused
+      // comes back as the fail mode, never as a 500.
+      const answers = [];
+      for (let i = 0; i < 8; i++)
+        answers.push(await request(a).post('/orders').set('Idempotency-Key', `oom-${i}`));
+      answers.push(await request(a).post('/login'));
+      expect(answers.some((r) => r.status === 503)).toBe(true);
+      for (const answer of answers) {
+        if (answer.status === 503) isProblem503(answer);
+        else expect(answer.status).toBeLessThan(500);
+      }
+      // The refusals did not open the breaker: a read still gets its hit.
+      expect((await request(a).get('/cached')).headers['x-cache']).toBe('HIT');
+      expect(breakerFor(client).currentState).toBe('closed');
+    } finally {
+      await admin.config('SET', 'maxmemory', '0');
+    }
+  });
+});
