@@ -62,3 +62,45 @@ describe('redisSession cookie flags', () => {
     expect(sessionCookie(res)).toBeUndefined();
   });
 });
+
+describe('redisSession and the lifetimes express-session documents', () => {
+  function app() {
+    const sessions = redisSession({ redis: redisServer.client() as Redis, secret: SECRET, ttl: '1h' });
+    const a = sessionApp(sessions);
+    a.post('/browser-only', (req, res) => {
+      // express-session's README: a cookie that lasts only while the browser is open.
+      req.session.cookie.expires = false as unknown as Date;
+      res.json({ ok: true });
+    });
+    a.post('/forget-me', (req, res) => {
+      req.session.cookie.maxAge = 0;
+      res.json({ ok: true });
+    });
+    return { a, sessions };
+  }
+  const cookieOf = (res: request.Response) => sessionCookie(res)!.split(';')[0]!;
+
+  it('keeps a session whose cookie.expires = false: it reads back, is listed, and logs out', async () => {
+    const { a, sessions } = app();
+    const login = await request(a).post('/login/u1').expect(200);
+    const cookie = cookieOf(login);
+    const set = await request(a).post('/browser-only').set('Cookie', cookie).expect(200);
+    expect(sessionCookie(set)).not.toMatch(/Expires=/);
+    expect((await request(a).get('/me').set('Cookie', cookie)).body.userId).toBe('u1');
+    expect((await request(a).get('/me').set('Cookie', cookie)).body.userId).toBe('u1');
+    expect(await sessions.list('u1')).toHaveLength(1);
+    await request(a).post('/logout').set('Cookie', cookie).expect(204);
+    expect((await request(a).get('/me').set('Cookie', cookie)).body.userId).toBeNull();
+    expect(await sessions.list('u1')).toHaveLength(0);
+  });
+
+  it('ends the session in Redis when a handler sets cookie.maxAge = 0, so a copy of the cookie opens nothing', async () => {
+    const { a, sessions } = app();
+    const cookie = cookieOf(await request(a).post('/login/u2').expect(200));
+    const ended = await request(a).post('/forget-me').set('Cookie', cookie).expect(200);
+    const expires = Date.parse(/Expires=([^;]+)/.exec(sessionCookie(ended) ?? '')?.[1] ?? '');
+    expect(expires).toBeLessThanOrEqual(Date.now());
+    expect((await request(a).get('/me').set('Cookie', cookie)).body.userId).toBeNull();
+    expect(await sessions.list('u2')).toHaveLength(0);
+  });
+});

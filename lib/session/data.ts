@@ -21,9 +21,15 @@ export function parseSession(data: string): SessionData | undefined {
     const cookie = (parsed as { cookie?: unknown }).cookie;
     if (!cookie || typeof cookie !== 'object' || Array.isArray(cookie)) return undefined;
     // express-session's Cookie throws on other types (in touch(), after its end() began: a hang).
+    // `false` is what it stores for `cookie.expires = false` (a cookie that ends with the browser).
     const { originalMaxAge, expires } = cookie as { originalMaxAge?: unknown; expires?: unknown };
-    if (originalMaxAge != null && typeof originalMaxAge !== 'number') return undefined;
-    if (expires != null && (typeof expires !== 'string' || Number.isNaN(Date.parse(expires))))
+    if (originalMaxAge != null && originalMaxAge !== false && typeof originalMaxAge !== 'number')
+      return undefined;
+    if (
+      expires != null &&
+      expires !== false &&
+      (typeof expires !== 'string' || Number.isNaN(Date.parse(expires)))
+    )
       return undefined;
     return parsed as SessionData;
   } catch {

@@ -235,6 +235,10 @@ export class KitSessionStore extends Store {
 
   /** Writes the session; `false` when it had been destroyed meanwhile (the write is dropped). */
   async save(sid: string, session: SessionData): Promise<boolean> {
+    if (endsNow(session)) {
+      await this.remove(sid);
+      return true;
+    }
     const { redis, prefix } = this.settings;
     const ttl = this.ttlOf(session);
     const userId = userIdOf(session);
@@ -264,6 +268,7 @@ export class KitSessionStore extends Store {
 
   /** Extends the session's TTL without rewriting its data; a vanished session is left vanished. */
   async refresh(sid: string, session: SessionData): Promise<void> {
+    if (endsNow(session)) return this.remove(sid);
     const { redis, prefix } = this.settings;
     const ttl = this.ttlOf(session);
     const key = sessionKey(prefix, sid);
@@ -326,6 +331,16 @@ export class KitSessionStore extends Store {
     const own = lifetimeOf(session);
     return typeof own === 'number' && own > 0 ? Math.ceil(own) : this.settings.ttlMs;
   }
+}
+
+/**
+ * A handler set `cookie.maxAge` to 0 or less: the browser drops the cookie it gets, so the session
+ * ends here too, as connect-redis does; kept for the store's ttl, a copy of that cookie would
+ * still open it.
+ */
+function endsNow(session: SessionData): boolean {
+  const lifetime = lifetimeOf(session);
+  return typeof lifetime === 'number' && lifetime <= 0;
 }
 
 function isWrongType(error: unknown): boolean {
