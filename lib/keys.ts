@@ -54,10 +54,11 @@ export function scopePart(value: unknown, component: string): string | undefined
   );
 }
 
-/** A query parameter's name up to its first bracket, encoded (`%5B`) or not. */
+/**
+ * A query parameter's name without a trailing array index (`a[]`, `a[0]`, encoded or not): `qs`
+ * gathers `a`, `a[]` and `a[0]` into one array, in the order they came, so sorting by this keeps
+ * them in that order, while other names (`page[size]`) sort by their whole name, as they always did.
+ */
 export function queryBase(name: string): string {
-  const encoded = name.indexOf('%5B');
-  const plain = name.indexOf('[');
-  const at = encoded < 0 ? plain : plain < 0 ? encoded : Math.min(encoded, plain);
-  return at < 0 ? name : name.slice(0, at);
+  return name.replace(/(?:\[\d*\]|%5B\d*%5D)$/i, '');
 }

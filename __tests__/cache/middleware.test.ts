@@ -188,6 +188,15 @@ describe('cacheResponse: hit and miss', () => {
     expect(calls.n).toBe(2);
   });
 
+  it("leaves the no-store marker after a route's own 304 when more than its status refuses it (Set-Cookie)", async () => {
+    const { app } = appWith({}, (_req, res) => {
+      res.cookie('seen', '1').set('ETag', '"v1"').send('personal');
+    });
+    const revalidated = await request(app).get('/r').set('If-None-Match', '"v1"');
+    expect([revalidated.status, revalidated.headers['x-cache']]).toEqual([304, 'MISS']);
+    await waitForKeys(client, 'erk:c:*:nostore');
+  });
+
   it('answers If-None-Match with 304 on hits, and on a miss whose fresh body matches', async () => {
     const { app, mw, calls } = appWith({}, (_req, res) => {
       res.send('same body');

@@ -64,6 +64,13 @@ describe('cacheResponse on Express 4', () => {
     expect(swapped.body.sort).toEqual(['date', 'price']);
   });
 
+  it('serves one entry for the same object in any key order (page[size], page[number])', async () => {
+    const a = app();
+    await request(a).get('/search?page[size]=10&page[number]=2');
+    await waitForKeys(client, 'erk:c:*');
+    expect((await request(a).get('/search?page[number]=2&page[size]=10')).headers['x-cache']).toBe('HIT');
+  });
+
   it("stores a response whose status was set as a string, as Express 4's res.status('200') allows", async () => {
     const a = app();
     expect((await request(a).get('/legacy')).text).toBe('legacy 1');
@@ -120,6 +127,18 @@ describe('idempotency on Express 4', () => {
     expect((await send('{}')).status).toBe(201);
     expect((await send('{}')).headers['idempotent-replayed']).toBe('true');
     expect(runs.n).toBe(1);
+  });
+
+  it('replays for the same object sent with its keys in another order', async () => {
+    const a = express();
+    a.post('/list', idempotency({ redis: client }), (req, res) => {
+      res.status(201).json({ page: req.query.page });
+    });
+    expect(
+      (await request(a).post('/list?page[size]=10&page[number]=2').set('Idempotency-Key', 'p1')).status,
+    ).toBe(201);
+    const retry = await request(a).post('/list?page[number]=2&page[size]=10').set('Idempotency-Key', 'p1');
+    expect(retry.headers['idempotent-replayed']).toBe('true');
   });
 
   it('keeps apart two queries that qs merges into different arrays', async () => {

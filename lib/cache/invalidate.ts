@@ -1,5 +1,6 @@
 import { type GuardOptions, guarded } from '../breaker';
 import type { RedisClient } from '../client';
+import { RedisUnavailableError } from '../errors';
 import type { Bus, Invalidation } from './bus';
 import { entryKey, lockKeyOf, tagKey, valueKey } from './key';
 import type { ResolvedCacheOptions } from './options';
@@ -70,16 +71,18 @@ export async function invalidateRedis(
   });
   // A read between the first drop and the unlink may have brought an old entry back from Redis.
   core.dropLocal(message);
-  try {
-    await slow(undefined, () => core.bus.publish(message));
-  } catch (error) {
+  let unpublished: unknown;
+  await slow(undefined, () => core.bus.publish(message)).catch((error: unknown) => {
+    unpublished = error;
+  });
+  if (failed) throw failed.reason;
+  if (unpublished !== undefined) {
     // Redis is already right; only the other instances' L1 copies are left, until they expire there.
-    throw new Error(
-      `entries deleted from Redis, but other instances were not told (publish failed: ${(error as Error).message}); their L1 copies stay until they expire`,
-      { cause: error },
+    throw new RedisUnavailableError(
+      `entries deleted from Redis, but other instances were not told (publish failed: ${(unpublished as Error)?.message ?? unpublished}); their L1 copies stay until they expire`,
+      { cause: unpublished },
     );
   }
-  if (failed) throw failed.reason;
   core.event('invalidate', { keys: redisKeys.length, tags: tags.length, deleted: doomed.size });
 }
 

@@ -26,9 +26,8 @@ export function normaliseQuery(query: string): string {
     );
   }
   if (pairs.length === 0) return '';
-  // By the name before any `[` (`%5B` once encoded), and stable: parameters that a query parser
-  // such as `qs` builds one value from (`a`, `a[]`, `a[0]`) keep their request order, which is the
-  // order of that value's items.
+  // By name less any trailing array index, and stable: parameters that a query parser such as `qs`
+  // builds one array from (`a`, `a[]`, `a[0]`) keep their request order, the order of its items.
   const keyed = pairs.map((pair) => ({ pair, base: queryBase(pair[0]) }));
   keyed.sort((a, b) => (a.base < b.base ? -1 : a.base > b.base ? 1 : 0));
   pairs.splice(0, pairs.length, ...keyed.map((k) => k.pair));

@@ -5,7 +5,7 @@ import { scopePart } from '../keys';
 import { type Captured, captureResponse, type Originals } from './capture';
 import type { Entry } from './entry';
 import type { FillVary } from './fill-store';
-import { storedHeaders } from './http';
+import { refusal, storedHeaders } from './http';
 import { invalidatesMiddleware } from './invalidates';
 import { defaultKey, entryKey, headerValue, withVary } from './key';
 import { type Rec, toRec } from './l1';
@@ -18,6 +18,9 @@ import type { VaryMarker } from './store';
 import type { CacheResponseOptions } from './types';
 import { l1Lookup, l1Put, sameVariant, varyOf } from './vary';
 import { Cache, createCache, type InvalidateTarget } from './wrap';
+
+/** For a route's own 304: whether anything but its status keeps it from the cache. */
+const NOT_MODIFIED: ReadonlySet<number> = new Set([304]);
 
 /** The `cacheResponse()` middleware, carrying its admin API. */
 export interface CacheResponseMiddleware extends RequestHandler {
@@ -269,12 +272,13 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
           // needs the lock's one-at-a-time protection most; any other refusal (404, Set-Cookie, too
           // large…) likely repeats, so other misses need not queue for it.
           // Nor does a 304 the route answered a conditional request with (Express does so itself for
-          // If-Modified-Since): the next client without that validator gets a body to store.
+          // If-Modified-Since), unless more than its status refuses it (Set-Cookie, private…): the
+          // next client without that validator gets a body to store.
           if (
             reason === 'aborted' ||
             reason === 'server-error' ||
             res.statusCode >= 500 ||
-            res.statusCode === 304
+            (res.statusCode === 304 && refusal(res, 304, NOT_MODIFIED) === undefined)
           ) {
             cache.releaseFill(redisKey, token);
             return settle({ retry: true });

@@ -17,8 +17,8 @@ import { matchedPath } from './request-key';
 export function defaultFingerprint(req: Request): string {
   const hash = createHash('sha256');
   const search = (req.originalUrl ?? req.url ?? '').split('?')[1];
-  // Sorted as the cache key's query is (normaliseQuery): by name up to any `[`, stable, so `a` and
-  // `a[]` that a query parser merges into one array keep the order of its items.
+  // Sorted as the cache key's query is (normaliseQuery): by name less any trailing array index,
+  // stable, so `a` and `a[]` that a query parser merges into one array keep the order of its items.
   const query = new URLSearchParams(
     [...new URLSearchParams(search ?? '')].sort(([a], [b]) => {
       const x = queryBase(a);

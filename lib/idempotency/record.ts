@@ -29,7 +29,9 @@ local key = KEYS[1]
 local lock_ms = tonumber(ARGV[3])
 local head = redis.call('HMGET', key, 'state', 'fp', 'forgotten', 'owner')
 if not head[1] or head[3] then
-  redis.call('DEL', key)
+  -- Only an existing (forgotten) record needs deleting: a first write that is a DEL of nothing would
+  -- let the script past Redis's OOM check, which refuses a script only before it writes.
+  if head[1] then redis.call('DEL', key) end
   redis.call('HSET', key, 'state', 'inflight', 'fp', ARGV[1], 'owner', ARGV[2], 'lease', now_ms + lock_ms)
   redis.call('PEXPIRE', key, lock_ms)
   return {'reserved'}
