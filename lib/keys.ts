@@ -55,10 +55,29 @@ export function scopePart(value: unknown, component: string): string | undefined
 }
 
 /**
- * A query parameter's name without a trailing array index (`a[]`, `a[0]`, encoded or not): `qs`
- * gathers `a`, `a[]` and `a[0]` into one array, in the order they came, so sorting by this keeps
- * them in that order, while other names (`page[size]`) sort by their whole name, as they always did.
+ * Query parameters in a canonical order: by name, stable (repeats keep their order). Except where
+ * one name comes in more than one array form (`a` with `a[]`, `a[]` with `a[0]`): `qs` builds one
+ * array from those, in the order they came, so they are sorted by the name less its trailing index
+ * and keep their request order among themselves. Other queries sort exactly as before, so keys and
+ * fingerprints stored by earlier versions still match.
  */
-export function queryBase(name: string): string {
-  return name.replace(/(?:\[\d*\]|%5B\d*%5D)$/i, '');
+export function sortQuery<T>(items: readonly T[], nameOf: (item: T) => string): T[] {
+  const forms = new Map<string, string>();
+  let mixed = false;
+  for (const item of items) {
+    const name = nameOf(item);
+    const base = name.replace(ARRAY_INDEX, '');
+    const suffix = name.slice(base.length);
+    const form = suffix === '' ? 'plain' : /^(?:\[\]|%5B%5D)$/i.test(suffix) ? 'push' : 'index';
+    const seen = forms.get(base);
+    if (seen === undefined) forms.set(base, form);
+    else if (seen !== form) mixed = true;
+  }
+  const keyOf = mixed ? (name: string) => name.replace(ARRAY_INDEX, '') : (name: string) => name;
+  const keyed = items.map((item) => ({ item, key: keyOf(nameOf(item)) }));
+  keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+  return keyed.map((k) => k.item);
 }
+
+/** A trailing array index, encoded (`%5B%5D`, `%5B0%5D`) or not (`[]`, `[0]`). */
+const ARRAY_INDEX = /(?:\[\d*\]|%5B\d*%5D)$/i;

@@ -42,6 +42,18 @@ describe('cache keys', () => {
     expect(defaultKey(req('GET', '/a?'))).toBe('GET /a');
   });
 
+  it('keeps one array built from a, a[] and a[0] in request order, and sorts every other query as before', () => {
+    // qs builds ['price', 'date'] from the first and ['date', 'price'] from the second.
+    expect(normaliseQuery('sort=price&sort[]=date')).not.toBe(normaliseQuery('sort[]=date&sort=price'));
+    expect(normaliseQuery('sort[]=x&b=1&sort=y')).toBe('?b=1&sort%5B%5D=x&sort=y');
+    // One form per name: the full-name sort of earlier versions, so stored keys still match.
+    expect(normaliseQuery('statusCode=200&status[]=open')).toBe('?status%5B%5D=open&statusCode=200');
+    expect(normaliseQuery('a[1]=x&a[0]=y')).toBe('?a%5B0%5D=y&a%5B1%5D=x');
+    expect(normaliseQuery('page[size]=10&page[number]=2')).toBe(
+      normaliseQuery('page[number]=2&page[size]=10'),
+    );
+  });
+
   it('keeps query text that does not decode as it came, so two different values never share a key', () => {
     // A lenient decoder makes both U+FFFD; qs (query parser 'extended') gives the app "%FFalice" and "%FEalice".
     expect(normaliseQuery('t=%FFalice')).not.toBe(normaliseQuery('t=%FEalice'));

@@ -152,3 +152,64 @@ describe('invalidate() when Redis refuses only the PUBLISH', () => {
     expect(both.message).toMatch(/WRONGTYPE/);
   });
 });
+
+describe('writes Redis refuses under OOM leave nothing half done', () => {
+  async function underOom<T>(run: () => Promise<T>): Promise<T> {
+    const admin = redis.plain();
+    await admin.config('SET', 'maxmemory-policy', 'noeviction');
+    await admin.config('SET', 'maxmemory', '1');
+    try {
+      return await run();
+    } finally {
+      await admin.config('SET', 'maxmemory', '0');
+    }
+  }
+
+  it('a login past maxSessionsPerUser that Redis refuses ends none of the user’s sessions', async () => {
+    const client = redis.client();
+    const sessions = redisSession({
+      redis: client,
+      secret: 'x'.repeat(32),
+      cookie: { secure: false },
+      maxSessionsPerUser: 1,
+    });
+    const a = express();
+    a.use(sessions);
+    a.post('/login', async (req, res) => {
+      await sessions.login(req, { userId: 'capped' });
+      res.json({ ok: true });
+    });
+    a.get('/me', (req, res) => {
+      res.json({ userId: req.session.userId ?? null });
+    });
+    a.use(sessions.handleErrors);
+    const first = await request(a).post('/login');
+    const cookie = (first.headers['set-cookie'] as unknown as string[])[0]!.split(';')[0]!;
+    isProblem503(await underOom(() => request(a).post('/login')));
+    expect((await request(a).get('/me').set('Cookie', cookie)).body).toEqual({ userId: 'capped' });
+    expect(await sessions.list('capped')).toHaveLength(1);
+  });
+
+  it('a key forgotten while in flight is not reserved again under OOM: 503, not a handler run that cannot be stored', async () => {
+    const client = redis.client();
+    const mw = idempotency({ redis: client });
+    let release: () => void = () => {};
+    let runs = 0;
+    const a = express();
+    a.post('/slow', mw, async (_req, res) => {
+      runs++;
+      if (runs === 1) await new Promise<void>((r) => (release = r));
+      res.status(201).json({ run: runs });
+    });
+    const first = request(a)
+      .post('/slow')
+      .set('Idempotency-Key', 'f1')
+      .then((r) => r);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(await mw.forget({ key: 'f1', route: '/slow', ip: '::ffff:127.0.0.1' })).toBe(true);
+    isProblem503(await underOom(() => request(a).post('/slow').set('Idempotency-Key', 'f1')));
+    release();
+    expect((await first).status).toBe(201);
+    expect(runs).toBe(1);
+  });
+});

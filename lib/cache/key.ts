@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Request } from 'express';
-import { queryBase, taggedKey } from '../keys';
+import { sortQuery, taggedKey } from '../keys';
 
 /**
  * Default cache key: `GET /path?a=1&b=2` with the query parameters sorted by name (repeated names keep
@@ -26,15 +26,11 @@ export function normaliseQuery(query: string): string {
     );
   }
   if (pairs.length === 0) return '';
-  // By name less any trailing array index, and stable: parameters that a query parser such as `qs`
-  // builds one array from (`a`, `a[]`, `a[0]`) keep their request order, the order of its items.
-  const keyed = pairs.map((pair) => ({ pair, base: queryBase(pair[0]) }));
-  keyed.sort((a, b) => (a.base < b.base ? -1 : a.base > b.base ? 1 : 0));
-  pairs.splice(0, pairs.length, ...keyed.map((k) => k.pair));
+  const sorted = sortQuery(pairs, (pair) => pair[0]);
   let out = '?';
-  for (let i = 0; i < pairs.length; i++) {
+  for (let i = 0; i < sorted.length; i++) {
     if (i > 0) out += '&';
-    out += `${pairs[i]![0]}=${pairs[i]![1]}`;
+    out += `${sorted[i]![0]}=${sorted[i]![1]}`;
   }
   return out;
 }

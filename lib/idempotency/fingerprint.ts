@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Request } from 'express';
-import { queryBase } from '../keys';
+import { sortQuery } from '../keys';
 import { matchedPath } from './request-key';
 
 /**
@@ -17,15 +17,8 @@ import { matchedPath } from './request-key';
 export function defaultFingerprint(req: Request): string {
   const hash = createHash('sha256');
   const search = (req.originalUrl ?? req.url ?? '').split('?')[1];
-  // Sorted as the cache key's query is (normaliseQuery): by name less any trailing array index,
-  // stable, so `a` and `a[]` that a query parser merges into one array keep the order of its items.
-  const query = new URLSearchParams(
-    [...new URLSearchParams(search ?? '')].sort(([a], [b]) => {
-      const x = queryBase(a);
-      const y = queryBase(b);
-      return x < y ? -1 : x > y ? 1 : 0;
-    }),
-  );
+  // Sorted as the cache key's query is (normaliseQuery).
+  const query = new URLSearchParams(sortQuery([...new URLSearchParams(search ?? '')], ([name]) => name));
   hash.update(req.method).update('\0').update(matchedPath(req)).update('\0');
   // Two requests that differ only in `?amount=` are not the same operation.
   hash.update(query.toString()).update('\0');

@@ -29,10 +29,11 @@ local key = KEYS[1]
 local lock_ms = tonumber(ARGV[3])
 local head = redis.call('HMGET', key, 'state', 'fp', 'forgotten', 'owner')
 if not head[1] or head[3] then
-  -- Only an existing (forgotten) record needs deleting: a first write that is a DEL of nothing would
-  -- let the script past Redis's OOM check, which refuses a script only before it writes.
-  if head[1] then redis.call('DEL', key) end
+  -- HSET first: Redis refuses a script for OOM only before its first write, and one that got past
+  -- the check would reserve a key whose answer can then not be stored. A forgotten record (in
+  -- flight: state, fp, owner, lease) is overwritten field by field.
   redis.call('HSET', key, 'state', 'inflight', 'fp', ARGV[1], 'owner', ARGV[2], 'lease', now_ms + lock_ms)
+  if head[3] then redis.call('HDEL', key, 'forgotten') end
   redis.call('PEXPIRE', key, lock_ms)
   return {'reserved'}
 end

@@ -151,11 +151,13 @@ return cur[1] or ''`,
  * the surplus: the sessions live in other slots, out of this script's reach).
  */
 export const INDEX_ADD = defineScript(
-  'session_index_add_v2',
+  'session_index_add_v3',
   1,
+  // ZADD first: Redis refuses a script for OOM only before its first write, and a prune that went
+  // through would let a login under OOM end one of the user's sessions (the cap) before failing.
   `${LUA_NOW_MS}
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
 redis.call('ZADD', KEYS[1], now_ms + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
 local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
 redis.call('PEXPIRE', KEYS[1], math.max(1, tonumber(top[2]) - now_ms))
 return redis.call('ZCARD', KEYS[1])`,
