@@ -197,6 +197,27 @@ describe('cacheResponse: hit and miss', () => {
     await waitForKeys(client, 'erk:c:*:nostore');
   });
 
+  it('leaves the no-store marker after a 304 that middleware in front gives a Set-Cookie as its headers go out', async () => {
+    const mw = cacheResponse({ redis: client, ttl: '1m', l1: false, logger: quietLogger() });
+    const app = express();
+    app.use((_req, res, next) => {
+      // As express-session does (through on-headers): the cookie is set inside writeHead.
+      const writeHead = res.writeHead;
+      res.writeHead = function (this: express.Response, ...args: unknown[]) {
+        this.setHeader('Set-Cookie', 'sid=abc; Path=/');
+        return (writeHead as (...a: unknown[]) => express.Response).apply(this, args);
+      } as typeof res.writeHead;
+      next();
+    });
+    app.get('/r', mw, (_req, res) => {
+      res.set('ETag', '"v1"').send('personal');
+    });
+    const revalidated = await request(app).get('/r').set('If-None-Match', '"v1"');
+    expect([revalidated.status, revalidated.headers['x-cache']]).toEqual([304, 'MISS']);
+    expect(revalidated.headers['set-cookie']).toBeDefined();
+    await waitForKeys(client, 'erk:c:*:nostore');
+  });
+
   it('answers If-None-Match with 304 on hits, and on a miss whose fresh body matches', async () => {
     const { app, mw, calls } = appWith({}, (_req, res) => {
       res.send('same body');

@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import onFinished from 'on-finished';
 import { optionError } from '../errors';
 import { scopePart } from '../keys';
 import { type Captured, captureResponse, type Originals } from './capture';
@@ -274,17 +275,24 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
           // Nor does a 304 the route answered a conditional request with (Express does so itself for
           // If-Modified-Since), unless more than its status refuses it (Set-Cookie, private…): the
           // next client without that validator gets a body to store.
-          if (
-            reason === 'aborted' ||
-            reason === 'server-error' ||
-            res.statusCode >= 500 ||
-            (res.statusCode === 304 && refusal(res, 304, NOT_MODIFIED) === undefined)
-          ) {
-            cache.releaseFill(redisKey, token);
-            return settle({ retry: true });
-          }
-          cache.releaseUncacheable(redisKey, token);
-          return settle({ uncacheable: true });
+          const release = () => {
+            if (
+              reason === 'aborted' ||
+              reason === 'server-error' ||
+              res.statusCode >= 500 ||
+              (res.statusCode === 304 && refusal(res, 304, NOT_MODIFIED) === undefined)
+            ) {
+              cache.releaseFill(redisKey, token);
+              return settle({ retry: true });
+            }
+            cache.releaseUncacheable(redisKey, token);
+            settle({ uncacheable: true });
+          };
+          // A 304 is judged by its headers as they went out: express-session in front adds its
+          // Set-Cookie inside writeHead, after this is first known.
+          if (res.statusCode === 304 && !res.headersSent) onFinished(res, release);
+          else release();
+          return;
         }
         let rec: Rec;
         let vary: FillVary | undefined;
