@@ -134,6 +134,41 @@ describe('stale-if-error', () => {
     expect((await request(app).get('/r')).headers['x-cache']).toBe('MISS');
   });
 
+  it('answers a HEAD from the stale entry when the origin fails, as a GET, and the route when it does not', async () => {
+    let mode: 'ok' | '503' | 'throw' = 'ok';
+    const app = express();
+    app.get(
+      '/r',
+      cacheResponse({ redis: client, ttl: 100, jitter: 0, staleIfError: '1m', l1: false }),
+      (_req, res) => {
+        if (mode === 'throw') throw new Error('origin down');
+        if (mode === '503') return void res.status(503).send('sorry');
+        res.set('X-Origin', 'ok').send('good');
+      },
+    );
+    await request(app).get('/r');
+    await waitForKeys(client, 'erk:c:*');
+    await sleep(200);
+    for (const failure of ['503', 'throw'] as const) {
+      mode = failure;
+      const head = await request(app).head('/r');
+      expect([head.status, head.headers['x-cache'], head.headers['content-length']]).toEqual([
+        200,
+        'STALE',
+        '4',
+      ]);
+      expect(head.headers['x-origin']).toBe('ok');
+    }
+    mode = 'ok';
+    const fine = await request(app).head('/r');
+    expect([fine.status, fine.headers['x-cache'], fine.headers['content-length']]).toEqual([
+      200,
+      'MISS',
+      '4',
+    ]);
+    expect(fine.headers.etag).toMatch(/^W\//); // the route's own, untouched
+  });
+
   it('serves the stale entry to every concurrent request while the origin fails, calling it once', async () => {
     let healthy = true;
     let calls = 0;

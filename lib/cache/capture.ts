@@ -26,6 +26,8 @@ export interface CaptureOptions {
    * through `originals` instead; the origin's output is then swallowed.
    */
   onServerError?: (originals: Originals) => boolean;
+  /** Only watch for a server error (`onServerError`): copy nothing, touch no header (a HEAD). */
+  observeOnly?: boolean;
 }
 
 type Callback = (error?: Error | null) => void;
@@ -46,7 +48,7 @@ export function captureResponse(
   const originals: Originals = { writeHead: res.writeHead, end: res.end };
   const write = res.write;
   let decided = false;
-  let capturing = true;
+  let capturing = !options.observeOnly;
   let swallowed = false;
   let reason: string | undefined;
   let chunks: Buffer[] = [];

@@ -190,6 +190,22 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
         return refresh(req, key, redisKey);
       }
       res.setHeader('X-Cache', found ? 'MISS' : 'BYPASS');
+      if (found?.kind === 'hit' && o.sieMs > 0 && now < found.rec.expiresAt) {
+        // Past staleWhileRevalidate the route answers, but its error gets the stale entry, as a GET's does.
+        const { rec } = found;
+        const before = res.getHeaders();
+        captureResponse(
+          res,
+          {
+            maxBodySize: 0,
+            statuses: o.statuses,
+            ifNoneMatch: undefined,
+            observeOnly: true,
+            onServerError: (originals) => serveInstead(req, res, rec, before, originals, key),
+          },
+          () => {},
+        );
+      }
       return next();
     }
     // Read before the lookup: an invalidation while it is in flight must keep its answer out of L1.
