@@ -18,16 +18,23 @@ export type Fetched =
   | { kind: 'miss'; locked: boolean; noStore: boolean; now?: number; marker?: VaryMarker }
   | { kind: 'corrupt' };
 
-/** Outcome of waiting for an entry on a miss. */
+/**
+ * The right to run the origin and store: `token` owns the fill lock ('' when none is held); `stale`,
+ * an entry past its time that stale-if-error may still serve; `since`, the Redis time of the lookup
+ * that found the miss (the store skips tags invalidated after it); `marker`, the Vary marker it
+ * passed through, whose generation the store reuses.
+ */
+export interface FillLease {
+  token: string;
+  stale?: Rec;
+  since?: number;
+  marker?: VaryMarker;
+}
 
+/** Outcome of waiting for an entry on a miss. */
 export type Acquired =
   | { kind: 'hit'; rec: Rec }
-  /**
-   * Run the origin and store; `token` owns the fill lock ('' when none is held); `since`: Redis time
-   * of the lookup that found the miss (the store skips tags invalidated after it); `marker`: the Vary
-   * marker it passed through, whose generation the store reuses.
-   */
-  | { kind: 'fill'; token: string; stale: Rec | undefined; since?: number; marker?: VaryMarker }
+  | ({ kind: 'fill' } & FillLease)
   | { kind: 'bypass'; error: unknown };
 
 const MAX_LEARNED_VARY = 32;

@@ -1,4 +1,4 @@
-import type { ServerResponse } from 'node:http';
+import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Request } from 'express';
 import type { Originals } from './capture';
 import type { Entry } from './entry';
@@ -57,6 +57,23 @@ export function respond(
   }
   writeHead.call(res, rec.entry.status, rec.prepared.full);
   end.call(res, req.method === 'HEAD' ? undefined : rec.entry.body);
+}
+
+/**
+ * stale-if-error: the origin failed before sending anything; answers with the stale entry instead,
+ * through the response's own methods (`originals`), without the headers the route had set (those not
+ * in `before`). True: answered.
+ */
+export function respondInstead(
+  req: Request,
+  res: ServerResponse,
+  rec: Rec,
+  before: OutgoingHttpHeaders,
+  originals: Originals,
+): true {
+  for (const name of res.getHeaderNames()) if (!(name in before)) res.removeHeader(name);
+  respond(req, res, rec, 'STALE', Date.now(), originals);
+  return true;
 }
 
 /**

@@ -1,0 +1,197 @@
+import type { OutgoingHttpHeaders } from 'node:http';
+import type { NextFunction, Request, Response } from 'express';
+import onFinished from 'on-finished';
+import { type Captured, type CaptureOptions, captureResponse } from './capture';
+import type { FillLease } from './core';
+import type { Entry } from './entry';
+import type { FillVary } from './fill-store';
+import type { Settle } from './flights';
+import { refusal, storedHeaders } from './http';
+import { headerValue } from './key';
+import { type Rec, toRec } from './l1';
+import type { ResolvedResponseOptions } from './options';
+import { respondInstead } from './respond';
+import { l1Put, varyOf } from './vary';
+import type { Cache } from './wrap';
+
+/** What a `cacheResponse()` fill needs of the middleware it runs for. */
+export interface FillContext {
+  readonly o: ResolvedResponseOptions;
+  readonly cache: Cache;
+  /** The TTL spread for this middleware's entries. */
+  readonly jitter: number;
+  event(type: string, key: string, details?: Record<string, unknown>): void;
+}
+
+/** For a route's own 304: whether anything but its status keeps it from the cache. */
+const NOT_MODIFIED: ReadonlySet<number> = new Set([304]);
+
+/** `rec`, when stale-if-error may still answer with it. */
+export function staleIfErrorOf(
+  o: ResolvedResponseOptions,
+  rec: Rec | undefined,
+  now: number,
+): Rec | undefined {
+  return rec && o.sieMs > 0 && now < rec.expiresAt ? rec : undefined;
+}
+
+/**
+ * stale-if-error for a response about to run: should the origin fail before sending anything, the
+ * stale entry answers instead, without the headers the route had set (`before`: those it had not).
+ */
+export function answerStaleOnError(
+  ctx: FillContext,
+  req: Request,
+  res: Response,
+  rec: Rec,
+  key: string,
+): NonNullable<CaptureOptions['onServerError']> {
+  const before = res.getHeaders();
+  return (originals) => {
+    ctx.event('stale-if-error', key);
+    return respondInstead(req, res, rec, before, originals);
+  };
+}
+
+/** Runs the origin, teeing its response into the cache; `settle` ends the flight of requests waiting on it. */
+export function fill(
+  ctx: FillContext,
+  req: Request,
+  res: Response,
+  next: NextFunction,
+  key: string,
+  redisKey: string,
+  lease: FillLease,
+  settle: Settle,
+): void {
+  const { o, cache } = ctx;
+  const { l1 } = cache;
+  const { logger } = cache.options;
+  const { token, since, marker } = lease;
+  const before = res.getHeaders();
+  const generation = l1?.generation ?? 0;
+  const stop = cache.holdLock(redisKey, token);
+  const fallback = staleIfErrorOf(o, lease.stale, Date.now());
+  res.setHeader('X-Cache', 'MISS');
+  ctx.event('miss', key);
+  captureResponse(
+    res,
+    {
+      maxBodySize: o.maxBodySize,
+      statuses: o.statuses,
+      ifNoneMatch: req.headers['if-none-match'],
+      onServerError: fallback ? answerStaleOnError(ctx, req, res, fallback, key) : undefined,
+    },
+    (captured, reason) => {
+      stop();
+      let entry: Entry | undefined;
+      try {
+        entry =
+          captured && (!o.shouldCache || o.shouldCache(req, res))
+            ? toEntry(ctx, req, res, captured, before)
+            : undefined;
+      } catch (error) {
+        logger.warn({ key, error }, 'the tags or shouldCache option threw; response not cached');
+      }
+      if (!entry && reason === 'stale-if-error' && fallback) {
+        // The origin is failing: requests coalesced behind this one get the same stale answer.
+        cache.releaseFill(redisKey, token);
+        return settle({ rec: fallback, headers: req.headers });
+      }
+      if (!entry) {
+        ctx.event('uncacheable', key, { reason: reason ?? 'shouldCache' });
+        const release = () => releaseUncacheable(cache, res, redisKey, token, reason, settle);
+        // A 304 is judged by its headers as they went out: express-session in front adds its
+        // Set-Cookie inside writeHead, after this is first known.
+        if (res.statusCode === 304 && !res.headersSent) onFinished(res, release);
+        else release();
+        return;
+      }
+      let rec: Rec;
+      let vary: FillVary | undefined;
+      try {
+        rec = toRec(entry, redisKey, 0, Date.now());
+        const names = varyOf(entry);
+        cache.learnVary(names);
+        vary =
+          names.length > 0
+            ? {
+                names,
+                values: names.map((n) => headerValue(req.headers, n)),
+                generation: marker?.names === names.join(',') ? marker.generation : undefined,
+              }
+            : undefined;
+      } catch (error) {
+        // Runs from the response's end: a throw would strand the requests coalesced behind this one.
+        logger.warn({ key, error }, 'could not prepare the response for the cache; not cached');
+        cache.releaseFill(redisKey, token);
+        return settle({ retry: true });
+      }
+      // Requests coalesced behind this one get its answer once it is stored: when an invalidation
+      // (from any instance) took the lock while the origin ran, they look up again instead, since
+      // the answer may be older than the write behind it; nor does it go into L1. Requests that
+      // come after this answer do not join any more: they look up on their own, as before.
+      settle.close?.();
+      void cache.store(redisKey, entry, token, vary, since).then((outcome) => {
+        if (outcome === 'dropped') return settle({ retry: true });
+        if (l1) l1Put(l1, key, rec, req.headers, generation);
+        settle({ rec, headers: req.headers });
+      });
+    },
+  );
+  next();
+}
+
+/**
+ * Ends a fill whose answer is not stored. An aborted response or a server error says nothing about
+ * the next one, and a failing origin needs the lock's one-at-a-time protection most: the waiters
+ * look up again. Nor does a 304 the route answered a conditional request with (Express does so
+ * itself for If-Modified-Since), unless more than its status refuses it (Set-Cookie, private…): the
+ * next client without that validator gets a body to store. Any other refusal (404, Set-Cookie, too
+ * large…) likely repeats, so other misses need not queue for it: the no-store marker says so.
+ */
+function releaseUncacheable(
+  cache: Cache,
+  res: Response,
+  redisKey: string,
+  token: string,
+  reason: string | undefined,
+  settle: Settle,
+): void {
+  if (
+    reason === 'aborted' ||
+    reason === 'server-error' ||
+    res.statusCode >= 500 ||
+    (res.statusCode === 304 && refusal(res, 304, NOT_MODIFIED) === undefined)
+  ) {
+    cache.releaseFill(redisKey, token);
+    settle({ retry: true });
+    return;
+  }
+  cache.releaseUncacheable(redisKey, token);
+  settle({ uncacheable: true });
+}
+
+function toEntry(
+  ctx: FillContext,
+  req: Request,
+  res: Response,
+  captured: Captured,
+  before: OutgoingHttpHeaders,
+): Entry {
+  const { o, cache } = ctx;
+  const freshMs = cache.jittered(o.ttlMs, ctx.jitter);
+  return {
+    status: captured.status,
+    headers: storedHeaders(captured.headers, before),
+    body: captured.body,
+    etag: captured.etag,
+    createdAt: Date.now(),
+    ttlMs: freshMs + o.swrMs + o.sieMs,
+    freshMs,
+    swrMs: o.swrMs,
+    sieMs: o.sieMs,
+    tags: o.tags ? o.tags(req, res) : [],
+    negative: 0,
+  };
+}

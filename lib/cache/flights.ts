@@ -1,0 +1,64 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Rec } from './l1';
+
+/**
+ * What a coalesced request learns from the request that went to the origin for it: an entry, Redis
+ * is down, the answer is not storable (go to the origin), or the fill failed or took too long (look
+ * up and queue on the lock like any miss).
+ */
+export type FlightResult =
+  | { rec: Rec; headers: IncomingHttpHeaders }
+  | { bypass: true }
+  | { uncacheable: true }
+  | { retry: true };
+
+/** Ends a fill's in-process flight with its result; `close` only stops new requests joining it. */
+export type Settle = ((result: FlightResult) => void) & { close?: () => void };
+
+/** Settles nothing: for a fill no request joined (a HEAD, a background refresh, a coalesced one). */
+export const noFlight: Settle = () => {};
+
+/**
+ * Misses on one key in this process share one trip to the origin: the first opens a flight, and
+ * the others wait for its result. Across processes, the fill lock in Redis does the same.
+ */
+export class Flights {
+  private readonly open = new Map<string, Promise<FlightResult>>();
+
+  /** @param maxWaitMs A waiter gives up after this long (a stuck origin), as a cross-process one would. */
+  constructor(private readonly maxWaitMs: number) {}
+
+  /** The flight of `key` in progress, if any. */
+  pending(key: string): Promise<FlightResult> | undefined {
+    return this.open.get(key);
+  }
+
+  /** Opens the flight of `key`; the returned function ends it (and `close` stops new joiners). */
+  start(key: string): Settle {
+    let settle: Settle = noFlight;
+    const flight = new Promise<FlightResult>((resolve) => {
+      const close = () => {
+        if (this.open.get(key) === flight) this.open.delete(key);
+      };
+      settle = Object.assign(
+        (result: FlightResult) => {
+          close();
+          resolve(result);
+        },
+        { close },
+      );
+    });
+    this.open.set(key, flight);
+    return settle;
+  }
+
+  /** Waits for a flight, at most `maxWaitMs`: past that, the answer is "go to the origin". */
+  wait(flight: Promise<FlightResult>): Promise<FlightResult> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<FlightResult>((resolve) => {
+      timer = setTimeout(() => resolve({ uncacheable: true }), this.maxWaitMs);
+      timer.unref?.();
+    });
+    return Promise.race([flight, late]).finally(() => clearTimeout(timer));
+  }
+}
