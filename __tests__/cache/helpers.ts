@@ -1,6 +1,9 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Express } from 'express';
+import type { Redis } from 'ioredis';
+import { type CacheResponseOptions, cacheResponse } from '../../lib/cache';
+import type { RedisClient } from '../../lib/client';
 
 /** Listens on a free loopback port; `close()` also drops keep-alive connections. */
 export async function listen(app: Express): Promise<{ url: string; close: () => Promise<void> }> {
@@ -45,4 +48,23 @@ export function quietLogger() {
 /** Stored entries (and Vary markers/variants), leaving out fill locks and no-store markers. */
 export async function entryKeys(client: { keys(pattern: string): Promise<string[]> }): Promise<string[]> {
   return (await client.keys('erk:c:*')).filter((k) => !k.endsWith(':lock') && !k.endsWith(':nostore'));
+}
+
+/**
+ * Records the commands clients send from now on (not the calls inside scripts), through MONITOR on
+ * `plain`, a client of its own; `stop()` ends it.
+ */
+export async function watchCommands(plain: Redis): Promise<{ seen: string[]; stop(): void }> {
+  const monitor = await plain.monitor();
+  const seen: string[] = [];
+  monitor.on('monitor', (_time: string, args: string[], source: string) => {
+    if (source !== 'lua') seen.push(String(args[0]).toLowerCase());
+  });
+  await sleep(50); // MONITOR reports only once it has settled in
+  return { seen, stop: () => monitor.disconnect() };
+}
+
+/** A cache whose entries go stale after 300 ms and are then refreshed in the background for a minute. */
+export function staleAfter300ms(redis: RedisClient, l1: CacheResponseOptions['l1'] = false) {
+  return cacheResponse({ redis, ttl: 300, jitter: 0, staleWhileRevalidate: '1m', l1, logger: quietLogger() });
 }

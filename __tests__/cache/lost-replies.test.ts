@@ -3,8 +3,7 @@ import { cacheResponse, withLock } from '../../lib/cache';
 import { captureEvents } from '../helpers/events';
 import { useRedisServer } from '../helpers/redis';
 import { useTcpProxy } from '../helpers/tcp-proxy';
-import { listen } from '../rate-limit/fixtures/http';
-import { quietLogger } from './helpers';
+import { listen, quietLogger } from './helpers';
 
 // ioredis sends a command again when the connection dropped before its reply: a lock command that
 // had landed then finds the lock holding its own token, and must count it as taken, not as busy.

@@ -8,7 +8,7 @@ import { entryKey } from '../../lib/cache/key';
 import type { RedisClient } from '../../lib/client';
 import { captureEvents } from '../helpers/events';
 import { useFlushedClient, useRedisServer } from '../helpers/redis';
-import { entryKeys, quietLogger, sleep, waitForKeys } from './helpers';
+import { entryKeys, quietLogger, sleep, waitForKeys, watchCommands } from './helpers';
 
 const redis = useRedisServer();
 let client: RedisClient;
@@ -53,19 +53,14 @@ describe('cacheResponse: hit and miss', () => {
     await request(app).get('/r');
     await waitForKeys(client, 'erk:c:*');
     await request(app).get('/r'); // loads the script once
-    const monitor = await (redis.plain() as import('ioredis').Redis).monitor();
-    const seen: string[] = [];
-    monitor.on('monitor', (_time: string, args: string[], source: string) => {
-      if (source !== 'lua') seen.push(String(args[0]).toLowerCase());
-    });
+    const commands = await watchCommands(redis.plain());
     try {
-      await sleep(50);
       const hit = await request(app).get('/r');
       expect(hit.headers['x-cache']).toBe('HIT');
       await sleep(50);
-      expect(seen).toEqual(['evalsha']);
+      expect(commands.seen).toEqual(['evalsha']);
     } finally {
-      monitor.disconnect();
+      commands.stop();
     }
   });
 
@@ -84,13 +79,8 @@ describe('cacheResponse: hit and miss', () => {
         await request(app).get('/r').set('X-Lang', lang);
         await events.waitFor('store', i + 1);
       }
-      const monitor = await (redis.plain() as import('ioredis').Redis).monitor();
-      const seen: string[] = [];
-      monitor.on('monitor', (_time: string, args: string[], source: string) => {
-        if (source !== 'lua') seen.push(String(args[0]).toLowerCase());
-      });
+      const commands = await watchCommands(redis.plain());
       try {
-        await sleep(50);
         const miss = await request(app)
           .get('/r')
           .set('X-Lang', langs[langs.length - 1] as string);
@@ -98,9 +88,9 @@ describe('cacheResponse: hit and miss', () => {
         await events.waitFor('store', langs.length);
         await sleep(100);
         // One lookup, one registration per tag, one store (scripts load on first use: EVAL or EVALSHA).
-        expect(seen.filter((c) => c !== 'script')).toHaveLength(1 + tags.length + 1);
+        expect(commands.seen.filter((c) => c !== 'script')).toHaveLength(1 + tags.length + 1);
       } finally {
-        monitor.disconnect();
+        commands.stop();
         events.stop();
       }
       const variants = await client.keys('erk:c:*:v:*');

@@ -6,7 +6,7 @@ import type { RedisClient } from '../../lib/client';
 import { rateLimit } from '../../lib/rate-limit';
 import { captureEvents } from '../helpers/events';
 import { eventually, useFlushedClient, useRedisServer } from '../helpers/redis';
-import { quietLogger, sleep, waitForKeys } from './helpers';
+import { quietLogger, sleep, staleAfter300ms, waitForKeys } from './helpers';
 
 const redis = useRedisServer();
 let client: RedisClient;
@@ -280,21 +280,10 @@ describe('stale-while-revalidate for HEAD', () => {
     async (l1) => {
       let calls = 0;
       const app = express();
-      app.get(
-        '/r',
-        cacheResponse({
-          redis: client,
-          ttl: 300,
-          jitter: 0,
-          staleWhileRevalidate: '1m',
-          l1,
-          logger: quietLogger(),
-        }),
-        (_req, res) => {
-          calls += 1;
-          res.send(`v${calls}`);
-        },
-      );
+      app.get('/r', staleAfter300ms(client, l1), (_req, res) => {
+        calls += 1;
+        res.send(`v${calls}`);
+      });
       const events = captureEvents('cache');
       try {
         await request(app).get('/r');
@@ -320,20 +309,9 @@ describe('stale-while-revalidate behind rateLimit', () => {
     const limiter = rateLimit({ redis: client, limit: 3, window: '1m', key: () => 'client', headers: false });
     const app = express();
     app.use(limiter);
-    app.get(
-      '/r',
-      cacheResponse({
-        redis: client,
-        ttl: 300,
-        jitter: 0,
-        staleWhileRevalidate: '1m',
-        l1: false,
-        logger: quietLogger(),
-      }),
-      (_req, res) => {
-        res.send('page');
-      },
-    );
+    app.get('/r', staleAfter300ms(client), (_req, res) => {
+      res.send('page');
+    });
     const events = captureEvents('cache');
     try {
       expect((await request(app).get('/r')).headers['x-cache']).toBe('MISS');

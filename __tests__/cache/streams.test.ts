@@ -8,7 +8,7 @@ import type { RedisClient } from '../../lib/client';
 import { captureEvents } from '../helpers/events';
 import { useFlushedClient, useRedisServer } from '../helpers/redis';
 import { useServers } from '../idempotency/http';
-import { quietLogger, sleep } from './helpers';
+import { quietLogger, sleep, staleAfter300ms } from './helpers';
 
 const redis = useRedisServer();
 let client: RedisClient;
@@ -129,21 +129,10 @@ describe('cacheResponse: background refresh of a large piped body', () => {
     writeFileSync(file, 'x'.repeat(100_000));
     let version = 0;
     const app = express();
-    app.get(
-      '/file',
-      cacheResponse({
-        redis: client,
-        ttl: 300,
-        jitter: 0,
-        staleWhileRevalidate: '1m',
-        l1: false,
-        logger: quietLogger(),
-      }),
-      (_req, res) => {
-        res.setHeader('X-Version', String(++version));
-        res.sendFile(file);
-      },
-    );
+    app.get('/file', staleAfter300ms(client), (_req, res) => {
+      res.setHeader('X-Version', String(++version));
+      res.sendFile(file);
+    });
     const url = `${await listen(app)}/file`;
     const events = captureEvents('cache');
     try {
