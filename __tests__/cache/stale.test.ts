@@ -304,6 +304,40 @@ describe('stale-while-revalidate for HEAD', () => {
   );
 });
 
+describe('stale-while-revalidate of a varying, tagged entry', () => {
+  it('the refresh registers only keys it wrote with the tags', async () => {
+    const app = express();
+    app.get(
+      '/r',
+      cacheResponse({
+        redis: client,
+        ttl: 300,
+        jitter: 0,
+        staleWhileRevalidate: '1m',
+        l1: false,
+        tags: () => ['t'],
+        logger: quietLogger(),
+      }),
+      (req, res) => {
+        res.vary('X-Lang').send(`in ${req.headers['x-lang']}`);
+      },
+    );
+    const events = captureEvents('cache');
+    try {
+      await request(app).get('/r').set('X-Lang', 'en');
+      await events.waitFor('store', 1);
+      await sleep(400);
+      expect((await request(app).get('/r').set('X-Lang', 'en')).headers['x-cache']).toBe('STALE');
+      await events.waitFor('store', 2);
+      await sleep(100);
+    } finally {
+      events.stop();
+    }
+    const members = await client.smembers('erk:t:{t}');
+    for (const member of members) expect([member, await client.exists(member)]).toEqual([member, 1]);
+  });
+});
+
 describe('stale-while-revalidate behind rateLimit', () => {
   it("does not charge the client for the cache's background refresh", async () => {
     const limiter = rateLimit({ redis: client, limit: 3, window: '1m', key: () => 'client', headers: false });

@@ -15,20 +15,21 @@ import { lookup, markNoStore, unlinkKeys, type VaryMarker } from './store';
 export type Fetched =
   | { kind: 'hit'; rec: Rec; key: string }
   /** `now`: Redis time of the lookup, when known. */
-  | { kind: 'miss'; locked: boolean; noStore: boolean; now?: number; marker?: VaryMarker }
+  | { kind: 'miss'; locked: boolean; noStore: boolean; now?: number; marker?: VaryMarker | null }
   | { kind: 'corrupt' };
 
 /**
  * The right to run the origin and store: `token` owns the fill lock ('' when none is held); `stale`,
  * an entry past its time that stale-if-error may still serve; `since`, the Redis time of the lookup
  * that found the miss (the store skips tags invalidated after it); `marker`, the Vary marker it
- * passed through, whose generation the store reuses.
+ * passed through, whose generation the store reuses (null: it found none; undefined: not known, as
+ * for a background refresh).
  */
 export interface FillLease {
   token: string;
   stale?: Rec;
   since?: number;
-  marker?: VaryMarker;
+  marker?: VaryMarker | null;
 }
 
 /** Outcome of waiting for an entry on a miss. */

@@ -11,8 +11,12 @@ export type StoreOutcome = 'stored' | 'dropped' | 'failed';
 export interface FillVary {
   names: readonly string[];
   values: readonly string[];
-  /** The generation of the Vary marker the lookup passed through, when it had these names. */
-  generation?: string;
+  /**
+   * The generation the store will file the variant under: the existing marker's, null for a new
+   * marker (the fresh generation), undefined when not known (then the variant's key is registered
+   * with the tags once it is written).
+   */
+  generation?: string | null;
 }
 
 /** What storing a fill needs of the cache it runs for. */
@@ -51,8 +55,11 @@ export async function storeFill(
     const generation = randomBytes(6).toString('base64url');
     // The variant's key as the store script will name it (under the marker the lookup saw, or a new
     // one), so each tag takes both keys in one call; a marker changed in between costs a second one.
-    const expected = vary ? variantKeyOf(redisKey, vary.generation ?? generation, vary.values) : redisKey;
-    const registered = expected === redisKey ? [redisKey] : [redisKey, expected];
+    const expected =
+      vary && vary.generation !== undefined
+        ? variantKeyOf(redisKey, vary.generation ?? generation, vary.values)
+        : undefined;
+    const registered = expected ? [redisKey, expected] : [redisKey];
     if (!(await addTags(ctx, entry, registered, since))) {
       ctx.releaseFill(redisKey, token);
       ctx.event('store-dropped', { key: redisKey, reason: 'invalidated' });
@@ -89,7 +96,9 @@ export async function storeFill(
     }
     // A variant's own key, so an invalidation frees its memory at once; deleting the marker, which
     // the tags already hold, is what keeps it from being served.
-    if (!recheck && written !== expected) addTags(ctx, entry, [written], undefined).catch(() => {});
+    if (!recheck && written !== redisKey && written !== expected) {
+      addTags(ctx, entry, [written], undefined).catch(() => {});
+    }
     ctx.event('store', { key: redisKey, bytes: raw.length });
     return 'stored';
   } catch (error) {

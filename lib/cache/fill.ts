@@ -118,7 +118,7 @@ export function fill(
             ? {
                 names,
                 values: names.map((n) => headerValue(req.headers, n)),
-                generation: marker?.names === names.join(',') ? marker.generation : undefined,
+                generation: generationOf(marker, names),
               }
             : undefined;
       } catch (error) {
@@ -140,6 +140,16 @@ export function fill(
     },
   );
   next();
+}
+
+/**
+ * The generation the store will file this variant under, for the tags to take it in the same call:
+ * the marker's when it has these names; a fresh one (null) when there was none or it has others (the
+ * store replaces it); unknown when the fill did not look (a background refresh).
+ */
+function generationOf(marker: FillLease['marker'], names: readonly string[]): string | null | undefined {
+  if (marker === undefined) return undefined;
+  return marker !== null && marker.names === names.join(',') ? marker.generation : null;
 }
 
 /**

@@ -163,7 +163,8 @@ export interface VaryMarker {
 
 export type LookupReply =
   | { kind: 'hit'; raw: Buffer; pttl: number; key: string }
-  | { kind: 'miss'; locked: boolean; noStore: boolean; now: number; marker?: VaryMarker }
+  /** `marker`: the Vary marker the lookup passed through, or null when there was none. */
+  | { kind: 'miss'; locked: boolean; noStore: boolean; now: number; marker: VaryMarker | null }
   | { kind: 'vary'; names: string[] };
 
 /**
@@ -195,7 +196,7 @@ export async function lookup(
     locked: reply[1] === 1,
     noStore: reply[2] === 1,
     now: Number(reply[3]),
-    ...(generation ? { marker: { generation, names: String(reply[5]) } } : {}),
+    marker: generation ? { generation, names: String(reply[5]) } : null,
   };
 }
 
