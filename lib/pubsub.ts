@@ -105,7 +105,6 @@ export function subscribeDurably(
   return {
     ready: state.whenSubscribed,
     unsubscribe: () => {
-      state.durable.delete(handler);
       if (hooks.onLanded) state.landed.delete(hooks.onLanded);
       if (hooks.onError) state.failed.delete(hooks.onError);
       return unregister();

@@ -25,10 +25,12 @@ export function newToken(): string {
   return randomBytes(12).toString('base64url');
 }
 
-// Both lock scripts: SET NX PX, atomic, expiring on its own if the owner dies. Finding the lock
+// Taking a lock (both scripts below, and the cache lookup's fill lock): SET NX PX, atomic, expiring on its own if the owner dies. Finding the lock
 // already holding `token` means this is a copy ioredis sent again after the connection dropped
 // before the reply (the first one landed): the lock is the caller's, not someone else's.
-const TAKE = `redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('GET', KEYS[1]) == ARGV[1]`;
+export const takeLockLua = (key: string, token: string, ttl: string) =>
+  `(redis.call('SET', ${key}, ${token}, 'NX', 'PX', ${ttl}) or redis.call('GET', ${key}) == ${token})`;
+const TAKE = takeLockLua('KEYS[1]', 'ARGV[1]', 'ARGV[2]');
 
 const LOCK = defineScript(
   'lock_acquire_v2',

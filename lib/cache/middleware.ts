@@ -94,7 +94,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     if (l1) {
       const now = Date.now();
       const rec = l1Lookup(l1, key, req.headers, now);
-      if (rec && now < rec.swrUntil) return serveEntry(req, res, rec, key, redisKey, 'l1-hit', true);
+      if (rec && now < rec.swrUntil) return serveEntry(req, res, rec, key, redisKey, 'l1-hit');
     }
     miss(req, res, next, key, redisKey).catch(next);
   } as CacheResponseMiddleware;
@@ -181,7 +181,6 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     key: string,
     redisKey: string,
     hit: 'hit' | 'l1-hit',
-    fromL1 = false,
   ): void {
     const now = Date.now();
     if (now < rec.freshUntil) {
@@ -189,8 +188,8 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
       return;
     }
     serve(req, res, rec, 'STALE', now, 'stale', key);
-    // A refresh replays the request as a GET, also for a HEAD.
-    refresh(req, key, redisKey, fromL1);
+    // A refresh replays the request as a GET, also for a HEAD; one from L1 looks in Redis first.
+    refresh(req, key, redisKey, hit === 'l1-hit');
   }
 
   function serve(

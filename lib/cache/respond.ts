@@ -86,14 +86,15 @@ function notModified(req: Request, entry: Entry): boolean {
   const inm = req.headers['if-none-match'];
   if (inm !== undefined) return entry.etag !== undefined && etagMatches(inm, entry.etag);
   const ims = req.headers['if-modified-since'];
-  const modified = lastModifiedOf(entry);
-  if (ims === undefined || modified === undefined) return false;
-  const since = Date.parse(ims);
-  const at = Date.parse(modified);
-  return !Number.isNaN(since) && !Number.isNaN(at) && at <= since;
+  return ims !== undefined && unmodifiedSince(entry, ims);
 }
 
-const lastModifiedOf = (entry: Entry) => entry.headers.find(([name]) => name === 'last-modified')?.[1];
+/** Whether the entry's `Last-Modified` is no later than the HTTP date `date` (false when either is missing or not a date). */
+function unmodifiedSince(entry: Entry, date: string): boolean {
+  const modified = entry.headers.find(([name]) => name === 'last-modified')?.[1];
+  const since = Date.parse(date);
+  return modified !== undefined && !Number.isNaN(since) && Date.parse(modified) <= since;
+}
 
 /**
  * The one byte range a hit answers with 206, as `send` (res.sendFile) would on the origin: only for
@@ -126,9 +127,7 @@ function ifRangeHolds(ifRange: string, entry: Entry): boolean {
     // Strong comparison (RFC 9110 §13.1.5): a weak validator never matches.
     return entry.etag !== undefined && !entry.etag.startsWith('W/') && value === entry.etag;
   }
-  const modified = lastModifiedOf(entry);
-  const since = Date.parse(value);
-  return modified !== undefined && !Number.isNaN(since) && Date.parse(modified) <= since;
+  return unmodifiedSince(entry, value);
 }
 
 /**

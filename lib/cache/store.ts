@@ -1,5 +1,6 @@
 import { isCluster, type RedisClient } from '../client';
 import { defineScript, LUA_NOW_MS, runScript, runScriptBuffer } from '../scripts';
+import { takeLockLua } from './lock';
 
 /**
  * Redis layout (all keys carry a TTL):
@@ -30,7 +31,7 @@ const LOOKUP = defineScript(
   names = names or ''
   if redis.call('EXISTS', KEYS[3]) == 1 then return {0, 0, 1, now_ms, gen, names} end
   -- Finding its own token: a copy ioredis sent again after a reply was lost; the lock is ours.
-  if ARGV[1] ~= '' and (redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) or redis.call('GET', KEYS[2]) == ARGV[1]) then
+  if ARGV[1] ~= '' and ${takeLockLua('KEYS[2]', 'ARGV[1]', 'ARGV[2]')} then
     return {0, 1, 0, now_ms, gen, names}
   end
   return {0, 0, 0, now_ms, gen, names}
