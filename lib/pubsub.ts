@@ -4,9 +4,8 @@ import { isCluster, type RedisClient } from './client';
 type MessageHandler = (message: string, channel: string) => void;
 
 interface ChannelState {
+  /** Every registered handler keeps the channel wanted: a failed SUBSCRIBE is retried until one lands. */
   handlers: Set<MessageHandler>;
-  /** Handlers that keep the channel wanted through failed SUBSCRIBEs: retried until one lands. */
-  durable: Set<MessageHandler>;
   subscribed: boolean;
   /** The SUBSCRIBE in flight, shared by every caller that needs the channel. */
   pending?: Promise<void>;
@@ -49,7 +48,9 @@ const subscribers = new WeakMap<object, SharedSubscriber>();
 /**
  * Subscribes to a pub/sub channel over one connection per client, shared by everything in the kit
  * and closed with the client by `closeRedis()`. Returns a function that unsubscribes this handler.
- * Rejects, registering nothing, when the SUBSCRIBE fails (Redis unreachable).
+ * Rejects, registering nothing, when the SUBSCRIBE fails (Redis unreachable). Once it has landed, the
+ * channel is subscribed again after every drop of the connection (retried with backoff while Redis
+ * refuses), until the handler unsubscribes.
  */
 export async function subscribe(
   redis: RedisClient,
@@ -92,7 +93,6 @@ export function subscribeDurably(
   const shared = sharedOf(redis);
   const state = stateOf(shared, channel);
   state.handlers.add(handler);
-  state.durable.add(handler);
   if (hooks.onLanded) state.landed.add(hooks.onLanded);
   if (hooks.onError) {
     state.failed.add(hooks.onError);
@@ -115,10 +115,13 @@ export function subscribeDurably(
 function sharedOf(redis: RedisClient): SharedSubscriber {
   const existing = subscribers.get(redis);
   if (existing) return existing;
-  // No command timeout: a subscriber connection waits for messages by design.
+  // No command timeout: a subscriber connection waits for messages by design. The kit resubscribes
+  // by itself after a drop: ioredis's own resubscribe leaves its SUBSCRIBE's rejection unhandled, so
+  // a refused one (an ACL change, which also drops the connection) or one cut by a close right after
+  // the reconnect would crash the process. A Cluster's subscriber resubscribes with a catch already.
   const connection = isCluster(redis)
     ? redis.duplicate()
-    : (redis as Redis).duplicate({ commandTimeout: undefined });
+    : (redis as Redis).duplicate({ commandTimeout: undefined, autoResubscribe: false });
   const channels = new Map<string, ChannelState>();
   const reconnectHooks = new Set<() => void>();
   const shared: SharedSubscriber = { connection, channels, reconnectHooks };
@@ -139,11 +142,18 @@ function sharedOf(redis: RedisClient): SharedSubscriber {
     if (connectedBefore) for (const hook of reconnectHooks) safely(hook);
     connectedBefore = true;
   };
+  if (!isCluster(redis)) {
+    // A new connection starts with no subscriptions.
+    connection.on('close', () => {
+      for (const state of channels.values()) state.subscribed = false;
+    });
+  }
   connection.on('ready', () => {
     reconnected();
-    // Channels still wanted after a failed SUBSCRIBE: try again now that the connection is back.
+    // Channels still wanted (dropped with the connection, or after a failed SUBSCRIBE): subscribe
+    // again now that the connection is back.
     for (const [channel, state] of channels) {
-      if (state.durable.size > 0 && !state.subscribed && !state.pending) {
+      if (state.handlers.size > 0 && !state.subscribed && !state.pending) {
         clearTimeout(state.retry);
         attempt(shared, channel, state).catch(() => {});
       }
@@ -196,7 +206,6 @@ function stateOf(shared: SharedSubscriber, channel: string): ChannelState {
     });
     state = {
       handlers: new Set(),
-      durable: new Set(),
       subscribed: false,
       failures: 0,
       landed: new Set(),
@@ -236,8 +245,10 @@ function attempt(shared: SharedSubscriber, channel: string, state: ChannelState)
       state.failures++;
       state.lastError = error;
       if (state.failures === 1) for (const hook of state.failed) safely(() => hook(error));
-      if (state.durable.size > 0) retryLater(shared, channel, state);
-      else if (state.handlers.size === 0) void forget(shared, channel, state);
+      // Still wanted: a subscriber's first SUBSCRIBE that fails gives up (it rejects and `release`
+      // drops the channel), but once registered, a handler keeps it wanted until it unsubscribes.
+      if (state.handlers.size > 0) retryLater(shared, channel, state);
+      else void forget(shared, channel, state);
       throw error;
     },
   );
@@ -251,7 +262,7 @@ function retryLater(shared: SharedSubscriber, channel: string, state: ChannelSta
   state.retry = setTimeout(() => {
     state.retry = undefined;
     if (shared.connection.status === 'end' || shared.channels.get(channel) !== state) return;
-    if (state.durable.size > 0) attempt(shared, channel, state).catch(() => {});
+    if (state.handlers.size > 0) attempt(shared, channel, state).catch(() => {});
   }, delay);
   state.retry.unref();
 }
@@ -277,7 +288,6 @@ function release(
   handler: MessageHandler,
 ): Promise<void> {
   state.handlers.delete(handler);
-  state.durable.delete(handler);
   // A SUBSCRIBE still on its way cleans up when it lands (or fails).
   if (state.handlers.size > 0 || state.pending) return Promise.resolve();
   return forget(shared, channel, state);

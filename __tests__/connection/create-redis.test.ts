@@ -2,7 +2,7 @@ import type Redis from 'ioredis';
 import { closeRedis, connectRedis, createRedis, reconnectDelay } from '../../lib/connection';
 import { pingRedis } from '../../lib/health';
 import { maskUrl } from '../../lib/mask-url';
-import { subscribe } from '../../lib/pubsub';
+import { subscribe, subscribeDurably } from '../../lib/pubsub';
 import { freePort, type RedisServerHandle, startRedisServer } from '../../lib/testing';
 import { eventually, useRedisServer } from '../helpers/redis';
 
@@ -223,6 +223,48 @@ describe('subscribe', () => {
     await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
     await new Promise((r) => setTimeout(r, 300));
     expect(reconnects).toBe(1);
+  });
+
+  // ioredis's own resubscribe leaves its rejection unhandled: a refused one crashed the process.
+  it('keeps retrying a resubscribe that Redis refuses after a drop (an ACL change), until it lands', async () => {
+    const admin = redis.plain();
+    await admin.call('ACL', 'SETUSER', 'feeds', 'on', '>pw', '~*', '&*', '+@all');
+    const client = redis.client({ url: `redis://feeds:pw@127.0.0.1:${redis.server.port}` });
+    const received: string[] = [];
+    const errors: unknown[] = [];
+    let landed = 0;
+    const durable = subscribeDurably(client, 'bus', (m) => received.push(m), {
+      onError: (error) => errors.push(error),
+      onLanded: () => landed++,
+    });
+    await durable.ready;
+    const unsubscribe = await subscribe(client, 'feed', (m) => received.push(m));
+    const rejections: unknown[] = [];
+    const onRejection = (reason: unknown) => rejections.push(reason);
+    process.on('unhandledRejection', onRejection);
+    try {
+      // Redis drops the subscriber connection itself when its channels are taken away.
+      await admin.call('ACL', 'SETUSER', 'feeds', 'resetchannels', '&other');
+      await eventually(() => errors.length === 1, 'the refused resubscribe reported');
+      expect(String(errors[0])).toMatch(/NOPERM/);
+      await new Promise((r) => setTimeout(r, 700));
+      await admin.call('ACL', 'SETUSER', 'feeds', 'resetchannels', '&*');
+      await eventually(
+        async () => {
+          await admin.publish('bus', 'b');
+          await admin.publish('feed', 'f');
+          return received.includes('b') && received.includes('f');
+        },
+        'messages on both channels once the ACL allows them again',
+        8000,
+      );
+      expect(landed).toBe(1);
+      expect(rejections).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onRejection);
+      await unsubscribe();
+      await durable.unsubscribe();
+    }
   });
 });
 
