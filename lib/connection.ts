@@ -48,6 +48,9 @@ const DEFAULTS = {
   connectTimeout: 2000,
   // One retry per command across a reconnect, then the command fails: bounded work per request.
   maxRetriesPerRequest: 1,
+  // How long a socket being closed hard may take to close before it is destroyed; ioredis's timer
+  // for it keeps the process alive, also when the socket was already gone (closed while reconnecting).
+  disconnectTimeout: 500,
 } as const;
 
 /**
@@ -134,6 +137,7 @@ function newClient(options: CreateRedisOptions): RedisClient {
     commandTimeout: DEFAULTS.commandTimeout,
     connectTimeout: DEFAULTS.connectTimeout,
     maxRetriesPerRequest: DEFAULTS.maxRetriesPerRequest,
+    disconnectTimeout: DEFAULTS.disconnectTimeout,
     enableAutoPipelining: true,
     retryStrategy: (times: number) => reconnectDelay(times, maxReconnectDelay),
     ...ioredisOptions,
@@ -191,6 +195,12 @@ export async function closeRedis(redis: RedisClient, options: { timeoutMs?: numb
 
 async function closeOne(redis: RedisClient, timeoutMs: number): Promise<void> {
   if (redis.status === 'end') return;
+  if (redis.status === 'reconnecting') {
+    // No socket is open. ioredis stops reconnecting, but nothing will ever end the client (no socket
+    // is left to close: redis/ioredis#1247), so waiting for its 'end' would only wait out the budget.
+    redis.disconnect();
+    return;
+  }
   let hardTimer: NodeJS.Timeout | undefined;
   let lastTimer: NodeJS.Timeout | undefined;
   const ended = new Promise<void>((resolve) => {
