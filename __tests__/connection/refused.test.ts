@@ -59,6 +59,17 @@ function app(client: RedisClient) {
     await sessions.login(req, { userId: 'u1' });
     res.json({ ok: true });
   });
+  a.get('/me', sessions, (req, res) => {
+    res.json({ userId: req.session.userId ?? null });
+  });
+  a.post('/note', sessions, (req, res) => {
+    (req.session as unknown as Record<string, unknown>).note = 'new';
+    res.json({ ok: true });
+  });
+  a.post('/logout', sessions, async (req, res) => {
+    await sessions.logout(req, res);
+    res.json({ ok: true });
+  });
   a.use(sessions.handleErrors);
   return a;
 }
@@ -102,6 +113,8 @@ describe('when Redis memory is full (OOM under noeviction)', () => {
     // One counted failure would open it: refusals must not count.
     configureBreaker(client, { failureThreshold: 1, cooldownMs: 10_000 });
     const a = app(client);
+    const user = request.agent(a);
+    await user.post('/login').expect(200);
     // Filled while there was room: a cache entry to read later.
     expect((await request(a).get('/cached')).headers['x-cache']).toBe('MISS');
     await new Promise((r) => setTimeout(r, 100));
@@ -113,6 +126,13 @@ describe('when Redis memory is full (OOM under noeviction)', () => {
       for (let i = 0; i < 8; i++)
         isProblem503(await request(a).post('/orders').set('Idempotency-Key', `oom-${i}`));
       isProblem503(await request(a).post('/login'));
+      // A logged-in user still reads (the last-seen time and the index claim wait for room); a
+      // change to the session is a write.
+      for (let i = 0; i < 3; i++) expect((await user.get('/me')).body).toEqual({ userId: 'u1' });
+      isProblem503(await user.post('/note'));
+      // Ending a session frees memory: it works.
+      await user.post('/logout').expect(200);
+      expect((await user.get('/me')).body).toEqual({ userId: null });
       // The refusals did not open the breaker: a read still gets its hit.
       expect((await request(a).get('/cached')).headers['x-cache']).toBe('HIT');
       expect(breakerFor(client).currentState).toBe('closed');

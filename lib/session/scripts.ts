@@ -36,12 +36,16 @@ export function userIndexKey(prefix: string, userId: string): string {
 // entry is written for 2×ttl and refreshed once it would run out before the session, which lives for
 // `lives` ms more (a Lua expression), so one index write covers about ttl of activity instead of one
 // per request.
+// Redis refuses a script's first write that may grow memory when it is full (OOM under noeviction),
+// so reads write their bookkeeping through this: under OOM a read still answers (the index is
+// claimed later), instead of taking every logged-in request down with the writes.
+const softHset = (args: string) => `type(redis.pcall('HSET', KEYS[1], ${args})) ~= 'table'`;
+
 const indexCheck = (lives: string) => `
 local refresh = 0
 if uid ~= '' then
   if cur_u ~= uid or (tonumber(cur_ix) or 0) < now_ms + ${lives} then
-    redis.call('HSET', KEYS[1], 'u', uid, 'ix', now_ms + 2 * ttl)
-    refresh = 1
+    if ${softHset("'u', uid, 'ix', now_ms + 2 * ttl")} then refresh = 1 end
   end
 end
 `;
@@ -81,7 +85,7 @@ ${LUA_NOW_MS}
 local ttl = ${ttl}
 local uid = cur[2] or ''
 local cur_u, cur_ix = cur[2], cur[3]
-redis.call('HSET', KEYS[1], 's', now_ms, 't', ttl)
+local _ = ${softHset("'s', now_ms, 't', ttl")}
 ${INDEX_CHECK}`;
 
 /** KEYS: session. ARGV: ttl ms. Extends a live session without rewriting its data. → {refresh|-1, user id} */
@@ -113,7 +117,7 @@ export const LOAD = defineScript(
   local uid = cur[2] or ''
   local cur_u, cur_ix = cur[2], cur[5]
   -- Last seen (for list()), without touching the expiry.
-  redis.call('HSET', KEYS[1], 's', now_ms)
+  local _ = ${softHset("'s', now_ms")}
   ${indexCheck("redis.call('PTTL', KEYS[1])")}
   return {refresh, uid, cur[3], ttl}
 end
