@@ -50,9 +50,10 @@ function envClusterNodes(): NodeAddress[] | undefined {
 
 /**
  * Checks the options createRedis itself reads or defaults (a string from an env var is a TypeError,
- * an out-of-range number a RangeError); other ioredis options go to ioredis unchanged.
+ * an out-of-range number a RangeError); other ioredis options go to ioredis unchanged. → where the
+ * client connects.
  */
-export function validateRedisOptions(options: CreateRedisOptions): void {
+export function validateRedisOptions(options: CreateRedisOptions): RedisTarget {
   if (!options || typeof options !== 'object') {
     throw optionError(
       'options',
@@ -60,11 +61,9 @@ export function validateRedisOptions(options: CreateRedisOptions): void {
       "e.g. createRedis({ url: 'redis://…' })",
     );
   }
+  const target = resolveTarget(options);
   if (options.url !== undefined) checkUrl(options.url, 'url');
-  else {
-    const target = resolveTarget(options);
-    if (target.kind === 'url' && target.from === 'REDIS_URL') checkEnvUrl(target.url);
-  }
+  else if (target.kind === 'url' && target.from === 'REDIS_URL') checkEnvUrl(target.url);
   const sources = (['url', 'cluster', 'sentinel'] as const).filter((o) => options[o] !== undefined);
   if (sources.length > 1) {
     // One would silently win over the other: the app would talk to another Redis than it names.
@@ -114,6 +113,7 @@ export function validateRedisOptions(options: CreateRedisOptions): void {
       throw optionError('sentinel', 'needs "name" (the master name) and at least one entry in "sentinels"');
     }
   }
+  return target;
 }
 
 /** A time in ms that ends up in a Node timer: positive, finite, at most the longest timer. */

@@ -1,6 +1,6 @@
 import Redis, { Cluster, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { RedisClient } from './client';
-import { DEFAULT_REDIS_URL, resolveTarget, validateRedisOptions } from './connection-options';
+import { DEFAULT_REDIS_URL, type RedisTarget, validateRedisOptions } from './connection-options';
 import { pingRedis } from './health';
 import { neverThrows } from './logger';
 import { maskUrl } from './mask-url';
@@ -68,31 +68,31 @@ export function createRedis(options?: CreateRedisOptions): RedisClient;
 export function createRedis(options: CreateRedisOptions = {}): RedisClient | Promise<RedisClient> {
   // Checked before failFast picks the return type ('false' from an env var must not turn it on), so
   // a bad option throws here either way instead of sometimes rejecting a Promise.
-  validateRedisOptions(options);
+  const target = validateRedisOptions(options);
   if (options.failFast) return connectRedis(options);
-  return buildClient(options);
+  return buildClient(options, target);
 }
 
 /** Creates a client and pings it once; rejects with a clear error (password masked) when unreachable. */
 export async function connectRedis(options: CreateRedisOptions = {}): Promise<RedisClient> {
   // Quiet until it has answered once: the rejection below says it better.
-  const client = buildClient({ ...options, failFast: false }, true);
+  const target = validateRedisOptions(options);
+  const client = buildClient({ ...options, failFast: false }, target, true);
   const health = await pingRedis(client, { timeoutMs: Math.max(options.connectTimeout ?? 0, 3000) });
   if (!health.ok) {
     await closeRedis(client, { timeoutMs: 200 });
     throw new Error(
-      `express-redis-kit: cannot reach Redis at ${describeTarget(options)}: ${(health.error ?? 'no answer').replace(/\.$/, '')}. ` +
+      `express-redis-kit: cannot reach Redis at ${describeTarget(target)}: ${(health.error ?? 'no answer').replace(/\.$/, '')}. ` +
         'Start redis-server, or set REDIS_URL to a reachable server.',
     );
   }
   return client;
 }
 
-function buildClient(options: CreateRedisOptions, quietUntilReady = false): RedisClient {
-  validateRedisOptions(options);
-  const client = newClient(options);
+function buildClient(options: CreateRedisOptions, target: RedisTarget, quietUntilReady = false): RedisClient {
+  const client = newClient(options, target);
   const { logger = { warn: (message: string) => console.warn(message) } } = options;
-  if (logger !== false) reportOutages(client, describeTarget(options), neverThrows(logger), quietUntilReady);
+  if (logger !== false) reportOutages(client, describeTarget(target), neverThrows(logger), quietUntilReady);
   return client;
 }
 
@@ -123,11 +123,11 @@ function reportOutages(
   });
 }
 
-function newClient(options: CreateRedisOptions): RedisClient {
+function newClient(options: CreateRedisOptions, target: RedisTarget): RedisClient {
   const {
-    url,
+    url: _url,
     cluster,
-    sentinel,
+    sentinel: _sentinel,
     failFast: _failFast,
     logger: _logger,
     maxReconnectDelay = DEFAULTS.maxReconnectDelay,
@@ -142,7 +142,6 @@ function newClient(options: CreateRedisOptions): RedisClient {
     retryStrategy: (times: number) => reconnectDelay(times, maxReconnectDelay),
     ...ioredisOptions,
   };
-  const target = resolveTarget({ url, cluster, sentinel });
   if (target.kind === 'cluster') {
     const { keyPrefix, enableAutoPipelining, ...redisOptions } = tuned;
     return new Cluster(target.nodes.map(toAddress), {
@@ -175,8 +174,7 @@ function toAddress(node: NodeAddress): { host: string; port: number } {
   return { host: node.slice(0, at).replace(/^\[|\]$/g, ''), port };
 }
 
-function describeTarget(options: CreateRedisOptions): string {
-  const target = resolveTarget(options);
+function describeTarget(target: RedisTarget): string {
   if (target.kind === 'sentinel') return `sentinel master "${target.sentinel.name}"`;
   if (target.kind === 'url') return maskUrl(target.url);
   if (target.from === 'REDIS_CLUSTER_NODES') return `cluster ${target.nodes.join(',')}`;
