@@ -347,6 +347,14 @@ describe('redisSession odd values', () => {
     },
   );
 
+  it('refuses login data with an own __proto__ (a spread JSON body) before touching the session', async () => {
+    const { sessions } = app(redisServer.client() as Redis);
+    const data = { ...JSON.parse('{"__proto__": {"isAdmin": true}}'), userId: 'u' };
+    const req = { session: { regenerate: jest.fn() } } as unknown as express.Request;
+    await expect(sessions.login(req, data)).rejects.toThrow(/may not set "__proto__"/);
+    expect((req.session.regenerate as jest.Mock).mock.calls).toHaveLength(0);
+  });
+
   it('a session key holding another Redis type reads as no session (corrupt), not a 500', async () => {
     const redis = redisServer.client() as Redis;
     const { sessions, server } = app(redis, { prefix: 'wrongtype:' });

@@ -228,6 +228,11 @@ function checkLoginData(data: unknown): void {
   }
   checkUserId((data as { userId?: unknown }).userId);
   for (const key of Object.keys(data)) {
+    if (key === '__proto__') {
+      // An own "__proto__" (JSON.parse makes one, and spreading a request body keeps it) would
+      // replace the session's prototype on assignment, not be stored.
+      throw new TypeError('express-redis-kit: sessions.login() data may not set "__proto__".');
+    }
     if (RESERVED.has(key)) {
       throw new TypeError(
         `express-redis-kit: sessions.login() data may not set "${key}" (express-session uses it).`,
