@@ -2,11 +2,12 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pipeline, Readable } from 'node:stream';
 import express from 'express';
 import { cacheResponse } from '../../lib/cache';
 import type { RedisClient } from '../../lib/client';
 import { captureEvents } from '../helpers/events';
-import { useFlushedClient, useRedisServer } from '../helpers/redis';
+import { eventually, useFlushedClient, useRedisServer } from '../helpers/redis';
 import { useServers } from '../idempotency/http';
 import { quietLogger, sleep, staleAfter300ms } from './helpers';
 
@@ -148,6 +149,44 @@ describe('cacheResponse: background refresh of a large piped body', () => {
     } finally {
       events.stop();
       rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('cacheResponse: background refresh of a route that destroys its response', () => {
+  it('keeps the stale entry and lets the lock go when the refreshed stream fails (stream.pipeline)', async () => {
+    let calls = 0;
+    const app = express();
+    app.get('/proxied', staleAfter300ms(client), (_req, res) => {
+      calls++;
+      let sent = false;
+      const upstream = new Readable({
+        read() {
+          // The upstream answers once, then resets: pipeline destroys the response with its error.
+          if (calls > 1) return this.destroy(new Error('upstream reset'));
+          this.push(sent ? null : 'v1');
+          sent = true;
+        },
+      });
+      res.type('text/plain');
+      pipeline(upstream, res, () => {});
+    });
+    const url = `${await listen(app)}/proxied`;
+    const events = captureEvents('cache');
+    try {
+      expect(await (await fetch(url)).text()).toBe('v1');
+      await events.waitFor('store', 1);
+      await sleep(400);
+      const stale = await fetch(url);
+      expect([stale.headers.get('x-cache'), await stale.text()]).toEqual(['STALE', 'v1']);
+      await eventually(
+        async () => calls === 2 && (await client.keys('erk:c:*:lock')).length === 0,
+        'the refresh to end',
+      );
+      const again = await fetch(url);
+      expect([again.headers.get('x-cache'), await again.text()]).toEqual(['STALE', 'v1']);
+    } finally {
+      events.stop();
     }
   });
 });

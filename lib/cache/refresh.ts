@@ -56,9 +56,8 @@ export function replay(
   // Without a socket, a ServerResponse keeps every byte and reports backpressure past 16 KiB with a
   // 'drain' that never comes: a piped body (res.sendFile, stream.pipe) would stall for good. The
   // cache copies what the route writes before it reaches here, so the wire bytes can go nowhere.
-  res.assignSocket(
-    new Writable({ highWaterMark: Number.MAX_SAFE_INTEGER, write: (_c, _e, cb) => cb() }) as Socket,
-  );
+  const sink = new Writable({ highWaterMark: Number.MAX_SAFE_INTEGER, write: (_c, _e, cb) => cb() });
+  res.assignSocket(sink as Socket);
   let over = false;
   // 'close' tells the cache's response tee that nothing more comes: it lets go of the fill lock.
   const end = (error?: unknown) => {
@@ -69,6 +68,10 @@ export function replay(
     if (!res.writableFinished) res.emit('close');
     ticket.done();
   };
+  // res.destroy(error) (stream.pipeline does so when its source fails) destroys the socket with it:
+  // a real request's socket has the HTTP server's listener, this one needs its own or the 'error'
+  // is thrown and takes the process down.
+  sink.on('error', (error) => end(error));
   // Answered: the cache's tee stores it and calls ticket.done() itself.
   res.once('finish', () => {
     over = true;
