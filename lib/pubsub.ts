@@ -1,5 +1,6 @@
 import type Redis from 'ioredis';
 import { isCluster, type RedisClient } from './client';
+import { RedisUnavailableError } from './errors';
 
 type MessageHandler = (message: string, channel: string) => void;
 
@@ -112,9 +113,15 @@ export function subscribeDurably(
   };
 }
 
+/** Clients handed to `closeRedis`: a subscriber opened for one now would reconnect for ever. */
+const closedClients = new WeakSet<object>();
+
 function sharedOf(redis: RedisClient): SharedSubscriber {
   const existing = subscribers.get(redis);
   if (existing) return existing;
+  if (closedClients.has(redis) || redis.status === 'end') {
+    throw new RedisUnavailableError('express-redis-kit: cannot subscribe: the Redis client is closed.');
+  }
   // No command timeout: a subscriber connection waits for messages by design. The kit resubscribes
   // by itself after a drop: ioredis's own resubscribe leaves its SUBSCRIBE's rejection unhandled, so
   // a refused one (an ACL change, which also drops the connection) or one cut by a close right after
@@ -161,13 +168,22 @@ function sharedOf(redis: RedisClient): SharedSubscriber {
   });
   if (isCluster(redis)) shared.watch = watchClusterSubscriber(shared, reconnected);
   subscribers.set(redis, shared);
-  // If the app closes its client itself, the subscriber must not keep the process alive.
-  redis.once('end', () => {
+  // If the app closes its client itself (quit/disconnect), the subscriber must not keep the process
+  // alive. A client closed while reconnecting never ends (redis/ioredis#1247): the subscriber,
+  // reconnecting too, looks at whether its client was closed on purpose each time it tries again.
+  const closeShared = () => {
     if (subscribers.get(redis) !== shared) return;
     subscribers.delete(redis);
     shared.watch?.stop();
+    for (const state of channels.values()) clearTimeout(state.retry);
     connection.disconnect();
-  });
+  };
+  redis.once('end', closeShared);
+  const closeIfClosed = () => {
+    if ((redis as unknown as { manuallyClosing?: boolean }).manuallyClosing === true) closeShared();
+  };
+  connection.on('reconnecting', closeIfClosed);
+  connection.on('connect', closeIfClosed);
   return shared;
 }
 
@@ -316,6 +332,7 @@ function safely(hook: () => void): void {
 
 /** Hands over the kit's subscriber connection of `redis` (if any) for closing, and forgets it. */
 export function takeSubscriber(redis: RedisClient): RedisClient | undefined {
+  closedClients.add(redis);
   const shared = subscribers.get(redis);
   subscribers.delete(redis);
   if (!shared) return undefined;

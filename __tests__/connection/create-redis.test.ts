@@ -1,5 +1,6 @@
 import Redis from 'ioredis';
 import { closeRedis, connectRedis, createRedis, reconnectDelay } from '../../lib/connection';
+import { RedisUnavailableError } from '../../lib/errors';
 import { pingRedis } from '../../lib/health';
 import { maskUrl } from '../../lib/mask-url';
 import { subscribe, subscribeDurably } from '../../lib/pubsub';
@@ -190,6 +191,46 @@ describe('closeRedis', () => {
       await server.stop();
     }
   });
+});
+
+describe('subscribe on a closed client', () => {
+  const redis = useRedisServer();
+
+  it('refuses to subscribe through a client handed to closeRedis (its connection would reconnect for ever)', async () => {
+    const client = redis.client();
+    const closing = closeRedis(client);
+    await expect(subscribe(client, 'late', () => {})).rejects.toThrow(/the Redis client is closed/);
+    await closing;
+    await expect(subscribe(client, 'late', () => {})).rejects.toBeInstanceOf(RedisUnavailableError);
+    expect(() => subscribeDurably(client, 'late', () => {})).toThrow(/the Redis client is closed/);
+  });
+
+  it.each(['disconnect', 'quit'] as const)(
+    'closes the kit subscriber when the app calls %s() on its own client while Redis is away',
+    async (how) => {
+      const server = await startRedisServer();
+      try {
+        const client = new Redis(server.url);
+        client.on('error', () => {});
+        await subscribe(client, 'news', () => {});
+        await server.kill();
+        await eventually(() => client.status === 'reconnecting', 'the client reconnecting');
+        if (how === 'quit') client.quit().catch(() => {});
+        else client.disconnect();
+        await server.restart();
+        const admin = new Redis(server.url);
+        await new Promise((r) => setTimeout(r, 2500));
+        const others =
+          String(await admin.client('LIST'))
+            .trim()
+            .split('\n').length - 1;
+        admin.disconnect();
+        expect(others).toBe(0);
+      } finally {
+        await server.stop();
+      }
+    },
+  );
 });
 
 describe('connection errors', () => {
