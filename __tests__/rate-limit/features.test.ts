@@ -419,6 +419,35 @@ describe('rateLimit features', () => {
       );
     });
 
+    it('drops a port the proxy appended to the address (Azure), so each connection does not get its own limit', async () => {
+      const warnings: string[] = [];
+      const app = ipApp(
+        rateLimit({
+          ...patient,
+          redis: redis.plain(),
+          limit: 2,
+          window: '1h',
+          name: 'ports',
+          logger: { warn: (m) => warnings.push(m) },
+        }),
+      );
+      const statuses = [];
+      for (const forwarded of ['203.0.113.7:1111', '203.0.113.7:2222', '203.0.113.7:3333']) {
+        const res = await request(app).get('/').set('x-forwarded-for', forwarded);
+        statuses.push(res.status);
+        if (res.status === 200) expect(res.body.key).toBe('203.0.113.7');
+      }
+      expect(statuses).toEqual([200, 200, 429]);
+      const v6 = await request(app).get('/').set('x-forwarded-for', '[2001:db8:abcd:1200::1]:4444');
+      expect(v6.body.key).toBe('2001:db8:abcd:1200::/56');
+      expect(warnings).toEqual([]);
+      // Something that is no address at all is kept as it is, with one warning.
+      await request(app).get('/').set('x-forwarded-for', 'unknown-host');
+      await request(app).get('/').set('x-forwarded-for', 'other-host');
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toMatch(/req\.ip "unknown-host" is not an IP address/);
+    });
+
     it('warns once when X-Forwarded-For arrives while trust proxy is off', async () => {
       const warnings: string[] = [];
       const app = appWith(

@@ -1,12 +1,19 @@
+import { isIP } from 'node:net';
 import type { Request } from 'express';
 import ipaddr from 'ipaddr.js';
 
 const GROUP_CACHE_MAX = 1000;
 
+/** `203.0.113.7:1111`, `[2001:db8::1]:1111` or `[2001:db8::1]`: some proxies (Azure) add the port. */
+const IPV4_WITH_PORT = /^(\d{1,3}(?:\.\d{1,3}){3}):\d{1,5}$/;
+const BRACKETED_IPV6 = /^\[([0-9a-fA-F:.]+(?:%[\w.-]+)?)\](?::\d{1,5})?$/;
+
 /**
  * Maps an IP to its rate-limit key: IPv4 unchanged, IPv4-mapped IPv6 to plain IPv4, and other IPv6
  * addresses to their `/subnet` network (e.g. `2001:db8:0:1200::/56`), so a client rotating addresses
- * inside its own allocation still shares one counter. Non-IP strings pass through unchanged.
+ * inside its own allocation still shares one counter. A port after the address is dropped: each
+ * connection has its own, so keeping it would give every request a fresh counter. Non-IP strings
+ * pass through unchanged.
  */
 export function createIpGrouper(subnet: number | false): (ip: string) => string {
   // Parsing IPv6 costs more than the rest of the request path; clients repeat, so remember results.
@@ -23,6 +30,10 @@ export function createIpGrouper(subnet: number | false): (ip: string) => string 
 }
 
 function groupIPv6(ip: string, subnet: number | false): string {
+  const v4 = IPV4_WITH_PORT.exec(ip);
+  if (v4) return v4[1] as string;
+  const bracketed = BRACKETED_IPV6.exec(ip);
+  if (bracketed) ip = bracketed[1] as string;
   let addr: ipaddr.IPv6;
   try {
     addr = ipaddr.IPv6.parse(ip);
@@ -50,6 +61,7 @@ export function createDefaultKey(
   const group = createIpGrouper(subnet);
   let warnedForwarded = false;
   let warnedMissing = false;
+  let warnedNotIp = false;
   return function defaultRateLimitKey(req) {
     if (!warnedForwarded && req.headers['x-forwarded-for'] !== undefined && !req.app?.get('trust proxy')) {
       warnedForwarded = true;
@@ -61,7 +73,18 @@ export function createDefaultKey(
       );
     }
     const ip = req.ip;
-    if (ip) return group(ip);
+    if (ip) {
+      const key = group(ip);
+      if (!warnedNotIp && isIP(key.replace(/\/\d+$/, '')) === 0) {
+        warnedNotIp = true;
+        warn(
+          `express-redis-kit rateLimit: req.ip ${JSON.stringify(ip.slice(0, 100))} is not an IP address, so it is ` +
+            'used as the key as it is: if it changes per request (a proxy adding something to X-Forwarded-For), ' +
+            'every request gets its own limit. Check the proxy and "trust proxy", or pass a "key" function. (Logged once.)',
+        );
+      }
+      return key;
+    }
     if (!warnedMissing) {
       warnedMissing = true;
       warn(
