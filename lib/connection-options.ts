@@ -1,6 +1,7 @@
 import type { CreateRedisOptions, NodeAddress } from './connection';
 import { MAX_TIMER_MS } from './duration';
 import { booleanOption, checkKnownOptions, numberOptionError, optionError, shown } from './errors';
+import { checkPrefix } from './keys';
 import { hasWarn } from './logger';
 import { hidesUserInfo, maskUrl } from './mask-url';
 
@@ -89,9 +90,8 @@ export function validateRedisOptions(options: CreateRedisOptions): RedisTarget {
       `must be an object with a warn(message) method, or false; got ${shown(logger)}`,
     );
   }
-  if (options.keyPrefix !== undefined && typeof options.keyPrefix !== 'string') {
-    throw optionError('keyPrefix', `must be a string; got ${shown(options.keyPrefix)}`);
-  }
+  // Braces in the prefix would be every key's hash tag: on a Cluster, every key in one slot.
+  if (options.keyPrefix !== undefined) checkPrefix(options.keyPrefix, 'keyPrefix');
   if (options.cluster !== undefined) {
     if (typeof options.cluster !== 'object' || options.cluster === null) {
       throw optionError('cluster', `must be an object { nodes, options? }; got ${shown(options.cluster)}`);

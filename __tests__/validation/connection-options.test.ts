@@ -158,6 +158,13 @@ describe('createRedis checks the options it reads', () => {
       /option "maxRetriesPerRequest"/,
     ],
     ['keyPrefix number', { keyPrefix: 5 }, TypeError, /option "keyPrefix" must be a string/],
+    // Every key would take the prefix's hash tag: one Cluster slot for the whole kit.
+    [
+      'keyPrefix with braces',
+      { keyPrefix: '{shop}:' },
+      TypeError,
+      /option "keyPrefix" must be a string without "\{"/,
+    ],
     ['url number', { url: 6379 }, TypeError, /option "url" must be a string/],
     ['cluster.nodes missing', { cluster: { node: ['127.0.0.1:1'] } }, TypeError, /option "cluster.node"/],
     [
