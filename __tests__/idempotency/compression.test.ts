@@ -95,6 +95,37 @@ describe('idempotency behind compression()', () => {
     expect(route.runs()).toBe(1);
   });
 
+  it('answers 406 instead of decoding a stored body that inflates past 16 × maxBodySize for a client without gzip', async () => {
+    // compression() after idempotency(): the copy is taken of the compressed bytes.
+    let runs = 0;
+    const app = express();
+    app.post(
+      '/orders',
+      idempotency({ redis: redisServer.client(), maxBodySize: 8 * 1024 }),
+      compression(),
+      (_req, res) => {
+        runs += 1;
+        res.type('text/csv').send('0'.repeat(1024 * 1024));
+      },
+    );
+    const route = { url: `${await servers.listen(app)}/orders`, runs: () => runs };
+    const key = freshKey('gz-bomb');
+    const first = await post(route.url, { ...GZIP, 'Idempotency-Key': key });
+    expect(first.raw.length).toBeLessThan(8 * 1024);
+    // A client that takes gzip gets the stored bytes, as ever.
+    const replay = await post(route.url, { ...GZIP, 'Idempotency-Key': key });
+    expect([replay.status, replay.headers['idempotent-replayed'], decoded(replay).length]).toEqual([
+      200,
+      'true',
+      1024 * 1024,
+    ]);
+    const plain = await post(route.url, { 'Accept-Encoding': 'identity', 'Idempotency-Key': key });
+    expect(plain.status).toBe(406);
+    expect(plain.headers['content-type']).toMatch(/application\/problem\+json/);
+    expect(JSON.parse(plain.raw.toString('utf8')).detail).toMatch(/retry with Accept-Encoding: gzip/);
+    expect(route.runs()).toBe(1);
+  });
+
   it('stores headers passed to res.writeHead(status, headers) by a streaming handler', async () => {
     const route = await compressedRoute((_req, res) => {
       res.writeHead(201, { 'Content-Type': 'text/csv', 'X-Export': 'orders' });

@@ -179,7 +179,7 @@ function storableHeaders(res: Response, before: HeaderMap, writeHeadHeaders?: un
   return out;
 }
 
-const DECODERS: Record<string, (body: Buffer) => Buffer> = {
+const DECODERS: Record<string, (body: Buffer, options: { maxOutputLength: number }) => Buffer> = {
   gzip: gunzipSync,
   'x-gzip': gunzipSync,
   deflate: inflateSync,
@@ -187,30 +187,53 @@ const DECODERS: Record<string, (body: Buffer) => Buffer> = {
 };
 
 /**
+ * How much larger than `maxBodySize` a stored encoded body may grow when decoded for a retry: room
+ * for what compresses well (JSON, text), while a small stored body that inflates to hundreds of MB
+ * cannot make each cheap retry block the event loop and take that much memory.
+ */
+export const DECODED_BODY_FACTOR = 16;
+
+/**
  * The stored body and headers as this client can read them. A compression middleware mounted
  * _after_ `idempotency()` compresses before the copy is taken; a retry that does not accept that
- * coding gets the body decoded instead of bytes it cannot read.
+ * coding gets the body decoded instead of bytes it cannot read, up to `maxDecoded` bytes
+ * ('too-large' past that).
  */
-function readableBy(res: Response, stored: StoredResponse): Pick<StoredResponse, 'headers' | 'body'> {
+function readableBy(
+  res: Response,
+  stored: StoredResponse,
+  maxDecoded: number,
+): Pick<StoredResponse, 'headers' | 'body'> | { tooLarge: string } {
   const coding = stored.headers.find(([name]) => name === 'content-encoding')?.[1];
-  const decode = typeof coding === 'string' ? DECODERS[coding.trim().toLowerCase()] : undefined;
-  if (!decode || !res.req || res.req.acceptsEncodings(String(coding).trim().toLowerCase())) return stored;
+  const name = typeof coding === 'string' ? coding.trim().toLowerCase() : '';
+  const decode = DECODERS[name];
+  if (!decode || !res.req || res.req.acceptsEncodings(name)) return stored;
   try {
     return {
-      headers: stored.headers.filter(([name]) => name !== 'content-encoding'),
-      body: decode(stored.body),
+      headers: stored.headers.filter(
+        ([header]) => header !== 'content-encoding' && header !== 'content-length',
+      ),
+      body: decode(stored.body, { maxOutputLength: Math.max(maxDecoded, 1) }),
     };
-  } catch {
+  } catch (error) {
+    if ((error as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') return { tooLarge: name };
     return stored;
   }
 }
 
-/** Sends a stored response again, byte for byte, marked `Idempotent-Replayed: true`. */
-export function replay(res: Response, stored: StoredResponse): void {
-  const { headers, body } = readableBy(res, stored);
+/**
+ * Sends a stored response again, byte for byte, marked `Idempotent-Replayed: true`. → the content
+ * coding the client must accept instead, when the stored body is in one it does not accept and too
+ * large to decode (nothing sent then).
+ */
+export function replay(res: Response, stored: StoredResponse, maxDecoded: number): string | undefined {
+  const readable = readableBy(res, stored, maxDecoded);
+  if ('tooLarge' in readable) return readable.tooLarge;
+  const { headers, body } = readable;
   res.status(stored.status);
   if (stored.message) res.statusMessage = stored.message;
   for (const [name, value] of headers) res.setHeader(name, value);
   res.setHeader('Idempotent-Replayed', 'true');
   res.end(body);
+  return undefined;
 }

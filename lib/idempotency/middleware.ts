@@ -6,7 +6,7 @@ import { problemType, RedisTimeoutError, RedisUnavailableError, sendProblem } fr
 import { emitKitEvent } from '../events';
 import { scopePart } from '../keys';
 import { nodeField, OutageTracker } from '../outage';
-import { type CapturedResponse, captureResponse, replay } from './capture';
+import { type CapturedResponse, captureResponse, DECODED_BODY_FACTOR, replay } from './capture';
 import { type IdempotencyOptions, type ResolvedIdempotencyOptions, resolveOptions } from './options';
 import * as record from './record';
 import { parseKey, recordKey, resolveScope, routeOf } from './request-key';
@@ -105,9 +105,18 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
         emit('first');
         protect(req, res, key, owner, fingerprint);
         return next();
-      case 'done':
-        emit('replay', { status: found.response.status });
-        return replay(res, found.response);
+      case 'done': {
+        const coding = replay(res, found.response, o.maxBodySize * DECODED_BODY_FACTOR);
+        if (coding === undefined) return emit('replay', { status: found.response.status });
+        emit('replay-not-acceptable', { status: found.response.status, coding });
+        return problem(
+          res,
+          406,
+          'idempotency-replay-not-acceptable',
+          'Stored response not acceptable',
+          `The stored response is ${coding}-encoded and too large to decode for a client that does not accept ${coding}; retry with Accept-Encoding: ${coding}.`,
+        );
+      }
       case 'inflight':
         emit('conflict');
         return problem(
