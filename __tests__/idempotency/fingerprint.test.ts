@@ -1,4 +1,5 @@
 import { canonicalJson, idempotency } from '../../lib/idempotency';
+import { canonicalJsonDeep } from '../../lib/idempotency/fingerprint';
 import { prng } from '../helpers/prng';
 import { useRedisServer } from '../helpers/redis';
 import { freshKey, orderApp, send, useServers } from './http';
@@ -65,18 +66,32 @@ function randomValue(random: () => number, depth = 0): unknown {
 }
 
 describe('idempotency default fingerprint', () => {
-  it('canonicalJson writes exactly what the recursive version wrote (records stored before still match)', () => {
-    const random = prng(42);
-    const differ: string[] = [];
-    for (let i = 0; i < 5000; i++) {
-      const value = randomValue(random);
-      const expected = recursiveCanonicalJson(value);
-      if (canonicalJson(value) !== expected) differ.push(expected);
-    }
-    expect(differ.slice(0, 3)).toEqual([]);
-    // JSON.parse makes "__proto__" an own property, like any other key.
-    const parsed = JSON.parse('{"b":2,"__proto__":{"z":1,"a":[3]},"10":0}');
-    expect(canonicalJson(parsed)).toBe(recursiveCanonicalJson(parsed));
+  it.each([
+    ['canonicalJson', canonicalJson],
+    ['its stack-free fallback for deep bodies', canonicalJsonDeep],
+  ])(
+    '%s writes exactly what the recursive version wrote (records stored before still match)',
+    (_name, serialize) => {
+      const random = prng(42);
+      const differ: string[] = [];
+      for (let i = 0; i < 5000; i++) {
+        const value = randomValue(random);
+        const expected = recursiveCanonicalJson(value);
+        if (serialize(value) !== expected) differ.push(expected);
+      }
+      expect(differ.slice(0, 3)).toEqual([]);
+      // JSON.parse makes "__proto__" an own property, like any other key.
+      const parsed = JSON.parse('{"b":2,"__proto__":{"z":1,"a":[3]},"10":0}');
+      expect(serialize(parsed)).toBe(recursiveCanonicalJson(parsed));
+    },
+  );
+
+  it('canonicalJson writes a body nested past the call stack as the stack-free version does', () => {
+    const deep = JSON.parse(`${'{"b":1,"a":['.repeat(20_000)}0${']}'.repeat(20_000)}`);
+    expect(() => recursiveCanonicalJson(deep)).toThrow(RangeError);
+    const text = canonicalJson(deep);
+    expect(text.startsWith('{"a":[{"a":[')).toBe(true);
+    expect(text).toBe(canonicalJsonDeep(deep));
   });
 
   it('canonicalJson refuses cycles and BigInts as JSON.stringify does', () => {

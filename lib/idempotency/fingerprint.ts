@@ -57,11 +57,39 @@ function unreadOnExpress4(req: Request, body: unknown): boolean {
 /**
  * JSON with the keys of every plain object sorted, so key order does not change the result: what
  * `JSON.stringify` gives with a replacer that sorts plain objects' keys (`toJSON` honoured, cycles
- * and BigInts refused with its TypeError). Written without recursion: a small, valid body can nest
- * deeper than the call stack goes (24 KB of `[` reach 12,000 levels), and a recursive serializer
- * would answer it with a RangeError.
+ * and BigInts refused with its TypeError). That is how it is computed, natively, for every body but
+ * one nested deeper than the call stack goes (24 KB of `[` reach 12,000 levels): for that one, the
+ * stack-free {@link canonicalJsonDeep} writes the same text.
  */
 export function canonicalJson(value: unknown): string {
+  try {
+    return JSON.stringify(value, sortPlainKeys) ?? 'undefined';
+  } catch (error) {
+    if (!(error instanceof RangeError)) throw error;
+    return canonicalJsonDeep(value);
+  }
+}
+
+/** The replacer of {@link canonicalJson}: a plain object as a copy with its keys sorted. */
+function sortPlainKeys(_key: string, value: unknown): unknown {
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) return value;
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== null) return value;
+  const record = value as Record<string, unknown>;
+  // fromEntries defines (never sets) each key, so an own "__proto__" stays data; a plain object then
+  // enumerates "2" before "10" before "a", as canonicalJsonDeep writes them.
+  return Object.fromEntries(
+    Object.keys(record)
+      .sort()
+      .map((key) => [key, record[key]]),
+  );
+}
+
+/**
+ * {@link canonicalJson} written without recursion, for bodies nested too deep for the call stack
+ * (a recursive serializer would answer them with a RangeError). About 15 times slower.
+ */
+export function canonicalJsonDeep(value: unknown): string {
   const out: string[] = [];
   const open = new Set<object>();
   // Work items, last first: text to emit, a value to write (already past toJSON), or a container
