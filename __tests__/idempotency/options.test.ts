@@ -113,6 +113,18 @@ describe('defaultFingerprint', () => {
     );
   });
 
+  /** What the previous version hashed `POST /orders?currency=eur&amount=10&note=a%20b+c` with body {} to. */
+  const PINNED = '86da093f6ee32535ef82d3bc51052bcf60bc3b8a2e8cc29acbc8aa9e95f9d639';
+
+  it('counts all of the query, past a second "?" and through escapes URLSearchParams cannot decode', () => {
+    const at = (url: string) => defaultFingerprint(req({}, 'POST', url));
+    expect(at('/transfer?to=alice&amount=10?memo=x')).not.toBe(at('/transfer?to=alice&amount=10?0'));
+    expect(at('/transfer?to=%FFbob')).not.toBe(at('/transfer?to=%FEbob'));
+    expect(at('/transfer?to=%FFbob')).toBe(at('/transfer?to=%FFbob'));
+    // Everything else hashes as the previous version did: records it stored still match.
+    expect(at('/orders?currency=eur&amount=10&note=a%20b+c')).toBe(PINNED);
+  });
+
   it('ignores object key order but not values, arrays order, method or path', () => {
     expect(canonicalJson({ b: 1, a: { d: [2, 1], c: null } })).toBe('{"a":{"c":null,"d":[2,1]},"b":1}');
     const base = defaultFingerprint(req({ a: 1, b: 2 }));

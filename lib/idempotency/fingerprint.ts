@@ -16,12 +16,18 @@ import { matchedPath } from './request-key';
  */
 export function defaultFingerprint(req: Request): string {
   const hash = createHash('sha256');
-  const search = (req.originalUrl ?? req.url ?? '').split('?')[1];
+  const url = req.originalUrl ?? req.url ?? '';
+  const at = url.indexOf('?');
+  // All of it: a second "?" is part of the query (`?to=a&amount=10?x` has amount "10?x").
+  const search = at < 0 ? '' : url.slice(at + 1);
   // Sorted as the cache key's query is (normaliseQuery).
-  const query = new URLSearchParams(sortQuery([...new URLSearchParams(search ?? '')], ([name]) => name));
+  const query = new URLSearchParams(sortQuery([...new URLSearchParams(search)], ([name]) => name));
   hash.update(req.method).update('\0').update(matchedPath(req)).update('\0');
   // Two requests that differ only in `?amount=` are not the same operation.
   hash.update(query.toString()).update('\0');
+  // URLSearchParams reads every broken escape (%FF, %FE) as U+FFFD, where the app's parser may not:
+  // such a query also counts as it was sent. Others hash as before, so stored records still match.
+  if (hasBrokenEscape(search)) hash.update('raw\0').update(search).update('\0');
   const body: unknown = req.body;
   const { 'content-length': length, 'content-type': type, 'transfer-encoding': chunked } = req.headers ?? {};
   const sent = (length !== undefined && length !== '0') || chunked !== undefined;
@@ -39,6 +45,16 @@ export function defaultFingerprint(req: Request): string {
   else if (typeof body === 'string') hash.update('bytes\0').update(body, 'utf8');
   else hash.update('json\0').update(canonicalJson(body), 'utf8');
   return hash.digest('hex');
+}
+
+function hasBrokenEscape(search: string): boolean {
+  if (!search.includes('%')) return false;
+  try {
+    decodeURIComponent(search);
+    return false;
+  } catch {
+    return true;
+  }
 }
 
 /**
