@@ -282,6 +282,30 @@ describe('cacheResponse: keys', () => {
     expect(calls.n).toBe(3);
   });
 
+  it('with `query`, passes a request carrying any other parameter to the route uncached (cache-busting adds nothing to Redis)', async () => {
+    const { app, calls } = appWith({ query: ['page', 'sort'] }, (req, res) => {
+      res.json(req.query);
+    });
+    expect((await request(app).get('/r?page=2')).headers['x-cache']).toBe('MISS');
+    await waitForKeys(client, 'erk:c:*');
+    expect((await request(app).get('/r?page=2')).headers['x-cache']).toBe('HIT');
+    expect((await request(app).get('/r?sort[]=a&page=2')).headers['x-cache']).toBe('MISS');
+    await sleep(50);
+    const before = (await entryKeys(client)).length;
+    for (const busted of ['/r?page=2&cb=1', '/r?cb=2', '/r?page=2&c%62=3', '/r?%FF=1']) {
+      const res = await request(app).get(busted);
+      expect([busted, res.headers['x-cache']]).toEqual([busted, 'BYPASS']);
+    }
+    await sleep(50);
+    expect((await entryKeys(client)).length).toBe(before);
+    expect(calls.n).toBe(6);
+    for (const query of ['page', [''], [1]]) {
+      expect(() => cacheResponse({ redis: client, ttl: '1m', query: query as never })).toThrow(
+        /option "query" must be an array of query parameter names/,
+      );
+    }
+  });
+
   it('splits the key by the request headers named in `vary`', async () => {
     const { app, calls } = appWith({ vary: ['Accept-Language'], l1: { max: 10 } }, (req, res) => {
       res.send(`lang=${req.headers['accept-language']}`);

@@ -22,6 +22,8 @@ export function productRoutes(redis: RedisClient, catalogue: Catalogue, prefix: 
     // The catalogue is the same for everyone, so a logged-in visitor's session cookie need not bypass
     // the cache. Routes whose answer depends on the user must pass `scope` instead.
     sessionCookie: false,
+    // The route reads no query: `?cb=<random>` must not store a copy per request.
+    query: [],
   });
 
   router.get('/products/:id', products, async (req, res) => {

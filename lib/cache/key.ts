@@ -14,6 +14,29 @@ export function defaultKey(req: Request): string {
   return `${method} ${url.slice(0, q)}${normaliseQuery(url.slice(q + 1))}`;
 }
 
+/**
+ * Whether the request's query names a parameter outside `allowed` (compared by the name before any
+ * `[`, decoded; one that does not decode is compared as sent).
+ */
+export function hasOtherParameters(req: Request, allowed: ReadonlySet<string>): boolean {
+  const url = req.originalUrl ?? req.url;
+  const q = url.indexOf('?');
+  if (q === -1) return false;
+  for (const part of url.slice(q + 1).split('&')) {
+    if (part === '') continue;
+    const eq = part.indexOf('=');
+    let name = eq < 0 ? part : part.slice(0, eq);
+    try {
+      name = decodeURIComponent(name.replace(/\+/g, ' '));
+    } catch {
+      // Kept as sent: it matches no listed name unless listed so.
+    }
+    const bracket = name.indexOf('[');
+    if (!allowed.has(bracket > 0 ? name.slice(0, bracket) : name)) return true;
+  }
+  return false;
+}
+
 /** `b=2&a=1&a=0` → `?a=1&a=0&b=2`; empty → ''. Encoding is normalised too (`%7E` and `~` match). */
 export function normaliseQuery(query: string): string {
   if (query === '') return '';

@@ -5,7 +5,7 @@ import { captureResponse } from './capture';
 import { answerStaleOnError, type FillContext, fill, staleIfErrorOf } from './fill';
 import { Flights, noFlight } from './flights';
 import { invalidatesMiddleware } from './invalidates';
-import { defaultKey, entryKey, withVary } from './key';
+import { defaultKey, entryKey, hasOtherParameters, withVary } from './key';
 import type { Rec } from './l1';
 import { resolveResponseOptions } from './options';
 import { perUserReason } from './per-user';
@@ -82,6 +82,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
       const perUser = perUserReason(req.headers, o.perUser);
       if (perUser) return bypass(res, next, '', perUser);
     }
+    if (o.query && !ticket && hasOtherParameters(req, o.query)) return bypass(res, next, '', 'query');
     let key: string | undefined;
     try {
       key = keyOf(req);

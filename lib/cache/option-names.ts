@@ -40,6 +40,7 @@ export const RESPONSE_KNOWN = new Set([
   'scope',
   'tags',
   'vary',
+  'query',
   'staleWhileRevalidate',
   'staleIfError',
   'l1',

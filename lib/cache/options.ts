@@ -131,6 +131,8 @@ export interface ResolvedResponseOptions {
   scope: CacheResponseOptions['scope'];
   tags: CacheResponseOptions['tags'];
   vary: string[];
+  /** Query parameter names a cached request may carry (see `query`); undefined: any. */
+  query: ReadonlySet<string> | undefined;
   maxBodySize: number;
   statuses: Set<number>;
   methods: Set<string>;
@@ -153,6 +155,17 @@ export function resolveResponseOptions(options: CacheResponseOptions): ResolvedR
     vary.some((h) => typeof h !== 'string' || !/^[A-Za-z0-9!#$%&'*+.^_`|~-]+$/.test(h))
   ) {
     throw optionError('vary', `must be an array of request header names; got ${shown(options.vary)}`);
+  }
+  const query = options.query;
+  if (
+    query !== undefined &&
+    (!Array.isArray(query) || query.some((q) => typeof q !== 'string' || q === ''))
+  ) {
+    throw optionError(
+      'query',
+      `must be an array of query parameter names; got ${shown(query)}`,
+      "e.g. query: ['page', 'sort']",
+    );
   }
   const statuses = options.statuses ?? CACHE_DEFAULTS.statuses;
   if (!Array.isArray(statuses) || statuses.some((s) => !Number.isInteger(s) || s < 100 || s > 599)) {
@@ -189,6 +202,7 @@ export function resolveResponseOptions(options: CacheResponseOptions): ResolvedR
     scope: functionOption(options.scope, 'scope'),
     tags: functionOption(options.tags, 'tags'),
     vary: vary.map((h) => h.toLowerCase()).sort(),
+    query: query === undefined ? undefined : new Set(query),
     maxBodySize,
     statuses: new Set(statuses),
     methods: new Set(upper),

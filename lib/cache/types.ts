@@ -87,6 +87,12 @@ export interface CacheResponseOptions {
   tags?: (req: Request, res: Response) => string[];
   /** Request headers that split the key, on top of the response's own `Vary`. */
   vary?: string[];
+  /**
+   * The query parameters the route reads. A request carrying any other one passes to the route
+   * uncached (BYPASS, reason `query`), so a client adding `?cb=<random>` cannot fill Redis with
+   * copies. `page` also covers `page[]` and `page[x]`. Default: every query is cached.
+   */
+  query?: readonly string[];
   /** Serve a stale entry for this long after `ttl` while one background refresh runs. Default 0. */
   staleWhileRevalidate?: Duration;
   /** Serve a stale entry for this long after `ttl` when the origin fails (5xx or throws). Default 0. */
