@@ -210,6 +210,41 @@ describe('writes Redis refuses under OOM leave nothing half done', () => {
     expect(await sessions.list('capped')).toHaveLength(1);
   });
 
+  it('a session read under OOM whose index claim is refused does not outlive its index entry (logoutAll still reaches it)', async () => {
+    const client = redis.client();
+    const sessions = redisSession({
+      redis: client,
+      secret: 'x'.repeat(32),
+      cookie: { secure: false },
+      ttl: 2000,
+    });
+    const a = express();
+    a.use(sessions);
+    a.post('/login', async (req, res) => {
+      await sessions.login(req, { userId: 'oom-index' });
+      res.json({ ok: true });
+    });
+    a.get('/me', (req, res) => {
+      res.json({ userId: req.session.userId ?? null });
+    });
+    a.use(sessions.handleErrors);
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    const login = await request(a).post('/login').expect(200);
+    // Sent by hand: a cookie jar would drop it at its Expires, rounded to the second.
+    const cookie = (login.headers['set-cookie'] as unknown as string[])[0]!.split(';')[0]!;
+    const me = async () => (await request(a).get('/me').set('Cookie', cookie)).body;
+    // The index entry lasts 2 × ttl (4 s) from the login; a read at 3 s must claim more, since
+    // sliding the session by ttl would take it past that.
+    await sleep(1500);
+    expect(await me()).toEqual({ userId: 'oom-index' });
+    await sleep(1500);
+    expect(await underOom(me)).toEqual({ userId: 'oom-index' });
+    // Once the index entry has run out, the session must be gone too: nothing lists it any more.
+    await sleep(1300);
+    expect(await sessions.list('oom-index')).toEqual([]);
+    expect(await me()).toEqual({ userId: null });
+  });
+
   it('a key forgotten while in flight is not reserved again under OOM: 503, not a handler run that cannot be stored', async () => {
     const client = redis.client();
     const mw = idempotency({ redis: client });

@@ -32,27 +32,35 @@ export function userIndexKey(prefix: string, userId: string): string {
   return taggedKey(prefix, 'sess-user', userId);
 }
 
-// Says (in `refresh`) whether the user index must be refreshed, and claims that refresh: the index
-// entry is written for 2×ttl and refreshed once it would run out before the session, which lives for
-// `lives` ms more (a Lua expression), so one index write covers about ttl of activity instead of one
-// per request.
 // Redis refuses a script's first write that may grow memory when it is full (OOM under noeviction),
 // so reads write their bookkeeping through this: under OOM a read still answers (the index is
 // claimed later), instead of taking every logged-in request down with the writes.
 const softHset = (args: string) => `type(redis.pcall('HSET', KEYS[1], ${args})) ~= 'table'`;
 
+// Says (in `refresh`) whether the user index must be refreshed, and claims that refresh: the index
+// entry is written for 2×ttl and refreshed once it would run out before the session, which lives for
+// `lives` ms more (a Lua expression), so one index write covers about ttl of activity instead of one
+// per request. `covered` is false when a needed claim could not be written (OOM).
 const indexCheck = (lives: string) => `
 local refresh = 0
+local covered = true
 if uid ~= '' then
   if cur_u ~= uid or (tonumber(cur_ix) or 0) < now_ms + ${lives} then
-    if ${softHset("'u', uid, 'ix', now_ms + 2 * ttl")} then refresh = 1 end
+    if ${softHset("'u', uid, 'ix', now_ms + 2 * ttl")} then refresh = 1 else covered = false end
   end
 end
 `;
 
-// Shared tail of save/touch: keep the session alive for ttl, and check the user index.
+// Shared tail of save/touch: keep the session alive for ttl, and check the user index. Without a
+// claim, the session must not outlive what the index vouches for (logoutAll would miss it): it
+// lives on only up to the index entry's end.
 const INDEX_CHECK = `${indexCheck('ttl')}
-redis.call('PEXPIRE', KEYS[1], ttl)
+if covered then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+else
+  local keep = (tonumber(cur_ix) or 0) - now_ms
+  if keep > redis.call('PTTL', KEYS[1]) then redis.call('PEXPIRE', KEYS[1], keep) end
+end
 `;
 
 /**
