@@ -73,6 +73,7 @@ export function validateRedisOptions(options: CreateRedisOptions): RedisTarget {
   checkMs(options.commandTimeout, 'commandTimeout');
   checkMs(options.connectTimeout, 'connectTimeout');
   checkMs(options.maxReconnectDelay, 'maxReconnectDelay');
+  checkMs(options.disconnectTimeout, 'disconnectTimeout');
   const retries = options.maxRetriesPerRequest;
   if (retries !== undefined && retries !== null && !(Number.isSafeInteger(retries) && retries >= 0)) {
     throw numberOptionError(
@@ -90,8 +91,13 @@ export function validateRedisOptions(options: CreateRedisOptions): RedisTarget {
       `must be an object with a warn(message) method, or false; got ${shown(logger)}`,
     );
   }
-  // Braces in the prefix would be every key's hash tag: on a Cluster, every key in one slot.
-  if (options.keyPrefix !== undefined) checkPrefix(options.keyPrefix, 'keyPrefix');
+  if (options.keyPrefix !== undefined && typeof options.keyPrefix !== 'string') {
+    throw optionError('keyPrefix', `must be a string; got ${shown(options.keyPrefix)}`);
+  }
+  // On a Cluster, braces in the prefix would be every key's hash tag: every key in one slot.
+  // Elsewhere they are harmless (and apps written for a Cluster later may use them on purpose).
+  if (options.keyPrefix !== undefined && target.kind === 'cluster')
+    checkPrefix(options.keyPrefix, 'keyPrefix');
   if (options.cluster !== undefined) {
     if (typeof options.cluster !== 'object' || options.cluster === null) {
       throw optionError('cluster', `must be an object { nodes, options? }; got ${shown(options.cluster)}`);

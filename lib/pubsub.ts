@@ -180,7 +180,12 @@ function sharedOf(redis: RedisClient): SharedSubscriber {
   };
   redis.once('end', closeShared);
   const closeIfClosed = () => {
-    if ((redis as unknown as { manuallyClosing?: boolean }).manuallyClosing === true) closeShared();
+    // ioredis leaves manuallyClosing set when such a client is connected again: only a client that
+    // is not back counts as closed.
+    const closing = (redis as unknown as { manuallyClosing?: boolean }).manuallyClosing === true;
+    if (closing && redis.status !== 'ready' && redis.status !== 'connect' && redis.status !== 'connecting') {
+      closeShared();
+    }
   };
   connection.on('reconnecting', closeIfClosed);
   connection.on('connect', closeIfClosed);

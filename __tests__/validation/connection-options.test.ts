@@ -50,6 +50,10 @@ describe('createRedis refuses a URL it cannot use, naming the option and never s
     expect(JSON.stringify(error, Object.getOwnPropertyNames(error))).not.toContain('S3cret');
   });
 
+  it('accepts braces in keyPrefix outside a Cluster, where they are harmless', () => {
+    createRedis({ lazyConnect: true, url: 'redis://127.0.0.1:1', keyPrefix: '{app}:' }).disconnect();
+  });
+
   it.each([
     ['REDIS_URL', 'localhost:6379'],
     ['REDIS_URL', '/tmp/redis.sock'],
@@ -158,13 +162,14 @@ describe('createRedis checks the options it reads', () => {
       /option "maxRetriesPerRequest"/,
     ],
     ['keyPrefix number', { keyPrefix: 5 }, TypeError, /option "keyPrefix" must be a string/],
-    // Every key would take the prefix's hash tag: one Cluster slot for the whole kit.
+    // On a Cluster, every key would take the prefix's hash tag: one slot for the whole kit.
     [
-      'keyPrefix with braces',
-      { keyPrefix: '{shop}:' },
+      'keyPrefix with braces on a Cluster',
+      { keyPrefix: '{shop}:', cluster: { nodes: ['127.0.0.1:1'] } },
       TypeError,
       /option "keyPrefix" must be a string without "\{"/,
     ],
+    ['disconnectTimeout 0', { disconnectTimeout: 0 }, RangeError, /option "disconnectTimeout"/],
     ['url number', { url: 6379 }, TypeError, /option "url" must be a string/],
     ['cluster.nodes missing', { cluster: { node: ['127.0.0.1:1'] } }, TypeError, /option "cluster.node"/],
     [

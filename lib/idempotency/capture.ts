@@ -1,3 +1,4 @@
+import { constants } from 'node:buffer';
 import { STATUS_CODES } from 'node:http';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import type { Response } from 'express';
@@ -213,7 +214,8 @@ function readableBy(
       headers: stored.headers.filter(
         ([header]) => header !== 'content-encoding' && header !== 'content-length',
       ),
-      body: decode(stored.body, { maxOutputLength: Math.max(maxDecoded, 1) }),
+      // zlib refuses a limit past the largest Buffer (a huge maxBodySize × 16).
+      body: decode(stored.body, { maxOutputLength: Math.min(Math.max(maxDecoded, 1), constants.MAX_LENGTH) }),
     };
   } catch (error) {
     if ((error as { code?: string }).code === 'ERR_BUFFER_TOO_LARGE') return { tooLarge: name };

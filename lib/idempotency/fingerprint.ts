@@ -47,10 +47,14 @@ export function defaultFingerprint(req: Request): string {
   return hash.digest('hex');
 }
 
+/**
+ * Whether a well-formed `%XX` escape of the query decodes to no UTF-8 (`%FF`). A `%` not followed by
+ * two hex digits (`50%`) is read literally by every parser, so it stays as the previous version hashed it.
+ */
 function hasBrokenEscape(search: string): boolean {
   if (!search.includes('%')) return false;
   try {
-    decodeURIComponent(search);
+    decodeURIComponent(search.replace(/%(?![0-9a-fA-F]{2})/g, '%25'));
     return false;
   } catch {
     return true;
