@@ -1,3 +1,6 @@
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import Redis from 'ioredis';
 import { findRedisServer, RedisServerNotFoundError, startRedisServer } from '../../lib/testing';
 
@@ -81,5 +84,46 @@ describe('startRedisServer', () => {
 
   it('finds the binary on PATH when REDIS_SERVER_BIN is not set', () => {
     expect(findRedisServer()).toMatch(/redis-server$/);
+  });
+
+  it('refuses a directory as the binary (it passes an X_OK check) instead of crashing on spawn', () => {
+    expect(() => findRedisServer('/usr/bin')).toThrow(RedisServerNotFoundError);
+  });
+
+  it('never takes another redis-server on the port for its own: start and restart reject instead', async () => {
+    const owner = await startRedisServer();
+    const other = new Redis(owner.url);
+    let squatter: Awaited<ReturnType<typeof startRedisServer>> | undefined;
+    const mine = await startRedisServer();
+    try {
+      await other.set('owner', 'first');
+      await expect(startRedisServer({ port: owner.port })).rejects.toThrow(/Address already in use/);
+      // Its data is untouched, and nobody else answers for it.
+      expect(await other.get('owner')).toBe('first');
+      // A server killed for a fault test whose port another one took meanwhile.
+      const port = mine.port;
+      await mine.kill();
+      squatter = await startRedisServer({ port });
+      await expect(mine.restart()).rejects.toThrow(/Address already in use/);
+    } finally {
+      other.disconnect();
+      await Promise.all([owner.stop(), mine.stop(), squatter?.stop()]);
+    }
+  });
+
+  it('does not retry a start that failed for a bad argument (only one whose port was taken)', async () => {
+    // A wrapper that counts its launches, then becomes the real redis-server (same pid).
+    const dir = mkdtempSync(join(tmpdir(), 'erk-launches-'));
+    const binary = join(dir, 'redis-server');
+    writeFileSync(binary, `#!/bin/sh\necho launch >> "${dir}/count"\nexec "${findRedisServer()}" "$@"\n`);
+    chmodSync(binary, 0o755);
+    try {
+      await expect(startRedisServer({ binary, args: ['--no-such-option', 'x'] })).rejects.toThrow(
+        /FATAL CONFIG/,
+      );
+      expect(readFileSync(join(dir, 'count'), 'utf8').trim().split('\n')).toHaveLength(1);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,4 +1,4 @@
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, statSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
 
 /** Thrown when no redis-server binary can be found. */
@@ -52,7 +52,8 @@ export function findRedisServer(explicit?: string): string {
 function isExecutable(path: string): boolean {
   try {
     accessSync(path, constants.X_OK);
-    return true;
+    // A directory passes the X_OK check too.
+    return statSync(path).isFile();
   } catch {
     return false;
   }

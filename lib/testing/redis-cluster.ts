@@ -70,7 +70,9 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
     for (let m = 0; m < masters; m++) {
       const start = Math.floor((m * SLOTS) / masters);
       const end = Math.floor(((m + 1) * SLOTS) / masters) - 1;
-      await admins[m]!.call('CLUSTER', 'ADDSLOTSRANGE', String(start), String(end));
+      // ADDSLOTS, not ADDSLOTSRANGE: Redis 6.2 has only the former.
+      const slots = Array.from({ length: end - start + 1 }, (_, i) => String(start + i));
+      await admins[m]!.call('CLUSTER', 'ADDSLOTS', ...slots);
     }
     const first = servers[0]!;
     await Promise.all(admins.slice(1).map((a) => a.call('CLUSTER', 'MEET', first.host, String(first.port))));

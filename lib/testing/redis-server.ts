@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,17 +34,33 @@ export interface RedisServerHandle {
   restart(): Promise<void>;
 }
 
-const live = new Set<ChildProcess>();
-let exitHookInstalled = false;
+/**
+ * One per process, not per module instance: jest loads this module afresh for every test file, and
+ * one exit hook and one watchdog per file would pile up (hundreds of Node processes in a big suite).
+ */
+interface ProcessState {
+  live: Set<ChildProcess>;
+  /** Temp dirs of servers not stopped yet: removed at exit too. */
+  dirs: Set<string>;
+  installed: boolean;
+}
+const STATE_KEY = Symbol.for('express-redis-kit.testing.servers');
+const holder = process as unknown as Record<symbol, ProcessState | undefined>;
+const state: ProcessState = holder[STATE_KEY] ?? { live: new Set(), dirs: new Set(), installed: false };
+holder[STATE_KEY] = state;
 
-/** Where pid files of running test servers live, so a crashed run can be cleaned up. */
-export const PID_DIR = join(tmpdir(), 'express-redis-kit-servers');
+/**
+ * Where pid files of running test servers live, so a crashed run can be cleaned up: one directory
+ * per user, so nobody else's files (or servers) come into it.
+ */
+export const PID_DIR = join(tmpdir(), `express-redis-kit-servers-${process.getuid?.() ?? 'user'}`);
 
 function installExitHook(): void {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
+  if (state.installed) return;
+  state.installed = true;
   process.once('exit', () => {
-    for (const child of live) child.kill('SIGKILL');
+    for (const child of state.live) child.kill('SIGKILL');
+    for (const dir of state.dirs) rmSync(dir, { recursive: true, force: true });
   });
   startWatchdog();
 }
@@ -59,6 +75,8 @@ const REAPER = `
 const fs = require('node:fs');
 const path = require('node:path');
 const [dir, ownerArg] = process.argv.slice(1);
+// Only a directory of this user's: anyone could plant pid files in another.
+try { if (process.getuid && fs.statSync(dir).uid !== process.getuid()) process.exit(0); } catch {}
 const alive = (pid) => {
   if (!Number.isInteger(pid) || pid <= 0) return false;
   try { process.kill(pid, 0); return true; } catch (error) { return error.code === 'EPERM'; }
@@ -89,6 +107,7 @@ if (ownerArg) {
     if (alive(owner)) return;
     clearInterval(timer);
     reap((recorded) => recorded === owner);
+    try { fs.unlinkSync(path.join(dir, 'watchdog-' + owner)); } catch {}
   }, 500);
 } else {
   reap((recorded) => !alive(recorded));
@@ -106,6 +125,15 @@ export function reapOrphanedServers(): void {
 /** One per process: kills this process's servers once it is gone, however it died. */
 function startWatchdog(): void {
   try {
+    // Worker threads of one process share its watchdog, found by this file (their state is not shared).
+    const marker = join(PID_DIR, `watchdog-${process.pid}`);
+    if (!ownPidDir()) return;
+    try {
+      const running = Number(readFileSync(marker, 'utf8'));
+      if (running > 0 && isRunning(running)) return;
+    } catch {
+      // None yet.
+    }
     const watchdog = spawn(process.execPath, ['-e', REAPER, PID_DIR, String(process.pid)], {
       detached: true,
       stdio: 'ignore',
@@ -114,9 +142,26 @@ function startWatchdog(): void {
     });
     watchdog.on('error', () => {});
     watchdog.unref();
+    if (watchdog.pid) writeFileSync(marker, String(watchdog.pid));
   } catch {
     // Only a safety net for killed processes; never fail a start over it.
   }
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as { code?: string }).code === 'EPERM';
+  }
+}
+
+/** Creates the pid directory; false when it belongs to someone else (its files could name any process). */
+function ownPidDir(): boolean {
+  mkdirSync(PID_DIR, { recursive: true, mode: 0o700 });
+  const uid = process.getuid?.();
+  return uid === undefined || statSync(PID_DIR).uid === uid;
 }
 
 /** Asks the OS for a free loopback port. */
@@ -134,33 +179,51 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** Resolves once something answers PING on the port (or rejects after `timeoutMs`). */
+/**
+ * Resolves once the redis-server with process id `pid` answers on the port (or rejects after
+ * `timeoutMs`). Another server that already holds the port (ours then fails to bind and exits) does
+ * not count: its data is someone else's.
+ */
 export async function waitForPing(
   port: number,
   timeoutMs: number,
   isAlive: () => boolean = () => true,
+  expect: { pid?: number; password?: string } = {},
 ): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     if (!isAlive()) throw new Error(`redis-server on port ${port} exited during start-up`);
-    if (await pingOnce(port)) return;
+    if (await answersAs(port, expect)) return;
     await new Promise((r) => setTimeout(r, 25));
   }
   throw new Error(`redis-server on port ${port} did not answer PING within ${timeoutMs} ms`);
 }
 
-function pingOnce(port: number): Promise<boolean> {
+const resp = (...args: string[]) =>
+  `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`;
+
+/** Whether the server on `port` is up ("-LOADING" is not) and, when `pid` is given, is that process. */
+function answersAs(port: number, expect: { pid?: number; password?: string }): Promise<boolean> {
   return new Promise((resolve) => {
     const socket = connect({ host: '127.0.0.1', port });
+    let seen = '';
     const done = (ok: boolean) => {
       socket.destroy();
       resolve(ok);
     };
     socket.setTimeout(500, () => done(false));
     socket.on('error', () => done(false));
-    socket.on('connect', () => socket.write('PING\r\n'));
-    // "+PONG", or "-NOAUTH" when a password is set: either way the server is up. "-LOADING" is not.
-    socket.on('data', (data) => done(/^(\+PONG|-NOAUTH)/.test(data.toString())));
+    socket.on('connect', () =>
+      socket.write((expect.password ? resp('AUTH', expect.password) : '') + resp('INFO', 'server')),
+    );
+    socket.on('data', (data) => {
+      seen += data.toString();
+      // A password given through `args` only: up, but who it is cannot be asked.
+      if (/^-NOAUTH/m.test(seen)) return done(true);
+      if (/^-(LOADING|ERR|WRONGPASS)/m.test(seen)) return done(false);
+      const pid = /^process_id:(\d+)/m.exec(seen);
+      if (pid) done(expect.pid === undefined || Number(pid[1]) === expect.pid);
+    });
   });
 }
 
@@ -202,6 +265,10 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
     // exit hook or the watchdog stops the server.
     const proc = spawn(binary, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     child = proc;
+    let spawnError: Error | undefined;
+    proc.once('error', (error) => {
+      spawnError = error;
+    });
     // Keep the tail of the server's own log, so a failed start says why (bad argument, port taken…).
     let log = '';
     const keep = (chunk: Buffer) => {
@@ -209,29 +276,43 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
     };
     proc.stdout?.on('data', keep);
     proc.stderr?.on('data', keep);
-    live.add(proc);
+    state.live.add(proc);
     writePid(proc.pid);
     let exited = false;
     proc.once('exit', () => {
       exited = true;
-      live.delete(proc);
+      state.live.delete(proc);
       removePid(proc.pid);
     });
     try {
-      await waitForPing(port, options.startTimeoutMs ?? 10_000, () => !exited);
+      await waitForPing(port, options.startTimeoutMs ?? 10_000, () => !exited && !spawnError, {
+        pid: proc.pid,
+        password: options.password,
+      });
     } catch (error) {
       proc.kill('SIGKILL');
-      throw new Error(`${(error as Error).message}${log ? `; its log ends:\n${log.trim()}` : ''}`);
+      if (spawnError) throw new Error(`cannot run ${binary}: ${spawnError.message}`);
+      const inUse = /address already in use/i.test(log);
+      throw Object.assign(
+        new Error(`${(error as Error).message}${log ? `; its log ends:\n${log.trim()}` : ''}`),
+        { portInUse: inUse },
+      );
     }
+    // Up: it must not keep the test process alive (a forgotten stop() is cleaned up at exit).
+    proc.unref();
+    for (const stream of [proc.stdout, proc.stderr]) (stream as { unref?: () => void } | null)?.unref?.();
   };
 
-  // A free port can be taken between the check and redis-server's bind: retry on a fresh one.
+  state.dirs.add(dir);
+  // A free port can be taken between the check and redis-server's bind: retry on a fresh one. Any
+  // other failure (a bad argument, a timeout) would only fail again.
   for (let attempt = 0; ; attempt++) {
     try {
       await launch();
       break;
     } catch (error) {
-      if (options.port !== undefined || attempt >= 4) {
+      if (options.port !== undefined || attempt >= 4 || !(error as { portInUse?: boolean }).portInUse) {
+        state.dirs.delete(dir);
         rmSync(dir, { recursive: true, force: true });
         throw error;
       }
@@ -266,6 +347,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
       if (stopped) return;
       stopped = true;
       await terminate('SIGTERM');
+      state.dirs.delete(dir);
       rmSync(dir, { recursive: true, force: true });
     },
     kill: () => terminate('SIGKILL'),
@@ -281,7 +363,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
 function writePid(pid: number | undefined): void {
   if (!pid) return;
   try {
-    mkdirSync(PID_DIR, { recursive: true });
+    if (!ownPidDir()) return;
     writeFileSync(join(PID_DIR, String(pid)), String(process.pid));
   } catch {
     // Only used for clean-up after crashes; never fail a start over it.
