@@ -73,7 +73,8 @@ export function validateRedisOptions(options: CreateRedisOptions): RedisTarget {
   checkMs(options.commandTimeout, 'commandTimeout');
   checkMs(options.connectTimeout, 'connectTimeout');
   checkMs(options.maxReconnectDelay, 'maxReconnectDelay');
-  checkMs(options.disconnectTimeout, 'disconnectTimeout');
+  // 0 is meaningful to ioredis: destroy the socket at once.
+  checkMs(options.disconnectTimeout, 'disconnectTimeout', true);
   const retries = options.maxRetriesPerRequest;
   if (retries !== undefined && retries !== null && !(Number.isSafeInteger(retries) && retries >= 0)) {
     throw numberOptionError(
@@ -103,6 +104,9 @@ export function validateRedisOptions(options: CreateRedisOptions): RedisTarget {
       throw optionError('cluster', `must be an object { nodes, options? }; got ${shown(options.cluster)}`);
     }
     checkKnownOptions(options.cluster, CLUSTER_KNOWN, 'cluster', {}, 'cluster.');
+    // It wins over the top-level keyPrefix (spread after it), so it needs the same check.
+    const nested = (options.cluster.options as { keyPrefix?: unknown } | undefined)?.keyPrefix;
+    if (nested !== undefined) checkPrefix(nested, 'cluster.options.keyPrefix');
     if (!Array.isArray(options.cluster.nodes) || options.cluster.nodes.length === 0) {
       throw optionError('cluster.nodes', 'must list at least one "host:port"');
     }
@@ -123,13 +127,13 @@ export function validateRedisOptions(options: CreateRedisOptions): RedisTarget {
 }
 
 /** A time in ms that ends up in a Node timer: positive, finite, at most the longest timer. */
-function checkMs(value: unknown, option: string): void {
+function checkMs(value: unknown, option: string, allowZero = false): void {
   if (value === undefined) return;
-  if (typeof value !== 'number' || !(value > 0 && value <= MAX_TIMER_MS)) {
+  if (typeof value !== 'number' || !((allowZero ? value >= 0 : value > 0) && value <= MAX_TIMER_MS)) {
     throw numberOptionError(
       option,
       value,
-      `must be a positive number of ms, at most ${MAX_TIMER_MS}; got ${shown(value)}`,
+      `must be a ${allowZero ? 'number >= 0' : 'positive number'} of ms, at most ${MAX_TIMER_MS}; got ${shown(value)}`,
     );
   }
 }

@@ -126,6 +126,23 @@ describe('idempotency behind compression()', () => {
     expect(route.runs()).toBe(1);
   });
 
+  it('still decodes for a client without gzip when maxBodySize × 16 is past the largest Buffer', async () => {
+    const app = express();
+    app.post(
+      '/orders',
+      idempotency({ redis: redisServer.client(), maxBodySize: 2 ** 32 }),
+      compression({ threshold: 0 }),
+      (_req, res) => {
+        res.type('text/plain').send('order 7');
+      },
+    );
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey('gz-huge-limit');
+    expect((await post(url, { ...GZIP, 'Idempotency-Key': key })).headers['content-encoding']).toBe('gzip');
+    const plain = await post(url, { 'Accept-Encoding': 'identity', 'Idempotency-Key': key });
+    expect([plain.headers['content-encoding'], plain.raw.toString('utf8')]).toEqual([undefined, 'order 7']);
+  });
+
   it('stores headers passed to res.writeHead(status, headers) by a streaming handler', async () => {
     const route = await compressedRoute((_req, res) => {
       res.writeHead(201, { 'Content-Type': 'text/csv', 'X-Export': 'orders' });

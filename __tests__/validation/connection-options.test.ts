@@ -50,8 +50,9 @@ describe('createRedis refuses a URL it cannot use, naming the option and never s
     expect(JSON.stringify(error, Object.getOwnPropertyNames(error))).not.toContain('S3cret');
   });
 
-  it('accepts braces in keyPrefix outside a Cluster, where they are harmless', () => {
+  it('accepts braces in keyPrefix outside a Cluster, where they are harmless, and disconnectTimeout 0', () => {
     createRedis({ lazyConnect: true, url: 'redis://127.0.0.1:1', keyPrefix: '{app}:' }).disconnect();
+    createRedis({ lazyConnect: true, url: 'redis://127.0.0.1:1', disconnectTimeout: 0 }).disconnect();
   });
 
   it.each([
@@ -169,7 +170,13 @@ describe('createRedis checks the options it reads', () => {
       TypeError,
       /option "keyPrefix" must be a string without "\{"/,
     ],
-    ['disconnectTimeout 0', { disconnectTimeout: 0 }, RangeError, /option "disconnectTimeout"/],
+    ['disconnectTimeout -1', { disconnectTimeout: -1 }, RangeError, /option "disconnectTimeout"/],
+    [
+      'cluster.options.keyPrefix with braces',
+      { cluster: { nodes: ['127.0.0.1:1'], options: { keyPrefix: '{shop}:' } } },
+      TypeError,
+      /option "cluster.options.keyPrefix" must be a string without "\{"/,
+    ],
     ['url number', { url: 6379 }, TypeError, /option "url" must be a string/],
     ['cluster.nodes missing', { cluster: { node: ['127.0.0.1:1'] } }, TypeError, /option "cluster.node"/],
     [
