@@ -245,6 +245,49 @@ describe('writes Redis refuses under OOM leave nothing half done', () => {
     expect(await me()).toEqual({ userId: null });
   });
 
+  it('a session whose index claim Redis refuses on the index (a full index node; here an ACL) falls back to the old index entry’s end', async () => {
+    const admin = redis.plain();
+    await admin.call('ACL', 'SETUSER', 'nozadd', 'on', '>pw', '~*', '&*', '+@all', '-zadd');
+    const sessionsOn = (client: RedisClient) =>
+      redisSession({
+        redis: client,
+        secret: 'x'.repeat(32),
+        cookie: { secure: false },
+        ttl: 2000,
+        prefix: 'fb:',
+      });
+    const appOf = (sessions: ReturnType<typeof sessionsOn>) => {
+      const a = express();
+      a.use(sessions);
+      a.post('/login', async (req, res) => {
+        await sessions.login(req, { userId: 'fallback' });
+        res.json({ ok: true });
+      });
+      a.get('/me', (req, res) => {
+        res.json({ userId: req.session.userId ?? null });
+      });
+      a.use(sessions.handleErrors);
+      return a;
+    };
+    const full = sessionsOn(redis.client());
+    const fullApp = appOf(full);
+    // The same store through a user who may not ZADD: its index writes are refused, the rest works.
+    const limitedApp = appOf(
+      sessionsOn(redis.client({ url: `redis://nozadd:pw@127.0.0.1:${redis.server.port}` })),
+    );
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    const login = await request(fullApp).post('/login').expect(200);
+    const cookie = (login.headers['set-cookie'] as unknown as string[])[0]!.split(';')[0]!;
+    await sleep(1500);
+    expect((await request(fullApp).get('/me').set('Cookie', cookie)).body).toEqual({ userId: 'fallback' });
+    await sleep(1500);
+    // Needs a claim (the entry ends at 4 s, a slide would reach 5 s); the index refuses it.
+    isProblem503(await request(limitedApp).get('/me').set('Cookie', cookie));
+    await sleep(1300);
+    expect(await full.list('fallback')).toEqual([]);
+    expect((await request(fullApp).get('/me').set('Cookie', cookie)).body).toEqual({ userId: null });
+  });
+
   it('a key forgotten while in flight is not reserved again under OOM: 503, not a handler run that cannot be stored', async () => {
     const client = redis.client();
     const mw = idempotency({ redis: client });

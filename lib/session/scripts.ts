@@ -65,7 +65,8 @@ end
 
 /**
  * KEYS: session. ARGV: data JSON, ttl ms, user id or '', user agent or '', '1' when the session must
- * already exist (it was read from Redis in this request). → {refresh|-1, now}
+ * already exist (it was read from Redis in this request). → {refresh|-1, now, the index entry's end
+ * before a claim (ms, 0: none)}
  */
 export const SAVE = defineScript(
   'session_save',
@@ -82,7 +83,7 @@ redis.call('HSETNX', KEYS[1], 'c', now_ms)
 if ARGV[4] ~= '' then redis.call('HSETNX', KEYS[1], 'ua', ARGV[4]) end
 if uid == '' and cur_u then redis.call('HDEL', KEYS[1], 'u', 'ix') end
 ${INDEX_CHECK}
-return {refresh, now_ms}`,
+return {refresh, now_ms, tonumber(cur_ix) or 0}`,
 );
 
 // Slides a live session's expiry by `ttl` (a Lua expression over `cur` = HMGET x u ix d t) without
@@ -96,12 +97,15 @@ local cur_u, cur_ix = cur[2], cur[3]
 local _ = ${softHset("'s', now_ms, 't', ttl")}
 ${INDEX_CHECK}`;
 
-/** KEYS: session. ARGV: ttl ms. Extends a live session without rewriting its data. → {refresh|-1, user id} */
+/**
+ * KEYS: session. ARGV: ttl ms. Extends a live session without rewriting its data. → {refresh|-1,
+ * user id, the index entry's end before a claim}
+ */
 export const TOUCH = defineScript(
   'session_touch',
   1,
   `${slide('tonumber(ARGV[1])')}
-return {refresh, uid}`,
+return {refresh, uid, tonumber(cur_ix) or 0}`,
 );
 
 /**
@@ -109,7 +113,8 @@ return {refresh, uid}`,
  * expiry by its own lifetime (a "remember me" session keeps its longer one) in the same round trip,
  * so an unchanged request costs one call. A session keeps the lifetime it was written with, as its
  * cookie does. Without rolling the cookie keeps its expiry, so the key must too: a replayed cookie
- * past its Expires must not find the session alive. → {refresh|-1, user id, data JSON, ttl used}
+ * past its Expires must not find the session alive. → {refresh|-1, user id, data JSON, ttl used, the
+ * index entry's end before a claim}
  */
 export const LOAD = defineScript(
   'session_load',
@@ -127,10 +132,28 @@ export const LOAD = defineScript(
   -- Last seen (for list()), without touching the expiry.
   local _ = ${softHset("'s', now_ms")}
   ${indexCheck("redis.call('PTTL', KEYS[1])")}
-  return {refresh, uid, cur[3], ttl}
+  return {refresh, uid, cur[3], ttl, tonumber(cur_ix) or 0}
 end
 ${slide('tonumber(cur[5]) or tonumber(ARGV[1])')}
-return {refresh, uid, cur[4], ttl}`,
+return {refresh, uid, cur[4], ttl, tonumber(cur_ix) or 0}`,
+);
+
+/**
+ * KEYS: session. ARGV: until when (ms) the user index vouched for it before a claim that failed, or
+ * 0. The claim (`ix`) is dropped, so the next request makes it again; and the session, slid by the
+ * script that claimed, must not outlive the index entry meanwhile (logoutAll would miss it).
+ */
+export const FORGET_CLAIM = defineScript(
+  'session_forget_claim',
+  1,
+  `redis.call('HDEL', KEYS[1], 'ix')
+local until_ms = tonumber(ARGV[1]) or 0
+if until_ms > 0 then
+  ${LUA_NOW_MS}
+  local keep = until_ms - now_ms
+  if keep > 0 and redis.call('PTTL', KEYS[1]) > keep then redis.call('PEXPIRE', KEYS[1], keep) end
+end
+return 1`,
 );
 
 /**

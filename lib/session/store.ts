@@ -17,7 +17,7 @@ import {
   shapeOf,
   userIdOf,
 } from './data';
-import { DESTROY, LOAD, SAVE, sessionHandle, sessionKey, TOUCH, userIndexKey } from './scripts';
+import { DESTROY, FORGET_CLAIM, LOAD, SAVE, sessionHandle, sessionKey, TOUCH, userIndexKey } from './scripts';
 import { addToUserIndex, evictSessions, removeFromUserIndex } from './user-index';
 
 export interface StoreSettings {
@@ -93,10 +93,15 @@ export class KitSessionStore extends Store {
   private async readAndSlide(sid: string): Promise<SessionData | null> {
     const { redis, prefix, ttlMs, rolling } = this.settings;
     const key = sessionKey(prefix, sid);
-    let reply: [number, string?, string?, number?];
+    let reply: [number, string?, string?, number?, number?];
     try {
       reply = await this.claiming(key, () =>
-        runScript<[number, string?, string?, number?]>(redis, LOAD, [key], [ttlMs, rolling ? '1' : '']),
+        runScript<[number, string?, string?, number?, number?]>(
+          redis,
+          LOAD,
+          [key],
+          [ttlMs, rolling ? '1' : ''],
+        ),
       );
     } catch (error) {
       // The key holds another Redis type (something else wrote it): as unreadable as a bad value.
@@ -104,7 +109,7 @@ export class KitSessionStore extends Store {
       emitKitEvent({ component: 'session', type: 'corrupt', key });
       return null;
     }
-    const [refresh, userId, data, ttl = ttlMs] = reply;
+    const [refresh, userId, data, ttl = ttlMs, vouchedUntil = 0] = reply;
     if (refresh === -1 || !data) return null;
     const parsed = parseSession(data);
     if (!parsed) {
@@ -112,7 +117,7 @@ export class KitSessionStore extends Store {
       emitKitEvent({ component: 'session', type: 'corrupt', key });
       return null;
     }
-    if (refresh === 1) await this.index(key, String(userId), sid, ttl);
+    if (refresh === 1) await this.index(key, String(userId), sid, ttl, vouchedUntil);
     const own = parsed.cookie.originalMaxAge;
     // Without rolling nothing is slid, so the end of the request has nothing to touch either.
     if (!rolling || typeof own !== 'number' || own <= 0 || sameLifetime(own, ttl)) {
@@ -135,8 +140,9 @@ export class KitSessionStore extends Store {
     });
   }
 
-  private forgetIndexClaim(key: string): void {
-    this.settings.redis.hdel(key, 'ix').catch(() => {});
+  /** `vouchedUntil`: see FORGET_CLAIM; 0 when unknown (the claiming call's reply never came). */
+  private forgetIndexClaim(key: string, vouchedUntil = 0): void {
+    runScript(this.settings.redis, FORGET_CLAIM, [key], [vouchedUntil]).catch(() => {});
   }
 
   set(sid: string, session: SessionData, callback?: Callback): void {
@@ -254,15 +260,15 @@ export class KitSessionStore extends Store {
     // own index claim and answers "indexed already", cannot leave it unlisted.
     const creating = mustExist === '' && userId !== '';
     if (creating) await this.index(key, userId, sid, ttl);
-    const [refresh] = await this.claiming(key, () =>
-      runScript<[number, number]>(redis, SAVE, [key], [data, ttl, userId, userAgent, mustExist]),
+    const [refresh, , vouchedUntil] = await this.claiming(key, () =>
+      runScript<[number, number, number?]>(redis, SAVE, [key], [data, ttl, userId, userAgent, mustExist]),
     );
     if (refresh === -1) {
       emitKitEvent({ component: 'session', type: 'late-write-dropped' });
       forgetInRequest(session);
       return false;
     }
-    if (refresh === 1 && !creating) await this.index(key, userId, sid, ttl);
+    if (refresh === 1 && !creating) await this.index(key, userId, sid, ttl, vouchedUntil);
     return true;
   }
 
@@ -272,11 +278,11 @@ export class KitSessionStore extends Store {
     const { redis, prefix } = this.settings;
     const ttl = this.ttlOf(session);
     const key = sessionKey(prefix, sid);
-    const [refresh, userId] = await this.claiming(key, () =>
-      runScript<[number, string]>(redis, TOUCH, [key], [ttl]),
+    const [refresh, userId, vouchedUntil] = await this.claiming(key, () =>
+      runScript<[number, string, number?]>(redis, TOUCH, [key], [ttl]),
     );
     if (refresh === -1) forgetInRequest(session);
-    if (refresh === 1) await this.index(key, String(userId), sid, ttl);
+    if (refresh === 1) await this.index(key, String(userId), sid, ttl, vouchedUntil);
   }
 
   /** Destroys (tombstones) the session and drops it from its user's index. */
@@ -294,7 +300,14 @@ export class KitSessionStore extends Store {
     }
   }
 
-  private async index(key: string, userId: string, sid: string, ttl: number): Promise<void> {
+  /** `vouchedUntil`: the index entry's end before this claim, to fall back to when it fails. */
+  private async index(
+    key: string,
+    userId: string,
+    sid: string,
+    ttl: number,
+    vouchedUntil = 0,
+  ): Promise<void> {
     const { redis, prefix, maxSessionsPerUser } = this.settings;
     let size: number;
     try {
@@ -303,8 +316,8 @@ export class KitSessionStore extends Store {
       );
     } catch (error) {
       // The session already believes it is indexed; un-believe it so the next request retries, even
-      // when only the user index's node is down (Cluster) and this write can still land.
-      this.forgetIndexClaim(key);
+      // when only the user index's node is down or full (Cluster) and this write can still land.
+      this.forgetIndexClaim(key, vouchedUntil);
       throw error;
     }
     if (size <= maxSessionsPerUser) return;
