@@ -1,4 +1,4 @@
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -35,8 +35,10 @@ export interface RedisServerHandle {
 }
 
 /**
- * One per process, not per module instance: jest loads this module afresh for every test file, and
- * one exit hook and one watchdog per file would pile up (hundreds of Node processes in a big suite).
+ * Shared by every copy of this module in the process (a bundler or two package versions may load it
+ * twice). Jest gives each test file its own `process` object, so there it is one per file, and its
+ * exit hook never runs: the watchdog (one per process, found through its marker file) and the pid
+ * files' `.dir` twins clean up instead.
  */
 interface ProcessState {
   live: Set<ChildProcess>;
@@ -88,10 +90,12 @@ const isRedis = (pid) => {
     return require('node:child_process').execFileSync('ps', ['-o', 'command=', '-p', String(pid)], { encoding: 'utf8' }).includes('redis-server');
   } catch { return false; }
 };
+const tmp = require('node:os').tmpdir();
 const reap = (ownedByTheDead) => {
   let entries = [];
   try { entries = fs.readdirSync(dir); } catch {}
   for (const entry of entries) {
+    if (entry.endsWith('.dir')) continue;
     const file = path.join(dir, entry);
     let recorded = '';
     try { recorded = fs.readFileSync(file, 'utf8'); } catch { continue; }
@@ -99,6 +103,12 @@ const reap = (ownedByTheDead) => {
     const pid = Number(entry);
     if (Number.isInteger(pid) && pid > 0 && isRedis(pid)) { try { process.kill(pid, 'SIGKILL'); } catch {} }
     try { fs.unlinkSync(file); } catch {}
+    // The server's temp dir, when it is one of ours.
+    try {
+      const serverDir = fs.readFileSync(file + '.dir', 'utf8');
+      if (path.dirname(serverDir) === tmp && path.basename(serverDir).startsWith('erk-redis-')) fs.rmSync(serverDir, { recursive: true, force: true });
+      fs.unlinkSync(file + '.dir');
+    } catch {}
   }
 };
 if (ownerArg) {
@@ -130,7 +140,7 @@ function startWatchdog(): void {
     if (!ownPidDir()) return;
     try {
       const running = Number(readFileSync(marker, 'utf8'));
-      if (running > 0 && isRunning(running)) return;
+      if (running > 0 && isOurWatchdog(running)) return;
     } catch {
       // None yet.
     }
@@ -148,12 +158,16 @@ function startWatchdog(): void {
   }
 }
 
-function isRunning(pid: number): boolean {
+/** Whether `pid` is this process's watchdog (pids are reused: a stale marker may name anything). */
+function isOurWatchdog(pid: number): boolean {
   try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as { code?: string }).code === 'EPERM';
+    const command =
+      process.platform === 'linux'
+        ? readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+        : execFileSync('ps', ['-o', 'command=', '-p', String(pid)], { encoding: 'utf8' });
+    return command.includes(PID_DIR) && command.includes(String(process.pid));
+  } catch {
+    return false;
   }
 }
 
@@ -190,10 +204,15 @@ export async function waitForPing(
   isAlive: () => boolean = () => true,
   expect: { pid?: number; password?: string } = {},
 ): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
+  const started = Date.now();
+  const deadline = started + timeoutMs;
   while (Date.now() < deadline) {
     if (!isAlive()) throw new Error(`redis-server on port ${port} exited during start-up`);
-    if (await answersAs(port, expect)) return;
+    const answer = await answersAs(port, expect);
+    if (answer === 'ours') return;
+    // Password-protected and its password unknown: who answers cannot be asked. One that failed to
+    // bind (the port was someone else's) exits within milliseconds; still alive after that, it is ours.
+    if (answer === 'locked' && (expect.pid === undefined || Date.now() - started > 500)) return;
     await new Promise((r) => setTimeout(r, 25));
   }
   throw new Error(`redis-server on port ${port} did not answer PING within ${timeoutMs} ms`);
@@ -202,27 +221,35 @@ export async function waitForPing(
 const resp = (...args: string[]) =>
   `*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`;
 
-/** Whether the server on `port` is up ("-LOADING" is not) and, when `pid` is given, is that process. */
-function answersAs(port: number, expect: { pid?: number; password?: string }): Promise<boolean> {
+/**
+ * 'ours' when the server on `port` is up (PONG: "-LOADING" is not) and, when `pid` is given, is that
+ * process; 'locked' when it wants a password not known here; else 'no'.
+ */
+function answersAs(
+  port: number,
+  expect: { pid?: number; password?: string },
+): Promise<'ours' | 'locked' | 'no'> {
   return new Promise((resolve) => {
     const socket = connect({ host: '127.0.0.1', port });
     let seen = '';
-    const done = (ok: boolean) => {
+    const done = (answer: 'ours' | 'locked' | 'no') => {
       socket.destroy();
-      resolve(ok);
+      resolve(answer);
     };
-    socket.setTimeout(500, () => done(false));
-    socket.on('error', () => done(false));
+    socket.setTimeout(500, () => done('no'));
+    socket.on('error', () => done('no'));
     socket.on('connect', () =>
-      socket.write((expect.password ? resp('AUTH', expect.password) : '') + resp('INFO', 'server')),
+      socket.write(
+        (expect.password ? resp('AUTH', expect.password) : '') + resp('INFO', 'server') + resp('PING'),
+      ),
     );
     socket.on('data', (data) => {
       seen += data.toString();
-      // A password given through `args` only: up, but who it is cannot be asked.
-      if (/^-NOAUTH/m.test(seen)) return done(true);
-      if (/^-(LOADING|ERR|WRONGPASS)/m.test(seen)) return done(false);
+      if (/^-NOAUTH/m.test(seen)) return done('locked');
+      if (/^-(LOADING|ERR|WRONGPASS)/m.test(seen)) return done('no');
       const pid = /^process_id:(\d+)/m.exec(seen);
-      if (pid) done(expect.pid === undefined || Number(pid[1]) === expect.pid);
+      if (pid && expect.pid !== undefined && Number(pid[1]) !== expect.pid) return done('no');
+      if (pid && /^\+PONG/m.test(seen)) done('ours');
     });
   });
 }
@@ -277,7 +304,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
     proc.stdout?.on('data', keep);
     proc.stderr?.on('data', keep);
     state.live.add(proc);
-    writePid(proc.pid);
+    writePid(proc.pid, dir);
     let exited = false;
     proc.once('exit', () => {
       exited = true;
@@ -287,7 +314,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
     try {
       await waitForPing(port, options.startTimeoutMs ?? 10_000, () => !exited && !spawnError, {
         pid: proc.pid,
-        password: options.password,
+        password: options.password ?? passwordIn(options.args),
       });
     } catch (error) {
       proc.kill('SIGKILL');
@@ -360,10 +387,19 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
   };
 }
 
-function writePid(pid: number | undefined): void {
+/** The last `--requirepass` of the extra arguments, if any. */
+function passwordIn(args: readonly string[] = []): string | undefined {
+  const at = args.lastIndexOf('--requirepass');
+  return at >= 0 ? args[at + 1] : undefined;
+}
+
+function writePid(pid: number | undefined, dir: string): void {
   if (!pid) return;
   try {
     if (!ownPidDir()) return;
+    // Under jest the exit hook never runs (each test file has its own `process`): the reaper
+    // removes the temp dir too.
+    writeFileSync(join(PID_DIR, `${pid}.dir`), dir);
     writeFileSync(join(PID_DIR, String(pid)), String(process.pid));
   } catch {
     // Only used for clean-up after crashes; never fail a start over it.
@@ -372,9 +408,11 @@ function writePid(pid: number | undefined): void {
 
 function removePid(pid: number | undefined): void {
   if (!pid) return;
-  try {
-    unlinkSync(join(PID_DIR, String(pid)));
-  } catch {
-    // Already gone.
+  for (const file of [String(pid), `${pid}.dir`]) {
+    try {
+      unlinkSync(join(PID_DIR, file));
+    } catch {
+      // Already gone.
+    }
   }
 }
