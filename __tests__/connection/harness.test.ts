@@ -111,6 +111,18 @@ describe('startRedisServer', () => {
     }
   });
 
+  it('does not take a password-protected redis-server on the port for its own either', async () => {
+    const owner = await startRedisServer({ password: 'theirs' });
+    try {
+      await expect(startRedisServer({ port: owner.port })).rejects.toThrow(/Address already in use/);
+      await expect(startRedisServer({ port: owner.port, args: ['--requirepass', 'mine'] })).rejects.toThrow(
+        /Address already in use/,
+      );
+    } finally {
+      await owner.stop();
+    }
+  });
+
   it('does not retry a start that failed for a bad argument (only one whose port was taken)', async () => {
     // A wrapper that counts its launches, then becomes the real redis-server (same pid).
     const dir = mkdtempSync(join(tmpdir(), 'erk-launches-'));
