@@ -212,7 +212,7 @@ export async function waitForPing(
     if (answer === 'ours') return;
     // Password-protected and its password unknown: who answers cannot be asked. One that failed to
     // bind (the port was someone else's) exits within milliseconds; still alive after that, it is ours.
-    if (answer === 'locked' && (expect.pid === undefined || Date.now() - started > 500)) return;
+    if (answer === 'locked' && (expect.pid === undefined || Date.now() - started > 1000)) return;
     await new Promise((r) => setTimeout(r, 25));
   }
   throw new Error(`redis-server on port ${port} did not answer PING within ${timeoutMs} ms`);
