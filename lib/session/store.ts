@@ -3,7 +3,6 @@ import { type SessionData, Store } from 'express-session';
 import { LRUCache } from 'lru-cache';
 import { guarded } from '../breaker';
 import type { RedisClient } from '../client';
-import { RedisTimeoutError } from '../errors';
 import { emitKitEvent } from '../events';
 import { runScript } from '../scripts';
 import {
@@ -17,8 +16,9 @@ import {
   shapeOf,
   userIdOf,
 } from './data';
-import { DESTROY, FORGET_CLAIM, LOAD, SAVE, sessionHandle, sessionKey, TOUCH, userIndexKey } from './scripts';
-import { addToUserIndex, evictSessions, removeFromUserIndex } from './user-index';
+import { IndexClaims } from './index-claims';
+import { DESTROY, LOAD, SAVE, sessionHandle, sessionKey, TOUCH, userIndexKey } from './scripts';
+import { removeFromUserIndex } from './user-index';
 
 export interface StoreSettings {
   redis: RedisClient;
@@ -57,9 +57,16 @@ export class KitSessionStore extends Store {
    */
   private readonly endedHere: LRUCache<string, true>;
 
+  private readonly claims: IndexClaims;
+
   constructor(private readonly settings: StoreSettings) {
     super();
     this.endedHere = new LRUCache({ max: 10_000, ttl: Math.max(1, settings.tombstoneMs) });
+    this.claims = new IndexClaims(
+      settings,
+      (key, operation) => this.guard(key, operation),
+      (handles) => this.noteEnded(handles),
+    );
   }
 
   /** Notes sessions (by handle) this process is ending. Before their DESTROY: a request may finish meanwhile. */
@@ -95,7 +102,7 @@ export class KitSessionStore extends Store {
     const key = sessionKey(prefix, sid);
     let reply: [number, string?, string?, number?, number?];
     try {
-      reply = await this.claiming(key, () =>
+      reply = await this.claims.claiming(key, () =>
         runScript<[number, string?, string?, number?, number?]>(
           redis,
           LOAD,
@@ -117,32 +124,13 @@ export class KitSessionStore extends Store {
       emitKitEvent({ component: 'session', type: 'corrupt', key });
       return null;
     }
-    if (refresh === 1) await this.index(key, String(userId), sid, ttl, vouchedUntil);
+    if (refresh === 1) await this.claims.index(key, String(userId), sid, ttl, vouchedUntil);
     const own = parsed.cookie.originalMaxAge;
     // Without rolling nothing is slid, so the end of the request has nothing to touch either.
     if (!rolling || typeof own !== 'number' || own <= 0 || sameLifetime(own, ttl)) {
       this.touchedOnLoad.add(parsed);
     }
     return parsed;
-  }
-
-  /**
-   * Runs a script that may claim the user-index refresh (`ix`). One that times out can still land,
-   * claiming a refresh nobody then makes, and the session could outlive its index entry (missed by
-   * `list()`/`logoutAll()`). Dropping `ix` right behind it (same connection, so it runs after) makes
-   * the next request refresh the index. Not through `guarded()`: the timeout may just have opened
-   * the breaker, and nobody waits for this call.
-   */
-  private claiming<T>(key: string, operation: () => Promise<T>): Promise<T> {
-    return this.guard(key, operation).catch((error: unknown) => {
-      if (error instanceof RedisTimeoutError) this.forgetIndexClaim(key);
-      throw error;
-    });
-  }
-
-  /** `vouchedUntil`: see FORGET_CLAIM; 0 when unknown (the claiming call's reply never came). */
-  private forgetIndexClaim(key: string, vouchedUntil = 0): void {
-    runScript(this.settings.redis, FORGET_CLAIM, [key], [vouchedUntil]).catch(() => {});
   }
 
   set(sid: string, session: SessionData, callback?: Callback): void {
@@ -259,8 +247,8 @@ export class KitSessionStore extends Store {
     // tombstones) it, and a write whose reply was lost and that ioredis sent again, which finds its
     // own index claim and answers "indexed already", cannot leave it unlisted.
     const creating = mustExist === '' && userId !== '';
-    if (creating) await this.index(key, userId, sid, ttl);
-    const [refresh, , vouchedUntil] = await this.claiming(key, () =>
+    if (creating) await this.claims.index(key, userId, sid, ttl);
+    const [refresh, , vouchedUntil] = await this.claims.claiming(key, () =>
       runScript<[number, number, number?]>(redis, SAVE, [key], [data, ttl, userId, userAgent, mustExist]),
     );
     if (refresh === -1) {
@@ -268,7 +256,7 @@ export class KitSessionStore extends Store {
       forgetInRequest(session);
       return false;
     }
-    if (refresh === 1 && !creating) await this.index(key, userId, sid, ttl, vouchedUntil);
+    if (refresh === 1 && !creating) await this.claims.index(key, userId, sid, ttl, vouchedUntil);
     return true;
   }
 
@@ -278,11 +266,11 @@ export class KitSessionStore extends Store {
     const { redis, prefix } = this.settings;
     const ttl = this.ttlOf(session);
     const key = sessionKey(prefix, sid);
-    const [refresh, userId, vouchedUntil] = await this.claiming(key, () =>
+    const [refresh, userId, vouchedUntil] = await this.claims.claiming(key, () =>
       runScript<[number, string, number?]>(redis, TOUCH, [key], [ttl]),
     );
     if (refresh === -1) forgetInRequest(session);
-    if (refresh === 1) await this.index(key, String(userId), sid, ttl, vouchedUntil);
+    if (refresh === 1) await this.claims.index(key, String(userId), sid, ttl, vouchedUntil);
   }
 
   /** Destroys (tombstones) the session and drops it from its user's index. */
@@ -297,41 +285,6 @@ export class KitSessionStore extends Store {
       await this.guard(userIndexKey(prefix, String(owner)), () =>
         removeFromUserIndex(redis, prefix, String(owner), [sessionHandle(sid)]),
       );
-    }
-  }
-
-  /** `vouchedUntil`: the index entry's end before this claim, to fall back to when it fails. */
-  private async index(
-    key: string,
-    userId: string,
-    sid: string,
-    ttl: number,
-    vouchedUntil = 0,
-  ): Promise<void> {
-    const { redis, prefix, maxSessionsPerUser } = this.settings;
-    let size: number;
-    try {
-      size = await this.guard(userIndexKey(prefix, userId), () =>
-        addToUserIndex(redis, prefix, userId, sessionHandle(sid), 2 * ttl),
-      );
-    } catch (error) {
-      // The session already believes it is indexed; un-believe it so the next request retries, even
-      // when only the user index's node is down or full (Cluster) and this write can still land.
-      this.forgetIndexClaim(key, vouchedUntil);
-      throw error;
-    }
-    if (size <= maxSessionsPerUser) return;
-    // The cap is housekeeping: a failure here must not fail the request; the next login retries.
-    try {
-      const ended = await evictSessions(
-        { ...this.settings, onEnding: (handles) => this.noteEnded(handles) },
-        userId,
-        sessionHandle(sid),
-        maxSessionsPerUser,
-      );
-      emitKitEvent({ component: 'session', type: 'evicted', sessions: ended });
-    } catch (error) {
-      emitKitEvent({ component: 'session', type: 'error', error: error as Error });
     }
   }
 

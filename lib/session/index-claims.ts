@@ -1,0 +1,71 @@
+import { RedisTimeoutError } from '../errors';
+import { emitKitEvent } from '../events';
+import { runScript } from '../scripts';
+import { FORGET_CLAIM, sessionHandle, userIndexKey } from './scripts';
+import type { StoreSettings } from './store';
+import { addToUserIndex, evictSessions } from './user-index';
+
+/**
+ * The user index's side of the session store. A session script claims the index refresh (`ix`) when
+ * the user's index entry would run out before the session; the store then writes the entry (another
+ * key, another Cluster slot) and applies `maxSessionsPerUser`. A claim that is not followed by its
+ * write must be dropped, and the session must not outlive the entry meanwhile: `list()` and
+ * `logoutAll()` would miss it.
+ */
+export class IndexClaims {
+  constructor(
+    private readonly settings: StoreSettings,
+    /** The store's timeout and breaker, by the key an operation touches. */
+    private readonly guard: <T>(key: string, operation: () => Promise<T>) => Promise<T>,
+    /** Called with the handles of sessions the cap is about to end. */
+    private readonly onEnding: (handles: readonly string[]) => void,
+  ) {}
+
+  /**
+   * Runs a script that may claim the user-index refresh (`ix`). One that times out can still land,
+   * claiming a refresh nobody then makes, and the session could outlive its index entry (missed by
+   * `list()`/`logoutAll()`). Dropping `ix` right behind it (same connection, so it runs after) makes
+   * the next request refresh the index. Not through `guarded()`: the timeout may just have opened
+   * the breaker, and nobody waits for this call.
+   */
+  claiming<T>(key: string, operation: () => Promise<T>): Promise<T> {
+    return this.guard(key, operation).catch((error: unknown) => {
+      if (error instanceof RedisTimeoutError) this.forget(key);
+      throw error;
+    });
+  }
+
+  /** `vouchedUntil`: see FORGET_CLAIM; 0 when unknown (the claiming call's reply never came). */
+  private forget(key: string, vouchedUntil = 0): void {
+    runScript(this.settings.redis, FORGET_CLAIM, [key], [vouchedUntil]).catch(() => {});
+  }
+
+  /** `vouchedUntil`: the index entry's end before this claim, to fall back to when it fails. */
+  async index(key: string, userId: string, sid: string, ttl: number, vouchedUntil = 0): Promise<void> {
+    const { redis, prefix, maxSessionsPerUser } = this.settings;
+    let size: number;
+    try {
+      size = await this.guard(userIndexKey(prefix, userId), () =>
+        addToUserIndex(redis, prefix, userId, sessionHandle(sid), 2 * ttl),
+      );
+    } catch (error) {
+      // The session already believes it is indexed; un-believe it so the next request retries, even
+      // when only the user index's node is down or full (Cluster) and this write can still land.
+      this.forget(key, vouchedUntil);
+      throw error;
+    }
+    if (size <= maxSessionsPerUser) return;
+    // The cap is housekeeping: a failure here must not fail the request; the next login retries.
+    try {
+      const ended = await evictSessions(
+        { ...this.settings, onEnding: this.onEnding },
+        userId,
+        sessionHandle(sid),
+        maxSessionsPerUser,
+      );
+      emitKitEvent({ component: 'session', type: 'evicted', sessions: ended });
+    } catch (error) {
+      emitKitEvent({ component: 'session', type: 'error', error: error as Error });
+    }
+  }
+}
