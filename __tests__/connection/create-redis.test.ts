@@ -1,4 +1,5 @@
 import Redis from 'ioredis';
+import type { RedisClient } from '../../lib/client';
 import { closeRedis, connectRedis, createRedis, reconnectDelay } from '../../lib/connection';
 import { RedisUnavailableError } from '../../lib/errors';
 import { pingRedis } from '../../lib/health';
@@ -142,6 +143,35 @@ describe('pingRedis', () => {
   });
 });
 
+/**
+ * Runs `close` on `client` (subscribed through the kit) while its server is down and it reconnects,
+ * then brings the server back: → how many connections came back with it within 2.5 s (0 expected).
+ */
+async function connectionsBackAfterClose(
+  make: (url: string) => RedisClient,
+  close: (client: RedisClient) => Promise<void>,
+): Promise<number> {
+  const server = await startRedisServer();
+  try {
+    const client = make(server.url);
+    await subscribe(client, 'news', () => {});
+    await server.kill();
+    await eventually(() => client.status === 'reconnecting', 'the client reconnecting');
+    await close(client);
+    await server.restart();
+    const admin = new Redis(server.url);
+    await new Promise((r) => setTimeout(r, 2500));
+    const others =
+      String(await admin.client('LIST'))
+        .trim()
+        .split('\n').length - 1;
+    admin.disconnect();
+    return others;
+  } finally {
+    await server.stop();
+  }
+}
+
 describe('closeRedis', () => {
   const redis = useRedisServer();
 
@@ -167,29 +197,19 @@ describe('closeRedis', () => {
   });
 
   it('closes at once a client (and its subscriber) reconnecting to a server that went away', async () => {
-    const server = await startRedisServer();
-    try {
-      const client = createRedis({ url: server.url, logger: false });
-      await subscribe(client, 'news', () => {});
-      await server.kill();
-      await eventually(() => client.status === 'reconnecting', 'the client reconnecting');
-      const started = Date.now();
-      await closeRedis(client);
-      // ioredis never ends a client closed while reconnecting: this waited out 2 × timeoutMs.
-      expect(Date.now() - started).toBeLessThan(300);
-      // Neither the client nor its subscriber comes back with the server.
-      await server.restart();
-      const admin = new Redis(server.url);
-      await new Promise((r) => setTimeout(r, 2500));
-      const others =
-        String(await admin.client('LIST'))
-          .trim()
-          .split('\n').length - 1;
-      admin.disconnect();
-      expect(others).toBe(0);
-    } finally {
-      await server.stop();
-    }
+    let closedIn = 0;
+    const back = await connectionsBackAfterClose(
+      (url) => createRedis({ url, logger: false }),
+      async (client) => {
+        const started = Date.now();
+        await closeRedis(client);
+        closedIn = Date.now() - started;
+      },
+    );
+    // ioredis never ends a client closed while reconnecting: this waited out 2 × timeoutMs.
+    expect(closedIn).toBeLessThan(300);
+    // Neither the client nor its subscriber comes back with the server.
+    expect(back).toBe(0);
   });
 });
 
@@ -208,27 +228,18 @@ describe('subscribe on a closed client', () => {
   it.each(['disconnect', 'quit'] as const)(
     'closes the kit subscriber when the app calls %s() on its own client while Redis is away',
     async (how) => {
-      const server = await startRedisServer();
-      try {
-        const client = new Redis(server.url);
-        client.on('error', () => {});
-        await subscribe(client, 'news', () => {});
-        await server.kill();
-        await eventually(() => client.status === 'reconnecting', 'the client reconnecting');
-        if (how === 'quit') client.quit().catch(() => {});
-        else client.disconnect();
-        await server.restart();
-        const admin = new Redis(server.url);
-        await new Promise((r) => setTimeout(r, 2500));
-        const others =
-          String(await admin.client('LIST'))
-            .trim()
-            .split('\n').length - 1;
-        admin.disconnect();
-        expect(others).toBe(0);
-      } finally {
-        await server.stop();
-      }
+      const back = await connectionsBackAfterClose(
+        (url) => {
+          const client = new Redis(url);
+          client.on('error', () => {});
+          return client;
+        },
+        async (client) => {
+          if (how === 'quit') client.quit().catch(() => {});
+          else client.disconnect();
+        },
+      );
+      expect(back).toBe(0);
     },
   );
 });

@@ -185,6 +185,26 @@ describe('writes Redis refuses under OOM leave nothing half done', () => {
     }
   }
 
+  /** An app with POST /login (as `userId`) and GET /me behind `sessions`. */
+  function loginApp(sessions: ReturnType<typeof redisSession>, userId: string) {
+    const a = express();
+    a.use(sessions);
+    a.post('/login', async (req, res) => {
+      await sessions.login(req, { userId });
+      res.json({ ok: true });
+    });
+    a.get('/me', (req, res) => {
+      res.json({ userId: req.session.userId ?? null });
+    });
+    a.use(sessions.handleErrors);
+    return a;
+  }
+
+  /** The session cookie a response set, to send by hand (a jar drops it at its Expires, to the second). */
+  const cookieOf = (res: request.Response) =>
+    (res.headers['set-cookie'] as unknown as string[])[0]!.split(';')[0]!;
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
   it('a login past maxSessionsPerUser that Redis refuses ends none of the user’s sessions', async () => {
     const client = redis.client();
     const sessions = redisSession({
@@ -193,18 +213,9 @@ describe('writes Redis refuses under OOM leave nothing half done', () => {
       cookie: { secure: false },
       maxSessionsPerUser: 1,
     });
-    const a = express();
-    a.use(sessions);
-    a.post('/login', async (req, res) => {
-      await sessions.login(req, { userId: 'capped' });
-      res.json({ ok: true });
-    });
-    a.get('/me', (req, res) => {
-      res.json({ userId: req.session.userId ?? null });
-    });
-    a.use(sessions.handleErrors);
+    const a = loginApp(sessions, 'capped');
     const first = await request(a).post('/login');
-    const cookie = (first.headers['set-cookie'] as unknown as string[])[0]!.split(';')[0]!;
+    const cookie = cookieOf(first);
     isProblem503(await underOom(() => request(a).post('/login')));
     expect((await request(a).get('/me').set('Cookie', cookie)).body).toEqual({ userId: 'capped' });
     expect(await sessions.list('capped')).toHaveLength(1);
@@ -218,20 +229,9 @@ describe('writes Redis refuses under OOM leave nothing half done', () => {
       cookie: { secure: false },
       ttl: 2000,
     });
-    const a = express();
-    a.use(sessions);
-    a.post('/login', async (req, res) => {
-      await sessions.login(req, { userId: 'oom-index' });
-      res.json({ ok: true });
-    });
-    a.get('/me', (req, res) => {
-      res.json({ userId: req.session.userId ?? null });
-    });
-    a.use(sessions.handleErrors);
-    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    const a = loginApp(sessions, 'oom-index');
     const login = await request(a).post('/login').expect(200);
-    // Sent by hand: a cookie jar would drop it at its Expires, rounded to the second.
-    const cookie = (login.headers['set-cookie'] as unknown as string[])[0]!.split(';')[0]!;
+    const cookie = cookieOf(login);
     const me = async () => (await request(a).get('/me').set('Cookie', cookie)).body;
     // The index entry lasts 2 × ttl (4 s) from the login; a read at 3 s must claim more, since
     // sliding the session by ttl would take it past that.
@@ -256,28 +256,15 @@ describe('writes Redis refuses under OOM leave nothing half done', () => {
         ttl: 2000,
         prefix: 'fb:',
       });
-    const appOf = (sessions: ReturnType<typeof sessionsOn>) => {
-      const a = express();
-      a.use(sessions);
-      a.post('/login', async (req, res) => {
-        await sessions.login(req, { userId: 'fallback' });
-        res.json({ ok: true });
-      });
-      a.get('/me', (req, res) => {
-        res.json({ userId: req.session.userId ?? null });
-      });
-      a.use(sessions.handleErrors);
-      return a;
-    };
+    const appOf = (sessions: ReturnType<typeof sessionsOn>) => loginApp(sessions, 'fallback');
     const full = sessionsOn(redis.client());
     const fullApp = appOf(full);
     // The same store through a user who may not ZADD: its index writes are refused, the rest works.
     const limitedApp = appOf(
       sessionsOn(redis.client({ url: `redis://nozadd:pw@127.0.0.1:${redis.server.port}` })),
     );
-    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
     const login = await request(fullApp).post('/login').expect(200);
-    const cookie = (login.headers['set-cookie'] as unknown as string[])[0]!.split(';')[0]!;
+    const cookie = cookieOf(login);
     await sleep(1500);
     expect((await request(fullApp).get('/me').set('Cookie', cookie)).body).toEqual({ userId: 'fallback' });
     await sleep(1500);
