@@ -25,12 +25,9 @@ export function hasOtherParameters(req: Request, allowed: ReadonlySet<string>): 
   for (const part of url.slice(q + 1).split('&')) {
     if (part === '') continue;
     const eq = part.indexOf('=');
-    let name = eq < 0 ? part : part.slice(0, eq);
-    try {
-      name = decodeURIComponent(name.replace(/\+/g, ' '));
-    } catch {
-      // Kept as sent: it matches no listed name unless listed so.
-    }
+    const raw = eq < 0 ? part : part.slice(0, eq);
+    // One that does not decode is kept as sent: it matches no listed name unless listed so.
+    const name = decodeQueryPart(raw) ?? raw;
     const bracket = name.indexOf('[');
     if (!allowed.has(bracket > 0 ? name.slice(0, bracket) : name)) return true;
   }
@@ -64,10 +61,16 @@ export function normaliseQuery(query: string): string {
  * `%FE` would share a key while a query parser such as `qs` hands the app two different values.
  */
 function canonical(raw: string): string {
+  const decoded = decodeQueryPart(raw);
+  return decoded === undefined ? raw : encodeURIComponent(decoded);
+}
+
+/** A query name or value decoded (`+` is a space); undefined when it does not decode. */
+function decodeQueryPart(raw: string): string | undefined {
   try {
-    return encodeURIComponent(decodeURIComponent(raw.replace(/\+/g, ' ')));
+    return decodeURIComponent(raw.replace(/\+/g, ' '));
   } catch {
-    return raw;
+    return undefined;
   }
 }
 
