@@ -102,7 +102,7 @@ describe('servers of a test process that is killed', () => {
 describe('reapOrphanedServers (the jest global teardown)', () => {
   it('kills a server whose owner is gone and leaves one whose owner lives', async () => {
     const { findRedisServer, freePort } = await import('../../lib/testing');
-    const { PID_DIR, reapOrphanedServers } = await import('../../lib/testing/redis-server');
+    const { PID_DIR, reapOrphanedServers } = await import('../../lib/testing/cleanup');
     const { mkdirSync } = await import('node:fs');
     const start = async () => {
       const server = spawn(findRedisServer(), ['--port', String(await freePort()), '--save', ''], {

@@ -3,5 +3,6 @@
  * processes (standalone or a real cluster) from your own test suites.
  */
 export { findRedisServer, RedisServerNotFoundError } from './binary';
+export { freePort } from './ping';
 export { type RedisClusterHandle, type RedisClusterOptions, startRedisCluster } from './redis-cluster';
-export { freePort, type RedisServerHandle, type RedisServerOptions, startRedisServer } from './redis-server';
+export { type RedisServerHandle, type RedisServerOptions, startRedisServer } from './redis-server';

@@ -6,9 +6,6 @@ import { findRedisServer } from './binary';
 import { keepDir, removeDir, trackServer } from './cleanup';
 import { freePort, waitForPing } from './ping';
 
-export { PID_DIR, reapOrphanedServers } from './cleanup';
-export { freePort, waitForPing } from './ping';
-
 /** Options of {@link startRedisServer}. */
 export interface RedisServerOptions {
   /** Port to listen on. Default: a free loopback port. */
