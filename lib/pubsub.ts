@@ -28,6 +28,13 @@ interface SharedSubscriber {
   reconnectHooks: Set<() => void>;
   /** The Cluster watch (see `watchClusterSubscriber`). */
   watch?: { look: () => void; stop: () => void };
+  /**
+   * The app closed its client (quit/disconnect) without `closeRedis`: the connection is closed and
+   * the channels wait, still wanted, for the client to be connected again.
+   */
+  parked: boolean;
+  /** Handed to `closeRedis`: for good. */
+  closed?: boolean;
 }
 
 /** Options of {@link subscribe}. */
@@ -117,79 +124,109 @@ export function subscribeDurably(
 const closedClients = new WeakSet<object>();
 
 function sharedOf(redis: RedisClient): SharedSubscriber {
-  const existing = subscribers.get(redis);
-  if (existing) return existing;
   if (closedClients.has(redis) || redis.status === 'end') {
     throw new RedisUnavailableError('express-redis-kit: cannot subscribe: the Redis client is closed.');
   }
-  // No command timeout: a subscriber connection waits for messages by design. The kit resubscribes
-  // by itself after a drop: ioredis's own resubscribe leaves its SUBSCRIBE's rejection unhandled, so
-  // a refused one (an ACL change, which also drops the connection) or one cut by a close right after
-  // the reconnect would crash the process. A Cluster's subscriber resubscribes with a catch already.
-  const connection = isCluster(redis)
-    ? redis.duplicate()
-    : (redis as Redis).duplicate({ commandTimeout: undefined, autoResubscribe: false });
-  const channels = new Map<string, ChannelState>();
-  const reconnectHooks = new Set<() => void>();
-  const shared: SharedSubscriber = { connection, channels, reconnectHooks };
-  connection.on('message', (ch: string, message: string) => {
-    for (const h of channels.get(ch)?.handlers ?? []) {
-      try {
-        h(message, ch);
-      } catch {
-        // One bad handler must not starve the others.
-      }
-    }
-  });
-  connection.on('error', () => {
-    // ioredis reconnects and resubscribes by itself; the error is already visible on the main client.
-  });
+  const existing = subscribers.get(redis);
+  if (existing) return existing;
+  const shared: SharedSubscriber = {
+    connection: openConnection(redis),
+    channels: new Map(),
+    reconnectHooks: new Set(),
+    parked: false,
+  };
   let connectedBefore = false;
   const reconnected = () => {
-    if (connectedBefore) for (const hook of reconnectHooks) safely(hook);
+    if (connectedBefore) for (const hook of shared.reconnectHooks) safely(hook);
     connectedBefore = true;
   };
-  if (!isCluster(redis)) {
-    // A new connection starts with no subscriptions.
-    connection.on('close', () => {
-      for (const state of channels.values()) state.subscribed = false;
-    });
-  }
-  connection.on('ready', () => {
-    reconnected();
-    // Channels still wanted (dropped with the connection, or after a failed SUBSCRIBE): subscribe
-    // again now that the connection is back.
-    for (const [channel, state] of channels) {
-      if (state.handlers.size > 0 && !state.subscribed && !state.pending) {
-        clearTimeout(state.retry);
-        attempt(shared, channel, state).catch(() => {});
+  const wire = () => {
+    const { connection, channels } = shared;
+    connection.on('message', (ch: string, message: string) => {
+      for (const h of channels.get(ch)?.handlers ?? []) {
+        try {
+          h(message, ch);
+        } catch {
+          // One bad handler must not starve the others.
+        }
       }
+    });
+    connection.on('error', () => {
+      // It reconnects by itself; the error is already visible on the main client.
+    });
+    if (!isCluster(redis)) {
+      // A new connection starts with no subscriptions.
+      connection.on('close', () => {
+        // A parked connection closes after it was put aside (maybe after its successor subscribed).
+        if (shared.connection !== connection) return;
+        for (const state of channels.values()) state.subscribed = false;
+      });
     }
-  });
-  if (isCluster(redis)) shared.watch = watchClusterSubscriber(shared, reconnected);
-  subscribers.set(redis, shared);
-  // If the app closes its client itself (quit/disconnect), the subscriber must not keep the process
-  // alive. A client closed while reconnecting never ends (redis/ioredis#1247): the subscriber,
-  // reconnecting too, looks at whether its client was closed on purpose each time it tries again.
-  const closeShared = () => {
-    if (subscribers.get(redis) !== shared) return;
-    subscribers.delete(redis);
-    shared.watch?.stop();
-    for (const state of channels.values()) clearTimeout(state.retry);
-    connection.disconnect();
+    connection.on('ready', () => {
+      if (shared.connection !== connection) return;
+      reconnected();
+      // Channels still wanted (dropped with the connection, or after a failed SUBSCRIBE): subscribe
+      // again now that the connection is back.
+      for (const [channel, state] of channels) {
+        if (state.handlers.size > 0 && !state.subscribed && !state.pending) {
+          clearTimeout(state.retry);
+          attempt(shared, channel, state).catch(() => {});
+        }
+      }
+    });
+    connection.on('reconnecting', parkIfClosed);
+    connection.on('connect', parkIfClosed);
+    if (isCluster(redis)) shared.watch = watchClusterSubscriber(shared, reconnected);
   };
-  redis.once('end', closeShared);
-  const closeIfClosed = () => {
-    // ioredis leaves manuallyClosing set when such a client is connected again: only a client that
-    // is not back counts as closed.
+  // The app closed its client itself (quit/disconnect): the subscriber must not keep the process
+  // alive, but an app may connect that client again, and its channels (an L1's invalidations) must
+  // then be heard again, so they are kept and subscribed on a new connection at the client's next
+  // 'ready'. `closeRedis` is final instead (see `takeSubscriber`).
+  const park = () => {
+    if (subscribers.get(redis) !== shared || shared.parked) return;
+    shared.parked = true;
+    shared.watch?.stop();
+    shared.watch = undefined;
+    for (const state of shared.channels.values()) {
+      clearTimeout(state.retry);
+      state.subscribed = false;
+      // A SUBSCRIBE in flight dies with the connection; its outcome no longer counts.
+      state.pending = undefined;
+    }
+    shared.connection.disconnect();
+  };
+  // A client closed while reconnecting never ends (redis/ioredis#1247): the subscriber, reconnecting
+  // too, looks at whether its client was closed on purpose each time it tries again. ioredis leaves
+  // manuallyClosing set when such a client is connected again: only a client not back counts.
+  function parkIfClosed(this: RedisClient) {
+    if (shared.connection !== this) return;
     const closing = (redis as unknown as { manuallyClosing?: boolean }).manuallyClosing === true;
     if (closing && redis.status !== 'ready' && redis.status !== 'connect' && redis.status !== 'connecting') {
-      closeShared();
+      park();
     }
-  };
-  connection.on('reconnecting', closeIfClosed);
-  connection.on('connect', closeIfClosed);
+  }
+  redis.on('end', park);
+  redis.on('ready', () => {
+    if (!shared.parked || subscribers.get(redis) !== shared || closedClients.has(redis)) return;
+    shared.parked = false;
+    shared.connection = openConnection(redis);
+    wire();
+  });
+  wire();
+  subscribers.set(redis, shared);
   return shared;
+}
+
+/**
+ * No command timeout: a subscriber connection waits for messages by design. The kit resubscribes by
+ * itself after a drop: ioredis's own resubscribe leaves its SUBSCRIBE's rejection unhandled, so a
+ * refused one (an ACL change, which also drops the connection) or one cut by a close right after
+ * the reconnect would crash the process. A Cluster's subscriber resubscribes with a catch already.
+ */
+function openConnection(redis: RedisClient): RedisClient {
+  return isCluster(redis)
+    ? redis.duplicate()
+    : (redis as Redis).duplicate({ commandTimeout: undefined, autoResubscribe: false });
 }
 
 /**
@@ -243,8 +280,11 @@ function stateOf(shared: SharedSubscriber, channel: string): ChannelState {
 function attempt(shared: SharedSubscriber, channel: string, state: ChannelState): Promise<void> {
   if (state.subscribed) return Promise.resolve();
   if (state.pending) return state.pending;
-  const pending = shared.connection.subscribe(channel).then(
+  const { connection } = shared;
+  const pending: Promise<void> = connection.subscribe(channel).then(
     () => {
+      // Parked meanwhile: the channel is subscribed again on the next connection.
+      if (state.pending !== pending) return;
       state.pending = undefined;
       state.subscribed = true;
       if (state.handlers.size === 0) {
@@ -260,9 +300,12 @@ function attempt(shared: SharedSubscriber, channel: string, state: ChannelState)
       if (gap) for (const hook of state.landed) safely(hook);
     },
     (error: unknown) => {
+      // Closed on purpose (closeRedis, the app's quit): nothing to report or retry.
+      if (state.pending !== pending || connection.status === 'end' || shared.closed) {
+        if (state.pending === pending) state.pending = undefined;
+        throw error;
+      }
       state.pending = undefined;
-      // Closed on purpose (closeRedis, shutdown): nothing to report or retry.
-      if (shared.connection.status === 'end') throw error;
       state.failures++;
       state.lastError = error;
       if (state.failures === 1) for (const hook of state.failed) safely(() => hook(error));
@@ -282,7 +325,7 @@ function retryLater(shared: SharedSubscriber, channel: string, state: ChannelSta
   const delay = Math.min(MAX_RETRY_MS, 500 * 2 ** Math.min(state.failures - 1, 6));
   state.retry = setTimeout(() => {
     state.retry = undefined;
-    if (shared.connection.status === 'end' || shared.channels.get(channel) !== state) return;
+    if (shared.parked || shared.closed || shared.channels.get(channel) !== state) return;
     if (state.handlers.size > 0) attempt(shared, channel, state).catch(() => {});
   }, delay);
   state.retry.unref();
@@ -341,6 +384,7 @@ export function takeSubscriber(redis: RedisClient): RedisClient | undefined {
   const shared = subscribers.get(redis);
   subscribers.delete(redis);
   if (!shared) return undefined;
+  shared.closed = true;
   shared.watch?.stop();
   for (const state of shared.channels.values()) clearTimeout(state.retry);
   return shared.connection;

@@ -147,6 +147,29 @@ describe('cacheResponse: invalidation against fills in flight', () => {
     await job.close();
   });
 
+  it('an instance whose app disconnected its client and connected it again still drops its L1 on another’s invalidation', async () => {
+    let version = 1;
+    const client = redis.client();
+    const mw = cacheResponse({ redis: client, ttl: '1m', logger: quietLogger(), tags: () => ['product:1'] });
+    const app = express();
+    app.get('/p/1', mw, (_req, res) => {
+      res.json({ version });
+    });
+    const url = `${await serve(app)}/p/1`;
+    await mw.cache.ready();
+    const ended = new Promise((resolve) => client.once('end', resolve));
+    client.disconnect();
+    await ended;
+    await client.connect();
+    await read(url);
+    await eventually(async () => (await read(url)).xcache === 'HIT', 'an L1 hit');
+    const job = createCache({ redis: redis.client(), l1: false, logger: quietLogger() });
+    version = 2;
+    await job.invalidate({ tags: ['product:1'] });
+    await eventually(async () => (await read(url)).body.version === 2, 'the new version', 2000);
+    await job.close();
+  });
+
   it('an invalidation while a stale-while-revalidate refresh runs is not lost when the refresh brings a new tag', async () => {
     const db: Record<string, number> = { p1: 1 };
     const listed = ['p1'];

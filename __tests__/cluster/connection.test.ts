@@ -63,4 +63,27 @@ describe('createRedis against a real Redis Cluster', () => {
       for (const admin of admins) admin.disconnect();
     }
   });
+  it('hears its channels again when the app disconnects its Cluster client and connects it again', async () => {
+    const client = redis.plain();
+    const received: string[] = [];
+    let reconnects = 0;
+    const unsubscribe = await subscribe(client, 'cluster-again', (m) => received.push(m), {
+      onReconnect: () => reconnects++,
+    });
+    const publisher = redis.plain();
+    try {
+      // A Cluster's status reads 'close' again after its 'end' (ioredis): the event is what counts.
+      const ended = new Promise((resolve) => client.once('end', resolve));
+      client.disconnect();
+      await ended;
+      await client.connect();
+      await eventually(() => reconnects === 1, 'the reconnect hook');
+      await eventually(async () => {
+        await publisher.publish('cluster-again', 'after');
+        return received.includes('after');
+      }, 'a message after the client was connected again');
+    } finally {
+      await unsubscribe();
+    }
+  });
 });

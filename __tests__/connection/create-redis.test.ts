@@ -306,6 +306,42 @@ describe('subscribe', () => {
     expect(reconnects).toBe(1);
   });
 
+  it.each(['disconnect', 'quit'] as const)(
+    'hears its channels again when the app calls %s() on its own client and connects it again',
+    async (how) => {
+      const client = redis.client();
+      const received: string[] = [];
+      let reconnects = 0;
+      const unsubscribe = await subscribe(client, 'feed', (m) => received.push(m), {
+        onReconnect: () => reconnects++,
+      });
+      const admin = redis.plain();
+      try {
+        if (how === 'quit') await client.quit();
+        else client.disconnect();
+        await eventually(() => client.status === 'end', 'the client ended');
+        // Closed with its client: nothing is left subscribed meanwhile.
+        await eventually(
+          async () => (await admin.publish('feed', 'while-closed')) === 0,
+          'no subscriber left',
+        );
+        await client.connect();
+        // Messages sent while it was closed were lost: the hook says so.
+        await eventually(() => reconnects === 1, 'the reconnect hook');
+        await eventually(async () => {
+          await admin.publish('feed', 'after');
+          return received.includes('after');
+        }, 'a message after the client was connected again');
+        expect(received).not.toContain('while-closed');
+        expect(unhandled).toEqual([]);
+      } finally {
+        await unsubscribe();
+      }
+      // Unsubscribed on the new connection.
+      await eventually(async () => (await admin.publish('feed', 'gone')) === 0, 'nobody subscribed');
+    },
+  );
+
   // ioredis's own resubscribe leaves its rejection unhandled: a refused one crashed the process.
   it('keeps retrying a resubscribe that Redis refuses after a drop (an ACL change), until it lands', async () => {
     const admin = redis.plain();
