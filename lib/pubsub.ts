@@ -1,6 +1,7 @@
 import type Redis from 'ioredis';
 import { isCluster, type RedisClient } from './client';
 import { RedisUnavailableError } from './errors';
+import { openSubscriberConnection } from './subscriber-connection';
 
 type MessageHandler = (message: string, channel: string) => void;
 
@@ -23,11 +24,11 @@ interface ChannelState {
 }
 
 interface SharedSubscriber {
-  connection: RedisClient;
+  connection: Redis;
   channels: Map<string, ChannelState>;
   reconnectHooks: Set<() => void>;
-  /** The Cluster watch (see `watchClusterSubscriber`). */
-  watch?: { look: () => void; stop: () => void };
+  /** Opens the next connection after one ended by itself. */
+  reopen?: NodeJS.Timeout;
   /**
    * The app closed its client (quit/disconnect) without `closeRedis`: the connection is closed and
    * the channels wait, still wanted, for the client to be connected again.
@@ -48,8 +49,8 @@ export interface SubscribeOptions {
 
 /** Longest wait between two SUBSCRIBE attempts of a channel kept wanted through failures. */
 const MAX_RETRY_MS = 30_000;
-/** How often a Cluster's subscriber node is looked at (see `watchClusterSubscriber`). */
-const CLUSTER_WATCH_MS = 1000;
+/** Longest wait before the next connection after connections keep ending (a whole Cluster down). */
+const MAX_REOPEN_MS = 2000;
 
 const subscribers = new WeakMap<object, SharedSubscriber>();
 
@@ -130,18 +131,23 @@ function sharedOf(redis: RedisClient): SharedSubscriber {
   const existing = subscribers.get(redis);
   if (existing) return existing;
   const shared: SharedSubscriber = {
-    connection: openConnection(redis),
+    connection: openSubscriberConnection(redis),
     channels: new Map(),
     reconnectHooks: new Set(),
     parked: false,
   };
   let connectedBefore = false;
+  /** Connections that ended by themselves since the last one was ready (backoff of the next). */
+  let drops = 0;
   const reconnected = () => {
     if (connectedBefore) for (const hook of shared.reconnectHooks) safely(hook);
     connectedBefore = true;
   };
-  const wire = () => {
-    const { connection, channels } = shared;
+  const current = (connection: RedisClient) =>
+    shared.connection === connection && !shared.parked && !shared.closed;
+  const wire = (connection: Redis) => {
+    shared.connection = connection;
+    const { channels } = shared;
     connection.on('message', (ch: string, message: string) => {
       for (const h of channels.get(ch)?.handlers ?? []) {
         try {
@@ -152,18 +158,17 @@ function sharedOf(redis: RedisClient): SharedSubscriber {
       }
     });
     connection.on('error', () => {
-      // It reconnects by itself; the error is already visible on the main client.
+      // The error is already visible on the main client.
     });
-    if (!isCluster(redis)) {
-      // A new connection starts with no subscriptions.
-      connection.on('close', () => {
-        // A parked connection closes after it was put aside (maybe after its successor subscribed).
-        if (shared.connection !== connection) return;
-        for (const state of channels.values()) state.subscribed = false;
-      });
-    }
-    connection.on('ready', () => {
+    connection.on('close', () => {
+      // A connection put aside closes after it (maybe after its successor subscribed).
       if (shared.connection !== connection) return;
+      // A new connection starts with no subscriptions.
+      for (const state of channels.values()) state.subscribed = false;
+    });
+    connection.on('ready', () => {
+      if (!current(connection)) return;
+      drops = 0;
       reconnected();
       // Channels still wanted (dropped with the connection, or after a failed SUBSCRIBE): subscribe
       // again now that the connection is back.
@@ -174,9 +179,23 @@ function sharedOf(redis: RedisClient): SharedSubscriber {
         }
       }
     });
-    connection.on('reconnecting', parkIfClosed);
-    connection.on('connect', parkIfClosed);
-    if (isCluster(redis)) shared.watch = watchClusterSubscriber(shared, reconnected);
+    connection.on('reconnecting', () => parkIfClosed(connection));
+    connection.on('connect', () => parkIfClosed(connection));
+    connection.on('end', () => {
+      if (!current(connection)) return;
+      if (parkIfClosed(connection)) return;
+      // Ended by itself: a Cluster node's connection (it does not reconnect, so that the next can
+      // go to another node), or a client whose retryStrategy gave up. The first goes at once (fewer
+      // messages missed), then with backoff while they keep failing (a whole Cluster down).
+      const delay = drops === 0 ? 0 : Math.min(MAX_REOPEN_MS, 100 * 2 ** Math.min(drops - 1, 8));
+      drops++;
+      clearTimeout(shared.reopen);
+      shared.reopen = setTimeout(() => {
+        shared.reopen = undefined;
+        if (current(connection) && subscribers.get(redis) === shared) wire(openSubscriberConnection(redis));
+      }, delay);
+      shared.reopen.unref();
+    });
   };
   // The app closed its client itself (quit/disconnect): the subscriber must not keep the process
   // alive, but an app may connect that client again, and its channels (an L1's invalidations) must
@@ -185,8 +204,7 @@ function sharedOf(redis: RedisClient): SharedSubscriber {
   const park = () => {
     if (subscribers.get(redis) !== shared || shared.parked) return;
     shared.parked = true;
-    shared.watch?.stop();
-    shared.watch = undefined;
+    clearTimeout(shared.reopen);
     for (const state of shared.channels.values()) {
       clearTimeout(state.retry);
       state.subscribed = false;
@@ -195,64 +213,38 @@ function sharedOf(redis: RedisClient): SharedSubscriber {
     }
     shared.connection.disconnect();
   };
-  // A client closed while reconnecting never ends (redis/ioredis#1247): the subscriber, reconnecting
-  // too, looks at whether its client was closed on purpose each time it tries again. ioredis leaves
+  // A client closed while reconnecting never ends (redis/ioredis#1247): the subscriber looks at
+  // whether its client was closed on purpose each time it tries again. ioredis leaves
   // manuallyClosing set when such a client is connected again: only a client not back counts.
-  function parkIfClosed(this: RedisClient) {
-    if (shared.connection !== this) return;
+  const parkIfClosed = (connection: RedisClient): boolean => {
+    if (!current(connection)) return false;
     const closing = (redis as unknown as { manuallyClosing?: boolean }).manuallyClosing === true;
-    if (closing && redis.status !== 'ready' && redis.status !== 'connect' && redis.status !== 'connecting') {
-      park();
+    if (!closing || redis.status === 'ready' || redis.status === 'connect' || redis.status === 'connecting') {
+      return false;
     }
-  }
+    park();
+    return true;
+  };
   redis.on('end', park);
   redis.on('ready', () => {
     if (!shared.parked || subscribers.get(redis) !== shared || closedClients.has(redis)) return;
     shared.parked = false;
-    shared.connection = openConnection(redis);
-    wire();
+    wire(openSubscriberConnection(redis));
   });
-  wire();
+  if (isCluster(redis)) {
+    // The node left the Cluster (a scale-down, CLUSTER FORGET): it no longer hears what the others
+    // publish. Its connection is closed, and the next goes to a node still in.
+    redis.on('-node', (node: Redis) => {
+      const { connection } = shared;
+      const at = connection.options as { host?: string; port?: number };
+      if (current(connection) && at.host === node.options.host && at.port === node.options.port) {
+        connection.disconnect();
+      }
+    });
+  }
+  wire(shared.connection);
   subscribers.set(redis, shared);
   return shared;
-}
-
-/**
- * No command timeout: a subscriber connection waits for messages by design. The kit resubscribes by
- * itself after a drop: ioredis's own resubscribe leaves its SUBSCRIBE's rejection unhandled, so a
- * refused one (an ACL change, which also drops the connection) or one cut by a close right after
- * the reconnect would crash the process. A Cluster's subscriber resubscribes with a catch already.
- */
-function openConnection(redis: RedisClient): RedisClient {
-  return isCluster(redis)
-    ? redis.duplicate()
-    : (redis as Redis).duplicate({ commandTimeout: undefined, autoResubscribe: false });
-}
-
-/**
- * A Cluster subscribes through one node that ioredis picks, and picks another (resubscribing) when
- * that node goes away, without an event on the Cluster: messages of the gap are lost unheard. The
- * node's connection is an internal of ioredis, so it is looked at once a second (while something
- * is subscribed); a new one, or one that came back, counts as a reconnect.
- */
-function watchClusterSubscriber(
-  shared: SharedSubscriber,
-  reconnected: () => void,
-): { look: () => void; stop: () => void } {
-  const internal = shared.connection as unknown as { subscriber?: { getInstance?: () => unknown } };
-  let current: unknown;
-  const look = () => {
-    const instance = internal.subscriber?.getInstance?.() as { status?: string } | null | undefined;
-    if (instance?.status !== 'ready' || instance === current) return;
-    const before = current;
-    current = instance;
-    if (before !== undefined) reconnected();
-  };
-  const timer = setInterval(() => {
-    if (shared.channels.size > 0) look();
-  }, CLUSTER_WATCH_MS);
-  timer.unref();
-  return { look, stop: () => clearInterval(timer) };
 }
 
 function stateOf(shared: SharedSubscriber, channel: string): ChannelState {
@@ -292,16 +284,15 @@ function attempt(shared: SharedSubscriber, channel: string, state: ChannelState)
         void forget(shared, channel, state);
         return;
       }
-      // The node it landed on is the one to watch from now on (Cluster).
-      shared.watch?.look();
       const gap = state.failures > 0;
       state.failures = 0;
       state.markSubscribed();
       if (gap) for (const hook of state.landed) safely(hook);
     },
     (error: unknown) => {
-      // Closed on purpose (closeRedis, the app's quit): nothing to report or retry.
-      if (state.pending !== pending || connection.status === 'end' || shared.closed) {
+      // Closed on purpose (closeRedis, the app's quit): nothing to report or retry. A connection that
+      // ended by itself (a Cluster node down) is a failure like any other.
+      if (state.pending !== pending || shared.parked || shared.closed) {
         if (state.pending === pending) state.pending = undefined;
         throw error;
       }
@@ -385,7 +376,7 @@ export function takeSubscriber(redis: RedisClient): RedisClient | undefined {
   subscribers.delete(redis);
   if (!shared) return undefined;
   shared.closed = true;
-  shared.watch?.stop();
+  clearTimeout(shared.reopen);
   for (const state of shared.channels.values()) clearTimeout(state.retry);
   return shared.connection;
 }

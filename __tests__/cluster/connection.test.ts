@@ -1,4 +1,4 @@
-import Redis, { type Cluster } from 'ioredis';
+import Redis, { Cluster, type ClusterNode } from 'ioredis';
 import { createRedis } from '../../lib/connection';
 import { pingRedis } from '../../lib/health';
 import { subscribe } from '../../lib/pubsub';
@@ -86,4 +86,26 @@ describe('createRedis against a real Redis Cluster', () => {
       await unsubscribe();
     }
   });
+  it.each<[string, (n: { host: string; port: number }) => ClusterNode]>([
+    ['{ host, port }', (n: { host: string; port: number }) => n],
+    ['host:port', (n: { host: string; port: number }) => `${n.host}:${n.port}`],
+    ['redis://host:port', (n: { host: string; port: number }) => `redis://${n.host}:${n.port}`],
+    ['a port', (n: { host: string; port: number }) => n.port],
+  ])(
+    'subscribes through a Cluster given its startup nodes as %s, before it has connected',
+    async (_form, as) => {
+      const client = redis.track(new Cluster(redis.cluster.nodes.map(as)));
+      const received: string[] = [];
+      const unsubscribe = await subscribe(client, 'cluster-startup', (m) => received.push(m));
+      const publisher = redis.plain();
+      try {
+        await eventually(async () => {
+          await publisher.publish('cluster-startup', 'hello');
+          return received.includes('hello');
+        }, 'a message');
+      } finally {
+        await unsubscribe();
+      }
+    },
+  );
 });
