@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -9,7 +9,7 @@ const root = resolve(__dirname, '../..');
 const SCRIPT = `
 import { startRedisServer } from ${JSON.stringify(join(root, 'lib/testing/index.ts'))};
 (async () => {
-  const server = await startRedisServer();
+  const server = await startRedisServer({ binary: process.env.ERK_TEST_BINARY || undefined });
   console.log('started ' + server.pid);
   setInterval(() => {}, 1000);
 })().catch((error) => {
@@ -38,11 +38,12 @@ afterEach(() => {
   }
 });
 
-function startOwner(): Promise<{ child: ChildProcess; serverPid: number }> {
+function startOwner(binary = ''): Promise<{ child: ChildProcess; serverPid: number }> {
   // tsx as a loader, not its CLI: the CLI would run the script in a second process.
   const child = spawn(process.execPath, ['--import', 'tsx', join(dir, 'owner.ts')], {
     cwd: root,
     stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ERK_TEST_BINARY: binary },
   });
   children.push(child);
   let out = '';
@@ -97,6 +98,16 @@ describe('servers of a test process that is killed', () => {
     },
     20_000,
   );
+
+  it('are stopped whatever their binary is called (a valkey-server, a renamed build)', async () => {
+    const { findRedisServer } = await import('../../lib/testing');
+    const renamed = join(dir, 'my-kv-server');
+    symlinkSync(findRedisServer(), renamed);
+    const { child, serverPid } = await startOwner(renamed);
+    expect(readFileSync(`/proc/${serverPid}/cmdline`, 'utf8')).not.toContain('redis-server');
+    child.kill('SIGKILL');
+    expect(await goneWithin(serverPid, 5000)).toBe(true);
+  }, 20_000);
 });
 
 describe('reapOrphanedServers (the jest global teardown)', () => {

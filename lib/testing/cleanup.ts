@@ -55,11 +55,22 @@ const alive = (pid) => {
   if (!Number.isInteger(pid) || pid <= 0) return false;
   try { process.kill(pid, 0); return true; } catch (error) { return error.code === 'EPERM'; }
 };
-// Only a redis-server: the pid may have been reused since the file was written.
-const isRedis = (pid) => {
+// Only our server: the pid may have been reused since the file was written. Redis changes into its
+// --dir, so on Linux the server's temp dir names it whatever its binary is called (valkey-server…);
+// elsewhere, or without the dir on record, the name has to do.
+const SERVER_NAME = /(redis|valkey)-server/;
+const isOurs = (pid, serverDir) => {
   try {
-    if (process.platform === 'linux') return fs.readFileSync('/proc/' + pid + '/cmdline', 'utf8').includes('redis-server');
-    return require('node:child_process').execFileSync('ps', ['-o', 'command=', '-p', String(pid)], { encoding: 'utf8' }).includes('redis-server');
+    if (process.platform === 'linux') {
+      if (serverDir) {
+        let real = serverDir;
+        try { real = fs.realpathSync(serverDir); } catch {}
+        const cwd = fs.readlinkSync('/proc/' + pid + '/cwd');
+        return cwd === real || cwd === real + ' (deleted)';
+      }
+      return SERVER_NAME.test(fs.readFileSync('/proc/' + pid + '/cmdline', 'utf8'));
+    }
+    return SERVER_NAME.test(require('node:child_process').execFileSync('ps', ['-o', 'command=', '-p', String(pid)], { encoding: 'utf8' }));
   } catch { return false; }
 };
 const tmp = require('node:os').tmpdir();
@@ -72,15 +83,17 @@ const reap = (ownedByTheDead) => {
     let recorded = '';
     try { recorded = fs.readFileSync(file, 'utf8'); } catch { continue; }
     if (!ownedByTheDead(Number(recorded))) continue;
-    const pid = Number(entry);
-    if (Number.isInteger(pid) && pid > 0 && isRedis(pid)) { try { process.kill(pid, 'SIGKILL'); } catch {} }
-    try { fs.unlinkSync(file); } catch {}
     // The server's temp dir, when it is one of ours.
+    let serverDir = '';
     try {
-      const serverDir = fs.readFileSync(file + '.dir', 'utf8');
-      if (path.dirname(serverDir) === tmp && path.basename(serverDir).startsWith('erk-redis-')) fs.rmSync(serverDir, { recursive: true, force: true });
-      fs.unlinkSync(file + '.dir');
+      const named = fs.readFileSync(file + '.dir', 'utf8');
+      if (path.dirname(named) === tmp && path.basename(named).startsWith('erk-redis-')) serverDir = named;
     } catch {}
+    const pid = Number(entry);
+    if (Number.isInteger(pid) && pid > 0 && isOurs(pid, serverDir)) { try { process.kill(pid, 'SIGKILL'); } catch {} }
+    try { fs.unlinkSync(file); } catch {}
+    if (serverDir) { try { fs.rmSync(serverDir, { recursive: true, force: true }); } catch {} }
+    try { fs.unlinkSync(file + '.dir'); } catch {}
   }
 };
 if (ownerArg) {
