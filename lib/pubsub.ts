@@ -41,8 +41,9 @@ interface SharedSubscriber {
 /** Options of {@link subscribe}. */
 export interface SubscribeOptions {
   /**
-   * Called when the subscriber connection comes back after a drop: messages published meanwhile
-   * were lost (pub/sub does not queue), so state kept in step by them must start over.
+   * Called when the subscriber connection came back after a drop and its channels are subscribed
+   * again: messages published meanwhile were lost (pub/sub does not queue), so state kept in step by
+   * them must start over; anything published from now on is heard.
    */
   onReconnect?: () => void;
 }
@@ -139,10 +140,6 @@ function sharedOf(redis: RedisClient): SharedSubscriber {
   let connectedBefore = false;
   /** Connections that ended by themselves since the last one was ready (backoff of the next). */
   let drops = 0;
-  const reconnected = () => {
-    if (connectedBefore) for (const hook of shared.reconnectHooks) safely(hook);
-    connectedBefore = true;
-  };
   const current = (connection: RedisClient) =>
     shared.connection === connection && !shared.parked && !shared.closed;
   const wire = (connection: Redis) => {
@@ -169,15 +166,26 @@ function sharedOf(redis: RedisClient): SharedSubscriber {
     connection.on('ready', () => {
       if (!current(connection)) return;
       drops = 0;
-      reconnected();
       // Channels still wanted (dropped with the connection, or after a failed SUBSCRIBE): subscribe
       // again now that the connection is back.
+      const resubscribed: Array<Promise<unknown>> = [];
       for (const [channel, state] of channels) {
-        if (state.handlers.size > 0 && !state.subscribed && !state.pending) {
+        if (state.handlers.size === 0 || state.subscribed) continue;
+        if (!state.pending) {
           clearTimeout(state.retry);
           attempt(shared, channel, state).catch(() => {});
         }
+        if (state.pending) resubscribed.push(state.pending.catch(() => {}));
       }
+      if (!connectedBefore) {
+        connectedBefore = true;
+        return;
+      }
+      // The hooks run once the channels are heard again: state they rebuild before that (an L1
+      // refilled) would miss what is published until the SUBSCRIBE lands.
+      void Promise.all(resubscribed).then(() => {
+        if (current(connection)) for (const hook of shared.reconnectHooks) safely(hook);
+      });
     });
     connection.on('reconnecting', () => parkIfClosed(connection));
     connection.on('connect', () => parkIfClosed(connection));

@@ -306,6 +306,32 @@ describe('subscribe', () => {
     expect(reconnects).toBe(1);
   });
 
+  it('runs onReconnect only once its channels are subscribed again: what is published from the hook on is heard', async () => {
+    const client = redis.client();
+    const admin = redis.plain();
+    const received: string[] = [];
+    const listeners: number[] = [];
+    const hooked: Array<Promise<void>> = [];
+    const unsubscribe = await subscribe(client, 'feed', (m) => received.push(m), {
+      onReconnect: () => {
+        hooked.push(
+          admin.publish('feed', 'from-the-hook').then((n) => {
+            listeners.push(n);
+          }),
+        );
+      },
+    });
+    try {
+      await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
+      await eventually(() => hooked.length === 1, 'the reconnect hook');
+      await hooked[0];
+      expect(listeners).toEqual([1]);
+      await eventually(() => received.includes('from-the-hook'), 'the message published by the hook');
+    } finally {
+      await unsubscribe();
+    }
+  });
+
   it.each(['disconnect', 'quit'] as const)(
     'hears its channels again when the app calls %s() on its own client and connects it again',
     async (how) => {
