@@ -1,5 +1,5 @@
 import type Redis from 'ioredis';
-import { isCluster, type RedisClient } from './client';
+import type { RedisClient } from './client';
 import { RedisUnavailableError } from './errors';
 import { openSubscriberConnection } from './subscriber-connection';
 
@@ -36,6 +36,15 @@ interface SharedSubscriber {
   parked: boolean;
   /** Handed to `closeRedis`: for good. */
   closed?: boolean;
+  /** A connection of it was ready once: the next 'ready' is a reconnect. */
+  connectedBefore: boolean;
+  /** Connections that ended by themselves since the last one was ready (backoff of the next). */
+  drops: number;
+}
+
+/** A client that is connected, or on its way (the app called `connect()`). */
+function coming(redis: RedisClient): boolean {
+  return redis.status === 'ready' || redis.status === 'connect' || redis.status === 'connecting';
 }
 
 /** Options of {@link subscribe}. */
@@ -52,6 +61,8 @@ export interface SubscribeOptions {
 const MAX_RETRY_MS = 30_000;
 /** Longest wait before the next connection after connections keep ending (a whole Cluster down). */
 const MAX_REOPEN_MS = 2000;
+/** How often a reconnecting client is looked at for having been closed by the app meanwhile. */
+const CLOSED_WATCH_MS = 500;
 
 const subscribers = new WeakMap<object, SharedSubscriber>();
 
@@ -130,129 +141,167 @@ function sharedOf(redis: RedisClient): SharedSubscriber {
     throw new RedisUnavailableError('express-redis-kit: cannot subscribe: the Redis client is closed.');
   }
   const existing = subscribers.get(redis);
-  if (existing) return existing;
+  if (existing) {
+    // A subscribe right after the app called connect() again, before the client's 'ready'.
+    if (existing.parked && coming(redis)) unpark(redis, existing);
+    return existing;
+  }
   const shared: SharedSubscriber = {
     connection: openSubscriberConnection(redis),
     channels: new Map(),
     reconnectHooks: new Set(),
     parked: false,
+    connectedBefore: false,
+    drops: 0,
   };
-  let connectedBefore = false;
-  /** Connections that ended by themselves since the last one was ready (backoff of the next). */
-  let drops = 0;
-  const current = (connection: RedisClient) =>
-    shared.connection === connection && !shared.parked && !shared.closed;
-  const wire = (connection: Redis) => {
-    shared.connection = connection;
-    const { channels } = shared;
-    connection.on('message', (ch: string, message: string) => {
-      for (const h of channels.get(ch)?.handlers ?? []) {
-        try {
-          h(message, ch);
-        } catch {
-          // One bad handler must not starve the others.
-        }
-      }
-    });
-    connection.on('error', () => {
-      // The error is already visible on the main client.
-    });
-    connection.on('close', () => {
-      // A connection put aside closes after it (maybe after its successor subscribed).
-      if (shared.connection !== connection) return;
-      // A new connection starts with no subscriptions.
-      for (const state of channels.values()) state.subscribed = false;
-    });
-    connection.on('ready', () => {
-      if (!current(connection)) return;
-      drops = 0;
-      // Channels still wanted (dropped with the connection, or after a failed SUBSCRIBE): subscribe
-      // again now that the connection is back.
-      const resubscribed: Array<Promise<unknown>> = [];
-      for (const [channel, state] of channels) {
-        if (state.handlers.size === 0 || state.subscribed) continue;
-        if (!state.pending) {
-          clearTimeout(state.retry);
-          attempt(shared, channel, state).catch(() => {});
-        }
-        if (state.pending) resubscribed.push(state.pending.catch(() => {}));
-      }
-      if (!connectedBefore) {
-        connectedBefore = true;
-        return;
-      }
-      // The hooks run once the channels are heard again: state they rebuild before that (an L1
-      // refilled) would miss what is published until the SUBSCRIBE lands.
-      void Promise.all(resubscribed).then(() => {
-        if (current(connection)) for (const hook of shared.reconnectHooks) safely(hook);
-      });
-    });
-    connection.on('reconnecting', () => parkIfClosed(connection));
-    connection.on('connect', () => parkIfClosed(connection));
-    connection.on('end', () => {
-      if (!current(connection)) return;
-      if (parkIfClosed(connection)) return;
-      // Ended by itself: a Cluster node's connection (it does not reconnect, so that the next can
-      // go to another node), or a client whose retryStrategy gave up. The first goes at once (fewer
-      // messages missed), then with backoff while they keep failing (a whole Cluster down).
-      const delay = drops === 0 ? 0 : Math.min(MAX_REOPEN_MS, 100 * 2 ** Math.min(drops - 1, 8));
-      drops++;
-      clearTimeout(shared.reopen);
-      shared.reopen = setTimeout(() => {
-        shared.reopen = undefined;
-        if (current(connection) && subscribers.get(redis) === shared) wire(openSubscriberConnection(redis));
-      }, delay);
-      shared.reopen.unref();
-    });
-  };
-  // The app closed its client itself (quit/disconnect): the subscriber must not keep the process
-  // alive, but an app may connect that client again, and its channels (an L1's invalidations) must
-  // then be heard again, so they are kept and subscribed on a new connection at the client's next
-  // 'ready'. `closeRedis` is final instead (see `takeSubscriber`).
-  const park = () => {
-    if (subscribers.get(redis) !== shared || shared.parked) return;
-    shared.parked = true;
-    clearTimeout(shared.reopen);
-    for (const state of shared.channels.values()) {
-      clearTimeout(state.retry);
-      state.subscribed = false;
-      // A SUBSCRIBE in flight dies with the connection; its outcome no longer counts.
-      state.pending = undefined;
-    }
-    shared.connection.disconnect();
-  };
-  // A client closed while reconnecting never ends (redis/ioredis#1247): the subscriber looks at
-  // whether its client was closed on purpose each time it tries again. ioredis leaves
-  // manuallyClosing set when such a client is connected again: only a client not back counts.
-  const parkIfClosed = (connection: RedisClient): boolean => {
-    if (!current(connection)) return false;
-    const closing = (redis as unknown as { manuallyClosing?: boolean }).manuallyClosing === true;
-    if (!closing || redis.status === 'ready' || redis.status === 'connect' || redis.status === 'connecting') {
-      return false;
-    }
-    park();
-    return true;
-  };
-  redis.on('end', park);
-  redis.on('ready', () => {
-    if (!shared.parked || subscribers.get(redis) !== shared || closedClients.has(redis)) return;
-    shared.parked = false;
-    wire(openSubscriberConnection(redis));
-  });
-  if (isCluster(redis)) {
-    // The node left the Cluster (a scale-down, CLUSTER FORGET): it no longer hears what the others
-    // publish. Its connection is closed, and the next goes to a node still in.
-    redis.on('-node', (node: Redis) => {
-      const { connection } = shared;
-      const at = connection.options as { host?: string; port?: number };
-      if (current(connection) && at.host === node.options.host && at.port === node.options.port) {
-        connection.disconnect();
-      }
-    });
-  }
-  wire(shared.connection);
+  wire(redis, shared, shared.connection);
+  watchClient(redis, shared);
   subscribers.set(redis, shared);
   return shared;
+}
+
+/** The subscriber's connection in use (not one put aside, nor of a parked or closed subscriber). */
+function current(shared: SharedSubscriber, connection: RedisClient): boolean {
+  return shared.connection === connection && !shared.parked && !shared.closed;
+}
+
+function wire(redis: RedisClient, shared: SharedSubscriber, connection: Redis): void {
+  shared.connection = connection;
+  const { channels } = shared;
+  connection.on('message', (ch: string, message: string) => {
+    for (const h of channels.get(ch)?.handlers ?? []) {
+      try {
+        h(message, ch);
+      } catch {
+        // One bad handler must not starve the others.
+      }
+    }
+  });
+  connection.on('error', () => {
+    // The error is already visible on the main client.
+  });
+  connection.on('close', () => {
+    // A connection put aside closes after it (maybe after its successor subscribed).
+    if (shared.connection !== connection) return;
+    // A new connection starts with no subscriptions.
+    for (const state of channels.values()) state.subscribed = false;
+  });
+  connection.on('ready', () => {
+    if (!current(shared, connection)) return;
+    shared.drops = 0;
+    // Channels still wanted (dropped with the connection, or after a failed SUBSCRIBE): subscribe
+    // again now that the connection is back.
+    const resubscribed: Array<Promise<unknown>> = [];
+    for (const [channel, state] of channels) {
+      if (state.handlers.size === 0 || state.subscribed) continue;
+      if (!state.pending) {
+        clearTimeout(state.retry);
+        attempt(shared, channel, state).catch(() => {});
+      }
+      if (state.pending) resubscribed.push(state.pending.catch(() => {}));
+    }
+    if (!shared.connectedBefore) {
+      shared.connectedBefore = true;
+      return;
+    }
+    // The hooks run once the channels are heard again: state they rebuild before that (an L1
+    // refilled) would miss what is published until the SUBSCRIBE lands.
+    void Promise.all(resubscribed).then(() => {
+      if (current(shared, connection)) for (const hook of shared.reconnectHooks) safely(hook);
+    });
+  });
+  connection.on('reconnecting', () => parkIfClosed(redis, shared, connection));
+  connection.on('connect', () => parkIfClosed(redis, shared, connection));
+  connection.on('end', () => {
+    if (!current(shared, connection) || parkIfClosed(redis, shared, connection)) return;
+    // Ended by itself: a Cluster node's connection (it does not reconnect, so that the next can go
+    // to another node), or a client whose retryStrategy gave up. The first goes at once (fewer
+    // messages missed), then with backoff while they keep failing (a whole Cluster down).
+    const { drops } = shared;
+    const delay = drops === 0 ? 0 : Math.min(MAX_REOPEN_MS, 100 * 2 ** Math.min(drops - 1, 8));
+    shared.drops++;
+    clearTimeout(shared.reopen);
+    shared.reopen = setTimeout(() => {
+      shared.reopen = undefined;
+      if (current(shared, connection) && subscribers.get(redis) === shared) {
+        wire(redis, shared, openSubscriberConnection(redis));
+      }
+    }, delay);
+    shared.reopen.unref();
+  });
+}
+
+/**
+ * The app closed its client itself (quit/disconnect): the subscriber must not keep the process
+ * alive, but an app may connect that client again, and its channels (an L1's invalidations) must
+ * then be heard again, so they are kept, to be subscribed on a new connection (`unpark`).
+ * `closeRedis` is final instead (see `takeSubscriber`).
+ */
+function park(redis: RedisClient, shared: SharedSubscriber): void {
+  if (subscribers.get(redis) !== shared || shared.parked) return;
+  shared.parked = true;
+  clearTimeout(shared.reopen);
+  for (const state of shared.channels.values()) {
+    clearTimeout(state.retry);
+    state.subscribed = false;
+    // A SUBSCRIBE in flight dies with the connection; its outcome no longer counts.
+    state.pending = undefined;
+  }
+  shared.connection.disconnect();
+}
+
+/** The app connected its client again: the channels go on a new connection. */
+function unpark(redis: RedisClient, shared: SharedSubscriber): void {
+  if (!shared.parked || subscribers.get(redis) !== shared || closedClients.has(redis)) return;
+  shared.parked = false;
+  wire(redis, shared, openSubscriberConnection(redis));
+}
+
+/**
+ * ioredis leaves manuallyClosing set when a client closed by the app is connected again: only a
+ * client not back counts.
+ */
+function closedByApp(redis: RedisClient): boolean {
+  return (redis as unknown as { manuallyClosing?: boolean }).manuallyClosing === true && !coming(redis);
+}
+
+function parkIfClosed(redis: RedisClient, shared: SharedSubscriber, connection: RedisClient): boolean {
+  if (!current(shared, connection) || !closedByApp(redis)) return false;
+  park(redis, shared);
+  return true;
+}
+
+/**
+ * Follows the client's own life: its end parks the subscriber, its 'ready' brings it back. A client
+ * closed while reconnecting never ends (redis/ioredis#1247) and nothing tells: the subscriber looks
+ * each time it tries again itself (see `wire`), and, while the client reconnects, every half second
+ * (the subscriber may be connected all along).
+ */
+function watchClient(redis: RedisClient, shared: SharedSubscriber): void {
+  let watching: NodeJS.Timeout | undefined;
+  const stopWatching = () => {
+    clearInterval(watching);
+    watching = undefined;
+  };
+  redis.on('reconnecting', () => {
+    if (watching || shared.parked || shared.closed) return;
+    watching = setInterval(() => {
+      if (shared.parked || shared.closed || subscribers.get(redis) !== shared) stopWatching();
+      else if (closedByApp(redis)) {
+        stopWatching();
+        park(redis, shared);
+      }
+    }, CLOSED_WATCH_MS);
+    watching.unref();
+  });
+  redis.on('end', () => {
+    stopWatching();
+    park(redis, shared);
+  });
+  redis.on('ready', () => {
+    stopWatching();
+    unpark(redis, shared);
+  });
 }
 
 function stateOf(shared: SharedSubscriber, channel: string): ChannelState {

@@ -19,7 +19,9 @@ export function openSubscriberConnection(redis: RedisClient): Redis {
  * It is the kit's own rather than the Cluster's subscriber: that one picks the next node the moment a
  * node refuses, without a pause, so a whole Cluster down spun the CPU (thousands of connection attempts
  * a second). This one does not reconnect by itself: when it ends, `pubsub.ts` opens the next one, to a
- * node picked again (the old one may be gone for good after a failover), with backoff.
+ * node picked again (the old one may be gone for good after a failover), with backoff. Unlike
+ * ioredis's, it does not move when the Cluster's own connection to its node ends (ioredis says so
+ * with '-node' also for an idle timeout or a killed client, and moving loses what is sent meanwhile).
  */
 function openNodeConnection(cluster: Cluster): Redis {
   const overrides: RedisOptions = {
@@ -61,8 +63,9 @@ function startupAddress(node: unknown): RedisOptions {
     }
   }
   if (node && typeof node === 'object') {
-    const { host, port } = node as { host?: string; port?: number | string };
-    return { host: host ?? '127.0.0.1', port: Number(port) || 6379 };
+    // Whatever else the node carries (a password of its own, tls…) applies to it, as in ioredis.
+    const { host, port, ...rest } = node as RedisOptions & { port?: number | string };
+    return { ...rest, host: host ?? '127.0.0.1', port: Number(port) || 6379 };
   }
   return {};
 }

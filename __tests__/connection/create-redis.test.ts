@@ -368,6 +368,39 @@ describe('subscribe', () => {
     },
   );
 
+  it('subscribes through a client the app quit and is connecting again, before it is ready', async () => {
+    const client = redis.client();
+    const admin = redis.plain();
+    const first = await subscribe(client, 'one', () => {});
+    const ended = new Promise((resolve) => client.once('end', resolve));
+    await client.quit();
+    await ended;
+    const connecting = client.connect();
+    expect(client.status).toBe('connecting');
+    const received: string[] = [];
+    const second = await subscribe(client, 'two', (m) => received.push(m));
+    await connecting;
+    try {
+      await eventually(async () => {
+        await admin.publish('two', 'hello');
+        return received.includes('hello');
+      }, 'a message on the channel subscribed while connecting');
+    } finally {
+      await second();
+      await first();
+    }
+  });
+
+  it('closes the kit subscriber when the app disconnects its client while only the client reconnects', async () => {
+    const client = redis.client();
+    const admin = redis.plain();
+    await subscribe(client, 'left', () => {});
+    // The client's own connection drops; the subscriber's stays up, so it never looks by itself.
+    client.once('reconnecting', () => client.disconnect());
+    await admin.call('CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes');
+    await eventually(async () => (await admin.publish('left', 'x')) === 0, 'no subscriber left', 3000);
+  });
+
   // ioredis's own resubscribe leaves its rejection unhandled: a refused one crashed the process.
   it('keeps retrying a resubscribe that Redis refuses after a drop (an ACL change), until it lands', async () => {
     const admin = redis.plain();
