@@ -63,6 +63,13 @@ const MAX_RETRY_MS = 30_000;
 const MAX_REOPEN_MS = 2000;
 /** How often a reconnecting client is looked at for having been closed by the app meanwhile. */
 const CLOSED_WATCH_MS = 500;
+/**
+ * How often the subscriber connection is pinged, and how long its PONG may take. A subscriber only
+ * listens: when its TCP connection dies silently (a NAT or load balancer forgets an idle flow, a host
+ * gone without a reset), nothing fails and it would be deaf for hours (the OS keepalive). A PING also
+ * keeps such a flow alive. Internal; tests shorten it.
+ */
+export const heartbeat = { everyMs: 15_000, timeoutMs: 5_000 };
 
 const subscribers = new WeakMap<object, SharedSubscriber>();
 
@@ -180,7 +187,9 @@ function wire(redis: RedisClient, shared: SharedSubscriber, connection: Redis): 
   connection.on('error', () => {
     // The error is already visible on the main client.
   });
+  let beating: NodeJS.Timeout | undefined;
   connection.on('close', () => {
+    clearInterval(beating);
     // A connection put aside closes after it (maybe after its successor subscribed).
     if (shared.connection !== connection) return;
     // A new connection starts with no subscriptions.
@@ -189,6 +198,8 @@ function wire(redis: RedisClient, shared: SharedSubscriber, connection: Redis): 
   connection.on('ready', () => {
     if (!current(shared, connection)) return;
     shared.drops = 0;
+    clearInterval(beating);
+    beating = beat(shared, connection);
     // Channels still wanted (dropped with the connection, or after a failed SUBSCRIBE): subscribe
     // again now that the connection is back.
     const resubscribed: Array<Promise<unknown>> = [];
@@ -229,6 +240,38 @@ function wire(redis: RedisClient, shared: SharedSubscriber, connection: Redis): 
     }, delay);
     shared.reopen.unref();
   });
+}
+
+/** Pings the connection; one that does not answer in time is dropped, to be opened again. */
+function beat(shared: SharedSubscriber, connection: Redis): NodeJS.Timeout {
+  let waiting = false;
+  const timer = setInterval(() => {
+    if (!current(shared, connection)) {
+      clearInterval(timer);
+      return;
+    }
+    if (waiting || connection.status !== 'ready') return;
+    waiting = true;
+    const deadline = setTimeout(() => {
+      // Destroyed, not ended: a FIN to a dead peer would wait for an answer that never comes.
+      if (!current(shared, connection)) return;
+      if (connection.stream) connection.stream.destroy();
+      else connection.disconnect(true);
+    }, heartbeat.timeoutMs);
+    deadline.unref();
+    connection.ping().then(
+      () => {
+        waiting = false;
+        clearTimeout(deadline);
+      },
+      () => {
+        waiting = false;
+        clearTimeout(deadline);
+      },
+    );
+  }, heartbeat.everyMs);
+  timer.unref();
+  return timer;
 }
 
 /**

@@ -1,10 +1,11 @@
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import Redis from 'ioredis';
 import type { RedisClient } from '../../lib/client';
 import { closeRedis, connectRedis, createRedis, reconnectDelay } from '../../lib/connection';
 import { RedisUnavailableError } from '../../lib/errors';
 import { pingRedis } from '../../lib/health';
 import { maskUrl } from '../../lib/mask-url';
-import { subscribe, subscribeDurably } from '../../lib/pubsub';
+import { heartbeat, subscribe, subscribeDurably } from '../../lib/pubsub';
 import { freePort, type RedisServerHandle, startRedisServer } from '../../lib/testing';
 import { useUnhandledRejections } from '../helpers/process';
 import { eventually, useRedisServer } from '../helpers/redis';
@@ -476,5 +477,60 @@ describe('helpers', () => {
     expect(reconnectDelay(1, 2000)).toBeLessThanOrEqual(100);
     const samples = new Set(Array.from({ length: 20 }, () => reconnectDelay(8, 2000)));
     expect(samples.size).toBeGreaterThan(1);
+  });
+});
+
+describe('subscriber heartbeat', () => {
+  const redis = useRedisServer();
+  const saved = { ...heartbeat };
+  afterEach(() => Object.assign(heartbeat, saved));
+
+  it('drops and reopens a subscriber connection that went silent (a NAT forgot the flow), then hears again', async () => {
+    Object.assign(heartbeat, { everyMs: 200, timeoutMs: 300 });
+    // A proxy that can stop passing bytes on the connections it has, without closing them.
+    const silenced = new Set<Socket>();
+    const sockets: Socket[] = [];
+    const live: Socket[] = [];
+    let silent = false;
+    const proxy = createServer((client) => {
+      const upstream = connect(redis.server.port, '127.0.0.1');
+      const pair = [client, upstream] as const;
+      for (const [a, b] of [pair, [upstream, client] as const]) {
+        a.on('data', (chunk) => {
+          if (!silenced.has(client)) b.write(chunk);
+        });
+        a.on('close', () => b.destroy());
+        a.on('error', () => {});
+      }
+      sockets.push(client, upstream);
+      if (silent) return;
+      live.push(client);
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const client = new Redis((proxy.address() as AddressInfo).port, '127.0.0.1', { lazyConnect: true });
+    client.on('error', () => {});
+    const admin = redis.plain();
+    const received: string[] = [];
+    let reconnects = 0;
+    try {
+      await client.connect();
+      const unsubscribe = await subscribe(client, 'quiet', (m) => received.push(m), {
+        onReconnect: () => reconnects++,
+      });
+      silent = true;
+      for (const socket of live) silenced.add(socket);
+      await admin.publish('quiet', 'lost');
+      await eventually(() => reconnects === 1, 'the subscriber reopened');
+      await eventually(async () => {
+        await admin.publish('quiet', 'heard');
+        return received.includes('heard');
+      }, 'a message on the new connection');
+      expect(received).not.toContain('lost');
+      await unsubscribe();
+    } finally {
+      client.disconnect();
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => proxy.close(resolve));
+    }
   });
 });
