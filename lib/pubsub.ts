@@ -1,5 +1,5 @@
-import type Redis from 'ioredis';
-import type { RedisClient } from './client';
+import type { Cluster, Redis } from 'ioredis';
+import { isCluster, type RedisClient } from './client';
 import { RedisUnavailableError } from './errors';
 import { openSubscriberConnection } from './subscriber-connection';
 
@@ -69,7 +69,7 @@ const CLOSED_WATCH_MS = 500;
  * gone without a reset), nothing fails and it would be deaf for hours (the OS keepalive). A PING also
  * keeps such a flow alive. Internal; tests shorten it.
  */
-export const heartbeat = { everyMs: 15_000, timeoutMs: 5_000 };
+export const heartbeat = { everyMs: 5_000, timeoutMs: 2_000 };
 
 const subscribers = new WeakMap<object, SharedSubscriber>();
 
@@ -163,6 +163,7 @@ function sharedOf(redis: RedisClient): SharedSubscriber {
   };
   wire(redis, shared, shared.connection);
   watchClient(redis, shared);
+  if (isCluster(redis)) watchClusterNodes(redis, shared);
   subscribers.set(redis, shared);
   return shared;
 }
@@ -216,9 +217,12 @@ function wire(redis: RedisClient, shared: SharedSubscriber, connection: Redis): 
       return;
     }
     // The hooks run once the channels are heard again: state they rebuild before that (an L1
-    // refilled) would miss what is published until the SUBSCRIBE lands.
+    // refilled) would miss what is published until the SUBSCRIBE lands. Only the hooks of those
+    // subscribed before the drop: one subscribing meanwhile missed nothing.
+    const hooks = [...shared.reconnectHooks];
     void Promise.all(resubscribed).then(() => {
-      if (current(shared, connection)) for (const hook of shared.reconnectHooks) safely(hook);
+      if (!current(shared, connection)) return;
+      for (const hook of hooks) if (shared.reconnectHooks.has(hook)) safely(hook);
     });
   });
   connection.on('reconnecting', () => parkIfClosed(redis, shared, connection));
@@ -253,10 +257,10 @@ function beat(shared: SharedSubscriber, connection: Redis): NodeJS.Timeout {
     if (waiting || connection.status !== 'ready') return;
     waiting = true;
     const deadline = setTimeout(() => {
-      // Destroyed, not ended: a FIN to a dead peer would wait for an answer that never comes.
-      if (!current(shared, connection)) return;
-      if (connection.stream) connection.stream.destroy();
-      else connection.disconnect(true);
+      // After the I/O already read: a blocked event loop runs this timer before a PONG that came.
+      setImmediate(() => {
+        if (waiting && current(shared, connection)) drop(connection);
+      });
     }, heartbeat.timeoutMs);
     deadline.unref();
     connection.ping().then(
@@ -272,6 +276,33 @@ function beat(shared: SharedSubscriber, connection: Redis): NodeJS.Timeout {
   }, heartbeat.everyMs);
   timer.unref();
   return timer;
+}
+
+/** Drops a connection that is in use but useless, for the next to be opened. */
+function drop(connection: Redis): void {
+  // Destroyed, not ended: a FIN to a dead peer would wait for an answer that never comes.
+  if (connection.stream) connection.stream.destroy();
+  else connection.disconnect(true);
+}
+
+/**
+ * A Cluster's node removed from it while it keeps running (a scale-down) no longer hears what the
+ * others publish, and nothing fails. After each refresh of the Cluster's slots (a MOVED after slots
+ * moved, a reconnect), the subscriber moves when its node is no longer listed. The address is
+ * compared both as configured and as connected: a startup node given by name is listed by its IP.
+ */
+function watchClusterNodes(cluster: Cluster, shared: SharedSubscriber): void {
+  cluster.on('refresh', () => {
+    const { connection } = shared;
+    if (!current(shared, connection) || connection.status !== 'ready') return;
+    const nodes = cluster.nodes('all');
+    const { host, port } = connection.options;
+    const remote = connection.stream?.remoteAddress;
+    const listed = nodes.some(
+      (node) => node.options.port === port && (node.options.host === host || node.options.host === remote),
+    );
+    if (nodes.length > 0 && !listed) drop(connection);
+  });
 }
 
 /**

@@ -372,20 +372,26 @@ describe('subscribe', () => {
   it('subscribes through a client the app quit and is connecting again, before it is ready', async () => {
     const client = redis.client();
     const admin = redis.plain();
-    const first = await subscribe(client, 'one', () => {});
+    const reconnects = { one: 0, two: 0 };
+    const first = await subscribe(client, 'one', () => {}, { onReconnect: () => reconnects.one++ });
     const ended = new Promise((resolve) => client.once('end', resolve));
     await client.quit();
     await ended;
     const connecting = client.connect();
     expect(client.status).toBe('connecting');
     const received: string[] = [];
-    const second = await subscribe(client, 'two', (m) => received.push(m));
+    const second = await subscribe(client, 'two', (m) => received.push(m), {
+      onReconnect: () => reconnects.two++,
+    });
     await connecting;
     try {
       await eventually(async () => {
         await admin.publish('two', 'hello');
         return received.includes('hello');
       }, 'a message on the channel subscribed while connecting');
+      await eventually(() => reconnects.one === 1, "the first subscription's reconnect hook");
+      // The second one missed nothing: subscribed on the new connection.
+      expect(reconnects.two).toBe(0);
     } finally {
       await second();
       await first();
