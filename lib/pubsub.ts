@@ -69,7 +69,7 @@ const CLOSED_WATCH_MS = 500;
  * gone without a reset), nothing fails and it would be deaf for hours (the OS keepalive). A PING also
  * keeps such a flow alive. Internal; tests shorten it.
  */
-export const heartbeat = { everyMs: 5_000, timeoutMs: 2_000 };
+export const heartbeat = { everyMs: 5_000, timeoutMs: 5_000 };
 
 const subscribers = new WeakMap<object, SharedSubscriber>();
 
@@ -176,7 +176,9 @@ function current(shared: SharedSubscriber, connection: RedisClient): boolean {
 function wire(redis: RedisClient, shared: SharedSubscriber, connection: Redis): void {
   shared.connection = connection;
   const { channels } = shared;
+  let heard = 0;
   connection.on('message', (ch: string, message: string) => {
+    heard++;
     for (const h of channels.get(ch)?.handlers ?? []) {
       try {
         h(message, ch);
@@ -189,8 +191,20 @@ function wire(redis: RedisClient, shared: SharedSubscriber, connection: Redis): 
     // The error is already visible on the main client.
   });
   let beating: NodeJS.Timeout | undefined;
+  // Connected but never ready: a stopped process still accepts TCP, and ioredis's ready check has no
+  // time limit, so a connection to a frozen node would wait there for ever (the heartbeat starts
+  // at 'ready').
+  let readyBy: NodeJS.Timeout | undefined;
+  connection.on('connect', () => {
+    clearTimeout(readyBy);
+    readyBy = setTimeout(() => {
+      if (current(shared, connection) && connection.status !== 'ready') drop(connection);
+    }, heartbeat.everyMs + heartbeat.timeoutMs);
+    readyBy.unref();
+  });
   connection.on('close', () => {
     clearInterval(beating);
+    clearTimeout(readyBy);
     // A connection put aside closes after it (maybe after its successor subscribed).
     if (shared.connection !== connection) return;
     // A new connection starts with no subscriptions.
@@ -199,8 +213,9 @@ function wire(redis: RedisClient, shared: SharedSubscriber, connection: Redis): 
   connection.on('ready', () => {
     if (!current(shared, connection)) return;
     shared.drops = 0;
+    clearTimeout(readyBy);
     clearInterval(beating);
-    beating = beat(shared, connection);
+    beating = beat(shared, connection, () => heard);
     // Channels still wanted (dropped with the connection, or after a failed SUBSCRIBE): subscribe
     // again now that the connection is back.
     const resubscribed: Array<Promise<unknown>> = [];
@@ -246,9 +261,28 @@ function wire(redis: RedisClient, shared: SharedSubscriber, connection: Redis): 
   });
 }
 
-/** Pings the connection; one that does not answer in time is dropped, to be opened again. */
-function beat(shared: SharedSubscriber, connection: Redis): NodeJS.Timeout {
+/**
+ * Pings the connection; one that neither answers nor delivers a message in time is dropped, to be
+ * opened again. Messages count as signs of life: under a burst the PONG waits behind them.
+ */
+function beat(shared: SharedSubscriber, connection: Redis, heard: () => number): NodeJS.Timeout {
   let waiting = false;
+  let deadline: NodeJS.Timeout | undefined;
+  const done = () => {
+    waiting = false;
+    clearTimeout(deadline);
+  };
+  const expect = (heardBefore: number) => {
+    deadline = setTimeout(() => {
+      // After the I/O already read: a blocked event loop runs this timer before a PONG that came.
+      setImmediate(() => {
+        if (!waiting || !current(shared, connection)) return;
+        if (heard() !== heardBefore) expect(heard());
+        else drop(connection);
+      });
+    }, heartbeat.timeoutMs);
+    deadline.unref();
+  };
   const timer = setInterval(() => {
     if (!current(shared, connection)) {
       clearInterval(timer);
@@ -256,23 +290,8 @@ function beat(shared: SharedSubscriber, connection: Redis): NodeJS.Timeout {
     }
     if (waiting || connection.status !== 'ready') return;
     waiting = true;
-    const deadline = setTimeout(() => {
-      // After the I/O already read: a blocked event loop runs this timer before a PONG that came.
-      setImmediate(() => {
-        if (waiting && current(shared, connection)) drop(connection);
-      });
-    }, heartbeat.timeoutMs);
-    deadline.unref();
-    connection.ping().then(
-      () => {
-        waiting = false;
-        clearTimeout(deadline);
-      },
-      () => {
-        waiting = false;
-        clearTimeout(deadline);
-      },
-    );
+    expect(heard());
+    connection.ping().then(done, done);
   }, heartbeat.everyMs);
   timer.unref();
   return timer;

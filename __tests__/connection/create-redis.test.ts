@@ -491,6 +491,63 @@ describe('subscriber heartbeat', () => {
   const saved = { ...heartbeat };
   afterEach(() => Object.assign(heartbeat, saved));
 
+  it('counts messages as signs of life: a burst that delays the PONG past its deadline drops nothing', async () => {
+    Object.assign(heartbeat, { everyMs: 100, timeoutMs: 150 });
+    const client = redis.client();
+    let heard = 0;
+    let reconnects = 0;
+    const unsubscribe = await subscribe(
+      client,
+      'burst',
+      () => {
+        heard++;
+        const until = performance.now() + 0.1;
+        while (performance.now() < until) {
+          // The handler's work: the burst takes about 2 s to get through.
+        }
+      },
+      { onReconnect: () => reconnects++ },
+    );
+    try {
+      // 20 MB at once, read about 2 MB at a time with 0.2 s of handling each: a PING sent after the
+      // first read is answered behind all of them.
+      await redis
+        .plain()
+        .eval("local p = string.rep('x', 1000) for i = 1, 20000 do redis.call('PUBLISH', 'burst', p) end", 0);
+      await eventually(() => heard === 20000, 'every message of the burst', 15_000);
+      expect(reconnects).toBe(0);
+    } finally {
+      await unsubscribe();
+    }
+  });
+
+  it('drops a connection that connected but never gets ready (a stopped process still accepts TCP)', async () => {
+    Object.assign(heartbeat, { everyMs: 100, timeoutMs: 150 });
+    // A peer that accepts and never answers: a frozen redis-server, as far as a new connection sees.
+    const accepted: Socket[] = [];
+    const silent = createServer((socket) => {
+      accepted.push(socket);
+      socket.on('error', () => {});
+    });
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const client = new Redis((silent.address() as AddressInfo).port, '127.0.0.1', {
+      lazyConnect: true,
+      retryStrategy: () => 50,
+    });
+    client.on('error', () => {});
+    try {
+      client.connect().catch(() => {});
+      const durable = subscribeDurably(client, 'never', () => {});
+      // The client's own connection, then the subscriber's, and again each time it gives up on one.
+      await eventually(() => accepted.length >= 4, 'the subscriber trying new connections', 3000);
+      await durable.unsubscribe();
+    } finally {
+      client.disconnect();
+      for (const socket of accepted) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    }
+  });
+
   it('drops and reopens a subscriber connection that went silent (a NAT forgot the flow), then hears again', async () => {
     Object.assign(heartbeat, { everyMs: 200, timeoutMs: 300 });
     // A proxy that can stop passing bytes on the connections it has, without closing them.
