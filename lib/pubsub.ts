@@ -193,15 +193,19 @@ function wire(redis: RedisClient, shared: SharedSubscriber, connection: Redis): 
   let beating: NodeJS.Timeout | undefined;
   // Connected but never ready: a stopped process still accepts TCP, and ioredis's ready check has no
   // time limit, so a connection to a frozen node would wait there for ever (the heartbeat starts
-  // at 'ready').
+  // at 'ready'). A server that answers is alive, only not ready yet (LOADING): it is waited for.
   let readyBy: NodeJS.Timeout | undefined;
-  connection.on('connect', () => {
+  const awaitReady = (bytesBefore: number) => {
     clearTimeout(readyBy);
     readyBy = setTimeout(() => {
-      if (current(shared, connection) && connection.status !== 'ready') drop(connection);
-    }, heartbeat.everyMs + heartbeat.timeoutMs);
+      if (!current(shared, connection) || connection.status === 'ready') return;
+      const bytes = connection.stream?.bytesRead ?? 0;
+      if (bytes > bytesBefore) awaitReady(bytes);
+      else drop(connection);
+    }, heartbeat.timeoutMs);
     readyBy.unref();
-  });
+  };
+  connection.on('connect', () => awaitReady(0));
   connection.on('close', () => {
     clearInterval(beating);
     clearTimeout(readyBy);
