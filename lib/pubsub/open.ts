@@ -1,9 +1,9 @@
 import Redis, { type Cluster, type RedisOptions } from 'ioredis';
-import { isCluster, type RedisClient } from './client';
+import { isCluster, type RedisClient } from '../client';
 
 /**
  * Opens the kit's pub/sub connection for a client. No command timeout: a subscriber connection waits
- * for messages by design. It never resubscribes by itself (the kit does, see `pubsub.ts`): ioredis's
+ * for messages by design. It never resubscribes by itself (the kit does, see `life.ts`): ioredis's
  * own resubscribe leaves its SUBSCRIBE's rejection unhandled, so a refused one (an ACL change, which
  * also drops the connection) or one cut by a close right after the reconnect would crash the process.
  */
@@ -18,7 +18,7 @@ export function openSubscriberConnection(redis: RedisClient): Redis {
  * Classic pub/sub on a Cluster reaches every node, so one plain connection to any node hears it all.
  * It is the kit's own rather than the Cluster's subscriber: that one picks the next node the moment a
  * node refuses, without a pause, so a whole Cluster down spun the CPU (thousands of connection attempts
- * a second). This one does not reconnect by itself: when it ends, `pubsub.ts` opens the next one, to a
+ * a second). This one does not reconnect by itself: when it ends, `life.ts` opens the next one, to a
  * node picked again (the old one may be gone for good after a failover), with backoff. Unlike
  * ioredis's, it does not move when the Cluster's own connection to its node ends (ioredis says so
  * with '-node' also for an idle timeout or a killed client, and moving loses what is sent meanwhile).
