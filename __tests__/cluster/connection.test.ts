@@ -3,6 +3,7 @@ import { createRedis } from '../../lib/connection';
 import { pingRedis } from '../../lib/health';
 import { subscribe } from '../../lib/pubsub';
 import { defineScript, runScript } from '../../lib/scripts';
+import { listen, publishUntilHeard } from '../helpers/pubsub';
 import { eventually, useRedisCluster } from '../helpers/redis';
 
 const pair = defineScript(
@@ -43,21 +44,14 @@ describe('createRedis against a real Redis Cluster', () => {
   });
   it('tells subscribers when the node their subscription runs on drops it (ioredis moves it without an event)', async () => {
     const client = redis.plain();
-    const received: string[] = [];
-    let reconnects = 0;
-    const unsubscribe = await subscribe(client, 'cluster-feed', (m) => received.push(m), {
-      onReconnect: () => reconnects++,
-    });
+    const { heard: received, counts, unsubscribe } = await listen(client, 'cluster-feed');
     const admins = redis.cluster.nodes.map((n) => new Redis(n.port, n.host));
     try {
       let killed = 0;
       for (const admin of admins) killed += Number(await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub'));
       expect(killed).toBe(1);
-      await eventually(() => reconnects === 1, 'the reconnect hook');
-      await eventually(async () => {
-        await admins[0]!.publish('cluster-feed', 'after');
-        return received.includes('after');
-      }, 'a message after the drop');
+      await eventually(() => counts.reconnects === 1, 'the reconnect hook');
+      await publishUntilHeard(admins[0]!, 'cluster-feed', 'after', received, 'a message after the drop');
     } finally {
       await unsubscribe();
       for (const admin of admins) admin.disconnect();
@@ -65,11 +59,7 @@ describe('createRedis against a real Redis Cluster', () => {
   });
   it('hears its channels again when the app disconnects its Cluster client and connects it again', async () => {
     const client = redis.plain();
-    const received: string[] = [];
-    let reconnects = 0;
-    const unsubscribe = await subscribe(client, 'cluster-again', (m) => received.push(m), {
-      onReconnect: () => reconnects++,
-    });
+    const { heard: received, counts, unsubscribe } = await listen(client, 'cluster-again');
     const publisher = redis.plain();
     try {
       // A Cluster's status reads 'close' again after its 'end' (ioredis): the event is what counts.
@@ -77,11 +67,14 @@ describe('createRedis against a real Redis Cluster', () => {
       client.disconnect();
       await ended;
       await client.connect();
-      await eventually(() => reconnects === 1, 'the reconnect hook');
-      await eventually(async () => {
-        await publisher.publish('cluster-again', 'after');
-        return received.includes('after');
-      }, 'a message after the client was connected again');
+      await eventually(() => counts.reconnects === 1, 'the reconnect hook');
+      await publishUntilHeard(
+        publisher,
+        'cluster-again',
+        'after',
+        received,
+        'a message after the client was connected again',
+      );
     } finally {
       await unsubscribe();
     }
@@ -99,10 +92,7 @@ describe('createRedis against a real Redis Cluster', () => {
       const unsubscribe = await subscribe(client, 'cluster-startup', (m) => received.push(m));
       const publisher = redis.plain();
       try {
-        await eventually(async () => {
-          await publisher.publish('cluster-startup', 'hello');
-          return received.includes('hello');
-        }, 'a message');
+        await publishUntilHeard(publisher, 'cluster-startup', 'hello', received, 'a message');
       } finally {
         await unsubscribe();
       }

@@ -1,6 +1,7 @@
 import Redis, { type Cluster } from 'ioredis';
 import { closeRedis, createRedis } from '../../lib/connection';
 import { subscribeDurably } from '../../lib/pubsub';
+import { publishUntilHeard } from '../helpers/pubsub';
 import { eventually, useRedisCluster } from '../helpers/redis';
 
 // Its own cluster: the test takes a node out of it for good.
@@ -63,10 +64,13 @@ describe('pub/sub through a Redis Cluster that is scaled down', () => {
         'the subscriber moved',
         8000,
       );
-      await eventually(async () => {
-        await adminA.publish('shrink', 'after');
-        return received.includes('after');
-      }, 'a message published on a node still in the Cluster');
+      await publishUntilHeard(
+        adminA,
+        'shrink',
+        'after',
+        received,
+        'a message published on a node still in the Cluster',
+      );
     } finally {
       await subscription?.unsubscribe();
       for (const admin of admins) admin.disconnect();

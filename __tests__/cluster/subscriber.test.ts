@@ -1,6 +1,7 @@
 import net from 'node:net';
 import Redis, { Cluster } from 'ioredis';
-import { subscribe, subscribeDurably } from '../../lib/pubsub';
+import { subscribeDurably } from '../../lib/pubsub';
+import { listen } from '../helpers/pubsub';
 import { eventually, useRedisCluster } from '../helpers/redis';
 
 // The kit's own Cluster subscriber: one plain connection to a node, moved only when it ends.
@@ -9,11 +10,7 @@ describe('pub/sub through a Redis Cluster', () => {
 
   it('stays on its node when the Cluster only lost its own connections to it (an idle timeout)', async () => {
     const client = redis.client({ logger: { warn: () => {} } });
-    const received: string[] = [];
-    let reconnects = 0;
-    const unsubscribe = await subscribe(client, 'idle-feed', (m) => received.push(m), {
-      onReconnect: () => reconnects++,
-    });
+    const { heard: received, counts, unsubscribe } = await listen(client, 'idle-feed');
     const admins = redis.cluster.nodes.map((n) => new Redis(n));
     try {
       // Redis closes idle command connections (never pub/sub ones); ioredis reports each as '-node'.
@@ -24,7 +21,7 @@ describe('pub/sub through a Redis Cluster', () => {
       await new Promise((r) => setTimeout(r, 2500));
       await admins[0]!.publish('idle-feed', 'still here');
       await eventually(() => received.includes('still here'), 'the message');
-      expect(reconnects).toBe(0);
+      expect(counts.reconnects).toBe(0);
     } finally {
       for (const admin of admins) {
         await admin.config('SET', 'timeout', '0');
@@ -54,11 +51,7 @@ describe('pub/sub through a Redis Cluster', () => {
 
   it('tries again with backoff while every node is down, and hears its channel once the nodes are back', async () => {
     const client = redis.client({ logger: { warn: () => {} } });
-    const received: string[] = [];
-    let reconnects = 0;
-    const unsubscribe = await subscribe(client, 'outage-feed', (m) => received.push(m), {
-      onReconnect: () => reconnects++,
-    });
+    const { heard: received, counts, unsubscribe } = await listen(client, 'outage-feed');
     const connects = jest.spyOn(net.Socket.prototype, 'connect');
     try {
       await Promise.all(redis.cluster.servers.map((s) => s.kill()));
@@ -82,7 +75,7 @@ describe('pub/sub through a Redis Cluster', () => {
         'a message once the cluster is back',
         20_000,
       );
-      expect(reconnects).toBeGreaterThanOrEqual(1);
+      expect(counts.reconnects).toBeGreaterThanOrEqual(1);
     } finally {
       admin.disconnect();
       await unsubscribe();

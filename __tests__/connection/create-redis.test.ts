@@ -8,6 +8,7 @@ import { maskUrl } from '../../lib/mask-url';
 import { heartbeat, subscribe, subscribeDurably } from '../../lib/pubsub';
 import { freePort, type RedisServerHandle, startRedisServer } from '../../lib/testing';
 import { useUnhandledRejections } from '../helpers/process';
+import { listen, publishUntilHeard } from '../helpers/pubsub';
 import { eventually, useRedisServer } from '../helpers/redis';
 
 describe('createRedis', () => {
@@ -288,23 +289,16 @@ describe('subscribe', () => {
 
   it('tells subscribers when their connection comes back after a drop (messages sent meanwhile are lost)', async () => {
     const client = redis.client();
-    const received: string[] = [];
-    let reconnects = 0;
-    const unsubscribe = await subscribe(client, 'feed', (m) => received.push(m), {
-      onReconnect: () => reconnects++,
-    });
+    const { heard: received, counts, unsubscribe } = await listen(client, 'feed');
     const admin = redis.plain();
     await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
-    await eventually(() => reconnects === 1, 'the reconnect hook');
+    await eventually(() => counts.reconnects === 1, 'the reconnect hook');
     // Resubscribed by itself: messages flow again.
-    await eventually(async () => {
-      await admin.publish('feed', 'after');
-      return received.includes('after');
-    }, 'a message after the reconnect');
+    await publishUntilHeard(admin, 'feed', 'after', received, 'a message after the reconnect');
     await unsubscribe();
     await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
     await new Promise((r) => setTimeout(r, 300));
-    expect(reconnects).toBe(1);
+    expect(counts.reconnects).toBe(1);
   });
 
   it('runs onReconnect only once its channels are subscribed again: what is published from the hook on is heard', async () => {
@@ -337,11 +331,7 @@ describe('subscribe', () => {
     'hears its channels again when the app calls %s() on its own client and connects it again',
     async (how) => {
       const client = redis.client();
-      const received: string[] = [];
-      let reconnects = 0;
-      const unsubscribe = await subscribe(client, 'feed', (m) => received.push(m), {
-        onReconnect: () => reconnects++,
-      });
+      const { heard: received, counts, unsubscribe } = await listen(client, 'feed');
       const admin = redis.plain();
       try {
         if (how === 'quit') await client.quit();
@@ -354,11 +344,14 @@ describe('subscribe', () => {
         );
         await client.connect();
         // Messages sent while it was closed were lost: the hook says so.
-        await eventually(() => reconnects === 1, 'the reconnect hook');
-        await eventually(async () => {
-          await admin.publish('feed', 'after');
-          return received.includes('after');
-        }, 'a message after the client was connected again');
+        await eventually(() => counts.reconnects === 1, 'the reconnect hook');
+        await publishUntilHeard(
+          admin,
+          'feed',
+          'after',
+          received,
+          'a message after the client was connected again',
+        );
         expect(received).not.toContain('while-closed');
         expect(unhandled).toEqual([]);
       } finally {
@@ -385,10 +378,13 @@ describe('subscribe', () => {
     });
     await connecting;
     try {
-      await eventually(async () => {
-        await admin.publish('two', 'hello');
-        return received.includes('hello');
-      }, 'a message on the channel subscribed while connecting');
+      await publishUntilHeard(
+        admin,
+        'two',
+        'hello',
+        received,
+        'a message on the channel subscribed while connecting',
+      );
       await eventually(() => reconnects.one === 1, "the first subscription's reconnect hook");
       // The second one missed nothing: subscribed on the new connection.
       expect(reconnects.two).toBe(0);
@@ -584,10 +580,7 @@ describe('subscriber heartbeat', () => {
       for (const socket of live) silenced.add(socket);
       await admin.publish('quiet', 'lost');
       await eventually(() => reconnects === 1, 'the subscriber reopened');
-      await eventually(async () => {
-        await admin.publish('quiet', 'heard');
-        return received.includes('heard');
-      }, 'a message on the new connection');
+      await publishUntilHeard(admin, 'quiet', 'heard', received, 'a message on the new connection');
       expect(received).not.toContain('lost');
       await unsubscribe();
     } finally {
