@@ -1,3 +1,4 @@
+import timeout from 'connect-timeout';
 import request from 'supertest';
 import { cacheResponse } from '../../lib/cache';
 import type { RedisClient } from '../../lib/client';
@@ -151,6 +152,34 @@ describe('idempotency on Express 4', () => {
     expect((await request(a).post('/charge?to[]=bob&to[0]=alice').set('Idempotency-Key', 'c1')).status).toBe(
       422,
     );
+  });
+
+  it("stores the handler's late answer after a connect-timeout 503, and replays it", async () => {
+    const a = express();
+    let runs = 0;
+    let answered = false;
+    a.use(timeout('100ms'));
+    a.post('/slow', idempotency({ redis: client }), async (_req, res) => {
+      runs++;
+      await sleep(300);
+      res.status(201).set('Location', '/slow/1').json({ run: runs });
+      answered = true;
+    });
+    const send = () => request(a).post('/slow').set('Idempotency-Key', 'slow-1').send({ x: 1 });
+    expect((await send()).status).toBe(503);
+    expect((await send()).status).toBe(409);
+    while (!answered) await sleep(20);
+    let replay = await send();
+    // The late answer is being stored meanwhile.
+    for (let i = 0; replay.status === 409 && i < 100; i++) replay = await sleep(20).then(send);
+    expect([replay.status, replay.headers['idempotent-replayed'], replay.body]).toEqual([
+      201,
+      'true',
+      { run: 1 },
+    ]);
+    expect(replay.headers.location).toBe('/slow/1');
+    expect(replay.headers['content-type']).toBe('application/json; charset=utf-8');
+    expect(runs).toBe(1);
   });
 });
 

@@ -2,8 +2,10 @@ import { constants } from 'node:buffer';
 import { STATUS_CODES } from 'node:http';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import type { Response } from 'express';
-import { chunkBytes, isEndChunk, writeHeadPairs } from '../chunks';
+import { isEndChunk, writeHeadPairs } from '../chunks';
 import { dropLate, type HeaderMap, headerMap, holdAnswer } from '../late-answers';
+import { BodyCopy, type Unstorable } from './body-copy';
+import { copyLateAnswer } from './late-answer';
 import type { StoredResponse } from './record';
 
 /** The response as the handler produced it, at the moment it called `res.end()`. */
@@ -16,16 +18,18 @@ export interface CapturedResponse {
   /** The body bytes, or `undefined` when they could not be kept (see `unstorable`). */
   body: Buffer | undefined;
   /** Why `body` is missing: it grew past `maxBodySize`, or a chunk could not be decoded. */
-  unstorable?: 'too-large' | 'unreadable';
+  unstorable?: Unstorable;
 }
 
 /** What the capture reports to its owner. */
 export interface CaptureHooks {
   /**
    * The handler ended the response: store or release the key. Runs before the real `end()`.
-   * Must never reject and should be time-bounded.
+   * Must never reject and should be time-bounded. → `'await-handler'` when this answer was a
+   * timeout guard's and the handler is still at work: its own answer, when it ends it, is copied and
+   * handed to `beforeEnd` again (it never reaches the client).
    */
-  beforeEnd(captured: CapturedResponse): Promise<void>;
+  beforeEnd(captured: CapturedResponse): Promise<undefined | 'await-handler'>;
   /** The response started but its connection closed before the handler ended it. */
   aborted(): void;
   /** The handler wrote a body chunk (it is still at work, even if its client has gone). */
@@ -66,34 +70,11 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
   const originalWrite = res.write;
   const originalEnd = res.end;
   const originalWriteHead = res.writeHead;
-  let chunks: Buffer[] | undefined = [];
-  let unstorable: CapturedResponse['unstorable'];
-  let size = 0;
+  const copy = new BodyCopy(maxBodySize);
   let ended = false;
   // The headers as the handler left them when they went out: middleware in front (compression)
   // may add its own at that moment, describing bytes that are not the ones copied here.
   let sentHeaders: Headers | undefined;
-
-  const drop = (why: NonNullable<CapturedResponse['unstorable']>) => {
-    chunks = undefined;
-    unstorable ??= why;
-  };
-
-  const keep = (chunk: unknown, encoding: unknown) => {
-    if (!chunks || !chunk || typeof chunk === 'function') return;
-    let bytes: Buffer;
-    if (typeof chunk !== 'string' && !(chunk instanceof Uint8Array)) return drop('unreadable');
-    try {
-      bytes = chunkBytes(chunk, encoding);
-    } catch {
-      // An unknown encoding: Node refuses the write too, and whatever gets sent is not known here.
-      return drop('unreadable');
-    }
-    size += bytes.length;
-    // Over the limit: stop copying at once instead of buffering a large download in memory.
-    if (size > maxBodySize) drop('too-large');
-    else chunks.push(bytes);
-  };
 
   const snapshot = (writeHeadHeaders?: unknown) => {
     if (!res.headersSent) sentHeaders = storableHeaders(res, before, writeHeadHeaders);
@@ -106,7 +87,7 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
   res.writeHead = writeHead;
 
   res.write = function write(this: Response, ...args: unknown[]) {
-    keep(args[0], args[1]);
+    copy.keep(args[0], args[1]);
     hooks.wrote();
     snapshot();
     return (originalWrite as (...a: unknown[]) => boolean).apply(this, args);
@@ -120,17 +101,13 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
       return (originalEnd as (...a: EndArgs) => Response).apply(this, args);
     }
     ended = true;
-    keep(args[0], typeof args[1] === 'string' ? args[1] : undefined);
-    const message =
-      res.statusMessage && res.statusMessage !== STATUS_CODES[res.statusCode] ? res.statusMessage : undefined;
+    copy.keep(args[0], typeof args[1] === 'string' ? args[1] : undefined);
     const captured: CapturedResponse = {
       status: res.statusCode,
-      ...(message ? { message } : {}),
+      ...messageOf(res),
       headers: (res.headersSent && sentHeaders) || storableHeaders(res, before),
-      body: chunks ? Buffer.concat(chunks) : undefined,
-      ...(unstorable ? { unstorable } : {}),
+      ...copy.take(),
     };
-    chunks = undefined;
     // Until the deferred end() runs, the response is over, as it would be without the kit: a second
     // answer is dropped like Node drops a write after end, and status/header changes are undone
     // (lib/late-answers.ts). Middleware mounted after this one may have wrapped writeHead
@@ -152,7 +129,22 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
           writeHead: headWas === writeHead ? originalWriteHead : headWas,
         },
       );
-    hooks.beforeEnd(captured).then(finish, finish);
+    hooks.beforeEnd(captured).then((then) => {
+      finish();
+      if (then !== 'await-handler') return;
+      copyLateAnswer(res, maxBodySize, before, {
+        wrote: () => hooks.wrote(),
+        ended: ({ status, message, copy: late }) => {
+          const answer: CapturedResponse = {
+            status,
+            ...(message && message !== STATUS_CODES[status] ? { message } : {}),
+            headers: storableHeaders(res, before),
+            ...late.take(),
+          };
+          void hooks.beforeEnd(answer);
+        },
+      });
+    }, finish);
     return this;
   } as Response['end'];
 
@@ -162,6 +154,12 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
   res.once('close', () => {
     if (!ended && res.headersSent) hooks.aborted();
   });
+}
+
+/** The reason phrase, when the handler chose one other than the standard one for its status. */
+function messageOf(res: Response): { message?: string } {
+  const message = res.statusMessage;
+  return message && message !== STATUS_CODES[res.statusCode] ? { message } : {};
 }
 
 /**

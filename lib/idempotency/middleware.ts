@@ -102,6 +102,16 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
 
     switch (found.state) {
       case 'reserved':
+        if (res.writableEnded) {
+          // Answered while Redis was asked (a timeout guard fired): the request is over, and a
+          // handler run now could only fail to answer, holding the key for its whole ttl.
+          guarded(o.redis, () => record.release(o.redis, key, owner), { ...guard, key }).then(
+            () => emit('released', { status: res.statusCode, reason: 'answered-before' }),
+            (error: unknown) =>
+              emit('release-failed', { status: res.statusCode, reason: 'answered-before', error }),
+          );
+          return;
+        }
         emit('first');
         protect(req, res, key, owner, fingerprint);
         return next();
@@ -176,6 +186,8 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
     let lastWrite = started;
     // Another request (or forget()) took the key: this one's answer must not be stored over it.
     let lost = false;
+    // A timeout guard answered in the handler's place; the handler's own answer is awaited.
+    let awaiting = false;
     const timer = setInterval(() => {
       // Cap: a handler that never ends its response must not hold the key forever.
       if (Date.now() - started > o.ttlMs) return stop();
@@ -216,6 +228,51 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
       }
     };
 
+    const storable = ({ status, body }: CapturedResponse) => body !== undefined && o.shouldStore(status);
+
+    /**
+     * A timeout guard (connect-timeout sets `req.timedout`) answered while the handler works on.
+     * Releasing the key would let a retry run the handler alongside it: it stays in flight instead,
+     * and the handler's own answer is stored when it comes (it never reaches this client). A handler
+     * that stopped when the guard fired never answers: its lease then lapses lockTtl after the
+     * guard's answer, as for a broken-off response.
+     */
+    const guardAnswered = (captured: CapturedResponse) =>
+      !storable(captured) && !awaiting && !lost && (req as { timedout?: unknown }).timedout === true;
+
+    /** Stores the answer, or releases the key when it is not one to store. */
+    const settle = async (captured: CapturedResponse): Promise<void> => {
+      const { status, body } = captured;
+      if (body === undefined || !o.shouldStore(status)) {
+        return release(status, body === undefined ? (captured.unstorable ?? 'too-large') : 'status');
+      }
+      // The client broke off its upload: whatever answers now (a body parser's 400 "request
+      // aborted", a partial upload refused) follows from that, and its retry must run afresh.
+      if (!req.complete && (req.destroyed || (req as { aborted?: boolean }).aborted)) {
+        return release(status, 'request-aborted');
+      }
+      if (lost) return emit('lease-lost', { status });
+      try {
+        const lease = await guarded(
+          o.redis,
+          () =>
+            record.complete(
+              o.redis,
+              key,
+              owner,
+              fingerprint,
+              { status, message: captured.message, headers: captured.headers, body },
+              o.ttlMs,
+            ),
+          { ...guard, key },
+        );
+        if (lease === 'taken-back') emit('lease-restored', { status });
+        emit(lease === 'lost' ? 'lease-lost' : 'stored', { status });
+      } catch (error) {
+        emit('store-failed', { status, error });
+      }
+    };
+
     captureResponse(res, o.maxBodySize, {
       aborted: () => {
         if (settled) return;
@@ -231,38 +288,18 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
         lastWrite = Date.now();
       },
       beforeEnd: async (captured: CapturedResponse) => {
-        if (settled) return;
+        if (settled) return undefined;
+        if (guardAnswered(captured)) {
+          awaiting = true;
+          brokenOff = true;
+          lastWrite = Date.now();
+          emit('awaiting-handler', { status: captured.status });
+          return 'await-handler';
+        }
         settled = true;
         stop();
-        const { status, body } = captured;
-        if (body === undefined || !o.shouldStore(status)) {
-          return release(status, body === undefined ? (captured.unstorable ?? 'too-large') : 'status');
-        }
-        // The client broke off its upload: whatever answers now (a body parser's 400 "request
-        // aborted", a partial upload refused) follows from that, and its retry must run afresh.
-        if (!req.complete && (req.destroyed || (req as { aborted?: boolean }).aborted)) {
-          return release(status, 'request-aborted');
-        }
-        if (lost) return emit('lease-lost', { status });
-        try {
-          const lease = await guarded(
-            o.redis,
-            () =>
-              record.complete(
-                o.redis,
-                key,
-                owner,
-                fingerprint,
-                { status, message: captured.message, headers: captured.headers, body },
-                o.ttlMs,
-              ),
-            { ...guard, key },
-          );
-          if (lease === 'taken-back') emit('lease-restored', { status });
-          emit(lease === 'lost' ? 'lease-lost' : 'stored', { status });
-        } catch (error) {
-          emit('store-failed', { status, error });
-        }
+        await settle(captured);
+        return undefined;
       },
     });
   }

@@ -1,0 +1,192 @@
+import timeout from 'connect-timeout';
+import express, { type RequestHandler } from 'express';
+import onFinished from 'on-finished';
+import { idempotency } from '../../lib/idempotency';
+import { eventually, useRedisServer } from '../helpers/redis';
+import { freshKey, send, useEvents, useServers } from './http';
+
+const redisServer = useRedisServer();
+const servers = useServers();
+const events = useEvents();
+
+/** A promise the test settles: the first run of a handler waits on it, as a slow handler would. */
+function gate() {
+  let open!: () => void;
+  const opened = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { open, opened };
+}
+
+/**
+ * POST /orders behind connect-timeout (its 503 answered by Express's final handler) and
+ * `idempotency()`. The first run of `handler` waits for the gate, long past the guard's limit.
+ */
+async function guardedRoute(
+  handler: (req: express.Request, res: express.Response, run: number) => void,
+  options: { lockTtl?: string; before?: RequestHandler } = {},
+) {
+  const slow = gate();
+  const counter = { runs: 0 };
+  const app = express();
+  if (options.before) app.use(options.before);
+  app.use(timeout('250ms'));
+  app.use(express.json());
+  app.post(
+    '/orders',
+    idempotency({ redis: redisServer.client(), ...(options.lockTtl ? { lockTtl: options.lockTtl } : {}) }),
+    async (req, res) => {
+      counter.runs += 1;
+      const run = counter.runs;
+      if (run === 1) await slow.opened;
+      handler(req, res, run);
+    },
+  );
+  return { url: `${await servers.listen(app)}/orders`, counter, open: slow.open };
+}
+
+/**
+ * The first request gets the guard's 503, then the handler's first run goes on; → a retry's answer
+ * once the kit reported `event` for that run's own answer.
+ */
+async function retryAfterLateAnswer(route: Awaited<ReturnType<typeof guardedRoute>>, event: string) {
+  const key = freshKey();
+  expect((await send(route.url, { key, body: {} })).status).toBe(503);
+  route.open();
+  await eventually(() => events.types().includes(event), `a "${event}" event`);
+  return send(route.url, { key, body: {} });
+}
+
+describe('idempotency behind a timeout guard (connect-timeout)', () => {
+  it("keeps the key in flight after the guard's 503 and replays the handler's own late answer", async () => {
+    const { url, counter, open } = await guardedRoute((_req, res, run) => {
+      res.status(201).set('Location', '/orders/7').json({ id: 7, run });
+    });
+    const key = freshKey();
+
+    const first = await send(url, { key, body: { item: 'book' } });
+    expect(first.status).toBe(503);
+    const duringRun = await send(url, { key, body: { item: 'book' } });
+    expect(duringRun.status).toBe(409);
+    expect(duringRun.headers.get('retry-after')).not.toBeNull();
+
+    open();
+    await eventually(() => events.types().includes('stored'), 'the late answer stored');
+    const retry = await send(url, { key, body: { item: 'book' } });
+
+    expect(counter.runs).toBe(1);
+    expect(retry.status).toBe(201);
+    expect(retry.headers.get('idempotent-replayed')).toBe('true');
+    expect(retry.json()).toEqual({ id: 7, run: 1 });
+    expect(retry.headers.get('location')).toBe('/orders/7');
+    expect(retry.headers.get('content-type')).toBe('application/json; charset=utf-8');
+    expect(events.types()).toEqual(
+      expect.arrayContaining(['first', 'awaiting-handler', 'conflict', 'stored']),
+    );
+    expect(events.types()).not.toContain('released');
+  });
+
+  it('stores a late answer the handler streams in chunks, with its own status line', async () => {
+    const route = await guardedRoute((_req, res) => {
+      res.writeHead(202, 'Queued', { 'Content-Type': 'text/plain' });
+      res.write('part one, ');
+      res.end('part two');
+    });
+    const retry = await retryAfterLateAnswer(route, 'stored');
+
+    expect(route.counter.runs).toBe(1);
+    expect(retry.status).toBe(202);
+    expect(retry.statusText).toBe('Queued');
+    expect(retry.body.toString()).toBe('part one, part two');
+    expect(retry.headers.get('content-type')).toBe('text/plain');
+  });
+
+  it('releases the key when the late answer is one that is not stored (a 5xx)', async () => {
+    const route = await guardedRoute((_req, res, run) => {
+      if (run === 1) res.status(500).json({ error: 'database down' });
+      else res.status(201).json({ run });
+    });
+    const retry = await retryAfterLateAnswer(route, 'released');
+
+    expect(route.counter.runs).toBe(2);
+    expect(retry.status).toBe(201);
+    expect(retry.headers.get('idempotent-replayed')).toBeNull();
+  });
+
+  it('lets the lease lapse, lockTtl after the guard, for a handler that stopped when the guard fired', async () => {
+    const { url, counter, open } = await guardedRoute(
+      (req, res, run) => {
+        // connect-timeout's advice: stop when the guard fired, without answering.
+        if (!(req as { timedout?: boolean }).timedout) res.status(201).json({ run });
+      },
+      { lockTtl: '300ms' },
+    );
+    const key = freshKey();
+    expect((await send(url, { key, body: {} })).status).toBe(503);
+    open();
+    expect((await send(url, { key, body: {} })).status).toBe(409);
+
+    let retry = await send(url, { key, body: {} });
+    const lapsedBy = Date.now() + 5000;
+    while (retry.status === 409 && Date.now() < lapsedBy) {
+      await new Promise((r) => setTimeout(r, 50));
+      retry = await send(url, { key, body: {} });
+    }
+
+    expect(retry.status).toBe(201);
+    expect(retry.json()).toEqual({ run: 2 });
+    expect(counter.runs).toBe(2);
+  });
+
+  it('does not run the handler, and frees the key, when the guard answered while Redis was asked', async () => {
+    let runs = 0;
+    const app = express();
+    app.use(timeout('100ms'));
+    app.use(express.json());
+    const redis = redisServer.client({ commandTimeout: 5000 });
+    app.post('/orders', idempotency({ redis, timeout: '5s' }), (_req, res) => {
+      runs += 1;
+      res.status(201).json({ run: runs });
+    });
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey();
+    // Redis answers the reservation only after the guard fired.
+    const pauser = redisServer.plain();
+    await pauser.call('CLIENT', 'PAUSE', '600', 'ALL');
+
+    expect((await send(url, { key, body: {} })).status).toBe(503);
+
+    await eventually(() => events.types().includes('released'), 'the reservation released', 10_000);
+    const retry = await send(url, { key, body: {} });
+
+    expect(runs).toBe(1);
+    expect(retry.status).toBe(201);
+    expect(retry.json()).toEqual({ run: 1 });
+    expect(events.events.find((e) => e.type === 'released')).toMatchObject({ reason: 'answered-before' });
+  });
+
+  it("shows loggers the guard's answer as it was sent", async () => {
+    const logged: Array<{ status: number; type: unknown; length: unknown }> = [];
+    const logger: RequestHandler = (_req, res, next) => {
+      onFinished(res, () =>
+        logged.push({
+          status: res.statusCode,
+          type: res.getHeader('content-type'),
+          length: res.getHeader('content-length'),
+        }),
+      );
+      next();
+    };
+    const { url, open } = await guardedRoute((_req, res) => void res.status(201).json({ ok: true }), {
+      before: logger,
+    });
+    const first = await send(url, { key: freshKey(), body: {} });
+    open();
+    await eventually(() => events.types().includes('stored'), 'the late answer stored');
+
+    expect(first.status).toBe(503);
+    expect(logged).toEqual([
+      { status: 503, type: first.headers.get('content-type'), length: first.body.length },
+    ]);
+  });
+});

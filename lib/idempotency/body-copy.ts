@@ -1,0 +1,45 @@
+import { chunkBytes } from '../chunks';
+
+/** Why a copied body could not be kept: it grew past the limit, or a chunk could not be read. */
+export type Unstorable = 'too-large' | 'unreadable';
+
+/** A copy of the body chunks a handler writes, up to `maxBodySize` bytes. */
+export class BodyCopy {
+  private chunks: Buffer[] | undefined = [];
+  private size = 0;
+  private why: Unstorable | undefined;
+
+  constructor(private readonly maxBodySize: number) {}
+
+  /** Copies one chunk of `write(chunk, encoding)` / `end(chunk, encoding)`. */
+  keep(chunk: unknown, encoding: unknown): void {
+    if (!this.chunks || !chunk || typeof chunk === 'function') return;
+    let bytes: Buffer;
+    try {
+      if (typeof chunk !== 'string' && !(chunk instanceof Uint8Array)) throw new TypeError('not bytes');
+      bytes = chunkBytes(chunk, encoding);
+    } catch {
+      // Not bytes, or an unknown encoding: Node refuses the write too, and whatever gets sent is not
+      // known here.
+      this.lose('unreadable');
+      return;
+    }
+    this.size += bytes.length;
+    // Over the limit: stop copying at once instead of buffering a large download in memory.
+    if (this.size > this.maxBodySize) this.lose('too-large');
+    else this.chunks.push(bytes);
+  }
+
+  /** The body, or why there is none; the copy keeps nothing afterwards. */
+  take(): { body: Buffer | undefined; unstorable?: Unstorable } {
+    const body = this.chunks ? Buffer.concat(this.chunks) : undefined;
+    this.chunks = undefined;
+    return { body, ...(this.why ? { unstorable: this.why } : {}) };
+  }
+
+  /** Gives up the copy: the body sent is not the one it could keep. */
+  lose(why: Unstorable): void {
+    this.chunks = undefined;
+    this.why ??= why;
+  }
+}
