@@ -1,6 +1,6 @@
 import { LockBusyError, withLock } from '../../lib/cache';
 import { taggedKey } from '../../lib/keys';
-import { useRedisServer } from '../helpers/redis';
+import { eventually, useRedisServer } from '../helpers/redis';
 import { sleep } from './helpers';
 
 const redis = useRedisServer();
@@ -37,8 +37,9 @@ describe('withLock', () => {
 
   it('extends the lock while fn runs longer than its ttl', async () => {
     const a = redis.client();
-    const held = withLock(a, 'long', () => sleep(700).then(() => 'done'), { ttl: 200 });
-    await sleep(450);
+    // Several lifetimes long, with room for a busy machine to run the renewals late.
+    const held = withLock(a, 'long', () => sleep(1500).then(() => 'done'), { ttl: 300 });
+    await sleep(900);
     await expect(withLock(a, 'long', () => 'stolen', { wait: 0 })).rejects.toBeInstanceOf(LockBusyError);
     expect(await held).toBe('done');
   });
@@ -52,7 +53,8 @@ describe('withLock', () => {
       async (signal) => {
         // Simulate losing the lock (e.g. a long pause): someone else now holds it.
         await a.set(key, 'someone-else', 'PX', 5000);
-        await sleep(150);
+        // The next renewal finds the lock gone (however late a busy machine runs it).
+        await eventually(() => signal.aborted, 'the lost lock noticed');
         return signal.aborted;
       },
       { ttl: 300 },
