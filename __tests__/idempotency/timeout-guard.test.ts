@@ -1,3 +1,4 @@
+import compression from 'compression';
 import timeout from 'connect-timeout';
 import express, { type RequestHandler } from 'express';
 import onFinished from 'on-finished';
@@ -24,7 +25,17 @@ function gate() {
  */
 async function guardedRoute(
   handler: (req: express.Request, res: express.Response, run: number) => void,
-  options: { lockTtl?: string; before?: RequestHandler } = {},
+  options: {
+    lockTtl?: string;
+    /** Mounted in front of everything. */
+    before?: RequestHandler;
+    /** Mounted on the route after `idempotency()`. */
+    after?: RequestHandler;
+    /** What the first run does before it waits. */
+    early?: (res: express.Response) => void;
+    /** What the first run waits for, instead of the gate. */
+    waitFor?: (req: express.Request) => Promise<void>;
+  } = {},
 ) {
   const slow = gate();
   const counter = { runs: 0 };
@@ -32,16 +43,19 @@ async function guardedRoute(
   if (options.before) app.use(options.before);
   app.use(timeout('250ms'));
   app.use(express.json());
-  app.post(
-    '/orders',
+  const route: RequestHandler[] = [
     idempotency({ redis: redisServer.client(), ...(options.lockTtl ? { lockTtl: options.lockTtl } : {}) }),
-    async (req, res) => {
-      counter.runs += 1;
-      const run = counter.runs;
-      if (run === 1) await slow.opened;
-      handler(req, res, run);
-    },
-  );
+  ];
+  if (options.after) route.push(options.after);
+  app.post('/orders', ...route, async (req, res) => {
+    counter.runs += 1;
+    const run = counter.runs;
+    if (run === 1) {
+      options.early?.(res);
+      await (options.waitFor ? options.waitFor(req) : slow.opened);
+    }
+    handler(req, res, run);
+  });
   return { url: `${await servers.listen(app)}/orders`, counter, open: slow.open };
 }
 
@@ -165,16 +179,120 @@ describe('idempotency behind a timeout guard (connect-timeout)', () => {
     expect(events.events.find((e) => e.type === 'released')).toMatchObject({ reason: 'answered-before' });
   });
 
-  it("shows loggers the guard's answer as it was sent", async () => {
+  it('writes no replay, and keeps the connection, when the guard answered while Redis looked up a stored answer', async () => {
+    const sockets = new Set<unknown>();
+    const app = express();
+    app.use((req, _res, next) => {
+      sockets.add(req.socket);
+      next();
+    });
+    app.use(timeout('100ms'));
+    const redis = redisServer.client({ commandTimeout: 5000 });
+    app.post('/orders', idempotency({ redis, timeout: '5s' }), (_req, res) => void res.status(201).json({}));
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey();
+    expect((await send(url, { key, body: {} })).status).toBe(201);
+
+    await redisServer.plain().call('CLIENT', 'PAUSE', '400', 'ALL');
+    expect((await send(url, { key, body: {} })).status).toBe(503);
+    // The lookup answers 'done' after the guard's 503; the next request reuses the connection.
+    await new Promise((r) => setTimeout(r, 700));
+    expect((await send(url, { key, body: {} })).headers.get('idempotent-replayed')).toBe('true');
+
+    expect(sockets.size).toBe(1);
+  });
+
+  it('starts the late answer from the status and headers the handler set before the guard fired', async () => {
+    const route = await guardedRoute((_req, res) => void res.json({ id: 9 }), {
+      early: (res) => void res.status(201).location('/orders/9'),
+    });
+    const retry = await retryAfterLateAnswer(route, 'stored');
+
+    expect(retry.status).toBe(201);
+    expect(retry.headers.get('location')).toBe('/orders/9');
+    expect(retry.headers.get('content-type')).toBe('application/json; charset=utf-8');
+    expect(retry.json()).toEqual({ id: 9 });
+  });
+
+  it('refuses a late header value Node would refuse, as Node does, so nothing unsendable is stored', async () => {
+    let refused: unknown;
+    const route = await guardedRoute((_req, res) => {
+      try {
+        res.set('X-Title', 'Price: 10 \u20ac');
+      } catch (error) {
+        refused = (error as { code?: string }).code;
+      }
+      res.status(201).json({ ok: true });
+    });
+    const retry = await retryAfterLateAnswer(route, 'stored');
+
+    expect(refused).toBe('ERR_INVALID_CHAR');
+    expect(retry.status).toBe(201);
+    expect(retry.headers.get('x-title')).toBeNull();
+  });
+
+  it("copies an answer that comes right after the guard's, with compression in front", async () => {
+    const route = await guardedRoute((_req, res) => void res.status(201).json({ late: 'at once' }), {
+      before: compression({ threshold: 0 }),
+      waitFor: (req) => new Promise<void>((resolve) => req.once('timeout', () => setImmediate(resolve))),
+    });
+    const key = freshKey();
+    expect((await send(route.url, { key, body: {} })).status).toBe(503);
+    await eventually(() => events.types().includes('stored'), 'the late answer stored');
+    const retry = await send(route.url, { key, body: {} });
+
+    expect(route.counter.runs).toBe(1);
+    expect(retry.status).toBe(201);
+    expect(retry.json()).toEqual({ late: 'at once' });
+  });
+
+  it('stores the late answer for both of two idempotency middlewares on the route', async () => {
+    const route = await guardedRoute((_req, res, run) => void res.status(201).json({ run }), {
+      after: idempotency({ redis: redisServer.client(), header: 'X-Request-Key', prefix: 'inner:' }),
+    });
+    const inner = freshKey('inner');
+    const first = await send(route.url, { key: freshKey(), body: {}, headers: { 'X-Request-Key': inner } });
+    expect(first.status).toBe(503);
+    route.open();
+    await eventually(() => events.types().filter((t) => t === 'stored').length === 2, 'both stored');
+    // Another outer key, the same inner one: the inner middleware replays.
+    const retry = await send(route.url, { key: freshKey(), body: {}, headers: { 'X-Request-Key': inner } });
+
+    expect(route.counter.runs).toBe(1);
+    expect(retry.status).toBe(201);
+    expect(retry.headers.get('idempotent-replayed')).toBe('true');
+    expect(retry.json()).toEqual({ run: 1 });
+  });
+
+  it("frees the key lockTtl after the guard's answer, not a renewal later", async () => {
+    const redis = redisServer.client();
+    const app = express();
+    app.use(timeout('100ms'));
+    app.post('/orders', idempotency({ redis, lockTtl: '900ms', prefix: 'lapse:' }), () => {
+      // Stops without answering once the guard fired.
+    });
+    const url = `${await servers.listen(app)}/orders`;
+    expect((await send(url, { key: freshKey(), body: {} })).status).toBe(503);
+    const answered = Date.now();
+    const [record] = await redis.keys('lapse:*');
+    await new Promise((r) => setTimeout(r, 700));
+    const left = await redis.pttl(String(record));
+
+    // Renewed every 300 ms until then, but never past 900 ms after the guard's answer.
+    expect(left).toBeLessThanOrEqual(900 - (Date.now() - answered) + 50);
+  });
+
+  it("shows loggers, on 'finish' and on 'close', the guard's answer as it was sent", async () => {
     const logged: Array<{ status: number; type: unknown; length: unknown }> = [];
     const logger: RequestHandler = (_req, res, next) => {
-      onFinished(res, () =>
+      const log = () =>
         logged.push({
           status: res.statusCode,
           type: res.getHeader('content-type'),
           length: res.getHeader('content-length'),
-        }),
-      );
+        });
+      onFinished(res, log);
+      res.on('close', log);
       next();
     };
     const { url, open } = await guardedRoute((_req, res) => void res.status(201).json({ ok: true }), {
@@ -185,8 +303,7 @@ describe('idempotency behind a timeout guard (connect-timeout)', () => {
     await eventually(() => events.types().includes('stored'), 'the late answer stored');
 
     expect(first.status).toBe(503);
-    expect(logged).toEqual([
-      { status: 503, type: first.headers.get('content-type'), length: first.body.length },
-    ]);
+    const sent = { status: 503, type: first.headers.get('content-type'), length: first.body.length };
+    expect(logged).toEqual([sent, sent]);
   });
 });

@@ -132,14 +132,16 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
     hooks.beforeEnd(captured).then((then) => {
       finish();
       if (then !== 'await-handler') return;
-      copyLateAnswer(res, maxBodySize, before, {
+      copyLateAnswer(res, {
+        before,
+        maxBodySize,
         wrote: () => hooks.wrote(),
-        ended: ({ status, message, copy: late }) => {
+        ended: ({ status, message, body }) => {
           const answer: CapturedResponse = {
             status,
             ...(message && message !== STATUS_CODES[status] ? { message } : {}),
             headers: storableHeaders(res, before),
-            ...late.take(),
+            ...body,
           };
           void hooks.beforeEnd(answer);
         },

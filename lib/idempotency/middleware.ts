@@ -7,6 +7,7 @@ import { emitKitEvent } from '../events';
 import { scopePart } from '../keys';
 import { nodeField, OutageTracker } from '../outage';
 import { type CapturedResponse, captureResponse, DECODED_BODY_FACTOR, replay } from './capture';
+import { watchTimeoutGuard } from './late-answer';
 import { type IdempotencyOptions, type ResolvedIdempotencyOptions, resolveOptions } from './options';
 import * as record from './record';
 import { parseKey, recordKey, resolveScope, routeOf } from './request-key';
@@ -100,18 +101,20 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
     }
     outages.end(key);
 
+    // Answered while Redis was asked (a timeout guard fired): the request is over. A handler run now
+    // could only fail to answer, holding the key for its whole ttl, and a replay or problem written
+    // now would make Express drop the connection, and any request queued on it.
+    if (res.writableEnded) {
+      if (found.state !== 'reserved') return;
+      guarded(o.redis, () => record.release(o.redis, key, owner), { ...guard, key }).then(
+        () => emit('released', { status: res.statusCode, reason: 'answered-before' }),
+        (error: unknown) =>
+          emit('release-failed', { status: res.statusCode, reason: 'answered-before', error }),
+      );
+      return;
+    }
     switch (found.state) {
       case 'reserved':
-        if (res.writableEnded) {
-          // Answered while Redis was asked (a timeout guard fired): the request is over, and a
-          // handler run now could only fail to answer, holding the key for its whole ttl.
-          guarded(o.redis, () => record.release(o.redis, key, owner), { ...guard, key }).then(
-            () => emit('released', { status: res.statusCode, reason: 'answered-before' }),
-            (error: unknown) =>
-              emit('release-failed', { status: res.statusCode, reason: 'answered-before', error }),
-          );
-          return;
-        }
         emit('first');
         protect(req, res, key, owner, fingerprint);
         return next();
@@ -177,6 +180,7 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
 
   /** Keeps the lease alive while the handler runs, then stores or releases the outcome. */
   function protect(req: Request, res: Response, key: string, owner: string, fingerprint: string): void {
+    watchTimeoutGuard(req, res);
     const started = Date.now();
     let beating = false;
     let stopped = false;
@@ -191,10 +195,13 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
     const timer = setInterval(() => {
       // Cap: a handler that never ends its response must not hold the key forever.
       if (Date.now() - started > o.ttlMs) return stop();
-      if (brokenOff && Date.now() - lastWrite > o.lockTtlMs) return stop();
+      // Broken off, or answered by a timeout guard: the lease ends lockTtl after the last sign of
+      // life, not a full lockTtl after the last renewal before it.
+      const leaseMs = brokenOff ? Math.ceil(lastWrite + o.lockTtlMs - Date.now()) : o.lockTtlMs;
+      if (leaseMs <= 0) return stop();
       if (beating) return;
       beating = true;
-      guarded(o.redis, () => record.heartbeat(o.redis, key, owner, fingerprint, o.lockTtlMs), {
+      guarded(o.redis, () => record.heartbeat(o.redis, key, owner, fingerprint, leaseMs), {
         ...guard,
         key,
       })
