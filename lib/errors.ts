@@ -86,6 +86,22 @@ export class RedisTimeoutError extends RedisUnavailableError {
 }
 
 /**
+ * `sessions.login()` lost a race: a `logoutAll()` or `revoke()` for the user, elsewhere, ended the new
+ * session between its listing under the user and its write. Nothing was saved and no cookie is sent;
+ * the user logs in again. (Retrying silently could let a login checked against a password that
+ * `logoutAll()` was revoking outlive it.)
+ */
+export class SessionEndedError extends Error {
+  readonly code = 'ERK_SESSION_ENDED';
+  constructor() {
+    super(
+      'express-redis-kit: the new session was ended by a logoutAll() or revoke() for the user while login() was creating it; nothing was saved. Ask the user to log in again.',
+    );
+    this.name = 'SessionEndedError';
+  }
+}
+
+/**
  * A bad option value as the user would recognise it in a message: `NaN` and `Infinity` (which JSON
  * would print as `null`), `10n`, a function, a cycle, not a crash while building the message.
  */

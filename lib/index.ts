@@ -29,7 +29,13 @@ export {
   type NodeAddress,
 } from './connection';
 export type { Duration } from './duration';
-export { type Problem, RedisRefusedError, RedisTimeoutError, RedisUnavailableError } from './errors';
+export {
+  type Problem,
+  RedisRefusedError,
+  RedisTimeoutError,
+  RedisUnavailableError,
+  SessionEndedError,
+} from './errors';
 export { KIT_CHANNEL, type KitComponent, type KitEvent, onKitEvent } from './events';
 export { pingRedis, type RedisHealth } from './health';
 export {

@@ -155,6 +155,29 @@ describe('redisSession races', () => {
     },
   );
 
+  it('a login whose new session a logoutAll() ends before it is written rejects: 409 from handleErrors, no cookie', async () => {
+    const redis = redisServer.client() as Redis;
+    const { sessions, server } = app(redis);
+    const url = await servers.listen(server);
+    // The first login defines the kit's scripts on the client.
+    expect((await new Browser().fetch(`${url}/login?user=dora`, { method: 'POST' })).status).toBe(200);
+    // The next login's write waits for a logoutAll() elsewhere, which finds it listed already.
+    const client = redis as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+    const save = client[SAVE.name]!;
+    client[SAVE.name] = async function (this: unknown, ...args: unknown[]) {
+      client[SAVE.name] = save;
+      await sessions.logoutAll('dora');
+      return save.apply(this, args);
+    };
+    const browser = new Browser();
+    const answer = await browser.fetch(`${url}/login?user=dora`, { method: 'POST' });
+
+    expect(answer.status).toBe(409);
+    expect(answer.headers.get('content-type')).toBe('application/problem+json; charset=utf-8');
+    expect(browser.cookies.size).toBe(0);
+    expect(await sessions.list('dora')).toEqual([]);
+  });
+
   it('logoutAll() of the current user answers without the cookie of the session it just ended', async () => {
     const { server } = app(redisServer.client() as Redis);
     const url = await servers.listen(server);

@@ -1,6 +1,6 @@
 import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express';
 import expressSession, { type SessionData } from 'express-session';
-import { problemType, RedisUnavailableError, sendProblem, shown } from '../errors';
+import { problemType, RedisUnavailableError, SessionEndedError, sendProblem, shown } from '../errors';
 import { emitKitEvent } from '../events';
 import { commitBeforeEnd, takeSnapshot } from './commit';
 import { type RedisSessionOptions, resolveOptions } from './options';
@@ -141,7 +141,7 @@ export function redisSession(options: RedisSessionOptions): RedisSessionMiddlewa
       const fresh = req.session;
       Object.assign(fresh, data, { userId: String(data.userId) });
       fresh.touch();
-      await store.save(req.sessionID, fresh);
+      if (!(await store.save(req.sessionID, fresh))) throw new SessionEndedError();
       store.markPersisted(fresh);
       takeSnapshot(req);
     } catch (error) {
@@ -189,6 +189,18 @@ export function redisSession(options: RedisSessionOptions): RedisSessionMiddlewa
 
   middleware.handleErrors = function redisSessionErrors(error, _req, res, next) {
     if (error instanceof RedisUnavailableError && !res.headersSent) return unavailable(res, error);
+    if (error instanceof SessionEndedError && !res.headersSent) {
+      return sendProblem(
+        res,
+        {
+          type: problemType('session-ended'),
+          title: 'Session ended during login',
+          status: 409,
+          detail: 'All sessions of this user were ended while this login was being saved; log in again.',
+        },
+        { 'Cache-Control': 'no-store' },
+      );
+    }
     next(error);
   };
 
