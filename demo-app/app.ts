@@ -65,6 +65,10 @@ export function createApp(options: DemoOptions): Express {
   const api = express.Router();
   api.use(express.json({ limit: '16kb' }));
   api.use(rateLimit({ redis, limit: 600, window: '1m', prefix: 'demo:api-rl:' }));
+  // The shared catalogue comes before the session: with rolling sessions (the default) every answer
+  // to a logged-in visitor re-sends their cookie, and an answer with Set-Cookie is never cached. Its
+  // one write (PUT) reads the session itself.
+  api.use(productRoutes(redis, new Catalogue(options.catalogueLatencyMs), prefix, sessions));
   api.use(sessions);
   // A tight limiter for the page's "hammer" button, so 429s show up within a click.
   api.get('/ping', rateLimit({ redis, limit: 10, window: '10s', prefix: 'demo:ping-rl:' }), (req, res) => {
@@ -73,7 +77,6 @@ export function createApp(options: DemoOptions): Express {
   api.all('/ping', allow('GET'));
   const auth = authRoutes(redis, sessions);
   api.use(auth.router);
-  api.use(productRoutes(redis, new Catalogue(options.catalogueLatencyMs), prefix));
   api.use(orderRoutes(redis, prefix));
   api.use(feed.router);
   api.use(leaderboardRoutes(redis));

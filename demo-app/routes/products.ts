@@ -1,4 +1,4 @@
-import { type Request, Router } from 'express';
+import { type Request, type RequestHandler, Router } from 'express';
 import { cacheResponse, createCache, type RedisClient } from '../../lib';
 import { type Catalogue, sleep } from '../catalogue';
 import { allow, problem } from '../problems';
@@ -10,7 +10,12 @@ const productTags = (req: Request) => [`product:${req.params.id}`];
  * GET /api/products/:id is cached (tags, stale-while-revalidate); PUT invalidates it by tag after a 2xx.
  * GET /api/reports/:year goes through cache.wrap with single-flight over a slow computation.
  */
-export function productRoutes(redis: RedisClient, catalogue: Catalogue, prefix: string): Router {
+export function productRoutes(
+  redis: RedisClient,
+  catalogue: Catalogue,
+  prefix: string,
+  sessions: RequestHandler,
+): Router {
   const router = Router();
   const cache = createCache({ redis, prefix, l1: { max: 500 } });
   const products = cacheResponse({
@@ -20,7 +25,8 @@ export function productRoutes(redis: RedisClient, catalogue: Catalogue, prefix: 
     staleWhileRevalidate: '2m',
     tags: productTags,
     // The catalogue is the same for everyone, so a logged-in visitor's session cookie need not bypass
-    // the cache. Routes whose answer depends on the user must pass `scope` instead.
+    // the cache (this router runs before the session, so their answers carry no Set-Cookie and are
+    // stored too). Routes whose answer depends on the user must pass `scope` instead.
     sessionCookie: false,
     // The route reads no query: `?cb=<random>` must not store a copy per request.
     query: [],
@@ -35,7 +41,7 @@ export function productRoutes(redis: RedisClient, catalogue: Catalogue, prefix: 
 
   // A write: only for visitors who logged in (the demo's catalogue is shared by everyone).
   const canEdit = requireUser('only logged-in visitors change prices');
-  router.put('/products/:id', canEdit, products.invalidates(productTags), async (req, res) => {
+  router.put('/products/:id', sessions, canEdit, products.invalidates(productTags), async (req, res) => {
     const price = req.body?.price;
     if (typeof price !== 'number' || !Number.isFinite(price) || price < 0 || price > 100_000)
       return problem(res, 400, 'Body must be JSON like {"price": 12.5} (0 to 100000)');
