@@ -281,11 +281,15 @@ export class KitSessionStore extends Store {
     const owner = await this.guard(key, () =>
       runScript<string | null>(redis, DESTROY, [key], [tombstoneMs, '']),
     );
-    if (owner) {
-      await this.guard(userIndexKey(prefix, String(owner)), () =>
-        removeFromUserIndex(redis, prefix, String(owner), [sessionHandle(sid)]),
-      );
-    }
+    if (!owner) return;
+    // The session has ended: what is left is its listing, which list() and logoutAll() tell from a
+    // live one. On a Cluster the index may live on a node that is down while the session's was not;
+    // that must not report the logout as failed.
+    await this.guard(userIndexKey(prefix, String(owner)), () =>
+      removeFromUserIndex(redis, prefix, String(owner), [sessionHandle(sid)]),
+    ).catch((error: unknown) =>
+      emitKitEvent({ component: 'session', type: 'unlist-failed', error: error as Error }),
+    );
   }
 
   /**
