@@ -214,19 +214,29 @@ describe('idempotency behind a timeout guard (connect-timeout)', () => {
     expect(retry.json()).toEqual({ id: 9 });
   });
 
-  it('refuses a late header value Node would refuse, as Node does, so nothing unsendable is stored', async () => {
-    let refused: unknown;
-    const route = await guardedRoute((_req, res) => {
+  it('refuses a late header value or status Node would refuse, as Node does, so nothing unsendable is stored', async () => {
+    const refused: unknown[] = [];
+    const refuse = (answer: () => void) => {
       try {
-        res.set('X-Title', 'Price: 10 \u20ac');
+        answer();
       } catch (error) {
-        refused = (error as { code?: string }).code;
+        refused.push((error as { code?: string }).code);
       }
+    };
+    const route = await guardedRoute((_req, res) => {
+      refuse(() => res.set('X-Title', 'Price: 10 \u20ac'));
+      refuse(() => res.writeHead(99));
+      res.statusCode = 1000;
+      refuse(() => res.end('x'));
       res.status(201).json({ ok: true });
     });
     const retry = await retryAfterLateAnswer(route, 'stored');
 
-    expect(refused).toBe('ERR_INVALID_CHAR');
+    expect(refused).toEqual([
+      'ERR_INVALID_CHAR',
+      'ERR_HTTP_INVALID_STATUS_CODE',
+      'ERR_HTTP_INVALID_STATUS_CODE',
+    ]);
     expect(retry.status).toBe(201);
     expect(retry.headers.get('x-title')).toBeNull();
   });

@@ -184,6 +184,7 @@ class Shadow {
       headers.delete(name.toLowerCase());
     };
     res.writeHead = function (this: Response, code: number, ...rest: unknown[]) {
+      checkStatus(code);
       const given = rest.find((a) => a !== null && typeof a === 'object');
       // An array is read as Node reads it once headers are set: name, value, name, value.
       const pairs = Array.isArray(given)
@@ -218,6 +219,8 @@ class Shadow {
   }
 
   private end(args: unknown[]): void {
+    // Where Node would throw, writing the status line: a status it refuses must not be stored.
+    checkStatus(this.status ?? this.started?.status ?? 200);
     // A chunk Node would refuse (a number): the answer cannot be known, so it is not stored.
     if (isEndChunk(args[0])) this.keep(args[0], typeof args[1] === 'string' ? args[1] : undefined);
     else this.lose();
@@ -264,6 +267,15 @@ class Shadow {
     }
     delete (res as Response & Kit)[SHADOW];
   }
+}
+
+/** Throws Node's `ERR_HTTP_INVALID_STATUS_CODE` for a status it would not send. */
+function checkStatus(code: unknown): void {
+  const status = Number(code) | 0;
+  if (status >= 100 && status <= 999) return;
+  throw Object.assign(new RangeError(`Invalid status code: ${String(code)}`), {
+    code: 'ERR_HTTP_INVALID_STATUS_CODE',
+  });
 }
 
 const METHODS = [
