@@ -1,0 +1,153 @@
+import type { Request, Response } from 'express';
+import { type GuardOptions, guarded } from '../breaker';
+import { type CapturedResponse, captureResponse } from './capture';
+import { watchTimeoutGuard } from './late-answer';
+import type { ResolvedIdempotencyOptions } from './options';
+import * as record from './record';
+
+/** What `protect()` needs of its middleware. */
+export interface LeaseContext {
+  o: ResolvedIdempotencyOptions;
+  emit(type: string, detail?: Record<string, unknown>): void;
+  guard: Omit<GuardOptions, 'key'>;
+}
+
+/** Keeps the lease alive while the handler runs, then stores or releases the outcome. */
+export function protect(
+  { o, emit, guard }: LeaseContext,
+  req: Request,
+  res: Response,
+  key: string,
+  owner: string,
+  fingerprint: string,
+): void {
+  watchTimeoutGuard(req, res);
+  const started = Date.now();
+  let beating = false;
+  let stopped = false;
+  // Set when the connection closed mid-answer; from then on only a handler that keeps writing is
+  // presumed alive (one that threw after writing never will).
+  let brokenOff = false;
+  let lastWrite = started;
+  // Another request (or forget()) took the key: this one's answer must not be stored over it.
+  let lost = false;
+  // A timeout guard answered in the handler's place; the handler's own answer is awaited.
+  let awaiting = false;
+  const timer = setInterval(() => {
+    // Cap: a handler that never ends its response must not hold the key forever.
+    if (Date.now() - started > o.ttlMs) return stop();
+    // Broken off, or answered by a timeout guard: the lease ends lockTtl after the last sign of
+    // life, not a full lockTtl after the last renewal before it.
+    const leaseMs = brokenOff ? Math.ceil(lastWrite + o.lockTtlMs - Date.now()) : o.lockTtlMs;
+    if (leaseMs <= 0) return stop();
+    if (beating) return;
+    beating = true;
+    guarded(o.redis, () => record.heartbeat(o.redis, key, owner, fingerprint, leaseMs), {
+      ...guard,
+      key,
+    })
+      .then((lease) => {
+        if (lease === 'taken-back') emit('lease-restored');
+        if (lease === 'lost' && !stopped) {
+          lost = true;
+          emit('lease-lost');
+          stop();
+        }
+      })
+      .catch((error: unknown) => emit('heartbeat-failed', { error }))
+      .finally(() => {
+        beating = false;
+      });
+  }, o.heartbeatMs);
+  timer.unref?.();
+  const stop = () => {
+    stopped = true;
+    clearInterval(timer);
+  };
+
+  // Exactly one outcome per reservation: the handler's end() or the connection closing mid-response.
+  let settled = false;
+  const release = async (status: number, reason: string) => {
+    try {
+      await guarded(o.redis, () => record.release(o.redis, key, owner), { ...guard, key });
+      emit('released', { status, reason });
+    } catch (error) {
+      emit('release-failed', { status, reason, error });
+    }
+  };
+
+  const storable = ({ status, body }: CapturedResponse) => body !== undefined && o.shouldStore(status);
+
+  /**
+   * A timeout guard (connect-timeout sets `req.timedout`) answered while the handler works on.
+   * Releasing the key would let a retry run the handler alongside it: it stays in flight instead,
+   * and the handler's own answer is stored when it comes (it never reaches this client). A handler
+   * that stopped when the guard fired never answers: its lease then lapses lockTtl after the
+   * guard's answer, as for a broken-off response.
+   */
+  const guardAnswered = (captured: CapturedResponse) =>
+    !storable(captured) && !awaiting && !lost && (req as { timedout?: unknown }).timedout === true;
+
+  /** Stores the answer, or releases the key when it is not one to store. */
+  const settle = async (captured: CapturedResponse): Promise<void> => {
+    const { status, body } = captured;
+    if (body === undefined || !o.shouldStore(status)) {
+      return release(status, body === undefined ? (captured.unstorable ?? 'too-large') : 'status');
+    }
+    // The client broke off its upload: whatever answers now (a body parser's 400 "request
+    // aborted", a partial upload refused) follows from that, and its retry must run afresh.
+    if (!req.complete && (req.destroyed || (req as { aborted?: boolean }).aborted)) {
+      return release(status, 'request-aborted');
+    }
+    if (lost) return emit('lease-lost', { status });
+    try {
+      const lease = await guarded(
+        o.redis,
+        () =>
+          record.complete(
+            o.redis,
+            key,
+            owner,
+            fingerprint,
+            { status, message: captured.message, headers: captured.headers, body },
+            o.ttlMs,
+          ),
+        { ...guard, key },
+      );
+      if (lease === 'taken-back') emit('lease-restored', { status });
+      emit(lease === 'lost' ? 'lease-lost' : 'stored', { status });
+    } catch (error) {
+      emit('store-failed', { status, error });
+    }
+  };
+
+  captureResponse(res, o.maxBodySize, {
+    aborted: () => {
+      if (settled) return;
+      // The response broke off, but the handler may still be at work (a stream whose client left):
+      // releasing now could run it twice at once. The lease is renewed while it keeps writing, and
+      // its answer is stored if it ends; once it has been silent for lockTtl (it threw, or stopped
+      // without end()), the lease lapses and a retry runs the handler again.
+      brokenOff = true;
+      lastWrite = Date.now();
+      emit('abandoned', { status: res.statusCode, reason: 'aborted' });
+    },
+    wrote: () => {
+      lastWrite = Date.now();
+    },
+    beforeEnd: async (captured: CapturedResponse) => {
+      if (settled) return undefined;
+      if (guardAnswered(captured)) {
+        awaiting = true;
+        brokenOff = true;
+        lastWrite = Date.now();
+        emit('awaiting-handler', { status: captured.status });
+        return 'await-handler';
+      }
+      settled = true;
+      stop();
+      await settle(captured);
+      return undefined;
+    },
+  });
+}
