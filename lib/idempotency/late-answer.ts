@@ -33,6 +33,9 @@ interface Started {
 type HeaderValue = number | string | string[];
 type Kit = { [STARTED]?: Started | null; [SHADOW]?: Shadow };
 
+/** The response's own events of its end: their listeners read the answer that was sent. */
+const ENDING = new Set<string | symbol>(['prefinish', 'finish', 'close']);
+
 const STARTED = Symbol('express-redis-kit.answer-when-guard-fired');
 const SHADOW = Symbol('express-redis-kit.late-answer');
 
@@ -145,7 +148,7 @@ class Shadow {
       const emit = res.emit;
       this.kept.emit = emit;
       res.emit = function (this: Response, event: string | symbol, ...args: unknown[]) {
-        if (event !== 'finish' && event !== 'close') return emit.call(this, event, ...args);
+        if (!ENDING.has(event)) return emit.call(this, event, ...args);
         let result = false;
         shadow.showSent(() => {
           result = emit.call(this, event, ...args);
