@@ -30,12 +30,12 @@ describe('cache.wrap with a value its serializer cannot store', () => {
       await eventually(
         async () => (await admin.exists(lockKeyOf(valueKey('erk:', 'k')))) === 0,
         'the fill lock to be released',
-        1000,
       );
 
       const started = Date.now();
       expect(await cache.wrap('k', () => 'fine', { ttl: '1m' })).toBe('fine');
-      expect(Date.now() - started).toBeLessThan(1000);
+      // Well under lockTimeout (3 s): it did not wait for a lock left behind, however busy the machine.
+      expect(Date.now() - started).toBeLessThan(2000);
       expect(await cache.wrap('k', () => 'not called', { ttl: '1m' })).toBe('fine');
     } finally {
       events.stop();
@@ -57,7 +57,8 @@ describe('cache.wrap with a value its serializer cannot store', () => {
     expect(await cache.wrap('k', () => 'x', { ttl: '1m', serializer })).toBe('x');
     const started = Date.now();
     expect(await cache.wrap('k', () => 'y', { ttl: '1m' })).toBe('y');
-    expect(Date.now() - started).toBeLessThan(1000);
+    // Well under lockTimeout (3 s): it did not wait for a lock left behind, however busy the machine.
+    expect(Date.now() - started).toBeLessThan(2000);
   });
 
   it('gives callers coalesced behind it the value too, running fn once', async () => {
