@@ -93,6 +93,9 @@ export class RedisTimeoutError extends RedisUnavailableError {
  */
 export class SessionEndedError extends Error {
   readonly code = 'ERK_SESSION_ENDED';
+  /** What Express's own error handler answers without `handleErrors`: 409 Conflict, not a 500. */
+  readonly status = 409;
+  readonly statusCode = 409;
   constructor() {
     super(
       'express-redis-kit: the new session was ended by a logoutAll() or revoke() for the user while login() was creating it; nothing was saved. Ask the user to log in again.',

@@ -196,7 +196,8 @@ export function redisSession(options: RedisSessionOptions): RedisSessionMiddlewa
           type: problemType('session-ended'),
           title: 'Session ended during login',
           status: 409,
-          detail: 'All sessions of this user were ended while this login was being saved; log in again.',
+          detail:
+            'The new session was ended (log out everywhere, or a revoke) while this login was being saved; log in again.',
         },
         { 'Cache-Control': 'no-store' },
       );

@@ -18,7 +18,7 @@ import {
 } from './data';
 import { IndexClaims } from './index-claims';
 import { DESTROY, LOAD, SAVE, sessionHandle, sessionKey, TOUCH, userIndexKey } from './scripts';
-import { removeFromUserIndex } from './user-index';
+import { removeFromUserIndex, unlistFailed } from './user-index';
 
 export interface StoreSettings {
   redis: RedisClient;
@@ -287,9 +287,7 @@ export class KitSessionStore extends Store {
     // that must not report the logout as failed.
     await this.guard(userIndexKey(prefix, String(owner)), () =>
       removeFromUserIndex(redis, prefix, String(owner), [sessionHandle(sid)]),
-    ).catch((error: unknown) =>
-      emitKitEvent({ component: 'session', type: 'unlist-failed', error: error as Error }),
-    );
+    ).catch(unlistFailed);
   }
 
   /**

@@ -1,5 +1,6 @@
 import { guarded } from '../breaker';
 import type { RedisClient } from '../client';
+import { emitKitEvent } from '../events';
 import { runScript } from '../scripts';
 import { DESTROY, INDEX_ADD, INDEX_LIST, sessionKeyFromHandle, userIndexKey } from './scripts';
 
@@ -168,8 +169,15 @@ async function endSessions(settings: IndexSettings, userId: string, handles: str
     ),
   );
   // Remove exactly these entries (not the whole index): a login racing with us keeps its entry.
+  // The sessions have ended: a failure here (the index on a node that is down) leaves listings that
+  // list() and logoutAll() tell from live sessions, and must not report the ending as failed.
   await guard(settings, userIndexKey(prefix, userId), () =>
     removeFromUserIndex(redis, prefix, userId, handles),
-  );
+  ).catch(unlistFailed);
   return results.filter((r) => r !== null && r !== undefined).length;
+}
+
+/** A session ended, but its user-index entry could not be removed (see the README's session events). */
+export function unlistFailed(error: unknown): void {
+  emitKitEvent({ component: 'session', type: 'unlist-failed', error: error as Error });
 }
