@@ -104,7 +104,7 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
     copy.keep(args[0], typeof args[1] === 'string' ? args[1] : undefined);
     const captured: CapturedResponse = {
       status: res.statusCode,
-      ...messageOf(res),
+      ...reasonPhrase(res.statusCode, res.statusMessage),
       headers: (res.headersSent && sentHeaders) || storableHeaders(res, before),
       ...copy.take(),
     };
@@ -139,7 +139,7 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
         ended: ({ status, message, body }) => {
           const answer: CapturedResponse = {
             status,
-            ...(message && message !== STATUS_CODES[status] ? { message } : {}),
+            ...reasonPhrase(status, message),
             headers: storableHeaders(res, before),
             ...body,
           };
@@ -159,9 +159,8 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
 }
 
 /** The reason phrase, when the handler chose one other than the standard one for its status. */
-function messageOf(res: Response): { message?: string } {
-  const message = res.statusMessage;
-  return message && message !== STATUS_CODES[res.statusCode] ? { message } : {};
+function reasonPhrase(status: number, message: string | undefined): { message?: string } {
+  return message && message !== STATUS_CODES[status] ? { message } : {};
 }
 
 /**

@@ -136,6 +136,11 @@ class Shadow {
     fn();
   }
 
+  /** The handler's status: set late, else as it was when the guard fired, else Node's default. */
+  private get lateStatus(): number {
+    return this.status ?? this.started?.status ?? 200;
+  }
+
   /** Puts the copying methods in place (again). */
   apply(): void {
     const res = this.res;
@@ -222,12 +227,12 @@ class Shadow {
   }
 
   private end(args: unknown[]): void {
+    const status = this.lateStatus;
     // Where Node would throw, writing the status line: a status it refuses must not be stored.
-    checkStatus(this.status ?? this.started?.status ?? 200);
+    checkStatus(status);
     // A chunk Node would refuse (a number): the answer cannot be known, so it is not stored.
     if (isEndChunk(args[0])) this.keep(args[0], typeof args[1] === 'string' ? args[1] : undefined);
     else this.lose();
-    const status = this.status ?? this.started?.status ?? 200;
     const message =
       this.message ?? (this.started && this.started.status === status ? this.started.message : undefined);
     try {
@@ -243,7 +248,7 @@ class Shadow {
     Object.defineProperty(this.res, 'statusCode', {
       configurable: true,
       enumerable: true,
-      get: () => (this.showingSent > 0 ? this.sent.status : (this.status ?? this.started?.status ?? 200)),
+      get: () => (this.showingSent > 0 ? this.sent.status : this.lateStatus),
       set: (value: number) => {
         this.status = value;
       },

@@ -67,16 +67,11 @@ export function protect(
 
   // Exactly one outcome per reservation: the handler's end() or the connection closing mid-response.
   let settled = false;
-  const release = async (status: number, reason: string) => {
-    try {
-      await guarded(o.redis, () => record.release(o.redis, key, owner), { ...guard, key });
-      emit('released', { status, reason });
-    } catch (error) {
-      emit('release-failed', { status, reason, error });
-    }
-  };
+  const release = (status: number, reason: string) =>
+    releaseKey({ o, emit, guard }, key, owner, status, reason);
 
-  const storable = ({ status, body }: CapturedResponse) => body !== undefined && o.shouldStore(status);
+  const storable = (captured: CapturedResponse): captured is CapturedResponse & { body: Buffer } =>
+    captured.body !== undefined && o.shouldStore(captured.status);
 
   /**
    * A timeout guard (connect-timeout sets `req.timedout`) answered while the handler works on.
@@ -90,10 +85,11 @@ export function protect(
 
   /** Stores the answer, or releases the key when it is not one to store. */
   const settle = async (captured: CapturedResponse): Promise<void> => {
-    const { status, body } = captured;
-    if (body === undefined || !o.shouldStore(status)) {
-      return release(status, body === undefined ? (captured.unstorable ?? 'too-large') : 'status');
+    if (!storable(captured)) {
+      const why = captured.body === undefined ? (captured.unstorable ?? 'too-large') : 'status';
+      return release(captured.status, why);
     }
+    const { status, body } = captured;
     // The client broke off its upload: whatever answers now (a body parser's 400 "request
     // aborted", a partial upload refused) follows from that, and its retry must run afresh.
     if (!req.complete && (req.destroyed || (req as { aborted?: boolean }).aborted)) {
@@ -150,4 +146,20 @@ export function protect(
       return undefined;
     },
   });
+}
+
+/** Frees a reservation this request holds, so a retry runs the handler; never rejects. */
+export async function releaseKey(
+  { o, emit, guard }: LeaseContext,
+  key: string,
+  owner: string,
+  status: number,
+  reason: string,
+): Promise<void> {
+  try {
+    await guarded(o.redis, () => record.release(o.redis, key, owner), { ...guard, key });
+    emit('released', { status, reason });
+  } catch (error) {
+    emit('release-failed', { status, reason, error });
+  }
 }

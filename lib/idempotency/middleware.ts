@@ -7,7 +7,7 @@ import { emitKitEvent } from '../events';
 import { scopePart } from '../keys';
 import { nodeField, OutageTracker } from '../outage';
 import { DECODED_BODY_FACTOR, replay } from './capture';
-import { protect } from './lease';
+import { protect, releaseKey } from './lease';
 import { type IdempotencyOptions, type ResolvedIdempotencyOptions, resolveOptions } from './options';
 import * as record from './record';
 import { parseKey, recordKey, resolveScope, routeOf } from './request-key';
@@ -106,11 +106,7 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
     // now would make Express drop the connection, and any request queued on it.
     if (res.writableEnded) {
       if (found.state !== 'reserved') return;
-      guarded(o.redis, () => record.release(o.redis, key, owner), { ...guard, key }).then(
-        () => emit('released', { status: res.statusCode, reason: 'answered-before' }),
-        (error: unknown) =>
-          emit('release-failed', { status: res.statusCode, reason: 'answered-before', error }),
-      );
+      void releaseKey({ o, emit, guard }, key, owner, res.statusCode, 'answered-before');
       return;
     }
     switch (found.state) {
