@@ -3,7 +3,7 @@ import { createRedis } from '../../lib/connection';
 import { pingRedis } from '../../lib/health';
 import { subscribe } from '../../lib/pubsub';
 import { defineScript, runScript } from '../../lib/scripts';
-import { listen, publishUntilHeard } from '../helpers/pubsub';
+import { connectAgainAndHear, listen, publishUntilHeard } from '../helpers/pubsub';
 import { eventually, useRedisCluster } from '../helpers/redis';
 
 const pair = defineScript(
@@ -59,24 +59,16 @@ describe('createRedis against a real Redis Cluster', () => {
   });
   it('hears its channels again when the app disconnects its Cluster client and connects it again', async () => {
     const client = redis.plain();
-    const { heard: received, counts, unsubscribe } = await listen(client, 'cluster-again');
+    const subscribed = await listen(client, 'cluster-again');
     const publisher = redis.plain();
     try {
       // A Cluster's status reads 'close' again after its 'end' (ioredis): the event is what counts.
       const ended = new Promise((resolve) => client.once('end', resolve));
       client.disconnect();
       await ended;
-      await client.connect();
-      await eventually(() => counts.reconnects === 1, 'the reconnect hook');
-      await publishUntilHeard(
-        publisher,
-        'cluster-again',
-        'after',
-        received,
-        'a message after the client was connected again',
-      );
+      await connectAgainAndHear(client, publisher, 'cluster-again', subscribed);
     } finally {
-      await unsubscribe();
+      await subscribed.unsubscribe();
     }
   });
   it.each<[string, (n: { host: string; port: number }) => ClusterNode]>([

@@ -30,3 +30,24 @@ export function publishUntilHeard(
     timeoutMs,
   );
 }
+
+/**
+ * Connects `client` again after the app closed it, then waits for the reconnect hook and for
+ * `channel` to be heard again.
+ */
+export async function connectAgainAndHear(
+  client: RedisClient,
+  publisher: Parameters<typeof publishUntilHeard>[0],
+  channel: string,
+  subscribed: Awaited<ReturnType<typeof listen>>,
+): Promise<void> {
+  await client.connect();
+  await eventually(() => subscribed.counts.reconnects === 1, 'the reconnect hook');
+  await publishUntilHeard(
+    publisher,
+    channel,
+    'after',
+    subscribed.heard,
+    'a message after the client was connected again',
+  );
+}
