@@ -19,7 +19,8 @@ const LOCAL_URL = 'redis://127.0.0.1:6379';
  */
 export async function resolveDemoRedis(): Promise<DemoRedis> {
   if (process.env.REDIS_URL) {
-    const redis = await connectRedis({ url: process.env.REDIS_URL });
+    // Without a url, connectRedis reads REDIS_URL itself, so a bad one is reported under that name.
+    const redis = await connectRedis();
     return { redis, source: `REDIS_URL (${maskUrl(process.env.REDIS_URL)})`, close: () => closeRedis(redis) };
   }
   const probe = createRedis({

@@ -60,6 +60,17 @@ async function main(): Promise<void> {
   };
   process.on('SIGINT', () => void shutdown('SIGINT'));
   process.on('SIGTERM', () => void shutdown('SIGTERM'));
+  if (process.env.npm_lifecycle_event) {
+    // `npm run demo` passes a SIGTERM on to the shell it started, which ends without passing it on:
+    // this process would be left serving, under init. A new parent is the only sign of that.
+    const launcher = process.ppid;
+    const orphaned = setInterval(() => {
+      if (process.ppid === launcher) return;
+      clearInterval(orphaned);
+      if (closingSince === undefined) void shutdown('npm exited');
+    }, 500);
+    orphaned.unref();
+  }
 }
 
 void main();

@@ -172,6 +172,59 @@ describe('npm run demo (demo-app/server.ts)', () => {
     expect(demo.output()).toMatch(/bye/);
   }, 60_000);
 
+  it('`npm run demo` stops serving and exits cleanly when npm itself gets SIGTERM', async () => {
+    // npm passes the signal to the shell it started, which ends without passing it on.
+    const npm = spawn('npm', ['run', 'demo'], {
+      cwd: root,
+      env: { ...process.env, PORT: '0', REDIS_URL: redis.url },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      // Its own process group, so the clean-up below also reaches a demo left behind by npm.
+      detached: true,
+    });
+    let out = '';
+    npm.stdout!.on('data', (c) => (out += c));
+    npm.stderr!.on('data', (c) => (out += c));
+    try {
+      const deadline = Date.now() + 30_000;
+      while (!/listening on (http:\/\/\S+)/.test(out)) {
+        if (Date.now() > deadline) throw new Error(`demo did not start:\n${out}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      const url = out.match(/listening on (http:\/\/\S+)/)![1]!.replace('localhost', '127.0.0.1');
+      expect((await fetch(`${url}/healthz`)).status).toBe(200);
+      npm.kill('SIGTERM');
+      // The demo still writes to the pipe npm handed it, after npm has gone.
+      const gone = Date.now() + 10_000;
+      while (!/bye/.test(out) && Date.now() < gone) await new Promise((r) => setTimeout(r, 50));
+      expect(out).toMatch(/npm exited: draining in-flight requests[\s\S]*bye/);
+      await expect(fetch(`${url}/healthz`)).rejects.toThrow();
+    } finally {
+      try {
+        process.kill(-npm.pid!, 'SIGKILL');
+      } catch {
+        // Every process of the group has exited.
+      }
+    }
+  }, 60_000);
+
+  it('names REDIS_URL (password masked) when it is not a valid URL, and exits 1', async () => {
+    const child = spawn(
+      process.execPath,
+      [resolve(root, 'node_modules/tsx/dist/cli.mjs'), 'demo-app/server.ts'],
+      {
+        cwd: root,
+        env: { ...process.env, PORT: '0', REDIS_URL: 'redis://u:p/w@127.0.0.1:6379' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let out = '';
+    child.stdout!.on('data', (c) => (out += c));
+    child.stderr!.on('data', (c) => (out += c));
+    expect(await exitCode(child)).toBe(1);
+    expect(out).toMatch(/option "REDIS_URL" is not a valid URL; got "redis:\/\/u:\*\*\*\*@/);
+    expect(out).not.toMatch(/p\/w/);
+  }, 60_000);
+
   it('exits 1 with the install hint when no redis-server can be found', async () => {
     const child = spawn(
       process.execPath,
