@@ -11,6 +11,7 @@ import { headerValue } from './key';
 import { type Rec, toRec } from './l1';
 import type { ResolvedResponseOptions } from './options';
 import { respondInstead } from './respond';
+import { tagsReturned } from './targets';
 import { l1Put, varyOf } from './vary';
 import type { Cache } from './wrap';
 
@@ -201,7 +202,7 @@ function toEntry(
     freshMs,
     swrMs: o.swrMs,
     sieMs: o.sieMs,
-    tags: o.tags ? o.tags(req, res) : [],
+    tags: o.tags ? tagsReturned(o.tags(req, res)) : [],
     negative: 0,
   };
 }

@@ -3,8 +3,9 @@ import { refusedChunkError } from '../chunks';
 import { MAX_TIMER_MS } from '../duration';
 import { optionError } from '../errors';
 import { holdAnswer } from '../late-answers';
+import { type InvalidateTarget, selectedTarget } from './targets';
 import type { CacheLogger } from './types';
-import type { Cache, InvalidateTarget } from './wrap';
+import type { Cache } from './wrap';
 
 /** An invalidation is up to three round trips in a row: take the tag sets, unlink, publish. */
 const HOLD_ROUND_TRIPS = 3;
@@ -19,7 +20,7 @@ const HOLD_ROUND_TRIPS = 3;
 export function invalidatesMiddleware(
   cache: Cache,
   logger: CacheLogger,
-  select: (req: Request, res: Response) => string[] | InvalidateTarget,
+  select: (req: Request, res: Response) => string | string[] | InvalidateTarget,
 ): RequestHandler {
   if (typeof select !== 'function') throw optionError('invalidates', 'takes a function (req, res) => tags');
   return function cacheInvalidate(req: Request, res: Response, next: NextFunction): void {
@@ -36,10 +37,12 @@ export function invalidatesMiddleware(
       }
       let target: InvalidateTarget;
       try {
-        const selected = select(req, res);
-        target = Array.isArray(selected) ? { tags: selected } : selected;
+        target = selectedTarget(select(req, res));
       } catch (error) {
-        logger.warn({ error }, 'the invalidates() selector threw; nothing invalidated');
+        logger.warn(
+          { error },
+          'the invalidates() selector threw or returned no tags/keys; nothing invalidated',
+        );
         return end.apply(this, args);
       }
       // While held, the response behaves as sent (lib/late-answers.ts): Express's final handler

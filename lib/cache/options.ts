@@ -192,6 +192,16 @@ export function resolveResponseOptions(options: CacheResponseOptions): ResolvedR
     );
   }
   const upper = methods.map((m) => m.toUpperCase());
+  const unsafe = upper.find((m) => m !== 'GET' && m !== 'HEAD');
+  if (unsafe !== undefined && options.key === undefined) {
+    // The default key is the method and URL: two POSTs with different bodies would share one entry,
+    // and one client's answer would be served to the other.
+    throw optionError(
+      'methods',
+      `includes ${unsafe}, whose answer depends on the request body, which the default key leaves out`,
+      'Pass a key function that covers what the body asks for (e.g. one that hashes req.body), or cache GET only.',
+    );
+  }
   if (upper.includes('GET')) upper.push('HEAD');
   return {
     ttlMs: toMs(options.ttl, 'ttl'),

@@ -83,8 +83,11 @@ export interface CacheResponseOptions {
    * session cookie or a credential header are cached, keyed by the scope; an empty scope means bypass.
    */
   scope?: (req: Request) => string | number | undefined | null;
-  /** Tags of a stored response, for `invalidate({ tags })`. */
-  tags?: (req: Request, res: Response) => string[];
+  /**
+   * Tags of a stored response, for `invalidate({ tags })`. One string is one tag; a return that is
+   * not strings leaves the response uncached (logged).
+   */
+  tags?: (req: Request, res: Response) => string | string[];
   /** Request headers that split the key, on top of the response's own `Vary`. */
   vary?: string[];
   /**

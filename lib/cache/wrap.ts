@@ -7,13 +7,10 @@ import { isRec, type Rec, toRec } from './l1';
 import { newToken } from './lock';
 import { WRAP_KNOWN } from './option-names';
 import { resolveCacheOptions } from './options';
+import { checkInvalidateTarget, type InvalidateTarget } from './targets';
 import type { CreateCacheOptions, Serializer, WrapOptions } from './types';
 
-/** What to invalidate: entries by tag and/or by the keys they were cached under. */
-export interface InvalidateTarget {
-  tags?: string[];
-  keys?: string[];
-}
+export type { InvalidateTarget } from './targets';
 
 interface ResolvedWrap<T> {
   ttlMs: number;
@@ -108,11 +105,7 @@ export class Cache extends CacheCore {
 
   /** Deletes entries by tag and/or key in Redis and in every instance's L1. */
   async invalidate(target: InvalidateTarget): Promise<void> {
-    const tags = target?.tags ?? [];
-    const keys = target?.keys ?? [];
-    if (!Array.isArray(tags) || !Array.isArray(keys)) {
-      throw new TypeError('express-redis-kit: invalidate() takes { tags?: string[], keys?: string[] }');
-    }
+    const { tags, keys } = checkInvalidateTarget(target);
     await this.invalidateRedis(this.redisKeysOf(keys), tags);
   }
 

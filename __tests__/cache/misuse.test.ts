@@ -1,0 +1,203 @@
+import express from 'express';
+import request from 'supertest';
+import { cacheResponse, createCache } from '../../lib/cache';
+import type { RedisClient } from '../../lib/client';
+import { captureEvents } from '../helpers/events';
+import { useFlushedClient, useRedisServer } from '../helpers/redis';
+import { quietLogger, sleep, watchCommands } from './helpers';
+
+const redis = useRedisServer();
+let client: RedisClient;
+useFlushedClient(redis, (c) => {
+  client = c;
+});
+
+/** GETs `path` until the response says `x-cache: HIT` (stores land after the response). */
+async function untilHit(app: express.Express, path: string, set: Record<string, string> = {}) {
+  const deadline = Date.now() + 3000;
+  for (;;) {
+    const res = await request(app).get(path).set(set);
+    if (res.headers['x-cache'] === 'HIT') return res;
+    if (Date.now() > deadline)
+      throw new Error(`${path} never became a HIT (last: ${res.headers['x-cache']})`);
+    await sleep(20);
+  }
+}
+
+describe('cacheResponse: arguments of the wrong shape fail loudly instead of doing nothing', () => {
+  it.each([
+    ['a bare string', 'product:42'],
+    ['"tag" for "tags"', { tag: ['product:42'] }],
+    ['"key" for "keys"', { key: ['GET /r'] }],
+    ['nothing', undefined],
+    ['an array', ['product:42']],
+    ['tags that are not strings', { tags: [42] }],
+  ])('invalidate() with %s rejects with a TypeError showing the right shape', async (_what, target) => {
+    const mw = cacheResponse({ redis: client, ttl: '1m', logger: quietLogger() });
+    await expect(mw.invalidate(target as never)).rejects.toThrow(
+      /invalidate\(\) takes \{ tags\?: string\[\], keys\?: string\[\] \}/,
+    );
+  });
+
+  it.each([false, { max: 10 }] as const)(
+    'takes a tags function returning one string as that one tag (l1: %p)',
+    async (l1) => {
+      const products = cacheResponse({
+        redis: client,
+        ttl: '1m',
+        l1,
+        tags: () => 'product:1',
+        logger: quietLogger(),
+      });
+      let version = 1;
+      const app = express();
+      app.get('/p/1', products, (_req, res) => {
+        res.send(`v${version}`);
+      });
+      await untilHit(app, '/p/1');
+      version = 2;
+      await products.invalidate({ tags: ['product:1'] });
+      const after = await request(app).get('/p/1');
+      expect(after.headers['x-cache']).toBe('MISS');
+      expect(after.text).toBe('v2');
+    },
+  );
+
+  it('does not cache a response whose tags function returns something else, and other routes of the cache still invalidate', async () => {
+    const logger = quietLogger();
+    const cache = createCache({ redis: client, l1: { max: 10 }, logger });
+    const broken = cacheResponse({ cache, ttl: '1m', tags: () => ({ id: 1 }) as never });
+    const good = cacheResponse({ cache, ttl: '1m', tags: () => ['product:1'] });
+    let version = 1;
+    const app = express();
+    app.get('/broken', broken, (_req, res) => {
+      res.send('broken');
+    });
+    app.get('/good', good, (_req, res) => {
+      res.send(`v${version}`);
+    });
+    const events = captureEvents('cache');
+    try {
+      expect((await request(app).get('/broken')).text).toBe('broken');
+      expect((await request(app).get('/broken')).headers['x-cache']).toBe('MISS');
+      expect(logger.warnings.map((w) => w.message)).toContain(
+        'the tags or shouldCache option threw; response not cached',
+      );
+      await untilHit(app, '/good');
+      version = 2;
+      await good.invalidate({ tags: ['product:1'] });
+      expect((await request(app).get('/good')).text).toBe('v2');
+    } finally {
+      events.stop();
+    }
+  });
+
+  it('invalidates the tag an invalidates() selector returns as one string', async () => {
+    const products = cacheResponse({
+      redis: client,
+      ttl: '1m',
+      tags: () => ['product:7'],
+      logger: quietLogger(),
+    });
+    let version = 1;
+    const app = express();
+    app.get('/p/:id', products, (_req, res) => {
+      res.send(`v${version}`);
+    });
+    app.put(
+      '/p/:id',
+      products.invalidates((req) => `product:${req.params.id}`),
+      (_req, res) => {
+        version++;
+        res.sendStatus(204);
+      },
+    );
+    await untilHit(app, '/p/7');
+    expect((await request(app).put('/p/7')).status).toBe(204);
+    const after = await request(app).get('/p/7');
+    expect(after.headers['x-cache']).toBe('MISS');
+    expect(after.text).toBe('v2');
+  });
+
+  it('refuses methods: POST without a key function (the body is not in the default key)', () => {
+    expect(() => cacheResponse({ redis: client, ttl: '1m', methods: ['GET', 'POST'] })).toThrow(
+      /option "methods" includes POST, whose answer depends on the request body.*Pass a key function/,
+    );
+    expect(
+      cacheResponse({
+        redis: client,
+        ttl: '1m',
+        methods: ['POST'],
+        key: (req) => `q ${JSON.stringify(req.body)}`,
+      }).name,
+    ).toBe('cacheResponse');
+  });
+});
+
+describe('cacheResponse: the vary option', () => {
+  function i18nApp(l1: false | { max: number }) {
+    const calls = { n: 0 };
+    const mw = cacheResponse({
+      redis: client,
+      ttl: '1m',
+      l1,
+      vary: ['Accept-Language'],
+      logger: quietLogger(),
+    });
+    const app = express();
+    app.get('/r', mw, (req, res) => {
+      calls.n++;
+      res.send(`${req.headers['accept-language']} v${calls.n}`);
+    });
+    return { app, mw, calls };
+  }
+  const lang = (l: string) => ({ 'Accept-Language': l });
+
+  it('tells downstream caches: the answer carries Vary: Accept-Language, from the origin and from a hit', async () => {
+    const { app } = i18nApp(false);
+    const miss = await request(app).get('/r').set(lang('de'));
+    expect(miss.headers.vary).toMatch(/accept-language/i);
+    const hit = await untilHit(app, '/r', lang('de'));
+    expect(hit.headers.vary).toMatch(/accept-language/i);
+  });
+
+  it.each([false, { max: 10 }] as const)(
+    'invalidating the key (as keyOf(req) gives it) reaches every language variant (l1: %p)',
+    async (l1) => {
+      const { app, mw, calls } = i18nApp(l1);
+      await untilHit(app, '/r', lang('de'));
+      await untilHit(app, '/r', lang('fr'));
+      expect(calls.n).toBe(2);
+      let key: string | undefined;
+      const probe = express();
+      probe.get('/r', (req, res) => {
+        key = mw.keyOf(req);
+        res.end();
+      });
+      await request(probe).get('/r').set(lang('de'));
+      expect(key).toBe('GET /r');
+      await mw.invalidate({ keys: [key!] });
+      const de = await request(app).get('/r').set(lang('de'));
+      const fr = await request(app).get('/r').set(lang('fr'));
+      expect([de.headers['x-cache'], fr.headers['x-cache']]).toEqual(['MISS', 'MISS']);
+      expect([de.text, fr.text]).toEqual(['de v3', 'fr v4']);
+    },
+  );
+
+  it('serves a variant from Redis in one command, also in a process that never saw the route answer', async () => {
+    const { app } = i18nApp(false);
+    await untilHit(app, '/r', lang('de'));
+    // Another instance: a new cache, as another process has.
+    const other = i18nApp(false);
+    const commands = await watchCommands(redis.plain());
+    try {
+      const hit = await request(other.app).get('/r').set(lang('de'));
+      expect(hit.headers['x-cache']).toBe('HIT');
+      expect(hit.text).toBe('de v1');
+      await sleep(50);
+      expect(commands.seen.filter((c) => c !== 'monitor')).toEqual(['evalsha']);
+    } finally {
+      commands.stop();
+    }
+  });
+});
