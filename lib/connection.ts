@@ -78,6 +78,10 @@ export async function connectRedis(options: CreateRedisOptions = {}): Promise<Re
   // Quiet until it has answered once: the rejection below says it better.
   const target = validateRedisOptions(options);
   const client = buildClient({ ...options, failFast: false }, target, true);
+  // With logger: false nobody listens yet (the caller gets the client only on success), and ioredis
+  // would print a stack trace for each failed attempt beside the rejection that already says it.
+  const quiet = () => {};
+  client.on('error', quiet);
   const health = await pingRedis(client, { timeoutMs: Math.max(options.connectTimeout ?? 0, 3000) });
   if (!health.ok) {
     await closeRedis(client, { timeoutMs: 200 });
@@ -86,6 +90,7 @@ export async function connectRedis(options: CreateRedisOptions = {}): Promise<Re
         'Start redis-server, or set REDIS_URL to a reachable server.',
     );
   }
+  client.off('error', quiet);
   return client;
 }
 

@@ -1,4 +1,6 @@
+import { spawn } from 'node:child_process';
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
+import { resolve } from 'node:path';
 import Redis from 'ioredis';
 import type { RedisClient } from '../../lib/client';
 import { closeRedis, connectRedis, createRedis, reconnectDelay } from '../../lib/connection';
@@ -117,6 +119,32 @@ describe('createRedis', () => {
     await expect(
       createRedis({ url: `redis://user:hunter2@127.0.0.1:${port}`, failFast: true, connectTimeout: 300 }),
     ).rejects.toThrow(new RegExp(`cannot reach Redis at redis://user:\\*\\*\\*\\*@127\\.0\\.0\\.1:${port}`));
+  });
+
+  it('failFast with logger: false rejects without ioredis printing its own stack traces', async () => {
+    // In its own process: under jest, ioredis never prints (its `instanceof Error` check fails across
+    // jest's realms), so only a real process shows what users see.
+    const port = await freePort();
+    const script = `
+      const { createRedis } = require(${JSON.stringify(resolve(__dirname, '../../lib/connection.ts'))});
+      createRedis({ url: 'redis://127.0.0.1:${port}', failFast: true, connectTimeout: 300, logger: false })
+        .catch((e) => console.log('rejected:', e.message))
+        .then(() => setTimeout(() => {}, 500));`;
+    const child = spawn(process.execPath, ['--import', 'tsx', '-e', script], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    child.stdout!.on('data', (c) => (out += c));
+    child.stderr!.on('data', (c) => (err += c));
+    await new Promise((r) => child.once('exit', r));
+    expect(out).toMatch(/rejected: express-redis-kit: cannot reach Redis/);
+    expect(err).toBe('');
+  });
+
+  it('failFast with logger: false hands over a client with no error listener of the kit left on it', async () => {
+    const client = redis.track(await connectRedis({ url: redis.server.url, logger: false }));
+    expect(client.listenerCount('error')).toBe(0);
   });
 
   it('failFast / connectRedis: resolves a ready client when Redis answers', async () => {

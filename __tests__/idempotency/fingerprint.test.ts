@@ -1,3 +1,4 @@
+import express from 'express';
 import { canonicalJson, idempotency } from '../../lib/idempotency';
 import { canonicalJsonDeep } from '../../lib/idempotency/fingerprint';
 import { prng } from '../helpers/prng';
@@ -125,6 +126,29 @@ describe('idempotency default fingerprint', () => {
       const other = `[${'['.repeat(depth - 1)}1${']'.repeat(depth)}`;
       expect((await send(url, { key, body: other })).status).toBe(422);
       expect(runs).toBe(1);
+    });
+
+    it('warns once when a JSON body reaches it before express.json() (only its type and length tell payloads apart)', async () => {
+      const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => {});
+      try {
+        const handler: express.RequestHandler = (_req, res) => {
+          res.status(201).json({ ok: true });
+        };
+        const parsed = await servers.listen(orderApp(idempotency({ redis: redis.client() }), handler));
+        expect((await send(`${parsed}/orders`, { key: freshKey(), body: { amount: 10 } })).status).toBe(201);
+        expect(warn).not.toHaveBeenCalled();
+        const early = express();
+        early.post('/orders', idempotency({ redis: redis.client() }), express.json(), handler);
+        const url = `${await servers.listen(early)}/orders`;
+        for (const amount of [10, 11]) {
+          expect((await send(url, { key: freshKey(), body: { amount } })).status).toBe(201);
+        }
+        expect(warn).toHaveBeenCalledTimes(1);
+        expect(warn.mock.calls[0]![0]).toMatch(/before any body parser read it.*Mount express\.json\(\)/);
+        expect(warn.mock.calls[0]![1]).toEqual({ code: 'ERK_IDEMPOTENCY_BODY_UNREAD' });
+      } finally {
+        warn.mockRestore();
+      }
     });
   });
 });

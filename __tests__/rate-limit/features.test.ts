@@ -323,6 +323,23 @@ describe('rateLimit features', () => {
       expect((await request(app2).get('/').set('x-client', 'adm')).status).toBe(200);
     });
 
+    it('reset() and get() reject a missing or non-text key with a TypeError instead of acting on "undefined"', async () => {
+      const mw = limiter({ limit: 1, window: '1h', name: 'admin-keys' });
+      const app = appWith(mw);
+      await request(app).get('/').set('x-client', 'undefined');
+      for (const bad of [undefined, null, '', { id: 'alice' }, Number.NaN]) {
+        await expect(mw.reset(bad as never)).rejects.toThrow(/limiter\.reset\(key\) takes the client's key/);
+        await expect(mw.get(bad as never)).rejects.toThrow(/limiter\.get\(key\) takes the client's key/);
+      }
+      // Nothing was reset under the key "undefined".
+      expect((await request(app).get('/').set('x-client', 'undefined')).status).toBe(429);
+      // A number is a key as its text (a user id): the request key "42" is reset by reset(42).
+      await request(app).get('/').set('x-client', '42');
+      expect((await mw.get(42)).used).toBe(1);
+      await mw.reset(42);
+      expect((await request(app).get('/').set('x-client', '42')).status).toBe(200);
+    });
+
     it('limiters with different names keep separate counters', async () => {
       const a = appWith(limiter({ limit: 1, window: '1h', name: 'sep-a' }));
       const b = appWith(limiter({ limit: 1, window: '1h', name: 'sep-b' }));

@@ -94,6 +94,14 @@ function setup(extra: Partial<Parameters<typeof redisSession>[0]> = {}) {
     await sessions.logout(req, res);
     res.status(204).end();
   });
+  app.post('/logout-without-res', async (req, res) => {
+    try {
+      await sessions.logout(req, undefined as never);
+      res.status(204).end();
+    } catch (error) {
+      res.status(400).json({ error: (error as Error).message });
+    }
+  });
   app.use(sessions.handleErrors);
   const loggedIn = async (query = '') => {
     const agent = request.agent(app);
@@ -282,6 +290,38 @@ describe('redisSession edge cases', () => {
     expect(await sessions.list('u')).toHaveLength(1);
     expect(await sessions.logoutAll('u')).toBe(1);
     expect((await agent.get('/me').expect(200)).body.userId).toBeNull();
+  });
+
+  it('logout(req) without the response rejects with a TypeError and leaves the session alive', async () => {
+    const { loggedIn } = setup();
+    const { agent } = await loggedIn();
+    const res = await agent.post('/logout-without-res').expect(400);
+    expect(res.body.error).toBe(
+      'express-redis-kit: sessions.logout(req, res) needs the response, to clear the cookie.',
+    );
+    expect((await agent.get('/me').expect(200)).body).toEqual({ userId: 'u', note: null });
+  });
+
+  it('cookie.secure: true on plain HTTP: login warns once that no cookie is sent; over trusted HTTPS it does not', async () => {
+    const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => {});
+    try {
+      const https = setup({ cookie: { secure: true }, proxy: true });
+      const set = await request(https.app).post('/login').set('X-Forwarded-Proto', 'https').expect(200);
+      expect(sessionCookie(set)).toMatch(/; Secure/);
+      expect(warn).not.toHaveBeenCalled();
+      const plain = setup({ cookie: { secure: true } });
+      for (let i = 0; i < 2; i++) {
+        const res = await request(plain.app).post('/login').expect(200);
+        expect(sessionCookie(res)).toBeUndefined();
+      }
+      expect(warn).toHaveBeenCalledTimes(1);
+      expect(warn.mock.calls[0]![0]).toMatch(
+        /cookie\.secure is true, but this login came over plain HTTP.*trust proxy/,
+      );
+      expect(warn.mock.calls[0]![1]).toEqual({ code: 'ERK_SESSION_COOKIE_NOT_SENT' });
+    } finally {
+      warn.mockRestore();
+    }
   });
 
   it('logout behind a proxy trusted by the proxy option clears the cookie with the Secure flag it was set with', async () => {

@@ -40,11 +40,30 @@ export function defaultFingerprint(req: Request): string {
       // (a proxy may turn one into the other). The type without spaces or case, as clients vary them.
       const media = (type ?? '').replace(/\s+/g, '').toLowerCase();
       hash.update(`\0${media}\0${length ?? ''}`);
+      if (PARSED_TYPES.test(media)) warnUnparsedOnce();
     }
   } else if (Buffer.isBuffer(body)) hash.update('bytes\0').update(body);
   else if (typeof body === 'string') hash.update('bytes\0').update(body, 'utf8');
   else hash.update('json\0').update(canonicalJson(body), 'utf8');
   return hash.digest('hex');
+}
+
+/** Bodies an Express body parser would have read: unread, they mean idempotency() ran before it. */
+const PARSED_TYPES = /^(application\/([^;]*\+)?json|application\/x-www-form-urlencoded|text\/)/;
+let warnedUnparsed = false;
+
+function warnUnparsedOnce(): void {
+  if (warnedUnparsed) return;
+  warnedUnparsed = true;
+  // Mounting idempotency() before express.json() is an easy slip, and a silent one: {"amount":99}
+  // then replays the answer to {"amount":10} (same type, same length) instead of a 422.
+  process.emitWarning(
+    'express-redis-kit idempotency: a request with a JSON, form or text body reached the default fingerprint ' +
+      'before any body parser read it, so only its Content-Type and Content-Length tell payloads apart: a retry ' +
+      'with another payload of the same size replays the first answer. Mount express.json() (or express.urlencoded()) ' +
+      'before idempotency(), or pass a fingerprint option. (Warned once.)',
+    { code: 'ERK_IDEMPOTENCY_BODY_UNREAD' },
+  );
 }
 
 /**

@@ -1,4 +1,5 @@
 import { guarded } from '../breaker';
+import { shown } from '../errors';
 import { createIpGrouper } from './client-key';
 import type { LimiterContext } from './context';
 import type { DenyCache } from './deny-cache';
@@ -8,11 +9,20 @@ import type { RateLimitState } from './types';
 
 /** The admin API on the middleware: `reset(key)` and `get(key)`, with the admin time limit. */
 export function createAdmin(o: ResolvedOptions, ctx: LimiterContext, denyCache: DenyCache | undefined) {
-  const normalizeAdminKey = o.key ? (k: string) => k : createIpGrouper(o.ipv6Subnet);
+  const group = o.key ? (k: string) => k : createIpGrouper(o.ipv6Subnet);
+  // A missing or object key would act on "undefined" or "[object Object]" and report success.
+  const normalizeAdminKey = (key: unknown, method: string): string => {
+    if ((typeof key === 'string' && key !== '') || (typeof key === 'number' && Number.isFinite(key))) {
+      return group(String(key));
+    }
+    throw new TypeError(
+      `express-redis-kit: limiter.${method}(key) takes the client's key (a non-empty string, as in req.rateLimit.key); got ${shown(key)}.`,
+    );
+  };
 
   /** Forgets everything about `key` (as in `req.rateLimit.key`; raw IPs are grouped like requests). */
-  async function reset(key: string): Promise<void> {
-    const clientKey = normalizeAdminKey(String(key));
+  async function reset(key: string | number): Promise<void> {
+    const clientKey = normalizeAdminKey(key, 'reset');
     // Denials sent before the DEL come back after this point: they must not be remembered.
     denyCache?.forget(clientKey);
     const keys = ctx.keysFor(clientKey);
@@ -20,8 +30,8 @@ export function createAdmin(o: ResolvedOptions, ctx: LimiterContext, denyCache: 
   }
 
   /** Reads `key`'s state without counting anything. */
-  async function get(key: string): Promise<RateLimitState> {
-    const clientKey = normalizeAdminKey(String(key));
+  async function get(key: string | number): Promise<RateLimitState> {
+    const clientKey = normalizeAdminKey(key, 'get');
     const reply = await ctx.call(ctx.keysFor(clientKey), MODE_PEEK, [0, '-'], true);
     const b = ctx.bindingIn(reply, true);
     return {

@@ -17,9 +17,9 @@ export type {
 /** The middleware `rateLimit()` returns, with its admin API. */
 export interface RateLimitMiddleware extends RequestHandler {
   /** Clears every policy's counters for a client key (`req.rateLimit.key`, or a raw IP). */
-  reset(key: string): Promise<void>;
+  reset(key: string | number): Promise<void>;
   /** Reads a client key's state without counting a request. */
-  get(key: string): Promise<RateLimitState>;
+  get(key: string | number): Promise<RateLimitState>;
 }
 
 /**

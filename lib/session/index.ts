@@ -108,6 +108,7 @@ export function redisSession(options: RedisSessionOptions): RedisSessionMiddlewa
     );
   }
 
+  let warnedNoCookie = false;
   const middleware = function redisSession(req: Request, res: Response, next: NextFunction): void {
     let proceeded = false;
     inner(req, res, (error?: unknown) => {
@@ -126,6 +127,16 @@ export function redisSession(options: RedisSessionOptions): RedisSessionMiddlewa
 
   middleware.login = async (req, data) => {
     checkLoginData(data);
+    if (o.cookie.secure === true && !warnedNoCookie && !isSecureRequest(req, o.proxy)) {
+      // express-session then sends no cookie at all: the login "succeeds" and the next request is anonymous.
+      warnedNoCookie = true;
+      process.emitWarning(
+        'express-redis-kit redisSession: cookie.secure is true, but this login came over plain HTTP (as Express sees it), ' +
+          "so no session cookie is sent. Behind a TLS proxy, set app.set('trust proxy', …) (or the proxy option); " +
+          "for local HTTP, use secure: 'auto'. (Warned once.)",
+        { code: 'ERK_SESSION_COOKIE_NOT_SENT' },
+      );
+    }
     const session = req.session;
     const ours = (req as { sessionStore?: unknown }).sessionStore === store;
     if (!session && !ours)
@@ -153,6 +164,12 @@ export function redisSession(options: RedisSessionOptions): RedisSessionMiddlewa
   };
 
   middleware.logout = async (req, res) => {
+    if (typeof (res as Partial<Response> | undefined)?.clearCookie !== 'function') {
+      // Checked first: the session must not end without its cookie being cleared.
+      throw new TypeError(
+        'express-redis-kit: sessions.logout(req, res) needs the response, to clear the cookie.',
+      );
+    }
     const session = req.session;
     if (session) {
       await new Promise<void>((resolve, reject) => session.destroy((e) => (e ? reject(e) : resolve())));
