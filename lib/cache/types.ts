@@ -88,7 +88,10 @@ export interface CacheResponseOptions {
    * not strings leaves the response uncached (logged).
    */
   tags?: (req: Request, res: Response) => string | string[];
-  /** Request headers that split the key, on top of the response's own `Vary`. */
+  /**
+   * Request headers the answer depends on, on top of the response's own `Vary`: added to that
+   * `Vary`, and each value cached as a variant under the one key (invalidating the key reaches all).
+   */
   vary?: string[];
   /**
    * The query parameters the route reads. A request carrying any other one passes to the route
@@ -108,7 +111,10 @@ export interface CacheResponseOptions {
   maxBodySize?: number;
   /** Statuses that may be stored. Default `[200, 203, 204, 300, 301, 308]`; `206`, `304` and `1xx` are refused. */
   statuses?: number[];
-  /** Methods served from cache (HEAD always follows GET). Default `['GET']`. */
+  /**
+   * Methods served from cache (HEAD always follows GET). Default `['GET']`. Others (`POST`) need a
+   * `key` that covers the request body: the default key is the method and URL only.
+   */
   methods?: string[];
   /** See {@link CreateCacheOptions.lockTimeout}. Default 5 s. */
   lockTimeout?: Duration;
