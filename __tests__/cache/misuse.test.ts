@@ -135,63 +135,92 @@ describe('cacheResponse: arguments of the wrong shape fail loudly instead of doi
 });
 
 describe('cacheResponse: the vary option', () => {
-  function i18nApp(l1: false | { max: number }) {
+  function tenantApp(
+    l1: false | { max: number },
+    route: express.RequestHandler = (_req, _res, next) => next(),
+  ) {
     const calls = { n: 0 };
     const mw = cacheResponse({
       redis: client,
       ttl: '1m',
       l1,
-      vary: ['Accept-Language'],
+      vary: ['X-Tenant'],
+      tags: (req) => ['report', `tenant:${req.headers['x-tenant']}`],
       logger: quietLogger(),
     });
     const app = express();
-    app.get('/r', mw, (req, res) => {
+    app.get('/r', mw, route, (req, res) => {
       calls.n++;
-      res.send(`${req.headers['accept-language']} v${calls.n}`);
+      res.send(`${req.headers['x-tenant']} v${calls.n}`);
     });
     return { app, mw, calls };
   }
-  const lang = (l: string) => ({ 'Accept-Language': l });
+  const tenant = (t: string) => ({ 'X-Tenant': t });
 
-  it('tells downstream caches: the answer carries Vary: Accept-Language, from the origin and from a hit', async () => {
-    const { app } = i18nApp(false);
-    const miss = await request(app).get('/r').set(lang('de'));
-    expect(miss.headers.vary).toMatch(/accept-language/i);
-    const hit = await untilHit(app, '/r', lang('de'));
-    expect(hit.headers.vary).toMatch(/accept-language/i);
+  it.each([
+    [
+      'res.set',
+      (_req: express.Request, res: express.Response, next: express.NextFunction) => {
+        res.set('Vary', 'Accept-Language');
+        next();
+      },
+    ],
+    [
+      'writeHead',
+      (_req: express.Request, res: express.Response, next: express.NextFunction) => {
+        const writeHead = res.writeHead;
+        res.writeHead = function (this: express.Response, status: number) {
+          return (writeHead as (...a: unknown[]) => express.Response).call(this, status, {
+            Vary: 'Accept-Encoding',
+          });
+        } as typeof res.writeHead;
+        next();
+      },
+    ],
+  ])('keeps tenants apart when the route sets its own Vary (%s)', async (_how, route) => {
+    for (const l1 of [false, { max: 10 }] as const) {
+      await client.flushall();
+      const { app } = tenantApp(l1, route);
+      await untilHit(app, '/r', tenant('acme'));
+      const other = await request(app).get('/r').set(tenant('globex'));
+      expect(other.headers['x-cache']).toBe('MISS');
+      expect(other.text).toMatch(/^globex /);
+    }
   });
 
   it.each([false, { max: 10 }] as const)(
-    'invalidating the key (as keyOf(req) gives it) reaches every language variant (l1: %p)',
+    'keyOf(req) names one value; its tag takes only that one, and a shared tag takes them all (l1: %p)',
     async (l1) => {
-      const { app, mw, calls } = i18nApp(l1);
-      await untilHit(app, '/r', lang('de'));
-      await untilHit(app, '/r', lang('fr'));
-      expect(calls.n).toBe(2);
+      const { app, mw } = tenantApp(l1);
+      for (const t of ['a', 'b', 'c']) await untilHit(app, '/r', tenant(t));
       let key: string | undefined;
       const probe = express();
       probe.get('/r', (req, res) => {
         key = mw.keyOf(req);
         res.end();
       });
-      await request(probe).get('/r').set(lang('de'));
-      expect(key).toBe('GET /r');
+      await request(probe).get('/r').set(tenant('a'));
+      expect(key).toBe('GET /r\nx-tenant: a');
       await mw.invalidate({ keys: [key!] });
-      const de = await request(app).get('/r').set(lang('de'));
-      const fr = await request(app).get('/r').set(lang('fr'));
-      expect([de.headers['x-cache'], fr.headers['x-cache']]).toEqual(['MISS', 'MISS']);
-      expect([de.text, fr.text]).toEqual(['de v3', 'fr v4']);
+      await mw.invalidate({ tags: ['tenant:b'] });
+      const after = async () =>
+        Promise.all(
+          ['a', 'b', 'c'].map(async (t) => (await request(app).get('/r').set(tenant(t))).headers['x-cache']),
+        );
+      expect(await after()).toEqual(['MISS', 'MISS', 'HIT']);
+      await mw.invalidate({ tags: ['report'] });
+      expect((await request(app).get('/r').set(tenant('c'))).headers['x-cache']).toBe('MISS');
     },
   );
 
-  it('serves a variant from Redis in one command, also in a process that never saw the route answer', async () => {
-    const { app } = i18nApp(false);
-    await untilHit(app, '/r', lang('de'));
+  it('serves a value from Redis in one command, also in a process that never saw the route answer', async () => {
+    const { app } = tenantApp(false);
+    await untilHit(app, '/r', tenant('de'));
     // Another instance: a new cache, as another process has.
-    const other = i18nApp(false);
+    const other = tenantApp(false);
     const commands = await watchCommands(redis.plain());
     try {
-      const hit = await request(other.app).get('/r').set(lang('de'));
+      const hit = await request(other.app).get('/r').set(tenant('de'));
       expect(hit.headers['x-cache']).toBe('HIT');
       expect(hit.text).toBe('de v1');
       await sleep(50);

@@ -84,6 +84,13 @@ export function headerValue(headers: IncomingHttpHeaders, name: string): string 
   return '';
 }
 
+/** Appends the configured `vary` request headers to a key. */
+export function withVary(key: string, headers: IncomingHttpHeaders, vary: readonly string[]): string {
+  let out = key;
+  for (const name of vary) out += `\n${name}: ${headerValue(headers, name)}`;
+  return out;
+}
+
 /** Redis key of a response entry (or of the Vary marker in front of its variants). */
 export function entryKey(prefix: string, key: string): string {
   return taggedKey(prefix, 'c', key);

@@ -5,7 +5,7 @@ import { captureResponse } from './capture';
 import { answerStaleOnError, type FillContext, fill, staleIfErrorOf } from './fill';
 import { Flights, noFlight } from './flights';
 import { invalidatesMiddleware } from './invalidates';
-import { defaultKey, entryKey, hasOtherParameters } from './key';
+import { defaultKey, entryKey, hasOtherParameters, withVary } from './key';
 import type { Rec } from './l1';
 import { resolveResponseOptions } from './options';
 import { perUserReason } from './per-user';
@@ -54,8 +54,6 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
       logger: options.logger,
     });
   const { l1 } = cache;
-  // Sent with the first lookup, so a variant is found in one round trip from the start.
-  cache.learnVary(o.vary);
   const { prefix, logger, lockTimeoutMs } = cache.options;
   const trustsKey = o.key !== undefined || o.scope !== undefined;
   // A coalesced request waits no longer than a cross-process waiter would (3 × lockTimeout).
@@ -68,6 +66,9 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
   function keyOf(req: Request): string | undefined {
     let key = o.key ? o.key(req) : defaultKey(req);
     if (typeof key !== 'string' || key === '') return undefined;
+    // Part of the key, not a Vary marker under it: each value keeps its own entry, tags and fill lock,
+    // so a route that sets its own Vary cannot drop it, and one tenant's tag never takes the others'.
+    if (o.vary.length > 0) key = withVary(key, req.headers, o.vary);
     if (o.scope) {
       const scope = scopePart(o.scope(req), 'cacheResponse');
       if (scope === undefined) return undefined;
@@ -78,9 +79,6 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
 
   const middleware = function cacheResponse(req: Request, res: Response, next: NextFunction) {
     if (!o.methods.has(req.method)) return next();
-    // The `vary` option is the response's own Vary, said in advance: downstream caches learn it, and
-    // each value is a variant under the one key, so invalidating the key (or keyOf(req)) reaches all.
-    for (const name of o.vary) res.vary(name);
     const ticket = refreshTicketOf(req);
     if (!trustsKey && !ticket) {
       const perUser = perUserReason(req.headers, o.perUser);

@@ -89,8 +89,8 @@ export interface CacheResponseOptions {
    */
   tags?: (req: Request, res: Response) => string | string[];
   /**
-   * Request headers the answer depends on, on top of the response's own `Vary`: added to that
-   * `Vary`, and each value cached as a variant under the one key (invalidating the key reaches all).
+   * Request headers that split the key, on top of the response's own `Vary`. Their values become part
+   * of `keyOf(req)`; tag the entries to invalidate every value at once.
    */
   vary?: string[];
   /**
