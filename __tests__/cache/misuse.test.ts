@@ -32,6 +32,7 @@ describe('cacheResponse: arguments of the wrong shape fail loudly instead of doi
     ['nothing', undefined],
     ['an array', ['product:42']],
     ['tags that are not strings', { tags: [42] }],
+    ['{} (read as "clear everything" by apicache users)', {}],
   ])('invalidate() with %s rejects with a TypeError showing the right shape', async (_what, target) => {
     const mw = cacheResponse({ redis: client, ttl: '1m', logger: quietLogger() });
     await expect(mw.invalidate(target as never)).rejects.toThrow(

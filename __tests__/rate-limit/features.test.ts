@@ -142,6 +142,27 @@ describe('rateLimit features', () => {
       expect(res.text).toMatch(/^wait \d+$/);
       expect(res.headers['retry-after']).toBeDefined();
       expect(seen[0]).toMatchObject({ limit: 1, remaining: 0, key: 'h', statusCode: 429 });
+      expect((seen[0] as { message: string }).message).toMatch(
+        /^Rate limit "1-in-1m" exceeded\. Retry in \d+ s\.$/,
+      );
+    });
+
+    it('a handler written for express-rate-limit sends the message option as its body', async () => {
+      const app = appWith(
+        limiter({
+          limit: 1,
+          window: '1m',
+          name: 'erl-handler',
+          message: 'Slow down!',
+          handler: (_req, res, _next, options) => {
+            res.status(options.statusCode).send(options.message);
+          },
+        }),
+      );
+      await request(app).get('/').set('x-client', 'erl');
+      const denied = await request(app).get('/').set('x-client', 'erl');
+      expect(denied.status).toBe(429);
+      expect(denied.text).toBe('Slow down!');
     });
 
     it('skip lets requests through uncounted, sync or async', async () => {

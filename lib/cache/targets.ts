@@ -34,10 +34,17 @@ export function checkInvalidateTarget(target: unknown): Required<InvalidateTarge
   if (!target || typeof target !== 'object' || Array.isArray(target)) {
     throw new TypeError(`express-redis-kit: ${usage}; got ${shown(target)}.`);
   }
-  for (const name of Object.keys(target)) {
+  const names = Object.keys(target);
+  for (const name of names) {
     if (name !== 'tags' && name !== 'keys') {
       throw new TypeError(`express-redis-kit: ${usage}; "${name}" is not one of them.`);
     }
+  }
+  if (names.length === 0) {
+    // Read as "everything" by users of apicache.clear(); there is no such call here.
+    throw new TypeError(
+      `express-redis-kit: ${usage}; {} names nothing. To clear a whole cache, give every entry a shared tag (tags: () => ['all']) and invalidate({ tags: ['all'] }).`,
+    );
   }
   const { tags = [], keys = [] } = target as InvalidateTarget;
   if (!isStringList(tags)) throw new TypeError(`express-redis-kit: ${usage}; got tags ${shown(tags)}.`);

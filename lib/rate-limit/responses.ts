@@ -18,9 +18,10 @@ export function sendDenied(
 ): void {
   const retryAfter = Math.max(1, Math.ceil(retryMs / 1000));
   res.setHeader('Retry-After', String(retryAfter));
+  const message = o.message ?? `Rate limit "${info.policy}" exceeded. Retry in ${retryAfter} s.`;
   if (o.handler) {
     const handler = o.handler;
-    const denied = { ...info, retryAfter, statusCode: o.statusCode } satisfies DeniedInfo;
+    const denied = { ...info, retryAfter, statusCode: o.statusCode, message } satisfies DeniedInfo;
     // An async handler (common with Express 5) that rejects goes to the error handler, like a throw.
     callUser(
       () => handler(req, res, next, denied) as unknown,
@@ -33,7 +34,7 @@ export function sendDenied(
     type: problemType('rate-limited'),
     title: STATUS_CODES[o.statusCode] ?? 'Too Many Requests',
     status: o.statusCode,
-    detail: o.message ?? `Rate limit "${info.policy}" exceeded. Retry in ${retryAfter} s.`,
+    detail: message,
     policy: info.policy,
     retryAfter,
   });

@@ -58,6 +58,11 @@ export interface DeniedInfo extends RateLimitInfo {
   /** Seconds the client should wait (the `Retry-After` value). */
   retryAfter: number;
   statusCode: number;
+  /**
+   * The `message` option, else the default problem detail: a handler ported from express-rate-limit
+   * (`res.status(options.statusCode).send(options.message)`) keeps working.
+   */
+  message: string;
 }
 
 type MaybePromise<T> = T | Promise<T>;
