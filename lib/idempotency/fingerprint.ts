@@ -49,7 +49,9 @@ export function defaultFingerprint(req: Request): string {
 }
 
 /** Bodies an Express body parser would have read: unread, they mean idempotency() ran before it. */
-const PARSED_TYPES = /^(application\/([^;]*\+)?json|application\/x-www-form-urlencoded|text\/)/;
+// Only the types express.json(), express.urlencoded() and express.text() read by default: a CSV or
+// binary upload streamed by the handler on purpose must not be told it is misconfigured.
+const PARSED_TYPES = /^(application\/([^;]*\+)?json|application\/x-www-form-urlencoded|text\/plain)(;|$)/;
 let warnedUnparsed = false;
 
 function warnUnparsedOnce(): void {
@@ -58,7 +60,7 @@ function warnUnparsedOnce(): void {
   // Mounting idempotency() before express.json() is an easy slip, and a silent one: {"amount":99}
   // then replays the answer to {"amount":10} (same type, same length) instead of a 422.
   process.emitWarning(
-    'express-redis-kit idempotency: a request with a JSON, form or text body reached the default fingerprint ' +
+    'express-redis-kit idempotency: a request with a JSON, form or plain-text body reached the default fingerprint ' +
       'before any body parser read it, so only its Content-Type and Content-Length tell payloads apart: a retry ' +
       'with another payload of the same size replays the first answer. Mount express.json() (or express.urlencoded()) ' +
       'before idempotency(), or pass a fingerprint option. (Warned once.)',
