@@ -18,28 +18,28 @@ export interface CreateRedisOptions extends Omit<RedisOptions, 'sentinels' | 'na
    * `redis://[user:pass@]host:port[/db]` or `rediss://…` for TLS.
    * Default: `process.env.REDIS_URL`, else `redis://127.0.0.1:6379`.
    */
-  url?: string;
+  url?: string | undefined;
   /** Connect to a Redis Cluster. Also taken from `REDIS_CLUSTER_NODES=host:port,host:port`. */
-  cluster?: { nodes: NodeAddress[]; options?: ClusterOptions };
+  cluster?: { nodes: NodeAddress[]; options?: ClusterOptions } | undefined;
   /** Connect through Redis Sentinel to the master called `name`. */
-  sentinel?: { sentinels: NodeAddress[]; name: string; sentinelPassword?: string };
+  sentinel?: { sentinels: NodeAddress[]; name: string; sentinelPassword?: string } | undefined;
   /** Prepended to every key the kit (and the app, through this client) reads or writes. */
-  keyPrefix?: string;
+  keyPrefix?: string | undefined;
   /** Per-command time limit in ms. Default 500. */
-  commandTimeout?: number;
+  commandTimeout?: number | undefined;
   /** Longest wait between reconnect attempts, in ms. Default 2000. */
-  maxReconnectDelay?: number;
+  maxReconnectDelay?: number | undefined;
   /**
    * With `true`, `createRedis` returns a Promise that pings once and rejects with an error naming the
    * (masked) URL when Redis is unreachable. Same as {@link connectRedis}.
    */
-  failFast?: boolean;
+  failFast?: boolean | undefined;
   /**
    * Where the client's connection errors go: one line when Redis becomes unreachable and one when it
    * is back, instead of ioredis's "Unhandled error event" stack trace on every reconnect attempt.
    * Default: `console.warn`. `false`: nothing (attach your own `error` listener).
    */
-  logger?: { warn(message: string): void } | false;
+  logger?: { warn(message: string): void } | false | undefined;
 }
 
 const DEFAULTS = {
@@ -64,7 +64,9 @@ export function reconnectDelay(times: number, max: number = DEFAULTS.maxReconnec
 
 /** Creates an ioredis client tuned for the request path. See the README for every option. */
 export function createRedis(options: CreateRedisOptions & { failFast: true }): Promise<RedisClient>;
-export function createRedis(options?: CreateRedisOptions): RedisClient;
+export function createRedis(options?: CreateRedisOptions & { failFast?: false | undefined }): RedisClient;
+/** With `failFast` known only at run time (`failFast: process.env.X === '1'`): a client, or a Promise of one. */
+export function createRedis(options: CreateRedisOptions): RedisClient | Promise<RedisClient>;
 export function createRedis(options: CreateRedisOptions = {}): RedisClient | Promise<RedisClient> {
   // Checked before failFast picks the return type ('false' from an env var must not turn it on), so
   // a bad option throws here either way instead of sometimes rejecting a Promise.

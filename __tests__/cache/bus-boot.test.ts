@@ -1,4 +1,5 @@
 import { createCache } from '../../lib/cache';
+import type { RedisClient } from '../../lib/client';
 import { closeRedis, createRedis } from '../../lib/connection';
 import { freePort, type RedisServerHandle, startRedisServer } from '../../lib/testing';
 import { eventually } from '../helpers/redis';
@@ -8,7 +9,7 @@ import { eventually } from '../helpers/redis';
 
 describe('the L1 invalidation bus when Redis is down as the app starts', () => {
   let server: RedisServerHandle | undefined;
-  const clients: ReturnType<typeof createRedis>[] = [];
+  const clients: RedisClient[] = [];
   afterEach(async () => {
     await Promise.all(clients.splice(0).map((c) => closeRedis(c, { timeoutMs: 300 })));
     await server?.stop();

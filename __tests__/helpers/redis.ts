@@ -29,7 +29,7 @@ export function useRedisServer(options: RedisServerOptions = {}) {
       return server;
     },
     /** A kit-tuned client (createRedis) on this server. */
-    client(extra: CreateRedisOptions = {}): RedisClient {
+    client(extra: CreateRedisOptions & { failFast?: false } = {}): RedisClient {
       // Tests stop and pause servers on purpose: their outage lines would only be noise.
       const c = createRedis({ url: this.server.url, logger: false, ...extra });
       clients.push(c);

@@ -11,7 +11,7 @@ const servers = useServers();
 const events = useEvents();
 
 const made: RedisClient[] = [];
-const client = (options?: CreateRedisOptions) => {
+const client = (options?: CreateRedisOptions & { failFast?: false }) => {
   const c = redisServer.client(options);
   made.push(c);
   return c;

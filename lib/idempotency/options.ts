@@ -17,47 +17,47 @@ export interface IdempotencyOptions {
    * another's response. Default: `req.ip`. Apps with authentication should pass the user or
    * account id, e.g. `req => req.session?.userId`: two users behind one NAT share an IP.
    */
-  scope?: (req: Request) => ScopeValue | Promise<ScopeValue>;
+  scope?: ((req: Request) => ScopeValue | Promise<ScopeValue>) | undefined;
   /** Request header carrying the key. Default `'Idempotency-Key'`. */
-  header?: string;
+  header?: string | undefined;
   /** Answer 400 when the header is missing. Default `false` (requests without a key pass unprotected). */
-  required?: boolean;
+  required?: boolean | undefined;
   /** Methods the middleware protects; others pass through. Default `['POST', 'PATCH']`. */
-  methods?: readonly string[];
+  methods?: readonly string[] | undefined;
   /** How long a completed response is kept for replay. Default `'24h'`. */
-  ttl?: Duration;
+  ttl?: Duration | undefined;
   /**
    * Lease of an in-flight request: a crashed worker's reservation expires after this long. A live
    * handler renews it every `lockTtl / 3`, so a slow handler is never run twice. Default `'30s'`.
    */
-  lockTtl?: Duration;
+  lockTtl?: Duration | undefined;
   /**
    * Identifies the request payload; reusing a key with a different fingerprint answers 422.
    * Default: SHA-256 of method, path, query and canonical body (see `defaultFingerprint`).
    */
-  fingerprint?: (req: Request) => string | Buffer | Promise<string | Buffer>;
+  fingerprint?: ((req: Request) => string | Buffer | Promise<string | Buffer>) | undefined;
   /**
    * Which final statuses are stored for replay; the others release the key so the client may
    * retry. A list of statuses or a predicate. Default: every status below 500 except the "try
    * again later" ones, 408, 425 and 429 (see `defaultStoreStatus`).
    */
-  storeStatuses?: readonly number[] | ((status: number) => boolean);
+  storeStatuses?: readonly number[] | ((status: number) => boolean) | undefined;
   /** Largest response body (bytes) that is stored; a larger one is sent but not stored, and the key is released. Default 1 MiB. */
-  maxBodySize?: number;
+  maxBodySize?: number | undefined;
   /**
    * When Redis is down or slower than `timeout`: `'closed'` answers 503 + Retry-After (the
    * exactly-once guarantee cannot be given); `'open'` runs the handler without protection
    * (a process warning once per outage, and a `fail-open` event per request). Default `'closed'`.
    */
-  failMode?: 'closed' | 'open';
+  failMode?: 'closed' | 'open' | undefined;
   /** Time budget of each Redis call. Default `'500ms'`. */
-  timeout?: Duration;
+  timeout?: Duration | undefined;
   /** `Retry-After` (rounded up to whole seconds) on 409 and 503 answers. Default `'1s'`. */
-  retryAfter?: Duration;
+  retryAfter?: Duration | undefined;
   /** Key prefix. Default `'erk:'`. */
-  prefix?: string;
+  prefix?: string | undefined;
   /** Instance name carried by events. */
-  name?: string;
+  name?: string | undefined;
 }
 
 /** Options after defaults and validation: the only place defaults live. */

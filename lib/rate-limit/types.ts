@@ -15,12 +15,12 @@ export interface RateLimitPolicy {
   /** Window length: ms, or a duration string such as `'1s'`, `'1m'`, `'1h'`. At least 1 ms. */
   window: Duration;
   /** Default: the limiter's `algorithm` option, else `'sliding-window'`. */
-  algorithm?: Algorithm;
+  algorithm?: Algorithm | undefined;
   /**
    * Name shown in the `RateLimit-Policy` / `RateLimit` headers and in `req.rateLimit.policy`.
    * Default `<limit>-in-<window>`, e.g. `100-in-1m`.
    */
-  name?: string;
+  name?: string | undefined;
 }
 
 /** What the limiter knows about one client after a decision (`req.rateLimit`). */
@@ -72,64 +72,64 @@ export interface RateLimitOptions {
   /** ioredis `Redis` or `Cluster` (e.g. `createRedis()` or the app's own `new Redis(url)`). Required. */
   redis: RedisClient;
   /** Requests (or cost units) per `window`. Required unless `policies` is given. */
-  limit?: number;
+  limit?: number | undefined;
   /** Window length, ms or a duration string. Required unless `policies` is given. */
-  window?: Duration;
+  window?: Duration | undefined;
   /** Default `'sliding-window'`. */
-  algorithm?: Algorithm;
+  algorithm?: Algorithm | undefined;
   /**
    * Several quotas checked in one round trip (e.g. 10/s burst AND 1000/h). A request passes only if
    * every policy allows it; a denied request consumes from none. Replaces `limit`/`window`.
    */
-  policies?: RateLimitPolicy[];
+  policies?: RateLimitPolicy[] | undefined;
   /** Client key. Default: `req.ip`, IPv6 grouped by `ipv6Subnet`. */
-  key?: (req: Request, res: Response) => MaybePromise<string>;
+  key?: ((req: Request, res: Response) => MaybePromise<string>) | undefined;
   /** Prefix length that groups IPv6 clients (default 56), or `false` to use full addresses. */
-  ipv6Subnet?: number | false;
+  ipv6Subnet?: number | false | undefined;
   /**
    * Cost units this request consumes: a whole number >= 1, or a function of the request. Default 1.
    * A function answering more than the smallest limit sends a `RangeError` to `next()`: such a
    * request could never pass.
    */
-  cost?: number | ((req: Request, res: Response) => MaybePromise<number>);
+  cost?: number | ((req: Request, res: Response) => MaybePromise<number>) | undefined;
   /** Return true to let a request through without counting it. */
-  skip?: (req: Request, res: Response) => MaybePromise<boolean>;
+  skip?: ((req: Request, res: Response) => MaybePromise<boolean>) | undefined;
   /**
    * Give the cost back when the response succeeded (see `requestWasSuccessful`). Default false.
    * Only what the request still holds comes back: the part time has already restored does not.
    */
-  skipSuccessfulRequests?: boolean;
+  skipSuccessfulRequests?: boolean | undefined;
   /** Give the cost back when the response failed or the client went away. Default false. */
-  skipFailedRequests?: boolean;
+  skipFailedRequests?: boolean | undefined;
   /** Decides success for the two options above. Default: status < 400. */
-  requestWasSuccessful?: (req: Request, res: Response) => boolean;
+  requestWasSuccessful?: ((req: Request, res: Response) => boolean) | undefined;
   /** Count and report (headers, `req.rateLimit`, events) but never block. Default false. */
-  dryRun?: boolean;
+  dryRun?: boolean | undefined;
   /** Header flavour, or `false` for none. Default `'draft-8'`. `Retry-After` is always sent on 429. */
-  headers?: HeadersMode | false;
+  headers?: HeadersMode | false | undefined;
   /** Status of a denied request. Default 429. */
-  statusCode?: number;
+  statusCode?: number | undefined;
   /** `detail` of the problem+json body of a denied request. Default: a sentence with the wait. */
-  message?: string;
+  message?: string | undefined;
   /** Replaces the denied response (headers incl. `Retry-After` are already set). */
-  handler?: (req: Request, res: Response, next: NextFunction, info: DeniedInfo) => void;
+  handler?: ((req: Request, res: Response, next: NextFunction, info: DeniedInfo) => void) | undefined;
   /** When Redis is down or slower than `timeout`: `'open'` (default) lets requests through; `'closed'` answers 503. */
-  failMode?: 'open' | 'closed';
+  failMode?: 'open' | 'closed' | undefined;
   /** Longest wait for Redis per request: ms or a duration string, at most 2^31-1 ms. Default 250. */
-  timeout?: Duration;
+  timeout?: Duration | undefined;
   /** Key prefix. Default `'erk:'`. */
-  prefix?: string;
+  prefix?: string | undefined;
   /**
    * Instance name, for events and keys. Limiters with the same policies and no name share counters
    * (that is what lets many app instances agree); give different routes' limiters different names.
    */
-  name?: string;
+  name?: string | undefined;
   /**
    * In-process cache of denied keys until their retry time, so repeat offenders are rejected without a
    * Redis call. It only ever denies, so it can never allow more than `limit`. `false` turns it off.
    * Default `{ max: 10000 }`.
    */
-  denyCache?: false | { max?: number };
+  denyCache?: false | { max?: number } | undefined;
   /**
    * Send the decisions for one client key made in the same event-loop turn to Redis as one script
    * call (answered in arrival order, exactly as separate calls would be). Cuts Redis and app CPU under
@@ -137,9 +137,9 @@ export interface RateLimitOptions {
    * responses that finish in the same turn are coalesced the same way. `false` sends one call per
    * request and per refund. Default `true`.
    */
-  coalesce?: boolean;
+  coalesce?: boolean | undefined;
   /** Where one-time warnings go. Default `console`. */
-  logger?: { warn(message: string): void };
+  logger?: { warn(message: string): void } | undefined;
 }
 
 declare global {

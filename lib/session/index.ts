@@ -19,8 +19,11 @@ declare module 'express-session' {
   }
 }
 
-/** Data stored in the session at login: `userId` plus anything else the app keeps there. */
-export type LoginData = { userId: string } & Omit<Partial<SessionData>, 'userId' | 'cookie'> &
+/**
+ * Data stored in the session at login: `userId` (a number is stored as its text, as
+ * `req.session.userId` reads it) plus anything else the app keeps there.
+ */
+export type LoginData = { userId: string | number } & Omit<Partial<SessionData>, 'userId' | 'cookie'> &
   Record<string, unknown>;
 
 /** The middleware returned by {@link redisSession}, with its admin API. */
@@ -34,11 +37,11 @@ export interface RedisSessionMiddleware extends RequestHandler {
   /** Destroys the request's session and clears its cookie. */
   logout(req: Request, res: Response): Promise<void>;
   /** Destroys every session of the user, on every device. Resolves with how many were ended. */
-  logoutAll(userId: string): Promise<number>;
+  logoutAll(userId: string | number): Promise<number>;
   /** The user's live sessions, most recently seen first. */
-  list(userId: string): Promise<SessionInfo[]>;
+  list(userId: string | number): Promise<SessionInfo[]>;
   /** Destroys one session of the user by its `list()` id (e.g. "sign out that device"). */
-  revoke(userId: string, id: string): Promise<boolean>;
+  revoke(userId: string | number, id: string): Promise<boolean>;
   /** The `list()` id of the request's session, to mark "this device". */
   idOf(req: Request): string | undefined;
   /** Error middleware: answers `RedisUnavailableError` from `login`/`logout` with the 503 problem. */

@@ -20,39 +20,39 @@ export interface RedisSessionOptions {
    * verifies. Required (at least 32 characters each) when `NODE_ENV=production`; elsewhere a random
    * per-process secret is used with a warning, so sessions do not survive a restart.
    */
-  secret?: string | string[];
+  secret?: string | string[] | undefined;
   /**
    * Cookie name. Default `'sid'` (not express-session's `connect.sid`, which fingerprints the stack).
    * A `__Host-`/`__Secure-` name must keep the cookie settings browsers require for it.
    */
-  name?: string;
+  name?: string | undefined;
   /** Session lifetime, in ms or as `'30m'`, `'1d'`. With `rolling`, counted from the last request. Default `'1d'`. */
-  ttl?: Duration;
+  ttl?: Duration | undefined;
   /**
    * Sliding expiry: every request re-sends the cookie and refreshes the TTL in Redis. With `false`
    * both keep the expiry they got when the session was last written. Default `true`.
    */
-  rolling?: boolean;
+  rolling?: boolean | undefined;
   /**
    * Cookie overrides, merged over the secure defaults
    * `{ httpOnly: true, sameSite: 'lax', secure: 'auto', path: '/' }`.
    */
-  cookie?: SessionCookieOptions;
+  cookie?: SessionCookieOptions | undefined;
   /** Prefix of every key this middleware writes. Default `'erk:'`. */
-  prefix?: string;
+  prefix?: string | undefined;
   /** Time budget of each Redis call; past it the request gets 503. Default `'500ms'`. */
-  timeout?: Duration;
+  timeout?: Duration | undefined;
   /**
    * express-session's `proxy`: `undefined` (default) follows Express's `trust proxy` setting to decide
    * whether a request is HTTPS; `true`/`false` force trusting / ignoring `X-Forwarded-Proto`.
    */
-  proxy?: boolean;
+  proxy?: boolean | undefined;
   /**
    * Most live sessions one user keeps. A login (or index refresh) past it ends the user's sessions
    * that would expire soonest, never the new one, so `list()` and `logoutAll()` stay cheap and one
    * account cannot grow its index without bound. `false` for no cap. Default `100`.
    */
-  maxSessionsPerUser?: number | false;
+  maxSessionsPerUser?: number | false | undefined;
 }
 
 /** Options after validation and defaulting — the one place defaults live. */
