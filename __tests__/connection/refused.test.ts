@@ -221,6 +221,18 @@ describe('writes Redis refuses under OOM leave nothing half done', () => {
     expect(await sessions.list('capped')).toHaveLength(1);
   });
 
+  it('a login over a live session that Redis refuses keeps that session: 503, not logged out as well', async () => {
+    const client = redis.client();
+    const sessions = redisSession({ redis: client, secret: 'x'.repeat(32), cookie: { secure: false } });
+    const a = loginApp(sessions, 'relogin');
+    const cookie = cookieOf(await request(a).post('/login').expect(200));
+    const again = await underOom(() => request(a).post('/login').set('Cookie', cookie));
+    isProblem503(again);
+    expect(again.headers['set-cookie']).toBeUndefined();
+    expect((await request(a).get('/me').set('Cookie', cookie)).body).toEqual({ userId: 'relogin' });
+    expect(await sessions.list('relogin')).toHaveLength(1);
+  });
+
   it('a session read under OOM whose index claim is refused does not outlive its index entry (logoutAll still reaches it)', async () => {
     const client = redis.client();
     const sessions = redisSession({

@@ -146,7 +146,15 @@ export function redisSession(options: RedisSessionOptions): RedisSessionMiddlewa
       throw new Error('express-redis-kit: sessions.login() needs the redisSession middleware to run first.');
     try {
       if (session) {
-        await new Promise<void>((resolve, reject) => session.regenerate((e) => (e ? reject(e) : resolve())));
+        const old = req.sessionID;
+        store.replacedByLogin.add(old);
+        try {
+          await new Promise<void>((resolve, reject) =>
+            session.regenerate((e) => (e ? reject(e) : resolve())),
+          );
+        } finally {
+          store.replacedByLogin.delete(old);
+        }
       } else {
         // logout() (or session.destroy()) earlier in this request left no session: start a new one,
         // as regenerate() would after destroying the old.

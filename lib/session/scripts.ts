@@ -162,6 +162,9 @@ return 1`,
  * when (with a required user) it belonged to someone else or was already gone. With a required user
  * and no key at all, it may be a login still being saved (a login lists its session before writing
  * it): the tombstone is left all the same, so that write fails instead of a session nobody lists.
+ * ARGV[3] '1' (a login replacing the session): a first write that Redis refuses under OOM, so the
+ * old session is kept when the new one could not be saved (DEL alone would pass, and the login's
+ * later writes fail: the user would be logged out by a login that answered 503).
  */
 export const DESTROY = defineScript(
   'session_destroy',
@@ -174,6 +177,7 @@ if ARGV[2] ~= '' and (cur[1] ~= ARGV[2] or cur[2]) then
   end
   return false
 end
+if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'x', '1') end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'x', '1')
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))

@@ -59,6 +59,9 @@ export class KitSessionStore extends Store {
 
   private readonly claims: IndexClaims;
 
+  /** Sessions a login is replacing right now: their end must fail, not pass, when Redis is out of memory. */
+  readonly replacedByLogin = new Set<string>();
+
   constructor(private readonly settings: StoreSettings) {
     super();
     this.endedHere = new LRUCache({ max: 10_000, ttl: Math.max(1, settings.tombstoneMs) });
@@ -277,9 +280,10 @@ export class KitSessionStore extends Store {
   async remove(sid: string): Promise<void> {
     const { redis, prefix, tombstoneMs } = this.settings;
     const key = sessionKey(prefix, sid);
+    const forLogin = this.replacedByLogin.has(sid) ? '1' : '';
     this.noteEnded([sessionHandle(sid)]);
     const owner = await this.guard(key, () =>
-      runScript<string | null>(redis, DESTROY, [key], [tombstoneMs, '']),
+      runScript<string | null>(redis, DESTROY, [key], [tombstoneMs, '', forLogin]),
     );
     if (!owner) return;
     // The session has ended: what is left is its listing, which list() and logoutAll() tell from a
