@@ -1,4 +1,5 @@
 import express from 'express';
+import { onKitEvent } from '../../lib/events';
 import { idempotency } from '../../lib/idempotency';
 import { useRedisServer } from '../helpers/redis';
 import { useTcpProxy } from '../helpers/tcp-proxy';
@@ -40,5 +41,51 @@ it('a reservation whose reply was lost runs the handler, instead of answering 40
   expect(first.status).toBe(201);
   const retry = await post('k1');
   expect([retry.status, retry.headers.get('idempotent-replayed')]).toEqual([201, 'true']);
+  expect(runs).toBe(2);
+});
+
+it('a completion whose reply was lost reports the answer stored, not a lost lease, and the retry replays it', async () => {
+  const state = { armed: false, seen: 0, dropped: 0 };
+  const client = await proxy({
+    // The first script call after arming is the reservation, the second the completion.
+    dropAfter: (chunk) => {
+      // EVAL or EVALSHA: ioredis sends a script's source the first time on a connection.
+      if (!state.armed || !/\r\neval(sha)?\r\n/i.test(chunk)) return false;
+      state.seen++;
+      if (state.seen !== 2) return false;
+      state.dropped++;
+      return true;
+    },
+  });
+  const events: string[] = [];
+  stops.push(
+    onKitEvent((e) => {
+      if (e.component === 'idempotency') events.push(e.type);
+    }),
+  );
+  let runs = 0;
+  const app = express();
+  app.post('/orders', idempotency({ redis: client, timeout: 2000 }), (_req, res) => {
+    runs++;
+    res.status(201).json({ order: runs });
+  });
+  const http = await listen(app);
+  stops.push(http.close);
+  const post = (key: string) =>
+    fetch(`${http.url}/orders`, { method: 'POST', headers: { 'Idempotency-Key': key } });
+  expect((await post('warm-2')).status).toBe(201);
+  events.length = 0;
+  state.armed = true;
+  const first = await post('k2');
+  expect(state.dropped).toBe(1);
+  expect(first.status).toBe(201);
+  expect(events).toContain('stored');
+  expect(events).not.toContain('lease-lost');
+  const retry = await post('k2');
+  expect([retry.status, retry.headers.get('idempotent-replayed'), await retry.json()]).toEqual([
+    201,
+    'true',
+    { order: 2 },
+  ]);
   expect(runs).toBe(2);
 });

@@ -7,7 +7,8 @@ import { defineScript, LUA_NOW_MS, runScript, runScriptBuffer } from '../scripts
  *   fp       request fingerprint
  *   owner    random token of the request holding the lease (in flight only)
  *   lease    lease expiry, Redis server ms (in flight only; informational, PEXPIRE enforces it)
- *   status, message (reason phrase, '' = standard), headers (JSON), body (raw bytes)   (done only)
+ *   status, message (reason phrase, '' = standard), headers (JSON), body (raw bytes), done_by
+ *   (the owner token that stored it)   (done only)
  * In flight the key's TTL is the lease, so a crashed worker's reservation disappears on its own;
  * once done, the TTL is the replay window. `forget()` of a record in flight marks it `forgotten`
  * and takes its owner away (`owner` = '-') for the rest of its lease: new requests treat it as
@@ -47,20 +48,24 @@ return {'done', done[1], done[2], done[3], done[4]}
 `,
 );
 
+// \`done_by\`: a completion that finds its own answer stored is a copy ioredis sent again after the
+// connection dropped before the reply; the first one stored it, so the lease was not lost.
 const COMPLETE = defineScript(
-  'idempotency_complete_v2',
+  'idempotency_complete_v3',
   1,
   `${LUA_NOW_MS}
 local key = KEYS[1]
-local head = redis.call('HMGET', key, 'state', 'owner')
+local head = redis.call('HMGET', key, 'state', 'owner', 'done_by')
 local took_back = 0
 if not head[1] then
   took_back = 1
   redis.call('HSET', key, 'fp', ARGV[7])
+elseif head[1] == 'done' and head[3] == ARGV[1] then
+  return 1
 elseif head[2] ~= ARGV[1] then
   return 0
 end
-redis.call('HSET', key, 'state', 'done', 'status', ARGV[2], 'headers', ARGV[3], 'body', ARGV[4], 'message', ARGV[6], 'done_at', now_ms)
+redis.call('HSET', key, 'state', 'done', 'status', ARGV[2], 'headers', ARGV[3], 'body', ARGV[4], 'message', ARGV[6], 'done_at', now_ms, 'done_by', ARGV[1])
 redis.call('HDEL', key, 'owner', 'lease')
 redis.call('PEXPIRE', key, tonumber(ARGV[5]))
 return 1 + took_back
