@@ -48,8 +48,29 @@ export function sendProblem(res: Response, problem: Problem, headers: Record<str
   res.end(body);
 }
 
+/**
+ * `instanceof` by class, or by the kit's error `code`: an app that both imports and requires the
+ * kit loads two copies (ESM and CommonJS builds), and an error from one must still be recognised
+ * by the other's checks (`handleErrors`, the fail modes) and by the app's own `instanceof`.
+ */
+function isKitError(cls: object, value: unknown, codes: ReadonlySet<string>): boolean {
+  if (Function.prototype[Symbol.hasInstance].call(cls, value)) return true;
+  const code = value instanceof Error ? (value as { code?: unknown }).code : undefined;
+  return typeof code === 'string' && codes.has(code);
+}
+
 /** Redis could not be used for this call: down, too slow, or the circuit breaker is open. */
 export class RedisUnavailableError extends Error {
+  /** The codes `instanceof` accepts from another copy of the kit (this class and its subclasses). */
+  protected static readonly codes: ReadonlySet<string> = new Set([
+    'ERK_REDIS_UNAVAILABLE',
+    'ERK_REDIS_REFUSED',
+    'ERK_REDIS_TIMEOUT',
+  ]);
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    // biome-ignore lint/complexity/noThisInStatic: the class `instanceof` asks about (a subclass inherits this).
+    return isKitError(this, value, this.codes);
+  }
   readonly code: string = 'ERK_REDIS_UNAVAILABLE';
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
@@ -66,6 +87,7 @@ export class RedisUnavailableError extends Error {
  * ioredis's `ReplyError`; the message is its message.
  */
 export class RedisRefusedError extends RedisUnavailableError {
+  protected static override readonly codes: ReadonlySet<string> = new Set(['ERK_REDIS_REFUSED']);
   override readonly code = 'ERK_REDIS_REFUSED';
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
@@ -75,6 +97,7 @@ export class RedisRefusedError extends RedisUnavailableError {
 
 /** A Redis call did not answer within its time budget. */
 export class RedisTimeoutError extends RedisUnavailableError {
+  protected static override readonly codes: ReadonlySet<string> = new Set(['ERK_REDIS_TIMEOUT']);
   override readonly code = 'ERK_REDIS_TIMEOUT';
   constructor(
     readonly timeoutMs: number,
@@ -85,6 +108,8 @@ export class RedisTimeoutError extends RedisUnavailableError {
   }
 }
 
+const SESSION_ENDED: ReadonlySet<string> = new Set(['ERK_SESSION_ENDED']);
+
 /**
  * `sessions.login()` lost a race: a `logoutAll()` or `revoke()` for the user, elsewhere, ended the new
  * session between its listing under the user and its write. Nothing was saved and no cookie is sent;
@@ -92,6 +117,9 @@ export class RedisTimeoutError extends RedisUnavailableError {
  * `logoutAll()` was revoking outlive it.)
  */
 export class SessionEndedError extends Error {
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return isKitError(SessionEndedError, value, SESSION_ENDED);
+  }
   readonly code = 'ERK_SESSION_ENDED';
   /** What Express's own error handler answers without `handleErrors`: 409 Conflict, not a 500. */
   readonly status = 409;
