@@ -22,7 +22,7 @@ export interface CreateRedisOptions extends Omit<RedisOptions, 'sentinels' | 'na
   /** Connect to a Redis Cluster. Also taken from `REDIS_CLUSTER_NODES=host:port,host:port`. */
   cluster?: { nodes: NodeAddress[]; options?: ClusterOptions } | undefined;
   /** Connect through Redis Sentinel to the master called `name`. */
-  sentinel?: { sentinels: NodeAddress[]; name: string; sentinelPassword?: string } | undefined;
+  sentinel?: { sentinels: NodeAddress[]; name: string; sentinelPassword?: string | undefined } | undefined;
   /** Prepended to every key the kit (and the app, through this client) reads or writes. */
   keyPrefix?: string | undefined;
   /** Per-command time limit in ms. Default 500. */
@@ -66,7 +66,15 @@ export function reconnectDelay(times: number, max: number = DEFAULTS.maxReconnec
 export function createRedis(options: CreateRedisOptions & { failFast: true }): Promise<RedisClient>;
 export function createRedis(options?: CreateRedisOptions & { failFast?: false | undefined }): RedisClient;
 /** With `failFast` known only at run time (`failFast: process.env.X === '1'`): a client, or a Promise of one. */
-export function createRedis(options: CreateRedisOptions): RedisClient | Promise<RedisClient>;
+export function createRedis(
+  options: CreateRedisOptions & { failFast: boolean },
+): RedisClient | Promise<RedisClient>;
+/**
+ * Options typed as a whole (`const o: CreateRedisOptions = …`): a client, as before the overload above
+ * existed; with `failFast: true` in such an object it is a Promise, so pass `failFast` inline, or
+ * use `connectRedis()`.
+ */
+export function createRedis(options: CreateRedisOptions): RedisClient;
 export function createRedis(options: CreateRedisOptions = {}): RedisClient | Promise<RedisClient> {
   // Checked before failFast picks the return type ('false' from an env var must not turn it on), so
   // a bad option throws here either way instead of sometimes rejecting a Promise.
@@ -147,7 +155,9 @@ function newClient(options: CreateRedisOptions, target: RedisTarget): RedisClien
     disconnectTimeout: DEFAULTS.disconnectTimeout,
     enableAutoPipelining: true,
     retryStrategy: (times: number) => reconnectDelay(times, maxReconnectDelay),
-    ...ioredisOptions,
+    // An option given as undefined (forwarded from a config object) keeps its default, as when left
+    // out: spread as it is, commandTimeout: undefined would turn the request-path timeout off.
+    ...Object.fromEntries(Object.entries(ioredisOptions).filter(([, value]) => value !== undefined)),
   };
   if (target.kind === 'cluster') {
     const { keyPrefix, enableAutoPipelining, ...redisOptions } = tuned;
@@ -192,7 +202,10 @@ function describeTarget(target: RedisTarget): string {
  * Closes a client (and the kit's pub/sub connection made from it): QUIT, then a hard disconnect if
  * Redis has not answered within `timeoutMs` (default 1000). Never throws.
  */
-export async function closeRedis(redis: RedisClient, options: { timeoutMs?: number } = {}): Promise<void> {
+export async function closeRedis(
+  redis: RedisClient,
+  options: { timeoutMs?: number | undefined } = {},
+): Promise<void> {
   const timeoutMs = options.timeoutMs ?? 1000;
   const subscriber = takeSubscriber(redis);
   await Promise.all([subscriber ? closeOne(subscriber, timeoutMs) : undefined, closeOne(redis, timeoutMs)]);

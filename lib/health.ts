@@ -18,7 +18,7 @@ export function redisMode(redis: RedisClient): RedisHealth['mode'] {
 /** Pings Redis for health checks. Never throws; never waits longer than `timeoutMs` (default 1000). */
 export async function pingRedis(
   redis: RedisClient,
-  options: { timeoutMs?: number } = {},
+  options: { timeoutMs?: number | undefined } = {},
 ): Promise<RedisHealth> {
   const timeoutMs = options.timeoutMs ?? 1000;
   const mode = redisMode(redis);

@@ -33,6 +33,7 @@ describe('cacheResponse: arguments of the wrong shape fail loudly instead of doi
     ['an array', ['product:42']],
     ['tags that are not strings', { tags: [42] }],
     ['{} (read as "clear everything" by apicache users)', {}],
+    ['tags and keys both undefined', { tags: undefined, keys: undefined }],
   ])('invalidate() with %s rejects with a TypeError showing the right shape', async (_what, target) => {
     const mw = cacheResponse({ redis: client, ttl: '1m', logger: quietLogger() });
     await expect(mw.invalidate(target as never)).rejects.toThrow(

@@ -147,6 +147,13 @@ describe('createRedis', () => {
     expect(client.listenerCount('error')).toBe(0);
   });
 
+  it('keeps the default command timeout for an option given as undefined (forwarded config)', () => {
+    const client = redis.track(
+      createRedis({ url: redis.server.url, commandTimeout: undefined, lazyConnect: true }),
+    );
+    expect((client.options as { commandTimeout?: number }).commandTimeout).toBe(500);
+  });
+
   it('failFast / connectRedis: resolves a ready client when Redis answers', async () => {
     const client = redis.track(await connectRedis({ url: redis.server.url }));
     expect(client.status).toBe('ready');

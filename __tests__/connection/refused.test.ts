@@ -229,7 +229,10 @@ describe('writes Redis refuses under OOM leave nothing half done', () => {
     const again = await underOom(() => request(a).post('/login').set('Cookie', cookie));
     isProblem503(again);
     expect(again.headers['set-cookie']).toBeUndefined();
-    expect((await request(a).get('/me').set('Cookie', cookie)).body).toEqual({ userId: 'relogin' });
+    const me = await request(a).get('/me').set('Cookie', cookie);
+    expect(me.body).toEqual({ userId: 'relogin' });
+    // Still a live session: a rolling one re-sends its cookie, as before the refused login.
+    expect(me.headers['set-cookie']).toBeDefined();
     expect(await sessions.list('relogin')).toHaveLength(1);
   });
 

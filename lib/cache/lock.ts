@@ -154,13 +154,13 @@ export function keepAlive(
 /** Options of {@link withLock}. */
 export interface WithLockOptions {
   /** Lifetime of the lock; it is extended while `fn` runs, and expires this long after its owner dies. Default 10 s. */
-  ttl?: Duration;
+  ttl?: Duration | undefined;
   /** How long to wait for a busy lock before rejecting with {@link LockBusyError}. Default: `ttl`. 0: don't wait. */
-  wait?: Duration;
+  wait?: Duration | undefined;
   /** Key prefix. Default `'erk:'`. */
-  prefix?: string;
+  prefix?: string | undefined;
   /** Longest wait for one Redis call. Default 1 s. */
-  timeout?: Duration;
+  timeout?: Duration | undefined;
 }
 
 const LOCK_KNOWN = new Set(['ttl', 'wait', 'prefix', 'timeout']);

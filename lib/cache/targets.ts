@@ -2,8 +2,8 @@ import { shown } from '../errors';
 
 /** What to invalidate: entries by tag and/or by the keys they were cached under. */
 export interface InvalidateTarget {
-  tags?: string[];
-  keys?: string[];
+  tags?: string[] | undefined;
+  keys?: string[] | undefined;
 }
 
 function isStringList(value: unknown): value is string[] {
@@ -40,10 +40,11 @@ export function checkInvalidateTarget(target: unknown): Required<InvalidateTarge
       throw new TypeError(`express-redis-kit: ${usage}; "${name}" is not one of them.`);
     }
   }
-  if (names.length === 0) {
+  const given = target as InvalidateTarget;
+  if (given.tags === undefined && given.keys === undefined) {
     // Read as "everything" by users of apicache.clear(); there is no such call here.
     throw new TypeError(
-      `express-redis-kit: ${usage}; {} names nothing. To clear a whole cache, give every entry a shared tag (tags: () => ['all']) and invalidate({ tags: ['all'] }).`,
+      `express-redis-kit: ${usage}; it names no tags or keys. To clear a whole cache, give every entry a shared tag (tags: () => ['all']) and invalidate({ tags: ['all'] }).`,
     );
   }
   const { tags = [], keys = [] } = target as InvalidateTarget;

@@ -49,8 +49,8 @@ export function defaultFingerprint(req: Request): string {
 }
 
 /** Bodies an Express body parser would have read: unread, they mean idempotency() ran before it. */
-// Only the types express.json(), express.urlencoded() and express.text() read by default: a CSV or
-// binary upload streamed by the handler on purpose must not be told it is misconfigured.
+// The types express.json(), express.urlencoded() and express.text() read (with `type` for +json): a
+// CSV or binary upload streamed by the handler on purpose must not be told it is misconfigured.
 const PARSED_TYPES = /^(application\/([^;]*\+)?json|application\/x-www-form-urlencoded|text\/plain)(;|$)/;
 let warnedUnparsed = false;
 
@@ -62,8 +62,9 @@ function warnUnparsedOnce(): void {
   process.emitWarning(
     'express-redis-kit idempotency: a request with a JSON, form or plain-text body reached the default fingerprint ' +
       'before any body parser read it, so only its Content-Type and Content-Length tell payloads apart: a retry ' +
-      'with another payload of the same size replays the first answer. Mount express.json() (or express.urlencoded()) ' +
-      'before idempotency(), or pass a fingerprint option. (Warned once.)',
+      'with another payload of the same size replays the first answer. Mount express.json() (or express.urlencoded(); ' +
+      'for a JSON type other than application/json, express.json({ type })) before idempotency(), or pass a ' +
+      'fingerprint option. (Warned once.)',
     { code: 'ERK_IDEMPOTENCY_BODY_UNREAD' },
   );
 }

@@ -21,7 +21,7 @@ export interface SubscribeOptions {
    * again: messages published meanwhile were lost (pub/sub does not queue), so state kept in step by
    * them must start over; anything published from now on is heard.
    */
-  onReconnect?: () => void;
+  onReconnect?: (() => void) | undefined;
 }
 
 /**

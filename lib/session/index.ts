@@ -145,19 +145,13 @@ export function redisSession(options: RedisSessionOptions): RedisSessionMiddlewa
     if (!session && !ours)
       throw new Error('express-redis-kit: sessions.login() needs the redisSession middleware to run first.');
     try {
-      if (session) {
-        const old = req.sessionID;
-        store.replacedByLogin.add(old);
-        try {
-          await new Promise<void>((resolve, reject) =>
-            session.regenerate((e) => (e ? reject(e) : resolve())),
-          );
-        } finally {
-          store.replacedByLogin.delete(old);
-        }
+      if (session && !ours) {
+        await new Promise<void>((resolve, reject) => session.regenerate((e) => (e ? reject(e) : resolve())));
       } else {
-        // logout() (or session.destroy()) earlier in this request left no session: start a new one,
-        // as regenerate() would after destroying the old.
+        // What session.regenerate() does (end the old session, generate a new one), with the old one
+        // ended so that Redis refuses it under OOM: the login must not end it and then fail. After
+        // logout() (or session.destroy()) earlier in this request there is no session to end.
+        if (session) await store.remove(req.sessionID, { forLogin: true });
         (req as unknown as { sessionStore: { generate(req: Request): void } }).sessionStore.generate(req);
       }
       const fresh = req.session;

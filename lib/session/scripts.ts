@@ -167,7 +167,7 @@ return 1`,
  * later writes fail: the user would be logged out by a login that answered 503).
  */
 export const DESTROY = defineScript(
-  'session_destroy',
+  'session_destroy_v2',
   1,
   `local cur = redis.call('HMGET', KEYS[1], 'u', 'x', 'd')
 if ARGV[2] ~= '' and (cur[1] ~= ARGV[2] or cur[2]) then

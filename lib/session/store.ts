@@ -3,6 +3,7 @@ import { type SessionData, Store } from 'express-session';
 import { LRUCache } from 'lru-cache';
 import { guarded } from '../breaker';
 import type { RedisClient } from '../client';
+import { RedisRefusedError } from '../errors';
 import { emitKitEvent } from '../events';
 import { runScript } from '../scripts';
 import {
@@ -58,9 +59,6 @@ export class KitSessionStore extends Store {
   private readonly endedHere: LRUCache<string, true>;
 
   private readonly claims: IndexClaims;
-
-  /** Sessions a login is replacing right now: their end must fail, not pass, when Redis is out of memory. */
-  readonly replacedByLogin = new Set<string>();
 
   constructor(private readonly settings: StoreSettings) {
     super();
@@ -277,14 +275,26 @@ export class KitSessionStore extends Store {
   }
 
   /** Destroys (tombstones) the session and drops it from its user's index. */
-  async remove(sid: string): Promise<void> {
+  /**
+   * Ends a session. `forLogin`: a login is replacing it, so Redis must refuse the end under OOM
+   * rather than let it pass and then refuse the new session (see DESTROY).
+   */
+  async remove(sid: string, { forLogin = false } = {}): Promise<void> {
     const { redis, prefix, tombstoneMs } = this.settings;
     const key = sessionKey(prefix, sid);
-    const forLogin = this.replacedByLogin.has(sid) ? '1' : '';
-    this.noteEnded([sessionHandle(sid)]);
-    const owner = await this.guard(key, () =>
-      runScript<string | null>(redis, DESTROY, [key], [tombstoneMs, '', forLogin]),
-    );
+    const handle = sessionHandle(sid);
+    this.noteEnded([handle]);
+    let owner: string | null;
+    try {
+      owner = await this.guard(key, () =>
+        runScript<string | null>(redis, DESTROY, [key], [tombstoneMs, '', forLogin ? '1' : '']),
+      );
+    } catch (error) {
+      // Refused, the session lives on: its requests must go on re-sending its cookie. (A timeout
+      // may have ended it, so that one stays noted.)
+      if (error instanceof RedisRefusedError) this.endedHere.delete(handle);
+      throw error;
+    }
     if (!owner) return;
     // The session has ended: what is left is its listing, which list() and logoutAll() tell from a
     // live one. On a Cluster the index may live on a node that is down while the session's was not;
