@@ -7,6 +7,7 @@ import { RedisRefusedError, RedisUnavailableError } from '../../lib/errors';
 import { idempotency } from '../../lib/idempotency';
 import { rateLimit } from '../../lib/rate-limit';
 import { redisSession } from '../../lib/session';
+import { sessionHandle } from '../../lib/session/scripts';
 import { useRedisServer } from '../helpers/redis';
 
 // Redis answers, but refuses the kit's calls: an ACL user without a permission (NOPERM), a full
@@ -234,6 +235,23 @@ describe('writes Redis refuses under OOM leave nothing half done', () => {
     // Still a live session: a rolling one re-sends its cookie, as before the refused login.
     expect(me.headers['set-cookie']).toBeDefined();
     expect(await sessions.list('relogin')).toHaveLength(1);
+  });
+
+  it('a login’s end Redis refuses takes back only its own mark: an end noted meanwhile (a logout) stands', async () => {
+    const sessions = redisSession({
+      redis: redis.client(),
+      secret: 'x'.repeat(32),
+      cookie: { secure: false },
+    });
+    const store = sessions.store;
+    const refused = (sid: string) => underOom(() => store.remove(sid, { forLogin: true }).catch((e) => e));
+    // Alone, the refused end leaves the session as it was: its requests keep re-sending its cookie.
+    expect(await refused('alone')).toBeInstanceOf(RedisRefusedError);
+    expect(store.endedLately('alone')).toBe(false);
+    // A logout of the same session noted its end while the login's was under way.
+    store.noteEnded([sessionHandle('both')]);
+    expect(await refused('both')).toBeInstanceOf(RedisRefusedError);
+    expect(store.endedLately('both')).toBe(true);
   });
 
   it('a session read under OOM whose index claim is refused does not outlive its index entry (logoutAll still reaches it)', async () => {

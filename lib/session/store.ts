@@ -56,7 +56,7 @@ export class KitSessionStore extends Store {
    * cap), for as long as their tombstones last: a request of this process that read one of them
    * before it ended must not re-send its cookie, however fast it is (see commit.ts).
    */
-  private readonly endedHere: LRUCache<string, true>;
+  private readonly endedHere: LRUCache<string, number>;
 
   private readonly claims: IndexClaims;
 
@@ -72,7 +72,17 @@ export class KitSessionStore extends Store {
 
   /** Notes sessions (by handle) this process is ending. Before their DESTROY: a request may finish meanwhile. */
   noteEnded(handles: readonly string[]): void {
-    for (const h of handles) this.endedHere.set(h, true);
+    for (const h of handles) this.endedHere.set(h, (this.endedHere.get(h) ?? 0) + 1);
+  }
+
+  /**
+   * Takes back this call's note of an end Redis refused. Only this one: a logout or another login
+   * may have noted the same session meanwhile, and its end stands.
+   */
+  private unnoteEnded(handle: string): void {
+    const notes = this.endedHere.get(handle) ?? 0;
+    if (notes > 1) this.endedHere.set(handle, notes - 1);
+    else this.endedHere.delete(handle);
   }
 
   /** Whether this process ended session `sid` since the tombstone window began. */
@@ -292,7 +302,7 @@ export class KitSessionStore extends Store {
     } catch (error) {
       // Refused, the session lives on: its requests must go on re-sending its cookie. (A timeout
       // may have ended it, so that one stays noted.)
-      if (error instanceof RedisRefusedError) this.endedHere.delete(handle);
+      if (error instanceof RedisRefusedError) this.unnoteEnded(handle);
       throw error;
     }
     if (!owner) return;
