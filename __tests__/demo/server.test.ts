@@ -5,22 +5,23 @@ import { type RedisServerHandle, startRedisServer } from '../../lib/testing';
 
 const root = resolve(__dirname, '../..');
 
+/** `npm run demo`'s entry point as a real process (PORT 0 unless `env` says otherwise). */
+function spawnDemo(env: NodeJS.ProcessEnv, detached = false): ChildProcess {
+  return spawn(process.execPath, [resolve(root, 'node_modules/tsx/dist/cli.mjs'), 'demo-app/server.ts'], {
+    cwd: root,
+    env: { ...process.env, PORT: '0', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached,
+  });
+}
+
 /** Starts `npm run demo`'s entry point as a real process and resolves with its URL. */
 function startDemo(
   env: NodeJS.ProcessEnv,
   options: { ownGroup?: boolean } = {},
 ): Promise<{ child: ChildProcess; url: string; output: () => string }> {
-  const child = spawn(
-    process.execPath,
-    [resolve(root, 'node_modules/tsx/dist/cli.mjs'), 'demo-app/server.ts'],
-    {
-      cwd: root,
-      env: { ...process.env, PORT: '0', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-      // Its own process group, as in a terminal, where Ctrl-C signals the whole foreground group.
-      detached: options.ownGroup ?? false,
-    },
-  );
+  // Its own process group, as in a terminal, where Ctrl-C signals the whole foreground group.
+  const child = spawnDemo(env, options.ownGroup ?? false);
   let out = '';
   return new Promise((resolvePromise, reject) => {
     const timer = setTimeout(() => reject(new Error(`demo did not start:\n${out}`)), 30_000);
@@ -42,6 +43,16 @@ function exitCode(child: ChildProcess): Promise<number | null> {
   return new Promise((r) =>
     child.exitCode !== null ? r(child.exitCode) : child.once('exit', (code) => r(code)),
   );
+}
+
+/** Runs the demo's entry point until it exits by itself (a start-up failure); its exit code and output. */
+async function runToExit(env: NodeJS.ProcessEnv): Promise<{ code: number | null; out: string }> {
+  const child = spawnDemo(env);
+  let out = '';
+  child.stdout!.on('data', (c) => (out += c));
+  child.stderr!.on('data', (c) => (out += c));
+  const code = await exitCode(child);
+  return { code, out };
 }
 
 describe('npm run demo (demo-app/server.ts)', () => {
@@ -208,37 +219,14 @@ describe('npm run demo (demo-app/server.ts)', () => {
   }, 60_000);
 
   it('names REDIS_URL (password masked) when it is not a valid URL, and exits 1', async () => {
-    const child = spawn(
-      process.execPath,
-      [resolve(root, 'node_modules/tsx/dist/cli.mjs'), 'demo-app/server.ts'],
-      {
-        cwd: root,
-        env: { ...process.env, PORT: '0', REDIS_URL: 'redis://u:p/w@127.0.0.1:6379' },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    let out = '';
-    child.stdout!.on('data', (c) => (out += c));
-    child.stderr!.on('data', (c) => (out += c));
-    expect(await exitCode(child)).toBe(1);
+    const { code, out } = await runToExit({ REDIS_URL: 'redis://u:p/w@127.0.0.1:6379' });
+    expect(code).toBe(1);
     expect(out).toMatch(/option "REDIS_URL" is not a valid URL; got "redis:\/\/u:\*\*\*\*@/);
     expect(out).not.toMatch(/p\/w/);
   }, 60_000);
 
   it('exits 1 with the install hint when no redis-server can be found', async () => {
-    const child = spawn(
-      process.execPath,
-      [resolve(root, 'node_modules/tsx/dist/cli.mjs'), 'demo-app/server.ts'],
-      {
-        cwd: root,
-        env: { ...process.env, PORT: '0', REDIS_URL: '', REDIS_SERVER_BIN: '/nonexistent/redis-server' },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      },
-    );
-    let out = '';
-    child.stdout!.on('data', (c) => (out += c));
-    child.stderr!.on('data', (c) => (out += c));
-    const code = await exitCode(child);
+    const { code, out } = await runToExit({ REDIS_URL: '', REDIS_SERVER_BIN: '/nonexistent/redis-server' });
     if (out.includes('local Redis at')) return;
     expect(code).toBe(1);
     expect(out).toMatch(/apt-get install -y redis-server/);

@@ -1,4 +1,5 @@
 import express from 'express';
+import type { Redis } from 'ioredis';
 import { onKitEvent } from '../../lib/events';
 import { idempotency } from '../../lib/idempotency';
 import { useRedisServer } from '../helpers/redis';
@@ -15,15 +16,8 @@ afterEach(async () => {
   for (const stop of stops.splice(0)) await stop();
 });
 
-it('a reservation whose reply was lost runs the handler, instead of answering 409 to its own copy', async () => {
-  const state = { armed: false, dropped: 0 };
-  const client = await proxy({
-    dropAfter: (chunk) => {
-      if (!state.armed || state.dropped > 0 || !/evalsha/i.test(chunk)) return false;
-      state.dropped++;
-      return true;
-    },
-  });
+/** POST /orders behind idempotency() on `client`; the handler answers 201 with how often it ran. */
+async function orderServer(client: Redis) {
   let runs = 0;
   const app = express();
   app.post('/orders', idempotency({ redis: client, timeout: 2000 }), (_req, res) => {
@@ -34,6 +28,19 @@ it('a reservation whose reply was lost runs the handler, instead of answering 40
   stops.push(http.close);
   const post = (key: string) =>
     fetch(`${http.url}/orders`, { method: 'POST', headers: { 'Idempotency-Key': key } });
+  return { post, runs: () => runs };
+}
+
+it('a reservation whose reply was lost runs the handler, instead of answering 409 to its own copy', async () => {
+  const state = { armed: false, dropped: 0 };
+  const client = await proxy({
+    dropAfter: (chunk) => {
+      if (!state.armed || state.dropped > 0 || !/evalsha/i.test(chunk)) return false;
+      state.dropped++;
+      return true;
+    },
+  });
+  const { post, runs } = await orderServer(client);
   expect((await post('warm')).status).toBe(201); // loads the scripts, so the reserve is one EVALSHA
   state.armed = true;
   const first = await post('k1');
@@ -41,7 +48,7 @@ it('a reservation whose reply was lost runs the handler, instead of answering 40
   expect(first.status).toBe(201);
   const retry = await post('k1');
   expect([retry.status, retry.headers.get('idempotent-replayed')]).toEqual([201, 'true']);
-  expect(runs).toBe(2);
+  expect(runs()).toBe(2);
 });
 
 it('a completion whose reply was lost reports the answer stored, not a lost lease, and the retry replays it', async () => {
@@ -63,16 +70,7 @@ it('a completion whose reply was lost reports the answer stored, not a lost leas
       if (e.component === 'idempotency') events.push(e.type);
     }),
   );
-  let runs = 0;
-  const app = express();
-  app.post('/orders', idempotency({ redis: client, timeout: 2000 }), (_req, res) => {
-    runs++;
-    res.status(201).json({ order: runs });
-  });
-  const http = await listen(app);
-  stops.push(http.close);
-  const post = (key: string) =>
-    fetch(`${http.url}/orders`, { method: 'POST', headers: { 'Idempotency-Key': key } });
+  const { post, runs } = await orderServer(client);
   expect((await post('warm-2')).status).toBe(201);
   events.length = 0;
   state.armed = true;
@@ -87,5 +85,5 @@ it('a completion whose reply was lost reports the answer stored, not a lost leas
     'true',
     { order: 2 },
   ]);
-  expect(runs).toBe(2);
+  expect(runs()).toBe(2);
 });
