@@ -47,7 +47,7 @@ export function checkInvalidateTarget(target: unknown): Required<InvalidateTarge
       `express-redis-kit: ${usage}; it names no tags or keys. To clear a whole cache, give every entry a shared tag (tags: () => ['all']) and invalidate({ tags: ['all'] }).`,
     );
   }
-  const { tags = [], keys = [] } = target as InvalidateTarget;
+  const { tags = [], keys = [] } = given;
   if (!isStringList(tags)) throw new TypeError(`express-redis-kit: ${usage}; got tags ${shown(tags)}.`);
   if (!isStringList(keys)) throw new TypeError(`express-redis-kit: ${usage}; got keys ${shown(keys)}.`);
   return { tags, keys };

@@ -48,7 +48,7 @@ return {'done', done[1], done[2], done[3], done[4]}
 `,
 );
 
-// \`done_by\`: a completion that finds its own answer stored is a copy ioredis sent again after the
+// `done_by`: a completion that finds its own answer stored is a copy ioredis sent again after the
 // connection dropped before the reply; the first one stored it, so the lease was not lost.
 const COMPLETE = defineScript(
   'idempotency_complete_v3',
