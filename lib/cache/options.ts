@@ -13,6 +13,7 @@ import {
   RESPONSE_RENAMED,
 } from './option-names';
 import { type PerUserRules, resolvePerUserRules } from './per-user';
+import { isStringList } from './targets';
 import type { CacheLogger, CacheResponseOptions, CreateCacheOptions, L1Options } from './types';
 
 /** Every default of the cache, in one place. */
@@ -180,7 +181,7 @@ export function resolveResponseOptions(options: CacheResponseOptions): ResolvedR
     );
   }
   const methods = options.methods ?? CACHE_DEFAULTS.methods;
-  if (!Array.isArray(methods) || methods.some((m) => typeof m !== 'string')) {
+  if (!isStringList(methods)) {
     throw optionError('methods', `must be an array of HTTP methods; got ${shown(methods)}`);
   }
   const maxBodySize = options.maxBodySize ?? CACHE_DEFAULTS.maxBodySize;

@@ -6,7 +6,8 @@ export interface InvalidateTarget {
   keys?: string[] | undefined;
 }
 
-function isStringList(value: unknown): value is string[] {
+/** An array holding only strings (tags, keys, method names). */
+export function isStringList(value: unknown): value is string[] {
   return Array.isArray(value) && value.every((t) => typeof t === 'string');
 }
 

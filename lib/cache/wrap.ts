@@ -7,7 +7,7 @@ import { isRec, type Rec, toRec } from './l1';
 import { newToken } from './lock';
 import { WRAP_KNOWN } from './option-names';
 import { resolveCacheOptions } from './options';
-import { checkInvalidateTarget, type InvalidateTarget } from './targets';
+import { checkInvalidateTarget, type InvalidateTarget, isStringList } from './targets';
 import type { CreateCacheOptions, Serializer, WrapOptions } from './types';
 
 export type { InvalidateTarget } from './targets';
@@ -283,7 +283,7 @@ function resolveWrap<T>(options: WrapOptions<T>): ResolvedWrap<T> {
   }
   checkKnownOptions(options, WRAP_KNOWN, 'cache.wrap');
   const tags = options.tags ?? [];
-  if (!Array.isArray(tags) || tags.some((t) => typeof t !== 'string')) {
+  if (!isStringList(tags)) {
     throw optionError('tags', `must be an array of strings; got ${shown(options.tags)}`);
   }
   const serializer = options.serializer ?? (JSON_SERIALIZER as Serializer<T>);
