@@ -76,4 +76,20 @@ describe('the L1 invalidation bus when Redis is down as the app starts', () => {
     expect(await read()).toBe('v2');
     expect(warnings).toHaveLength(2); // each cache says its L1 is off
   });
+
+  it("says it is the kit's own pub/sub connection that Redis refuses while the app's connection works (maxclients)", async () => {
+    server = await startRedisServer({ args: ['--maxclients', '1'] });
+    const web = createRedis({ url: server.url, logger: false });
+    clients.push(web);
+    await web.ping();
+    const failures: unknown[] = [];
+    const logger = { warn: (details: { error?: unknown }) => failures.push(details.error) };
+    createCache({ redis: web, l1: { max: 100 }, logger });
+    await eventually(() => failures.length === 1, 'the warning that the subscription failed', 15_000);
+    // ioredis alone says "Reached the max retries per request limit (which is 1)".
+    expect(String(failures[0])).toMatch(
+      /pub\/sub connection \(one more connection to Redis\) failed: .*maxclients/,
+    );
+    expect(await web.ping()).toBe('PONG');
+  });
 });

@@ -47,7 +47,8 @@ export function attempt(shared: SharedSubscriber, channel: string, state: Channe
       state.markSubscribed();
       if (gap) for (const hook of state.landed) safely(hook);
     },
-    (error: unknown) => {
+    (failure: unknown) => {
+      const error = explained(failure, shared);
       // Closed on purpose (closeRedis, the app's quit): nothing to report or retry. A connection that
       // ended by itself (a Cluster node down) is a failure like any other.
       if (state.pending !== pending || shared.parked || shared.closed) {
@@ -67,6 +68,23 @@ export function attempt(shared: SharedSubscriber, channel: string, state: Channe
   );
   state.pending = pending;
   return pending;
+}
+
+/**
+ * ioredis rejects a command that waited through its connection's retries with "Reached the max
+ * retries per request limit", which hides that it is the kit's own second connection that fails,
+ * and why. Redis refusing one more client (`maxclients`) shows only as a broken pipe: it closes the
+ * connection before the client reads its reason.
+ */
+function explained(error: unknown, shared: SharedSubscriber): unknown {
+  // By name, not instanceof: ioredis's errors may come from another realm (a test runner's).
+  const why = shared.connectionError as { message?: unknown; code?: unknown } | undefined;
+  if ((error as { name?: unknown } | null)?.name !== 'MaxRetriesPerRequestError') return error;
+  if (typeof why?.message !== 'string') return error;
+  const message =
+    `the kit's pub/sub connection (one more connection to Redis) failed: ${why.message}; ` +
+    "if the app's other commands work, Redis may be refusing more clients (maxclients) or this one (ACL)";
+  return Object.assign(new Error(message, { cause: why }), { code: why.code });
 }
 
 function retryLater(shared: SharedSubscriber, channel: string, state: ChannelState): void {

@@ -33,8 +33,10 @@ export function wire(redis: RedisClient, shared: SharedSubscriber, connection: R
       }
     }
   });
-  connection.on('error', () => {
-    // The error is already visible on the main client.
+  connection.on('error', (error: unknown) => {
+    // Not logged here: a Redis that is down shows on the main client already. Kept for a failing
+    // SUBSCRIBE to report, for what refuses only this connection (maxclients, an ACL).
+    if (current(shared, connection)) shared.connectionError = error;
   });
   let beating: NodeJS.Timeout | undefined;
   // Connected but never ready: a stopped process still accepts TCP, and ioredis's ready check has no
@@ -63,6 +65,7 @@ export function wire(redis: RedisClient, shared: SharedSubscriber, connection: R
   connection.on('ready', () => {
     if (!current(shared, connection)) return;
     shared.drops = 0;
+    shared.connectionError = undefined;
     clearTimeout(readyBy);
     clearInterval(beating);
     beating = beat(shared, connection, () => heard);

@@ -40,6 +40,11 @@ export interface SharedSubscriber {
   connectedBefore: boolean;
   /** Connections that ended by themselves since the last one was ready (backoff of the next). */
   drops: number;
+  /**
+   * What the connection in use last failed on, until it is ready. A SUBSCRIBE that gives up waiting
+   * for it only says "max retries per request"; this says why (e.g. Redis's `maxclients`).
+   */
+  connectionError?: unknown;
 }
 
 /** A client that is connected, or on its way (the app called `connect()`). */
