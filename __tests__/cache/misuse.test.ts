@@ -134,6 +134,49 @@ describe('cacheResponse: arguments of the wrong shape fail loudly instead of doi
       }).name,
     ).toBe('cacheResponse');
   });
+
+  it('refuses settings of the shared cache given beside cache (they would not apply), and keeps those that do', async () => {
+    const cache = createCache({ redis: client, timeout: '150ms', logger: quietLogger() });
+    for (const [name, value] of [
+      ['timeout', 20],
+      ['prefix', 'mine:'],
+      ['lockTimeout', '1s'],
+      ['l1', false],
+      ['logger', quietLogger()],
+    ] as const) {
+      expect(() => cacheResponse({ cache, ttl: '1m', [name]: value })).toThrow(
+        new RegExp(`option "${name}" is a setting of the shared cache.*Set ${name} in createCache`),
+      );
+    }
+    const other = (client as import('ioredis').Redis).duplicate();
+    try {
+      expect(() => cacheResponse({ cache, redis: other, ttl: '1m' })).toThrow(/option "redis" differs/);
+    } finally {
+      other.disconnect();
+    }
+    // The cache's own client, jitter and name apply per middleware, and an undefined is no setting.
+    const mw = cacheResponse({
+      cache,
+      redis: client,
+      ttl: '1m',
+      jitter: 0,
+      name: 'page',
+      timeout: undefined,
+    });
+    const app = express().get('/r', mw, (_req, res) => {
+      res.send('v1');
+    });
+    await untilHit(app, '/r');
+  });
+
+  it('refuses a name that is not a non-empty string', () => {
+    expect(() => cacheResponse({ redis: client, ttl: '1m', name: 5 as never })).toThrow(
+      /option "name" must be a non-empty string/,
+    );
+    expect(() => createCache({ redis: client, name: '' })).toThrow(
+      /option "name" must be a non-empty string/,
+    );
+  });
 });
 
 describe('cacheResponse: the vary option', () => {

@@ -41,6 +41,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
   if (options.cache !== undefined && !(options.cache instanceof Cache)) {
     throw optionError('cache', 'must be a cache made by createCache()');
   }
+  if (options.cache !== undefined) refuseCacheSettings(options, options.cache);
   const cache =
     options.cache ??
     createCache({
@@ -213,4 +214,23 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
   Object.defineProperty(middleware, 'cache', { value: cache, enumerable: true });
   middleware.invalidates = (select) => invalidatesMiddleware(cache, logger, select);
   return middleware;
+}
+
+/**
+ * Settings of the shared cache itself: given beside `cache`, they would be ignored (its own apply),
+ * so a `timeout` or `prefix` the caller believes in would silently not hold.
+ */
+const CACHE_SETTINGS = ['l1', 'prefix', 'timeout', 'lockTimeout', 'logger'] as const;
+
+function refuseCacheSettings(options: CacheResponseOptions, cache: Cache): void {
+  const fix = (name: string) => `Set ${name} in createCache({ ... }) instead, or leave out \`cache\`.`;
+  for (const name of CACHE_SETTINGS) {
+    if (options[name] !== undefined) {
+      throw optionError(name, 'is a setting of the shared cache, which `cache` brings', fix(name));
+    }
+  }
+  // The same client is harmless (a common way to write it); another one would be ignored.
+  if (options.redis !== undefined && options.redis !== cache.redis) {
+    throw optionError('redis', "differs from the shared cache's client, which `cache` brings", fix('redis'));
+  }
 }

@@ -74,7 +74,7 @@ export function resolveCacheOptions(options: CreateCacheOptions): ResolvedCacheO
       max: MAX_TIMER_MS,
     }),
     jitter: checkJitter(options.jitter),
-    name: options.name,
+    name: checkName(options.name),
     logger: neverThrows(checkLogger(options.logger)),
   };
 }
@@ -97,6 +97,13 @@ function resolveL1(l1: L1Options | false | undefined): ResolvedL1 | false {
     );
   }
   return { max, maxSize, ttlMs: l1?.ttl === undefined ? undefined : toMs(l1.ttl, 'l1.ttl') };
+}
+
+function checkName(name: unknown): string | undefined {
+  if (name !== undefined && (typeof name !== 'string' || name === '')) {
+    throw optionError('name', `must be a non-empty string (events carry it); got ${shown(name)}`);
+  }
+  return name;
 }
 
 function checkJitter(jitter: unknown): number {
@@ -219,6 +226,6 @@ export function resolveResponseOptions(options: CacheResponseOptions): ResolvedR
     methods: new Set(upper),
     shouldCache: functionOption(options.shouldCache, 'shouldCache'),
     perUser: resolvePerUserRules(options, CACHE_DEFAULTS),
-    name: options.name,
+    name: checkName(options.name),
   };
 }
