@@ -16,7 +16,20 @@ export function checkClient(redis: unknown, option = 'redis'): RedisClient {
       `express-redis-kit: option "${option}" must be an ioredis Redis or Cluster client, e.g. createRedis() or new Redis(url); got ${describe(redis)}.`,
     );
   }
+  if (stringNumbersOf(redis as RedisClient)) {
+    throw new TypeError(
+      `express-redis-kit: option "${option}" is a client made with stringNumbers: true, which turns the integer replies the kit decides on into strings (every request would be rate limited, every cache lookup would wait). Pass a client without it: redis.duplicate({ stringNumbers: false }), or for a Cluster one made with redisOptions: { stringNumbers: false }.`,
+    );
+  }
   return redis as RedisClient;
+}
+
+/** ioredis's `stringNumbers`: integer replies come back as strings (standalone or a Cluster's nodes). */
+function stringNumbersOf(redis: RedisClient): boolean {
+  const options = (
+    redis as { options?: { stringNumbers?: unknown; redisOptions?: { stringNumbers?: unknown } } }
+  ).options;
+  return options?.stringNumbers === true || options?.redisOptions?.stringNumbers === true;
 }
 
 /** True for an ioredis `Cluster`. */

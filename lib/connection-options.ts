@@ -84,6 +84,21 @@ export function validateRedisOptions(options: CreateRedisOptions): RedisTarget {
     );
   }
   booleanOption(options.enableAutoPipelining, 'enableAutoPipelining', true);
+  const nestedStringNumbers = (
+    options.cluster?.options as { redisOptions?: { stringNumbers?: unknown } } | undefined
+  )?.redisOptions?.stringNumbers;
+  for (const [name, value] of [
+    ['stringNumbers', (options as { stringNumbers?: unknown }).stringNumbers],
+    ['cluster.options.redisOptions.stringNumbers', nestedStringNumbers],
+  ] as const) {
+    if (value === true) {
+      throw optionError(
+        name,
+        'cannot be true: the kit decides on the integer replies of its scripts, which it would turn into strings',
+        'Leave it out; make a separate client for code that needs it.',
+      );
+    }
+  }
   booleanOption(options.failFast, 'failFast', false);
   const logger = options.logger;
   if (logger !== undefined && logger !== false && !hasWarn(logger)) {

@@ -1,5 +1,13 @@
-import Redis from 'ioredis';
-import { createCache, idempotency, redisSession, withLock } from '../../lib';
+import Redis, { Cluster } from 'ioredis';
+import {
+  cacheResponse,
+  createCache,
+  createRedis,
+  idempotency,
+  rateLimit,
+  redisSession,
+  withLock,
+} from '../../lib';
 import { checkClient } from '../../lib/client';
 import { toMs } from '../../lib/duration';
 import { checkPrefix, safePart, taggedKey } from '../../lib/keys';
@@ -71,5 +79,43 @@ describe('client option', () => {
       /option "redis" must be an ioredis Redis or Cluster client.*required/,
     );
     expect(() => checkClient({ get() {} })).toThrow(/got an object \(Object\)/);
+  });
+
+  it("refuses a client made with stringNumbers: true in every middleware (its scripts' integer replies would be strings)", async () => {
+    // Such a client made every request 429 and every cache lookup wait 3 × lockTimeout.
+    const standalone = new Redis({ lazyConnect: true, stringNumbers: true });
+    const cluster = new Cluster([{ host: '127.0.0.1', port: 1 }], {
+      lazyConnect: true,
+      redisOptions: { stringNumbers: true },
+    });
+    try {
+      for (const redis of [standalone, cluster]) {
+        const made: Array<() => unknown> = [
+          () => rateLimit({ redis, limit: 1, window: '1m' }),
+          () => cacheResponse({ redis, ttl: '1m' }),
+          () => createCache({ redis }),
+          () => idempotency({ redis }),
+          () => redisSession({ redis, secret: 'x'.repeat(32) }),
+        ];
+        for (const make of made) {
+          expect(make).toThrow(
+            /option "redis" is a client made with stringNumbers: true.*stringNumbers: false/,
+          );
+        }
+        await expect(withLock(redis, 'k', async () => 1)).rejects.toThrow(/stringNumbers: true/);
+      }
+      expect(() => createRedis({ stringNumbers: true, lazyConnect: true } as never)).toThrow(
+        /option "stringNumbers" cannot be true/,
+      );
+      expect(() =>
+        createRedis({
+          cluster: { nodes: ['127.0.0.1:1'], options: { redisOptions: { stringNumbers: true } } },
+          lazyConnect: true,
+        } as never),
+      ).toThrow(/option "cluster.options.redisOptions.stringNumbers" cannot be true/);
+    } finally {
+      standalone.disconnect();
+      cluster.disconnect();
+    }
   });
 });
