@@ -140,7 +140,12 @@ export function captureResponse(
       return true;
     }
     push(chunk, encoding);
-    return (write as (...a: unknown[]) => boolean).call(this, chunk, encoding, cb);
+    const flowing = (write as (...a: unknown[]) => boolean).call(this, chunk, encoding, cb);
+    // While the body is being captured (at most maxBodySize), the route's stream is not held back by
+    // this one client's socket: the fill, its lock and every request waiting on it (here and in the
+    // other instances) would otherwise wait on a client that reads slowly or never (a pipelined
+    // request behind an endless one). Node keeps the bytes until that socket takes them.
+    return capturing ? true : flowing;
   } as ServerResponse['write'];
 
   res.end = function (this: ServerResponse, chunk?: unknown, encoding?: unknown, cb?: unknown) {
