@@ -169,6 +169,25 @@ describe('cacheResponse: arguments of the wrong shape fail loudly instead of doi
     await untilHit(app, '/r');
   });
 
+  it('does not store or serve a GET that carries a body (the default key leaves the body out, the route may read it)', async () => {
+    const app = express();
+    app.use(express.json());
+    app.get('/search', cacheResponse({ redis: client, ttl: '1m', l1: false }), (req, res) => {
+      res.json({ q: req.body?.q ?? req.query.q });
+    });
+    const poisoned = await request(app).get('/search?q=shoes').send({ q: '<img src=x onerror=alert(1)>' });
+    expect(poisoned.headers['x-cache']).toBe('BYPASS');
+    await sleep(100);
+    const victim = await request(app).get('/search?q=shoes').expect(200);
+    expect(victim.body.q).toBe('shoes');
+    expect(victim.headers['x-cache']).toBe('MISS');
+    expect((await untilHit(app, '/search?q=shoes')).body.q).toBe('shoes');
+    // Served no entry either: the body may ask for something else.
+    const withBody = await request(app).get('/search?q=shoes').send({ q: 'boots' });
+    expect(withBody.headers['x-cache']).toBe('BYPASS');
+    expect(withBody.body.q).toBe('boots');
+  });
+
   it('refuses a name that is not a non-empty string', () => {
     expect(() => cacheResponse({ redis: client, ttl: '1m', name: 5 as never })).toThrow(
       /option "name" must be a non-empty string/,

@@ -30,6 +30,39 @@ describe('cacheResponse behind redisSession', () => {
     expect(await entryKeys(client)).toEqual([]);
   });
 
+  it.each(['app', '__Host-app', 'myapp_s'])(
+    "never serves one user's page to another when the kit's own session cookie is called %s (no rule matches the name)",
+    async (name) => {
+      const client = redis.client();
+      await client.flushall();
+      const app = express();
+      const sessions = redisSession({
+        redis: client,
+        secret: 'z'.repeat(40),
+        name,
+        rolling: false,
+        cookie: name.startsWith('__Host-') ? { secure: true } : {},
+      });
+      app.set('trust proxy', true);
+      app.use(sessions);
+      app.post('/login/:user', async (req, res) => {
+        await sessions.login(req, { userId: req.params.user as string });
+        res.end();
+      });
+      app.get('/balance', cacheResponse({ redis: client, ttl: '1m', l1: false }), (req, res) => {
+        res.json({ user: req.session.userId ?? null });
+      });
+      const login = await request(app).post('/login/alice').set('X-Forwarded-Proto', 'https').expect(200);
+      const cookie = (login.headers['set-cookie'] as unknown as string[])[0]!.split(';')[0]!;
+      const alice = await request(app).get('/balance').set('Cookie', cookie).expect(200);
+      expect(alice.body.user).toBe('alice');
+      expect(alice.headers['x-cache']).toBe('BYPASS');
+      await sleep(100);
+      const anonymous = await request(app).get('/balance').expect(200);
+      expect(anonymous.body.user).toBe(null);
+    },
+  );
+
   it('still caches a public route that does not touch the session', async () => {
     const client = redis.client();
     const app = express();
@@ -87,6 +120,12 @@ describe('cacheResponse: default per-user cookie detection', () => {
     'remember_me',
     'login',
     '.AspNetCore.Identity.Application',
+    'wordpress_logged_in_5c0f',
+    'wordpress_sec_5c0f',
+    'logged_in',
+    'user',
+    'api_key',
+    'apikey',
   ])('never answers a request carrying a %s cookie from the cache', async (name) => {
     const { app, client } = profileApp();
     const alice = await request(app).get('/profile').set('Cookie', `${name}=alice`).expect(200);

@@ -81,6 +81,9 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
   const middleware = function cacheResponse(req: Request, res: Response, next: NextFunction) {
     if (!o.methods.has(req.method)) return next();
     const ticket = refreshTicketOf(req);
+    // A GET's body is not in the default key, yet a route may read it (`req.body?.q ?? req.query.q`):
+    // stored, the answer to one client's body would be served for everyone's plain GET.
+    if (!o.key && !ticket && hasBody(req)) return bypass(res, next, '', 'body');
     if (!trustsKey && !ticket) {
       const perUser = perUserReason(req.headers, o.perUser);
       if (perUser) return bypass(res, next, '', perUser);
@@ -233,4 +236,9 @@ function refuseCacheSettings(options: CacheResponseOptions, cache: Cache): void 
   if (options.redis !== undefined && options.redis !== cache.redis) {
     throw optionError('redis', "differs from the shared cache's client, which `cache` brings", fix('redis'));
   }
+}
+
+function hasBody(req: Request): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }

@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { optionError } from '../errors';
+import { kitSessionCookies } from '../session-cookies';
 import type { CACHE_DEFAULTS } from './options';
 import type { CacheResponseOptions } from './types';
 
@@ -26,10 +27,14 @@ export function resolvePerUserRules(
   defaults: Pick<typeof CACHE_DEFAULTS, 'sessionCookie' | 'credentialHeader' | 'notCredentialHeader'>,
 ): PerUserRules {
   const { sessionCookie, credentialHeader, notCredentialHeader } = defaults;
+  const rule = namePredicate(options.sessionCookie, 'sessionCookie', 'cookie', false, (name) =>
+    sessionCookie.test(name),
+  );
+  // The kit's own session cookies count whatever the rule (read when a request comes: a
+  // redisSession() may be made after the cache); `false` alone says that no cookie does.
+  const kitCookies = kitSessionCookies();
   return {
-    sessionCookie: namePredicate(options.sessionCookie, 'sessionCookie', 'cookie', false, (name) =>
-      sessionCookie.test(name),
-    ),
+    sessionCookie: rule && ((name) => rule(name) || kitCookies.has(name)),
     credentialHeader: namePredicate(
       options.credentialHeaders,
       'credentialHeaders',

@@ -2,6 +2,7 @@ import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Respon
 import expressSession, { type SessionData } from 'express-session';
 import { problemType, RedisUnavailableError, SessionEndedError, sendProblem, shown } from '../errors';
 import { emitKitEvent } from '../events';
+import { kitSessionCookies } from '../session-cookies';
 import { commitBeforeEnd, takeSnapshot } from './commit';
 import { type RedisSessionOptions, resolveOptions } from './options';
 import { sessionHandle } from './scripts';
@@ -69,6 +70,7 @@ const RESERVED = new Set([
  */
 export function redisSession(options: RedisSessionOptions): RedisSessionMiddleware {
   const o = resolveOptions(options);
+  kitSessionCookies().add(o.name);
   const store = new KitSessionStore(o);
   const indexSettings = {
     redis: o.redis,
