@@ -2,13 +2,14 @@
  * Hides the password of a Redis URL, for logs and errors. A URL that parses with its user info is
  * masked through the parser (an `@` in its query is then just data); anything else by its text: the
  * user info up to the last `@`, but the user name. That covers a forgotten scheme, and a password
- * with an unencoded `/`, `?` or `#`, which may even parse, as a host and a path. Any `password=`
- * query value is masked too.
+ * with an unencoded `/`, `?` or `#`, which may even parse, as a host and a path. Query values whose
+ * name says password, passphrase, secret or token are masked too.
  */
 export function maskUrl(url: string): string {
   const parsed = parseWithScheme(url);
   const masked = parsed && !hidesUserInfo(parsed) ? maskParsed(parsed) : maskText(url);
-  return masked.replace(/([?&;]password=)[^&#]*/gi, '$1****');
+  // ioredis copies every query parameter into its options: `sentinelPassword`, a `tls` passphrase…
+  return masked.replace(/([?&;][^=&#]*(?:password|passphrase|secret|token)[^=&#]*=)[^&#]*/gi, '$1****');
 }
 
 /**

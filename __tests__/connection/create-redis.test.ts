@@ -485,6 +485,10 @@ describe('helpers', () => {
     // ioredis reads user info without a colon as a user name, as URLs do: not masked.
     ['redis://ada@h:6379', 'redis://ada@h:6379'],
     ['h:6379?password=S3cretPass&db=1', 'h:6379?password=****&db=1'],
+    [
+      'redis://:pw@h:6379/0?sentinelPassword=S3cretPass&tls.passphrase=S3cretPass&db=1',
+      'redis://:****@h:6379/0?sentinelPassword=****&tls.passphrase=****&db=1',
+    ],
     ['redis://user:pw@host:6379/0?name=a@b', 'redis://user:****@host:6379/0?name=a@b'],
     ['redis://host:6379/0?clientName=x@y', 'redis://host:6379/0?clientName=x@y'],
     ['redis://u:p@[::1]:6379', 'redis://u:****@[::1]:6379'],
