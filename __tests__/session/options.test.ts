@@ -34,6 +34,26 @@ describe('redisSession options', () => {
     expect(String(warn.mock.calls[0]![0])).toMatch(/secret/);
   });
 
+  it('warns once when two session cookies share one client and prefix (one user index for both)', () => {
+    const client = new Redis({ lazyConnect: true });
+    const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => {});
+    try {
+      redisSession({ redis: client, secret: strong, name: 'site' });
+      redisSession({ redis: client, secret: strong, name: 'site' }); // one system mounted twice
+      redisSession({ redis: client, secret: strong, name: 'staff', prefix: 'staff:' });
+      expect(warn).not.toHaveBeenCalled();
+      redisSession({ redis: client, secret: strong, name: 'admin' });
+      redisSession({ redis: client, secret: strong, name: 'other' });
+      expect(warn).toHaveBeenCalledTimes(1);
+      expect(warn.mock.calls[0]![0]).toMatch(
+        /cookies "site" and "admin" are sessions on one client with one prefix \("erk:"\).*Give each its own prefix/,
+      );
+      expect(warn.mock.calls[0]![1]).toEqual({ code: 'ERK_SESSION_SHARED_INDEX' });
+    } finally {
+      client.disconnect();
+    }
+  });
+
   it('names the option and the fix for bad values', () => {
     expect(() => redisSession({ redis: undefined as never, secret: strong })).toThrow(/option "redis"/);
     expect(() => redisSession({ redis, secret: strong, name: 'a b' })).toThrow(/option "name"/);

@@ -71,6 +71,7 @@ const RESERVED = new Set([
 export function redisSession(options: RedisSessionOptions): RedisSessionMiddleware {
   const o = resolveOptions(options);
   kitSessionCookies().add(o.name);
+  noteSharedIndex(o.redis, o.prefix, o.name);
   const store = new KitSessionStore(o);
   const indexSettings = {
     redis: o.redis,
@@ -276,4 +277,32 @@ function checkLoginData(data: unknown): void {
       );
     }
   }
+}
+
+/** Cookie name of the first `redisSession()` on each client and prefix (see noteSharedIndex). */
+const indexOwners = new WeakMap<object, Map<string, string>>();
+let warnedSharedIndex = false;
+
+/**
+ * Two `redisSession()` with other cookies (a site and its admin area) on one client and prefix are
+ * two session systems sharing each user's index: one's `logoutAll()`, `revoke()` and
+ * `maxSessionsPerUser` end the other's sessions, silently. Warned once; the same cookie name is one
+ * system mounted twice, and is fine.
+ */
+function noteSharedIndex(redis: object, prefix: string, name: string): void {
+  const owners = indexOwners.get(redis) ?? new Map<string, string>();
+  indexOwners.set(redis, owners);
+  const first = owners.get(prefix);
+  if (first === undefined) {
+    owners.set(prefix, name);
+    return;
+  }
+  if (first === name || warnedSharedIndex) return;
+  warnedSharedIndex = true;
+  process.emitWarning(
+    `express-redis-kit redisSession: cookies "${first}" and "${name}" are sessions on one client with one prefix ` +
+      `("${prefix}"), so they share each user's session index: list(), logoutAll(), revoke() and ` +
+      "maxSessionsPerUser of either reach the other's sessions. Give each its own prefix to keep them apart. (Warned once.)",
+    { code: 'ERK_SESSION_SHARED_INDEX' },
+  );
 }
