@@ -202,6 +202,62 @@ describe('redisSession races', () => {
     expect(await browser.json(`${url}/me`)).toEqual({ user: null });
   });
 
+  it("a handler's own save() of a session ended meanwhile keeps req.session for its callback (passport's logout regenerates there)", async () => {
+    const { sessions, server } = app(redisServer.client() as Redis);
+    // "Log out everywhere" in passport's way: logoutAll() ends this session too, then req.logout()
+    // changes the session, saves it, and regenerates it inside the save's callback.
+    server.post('/everywhere', async (req, res, next) => {
+      await sessions.logoutAll(String(req.session.userId));
+      (req.session as unknown as { note: string }).note = 'changed';
+      req.session.save((error) => {
+        if (error) return next(error);
+        try {
+          req.session.regenerate((e) => (e ? next(e) : res.json({ note: 'regenerated' })));
+        } catch (thrown) {
+          // Before the fix req.session was gone here: a TypeError outside any handler killed the process.
+          next(thrown);
+        }
+      });
+    });
+    const url = await servers.listen(server);
+    const browser = new Browser();
+    await browser.fetch(`${url}/login?user=gale`, { method: 'POST' });
+    const other = new Browser();
+    await other.fetch(`${url}/login?user=gale`, { method: 'POST' });
+    const res = await browser.fetch(`${url}/everywhere`, { method: 'POST' });
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ note: 'regenerated' });
+    expect(await browser.json(`${url}/me`)).toEqual({ user: null });
+    expect(await other.json(`${url}/me`)).toEqual({ user: null });
+    expect(await sessions.list('gale')).toEqual([]);
+  });
+
+  it('a change to a session ended meanwhile, saved by the handler, is not written and sends no cookie', async () => {
+    const redis = redisServer.client() as Redis;
+    const { sessions, server } = app(redis, { prefix: 'dropped:' });
+    server.post('/save-after-end', async (req, res) => {
+      await sessions.logoutAll(String(req.session.userId));
+      (req.session as unknown as { cart: string[] }).cart = ['late'];
+      req.session.save(() => res.json({ cart: (req.session as unknown as { cart: string[] }).cart }));
+    });
+    const url = await servers.listen(server);
+    const browser = new Browser();
+    await browser.fetch(`${url}/login?user=hal`, { method: 'POST' });
+    // Before the fix the callback found no req.session, threw, and the request never got an answer.
+    const res = await browser.fetch(`${url}/save-after-end`, {
+      method: 'POST',
+      signal: AbortSignal.timeout(5000),
+    });
+    expect(await res.json()).toEqual({ cart: ['late'] });
+    expect(res.headers.getSetCookie()).toEqual([]);
+    expect(await browser.json(`${url}/me`)).toEqual({ user: null });
+    // Only tombstones: the ended session did not come back, and no session was made for the change.
+    const keys = await redis.keys('dropped:sess:{*');
+    // (The login left one too, for the anonymous session it replaced.)
+    expect(keys.length).toBeGreaterThan(0);
+    for (const key of keys) expect(await redis.hgetall(key)).toEqual({ x: '1' });
+  });
+
   it.each(['a login', 'a logout'])(
     'a fast request does not put its cookie back after %s in another tab (same instance) ended its session',
     async (other) => {

@@ -97,6 +97,11 @@ function persist(
   session: Session & Partial<SessionData>,
   store: KitSessionStore,
 ): Promise<Outcome> | undefined {
+  if (store.wasDropped(session)) {
+    // Its write (the handler's own save()) found it ended: no cookie for it, nothing to write.
+    forgetInRequest(session);
+    return undefined;
+  }
   if (store.isPersisted(session)) {
     // Touched on load, so nothing to write, but express-session re-sends a rolling cookie. The
     // request may have outlived a login or logout in another tab of the same browser (or its own
@@ -132,7 +137,11 @@ function persist(
   if (modified || !sameLifetime(snapshot?.lifetime, lifetimeOf(session))) {
     return new Promise<void>((resolve, reject) => {
       session.save((error?: unknown) => (error ? reject(error) : resolve()));
-    }).then(() => persisted(store, session));
+    }).then(() => {
+      if (store.wasDropped(session)) forgetInRequest(session);
+      else persisted(store, session);
+      return undefined;
+    });
   }
   return store.refresh(req.sessionID, session).then(() => persisted(store, session));
 }

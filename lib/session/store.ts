@@ -59,6 +59,8 @@ export class KitSessionStore extends Store {
   private readonly endedHere: LRUCache<string, number>;
 
   private readonly claims: IndexClaims;
+  /** Sessions (objects of a request) whose write found them ended. */
+  private readonly dropped = new WeakSet<object>();
 
   constructor(private readonly settings: StoreSettings) {
     super();
@@ -233,6 +235,11 @@ export class KitSessionStore extends Store {
     return written !== undefined && hasShape(session, written);
   }
 
+  /** Whether a write of this session found it ended (a logout elsewhere): it is dead. */
+  wasDropped(session: SessionData): boolean {
+    return this.dropped.has(session);
+  }
+
   /** Whether the session was written (or touched) in Redis during this request, in any version. */
   wasWritten(session: SessionData): boolean {
     return this.persisted.has(session);
@@ -264,7 +271,10 @@ export class KitSessionStore extends Store {
     );
     if (refresh === -1) {
       emitKitEvent({ component: 'session', type: 'late-write-dropped' });
-      forgetInRequest(session);
+      // Kept in the request, only marked: a handler's own `req.session.save(cb)` (passport's logout
+      // calls `req.session.regenerate()` in it) must still find a session there. Its end then sends
+      // no cookie for it and writes nothing (see commit.ts).
+      this.dropped.add(session);
       return false;
     }
     if (refresh === 1 && !creating) await this.claims.index(key, userId, sid, ttl, vouchedUntil);
