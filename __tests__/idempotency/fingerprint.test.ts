@@ -1,4 +1,5 @@
 import express from 'express';
+import multer from 'multer';
 import { canonicalJson, idempotency } from '../../lib/idempotency';
 import { canonicalJsonDeep } from '../../lib/idempotency/fingerprint';
 import { prng } from '../helpers/prng';
@@ -150,5 +151,37 @@ describe('idempotency default fingerprint', () => {
         warn.mockRestore();
       }
     });
+
+    it.each([
+      ['upload.single', (upload: multer.Multer) => upload.single('file')],
+      ['upload.array', (upload: multer.Multer) => upload.array('file')],
+      ['upload.fields', (upload: multer.Multer) => upload.fields([{ name: 'file' }])],
+    ])(
+      'with multer (%s) in front, a retry with another file is a 422, the same file replays',
+      async (_name, parser) => {
+        let runs = 0;
+        const app = express();
+        app.post('/uploads', parser(multer()), idempotency({ redis: redis.client() }), (_req, res) => {
+          runs += 1;
+          res.status(201).json({ runs });
+        });
+        const url = `${await servers.listen(app)}/uploads`;
+        const upload = (content: string) => {
+          const form = new FormData();
+          form.set('title', 'invoice');
+          form.set('file', new Blob([content], { type: 'text/csv' }), 'invoice.csv');
+          return fetch(url, { method: 'POST', headers: { 'Idempotency-Key': key }, body: form });
+        };
+        const key = freshKey();
+        expect((await upload('amount\n10\n')).status).toBe(201);
+        // A new form is a new multipart boundary: the same file still replays.
+        const again = await upload('amount\n10\n');
+        expect(again.status).toBe(201);
+        expect(again.headers.get('idempotent-replayed')).toBe('true');
+        // Same name, type and size, other bytes: before, only the text fields were compared.
+        expect((await upload('amount\n99\n')).status).toBe(422);
+        expect(runs).toBe(1);
+      },
+    );
   });
 });

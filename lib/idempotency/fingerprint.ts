@@ -45,7 +45,59 @@ export function defaultFingerprint(req: Request): string {
   } else if (Buffer.isBuffer(body)) hash.update('bytes\0').update(body);
   else if (typeof body === 'string') hash.update('bytes\0').update(body, 'utf8');
   else hash.update('json\0').update(canonicalJson(body), 'utf8');
+  // Only when there are some, so fingerprints of requests without files are as stored before.
+  const files = uploadedFiles(req);
+  if (files.length > 0) {
+    hash.update('\0files');
+    for (const file of files) hashFile(hash, file);
+  }
   return hash.digest('hex');
+}
+
+interface UploadedFile {
+  field: string;
+  file: Record<string, unknown>;
+}
+
+/**
+ * The files an upload parser took out of a multipart body: multer's `req.file` / `req.files` (a list,
+ * or lists by field), express-fileupload's `req.files` (by field). `req.body` then holds only the
+ * text fields, and one file would replay the answer to another.
+ */
+function uploadedFiles(req: Request): UploadedFile[] {
+  const found: UploadedFile[] = [];
+  const add = (file: unknown, field: string) => {
+    if (file && typeof file === 'object') found.push({ field, file: file as Record<string, unknown> });
+  };
+  const { file, files } = req as { file?: unknown; files?: unknown };
+  add(file, '');
+  if (Array.isArray(files)) for (const f of files) add(f, '');
+  else if (files && typeof files === 'object') {
+    for (const field of Object.keys(files).sort()) {
+      const value = (files as Record<string, unknown>)[field];
+      for (const f of Array.isArray(value) ? value : [value]) add(f, field);
+    }
+  }
+  return found;
+}
+
+/**
+ * A file by its field, name, type and size, and its bytes when they are in memory (multer's memory
+ * storage `buffer`, express-fileupload's `data`) or their digest (express-fileupload's `md5`). A file
+ * on disk is not read (that would block the request path): its content is not compared.
+ */
+function hashFile(hash: ReturnType<typeof createHash>, { field, file }: UploadedFile): void {
+  const text = (value: unknown) =>
+    typeof value === 'string' || typeof value === 'number' ? String(value) : '';
+  const parts = [field, file.fieldname, file.originalname ?? file.name, file.mimetype, file.size];
+  hash.update(`\0${parts.map(text).join('\0')}\0`);
+  const bytes = Buffer.isBuffer(file.buffer)
+    ? file.buffer
+    : Buffer.isBuffer(file.data)
+      ? file.data
+      : undefined;
+  if (bytes && bytes.length > 0) hash.update('bytes\0').update(bytes);
+  else if (typeof file.md5 === 'string') hash.update('md5\0').update(file.md5);
 }
 
 /** Bodies an Express body parser would have read: unread, they mean idempotency() ran before it. */
