@@ -1,4 +1,6 @@
+import { randomBytes } from 'node:crypto';
 import express from 'express';
+import helmet from 'helmet';
 import request from 'supertest';
 import { cacheResponse, createCache } from '../../lib/cache';
 import type { RedisClient } from '../../lib/client';
@@ -292,5 +294,41 @@ describe('cacheResponse: the vary option', () => {
     } finally {
       commands.stop();
     }
+  });
+});
+
+describe('cacheResponse: pages carrying a per-request CSP nonce', () => {
+  it("never stores an HTML page whose Content-Security-Policy has a nonce (helmet's cspNonce recipe), still JSON under the same policy", async () => {
+    const app = express();
+    app.use((_req, res, next) => {
+      res.locals.cspNonce = randomBytes(16).toString('base64');
+      next();
+    });
+    app.use(
+      helmet({
+        contentSecurityPolicy: {
+          directives: {
+            scriptSrc: ["'self'", (_req, res) => `'nonce-${(res as express.Response).locals.cspNonce}'`],
+          },
+        },
+      }),
+    );
+    const cache = cacheResponse({ redis: client, ttl: '1m', logger: quietLogger() });
+    app.get('/page', cache, (_req, res) => {
+      res.type('html').send(`<script nonce="${res.locals.cspNonce}">go()</script>`);
+    });
+    app.get('/data', cache, (_req, res) => {
+      res.json({ ok: true });
+    });
+    for (let i = 0; i < 3; i++) {
+      const page = await request(app).get('/page').expect(200);
+      // Never a HIT: the stored page's nonce would not be the one this answer's header allows.
+      expect(page.headers['x-cache']).toBe('MISS');
+      // The nonce in the page is the one its header allows.
+      const nonce = /nonce="([^"]+)"/.exec(page.text)![1];
+      expect(page.headers['content-security-policy']).toContain(`'nonce-${nonce}'`);
+      await sleep(50);
+    }
+    expect((await untilHit(app, '/data')).body).toEqual({ ok: true });
   });
 });

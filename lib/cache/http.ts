@@ -56,6 +56,14 @@ export function refusal(
   const type = res.getHeader('content-type');
   if (type !== undefined && /^\s*text\/event-stream/i.test(String(type))) return 'stream';
   if (parseVary(res.getHeader('vary'))[0] === '*') return 'vary-star';
+  if (type !== undefined && /^\s*(text\/html|application\/xhtml\+xml|image\/svg\+xml)/i.test(String(type))) {
+    // A page whose scripts carry a CSP nonce (helmet's `res.locals.cspNonce`): served again, it would
+    // meet the new nonce of that request's header (every script blocked), or reuse one for everyone.
+    for (const name of ['content-security-policy', 'content-security-policy-report-only']) {
+      const policy = res.getHeader(name);
+      if (policy !== undefined && /'nonce-/i.test(String(policy))) return 'csp-nonce';
+    }
+  }
   return undefined;
 }
 
