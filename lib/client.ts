@@ -24,12 +24,16 @@ export function checkClient(redis: unknown, option = 'redis'): RedisClient {
   return redis as RedisClient;
 }
 
-/** ioredis's `stringNumbers`: integer replies come back as strings (standalone or a Cluster's nodes). */
-function stringNumbersOf(redis: RedisClient): boolean {
+/**
+ * ioredis's `stringNumbers` (standalone, or a Cluster's nodes): integer replies come back as
+ * strings. Any true-ish value counts, as ioredis reads it: a URL's `?stringNumbers=false` is the
+ * string "false", which turns it on.
+ */
+export function stringNumbersOf(redis: RedisClient): boolean {
   const options = (
     redis as { options?: { stringNumbers?: unknown; redisOptions?: { stringNumbers?: unknown } } }
   ).options;
-  return options?.stringNumbers === true || options?.redisOptions?.stringNumbers === true;
+  return Boolean(options?.stringNumbers) || Boolean(options?.redisOptions?.stringNumbers);
 }
 
 /** True for an ioredis `Cluster`. */

@@ -91,10 +91,11 @@ export function validateRedisOptions(options: CreateRedisOptions): RedisTarget {
     ['stringNumbers', (options as { stringNumbers?: unknown }).stringNumbers],
     ['cluster.options.redisOptions.stringNumbers', nestedStringNumbers],
   ] as const) {
-    if (value === true) {
+    // ioredis reads any true-ish value as on ('false' from an environment variable too).
+    if (value) {
       throw optionError(
         name,
-        'cannot be true: the kit decides on the integer replies of its scripts, which it would turn into strings',
+        'cannot be on: the kit decides on the integer replies of its scripts, which it would turn into strings',
         'Leave it out; make a separate client for code that needs it.',
       );
     }

@@ -105,14 +105,25 @@ describe('client option', () => {
         await expect(withLock(redis, 'k', async () => 1)).rejects.toThrow(/stringNumbers: true/);
       }
       expect(() => createRedis({ stringNumbers: true, lazyConnect: true } as never)).toThrow(
-        /option "stringNumbers" cannot be true/,
+        /option "stringNumbers" cannot be on/,
       );
+      // ioredis reads any true-ish value as on, also the string 'false' of an environment variable.
+      expect(() => createRedis({ stringNumbers: 'false', lazyConnect: true } as never)).toThrow(
+        /option "stringNumbers" cannot be on/,
+      );
+      // A URL's query becomes ioredis options.
+      expect(() =>
+        createRedis({ url: 'redis://127.0.0.1:1/0?stringNumbers=true', lazyConnect: true }),
+      ).toThrow(/option "url" turns on stringNumbers/);
+      const fromUrl = new Redis('redis://127.0.0.1:1/0?stringNumbers=true', { lazyConnect: true });
+      expect(() => rateLimit({ redis: fromUrl, limit: 1, window: '1m' })).toThrow(/stringNumbers/);
+      fromUrl.disconnect();
       expect(() =>
         createRedis({
           cluster: { nodes: ['127.0.0.1:1'], options: { redisOptions: { stringNumbers: true } } },
           lazyConnect: true,
         } as never),
-      ).toThrow(/option "cluster.options.redisOptions.stringNumbers" cannot be true/);
+      ).toThrow(/option "cluster.options.redisOptions.stringNumbers" cannot be on/);
     } finally {
       standalone.disconnect();
       cluster.disconnect();
