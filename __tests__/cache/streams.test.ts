@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createReadStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -82,44 +82,54 @@ describe('cacheResponse: answers it will not store never hold up other requests'
     expect((await slow).byteLength).toBe(20_000);
   });
 
-  it('a client that never reads its answer does not hold up the fill: the streamed file is stored and served to others at once', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'erk-stall-'));
-    const file = join(dir, 'asset.bin');
-    writeFileSync(file, Buffer.alloc(200_000, 'a'));
-    const instance = () => {
-      const app = express();
-      app.get('/events', (_req, res) => {
-        res.writeHead(200, { 'content-type': 'text/event-stream' });
-        res.write(': open\n\n');
-      });
-      app.get(
-        '/asset',
-        cacheResponse({ redis: client, ttl: '1m', lockTimeout: '3s', logger: quietLogger() }),
-        (_req, res) => res.sendFile(file),
-      );
-      return app;
-    };
-    const a = await listen(instance());
-    const b = await listen(instance());
-    // The answer to /asset can never reach this socket: it waits behind an endless one on the same
-    // connection (a client that stops reading does the same once the body outgrows socket buffers).
-    const attacker = connect(Number(new URL(a).port), '127.0.0.1');
-    try {
-      attacker.write('GET /events HTTP/1.1\r\nHost: x\r\n\r\nGET /asset HTTP/1.1\r\nHost: x\r\n\r\n');
-      await sleep(300);
-      for (const url of [`${a}/asset`, `${b}/asset`]) {
-        const started = Date.now();
-        const res = await fetch(url, { signal: AbortSignal.timeout(10_000) });
-        expect((await res.arrayBuffer()).byteLength).toBe(200_000);
-        expect(res.headers.get('x-cache')).toBe('HIT');
-        // Before, each waited 3 × lockTimeout (9 s here) and got a MISS.
-        expect(Date.now() - started).toBeLessThan(1500);
+  it.each(['res.sendFile', 'a 20 KB preamble, then a pipe'])(
+    'a client that never reads its answer does not hold up the fill (%s): it is stored and served to others at once',
+    async (how) => {
+      const dir = mkdtempSync(join(tmpdir(), 'erk-stall-'));
+      const file = join(dir, 'asset.bin');
+      writeFileSync(file, Buffer.alloc(200_000, 'a'));
+      const size = how === 'res.sendFile' ? 200_000 : 220_000;
+      const instance = () => {
+        const app = express();
+        app.get('/events', (_req, res) => {
+          res.writeHead(200, { 'content-type': 'text/event-stream' });
+          res.write(': open\n\n');
+        });
+        app.get(
+          '/asset',
+          cacheResponse({ redis: client, ttl: '1m', lockTimeout: '3s', logger: quietLogger() }),
+          (_req, res) => {
+            if (how === 'res.sendFile') return res.sendFile(file);
+            // pipe() reads writableNeedDrain before its first write: a full socket paused it at once.
+            res.type('application/octet-stream');
+            res.write(Buffer.alloc(20_000, 'h'));
+            createReadStream(file).pipe(res);
+          },
+        );
+        return app;
+      };
+      const a = await listen(instance());
+      const b = await listen(instance());
+      // The answer to /asset can never reach this socket: it waits behind an endless one on the same
+      // connection (a client that stops reading does the same once the body outgrows socket buffers).
+      const attacker = connect(Number(new URL(a).port), '127.0.0.1');
+      try {
+        attacker.write('GET /events HTTP/1.1\r\nHost: x\r\n\r\nGET /asset HTTP/1.1\r\nHost: x\r\n\r\n');
+        await sleep(300);
+        for (const url of [`${a}/asset`, `${b}/asset`]) {
+          const started = Date.now();
+          const res = await fetch(url, { signal: AbortSignal.timeout(10_000) });
+          expect((await res.arrayBuffer()).byteLength).toBe(size);
+          expect(res.headers.get('x-cache')).toBe('HIT');
+          // Before, each waited 3 × lockTimeout (9 s here) and got a MISS.
+          expect(Date.now() - started).toBeLessThan(1500);
+        }
+      } finally {
+        attacker.destroy();
+        rmSync(dir, { recursive: true, force: true });
       }
-    } finally {
-      attacker.destroy();
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
+    },
+  );
 
   it('requests coalesced behind a stuck origin go to the origin after 3 × lockTimeout instead of waiting for ever', async () => {
     let calls = 0;

@@ -31,6 +31,22 @@ export interface CaptureOptions {
 }
 
 type Callback = (error?: Error | null) => void;
+
+/**
+ * How much captured body, in the whole process, may wait in memory for clients that read slowly
+ * or never (see res.write in captureResponse): beyond it, routes stream at their clients' pace again.
+ */
+const UNSENT_BUDGET = 64 * 1024 * 1024;
+const unsentBytes = { total: 0 };
+
+/** Node's own `writableNeedDrain` of the response (its getter, past the one set on the instance). */
+function needsDrain(res: ServerResponse): boolean {
+  for (let proto = Object.getPrototypeOf(res); proto; proto = Object.getPrototypeOf(proto)) {
+    const getter = Object.getOwnPropertyDescriptor(proto, 'writableNeedDrain')?.get;
+    if (getter) return Boolean(getter.call(res));
+  }
+  return false;
+}
 type Chunk = string | Buffer | Uint8Array;
 
 /**
@@ -58,6 +74,15 @@ export function captureResponse(
   // them inside writeHead for the bytes it rewrites, while the body captured here is the route's own.
   let sent: OutgoingHttpHeaders | undefined;
 
+  // Bytes written past a full socket while capturing (see res.write), until the response is over.
+  let unsent = 0;
+  const holdsBack = () => capturing && unsentBytes.total < UNSENT_BUDGET;
+  const settleUnsent = () => {
+    unsentBytes.total -= unsent;
+    unsent = 0;
+  };
+  res.once('finish', settleUnsent);
+  res.once('close', settleUnsent);
   const finish = (captured: Captured | undefined) => {
     if (finished) return;
     finished = true;
@@ -141,12 +166,24 @@ export function captureResponse(
     }
     push(chunk, encoding);
     const flowing = (write as (...a: unknown[]) => boolean).call(this, chunk, encoding, cb);
+    if (flowing || !holdsBack()) return flowing;
     // While the body is being captured (at most maxBodySize), the route's stream is not held back by
     // this one client's socket: the fill, its lock and every request waiting on it (here and in the
     // other instances) would otherwise wait on a client that reads slowly or never (a pipelined
-    // request behind an endless one). Node keeps the bytes until that socket takes them.
-    return capturing ? true : flowing;
+    // request behind an endless one). Node keeps the bytes until that socket takes them, counted
+    // against a budget for the whole process; past it, the socket's pace applies again.
+    const bytes = chunk === undefined || chunk === null ? 0 : chunkBytes(chunk, encoding).length;
+    unsent += bytes;
+    unsentBytes.total += bytes;
+    return true;
   } as ServerResponse['write'];
+  // pipe() and pipeline() also read this flag before their first write.
+  Object.defineProperty(res, 'writableNeedDrain', {
+    configurable: true,
+    get(this: ServerResponse) {
+      return holdsBack() ? false : needsDrain(this);
+    },
+  });
 
   res.end = function (this: ServerResponse, chunk?: unknown, encoding?: unknown, cb?: unknown) {
     if (typeof chunk === 'function') {
@@ -167,6 +204,8 @@ export function captureResponse(
     let captured: Captured | undefined;
     if (capturing) {
       const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+      // The copy lives on in `body` alone: the response (kept while its client reads) must not hold both.
+      chunks = [];
       const existing = this.getHeader('etag');
       // A weak one (Express's, send's) is replaced by a content hash only while it can still be; once
       // it went out with a streamed answer (res.sendFile), hits keep it, so that client's
