@@ -9,7 +9,9 @@ export function maskUrl(url: string): string {
   const parsed = parseWithScheme(url);
   const masked = parsed && !hidesUserInfo(parsed) ? maskParsed(parsed) : maskText(url);
   // ioredis copies every query parameter into its options: `sentinelPassword`, a `tls` passphrase…
-  return masked.replace(/([?&;][^=&#]*(?:password|passphrase|secret|token)[^=&#]*=)[^&#]*/gi, '$1****');
+  return masked.replace(/([?&;])([^=&#]*)=([^&#]*)/g, (part, separator: string, name: string) =>
+    /password|passphrase|secret|token/i.test(decodedName(name)) ? `${separator}${name}=****` : part,
+  );
 }
 
 /**
@@ -49,4 +51,13 @@ function maskText(url: string): string {
   const colon = info.indexOf(':');
   // Malformed: without a colon, the user info may as well be a password.
   return `${scheme}${colon >= 0 ? `${info.slice(0, colon)}:` : ''}****${rest.slice(at)}`;
+}
+
+/** A query parameter's name as ioredis reads it (percent-decoded: `sentinel%50assword`). */
+function decodedName(name: string): string {
+  try {
+    return decodeURIComponent(name);
+  } catch {
+    return name;
+  }
 }

@@ -156,10 +156,12 @@ describe('cacheResponse: arguments of the wrong shape fail loudly instead of doi
     } finally {
       other.disconnect();
     }
-    // The cache's own client, jitter and name apply per middleware, and an undefined is no setting.
+    // The cache's own client and prefix given again are no conflict, jitter and name apply per
+    // middleware, and an undefined is no setting.
     const mw = cacheResponse({
       cache,
       redis: client,
+      prefix: 'erk:',
       ttl: '1m',
       jitter: 0,
       name: 'page',

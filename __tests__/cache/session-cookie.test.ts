@@ -123,7 +123,6 @@ describe('cacheResponse: default per-user cookie detection', () => {
     'wordpress_logged_in_5c0f',
     'wordpress_sec_5c0f',
     'logged_in',
-    'user',
     'api_key',
     'apikey',
   ])('never answers a request carrying a %s cookie from the cache', async (name) => {
@@ -139,8 +138,9 @@ describe('cacheResponse: default per-user cookie detection', () => {
 
   it('still caches requests whose cookies are not per-user (theme, consent)', async () => {
     const { app, runs } = profileApp();
-    // Nor analytics ids whose names merely contain "id" or "uid".
-    const cookies = 'theme=dark; cookie_consent=yes; _ga=GA1.1.1; guid=1; video_id=2';
+    // Nor analytics ids whose names merely contain "id" or "uid", nor tracking, bot-manager and preference cookies.
+    const cookies =
+      'theme=dark; cookie_consent=yes; _ga=GA1.1.1; guid=1; video_id=2; mf_user=1; sec_cpt=2; user_locale=de';
     await request(app).get('/profile').set('Cookie', cookies).expect(200);
     await sleep(50);
     const again = await request(app).get('/profile').set('Cookie', cookies);

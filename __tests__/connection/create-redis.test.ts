@@ -489,6 +489,7 @@ describe('helpers', () => {
       'redis://:pw@h:6379/0?sentinelPassword=S3cretPass&tls.passphrase=S3cretPass&db=1',
       'redis://:****@h:6379/0?sentinelPassword=****&tls.passphrase=****&db=1',
     ],
+    ['redis://h:6379/0?sentinel%50assword=S3cretPass', 'redis://h:6379/0?sentinel%50assword=****'],
     ['redis://user:pw@host:6379/0?name=a@b', 'redis://user:****@host:6379/0?name=a@b'],
     ['redis://host:6379/0?clientName=x@y', 'redis://host:6379/0?clientName=x@y'],
     ['redis://u:p@[::1]:6379', 'redis://u:****@[::1]:6379'],

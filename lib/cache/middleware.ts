@@ -228,6 +228,8 @@ const CACHE_SETTINGS = ['l1', 'prefix', 'timeout', 'lockTimeout', 'logger'] as c
 function refuseCacheSettings(options: CacheResponseOptions, cache: Cache): void {
   const fix = (name: string) => `Set ${name} in createCache({ ... }) instead, or leave out \`cache\`.`;
   for (const name of CACHE_SETTINGS) {
+    // The cache's own prefix given again (one object of common settings spread into both) is no conflict.
+    if (name === 'prefix' && options.prefix === cache.options.prefix) continue;
     if (options[name] !== undefined) {
       throw optionError(name, 'is a setting of the shared cache, which `cache` brings', fix(name));
     }

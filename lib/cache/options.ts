@@ -27,7 +27,7 @@ export const CACHE_DEFAULTS = {
   methods: ['GET'],
   // Safe by default: a per-user cookie missed here means one user's response served to another.
   sessionCookie:
-    /sess|auth|token|jwt|login|logged|remember|identity|api[._-]?key|(^|[._-])(sid|sec|user)([._-]|$)|(^|[._-])u(ser)?[._-]?id([._-]|$)|^id$/i,
+    /sess|auth|token|jwt|login|logged|remember|identity|api[._-]?key|^wordpress_sec|(^|[._-])sid([._-]|$)|(^|[._-])u(ser)?[._-]?id([._-]|$)|^id$/i,
   // API keys and identities a gateway or proxy adds (oauth2-proxy, Azure Easy Auth, Cloudflare
   // Access, AWS ALB OIDC, Kong/APISIX consumers, mTLS client certificates): same risk.
   credentialHeader:

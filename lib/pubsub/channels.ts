@@ -84,7 +84,11 @@ function explained(error: unknown, shared: SharedSubscriber): unknown {
   const message =
     `the kit's pub/sub connection (one more connection to Redis) failed: ${why.message}; ` +
     "if the app's other commands work, Redis may be refusing more clients (maxclients) or this one (ACL)";
-  return Object.assign(new Error(message, { cause: why }), { code: why.code });
+  // Its name kept: code that told this failure apart by it still does.
+  return Object.assign(new Error(message, { cause: why }), {
+    name: 'MaxRetriesPerRequestError',
+    code: why.code,
+  });
 }
 
 function retryLater(shared: SharedSubscriber, channel: string, state: ChannelState): void {
