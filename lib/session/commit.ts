@@ -97,23 +97,23 @@ function persist(
   session: Session & Partial<SessionData>,
   store: KitSessionStore,
 ): Promise<Outcome> | undefined {
-  if (store.wasDropped(session)) {
+  if (store.marks.wasDropped(session)) {
     // Its write (the handler's own save()) found it ended: no cookie for it, nothing to write.
     forgetInRequest(session);
     return undefined;
   }
-  if (store.isPersisted(session)) {
+  if (store.marks.isPersisted(session)) {
     // Touched on load, so nothing to write, but express-session re-sends a rolling cookie. The
     // request may have outlived a login or logout in another tab of the same browser (or its own
     // logoutAll()), which ended this session: re-sending its cookie would put the dead session back
     // over the new one. Ended by this process: known without asking. Else, for a slow request, one
     // TOUCH tells (a vanished session is dropped from the request, so no cookie goes out).
-    if (!store.rolling || !store.loadedAs(req, req.sessionID)) return undefined;
+    if (!store.rolling || !store.marks.loadedAs(req, req.sessionID)) return undefined;
     if (store.endedLately(req.sessionID)) {
       forgetInRequest(session);
       return undefined;
     }
-    if (store.loadedBefore(req, SLOW_REQUEST_MS)) {
+    if (store.marks.loadedBefore(req, SLOW_REQUEST_MS)) {
       return store.refresh(req.sessionID, session).then(
         () => undefined,
         // Nothing needed saving: the answer goes out as it is, only without the cookie that could
@@ -126,9 +126,9 @@ function persist(
   const snapshot = snapshots.get(req);
   const modified = snapshot?.id !== req.sessionID || snapshot.body !== bodyOf(session);
   if (!modified) {
-    const loaded = store.loadedAs(req, req.sessionID);
+    const loaded = store.marks.loadedAs(req, req.sessionID);
     // An unchanged new session is not stored at all (saveUninitialized: false), and gets no cookie.
-    if (!loaded && !store.wasWritten(session)) return undefined;
+    if (!loaded && !store.marks.wasWritten(session)) return undefined;
     // A loaded session's cookie is re-sent only when rolling; a login's new one always is.
     if (loaded && !store.rolling) return undefined;
   }
@@ -138,7 +138,7 @@ function persist(
     return new Promise<void>((resolve, reject) => {
       session.save((error?: unknown) => (error ? reject(error) : resolve()));
     }).then(() => {
-      if (store.wasDropped(session)) forgetInRequest(session);
+      if (store.marks.wasDropped(session)) forgetInRequest(session);
       else persisted(store, session);
       return undefined;
     });
@@ -147,6 +147,6 @@ function persist(
 }
 
 function persisted(store: KitSessionStore, session: SessionData): undefined {
-  store.markPersisted(session);
+  store.marks.markPersisted(session);
   return undefined;
 }

@@ -161,7 +161,7 @@ export function redisSession(options: RedisSessionOptions): RedisSessionMiddlewa
       Object.assign(fresh, data, { userId: String(data.userId) });
       fresh.touch();
       if (!(await store.save(req.sessionID, fresh))) throw new SessionEndedError();
-      store.markPersisted(fresh);
+      store.marks.markPersisted(fresh);
       takeSnapshot(req);
     } catch (error) {
       // No half-logged-in session: without req.session no cookie is sent and nothing is saved.

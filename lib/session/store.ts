@@ -1,23 +1,14 @@
 import type { Request } from 'express';
 import { type SessionData, Store } from 'express-session';
-import { LRUCache } from 'lru-cache';
 import { guarded } from '../breaker';
 import type { RedisClient } from '../client';
 import { RedisRefusedError } from '../errors';
 import { emitKitEvent } from '../events';
 import { runScript } from '../scripts';
-import {
-  bodyOf,
-  forgetInRequest,
-  hasShape,
-  lifetimeOf,
-  parseSession,
-  type Shape,
-  sameLifetime,
-  shapeOf,
-  userIdOf,
-} from './data';
+import { bodyOf, forgetInRequest, lifetimeOf, parseSession, sameLifetime, userIdOf } from './data';
+import { EndedHere } from './ended-here';
 import { IndexClaims } from './index-claims';
+import { RequestMarks } from './request-marks';
 import { DESTROY, LOAD, SAVE, sessionHandle, sessionKey, TOUCH, userIndexKey } from './scripts';
 import { removeFromUserIndex, unlistFailed } from './user-index';
 
@@ -42,29 +33,14 @@ const MAX_USER_AGENT = 256;
  * a fresh, empty session. The README ("Sessions") says why this replaces connect-redis.
  */
 export class KitSessionStore extends Store {
-  /**
-   * Sessions already saved or touched during this request, with the data as written, so
-   * express-session's own end-of-request save/touch does not pay a second round trip.
-   */
-  private readonly persisted = new WeakMap<object, Shape>();
-  /** Request → the session id read from Redis for it, and when. */
-  private readonly loaded = new WeakMap<object, { sid: string; at: number }>();
-  /** Session data whose expiry `readAndSlide()` already slid (or, without rolling, must not slide). */
-  private readonly touchedOnLoad = new WeakSet<object>();
-  /**
-   * Handles of sessions this process ended lately (logout, a login's old id, logoutAll, revoke, the
-   * cap), for as long as their tombstones last: a request of this process that read one of them
-   * before it ended must not re-send its cookie, however fast it is (see commit.ts).
-   */
-  private readonly endedHere: LRUCache<string, number>;
-
+  /** What each request did with its session (read, written, dropped): see request-marks.ts. */
+  readonly marks = new RequestMarks();
+  private readonly ended: EndedHere;
   private readonly claims: IndexClaims;
-  /** Sessions (objects of a request) whose write found them ended. */
-  private readonly dropped = new WeakSet<object>();
 
   constructor(private readonly settings: StoreSettings) {
     super();
-    this.endedHere = new LRUCache({ max: 10_000, ttl: Math.max(1, settings.tombstoneMs) });
+    this.ended = new EndedHere(settings.tombstoneMs);
     this.claims = new IndexClaims(
       settings,
       (key, operation) => this.guard(key, operation),
@@ -72,24 +48,14 @@ export class KitSessionStore extends Store {
     );
   }
 
-  /** Notes sessions (by handle) this process is ending. Before their DESTROY: a request may finish meanwhile. */
+  /** Notes sessions (by handle) this process is ending (see ended-here.ts). */
   noteEnded(handles: readonly string[]): void {
-    for (const h of handles) this.endedHere.set(h, (this.endedHere.get(h) ?? 0) + 1);
-  }
-
-  /**
-   * Takes back this call's note of an end Redis refused. Only this one: a logout or another login
-   * may have noted the same session meanwhile, and its end stands.
-   */
-  private unnoteEnded(handle: string): void {
-    const notes = this.endedHere.get(handle) ?? 0;
-    if (notes > 1) this.endedHere.set(handle, notes - 1);
-    else this.endedHere.delete(handle);
+    this.ended.note(handles);
   }
 
   /** Whether this process ended session `sid` since the tombstone window began. */
   endedLately(sid: string): boolean {
-    return this.endedHere.has(sessionHandle(sid));
+    return this.ended.has(sid);
   }
 
   /** `key`: the Redis key the operation touches (on a Cluster, it picks that node's breaker). */
@@ -141,13 +107,13 @@ export class KitSessionStore extends Store {
     const own = parsed.cookie.originalMaxAge;
     // Without rolling nothing is slid, so the end of the request has nothing to touch either.
     if (!rolling || typeof own !== 'number' || own <= 0 || sameLifetime(own, ttl)) {
-      this.touchedOnLoad.add(parsed);
+      this.marks.noteTouchedOnLoad(parsed);
     }
     return parsed;
   }
 
   set(sid: string, session: SessionData, callback?: Callback): void {
-    if (this.isPersisted(session) || this.lifetimeOnlyUnsent(sid, session)) {
+    if (this.marks.isPersisted(session) || this.lifetimeOnlyUnsent(sid, session)) {
       callback?.();
       return;
     }
@@ -155,7 +121,7 @@ export class KitSessionStore extends Store {
     // the end of the request.
     this.save(sid, session).then(
       () => {
-        this.markPersisted(session);
+        this.marks.markPersisted(session);
         callback?.();
       },
       (error) => callback?.(error),
@@ -168,21 +134,21 @@ export class KitSessionStore extends Store {
    */
   private lifetimeOnlyUnsent(sid: string, session: SessionData): boolean {
     if (this.settings.rolling) return false;
-    const written = this.persisted.get(session);
+    const written = this.marks.writtenAs(session);
     const req = (session as { req?: Request }).req;
-    return written !== undefined && written.body === bodyOf(session) && this.loadedAs(req, sid);
+    return written !== undefined && written.body === bodyOf(session) && this.marks.loadedAs(req, sid);
   }
 
   override touch(sid: string, session: SessionData, callback?: Callback): void {
     // `isPersisted`, not "touched at all": a lifetime set by a streaming handler ("remember me")
     // still has to reach Redis. Without rolling the cookie keeps its expiry, and so does the key.
-    if (!this.settings.rolling || this.isPersisted(session)) {
+    if (!this.settings.rolling || this.marks.isPersisted(session)) {
       callback?.();
       return;
     }
     // Read or written in this request, and the data is the same (else express-session would call
     // set()): the lifetime changed, and it lives in the stored cookie, so the data is rewritten.
-    const work = this.persisted.has(session)
+    const work = this.marks.wasWritten(session)
       ? this.save(sid, session).then(() => {})
       : this.refresh(sid, session);
     work.then(
@@ -199,50 +165,16 @@ export class KitSessionStore extends Store {
   }
 
   override createSession(req: Request, data: SessionData) {
-    this.loaded.set(req, { sid: req.sessionID, at: Date.now() });
-    const touched = this.touchedOnLoad.has(data);
+    this.marks.noteLoaded(req);
+    const touched = this.marks.touchedOnLoad(data);
     const session = super.createSession(req, data);
-    if (touched) this.markPersisted(session);
+    if (touched) this.marks.markPersisted(session);
     return session;
   }
 
   /** Whether requests slide the session's expiry (and re-send its cookie). */
   get rolling(): boolean {
     return this.settings.rolling;
-  }
-
-  /**
-   * Whether `req` read its session more than `ms` ago: long enough for a login or logout in another
-   * tab to have ended it meanwhile.
-   */
-  loadedBefore(req: Request, ms: number): boolean {
-    const at = this.loaded.get(req)?.at;
-    return at !== undefined && Date.now() - at > ms;
-  }
-
-  /** Whether `sid` is the session that was read from Redis for `req` (not one generated since). */
-  loadedAs(req: Request | undefined, sid: string): boolean {
-    return req !== undefined && this.loaded.get(req)?.sid === sid;
-  }
-
-  /** Marks a session as already written (or touched) during this request. */
-  markPersisted(session: SessionData): void {
-    this.persisted.set(session, shapeOf(session));
-  }
-
-  isPersisted(session: SessionData): boolean {
-    const written = this.persisted.get(session);
-    return written !== undefined && hasShape(session, written);
-  }
-
-  /** Whether a write of this session found it ended (a logout elsewhere): it is dead. */
-  wasDropped(session: SessionData): boolean {
-    return this.dropped.has(session);
-  }
-
-  /** Whether the session was written (or touched) in Redis during this request, in any version. */
-  wasWritten(session: SessionData): boolean {
-    return this.persisted.has(session);
   }
 
   /** Writes the session; `false` when it had been destroyed meanwhile (the write is dropped). */
@@ -259,7 +191,7 @@ export class KitSessionStore extends Store {
     const key = sessionKey(prefix, sid);
     // A session read from Redis must still be there to be written: a slow request that outlived a
     // logout (and its tombstone) must not bring it back. Only a new id (a login) may create a key.
-    const mustExist = this.loadedAs(req, sid) ? '1' : '';
+    const mustExist = this.marks.loadedAs(req, sid) ? '1' : '';
     const data = JSON.stringify(session);
     // A login's new session is listed before it exists: a logoutAll() meanwhile then finds (and
     // tombstones) it, and a write whose reply was lost and that ioredis sent again, which finds its
@@ -274,7 +206,7 @@ export class KitSessionStore extends Store {
       // Kept in the request, only marked: a handler's own `req.session.save(cb)` (passport's logout
       // calls `req.session.regenerate()` in it) must still find a session there. Its end then sends
       // no cookie for it and writes nothing (see commit.ts).
-      this.dropped.add(session);
+      this.marks.markDropped(session);
       return false;
     }
     if (refresh === 1 && !creating) await this.claims.index(key, userId, sid, ttl, vouchedUntil);
@@ -294,7 +226,6 @@ export class KitSessionStore extends Store {
     if (refresh === 1) await this.claims.index(key, String(userId), sid, ttl, vouchedUntil);
   }
 
-  /** Destroys (tombstones) the session and drops it from its user's index. */
   /**
    * Ends a session. `forLogin`: a login is replacing it, so Redis must refuse the end under OOM
    * rather than let it pass and then refuse the new session (see DESTROY).
@@ -303,7 +234,7 @@ export class KitSessionStore extends Store {
     const { redis, prefix, tombstoneMs } = this.settings;
     const key = sessionKey(prefix, sid);
     const handle = sessionHandle(sid);
-    this.noteEnded([handle]);
+    this.ended.note([handle]);
     let owner: string | null;
     try {
       owner = await this.guard(key, () =>
@@ -312,7 +243,7 @@ export class KitSessionStore extends Store {
     } catch (error) {
       // Refused, the session lives on: its requests must go on re-sending its cookie. (A timeout
       // may have ended it, so that one stays noted.)
-      if (error instanceof RedisRefusedError) this.unnoteEnded(handle);
+      if (error instanceof RedisRefusedError) this.ended.unnote(handle);
       throw error;
     }
     if (!owner) return;
