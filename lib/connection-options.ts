@@ -100,6 +100,13 @@ export function validateRedisOptions(options: CreateRedisOptions): RedisTarget {
       );
     }
   }
+  if (target.kind === 'url' && urlTurnsOnStringNumbers(target.url)) {
+    throw optionError(
+      target.from === 'REDIS_URL' ? 'REDIS_URL' : 'url',
+      'turns on stringNumbers, which the kit cannot work with: it decides on the integer replies of its scripts',
+      'Remove stringNumbers from the URL.',
+    );
+  }
   booleanOption(options.failFast, 'failFast', false);
   const logger = options.logger;
   if (logger !== undefined && logger !== false && !hasWarn(logger)) {
@@ -203,4 +210,12 @@ function checkParses(url: string, name: string, given = url): void {
       'Percent-encode "/", "?", "#" and "@" in the user name and password (encodeURIComponent).',
     );
   }
+}
+
+/** ioredis copies a URL's query into its options: any value but an empty one turns the flag on. */
+function urlTurnsOnStringNumbers(url: string): boolean {
+  const at = url.indexOf('?');
+  if (at < 0) return false;
+  const value = new URLSearchParams(url.slice(at + 1).split('#')[0]).get('stringNumbers');
+  return value !== null && value !== '';
 }

@@ -1,7 +1,6 @@
 import Redis, { Cluster, type ClusterOptions, type RedisOptions } from 'ioredis';
-import { type RedisClient, stringNumbersOf } from './client';
+import type { RedisClient } from './client';
 import { DEFAULT_REDIS_URL, type RedisTarget, validateRedisOptions } from './connection-options';
-import { optionError } from './errors';
 import { pingRedis } from './health';
 import { neverThrows } from './logger';
 import { maskUrl } from './mask-url';
@@ -107,15 +106,6 @@ export async function connectRedis(options: CreateRedisOptions = {}): Promise<Re
 
 function buildClient(options: CreateRedisOptions, target: RedisTarget, quietUntilReady = false): RedisClient {
   const client = newClient(options, target);
-  if (stringNumbersOf(client)) {
-    // Only a URL's query (`?stringNumbers=true`, also in REDIS_URL) gets here: the options were checked.
-    client.disconnect();
-    throw optionError(
-      target.kind === 'url' && target.from === 'REDIS_URL' ? 'REDIS_URL' : 'url',
-      'turns on stringNumbers, which the kit cannot work with: it decides on the integer replies of its scripts',
-      'Remove stringNumbers from the URL.',
-    );
-  }
   const { logger = { warn: (message: string) => console.warn(message) } } = options;
   if (logger !== false) reportOutages(client, describeTarget(target), neverThrows(logger), quietUntilReady);
   return client;
