@@ -1,6 +1,7 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { optionError } from '../errors';
 import { scopePart } from '../keys';
+import { hasBody } from '../request-body';
 import { captureResponse } from './capture';
 import { answerStaleOnError, type FillContext, fill, staleIfErrorOf } from './fill';
 import { Flights, noFlight } from './flights';
@@ -83,7 +84,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     const ticket = refreshTicketOf(req);
     // A GET's body is not in the default key, yet a route may read it (`req.body?.q ?? req.query.q`):
     // stored, the answer to one client's body would be served for everyone's plain GET.
-    if (!o.key && !ticket && hasBody(req)) return bypass(res, next, '', 'body');
+    if (!o.key && !ticket && hasBody(req.headers)) return bypass(res, next, '', 'body');
     if (!trustsKey && !ticket) {
       const perUser = perUserReason(req.headers, o.perUser);
       if (perUser) return bypass(res, next, '', perUser);
@@ -238,9 +239,4 @@ function refuseCacheSettings(options: CacheResponseOptions, cache: Cache): void 
   if (options.redis !== undefined && options.redis !== cache.redis) {
     throw optionError('redis', "differs from the shared cache's client, which `cache` brings", fix('redis'));
   }
-}
-
-function hasBody(req: Request): boolean {
-  const length = req.headers['content-length'];
-  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }

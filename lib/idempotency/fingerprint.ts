@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Request } from 'express';
 import { sortQuery } from '../keys';
+import { hasBody } from '../request-body';
 import { matchedPath } from './request-key';
 
 /**
@@ -29,8 +30,8 @@ export function defaultFingerprint(req: Request): string {
   // such a query also counts as it was sent. Others hash as before, so stored records still match.
   if (hasBrokenEscape(search)) hash.update('raw\0').update(search).update('\0');
   const body: unknown = req.body;
-  const { 'content-length': length, 'content-type': type, 'transfer-encoding': chunked } = req.headers ?? {};
-  const sent = (length !== undefined && length !== '0') || chunked !== undefined;
+  const { 'content-length': length, 'content-type': type } = req.headers ?? {};
+  const sent = hasBody(req.headers);
   if (body === undefined || (sent && unreadOnExpress4(req, body))) {
     hash.update('none');
     // Unread, but there: two payloads of another type or size must still not replay each other.
