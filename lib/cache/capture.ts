@@ -31,6 +31,7 @@ export interface CaptureOptions {
 }
 
 type Callback = (error?: Error | null) => void;
+type Chunk = string | Buffer | Uint8Array;
 
 /**
  * How much captured body, in the whole process, may wait in memory for clients that read slowly
@@ -47,7 +48,6 @@ function needsDrain(res: ServerResponse): boolean {
   }
   return false;
 }
-type Chunk = string | Buffer | Uint8Array;
 
 /**
  * Tees a response as it streams to the client: nothing is delayed, and buffering stops (the response
