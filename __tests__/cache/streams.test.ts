@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { pipeline, Readable } from 'node:stream';
 import express from 'express';
 import { cacheResponse } from '../../lib/cache';
+import { unsentBudget } from '../../lib/cache/capture';
 import type { RedisClient } from '../../lib/client';
 import { captureEvents } from '../helpers/events';
 import { eventually, useFlushedClient, useRedisServer } from '../helpers/redis';
@@ -130,6 +131,76 @@ describe('cacheResponse: answers it will not store never hold up other requests'
       }
     },
   );
+
+  it('past the process-wide budget of unsent bytes, stalled clients pace their routes again, and leaving gives it back', async () => {
+    const limit = unsentBudget.limit;
+    unsentBudget.limit = 256 * 1024;
+    const chunk = 16 * 1024;
+    // Bytes each stalled answer could write before write() first said "wait" (or all 1 MiB of it).
+    const paced: number[] = [];
+    const app = express();
+    app.get('/events', (_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(': open\n\n');
+    });
+    app.get(
+      '/asset/:n',
+      cacheResponse({ redis: client, ttl: '1m', maxBodySize: 4 * 1024 * 1024, logger: quietLogger() }),
+      (_req, res) => {
+        res.type('application/octet-stream');
+        let written = 0;
+        while (written < 1024 * 1024) {
+          written += chunk;
+          if (!res.write(Buffer.alloc(chunk, 'x'))) break;
+        }
+        paced.push(written);
+      },
+    );
+    const port = Number(new URL(await listen(app)).port);
+    // Each answer to /asset waits behind an endless one on its connection: it can never be sent.
+    const stalled = (n: number) => {
+      const socket = connect(port, '127.0.0.1');
+      socket.write(`GET /events HTTP/1.1\r\nHost: x\r\n\r\nGET /asset/${n} HTTP/1.1\r\nHost: x\r\n\r\n`);
+      return socket;
+    };
+    const sockets: ReturnType<typeof connect>[] = [];
+    try {
+      sockets.push(stalled(1));
+      await eventually(() => paced.length === 1, 'the first stalled answer');
+      sockets.push(stalled(2));
+      await eventually(() => paced.length === 2, 'the second stalled answer');
+      // The first runs ahead of its socket until the budget is spent; the second finds little left.
+      expect(paced[0]).toBeGreaterThanOrEqual(256 * 1024);
+      expect(paced[0]).toBeLessThan(1024 * 1024);
+      expect(paced[1]).toBeLessThan(paced[0] ?? 0);
+      expect(unsentBudget.used).toBeGreaterThan(0);
+      for (const socket of sockets) socket.destroy();
+      await eventually(() => unsentBudget.used === 0, 'the budget given back');
+    } finally {
+      for (const socket of sockets) socket.destroy();
+      unsentBudget.limit = limit;
+    }
+  });
+
+  it('a route that writes on after its client left charges nothing to the budget of unsent bytes', async () => {
+    const before = unsentBudget.used;
+    let done = false;
+    const app = express();
+    app.use(cacheResponse({ redis: client, ttl: '1m', l1: false, logger: quietLogger() }));
+    app.get('/feed', async (_req, res) => {
+      res.type('text/plain');
+      res.flushHeaders();
+      for (let i = 0; i < 10; i++) {
+        res.write(Buffer.alloc(500, 'f'));
+        await sleep(20);
+      }
+      res.end();
+      done = true;
+    });
+    await timeToHeaders(`${await listen(app)}/feed`);
+    await eventually(() => done, 'the route to finish');
+    expect(unsentBudget.used).toBe(before);
+  });
 
   it('requests coalesced behind a stuck origin go to the origin after 3 × lockTimeout instead of waiting for ever', async () => {
     let calls = 0;

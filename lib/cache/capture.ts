@@ -37,8 +37,7 @@ type Chunk = string | Buffer | Uint8Array;
  * How much captured body, in the whole process, may wait in memory for clients that read slowly
  * or never (see res.write in captureResponse): beyond it, routes stream at their clients' pace again.
  */
-const UNSENT_BUDGET = 64 * 1024 * 1024;
-const unsentBytes = { total: 0 };
+export const unsentBudget = { limit: 64 * 1024 * 1024, used: 0 };
 
 /** Node's own `writableNeedDrain` of the response (its getter, past the one set on the instance). */
 function needsDrain(res: ServerResponse): boolean {
@@ -76,13 +75,19 @@ export function captureResponse(
 
   // Bytes written past a full socket while capturing (see res.write), until the response is over.
   let unsent = 0;
-  const holdsBack = () => capturing && unsentBytes.total < UNSENT_BUDGET;
+  // Over: writes after it (a route still streaming to a client that left) would never be given back.
+  let over = false;
+  const holdsBack = () => capturing && !over && unsentBudget.used < unsentBudget.limit;
   const settleUnsent = () => {
-    unsentBytes.total -= unsent;
+    over = true;
+    unsentBudget.used -= unsent;
     unsent = 0;
   };
   res.once('finish', settleUnsent);
   res.once('close', settleUnsent);
+  // A pipelined answer still queued behind another on its connection gets neither event when that
+  // connection dies: only its request closes.
+  res.req?.once('close', settleUnsent);
   const finish = (captured: Captured | undefined) => {
     if (finished) return;
     finished = true;
@@ -174,7 +179,7 @@ export function captureResponse(
     // against a budget for the whole process; past it, the socket's pace applies again.
     const bytes = chunk === undefined || chunk === null ? 0 : chunkBytes(chunk, encoding).length;
     unsent += bytes;
-    unsentBytes.total += bytes;
+    unsentBudget.used += bytes;
     return true;
   } as ServerResponse['write'];
   // pipe() and pipeline() also read this flag before their first write.
