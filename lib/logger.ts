@@ -8,7 +8,7 @@ export function neverThrows<A extends unknown[]>(logger: {
 }): {
   warn(...args: A): void;
 } {
-  return {
+  const wrapper = {
     warn: (...args: A) => {
       try {
         logger.warn(...args);
@@ -17,6 +17,15 @@ export function neverThrows<A extends unknown[]>(logger: {
       }
     },
   };
+  given.set(wrapper, logger);
+  return wrapper;
+}
+
+const given = new WeakMap<object, object>();
+
+/** The logger an option gave, behind the wrapper `neverThrows` made of it. */
+export function givenLogger(wrapper: object): object | undefined {
+  return given.get(wrapper);
 }
 
 /** Whether an option given as a logger has the `warn` method every component logs through. */

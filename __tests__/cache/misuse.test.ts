@@ -138,7 +138,8 @@ describe('cacheResponse: arguments of the wrong shape fail loudly instead of doi
   });
 
   it('refuses settings of the shared cache given beside cache (they would not apply), and keeps those that do', async () => {
-    const cache = createCache({ redis: client, timeout: '150ms', logger: quietLogger() });
+    const logger = quietLogger();
+    const cache = createCache({ redis: client, timeout: '150ms', logger });
     for (const [name, value] of [
       ['timeout', 20],
       ['prefix', 'mine:'],
@@ -147,7 +148,7 @@ describe('cacheResponse: arguments of the wrong shape fail loudly instead of doi
       ['logger', quietLogger()],
     ] as const) {
       expect(() => cacheResponse({ cache, ttl: '1m', [name]: value })).toThrow(
-        new RegExp(`option "${name}" is a setting of the shared cache.*Set ${name} in createCache`),
+        new RegExp(`option "${name}" differs from the shared cache's.*Set ${name} in createCache`),
       );
     }
     const other = (client as import('ioredis').Redis).duplicate();
@@ -156,17 +157,22 @@ describe('cacheResponse: arguments of the wrong shape fail loudly instead of doi
     } finally {
       other.disconnect();
     }
-    // The cache's own client and prefix given again are no conflict, jitter and name apply per
-    // middleware, and an undefined is no setting.
+    // The cache's own settings given again (one object of common settings spread into both) are no
+    // conflict, jitter and name apply per middleware, and an undefined is no setting.
     const mw = cacheResponse({
       cache,
       redis: client,
       prefix: 'erk:',
+      timeout: 150,
+      lockTimeout: '5s',
+      logger,
+      l1: { max: 1000 },
       ttl: '1m',
       jitter: 0,
       name: 'page',
-      timeout: undefined,
     });
+    expect(cacheResponse({ cache, ttl: '1m', timeout: undefined }).name).toBe('cacheResponse');
+    expect(() => cacheResponse({ cache, ttl: '1m', timeout: -1 })).toThrow(/option "timeout"/);
     const app = express().get('/r', mw, (_req, res) => {
       res.send('v1');
     });

@@ -1,6 +1,7 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { optionError } from '../errors';
 import { scopePart } from '../keys';
+import { givenLogger } from '../logger';
 import { hasBody } from '../request-body';
 import { captureResponse } from './capture';
 import { answerStaleOnError, type FillContext, fill, staleIfErrorOf } from './fill';
@@ -8,7 +9,12 @@ import { Flights, noFlight } from './flights';
 import { invalidatesMiddleware } from './invalidates';
 import { defaultKey, entryKey, hasOtherParameters, withVary } from './key';
 import type { Rec } from './l1';
-import { resolveResponseOptions } from './options';
+import {
+  type ResolvedCacheOptions,
+  type ResolvedL1,
+  resolveCacheOptions,
+  resolveResponseOptions,
+} from './options';
 import { perUserReason } from './per-user';
 import { refreshTicketOf } from './refresh';
 import { respond, type XCache } from './respond';
@@ -226,13 +232,39 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
  */
 const CACHE_SETTINGS = ['l1', 'prefix', 'timeout', 'lockTimeout', 'logger'] as const;
 
+function sameAsCache(
+  name: (typeof CACHE_SETTINGS)[number],
+  options: CacheResponseOptions,
+  own: ResolvedCacheOptions,
+): boolean {
+  // Resolved as createCache would (so '150ms' equals 150), with its validation errors.
+  const resolved = resolveCacheOptions({ redis: own.redis, [name]: options[name] });
+  switch (name) {
+    case 'prefix':
+      return resolved.prefix === own.prefix;
+    case 'timeout':
+      return resolved.timeoutMs === own.timeoutMs;
+    case 'lockTimeout':
+      return resolved.lockTimeoutMs === own.lockTimeoutMs;
+    case 'logger':
+      return options.logger === givenLogger(own.logger);
+    case 'l1':
+      return (
+        resolved.l1 === own.l1 || (resolved.l1 !== false && own.l1 !== false && sameL1(resolved.l1, own.l1))
+      );
+  }
+}
+
+function sameL1(a: ResolvedL1, b: ResolvedL1): boolean {
+  return a.max === b.max && a.maxSize === b.maxSize && a.ttlMs === b.ttlMs;
+}
+
 function refuseCacheSettings(options: CacheResponseOptions, cache: Cache): void {
   const fix = (name: string) => `Set ${name} in createCache({ ... }) instead, or leave out \`cache\`.`;
   for (const name of CACHE_SETTINGS) {
-    // The cache's own prefix given again (one object of common settings spread into both) is no conflict.
-    if (name === 'prefix' && options.prefix === cache.options.prefix) continue;
-    if (options[name] !== undefined) {
-      throw optionError(name, 'is a setting of the shared cache, which `cache` brings', fix(name));
+    // The cache's own setting given again (one object of common settings spread into both) is no conflict.
+    if (options[name] !== undefined && !sameAsCache(name, options, cache.options)) {
+      throw optionError(name, "differs from the shared cache's, which `cache` brings", fix(name));
     }
   }
   // The same client is harmless (a common way to write it); another one would be ignored.
