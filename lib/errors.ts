@@ -134,10 +134,11 @@ export class SessionEndedError extends Error {
 
 /**
  * A bad option value as the user would recognise it in a message: `NaN` and `Infinity` (which JSON
- * would print as `null`), `10n`, a function, a cycle, not a crash while building the message.
+ * would print as `null`), `10n`, a function, an object by its keys, not a crash while building it.
  */
 export function shown(value: unknown): string {
   switch (typeof value) {
+    case 'boolean':
     case 'number':
       return String(value);
     case 'bigint':
@@ -148,11 +149,32 @@ export function shown(value: unknown): string {
     case 'undefined':
       return String(value);
   }
-  try {
-    return JSON.stringify(value) ?? String(value);
-  } catch {
-    return Object.prototype.toString.call(value);
+  if (typeof value === 'string') return JSON.stringify(value);
+  return shapeOf(value);
+}
+
+/**
+ * An object or array by its shape only. The value may be something an app's callback returned per
+ * request (`scope: req => req.user`), and its contents (a password hash, a token) must not reach an
+ * error message, a log or, with Express's default handler outside production, the response.
+ */
+function shapeOf(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) {
+    const kinds = [...new Set(value.slice(0, 20).map((item) => (item === null ? 'null' : typeof item)))];
+    return value.length === 0 ? 'an empty array' : `an array of ${value.length} (${kinds.join(', ')})`;
   }
+  let kind: unknown;
+  let keys: string[];
+  try {
+    kind = (value as object).constructor?.name;
+    keys = Object.keys(value as object);
+  } catch {
+    return 'an object';
+  }
+  const named = typeof kind === 'string' && kind !== '' && kind !== 'Object' ? `a ${kind}` : 'an object';
+  if (keys.length === 0) return named;
+  return `${named} with keys ${keys.slice(0, 6).join(', ')}${keys.length > 6 ? ', …' : ''}`;
 }
 
 /**

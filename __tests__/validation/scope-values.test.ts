@@ -1,5 +1,6 @@
 import express from 'express';
-import { cacheResponse, idempotency } from '../../lib';
+import { cacheResponse, idempotency, rateLimit, redisSession } from '../../lib';
+import { tagsReturned } from '../../lib/cache/targets';
 import { useRedisServer } from '../helpers/redis';
 import { freshKey, send, useServers } from '../idempotency/http';
 
@@ -45,6 +46,9 @@ describe('a scope callback that returns an object', () => {
     expect(bob.body.toString()).not.toContain('alice');
     expect(runs()).toBe(0);
     expect(errors[0]).toMatch(/idempotency: option "scope" must return a string or a number/);
+    // The user object is named by its shape: its contents would reach logs and error pages.
+    expect(errors[0]).toMatch(/got an object with keys name\.$/);
+    expect(errors.join()).not.toContain('alice');
   });
 
   it('cacheResponse: is refused with a TypeError naming "scope", and one user never gets another’s page', async () => {
@@ -62,6 +66,7 @@ describe('a scope callback that returns an object', () => {
     expect(bob.status).toBe(500);
     expect(bob.body).not.toContain('alice');
     expect(errors[0]).toMatch(/cacheResponse: option "scope" must return a string or a number/);
+    expect(errors.join()).not.toContain('alice');
   });
 
   it('numbers and strings still key as before', async () => {
@@ -79,5 +84,45 @@ describe('a scope callback that returns an object', () => {
     expect(
       (await send(url, { key, headers: { user: 'alice' } })).headers.get('idempotent-replayed'),
     ).toBeNull();
+  });
+
+  it('rateLimit key, cache tags and sessions.login(): the error names what came back by its shape, never its contents', async () => {
+    const user = { id: 7, email: 'ada@example.com', passwordHash: '$2b$10$SECRET' };
+    const app = express();
+    const sessions = redisSession({
+      redis: redis.client(),
+      secret: 'a-test-secret-of-32-characters!!',
+      cookie: { secure: false },
+    });
+    app.use(sessions);
+    app.get(
+      '/rl',
+      rateLimit({ redis: redis.client(), limit: 5, window: '1m', key: () => user as never }),
+      (_req, res) => {
+        res.send('ok');
+      },
+    );
+    app.get('/login', async (req, res, next) => {
+      try {
+        await sessions.login(req, { userId: user as never });
+        res.send('in');
+      } catch (error) {
+        next(error);
+      }
+    });
+    const errors: string[] = [];
+    app.use(((error, _req, res, _next) => {
+      errors.push((error as Error).message);
+      res.status(500).json({ error: 'internal' });
+    }) as express.ErrorRequestHandler);
+    const url = await servers.listen(app);
+    expect((await fetch(`${url}/rl`)).status).toBe(500);
+    expect((await fetch(`${url}/login`)).status).toBe(500);
+    expect(errors).toHaveLength(2);
+    for (const message of errors) {
+      expect(message).toContain('got an object with keys id, email, passwordHash');
+      expect(message).not.toMatch(/ada@|SECRET/);
+    }
+    expect(() => tagsReturned([user])).toThrow(/got an array of 1 \(object\)\.$/);
   });
 });
