@@ -83,7 +83,7 @@ describe('the L1 invalidation bus when Redis is down as the app starts', () => {
     clients.push(web);
     await web.ping();
     const failures: unknown[] = [];
-    const logger = { warn: (details: { error?: unknown }) => failures.push(details.error) };
+    const logger = { warn: (details: { err?: unknown }) => failures.push(details.err) };
     createCache({ redis: web, l1: { max: 100 }, logger });
     await eventually(() => failures.length === 1, 'the warning that the subscription failed', 15_000);
     // ioredis alone says "Reached the max retries per request limit (which is 1)".

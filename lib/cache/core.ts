@@ -67,7 +67,7 @@ export class CacheCore {
         onError: (error) => {
           l1.suspend();
           options.logger.warn(
-            { error },
+            { err: error },
             'cannot subscribe to the invalidation channel; L1 is off until it can (retrying)',
           );
         },

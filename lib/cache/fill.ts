@@ -92,7 +92,7 @@ export function fill(
             ? toEntry(ctx, req, res, captured, before)
             : undefined;
       } catch (error) {
-        logger.warn({ key, error }, 'the tags or shouldCache option threw; response not cached');
+        logger.warn({ key, err: error }, 'the tags or shouldCache option threw; response not cached');
       }
       if (!entry && reason === 'stale-if-error' && fallback) {
         // The origin is failing: requests coalesced behind this one get the same stale answer.
@@ -124,7 +124,7 @@ export function fill(
             : undefined;
       } catch (error) {
         // Runs from the response's end: a throw would strand the requests coalesced behind this one.
-        logger.warn({ key, error }, 'could not prepare the response for the cache; not cached');
+        logger.warn({ key, err: error }, 'could not prepare the response for the cache; not cached');
         cache.releaseFill(redisKey, token);
         return settle({ retry: true });
       }

@@ -40,7 +40,7 @@ export function invalidatesMiddleware(
         target = selectedTarget(select(req, res));
       } catch (error) {
         logger.warn(
-          { error },
+          { err: error },
           'the invalidates() selector threw or returned no tags/keys; nothing invalidated',
         );
         return end.apply(this, args);
@@ -65,7 +65,7 @@ export function invalidatesMiddleware(
         .invalidate(target)
         .catch((error) =>
           logger.warn(
-            { error },
+            { err: error },
             `invalidation incomplete (${(error as Error)?.message ?? error}); what it missed expires on its TTL`,
           ),
         )

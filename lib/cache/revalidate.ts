@@ -29,7 +29,7 @@ export function createRevalidator(cache: Cache, event: (type: string, key: strin
     if (since === undefined) return done();
     event('refresh', key);
     const started = replay(req, { token, since, done }, lockTimeoutMs * 3, (error) =>
-      logger.warn({ key, error }, 'background refresh failed; stale entry kept'),
+      logger.warn({ key, err: error }, 'background refresh failed; stale entry kept'),
     );
     if (!started) {
       cache.releaseFill(redisKey, token);

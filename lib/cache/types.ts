@@ -5,7 +5,11 @@ import type { Duration } from '../duration';
 // The options users pass to the cache: its public contract. Defaults and checks live in options.ts,
 // the accepted names (kept in step with these types) in option-names.ts.
 
-/** Where the cache reports entries it had to throw away (pino and console both fit). */
+/**
+ * Where the cache reports entries it had to throw away and background work that failed: pino's
+ * argument order, details first (pino and console both fit). An error comes as `details.err`, the
+ * name pino's standard serializer prints.
+ */
 export interface CacheLogger {
   warn(details: object, message: string): void;
 }

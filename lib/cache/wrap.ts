@@ -188,7 +188,7 @@ export class Cache extends CacheCore {
 
   private unserializable(redisKey: string, error: unknown): void {
     this.options.logger.warn(
-      { key: redisKey, error },
+      { key: redisKey, err: error },
       'cache.wrap could not serialize the value; returned it uncached',
     );
     this.event('uncacheable', { key: redisKey, reason: 'serializer', error: error as Error });
@@ -229,7 +229,10 @@ export class Cache extends CacheCore {
     };
     run()
       .catch((error) =>
-        this.options.logger.warn({ key: redisKey, error }, 'background refresh failed; stale value kept'),
+        this.options.logger.warn(
+          { key: redisKey, err: error },
+          'background refresh failed; stale value kept',
+        ),
       )
       .finally(() => this.refreshing.delete(redisKey));
   }
