@@ -428,7 +428,7 @@ describe('idempotency lifecycle', () => {
     expect(runs).toBe(1);
   });
 
-  it('mounted with app.use, treats the spellings of one path that Express routes alike as one record', async () => {
+  it('mounted with app.use, keeps the spellings of one path in one record: another spelling is a 422, never a second run', async () => {
     const redis = redisServer.client();
     let runs = 0;
     const app = express();
@@ -444,8 +444,41 @@ describe('idempotency lifecycle', () => {
     for (const path of ['/orders', '/Orders', '/orders/'])
       answers.push(await send(`${base}${path}`, { key }));
     expect(runs).toBe(1);
-    expect(answers.map((a) => a.status)).toEqual([201, 201, 201]);
-    expect(answers.slice(1).map((a) => a.headers.get('idempotent-replayed'))).toEqual(['true', 'true']);
+    expect(answers.map((a) => a.status)).toEqual([201, 422, 422]);
+    // The same spelling again is the retry it should be.
+    const retry = await send(`${base}/orders`, { key });
+    expect(retry.headers.get('idempotent-replayed')).toBe('true');
+    expect(runs).toBe(1);
+  });
+
+  it('under a Router with caseSensitive and strict, never answers one handler with what another stored', async () => {
+    const redis = redisServer.client();
+    const app = express();
+    app.use(express.json());
+    const router = express.Router({ caseSensitive: true, strict: true });
+    router.use(idempotency({ redis }));
+    router.post('/Transfer', (_req, res) => {
+      res.status(201).json({ handler: 'Transfer' });
+    });
+    router.post('/transfer', (_req, res) => {
+      res.status(201).json({ handler: 'transfer' });
+    });
+    router.post('/pay/', (_req, res) => {
+      res.status(201).json({ handler: 'pay/' });
+    });
+    router.post('/pay', (_req, res) => {
+      res.status(201).json({ handler: 'pay' });
+    });
+    app.use('/cs', router);
+    const base = await servers.listen(app);
+    const key = freshKey();
+    expect(JSON.parse((await send(`${base}/cs/Transfer`, { key })).body.toString())).toEqual({
+      handler: 'Transfer',
+    });
+    expect((await send(`${base}/cs/transfer`, { key })).status).toBe(422);
+    const other = freshKey();
+    expect((await send(`${base}/cs/pay/`, { key: other })).status).toBe(201);
+    expect((await send(`${base}/cs/pay`, { key: other })).status).toBe(422);
   });
 
   it('keeps routes apart: the same key on another route is a different record', async () => {

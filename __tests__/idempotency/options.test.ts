@@ -105,8 +105,9 @@ describe('defaultFingerprint', () => {
     expect(defaultFingerprint(req({}, 'POST', '/orders?currency=eur&amount=10'))).toBe(base);
     expect(defaultFingerprint(req({}, 'POST', '/orders?amount=1000&currency=eur'))).not.toBe(base);
     expect(defaultFingerprint(req({}, 'POST', '/orders'))).not.toBe(base);
-    // Express routes /Orders/ to the same handler as /orders by default: the same request.
-    expect(defaultFingerprint(req({}, 'POST', '/Orders/?amount=10&currency=eur'))).toBe(base);
+    // Express routes /Orders/ to the same handler as /orders by default, but a Router made with
+    // { caseSensitive, strict } may not, and from app.use() that cannot be seen: another request.
+    expect(defaultFingerprint(req({}, 'POST', '/Orders/?amount=10&currency=eur'))).not.toBe(base);
     const strict = { 'case sensitive routing': true, 'strict routing': true };
     expect(defaultFingerprint(req({}, 'POST', '/Orders/?amount=10&currency=eur', strict))).not.toBe(
       defaultFingerprint(req({}, 'POST', '/orders?amount=10&currency=eur', strict)),

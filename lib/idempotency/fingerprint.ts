@@ -5,9 +5,9 @@ import { hasBody } from '../request-body';
 import { matchedPath } from './request-key';
 
 /**
- * The default request fingerprint: SHA-256 (hex) of the method, the path as the router matches it,
- * the query parameters (sorted by name, so the order of different names does not matter) and the body as a body parser left
- * it in `req.body`:
+ * The default request fingerprint: SHA-256 (hex) of the method, the path (as the router matches it,
+ * and as spelled when that differs), the query parameters (sorted by name, so the order of different
+ * names does not matter) and the body as a body parser left it in `req.body`:
  * - a `Buffer` or string (`express.raw()`, `express.text()`) is hashed as its bytes;
  * - anything else (`express.json()`, `express.urlencoded()`) as canonical JSON, object keys sorted,
  *   so `{"a":1,"b":2}` and `{"b":2,"a":1}` are the same payload;
@@ -23,7 +23,8 @@ export function defaultFingerprint(req: Request): string {
   const search = at < 0 ? '' : url.slice(at + 1);
   // Sorted as the cache key's query is (normaliseQuery).
   const query = new URLSearchParams(sortQuery([...new URLSearchParams(search)], ([name]) => name));
-  hash.update(req.method).update('\0').update(matchedPath(req)).update('\0');
+  const path = matchedPath(req);
+  hash.update(req.method).update('\0').update(path).update('\0');
   // Two requests that differ only in `?amount=` are not the same operation.
   hash.update(query.toString()).update('\0');
   // URLSearchParams reads every broken escape (%FF, %FE) as U+FFFD, where the app's parser may not:
@@ -52,6 +53,12 @@ export function defaultFingerprint(req: Request): string {
     hash.update('\0files');
     for (const file of files) hashFile(hash, file);
   }
+  // The path as it was spelled, when the app's routing settings would read it otherwise: a Router
+  // made with { caseSensitive, strict } may send `/Transfer` and `/transfer/` to other handlers than
+  // `/transfer`, and from `app.use()` that cannot be seen. Such a key reused under another spelling
+  // is then a 422, never the other handler's answer. Only then, so other fingerprints stay as stored.
+  const spelled = `${req.baseUrl ?? ''}${req.path ?? ''}`;
+  if (spelled !== path) hash.update('\0spelled\0').update(spelled);
   return hash.digest('hex');
 }
 
