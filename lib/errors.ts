@@ -53,7 +53,7 @@ export function sendProblem(res: Response, problem: Problem, headers: Record<str
  * kit loads two copies (ESM and CommonJS builds), and an error from one must still be recognised
  * by the other's checks (`handleErrors`, the fail modes) and by the app's own `instanceof`.
  */
-function isKitError(cls: object, value: unknown, codes: ReadonlySet<string>): boolean {
+export function isKitError(cls: object, value: unknown, codes: ReadonlySet<string>): boolean {
   if (Function.prototype[Symbol.hasInstance].call(cls, value)) return true;
   const code = value instanceof Error ? (value as { code?: unknown }).code : undefined;
   return typeof code === 'string' && codes.has(code);

@@ -1,7 +1,12 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import express from 'express';
 import request from 'supertest';
+import * as kit from '../../lib';
 import * as errors from '../../lib/errors';
 import { redisSession } from '../../lib/session';
+import { KIT_VERSION } from '../../lib/version';
+import { captureEvents } from '../helpers/events';
 import { useRedisServer } from '../helpers/redis';
 
 /** A second copy of the kit's errors, as an app that both imports and requires the kit loads. */
@@ -13,6 +18,18 @@ function otherCopy(): typeof errors {
   expect(copy!.RedisUnavailableError).not.toBe(errors.RedisUnavailableError);
   return copy!;
 }
+
+/** A second copy of the whole kit. */
+function otherKit(): typeof kit {
+  let copy: typeof kit | undefined;
+  jest.isolateModules(() => {
+    copy = require('../../lib');
+  });
+  expect(copy!.cacheResponse).not.toBe(kit.cacheResponse);
+  return copy!;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describe('errors from another copy of the kit (its ESM and CommonJS builds both loaded)', () => {
   const redis = useRedisServer();
@@ -27,6 +44,11 @@ describe('errors from another copy of the kit (its ESM and CommonJS builds both 
     expect(timeout instanceof errors.RedisTimeoutError).toBe(true);
     expect(new other.RedisUnavailableError('down') instanceof errors.RedisRefusedError).toBe(false);
     expect(new other.SessionEndedError() instanceof errors.SessionEndedError).toBe(true);
+    const another = otherKit();
+    expect(new another.LockBusyError('l') instanceof kit.LockBusyError).toBe(true);
+    expect(new another.LockLostError('l') instanceof kit.LockLostError).toBe(true);
+    expect(new another.LockLostError('l') instanceof kit.LockBusyError).toBe(false);
+    expect(new another.CorruptEntryError('bad') instanceof kit.CorruptEntryError).toBe(true);
     // This copy's own errors, subclasses and unrelated errors keep plain instanceof semantics.
     expect(new errors.RedisTimeoutError(1) instanceof errors.RedisUnavailableError).toBe(true);
     expect(new errors.RedisUnavailableError('x') instanceof errors.RedisTimeoutError).toBe(false);
@@ -48,5 +70,66 @@ describe('errors from another copy of the kit (its ESM and CommonJS builds both 
     const res = await request(app).get('/');
     expect(res.status).toBe(503);
     expect(res.headers['content-type']).toMatch(/application\/problem\+json/);
+  });
+});
+
+describe('objects another copy of the kit hands this one', () => {
+  const redis = useRedisServer();
+
+  it("a background refresh by the other copy's cache is not charged by this copy's rateLimit", async () => {
+    const other = otherKit();
+    const client = redis.client();
+    const limiter = kit.rateLimit({
+      redis: client,
+      limit: 5,
+      window: '1m',
+      key: () => 'client',
+      headers: false,
+    });
+    const app = express();
+    app.use(limiter);
+    app.get(
+      '/r',
+      other.cacheResponse({ redis: client, ttl: 300, jitter: 0, staleWhileRevalidate: '1m', l1: false }),
+      (_req, res) => {
+        res.send('page');
+      },
+    );
+    const events = captureEvents('cache');
+    try {
+      expect((await request(app).get('/r')).headers['x-cache']).toBe('MISS');
+      await events.waitFor('store', 1);
+      await sleep(400);
+      expect((await request(app).get('/r')).headers['x-cache']).toBe('STALE');
+      await events.waitFor('store', 2); // the refresh ran through the app, limiter included
+      expect((await limiter.get('client')).used).toBe(2);
+    } finally {
+      events.stop();
+    }
+  });
+
+  it("cacheResponse takes the other copy's createCache() of the same version, and names a different version", async () => {
+    const other = otherKit();
+    const cache = other.createCache({ redis: redis.client(), l1: false });
+    const app = express().get('/shared', kit.cacheResponse({ cache, ttl: '1m' }), (_req, res) => {
+      res.send('v1');
+    });
+    expect((await request(app).get('/shared')).headers['x-cache']).toBe('MISS');
+    await sleep(100);
+    expect((await request(app).get('/shared')).headers['x-cache']).toBe('HIT');
+    const older = Object.defineProperty({}, Symbol.for('express-redis-kit.cache'), { value: '0.0.1' });
+    expect(() => kit.cacheResponse({ cache: older as never, ttl: '1m' })).toThrow(
+      /option "cache" was made by createCache\(\) of express-redis-kit 0\.0\.1, another copy than this cacheResponse's.*npm ls express-redis-kit/,
+    );
+    expect(() => kit.cacheResponse({ cache: {} as never, ttl: '1m' })).toThrow(
+      /option "cache" must be a cache made by createCache\(\)/,
+    );
+  });
+
+  it('the version the copies compare is the package version', () => {
+    const pkg = JSON.parse(readFileSync(join(__dirname, '../../package.json'), 'utf8')) as {
+      version: string;
+    };
+    expect(KIT_VERSION).toBe(pkg.version);
   });
 });

@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { type GuardOptions, guarded } from '../breaker';
 import type { RedisClient } from '../client';
 import { emitKitEvent, hasKitListeners } from '../events';
+import { KIT_VERSION } from '../version';
 import { Bus, type Invalidation } from './bus';
 import { CorruptEntryError, decodeEntry, type Entry } from './entry';
 import { type FillVary, type StoreOutcome, storeFill } from './fill-store';
@@ -46,6 +47,18 @@ const NO_STORE_MS = 2000;
  * The machinery shared by `wrap()` and `cacheResponse()`: one-round-trip lookups, stores with tags,
  * single-flight fills, invalidation and the L1 + bus.
  */
+/** Marks a cache, so another copy of the kit (see version.ts) can tell one of the same version. */
+export const CACHE_BRAND = Symbol.for('express-redis-kit.cache');
+
+/** A cache made by createCache() of this copy, or of another copy of the same version. */
+export function isKitCache(value: unknown): boolean {
+  return (
+    typeof value === 'object' &&
+    value !== null &&
+    (value as Record<symbol, unknown>)[CACHE_BRAND] === KIT_VERSION
+  );
+}
+
 export class CacheCore {
   readonly l1: L1 | undefined;
   protected readonly bus: Bus;
@@ -55,6 +68,7 @@ export class CacheCore {
   private readonly clientPrefix: string;
 
   constructor(readonly options: ResolvedCacheOptions) {
+    Object.defineProperty(this, CACHE_BRAND, { value: KIT_VERSION });
     const { redis } = options;
     this.guard = { timeoutMs: options.timeoutMs, component: 'cache', name: options.name };
     this.clientPrefix = (redis.options as { keyPrefix?: string }).keyPrefix ?? '';

@@ -4,6 +4,8 @@
  * or foreign value is detected instead of being served.
  */
 
+import { isKitError } from '../errors';
+
 const MAGIC = Buffer.from('ERK1');
 const HEADER_BYTES = MAGIC.length + 4;
 
@@ -45,8 +47,14 @@ interface Meta {
   b: number;
 }
 
+const CORRUPT_ENTRY: ReadonlySet<string> = new Set(['ERK_CACHE_CORRUPT']);
+
 /** Raised for a value that is not a well-formed entry. */
 export class CorruptEntryError extends Error {
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return isKitError(CorruptEntryError, value, CORRUPT_ENTRY);
+  }
+  readonly code = 'ERK_CACHE_CORRUPT';
   constructor(reason: string) {
     super(`corrupt cache entry: ${reason}`);
     this.name = 'CorruptEntryError';

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { guarded } from '../breaker';
 import { checkClient, type RedisClient } from '../client';
 import { type Duration, MAX_TIMER_MS, toMs } from '../duration';
-import { checkKnownOptions, optionError, RedisUnavailableError, shown } from '../errors';
+import { checkKnownOptions, isKitError, optionError, RedisUnavailableError, shown } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX, taggedKey } from '../keys';
 import { defineScript, LUA_NOW_MS, runScript } from '../scripts';
 
@@ -175,8 +175,15 @@ const LOCK_RENAMED: Record<string, string> = {
   automaticExtensionThreshold: 'the lock is extended every ttl / 3 while fn runs',
 };
 
+// Codes `instanceof` accepts from another copy of the kit (see isKitError).
+const LOCK_BUSY: ReadonlySet<string> = new Set(['ERK_LOCK_BUSY']);
+const LOCK_LOST: ReadonlySet<string> = new Set(['ERK_LOCK_LOST']);
+
 /** {@link withLock} could not get the lock within `wait`. */
 export class LockBusyError extends Error {
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return isKitError(LockBusyError, value, LOCK_BUSY);
+  }
   readonly code = 'ERK_LOCK_BUSY';
   constructor(readonly lockName: string) {
     super(`express-redis-kit: lock "${lockName}" is held by someone else`);
@@ -186,6 +193,9 @@ export class LockBusyError extends Error {
 
 /** The lock expired or was taken over while `fn` ran; `signal.reason` of the `fn` call. */
 export class LockLostError extends Error {
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return isKitError(LockLostError, value, LOCK_LOST);
+  }
   readonly code = 'ERK_LOCK_LOST';
   constructor(readonly lockName: string) {
     super(`express-redis-kit: lock "${lockName}" was lost while its work ran`);

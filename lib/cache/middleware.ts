@@ -3,7 +3,9 @@ import { optionError } from '../errors';
 import { scopePart } from '../keys';
 import { givenLogger } from '../logger';
 import { hasBody } from '../request-body';
+import { KIT_VERSION } from '../version';
 import { captureResponse } from './capture';
+import { CACHE_BRAND, isKitCache } from './core';
 import { answerStaleOnError, type FillContext, fill, staleIfErrorOf } from './fill';
 import { Flights, noFlight } from './flights';
 import { invalidatesMiddleware } from './invalidates';
@@ -21,7 +23,7 @@ import { respond, type XCache } from './respond';
 import { createRevalidator } from './revalidate';
 import type { CacheResponseOptions } from './types';
 import { l1Lookup, l1Put, sameVariant } from './vary';
-import { Cache, createCache, type InvalidateTarget } from './wrap';
+import { type Cache, createCache, type InvalidateTarget } from './wrap';
 
 // The middleware's way through a request: key, L1, in-process coalescing (flights.ts), the Redis
 // lookup with its fill lock (core.ts), and on a miss the fill that runs the route (fill.ts).
@@ -45,9 +47,7 @@ export interface CacheResponseMiddleware extends RequestHandler {
 /** HTTP response cache backed by Redis (+ in-process L1). See the README, "Response cache". */
 export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddleware {
   const o = resolveResponseOptions(options);
-  if (options.cache !== undefined && !(options.cache instanceof Cache)) {
-    throw optionError('cache', 'must be a cache made by createCache()');
-  }
+  if (options.cache !== undefined && !isKitCache(options.cache)) throw notKitCache(options.cache);
   if (options.cache !== undefined) refuseCacheSettings(options, options.cache);
   const cache =
     options.cache ??
@@ -271,4 +271,14 @@ function refuseCacheSettings(options: CacheResponseOptions, cache: Cache): void 
   if (options.redis !== undefined && options.redis !== cache.redis) {
     throw optionError('redis', "differs from the shared cache's client, which `cache` brings", fix('redis'));
   }
+}
+
+function notKitCache(value: unknown): Error {
+  const version = (value as Record<symbol, unknown> | null)?.[CACHE_BRAND];
+  if (typeof version !== 'string') return optionError('cache', 'must be a cache made by createCache()');
+  return optionError(
+    'cache',
+    `was made by createCache() of express-redis-kit ${version}, another copy than this cacheResponse's (${KIT_VERSION})`,
+    'Import createCache and cacheResponse from one copy (see `npm ls express-redis-kit`).',
+  );
 }

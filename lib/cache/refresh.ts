@@ -4,7 +4,9 @@ import { Writable } from 'node:stream';
 import type { Request } from 'express';
 
 /** Marks the synthetic request of a background refresh, and carries its fill lock. */
-export const REFRESH = Symbol('express-redis-kit.cache.refresh');
+// Symbol.for: another copy of the kit (see version.ts) must see it too, e.g. its rateLimit, which
+// lets a background refresh through uncounted.
+export const REFRESH = Symbol.for('express-redis-kit.cache.refresh');
 
 export interface RefreshTicket {
   token: string;
