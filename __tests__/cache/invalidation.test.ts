@@ -229,6 +229,48 @@ describe('clean-up of a big tag', () => {
     await forgetTaken(admin, tag, taken);
     expect(await admin.exists(`${tag}:taken`)).toBe(0);
   });
+
+  it('invalidating a tag of 50 000 live entries deletes every one, and the process carries on', async () => {
+    const tag = tagKey('erk:', 'huge');
+    const members = Array.from({ length: 50_000 }, (_, i) => `erk:c:{huge${i}}`);
+    for (let i = 0; i < members.length; i += 1000) {
+      const slice = members.slice(i, i + 1000);
+      const pipeline = admin.pipeline();
+      for (const key of slice) pipeline.set(key, 'x', 'PX', 600_000);
+      await pipeline.exec();
+      await addToTag(admin, tag, 600_000, slice, undefined);
+    }
+    // createRedis() turns on auto-pipelining, where one UNLINK of 100 000 keys broke the process.
+    const cache = createCache({ redis: redis.client(), l1: false, logger: quietLogger() });
+    await cache.invalidate({ tags: ['huge'] });
+    expect(await admin.dbsize()).toBeLessThan(10);
+    expect(await cache.wrap('after', async () => 'alive', { ttl: '1m' })).toBe('alive');
+  });
+
+  it('forgets members whose entries expired as the tag is written to, so the tag does not grow with traffic', async () => {
+    const tag = tagKey('erk:', 'churn');
+    await addToTag(admin, tag, 1000, ['erk:c:{gone}'], undefined);
+    // As if that entry expired well over a minute ago (the margin kept for clocks on a Cluster).
+    const [seconds] = await admin.time();
+    await admin.zadd(tag, 'XX', Number(seconds) * 1000 - 120_000, 'erk:c:{gone}');
+    await addToTag(admin, tag, 1000, ['erk:c:{live}'], undefined);
+    expect(await admin.zrange(tag, '0', '-1')).toEqual(['erk:c:{live}']);
+  });
+
+  it('takes over a tag written by an earlier version (a plain set) and still invalidates its entries', async () => {
+    const tag = tagKey('erk:', 'legacy');
+    await admin.set('erk:c:{old}', 'x', 'PX', 600_000);
+    await admin.sadd(tag, 'erk:c:{old}');
+    await admin.pexpire(tag, 600_000);
+    await addToTag(admin, tag, 1000, ['erk:c:{new}'], undefined);
+    expect(await admin.type(tag)).toBe('zset');
+    const [seconds] = await admin.time();
+    // Scored by the old set's own lifetime, the longest any of its members had.
+    expect(Number(await admin.zscore(tag, 'erk:c:{old}'))).toBeGreaterThan(Number(seconds) * 1000 + 500_000);
+    const cache = createCache({ redis: redis.client(), l1: false, logger: quietLogger() });
+    await cache.invalidate({ tags: ['legacy'] });
+    expect(await admin.exists('erk:c:{old}')).toBe(0);
+  });
 });
 
 describe('invalidation racing a Redis read in the same process', () => {

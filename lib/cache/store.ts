@@ -101,18 +101,53 @@ redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
 return 1`,
 );
 
+/**
+ * A tag's members are a sorted set scored by when each member's entry expires (Redis ms), so members
+ * whose entries expired are pruned as the tag is written to (before, a set kept the key of every
+ * entry ever stored while traffic went on: tens of thousands of members, read whole by invalidation).
+ * Pruned only a margin past that time: on a Cluster, the entry's node and the tag's may disagree on
+ * the clock. Sets written by an earlier version are converted in place, every member scored by the
+ * set's own expiry (it lived as long as its longest-lived member).
+ */
+const TAG_PRUNE_MARGIN_MS = 60_000;
+const LUA_TAG_SET = `${LUA_NOW_MS}
+local prune_before = '(' .. (now_ms - ${TAG_PRUNE_MARGIN_MS})
+local function zadd_all(key, score, members, from)
+  for i = from, #members, 500 do
+    local args = {}
+    for j = i, math.min(i + 499, #members) do
+      args[#args + 1] = score
+      args[#args + 1] = members[j]
+    end
+    redis.call('ZADD', key, 'GT', unpack(args))
+  end
+end
+local function as_zset(key)
+  if redis.call('TYPE', key).ok ~= 'set' then return end
+  local ttl = redis.call('PTTL', key)
+  local members = redis.call('SMEMBERS', key)
+  redis.call('DEL', key)
+  zadd_all(key, now_ms + math.max(ttl, 0), members, 1)
+  if ttl > 0 then redis.call('PEXPIRE', key, ttl) end
+end
+`;
+
 // KEYS: tag set, its invalidation marker. ARGV: ttl ms, fill start (Redis ms, '' = unknown), member
 // keys. The set lives as long as its longest-lived member. Returns 0, adding nothing, when the tag was
 // invalidated after the fill started: the value may predate the write behind that invalidation.
 const TAG_ADD = defineScript(
   'cache_tag_add',
   2,
-  `if ARGV[2] ~= '' then
+  `${LUA_TAG_SET}
+if ARGV[2] ~= '' then
   local inv = redis.call('GET', KEYS[2])
   if inv and tonumber(inv) >= tonumber(ARGV[2]) then return 0 end
 end
-redis.call('SADD', KEYS[1], unpack(ARGV, 3))
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+as_zset(KEYS[1])
+local ttl = tonumber(ARGV[1])
+zadd_all(KEYS[1], now_ms + ttl, ARGV, 3)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', prune_before)
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
 return 1`,
 );
 
@@ -127,12 +162,16 @@ return 1`,
 const TAG_TAKE = defineScript(
   'cache_tag_take',
   4,
-  `${LUA_NOW_MS}
+  `${LUA_TAG_SET}
+as_zset(KEYS[1])
+as_zset(KEYS[3])
 local ttl = math.max(redis.call('PTTL', KEYS[1]), redis.call('PTTL', KEYS[3]))
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  redis.call('SUNIONSTORE', KEYS[3], KEYS[3], KEYS[1])
+  redis.call('ZUNIONSTORE', KEYS[3], 2, KEYS[3], KEYS[1], 'AGGREGATE', 'MAX')
   redis.call('DEL', KEYS[1])
 end
+-- Entries that expired need no unlinking.
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', prune_before)
 redis.call('SET', KEYS[2], now_ms, 'PX', ARGV[1])
 local take = redis.call('INCR', KEYS[4])
 if ttl < 0 then ttl = tonumber(ARGV[1]) end
@@ -140,7 +179,7 @@ if ttl < 0 then ttl = tonumber(ARGV[1]) end
 redis.call('PEXPIRE', KEYS[4], math.max(ttl, tonumber(ARGV[1])))
 if redis.call('EXISTS', KEYS[3]) == 0 then return {take} end
 redis.call('PEXPIRE', KEYS[3], ttl)
-local out = redis.call('SMEMBERS', KEYS[3])
+local out = redis.call('ZRANGE', KEYS[3], 0, -1)
 table.insert(out, 1, take)
 return out`,
 );
@@ -150,8 +189,10 @@ return out`,
 const TAG_FORGET = defineScript(
   'cache_tag_forget',
   2,
-  `if tonumber(redis.call('GET', KEYS[2])) == tonumber(ARGV[1]) then
-  redis.call('SREM', KEYS[1], unpack(ARGV, 2))
+  `${LUA_TAG_SET}
+if tonumber(redis.call('GET', KEYS[2])) == tonumber(ARGV[1]) then
+  as_zset(KEYS[1])
+  redis.call('ZREM', KEYS[1], unpack(ARGV, 2))
 end
 return 1`,
 );
@@ -290,14 +331,21 @@ export async function forgetTaken(redis: RedisClient, tagRedisKey: string, taken
 const FORGET_SLICE = 1000;
 
 /**
- * Deletes entry keys. Standalone: one UNLINK. Cluster: keys live in many slots and a multi-key command
- * must stay in one, so one UNLINK per key (auto-pipelined by ioredis when enabled).
+ * Deletes entry keys. Standalone: UNLINKs of at most UNLINK_SLICE keys (tens of thousands spread into
+ * one call overflow the stack, inside ioredis's auto-pipelining, where it broke the pipeline's replies
+ * and the process). Cluster: keys live in many slots and a multi-key command must stay in one, so
+ * one UNLINK per key (auto-pipelined by ioredis when enabled).
  */
 export async function unlinkKeys(redis: RedisClient, keys: readonly string[]): Promise<void> {
   if (keys.length === 0) return;
   if (!isCluster(redis)) {
-    await redis.unlink(...keys);
+    const slices: Promise<number>[] = [];
+    for (let i = 0; i < keys.length; i += UNLINK_SLICE)
+      slices.push(redis.unlink(...keys.slice(i, i + UNLINK_SLICE)));
+    await Promise.all(slices);
     return;
   }
   await Promise.all(keys.map((k) => redis.unlink(k)));
 }
+
+const UNLINK_SLICE = 1000;
