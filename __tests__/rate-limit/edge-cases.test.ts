@@ -81,6 +81,35 @@ describe('rateLimit edge cases', () => {
     );
   });
 
+  it('a cost function answering a number out of range is a RangeError, anything else a TypeError, and nothing is counted', async () => {
+    const mw = limiter({
+      limit: 10,
+      window: '1m',
+      name: 'cost-kind',
+      cost: (req) => (req.query.cost === 'text' ? '2' : Number(req.query.cost)) as number,
+    });
+    const errors: Error[] = [];
+    const app = express();
+    app.get('/', mw, (_req, res) => {
+      res.json({ ok: true });
+    });
+    app.use((error: Error, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+      errors.push(error);
+      res.status(500).json({ error: 'cost' });
+    });
+    for (const cost of ['0', '-1', '1.5', 'NaN', 'text']) {
+      expect((await request(app).get(`/?cost=${cost}`).set('x-client', 'kind')).status).toBe(500);
+    }
+    expect(errors.map((e) => e.constructor.name)).toEqual([
+      'RangeError',
+      'RangeError',
+      'RangeError',
+      'RangeError',
+      'TypeError',
+    ]);
+    expect((await mw.get('kind')).used).toBe(0);
+  });
+
   it('a throw after an asynchronous key (headers already sent by a timeout) reaches the error handler', async () => {
     const mw = limiter({
       limit: 1,

@@ -30,8 +30,10 @@ export function createEntry(o: ResolvedOptions, decide: Decide) {
     const userCost = o.cost;
     const withCost = (c: unknown) => {
       if (typeof c !== 'number' || !Number.isInteger(c) || c < 1) {
+        // As everywhere in the kit: the wrong type is a TypeError, a number out of range a RangeError.
+        const WrongCost = typeof c === 'number' ? RangeError : TypeError;
         next(
-          new TypeError(
+          new WrongCost(
             `express-redis-kit rateLimit: option "cost" must return a whole number >= 1; got ${shown(c)}.`,
           ),
         );

@@ -99,7 +99,10 @@ export interface RateLimitOptions {
    * Only what the request still holds comes back: the part time has already restored does not.
    */
   skipSuccessfulRequests?: boolean | undefined;
-  /** Give the cost back when the response failed or the client went away. Default false. */
+  /**
+   * Give the cost back when the response failed (see `requestWasSuccessful`). Default false. A
+   * client that went away before the answer stays counted: the work was still done.
+   */
   skipFailedRequests?: boolean | undefined;
   /** Decides success for the two options above. Default: status < 400. */
   requestWasSuccessful?: ((req: Request, res: Response) => boolean) | undefined;
