@@ -118,4 +118,19 @@ describe('rateLimit sliding-window after a large burst has left the window', () 
     // leaves the window, 201 ms from now.
     expect(await attempt(limit, limit, 'big')).toEqual({ allowed: false, retryMs: 201 });
   });
+
+  it('measures the window in microseconds: a request 1 µs less than a window after the last is denied', async () => {
+    // 0.999 ms into one millisecond, then 1.000 ms into the one a window later: 999.001 ms apart.
+    await setClock(redis, T0, 999);
+    expect(await attempt(1, 1, 'first')).toEqual({ allowed: true, retryMs: 0 });
+    await setClock(redis, T0 + WINDOW, 0);
+    const early = await attempt(1, 1, 'early');
+    expect(early.allowed).toBe(false);
+    expect(early.retryMs).toBe(1); // rounded up: never says sooner than the truth
+    await setClock(redis, T0 + WINDOW, 998);
+    expect((await attempt(1, 1, 'second')).allowed).toBe(false);
+    // A whole window after the first: it has left the window.
+    await setClock(redis, T0 + WINDOW, 999);
+    expect((await attempt(1, 1, 'third')).allowed).toBe(true);
+  });
 });

@@ -49,7 +49,7 @@ local function fixed(key, limit, win)
   return P
 end
 
--- sliding-window (exact log): sorted set of entries "<cost>:<id>" scored by time ms; member "#"
+-- sliding-window (exact log): sorted set of entries "<cost>:<id>" scored by time us; member "#"
 -- holds minus the sum of every entry still stored as its score, so the sum is O(1) to read and never
 -- matches a time range.
 -- Expired entries are cleared at most SLIDING_CLEAR per step, so the first call after a large burst
@@ -59,7 +59,10 @@ end
 -- deny a request that the live entries alone might admit (costs above 1) does the call clear more.
 local SLIDING_CLEAR = 1000
 local function sliding(key, limit, win)
-  local cutoff = now_ms - win
+  -- In us, as Redis reads its clock: in whole ms, two requests 0.999 ms and 1.000 ms into a second
+  -- would be a full ms apart, and a window could admit one more than limit.
+  local win_us = win * 1000
+  local cutoff = int(now_us - win_us)
   local stored = tonumber(redis.call('ZSCORE', key, '#'))
   local sum = -(stored or 0)
   local read = 0
@@ -97,7 +100,7 @@ local function sliding(key, limit, win)
         local e = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
         newest = tonumber(e[2]) or 0
       end
-      if newest > 0 then r.reset = newest + win - now_ms end
+      if newest > 0 then r.reset = math.ceil((newest + win_us - now_us) / 1000) end
     end
     r.retry = 0
     if not r.ok then
@@ -117,7 +120,7 @@ local function sliding(key, limit, win)
       for i = 1, #oldest, 2 do
         freed = freed + tonumber(string.match(oldest[i], '^(%d+)'))
         if freed >= need then
-          r.retry = tonumber(oldest[i + 1]) + win - now_ms
+          r.retry = math.ceil((tonumber(oldest[i + 1]) + win_us - now_us) / 1000)
           break
         end
       end
@@ -126,9 +129,9 @@ local function sliding(key, limit, win)
     r.reset2 = win
   end
   function P.take(cost, member)
-    redis.call('ZADD', key, now_ms, int(cost) .. ':' .. member)
+    redis.call('ZADD', key, int(now_us), int(cost) .. ':' .. member)
     sum = sum + cost
-    newest = now_ms
+    newest = now_us
     dirty = true
     return 0
   end

@@ -12,13 +12,13 @@ export const ALGORITHM_CODE = {
 
 /**
  * The algorithm's part of a key name. token-bucket and gcra changed their stored state when refunds
- * stopped giving back too much (it was a hash under 't' and one number under 'g'); new names keep
- * instances of the two versions from misreading each other's keys during a rolling deploy (each
- * version counts on its own until the old one is gone).
+ * stopped giving back too much (it was a hash under 't' and one number under 'g'), and sliding-window
+ * when its log went from ms to us; new names keep instances of the two versions from misreading each
+ * other's keys during a rolling deploy (each version counts on its own until the old one is gone).
  */
 export const KEY_CODE = {
   'fixed-window': 'f',
-  'sliding-window': 's',
+  'sliding-window': 's2',
   'token-bucket': 't2',
   gcra: 'g2',
 } as const;
