@@ -44,6 +44,11 @@ export function isCluster(redis: RedisClient): redis is Cluster {
 function describe(value: unknown): string {
   if (value === undefined) return 'undefined (the option is required)';
   if (value === null) return 'null';
+  // createRedis({ failFast: true }) and connectRedis() resolve to the client: easy to pass un-awaited,
+  // and the types cannot always tell (options typed as a whole CreateRedisOptions).
+  if (typeof (value as { then?: unknown }).then === 'function') {
+    return 'a Promise; createRedis({ failFast: true }) and connectRedis() resolve to the client, so await it first';
+  }
   if (typeof value === 'object') return `an object (${value.constructor?.name ?? 'Object'})`;
   return typeof value;
 }

@@ -79,6 +79,11 @@ describe('client option', () => {
       /option "redis" must be an ioredis Redis or Cluster client.*required/,
     );
     expect(() => checkClient({ get() {} })).toThrow(/got an object \(Object\)/);
+    // Options typed as a whole CreateRedisOptions with failFast: true make createRedis() a Promise.
+    const pending = Promise.resolve('client');
+    expect(() => checkClient(pending)).toThrow(
+      /got a Promise; createRedis\(\{ failFast: true \}\).*await it first/,
+    );
   });
 
   it("refuses a client made with stringNumbers: true in every middleware (its scripts' integer replies would be strings)", async () => {
