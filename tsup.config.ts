@@ -8,6 +8,6 @@ export default defineConfig({
   sourcemap: true,
   target: 'node20',
   outDir: 'dist',
-  // Runtime dependencies stay external so the user's ioredis/express copies are the ones used.
+  // Peer dependencies (ioredis, express) and express-session stay external: the app's copies are used.
   external: ['ioredis', 'express', 'express-session'],
 });

@@ -38,11 +38,12 @@ describe('published package', () => {
     return dir;
   }
 
-  it('ships only dist and the README', () => {
+  it('ships only dist, the README and the LICENSE', () => {
     const listing = run('tar', ['-tzf', tarball], work);
     expect(listing).toMatch(/package\/dist\/index\.mjs/);
     expect(listing).toMatch(/package\/dist\/index\.js/);
     expect(listing).toMatch(/package\/dist\/index\.d\.ts/);
+    expect(listing).toMatch(/package\/LICENSE/);
     expect(listing).not.toMatch(/package\/lib\//);
     expect(listing).not.toMatch(/__tests__/);
   });
@@ -53,10 +54,11 @@ describe('published package', () => {
     const imported = new Set([...declarations.matchAll(/from '([^'.][^']*)'/g)].map((m) => m[1]!));
     for (const mod of imported) {
       if (mod.startsWith('node:') || mod === 'express') continue; // Node's own; the peer
+      // ioredis ships its own types and is a peer: the app's copy (and its types) are the kit's.
       const ownTypes = mod === 'ioredis';
       expect({
         mod,
-        declared: ownTypes ? mod in pkg.dependencies : `@types/${mod}` in pkg.dependencies,
+        declared: ownTypes ? mod in pkg.peerDependencies : `@types/${mod}` in pkg.dependencies,
       }).toEqual({
         mod,
         declared: true,
