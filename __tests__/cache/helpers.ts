@@ -1,9 +1,12 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { Express } from 'express';
+import express, { type Express, type RequestHandler } from 'express';
 import type { Redis } from 'ioredis';
+import request from 'supertest';
 import { type CacheResponseOptions, cacheResponse } from '../../lib/cache';
 import type { RedisClient } from '../../lib/client';
+import type { RateLimitMiddleware } from '../../lib/rate-limit';
+import { captureEvents } from '../helpers/events';
 
 /** Listens on a free loopback port; `close()` also drops keep-alive connections. */
 export async function listen(app: Express): Promise<{ url: string; close: () => Promise<void> }> {
@@ -67,4 +70,29 @@ export async function watchCommands(plain: Redis): Promise<{ seen: string[]; sto
 /** A cache whose entries go stale after 300 ms and are then refreshed in the background for a minute. */
 export function staleAfter300ms(redis: RedisClient, l1: CacheResponseOptions['l1'] = false) {
   return cacheResponse({ redis, ttl: 300, jitter: 0, staleWhileRevalidate: '1m', l1, logger: quietLogger() });
+}
+
+/**
+ * GET /r behind `limiter` (key 'client'), then `cache` (an entry stale after 300 ms, with
+ * stale-while-revalidate): the cache's background refresh runs through the app, limiter included,
+ * and must not be charged to the client.
+ */
+export async function expectRefreshUncharged(limiter: RateLimitMiddleware, cache: RequestHandler) {
+  const app = express();
+  app.use(limiter);
+  app.get('/r', cache, (_req, res) => {
+    res.send('page');
+  });
+  const events = captureEvents('cache');
+  try {
+    expect((await request(app).get('/r')).headers['x-cache']).toBe('MISS');
+    await events.waitFor('store', 1);
+    await new Promise((r) => setTimeout(r, 400));
+    expect((await request(app).get('/r')).headers['x-cache']).toBe('STALE');
+    await events.waitFor('store', 2); // the refresh ran through the app, limiter included
+    expect((await limiter.get('client')).used).toBe(2);
+    expect((await request(app).get('/r')).status).toBe(200);
+  } finally {
+    events.stop();
+  }
 }

@@ -39,6 +39,20 @@ function refundApp(limiter: Limiter) {
   return { ...holdingApp(limiter), waitFor };
 }
 
+/** GET / behind `mw`; errors passed to next() are collected and answered 500. */
+function appCollectingErrors(mw: express.RequestHandler) {
+  const errors: Error[] = [];
+  const app = express();
+  app.get('/', mw, (_req, res) => {
+    res.json({ ok: true });
+  });
+  app.use((error: Error, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
+    errors.push(error);
+    res.status(500).json({ error: 'cost' });
+  });
+  return { app, errors };
+}
+
 describe('rateLimit edge cases', () => {
   const redis = useRedisServer();
   const limiter = (options: Omit<RateLimitOptions, 'redis'>) =>
@@ -55,15 +69,7 @@ describe('rateLimit edge cases', () => {
           name: `big-${algorithm}`,
           cost: (req) => Number(req.query.cost),
         });
-        const errors: Error[] = [];
-        const app = express();
-        app.get('/', mw, (_req, res) => {
-          res.json({ ok: true });
-        });
-        app.use((error: Error, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
-          errors.push(error);
-          res.status(500).json({ error: 'cost' });
-        });
+        const { app, errors } = appCollectingErrors(mw);
         // 1e18 does not even survive Lua's number formatting: it must never reach Redis.
         for (const cost of [11, 1e18]) {
           expect((await request(app).get(`/?cost=${cost}`).set('x-client', 'big')).status).toBe(500);
@@ -88,15 +94,7 @@ describe('rateLimit edge cases', () => {
       name: 'cost-kind',
       cost: (req) => (req.query.cost === 'text' ? '2' : Number(req.query.cost)) as number,
     });
-    const errors: Error[] = [];
-    const app = express();
-    app.get('/', mw, (_req, res) => {
-      res.json({ ok: true });
-    });
-    app.use((error: Error, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
-      errors.push(error);
-      res.status(500).json({ error: 'cost' });
-    });
+    const { app, errors } = appCollectingErrors(mw);
     for (const cost of ['0', '-1', '1.5', 'NaN', 'text']) {
       expect((await request(app).get(`/?cost=${cost}`).set('x-client', 'kind')).status).toBe(500);
     }
