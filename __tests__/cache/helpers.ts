@@ -96,3 +96,15 @@ export async function expectRefreshUncharged(limiter: RateLimitMiddleware, cache
     events.stop();
   }
 }
+
+/** GETs `path` until the response says `x-cache: HIT` (stores land after the response). */
+export async function untilHit(app: Express, path: string, set: Record<string, string> = {}) {
+  const deadline = Date.now() + 3000;
+  for (;;) {
+    const res = await request(app).get(path).set(set);
+    if (res.headers['x-cache'] === 'HIT') return res;
+    if (Date.now() > deadline)
+      throw new Error(`${path} never became a HIT (last: ${res.headers['x-cache']})`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

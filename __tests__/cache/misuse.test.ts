@@ -6,25 +6,13 @@ import { cacheResponse, createCache } from '../../lib/cache';
 import type { RedisClient } from '../../lib/client';
 import { captureEvents } from '../helpers/events';
 import { useFlushedClient, useRedisServer } from '../helpers/redis';
-import { quietLogger, sleep, watchCommands } from './helpers';
+import { quietLogger, sleep, untilHit, watchCommands } from './helpers';
 
 const redis = useRedisServer();
 let client: RedisClient;
 useFlushedClient(redis, (c) => {
   client = c;
 });
-
-/** GETs `path` until the response says `x-cache: HIT` (stores land after the response). */
-async function untilHit(app: express.Express, path: string, set: Record<string, string> = {}) {
-  const deadline = Date.now() + 3000;
-  for (;;) {
-    const res = await request(app).get(path).set(set);
-    if (res.headers['x-cache'] === 'HIT') return res;
-    if (Date.now() > deadline)
-      throw new Error(`${path} never became a HIT (last: ${res.headers['x-cache']})`);
-    await sleep(20);
-  }
-}
 
 describe('cacheResponse: arguments of the wrong shape fail loudly instead of doing nothing', () => {
   it.each([

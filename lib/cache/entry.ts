@@ -30,6 +30,11 @@ export interface Entry {
   tags: string[];
   /** 0, or NEGATIVE_NULL / NEGATIVE_UNDEFINED for cached negative `wrap()` results. */
   negative: number;
+  /**
+   * Seconds old the response already was when the route sent it (its `Age`, relayed from an upstream
+   * cache): hits add their own time in the cache to it, so downstream caches never see it younger.
+   */
+  originAge?: number | undefined;
 }
 
 interface Meta {
@@ -44,6 +49,7 @@ interface Meta {
   i: number;
   g: string[];
   n?: number;
+  a?: number;
   b: number;
 }
 
@@ -76,6 +82,7 @@ export function encodeEntry(entry: Entry): Buffer {
   };
   if (entry.etag !== undefined) meta.e = entry.etag;
   if (entry.negative) meta.n = entry.negative;
+  if (entry.originAge) meta.a = entry.originAge;
   const json = Buffer.from(JSON.stringify(meta));
   const head = Buffer.allocUnsafe(HEADER_BYTES);
   MAGIC.copy(head, 0);
@@ -110,6 +117,7 @@ export function decodeEntry(raw: Buffer): Entry {
     sieMs: meta.i,
     tags: meta.g,
     negative: meta.n ?? 0,
+    originAge: meta.a,
   };
 }
 
@@ -137,6 +145,7 @@ function isMeta(m: unknown): m is Meta {
         HEADER_VALUE.test(p[1]),
     ) &&
     (meta.e === undefined || typeof meta.e === 'string') &&
+    (meta.a === undefined || (Number.isInteger(meta.a) && meta.a >= 0)) &&
     [meta.c, meta.t, meta.f, meta.w, meta.i, meta.b].every((n) => typeof n === 'number' && n >= 0) &&
     Array.isArray(meta.g) &&
     meta.g.every((t) => typeof t === 'string')

@@ -80,7 +80,8 @@ export function fill(
     {
       maxBodySize: o.maxBodySize,
       statuses: o.statuses,
-      ifNoneMatch: req.headers['if-none-match'],
+      // A 304 only for GET (RFC 9110 §13.1.2): a POST that ran must not lose its answer to one.
+      ifNoneMatch: req.method === 'GET' ? req.headers['if-none-match'] : undefined,
       onServerError: fallback ? answerStaleOnError(ctx, req, res, fallback, key) : undefined,
     },
     (captured, reason) => {
@@ -204,5 +205,15 @@ function toEntry(
     sieMs: o.sieMs,
     tags: o.tags ? tagsReturned(o.tags(req, res)) : [],
     negative: 0,
+    originAge: ageOf(captured.headers.age),
   };
+}
+
+/** A response's `Age` (delta-seconds, RFC 9111 §5.1); undefined when absent or malformed. */
+function ageOf(age: OutgoingHttpHeaders[string]): number | undefined {
+  const value = Array.isArray(age) ? age[0] : age;
+  const text = typeof value === 'number' ? String(value) : value;
+  if (text === undefined || !/^\s*\d+\s*$/.test(text)) return undefined;
+  // As RFC 9111 §1.2.2 caps delta-seconds: 2^31, "infinitely old".
+  return Math.min(Number(text), 2 ** 31);
 }

@@ -140,7 +140,9 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
       // Another variant than ours, or the fill failed: this request looks up (and queues) on its own,
       // so a failing origin still sees one request at a time, not every coalesced one at once.
     }
-    if (req.method === 'HEAD') return head(req, res, next, key, redisKey);
+    // A HEAD has no body to store; a request with `Cache-Control: no-store` forbids storing the
+    // answer to it (RFC 9111 §5.2.1.5). Both are still answered from an entry there is.
+    if (req.method === 'HEAD' || forbidsStore(req)) return lookupOnly(req, res, next, key, redisKey);
     const settle = pending ? noFlight : flights.start(key);
     // Read before the lookup: an invalidation while it is in flight must keep its answer out of L1.
     const generation = l1?.generation ?? 0;
@@ -159,10 +161,10 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
   }
 
   /**
-   * A HEAD that no flight answered: it never fills (it has no body to store); it is answered from a
-   * GET entry when there is one.
+   * A request that no flight answered and that must not fill (a HEAD, a `no-store` request): it is
+   * answered from an entry when there is one, else by the route, whose answer is not stored.
    */
-  async function head(req: Request, res: Response, next: NextFunction, key: string, redisKey: string) {
+  async function lookupOnly(req: Request, res: Response, next: NextFunction, key: string, redisKey: string) {
     const found = await cache.fetch(redisKey, req.headers, '').catch(() => undefined);
     const now = Date.now();
     if (found?.kind === 'hit' && now < found.rec.swrUntil)
@@ -281,4 +283,10 @@ function notKitCache(value: unknown): Error {
     `was made by createCache() of express-redis-kit ${version}, another copy than this cacheResponse's (${KIT_VERSION})`,
     'Import createCache and cacheResponse from one copy (see `npm ls express-redis-kit`).',
   );
+}
+
+/** `Cache-Control: no-store` on the request. */
+function forbidsStore(req: Request): boolean {
+  const directives = req.headers['cache-control'];
+  return directives !== undefined && /(^|,)\s*no-store\s*(,|$)/i.test(directives);
 }

@@ -26,7 +26,8 @@ export function respond(
   // ("Internal Server Error") must not go out with the stored 200. Empty means "the standard one".
   res.statusMessage = '';
   res.setHeader('X-Cache', xcache);
-  res.setHeader('Age', String(Math.max(0, Math.floor((now - rec.bornAt) / 1000))));
+  const inCache = Math.max(0, Math.floor((now - rec.bornAt) / 1000));
+  res.setHeader('Age', String((rec.entry.originAge ?? 0) + inCache));
   const writeHead = via.writeHead as (status: number, headers: string[]) => unknown;
   const end = via.end as (body?: Buffer) => unknown;
   if (notModified(req, rec.entry)) {
@@ -77,12 +78,13 @@ export function respondInstead(
 }
 
 /**
- * Whether a stored 200 answers the request's conditionals with 304 (RFC 9110 §13.2.2):
+ * Whether a stored 200 answers a GET's or HEAD's conditionals with 304 (RFC 9110 §13.2.2):
  * `If-None-Match` by weak comparison; without it, `If-Modified-Since` against the stored
  * `Last-Modified`, as the origin's own `res.send`/`res.sendFile` would.
  */
 function notModified(req: Request, entry: Entry): boolean {
-  if (entry.status !== 200) return false;
+  // Only GET and HEAD (RFC 9110 §13.1.2-3): a cached POST answers a conditional with its response.
+  if (entry.status !== 200 || (req.method !== 'GET' && req.method !== 'HEAD')) return false;
   const inm = req.headers['if-none-match'];
   if (inm !== undefined) return entry.etag !== undefined && etagMatches(inm, entry.etag);
   const ims = req.headers['if-modified-since'];
