@@ -252,24 +252,29 @@ describe('clean-up of a big tag', () => {
     await addToTag(admin, tag, 1000, ['erk:c:{gone}'], undefined);
     // As if that entry expired well over a minute ago (the margin kept for clocks on a Cluster).
     const [seconds] = await admin.time();
-    await admin.zadd(tag, 'XX', Number(seconds) * 1000 - 120_000, 'erk:c:{gone}');
+    await admin.zadd(`${tag}:exp`, 'XX', Number(seconds) * 1000 - 120_000, 'erk:c:{gone}');
     await addToTag(admin, tag, 1000, ['erk:c:{live}'], undefined);
-    expect(await admin.zrange(tag, '0', '-1')).toEqual(['erk:c:{live}']);
+    expect(await admin.smembers(tag)).toEqual(['erk:c:{live}']);
+    expect(await admin.zrange(`${tag}:exp`, '0', '-1')).toEqual(['erk:c:{live}']);
+    expect(await admin.pttl(`${tag}:exp`)).toBeGreaterThan(0);
   });
 
-  it('takes over a tag written by an earlier version (a plain set) and still invalidates its entries', async () => {
-    const tag = tagKey('erk:', 'legacy');
+  it('works beside an instance of an earlier version, which only adds to the plain set and takes it whole', async () => {
+    const tag = tagKey('erk:', 'mixed');
     await admin.set('erk:c:{old}', 'x', 'PX', 600_000);
+    await admin.set('erk:c:{new}', 'x', 'PX', 600_000);
+    // What the earlier version's store does: SADD, no expiry score.
     await admin.sadd(tag, 'erk:c:{old}');
     await admin.pexpire(tag, 600_000);
-    await addToTag(admin, tag, 1000, ['erk:c:{new}'], undefined);
-    expect(await admin.type(tag)).toBe('zset');
-    const [seconds] = await admin.time();
-    // Scored by the old set's own lifetime, the longest any of its members had.
-    expect(Number(await admin.zscore(tag, 'erk:c:{old}'))).toBeGreaterThan(Number(seconds) * 1000 + 500_000);
+    await addToTag(admin, tag, 600_000, ['erk:c:{new}'], undefined);
+    expect(await admin.type(tag)).toBe('set');
     const cache = createCache({ redis: redis.client(), l1: false, logger: quietLogger() });
-    await cache.invalidate({ tags: ['legacy'] });
-    expect(await admin.exists('erk:c:{old}')).toBe(0);
+    await cache.invalidate({ tags: ['mixed'] });
+    expect(await admin.exists('erk:c:{old}', 'erk:c:{new}', `${tag}:exp`)).toBe(0);
+    // And the earlier version's take (SUNIONSTORE + DEL of the plain set) still finds every member.
+    await addToTag(admin, tag, 600_000, ['erk:c:{again}'], undefined);
+    await admin.sunionstore(`${tag}:taken`, `${tag}:taken`, tag);
+    expect(await admin.smembers(`${tag}:taken`)).toContain('erk:c:{again}');
   });
 });
 
