@@ -182,6 +182,48 @@ describe('cacheResponse: answers it will not store never hold up other requests'
     }
   });
 
+  it('holds back for a cached POST whose body was read (Node closes such a request early)', async () => {
+    const total = 16 * 1024 * 1024; // well past what the sockets' buffers take
+    let written = 0;
+    const app = express();
+    app.post(
+      '/report',
+      cacheResponse({
+        redis: client,
+        ttl: '1m',
+        methods: ['POST'],
+        key: () => 'report',
+        maxBodySize: 2 * total,
+        logger: quietLogger(),
+      }),
+      express.json(),
+      async (_req, res) => {
+        // Later than the request's own 'close', which comes just after its body was read.
+        await sleep(50);
+        res.type('application/octet-stream');
+        while (written < total) {
+          written += 64 * 1024;
+          if (!res.write(Buffer.alloc(64 * 1024, 'r'))) break;
+        }
+        res.end();
+      },
+    );
+    const port = Number(new URL(await listen(app)).port);
+    // A client that sends its request and never reads the answer.
+    const socket = connect(port, '127.0.0.1');
+    try {
+      socket.write(
+        'POST /report HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 7\r\n\r\n{"a":1}',
+      );
+      await eventually(() => written > 0, 'the route to write');
+      await sleep(100);
+      expect(written).toBe(total);
+    } finally {
+      socket.destroy();
+    }
+    await eventually(() => unsentBudget.used === 0, 'the budget given back');
+  });
+
   it('a route that writes on after its client left charges nothing to the budget of unsent bytes', async () => {
     const before = unsentBudget.used;
     let done = false;

@@ -77,17 +77,21 @@ export function captureResponse(
   let unsent = 0;
   // Over: writes after it (a route still streaming to a client that left) would never be given back.
   let over = false;
-  const holdsBack = () => capturing && !over && unsentBudget.used < unsentBudget.limit;
+  // A pipelined answer still queued behind another on its connection gets neither 'finish' nor
+  // 'close' when that connection dies: the connection's own 'close' settles it. (Not the request's:
+  // Node emits that as soon as a body has been read.) Watched only once bytes are held back.
+  const connection = res.req?.socket;
+  let watching = false;
+  const holdsBack = () =>
+    capturing && !over && unsentBudget.used < unsentBudget.limit && connection?.destroyed !== true;
   const settleUnsent = () => {
     over = true;
     unsentBudget.used -= unsent;
     unsent = 0;
+    if (watching) connection?.off('close', settleUnsent);
   };
   res.once('finish', settleUnsent);
   res.once('close', settleUnsent);
-  // A pipelined answer still queued behind another on its connection gets neither event when that
-  // connection dies: only its request closes.
-  res.req?.once('close', settleUnsent);
   const finish = (captured: Captured | undefined) => {
     if (finished) return;
     finished = true;
@@ -180,6 +184,10 @@ export function captureResponse(
     const bytes = chunk === undefined || chunk === null ? 0 : chunkBytes(chunk, encoding).length;
     unsent += bytes;
     unsentBudget.used += bytes;
+    if (!watching && connection) {
+      watching = true;
+      connection.once('close', settleUnsent);
+    }
     return true;
   } as ServerResponse['write'];
   // pipe() and pipeline() also read this flag before their first write.
