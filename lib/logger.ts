@@ -17,15 +17,17 @@ export function neverThrows<A extends unknown[]>(logger: {
       }
     },
   };
-  given.set(wrapper, logger);
+  Object.defineProperty(wrapper, GIVEN, { value: logger });
   return wrapper;
 }
 
-const given = new WeakMap<object, object>();
+// Symbol.for: another copy of the kit (see version.ts) reads it too, e.g. to compare a logger given
+// to cacheResponse with the one its createCache() was given.
+const GIVEN = Symbol.for('express-redis-kit.givenLogger');
 
 /** The logger an option gave, behind the wrapper `neverThrows` made of it. */
 export function givenLogger(wrapper: object): object | undefined {
-  return given.get(wrapper);
+  return (wrapper as Record<symbol, object | undefined>)[GIVEN];
 }
 
 /** Whether an option given as a logger has the `warn` method every component logs through. */

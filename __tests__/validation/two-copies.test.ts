@@ -94,8 +94,11 @@ describe('objects another copy of the kit hands this one', () => {
 
   it("cacheResponse takes the other copy's createCache() of the same version, and names a different version", async () => {
     const other = otherKit();
-    const cache = other.createCache({ redis: redis.client(), l1: false });
-    const app = express().get('/shared', kit.cacheResponse({ cache, ttl: '1m' }), (_req, res) => {
+    const logger = { warn: () => {} };
+    const common = { l1: false as const, timeout: 150, logger };
+    const cache = other.createCache({ redis: redis.client(), ...common });
+    // The same settings given again are no conflict across copies either.
+    const app = express().get('/shared', kit.cacheResponse({ cache, ttl: '1m', ...common }), (_req, res) => {
       res.send('v1');
     });
     expect((await request(app).get('/shared')).headers['x-cache']).toBe('MISS');
