@@ -160,21 +160,22 @@ export function shown(value: unknown): string {
  */
 function shapeOf(value: unknown): string {
   if (value === null) return 'null';
-  if (Array.isArray(value)) {
-    const kinds = [...new Set(value.slice(0, 20).map((item) => (item === null ? 'null' : typeof item)))];
-    return value.length === 0 ? 'an empty array' : `an array of ${value.length} (${kinds.join(', ')})`;
-  }
-  let kind: unknown;
-  let keys: string[];
+  // A Proxy may throw from any of these: the message is still built.
   try {
-    kind = (value as object).constructor?.name;
-    keys = Object.keys(value as object);
+    if (Array.isArray(value)) {
+      const kinds = [...new Set(value.slice(0, 20).map((item) => (item === null ? 'null' : typeof item)))];
+      return value.length === 0 ? 'an empty array' : `an array of ${value.length} (${kinds.join(', ')})`;
+    }
+    const kind: unknown = (value as object).constructor?.name;
+    const keys = Object.keys(value as object);
+    const named = typeof kind === 'string' && kind !== '' && kind !== 'Object' ? `a ${kind}` : 'an object';
+    if (keys.length === 0) return named;
+    // Plain names as they are; any other (a newline, a quote) quoted, so it cannot forge a line.
+    const listed = keys.slice(0, 6).map((k) => (/^[\w$-]+$/.test(k) ? k : JSON.stringify(k)));
+    return `${named} with keys ${listed.join(', ')}${keys.length > 6 ? ', …' : ''}`;
   } catch {
     return 'an object';
   }
-  const named = typeof kind === 'string' && kind !== '' && kind !== 'Object' ? `a ${kind}` : 'an object';
-  if (keys.length === 0) return named;
-  return `${named} with keys ${keys.slice(0, 6).join(', ')}${keys.length > 6 ? ', …' : ''}`;
 }
 
 /**

@@ -1,6 +1,7 @@
 import express from 'express';
 import { cacheResponse, idempotency, rateLimit, redisSession } from '../../lib';
 import { tagsReturned } from '../../lib/cache/targets';
+import { shown } from '../../lib/errors';
 import { useRedisServer } from '../helpers/redis';
 import { freshKey, send, useServers } from '../idempotency/http';
 
@@ -124,5 +125,21 @@ describe('a scope callback that returns an object', () => {
       expect(message).not.toMatch(/ada@|SECRET/);
     }
     expect(() => tagsReturned([user])).toThrow(/got an array of 1 \(object\)\.$/);
+  });
+
+  it('names even a hostile answer without throwing or letting its key names forge a line', () => {
+    const { proxy, revoke } = Proxy.revocable({}, {});
+    revoke();
+    const lengthThrows = new Proxy([1], {
+      get(target, name) {
+        if (name === 'length') throw new Error('no');
+        return Reflect.get(target, name);
+      },
+    });
+    expect(shown(proxy)).toBe('an object');
+    expect(shown(lengthThrows)).toBe('an object');
+    expect(() => tagsReturned({ 'id\nFAKE LOG LINE': 1 })).toThrow(
+      /got an object with keys "id\\nFAKE LOG LINE"\.$/,
+    );
   });
 });
