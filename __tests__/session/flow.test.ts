@@ -152,6 +152,24 @@ describe('redisSession login, logout and the per-user index', () => {
     expect(await sessions.list('alice')).toHaveLength(1);
   });
 
+  it.each([1, 3])(
+    'logins racing past maxSessionsPerUser: %p leave no more sessions than the cap, and the latest lives',
+    async (cap) => {
+      const { sessions, app } = setup({ maxSessionsPerUser: cap });
+      const devices = Array.from({ length: 8 }, () => request.agent(app));
+      // All at once: each lists its session before writing it, so the others find it listed, unwritten.
+      const logins = await Promise.all(devices.map((d) => d.post('/login/racer').expect(200)));
+      expect(logins.every((res) => sessionCookie(res))).toBe(true);
+      const users = await Promise.all(devices.map(async (d) => (await d.get('/me')).body.userId));
+      const alive = users.filter((u) => u === 'racer').length;
+      // With one slot the latest login, which ends every earlier one it finds, is the one left.
+      if (cap === 1) expect(alive).toBe(1);
+      expect(alive).toBeGreaterThanOrEqual(1);
+      expect(alive).toBeLessThanOrEqual(cap);
+      expect((await sessions.list('racer')).length).toBe(alive);
+    },
+  );
+
   it('keeps the 100 most recent sessions by default; maxSessionsPerUser: false keeps every one', async () => {
     const logins = async (app: ReturnType<typeof setup>['app'], user: string) => {
       for (let i = 0; i < 101; i++) await request.agent(app).post(`/login/${user}`).expect(200);

@@ -302,9 +302,9 @@ describe('redisSession races', () => {
       if (meanwhile !== 'list()') await b2.fetch(`${url}/login?user=u1`, { method: 'POST' });
       // b3's login lists its session, then its write takes 300 ms to leave (a slow network).
       const client = redis as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
-      const save = client.erk_session_save!;
+      const save = client.erk_session_save_v2!;
       let delay = true;
-      client.erk_session_save = function (this: unknown, ...args: unknown[]) {
+      client.erk_session_save_v2 = function (this: unknown, ...args: unknown[]) {
         if (!delay) return save.apply(this, args);
         delay = false;
         return sleep(300).then(() => save.apply(this, args));

@@ -42,10 +42,15 @@ export class IndexClaims {
 
   /** `vouchedUntil`: the index entry's end before this claim, to fall back to when it fails. */
   async index(key: string, userId: string, sid: string, ttl: number, vouchedUntil = 0): Promise<void> {
-    const { redis, prefix, maxSessionsPerUser } = this.settings;
-    let size: number;
+    const size = await this.list(key, userId, sid, ttl, vouchedUntil);
+    await this.cap(userId, sid, size);
+  }
+
+  /** Lists the session under its user; resolves how many entries the user's index holds. */
+  async list(key: string, userId: string, sid: string, ttl: number, vouchedUntil = 0): Promise<number> {
+    const { redis, prefix } = this.settings;
     try {
-      size = await this.guard(userIndexKey(prefix, userId), () =>
+      return await this.guard(userIndexKey(prefix, userId), () =>
         addToUserIndex(redis, prefix, userId, sessionHandle(sid), 2 * ttl),
       );
     } catch (error) {
@@ -54,6 +59,14 @@ export class IndexClaims {
       this.forget(key, vouchedUntil);
       throw error;
     }
+  }
+
+  /**
+   * Applies `maxSessionsPerUser` for this session, once it is written (see `evictSessions`), when
+   * its index holds `size` entries.
+   */
+  async cap(userId: string, sid: string, size: number): Promise<void> {
+    const { maxSessionsPerUser } = this.settings;
     if (size <= maxSessionsPerUser) return;
     // The cap is housekeeping: a failure here must not fail the request; the next login retries.
     try {

@@ -49,8 +49,9 @@ export interface RedisSessionOptions {
   proxy?: boolean | undefined;
   /**
    * Most live sessions one user keeps. A login (or index refresh) past it ends the user's sessions
-   * that would expire soonest, never the new one, so `list()` and `logoutAll()` stay cheap and one
-   * account cannot grow its index without bound. `false` for no cap. Default `100`.
+   * that would expire soonest, never the new one (nor a later login racing it: logins racing past
+   * the cap leave the latest), so `list()` and `logoutAll()` stay cheap and one account cannot grow
+   * its index without bound. `false` for no cap. Default `100`.
    */
   maxSessionsPerUser?: number | false | undefined;
 }

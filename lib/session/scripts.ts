@@ -6,7 +6,8 @@ import { defineScript, LUA_NOW_MS } from '../scripts';
  * its own slot on Cluster:
  *   <prefix>sess:{<handle>}       d = JSON data, c = created ms, s = last seen ms, ua = user agent,
  *                                 t = its lifetime (ms: the cookie's maxAge, else the store's ttl),
- *                                 u = user id, ix = until when the user index vouches for it (ms),
+ *                                 u = user id, li = when that user logged in to it (ms),
+ *                                 ix = until when the user index vouches for it (ms),
  *                                 x = tombstone (destroyed; refuse late writes)
  * The user index is a sorted set tagged by the user id, so it lives in the user's slot:
  *   <prefix>sess-user:{<userId>}  member = handle, score = ms until which the entry is kept
@@ -69,7 +70,7 @@ end
  * before a claim (ms, 0: none)}
  */
 export const SAVE = defineScript(
-  'session_save',
+  'session_save_v2',
   1,
   `if redis.call('HEXISTS', KEYS[1], 'x') == 1 then return {-1, 0} end
 if ARGV[5] == '1' and redis.call('HEXISTS', KEYS[1], 'd') == 0 then return {-1, 0} end
@@ -81,7 +82,8 @@ local cur_u, cur_ix = cur[1], cur[2]
 redis.call('HSET', KEYS[1], 'd', ARGV[1], 's', now_ms, 't', ttl)
 redis.call('HSETNX', KEYS[1], 'c', now_ms)
 if ARGV[4] ~= '' then redis.call('HSETNX', KEYS[1], 'ua', ARGV[4]) end
-if uid == '' and cur_u then redis.call('HDEL', KEYS[1], 'u', 'ix') end
+if uid == '' and cur_u then redis.call('HDEL', KEYS[1], 'u', 'ix', 'li') end
+if uid ~= '' and cur_u ~= uid then redis.call('HSET', KEYS[1], 'li', now_ms) end
 ${INDEX_CHECK}
 return {refresh, now_ms, tonumber(cur_ix) or 0}`,
 );

@@ -197,7 +197,7 @@ export class KitSessionStore extends Store {
     // tombstones) it, and a write whose reply was lost and that ioredis sent again, which finds its
     // own index claim and answers "indexed already", cannot leave it unlisted.
     const creating = mustExist === '' && userId !== '';
-    if (creating) await this.claims.index(key, userId, sid, ttl);
+    const listed = creating ? await this.claims.list(key, userId, sid, ttl) : 0;
     const [refresh, , vouchedUntil] = await this.claims.claiming(key, () =>
       runScript<[number, number, number?]>(redis, SAVE, [key], [data, ttl, userId, userAgent, mustExist]),
     );
@@ -209,7 +209,9 @@ export class KitSessionStore extends Store {
       this.marks.markDropped(session);
       return false;
     }
-    if (refresh === 1 && !creating) await this.claims.index(key, userId, sid, ttl, vouchedUntil);
+    // The cap only once the session is written: see evictSessions.
+    if (creating) await this.claims.cap(userId, sid, listed);
+    else if (refresh === 1) await this.claims.index(key, userId, sid, ttl, vouchedUntil);
     return true;
   }
 

@@ -107,13 +107,26 @@ export async function destroyUserSessions(
   return endSessions(settings, userId, handles);
 }
 
+interface Row {
+  h: string;
+  /** No key at all: expired, or a login listed and not yet written. */
+  absent: boolean;
+  live: boolean;
+  /** Its PTTL. */
+  left: number;
+  /** When its user logged in to it (ms). */
+  since: number;
+}
+
 /**
  * Past `maxSessionsPerUser` (`INDEX_ADD` said so): ends the user's live sessions that expire soonest,
- * as many as exceed `cap`, never `keep` (the one just logged in). Index entries outlive their
- * sessions, so each is checked first, and an active session is never ended in place of an expired
- * one: entries of ended sessions (tombstone) are unlisted, entries without any key are left for
- * their score to retire (one may be a login about to write its session), and neither counts.
- * Sessions go first and their index entries after, so a failure half-way leaves them listed
+ * as many as exceed `cap`, never `keep` (the session just logged in or refreshing its entry) and
+ * never one that logged in after `keep`: of two logins racing past the cap, the later ends the
+ * earlier, not each the other. Called once `keep` is written, so that later login, checking after
+ * its own write, finds every earlier one written too. Index entries outlive their sessions, so each
+ * is checked first: entries of ended sessions (tombstone) are unlisted, entries without any key are
+ * left for their score to retire (one may be a login about to write its session), and neither
+ * counts. Sessions go first and their index entries after, so a failure half-way leaves them listed
  * (retried at the next login), never alive but unlisted. Returns how many live sessions were ended.
  */
 export async function evictSessions(
@@ -123,34 +136,45 @@ export async function evictSessions(
   cap: number,
 ): Promise<number> {
   const { redis, prefix } = settings;
-  const handles = (await handlesOf(settings, userId)).filter((h) => h !== keep);
-  const rows = await guard(settings, undefined, () =>
+  const handles = await handlesOf(settings, userId);
+  const rows: Row[] = await guard(settings, undefined, () =>
     Promise.all(
       handles.map(async (h) => {
         const key = sessionKeyFromHandle(prefix, h);
-        const [[owner, tombstone, created], left] = await Promise.all([
-          redis.hmget(key, 'u', 'x', 'c'),
+        const [[owner, tombstone, created, loggedIn], left] = await Promise.all([
+          redis.hmget(key, 'u', 'x', 'c', 'li'),
           redis.pttl(key),
         ]);
         const absent = !owner && !tombstone && !created;
-        return { h, absent, live: owner === userId && !tombstone && left > 0, left };
+        // Sessions written by an earlier version have no `li`: their creation comes before it.
+        const since = Number(loggedIn ?? created);
+        return { h, absent, live: owner === userId && !tombstone && left > 0, left, since };
       }),
     ),
   );
-  const gone = rows.filter((r) => !r.live && !r.absent).map((r) => r.h);
-  const live = rows.filter((r) => r.live).sort((a, b) => a.left - b.left);
-  const surplus = live.length + 1 - cap;
+  const mine = rows.find((r) => r.h === keep);
+  const others = rows.filter((r) => r.h !== keep);
+  const gone = others.filter((r) => !r.live && !r.absent).map((r) => r.h);
   if (gone.length > 0) {
     await guard(settings, userIndexKey(prefix, userId), () =>
       removeFromUserIndex(redis, prefix, userId, gone),
     );
   }
+  // A session already ended (a racing later login's cap, a logout) ends nothing in its turn; one
+  // this read missed (a replica behind, with `scaleReads`) leaves the cap to the next login.
+  if (!mine?.live) return 0;
+  const live = others.filter((r) => r.live);
+  const surplus = live.length + 1 - cap;
   if (surplus <= 0) return 0;
-  return endSessions(
-    settings,
-    userId,
-    live.slice(0, surplus).map((r) => r.h),
-  );
+  // Ties (one millisecond) go by handle, so both logins of a race agree on which came first.
+  const earlier = (r: Row) => r.since < mine.since || (r.since === mine.since && r.h < mine.h);
+  const ending = live
+    .filter(earlier)
+    .sort((a, b) => a.left - b.left || a.since - b.since || (a.h < b.h ? -1 : 1))
+    .slice(0, surplus)
+    .map((r) => r.h);
+  if (ending.length === 0) return 0;
+  return endSessions(settings, userId, ending);
 }
 
 /**
