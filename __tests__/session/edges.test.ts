@@ -324,6 +324,52 @@ describe('redisSession edge cases', () => {
     }
   });
 
+  it.each([
+    [
+      { name: '__Host-sid' },
+      '__Host-sid',
+      /cookie name "__Host-sid" starts with __Host-.*without the prefix/,
+    ],
+    [{ name: '__Secure-sid' }, '__Secure-sid', /cookie name "__Secure-sid" starts with __Secure-/],
+    [{ cookie: { sameSite: 'none' as const } }, 'sid', /sameSite is 'none'.*use sameSite: 'lax'/],
+  ])(
+    "secure: 'auto' with %p on plain HTTP: login warns once that the browser drops the cookie it gets",
+    async (options, name, message) => {
+      const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => {});
+      try {
+        const https = setup({ ...options, proxy: true });
+        const set = await request(https.app).post('/login').set('X-Forwarded-Proto', 'https').expect(200);
+        expect(sessionCookie(set, name)).toMatch(/; Secure/);
+        expect(warn).not.toHaveBeenCalled();
+        const plain = setup(options);
+        for (let i = 0; i < 2; i++) {
+          const res = await request(plain.app).post('/login').expect(200);
+          // Sent, but without Secure: a browser refuses it.
+          expect(sessionCookie(res, name)).not.toMatch(/; Secure/);
+        }
+        expect(warn).toHaveBeenCalledTimes(1);
+        expect(warn.mock.calls[0]![0]).toMatch(message);
+        expect(warn.mock.calls[0]![0]).toMatch(/came over plain HTTP.*trust proxy/);
+        expect(warn.mock.calls[0]![1]).toEqual({ code: 'ERK_SESSION_COOKIE_NOT_SENT' });
+      } finally {
+        warn.mockRestore();
+      }
+    },
+  );
+
+  it("secure: 'auto' with a plain name on plain HTTP logs in without a warning", async () => {
+    const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => {});
+    try {
+      const { app } = setup();
+      const agent = request.agent(app);
+      await agent.post('/login').expect(200);
+      expect((await agent.get('/me').expect(200)).body.userId).toBe('u');
+      expect(warn).not.toHaveBeenCalled();
+    } finally {
+      warn.mockRestore();
+    }
+  });
+
   it('logout behind a proxy trusted by the proxy option clears the cookie with the Secure flag it was set with', async () => {
     const { app } = setup({ proxy: true, name: '__Host-sid' });
     const set = sessionCookie(

@@ -4,7 +4,7 @@ import { problemType, RedisUnavailableError, SessionEndedError, sendProblem, sho
 import { emitKitEvent } from '../events';
 import { kitSessionCookies } from '../session-cookies';
 import { commitBeforeEnd, takeSnapshot } from './commit';
-import { type RedisSessionOptions, resolveOptions } from './options';
+import { droppedOverHttp, type RedisSessionOptions, resolveOptions } from './options';
 import { sessionHandle } from './scripts';
 import { KitSessionStore } from './store';
 import { destroyUserSessions, listUserSessions, type SessionInfo } from './user-index';
@@ -133,13 +133,16 @@ export function redisSession(options: RedisSessionOptions): RedisSessionMiddlewa
 
   middleware.login = async (req, data) => {
     checkLoginData(data);
-    if (o.cookie.secure === true && !warnedNoCookie && !isSecureRequest(req, o.proxy)) {
-      // express-session then sends no cookie at all: the login "succeeds" and the next request is anonymous.
+    const dropped =
+      warnedNoCookie || isSecureRequest(req, o.proxy) ? undefined : droppedOverHttp(o.name, o.cookie);
+    if (dropped) {
+      // The login "succeeds" and the next request is anonymous: no cookie was sent, or one the
+      // browser drops.
       warnedNoCookie = true;
       process.emitWarning(
-        'express-redis-kit redisSession: cookie.secure is true, but this login came over plain HTTP (as Express sees it), ' +
-          "so no session cookie is sent. Behind a TLS proxy, set app.set('trust proxy', …) (or the proxy option); " +
-          "for local HTTP, use secure: 'auto'. (Warned once.)",
+        `express-redis-kit redisSession: ${dropped.why}, but this login came over plain HTTP (as Express sees it), ` +
+          "so the browser keeps no session cookie. Behind a TLS proxy, set app.set('trust proxy', …) (or the proxy option); " +
+          `for local HTTP, ${dropped.fix}. (Warned once.)`,
         { code: 'ERK_SESSION_COOKIE_NOT_SENT' },
       );
     }

@@ -206,6 +206,33 @@ function resolveCookie(
 }
 
 /**
+ * Why the session cookie of a login over plain HTTP would not stick, or undefined when it would:
+ * express-session sends none with `secure: true`, and with `'auto'` it sends one without `Secure`,
+ * which browsers drop for a `__Host-`/`__Secure-` name or `SameSite=None`.
+ */
+export function droppedOverHttp(
+  name: string,
+  cookie: CookieOptions,
+): { why: string; fix: string } | undefined {
+  if (cookie.secure === true) return { why: 'cookie.secure is true', fix: "use secure: 'auto'" };
+  if (cookie.secure === false) return undefined;
+  const prefix = /^__(host|secure)-/i.exec(name)?.[0];
+  if (prefix) {
+    return {
+      why: `the cookie name "${name}" starts with ${prefix}, which browsers keep only with Secure`,
+      fix: 'use a name without the prefix',
+    };
+  }
+  if (cookie.sameSite === 'none') {
+    return {
+      why: "cookie.sameSite is 'none', which browsers keep only with Secure",
+      fix: "use sameSite: 'lax'",
+    };
+  }
+  return undefined;
+}
+
+/**
  * Browsers drop a `__Secure-` cookie set without `Secure`, and a `__Host-` one that also has a
  * `Domain` or a `Path` other than `/` (RFC 6265bis 4.1.3): the session would silently never stick.
  * `secure: 'auto'` is accepted: on HTTPS it sets `Secure`.
