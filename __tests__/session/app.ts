@@ -1,4 +1,4 @@
-import express, { type Request } from 'express';
+import express, { type Request, type RequestHandler } from 'express';
 import type { Redis } from 'ioredis';
 import type supertest from 'supertest';
 import type { RedisSessionMiddleware } from '../../lib/session';
@@ -8,11 +8,19 @@ type Data = { views?: number; role?: string };
 /** A small app over a session middleware: the routes the session tests drive. */
 export function sessionApp(
   sessions: RedisSessionMiddleware,
-  options: { trustProxy?: boolean; beforeWrite?: () => Promise<void> } = {},
+  options: {
+    trustProxy?: boolean;
+    beforeWrite?: () => Promise<void>;
+    /** Middleware mounted before / after the session one. */
+    before?: RequestHandler;
+    after?: RequestHandler;
+  } = {},
 ) {
   const app = express();
   if (options.trustProxy) app.set('trust proxy', 1);
+  if (options.before) app.use(options.before);
   app.use(sessions);
+  if (options.after) app.use(options.after);
   const data = (req: Request) => req.session as unknown as Data & { userId?: string };
   app.get('/me', (req, res) => {
     res.json({ userId: data(req).userId ?? null, views: data(req).views ?? 0, role: data(req).role ?? null });

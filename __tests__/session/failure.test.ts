@@ -1,3 +1,4 @@
+import compression from 'compression';
 import Redis from 'ioredis';
 import request from 'supertest';
 import { configureBreaker } from '../../lib/breaker';
@@ -10,12 +11,12 @@ const SECRET = 'failure-test-secret-failure-test-secret';
 const redisServer = useRedisServer();
 
 /** A user's own plain client (ioredis defaults: offline queue, 20 retries): only guarded() bounds the wait. */
-function setup(beforeWrite?: () => Promise<void>) {
+function setup(beforeWrite?: () => Promise<void>, mount: Parameters<typeof sessionApp>[1] = {}) {
   const redis = redisServer.plain();
   redis.on('error', () => {});
   configureBreaker(redis, { cooldownMs: 100 });
   const sessions = redisSession({ redis, secret: SECRET, timeout: '300ms' });
-  return { redis, sessions, app: sessionApp(sessions, { beforeWrite }) };
+  return { redis, sessions, app: sessionApp(sessions, { beforeWrite, ...mount }) };
 }
 
 function expectProblem503(res: request.Response) {
@@ -112,6 +113,40 @@ describe('redisSession when Redis is down or slow', () => {
       killNow = true;
       expectProblem503(await agent.post('/count'));
     } finally {
+      await redisServer.server.restart();
+    }
+    await readyAgain(redis);
+  });
+
+  it.each([
+    ['before', 'a failed save still answers the 503 (compressed)'],
+    ['after', 'a failed save leaves the 200 out and reports a late-error event'],
+  ] as const)('compression() mounted %s redisSession(): %s', async (where, _outcome) => {
+    const events = captureEvents('session');
+    let killNow = false;
+    const { redis, app } = setup(
+      async () => {
+        if (killNow) await redisServer.server.kill();
+      },
+      { [where]: compression({ threshold: 0 }) },
+    );
+    const agent = request.agent(app);
+    try {
+      await agent.post('/login/5').expect(200);
+      killNow = true;
+      const res = await agent.post('/count').set('Accept-Encoding', 'gzip');
+      if (where === 'before') {
+        // Compression wraps the answer the session hook lets out: here the 503.
+        expectProblem503(res);
+        expect(res.headers['content-encoding']).toBe('gzip');
+      } else {
+        // Compression sends the headers as the handler ends, before the session is written: the
+        // 200 is out, and the lost write is only an event (README, "Fail mode").
+        expect(res.status).toBe(200);
+        await events.waitFor('late-error', 1);
+      }
+    } finally {
+      events.stop();
       await redisServer.server.restart();
     }
     await readyAgain(redis);
