@@ -37,6 +37,28 @@ describe('cacheResponse and the HTTP around it', () => {
     expect(calls).toBe(2);
   });
 
+  it('answers Cache-Control: only-if-cached from an entry, and without one 504 instead of calling the origin', async () => {
+    let calls = 0;
+    const app = express().get(
+      '/o',
+      cacheResponse({ redis: client, ttl: '1m', logger: quietLogger() }),
+      (_req, res) => {
+        calls += 1;
+        res.send(`v${calls}`);
+      },
+    );
+    const miss = await request(app).get('/o').set('Cache-Control', 'max-stale, only-if-cached');
+    expect(miss.status).toBe(504);
+    expect(miss.headers['content-type']).toMatch(/^application\/problem\+json/);
+    expect(miss.body).toMatchObject({ status: 504, type: 'urn:express-redis-kit:problem:not-cached' });
+    expect(miss.headers['cache-control']).toBe('no-store');
+    expect(calls).toBe(0);
+    await untilHit(app, '/o');
+    const hit = await request(app).get('/o').set('Cache-Control', 'only-if-cached');
+    expect([hit.status, hit.text, hit.headers['x-cache']]).toEqual([200, 'v1', 'HIT']);
+    expect(calls).toBe(1);
+  });
+
   it('answers conditionals only for GET and HEAD: a cached POST sends its whole answer', async () => {
     let calls = 0;
     const app = express();

@@ -1,5 +1,5 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { optionError } from '../errors';
+import { optionError, problemType, sendProblem } from '../errors';
 import { scopePart } from '../keys';
 import { givenLogger } from '../logger';
 import { hasBody } from '../request-body';
@@ -120,6 +120,8 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
   }
 
   async function miss(req: Request, res: Response, next: NextFunction, key: string, redisKey: string) {
+    // The client wants no origin call (RFC 9111 §5.2.1.7): neither run it nor wait for one.
+    if (onlyIfCached(req)) return lookupOnly(req, res, next, key, redisKey);
     // A fill that an invalidation overtook ends in `retry` (its store was dropped), and whoever
     // waited on it looks up afresh: see fill().
     const pending = flights.pending(key);
@@ -170,6 +172,19 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     if (found?.kind === 'hit' && now < found.rec.swrUntil)
       return serveEntry(req, res, found.rec, key, redisKey, 'hit');
     res.setHeader('X-Cache', found ? 'MISS' : 'BYPASS');
+    if (onlyIfCached(req)) {
+      return sendProblem(
+        res,
+        {
+          type: problemType('not-cached'),
+          title: 'Not cached',
+          status: 504,
+          detail:
+            'The request asked for a cached answer only (Cache-Control: only-if-cached), and none is stored.',
+        },
+        { 'Cache-Control': 'no-store' },
+      );
+    }
     const stale = found?.kind === 'hit' ? staleIfErrorOf(o, found.rec, now) : undefined;
     if (stale) {
       // Past staleWhileRevalidate the route answers, but its error gets the stale entry, as a GET's
@@ -287,6 +302,19 @@ function notKitCache(value: unknown): Error {
 
 /** `Cache-Control: no-store` on the request. */
 function forbidsStore(req: Request): boolean {
+  return requestDirective(req, 'no-store');
+}
+
+/** `Cache-Control: only-if-cached` on the request. */
+function onlyIfCached(req: Request): boolean {
+  return requestDirective(req, 'only-if-cached');
+}
+
+function requestDirective(req: Request, name: string): boolean {
   const directives = req.headers['cache-control'];
-  return directives !== undefined && /(^|,)\s*no-store\s*(,|$)/i.test(directives);
+  if (directives === undefined) return false;
+  return directives
+    .toLowerCase()
+    .split(',')
+    .some((d) => d.trim() === name);
 }
