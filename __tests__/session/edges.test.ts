@@ -332,6 +332,8 @@ describe('redisSession edge cases', () => {
     ],
     [{ name: '__Secure-sid' }, '__Secure-sid', /cookie name "__Secure-sid" starts with __Secure-/],
     [{ cookie: { sameSite: 'none' as const } }, 'sid', /sameSite is 'none'.*use sameSite: 'lax'/],
+    [{ cookie: { sameSite: 'None' as 'none' } }, 'sid', /sameSite is 'none'/],
+    [{ cookie: { partitioned: true } }, 'sid', /partitioned is true.*drop partitioned/],
   ])(
     "secure: 'auto' with %p on plain HTTP: login warns once that the browser drops the cookie it gets",
     async (options, name, message) => {

@@ -77,6 +77,13 @@ describe('redisSession options', () => {
     expect(() =>
       redisSession({ redis, secret: strong, cookie: { sameSite: 'none', secure: false } }),
     ).toThrow(/option "cookie.sameSite"/);
+    // The cookie library takes it in any case: so does the check.
+    expect(() =>
+      redisSession({ redis, secret: strong, cookie: { sameSite: 'None' as 'none', secure: false } }),
+    ).toThrow(/option "cookie.sameSite"/);
+    expect(() =>
+      redisSession({ redis, secret: strong, cookie: { partitioned: true, secure: false } }),
+    ).toThrow(/option "cookie.partitioned" is true while cookie.secure is false/);
   });
 
   it('refuses cookie settings that make browsers drop a __Host- or __Secure- cookie', () => {

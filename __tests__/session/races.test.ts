@@ -75,6 +75,11 @@ function app(
   server.post('/logout-all', async (req, res) => {
     res.json({ ended: await sessions.logoutAll(String(req.session?.userId)) });
   });
+  server.post('/login-then-wait', async (req, res) => {
+    await sessions.login(req, { userId: String(req.query.user ?? 'u') });
+    await waiting.shift()?.();
+    res.json({ id: sessions.idOf(req) });
+  });
   server.get('/wait', async (req, res) => {
     await waiting.shift()?.();
     res.json({ user: req.session?.userId ?? null });
@@ -319,6 +324,61 @@ describe('redisSession races', () => {
       for (const browser of [b1, b2, b3, b4]) expect(await browser.json(`${url}/me`)).toEqual({ user: null });
     },
   );
+
+  it('a login that listed its session first but wrote it last still applies maxSessionsPerUser: it ends the other', async () => {
+    const redis = redisServer.client() as Redis;
+    const { sessions, server } = app(redis, { maxSessionsPerUser: 1, prefix: 'gate:' });
+    const url = await servers.listen(server);
+    const [first, second] = [new Browser(), new Browser()];
+    // The kit defines its scripts on a client at their first use: before replacing one, use it.
+    await new Browser().fetch(`${url}/login?user=warm-up`, { method: 'POST' });
+    // first's login lists its session, then its write takes 300 ms to leave (a slow network).
+    const client = redis as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+    const save = client.erk_session_save_v2!;
+    let delay = true;
+    client.erk_session_save_v2 = function (this: unknown, ...args: unknown[]) {
+      if (!delay) return save.apply(this, args);
+      delay = false;
+      return sleep(300).then(() => save.apply(this, args));
+    };
+    const slow = first.fetch(`${url}/login?user=u1`, { method: 'POST' });
+    await sleep(100);
+    // Listed second, written first: it found first's session listed but not written.
+    await second.fetch(`${url}/login?user=u1`, { method: 'POST' });
+    await slow;
+    expect(await first.json(`${url}/me`)).toEqual({ user: 'u1' });
+    expect(await second.json(`${url}/me`)).toEqual({ user: null });
+    expect(await sessions.list('u1')).toHaveLength(1);
+  });
+
+  it('a login that a later one ended by maxSessionsPerUser before its answer went out sends no cookie, so the browser keeps the later one', async () => {
+    const { sessions, server } = app(redisServer.client() as Redis, {
+      maxSessionsPerUser: 1,
+      prefix: 'dbl:',
+    });
+    const url = await servers.listen(server);
+    const browser = new Browser();
+    let release!: () => void;
+    let inHandler!: () => void;
+    const entered = new Promise<void>((resolve) => {
+      inHandler = resolve;
+    });
+    waiting.push(() => {
+      inHandler();
+      return new Promise<void>((resolve) => {
+        release = resolve;
+      });
+    });
+    // A double-submitted login form: the first answer is the last to arrive.
+    const first = browser.fetch(`${url}/login-then-wait?user=u1`, { method: 'POST' });
+    await entered;
+    const second = await browser.fetch(`${url}/login?user=u1`, { method: 'POST' });
+    expect(second.headers.getSetCookie()).toHaveLength(1);
+    release();
+    expect((await first).headers.getSetCookie()).toEqual([]);
+    expect(await browser.json(`${url}/me`)).toEqual({ user: 'u1' });
+    expect(await sessions.list('u1')).toHaveLength(1);
+  });
 
   it('a slow request whose session cannot be checked (Redis paused) still gets its answer, without a cookie', async () => {
     const { server } = app(redisServer.client() as Redis, { timeout: 300 });

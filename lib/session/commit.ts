@@ -107,12 +107,14 @@ function persist(
     // request may have outlived a login or logout in another tab of the same browser (or its own
     // logoutAll()), which ended this session: re-sending its cookie would put the dead session back
     // over the new one. Ended by this process: known without asking. Else, for a slow request, one
-    // TOUCH tells (a vanished session is dropped from the request, so no cookie goes out).
-    if (!store.rolling || !store.marks.loadedAs(req, req.sessionID)) return undefined;
+    // TOUCH tells (a vanished session is dropped from the request, so no cookie goes out). So for a
+    // login's new session that a racing later login ended by the cap (maxSessionsPerUser): its
+    // cookie, arriving last, would replace the later one in the browser.
     if (store.endedLately(req.sessionID)) {
       forgetInRequest(session);
       return undefined;
     }
+    if (!store.rolling || !store.marks.loadedAs(req, req.sessionID)) return undefined;
     if (store.marks.loadedBefore(req, SLOW_REQUEST_MS)) {
       return store.refresh(req.sessionID, session).then(
         () => undefined,

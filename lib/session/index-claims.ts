@@ -62,19 +62,26 @@ export class IndexClaims {
   }
 
   /**
-   * Applies `maxSessionsPerUser` for this session, once it is written (see `evictSessions`), when
-   * its index holds `size` entries.
+   * Applies `maxSessionsPerUser` for this session, once it is written (see `evictSessions`). `size`:
+   * how many entries its user's index holds, when just counted; a login counts again after its
+   * write instead, since of two racing logins the one that listed first may write last, and only it
+   * then finds the other written. `since`: when it logged in, for a login (its write's reply).
    */
-  async cap(userId: string, sid: string, size: number): Promise<void> {
-    const { maxSessionsPerUser } = this.settings;
-    if (size <= maxSessionsPerUser) return;
+  async cap(userId: string, sid: string, size?: number, since?: number): Promise<void> {
+    const { redis, prefix, maxSessionsPerUser } = this.settings;
+    if (size !== undefined && size <= maxSessionsPerUser) return;
+    if (maxSessionsPerUser === Number.POSITIVE_INFINITY) return;
     // The cap is housekeeping: a failure here must not fail the request; the next login retries.
     try {
+      const key = userIndexKey(prefix, userId);
+      const count = size ?? Number(await this.guard(key, () => redis.zcard(key)));
+      if (count <= maxSessionsPerUser) return;
       const ended = await evictSessions(
         { ...this.settings, onEnding: this.onEnding },
         userId,
         sessionHandle(sid),
         maxSessionsPerUser,
+        since,
       );
       emitKitEvent({ component: 'session', type: 'evicted', sessions: ended });
     } catch (error) {

@@ -48,8 +48,8 @@ export interface RedisSessionOptions {
    */
   proxy?: boolean | undefined;
   /**
-   * Most live sessions one user keeps. A login (or index refresh) past it ends the user's sessions
-   * that would expire soonest, never the new one (nor a later login racing it: logins racing past
+   * Most live sessions one user keeps. A login (or index refresh) past it ends, of the user's
+   * sessions logged in before it, those that would expire soonest, never itself (logins racing past
    * the cap leave the latest), so `list()` and `logoutAll()` stay cheap and one account cannot grow
    * its index without bound. `false` for no cap. Default `100`.
    */
@@ -192,11 +192,18 @@ function resolveCookie(
     ...given,
     maxAge: ttlMs,
   };
-  if (cookie.sameSite === 'none' && cookie.secure === false) {
+  if (sameSiteNone(cookie) && cookie.secure === false) {
     throw optionError(
       'cookie.sameSite',
       "is 'none' while cookie.secure is false; browsers drop such cookies",
       "Use secure: true or 'auto', or sameSite: 'lax'.",
+    );
+  }
+  if (cookie.partitioned === true && cookie.secure === false) {
+    throw optionError(
+      'cookie.partitioned',
+      'is true while cookie.secure is false; browsers drop Partitioned cookies without Secure',
+      "Use secure: true or 'auto', or drop partitioned.",
     );
   }
   checkNamePrefix(name, cookie);
@@ -208,7 +215,7 @@ function resolveCookie(
 /**
  * Why the session cookie of a login over plain HTTP would not stick, or undefined when it would:
  * express-session sends none with `secure: true`, and with `'auto'` it sends one without `Secure`,
- * which browsers drop for a `__Host-`/`__Secure-` name or `SameSite=None`.
+ * which browsers drop for a `__Host-`/`__Secure-` name, `SameSite=None` or `Partitioned`.
  */
 export function droppedOverHttp(
   name: string,
@@ -223,13 +230,24 @@ export function droppedOverHttp(
       fix: 'use a name without the prefix',
     };
   }
-  if (cookie.sameSite === 'none') {
+  if (sameSiteNone(cookie)) {
     return {
       why: "cookie.sameSite is 'none', which browsers keep only with Secure",
       fix: "use sameSite: 'lax'",
     };
   }
+  if (cookie.partitioned === true) {
+    return {
+      why: 'cookie.partitioned is true, which browsers keep only with Secure',
+      fix: 'drop partitioned',
+    };
+  }
   return undefined;
+}
+
+/** The cookie library takes `sameSite` in any case (`'None'` from JavaScript callers). */
+function sameSiteNone(cookie: CookieOptions): boolean {
+  return typeof cookie.sameSite === 'string' && cookie.sameSite.toLowerCase() === 'none';
 }
 
 /**

@@ -197,8 +197,8 @@ export class KitSessionStore extends Store {
     // tombstones) it, and a write whose reply was lost and that ioredis sent again, which finds its
     // own index claim and answers "indexed already", cannot leave it unlisted.
     const creating = mustExist === '' && userId !== '';
-    const listed = creating ? await this.claims.list(key, userId, sid, ttl) : 0;
-    const [refresh, , vouchedUntil] = await this.claims.claiming(key, () =>
+    if (creating) await this.claims.list(key, userId, sid, ttl);
+    const [refresh, now, vouchedUntil] = await this.claims.claiming(key, () =>
       runScript<[number, number, number?]>(redis, SAVE, [key], [data, ttl, userId, userAgent, mustExist]),
     );
     if (refresh === -1) {
@@ -210,7 +210,7 @@ export class KitSessionStore extends Store {
       return false;
     }
     // The cap only once the session is written: see evictSessions.
-    if (creating) await this.claims.cap(userId, sid, listed);
+    if (creating) await this.claims.cap(userId, sid, undefined, now);
     else if (refresh === 1) await this.claims.index(key, userId, sid, ttl, vouchedUntil);
     return true;
   }

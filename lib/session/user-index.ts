@@ -21,6 +21,8 @@ interface IndexSettings {
   tombstoneMs: number;
   /** Told which sessions (handles) are about to be ended. */
   onEnding?: (handles: readonly string[]) => void;
+  /** Whether requests slide sessions (`rolling`). */
+  rolling?: boolean;
 }
 
 /** Lists (or keeps listing) a session under its user for `keepMs`; resolves how many entries the index holds. */
@@ -112,47 +114,57 @@ interface Row {
   /** No key at all: expired, or a login listed and not yet written. */
   absent: boolean;
   live: boolean;
-  /** Its PTTL. */
-  left: number;
+  /** When it expires (ms). */
+  ends: number;
   /** When its user logged in to it (ms). */
   since: number;
 }
 
 /**
- * Past `maxSessionsPerUser` (`INDEX_ADD` said so): ends the user's live sessions that expire soonest,
- * as many as exceed `cap`, never `keep` (the session just logged in or refreshing its entry) and
- * never one that logged in after `keep`: of two logins racing past the cap, the later ends the
- * earlier, not each the other. Called once `keep` is written, so that later login, checking after
- * its own write, finds every earlier one written too. Index entries outlive their sessions, so each
- * is checked first: entries of ended sessions (tombstone) are unlisted, entries without any key are
- * left for their score to retire (one may be a login about to write its session), and neither
- * counts. Sessions go first and their index entries after, so a failure half-way leaves them listed
- * (retried at the next login), never alive but unlisted. Returns how many live sessions were ended.
+ * Past `maxSessionsPerUser`: ends the user's live sessions that expire soonest, as many as exceed
+ * `cap`, never `keep` (the session just logged in, or one refreshing its index entry) and never one
+ * that logged in after `keep`: of logins racing past the cap, the later ends the earlier, not each
+ * the other. Only `keep` and the sessions before it count, so each login of a race trims to the cap
+ * what came before it and the latest one trims the rest. Called once `keep` is written, so that
+ * latest login, checking after its own write, finds every earlier one written too. `keepSince`:
+ * when `keep` logged in, when the caller knows (a login: its write's reply), so a replica behind
+ * (`scaleReads`) that does not have it yet still lets the cap run. Index entries outlive their
+ * sessions, so each is checked first: entries of ended sessions (tombstone) are unlisted, entries
+ * without any key are left for their score to retire (one may be a login about to write its
+ * session), and neither counts. Sessions go first and their index entries after, so a failure
+ * half-way leaves them listed (retried at the next login), never alive but unlisted. Returns how
+ * many live sessions were ended.
  */
 export async function evictSessions(
   settings: IndexSettings,
   userId: string,
   keep: string,
   cap: number,
+  keepSince?: number,
 ): Promise<number> {
   const { redis, prefix } = settings;
   const handles = await handlesOf(settings, userId);
+  const readAt = Date.now();
   const rows: Row[] = await guard(settings, undefined, () =>
     Promise.all(
       handles.map(async (h) => {
         const key = sessionKeyFromHandle(prefix, h);
-        const [[owner, tombstone, created, loggedIn], left] = await Promise.all([
-          redis.hmget(key, 'u', 'x', 'c', 'li'),
+        const [[owner, tombstone, created, loggedIn, seen, lifetime], left] = await Promise.all([
+          redis.hmget(key, 'u', 'x', 'c', 'li', 's', 't'),
           redis.pttl(key),
         ]);
         const absent = !owner && !tombstone && !created;
         // Sessions written by an earlier version have no `li`: their creation comes before it.
         const since = Number(loggedIn ?? created);
-        return { h, absent, live: owner === userId && !tombstone && left > 0, left, since };
+        // When it expires. Rolling, every write or slide sets `s` and the expiry at one Redis time,
+        // so `s + t` is exact and the same for every login racing past the cap: each then picks the
+        // same sessions to end (by PTTL, read a moment apart, they could pick different ones and end
+        // more than needed between them). Without rolling a read sets `s` alone: PTTL then.
+        const ends = settings.rolling && seen && lifetime ? Number(seen) + Number(lifetime) : readAt + left;
+        return { h, absent, live: owner === userId && !tombstone && left > 0, ends, since };
       }),
     ),
   );
-  const mine = rows.find((r) => r.h === keep);
   const others = rows.filter((r) => r.h !== keep);
   const gone = others.filter((r) => !r.live && !r.absent).map((r) => r.h);
   if (gone.length > 0) {
@@ -160,20 +172,20 @@ export async function evictSessions(
       removeFromUserIndex(redis, prefix, userId, gone),
     );
   }
-  // A session already ended (a racing later login's cap, a logout) ends nothing in its turn; one
-  // this read missed (a replica behind, with `scaleReads`) leaves the cap to the next login.
+  let mine = rows.find((r) => r.h === keep);
+  if (mine?.absent && keepSince !== undefined) mine = { ...mine, live: true, since: keepSince };
+  // A session already ended (a racing later login's cap, a logout) ends nothing in its turn: that
+  // later login has trimmed what came before it.
   if (!mine?.live) return 0;
-  const live = others.filter((r) => r.live);
-  const surplus = live.length + 1 - cap;
-  if (surplus <= 0) return 0;
+  const me = mine;
   // Ties (one millisecond) go by handle, so both logins of a race agree on which came first.
-  const earlier = (r: Row) => r.since < mine.since || (r.since === mine.since && r.h < mine.h);
-  const ending = live
-    .filter(earlier)
-    .sort((a, b) => a.left - b.left || a.since - b.since || (a.h < b.h ? -1 : 1))
+  const before = others.filter((r) => r.live && (r.since < me.since || (r.since === me.since && r.h < me.h)));
+  const surplus = before.length + 1 - cap;
+  if (surplus <= 0) return 0;
+  const ending = before
+    .sort((a, b) => a.ends - b.ends || a.since - b.since || (a.h < b.h ? -1 : 1))
     .slice(0, surplus)
     .map((r) => r.h);
-  if (ending.length === 0) return 0;
   return endSessions(settings, userId, ending);
 }
 
