@@ -209,6 +209,13 @@ export interface GuardOptions {
   key?: string;
 }
 
+const unsent = new WeakSet<object>();
+
+/** Whether `guarded()` rejected without sending anything (breaker open, client closed). */
+export function neverSent(error: unknown): boolean {
+  return typeof error === 'object' && error !== null && unsent.has(error);
+}
+
 /**
  * Runs one Redis operation on the request path: fails at once while the client's breaker is open,
  * never waits longer than `timeoutMs`, feeds the breaker, and emits `redis-call`/`redis-error`
@@ -227,6 +234,7 @@ export function guarded<T>(
     const error = new RedisUnavailableError(
       redis.status === 'end' ? 'the Redis client is closed' : 'Redis circuit breaker is open',
     );
+    unsent.add(error);
     emitKitEvent({ component: options.component, name: options.name, type: 'redis-error', error });
     return Promise.reject(error);
   }

@@ -4,7 +4,7 @@ import request from 'supertest';
 import { redisSession } from '../../lib/session';
 import { sessionKey, userIndexKey } from '../../lib/session/scripts';
 import { eventually, useRedisServer } from '../helpers/redis';
-import { sessionApp, sessionCookie, sidOf } from './app';
+import { commandsDuring, sessionApp, sessionCookie, sidOf } from './app';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -138,6 +138,26 @@ describe('redisSession login, logout and the per-user index', () => {
     expect(
       Number((await redis.zrange(userIndexKey('erk:', 'rem'), '0', '-1', 'WITHSCORES'))[1]),
     ).toBeGreaterThan(Date.now() + week);
+  });
+
+  it('a "remember me" maxAge set after login() is one more write, not a second login: no second count or cap', async () => {
+    const { redis, app } = setup();
+    // Scripts load on first use (EVALSHA, NOSCRIPT, EVAL): warm them up.
+    await request
+      .agent(app)
+      .post(`/login/warm?maxAge=${7 * 24 * 3600_000}`)
+      .expect(200);
+    const plain = await commandsDuring(redis, () => request.agent(app).post('/login/rm').expect(200));
+    // End the old session, list the new one, write it, count the user's sessions.
+    expect(plain.commands).toBe(4);
+    const remembered = await commandsDuring(redis, () =>
+      request
+        .agent(app)
+        .post(`/login/rm?maxAge=${7 * 24 * 3600_000}`)
+        .expect(200),
+    );
+    // The same, then the write of its new lifetime and the longer index entry it needs.
+    expect(remembered.commands).toBe(6);
   });
 
   it('a fresh login ends an older session that expires later ("remember me"), never itself', async () => {

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import express from 'express';
-import type { Redis } from 'ioredis';
+import { type Redis, ReplyError } from 'ioredis';
 import { type KitEvent, onKitEvent } from '../../lib/events';
 import { redisSession } from '../../lib/session';
 import { SAVE, sessionKey, userIndexKey } from '../../lib/session/scripts';
@@ -378,6 +378,40 @@ describe('redisSession races', () => {
     expect((await first).headers.getSetCookie()).toEqual([]);
     expect(await browser.json(`${url}/me`)).toEqual({ user: 'u1' });
     expect(await sessions.list('u1')).toHaveLength(1);
+  });
+
+  it("a login whose end by a later login's cap Redis refused still sends its cookie: it lives on", async () => {
+    const redis = redisServer.client() as Redis;
+    const { sessions, server } = app(redis, { maxSessionsPerUser: 1, prefix: 'refused-cap:' });
+    const url = await servers.listen(server);
+    await new Browser().fetch(`${url}/login?user=warm-up`, { method: 'POST' });
+    await new Browser().fetch(`${url}/login?user=warm-up`, { method: 'POST' }); // warms the cap's DESTROY
+    const client = redis as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+    const destroy = client.erk_session_destroy_v2!;
+    client.erk_session_destroy_v2 = function (this: unknown, ...args: unknown[]) {
+      // The cap's ends (they name the user): refused, as by an ACL.
+      if (args[2]) return Promise.reject(new ReplyError('NOPERM this user has no permissions'));
+      return destroy.apply(this, args);
+    };
+    const [first, second] = [new Browser(), new Browser()];
+    let release!: () => void;
+    let inHandler!: () => void;
+    const entered = new Promise<void>((resolve) => {
+      inHandler = resolve;
+    });
+    waiting.push(() => {
+      inHandler();
+      return new Promise<void>((resolve) => {
+        release = resolve;
+      });
+    });
+    const held = first.fetch(`${url}/login-then-wait?user=u1`, { method: 'POST' });
+    await entered;
+    await second.fetch(`${url}/login?user=u1`, { method: 'POST' });
+    release();
+    expect((await held).headers.getSetCookie()).toHaveLength(1);
+    expect(await first.json(`${url}/me`)).toEqual({ user: 'u1' });
+    expect(await sessions.list('u1')).toHaveLength(2);
   });
 
   it('a slow request whose session cannot be checked (Redis paused) still gets its answer, without a cookie', async () => {

@@ -19,6 +19,8 @@ export class IndexClaims {
     private readonly guard: <T>(key: string, operation: () => Promise<T>) => Promise<T>,
     /** Called with the handles of sessions the cap is about to end. */
     private readonly onEnding: (handles: readonly string[]) => void,
+    /** Called with those whose end Redis refused or never received. */
+    private readonly onEndFailed: (handles: readonly string[]) => void,
   ) {}
 
   /**
@@ -77,7 +79,7 @@ export class IndexClaims {
       const count = size ?? Number(await this.guard(key, () => redis.zcard(key)));
       if (count <= maxSessionsPerUser) return;
       const ended = await evictSessions(
-        { ...this.settings, onEnding: this.onEnding },
+        { ...this.settings, onEnding: this.onEnding, onEndFailed: this.onEndFailed },
         userId,
         sessionHandle(sid),
         maxSessionsPerUser,

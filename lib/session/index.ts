@@ -79,6 +79,7 @@ export function redisSession(options: RedisSessionOptions): RedisSessionMiddlewa
     timeoutMs: o.timeoutMs,
     tombstoneMs: o.tombstoneMs,
     onEnding: (handles: readonly string[]) => store.noteEnded(handles),
+    onEndFailed: (handles: readonly string[]) => store.unnoteEnded(handles),
   };
   const inner = expressSession({
     store,

@@ -1,6 +1,6 @@
 import type { Request } from 'express';
 import { type SessionData, Store } from 'express-session';
-import { guarded } from '../breaker';
+import { guarded, neverSent } from '../breaker';
 import type { RedisClient } from '../client';
 import { RedisRefusedError } from '../errors';
 import { emitKitEvent } from '../events';
@@ -45,12 +45,18 @@ export class KitSessionStore extends Store {
       settings,
       (key, operation) => this.guard(key, operation),
       (handles) => this.noteEnded(handles),
+      (handles) => this.unnoteEnded(handles),
     );
   }
 
   /** Notes sessions (by handle) this process is ending (see ended-here.ts). */
   noteEnded(handles: readonly string[]): void {
     this.ended.note(handles);
+  }
+
+  /** Takes back the notes of sessions whose end Redis refused or never received. */
+  unnoteEnded(handles: readonly string[]): void {
+    for (const h of handles) this.ended.unnote(h);
   }
 
   /** Whether this process ended session `sid` since the tombstone window began. */
@@ -191,7 +197,9 @@ export class KitSessionStore extends Store {
     const key = sessionKey(prefix, sid);
     // A session read from Redis must still be there to be written: a slow request that outlived a
     // logout (and its tombstone) must not bring it back. Only a new id (a login) may create a key.
-    const mustExist = this.marks.loadedAs(req, sid) ? '1' : '';
+    // So must one written earlier in this request (a login's, given a "remember me" maxAge after):
+    // its second write is an update, not a second login (no second count, no second cap).
+    const mustExist = this.marks.loadedAs(req, sid) || this.marks.wasWritten(session) ? '1' : '';
     const data = JSON.stringify(session);
     // A login's new session is listed before it exists: a logoutAll() meanwhile then finds (and
     // tombstones) it, and a write whose reply was lost and that ioredis sent again, which finds its
@@ -243,9 +251,9 @@ export class KitSessionStore extends Store {
         runScript<string | null>(redis, DESTROY, [key], [tombstoneMs, '', forLogin ? '1' : '']),
       );
     } catch (error) {
-      // Refused, the session lives on: its requests must go on re-sending its cookie. (A timeout
-      // may have ended it, so that one stays noted.)
-      if (error instanceof RedisRefusedError) this.ended.unnote(handle);
+      // Refused or never sent, the session lives on: its requests must go on re-sending its cookie.
+      // (A timeout may have ended it, so that one stays noted.)
+      if (error instanceof RedisRefusedError || neverSent(error)) this.ended.unnote(handle);
       throw error;
     }
     if (!owner) return;

@@ -1,5 +1,6 @@
-import { guarded } from '../breaker';
+import { guarded, neverSent } from '../breaker';
 import type { RedisClient } from '../client';
+import { RedisRefusedError } from '../errors';
 import { emitKitEvent } from '../events';
 import { runScript } from '../scripts';
 import { DESTROY, INDEX_ADD, INDEX_LIST, sessionKeyFromHandle, userIndexKey } from './scripts';
@@ -21,6 +22,8 @@ interface IndexSettings {
   tombstoneMs: number;
   /** Told which sessions (handles) are about to be ended. */
   onEnding?: (handles: readonly string[]) => void;
+  /** Told which of those sessions Redis refused or never received the end of. */
+  onEndFailed?: (handles: readonly string[]) => void;
   /** Whether requests slide sessions (`rolling`). */
   rolling?: boolean;
 }
@@ -203,7 +206,11 @@ async function endSessions(settings: IndexSettings, userId: string, handles: str
         runScript<string | null>(redis, DESTROY, [sessionKeyFromHandle(prefix, h)], [tombstoneMs, userId]),
       ),
     ),
-  );
+  ).catch((error: unknown) => {
+    // Refused or never sent, the sessions live on (a timeout may have ended them: kept noted).
+    if (error instanceof RedisRefusedError || neverSent(error)) settings.onEndFailed?.(handles);
+    throw error;
+  });
   // Remove exactly these entries (not the whole index): a login racing with us keeps its entry.
   // The sessions have ended: a failure here (the index on a node that is down) leaves listings that
   // list() and logoutAll() tell from live sessions, and must not report the ending as failed.
