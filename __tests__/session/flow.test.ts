@@ -192,6 +192,46 @@ describe('redisSession login, logout and the per-user index', () => {
     },
   );
 
+  it('a racing login does not end a session used since it read it: two logins past the cap end no more than the surplus', async () => {
+    const { redis, app } = setup({ maxSessionsPerUser: 2 });
+    const [x, y] = [request.agent(app), request.agent(app)];
+    await x.post('/login/slid').expect(200);
+    await sleep(30);
+    await y.post('/login/slid').expect(200);
+    await sleep(30);
+    // Login a's cap reads the sessions, then decides 400 ms later, on what it read.
+    const client = redis as unknown as { hmget: (...args: unknown[]) => Promise<unknown> };
+    const hmget = client.hmget.bind(redis);
+    let armed = true;
+    let held: Promise<unknown> | undefined;
+    client.hmget = (...args: unknown[]) => {
+      const reply = hmget(...args);
+      if (!armed) return reply;
+      held ??= sleep(400);
+      return reply.then(async (value) => {
+        await held;
+        return value;
+      });
+    };
+    const a = request.agent(app);
+    // then() sends it now (supertest sends a request only once it is awaited).
+    const first = a
+      .post('/login/slid')
+      .expect(200)
+      .then((res) => res);
+    await sleep(100);
+    armed = false;
+    // x is used meanwhile (it now expires last), then login b runs its cap on fresh reads: it
+    // keeps x and ends y and a.
+    await x.get('/me').expect(200);
+    const b = request.agent(app);
+    await b.post('/login/slid').expect(200);
+    await first;
+    const users = await Promise.all([x, y, a, b].map(async (d) => (await d.get('/me')).body.userId));
+    // a's cap would end x (the soonest to expire when it read): used since, it is left alone.
+    expect(users).toEqual(['slid', null, null, 'slid']);
+  });
+
   it('keeps the 100 most recent sessions by default; maxSessionsPerUser: false keeps every one', async () => {
     const logins = async (app: ReturnType<typeof setup>['app'], user: string) => {
       for (let i = 0; i < 101; i++) await request.agent(app).post(`/login/${user}`).expect(200);

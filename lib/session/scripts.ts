@@ -167,11 +167,13 @@ return 1`,
  * ARGV[3] '1' (a login replacing the session): a first write that Redis refuses under OOM, so the
  * old session is kept when the new one could not be saved (DEL alone would pass, and the login's
  * later writes fail: the user would be logged out by a login that answered 503).
+ * ARGV[4] (the cap): the session's last-seen time (`s`) as the cap read it; a session used since
+ * is left alone (false), as another login racing past the cap may have ranked it otherwise.
  */
 export const DESTROY = defineScript(
-  'session_destroy_v2',
+  'session_destroy_v3',
   1,
-  `local cur = redis.call('HMGET', KEYS[1], 'u', 'x', 'd')
+  `local cur = redis.call('HMGET', KEYS[1], 'u', 'x', 'd', 's')
 if ARGV[2] ~= '' and (cur[1] ~= ARGV[2] or cur[2]) then
   if not cur[1] and not cur[2] and not cur[3] then
     redis.call('HSET', KEYS[1], 'x', '1')
@@ -179,6 +181,7 @@ if ARGV[2] ~= '' and (cur[1] ~= ARGV[2] or cur[2]) then
   end
   return false
 end
+if ARGV[4] and ARGV[4] ~= '' and cur[4] ~= ARGV[4] then return false end
 if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'x', '1') end
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'x', '1')

@@ -121,6 +121,8 @@ interface Row {
   ends: number;
   /** When its user logged in to it (ms). */
   since: number;
+  /** Its last-seen time as read (`s`): its end is skipped if it was used since. */
+  seen: string;
 }
 
 /**
@@ -164,7 +166,7 @@ export async function evictSessions(
         // same sessions to end (by PTTL, read a moment apart, they could pick different ones and end
         // more than needed between them). Without rolling a read sets `s` alone: PTTL then.
         const ends = settings.rolling && seen && lifetime ? Number(seen) + Number(lifetime) : readAt + left;
-        return { h, absent, live: owner === userId && !tombstone && left > 0, ends, since };
+        return { h, absent, live: owner === userId && !tombstone && left > 0, ends, since, seen: seen ?? '' };
       }),
     ),
   );
@@ -187,9 +189,15 @@ export async function evictSessions(
   if (surplus <= 0) return 0;
   const ending = before
     .sort((a, b) => a.ends - b.ends || a.since - b.since || (a.h < b.h ? -1 : 1))
-    .slice(0, surplus)
-    .map((r) => r.h);
-  return endSessions(settings, userId, ending);
+    .slice(0, surplus);
+  // Each only if not used since this read: a racing login that read it after would rank it
+  // otherwise, and the two would end more than the surplus between them.
+  return endSessions(
+    settings,
+    userId,
+    ending.map((r) => r.h),
+    new Map(ending.map((r) => [r.h, r.seen])),
+  );
 }
 
 /**
@@ -197,13 +205,23 @@ export async function evictSessions(
  * script that checks it still belongs to the user, so a stale index entry cannot end someone else's
  * session. Returns how many were live.
  */
-async function endSessions(settings: IndexSettings, userId: string, handles: string[]): Promise<number> {
+async function endSessions(
+  settings: IndexSettings,
+  userId: string,
+  handles: string[],
+  seenAsRead?: ReadonlyMap<string, string>,
+): Promise<number> {
   const { redis, prefix, tombstoneMs } = settings;
   settings.onEnding?.(handles);
   const results = await guard(settings, undefined, () =>
     Promise.all(
       handles.map((h) =>
-        runScript<string | null>(redis, DESTROY, [sessionKeyFromHandle(prefix, h)], [tombstoneMs, userId]),
+        runScript<string | null>(
+          redis,
+          DESTROY,
+          [sessionKeyFromHandle(prefix, h)],
+          [tombstoneMs, userId, '', seenAsRead?.get(h) ?? ''],
+        ),
       ),
     ),
   ).catch((error: unknown) => {
