@@ -193,7 +193,7 @@ describe('redisSession login, logout and the per-user index', () => {
   );
 
   it('a racing login does not end a session used since it read it: two logins past the cap end no more than the surplus', async () => {
-    const { redis, app } = setup({ maxSessionsPerUser: 2 });
+    const { redis, sessions, app } = setup({ maxSessionsPerUser: 2 });
     const [x, y] = [request.agent(app), request.agent(app)];
     await x.post('/login/slid').expect(200);
     await sleep(30);
@@ -230,6 +230,10 @@ describe('redisSession login, logout and the per-user index', () => {
     const users = await Promise.all([x, y, a, b].map(async (d) => (await d.get('/me')).body.userId));
     // a's cap would end x (the soonest to expire when it read): used since, it is left alone.
     expect(users).toEqual(['slid', null, null, 'slid']);
+    // Left alone, x stays listed: logoutAll() still reaches it.
+    expect((await sessions.list('slid')).length).toBe(2);
+    expect(await sessions.logoutAll('slid')).toBe(2);
+    expect((await x.get('/me')).body.userId).toBeNull();
   });
 
   it('keeps the 100 most recent sessions by default; maxSessionsPerUser: false keeps every one', async () => {

@@ -229,13 +229,24 @@ async function endSessions(
     if (error instanceof RedisRefusedError || neverSent(error)) settings.onEndFailed?.(handles);
     throw error;
   });
+  const ended = (_: string, i: number) => results[i] !== null && results[i] !== undefined;
+  let unlist = handles;
+  if (seenAsRead) {
+    // The cap's: one left alone (used since it was read) lives on, listed and not noted as ended.
+    // (One already gone is left listed too, until list() or its score retires it.)
+    unlist = handles.filter(ended);
+    const kept = handles.filter((h, i) => !ended(h, i));
+    if (kept.length > 0) settings.onEndFailed?.(kept);
+  }
   // Remove exactly these entries (not the whole index): a login racing with us keeps its entry.
   // The sessions have ended: a failure here (the index on a node that is down) leaves listings that
   // list() and logoutAll() tell from live sessions, and must not report the ending as failed.
-  await guard(settings, userIndexKey(prefix, userId), () =>
-    removeFromUserIndex(redis, prefix, userId, handles),
-  ).catch(unlistFailed);
-  return results.filter((r) => r !== null && r !== undefined).length;
+  if (unlist.length > 0) {
+    await guard(settings, userIndexKey(prefix, userId), () =>
+      removeFromUserIndex(redis, prefix, userId, unlist),
+    ).catch(unlistFailed);
+  }
+  return handles.filter(ended).length;
 }
 
 /** A session ended, but its user-index entry could not be removed (see the README's session events). */
