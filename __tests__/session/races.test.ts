@@ -44,6 +44,34 @@ class Browser {
 /** What the next `GET /wait` waits for before it answers. */
 const waiting: Array<() => Promise<void>> = [];
 
+/** Makes the next session write on `redis` leave `ms` late (the script must have been used on it). */
+function delayNextSave(redis: Redis, ms: number) {
+  const client = redis as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+  const save = client.erk_session_save_v2!;
+  let delay = true;
+  client.erk_session_save_v2 = function (this: unknown, ...args: unknown[]) {
+    if (!delay) return save.apply(this, args);
+    delay = false;
+    return sleep(ms).then(() => save.apply(this, args));
+  };
+}
+
+/** Holds the next `/wait` (or `/login-then-wait`) in its handler: `entered` once there, until `release()`. */
+function holdNextWait() {
+  let release!: () => void;
+  let inHandler!: () => void;
+  const entered = new Promise<void>((resolve) => {
+    inHandler = resolve;
+  });
+  waiting.push(() => {
+    inHandler();
+    return new Promise<void>((resolve) => {
+      release = resolve;
+    });
+  });
+  return { entered, release: () => release() };
+}
+
 function app(
   redis: Redis,
   extra: Partial<Parameters<typeof redisSession>[0]> = {},
@@ -306,14 +334,7 @@ describe('redisSession races', () => {
       await b1.fetch(`${url}/login?user=u1`, { method: 'POST' });
       if (meanwhile !== 'list()') await b2.fetch(`${url}/login?user=u1`, { method: 'POST' });
       // b3's login lists its session, then its write takes 300 ms to leave (a slow network).
-      const client = redis as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
-      const save = client.erk_session_save_v2!;
-      let delay = true;
-      client.erk_session_save_v2 = function (this: unknown, ...args: unknown[]) {
-        if (!delay) return save.apply(this, args);
-        delay = false;
-        return sleep(300).then(() => save.apply(this, args));
-      };
+      delayNextSave(redis, 300);
       const login = b3.fetch(`${url}/login?user=u1`, { method: 'POST' });
       await sleep(100);
       if (meanwhile === 'list()') await sessions.list('u1');
@@ -333,14 +354,7 @@ describe('redisSession races', () => {
     // The kit defines its scripts on a client at their first use: before replacing one, use it.
     await new Browser().fetch(`${url}/login?user=warm-up`, { method: 'POST' });
     // first's login lists its session, then its write takes 300 ms to leave (a slow network).
-    const client = redis as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
-    const save = client.erk_session_save_v2!;
-    let delay = true;
-    client.erk_session_save_v2 = function (this: unknown, ...args: unknown[]) {
-      if (!delay) return save.apply(this, args);
-      delay = false;
-      return sleep(300).then(() => save.apply(this, args));
-    };
+    delayNextSave(redis, 300);
     const slow = first.fetch(`${url}/login?user=u1`, { method: 'POST' });
     await sleep(100);
     // Listed second, written first: it found first's session listed but not written.
@@ -358,17 +372,7 @@ describe('redisSession races', () => {
     });
     const url = await servers.listen(server);
     const browser = new Browser();
-    let release!: () => void;
-    let inHandler!: () => void;
-    const entered = new Promise<void>((resolve) => {
-      inHandler = resolve;
-    });
-    waiting.push(() => {
-      inHandler();
-      return new Promise<void>((resolve) => {
-        release = resolve;
-      });
-    });
+    const { entered, release } = holdNextWait();
     // A double-submitted login form: the first answer is the last to arrive.
     const first = browser.fetch(`${url}/login-then-wait?user=u1`, { method: 'POST' });
     await entered;
@@ -394,17 +398,7 @@ describe('redisSession races', () => {
       return destroy.apply(this, args);
     };
     const [first, second] = [new Browser(), new Browser()];
-    let release!: () => void;
-    let inHandler!: () => void;
-    const entered = new Promise<void>((resolve) => {
-      inHandler = resolve;
-    });
-    waiting.push(() => {
-      inHandler();
-      return new Promise<void>((resolve) => {
-        release = resolve;
-      });
-    });
+    const { entered, release } = holdNextWait();
     const held = first.fetch(`${url}/login-then-wait?user=u1`, { method: 'POST' });
     await entered;
     await second.fetch(`${url}/login?user=u1`, { method: 'POST' });
