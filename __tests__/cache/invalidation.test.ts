@@ -2,7 +2,7 @@ import express from 'express';
 import request from 'supertest';
 import { cacheResponse, createCache } from '../../lib/cache';
 import { tagKey } from '../../lib/cache/key';
-import { addToTag, forgetTaken, takeTag } from '../../lib/cache/store';
+import { addToTag, forgetTaken, takeTag } from '../../lib/cache/tags';
 import type { RedisClient } from '../../lib/client';
 import { eventually, useFlushedClient, useRedisServer } from '../helpers/redis';
 import { quietLogger, waitForKeys } from './helpers';

@@ -2,7 +2,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { type Entry, encodeEntry } from './entry';
 import { lockKeyOf, tagKey } from './key';
 import type { ResolvedCacheOptions } from './options';
-import { addToTag, storeEntry, unlinkKeys } from './store';
+import { storeEntry, unlinkKeys } from './store';
+import { addToTag } from './tags';
 
 /** What became of a fill's store. */
 export type StoreOutcome = 'stored' | 'dropped' | 'failed';

@@ -4,7 +4,8 @@ import { RedisUnavailableError } from '../errors';
 import type { Bus, Invalidation } from './bus';
 import { entryKey, lockKeyOf, tagKey, valueKey } from './key';
 import type { ResolvedCacheOptions } from './options';
-import { forgetTaken, takeTag, unlinkKeys } from './store';
+import { unlinkKeys } from './store';
+import { forgetTaken, takeTag } from './tags';
 
 /** What an invalidation needs of the cache it runs for. */
 export interface InvalidationContext {
