@@ -211,9 +211,14 @@ export interface GuardOptions {
 
 const unsent = new WeakSet<object>();
 
-/** Whether `guarded()` rejected without sending anything (breaker open, client closed). */
-export function neverSent(error: unknown): boolean {
-  return typeof error === 'object' && error !== null && unsent.has(error);
+/**
+ * Whether a `guarded()` call that rejected surely did not run: Redis refused it, or it was never sent
+ * (breaker open, client closed). A timeout or a lost connection may have run it.
+ */
+export function didNotRun(error: unknown): boolean {
+  return (
+    error instanceof RedisRefusedError || (typeof error === 'object' && error !== null && unsent.has(error))
+  );
 }
 
 /**

@@ -121,7 +121,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
 
   async function miss(req: Request, res: Response, next: NextFunction, key: string, redisKey: string) {
     // The client wants no origin call (RFC 9111 §5.2.1.7): neither run it nor wait for one.
-    if (onlyIfCached(req)) return lookupOnly(req, res, next, key, redisKey);
+    if (onlyIfCached(req)) return lookupOnly(req, res, next, key, redisKey, true);
     // A fill that an invalidation overtook ends in `retry` (its store was dropped), and whoever
     // waited on it looks up afresh: see fill().
     const pending = flights.pending(key);
@@ -166,13 +166,21 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
    * A request that no flight answered and that must not fill (a HEAD, a `no-store` request): it is
    * answered from an entry when there is one, else by the route, whose answer is not stored.
    */
-  async function lookupOnly(req: Request, res: Response, next: NextFunction, key: string, redisKey: string) {
+  /** `onlyCached`: the request said `only-if-cached`, so a miss gets 504 instead of the route. */
+  async function lookupOnly(
+    req: Request,
+    res: Response,
+    next: NextFunction,
+    key: string,
+    redisKey: string,
+    onlyCached = false,
+  ) {
     const found = await cache.fetch(redisKey, req.headers, '').catch(() => undefined);
     const now = Date.now();
     if (found?.kind === 'hit' && now < found.rec.swrUntil)
       return serveEntry(req, res, found.rec, key, redisKey, 'hit');
     res.setHeader('X-Cache', found ? 'MISS' : 'BYPASS');
-    if (onlyIfCached(req)) {
+    if (onlyCached) {
       return sendProblem(
         res,
         {

@@ -71,7 +71,6 @@ export class IndexClaims {
    */
   async cap(userId: string, sid: string, size?: number, since?: number): Promise<void> {
     const { redis, prefix, maxSessionsPerUser } = this.settings;
-    if (size !== undefined && size <= maxSessionsPerUser) return;
     if (maxSessionsPerUser === Number.POSITIVE_INFINITY) return;
     // The cap is housekeeping: a failure here must not fail the request; the next login retries.
     try {

@@ -223,7 +223,7 @@ export function droppedOverHttp(
 ): { why: string; fix: string } | undefined {
   if (cookie.secure === true) return { why: 'cookie.secure is true', fix: "use secure: 'auto'" };
   if (cookie.secure === false) return undefined;
-  const prefix = /^__(host|secure)-/i.exec(name)?.[0];
+  const prefix = namePrefix(name);
   if (prefix) {
     return {
       why: `the cookie name "${name}" starts with ${prefix}, which browsers keep only with Secure`,
@@ -245,6 +245,14 @@ export function droppedOverHttp(
   return undefined;
 }
 
+/** The cookie name's prefix that browsers hold to extra rules, as browsers match it (any case). */
+function namePrefix(name: string): '__Host-' | '__Secure-' | undefined {
+  const lower = name.toLowerCase();
+  if (lower.startsWith('__host-')) return '__Host-';
+  if (lower.startsWith('__secure-')) return '__Secure-';
+  return undefined;
+}
+
 /** The cookie library takes `sameSite` in any case (`'None'` from JavaScript callers). */
 function sameSiteNone(cookie: CookieOptions): boolean {
   return typeof cookie.sameSite === 'string' && cookie.sameSite.toLowerCase() === 'none';
@@ -256,10 +264,9 @@ function sameSiteNone(cookie: CookieOptions): boolean {
  * `secure: 'auto'` is accepted: on HTTPS it sets `Secure`.
  */
 function checkNamePrefix(name: string, cookie: CookieOptions): void {
-  const lower = name.toLowerCase();
-  const host = lower.startsWith('__host-');
-  if (!host && !lower.startsWith('__secure-')) return;
-  const prefix = host ? '__Host-' : '__Secure-';
+  const prefix = namePrefix(name);
+  if (!prefix) return;
+  const host = prefix === '__Host-';
   if (cookie.secure === false) {
     throw optionError(
       'cookie.secure',

@@ -1,8 +1,7 @@
 import type { Request } from 'express';
 import { type SessionData, Store } from 'express-session';
-import { guarded, neverSent } from '../breaker';
+import { didNotRun, guarded } from '../breaker';
 import type { RedisClient } from '../client';
-import { RedisRefusedError } from '../errors';
 import { emitKitEvent } from '../events';
 import { runScript } from '../scripts';
 import { bodyOf, forgetInRequest, lifetimeOf, parseSession, sameLifetime, userIdOf } from './data';
@@ -253,7 +252,7 @@ export class KitSessionStore extends Store {
     } catch (error) {
       // Refused or never sent, the session lives on: its requests must go on re-sending its cookie.
       // (A timeout may have ended it, so that one stays noted.)
-      if (error instanceof RedisRefusedError || neverSent(error)) this.ended.unnote(handle);
+      if (didNotRun(error)) this.ended.unnote(handle);
       throw error;
     }
     if (!owner) return;

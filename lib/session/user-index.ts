@@ -1,6 +1,5 @@
-import { guarded, neverSent } from '../breaker';
+import { didNotRun, guarded } from '../breaker';
 import type { RedisClient } from '../client';
-import { RedisRefusedError } from '../errors';
 import { emitKitEvent } from '../events';
 import { runScript } from '../scripts';
 import { DESTROY, INDEX_ADD, INDEX_LIST, sessionKeyFromHandle, userIndexKey } from './scripts';
@@ -226,7 +225,7 @@ async function endSessions(
     ),
   ).catch((error: unknown) => {
     // Refused or never sent, the sessions live on (a timeout may have ended them: kept noted).
-    if (error instanceof RedisRefusedError || neverSent(error)) settings.onEndFailed?.(handles);
+    if (didNotRun(error)) settings.onEndFailed?.(handles);
     throw error;
   });
   const ended = (_: string, i: number) => results[i] !== null && results[i] !== undefined;
