@@ -49,8 +49,8 @@ export interface RedisSessionOptions {
   proxy?: boolean | undefined;
   /**
    * Most live sessions one user keeps. A login (or index refresh) past it ends, of the user's
-   * sessions logged in before it, those that would expire soonest, never itself (logins racing past
-   * the cap leave the latest), so `list()` and `logoutAll()` stay cheap and one account cannot grow
+   * sessions logged in before it, those that would expire soonest, never itself (of logins racing
+   * past it, the later ends the earlier), so `list()` and `logoutAll()` stay cheap and one account cannot grow
    * its index without bound. `false` for no cap. Default `100`.
    */
   maxSessionsPerUser?: number | false | undefined;
