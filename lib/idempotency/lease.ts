@@ -70,8 +70,20 @@ export function protect(
   const release = (status: number, reason: string) =>
     releaseKey({ o, emit, guard }, key, owner, status, reason);
 
+  // A `storeStatuses` function that throws is the app's bug, but it must not leave the key in flight
+  // (the capture would send the answer and neither store nor release it): the answer is not stored,
+  // the key is released, and the error is reported.
+  let storeStatusesError: { error: unknown } | undefined;
+  const shouldStore = (status: number): boolean => {
+    try {
+      return Boolean(o.shouldStore(status));
+    } catch (error) {
+      storeStatusesError ??= { error };
+      return false;
+    }
+  };
   const storable = (captured: CapturedResponse): captured is CapturedResponse & { body: Buffer } =>
-    captured.body !== undefined && o.shouldStore(captured.status);
+    captured.body !== undefined && shouldStore(captured.status);
 
   /**
    * A timeout guard (connect-timeout sets `req.timedout`) answered while the handler works on.
@@ -86,6 +98,11 @@ export function protect(
   /** Stores the answer, or releases the key when it is not one to store. */
   const settle = async (captured: CapturedResponse): Promise<void> => {
     if (!storable(captured)) {
+      if (storeStatusesError) {
+        emit('store-statuses-failed', { status: captured.status, error: storeStatusesError.error });
+        warnStoreStatusesOnce(storeStatusesError.error);
+        return release(captured.status, 'store-statuses-threw');
+      }
       const why = captured.body === undefined ? (captured.unstorable ?? 'too-large') : 'status';
       return release(captured.status, why);
     }
@@ -146,6 +163,19 @@ export function protect(
       return undefined;
     },
   });
+}
+
+let warnedStoreStatuses = false;
+
+function warnStoreStatusesOnce(error: unknown): void {
+  if (warnedStoreStatuses) return;
+  warnedStoreStatuses = true;
+  process.emitWarning(
+    `express-redis-kit idempotency: the storeStatuses function threw (${(error as Error)?.message ?? String(error)}); ` +
+      'the answer was sent but not stored, and the key released, so a retry runs the handler again. (Warned once; ' +
+      'every time as the event "store-statuses-failed".)',
+    { code: 'ERK_IDEMPOTENCY_STORE_STATUSES_THREW' },
+  );
 }
 
 /** Frees a reservation this request holds, so a retry runs the handler; never rejects. */

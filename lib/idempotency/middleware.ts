@@ -80,6 +80,7 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
       );
     }
     const [scope, rawFingerprint] = await Promise.all([resolveScope(req, o.scope), o.fingerprint(req)]);
+    if (scope === undefined) return unknownCaller(req, res);
     const fingerprint = createHash('sha256').update(rawFingerprint).digest('hex');
     const key = recordKey(o.prefix, scope, req.method, routeOf(req), parsed.key);
     const owner = randomUUID();
@@ -148,6 +149,27 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
     }
   }
 
+  /**
+   * No scope answer and no client address. A client that already hung up gets nothing (the handler
+   * does not run: its retry will be the first run); otherwise the app cannot tell callers apart, so
+   * the request is refused rather than run in a key space every such caller would share.
+   */
+  function unknownCaller(req: Request, res: Response): void {
+    if (req.socket?.destroyed || res.destroyed) {
+      emit('caller-gone');
+      return;
+    }
+    emit('caller-unknown');
+    warnUnknownCallerOnce();
+    problem(
+      res,
+      500,
+      'idempotency-caller-unknown',
+      'Caller unknown',
+      'The server cannot tell this caller from others (no client address and no scope), so the request was not processed.',
+    );
+  }
+
   /** `key`: the record's Redis key, naming the node that failed (warned once per node and outage). */
   function unavailable(req: Request, res: Response, next: NextFunction, error: Error, key: string): void {
     if (o.failMode === 'open') {
@@ -200,6 +222,20 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
     return deleted.some(Boolean);
   };
   return middleware;
+}
+
+let warnedUnknownCaller = false;
+
+function warnUnknownCallerOnce(): void {
+  if (warnedUnknownCaller) return;
+  warnedUnknownCaller = true;
+  process.emitWarning(
+    'express-redis-kit idempotency: a request with an idempotency key has no client address (req.ip) and no ' +
+      "scope, so it was refused with 500: callers would share one key space and could replay each other's answers. " +
+      'Behind a proxy on a Unix socket, set Express "trust proxy" so req.ip is the client (e.g. app.set("trust proxy", 1)), ' +
+      'or pass a scope option (the user or account id). (Warned once.)',
+    { code: 'ERK_IDEMPOTENCY_CALLER_UNKNOWN' },
+  );
 }
 
 /**

@@ -34,16 +34,23 @@ export function parseKey(raw: string | string[] | undefined): ParsedKey {
   return VALID_KEY.test(key) ? { ok: true, key } : { ok: false, reason: 'malformed' };
 }
 
-/** The key space a request belongs to, tagged by where it came from so a user id never equals an IP. */
+/**
+ * The key space a request belongs to, tagged by where it came from so a user id never equals an IP;
+ * undefined when nothing tells this caller from any other (no `scope` answer and no address).
+ */
 export async function resolveScope(
   req: Request,
   scope: ((req: Request) => ScopeValue | Promise<ScopeValue>) | undefined,
-): Promise<string> {
+): Promise<string | undefined> {
   if (scope) {
     const value = scopePart(await scope(req), 'idempotency');
     if (value !== undefined) return `s:${value}`;
   }
-  return `ip:${req.ip ?? req.socket?.remoteAddress ?? ''}`;
+  // No address: the client hung up before this ran (Node reads it from the open socket), or the app
+  // listens on a Unix socket and "trust proxy" does not trust the proxy in front. One shared "ip:"
+  // space would replay one caller's answer to another, and let a retry run the handler again.
+  const ip = req.ip || req.socket?.remoteAddress;
+  return ip ? `ip:${ip}` : undefined;
 }
 
 /**
