@@ -111,6 +111,40 @@ describe('idempotency when the response never ends properly', () => {
     }
   });
 
+  it('lets the lease lapse after lockTtl when the handler destroys the response without answering, instead of a 409 until ttl', async () => {
+    const events = captureEvents('idempotency');
+    const name = uniqueName();
+    let runs = 0;
+    const app = orderApp(
+      idempotency({ redis: redisServer.client(), lockTtl: LOCK_TTL, name }),
+      (_req, res) => {
+        runs += 1;
+        if (runs === 1) {
+          // Drops the connection on purpose (an upload it refuses mid-stream, an abusive client).
+          res.destroy();
+          return;
+        }
+        res.status(201).json({ run: runs });
+      },
+    );
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey('destroyed');
+    try {
+      expect((await postUntilClosed(url, key)).error).toBeDefined();
+      await events.waitFor('abandoned', 1);
+      // In flight until lockTtl has passed since: the handler might still be at work.
+      expect((await send(url, { key })).status).toBe(409);
+      await expectRenewalsToStop(events, name);
+
+      const retry = await send(url, { key });
+      expect(retry.status).toBe(201);
+      expect(retry.headers.get('idempotent-replayed')).toBeNull();
+      expect(runs).toBe(2);
+    } finally {
+      events.stop();
+    }
+  });
+
   it('stops the heartbeat once a streaming handler whose client left goes silent, so the key frees after lockTtl, not ttl', async () => {
     const events = captureEvents('idempotency');
     const name = uniqueName();

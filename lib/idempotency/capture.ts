@@ -150,11 +150,21 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
     return this;
   } as Response['end'];
 
+  // The app (the handler, a guard in front) dropped the connection itself with res.destroy(): no
+  // answer is coming, even if nothing was sent. A client going away does not call it.
+  let destroyedHere = false;
+  const originalDestroy = res.destroy;
+  res.destroy = function destroy(this: Response, ...args: unknown[]) {
+    if (!ended) destroyedHere = true;
+    return (originalDestroy as (...a: unknown[]) => Response).apply(this, args);
+  } as Response['destroy'];
+
   // A response that started but never ended (the handler threw after writing, a stream's client went
-  // away) has no end() call to wait for. One that has not started is left alone: the handler may
-  // still be working, and its answer will be stored for the retry.
+  // away), or that the app destroyed, has no end() call to wait for. One that has not started and
+  // that the client broke off is left alone: the handler may still be working, and its answer will
+  // be stored for the retry.
   res.once('close', () => {
-    if (!ended && res.headersSent) hooks.aborted();
+    if (!ended && (res.headersSent || destroyedHere)) hooks.aborted();
   });
 }
 
