@@ -147,6 +147,34 @@ describe('rateLimit fail modes', () => {
       },
     );
 
+    it("a dry run fails open even with failMode 'closed': it never blocks", async () => {
+      const client = plainClient();
+      const admin = plainClient();
+      const warnings: string[] = [];
+      const app = appWith(
+        rateLimit({
+          redis: client,
+          limit: 5,
+          window: '1h',
+          key: () => 'pause-dry',
+          timeout: 150,
+          failMode: 'closed',
+          dryRun: true,
+          logger: { warn: (m: string) => warnings.push(m) },
+        }),
+      );
+      expect((await request(app).get('/')).status).toBe(200);
+      await admin.call('CLIENT', 'PAUSE', '1000', 'ALL');
+      const res = await request(app).get('/');
+      expect(res.status).toBe(200);
+      expect(res.text).toBe('handler ran');
+      expect(events.some((e) => e.type === 'fail-open')).toBe(true);
+      expect(events.some((e) => e.type === 'fail-closed')).toBe(false);
+      expect(warnings.join('\n')).toMatch(/failing open .*as in every dry run/);
+      await sleep(1100);
+      await ready(client);
+    });
+
     it('a flapping Redis (every other call too slow) is announced once, not once per flap', async () => {
       const client = plainClient();
       const admin = plainClient();

@@ -299,6 +299,28 @@ describe('rateLimit features', () => {
   );
 
   describe('dryRun', () => {
+    it('lets a request whose cost is above the limit through and reports it denied, instead of a 500', async () => {
+      const { events, stop } = captureEvents('rate-limit');
+      try {
+        const app = appWith(
+          limiter({ limit: 5, window: '1h', name: 'dry-cost', dryRun: true, cost: () => 9 }),
+        );
+        const res = await request(app).get('/').set('x-client', 'dry-cost');
+        expect(res.status).toBe(200);
+        expect(events).toContainEqual(
+          expect.objectContaining({
+            type: 'denied',
+            name: 'dry-cost',
+            key: 'dry-cost',
+            cost: 9,
+            dryRun: true,
+          }),
+        );
+      } finally {
+        stop();
+      }
+    });
+
     it('never blocks, but reports the denial in headers, req.rateLimit and a denied event', async () => {
       const { events, stop } = captureEvents('rate-limit');
       try {
@@ -316,6 +338,33 @@ describe('rateLimit features', () => {
       } finally {
         stop();
       }
+    });
+  });
+
+  describe('one decision per request', () => {
+    it('a limiter mounted on the app and again on a router counts a request once, and warns once', async () => {
+      const warnings: string[] = [];
+      const mw = limiter({
+        limit: 4,
+        window: '1h',
+        name: 'twice',
+        logger: { warn: (m) => warnings.push(m) },
+      });
+      const app = express();
+      const api = express.Router();
+      app.use(mw);
+      api.use(mw);
+      api.get('/x', (req, res) => {
+        res.json(req.rateLimit ?? null);
+      });
+      app.use('/api', api);
+      const statuses: number[] = [];
+      for (let i = 0; i < 5; i++)
+        statuses.push((await request(app).get('/api/x').set('x-client', 'twice')).status);
+      expect(statuses).toEqual([200, 200, 200, 200, 429]);
+      expect((await mw.get('twice')).used).toBe(4);
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toMatch(/reached this limiter twice.*counted once/);
     });
   });
 
@@ -428,6 +477,28 @@ describe('rateLimit features', () => {
       expect((await request(app).get('/').set('x-forwarded-for', '2001:db8:abcd:1200::5')).status).toBe(200);
     });
 
+    it('groups the IPv6 address a custom key returns (req.user?.id ?? req.ip) as the default key does', async () => {
+      const mw = rateLimit({
+        ...patient,
+        redis: redis.plain(),
+        limit: 2,
+        window: '1h',
+        name: 'v6-custom',
+        key: (req) => (req.headers['x-user'] as string | undefined) ?? req.ip ?? 'unknown',
+      });
+      const app = ipApp(mw);
+      const first = await request(app).get('/').set('x-forwarded-for', '2001:db8:beef:1200::1');
+      expect(first.body.key).toBe('2001:db8:beef:1200::/56');
+      expect((await request(app).get('/').set('x-forwarded-for', '2001:db8:beef:12aa::2')).status).toBe(200);
+      expect((await request(app).get('/').set('x-forwarded-for', '2001:db8:beef:12bb::3')).status).toBe(429);
+      // Keys that are not exactly an address are the app's own, kept as they are.
+      const user = await request(app).get('/').set('x-user', 'user:2001:db8::1');
+      expect(user.body.key).toBe('user:2001:db8::1');
+      // The admin API groups the same way.
+      await mw.reset('2001:db8:beef:1234::9');
+      expect((await request(app).get('/').set('x-forwarded-for', '2001:db8:beef:1200::1')).status).toBe(200);
+    });
+
     it('keeps IPv4 (and IPv4-mapped IPv6) addresses whole; ipv6Subnet: false uses full addresses', async () => {
       const app = ipApp(rateLimit({ ...patient, redis: redis.plain(), limit: 5, window: '1h', name: 'v4' }));
       expect((await request(app).get('/').set('x-forwarded-for', '203.0.113.7')).body.key).toBe(
@@ -519,12 +590,14 @@ describe('rateLimit features', () => {
       });
       await request(app).get('/').set('x-forwarded-for', '198.51.100.1');
       expect(warnings).toHaveLength(0);
+      // Two requests without an address (one request through the limiter twice is decided once).
       const fakeReq = { headers: {}, app, socket: {} } as unknown as express.Request;
+      const otherReq = { headers: {}, app, socket: {} } as unknown as express.Request;
       const next = jest.fn();
       const res = Object.assign(Object.create(null), { setHeader() {}, once() {} }) as express.Response;
       await new Promise<void>((resolve) => {
         mw(fakeReq, res, () => resolve());
-        mw(fakeReq, res, next);
+        mw(otherReq, res, next);
       });
       expect(warnings).toHaveLength(1);
       expect(warnings[0]).toMatch(/req\.ip is missing/);
@@ -638,6 +711,22 @@ describe('rateLimit features', () => {
       expect(denied.status).toBe(429);
       // Redis said the next request could pass at most 500 ms after it decided: long past.
       expect((await request(app).get('/').set('x-client', 'dcl')).status).toBe(200);
+    });
+
+    it('a wall clock stepped back (NTP) does not stretch a remembered denial', async () => {
+      const realNow = Date.now;
+      try {
+        const app = appWith(limiter({ name: 'dc-clock', limit: 1, window: 1000, algorithm: 'fixed-window' }));
+        expect((await request(app).get('/').set('x-client', 'dc-clock')).status).toBe(200);
+        expect((await request(app).get('/').set('x-client', 'dc-clock')).status).toBe(429);
+        const stepped = realNow() - 60_000;
+        const startedReal = realNow();
+        Date.now = () => stepped + (realNow() - startedReal);
+        await sleep(2100);
+        expect((await request(app).get('/').set('x-client', 'dc-clock')).status).toBe(200);
+      } finally {
+        Date.now = realNow;
+      }
     });
 
     it('the deny cache expires at the retry time, so the client gets its quota back on time', async () => {

@@ -1,6 +1,6 @@
 import { guarded } from '../breaker';
 import { shown } from '../errors';
-import { createIpGrouper } from './client-key';
+import { createCustomKeyGrouper, createIpGrouper } from './client-key';
 import type { LimiterContext } from './context';
 import type { DenyCache } from './deny-cache';
 import type { ResolvedOptions } from './options';
@@ -9,7 +9,7 @@ import type { RateLimitState } from './types';
 
 /** The admin API on the middleware: `reset(key)` and `get(key)`, with the admin time limit. */
 export function createAdmin(o: ResolvedOptions, ctx: LimiterContext, denyCache: DenyCache | undefined) {
-  const group = o.key ? (k: string) => k : createIpGrouper(o.ipv6Subnet);
+  const group = o.key ? createCustomKeyGrouper(o.ipv6Subnet) : createIpGrouper(o.ipv6Subnet);
   // A missing or object key would act on "undefined" or "[object Object]" and report success.
   const normalizeAdminKey = (key: unknown, method: string): string => {
     if ((typeof key === 'string' && key !== '') || (typeof key === 'number' && Number.isFinite(key))) {

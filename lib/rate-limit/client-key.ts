@@ -29,6 +29,17 @@ export function createIpGrouper(subnet: number | false): (ip: string) => string 
   };
 }
 
+/**
+ * What `ipv6Subnet` does to the keys of a custom `key` function: one that is exactly an IPv6 address
+ * (`req.user?.id ?? req.ip`) is grouped as the default key groups it, so a client rotating addresses
+ * inside its allocation cannot evade the limit. Anything else (a user id, `${req.ip}:${route}`) is
+ * used as it is: a port-like suffix there may be part of the app's key.
+ */
+export function createCustomKeyGrouper(subnet: number | false): (key: string) => string {
+  const group = createIpGrouper(subnet);
+  return (key) => (key.includes(':') && isIP(key) === 6 ? group(key) : key);
+}
+
 function groupIPv6(ip: string, subnet: number | false): string {
   const v4 = IPV4_WITH_PORT.exec(ip);
   if (v4) return v4[1] as string;

@@ -1,11 +1,12 @@
 /** A denial remembered until its retry time. */
 export interface DenyEntry {
-  /** `Date.now()` before which a request of `cost` is certainly denied. */
+  /** `performance.now()` before which a request of `cost` is certainly denied. */
   until: number;
   cost: number;
   /** The script reply of the denial, for headers and `req.rateLimit`. */
   reply: readonly number[];
   binding: number;
+  /** `performance.now()` when the call that brought it was sent: ages the reply's reset times. */
   at: number;
 }
 

@@ -1,7 +1,8 @@
 import type { NextFunction, Request, Response } from 'express';
 import { refreshTicketOf } from '../cache/refresh';
 import { shown } from '../errors';
-import { createDefaultKey } from './client-key';
+import { emitKitEvent, hasKitListeners } from '../events';
+import { createCustomKeyGrouper, createDefaultKey } from './client-key';
 import type { ResolvedOptions } from './options';
 import { callUser } from './user-call';
 
@@ -13,16 +14,19 @@ type Decide = (req: Request, res: Response, next: NextFunction, key: string, cos
  */
 export function createEntry(o: ResolvedOptions, decide: Decide) {
   const keyOf = o.key ?? createDefaultKey(o.ipv6Subnet, (m) => o.logger.warn(m));
+  // The default key groups IPv6 itself; a custom one returning req.ip must be grouped the same way.
+  const groupCustom = o.key ? createCustomKeyGrouper(o.ipv6Subnet) : undefined;
 
-  function withKey(req: Request, res: Response, next: NextFunction, key: unknown): void {
-    if (typeof key !== 'string' || key === '') {
+  function withKey(req: Request, res: Response, next: NextFunction, returned: unknown): void {
+    if (typeof returned !== 'string' || returned === '') {
       next(
         new TypeError(
-          `express-redis-kit rateLimit: option "key" must return a non-empty string; got ${shown(key)}.`,
+          `express-redis-kit rateLimit: option "key" must return a non-empty string; got ${shown(returned)}.`,
         ),
       );
       return;
     }
+    const key = groupCustom ? groupCustom(returned) : returned;
     if (typeof o.cost === 'number') {
       decide(req, res, next, key, o.cost);
       return;
@@ -42,6 +46,20 @@ export function createEntry(o: ResolvedOptions, decide: Decide) {
       // Such a request could never pass; counting it would only mislead (a Retry-After that never
       // comes true) and huge values would not survive the trip through Lua's doubles.
       if (c > o.maxCost) {
+        // A dry run never blocks: such a request is reported as denied and goes on.
+        if (o.dryRun) {
+          if (hasKitListeners())
+            emitKitEvent({
+              component: 'rate-limit',
+              name: o.name,
+              type: 'denied',
+              key,
+              cost: c,
+              dryRun: true,
+            });
+          next();
+          return;
+        }
         next(
           new RangeError(
             `express-redis-kit rateLimit: option "cost" returned ${c}, more than the limit (${o.maxCost}); such a request could never pass. Cap the cost, or answer the request yourself before the limiter.`,
@@ -54,7 +72,24 @@ export function createEntry(o: ResolvedOptions, decide: Decide) {
     callUser(() => userCost(req, res), withCost, next);
   }
 
+  // One limiter reached twice by the same request (mounted on the app and again on a router) would
+  // count it twice: a 4-per-hour limit would let 2 through. It decides once; the second pass goes on.
+  const decided = Symbol('rateLimit decided');
+  let warnedTwice = false;
+
   function start(req: Request, res: Response, next: NextFunction): void {
+    const marks = req as unknown as Record<symbol, true | undefined>;
+    if (marks[decided]) {
+      if (!warnedTwice) {
+        warnedTwice = true;
+        o.logger.warn(
+          `express-redis-kit rateLimit${o.name ? ` "${o.name}"` : ''}: one request reached this limiter twice (mounted on the app and again on a router or route?); it is counted once. Mount it once, or make a second rateLimit() for a second limit. (Logged once.)`,
+        );
+      }
+      next();
+      return;
+    }
+    marks[decided] = true;
     callUser(
       () => keyOf(req, res),
       (key) => withKey(req, res, next, key),

@@ -35,7 +35,8 @@ export function createLimiter(o: ResolvedOptions) {
 
   function decide(req: Request, res: Response, next: NextFunction, key: string, cost: number): void {
     if (denyCache) {
-      const now = Date.now();
+      // Monotonic: a wall clock stepped back (NTP) would keep a client denied past its reset.
+      const now = performance.now();
       const hit = denyCache.get(key, cost, now);
       if (hit) {
         const elapsed = now - hit.at;
@@ -66,10 +67,9 @@ export function createLimiter(o: ResolvedOptions) {
     for (const p of batch) requests.push(p.cost, p.member);
     const sent: Sent = {
       stamp: denyCache?.stamp() ?? 0,
-      at: performance.now(),
       // Redis's waits count from when it decided, which is after this: a denial remembered from here
       // ends no later than Redis said, however late its reply is read.
-      wall: Date.now(),
+      at: performance.now(),
     };
     ctx.call(keys, MODE_CONSUME, requests).then(
       (reply) => {
@@ -132,16 +132,15 @@ export function createLimiter(o: ResolvedOptions) {
     }
     // A refund or reset() for this client sent after this call may have changed the answer by now:
     // the denial stands for this request, but the cache keeps it only if nothing did.
-    denyCache?.set(key, { until: sent.wall + retryMs, cost, reply, binding: b, at: sent.wall }, sent.stamp);
+    denyCache?.set(key, { until: sent.at + retryMs, cost, reply, binding: b, at: sent.at }, sent.stamp);
     sendDenied(o, req, res, next, info, retryMs);
   }
 
   return { rateLimitMiddleware: createEntry(o, decide), ...createAdmin(o, ctx, denyCache) };
 }
 
-/** When a decision call left: the deny cache's stamp, `performance.now()` and `Date.now()`. */
+/** When a decision call left: the deny cache's stamp and `performance.now()`. */
 interface Sent {
   stamp: number;
   at: number;
-  wall: number;
 }

@@ -49,6 +49,9 @@ export function sendDenied(
 export function createFailMode(o: ResolvedOptions) {
   const { name } = o;
   const outages = new OutageTracker(o.redis);
+  // A dry run never blocks: it is how limits are tried in production with the fail mode they will
+  // enforce later, and a Redis blip must not turn it into 503s for everyone.
+  const open = o.failMode === 'open' || o.dryRun;
 
   /** `redisKey`: a key of the failed call, naming the node that failed. */
   function fail(error: unknown, redisKey: string, res: Response, next: NextFunction): void {
@@ -62,16 +65,16 @@ export function createFailMode(o: ResolvedOptions) {
           : 'refused the rate-limit call';
       o.logger.warn(
         `express-redis-kit rateLimit${name ? ` "${name}"` : ''}: Redis${node ? ` node ${node}` : ''} ${what} (${(error as Error)?.message ?? error}); ` +
-          `failing ${o.failMode} (${o.failMode === 'open' ? 'requests pass unchecked' : 'requests get 503'}) until a call succeeds again.`,
+          `failing ${open ? 'open' : 'closed'} (${open ? `requests pass unchecked${o.dryRun ? ', as in every dry run' : ''}` : 'requests get 503'}) until a call succeeds again.`,
       );
     }
     emitKitEvent({
       component: 'rate-limit',
       name,
-      type: o.failMode === 'open' ? 'fail-open' : 'fail-closed',
+      type: open ? 'fail-open' : 'fail-closed',
       error: error as Error,
     });
-    if (o.failMode === 'open') {
+    if (open) {
       next();
       return;
     }
