@@ -180,9 +180,31 @@ describe('rateLimit features', () => {
         rateLimit({ ...patient, redis: redis.plain(), limit: 1, window: '1m', key: () => '' }),
       );
       expect((await request(badKey).get('/')).status).toBe(500);
+      const objectKey = appWith(
+        rateLimit({ ...patient, redis: redis.plain(), limit: 1, window: '1m', key: () => ({}) as never }),
+      );
+      expect((await request(objectKey).get('/')).status).toBe(500);
       const badCost = appWith(limiter({ limit: 5, window: '1m', name: 'bc', cost: () => 0.5 }));
       expect((await request(badCost).get('/')).status).toBe(500);
     });
+  });
+
+  it('takes a numeric key (a user id) as its text, the same counter reset(42) clears', async () => {
+    const mw = rateLimit({
+      ...patient,
+      redis: redis.plain(),
+      limit: 1,
+      window: '1m',
+      name: 'num',
+      key: () => 42,
+    });
+    const app = appWith(mw);
+    const first = await request(app).get('/');
+    expect(first.status).toBe(200);
+    expect(first.body.key).toBe('42');
+    expect((await request(app).get('/')).status).toBe(429);
+    await mw.reset(42);
+    expect((await request(app).get('/')).status).toBe(200);
   });
 
   describe('multiple policies', () => {

@@ -18,15 +18,17 @@ export function createEntry(o: ResolvedOptions, decide: Decide) {
   const groupCustom = o.key ? createCustomKeyGrouper(o.ipv6Subnet) : undefined;
 
   function withKey(req: Request, res: Response, next: NextFunction, returned: unknown): void {
-    if (typeof returned !== 'string' || returned === '') {
+    // A numeric user id (`req.user.id`) is a key like its text, as reset(42) already takes it.
+    const text = typeof returned === 'number' && Number.isFinite(returned) ? String(returned) : returned;
+    if (typeof text !== 'string' || text === '') {
       next(
         new TypeError(
-          `express-redis-kit rateLimit: option "key" must return a non-empty string; got ${shown(returned)}.`,
+          `express-redis-kit rateLimit: option "key" must return a non-empty string or a finite number; got ${shown(returned)}.`,
         ),
       );
       return;
     }
-    const key = groupCustom ? groupCustom(returned) : returned;
+    const key = groupCustom ? groupCustom(text) : text;
     if (typeof o.cost === 'number') {
       decide(req, res, next, key, o.cost);
       return;

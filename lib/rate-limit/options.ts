@@ -56,7 +56,7 @@ export interface ResolvedPolicy {
 export interface ResolvedOptions {
   redis: RedisClient;
   policies: ResolvedPolicy[];
-  key: ((req: Request, res: Response) => string | Promise<string>) | undefined;
+  key: ((req: Request, res: Response) => string | number | Promise<string | number>) | undefined;
   ipv6Subnet: number | false;
   cost: number | ((req: Request, res: Response) => number | Promise<number>);
   skip: ((req: Request, res: Response) => boolean | Promise<boolean>) | undefined;

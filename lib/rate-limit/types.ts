@@ -82,8 +82,11 @@ export interface RateLimitOptions {
    * every policy allows it; a denied request consumes from none. Replaces `limit`/`window`.
    */
   policies?: RateLimitPolicy[] | undefined;
-  /** Client key. Default: `req.ip`, IPv6 grouped by `ipv6Subnet`. */
-  key?: ((req: Request, res: Response) => MaybePromise<string>) | undefined;
+  /**
+   * Client key: a non-empty string, or a finite number (a user id) used as its text. Default:
+   * `req.ip`, IPv6 grouped by `ipv6Subnet` (as is a custom key that is exactly an IPv6 address).
+   */
+  key?: ((req: Request, res: Response) => MaybePromise<string | number>) | undefined;
   /** Prefix length that groups IPv6 clients (default 56), or `false` to use full addresses. */
   ipv6Subnet?: number | false | undefined;
   /**
