@@ -211,6 +211,19 @@ describe('rateLimit options', () => {
       /duplicate names/,
     ],
     [
+      'the same quota twice under two names',
+      {
+        limit: undefined,
+        window: undefined,
+        policies: [
+          { limit: 5, window: '1s', name: 'a' },
+          { limit: 5, window: 1000, name: 'b' },
+        ],
+      },
+      TypeError,
+      /policies\[1\].*same quota as policies\[0\]/,
+    ],
+    [
       'policy name with a quote',
       { limit: undefined, window: undefined, policies: [{ limit: 1, window: 1000, name: 'a"b' }] },
       TypeError,

@@ -231,6 +231,20 @@ export function resolveOptions(options: RateLimitOptions): ResolvedOptions {
   if (names.size !== resolved.length) {
     throw optionError('policies', 'have duplicate names', 'Give each policy a distinct "name".');
   }
+  // Same algorithm, limit and window: the same Redis key, which both would read and write in one call.
+  const quotas = new Map<string, number>();
+  resolved.forEach((p, i) => {
+    const quota = `${p.algorithm}:${p.limit}:${p.windowMs}`;
+    const first = quotas.get(quota);
+    if (first !== undefined) {
+      throw optionError(
+        `policies[${i}]`,
+        `is the same quota as policies[${first}] (${p.algorithm}, ${p.limit} per ${p.windowMs} ms)`,
+        'Remove one: the same quota twice limits nothing more.',
+      );
+    }
+    quotas.set(quota, i);
+  });
   const minLimit = Math.min(...resolved.map((p) => p.limit));
 
   const cost = options.cost ?? DEFAULTS.cost;
