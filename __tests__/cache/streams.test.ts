@@ -65,6 +65,55 @@ describe('cacheResponse: answers it will not store never hold up other requests'
     }
   });
 
+  it('does not store a body that ends short of its Content-Length, so the next client gets the origin, not a truncated hit', async () => {
+    const events = captureEvents('cache');
+    let runs = 0;
+    const app = express();
+    app.get(
+      '/doc',
+      cacheResponse({ redis: client, ttl: '1m', l1: false, logger: quietLogger() }),
+      (_req, res) => {
+        runs += 1;
+        res.setHeader('Content-Type', 'application/octet-stream');
+        res.setHeader('Content-Length', '20');
+        // The source broke off after 10 of the 20 bytes (a file cut short while it was read).
+        res.write('0123456789');
+        if (runs === 1) res.end();
+        else res.end('abcdefghij');
+      },
+    );
+    const base = await listen(app);
+    const truncated = await new Promise<string>((resolve) => {
+      const req = httpRequest(`${base}/doc`, (res) => {
+        res.on('data', () => {});
+        res.on('end', () => resolve('complete'));
+        res.on('error', () => resolve('broken'));
+        res.on('aborted', () => resolve('broken'));
+      });
+      req.on('error', () => resolve('broken'));
+      // Node waits for the missing bytes: the client gives up, as a browser's timeout would.
+      req.setTimeout(500, () => req.destroy());
+      req.end();
+    });
+    expect(truncated).toBe('broken');
+    try {
+      await events.waitFor('uncacheable', 1);
+      expect(events.events).toContainEqual(
+        expect.objectContaining({ type: 'uncacheable', reason: 'incomplete' }),
+      );
+    } finally {
+      events.stop();
+    }
+    const next = await fetch(`${base}/doc`);
+    expect(next.headers.get('x-cache')).not.toBe('HIT');
+    expect(await next.text()).toBe('0123456789abcdefghij');
+    expect(runs).toBe(2);
+    // A whole body is stored as usual.
+    const hit = await fetch(`${base}/doc`);
+    expect(hit.headers.get('x-cache')).toBe('HIT');
+    expect(await hit.text()).toBe('0123456789abcdefghij');
+  });
+
   it('a download larger than maxBodySize does not make concurrent downloads wait for it', async () => {
     const app = express();
     app.use(cacheResponse({ redis: client, ttl: '1m', l1: false, maxBodySize: 1000, logger: quietLogger() }));
