@@ -123,6 +123,30 @@ describe('cache.wrap', () => {
     expect(Buffer.compare(again, bytes)).toBe(0);
   });
 
+  it("keeps its own copy of a Buffer the serializer passes through: the caller reusing fn's value does not change later hits", async () => {
+    const cache = createCache({ redis: client, l1: { max: 10 } });
+    const other = createCache({ redis: client, l1: false });
+    try {
+      const serializer = { serialize: (b: Buffer) => b, deserialize: (raw: Buffer) => Buffer.from(raw) };
+      const first = await cache.wrap('bin-own', async () => Buffer.from('original-bytes'), {
+        ttl: '1m',
+        serializer,
+      });
+      // The caller scrubs the buffer it was handed (fn's own value) before the write went out.
+      first.fill(0x58);
+      const fromL1 = await cache.wrap('bin-own', async () => Buffer.from('never'), { ttl: '1m', serializer });
+      const fromRedis = await other.wrap('bin-own', async () => Buffer.from('never'), {
+        ttl: '1m',
+        serializer,
+      });
+      expect(fromL1.toString()).toBe('original-bytes');
+      expect(fromRedis.toString()).toBe('original-bytes');
+    } finally {
+      await cache.close();
+      await other.close();
+    }
+  });
+
   it('treats a corrupt value as a miss, deletes it and logs it', async () => {
     const logger = quietLogger();
     const cache = createCache({ redis: client, l1: false, logger });

@@ -260,7 +260,9 @@ function toEntry<T>(value: T, o: ResolvedWrap<T>, jitter: (ms: number) => number
     if (typeof raw !== 'string' && !Buffer.isBuffer(raw)) {
       throw new TypeError('express-redis-kit: cache.wrap serializer must return a string or Buffer');
     }
-    body = typeof raw === 'string' ? Buffer.from(raw) : raw;
+    // A serializer may hand back the caller's own Buffer (`serialize: (b) => b`): the caller keeps
+    // fn's value and may reuse it, so the entry (L1, and the Redis write still to come) needs a copy.
+    body = Buffer.from(raw);
   }
   const freshMs = jitter(negative ? o.nullMs : o.ttlMs);
   const swrMs = negative ? 0 : o.swrMs;
