@@ -59,6 +59,49 @@ describe('cacheResponse and the HTTP around it', () => {
     expect(calls).toBe(1);
   });
 
+  it.each([false, true])(
+    'a cached POST past ttl runs its route (no stale answer the GET-only background refresh could never renew), L1 %s',
+    async (withL1) => {
+      let posts = 0;
+      let gets = 0;
+      const app = express();
+      app.use(express.json());
+      app.use((req, _res, next) => {
+        if (req.method === 'GET') gets += 1;
+        next();
+      });
+      app.post(
+        '/graphql',
+        cacheResponse({
+          redis: client,
+          ttl: 200,
+          jitter: 0,
+          staleWhileRevalidate: '1m',
+          l1: withL1 ? { max: 10 } : false,
+          methods: ['POST'],
+          key: (req) => `graphql ${withL1} ${JSON.stringify(req.body)}`,
+          logger: quietLogger(),
+        }),
+        (req, res) => {
+          posts += 1;
+          res.json({ q: req.body.q, version: posts });
+        },
+      );
+      const ask = () => request(app).post('/graphql').send({ q: 'products' });
+      expect((await ask()).body).toEqual({ q: 'products', version: 1 });
+      await sleep(100);
+      expect((await ask()).headers['x-cache']).toBe('HIT');
+      await sleep(250);
+      const past = await ask();
+      expect(past.headers['x-cache']).toBe('MISS');
+      expect(past.body).toEqual({ q: 'products', version: 2 });
+      await sleep(100);
+      const again = await ask();
+      expect([again.headers['x-cache'], again.body]).toEqual(['HIT', { q: 'products', version: 2 }]);
+      expect(gets).toBe(0);
+    },
+  );
+
   it('answers conditionals only for GET and HEAD: a cached POST sends its whole answer', async () => {
     let calls = 0;
     const app = express();

@@ -179,9 +179,14 @@ export class CacheCore {
   /**
    * On a miss: returns a usable entry, or the right to fill (holding the cross-process lock), waiting
    * while another process fills. If that process dies its lock expires after `lockTimeout` and the
-   * next poll here takes it over.
+   * next poll here takes it over. `serveStale`: a stale entry within staleWhileRevalidate is a hit
+   * (false: it is filled afresh, for requests a background refresh cannot replay).
    */
-  async acquire(redisKey: string, headers: IncomingHttpHeaders | undefined): Promise<Acquired> {
+  async acquire(
+    redisKey: string,
+    headers: IncomingHttpHeaders | undefined,
+    serveStale = true,
+  ): Promise<Acquired> {
     const token = newToken();
     const giveUpAt = Date.now() + 3 * this.options.lockTimeoutMs;
     let delay = 5;
@@ -191,7 +196,8 @@ export class CacheCore {
       for (;;) {
         const found = await this.fetch(redisKey, headers, token);
         if (found.kind === 'hit') {
-          if (Date.now() < found.rec.swrUntil) return { kind: 'hit', rec: found.rec };
+          if (Date.now() < (serveStale ? found.rec.swrUntil : found.rec.freshUntil))
+            return { kind: 'hit', rec: found.rec };
           // Only good as a stale-if-error fallback: fill it, under the lock.
           stale = found.rec;
           const since = await this.tryLock(redisKey, token);

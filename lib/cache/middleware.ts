@@ -108,10 +108,18 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     if (l1) {
       const now = Date.now();
       const rec = l1Lookup(l1, key, req.headers, now);
-      if (rec && now < rec.swrUntil) return serveEntry(req, res, rec, key, redisKey, 'l1-hit');
+      if (rec && now < usableUntil(req, rec)) return serveEntry(req, res, rec, key, redisKey, 'l1-hit');
     }
     miss(req, res, next, key, redisKey).catch(next);
   } as CacheResponseMiddleware;
+
+  /**
+   * Whether a stale entry may be served while a background refresh runs. That refresh replays the
+   * request as a body-less GET: a cached POST (a GraphQL query keyed on its body) cannot be replayed,
+   * so past `ttl` it is a miss, and its route runs.
+   */
+  const refreshable = (req: Request) => req.method === 'GET' || req.method === 'HEAD';
+  const usableUntil = (req: Request, rec: Rec) => (refreshable(req) ? rec.swrUntil : rec.freshUntil);
 
   function bypass(res: Response, next: NextFunction, key: string, reason: string): void {
     res.setHeader('X-Cache', 'BYPASS');
@@ -148,7 +156,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     const settle = pending ? noFlight : flights.start(key);
     // Read before the lookup: an invalidation while it is in flight must keep its answer out of L1.
     const generation = l1?.generation ?? 0;
-    const acquired = await cache.acquire(redisKey, req.headers);
+    const acquired = await cache.acquire(redisKey, req.headers, refreshable(req));
     if (acquired.kind === 'bypass') {
       settle({ bypass: true });
       return bypass(res, next, key, 'redis');
@@ -177,7 +185,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
   ) {
     const found = await cache.fetch(redisKey, req.headers, '').catch(() => undefined);
     const now = Date.now();
-    if (found?.kind === 'hit' && now < found.rec.swrUntil)
+    if (found?.kind === 'hit' && now < usableUntil(req, found.rec))
       return serveEntry(req, res, found.rec, key, redisKey, 'hit');
     res.setHeader('X-Cache', found ? 'MISS' : 'BYPASS');
     if (onlyCached) {
@@ -228,7 +236,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     }
     serve(req, res, rec, 'STALE', now, 'stale', key);
     // A refresh replays the request as a GET, also for a HEAD; one from L1 looks in Redis first.
-    refresh(req, key, redisKey, hit === 'l1-hit');
+    if (refreshable(req)) refresh(req, key, redisKey, hit === 'l1-hit');
   }
 
   function serve(
