@@ -37,33 +37,40 @@ async function timeToHeaders(url: string, limitMs = 5000): Promise<number> {
 }
 
 describe('cacheResponse: answers it will not store never hold up other requests', () => {
-  it('a Server-Sent Events stream in progress does not block other clients of the URL, here or on another instance', async () => {
-    const instance = () => {
-      const app = express();
-      app.use(
-        cacheResponse({ redis: client, ttl: '1m', l1: false, lockTimeout: '3s', logger: quietLogger() }),
-      );
-      app.get('/events', (req, res) => {
-        res.setHeader('Content-Type', 'text/event-stream');
-        res.flushHeaders();
-        const tick = setInterval(() => res.write('data: tick\n\n'), 50);
-        req.on('close', () => clearInterval(tick));
-      });
-      return app;
-    };
-    const a = await listen(instance());
-    const b = await listen(instance());
-    const first = new AbortController();
-    const open = await fetch(`${a}/events`, { signal: first.signal });
-    expect(open.headers.get('x-cache')).toBe('MISS');
-    try {
-      // Well under lockTimeout (what a blocked client would wait), with room for a loaded machine.
-      expect(await timeToHeaders(`${a}/events`)).toBeLessThan(1500);
-      expect(await timeToHeaders(`${b}/events`)).toBeLessThan(1500);
-    } finally {
-      first.abort();
-    }
-  });
+  it.each([
+    ['text/event-stream', 'data: tick\n\n'],
+    ['application/x-ndjson', '{"tick":1}\n'],
+    ['application/json-seq', '\u001e{"tick":1}\n'],
+  ])(
+    'a %s stream in progress does not block other clients of the URL, here or on another instance',
+    async (type, line) => {
+      const instance = () => {
+        const app = express();
+        app.use(
+          cacheResponse({ redis: client, ttl: '1m', l1: false, lockTimeout: '3s', logger: quietLogger() }),
+        );
+        app.get('/events', (req, res) => {
+          res.setHeader('Content-Type', type);
+          res.flushHeaders();
+          const tick = setInterval(() => res.write(line), 50);
+          req.on('close', () => clearInterval(tick));
+        });
+        return app;
+      };
+      const a = await listen(instance());
+      const b = await listen(instance());
+      const first = new AbortController();
+      const open = await fetch(`${a}/events`, { signal: first.signal });
+      expect(open.headers.get('x-cache')).toBe('MISS');
+      try {
+        // Well under lockTimeout (what a blocked client would wait), with room for a loaded machine.
+        expect(await timeToHeaders(`${a}/events`)).toBeLessThan(1500);
+        expect(await timeToHeaders(`${b}/events`)).toBeLessThan(1500);
+      } finally {
+        first.abort();
+      }
+    },
+  );
 
   it('does not store a body that ends short of its Content-Length, so the next client gets the origin, not a truncated hit', async () => {
     const events = captureEvents('cache');

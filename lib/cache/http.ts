@@ -41,6 +41,15 @@ export function etagMatches(ifNoneMatch: string, etag: string): boolean {
   return false;
 }
 
+/**
+ * Media types sent as open-ended streams: Server-Sent Events, newline-delimited or sequenced JSON
+ * feeds, multipart/x-mixed-replace (camera feeds). Recognised when their headers go out, so the
+ * fill lets go at once: otherwise every other client of the URL would wait on a stream that may
+ * never end (up to 3 × lockTimeout).
+ */
+const STREAM_TYPES =
+  /^\s*(text\/event-stream|application\/(x-)?ndjson|application\/(jsonl|jsonlines|x-jsonlines)|application\/json-seq|application\/stream\+json|multipart\/x-mixed-replace)\b/i;
+
 /** Why a finished response must not be stored, or undefined when it may be. */
 export function refusal(
   res: ServerResponse,
@@ -54,7 +63,7 @@ export function refusal(
     return 'cache-control';
   }
   const type = res.getHeader('content-type');
-  if (type !== undefined && /^\s*text\/event-stream/i.test(String(type))) return 'stream';
+  if (type !== undefined && STREAM_TYPES.test(String(type))) return 'stream';
   if (parseVary(res.getHeader('vary'))[0] === '*') return 'vary-star';
   if (type !== undefined && /^\s*(text\/html|application\/xhtml\+xml|image\/svg\+xml)/i.test(String(type))) {
     // A page whose scripts carry a CSP nonce (helmet's `res.locals.cspNonce`): served again, it would
