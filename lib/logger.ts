@@ -34,3 +34,15 @@ export function givenLogger(wrapper: object): object | undefined {
 export function hasWarn(value: unknown): value is { warn(...args: never[]): void } {
   return typeof (value as { warn?: unknown } | null | undefined)?.warn === 'function';
 }
+
+const warnedCodes = new Set<string>();
+
+/**
+ * `process.emitWarning` once per process for `code`: a setup mistake is worth one line, not one per
+ * request. `message` is built only when it is emitted.
+ */
+export function emitWarningOnce(code: string, message: () => string): void {
+  if (warnedCodes.has(code)) return;
+  warnedCodes.add(code);
+  process.emitWarning(message(), { code });
+}

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Request } from 'express';
 import { sortQuery } from '../keys';
+import { emitWarningOnce } from '../logger';
 import { hasBody } from '../request-body';
 import { matchedPath } from './request-key';
 
@@ -112,20 +113,18 @@ function hashFile(hash: ReturnType<typeof createHash>, { field, file }: Uploaded
 // The types express.json(), express.urlencoded() and express.text() read (with `type` for +json): a
 // CSV or binary upload streamed by the handler on purpose must not be told it is misconfigured.
 const PARSED_TYPES = /^(application\/([^;]*\+)?json|application\/x-www-form-urlencoded|text\/plain)(;|$)/;
-let warnedUnparsed = false;
 
 function warnUnparsedOnce(): void {
-  if (warnedUnparsed) return;
-  warnedUnparsed = true;
   // Mounting idempotency() before express.json() is an easy slip, and a silent one: {"amount":99}
   // then replays the answer to {"amount":10} (same type, same length) instead of a 422.
-  process.emitWarning(
-    'express-redis-kit idempotency: a request with a JSON, form or plain-text body reached the default fingerprint ' +
+  emitWarningOnce(
+    'ERK_IDEMPOTENCY_BODY_UNREAD',
+    () =>
+      'express-redis-kit idempotency: a request with a JSON, form or plain-text body reached the default fingerprint ' +
       'before any body parser read it, so only its Content-Type and Content-Length tell payloads apart: a retry ' +
       'with another payload of the same size replays the first answer. Mount express.json() (or express.urlencoded(); ' +
       'for a JSON type other than application/json, express.json({ type })) before idempotency(), or pass a ' +
       'fingerprint option. (Warned once.)',
-    { code: 'ERK_IDEMPOTENCY_BODY_UNREAD' },
   );
 }
 

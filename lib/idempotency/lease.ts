@@ -1,5 +1,6 @@
 import type { Request, Response } from 'express';
 import { type GuardOptions, guarded } from '../breaker';
+import { emitWarningOnce } from '../logger';
 import { type CapturedResponse, captureResponse } from './capture';
 import { watchTimeoutGuard } from './late-answer';
 import type { ResolvedIdempotencyOptions } from './options';
@@ -100,7 +101,14 @@ export function protect(
     if (!storable(captured)) {
       if (storeStatusesError) {
         emit('store-statuses-failed', { status: captured.status, error: storeStatusesError.error });
-        warnStoreStatusesOnce(storeStatusesError.error);
+        const { error } = storeStatusesError;
+        emitWarningOnce(
+          'ERK_IDEMPOTENCY_STORE_STATUSES_THREW',
+          () =>
+            `express-redis-kit idempotency: the storeStatuses function threw (${(error as Error)?.message ?? String(error)}); ` +
+            'the answer was sent but not stored, and the key released, so a retry runs the handler again. (Warned once; ' +
+            'every time as the event "store-statuses-failed".)',
+        );
         return release(captured.status, 'store-statuses-threw');
       }
       const why = captured.body === undefined ? (captured.unstorable ?? 'too-large') : 'status';
@@ -163,19 +171,6 @@ export function protect(
       return undefined;
     },
   });
-}
-
-let warnedStoreStatuses = false;
-
-function warnStoreStatusesOnce(error: unknown): void {
-  if (warnedStoreStatuses) return;
-  warnedStoreStatuses = true;
-  process.emitWarning(
-    `express-redis-kit idempotency: the storeStatuses function threw (${(error as Error)?.message ?? String(error)}); ` +
-      'the answer was sent but not stored, and the key released, so a retry runs the handler again. (Warned once; ' +
-      'every time as the event "store-statuses-failed".)',
-    { code: 'ERK_IDEMPOTENCY_STORE_STATUSES_THREW' },
-  );
 }
 
 /** Frees a reservation this request holds, so a retry runs the handler; never rejects. */

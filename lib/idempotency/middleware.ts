@@ -5,6 +5,7 @@ import { guarded } from '../breaker';
 import { problemType, RedisTimeoutError, RedisUnavailableError, sendProblem } from '../errors';
 import { emitKitEvent } from '../events';
 import { scopePart } from '../keys';
+import { emitWarningOnce } from '../logger';
 import { nodeField, OutageTracker } from '../outage';
 import { DECODED_BODY_FACTOR, replay } from './capture';
 import { protect, releaseKey } from './lease';
@@ -160,7 +161,14 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
       return;
     }
     emit('caller-unknown');
-    warnUnknownCallerOnce();
+    emitWarningOnce(
+      'ERK_IDEMPOTENCY_CALLER_UNKNOWN',
+      () =>
+        'express-redis-kit idempotency: a request with an idempotency key has no client address (req.ip) and no ' +
+        "scope, so it was refused with 500: callers would share one key space and could replay each other's answers. " +
+        'Behind a proxy on a Unix socket, set Express "trust proxy" so req.ip is the client (e.g. app.set("trust proxy", 1)), ' +
+        'or pass a scope option (the user or account id). (Warned once.)',
+    );
     problem(
       res,
       500,
@@ -222,20 +230,6 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
     return deleted.some(Boolean);
   };
   return middleware;
-}
-
-let warnedUnknownCaller = false;
-
-function warnUnknownCallerOnce(): void {
-  if (warnedUnknownCaller) return;
-  warnedUnknownCaller = true;
-  process.emitWarning(
-    'express-redis-kit idempotency: a request with an idempotency key has no client address (req.ip) and no ' +
-      "scope, so it was refused with 500: callers would share one key space and could replay each other's answers. " +
-      'Behind a proxy on a Unix socket, set Express "trust proxy" so req.ip is the client (e.g. app.set("trust proxy", 1)), ' +
-      'or pass a scope option (the user or account id). (Warned once.)',
-    { code: 'ERK_IDEMPOTENCY_CALLER_UNKNOWN' },
-  );
 }
 
 /**
