@@ -1,6 +1,6 @@
 import { request } from 'node:http';
 import { connect } from 'node:net';
-import type { RequestHandler } from 'express';
+import type { RequestHandler, Response } from 'express';
 import express from 'express';
 import { idempotency } from '../../lib/idempotency';
 import { redisSession } from '../../lib/session';
@@ -75,75 +75,58 @@ function leaveAfterFirstChunk(url: string, key: string): Promise<void> {
 const unhandled = useUnhandledRejections();
 
 describe('idempotency when the response never ends properly', () => {
-  it('lets the lease lapse when the handler throws after writing part of the body, so a retry after lockTtl runs the handler', async () => {
-    const events = captureEvents('idempotency');
-    const name = uniqueName();
-    let runs = 0;
-    const app = orderApp(
-      idempotency({ redis: redisServer.client(), lockTtl: LOCK_TTL, name }),
-      async (_req, res) => {
-        runs += 1;
-        if (runs === 1) {
-          res.write('partial ');
-          throw new Error('boom after streaming');
-        }
-        res.status(201).json({ run: runs });
+  it.each([
+    [
+      'throws after writing part of the body',
+      async (res: Response) => {
+        res.write('partial ');
+        // Express cannot answer after headers went out: it destroys the socket.
+        throw new Error('boom after streaming');
       },
-    );
-    const url = `${await servers.listen(app)}/orders`;
-    const key = freshKey('threw');
-    try {
-      // Express cannot answer after headers went out: it destroys the socket.
-      expect((await postUntilClosed(url, key)).error).toBeDefined();
-      await events.waitFor('abandoned', 1);
-      expect(events.events).toContainEqual(
-        expect.objectContaining({ type: 'abandoned', name, reason: 'aborted' }),
+    ],
+    [
+      // On purpose (an upload it refuses mid-stream, an abusive client), before any answer.
+      'destroys the response without answering',
+      async (res: Response) => {
+        res.destroy();
+      },
+    ],
+  ])(
+    'lets the lease lapse when the handler %s, so a retry after lockTtl runs the handler (not a 409 until ttl)',
+    async (_what, firstRun) => {
+      const events = captureEvents('idempotency');
+      const name = uniqueName();
+      let runs = 0;
+      const app = orderApp(
+        idempotency({ redis: redisServer.client(), lockTtl: LOCK_TTL, name }),
+        async (_req, res) => {
+          runs += 1;
+          if (runs === 1) return firstRun(res);
+          res.status(201).json({ run: runs });
+        },
       );
-      // Silent for longer than lockTtl: no renewal since, so the lease is gone.
-      await expectRenewalsToStop(events, name);
+      const url = `${await servers.listen(app)}/orders`;
+      const key = freshKey('broken');
+      try {
+        expect((await postUntilClosed(url, key)).error).toBeDefined();
+        await events.waitFor('abandoned', 1);
+        expect(events.events).toContainEqual(
+          expect.objectContaining({ type: 'abandoned', name, reason: 'aborted' }),
+        );
+        // In flight until lockTtl has passed since: the handler might still be at work.
+        expect((await send(url, { key })).status).toBe(409);
+        // Silent for longer than lockTtl: no renewal since, so the lease is gone.
+        await expectRenewalsToStop(events, name);
 
-      const retry = await send(url, { key });
-      expect(retry.status).toBe(201);
-      expect(retry.headers.get('idempotent-replayed')).toBeNull();
-      expect(runs).toBe(2);
-    } finally {
-      events.stop();
-    }
-  });
-
-  it('lets the lease lapse after lockTtl when the handler destroys the response without answering, instead of a 409 until ttl', async () => {
-    const events = captureEvents('idempotency');
-    const name = uniqueName();
-    let runs = 0;
-    const app = orderApp(
-      idempotency({ redis: redisServer.client(), lockTtl: LOCK_TTL, name }),
-      (_req, res) => {
-        runs += 1;
-        if (runs === 1) {
-          // Drops the connection on purpose (an upload it refuses mid-stream, an abusive client).
-          res.destroy();
-          return;
-        }
-        res.status(201).json({ run: runs });
-      },
-    );
-    const url = `${await servers.listen(app)}/orders`;
-    const key = freshKey('destroyed');
-    try {
-      expect((await postUntilClosed(url, key)).error).toBeDefined();
-      await events.waitFor('abandoned', 1);
-      // In flight until lockTtl has passed since: the handler might still be at work.
-      expect((await send(url, { key })).status).toBe(409);
-      await expectRenewalsToStop(events, name);
-
-      const retry = await send(url, { key });
-      expect(retry.status).toBe(201);
-      expect(retry.headers.get('idempotent-replayed')).toBeNull();
-      expect(runs).toBe(2);
-    } finally {
-      events.stop();
-    }
-  });
+        const retry = await send(url, { key });
+        expect(retry.status).toBe(201);
+        expect(retry.headers.get('idempotent-replayed')).toBeNull();
+        expect(runs).toBe(2);
+      } finally {
+        events.stop();
+      }
+    },
+  );
 
   it('stops the heartbeat once a streaming handler whose client left goes silent, so the key frees after lockTtl, not ttl', async () => {
     const events = captureEvents('idempotency');
