@@ -1,7 +1,7 @@
 import compression from 'compression';
 import express from 'express';
 import request from 'supertest';
-import { cacheResponse } from '../../lib/cache';
+import { CACHE_REFRESH, cacheResponse } from '../../lib/cache';
 import type { RedisClient } from '../../lib/client';
 import { rateLimit } from '../../lib/rate-limit';
 import { captureEvents } from '../helpers/events';
@@ -339,6 +339,53 @@ describe('stale-while-revalidate of a varying, tagged entry', () => {
 });
 
 describe('stale-while-revalidate behind rateLimit', () => {
+  it('lets the refresh lock go at once when a middleware in front answers the refresh, so the next stale read refreshes', async () => {
+    let version = 1;
+    let answerRefreshInFront = false;
+    let refreshesAnsweredInFront = 0;
+    const app = express();
+    app.use((req, res, next) => {
+      // A maintenance switch (or auth, a redirect) that answers the background refresh itself.
+      if (answerRefreshInFront && (req as unknown as Record<symbol, unknown>)[CACHE_REFRESH]) {
+        refreshesAnsweredInFront += 1;
+        res.status(503).end();
+        return;
+      }
+      next();
+    });
+    app.get(
+      '/front',
+      cacheResponse({
+        redis: client,
+        ttl: 300,
+        jitter: 0,
+        staleWhileRevalidate: '1m',
+        lockTimeout: '5s',
+        l1: false,
+        logger: quietLogger(),
+      }),
+      (_req, res) => {
+        res.send(`v${version}`);
+      },
+    );
+    expect((await request(app).get('/front')).text).toBe('v1');
+    await sleep(400);
+    version = 2;
+    answerRefreshInFront = true;
+    const stale = await request(app).get('/front');
+    expect([stale.headers['x-cache'], stale.text]).toEqual(['STALE', 'v1']);
+    await eventually(async () => refreshesAnsweredInFront === 1, 'the refresh answered in front');
+    await sleep(50);
+    answerRefreshInFront = false;
+    // Well within lockTimeout: the lock of the refresh that never reached the cache is gone.
+    expect((await request(app).get('/front')).headers['x-cache']).toBe('STALE');
+    await eventually(
+      async () => (await request(app).get('/front')).text === 'v2',
+      'the next refresh to store v2',
+      2000,
+    );
+  });
+
   it("does not charge the client for the cache's background refresh", async () => {
     const limiter = rateLimit({ redis: client, limit: 3, window: '1m', key: () => 'client', headers: false });
     await expectRefreshUncharged(limiter, staleAfter300ms(client));

@@ -104,7 +104,10 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     }
     if (key === undefined) return bypass(res, next, '', 'no-key');
     const redisKey = entryKey(prefix, key);
-    if (ticket) return fill(ctx, req, res, next, key, redisKey, ticket, ticket.done);
+    if (ticket) {
+      ticket.claimed = true;
+      return fill(ctx, req, res, next, key, redisKey, ticket, ticket.done);
+    }
     if (l1) {
       const now = Date.now();
       const rec = l1Lookup(l1, key, req.headers, now);

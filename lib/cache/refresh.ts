@@ -14,6 +14,8 @@ export interface RefreshTicket {
   since: number;
   /** Called once the refresh stored (or gave up on) its response. */
   done: () => void;
+  /** Set by the cache middleware that took the refresh over (it then releases the lock itself). */
+  claimed?: boolean;
 }
 
 type Handle = (req: IncomingMessage, res: ServerResponse, callback: (error?: unknown) => void) => void;
@@ -74,10 +76,12 @@ export function replay(
   // a real request's socket has the HTTP server's listener, this one needs its own or the 'error'
   // is thrown and takes the process down.
   sink.on('error', (error) => end(error));
-  // Answered: the cache's tee stores it and calls ticket.done() itself.
+  // Answered: the cache's tee stores it and calls ticket.done() itself. Answered before it (a
+  // middleware in front: auth, a redirect, a maintenance switch): nothing will, so this does.
   res.once('finish', () => {
     over = true;
     clearTimeout(deadline);
+    if (!ticket.claimed) ticket.done();
   });
   // No client ever hangs up on this request: a route that never answers would otherwise hold the
   // fill lock (kept alive while it runs) for good, and every miss of the key would wait for it.

@@ -1,6 +1,6 @@
 import type { Request } from 'express';
 import { newToken } from './lock';
-import { replay } from './refresh';
+import { type RefreshTicket, replay } from './refresh';
 import { l1Put } from './vary';
 import type { Cache } from './wrap';
 
@@ -28,13 +28,20 @@ export function createRevalidator(cache: Cache, event: (type: string, key: strin
     const since = await cache.tryLock(redisKey, token);
     if (since === undefined) return done();
     event('refresh', key);
-    const started = replay(req, { token, since, done }, lockTimeoutMs * 3, (error) =>
+    // A replay that never reached this cache (answered or ended before it) leaves the lock to us:
+    // held until lockTimeout, it would hold off every instance's next refresh of the key.
+    const ticket: RefreshTicket = {
+      token,
+      since,
+      done: () => {
+        if (!ticket.claimed) cache.releaseFill(redisKey, token);
+        done();
+      },
+    };
+    const started = replay(req, ticket, lockTimeoutMs * 3, (error) =>
       logger.warn({ key, err: error }, 'background refresh failed; stale entry kept'),
     );
-    if (!started) {
-      cache.releaseFill(redisKey, token);
-      done();
-    }
+    if (!started) ticket.done();
   }
 
   return function refresh(req: Request, key: string, redisKey: string, fromL1 = false): void {
