@@ -1,4 +1,5 @@
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import type { Request } from 'express';
 import { hashPart } from '../keys';
 import type { Entry } from './entry';
 import { parseVary } from './key';
@@ -113,4 +114,23 @@ export function prepareHeaders(entry: Entry): { full: string[]; notModified: str
   }
   if (entry.status !== 204 && entry.status !== 304) full.push('content-length', String(entry.body.length));
   return { full, notModified };
+}
+
+/** `Cache-Control: no-store` on the request. */
+export function forbidsStore(req: Request): boolean {
+  return requestDirective(req, 'no-store');
+}
+
+/** `Cache-Control: only-if-cached` on the request. */
+export function onlyIfCached(req: Request): boolean {
+  return requestDirective(req, 'only-if-cached');
+}
+
+function requestDirective(req: Request, name: string): boolean {
+  const directives = req.headers['cache-control'];
+  if (directives === undefined) return false;
+  return directives
+    .toLowerCase()
+    .split(',')
+    .some((d) => d.trim() === name);
 }

@@ -1,32 +1,27 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { optionError, problemType, sendProblem } from '../errors';
+import { problemType, sendProblem } from '../errors';
 import { scopePart } from '../keys';
-import { givenLogger } from '../logger';
 import { hasBody } from '../request-body';
-import { KIT_VERSION } from '../version';
 import { captureResponse } from './capture';
-import { CACHE_BRAND, isKitCache } from './core';
 import { answerStaleOnError, type FillContext, fill, staleIfErrorOf } from './fill';
 import { Flights, noFlight } from './flights';
+import { forbidsStore, onlyIfCached } from './http';
 import { invalidatesMiddleware } from './invalidates';
 import { defaultKey, entryKey, hasOtherParameters, withVary } from './key';
 import type { Rec } from './l1';
-import {
-  type ResolvedCacheOptions,
-  type ResolvedL1,
-  resolveCacheOptions,
-  resolveResponseOptions,
-} from './options';
+import { resolveResponseOptions } from './options';
 import { perUserReason } from './per-user';
 import { refreshTicketOf } from './refresh';
 import { respond, type XCache } from './respond';
 import { createRevalidator } from './revalidate';
+import { cacheFor } from './shared-cache';
 import type { CacheResponseOptions } from './types';
 import { l1Lookup, l1Put, sameVariant } from './vary';
-import { type Cache, createCache, type InvalidateTarget } from './wrap';
+import type { Cache, InvalidateTarget } from './wrap';
 
 // The middleware's way through a request: key, L1, in-process coalescing (flights.ts), the Redis
-// lookup with its fill lock (core.ts), and on a miss the fill that runs the route (fill.ts).
+// lookup with its fill lock (core.ts), and on a miss the fill that runs the route (fill.ts). Which
+// cache it works on: shared-cache.ts; HTTP rules (what is stored, request directives): http.ts.
 
 /** The `cacheResponse()` middleware, carrying its admin API. */
 export interface CacheResponseMiddleware extends RequestHandler {
@@ -47,20 +42,7 @@ export interface CacheResponseMiddleware extends RequestHandler {
 /** HTTP response cache backed by Redis (+ in-process L1). See the README, "Response cache". */
 export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddleware {
   const o = resolveResponseOptions(options);
-  if (options.cache !== undefined && !isKitCache(options.cache)) throw notKitCache(options.cache);
-  if (options.cache !== undefined) refuseCacheSettings(options, options.cache);
-  const cache =
-    options.cache ??
-    createCache({
-      redis: options.redis as NonNullable<CacheResponseOptions['redis']>,
-      l1: options.l1,
-      prefix: options.prefix,
-      timeout: options.timeout,
-      lockTimeout: options.lockTimeout,
-      jitter: options.jitter,
-      name: options.name,
-      logger: options.logger,
-    });
+  const cache = cacheFor(options);
   const { l1 } = cache;
   const { prefix, logger, lockTimeoutMs } = cache.options;
   const trustsKey = o.key !== undefined || o.scope !== undefined;
@@ -176,8 +158,8 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
   /**
    * A request that no flight answered and that must not fill (a HEAD, a `no-store` request): it is
    * answered from an entry when there is one, else by the route, whose answer is not stored.
+   * `onlyCached`: the request said `only-if-cached`, so a miss gets 504 instead of the route.
    */
-  /** `onlyCached`: the request said `only-if-cached`, so a miss gets 504 instead of the route. */
   async function lookupOnly(
     req: Request,
     res: Response,
@@ -260,80 +242,4 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
   Object.defineProperty(middleware, 'cache', { value: cache, enumerable: true });
   middleware.invalidates = (select) => invalidatesMiddleware(cache, logger, select);
   return middleware;
-}
-
-/**
- * Settings of the shared cache itself: given beside `cache`, they would be ignored (its own apply),
- * so a `timeout` or `prefix` the caller believes in would silently not hold.
- */
-const CACHE_SETTINGS = ['l1', 'prefix', 'timeout', 'lockTimeout', 'logger'] as const;
-
-function sameAsCache(
-  name: (typeof CACHE_SETTINGS)[number],
-  options: CacheResponseOptions,
-  own: ResolvedCacheOptions,
-): boolean {
-  // Resolved as createCache would (so '150ms' equals 150), with its validation errors.
-  const resolved = resolveCacheOptions({ redis: own.redis, [name]: options[name] });
-  switch (name) {
-    case 'prefix':
-      return resolved.prefix === own.prefix;
-    case 'timeout':
-      return resolved.timeoutMs === own.timeoutMs;
-    case 'lockTimeout':
-      return resolved.lockTimeoutMs === own.lockTimeoutMs;
-    case 'logger':
-      return options.logger === givenLogger(own.logger);
-    case 'l1':
-      return (
-        resolved.l1 === own.l1 || (resolved.l1 !== false && own.l1 !== false && sameL1(resolved.l1, own.l1))
-      );
-  }
-}
-
-function sameL1(a: ResolvedL1, b: ResolvedL1): boolean {
-  return a.max === b.max && a.maxSize === b.maxSize && a.ttlMs === b.ttlMs;
-}
-
-function refuseCacheSettings(options: CacheResponseOptions, cache: Cache): void {
-  const fix = (name: string) => `Set ${name} in createCache({ ... }) instead, or leave out \`cache\`.`;
-  for (const name of CACHE_SETTINGS) {
-    // The cache's own setting given again (one object of common settings spread into both) is no conflict.
-    if (options[name] !== undefined && !sameAsCache(name, options, cache.options)) {
-      throw optionError(name, "differs from the shared cache's, which `cache` brings", fix(name));
-    }
-  }
-  // The same client is harmless (a common way to write it); another one would be ignored.
-  if (options.redis !== undefined && options.redis !== cache.redis) {
-    throw optionError('redis', "differs from the shared cache's client, which `cache` brings", fix('redis'));
-  }
-}
-
-function notKitCache(value: unknown): Error {
-  const version = (value as Record<symbol, unknown> | null)?.[CACHE_BRAND];
-  if (typeof version !== 'string') return optionError('cache', 'must be a cache made by createCache()');
-  return optionError(
-    'cache',
-    `was made by createCache() of express-redis-kit ${version}, another copy than this cacheResponse's (${KIT_VERSION})`,
-    'Import createCache and cacheResponse from one copy (see `npm ls express-redis-kit`).',
-  );
-}
-
-/** `Cache-Control: no-store` on the request. */
-function forbidsStore(req: Request): boolean {
-  return requestDirective(req, 'no-store');
-}
-
-/** `Cache-Control: only-if-cached` on the request. */
-function onlyIfCached(req: Request): boolean {
-  return requestDirective(req, 'only-if-cached');
-}
-
-function requestDirective(req: Request, name: string): boolean {
-  const directives = req.headers['cache-control'];
-  if (directives === undefined) return false;
-  return directives
-    .toLowerCase()
-    .split(',')
-    .some((d) => d.trim() === name);
 }
