@@ -195,7 +195,7 @@ export async function evictSessions(
     settings,
     userId,
     ending.map((r) => r.h),
-    new Map(ending.map((r) => [r.h, r.seen])),
+    ending.map((r) => r.seen),
   );
 }
 
@@ -208,18 +208,18 @@ async function endSessions(
   settings: IndexSettings,
   userId: string,
   handles: string[],
-  seenAsRead?: ReadonlyMap<string, string>,
+  seenAsRead?: readonly string[],
 ): Promise<number> {
   const { redis, prefix, tombstoneMs } = settings;
   settings.onEnding?.(handles);
   const results = await guard(settings, undefined, () =>
     Promise.all(
-      handles.map((h) =>
+      handles.map((h, i) =>
         runScript<string | null>(
           redis,
           DESTROY,
           [sessionKeyFromHandle(prefix, h)],
-          [tombstoneMs, userId, '', seenAsRead?.get(h) ?? ''],
+          [tombstoneMs, userId, '', seenAsRead?.[i] ?? ''],
         ),
       ),
     ),
@@ -228,13 +228,13 @@ async function endSessions(
     if (didNotRun(error)) settings.onEndFailed?.(handles);
     throw error;
   });
-  const ended = (_: string, i: number) => results[i] !== null && results[i] !== undefined;
+  const ended = handles.filter((_, i) => results[i] !== null && results[i] !== undefined);
   let unlist = handles;
   if (seenAsRead) {
     // The cap's: one left alone (used since it was read) lives on, listed and not noted as ended.
     // (One already gone is left listed too, until list() or its score retires it.)
-    unlist = handles.filter(ended);
-    const kept = handles.filter((h, i) => !ended(h, i));
+    unlist = ended;
+    const kept = handles.filter((h) => !ended.includes(h));
     if (kept.length > 0) settings.onEndFailed?.(kept);
   }
   // Remove exactly these entries (not the whole index): a login racing with us keeps its entry.
@@ -245,7 +245,7 @@ async function endSessions(
       removeFromUserIndex(redis, prefix, userId, unlist),
     ).catch(unlistFailed);
   }
-  return handles.filter(ended).length;
+  return ended.length;
 }
 
 /** A session ended, but its user-index entry could not be removed (see the README's session events). */
