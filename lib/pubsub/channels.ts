@@ -80,14 +80,16 @@ function explained(error: unknown, shared: SharedSubscriber): unknown {
   // By name, not instanceof: ioredis's errors may come from another realm (a test runner's).
   const why = shared.connectionError as { message?: unknown; code?: unknown } | undefined;
   if ((error as { name?: unknown } | null)?.name !== 'MaxRetriesPerRequestError') return error;
-  if (typeof why?.message !== 'string') return error;
+  // Redis may close the connection before any socket error is seen (on a busy machine, often): the
+  // explanation holds all the same.
+  const reason = typeof why?.message === 'string' ? why.message : 'it closed before it could subscribe';
   const message =
-    `the kit's pub/sub connection (one more connection to Redis) failed: ${why.message}; ` +
+    `the kit's pub/sub connection (one more connection to Redis) failed: ${reason}; ` +
     "if the app's other commands work, Redis may be refusing more clients (maxclients) or this one (ACL)";
   // Its name kept: code that told this failure apart by it still does.
-  return Object.assign(new Error(message, { cause: why }), {
+  return Object.assign(new Error(message, { cause: why ?? error }), {
     name: 'MaxRetriesPerRequestError',
-    code: why.code,
+    code: why?.code,
   });
 }
 
