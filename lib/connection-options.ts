@@ -19,6 +19,8 @@ const SENTINEL_RENAMED: Record<string, string> = {
 /** The Redis a createRedis() call connects to, and where that choice came from. */
 export type RedisTarget =
   | { kind: 'url'; url: string; from: 'url' | 'REDIS_URL' | 'default' }
+  /** `host`, `port` or `path` given as ioredis options: `url` is only how logs name it. */
+  | { kind: 'url'; url: string; from: 'address' }
   | { kind: 'cluster'; nodes: NodeAddress[]; from: 'cluster' | 'REDIS_CLUSTER_NODES' }
   | { kind: 'sentinel'; sentinel: NonNullable<CreateRedisOptions['sentinel']> };
 
@@ -32,12 +34,25 @@ export function resolveTarget(options: CreateRedisOptions): RedisTarget {
   if (options.url !== undefined) return { kind: 'url', url: options.url, from: 'url' };
   if (options.cluster) return { kind: 'cluster', nodes: options.cluster.nodes, from: 'cluster' };
   if (options.sentinel) return { kind: 'sentinel', sentinel: options.sentinel };
+  // ioredis lets a URL argument win over host/port: passing REDIS_URL or the default along with them
+  // would connect somewhere other than the options say.
+  if (options.host !== undefined || options.port !== undefined || options.path !== undefined) {
+    const url =
+      options.path !== undefined
+        ? `unix:${options.path}`
+        : `redis://${formatHost(options.host ?? '127.0.0.1')}:${options.port ?? 6379}`;
+    return { kind: 'url', url, from: 'address' };
+  }
   const nodes = envClusterNodes();
   if (nodes) return { kind: 'cluster', nodes, from: 'REDIS_CLUSTER_NODES' };
   const env = process.env.REDIS_URL;
   return env
     ? { kind: 'url', url: env, from: 'REDIS_URL' }
     : { kind: 'url', url: DEFAULT_REDIS_URL, from: 'default' };
+}
+
+function formatHost(host: string): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
 }
 
 function envClusterNodes(): NodeAddress[] | undefined {
@@ -69,6 +84,15 @@ export function validateRedisOptions(options: CreateRedisOptions): RedisTarget {
   if (sources.length > 1) {
     // One would silently win over the other: the app would talk to another Redis than it names.
     throw optionError(sources.join('" and "'), 'cannot be combined', 'Pass one of url, cluster or sentinel.');
+  }
+  const address = (['host', 'port', 'path'] as const).filter((o) => options[o] !== undefined);
+  if (sources.length > 0 && address.length > 0) {
+    // The url (or the cluster's nodes, the sentinel's master) would win, silently.
+    throw optionError(
+      `${sources[0]}" and "${address[0]}`,
+      'cannot be combined',
+      `Put the address in "${sources[0]}" only, or pass host/port/path without "${sources[0]}".`,
+    );
   }
   checkMs(options.commandTimeout, 'commandTimeout');
   checkMs(options.connectTimeout, 'connectTimeout');
@@ -166,8 +190,13 @@ function checkUrl(url: unknown, name: string): void {
   if (typeof url !== 'string') {
     throw optionError(name, `must be a string; got ${shown(url)}`, "e.g. 'redis://127.0.0.1:6379'.");
   }
-  if (!/^rediss?:\/\//i.test(url)) {
-    throw optionError(name, `must start with redis:// or rediss:// (TLS); got ${shown(maskUrl(url))}`);
+  // Lower case only: ioredis turns TLS on for "rediss://" alone, so "REDISS://" would send the
+  // password in clear text.
+  if (!/^rediss?:\/\//.test(url)) {
+    throw optionError(
+      name,
+      `must start with redis:// or rediss:// (TLS), in lower case; got ${shown(maskUrl(url))}`,
+    );
   }
   checkParses(url, name);
 }
@@ -179,10 +208,13 @@ function checkUrl(url: unknown, name: string): void {
  */
 function checkEnvUrl(url: string): void {
   if (/^\d+$/.test(url) || (url.startsWith('/') && !url.startsWith('//'))) return;
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url) && !/^rediss?:\/\//i.test(url)) {
-    throw optionError('REDIS_URL', `must start with redis:// or rediss:// (TLS); got ${shown(maskUrl(url))}`);
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url) && !/^rediss?:\/\//.test(url)) {
+    throw optionError(
+      'REDIS_URL',
+      `must start with redis:// or rediss:// (TLS), in lower case; got ${shown(maskUrl(url))}`,
+    );
   }
-  const asIoredisReadsIt = /^rediss?:\/\//i.test(url)
+  const asIoredisReadsIt = /^rediss?:\/\//.test(url)
     ? url
     : url.startsWith('//')
       ? `redis:${url}`
@@ -201,6 +233,17 @@ function checkParses(url: string, name: string, given = url): void {
       name,
       `is not a valid URL; got ${shown(maskUrl(given))}`,
       'Percent-encode special characters of the user name and password (encodeURIComponent), and check the port (0-65535).',
+    );
+  }
+  try {
+    // ioredis decodes them and would throw a bare URIError on a lone "%".
+    decodeURIComponent(parsed.username);
+    decodeURIComponent(parsed.password);
+  } catch {
+    throw optionError(
+      name,
+      `has a user name or password that is not valid percent-encoding; got ${shown(maskUrl(given))}`,
+      'Percent-encode special characters of the user name and password (encodeURIComponent), "%" as %25.',
     );
   }
   if (hidesUserInfo(parsed)) {

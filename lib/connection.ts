@@ -157,7 +157,7 @@ function newClient(options: CreateRedisOptions, target: RedisTarget): RedisClien
     retryStrategy: (times: number) => reconnectDelay(times, maxReconnectDelay),
     // An option given as undefined (forwarded from a config object) keeps its default, as when left
     // out: spread as it is, commandTimeout: undefined would turn the request-path timeout off.
-    ...Object.fromEntries(Object.entries(ioredisOptions).filter(([, value]) => value !== undefined)),
+    ...definedOnly(ioredisOptions),
   };
   if (target.kind === 'cluster') {
     const { keyPrefix, enableAutoPipelining, ...redisOptions } = tuned;
@@ -166,8 +166,9 @@ function newClient(options: CreateRedisOptions, target: RedisTarget): RedisClien
       keyPrefix,
       clusterRetryStrategy: (times: number) => reconnectDelay(times, maxReconnectDelay),
       slotsRefreshTimeout: 2000,
-      redisOptions,
       ...cluster?.options,
+      // Merged, not replaced: a user's redisOptions (a password, tls) must not drop the timeouts.
+      redisOptions: { ...redisOptions, ...definedOnly(cluster?.options?.redisOptions ?? {}) },
     });
   }
   if (target.kind === 'sentinel') {
@@ -178,7 +179,12 @@ function newClient(options: CreateRedisOptions, target: RedisTarget): RedisClien
       sentinelPassword: target.sentinel.sentinelPassword,
     });
   }
-  return new Redis(target.url, tuned);
+  // host/port/path go to ioredis as options: a URL argument would win over them.
+  return target.from === 'address' ? new Redis(tuned) : new Redis(target.url, tuned);
+}
+
+function definedOnly<T extends object>(options: T): Partial<T> {
+  return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined)) as Partial<T>;
 }
 
 function toAddress(node: NodeAddress): { host: string; port: number } {
@@ -194,8 +200,8 @@ function toAddress(node: NodeAddress): { host: string; port: number } {
 function describeTarget(target: RedisTarget): string {
   if (target.kind === 'sentinel') return `sentinel master "${target.sentinel.name}"`;
   if (target.kind === 'url') return maskUrl(target.url);
-  if (target.from === 'REDIS_CLUSTER_NODES') return `cluster ${target.nodes.join(',')}`;
-  return `cluster ${target.nodes.map((n) => JSON.stringify(n)).join(', ')}`;
+  // Host and port only: a node object may carry a password of its own.
+  return `cluster ${target.nodes.map((n) => (typeof n === 'string' ? maskUrl(n) : `${n.host}:${n.port}`)).join(', ')}`;
 }
 
 /**

@@ -84,6 +84,70 @@ describe('createRedis', () => {
     client.disconnect();
   });
 
+  it('refuses an upper-case REDISS:// (ioredis would leave TLS off and send the password in clear)', () => {
+    expect(() => createRedis({ url: 'REDISS://:pw@127.0.0.1:1', lazyConnect: true })).toThrow(
+      /"url" must start with redis:\/\/ or rediss:\/\/ \(TLS\), in lower case; got "rediss:\/\/:\*\*\*\*@/i,
+    );
+    const previous = process.env.REDIS_URL;
+    process.env.REDIS_URL = 'Rediss://:pw@127.0.0.1:1';
+    try {
+      expect(() => createRedis({ lazyConnect: true })).toThrow(/"REDIS_URL" must start with redis:\/\//);
+    } finally {
+      if (previous === undefined) delete process.env.REDIS_URL;
+      else process.env.REDIS_URL = previous;
+    }
+  });
+
+  it('names the option when a password holds a lone "%" (ioredis would throw a bare URIError)', () => {
+    expect(() => createRedis({ url: 'redis://:50%off@127.0.0.1:1', lazyConnect: true })).toThrow(
+      /"url" has a user name or password that is not valid percent-encoding; got "redis:\/\/:\*\*\*\*@127/,
+    );
+    const client = createRedis({ url: 'redis://:50%25off@127.0.0.1:1', lazyConnect: true });
+    expect((client as Redis).options.password).toBe('50%off');
+    client.disconnect();
+  });
+
+  it('connects to the host and port options, not to REDIS_URL or the default', async () => {
+    const previous = process.env.REDIS_URL;
+    process.env.REDIS_URL = `redis://127.0.0.1:${redis.server.port + 1}`;
+    try {
+      const client = redis.track(createRedis({ host: '127.0.0.1', port: redis.server.port }));
+      expect((client as Redis).options.port).toBe(redis.server.port);
+      expect(await client.ping()).toBe('PONG');
+    } finally {
+      if (previous === undefined) delete process.env.REDIS_URL;
+      else process.env.REDIS_URL = previous;
+    }
+    expect(() => createRedis({ url: redis.server.url, port: 1 })).toThrow(
+      /"url" and "port" cannot be combined/,
+    );
+  });
+
+  it('keeps the request-path timeouts of Cluster nodes given their own redisOptions (a password, tls)', () => {
+    const client = createRedis({
+      cluster: { nodes: ['127.0.0.1:1'], options: { lazyConnect: true, redisOptions: { password: 'pw' } } },
+    });
+    const nodeOptions = (client as unknown as { options: { redisOptions: Record<string, unknown> } }).options
+      .redisOptions;
+    expect(nodeOptions).toMatchObject({
+      password: 'pw',
+      commandTimeout: 500,
+      maxRetriesPerRequest: 1,
+      disconnectTimeout: 500,
+    });
+    client.disconnect();
+  });
+
+  it("never shows a Cluster node's own password in the unreachable error", async () => {
+    const node = { host: '127.0.0.1', port: redis.server.port + 1, password: 'hunter2' };
+    const error = await connectRedis({ cluster: { nodes: [node] }, connectTimeout: 300, logger: false }).then(
+      () => undefined,
+      (e: Error) => e,
+    );
+    expect(error?.message).toMatch(new RegExp(`cannot reach Redis at cluster 127\\.0\\.0\\.1:${node.port}`));
+    expect(error?.message).not.toContain('hunter2');
+  });
+
   it('builds a Sentinel client from the sentinel option', () => {
     const client = createRedis({
       sentinel: { name: 'mymaster', sentinels: ['127.0.0.1:26379'] },
