@@ -17,7 +17,7 @@ import { productRoutes } from './routes/products';
 export interface DemoOptions {
   redis: RedisClient;
   /** Request logger; default: pino at LOG_LEVEL (info), `false` for none (tests). */
-  logger?: Logger<string> | false;
+  logger?: Logger | false;
   /** Signs session cookies; default SESSION_SECRET, else a random one per process. */
   sessionSecret?: string;
   /** Latency of the fake product database, ms. Default 200. */
@@ -38,10 +38,20 @@ export function createApp(options: DemoOptions): Express {
   app.disable('x-powered-by');
   app.set('trust proxy', process.env.TRUST_PROXY === '1' ? 1 : false);
 
-  // The page is plain files: no inline script or style is needed, so the CSP allows none.
-  app.use(helmet({ contentSecurityPolicy: { directives: { styleSrc: ["'self'"], scriptSrc: ["'self'"] } } }));
+  // The page is plain files: no inline script or style is needed, so the CSP allows none. The demo
+  // serves plain http: helmet's upgrade-insecure-requests would send a browser that opened it by a
+  // LAN address or host name to https for the script and the style sheet, and break the page.
+  app.use(
+    helmet({
+      contentSecurityPolicy: {
+        directives: { styleSrc: ["'self'"], scriptSrc: ["'self'"], upgradeInsecureRequests: null },
+      },
+    }),
+  );
   if (options.logger !== false) {
-    app.use(pinoHttp({ logger: options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' }) }));
+    const logger = options.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' });
+    // Whoever reads the logs must not be able to take over a session or reuse a token.
+    app.use(pinoHttp({ logger: logger.child({}, { redact: { paths: REDACTED, censor: '[redacted]' } }) }));
   }
   app.use(express.static(join(__dirname, 'public'), { index: 'index.html', maxAge: '1m' }));
 
@@ -68,7 +78,7 @@ export function createApp(options: DemoOptions): Express {
   // The shared catalogue comes before the session: with rolling sessions (the default) every answer
   // to a logged-in visitor re-sends their cookie, and an answer with Set-Cookie is never cached. Its
   // one write (PUT) reads the session itself.
-  api.use(productRoutes(redis, new Catalogue(options.catalogueLatencyMs), prefix, sessions));
+  api.use(productRoutes(redis, new Catalogue(redis, options.catalogueLatencyMs, prefix), prefix, sessions));
   api.use(sessions);
   // A tight limiter for the page's "hammer" button, so 429s show up within a click.
   api.get('/ping', rateLimit({ redis, limit: 10, window: '10s', prefix: 'demo:ping-rl:' }), (req, res) => {
@@ -87,6 +97,13 @@ export function createApp(options: DemoOptions): Express {
   app.use(errorHandler);
   return app;
 }
+
+const REDACTED = [
+  'req.headers.cookie',
+  'req.headers.authorization',
+  'req.headers["proxy-authorization"]',
+  'res.headers["set-cookie"]',
+];
 
 /** Client mistakes say what was wrong; Redis trouble is a 503; anything else a 500 without a stack. */
 const errorHandler: ErrorRequestHandler = (error, req, res, _next) => {

@@ -1,3 +1,5 @@
+import type { RedisClient } from '../lib';
+
 /** A fake product catalogue with a slow "database", so cache hits are visible. */
 export interface Product {
   id: string;
@@ -17,29 +19,56 @@ const NAMES = [
   'Beans 1 kg',
 ];
 
+/**
+ * The products' changes live in Redis, not in this process: demo processes on one Redis share the
+ * response cache, so one that refilled it from its own copy would undo another's price change.
+ */
 export class Catalogue {
-  private readonly products = new Map<string, Product>();
-
-  constructor(private readonly latencyMs = 200) {
-    NAMES.forEach((name, i) => {
-      const id = String(i + 1);
-      this.products.set(id, { id, name, price: 5 + i * 7, updatedAt: new Date(0).toISOString() });
-    });
-  }
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly latencyMs = 200,
+    private readonly prefix = 'demo:',
+  ) {}
 
   async get(id: string): Promise<Product | undefined> {
     await sleep(this.latencyMs);
-    const product = this.products.get(id);
-    return product && { ...product };
+    const base = BASE.get(id);
+    return base && { ...base, ...parse(await this.redis.hgetall(this.key(id))) };
   }
 
   async update(id: string, changes: { price?: number; name?: string }): Promise<Product | undefined> {
     await sleep(this.latencyMs / 4);
-    const product = this.products.get(id);
-    if (!product) return undefined;
-    Object.assign(product, changes, { updatedAt: new Date().toISOString() });
-    return { ...product };
+    const base = BASE.get(id);
+    if (!base) return undefined;
+    // One transaction: the answer shows this change together with any other one already made.
+    const replies = await this.redis
+      .multi()
+      .hset(this.key(id), { ...changes, updatedAt: new Date().toISOString() })
+      .hgetall(this.key(id))
+      .exec();
+    const [error, stored] = replies?.[1] ?? [new Error('the catalogue update was discarded')];
+    if (error) throw error;
+    return { ...base, ...parse(stored as Record<string, string>) };
   }
+
+  private key(id: string): string {
+    return `${this.prefix}product:${id}`;
+  }
+}
+
+const BASE = new Map<string, Product>(
+  NAMES.map((name, i): [string, Product] => {
+    const id = String(i + 1);
+    return [id, { id, name, price: 5 + i * 7, updatedAt: new Date(0).toISOString() }];
+  }),
+);
+
+function parse(stored: Record<string, string>): Partial<Product> {
+  const changes: Partial<Product> = {};
+  if (stored.name !== undefined) changes.name = stored.name;
+  if (stored.price !== undefined) changes.price = Number(stored.price);
+  if (stored.updatedAt !== undefined) changes.updatedAt = stored.updatedAt;
+  return changes;
 }
 
 export function sleep(ms: number): Promise<void> {

@@ -1,4 +1,5 @@
 import type { Express } from 'express';
+import pino from 'pino';
 import request from 'supertest';
 import { createApp } from '../../demo-app/app';
 import { useRedisServer } from '../helpers/redis';
@@ -34,6 +35,8 @@ describe('demo routes', () => {
     expect(csp).toMatch(/script-src 'self'/);
     expect(csp).toMatch(/style-src 'self'/);
     expect(csp).not.toMatch(/unsafe-inline/);
+    // Served over plain http: a browser that opened it by a LAN address would fetch app.js over https.
+    expect(csp).not.toMatch(/upgrade-insecure-requests/);
     await request(app)
       .get('/app.js')
       .expect(200)
@@ -54,6 +57,26 @@ describe('demo routes', () => {
     const third = await request(app).get('/api/products/2').expect(200);
     expect(third.headers['x-cache']).toBe('MISS');
     expect(third.body.product.price).toBe(9.5);
+  });
+
+  it('shows a price change made through one demo process on another sharing the Redis (the catalogue is not per process)', async () => {
+    const other = createApp({
+      redis: redis.client(),
+      logger: false,
+      catalogueLatencyMs: 10,
+      sessionSecret: 'x'.repeat(40),
+    });
+    try {
+      expect((await request(other).get('/api/products/6').expect(200)).body.product.price).toBe(40);
+      const editor = await loggedIn('editor');
+      await editor.put('/api/products/6').send({ price: 1.23 }).expect(200);
+      // The other process refills the cache from the shared catalogue, not from a stale copy of its own.
+      const there = await request(other).get('/api/products/6').expect(200);
+      expect(there.body.product.price).toBe(1.23);
+      expect((await request(app).get('/api/products/6').expect(200)).body.product.price).toBe(1.23);
+    } finally {
+      await other.locals.close();
+    }
   });
 
   it('caches the public catalogue for logged-in visitors too (their rolling session cookie is not in the way)', async () => {
@@ -176,6 +199,47 @@ describe('demo routes', () => {
       server.closeAllConnections();
       server.close();
     }
+  });
+
+  it('answers HEAD /api/events at once with the stream headers and no body', async () => {
+    const res = await request(app).head('/api/events').timeout(2000).expect(200);
+    expect(res.headers['content-type']).toMatch(/text\/event-stream/);
+  });
+
+  it('keeps session cookies and bearer tokens out of the request log, and opens no live feed once closing', async () => {
+    const lines: string[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => lines.push(line) });
+    const logged = createApp({
+      redis: redis.client(),
+      logger,
+      catalogueLatencyMs: 10,
+      sessionSecret: 'y'.repeat(40),
+    });
+    try {
+      const admin = redis.plain();
+      const keys = await admin.keys('demo:login-rl:*');
+      if (keys.length > 0) await admin.del(...keys);
+      const login = await request(logged)
+        .post('/api/login')
+        .send({ username: 'ada', password: 'pw' })
+        .expect(200);
+      const cookie = String(login.headers['set-cookie']).split(';')[0]!;
+      await request(logged)
+        .get('/api/me')
+        .set('Cookie', cookie)
+        .set('Authorization', 'Bearer tok-s3cret')
+        .expect(200);
+      const log = lines.join('');
+      expect(log).toContain('/api/me');
+      expect(log).toContain('[redacted]');
+      expect(log).not.toContain(cookie.split('=')[1]!);
+      expect(log).not.toContain('tok-s3cret');
+    } finally {
+      await logged.locals.close();
+    }
+    // A keep-alive connection may still bring a request while the server drains.
+    const res = await request(logged).get('/api/events').timeout(2000).expect(503);
+    expect(res.headers.connection).toBe('close');
   });
 
   it('keeps a leaderboard in a sorted set', async () => {

@@ -1,6 +1,6 @@
 import { type Response, Router } from 'express';
 import { type RedisClient, subscribe } from '../../lib';
-import { allow } from '../problems';
+import { allow, problem } from '../problems';
 
 /** Pub/sub channel of the live feed; every demo process subscribes, so they share events. */
 export const EVENTS_CHANNEL = 'demo:events';
@@ -12,13 +12,26 @@ export const EVENTS_CHANNEL = 'demo:events';
 export function eventRoutes(redis: RedisClient): { router: Router; close: () => void } {
   const router = Router();
   const open = new Set<Response>();
+  let closed = false;
   router.get('/events', async (req, res) => {
+    if (closed) {
+      // A keep-alive connection can still bring a request during the drain: a feed opened now would
+      // hold the exit until the deadline.
+      res.setHeader('Connection', 'close');
+      res.setHeader('Retry-After', '1');
+      return problem(res, 503, 'The server is shutting down; reconnect shortly.');
+    }
     res.writeHead(200, {
       'Content-Type': 'text/event-stream; charset=utf-8',
       'Cache-Control': 'no-store',
       Connection: 'keep-alive',
       'X-Accel-Buffering': 'no',
     });
+    if (req.method === 'HEAD') {
+      // A HEAD response has no body: writing the stream would never send the headers, nor end.
+      res.end();
+      return;
+    }
     res.write(': connected\n\n');
     open.add(res);
     let unsubscribe: (() => Promise<void>) | undefined;
@@ -45,6 +58,7 @@ export function eventRoutes(redis: RedisClient): { router: Router; close: () => 
   return {
     router,
     close: () => {
+      closed = true;
       for (const res of open) res.end();
     },
   };
