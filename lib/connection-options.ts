@@ -190,13 +190,8 @@ function checkUrl(url: unknown, name: string): void {
   if (typeof url !== 'string') {
     throw optionError(name, `must be a string; got ${shown(url)}`, "e.g. 'redis://127.0.0.1:6379'.");
   }
-  // Lower case only: ioredis turns TLS on for "rediss://" alone, so "REDISS://" would send the
-  // password in clear text.
-  if (!/^rediss?:\/\//.test(url)) {
-    throw optionError(
-      name,
-      `must start with redis:// or rediss:// (TLS), in lower case; got ${shown(maskUrl(url))}`,
-    );
+  if (!/^rediss?:\/\//i.test(url)) {
+    throw optionError(name, `must start with redis:// or rediss:// (TLS); got ${shown(maskUrl(url))}`);
   }
   checkParses(url, name);
 }
@@ -208,13 +203,10 @@ function checkUrl(url: unknown, name: string): void {
  */
 function checkEnvUrl(url: string): void {
   if (/^\d+$/.test(url) || (url.startsWith('/') && !url.startsWith('//'))) return;
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url) && !/^rediss?:\/\//.test(url)) {
-    throw optionError(
-      'REDIS_URL',
-      `must start with redis:// or rediss:// (TLS), in lower case; got ${shown(maskUrl(url))}`,
-    );
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(url) && !/^rediss?:\/\//i.test(url)) {
+    throw optionError('REDIS_URL', `must start with redis:// or rediss:// (TLS); got ${shown(maskUrl(url))}`);
   }
-  const asIoredisReadsIt = /^rediss?:\/\//.test(url)
+  const asIoredisReadsIt = /^rediss?:\/\//i.test(url)
     ? url
     : url.startsWith('//')
       ? `redis:${url}`

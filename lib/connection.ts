@@ -180,7 +180,14 @@ function newClient(options: CreateRedisOptions, target: RedisTarget): RedisClien
     });
   }
   // host/port/path go to ioredis as options: a URL argument would win over them.
-  return target.from === 'address' ? new Redis(tuned) : new Redis(target.url, tuned);
+  // ioredis turns TLS on for a lower-case "rediss://" only: "REDISS://" would send the password in
+  // clear text.
+  return target.from === 'address'
+    ? new Redis(tuned)
+    : new Redis(
+        target.url.replace(/^rediss?:/i, (scheme) => scheme.toLowerCase()),
+        tuned,
+      );
 }
 
 function definedOnly<T extends object>(options: T): Partial<T> {

@@ -47,7 +47,11 @@ local refresh = 0
 local covered = true
 if uid ~= '' then
   if cur_u ~= uid or (tonumber(cur_ix) or 0) < now_ms + ${lives} then
-    if ${softHset("'u', uid, 'ix', now_ms + 2 * ttl")} then refresh = 1 else covered = false end
+    -- What the index vouched for before this claim (ixp), kept across claims that were dropped: if
+    -- the reply to this one is lost, FORGET_CLAIM must still know how long the session may live.
+    local prev = 0
+    if cur_u == uid then prev = tonumber(cur_ix) or tonumber(redis.call('HGET', KEYS[1], 'ixp')) or 0 end
+    if ${softHset("'u', uid, 'ix', now_ms + 2 * ttl, 'ixp', prev")} then refresh = 1 else covered = false end
   end
 end
 `;
@@ -82,7 +86,7 @@ local cur_u, cur_ix = cur[1], cur[2]
 redis.call('HSET', KEYS[1], 'd', ARGV[1], 's', now_ms, 't', ttl)
 redis.call('HSETNX', KEYS[1], 'c', now_ms)
 if ARGV[4] ~= '' then redis.call('HSETNX', KEYS[1], 'ua', ARGV[4]) end
-if uid == '' and cur_u then redis.call('HDEL', KEYS[1], 'u', 'ix', 'li') end
+if uid == '' and cur_u then redis.call('HDEL', KEYS[1], 'u', 'ix', 'ixp', 'li') end
 if uid ~= '' and cur_u ~= uid then redis.call('HSET', KEYS[1], 'li', now_ms) end
 ${INDEX_CHECK}
 return {refresh, now_ms, tonumber(cur_ix) or 0}`,
@@ -142,14 +146,16 @@ return {refresh, uid, cur[4], ttl, tonumber(cur_ix) or 0}`,
 
 /**
  * KEYS: session. ARGV: until when (ms) the user index vouched for it before a claim that failed, or
- * 0. The claim (`ix`) is dropped, so the next request makes it again; and the session, slid by the
- * script that claimed, must not outlive the index entry meanwhile (logoutAll would miss it).
+ * 0 when the claim's reply never came (then `ixp`, which the claim wrote, tells). The claim (`ix`) is
+ * dropped, so the next request makes it again; and the session, slid by the script that claimed,
+ * must not outlive the index entry meanwhile (logoutAll would miss it).
  */
 export const FORGET_CLAIM = defineScript(
   'session_forget_claim',
   1,
   `redis.call('HDEL', KEYS[1], 'ix')
 local until_ms = tonumber(ARGV[1]) or 0
+if until_ms <= 0 then until_ms = tonumber(redis.call('HGET', KEYS[1], 'ixp')) or 0 end
 if until_ms > 0 then
   ${LUA_NOW_MS}
   local keep = until_ms - now_ms
