@@ -268,16 +268,20 @@ describe('redisSession edge cases', () => {
     expect(await redis.pttl(key)).toBeGreaterThan(WEEK - 60_000);
   });
 
-  it('a read that times out after claiming the user-index refresh leaves the claim to the next request', async () => {
-    const { redis, sessions, prefix, loggedIn } = setup({ timeout: '200ms' });
+  /**
+   * A logged-in session whose user-index entry runs out `inMs` from now (as about ttl after its last
+   * index write), then a read that claims the refresh while Redis holds writes: the client gets 503
+   * and the read lands after its claim was dropped.
+   */
+  async function claimLostAfter(inMs: number) {
+    const context = setup({ timeout: '200ms' });
+    const { redis, prefix, loggedIn } = context;
     redis.on('error', () => {});
     const { agent, cookie, key } = await loggedIn();
-    const sid = sidOf(cookie);
     const [seconds, micros] = await redis.time();
     const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
-    // As about ttl after the last index write: the entry runs out soon, so the next read refreshes it.
-    await redis.hset(key, 'ix', String(now + 2000));
-    await redis.zadd(userIndexKey(prefix, 'u'), String(now + 2000), sessionHandle(sid));
+    await redis.hset(key, 'ix', String(now + inMs));
+    await redis.zadd(userIndexKey(prefix, 'u'), String(now + inMs), sessionHandle(sidOf(cookie)));
     const pauser = new Redis(redisServer.server.url);
     try {
       await pauser.call('CLIENT', 'PAUSE', '600', 'WRITE');
@@ -285,6 +289,11 @@ describe('redisSession edge cases', () => {
     } finally {
       pauser.disconnect();
     }
+    return { ...context, agent };
+  }
+
+  it('a read that times out after claiming the user-index refresh leaves the claim to the next request', async () => {
+    const { sessions, agent } = await claimLostAfter(2000);
     await sleep(700); // the pause ends, the late read lands: its claim is dropped
     expect((await agent.get('/me').expect(200)).body.userId).toBe('u');
     await sleep(1500); // the old index entry runs out; the one the last read claimed stays
@@ -294,21 +303,7 @@ describe('redisSession edge cases', () => {
   });
 
   it('a read that times out after claiming the user-index refresh does not let an idle copy of the cookie outlive logoutAll', async () => {
-    const { redis, sessions, prefix, loggedIn } = setup({ timeout: '200ms' });
-    redis.on('error', () => {});
-    const { agent, cookie, key } = await loggedIn();
-    const sid = sidOf(cookie);
-    const [seconds, micros] = await redis.time();
-    const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
-    await redis.hset(key, 'ix', String(now + 1500));
-    await redis.zadd(userIndexKey(prefix, 'u'), String(now + 1500), sessionHandle(sid));
-    const pauser = new Redis(redisServer.server.url);
-    try {
-      await pauser.call('CLIENT', 'PAUSE', '600', 'WRITE');
-      expect((await agent.get('/me')).status).toBe(503);
-    } finally {
-      pauser.disconnect();
-    }
+    const { sessions, agent } = await claimLostAfter(1500);
     await sleep(2000); // the late read lands and slides the session; the index entry runs out
     // Nobody used the cookie since: the session must not be alive where logoutAll cannot see it.
     await sessions.logoutAll('u');
