@@ -273,7 +273,10 @@ describe('redisSession edge cases', () => {
    * index write), then a read that claims the refresh while Redis holds writes: the client gets 503
    * and the read lands after its claim was dropped.
    */
-  async function claimLostAfter(inMs: number) {
+  async function claimLostAfter(
+    inMs: number,
+    before: (key: string, now: number) => Promise<unknown> = async () => {},
+  ) {
     const context = setup({ timeout: '200ms' });
     const { redis, prefix, loggedIn } = context;
     redis.on('error', () => {});
@@ -282,6 +285,7 @@ describe('redisSession edge cases', () => {
     const now = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
     await redis.hset(key, 'ix', String(now + inMs));
     await redis.zadd(userIndexKey(prefix, 'u'), String(now + inMs), sessionHandle(sidOf(cookie)));
+    await before(key, now);
     const pauser = new Redis(redisServer.server.url);
     try {
       await pauser.call('CLIENT', 'PAUSE', '600', 'WRITE');
@@ -289,7 +293,7 @@ describe('redisSession edge cases', () => {
     } finally {
       pauser.disconnect();
     }
-    return { ...context, agent };
+    return { ...context, agent, key };
   }
 
   it('a read that times out after claiming the user-index refresh leaves the claim to the next request', async () => {
@@ -308,6 +312,17 @@ describe('redisSession edge cases', () => {
     // Nobody used the cookie since: the session must not be alive where logoutAll cannot see it.
     await sessions.logoutAll('u');
     expect((await agent.get('/me').expect(200)).body.userId).toBeNull();
+  });
+
+  it('a read that times out without claiming leaves the session its full lifetime (an earlier claim is not undone)', async () => {
+    const hour = 3600_000;
+    // The index vouches for two hours: no claim is due. What an earlier claim recorded ends sooner.
+    const { redis, agent, key } = await claimLostAfter(2 * hour, (key, now) =>
+      redisServer.plain().hset(key, 'ixp', String(now + 800), 'ixc', 'an-earlier-call'),
+    );
+    await sleep(1000); // the late read lands, claims nothing, and is followed by the forget
+    expect(await redis.pttl(key)).toBeGreaterThan(hour - 60_000);
+    expect((await agent.get('/me').expect(200)).body.userId).toBe('u');
   });
 
   it('logout(req) without the response rejects with a TypeError and leaves the session alive', async () => {

@@ -1,9 +1,13 @@
+import { randomBytes } from 'node:crypto';
 import { RedisTimeoutError } from '../errors';
 import { emitKitEvent } from '../events';
 import { runScript } from '../scripts';
 import { FORGET_CLAIM, sessionHandle, userIndexKey } from './scripts';
 import type { StoreSettings } from './store';
 import { addToUserIndex, evictSessions } from './user-index';
+
+const PROCESS_TOKEN = `${randomBytes(6).toString('base64url')}.`;
+let claims = 0;
 
 /**
  * The user index's side of the session store. A session script claims the index refresh (`ix`) when
@@ -30,16 +34,18 @@ export class IndexClaims {
    * the next request refresh the index. Not through `guarded()`: the timeout may just have opened
    * the breaker, and nobody waits for this call.
    */
-  claiming<T>(key: string, operation: () => Promise<T>): Promise<T> {
-    return this.guard(key, operation).catch((error: unknown) => {
-      if (error instanceof RedisTimeoutError) this.forget(key);
+  claiming<T>(key: string, operation: (claimToken: string) => Promise<T>): Promise<T> {
+    // Tells FORGET_CLAIM whether the call it follows made the claim (its reply, which says, is lost).
+    const token = `${PROCESS_TOKEN}${(++claims).toString(36)}`;
+    return this.guard(key, () => operation(token)).catch((error: unknown) => {
+      if (error instanceof RedisTimeoutError) this.forget(key, 0, token);
       throw error;
     });
   }
 
   /** `vouchedUntil`: see FORGET_CLAIM; 0 when unknown (the claiming call's reply never came). */
-  private forget(key: string, vouchedUntil = 0): void {
-    runScript(this.settings.redis, FORGET_CLAIM, [key], [vouchedUntil]).catch(() => {});
+  private forget(key: string, vouchedUntil = 0, claimToken = ''): void {
+    runScript(this.settings.redis, FORGET_CLAIM, [key], [vouchedUntil, claimToken]).catch(() => {});
   }
 
   /** `vouchedUntil`: the index entry's end before this claim, to fall back to when it fails. */

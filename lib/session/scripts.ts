@@ -47,11 +47,11 @@ local refresh = 0
 local covered = true
 if uid ~= '' then
   if cur_u ~= uid or (tonumber(cur_ix) or 0) < now_ms + ${lives} then
-    -- What the index vouched for before this claim (ixp), kept across claims that were dropped: if
-    -- the reply to this one is lost, FORGET_CLAIM must still know how long the session may live.
+    -- Who claimed (ixc: the caller's token) and what the index vouched for before (ixp): if the
+    -- reply is lost, FORGET_CLAIM undoes this claim, and only this one, down to that end.
     local prev = 0
-    if cur_u == uid then prev = tonumber(cur_ix) or tonumber(redis.call('HGET', KEYS[1], 'ixp')) or 0 end
-    if ${softHset("'u', uid, 'ix', now_ms + 2 * ttl, 'ixp', prev")} then refresh = 1 else covered = false end
+    if cur_u == uid then prev = tonumber(cur_ix) or 0 end
+    if ${softHset("'u', uid, 'ix', now_ms + 2 * ttl, 'ixp', prev, 'ixc', claim_token")} then refresh = 1 else covered = false end
   end
 end
 `;
@@ -70,13 +70,14 @@ end
 
 /**
  * KEYS: session. ARGV: data JSON, ttl ms, user id or '', user agent or '', '1' when the session must
- * already exist (it was read from Redis in this request). → {refresh|-1, now, the index entry's end
- * before a claim (ms, 0: none)}
+ * already exist (it was read from Redis in this request), claim token. → {refresh|-1, now, the index
+ * entry's end before a claim (ms, 0: none)}
  */
 export const SAVE = defineScript(
   'session_save_v2',
   1,
-  `if redis.call('HEXISTS', KEYS[1], 'x') == 1 then return {-1, 0} end
+  `local claim_token = ARGV[6] or ''
+if redis.call('HEXISTS', KEYS[1], 'x') == 1 then return {-1, 0} end
 if ARGV[5] == '1' and redis.call('HEXISTS', KEYS[1], 'd') == 0 then return {-1, 0} end
 ${LUA_NOW_MS}
 local ttl = tonumber(ARGV[2])
@@ -86,7 +87,7 @@ local cur_u, cur_ix = cur[1], cur[2]
 redis.call('HSET', KEYS[1], 'd', ARGV[1], 's', now_ms, 't', ttl)
 redis.call('HSETNX', KEYS[1], 'c', now_ms)
 if ARGV[4] ~= '' then redis.call('HSETNX', KEYS[1], 'ua', ARGV[4]) end
-if uid == '' and cur_u then redis.call('HDEL', KEYS[1], 'u', 'ix', 'ixp', 'li') end
+if uid == '' and cur_u then redis.call('HDEL', KEYS[1], 'u', 'ix', 'ixp', 'ixc', 'li') end
 if uid ~= '' and cur_u ~= uid then redis.call('HSET', KEYS[1], 'li', now_ms) end
 ${INDEX_CHECK}
 return {refresh, now_ms, tonumber(cur_ix) or 0}`,
@@ -104,18 +105,19 @@ local _ = ${softHset("'s', now_ms, 't', ttl")}
 ${INDEX_CHECK}`;
 
 /**
- * KEYS: session. ARGV: ttl ms. Extends a live session without rewriting its data. → {refresh|-1,
- * user id, the index entry's end before a claim}
+ * KEYS: session. ARGV: ttl ms, claim token. Extends a live session without rewriting its data. →
+ * {refresh|-1, user id, the index entry's end before a claim}
  */
 export const TOUCH = defineScript(
   'session_touch',
   1,
-  `${slide('tonumber(ARGV[1])')}
+  `local claim_token = ARGV[2] or ''
+${slide('tonumber(ARGV[1])')}
 return {refresh, uid, tonumber(cur_ix) or 0}`,
 );
 
 /**
- * KEYS: session. ARGV: the store's ttl ms, '1' to slide. Reads a live session and (rolling) slides its
+ * KEYS: session. ARGV: the store's ttl ms, '1' to slide, claim token. Reads a live session and (rolling) slides its
  * expiry by its own lifetime (a "remember me" session keeps its longer one) in the same round trip,
  * so an unchanged request costs one call. A session keeps the lifetime it was written with, as its
  * cookie does. Without rolling the cookie keeps its expiry, so the key must too: a replayed cookie
@@ -128,7 +130,8 @@ export const LOAD = defineScript(
   // Sessions written before `t` existed slide by the store's ttl; their next touch records `t`.
   // Without rolling nothing slides, but a lost index claim (a write that timed out after landing;
   // its claim was dropped) is still retried here: until the session's end, the index must vouch.
-  `if ARGV[2] ~= '1' then
+  `local claim_token = ARGV[3] or ''
+if ARGV[2] ~= '1' then
   local cur = redis.call('HMGET', KEYS[1], 'x', 'u', 'd', 't', 'ix')
   if cur[1] or not cur[3] then return {-1} end
   ${LUA_NOW_MS}
@@ -146,16 +149,19 @@ return {refresh, uid, cur[4], ttl, tonumber(cur_ix) or 0}`,
 
 /**
  * KEYS: session. ARGV: until when (ms) the user index vouched for it before a claim that failed, or
- * 0 when the claim's reply never came (then `ixp`, which the claim wrote, tells). The claim (`ix`) is
- * dropped, so the next request makes it again; and the session, slid by the script that claimed,
- * must not outlive the index entry meanwhile (logoutAll would miss it).
+ * 0 when the claiming call's reply never came; that call's claim token. The claim (`ix`) is dropped,
+ * so the next request makes it again; and the session, slid by the script that claimed, must not
+ * outlive the index entry meanwhile (logoutAll would miss it). Without a reply, that end is the one
+ * the claim recorded (`ixp`), if the call claimed at all (`ixc` is its token).
  */
 export const FORGET_CLAIM = defineScript(
   'session_forget_claim',
   1,
   `redis.call('HDEL', KEYS[1], 'ix')
 local until_ms = tonumber(ARGV[1]) or 0
-if until_ms <= 0 then until_ms = tonumber(redis.call('HGET', KEYS[1], 'ixp')) or 0 end
+if until_ms <= 0 and (ARGV[2] or '') ~= '' and redis.call('HGET', KEYS[1], 'ixc') == ARGV[2] then
+  until_ms = tonumber(redis.call('HGET', KEYS[1], 'ixp')) or 0
+end
 if until_ms > 0 then
   ${LUA_NOW_MS}
   local keep = until_ms - now_ms

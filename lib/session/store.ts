@@ -86,12 +86,12 @@ export class KitSessionStore extends Store {
     const key = sessionKey(prefix, sid);
     let reply: [number, string?, string?, number?, number?];
     try {
-      reply = await this.claims.claiming(key, () =>
+      reply = await this.claims.claiming(key, (token) =>
         runScript<[number, string?, string?, number?, number?]>(
           redis,
           LOAD,
           [key],
-          [ttlMs, rolling ? '1' : ''],
+          [ttlMs, rolling ? '1' : '', token],
         ),
       );
     } catch (error) {
@@ -205,8 +205,13 @@ export class KitSessionStore extends Store {
     // own index claim and answers "indexed already", cannot leave it unlisted.
     const creating = mustExist === '' && userId !== '';
     if (creating) await this.claims.list(key, userId, sid, ttl);
-    const [refresh, now, vouchedUntil] = await this.claims.claiming(key, () =>
-      runScript<[number, number, number?]>(redis, SAVE, [key], [data, ttl, userId, userAgent, mustExist]),
+    const [refresh, now, vouchedUntil] = await this.claims.claiming(key, (token) =>
+      runScript<[number, number, number?]>(
+        redis,
+        SAVE,
+        [key],
+        [data, ttl, userId, userAgent, mustExist, token],
+      ),
     );
     if (refresh === -1) {
       emitKitEvent({ component: 'session', type: 'late-write-dropped' });
@@ -228,8 +233,8 @@ export class KitSessionStore extends Store {
     const { redis, prefix } = this.settings;
     const ttl = this.ttlOf(session);
     const key = sessionKey(prefix, sid);
-    const [refresh, userId, vouchedUntil] = await this.claims.claiming(key, () =>
-      runScript<[number, string, number?]>(redis, TOUCH, [key], [ttl]),
+    const [refresh, userId, vouchedUntil] = await this.claims.claiming(key, (token) =>
+      runScript<[number, string, number?]>(redis, TOUCH, [key], [ttl, token]),
     );
     if (refresh === -1) forgetInRequest(session);
     if (refresh === 1) await this.claims.index(key, String(userId), sid, ttl, vouchedUntil);
