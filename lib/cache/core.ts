@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { type GuardOptions, guarded } from '../breaker';
 import type { RedisClient } from '../client';
 import { emitKitEvent, hasKitListeners } from '../events';
+import { newToken } from '../token';
 import { KIT_VERSION } from '../version';
 import { Bus, type Invalidation } from './bus';
 import { CorruptEntryError, decodeEntry, type Entry } from './entry';
@@ -9,7 +10,7 @@ import { type FillVary, type StoreOutcome, storeFill } from './fill-store';
 import { invalidateRedis, redisKeysOf } from './invalidate';
 import { headerValue, lockKeyOf, noStoreKeyOf } from './key';
 import { clearOnReconnect, L1, type Rec, stopClearingOnReconnect, toRec } from './l1';
-import { acquireLockAt, keepAlive, mayTakeLock, newToken, releaseLock, sleep } from './lock';
+import { acquireLockAt, keepAlive, mayTakeLock, releaseLock, sleep } from './lock';
 import type { ResolvedCacheOptions } from './options';
 import { lookup, markNoStore, unlinkKeys, type VaryMarker } from './store';
 

@@ -1,10 +1,10 @@
-import { randomBytes } from 'node:crypto';
 import { guarded } from '../breaker';
 import { checkClient, type RedisClient } from '../client';
 import { type Duration, MAX_TIMER_MS, toMs } from '../duration';
 import { checkKnownOptions, isKitError, optionError, RedisUnavailableError, shown } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX, taggedKey } from '../keys';
 import { defineScript, LUA_NOW_MS, runScript } from '../scripts';
+import { newToken } from '../token';
 
 // Only the owner may release or extend: compare the token and act in one script.
 const RELEASE = defineScript(
@@ -20,10 +20,6 @@ const EXTEND = defineScript(
   `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0`,
 );
-
-export function newToken(): string {
-  return randomBytes(12).toString('base64url');
-}
 
 // Taking a lock (both scripts below, and the cache lookup's fill lock): SET NX PX, atomic, expiring on its own if the owner dies. Finding the lock
 // already holding `token` means this is a copy ioredis sent again after the connection dropped

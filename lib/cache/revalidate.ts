@@ -1,5 +1,5 @@
 import type { Request } from 'express';
-import { newToken } from './lock';
+import { newToken } from '../token';
 import { type RefreshTicket, replay } from './refresh';
 import { l1Put } from './vary';
 import type { Cache } from './wrap';

@@ -1,10 +1,10 @@
 import { toMs } from '../duration';
 import { checkKnownOptions, optionError, shown } from '../errors';
+import { newToken } from '../token';
 import { type Acquired, CacheCore } from './core';
 import { type Entry, NEGATIVE_NULL, NEGATIVE_UNDEFINED } from './entry';
 import { valueKey } from './key';
 import { isRec, type Rec, toRec } from './l1';
-import { newToken } from './lock';
 import { WRAP_KNOWN } from './option-names';
 import { resolveCacheOptions } from './options';
 import { checkInvalidateTarget, type InvalidateTarget, isStringList } from './targets';

@@ -1,13 +1,10 @@
-import { randomBytes } from 'node:crypto';
 import { RedisTimeoutError } from '../errors';
 import { emitKitEvent } from '../events';
 import { runScript } from '../scripts';
+import { newToken } from '../token';
 import { FORGET_CLAIM, sessionHandle, userIndexKey } from './scripts';
 import type { StoreSettings } from './store';
 import { addToUserIndex, evictSessions } from './user-index';
-
-const PROCESS_TOKEN = `${randomBytes(6).toString('base64url')}.`;
-let claims = 0;
 
 /**
  * The user index's side of the session store. A session script claims the index refresh (`ix`) when
@@ -36,7 +33,7 @@ export class IndexClaims {
    */
   claiming<T>(key: string, operation: (claimToken: string) => Promise<T>): Promise<T> {
     // Tells FORGET_CLAIM whether the call it follows made the claim (its reply, which says, is lost).
-    const token = `${PROCESS_TOKEN}${(++claims).toString(36)}`;
+    const token = newToken();
     return this.guard(key, () => operation(token)).catch((error: unknown) => {
       if (error instanceof RedisTimeoutError) this.forget(key, 0, token);
       throw error;

@@ -159,8 +159,9 @@ export const FORGET_CLAIM = defineScript(
   1,
   `redis.call('HDEL', KEYS[1], 'ix')
 local until_ms = tonumber(ARGV[1]) or 0
-if until_ms <= 0 and (ARGV[2] or '') ~= '' and redis.call('HGET', KEYS[1], 'ixc') == ARGV[2] then
-  until_ms = tonumber(redis.call('HGET', KEYS[1], 'ixp')) or 0
+if until_ms <= 0 and (ARGV[2] or '') ~= '' then
+  local claim = redis.call('HMGET', KEYS[1], 'ixc', 'ixp')
+  if claim[1] == ARGV[2] then until_ms = tonumber(claim[2]) or 0 end
 end
 if until_ms > 0 then
   ${LUA_NOW_MS}
