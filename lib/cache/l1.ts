@@ -133,7 +133,15 @@ export function clearOnReconnect(redis: RedisClient, l1: L1): void {
     const created = new Set<L1>();
     set = created;
     reconnectWatch.set(redis, created);
+    // A client still connecting has nothing to have missed, and no L1 can hold anything from it
+    // yet; clearing at its first 'ready' would only keep the first fills (their lookups queued
+    // until then) out of L1.
+    let connectedBefore = redis.status === 'ready';
     redis.on('ready', () => {
+      if (!connectedBefore) {
+        connectedBefore = true;
+        return;
+      }
       for (const each of created) each.clear();
     });
   }
