@@ -2,6 +2,8 @@ import type { RedisClient } from '../../lib/client';
 import { subscribe } from '../../lib/pubsub';
 import { eventually } from './redis';
 
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
 /** Subscribes, keeping what is heard and how often `onReconnect` ran. */
 export async function listen(client: RedisClient, channel: string) {
   const heard: string[] = [];
@@ -23,7 +25,8 @@ export function publishUntilHeard(
 ): Promise<void> {
   return eventually(
     async () => {
-      await publisher.publish(channel, message);
+      // Bounded, so that a publisher that never connects fails here, by name, not as a test timeout.
+      await Promise.race([publisher.publish(channel, message), sleep(1000)]);
       return heard.includes(message);
     },
     what,
@@ -41,7 +44,10 @@ export async function connectAgainAndHear(
   channel: string,
   subscribed: Awaited<ReturnType<typeof listen>>,
 ): Promise<void> {
-  await client.connect();
+  // Not `await client.connect()`: a Cluster's promise never settles when its ready check fails once
+  // (ioredis reconnects by itself then, and resolves only the next attempt's own promise).
+  client.connect().catch(() => {});
+  await eventually(() => client.status === 'ready', 'the client to connect again', 10_000);
   await eventually(() => subscribed.counts.reconnects === 1, 'the reconnect hook');
   await publishUntilHeard(
     publisher,
