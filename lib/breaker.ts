@@ -46,8 +46,12 @@ export class CircuitBreaker {
     return this.state;
   }
 
-  /** Whether a call may go to Redis now. In half-open state, only one probe at a time. */
-  allow(now = Date.now()): boolean {
+  /**
+   * Whether a call may go to Redis now. In half-open state, only one probe at a time. Times are
+   * monotonic: a wall clock stepped back (NTP) would hold the breaker open, every middleware on its
+   * fail mode, for as long as the step.
+   */
+  allow(now = performance.now()): boolean {
     if (this.state === 'closed') return true;
     if (this.state === 'open') {
       if (now - this.openedAt < this.options.cooldownMs) return false;
@@ -73,7 +77,7 @@ export class CircuitBreaker {
     }
   }
 
-  failure(now = Date.now()): void {
+  failure(now = performance.now()): void {
     this.probing = false;
     this.failures += 1;
     if (

@@ -37,7 +37,8 @@ export class OutageTracker {
    */
   begin(key?: string): string | undefined {
     const node = this.nodeOf(key);
-    const now = Date.now();
+    // Monotonic: a wall clock stepped back would keep the next outages quiet for as long as the step.
+    const now = performance.now();
     const last = this.announced.get(node);
     const quiet = last !== undefined && now - last < this.quietMs;
     if (this.down.has(node)) {

@@ -128,6 +128,39 @@ describe('idempotency when the response never ends properly', () => {
     },
   );
 
+  it('lets the lease of a handler that broke off lapse after lockTtl also when the wall clock steps back meanwhile (NTP)', async () => {
+    const events = captureEvents('idempotency');
+    const name = uniqueName();
+    let runs = 0;
+    const app = orderApp(
+      idempotency({ redis: redisServer.client(), lockTtl: LOCK_TTL, name }),
+      async (_req, res) => {
+        runs += 1;
+        if (runs === 1) {
+          res.destroy();
+          return;
+        }
+        res.status(201).json({ run: runs });
+      },
+    );
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey('clock');
+    const realNow = Date.now;
+    try {
+      expect((await postUntilClosed(url, key)).error).toBeDefined();
+      await events.waitFor('abandoned', 1);
+      const stepped = realNow() - 60_000;
+      const startedReal = realNow();
+      Date.now = () => stepped + (realNow() - startedReal);
+      await expectRenewalsToStop(events, name);
+      expect((await send(url, { key })).status).toBe(201);
+      expect(runs).toBe(2);
+    } finally {
+      Date.now = realNow;
+      events.stop();
+    }
+  });
+
   it('stops the heartbeat once a streaming handler whose client left goes silent, so the key frees after lockTtl, not ttl', async () => {
     const events = captureEvents('idempotency');
     const name = uniqueName();

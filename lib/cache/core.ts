@@ -189,7 +189,8 @@ export class CacheCore {
     serveStale = true,
   ): Promise<Acquired> {
     const token = newToken();
-    const giveUpAt = Date.now() + 3 * this.options.lockTimeoutMs;
+    // Monotonic, like every wait: a wall clock stepped back would stretch it by the step.
+    const giveUpAt = performance.now() + 3 * this.options.lockTimeoutMs;
     let delay = 5;
     let stale: Rec | undefined;
     let waited = false;
@@ -216,7 +217,7 @@ export class CacheCore {
           this.event('lock-wait', { key: redisKey });
         }
         // A live holder keeps extending its lock; this cap only guards against one that never finishes.
-        if (Date.now() > giveUpAt) {
+        if (performance.now() > giveUpAt) {
           const miss = found.kind === 'miss' ? found : undefined;
           return { kind: 'fill', token: '', stale, since: miss?.now, marker: miss?.marker };
         }

@@ -228,12 +228,13 @@ export async function withLock<T>(
   const token = newToken();
   const call = <R>(op: () => Promise<R>) => guarded(redis, op, { timeoutMs, component: 'cache', key });
 
-  const deadline = Date.now() + waitMs;
+  // Monotonic: a wall clock stepped back would stretch the wait by the step.
+  const deadline = performance.now() + waitMs;
   let delay = 10;
   const take = () => mayTakeLock(redis, key, token, call, () => acquireLock(redis, key, token, ttlMs));
   while (!(await take())) {
-    if (Date.now() >= deadline) throw new LockBusyError(name);
-    await sleep(Math.min(delay, Math.max(1, deadline - Date.now())));
+    if (performance.now() >= deadline) throw new LockBusyError(name);
+    await sleep(Math.min(delay, Math.max(1, deadline - performance.now())));
     delay = Math.min(delay * 2, 200);
   }
   const controller = new AbortController();

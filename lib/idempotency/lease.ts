@@ -23,7 +23,9 @@ export function protect(
   fingerprint: string,
 ): void {
   watchTimeoutGuard(req, res);
-  const started = Date.now();
+  // Monotonic: a wall clock step would stretch or cut the lease (a cut one lets a retry run the
+  // handler while this one still does).
+  const started = performance.now();
   let beating = false;
   let stopped = false;
   // Set when the connection closed mid-answer; from then on only a handler that keeps writing is
@@ -36,10 +38,10 @@ export function protect(
   let awaiting = false;
   const timer = setInterval(() => {
     // Cap: a handler that never ends its response must not hold the key forever.
-    if (Date.now() - started > o.ttlMs) return stop();
+    if (performance.now() - started > o.ttlMs) return stop();
     // Broken off, or answered by a timeout guard: the lease ends lockTtl after the last sign of
     // life, not a full lockTtl after the last renewal before it.
-    const leaseMs = brokenOff ? Math.ceil(lastWrite + o.lockTtlMs - Date.now()) : o.lockTtlMs;
+    const leaseMs = brokenOff ? Math.ceil(lastWrite + o.lockTtlMs - performance.now()) : o.lockTtlMs;
     if (leaseMs <= 0) return stop();
     if (beating) return;
     beating = true;
@@ -150,18 +152,18 @@ export function protect(
       // its answer is stored if it ends; once it has been silent for lockTtl (it threw, or stopped
       // without end()), the lease lapses and a retry runs the handler again.
       brokenOff = true;
-      lastWrite = Date.now();
+      lastWrite = performance.now();
       emit('abandoned', { status: res.statusCode, reason: 'aborted' });
     },
     wrote: () => {
-      lastWrite = Date.now();
+      lastWrite = performance.now();
     },
     beforeEnd: async (captured: CapturedResponse) => {
       if (settled) return undefined;
       if (guardAnswered(captured)) {
         awaiting = true;
         brokenOff = true;
-        lastWrite = Date.now();
+        lastWrite = performance.now();
         emit('awaiting-handler', { status: captured.status });
         return 'await-handler';
       }

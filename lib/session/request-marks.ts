@@ -18,7 +18,8 @@ export class RequestMarks {
   private readonly dropped = new WeakSet<object>();
 
   noteLoaded(req: Request): void {
-    this.loaded.set(req, { sid: req.sessionID, at: Date.now() });
+    // Monotonic: it measures how long the request has run.
+    this.loaded.set(req, { sid: req.sessionID, at: performance.now() });
   }
 
   /**
@@ -27,7 +28,7 @@ export class RequestMarks {
    */
   loadedBefore(req: Request, ms: number): boolean {
     const at = this.loaded.get(req)?.at;
-    return at !== undefined && Date.now() - at > ms;
+    return at !== undefined && performance.now() - at > ms;
   }
 
   /** Whether `sid` is the session that was read from Redis for `req` (not one generated since). */
