@@ -1,5 +1,6 @@
 import compression from 'compression';
 import express from 'express';
+import helmet from 'helmet';
 import request from 'supertest';
 import { CACHE_REFRESH, cacheResponse } from '../../lib/cache';
 import type { RedisClient } from '../../lib/client';
@@ -132,6 +133,43 @@ describe('stale-if-error', () => {
     }
     mode = 'ok';
     expect((await request(app).get('/r')).headers['x-cache']).toBe('MISS');
+  });
+
+  it("keeps the headers front middleware set, as the error path never sent them (helmet's CSP, not the error page's default-src 'none')", async () => {
+    let fail = false;
+    const app = express();
+    app.use(helmet());
+    app.use((_req, res, next) => {
+      res.setHeader('Content-Language', 'en');
+      next();
+    });
+    app.get(
+      '/page',
+      cacheResponse({
+        redis: client,
+        ttl: 100,
+        jitter: 0,
+        staleIfError: '1m',
+        l1: false,
+        logger: quietLogger(),
+      }),
+      (_req, res) => {
+        if (fail) throw new Error('database down');
+        res.type('html').send('<!doctype html><script src="/app.js"></script>');
+      },
+    );
+    const miss = await request(app).get('/page');
+    const csp = miss.headers['content-security-policy'];
+    expect(csp).toContain("script-src 'self'");
+    await waitForKeys(client, 'erk:c:*');
+    await sleep(200);
+    fail = true;
+    // No error handler of the app's: Express's own rewrites the CSP and drops Content-Language.
+    const stale = await request(app).get('/page');
+    expect([stale.status, stale.headers['x-cache']]).toEqual([200, 'STALE']);
+    expect(stale.text).toContain('<script src="/app.js">');
+    expect(stale.headers['content-security-policy']).toBe(csp);
+    expect(stale.headers['content-language']).toBe('en');
   });
 
   it('answers a HEAD from the stale entry when the origin fails, as a GET, and the route when it does not', async () => {

@@ -62,8 +62,8 @@ export function respond(
 
 /**
  * stale-if-error: the origin failed before sending anything; answers with the stale entry instead,
- * through the response's own methods (`originals`), without the headers the route had set (those not
- * in `before`). True: answered.
+ * through the response's own methods (`originals`), with the headers as they were before the route
+ * (`before`). True: answered.
  */
 export function respondInstead(
   req: Request,
@@ -72,7 +72,11 @@ export function respondInstead(
   before: OutgoingHttpHeaders,
   originals: Originals,
 ): true {
-  for (const name of res.getHeaderNames()) if (!(name in before)) res.removeHeader(name);
+  // Exactly as before the route: the error path also rewrites and removes what front middleware set
+  // (Express's error page sends `Content-Security-Policy: default-src 'none'`, which would block the
+  // stale page's scripts and styles).
+  for (const name of res.getHeaderNames()) res.removeHeader(name);
+  for (const [name, value] of Object.entries(before)) if (value !== undefined) res.setHeader(name, value);
   respond(req, res, rec, 'STALE', Date.now(), originals);
   return true;
 }
