@@ -63,6 +63,15 @@ describe('cache keys', () => {
     expect(normaliseQuery('flag&a=')).toBe('?a=&flag=');
   });
 
+  it('keeps literal = and ] in a value apart from encoded ones: qs splits a pair at ]= when it has one', () => {
+    // qs: {"a":{"x=y":"1"}} for the first, {"a":{"[x":"y]=1"}} for the second.
+    expect(normaliseQuery('a[x=y]=1')).not.toBe(normaliseQuery('a%5Bx=y%5D%3D1'));
+    expect(normaliseQuery('a[x=y]=1')).toBe('?a%5Bx=y]=1');
+    // Encodings that mean the same still match.
+    expect(normaliseQuery('a[x=y%5D%3D1')).toBe(normaliseQuery('a%5Bx=y%5d%3d1'));
+    expect(normaliseQuery('a=%7E]')).toBe('?a=~]');
+  });
+
   it('parses Vary into sorted lower-case names', () => {
     expect(parseVary('Accept-Encoding, X-Lang')).toEqual(['accept-encoding', 'x-lang']);
     expect(parseVary(['origin', 'Origin'])).toEqual(['origin']);

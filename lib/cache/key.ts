@@ -42,7 +42,7 @@ export function normaliseQuery(query: string): string {
     if (part === '') continue;
     const eq = part.indexOf('=');
     pairs.push(
-      eq < 0 ? [canonical(part), ''] : [canonical(part.slice(0, eq)), canonical(part.slice(eq + 1))],
+      eq < 0 ? [canonical(part), ''] : [canonical(part.slice(0, eq)), canonicalValue(part.slice(eq + 1))],
     );
   }
   if (pairs.length === 0) return '';
@@ -63,6 +63,19 @@ export function normaliseQuery(query: string): string {
 function canonical(raw: string): string {
   const decoded = decodeQueryPart(raw);
   return decoded === undefined ? raw : encodeURIComponent(decoded);
+}
+
+/**
+ * A value past the first `=`, with its literal `=` and `]` kept apart from encoded ones: `qs` (the
+ * 'extended' query parser) splits a pair at `]=` when there is one, so `a[x=y]=1` is `{ a: { 'x=y': '1' } }`
+ * while `a%5Bx=y%5D%3D1` is `{ a: { '[x': 'y]=1' } }`. Canonical pieces never hold either literally.
+ */
+function canonicalValue(raw: string): string {
+  if (!raw.includes(']') && !raw.includes('=')) return canonical(raw);
+  return raw
+    .split(/([\]=])/)
+    .map((piece) => (piece === ']' || piece === '=' ? piece : canonical(piece)))
+    .join('');
 }
 
 /** A query name or value decoded (`+` is a space); undefined when it does not decode. */
