@@ -49,6 +49,43 @@ describe('when Redis is sick', () => {
     expect(calls()).toBeGreaterThanOrEqual(2);
   });
 
+  it('answers a failing origin with the stale copy L1 still holds within staleIfError, as cache.wrap() does', async () => {
+    const client = redis.client();
+    configureBreaker(client, { cooldownMs: 200 });
+    const mw = cacheResponse({
+      redis: client,
+      ttl: 100,
+      jitter: 0,
+      staleIfError: '1m',
+      timeout: 100,
+      l1: { max: 10 },
+      logger: quietLogger(),
+    });
+    let failing = false;
+    const app = express();
+    app.get('/sie', mw, (_req, res) => {
+      if (failing) throw new Error('database down');
+      res.set('X-Origin', 'ok').send('good');
+    });
+    expect((await request(app).get('/sie')).headers['x-cache']).toBe('MISS');
+    await waitForKeys(client, 'erk:c:*');
+    await sleep(200);
+    const admin = redis.plain();
+    await admin.call('CLIENT', 'PAUSE', '1500', 'ALL');
+    try {
+      // The origin works: it answers, the cache stays out of the way.
+      expect((await request(app).get('/sie')).headers['x-cache']).toBe('BYPASS');
+      failing = true;
+      for (const headers of [{}, { 'Cache-Control': 'no-store' }]) {
+        const res = await request(app).get('/sie').set(headers);
+        expect([res.status, res.headers['x-cache'], res.text]).toEqual([200, 'STALE', 'good']);
+        expect(res.headers['x-origin']).toBe('ok');
+      }
+    } finally {
+      await sleep(1600);
+    }
+  });
+
   it('bypasses to the origin when Redis is killed, and caches again after it is back', async () => {
     const { app, client: first, calls } = setup();
     await first.flushall();

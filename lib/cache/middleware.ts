@@ -112,6 +112,36 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     next();
   }
 
+  /**
+   * Redis cannot answer: the route does. Should it fail too, the stale copy L1 still holds within
+   * `staleIfError` answers instead, as `cache.wrap()` does: that is when the copy matters most.
+   */
+  function redisDown(req: Request, res: Response, next: NextFunction, key: string): void {
+    res.setHeader('X-Cache', 'BYPASS');
+    event('bypass', key, { reason: 'redis' });
+    if (l1 && o.sieMs > 0) {
+      const now = Date.now();
+      const stale = staleIfErrorOf(o, l1Lookup(l1, key, req.headers, now), now);
+      if (stale) answerStaleOnServerError(req, res, key, stale);
+    }
+    next();
+  }
+
+  /** The route answers, watched only (nothing copied): a 5xx of its gets `stale` instead. */
+  function answerStaleOnServerError(req: Request, res: Response, key: string, stale: Rec): void {
+    captureResponse(
+      res,
+      {
+        maxBodySize: 0,
+        statuses: o.statuses,
+        ifNoneMatch: undefined,
+        observeOnly: true,
+        onServerError: answerStaleOnError(ctx, req, res, stale, key),
+      },
+      () => {},
+    );
+  }
+
   async function miss(req: Request, res: Response, next: NextFunction, key: string, redisKey: string) {
     // The client wants no origin call (RFC 9111 §5.2.1.7): neither run it nor wait for one.
     if (onlyIfCached(req)) return lookupOnly(req, res, next, key, redisKey, true);
@@ -126,7 +156,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
         const fresh = now < result.rec.freshUntil;
         return serve(req, res, result.rec, fresh ? 'HIT' : 'STALE', now, fresh ? 'hit' : 'stale', key);
       }
-      if ('bypass' in result) return bypass(res, next, key, 'redis');
+      if ('bypass' in result) return redisDown(req, res, next, key);
       if ('uncacheable' in result) {
         // Not storable for the leader, likely not for us either: straight to the origin, no queueing.
         res.setHeader('X-Cache', 'MISS');
@@ -144,7 +174,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     const acquired = await cache.acquire(redisKey, req.headers, refreshable(req));
     if (acquired.kind === 'bypass') {
       settle({ bypass: true });
-      return bypass(res, next, key, 'redis');
+      return redisDown(req, res, next, key);
     }
     if (acquired.kind === 'hit') {
       const { rec } = acquired;
@@ -186,22 +216,15 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
         { 'Cache-Control': 'no-store' },
       );
     }
-    const stale = found?.kind === 'hit' ? staleIfErrorOf(o, found.rec, now) : undefined;
-    if (stale) {
-      // Past staleWhileRevalidate the route answers, but its error gets the stale entry, as a GET's
-      // does; its answer is only watched, never copied (a HEAD has no body to store).
-      captureResponse(
-        res,
-        {
-          maxBodySize: 0,
-          statuses: o.statuses,
-          ifNoneMatch: undefined,
-          observeOnly: true,
-          onServerError: answerStaleOnError(ctx, req, res, stale, key),
-        },
-        () => {},
-      );
-    }
+    // Past staleWhileRevalidate the route answers, but its error gets the stale entry, as a GET's
+    // does (from L1 when Redis did not answer); its answer is never copied (a HEAD has no body to store).
+    const rec = found
+      ? found.kind === 'hit'
+        ? found.rec
+        : undefined
+      : l1 && l1Lookup(l1, key, req.headers, now);
+    const stale = staleIfErrorOf(o, rec, now);
+    if (stale) answerStaleOnServerError(req, res, key, stale);
     next();
   }
 
