@@ -87,3 +87,40 @@ it('a completion whose reply was lost reports the answer stored, not a lost leas
   ]);
   expect(runs()).toBe(2);
 });
+
+it('a reservation whose reply was lost and not sent again (maxRetriesPerRequest: 0) leaves the key free for the retry, not 409 for a lease', async () => {
+  const state = { armed: false, dropped: 0 };
+  const viaProxy = await proxy({
+    dropAfter: (chunk) => {
+      if (!state.armed || state.dropped > 0 || !/\r\neval(sha)?\r\n/i.test(chunk)) return false;
+      state.dropped++;
+      return true;
+    },
+  });
+  const { port } = viaProxy.options as { port: number };
+  // The kit's own client through the same link: ioredis rejects the command instead of sending it
+  // again (with the default 1 too, when the first reconnect also fails).
+  const client = redis.client({ url: `redis://127.0.0.1:${port}`, maxRetriesPerRequest: 0 }) as Redis;
+  try {
+    const { post, runs } = await orderServer(client);
+    expect((await post('warm-3')).status).toBe(201);
+    state.armed = true;
+    const first = await post('k3');
+    expect(state.dropped).toBe(1);
+    expect(first.status).toBe(503);
+    const statuses: number[] = [];
+    const deadline = Date.now() + 3000;
+    for (;;) {
+      const retry = await post('k3');
+      statuses.push(retry.status);
+      if (retry.status === 201 || Date.now() > deadline) break;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+    expect(statuses.at(-1)).toBe(201);
+    expect(statuses).not.toContain(409);
+    expect(runs()).toBe(2);
+  } finally {
+    // Before the proxy closes: it waits for its connections.
+    client.disconnect();
+  }
+});

@@ -179,6 +179,35 @@ describe('idempotency behind a timeout guard (connect-timeout)', () => {
     expect(events.events.find((e) => e.type === 'released')).toMatchObject({ reason: 'answered-before' });
   });
 
+  it("with failMode 'open', does not run the handler when the guard answered and then the reservation timed out", async () => {
+    let runs = 0;
+    const app = express();
+    app.use(timeout('100ms'));
+    app.use(express.json());
+    const redis = redisServer.client({ commandTimeout: 5000 });
+    app.post('/orders', idempotency({ redis, timeout: 400, failMode: 'open' }), (_req, res) => {
+      runs += 1;
+      res.status(201).json({ run: runs });
+    });
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey();
+    await redis.ping();
+    const pauser = redisServer.plain();
+    await pauser.call('CLIENT', 'PAUSE', '700', 'ALL');
+
+    // The guard answers at 100 ms, the reservation times out at 400 ms.
+    expect((await send(url, { key, body: {} })).status).toBe(503);
+    await eventually(() => events.types().includes('unavailable'), 'the reservation to time out');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(runs).toBe(0);
+
+    // The client, given the guard's 503, retries: the order is made once in all.
+    await eventually(async () => (await pauser.ping().catch(() => '')) === 'PONG', 'the pause to end');
+    const retry = await send(url, { key, body: {} });
+    expect(retry.status).toBe(201);
+    expect(runs).toBe(1);
+  });
+
   it('writes no replay, and keeps the connection, when the guard answered while Redis looked up a stored answer', async () => {
     const sockets = new Set<unknown>();
     const app = express();

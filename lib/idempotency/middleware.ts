@@ -1,8 +1,8 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { NextFunction, Request, Response } from 'express';
 import ipaddr from 'ipaddr.js';
-import { guarded } from '../breaker';
-import { problemType, RedisTimeoutError, RedisUnavailableError, sendProblem } from '../errors';
+import { didNotRun, guarded } from '../breaker';
+import { problemType, RedisUnavailableError, sendProblem } from '../errors';
 import { emitKitEvent } from '../events';
 import { scopePart } from '../keys';
 import { emitWarningOnce } from '../logger';
@@ -94,9 +94,10 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
       });
     } catch (error) {
       if (!(error instanceof RedisUnavailableError)) throw error;
-      // The script may still run once Redis answers: drop that orphan reservation right behind it
-      // (same connection, so in order) instead of letting it block retries for a whole lease.
-      if (error instanceof RedisTimeoutError) {
+      // The script may have run, or may still (a timeout; a connection lost once it was sent, whose
+      // reply ioredis does not wait for again): drop that orphan reservation right behind it (same
+      // connection, so in order; owner-checked) instead of letting it answer retries 409 for a lease.
+      if (!didNotRun(error)) {
         record.release(o.redis, key, owner).catch(() => {});
       }
       return unavailable(req, res, next, error, key);
@@ -180,6 +181,12 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
 
   /** `key`: the record's Redis key, naming the node that failed (warned once per node and outage). */
   function unavailable(req: Request, res: Response, next: NextFunction, error: Error, key: string): void {
+    // A timeout guard answered while Redis was asked: the request is over, as on the way in. Failing
+    // open now would run the handler for an answer nobody gets, and the client's retry would run it again.
+    if (res.writableEnded) {
+      emit('unavailable', { error });
+      return;
+    }
     if (o.failMode === 'open') {
       emit('fail-open', { error });
       const started = outages.begin(key);
