@@ -451,6 +451,27 @@ describe('idempotency lifecycle', () => {
     expect(runs).toBe(1);
   });
 
+  it('on a route of a mounted Router, keeps the spellings of the mount path in one record: a 422, never a second run', async () => {
+    const redis = redisServer.client();
+    let runs = 0;
+    const router = express.Router();
+    router.post('/orders', idempotency({ redis }), (_req, res) => {
+      runs += 1;
+      res.status(201).json({ run: runs });
+    });
+    const app = express();
+    app.use(express.json());
+    app.use('/api', router);
+    const base = await servers.listen(app);
+    const key = freshKey();
+    expect((await send(`${base}/api/orders`, { key, body: { item: 'book' } })).status).toBe(201);
+    expect((await send(`${base}/API/orders`, { key, body: { item: 'book' } })).status).toBe(422);
+    expect(runs).toBe(1);
+    const retry = await send(`${base}/api/orders`, { key, body: { item: 'book' } });
+    expect(retry.headers.get('idempotent-replayed')).toBe('true');
+    expect(runs).toBe(1);
+  });
+
   it('under a Router with caseSensitive and strict, never answers one handler with what another stored', async () => {
     const redis = redisServer.client();
     const app = express();

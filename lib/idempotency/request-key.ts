@@ -60,8 +60,16 @@ export async function resolveScope(
  */
 export function routeOf(req: Request): string {
   const pattern = (req.route as { path?: unknown } | undefined)?.path;
-  return pattern === undefined ? matchedPath(req) : `${req.baseUrl ?? ''}${String(pattern)}`;
+  if (pattern === undefined) return matchedPath(req);
+  // The mount path as the client spelled it (`/API` reaches the router mounted at `/api`): as the
+  // router matches it, so that another spelling is the same namespace, not a second run.
+  let base = req.baseUrl ?? '';
+  if (!caseSensitive(req)) base = base.toLowerCase();
+  return `${base}${String(pattern)}`;
 }
+
+const caseSensitive = (req: Request): boolean =>
+  Boolean((req.app as { get?: (setting: string) => unknown } | undefined)?.get?.('case sensitive routing'));
 
 /**
  * The request path as the app's router matches it: lower-cased unless `case sensitive routing` is on,
@@ -70,7 +78,7 @@ export function routeOf(req: Request): string {
 export function matchedPath(req: Request): string {
   let path = `${req.baseUrl ?? ''}${req.path ?? ''}`;
   const app = req.app as { get?: (setting: string) => unknown } | undefined;
-  if (!app?.get?.('case sensitive routing')) path = path.toLowerCase();
+  if (!caseSensitive(req)) path = path.toLowerCase();
   if (!app?.get?.('strict routing') && path.length > 1 && path.endsWith('/')) path = path.slice(0, -1);
   return path;
 }
