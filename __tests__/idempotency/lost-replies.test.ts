@@ -124,3 +124,35 @@ it('a reservation whose reply was lost and not sent again (maxRetriesPerRequest:
     client.disconnect();
   }
 });
+
+it('a Redis slower than lockTtl / 4 gets the fail mode, never a second run while the first still runs', async () => {
+  // Replies take 450 ms: a lease of 600 ms renewed over such a link could lapse between renewals.
+  const slow = await proxy({ delayMs: 450 });
+  await slow.ping();
+  let runs = 0;
+  const app = express();
+  const lockTtl = 600;
+  app.post('/orders', idempotency({ redis: slow, lockTtl }), async (_req, res) => {
+    runs++;
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    res.status(201).json({ order: runs });
+  });
+  const other = express();
+  other.post('/orders', idempotency({ redis: redis.client(), lockTtl }), async (_req, res) => {
+    runs++;
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    res.status(201).json({ order: runs });
+  });
+  const [a, b] = await Promise.all([listen(app), listen(other)]);
+  stops.push(a.close, b.close);
+  const post = (url: string) =>
+    fetch(`${url}/orders`, { method: 'POST', headers: { 'Idempotency-Key': 'slow-link' } });
+  const first = post(a.url);
+  const retries: Array<Promise<Response>> = [];
+  for (let t = 0; t < 1300; t += 50) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    retries.push(post(b.url));
+  }
+  await Promise.all([first, ...retries]);
+  expect(runs).toBe(1);
+});

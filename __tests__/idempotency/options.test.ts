@@ -53,9 +53,21 @@ describe('idempotency options', () => {
     ['failMode', { failMode: 'sometimes' as never }, /option "failMode"/, TypeError],
     ['prefix', { prefix: 'a{b}' }, /option "prefix"/, TypeError],
     ['fingerprint', { fingerprint: 'sha' as never }, /option "fingerprint"/, TypeError],
+    [
+      'timeout above lockTtl / 4',
+      { lockTtl: '1s', timeout: 300 },
+      /option "timeout".*lockTtl \/ 4 \(250 ms\)/,
+      RangeError,
+    ],
   ])('rejects a bad %s at construction, naming the option', (_label, extra, message, type) => {
     expect(build(extra)).toThrow(type);
     expect(build(extra)).toThrow(message);
+  });
+
+  it('keeps the default timeout within lockTtl / 4 for a short lockTtl', () => {
+    expect(idempotency({ redis, lockTtl: 300 }).options.timeoutMs).toBe(75);
+    expect(idempotency({ redis, lockTtl: '2s' }).options.timeoutMs).toBe(500);
+    expect(idempotency({ redis, lockTtl: '1s', timeout: 250 }).options.timeoutMs).toBe(250);
   });
 });
 

@@ -5,6 +5,9 @@ import { checkKnownOptions, numberOptionError, optionError, optionRangeError, sh
 import { checkPrefix, DEFAULT_PREFIX } from '../keys';
 import { defaultFingerprint } from './fingerprint';
 
+/** `timeout` when not given (lower with a `lockTtl` under 2 s: see the check below). */
+const DEFAULT_TIMEOUT_MS = 500;
+
 /** What a `scope` function may return; `undefined`, `null` or `''` fall back to the client IP. */
 export type ScopeValue = string | number | undefined | null;
 
@@ -50,7 +53,10 @@ export interface IdempotencyOptions {
    * (a process warning once per outage, and a `fail-open` event per request). Default `'closed'`.
    */
   failMode?: 'closed' | 'open' | undefined;
-  /** Time budget of each Redis call. Default `'500ms'`. */
+  /**
+   * Time budget of each Redis call. At most `lockTtl / 4` (a slower reply could let the lease lapse
+   * while the handler runs). Default `'500ms'`, or `lockTtl / 4` when that is less.
+   */
   timeout?: Duration | undefined;
   /** `Retry-After` (rounded up to whole seconds) on 409 and 503 answers. Default `'1s'`. */
   retryAfter?: Duration | undefined;
@@ -134,7 +140,7 @@ export function resolveOptions(input: IdempotencyOptions): ResolvedIdempotencyOp
     storeStatuses,
     maxBodySize = 1024 * 1024,
     failMode = 'closed',
-    timeout = '500ms',
+    timeout,
     retryAfter = '1s',
     prefix = DEFAULT_PREFIX,
     name,
@@ -189,7 +195,20 @@ export function resolveOptions(input: IdempotencyOptions): ResolvedIdempotencyOp
   if (failMode !== 'closed' && failMode !== 'open') {
     throw optionError('failMode', `must be 'closed' or 'open'; got ${shown(failMode)}`);
   }
-  const timeoutMs = toMs(timeout, 'timeout', { min: 1, max: MAX_TIMER_MS });
+  // A reservation lands before its reply, and renewals go every lockTtl / 3: a call slower than
+  // lockTtl / 4 could let the lease lapse while the handler runs, and another request run it too.
+  const maxTimeoutMs = Math.floor(lockTtlMs / 4);
+  const timeoutMs =
+    timeout === undefined
+      ? Math.min(DEFAULT_TIMEOUT_MS, maxTimeoutMs)
+      : toMs(timeout, 'timeout', { min: 1, max: MAX_TIMER_MS });
+  if (timeoutMs > maxTimeoutMs) {
+    throw optionRangeError(
+      'timeout',
+      `(${timeoutMs} ms) must be at most lockTtl / 4 (${maxTimeoutMs} ms): a slower Redis reply could let the lease lapse while the handler runs, and a retry run it a second time`,
+      'Lower timeout or raise lockTtl.',
+    );
+  }
   const retryAfterMs = toMs(retryAfter, 'retryAfter', { min: 1 });
   if (name !== undefined && typeof name !== 'string')
     throw optionError('name', `must be a string; got ${typeof name}`);
