@@ -51,6 +51,30 @@ describe('idempotency lifecycle', () => {
     expect(events.types()).toEqual(expect.arrayContaining(['first', 'stored', 'replay']));
   });
 
+  it('does not bring back on the replay a header set in front that the handler removed', async () => {
+    const redis = redisServer.client();
+    let runs = 0;
+    const app = express();
+    app.use((_req, res, next) => {
+      res.set('Cache-Control', 'no-store');
+      next();
+    });
+    app.post('/orders', idempotency({ redis }), (_req, res) => {
+      runs += 1;
+      res.removeHeader('Cache-Control');
+      res.removeHeader('X-Powered-By');
+      res.status(201).json({ ok: true });
+    });
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey();
+    const first = await send(url, { key });
+    const second = await send(url, { key });
+    expect(runs).toBe(1);
+    expect(second.headers.get('idempotent-replayed')).toBe('true');
+    expect([first.headers.get('cache-control'), first.headers.get('x-powered-by')]).toEqual([null, null]);
+    expect([second.headers.get('cache-control'), second.headers.get('x-powered-by')]).toEqual([null, null]);
+  });
+
   it('replays binary bodies (invalid UTF-8 included) byte for byte', async () => {
     const redis = redisServer.plain();
     const payload = Buffer.concat([Buffer.from([0xff, 0xfe, 0x00, 0xc3]), randomBytes(4096)]);

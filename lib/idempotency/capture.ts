@@ -175,7 +175,9 @@ function reasonPhrase(status: number, message: string | undefined): { message?: 
 
 /**
  * The storable headers of `res`, plus those passed as the object/array argument of `writeHead`,
- * leaving out those still as they were `before` the handler ran.
+ * leaving out those still as they were `before` the handler ran. One set before and removed by the
+ * handler is stored with no value (`[]`), so the replay removes it too: Node sends no line for an
+ * empty list, so a kit version that just sets it does the same.
  */
 function storableHeaders(res: Response, before: HeaderMap, writeHeadHeaders?: unknown): Headers {
   const all = headerMap(res);
@@ -186,6 +188,7 @@ function storableHeaders(res: Response, before: HeaderMap, writeHeadHeaders?: un
     if (before.has(name) && sameValue(before.get(name), value)) continue;
     out.push([name, Array.isArray(value) ? value.map(String) : String(value)]);
   }
+  for (const name of before.keys()) if (!all.has(name) && !NOT_STORED.has(name)) out.push([name, []]);
   return out;
 }
 
@@ -243,7 +246,10 @@ export function replay(res: Response, stored: StoredResponse, maxDecoded: number
   const { headers, body } = readable;
   res.status(stored.status);
   if (stored.message) res.statusMessage = stored.message;
-  for (const [name, value] of headers) res.setHeader(name, value);
+  for (const [name, value] of headers) {
+    if (Array.isArray(value) && value.length === 0) res.removeHeader(name);
+    else res.setHeader(name, value);
+  }
   res.setHeader('Idempotent-Replayed', 'true');
   res.end(body);
   return undefined;
