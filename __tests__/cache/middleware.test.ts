@@ -546,6 +546,10 @@ describe('cacheResponse: options', () => {
     expect(() => cacheResponse({ redis: client, ttl: 'soon' })).toThrow(TypeError);
     expect(() => cacheResponse({ redis: client, ttl: '1m', jitter: 2 })).toThrow(/"jitter"/);
     expect(() => cacheResponse({ redis: client, ttl: '1m', maxBodySize: -1 })).toThrow(RangeError);
+    // Redis refuses a value over 512 MB and drops the connection every middleware shares.
+    expect(() => cacheResponse({ redis: client, ttl: '1m', maxBodySize: 2 ** 30 })).toThrow(
+      /option "maxBodySize".*512 MB/,
+    );
     expect(() => cacheResponse({ redis: client, ttl: '1m', vary: ['bad header'] })).toThrow(/"vary"/);
     expect(() => cacheResponse({ redis: client, ttl: '1m', prefix: '{x}' })).toThrow(/"prefix"/);
     expect(() => cacheResponse({ redis: client, ttl: '1m', l1: { max: 0 } })).toThrow(/"l1.max"/);

@@ -50,6 +50,12 @@ describe('idempotency options', () => {
     ['storeStatuses', { storeStatuses: [999] }, /option "storeStatuses"/, TypeError],
     ['maxBodySize', { maxBodySize: -1 }, /option "maxBodySize"/, RangeError],
     ['maxBodySize as a string', { maxBodySize: '1000' as never }, /option "maxBodySize"/, TypeError],
+    [
+      'maxBodySize above what Redis stores',
+      { maxBodySize: 2 ** 30 },
+      /option "maxBodySize".*512 MB/,
+      RangeError,
+    ],
     ['failMode', { failMode: 'sometimes' as never }, /option "failMode"/, TypeError],
     ['prefix', { prefix: 'a{b}' }, /option "prefix"/, TypeError],
     ['fingerprint', { fingerprint: 'sha' as never }, /option "fingerprint"/, TypeError],

@@ -1,4 +1,5 @@
 import type { Request } from 'express';
+import { checkMaxBodySize } from '../body-size';
 import { checkClient, type RedisClient } from '../client';
 import { MAX_TIMER_MS, toMs } from '../duration';
 import { checkKnownOptions, functionOption, numberOptionError, optionError, shown } from '../errors';
@@ -191,14 +192,7 @@ export function resolveResponseOptions(options: CacheResponseOptions): ResolvedR
   if (!isStringList(methods)) {
     throw optionError('methods', `must be an array of HTTP methods; got ${shown(methods)}`);
   }
-  const maxBodySize = options.maxBodySize ?? CACHE_DEFAULTS.maxBodySize;
-  if (!Number.isInteger(maxBodySize) || maxBodySize < 0) {
-    throw numberOptionError(
-      'maxBodySize',
-      maxBodySize,
-      `must be a whole number of bytes >= 0; got ${shown(maxBodySize)}`,
-    );
-  }
+  const maxBodySize = checkMaxBodySize(options.maxBodySize ?? CACHE_DEFAULTS.maxBodySize);
   const upper = methods.map((m) => m.toUpperCase());
   const unsafe = upper.find((m) => m !== 'GET' && m !== 'HEAD');
   if (unsafe !== undefined && options.key === undefined) {

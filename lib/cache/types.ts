@@ -111,7 +111,7 @@ export interface CacheResponseOptions {
   l1?: L1Options | false | undefined;
   /** Fraction of random spread of `ttl`. Default 0.1 (±10 %). */
   jitter?: number | undefined;
-  /** Bodies larger than this pass through uncached, without being buffered. Default 1 MiB. */
+  /** Bodies larger than this pass through uncached, without being buffered. Default 1 MiB; at most 511 MiB. */
   maxBodySize?: number | undefined;
   /** Statuses that may be stored. Default `[200, 203, 204, 300, 301, 308]`; `206`, `304` and `1xx` are refused. */
   statuses?: number[] | undefined;

@@ -1,7 +1,8 @@
 import type { Request } from 'express';
+import { checkMaxBodySize } from '../body-size';
 import { checkClient, type RedisClient } from '../client';
 import { type Duration, MAX_TIMER_MS, toMs } from '../duration';
-import { checkKnownOptions, numberOptionError, optionError, optionRangeError, shown } from '../errors';
+import { checkKnownOptions, optionError, optionRangeError, shown } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX } from '../keys';
 import { defaultFingerprint } from './fingerprint';
 
@@ -45,7 +46,7 @@ export interface IdempotencyOptions {
    * again later" ones, 408, 425 and 429 (see `defaultStoreStatus`).
    */
   storeStatuses?: readonly number[] | ((status: number) => boolean) | undefined;
-  /** Largest response body (bytes) that is stored; a larger one is sent but not stored, and the key is released. Default 1 MiB. */
+  /** Largest response body (bytes) that is stored; a larger one is sent but not stored, and the key is released. Default 1 MiB; at most 511 MiB. */
   maxBodySize?: number | undefined;
   /**
    * When Redis is down or slower than `timeout`: `'closed'` answers 503 + Retry-After (the
@@ -185,13 +186,7 @@ export function resolveOptions(input: IdempotencyOptions): ResolvedIdempotencyOp
     );
   }
   const shouldStore = resolveStoreStatuses(storeStatuses);
-  if (typeof maxBodySize !== 'number' || !Number.isInteger(maxBodySize) || maxBodySize < 0) {
-    throw numberOptionError(
-      'maxBodySize',
-      maxBodySize,
-      `must be a whole number of bytes >= 0; got ${shown(maxBodySize)}`,
-    );
-  }
+  checkMaxBodySize(maxBodySize);
   if (failMode !== 'closed' && failMode !== 'open') {
     throw optionError('failMode', `must be 'closed' or 'open'; got ${shown(failMode)}`);
   }
