@@ -119,13 +119,14 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
   function redisDown(req: Request, res: Response, next: NextFunction, key: string): void {
     res.setHeader('X-Cache', 'BYPASS');
     event('bypass', key, { reason: 'redis' });
-    if (l1 && o.sieMs > 0) {
-      const now = Date.now();
-      const stale = staleIfErrorOf(o, l1Lookup(l1, key, req.headers, now), now);
-      if (stale) answerStaleOnServerError(req, res, key, stale);
-    }
+    const stale = staleInL1(req, key, Date.now());
+    if (stale) answerStaleOnServerError(req, res, key, stale);
     next();
   }
+
+  /** The copy L1 holds that stale-if-error may still answer with, when Redis cannot say more. */
+  const staleInL1 = (req: Request, key: string, now: number): Rec | undefined =>
+    l1 && o.sieMs > 0 ? staleIfErrorOf(o, l1Lookup(l1, key, req.headers, now), now) : undefined;
 
   /** The route answers, watched only (nothing copied): a 5xx of its gets `stale` instead. */
   function answerStaleOnServerError(req: Request, res: Response, key: string, stale: Rec): void {
@@ -218,12 +219,9 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     }
     // Past staleWhileRevalidate the route answers, but its error gets the stale entry, as a GET's
     // does (from L1 when Redis did not answer); its answer is never copied (a HEAD has no body to store).
-    const rec = found
-      ? found.kind === 'hit'
-        ? found.rec
-        : undefined
-      : l1 && l1Lookup(l1, key, req.headers, now);
-    const stale = staleIfErrorOf(o, rec, now);
+    let stale: Rec | undefined;
+    if (!found) stale = staleInL1(req, key, now);
+    else if (found.kind === 'hit') stale = staleIfErrorOf(o, found.rec, now);
     if (stale) answerStaleOnServerError(req, res, key, stale);
     next();
   }
