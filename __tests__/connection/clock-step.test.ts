@@ -5,24 +5,18 @@ import { configureBreaker } from '../../lib/breaker';
 import { createCache, LockBusyError, withLock } from '../../lib/cache';
 import { rateLimit } from '../../lib/rate-limit';
 import { quietLogger } from '../cache/helpers';
+import { stepWallClockBack } from '../helpers/clock';
 import { eventually, useRedisServer } from '../helpers/redis';
 
 // Waits and cool-downs run on the monotonic clock: NTP stepping the wall clock back must not stretch
 // them by the step (a breaker held open, a wait that never ends).
 
 const redis = useRedisServer();
-const realNow = Date.now;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** From now on, Date.now() reads one minute earlier than the real time, and keeps running. */
-function stepWallClockBack(): void {
-  const stepped = realNow() - 60_000;
-  const startedReal = realNow();
-  Date.now = () => stepped + (realNow() - startedReal);
-}
+let restoreClock = () => {};
 
 afterEach(() => {
-  Date.now = realNow;
+  restoreClock();
 });
 
 /** Rejects when `promise` has not settled within `ms` of real time. */
@@ -54,7 +48,7 @@ describe('a wall clock stepped back', () => {
     await admin.call('CLIENT', 'PAUSE', '400', 'ALL');
     // Times out: fails open, and the breaker opens.
     expect((await request(app).get('/')).status).toBe(200);
-    stepWallClockBack();
+    restoreClock = stepWallClockBack();
     await sleep(500);
     await eventually(async () => (await admin.ping()) === 'PONG', 'Redis to answer again');
     await sleep(300);
@@ -73,7 +67,7 @@ describe('a wall clock stepped back', () => {
     await eventually(() => release.name !== '', 'the first holder to take the lock');
     try {
       const waiting = withLock(client, 'clock', () => 'second', { ttl: '5s', wait: 300 });
-      stepWallClockBack();
+      restoreClock = stepWallClockBack();
       await expect(within(waiting, 3000, 'withLock')).rejects.toBeInstanceOf(LockBusyError);
     } finally {
       release();
@@ -89,7 +83,7 @@ describe('a wall clock stepped back', () => {
     void first.wrap('k', () => new Promise<string>(() => {}), { ttl: '1m' });
     await sleep(100);
     const waiting = second.wrap('k', () => 'second', { ttl: '1m' });
-    stepWallClockBack();
+    restoreClock = stepWallClockBack();
     // It gives up on the holder after 3 x lockTimeout and runs fn itself.
     expect(await within(waiting, 3000, 'cache.wrap')).toBe('second');
     await first.close();

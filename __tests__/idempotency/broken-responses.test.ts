@@ -4,6 +4,7 @@ import type { RequestHandler, Response } from 'express';
 import express from 'express';
 import { idempotency } from '../../lib/idempotency';
 import { redisSession } from '../../lib/session';
+import { stepWallClockBack } from '../helpers/clock';
 import { captureEvents } from '../helpers/events';
 import { useUnhandledRejections } from '../helpers/process';
 import { useRedisServer } from '../helpers/redis';
@@ -145,18 +146,16 @@ describe('idempotency when the response never ends properly', () => {
     );
     const url = `${await servers.listen(app)}/orders`;
     const key = freshKey('clock');
-    const realNow = Date.now;
+    let restoreClock = () => {};
     try {
       expect((await postUntilClosed(url, key)).error).toBeDefined();
       await events.waitFor('abandoned', 1);
-      const stepped = realNow() - 60_000;
-      const startedReal = realNow();
-      Date.now = () => stepped + (realNow() - startedReal);
+      restoreClock = stepWallClockBack();
       await expectRenewalsToStop(events, name);
       expect((await send(url, { key })).status).toBe(201);
       expect(runs).toBe(2);
     } finally {
-      Date.now = realNow;
+      restoreClock();
       events.stop();
     }
   });
