@@ -21,6 +21,12 @@ describe('entry encoding', () => {
     expect(decodeEntry(encodeEntry(entry))).toEqual(entry);
   });
 
+  it('round-trips the names of headers the route removed, and refuses one Node would not accept', () => {
+    const withRemoved: Entry = { ...entry, removed: ['x-powered-by', 'cache-control'] };
+    expect(decodeEntry(encodeEntry(withRemoved)).removed).toEqual(['x-powered-by', 'cache-control']);
+    expect(() => decodeEntry(encodeEntry({ ...entry, removed: ['bad name'] }))).toThrow(CorruptEntryError);
+  });
+
   it.each([
     ['truncated body', (b: Buffer) => b.subarray(0, b.length - 1)],
     ['extra bytes', (b: Buffer) => Buffer.concat([b, Buffer.from('x')])],

@@ -431,6 +431,62 @@ describe('cacheResponse: what is never stored', () => {
     expect(raw).not.toMatch(/keep-alive|x-request-id|1970/i);
   });
 
+  it.each([
+    ['Redis', false],
+    ['L1', true],
+  ])(
+    'keeps every value of a repeated header on a hit from %s (two Link headers, not only the last)',
+    async (_from, l1) => {
+      const mw = cacheResponse({
+        redis: client,
+        ttl: '1m',
+        l1: l1 ? { max: 10 } : false,
+        logger: quietLogger(),
+      });
+      const app = express();
+      app.get('/r', mw, (_req, res) => {
+        res.append('Link', '</a.css>; rel=preload');
+        res.append('Link', '</b.js>; rel=preload');
+        res.send('x');
+      });
+      const miss = await request(app).get('/r');
+      await waitForKeys(client, 'erk:c:*');
+      const hit = await request(app).get('/r');
+      expect(hit.headers['x-cache']).toBe('HIT');
+      expect(hit.headers.link).toBe(miss.headers.link);
+      expect(hit.headers.link).toBe('</a.css>; rel=preload, </b.js>; rel=preload');
+    },
+  );
+
+  it('removes on hits, 304s and ranges a header that middleware in front set and the route removed', async () => {
+    const mw = cacheResponse({ redis: client, ttl: '1m', l1: false, logger: quietLogger() });
+    const app = express();
+    app.use((_req, res, next) => {
+      res.set({ 'Cache-Control': 'no-cache', 'X-Front': 'f', 'X-Kept': 'k' });
+      next();
+    });
+    app.get('/r', mw, (_req, res) => {
+      res.removeHeader('X-Front');
+      res.set('Cache-Control', 'public, max-age=60');
+      res.send('abcdef');
+    });
+    const miss = await request(app).get('/r');
+    expect(miss.headers['x-front']).toBeUndefined();
+    await waitForKeys(client, 'erk:c:*');
+    const hit = await request(app).get('/r');
+    expect(hit.headers['x-cache']).toBe('HIT');
+    expect(hit.headers['x-front']).toBeUndefined();
+    expect(hit.headers['x-kept']).toBe('k');
+    expect(hit.headers['cache-control']).toBe('public, max-age=60');
+    const notModified = await request(app).get('/r').set('If-None-Match', String(miss.headers.etag));
+    expect(notModified.status).toBe(304);
+    expect(notModified.headers['x-front']).toBeUndefined();
+    const part = await request(app).get('/r').set({ Range: 'bytes=0-1', 'Accept-Encoding': 'identity' });
+    expect(part.status).toBe(206);
+    expect(part.headers['x-front']).toBeUndefined();
+    expect(part.headers['x-kept']).toBe('k');
+  });
+
   it('respects shouldCache', async () => {
     const { app, calls } = appWith(
       { shouldCache: (_req, res) => res.get('X-Cacheable') === 'yes' },

@@ -35,6 +35,8 @@ export interface Entry {
    * cache): hits add their own time in the cache to it, so downstream caches never see it younger.
    */
   originAge?: number | undefined;
+  /** Headers that middleware in front of the cache set and the route removed: hits remove them too. */
+  removed?: string[] | undefined;
 }
 
 interface Meta {
@@ -50,6 +52,8 @@ interface Meta {
   g: string[];
   n?: number;
   a?: number;
+  /** Removed headers; versions before it ignore the field (and leave those headers on hits). */
+  r?: string[];
   b: number;
 }
 
@@ -83,6 +87,7 @@ export function encodeEntry(entry: Entry): Buffer {
   if (entry.etag !== undefined) meta.e = entry.etag;
   if (entry.negative) meta.n = entry.negative;
   if (entry.originAge) meta.a = entry.originAge;
+  if (entry.removed && entry.removed.length > 0) meta.r = entry.removed;
   const json = Buffer.from(JSON.stringify(meta));
   const head = Buffer.allocUnsafe(HEADER_BYTES);
   MAGIC.copy(head, 0);
@@ -118,6 +123,7 @@ export function decodeEntry(raw: Buffer): Entry {
     tags: meta.g,
     negative: meta.n ?? 0,
     originAge: meta.a,
+    removed: meta.r,
   };
 }
 
@@ -146,6 +152,8 @@ function isMeta(m: unknown): m is Meta {
     ) &&
     (meta.e === undefined || typeof meta.e === 'string') &&
     (meta.a === undefined || (Number.isInteger(meta.a) && meta.a >= 0)) &&
+    (meta.r === undefined ||
+      (Array.isArray(meta.r) && meta.r.every((n) => typeof n === 'string' && HEADER_NAME.test(n)))) &&
     [meta.c, meta.t, meta.f, meta.w, meta.i, meta.b].every((n) => typeof n === 'number' && n >= 0) &&
     Array.isArray(meta.g) &&
     meta.g.every((t) => typeof t === 'string')

@@ -6,7 +6,7 @@ import type { FillLease } from './core';
 import type { Entry } from './entry';
 import type { FillVary } from './fill-store';
 import type { Settle } from './flights';
-import { refusal, storedHeaders } from './http';
+import { refusal, removedHeaders, storedHeaders } from './http';
 import { headerValue } from './key';
 import { type Rec, toRec } from './l1';
 import type { ResolvedResponseOptions } from './options';
@@ -206,6 +206,7 @@ function toEntry(
     tags: o.tags ? tagsReturned(o.tags(req, res)) : [],
     negative: 0,
     originAge: ageOf(captured.headers.age),
+    removed: removedHeaders(captured.headers, before),
   };
 }
 

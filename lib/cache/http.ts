@@ -100,11 +100,40 @@ export function storedHeaders(
   return out;
 }
 
-/** Flat `[name, value, …]` arrays for `writeHead`, prepared once per entry for the hit path. */
-export function prepareHeaders(entry: Entry): { full: string[]; notModified: string[] } {
-  const full: string[] = [];
-  const notModified: string[] = [];
+/**
+ * Headers that middleware in front of the cache set and the route removed (a front `Cache-Control`,
+ * `X-Powered-By`): that middleware sets them again on every hit, so hits remove them as the route did.
+ */
+export function removedHeaders(now: OutgoingHttpHeaders, before: OutgoingHttpHeaders): string[] {
+  return Object.keys(before).filter(
+    (name) => before[name] !== undefined && now[name] === undefined && !NEVER_STORED.has(name),
+  );
+}
+
+/** The headers of the hit path, prepared once per entry. */
+export interface PreparedHeaders {
+  /**
+   * Flat `[name, value, …]` lists for `writeHead`, a name's repeats as one array: Node 20's
+   * `writeHead` sets each pair in turn once a header is set (`X-Cache` always is), so a second
+   * `Link` would replace the first.
+   */
+  full: Array<string | string[]>;
+  notModified: Array<string | string[]>;
+  /** Headers that middleware in front set and the route removed: removed on hits too. */
+  removed: readonly string[];
+}
+
+export function prepareHeaders(entry: Entry): PreparedHeaders {
+  const grouped = new Map<string, string | string[]>();
   for (const [name, value] of entry.headers) {
+    const seen = grouped.get(name);
+    if (seen === undefined) grouped.set(name, value);
+    else if (Array.isArray(seen)) seen.push(value);
+    else grouped.set(name, [seen, value]);
+  }
+  const full: Array<string | string[]> = [];
+  const notModified: Array<string | string[]> = [];
+  for (const [name, value] of grouped) {
     full.push(name, value);
     if (NOT_MODIFIED_HEADERS.has(name)) notModified.push(name, value);
   }
@@ -113,7 +142,7 @@ export function prepareHeaders(entry: Entry): { full: string[]; notModified: str
     notModified.push('etag', entry.etag);
   }
   if (entry.status !== 204 && entry.status !== 304) full.push('content-length', String(entry.body.length));
-  return { full, notModified };
+  return { full, notModified, removed: entry.removed ?? [] };
 }
 
 /** `Cache-Control: no-store` on the request. */

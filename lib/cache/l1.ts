@@ -1,6 +1,7 @@
 import { LRUCache } from 'lru-cache';
 import type { RedisClient } from '../client';
 import type { Entry } from './entry';
+import type { PreparedHeaders } from './http';
 import type { ResolvedL1 } from './options';
 
 /** An entry with its lifetime converted to this process' clock. */
@@ -14,7 +15,7 @@ export interface Rec {
   swrUntil: number;
   expiresAt: number;
   /** Response headers prepared once for the hit path (middleware only). */
-  prepared?: { full: string[]; notModified: string[] };
+  prepared?: PreparedHeaders;
 }
 
 /** Remembers that a key's responses vary on these request headers (the Redis marker, mirrored). */

@@ -28,7 +28,8 @@ export function respond(
   res.setHeader('X-Cache', xcache);
   const inCache = Math.max(0, Math.floor((now - rec.bornAt) / 1000));
   res.setHeader('Age', String((rec.entry.originAge ?? 0) + inCache));
-  const writeHead = via.writeHead as (status: number, headers: string[]) => unknown;
+  for (const name of rec.prepared.removed) res.removeHeader(name);
+  const writeHead = via.writeHead as (status: number, headers: Array<string | string[]>) => unknown;
   const end = via.end as (body?: Buffer) => unknown;
   if (notModified(req, rec.entry)) {
     writeHead.call(res, 304, rec.prepared.notModified);
