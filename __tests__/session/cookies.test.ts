@@ -30,6 +30,25 @@ describe('redisSession cookie flags', () => {
     expect(sessionCookie(plain)).not.toMatch(/; Secure/);
   });
 
+  it("sameSite: 'auto' gives SameSite=None over HTTPS and Lax over HTTP, and logout() clears the cookie with it", async () => {
+    const sessions = redisSession({
+      redis: redisServer.client() as Redis,
+      secret: SECRET,
+      cookie: { sameSite: 'auto' },
+    });
+    const app = sessionApp(sessions, { trustProxy: true });
+    const secure = await request(app).post('/login/u1').set('X-Forwarded-Proto', 'https').expect(200);
+    expect(sessionCookie(secure)).toMatch(/; Secure; SameSite=None|; SameSite=None.*; Secure/);
+    const plain = await request(app).post('/count').set('X-Forwarded-Proto', 'http').expect(200);
+    expect(sessionCookie(plain)).toMatch(/; SameSite=Lax/);
+    const cookie = sessionCookie(secure)!.split(';')[0]!;
+    // It threw from the cookie library ("option sameSite is invalid"), after the session had ended.
+    const out = await request(app).post('/logout').set('X-Forwarded-Proto', 'https').set('Cookie', cookie);
+    expect(out.status).toBe(204);
+    expect(sessionCookie(out)).toMatch(/Expires=Thu, 01 Jan 1970.*SameSite=None/);
+    expect((await request(app).get('/me').set('Cookie', cookie).expect(200)).body.userId).toBeNull();
+  });
+
   it('ignores X-Forwarded-Proto when Express does not trust the proxy', async () => {
     const app = sessionApp(redisSession({ redis: redisServer.client() as Redis, secret: SECRET }));
     const res = await request(app).post('/count').set('X-Forwarded-Proto', 'https').expect(200);

@@ -81,6 +81,21 @@ describe('redisSession options', () => {
     expect(() =>
       redisSession({ redis, secret: strong, cookie: { sameSite: 'None' as 'none', secure: false } }),
     ).toThrow(/option "cookie.sameSite"/);
+    // 'auto' is None over HTTPS: as refused with secure: false.
+    expect(() =>
+      redisSession({ redis, secret: strong, cookie: { sameSite: 'auto', secure: false } }),
+    ).toThrow(/option "cookie.sameSite" is 'auto' while cookie.secure is false/);
+    // The cookie library refuses any other value on every response; express-session reads 'auto' only so spelled.
+    for (const bad of ['Auto', 'laxx', 1]) {
+      expect(() => redisSession({ redis, secret: strong, cookie: { sameSite: bad as never } })).toThrow(
+        /option "cookie.sameSite" is .*Use 'lax', 'strict', 'none', 'auto', true or false/,
+      );
+    }
+    for (const good of ['Strict', 'LAX', true, false, 'auto'] as const) {
+      expect(() =>
+        redisSession({ redis, secret: strong, cookie: { sameSite: good as never } }),
+      ).not.toThrow();
+    }
     expect(() =>
       redisSession({ redis, secret: strong, cookie: { partitioned: true, secure: false } }),
     ).toThrow(/option "cookie.partitioned" is true while cookie.secure is false/);

@@ -85,7 +85,8 @@ export function redisSession(options: RedisSessionOptions): RedisSessionMiddlewa
     store,
     secret: o.secrets,
     name: o.name,
-    cookie: o.cookie,
+    // express-session resolves sameSite 'auto' per request; its types leave the word out.
+    cookie: o.cookie as expressSession.CookieOptions,
     rolling: o.rolling,
     proxy: o.proxy,
     resave: false,
@@ -188,15 +189,17 @@ export function redisSession(options: RedisSessionOptions): RedisSessionMiddlewa
       emitKitEvent({ component: 'session', type: 'logout' });
     }
     const { path, domain, sameSite, httpOnly, secure, partitioned } = o.cookie;
+    const secureNow = isSecureRequest(req, o.proxy);
     res.clearCookie(o.name, {
       path,
       domain,
-      sameSite,
+      // 'auto' as express-session resolves it (the cookie library refuses the word itself).
+      sameSite: sameSite === 'auto' ? (secureNow ? 'none' : 'lax') : sameSite,
       httpOnly,
       partitioned,
       // As express-session decided when it set the cookie: a browser ignores a clearing cookie whose
       // Secure flag differs from a __Host-/__Secure- cookie's rules.
-      secure: secure === 'auto' ? isSecureRequest(req, o.proxy) : secure,
+      secure: secure === 'auto' ? secureNow : secure,
     });
   };
 

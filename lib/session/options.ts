@@ -9,7 +9,23 @@ import { checkPrefix, DEFAULT_PREFIX } from '../keys';
  * Cookie settings you may override. Lifetime comes from `ttl`, so `maxAge`/`expires` are not accepted;
  * `signed` and `encode` neither, as express-session ignores them (the cookie is always signed).
  */
-export type SessionCookieOptions = Omit<CookieOptions, 'maxAge' | 'expires' | 'signed' | 'encode'>;
+export type SessionCookieOptions = Omit<
+  CookieOptions,
+  'maxAge' | 'expires' | 'signed' | 'encode' | 'sameSite'
+> & {
+  /**
+   * `'lax'` (default), `'strict'`, `'none'` (any case), `true` (Strict), `false` (no attribute), or
+   * `'auto'`: `None` over HTTPS and `Lax` over HTTP, as express-session resolves it.
+   */
+  sameSite?: CookieOptions['sameSite'] | 'auto' | undefined;
+};
+
+/** The resolved cookie settings: express-session's, with its `sameSite: 'auto'` (missing from its types). */
+export type KitCookieOptions = Omit<CookieOptions, 'sameSite'> & {
+  sameSite?: CookieOptions['sameSite'] | 'auto';
+};
+
+const SAME_SITE_WORDS: ReadonlySet<string> = new Set(['lax', 'strict', 'none']);
 
 /** Options of {@link redisSession}. */
 export interface RedisSessionOptions {
@@ -63,7 +79,7 @@ export interface ResolvedSessionOptions {
   name: string;
   ttlMs: number;
   rolling: boolean;
-  cookie: CookieOptions;
+  cookie: KitCookieOptions;
   prefix: string;
   timeoutMs: number;
   proxy: boolean | undefined;
@@ -169,11 +185,11 @@ function resolveCookie(
   overrides: SessionCookieOptions | undefined,
   ttlMs: number,
   name: string,
-): CookieOptions {
+): KitCookieOptions {
   if (overrides !== undefined && (typeof overrides !== 'object' || overrides === null)) {
     throw optionError('cookie', 'must be an object of cookie settings', "E.g. { domain: 'example.com' }.");
   }
-  const given = (overrides ?? {}) as CookieOptions;
+  const given = (overrides ?? {}) as KitCookieOptions;
   for (const lifetime of ['maxAge', 'expires'] as const) {
     if (lifetime in given) {
       throw optionError(
@@ -184,7 +200,7 @@ function resolveCookie(
     }
   }
   checkKnownOptions(given, COOKIE_KNOWN, 'cookie', COOKIE_RENAMED, 'cookie.');
-  const cookie: CookieOptions = {
+  const cookie: KitCookieOptions = {
     path: '/',
     httpOnly: true,
     sameSite: 'lax',
@@ -192,10 +208,25 @@ function resolveCookie(
     ...given,
     maxAge: ttlMs,
   };
-  if (sameSiteNone(cookie) && cookie.secure === false) {
+  const { sameSite } = cookie;
+  // The cookie library refuses any other value on every response (a 500), and express-session
+  // resolves 'auto' only spelled so.
+  if (
+    sameSite !== undefined &&
+    typeof sameSite !== 'boolean' &&
+    sameSite !== 'auto' &&
+    !(typeof sameSite === 'string' && SAME_SITE_WORDS.has(sameSite.toLowerCase()))
+  ) {
     throw optionError(
       'cookie.sameSite',
-      "is 'none' while cookie.secure is false; browsers drop such cookies",
+      `is ${shown(sameSite)}`,
+      "Use 'lax', 'strict', 'none', 'auto', true or false.",
+    );
+  }
+  if ((sameSiteNone(cookie) || sameSite === 'auto') && cookie.secure === false) {
+    throw optionError(
+      'cookie.sameSite',
+      `is '${sameSite === 'auto' ? 'auto' : 'none'}' while cookie.secure is false; browsers drop a SameSite=None cookie without Secure`,
       "Use secure: true or 'auto', or sameSite: 'lax'.",
     );
   }
@@ -219,7 +250,7 @@ function resolveCookie(
  */
 export function droppedOverHttp(
   name: string,
-  cookie: CookieOptions,
+  cookie: KitCookieOptions,
 ): { why: string; fix: string } | undefined {
   if (cookie.secure === true) return { why: 'cookie.secure is true', fix: "use secure: 'auto'" };
   if (cookie.secure === false) return undefined;
@@ -254,7 +285,7 @@ function namePrefix(name: string): '__Host-' | '__Secure-' | undefined {
 }
 
 /** The cookie library takes `sameSite` in any case (`'None'` from JavaScript callers). */
-function sameSiteNone(cookie: CookieOptions): boolean {
+function sameSiteNone(cookie: KitCookieOptions): boolean {
   return typeof cookie.sameSite === 'string' && cookie.sameSite.toLowerCase() === 'none';
 }
 
@@ -263,7 +294,7 @@ function sameSiteNone(cookie: CookieOptions): boolean {
  * `Domain` or a `Path` other than `/` (RFC 6265bis 4.1.3): the session would silently never stick.
  * `secure: 'auto'` is accepted: on HTTPS it sets `Secure`.
  */
-function checkNamePrefix(name: string, cookie: CookieOptions): void {
+function checkNamePrefix(name: string, cookie: KitCookieOptions): void {
   const prefix = namePrefix(name);
   if (!prefix) return;
   const host = prefix === '__Host-';
