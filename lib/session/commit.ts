@@ -126,7 +126,14 @@ function persist(
     return undefined;
   }
   const snapshot = snapshots.get(req);
-  const modified = snapshot?.id !== req.sessionID || snapshot.body !== bodyOf(session);
+  const body = bodyOf(session);
+  // Changed since the handler got it, or since a `save()` of its own wrote it (a mark set, saved at
+  // once for other tabs to see, and cleared before the end): Redis holds what that save wrote.
+  const written = store.marks.writtenAs(session);
+  const modified =
+    snapshot?.id !== req.sessionID ||
+    snapshot.body !== body ||
+    (written !== undefined && written.body !== body);
   if (!modified) {
     const loaded = store.marks.loadedAs(req, req.sessionID);
     // An unchanged new session is not stored at all (saveUninitialized: false), and gets no cookie.

@@ -14,6 +14,8 @@ export class RequestMarks {
   private readonly loaded = new WeakMap<object, { sid: string; at: number }>();
   /** Session data whose expiry the read already slid (or, without rolling, must not slide). */
   private readonly touched = new WeakSet<object>();
+  /** A session read from Redis → its data as read (express-session's "modified" compares with it). */
+  private readonly loadedBodies = new WeakMap<object, string>();
   /** Sessions whose write found them ended (a logout elsewhere): they are dead. */
   private readonly dropped = new WeakSet<object>();
 
@@ -34,6 +36,15 @@ export class RequestMarks {
   /** Whether `sid` is the session that was read from Redis for `req` (not one generated since). */
   loadedAs(req: Request | undefined, sid: string): boolean {
     return req !== undefined && this.loaded.get(req)?.sid === sid;
+  }
+
+  noteLoadedBody(session: SessionData, body: string): void {
+    this.loadedBodies.set(session, body);
+  }
+
+  /** The data of `session` as it was read from Redis, if it was. */
+  loadedBody(session: SessionData): string | undefined {
+    return this.loadedBodies.get(session);
   }
 
   noteTouchedOnLoad(data: SessionData): void {

@@ -135,13 +135,18 @@ export class KitSessionStore extends Store {
 
   /**
    * An explicit `save()` of a loaded session whose only change is its lifetime, without rolling:
-   * express-session sends no cookie for it, so the key must keep its expiry too.
+   * express-session sends no cookie for it, so the key must keep its expiry too. It sends one when
+   * the data differs from what was read (not from a `save()` earlier in the request), and then the
+   * new lifetime must reach Redis; data that a `save()` earlier in the request changed, and that is
+   * back as it was read, must be written even though no cookie goes out.
    */
   private lifetimeOnlyUnsent(sid: string, session: SessionData): boolean {
     if (this.settings.rolling) return false;
-    const written = this.marks.writtenAs(session);
     const req = (session as { req?: Request }).req;
-    return written !== undefined && written.body === bodyOf(session) && this.marks.loadedAs(req, sid);
+    if (!this.marks.loadedAs(req, sid)) return false;
+    const body = bodyOf(session);
+    const written = this.marks.writtenAs(session);
+    return this.marks.loadedBody(session) === body && (written === undefined || written.body === body);
   }
 
   override touch(sid: string, session: SessionData, callback?: Callback): void {
@@ -173,6 +178,7 @@ export class KitSessionStore extends Store {
     this.marks.noteLoaded(req);
     const touched = this.marks.touchedOnLoad(data);
     const session = super.createSession(req, data);
+    this.marks.noteLoadedBody(session, bodyOf(session));
     if (touched) this.marks.markPersisted(session);
     return session;
   }
