@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import express, { type ErrorRequestHandler, type Express } from 'express';
 import helmet from 'helmet';
@@ -53,7 +54,10 @@ export function createApp(options: DemoOptions): Express {
     // Whoever reads the logs must not be able to take over a session or reuse a token.
     app.use(pinoHttp({ logger: logger.child({}, { redact: { paths: REDACTED, censor: '[redacted]' } }) }));
   }
-  app.use(express.static(join(__dirname, 'public'), { index: 'index.html', maxAge: '1m' }));
+  const publicDir = join(__dirname, 'public');
+  app.use(express.static(publicDir, { index: 'index.html', maxAge: '1m' }));
+  // The page's files are known paths too: another method gets 405 with Allow, not 404.
+  app.all(['/', ...readdirSync(publicDir).map((file) => `/${file}`)], allow('GET'));
 
   app.get('/healthz', async (_req, res) => {
     const health = await pingRedis(redis, { timeoutMs: 500 });

@@ -279,6 +279,11 @@ describe('demo routes', () => {
     expect((await request(app).get('/api/orders').expect(405)).headers.allow).toBe('POST, OPTIONS');
     expect((await request(app).options('/api/me').expect(204)).headers.allow).toBe('GET, HEAD, OPTIONS');
     await request(app).post('/healthz').expect(405);
+    // The page and its files too (served by express.static, which only knows GET and HEAD).
+    expect((await request(app).post('/').expect(405)).headers.allow).toBe('GET, HEAD, OPTIONS');
+    expect((await request(app).options('/').expect(204)).headers.allow).toBe('GET, HEAD, OPTIONS');
+    await request(app).delete('/app.js').expect(405);
+    await request(app).get('/').expect(200);
     const missing = await request(app).get('/nope').expect(404);
     expect(missing.body).toMatchObject({ status: 404, title: 'Not Found' });
   });
