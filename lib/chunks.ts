@@ -40,3 +40,29 @@ export function writeHeadPairs(headers: unknown): Array<[string, unknown]> {
   for (let i = 0; i + 1 < headers.length; i += 2) pairs.push([String(headers[i]), headers[i + 1]]);
   return pairs;
 }
+
+/**
+ * Takes the headers argument off a `writeHead(status[, message][, headers])` call's arguments after
+ * the status (`rest`, changed in place) and sets them on `res` as Node 22's writeHead does: a list
+ * replaces each name it carries, and repeats of a name in it add values (two `Link`s); an object
+ * sets. Node 20 keeps only a repeat's last value once any header was set, so captures apply them
+ * themselves: the response and its stored copy then carry the same headers on every Node.
+ */
+export function applyWriteHeadHeaders(
+  res: { setHeader(name: string, value: never): unknown; appendHeader(name: string, value: never): unknown },
+  rest: unknown[],
+): void {
+  const last = rest[rest.length - 1];
+  if (rest.length === 0 || last === null || typeof last !== 'object') return;
+  rest.pop();
+  const listed = new Set<string>();
+  for (const [k, v] of writeHeadPairs(last)) {
+    if (v === undefined) continue;
+    if (!Array.isArray(last)) res.setHeader(k, v as never);
+    else if (listed.has(k.toLowerCase())) res.appendHeader(k, v as never);
+    else {
+      listed.add(k.toLowerCase());
+      res.setHeader(k, v as never);
+    }
+  }
+}

@@ -458,6 +458,26 @@ describe('cacheResponse: what is never stored', () => {
     },
   );
 
+  it("keeps every value of a name repeated in writeHead's list on the miss and the hit", async () => {
+    const { app } = appWith({}, (_req, res) => {
+      res.writeHead(200, [
+        'Link',
+        '</a.css>; rel=preload',
+        'Link',
+        '</b.js>; rel=preload',
+        'Content-Type',
+        'text/plain',
+      ]);
+      res.end('x');
+    });
+    const miss = await request(app).get('/r');
+    await waitForKeys(client, 'erk:c:*');
+    const hit = await request(app).get('/r');
+    expect(hit.headers['x-cache']).toBe('HIT');
+    for (const answer of [miss, hit])
+      expect(answer.headers.link).toBe('</a.css>; rel=preload, </b.js>; rel=preload');
+  });
+
   it('removes on hits, 304s and ranges a header that middleware in front set and the route removed', async () => {
     const mw = cacheResponse({ redis: client, ttl: '1m', l1: false, logger: quietLogger() });
     const app = express();

@@ -75,6 +75,29 @@ describe('idempotency lifecycle', () => {
     expect([second.headers.get('cache-control'), second.headers.get('x-powered-by')]).toEqual([null, null]);
   });
 
+  it("keeps every value of a name repeated in writeHead's list (two Link headers) on the answer and the replay", async () => {
+    const app = orderApp(idempotency({ redis: redisServer.client() }), (_req, res) => {
+      // Node 20 sent only the last one once any header was set (Express sets X-Powered-By).
+      res.writeHead(201, [
+        'Link',
+        '</a.css>; rel=preload',
+        'Link',
+        '</b.js>; rel=preload',
+        'Content-Type',
+        'text/plain',
+      ]);
+      res.end('ok');
+    });
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey();
+    const first = await send(url, { key, body: {} });
+    const replay = await send(url, { key, body: {} });
+    expect(first.headers.get('link')).toBe('</a.css>; rel=preload, </b.js>; rel=preload');
+    expect(replay.headers.get('idempotent-replayed')).toBe('true');
+    expect(replay.headers.get('link')).toBe('</a.css>; rel=preload, </b.js>; rel=preload');
+    expect(replay.headers.get('content-type')).toBe('text/plain');
+  });
+
   it('replays binary bodies (invalid UTF-8 included) byte for byte', async () => {
     const redis = redisServer.plain();
     const payload = Buffer.concat([Buffer.from([0xff, 0xfe, 0x00, 0xc3]), randomBytes(4096)]);

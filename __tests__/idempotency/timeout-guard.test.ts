@@ -115,6 +115,17 @@ describe('idempotency behind a timeout guard (connect-timeout)', () => {
     expect(retry.headers.get('content-type')).toBe('text/plain');
   });
 
+  it("stores every value of a name repeated in a late answer's writeHead list", async () => {
+    const route = await guardedRoute((_req, res) => {
+      res.writeHead(202, ['Link', '</a>; rel=next', 'Link', '</b>; rel=prev', 'Content-Type', 'text/plain']);
+      res.end('queued');
+    });
+    const retry = await retryAfterLateAnswer(route, 'stored');
+
+    expect(retry.status).toBe(202);
+    expect(retry.headers.get('link')).toBe('</a>; rel=next, </b>; rel=prev');
+  });
+
   it('releases the key when the late answer is one that is not stored (a 5xx)', async () => {
     const route = await guardedRoute((_req, res, run) => {
       if (run === 1) res.status(500).json({ error: 'database down' });

@@ -1,5 +1,5 @@
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import { chunkBytes, writeHeadPairs } from '../chunks';
+import { applyWriteHeadHeaders, chunkBytes } from '../chunks';
 import { etagMatches, refusal, strongEtag } from './http';
 import { parseVary } from './key';
 
@@ -144,19 +144,7 @@ export function captureResponse(
   res.writeHead = function writeHead(this: ServerResponse, status: number, ...rest: unknown[]) {
     if (!decided) {
       // Apply header arguments first, so the decision sees e.g. a Set-Cookie passed to writeHead.
-      const headers = rest.length > 0 && typeof rest[rest.length - 1] === 'object' ? rest.pop() : undefined;
-      // As Node's own writeHead: a list replaces each name it carries, and repeats of a name in it
-      // add values (Set-Cookie twice); an object sets.
-      const listed = new Set<string>();
-      for (const [k, v] of writeHeadPairs(headers)) {
-        if (v === undefined) continue;
-        if (!Array.isArray(headers)) this.setHeader(k, v as string);
-        else if (listed.has(k.toLowerCase())) this.appendHeader(k, v as string);
-        else {
-          listed.add(k.toLowerCase());
-          this.setHeader(k, v as string);
-        }
-      }
+      applyWriteHeadHeaders(this, rest);
       decide(status);
     }
     if (swallowed) return this;

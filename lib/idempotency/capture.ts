@@ -2,7 +2,7 @@ import { constants } from 'node:buffer';
 import { STATUS_CODES } from 'node:http';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import type { Response } from 'express';
-import { isEndChunk, writeHeadPairs } from '../chunks';
+import { applyWriteHeadHeaders, isEndChunk } from '../chunks';
 import { dropLate, type HeaderMap, headerMap, holdAnswer } from '../late-answers';
 import { BodyCopy, type Unstorable } from './body-copy';
 import { copyLateAnswer } from './late-answer';
@@ -76,13 +76,15 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
   // may add its own at that moment, describing bytes that are not the ones copied here.
   let sentHeaders: Headers | undefined;
 
-  const snapshot = (writeHeadHeaders?: unknown) => {
-    if (!res.headersSent) sentHeaders = storableHeaders(res, before, writeHeadHeaders);
+  const snapshot = () => {
+    if (!res.headersSent) sentHeaders = storableHeaders(res, before);
   };
 
-  const writeHead = function writeHead(this: Response, ...args: unknown[]) {
-    snapshot(args.find((a, i) => i > 0 && a !== null && typeof a === 'object'));
-    return (originalWriteHead as (...a: unknown[]) => Response).apply(this, args);
+  const writeHead = function writeHead(this: Response, status: unknown, ...rest: unknown[]) {
+    // Applied here (as Node 22 does), so what is stored is what goes out, on every Node.
+    if (!this.headersSent) applyWriteHeadHeaders(this, rest);
+    snapshot();
+    return (originalWriteHead as (...a: unknown[]) => Response).call(this, status, ...rest);
   } as Response['writeHead'];
   res.writeHead = writeHead;
 
@@ -174,14 +176,12 @@ function reasonPhrase(status: number, message: string | undefined): { message?: 
 }
 
 /**
- * The storable headers of `res`, plus those passed as the object/array argument of `writeHead`,
- * leaving out those still as they were `before` the handler ran. One set before and removed by the
+ * The storable headers of `res`, leaving out those still as they were `before` the handler ran. One set before and removed by the
  * handler is stored with no value (`[]`), so the replay removes it too: Node sends no line for an
  * empty list, so a kit version that just sets it does the same.
  */
-function storableHeaders(res: Response, before: HeaderMap, writeHeadHeaders?: unknown): Headers {
+function storableHeaders(res: Response, before: HeaderMap): Headers {
   const all = headerMap(res);
-  for (const [name, value] of writeHeadPairs(writeHeadHeaders)) all.set(name.toLowerCase(), value);
   const out: Headers = [];
   for (const [name, value] of all) {
     if (NOT_STORED.has(name) || value === undefined || value === null) continue;

@@ -1,6 +1,6 @@
 import { validateHeaderName, validateHeaderValue } from 'node:http';
 import type { Request, Response } from 'express';
-import { isEndChunk, writeHeadPairs } from '../chunks';
+import { applyWriteHeadHeaders, isEndChunk } from '../chunks';
 import { dropLate, type HeaderMap, headerMap } from '../late-answers';
 import { BodyCopy } from './body-copy';
 
@@ -193,12 +193,8 @@ class Shadow {
     };
     res.writeHead = function (this: Response, code: number, ...rest: unknown[]) {
       checkStatus(code);
-      const given = rest.find((a) => a !== null && typeof a === 'object');
-      // An array is read as Node reads it once headers are set: name, value, name, value.
-      const pairs = Array.isArray(given)
-        ? Array.from({ length: given.length >> 1 }, (_, i) => [given[2 * i], given[2 * i + 1]] as const)
-        : writeHeadPairs(given);
-      for (const [name, value] of pairs) set(name as string, value);
+      // Through the shadow's own setHeader/appendHeader, as the capture applies them.
+      applyWriteHeadHeaders(this, rest);
       shadow.status = code;
       if (typeof rest[0] === 'string') shadow.message = rest[0];
       return this;
