@@ -675,6 +675,34 @@ describe('idempotency lifecycle', () => {
     expect(await onRoute.forget({ key, route: '/api/Orders/:id', ip: '127.0.0.1' })).toBe(false);
   });
 
+  it("replays to one client whatever the spelling of its address: IPv4-mapped (a dual-stack instance), a proxy's added port, IPv6 written two ways", async () => {
+    let runs = 0;
+    const app = orderApp(idempotency({ redis: redisServer.client() }), (_req, res) => {
+      runs += 1;
+      res.status(201).json({ run: runs });
+    });
+    // The proxy header stands in for how each instance (or each connection) reports the client.
+    app.set('trust proxy', true);
+    const url = `${await servers.listen(app)}/orders`;
+    for (const [seen, retried] of [
+      ['::ffff:198.51.100.7', '198.51.100.7'],
+      ['198.51.100.8:50001', '198.51.100.8:50002'],
+      ['2001:db8:0:0:0:0:0:1', '[2001:db8::1]:443'],
+    ] as const) {
+      const key = freshKey();
+      const first = await send(url, { key, headers: { 'x-forwarded-for': seen } });
+      const retry = await send(url, { key, headers: { 'x-forwarded-for': retried } });
+      expect([seen, first.status, retry.headers.get('idempotent-replayed')]).toEqual([seen, 201, 'true']);
+    }
+    expect(runs).toBe(3);
+    // Another client's address is still another key space.
+    const key = freshKey();
+    await send(url, { key, headers: { 'x-forwarded-for': '198.51.100.10' } });
+    const other = await send(url, { key, headers: { 'x-forwarded-for': '198.51.100.11' } });
+    expect(other.headers.get('idempotent-replayed')).toBeNull();
+    expect(runs).toBe(5);
+  });
+
   it('forget({ ip }) finds a record whether the IPv4 client was seen plain or IPv4-mapped (dual-stack)', async () => {
     const middleware = idempotency({ redis: redisServer.client() });
     let runs = 0;

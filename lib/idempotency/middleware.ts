@@ -11,7 +11,7 @@ import { DECODED_BODY_FACTOR, replay } from './capture';
 import { protect, releaseKey } from './lease';
 import { type IdempotencyOptions, type ResolvedIdempotencyOptions, resolveOptions } from './options';
 import * as record from './record';
-import { parseKey, recordKey, resolveScope, routeOf } from './request-key';
+import { clientAddress, parseKey, recordKey, resolveScope, routeOf } from './request-key';
 
 /** Identifies one record, for the admin API. */
 export interface IdempotencyRecordId {
@@ -240,14 +240,16 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
 }
 
 /**
- * The forms `req.ip` can take for one IPv4 client: on a dual-stack listener Node reports
- * `::ffff:203.0.113.7`, elsewhere `203.0.113.7`. An admin passing either finds the record.
+ * The scopes a record of address `ip` may be under: its one spelling (`clientAddress`), and those
+ * `req.ip` had before an earlier kit version normalised it — on a dual-stack listener Node reports
+ * `::ffff:203.0.113.7`, elsewhere `203.0.113.7` — for records it stored that are still live.
  */
 function sameAddress(ip: string): string[] {
-  if (!ipaddr.isValid(ip)) return [ip];
-  // process() turns an IPv4-mapped IPv6 address into the plain IPv4 one (the rate limiter does too).
-  const address = ipaddr.process(ip);
-  if (address.kind() !== 'ipv4') return [ip];
-  const v4 = address.toString();
-  return [...new Set([ip, v4, `::ffff:${v4}`])];
+  const spellings = [clientAddress(ip), ip];
+  if (ipaddr.isValid(ip)) {
+    // process() turns an IPv4-mapped IPv6 address into the plain IPv4 one.
+    const address = ipaddr.process(ip);
+    if (address.kind() === 'ipv4') spellings.push(address.toString(), `::ffff:${address.toString()}`);
+  }
+  return [...new Set(spellings)];
 }

@@ -1,4 +1,5 @@
 import type { Request } from 'express';
+import { createIpGrouper } from '../ip';
 import { hashPart, scopePart, taggedKey } from '../keys';
 import type { ScopeValue } from './options';
 
@@ -50,8 +51,14 @@ export async function resolveScope(
   // listens on a Unix socket and "trust proxy" does not trust the proxy in front. One shared "ip:"
   // space would replay one caller's answer to another, and let a retry run the handler again.
   const ip = req.ip || req.socket?.remoteAddress;
-  return ip ? `ip:${ip}` : undefined;
+  return ip ? `ip:${clientAddress(ip)}` : undefined;
 }
+
+/**
+ * One spelling per client address: a retry may reach an instance on a dual-stack listener
+ * (`::ffff:203.0.113.7`) or through a proxy that adds the connection's port to X-Forwarded-For.
+ */
+export const clientAddress = createIpGrouper(false);
 
 /**
  * The route part of the namespace: the route pattern when mounted on a route, else the path as the
