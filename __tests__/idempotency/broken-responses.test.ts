@@ -92,6 +92,19 @@ describe('idempotency when the response never ends properly', () => {
         res.destroy();
       },
     ],
+    [
+      // The usual way to refuse an upload mid-stream.
+      'destroys the request without answering',
+      async (res: Response) => {
+        res.req.destroy();
+      },
+    ],
+    [
+      'destroys the socket without answering',
+      async (res: Response) => {
+        res.req.socket.destroy();
+      },
+    ],
   ])(
     'lets the lease lapse when the handler %s, so a retry after lockTtl runs the handler (not a 409 until ttl)',
     async (_what, firstRun) => {
@@ -126,6 +139,41 @@ describe('idempotency when the response never ends properly', () => {
       } finally {
         events.stop();
       }
+    },
+  );
+
+  it.each(['end', 'reset'] as const)(
+    'stores the answer of a handler whose client hung up (%s) before it answered, however long it works, so the retry replays',
+    async (hangUp) => {
+      let runs = 0;
+      let answered!: () => void;
+      const done = new Promise<void>((resolve) => {
+        answered = resolve;
+      });
+      const app = orderApp(
+        idempotency({ redis: redisServer.client(), lockTtl: LOCK_TTL }),
+        async (_req, res) => {
+          runs += 1;
+          // Past several leases: Node destroys the socket (and the request) when the client leaves,
+          // which must not count as the app dropping it.
+          await sleep(LOCK_TTL * 4);
+          res.status(201).json({ run: runs });
+          answered();
+        },
+      );
+      const url = new URL(`${await servers.listen(app)}/orders`);
+      const key = freshKey('hung-up');
+      const socket = connect(Number(url.port), url.hostname, () => {
+        socket.write(
+          `POST /orders HTTP/1.1\r\nHost: x\r\nIdempotency-Key: ${key}\r\nContent-Length: 0\r\n\r\n`,
+        );
+        setTimeout(() => (hangUp === 'end' ? socket.end() : socket.resetAndDestroy()), 50);
+      });
+      socket.on('error', () => {});
+      await done;
+      await sleep(50);
+      const retry = await send(url.href, { key });
+      expect([retry.status, retry.headers.get('idempotent-replayed'), runs]).toEqual([201, 'true', 1]);
     },
   );
 

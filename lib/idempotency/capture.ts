@@ -152,20 +152,44 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
     return this;
   } as Response['end'];
 
-  // The app (the handler, a guard in front) dropped the connection itself with res.destroy(): no
-  // answer is coming, even if nothing was sent. A client going away does not call it.
+  // The app (the handler, a guard in front) dropped the connection itself: no answer is coming, even
+  // if nothing was sent. With res.destroy(), or through the request (req.destroy(), the usual way to
+  // refuse an upload mid-stream) or its socket. A client going away calls none of them first: Node
+  // destroys the request once the socket is already gone, and the socket with the error that ended
+  // it, or after the client's end of the stream (its FIN).
   let destroyedHere = false;
+  let live = true;
   const originalDestroy = res.destroy;
   res.destroy = function destroy(this: Response, ...args: unknown[]) {
     if (!ended) destroyedHere = true;
     return (originalDestroy as (...a: unknown[]) => Response).apply(this, args);
   } as Response['destroy'];
+  const { req } = res;
+  const socket = req?.socket;
+  if (req) {
+    const requestDestroy = req.destroy;
+    req.destroy = function destroy(this: typeof req, ...args: unknown[]) {
+      if (live && !ended && socket && !socket.destroyed) destroyedHere = true;
+      return (requestDestroy as (...a: unknown[]) => typeof req).apply(this, args);
+    } as typeof req.destroy;
+  }
+  // One socket carries several requests (keep-alive): the wrapper stands only while this response
+  // is the current one, and steps aside when it closes.
+  const socketDestroy = socket?.destroy;
+  const ownSocketDestroy = function destroy(this: NonNullable<typeof socket>, ...args: unknown[]) {
+    if (live && !ended && args[0] == null && !this.readableEnded) destroyedHere = true;
+    return (socketDestroy as (...a: unknown[]) => typeof socket).apply(this, args);
+  } as NonNullable<typeof socket>['destroy'];
+  if (socket) socket.destroy = ownSocketDestroy;
 
   // A response that started but never ended (the handler threw after writing, a stream's client went
   // away), or that the app destroyed, has no end() call to wait for. One that has not started and
   // that the client broke off is left alone: the handler may still be working, and its answer will
   // be stored for the retry.
   res.once('close', () => {
+    live = false;
+    if (socket && socket.destroy === ownSocketDestroy)
+      socket.destroy = socketDestroy as typeof socket.destroy;
     if (!ended && (res.headersSent || destroyedHere)) hooks.aborted();
   });
 }
