@@ -98,40 +98,50 @@ describe('rateLimit around its decisions', () => {
     expect((await mw.get('k')).used).toBe(1);
   });
 
-  it('keeps the cost of a client that broke off before its answer (skipFailedRequests): breaking off is no way to get requests for free', async () => {
-    const seen = events();
-    const mw = limiter({
-      limit: 3,
-      window: '1m',
-      name: 'left-early',
-      skipFailedRequests: true,
-      // The client is gone before the decision, so the response's close already fired.
-      key: slowKey(150),
-    });
-    let handled = 0;
-    const app = express();
-    app.get('/', mw, (_req, res) => {
-      handled++;
-      setTimeout(() => res.send('ok'), 10);
-    });
-    const server = await listen(app);
-    try {
-      for (let i = 0; i < 3; i++) {
-        const gone = http.get(`${server.url}/`);
-        gone.on('error', () => {});
-        await sleep(30);
-        gone.destroy();
+  it.each([
+    ['skipFailedRequests', 500, 10],
+    // A handler that answers in the same turn (a validation error, a cached answer) ended the
+    // response before on-finished called back: it was judged by its status and refunded.
+    ['skipFailedRequests', 500, 0],
+    ['skipSuccessfulRequests', 200, 0],
+  ] as const)(
+    'keeps the cost of a client that broke off before its answer (%s, the handler answers %i after %i ms): breaking off is no way to get requests for free',
+    async (option, status, delay) => {
+      const seen = events();
+      const mw = limiter({
+        limit: 3,
+        window: '1m',
+        name: `left-early-${option}-${delay}`,
+        [option]: true,
+        // The client is gone before the decision, so the response's close already fired.
+        key: slowKey(150),
+      });
+      let handled = 0;
+      const app = express();
+      app.get('/', mw, (_req, res) => {
+        handled++;
+        if (delay > 0) setTimeout(() => res.status(status).send('x'), delay);
+        else res.status(status).send('x');
+      });
+      const server = await listen(app);
+      try {
+        for (let i = 0; i < 3; i++) {
+          const gone = http.get(`${server.url}/`);
+          gone.on('error', () => {});
+          await sleep(30);
+          gone.destroy();
+        }
+        await eventually(() => handled === 3, 'the handler to run for each');
+        await sleep(100);
+        expect(seen.count('refund')).toBe(0);
+        expect((await mw.get('k')).used).toBe(3);
+        // The limit holds: a fourth request is denied.
+        expect((await request(app).get('/')).status).toBe(429);
+      } finally {
+        await server.close();
       }
-      await eventually(() => handled === 3, 'the handler to run for each');
-      await sleep(100);
-      expect(seen.count('refund')).toBe(0);
-      expect((await mw.get('k')).used).toBe(3);
-      // The limit holds: a fourth request is denied.
-      expect((await request(app).get('/')).status).toBe(429);
-    } finally {
-      await server.close();
-    }
-  });
+    },
+  );
 
   it('gives the cost back (skipFailedRequests) when a timeout middleware answered before the decision', async () => {
     const { waitFor } = events();

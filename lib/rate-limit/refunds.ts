@@ -65,7 +65,10 @@ export function createRefunds(
     // set of listeners per response however many limiters wait on it. An answer the app ended is
     // judged by requestWasSuccessful, delivered or not. A client that broke off before the answer
     // keeps its cost counted, whatever the handler answers later: it is still at work, and breaking
-    // off must not be a way to make requests for free (skipFailedRequests).
+    // off must not be a way to make requests for free (skipFailedRequests). Judged now, when the
+    // client already left: on-finished calls back a turn later, after next() has let a synchronous
+    // handler end the response (a validation error, a cached answer).
+    if (!res.writableEnded && onFinished.isFinished(res)) return;
     onFinished(res, () => {
       if (res.writableEnded) settle();
     });
