@@ -161,15 +161,20 @@ function newClient(options: CreateRedisOptions, target: RedisTarget): RedisClien
   };
   if (target.kind === 'cluster') {
     const { keyPrefix, enableAutoPipelining, ...redisOptions } = tuned;
-    return new Cluster(target.nodes.map(toAddress), {
-      enableAutoPipelining,
-      keyPrefix,
-      clusterRetryStrategy: (times: number) => reconnectDelay(times, maxReconnectDelay),
-      slotsRefreshTimeout: 2000,
-      ...cluster?.options,
-      // Merged, not replaced: a user's redisOptions (a password, tls) must not drop the timeouts.
-      redisOptions: { ...redisOptions, ...definedOnly(cluster?.options?.redisOptions ?? {}) },
-    });
+    // A URL (`redis://:password@host:port`, as providers hand them out) goes to ioredis as it is: it
+    // reads the user, password and TLS of each startup node from it.
+    return new Cluster(
+      target.nodes.map((node) => (isUrl(node) ? node : toAddress(node))),
+      {
+        enableAutoPipelining,
+        keyPrefix,
+        clusterRetryStrategy: (times: number) => reconnectDelay(times, maxReconnectDelay),
+        slotsRefreshTimeout: 2000,
+        ...cluster?.options,
+        // Merged, not replaced: a user's redisOptions (a password, tls) must not drop the timeouts.
+        redisOptions: { ...redisOptions, ...definedOnly(cluster?.options?.redisOptions ?? {}) },
+      },
+    );
   }
   if (target.kind === 'sentinel') {
     return new Redis({
@@ -194,12 +199,17 @@ function definedOnly<T extends object>(options: T): Partial<T> {
   return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined)) as Partial<T>;
 }
 
+function isUrl(node: NodeAddress): node is string {
+  return typeof node === 'string' && /^rediss?:\/\//i.test(node);
+}
+
 function toAddress(node: NodeAddress): { host: string; port: number } {
   if (typeof node !== 'string') return node;
   const at = node.lastIndexOf(':');
   const port = Number(node.slice(at + 1));
-  if (at <= 0 || !Number.isInteger(port)) {
-    throw new TypeError(`express-redis-kit: node address "${node}" must look like host:port.`);
+  if (at <= 0 || !Number.isInteger(port) || /^rediss?:\/\//i.test(node)) {
+    // Masked: a URL (a sentinel given as one) may carry a password.
+    throw new TypeError(`express-redis-kit: node address "${maskUrl(node)}" must look like host:port.`);
   }
   return { host: node.slice(0, at).replace(/^\[|\]$/g, ''), port };
 }

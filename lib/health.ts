@@ -1,4 +1,4 @@
-import type Redis from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { isCluster, type RedisClient } from './client';
 
 /** Result of {@link pingRedis}. */
@@ -28,7 +28,7 @@ export async function pingRedis(
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
     });
-    const pong = redis.ping();
+    const pong = isCluster(redis) ? clusterUp(redis) : redis.ping();
     pong.catch(() => {});
     await Promise.race([pong, timeout]);
     return { ok: true, latencyMs: round(performance.now() - started), mode };
@@ -42,6 +42,22 @@ export async function pingRedis(
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * A Cluster answers PING while it refuses every key (`cluster_state:fail`, e.g. a master down with no
+ * replica): its state is what tells. An ACL user that may not run CLUSTER INFO gets the PING.
+ */
+async function clusterUp(redis: Cluster): Promise<void> {
+  let info: unknown;
+  try {
+    info = await redis.cluster('INFO');
+  } catch (error) {
+    if (/^NOPERM/.test((error as Error).message)) return void (await redis.ping());
+    throw error;
+  }
+  const state = /cluster_state:(\w+)/.exec(String(info))?.[1];
+  if (state !== 'ok') throw new Error(`cluster_state is ${state ?? 'unknown'}`);
 }
 
 function round(ms: number): number {

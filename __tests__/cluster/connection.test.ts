@@ -1,5 +1,5 @@
 import Redis, { Cluster, type ClusterNode } from 'ioredis';
-import { createRedis } from '../../lib/connection';
+import { connectRedis, createRedis } from '../../lib/connection';
 import { pingRedis } from '../../lib/health';
 import { subscribe } from '../../lib/pubsub';
 import { defineScript, runScript } from '../../lib/scripts';
@@ -36,6 +36,27 @@ describe('createRedis against a real Redis Cluster', () => {
     } finally {
       delete process.env.REDIS_CLUSTER_NODES;
     }
+  });
+
+  it('connects with startup nodes given as redis:// URLs, and never shows their password when they cannot be reached', async () => {
+    const port = redis.cluster.nodes[0]!.port;
+    const client = redis.track(
+      createRedis({ cluster: { nodes: [`redis://127.0.0.1:${port}`] }, logger: false }),
+    );
+    expect(await client.ping()).toBe('PONG');
+    await client.set('url-node', '1');
+    expect(await client.get('url-node')).toBe('1');
+    // No such node: the error names it masked (the host was "redis://:s3cret@127.0.0.1", in a DNS error).
+    const error = await connectRedis({
+      cluster: { nodes: [`redis://:s3cret@127.0.0.1:${port + 1000}`] },
+      connectTimeout: 300,
+      logger: false,
+    }).then(
+      (c) => void redis.track(c),
+      (e: Error) => e,
+    );
+    expect(error?.message).toMatch(/cannot reach Redis/);
+    expect(error?.message).not.toContain('s3cret');
   });
 
   it('runs a multi-key script whose keys share a hash tag', async () => {

@@ -152,6 +152,17 @@ describe('createRedis', () => {
     expect(error?.message).not.toContain('hunter2');
   });
 
+  it('refuses a sentinel given as a URL without showing its password', () => {
+    const make = () =>
+      createRedis({
+        sentinel: { name: 'm', sentinels: ['redis://:s3cret@127.0.0.1:26379'] },
+        lazyConnect: true,
+        logger: false,
+      });
+    expect(make).toThrow(/node address "redis:\/\/:\*\*\*\*@127\.0\.0\.1:26379" must look like host:port/);
+    expect(make).not.toThrow(/s3cret/);
+  });
+
   it('builds a Sentinel client from the sentinel option', () => {
     const client = createRedis({
       sentinel: { name: 'mymaster', sentinels: ['127.0.0.1:26379'] },
@@ -389,6 +400,15 @@ describe('connection errors', () => {
 describe('subscribe', () => {
   const redis = useRedisServer();
   const unhandled = useUnhandledRejections();
+
+  it('subscribes through an app client made with enableOfflineQueue: false', async () => {
+    // Its first SUBSCRIBE went out on the kit's new connection before it was up, and was refused.
+    const client = redis.track(new Redis(redis.server.url, { enableOfflineQueue: false }));
+    await eventually(() => client.status === 'ready', 'the app client ready');
+    const { heard, unsubscribe } = await listen(client, 'no-offline-queue');
+    await publishUntilHeard(client, 'no-offline-queue', 'hello', heard, 'the message');
+    await unsubscribe();
+  });
 
   it('tells subscribers when their connection comes back after a drop (messages sent meanwhile are lost)', async () => {
     const client = redis.client();

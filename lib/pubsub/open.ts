@@ -9,7 +9,13 @@ import { isCluster, type RedisClient } from '../client';
  */
 export function openSubscriberConnection(redis: RedisClient): Redis {
   if (!isCluster(redis)) {
-    return (redis as Redis).duplicate({ commandTimeout: undefined, autoResubscribe: false });
+    // Queued while it connects, whatever the app chose for its own client (enableOfflineQueue:
+    // false would refuse the first SUBSCRIBE, sent before the new connection is up).
+    return (redis as Redis).duplicate({
+      commandTimeout: undefined,
+      autoResubscribe: false,
+      enableOfflineQueue: true,
+    });
   }
   return openNodeConnection(redis);
 }
