@@ -68,7 +68,7 @@ export class Cache extends CacheCore {
       }
       if (now < local.swrUntil) {
         this.event('stale', { key: redisKey });
-        this.refresh(redisKey, fn, o);
+        this.refresh(redisKey, fn, o, true);
         return this.decode(local, o);
       }
     }
@@ -194,12 +194,25 @@ export class Cache extends CacheCore {
     this.event('uncacheable', { key: redisKey, reason: 'serializer', error: error as Error });
   }
 
-  /** Background refresh of a stale value: once per process (flag) and once across processes (lock). */
-  private refresh<T>(redisKey: string, fn: () => T | Promise<T>, o: ResolvedWrap<T>): void {
+  /**
+   * Background refresh of a stale value: once per process (flag) and once across processes (lock).
+   * When the stale copy came from L1, another instance may have refreshed Redis already: that value
+   * is taken instead of running `fn` once more per instance.
+   */
+  private refresh<T>(redisKey: string, fn: () => T | Promise<T>, o: ResolvedWrap<T>, fromL1 = false): void {
     if (this.refreshing.has(redisKey)) return;
     this.refreshing.add(redisKey);
     const token = newToken();
     const run = async () => {
+      if (fromL1) {
+        const generation = this.l1?.generation ?? 0;
+        const found = await this.fetch(redisKey, undefined, '');
+        if (found.kind === 'hit' && Date.now() < found.rec.freshUntil) {
+          this.l1?.set(redisKey, found.rec, Date.now(), generation);
+          this.event('refresh-from-redis', { key: redisKey });
+          return;
+        }
+      }
       const since = await this.tryLock(redisKey, token);
       if (since === undefined) return;
       const generation = this.l1?.generation ?? 0;
