@@ -194,6 +194,7 @@ export class CacheCore {
     let delay = 5;
     let stale: Rec | undefined;
     let waited = false;
+    let corrupt = 0;
     try {
       for (;;) {
         const found = await this.fetch(redisKey, headers, token);
@@ -205,6 +206,10 @@ export class CacheCore {
           const since = await this.tryLock(redisKey, token);
           if (since !== undefined) return { kind: 'fill', token, stale, since };
         } else if (found.kind === 'corrupt') {
+          // Its UNLINK went out ahead of the next lookup on the same connection: look again, and
+          // fill under the lock like any miss. A value that comes back corrupt at once (something
+          // else keeps writing it) is filled without, rather than looked up for ever.
+          if (++corrupt === 1) continue;
           return { kind: 'fill', token: '', stale: undefined };
         } else if (found.locked) {
           return { kind: 'fill', token, stale, since: found.now, marker: found.marker };

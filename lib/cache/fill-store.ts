@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { type Entry, encodeEntry } from './entry';
-import { lockKeyOf, tagKey } from './key';
+import { tagKey } from './key';
 import type { ResolvedCacheOptions } from './options';
 import { storeEntry, unlinkKeys } from './store';
 import { addToTag } from './tags';
@@ -70,13 +70,13 @@ export async function storeFill(
       storeEntry(
         redis,
         redisKey,
-        lockKeyOf(redisKey),
         raw,
         entry.ttlMs,
         token,
         vary?.names ?? [],
         vary?.values ?? [],
         generation,
+        since,
       ),
     );
     if (reply === '') {

@@ -4,7 +4,7 @@ import { RedisUnavailableError } from '../errors';
 import type { Bus, Invalidation } from './bus';
 import { entryKey, lockKeyOf, tagKey, valueKey } from './key';
 import type { ResolvedCacheOptions } from './options';
-import { unlinkKeys } from './store';
+import { markInvalidated, unlinkKeys } from './store';
 import { forgetTaken, takeTag } from './tags';
 
 /** What an invalidation needs of the cache it runs for. */
@@ -45,6 +45,11 @@ export async function invalidateRedis(
   // `key`: undefined for the calls that span slots.
   const slow = <T>(key: string | undefined, op: () => Promise<T>) =>
     guarded(core.redis, op, { ...core.guard, timeoutMs, key });
+  // Fills that run without the lock have none to lose: named keys are marked (before anything is
+  // taken or deleted, so a failure here loses nothing), and their stores check the mark. Tag members
+  // are covered by the tags' own marks.
+  const markMs = invalidationMarkMs(core.options.lockTimeoutMs);
+  await Promise.all(redisKeys.map((key) => slow(key, () => markInvalidated(core.redis, [key], markMs))));
   // Settled one by one: a tag set already taken has lost its member list, so its entries must go
   // even if another tag's slot failed.
   const taken = await Promise.allSettled(

@@ -133,6 +133,15 @@ export function noStoreKeyOf(entryRedisKey: string): string {
 }
 
 /**
+ * When the entry was last invalidated by key (Redis time, ms), in the entry's slot: a fill that runs
+ * without the lock (the last fill was uncacheable, or it gave up waiting) and began before it must
+ * not store what it read. A locked fill learns it by losing its lock.
+ */
+export function invalidatedKeyOf(entryRedisKey: string): string {
+  return `${entryRedisKey}:inv`;
+}
+
+/**
  * Names from a response `Vary` header, lower-cased and sorted; `['*']` for `Vary: *`. The
  * list is what the store script keeps in the marker, so it must be canonical.
  */

@@ -1,5 +1,6 @@
 import { isCluster, type RedisClient } from '../client';
 import { defineScript, LUA_NOW_MS, runScript, runScriptBuffer } from '../scripts';
+import { invalidatedKeyOf, lockKeyOf } from './key';
 import { takeLockLua } from './lock';
 
 /**
@@ -56,14 +57,20 @@ end
 return {1, v, redis.call('PTTL', key), key}`,
 );
 
-// KEYS: entry, lock. ARGV: value, ttl ms, lock token ('' = none), vary names csv ('' = none),
-// new generation, then the request header values in names order. Returns the key written, or ''
-// when the fill no longer holds its lock: an invalidation deleted it while the origin ran (the value
-// may predate the write that invalidated it), or it expired and another fill took over.
+// KEYS: entry, lock, key-invalidation mark. ARGV: value, ttl ms, lock token ('' = none), vary names
+// csv ('' = none), new generation, the fill's start (Redis ms, '' = unknown), then the request header
+// values in names order. Returns the key written, or '' when the fill no longer holds its lock: an
+// invalidation deleted it while the origin ran (the value may predate the write that invalidated
+// it), or it expired and another fill took over; and, for a fill without a lock, when the key was
+// invalidated since it started.
 const STORE = defineScript(
-  'cache_store',
-  2,
+  'cache_store_v2',
+  3,
   `if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[3] then return '' end
+if ARGV[3] == '' and ARGV[6] ~= '' then
+  local inv = redis.call('GET', KEYS[3])
+  if inv and tonumber(inv) >= tonumber(ARGV[6]) then return '' end
+end
 local key = KEYS[1]
 local ttl = tonumber(ARGV[2])
 if ARGV[4] ~= '' then
@@ -80,7 +87,7 @@ if ARGV[4] ~= '' then
     redis.call('SET', KEYS[1], 'ERKV' .. gen .. '\\n' .. ARGV[4], 'PX', ttl)
   end
   local parts = {}
-  for i = 6, #ARGV do parts[#parts + 1] = ARGV[i] end
+  for i = 7, #ARGV do parts[#parts + 1] = ARGV[i] end
   key = KEYS[1] .. ':v:' .. gen .. ':' .. redis.sha1hex(table.concat(parts, '\\n'))
 end
 redis.call('SET', key, ARGV[1], 'PX', ttl)
@@ -161,19 +168,42 @@ export function markNoStore(
 export function storeEntry(
   redis: RedisClient,
   key: string,
-  lockKey: string,
   value: Buffer,
   ttlMs: number,
   token: string,
   varyNames: readonly string[],
   varyValues: readonly string[],
   generation: string,
+  since: number | undefined,
 ): Promise<string> {
   return runScript<string>(
     redis,
     STORE,
-    [key, lockKey],
-    [value, ttlMs, token, varyNames.join(','), generation, ...varyValues],
+    [key, lockKeyOf(key), invalidatedKeyOf(key)],
+    [value, ttlMs, token, varyNames.join(','), generation, since ?? '', ...varyValues],
+  );
+}
+
+// KEYS: a key-invalidation mark. ARGV: its ttl ms. Stamps it with the Redis time.
+const MARK_INVALIDATED = defineScript(
+  'cache_mark_invalidated',
+  1,
+  `${LUA_NOW_MS}
+redis.call('SET', KEYS[1], now_ms, 'PX', ARGV[1])
+return 1`,
+);
+
+/**
+ * Marks entries as invalidated now (see `invalidatedKeyOf`). Before their entries are deleted: a fill
+ * without a lock that stores between the two then finds the mark. One call per entry, in its slot.
+ */
+export async function markInvalidated(
+  redis: RedisClient,
+  entryKeys: readonly string[],
+  markMs: number,
+): Promise<void> {
+  await Promise.all(
+    entryKeys.map((key) => runScript(redis, MARK_INVALIDATED, [invalidatedKeyOf(key)], [markMs])),
   );
 }
 
