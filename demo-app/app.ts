@@ -14,6 +14,7 @@ import { eventRoutes } from './routes/events';
 import { leaderboardRoutes } from './routes/leaderboard';
 import { orderRoutes } from './routes/orders';
 import { productRoutes } from './routes/products';
+import { sameOriginWrites } from './same-origin';
 
 export interface DemoOptions {
   redis: RedisClient;
@@ -77,6 +78,7 @@ export function createApp(options: DemoOptions): Express {
     secret: options.sessionSecret ?? process.env.SESSION_SECRET ?? randomBytes(32).toString('hex'),
   });
   const api = express.Router();
+  api.use(sameOriginWrites);
   api.use(express.json({ limit: '16kb' }));
   api.use(rateLimit({ redis, limit: 600, window: '1m', prefix: 'demo:api-rl:' }));
   // The shared catalogue comes before the session: with rolling sessions (the default) every answer

@@ -2,6 +2,7 @@ import type { Express } from 'express';
 import pino from 'pino';
 import request from 'supertest';
 import { createApp } from '../../demo-app/app';
+import { BOARD_SIZE } from '../../demo-app/routes/leaderboard';
 import { useRedisServer } from '../helpers/redis';
 
 describe('demo routes', () => {
@@ -252,6 +253,34 @@ describe('demo routes', () => {
       { player: 'ada', score: 15 },
     ]);
     await request(app).post('/api/leaderboard/ada').send({ points: -4 }).expect(400);
+  });
+
+  it('keeps only the top BOARD_SIZE players: anyone may post a new name', async () => {
+    const admin = redis.plain();
+    const filler = Array.from({ length: BOARD_SIZE }, (_, i) => [1000 + i, `filler${i}`]).flat();
+    await admin.zadd('demo:leaderboard', ...filler);
+    await request(app).post('/api/leaderboard/newcomer').send({ points: 1 }).expect(200);
+    expect(await admin.zcard('demo:leaderboard')).toBe(BOARD_SIZE);
+    expect(await admin.zscore('demo:leaderboard', 'newcomer')).toBeNull();
+    expect(await admin.zscore('demo:leaderboard', `filler${BOARD_SIZE - 1}`)).not.toBeNull();
+    await admin.del('demo:leaderboard');
+  });
+
+  it('refuses a write a browser sends from another origin (another port, a sibling subdomain): SameSite=Lax does not', async () => {
+    const agent = await loggedIn('csrf-victim');
+    // An empty form POST needs no JSON body: logging out everywhere is one click away.
+    await agent.post('/api/logout-all').set('Sec-Fetch-Site', 'same-site').expect(403);
+    await agent.post('/api/logout-all').set('Origin', 'http://localhost:1').expect(403);
+    await agent.post('/api/logout-all').set('Origin', 'null').expect(403);
+    expect((await agent.get('/api/me').expect(200)).body.userId).toBe('csrf-victim');
+    // The page itself, and clients that are not browsers, are let through.
+    const res = await agent
+      .post('/api/orders')
+      .set('Sec-Fetch-Site', 'same-origin')
+      .set('Idempotency-Key', 'csrf-ok-1')
+      .send({ item: 'Mug', quantity: 1 });
+    expect(res.status).toBe(201);
+    await agent.post('/api/logout-all').expect(200);
   });
 
   it('answers malformed JSON with 400 problem+json, oversize bodies with 413, unknown routes with 404 JSON', async () => {

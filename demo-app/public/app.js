@@ -104,6 +104,12 @@ $('logout-all').addEventListener('click', async () => {
 
 // Idempotent orders
 let lastOrder;
+/** 128 random bits as hex: crypto.randomUUID() exists only on https or localhost, not by a LAN address. */
+function newKey() {
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join(
+    '',
+  );
+}
 async function sendOrder(order) {
   const { res, data } = await call('POST', '/api/orders', order.body, { 'Idempotency-Key': order.key });
   text('order-status', String(res.status));
@@ -112,7 +118,7 @@ async function sendOrder(order) {
   showError(res.ok ? '' : data.detail);
 }
 $('order-place').addEventListener('click', async () => {
-  lastOrder = { key: crypto.randomUUID(), body: { item: 'Burr grinder', quantity: 1 } };
+  lastOrder = { key: newKey(), body: { item: 'Burr grinder', quantity: 1 } };
   await sendOrder(lastOrder);
 });
 $('order-repeat').addEventListener('click', async () => {

@@ -5,6 +5,9 @@ import { allow, problem } from '../problems';
 /** Pub/sub channel of the live feed; every demo process subscribes, so they share events. */
 export const EVENTS_CHANNEL = 'demo:events';
 
+/** What a feed may hold unsent for a slow client before it is dropped. */
+export const MAX_BUFFERED = 64 * 1024;
+
 /**
  * GET /api/events: Server-Sent Events fed by Redis pub/sub. `close()` ends every open stream: they
  * never end by themselves, so a shutdown would otherwise wait for its deadline.
@@ -35,7 +38,13 @@ export function eventRoutes(redis: RedisClient): { router: Router; close: () => 
     res.write(': connected\n\n');
     open.add(res);
     let unsubscribe: (() => Promise<void>) | undefined;
-    const heartbeat = setInterval(() => res.write(': ping\n\n'), 15_000);
+    // A client that stops reading would have every event buffered for it: past MAX_BUFFERED it is
+    // dropped (an EventSource reconnects by itself).
+    const send = (chunk: string) => {
+      if (res.writableLength > MAX_BUFFERED) res.destroy();
+      else res.write(chunk);
+    };
+    const heartbeat = setInterval(() => send(': ping\n\n'), 15_000);
     const close = () => {
       open.delete(res);
       clearInterval(heartbeat);
@@ -44,7 +53,7 @@ export function eventRoutes(redis: RedisClient): { router: Router; close: () => 
     req.on('close', close);
     try {
       unsubscribe = await subscribe(redis, EVENTS_CHANNEL, (message) => {
-        res.write(`event: message\ndata: ${message}\n\n`);
+        send(`event: message\ndata: ${message}\n\n`);
       });
       if (req.destroyed) close();
     } catch {

@@ -4,6 +4,8 @@ import { allow, problem } from '../problems';
 
 const BOARD = 'demo:leaderboard';
 const BOARD_TTL_SECONDS = 7 * 24 * 3600;
+/** Players kept: the rest fall off the bottom. */
+export const BOARD_SIZE = 1000;
 
 /** The classic sorted-set leaderboard. */
 export function leaderboardRoutes(redis: RedisClient): Router {
@@ -23,8 +25,14 @@ export function leaderboardRoutes(redis: RedisClient): Router {
       return problem(res, 400, 'player: 1–32 letters, digits, ".", "-" or "_"');
     if (!Number.isInteger(points) || points < 1 || points > 1000)
       return problem(res, 400, 'points must be 1..1000');
-    // One atomic round trip: add the points and keep the board's TTL fresh.
-    const result = await redis.multi().zincrby(BOARD, points, player).expire(BOARD, BOARD_TTL_SECONDS).exec();
+    // One atomic round trip: add the points, keep only the top BOARD_SIZE (anyone may post a new
+    // name) and keep the board's TTL fresh.
+    const result = await redis
+      .multi()
+      .zincrby(BOARD, points, player)
+      .zremrangebyrank(BOARD, 0, -(BOARD_SIZE + 1))
+      .expire(BOARD, BOARD_TTL_SECONDS)
+      .exec();
     res.json({ player, score: Number(result?.[0]?.[1]) });
   });
 

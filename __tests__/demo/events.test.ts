@@ -1,0 +1,51 @@
+import { createServer, type ServerResponse } from 'node:http';
+import { connect } from 'node:net';
+import type { Express } from 'express';
+import { createApp } from '../../demo-app/app';
+import { EVENTS_CHANNEL, MAX_BUFFERED } from '../../demo-app/routes/events';
+import { eventually, useRedisServer } from '../helpers/redis';
+
+describe('demo live feed and a client that stops reading', () => {
+  const redis = useRedisServer();
+  let app: Express;
+
+  beforeAll(() => {
+    app = createApp({ redis: redis.client(), logger: false, sessionSecret: 'x'.repeat(40) });
+  });
+  afterAll(() => app.locals.close());
+
+  it('drops the client once its unsent events pass MAX_BUFFERED, instead of buffering every event for it', async () => {
+    const server = createServer(app);
+    let feed: ServerResponse | undefined;
+    server.on('request', (req, res) => {
+      if (req.url === '/api/events') feed = res;
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const { port } = server.address() as { port: number };
+    // Sends the request, reads the headers, then never reads again.
+    const socket = connect({ port, host: '127.0.0.1' });
+    socket.on('error', () => {});
+    try {
+      await new Promise<void>((r) => socket.once('connect', r));
+      socket.write('GET /api/events HTTP/1.1\r\nHost: x\r\n\r\n');
+      await new Promise<void>((r) => socket.once('data', () => r()));
+      socket.pause();
+      const publisher = redis.plain();
+      await eventually(
+        async () => Number(await publisher.publish(EVENTS_CHANNEL, '{}')) > 0,
+        'the feed subscribed',
+      );
+      // Past what the kernel's socket buffers take on loopback, then past MAX_BUFFERED.
+      const event = JSON.stringify({ type: 'order.created', order: { item: 'x'.repeat(1000) } });
+      for (let sent = 0; sent < 12_000 && !feed!.destroyed; sent += 200) {
+        await Promise.all(Array.from({ length: 200 }, () => publisher.publish(EVENTS_CHANNEL, event)));
+      }
+      await eventually(() => feed!.destroyed, 'the stalled client dropped');
+      expect(feed!.writableLength).toBeLessThan(MAX_BUFFERED + 2_000);
+    } finally {
+      socket.destroy();
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+});
