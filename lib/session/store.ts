@@ -210,7 +210,12 @@ export class KitSessionStore extends Store {
     // tombstones) it, and a write whose reply was lost and that ioredis sent again, which finds its
     // own index claim and answers "indexed already", cannot leave it unlisted.
     const creating = mustExist === '' && userId !== '';
-    if (creating) await this.claims.list(key, userId, sid, ttl);
+    // So is a session that becomes this user's by this write: passport's login saves the session,
+    // then the app sets `userId` on it; an app may switch the user of a loaded one. Written first, a
+    // logoutAll() between the write and the listing would miss it.
+    if (creating || (userId !== '' && this.ownerBefore(session) !== userId)) {
+      await this.claims.list(key, userId, sid, ttl);
+    }
     const [refresh, now, vouchedUntil] = await this.claims.claiming(key, (token) =>
       runScript<[number, number, number?]>(
         redis,
@@ -231,6 +236,17 @@ export class KitSessionStore extends Store {
     if (creating) await this.claims.cap(userId, sid, undefined, now);
     else if (refresh === 1) await this.claims.index(key, userId, sid, ttl, vouchedUntil);
     return true;
+  }
+
+  /** The user the session belonged to as written (or read) last in this request; undefined if unknown. */
+  private ownerBefore(session: SessionData): string | undefined {
+    const body = this.marks.writtenAs(session)?.body ?? this.marks.loadedBody(session);
+    if (body === undefined) return undefined;
+    try {
+      return userIdOf(JSON.parse(body) as SessionData);
+    } catch {
+      return undefined;
+    }
   }
 
   /** Extends the session's TTL without rewriting its data; a vanished session is left vanished. */
