@@ -1,9 +1,18 @@
+import { readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 
 // Is a redis-server up on a port, and is it the one we started?
 
-/** Asks the OS for a free loopback port. */
-export function freePort(): Promise<number> {
+/** Asks the OS for a free loopback port, at most `maxPort` (drawn again until one is). */
+export async function freePort(maxPort = 65535): Promise<number> {
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const port = await anyFreePort();
+    if (port <= maxPort) return port;
+  }
+  throw new Error(`no free loopback port at or below ${maxPort}`);
+}
+
+function anyFreePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.unref();
@@ -72,8 +81,24 @@ function answersAs(
       if (/^-NOAUTH/m.test(seen)) return done('locked');
       if (/^-(LOADING|ERR|WRONGPASS)/m.test(seen)) return done('no');
       const pid = /^process_id:(\d+)/m.exec(seen);
-      if (pid && expect.pid !== undefined && Number(pid[1]) !== expect.pid) return done('no');
+      if (pid && expect.pid !== undefined && !startedBy(Number(pid[1]), expect.pid)) return done('no');
       if (pid && /^\+PONG/m.test(seen)) done('ours');
     });
   });
+}
+
+/**
+ * Whether the server `pid` is the process started (`spawned`) or, on Linux, its child: a `binary`
+ * that is a launcher script without `exec` runs the real server under it.
+ */
+function startedBy(pid: number, spawned: number): boolean {
+  if (pid === spawned) return true;
+  if (process.platform !== 'linux') return false;
+  try {
+    // Field 4 of /proc/<pid>/stat, after the command name in parentheses (which may hold spaces).
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === spawned;
+  } catch {
+    return false;
+  }
 }

@@ -49,6 +49,8 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
       servers.push(
         await startRedisServer({
           binary: options.binary,
+          // The cluster bus listens on the port + 10000.
+          maxPort: 55535,
           args: [
             '--cluster-enabled',
             'yes',
@@ -56,6 +58,10 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
             `nodes-${i}.conf`,
             '--cluster-node-timeout',
             '2000',
+            // A replica shows in CLUSTER SLOTS (what clients read) once its offset moved, on the
+            // master's ping to it: every 10 s by default.
+            '--repl-ping-replica-period',
+            '1',
           ],
         }),
       );
@@ -94,6 +100,15 @@ export async function startRedisCluster(options: RedisClusterOptions = {}): Prom
       await until(deadline, 'replicas to finish their first sync', async () => {
         const infos = await Promise.all(admins.slice(masters).map((a) => a.info('replication')));
         return infos.every((info) => info.includes('master_link_status:up'));
+      });
+      // Clients find the replicas through CLUSTER SLOTS: ready once every node lists them all.
+      await until(deadline, 'every node to list the replicas in CLUSTER SLOTS', async () => {
+        const views = await Promise.all(
+          admins.map((a) => a.call('CLUSTER', 'SLOTS') as Promise<unknown[][]>),
+        );
+        return views.every(
+          (ranges) => ranges.length > 0 && ranges.every((range) => range.length >= 3 + replicasPerMaster),
+        );
       });
     }
   } catch (error) {

@@ -18,6 +18,11 @@ export interface RedisServerOptions {
   args?: string[];
   /** How long to wait for the first PONG. Default 10 s. */
   startTimeoutMs?: number;
+  /**
+   * The highest free port to pick (when `port` is not given). A Cluster node needs its port plus
+   * 10000 for the cluster bus, so `startRedisCluster` asks for 55535 or less. Default 65535.
+   */
+  maxPort?: number;
 }
 
 /** A throwaway redis-server process. */
@@ -42,9 +47,10 @@ export interface RedisServerHandle {
 export async function startRedisServer(options: RedisServerOptions = {}): Promise<RedisServerHandle> {
   const binary = findRedisServer(options.binary);
   const dir = mkdtempSync(join(tmpdir(), 'erk-redis-'));
-  let port = options.port ?? (await freePort());
+  let port = options.port ?? (await freePort(options.maxPort));
   let child: ChildProcess | undefined;
   let stopped = false;
+  let stopping: Promise<void> | undefined;
 
   const launch = async (): Promise<void> => {
     const args = [
@@ -94,7 +100,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
         password: options.password ?? passwordIn(options.args),
       });
     } catch (error) {
-      proc.kill('SIGKILL');
+      killGroup(proc, 'SIGKILL');
       if (spawnError) throw new Error(`cannot run ${binary}: ${spawnError.message}`);
       const inUse = /address already in use/i.test(log);
       throw Object.assign(
@@ -119,7 +125,7 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
         removeDir(dir);
         throw error;
       }
-      port = await freePort();
+      port = await freePort(options.maxPort);
     }
   }
 
@@ -128,10 +134,17 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
     child = undefined;
     if (!proc || proc.exitCode !== null || proc.signalCode !== null) return;
     const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
-    proc.kill(signal);
-    const timer = setTimeout(() => proc.kill('SIGKILL'), 3000);
+    killGroup(proc, signal);
+    const timer = setTimeout(() => killGroup(proc, 'SIGKILL'), 3000);
     await exited;
     clearTimeout(timer);
+    // A launcher's server (its child, same group) may outlive it by a moment: gone, too, when this resolves.
+    // Bounded: a zombie nobody reaps (a container without an init) still counts as a member.
+    const killAt = Date.now() + 3000;
+    while (groupAlive(proc) && Date.now() < killAt + 1000) {
+      if (Date.now() > killAt) killGroup(proc, 'SIGKILL');
+      await new Promise((r) => setTimeout(r, 10));
+    }
   };
 
   const auth = options.password ? `:${encodeURIComponent(options.password)}@` : '';
@@ -146,11 +159,14 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
     get pid() {
       return child?.pid;
     },
-    async stop() {
-      if (stopped) return;
-      stopped = true;
-      await terminate('SIGTERM');
-      removeDir(dir);
+    stop() {
+      // A second call while the first is at work waits for it too.
+      stopping ??= (async () => {
+        stopped = true;
+        await terminate('SIGTERM');
+        removeDir(dir);
+      })();
+      return stopping;
     },
     kill: () => terminate('SIGKILL'),
     async restart() {
@@ -160,6 +176,31 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
       await launch();
     },
   };
+}
+
+/**
+ * Signals the server's whole process group (it has its own, `detached`): a `binary` that is a
+ * launcher script without `exec` runs the real server as its child, which signalling the script
+ * alone would leave running.
+ */
+function killGroup(proc: ChildProcess, signal: NodeJS.Signals): void {
+  try {
+    if (proc.pid !== undefined && process.platform !== 'win32') process.kill(-proc.pid, signal);
+    else proc.kill(signal);
+  } catch {
+    proc.kill(signal);
+  }
+}
+
+/** Whether any process of the server's group is left. */
+function groupAlive(proc: ChildProcess): boolean {
+  if (proc.pid === undefined || process.platform === 'win32') return false;
+  try {
+    process.kill(-proc.pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** The last `--requirepass` of the extra arguments, if any. */
