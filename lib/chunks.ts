@@ -66,3 +66,16 @@ export function applyWriteHeadHeaders(
     }
   }
 }
+
+/**
+ * The RangeError Node's writeHead would throw for this status (`ERR_HTTP_INVALID_STATUS_CODE`), if
+ * any. Express 4's `res.status()` takes anything (`res.status(err.status)` with no status on the
+ * error): wrappers that defer the real `end()` throw it first, so the app's error handler answers.
+ */
+export function refusedStatusError(status: unknown): RangeError | undefined {
+  const code = (status as number) | 0;
+  if (code >= 100 && code <= 999) return undefined;
+  return Object.assign(new RangeError(`Invalid status code: ${String(status)}`), {
+    code: 'ERR_HTTP_INVALID_STATUS_CODE',
+  });
+}

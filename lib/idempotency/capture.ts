@@ -2,7 +2,7 @@ import { constants } from 'node:buffer';
 import { STATUS_CODES } from 'node:http';
 import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import type { Response } from 'express';
-import { applyWriteHeadHeaders, isEndChunk } from '../chunks';
+import { applyWriteHeadHeaders, isEndChunk, refusedStatusError } from '../chunks';
 import { dropLate, type HeaderMap, headerMap, holdAnswer } from '../late-answers';
 import { BodyCopy, type Unstorable } from './body-copy';
 import { copyLateAnswer } from './late-answer';
@@ -102,6 +102,8 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
       // error handler's answer is the one stored or released.
       return (originalEnd as (...a: EndArgs) => Response).apply(this, args);
     }
+    const badStatus = this.headersSent ? undefined : refusedStatusError(this.statusCode);
+    if (badStatus) throw badStatus;
     ended = true;
     copy.keep(args[0], typeof args[1] === 'string' ? args[1] : undefined);
     const captured: CapturedResponse = {

@@ -1,6 +1,6 @@
 import type { Request, Response } from 'express';
 import type { Session, SessionData } from 'express-session';
-import { refusedChunkError } from '../chunks';
+import { refusedChunkError, refusedStatusError } from '../chunks';
 import { holdAnswer } from '../late-answers';
 import { bodyOf, forgetInRequest, lifetimeOf, type Shape, sameLifetime, shapeOf } from './data';
 import type { KitSessionStore } from './store';
@@ -43,6 +43,8 @@ export function commitBeforeEnd(
     // no way to answer. Refusing it here, untouched and synchronously, lets the app's error handler
     // answer (500), as without the kit; this hook stays in place for that answer.
     if (refused) throw refused;
+    const badStatus = res.headersSent ? undefined : refusedStatusError(res.statusCode);
+    if (badStatus) throw badStatus;
     res.end = sessionEnd;
     const session = req.session as (Session & Partial<SessionData>) | undefined;
     let work: Promise<Outcome> | undefined;
