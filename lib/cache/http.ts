@@ -1,6 +1,7 @@
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Request } from 'express';
 import { hashPart } from '../keys';
+import { isQuotaHeader } from '../quota-headers';
 import type { Entry } from './entry';
 import { parseVary } from './key';
 
@@ -22,6 +23,10 @@ const NEVER_STORED = new Set([
   'content-length',
   'etag',
 ]);
+
+function neverStored(name: string): boolean {
+  return NEVER_STORED.has(name) || isQuotaHeader(name);
+}
 
 /** Headers a 304 carries (RFC 9110 §15.4.5). */
 const NOT_MODIFIED_HEADERS = new Set(['cache-control', 'content-location', 'expires', 'vary']);
@@ -90,7 +95,7 @@ export function storedHeaders(
 ): Array<[string, string]> {
   const out: Array<[string, string]> = [];
   for (const name of Object.keys(now)) {
-    if (NEVER_STORED.has(name)) continue;
+    if (neverStored(name)) continue;
     const value = now[name];
     if (value === undefined) continue;
     if (name !== 'vary' && before[name] !== undefined && String(before[name]) === String(value)) continue;
@@ -106,7 +111,7 @@ export function storedHeaders(
  */
 export function removedHeaders(now: OutgoingHttpHeaders, before: OutgoingHttpHeaders): string[] {
   return Object.keys(before).filter(
-    (name) => before[name] !== undefined && now[name] === undefined && !NEVER_STORED.has(name),
+    (name) => before[name] !== undefined && now[name] === undefined && !neverStored(name),
   );
 }
 

@@ -4,6 +4,7 @@ import { brotliDecompressSync, gunzipSync, inflateSync } from 'node:zlib';
 import type { Response } from 'express';
 import { applyWriteHeadHeaders, isEndChunk, refusedStatusError } from '../chunks';
 import { dropLate, type HeaderMap, headerMap, holdAnswer } from '../late-answers';
+import { isQuotaHeader } from '../quota-headers';
 import { BodyCopy, type Unstorable } from './body-copy';
 import { copyLateAnswer } from './late-answer';
 import type { StoredResponse } from './record';
@@ -210,11 +211,12 @@ function storableHeaders(res: Response, before: HeaderMap): Headers {
   const all = headerMap(res);
   const out: Headers = [];
   for (const [name, value] of all) {
-    if (NOT_STORED.has(name) || value === undefined || value === null) continue;
+    if (NOT_STORED.has(name) || isQuotaHeader(name) || value === undefined || value === null) continue;
     if (before.has(name) && sameValue(before.get(name), value)) continue;
     out.push([name, Array.isArray(value) ? value.map(String) : String(value)]);
   }
-  for (const name of before.keys()) if (!all.has(name) && !NOT_STORED.has(name)) out.push([name, []]);
+  for (const name of before.keys())
+    if (!all.has(name) && !NOT_STORED.has(name) && !isQuotaHeader(name)) out.push([name, []]);
   return out;
 }
 
