@@ -1,5 +1,6 @@
 import type { Request, Response } from 'express';
 import type { Session, SessionData } from 'express-session';
+import { refreshTicketOf } from '../cache/refresh';
 import { refusedChunkError, refusedStatusError } from '../chunks';
 import { holdAnswer } from '../late-answers';
 import { bodyOf, forgetInRequest, lifetimeOf, type Shape, sameLifetime, shapeOf } from './data';
@@ -46,6 +47,12 @@ export function commitBeforeEnd(
     const badStatus = res.headersSent ? undefined : refusedStatusError(res.statusCode);
     if (badStatus) throw badStatus;
     res.end = sessionEnd;
+    if (refreshTicketOf(req)) {
+      // A cache's background refresh (stale-while-revalidate) replays a visitor's request through
+      // the app, and its answer is stored for everyone: it carries no Set-Cookie (a rolling session
+      // re-sends one on every answer, and such an answer is never stored), and writes nothing.
+      return withoutSession(req, () => sessionEnd.apply(this, args));
+    }
     const session = req.session as (Session & Partial<SessionData>) | undefined;
     let work: Promise<Outcome> | undefined;
     try {
@@ -64,14 +71,7 @@ export function commitBeforeEnd(
       (outcome) =>
         held.release(() => {
           if (outcome !== 'no-cookie') return sessionEnd.apply(res, args);
-          // express-session reads req.session inside its end() (and its header hook, run from it).
-          const session = req.session;
-          (req as { session?: unknown }).session = undefined;
-          try {
-            sessionEnd.apply(res, args);
-          } finally {
-            (req as { session?: unknown }).session = session;
-          }
+          withoutSession(req, () => sessionEnd.apply(res, args));
         }),
       (error: unknown) =>
         held.release(() => {
@@ -83,6 +83,20 @@ export function commitBeforeEnd(
     );
     return res;
   } as Response['end'];
+}
+
+/**
+ * Runs express-session's end() with no session on the request: it then neither sets the cookie nor
+ * saves (it reads req.session inside its end(), and in its header hook, run from it).
+ */
+function withoutSession<T>(req: Request, run: () => T): T {
+  const session = req.session;
+  (req as { session?: unknown }).session = undefined;
+  try {
+    return run();
+  } finally {
+    (req as { session?: unknown }).session = session;
+  }
 }
 
 /** 'no-cookie': the session could not be checked, so its cookie is not re-sent (nothing to save). */
