@@ -57,7 +57,7 @@ describe('staleWhileRevalidate refresh triggered by a logged-in visitor, redisSe
     const seen: Array<{ cache: string; price: number }> = [];
     for (let i = 0; i < 4; i++) {
       const r = await user.get('/api/price');
-      seen.push({ cache: r.headers['x-cache'], price: r.body.price });
+      seen.push({ cache: String(r.headers['x-cache']), price: r.body.price });
       await sleep(100); // each background refresh has long finished
     }
     // One refresh, stored: the first read is STALE, the next ones are fresh hits with the new price,
