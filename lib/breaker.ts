@@ -256,10 +256,10 @@ export function guarded<T>(
       setImmediate(() => {
         if (settled) return;
         settled = true;
-        breaker.failure();
         const error = new RedisTimeoutError(options.timeoutMs);
         report(options, started, error);
         reject(error);
+        judgeLate(redis, breaker, pending, options.timeoutMs);
       });
     }, options.timeoutMs);
     timer.unref?.();
@@ -316,6 +316,48 @@ export function guarded<T>(
       },
     );
   });
+}
+
+/** How long a call the client set no `commandTimeout` for may take before it counts as an outage. */
+const LATE_CAP_MS = 1000;
+
+/**
+ * The breaker's verdict on a call that ran past its caller's own budget. Budgets differ (a rate
+ * limiter's 250 ms, a session's 500 ms) and the breaker is shared by every middleware on the client:
+ * a Redis that answers in 300 ms is too slow for the limiter, which applies its fail mode, but
+ * healthy for the sessions, which an open breaker would answer 503. So the call's own outcome
+ * decides, up to the client's `commandTimeout` (or LATE_CAP_MS): a late reply is a success, an
+ * outage error or no reply by then a failure.
+ */
+function judgeLate<T>(
+  redis: RedisClient,
+  breaker: CircuitBreaker,
+  pending: Promise<T>,
+  timeoutMs: number,
+): void {
+  const capMs = Math.max(clientTimeoutMs(redis) ?? LATE_CAP_MS, timeoutMs);
+  let judged = false;
+  const judge = (healthy: boolean) => {
+    if (judged) return;
+    judged = true;
+    clearTimeout(cap);
+    if (healthy) breaker.success();
+    else breaker.failure();
+  };
+  // Measured from the call's start (the caller's timeout has passed), plus the turn the reply may
+  // still be waiting for in the socket.
+  const cap = setTimeout(() => setImmediate(() => judge(false)), Math.max(0, capMs - timeoutMs));
+  cap.unref?.();
+  pending.then(
+    () => judge(true),
+    (error: unknown) => {
+      if (isCallerError(error)) {
+        judged = true;
+        clearTimeout(cap);
+        breaker.release();
+      } else judge(!isAvailabilityError(error));
+    },
+  );
 }
 
 function report(options: GuardOptions, started: number, error?: Error): void {

@@ -8,7 +8,7 @@ import { recordKey } from '../../lib/idempotency/request-key';
 import { DEFAULT_PREFIX } from '../../lib/keys';
 import { rateLimit } from '../../lib/rate-limit';
 import { captureEvents } from '../helpers/events';
-import { useRedisCluster } from '../helpers/redis';
+import { eventually, useRedisCluster } from '../helpers/redis';
 
 /** Client keys whose rate-limit keys (`{<client>}` hash tag) live on `node`, and ones that do not. */
 function clientsBy(client: Cluster, node: string) {
@@ -67,7 +67,12 @@ describe('circuit breakers on a real Redis Cluster', () => {
     try {
       // Separate keys, so coalescing cannot fold them into one call: three timeouts open the breaker.
       for (const name of on.slice(0, 3)) expect((await hit(name)).status).toBe(503);
-      expect(breakerFor(client, `{${on[0]}}`).currentState).toBe('open');
+      // Each counts once it still has no reply past the client's commandTimeout.
+      await eventually(
+        () => breakerFor(client, `{${on[0]}}`).currentState === 'open',
+        'the breaker open',
+        1500,
+      );
       const started = Date.now();
       const fast = await hit(on[3]!);
       expect(fast.status).toBe(503);

@@ -3,7 +3,7 @@ import { Cluster } from 'ioredis';
 import { breakerFor, CircuitBreaker, configureBreaker, guarded } from '../../lib/breaker';
 import { RedisTimeoutError, RedisUnavailableError } from '../../lib/errors';
 import { type KitEvent, onKitEvent } from '../../lib/events';
-import { useRedisServer } from '../helpers/redis';
+import { eventually, useRedisServer } from '../helpers/redis';
 
 describe('circuit breaker', () => {
   it('opens after the failure threshold, fails fast during the cool-down, then lets one probe through', () => {
@@ -72,13 +72,14 @@ describe('guarded Redis calls', () => {
     const events: KitEvent[] = [];
     const off = onKitEvent((e) => events.push(e));
     try {
-      await redis.plain().call('CLIENT', 'PAUSE', '600', 'ALL');
+      await redis.plain().call('CLIENT', 'PAUSE', '1500', 'ALL');
       for (let i = 0; i < 2; i++) {
         await expect(
           guarded(client, () => client.get('x'), { timeoutMs: 50, component: 'cache' }),
         ).rejects.toThrow();
       }
-      expect(breakerFor(client).currentState).toBe('open');
+      // Judged once the calls still have no reply past the client's commandTimeout (none here: 1 s).
+      await eventually(() => breakerFor(client).currentState === 'open', 'the breaker open', 3000);
       const started = Date.now();
       await expect(
         guarded(client, () => client.get('x'), { timeoutMs: 5000, component: 'cache' }),
@@ -95,6 +96,25 @@ describe('guarded Redis calls', () => {
     } finally {
       off();
     }
+  });
+
+  it("stays closed for a Redis slower than one caller's budget but answering: the late replies count as answers", async () => {
+    const client = redis.plain();
+    await client.ping();
+    configureBreaker(client, { failureThreshold: 2, cooldownMs: 300 });
+    // Every reply comes ~300 ms late: too slow for a 50 ms budget, fine for a 1 s one.
+    await redis.plain().call('CLIENT', 'PAUSE', '300', 'ALL');
+    const late = [0, 1, 2].map(() =>
+      guarded(client, () => client.get('x'), { timeoutMs: 50, component: 'rate-limit' }).catch(
+        (e: Error) => e,
+      ),
+    );
+    for (const outcome of await Promise.all(late)) expect(outcome).toBeInstanceOf(RedisTimeoutError);
+    await new Promise((r) => setTimeout(r, 400));
+    expect(breakerFor(client).currentState).toBe('closed');
+    expect(
+      await guarded(client, () => client.get('x'), { timeoutMs: 1000, component: 'session' }),
+    ).toBeNull();
   });
 
   it('treats a full Redis (OOM) as unavailable, so the middlewares apply their fail mode', async () => {
