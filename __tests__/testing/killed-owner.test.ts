@@ -1,5 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -10,7 +10,13 @@ const SCRIPT = `
 import { startRedisServer } from ${JSON.stringify(join(root, 'lib/testing/index.ts'))};
 (async () => {
   const server = await startRedisServer({ binary: process.env.ERK_TEST_BINARY || undefined });
-  console.log('started ' + server.pid);
+  const pid = server.pid;
+  if (process.env.ERK_TEST_KILL) {
+    const dir = require('node:fs').readlinkSync('/proc/' + server.pid + '/cwd');
+    await server.kill();
+    console.log('killed ' + dir);
+  }
+  console.log('started ' + pid);
   setInterval(() => {}, 1000);
 })().catch((error) => {
   console.error(error);
@@ -38,12 +44,15 @@ afterEach(() => {
   }
 });
 
-function startOwner(binary = ''): Promise<{ child: ChildProcess; serverPid: number }> {
+function startOwner(
+  binary = '',
+  killFirst = false,
+): Promise<{ child: ChildProcess; serverPid: number; out: () => string }> {
   // tsx as a loader, not its CLI: the CLI would run the script in a second process.
   const child = spawn(process.execPath, ['--import', 'tsx', join(dir, 'owner.ts')], {
     cwd: root,
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, ERK_TEST_BINARY: binary },
+    env: { ...process.env, ERK_TEST_BINARY: binary, ERK_TEST_KILL: killFirst ? '1' : '' },
   });
   children.push(child);
   let out = '';
@@ -56,7 +65,7 @@ function startOwner(binary = ''): Promise<{ child: ChildProcess; serverPid: numb
         clearTimeout(timer);
         const serverPid = Number(match[1]);
         leftovers.push(serverPid);
-        resolvePromise({ child, serverPid });
+        resolvePromise({ child, serverPid, out: () => out });
       }
     };
     child.stdout!.on('data', onData);
@@ -98,6 +107,16 @@ describe('servers of a test process that is killed', () => {
     },
     20_000,
   );
+
+  it('have their temp dir removed also when the server was killed first and never stopped', async () => {
+    const { child, out } = await startOwner('', true);
+    const dir = /killed (\S+)/.exec(out())![1]!;
+    expect(existsSync(dir)).toBe(true);
+    child.kill('SIGKILL');
+    const deadline = Date.now() + 5000;
+    while (existsSync(dir) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    expect(existsSync(dir)).toBe(false);
+  }, 20_000);
 
   it('are stopped whatever their binary is called (a valkey-server, a renamed build)', async () => {
     const { findRedisServer } = await import('../../lib/testing');

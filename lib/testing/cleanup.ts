@@ -1,7 +1,7 @@
 import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 
 // Clean-up of test servers, however their owner ends: stop(), its exit, or its death (the watchdog),
 // and the jest global teardown (reapOrphanedServers).
@@ -74,12 +74,23 @@ const isOurs = (pid, serverDir) => {
   } catch { return false; }
 };
 const tmp = require('node:os').tmpdir();
+const ourDir = (named) => path.dirname(named) === tmp && path.basename(named).startsWith('erk-redis-');
 const reap = (ownedByTheDead) => {
   let entries = [];
   try { entries = fs.readdirSync(dir); } catch {}
   for (const entry of entries) {
     if (entry.endsWith('.dir')) continue;
     const file = path.join(dir, entry);
+    // dir-<owner pid>-<name>: a server's temp dir, kept until stop() whether or not it still runs.
+    if (entry.startsWith('dir-')) {
+      if (!ownedByTheDead(Number(entry.split('-')[1]))) continue;
+      try {
+        const named = fs.readFileSync(file, 'utf8');
+        if (ourDir(named)) fs.rmSync(named, { recursive: true, force: true });
+      } catch {}
+      try { fs.unlinkSync(file); } catch {}
+      continue;
+    }
     let recorded = '';
     try { recorded = fs.readFileSync(file, 'utf8'); } catch { continue; }
     if (!ownedByTheDead(Number(recorded))) continue;
@@ -87,7 +98,7 @@ const reap = (ownedByTheDead) => {
     let serverDir = '';
     try {
       const named = fs.readFileSync(file + '.dir', 'utf8');
-      if (path.dirname(named) === tmp && path.basename(named).startsWith('erk-redis-')) serverDir = named;
+      if (ourDir(named)) serverDir = named;
     } catch {}
     const pid = Number(entry);
     if (Number.isInteger(pid) && pid > 0 && isOurs(pid, serverDir)) { try { process.kill(pid, 'SIGKILL'); } catch {} }
@@ -174,15 +185,33 @@ export function trackServer(proc: ChildProcess, dir: string): void {
   });
 }
 
-/** A server's temp dir, removed at the owner's exit unless {@link removeDir} came first. */
+/**
+ * A server's temp dir, removed at the owner's exit unless {@link removeDir} came first. Under jest
+ * that exit hook never runs, and a server that was killed (or crashed) has no pid file left to find
+ * its dir by: a record of the dir itself lets the watchdog and the reaper remove it.
+ */
 export function keepDir(dir: string): void {
   installExitHook();
   state.dirs.add(dir);
+  try {
+    if (ownPidDir()) writeFileSync(dirRecord(dir), dir);
+  } catch {
+    // Only used for clean-up after crashes; never fail a start over it.
+  }
 }
 
 export function removeDir(dir: string): void {
   state.dirs.delete(dir);
   rmSync(dir, { recursive: true, force: true });
+  try {
+    unlinkSync(dirRecord(dir));
+  } catch {
+    // Never written, or already gone.
+  }
+}
+
+function dirRecord(dir: string): string {
+  return join(PID_DIR, `dir-${process.pid}-${basename(dir)}`);
 }
 
 function writePid(pid: number | undefined, dir: string): void {
