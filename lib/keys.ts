@@ -56,28 +56,47 @@ export function scopePart(value: unknown, component: string): string | undefined
 
 /**
  * Query parameters in a canonical order: by name, stable (repeats keep their order). Except where
- * one name comes in more than one array form (`a` with `a[]`, `a[]` with `a[0]`): `qs` builds one
- * array from those, in the order they came, so they are sorted by the name less its trailing index
- * and keep their request order among themselves. Other queries sort exactly as before, so keys and
- * fingerprints stored by earlier versions still match.
+ * the order of different names under one root changes what `qs` (Express 4's default parser, and
+ * 'extended') builds: a plain name beside bracketed ones (`f=open&f[owner]=me` is an array in request
+ * order), names of different depths (`a[b]`, `a[b][c]`), or a push form (`a[]`) beside any other
+ * name of its root. Those are sorted by their root and keep their request order among themselves.
+ * Names that are all keys or indexes one depth below their root (`page[size]`, `page[number]`;
+ * `a[0]`, `a[1]`, which `qs` orders by index) give the same value in any order and sort by full name,
+ * as before, so keys and fingerprints stored by earlier versions still match.
  */
 export function sortQuery<T>(items: readonly T[], nameOf: (item: T) => string): T[] {
-  const forms = new Map<string, string>();
-  let mixed = false;
+  const roots = new Map<string, Set<string>>();
   for (const item of items) {
     const name = nameOf(item);
-    const base = name.replace(ARRAY_INDEX, '');
-    const suffix = name.slice(base.length);
-    const form = suffix === '' ? 'plain' : /^(?:\[\]|%5B%5D)$/i.test(suffix) ? 'push' : 'index';
-    const seen = forms.get(base);
-    if (seen === undefined) forms.set(base, form);
-    else if (seen !== form) mixed = true;
+    const root = segmentsOf(name)[0]!;
+    const names = roots.get(root) ?? new Set<string>();
+    names.add(name);
+    roots.set(root, names);
   }
-  const keyOf = mixed ? (name: string) => name.replace(ARRAY_INDEX, '') : (name: string) => name;
-  const keyed = items.map((item) => ({ item, key: keyOf(nameOf(item)) }));
+  const inOrder = new Set<string>();
+  for (const [root, names] of roots) if (names.size > 1 && !anyOrder([...names])) inOrder.add(root);
+  const keyed = items.map((item) => {
+    const name = nameOf(item);
+    const root = segmentsOf(name)[0]!;
+    return { item, key: inOrder.has(root) ? root : name };
+  });
   keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   return keyed.map((k) => k.item);
 }
 
-/** A trailing array index, encoded (`%5B%5D`, `%5B0%5D`) or not (`[]`, `[0]`). */
-const ARRAY_INDEX = /(?:\[\d*\]|%5B\d*%5D)$/i;
+/** `a[b][]` → `['a', '[b]', '[]']`, brackets encoded or not. */
+function segmentsOf(name: string): string[] {
+  return (
+    name
+      .replace(/%5B/gi, '[')
+      .replace(/%5D/gi, ']')
+      .match(/^[^[]*|\[[^\]]*\]/g) ?? [name]
+  );
+}
+
+/** Whether these different names of one root build the same value in any order. */
+function anyOrder(names: readonly string[]): boolean {
+  const shapes = names.map(segmentsOf);
+  const depth = shapes[0]!.length;
+  return depth > 1 && shapes.every((s) => s.length === depth && !s.slice(1).includes('[]'));
+}

@@ -60,6 +60,16 @@ describe('cache keys', () => {
     );
   });
 
+  it('keeps request order under a root whose names qs merges by order: a name with its bracketed forms, or names of different depths', () => {
+    // qs: f is ["open", {"owner":"me"}] for the first, [{"owner":"me"}, "open"] for the second.
+    expect(normaliseQuery('f=open&f[owner]=me')).not.toBe(normaliseQuery('f[owner]=me&f=open'));
+    expect(normaliseQuery('a[b]=1&a[b][c]=2')).not.toBe(normaliseQuery('a[b][c]=2&a[b]=1'));
+    expect(normaliseQuery('a[]=x&a[c]=y')).not.toBe(normaliseQuery('a[c]=y&a[]=x'));
+    // Other roots still sort, and one root's names keep their place by its name.
+    expect(normaliseQuery('z=1&f[owner]=me&f=open&b=2')).toBe('?b=2&f%5Bowner%5D=me&f=open&z=1');
+    expect(normaliseQuery('a[0]=x&a[c]=y')).toBe(normaliseQuery('a[c]=y&a[0]=x'));
+  });
+
   it('keeps query text that does not decode as it came, so two different values never share a key', () => {
     // A lenient decoder makes both U+FFFD; qs (query parser 'extended') gives the app "%FFalice" and "%FEalice".
     expect(normaliseQuery('t=%FFalice')).not.toBe(normaliseQuery('t=%FEalice'));
