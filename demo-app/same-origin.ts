@@ -18,7 +18,8 @@ export const sameOriginWrites: RequestHandler = (req, res, next) => {
     return problem(res, 403, `Cross-site ${req.method} refused (Sec-Fetch-Site: ${site})`);
   }
   const origin = req.get('origin');
-  if (origin === undefined || hostOf(origin) === req.get('host')) return next();
+  // req.host: the Host as the client sent it, X-Forwarded-Host when "trust proxy" trusts the proxy.
+  if (origin === undefined || hostOf(origin) === req.host) return next();
   problem(res, 403, `Cross-origin ${req.method} refused (Origin: ${origin.slice(0, 100)})`);
 };
 

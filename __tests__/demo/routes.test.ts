@@ -283,6 +283,27 @@ describe('demo routes', () => {
     await agent.post('/api/logout-all').expect(200);
   });
 
+  it('lets the page write through a trusted proxy that forwards another host (Origin matches X-Forwarded-Host)', async () => {
+    const proxied = createApp({ redis: redis.client(), logger: false, sessionSecret: 'x'.repeat(40) });
+    proxied.set('trust proxy', 1);
+    try {
+      const admin = redis.plain();
+      const keys = await admin.keys('demo:login-rl:*');
+      if (keys.length > 0) await admin.del(...keys);
+      const res = await request(proxied)
+        .post('/api/login')
+        .set({ 'X-Forwarded-Host': 'demo.lan:8080', Origin: 'http://demo.lan:8080' })
+        .send({ username: 'proxied', password: 'pw' });
+      expect(res.status).toBe(200);
+      await request(proxied)
+        .post('/api/logout')
+        .set({ 'X-Forwarded-Host': 'demo.lan:8080', Origin: 'http://evil.lan:8080' })
+        .expect(403);
+    } finally {
+      await proxied.locals.close();
+    }
+  });
+
   it('answers malformed JSON with 400 problem+json, oversize bodies with 413, unknown routes with 404 JSON', async () => {
     const bad = await request(app)
       .post('/api/login')
