@@ -161,10 +161,12 @@ function newClient(options: CreateRedisOptions, target: RedisTarget): RedisClien
   };
   if (target.kind === 'cluster') {
     const { keyPrefix, enableAutoPipelining, ...redisOptions } = tuned;
-    // A URL (`redis://:password@host:port`, as providers hand them out) goes to ioredis as it is: it
-    // reads the user, password and TLS of each startup node from it.
+    // A URL (`redis://:password@host:port`, as providers hand them out) is split: its address is
+    // the startup node, its user, password and TLS go to every node (ioredis would use them for that
+    // startup node only, and the masters it learns from CLUSTER SLOTS would answer NOAUTH).
+    const auth = urlAuth(target.nodes.find(isUrl));
     return new Cluster(
-      target.nodes.map((node) => (isUrl(node) ? node : toAddress(node))),
+      target.nodes.map((node) => (isUrl(node) ? urlAddress(node) : toAddress(node))),
       {
         enableAutoPipelining,
         keyPrefix,
@@ -172,7 +174,7 @@ function newClient(options: CreateRedisOptions, target: RedisTarget): RedisClien
         slotsRefreshTimeout: 2000,
         ...cluster?.options,
         // Merged, not replaced: a user's redisOptions (a password, tls) must not drop the timeouts.
-        redisOptions: { ...redisOptions, ...definedOnly(cluster?.options?.redisOptions ?? {}) },
+        redisOptions: { ...redisOptions, ...auth, ...definedOnly(cluster?.options?.redisOptions ?? {}) },
       },
     );
   }
@@ -201,6 +203,36 @@ function definedOnly<T extends object>(options: T): Partial<T> {
 
 function isUrl(node: NodeAddress): node is string {
   return typeof node === 'string' && /^rediss?:\/\//i.test(node);
+}
+
+function urlAddress(url: string): { host: string; port: number } {
+  const parsed = parseNodeUrl(url);
+  return { host: parsed.hostname.replace(/^\[|\]$/g, ''), port: Number(parsed.port || 6379) };
+}
+
+/** The user, password and TLS a Cluster node URL carries, for every node's connection. */
+function urlAuth(url: string | undefined): Partial<RedisOptions> {
+  if (url === undefined) return {};
+  const parsed = parseNodeUrl(url);
+  const auth: Partial<RedisOptions> = {};
+  try {
+    if (parsed.username) auth.username = decodeURIComponent(parsed.username);
+    if (parsed.password) auth.password = decodeURIComponent(parsed.password);
+  } catch {
+    throw new TypeError(
+      `express-redis-kit: node address "${maskUrl(url)}" has a user or password that does not decode (percent-encode "%" as %25).`,
+    );
+  }
+  if (/^rediss:/i.test(url)) auth.tls = {};
+  return auth;
+}
+
+function parseNodeUrl(url: string): URL {
+  try {
+    return new URL(url.replace(/^rediss?:/i, 'redis:'));
+  } catch {
+    throw new TypeError(`express-redis-kit: node address "${maskUrl(url)}" is not a valid Redis URL.`);
+  }
 }
 
 function toAddress(node: NodeAddress): { host: string; port: number } {

@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { resolve } from 'node:path';
-import Redis from 'ioredis';
+import Redis, { type Cluster } from 'ioredis';
 import type { RedisClient } from '../../lib/client';
 import { closeRedis, connectRedis, createRedis, reconnectDelay } from '../../lib/connection';
 import { RedisUnavailableError } from '../../lib/errors';
@@ -150,6 +150,41 @@ describe('createRedis', () => {
     );
     expect(error?.message).toMatch(new RegExp(`cannot reach Redis at cluster 127\\.0\\.0\\.1:${node.port}`));
     expect(error?.message).not.toContain('hunter2');
+  });
+
+  it('gives every Cluster node the user, password and TLS of a node given as a URL (ioredis gave them to that startup node only: NOAUTH from the rest)', () => {
+    const client = createRedis({
+      cluster: { nodes: ['rediss://app:s%40cret@127.0.0.1:7000', '127.0.0.1:7001'] },
+      lazyConnect: true,
+      logger: false,
+    }) as Cluster;
+    expect((client as unknown as { startupNodes: unknown }).startupNodes).toEqual([
+      { host: '127.0.0.1', port: 7000 },
+      { host: '127.0.0.1', port: 7001 },
+    ]);
+    expect(client.options.redisOptions).toMatchObject({
+      username: 'app',
+      password: 's@cret',
+      tls: {},
+      commandTimeout: 500,
+    });
+    client.disconnect();
+    // The app's own redisOptions win.
+    const own = createRedis({
+      cluster: {
+        nodes: ['redis://:fromurl@127.0.0.1:7000'],
+        options: { redisOptions: { password: 'mine' } },
+      },
+      lazyConnect: true,
+      logger: false,
+    }) as Cluster;
+    expect(own.options.redisOptions?.password).toBe('mine');
+    own.disconnect();
+    expect(() =>
+      createRedis({ cluster: { nodes: ['redis://:100%@127.0.0.1:7000'] }, lazyConnect: true, logger: false }),
+    ).toThrow(
+      /node address "redis:\/\/:\*\*\*\*@127\.0\.0\.1:7000" has a user or password that does not decode/,
+    );
   });
 
   it('refuses a sentinel given as a URL without showing its password', () => {
