@@ -1,5 +1,14 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 
@@ -17,6 +26,8 @@ import { startRedisServer } from ${JSON.stringify(join(root, 'lib/testing/index.
     console.log('killed ' + dir);
   }
   console.log('started ' + pid);
+  // A forgotten stop(): the process exits normally, its exit hook runs.
+  process.on('SIGUSR2', () => process.exit(0));
   setInterval(() => {}, 1000);
 })().catch((error) => {
   console.error(error);
@@ -87,6 +98,21 @@ function running(pid: number): boolean {
   }
 }
 
+/** The live processes whose parent is `pid` (Linux). */
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) out.push(Number(entry));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return out;
+}
+
 async function goneWithin(pid: number, ms: number): Promise<boolean> {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
@@ -117,6 +143,24 @@ describe('servers of a test process that is killed', () => {
     while (existsSync(dir) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     expect(existsSync(dir)).toBe(false);
   }, 20_000);
+
+  it.each(['SIGKILL', 'exit'] as const)(
+    'are stopped when their binary is a launcher script running redis-server without exec (owner ends by %s)',
+    async (end) => {
+      const { findRedisServer } = await import('../../lib/testing');
+      const launcher = join(dir, 'launch-redis');
+      writeFileSync(launcher, `#!/bin/sh\n${findRedisServer()} "$@"\n`);
+      chmodSync(launcher, 0o755);
+      const { child, serverPid: launcherPid } = await startOwner(launcher);
+      const real = childrenOf(launcherPid)[0]!;
+      expect(real).toBeGreaterThan(0);
+      leftovers.push(real);
+      // 'exit': the owner's own exit hook (a forgotten stop()); SIGKILL: the watchdog.
+      child.kill(end === 'exit' ? 'SIGUSR2' : 'SIGKILL');
+      expect(await goneWithin(real, 5000)).toBe(true);
+    },
+    20_000,
+  );
 
   it('are stopped whatever their binary is called (a valkey-server, a renamed build)', async () => {
     const { findRedisServer } = await import('../../lib/testing');

@@ -33,7 +33,15 @@ function installExitHook(): void {
   if (state.installed) return;
   state.installed = true;
   process.once('exit', () => {
-    for (const child of state.live) child.kill('SIGKILL');
+    // The whole group (spawned detached): a launcher script's server is its child.
+    for (const child of state.live) {
+      try {
+        if (child.pid !== undefined && process.platform !== 'win32') process.kill(-child.pid, 'SIGKILL');
+        else child.kill('SIGKILL');
+      } catch {
+        child.kill('SIGKILL');
+      }
+    }
     for (const dir of state.dirs) rmSync(dir, { recursive: true, force: true });
   });
   startWatchdog();
@@ -101,7 +109,11 @@ const reap = (ownedByTheDead) => {
       if (ourDir(named)) serverDir = named;
     } catch {}
     const pid = Number(entry);
-    if (Number.isInteger(pid) && pid > 0 && isOurs(pid, serverDir)) { try { process.kill(pid, 'SIGKILL'); } catch {} }
+    if (Number.isInteger(pid) && pid > 0 && isOurs(pid, serverDir)) {
+      // Its group too (servers are spawned detached): what a launcher script started with it.
+      try { process.kill(-pid, 'SIGKILL'); } catch {}
+      try { process.kill(pid, 'SIGKILL'); } catch {}
+    }
     try { fs.unlinkSync(file); } catch {}
     if (serverDir) { try { fs.rmSync(serverDir, { recursive: true, force: true }); } catch {} }
     try { fs.unlinkSync(file + '.dir'); } catch {}
@@ -183,6 +195,15 @@ export function trackServer(proc: ChildProcess, dir: string): void {
     state.live.delete(proc);
     removePid(proc.pid);
   });
+}
+
+/**
+ * The real server a launcher script (`proc`) runs as its child: its pid file too, for the watchdog
+ * and the reaper, which know a server by its temp dir (the script's is not), until `proc` exits.
+ */
+export function trackChild(proc: ChildProcess, pid: number, dir: string): void {
+  writePid(pid, dir);
+  proc.once('exit', () => removePid(pid));
 }
 
 /**

@@ -27,7 +27,8 @@ function anyFreePort(): Promise<number> {
 }
 
 /**
- * Resolves once the redis-server with process id `pid` answers on the port (or rejects after
+ * Resolves (with the pid of the server that answered, when it could be asked) once the redis-server
+ * with process id `pid`, or its child, answers on the port (or rejects after
  * `timeoutMs`). Another server that already holds the port (ours then fails to bind and exits) does
  * not count: its data is someone else's.
  */
@@ -36,16 +37,16 @@ export async function waitForPing(
   timeoutMs: number,
   isAlive: () => boolean = () => true,
   expect: { pid?: number; password?: string } = {},
-): Promise<void> {
+): Promise<number | undefined> {
   const started = Date.now();
   const deadline = started + timeoutMs;
   while (Date.now() < deadline) {
     if (!isAlive()) throw new Error(`redis-server on port ${port} exited during start-up`);
-    const answer = await answersAs(port, expect);
-    if (answer === 'ours') return;
+    const { answer, pid } = await answersAs(port, expect);
+    if (answer === 'ours') return pid;
     // Password-protected and its password unknown: who answers cannot be asked. One that failed to
     // bind (the port was someone else's) exits within milliseconds; still alive after that, it is ours.
-    if (answer === 'locked' && (expect.pid === undefined || Date.now() - started > 1000)) return;
+    if (answer === 'locked' && (expect.pid === undefined || Date.now() - started > 1000)) return undefined;
     await new Promise((r) => setTimeout(r, 25));
   }
   throw new Error(`redis-server on port ${port} did not answer PING within ${timeoutMs} ms`);
@@ -61,13 +62,13 @@ const resp = (...args: string[]) =>
 function answersAs(
   port: number,
   expect: { pid?: number; password?: string },
-): Promise<'ours' | 'locked' | 'no'> {
+): Promise<{ answer: 'ours' | 'locked' | 'no'; pid?: number }> {
   return new Promise((resolve) => {
     const socket = connect({ host: '127.0.0.1', port });
     let seen = '';
-    const done = (answer: 'ours' | 'locked' | 'no') => {
+    const done = (answer: 'ours' | 'locked' | 'no', pid?: number) => {
       socket.destroy();
-      resolve(answer);
+      resolve({ answer, pid });
     };
     socket.setTimeout(500, () => done('no'));
     socket.on('error', () => done('no'));
@@ -82,7 +83,7 @@ function answersAs(
       if (/^-(LOADING|ERR|WRONGPASS)/m.test(seen)) return done('no');
       const pid = /^process_id:(\d+)/m.exec(seen);
       if (pid && expect.pid !== undefined && !startedBy(Number(pid[1]), expect.pid)) return done('no');
-      if (pid && /^\+PONG/m.test(seen)) done('ours');
+      if (pid && /^\+PONG/m.test(seen)) done('ours', Number(pid[1]));
     });
   });
 }

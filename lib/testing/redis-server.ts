@@ -3,7 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findRedisServer } from './binary';
-import { keepDir, removeDir, trackServer } from './cleanup';
+import { keepDir, removeDir, trackChild, trackServer } from './cleanup';
 import { freePort, waitForPing } from './ping';
 
 /** Options of {@link startRedisServer}. */
@@ -95,10 +95,17 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
       exited = true;
     });
     try {
-      await waitForPing(port, options.startTimeoutMs ?? 10_000, () => !exited && !spawnError, {
-        pid: proc.pid,
-        password: options.password ?? passwordIn(options.args),
-      });
+      const serverPid = await waitForPing(
+        port,
+        options.startTimeoutMs ?? 10_000,
+        () => !exited && !spawnError,
+        {
+          pid: proc.pid,
+          password: options.password ?? passwordIn(options.args),
+        },
+      );
+      // A launcher's child: recorded too, so the watchdog finds it if the owner dies.
+      if (serverPid !== undefined && serverPid !== proc.pid) trackChild(proc, serverPid, dir);
     } catch (error) {
       killGroup(proc, 'SIGKILL');
       if (spawnError) throw new Error(`cannot run ${binary}: ${spawnError.message}`);
