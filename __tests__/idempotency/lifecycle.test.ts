@@ -631,6 +631,39 @@ describe('idempotency lifecycle', () => {
     expect(events.types()).toContain('lease-lost');
   });
 
+  it('forget() of a running request, then a retry that fails (5xx): the forgotten handler still does not store its answer', async () => {
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let runs = 0;
+    const middleware = idempotency({ redis: redisServer.client(), scope: () => 'u1' });
+    const url = `${await servers.listen(
+      orderApp(middleware, async (req, res) => {
+        runs += 1;
+        if (runs === 1) {
+          await gate; // the old, forgotten run is still at work
+          return void res.status(201).json({ run: 1, amount: req.body.amount });
+        }
+        if (runs === 2) return void res.status(500).json({ run: 2 }); // the retry fails: key released
+        res.status(201).json({ run: runs, amount: req.body.amount });
+      }),
+    )}/orders`;
+    const key = freshKey('forget');
+    const old = send(url, { key, body: { amount: 10 } });
+    await eventually(() => runs === 1, 'the first run');
+    expect(await middleware.forget({ key, route: '/orders', scope: 'u1' })).toBe(true);
+    // The client sends the corrected payload with the same key, now free.
+    expect((await send(url, { key, body: { amount: 20 } })).status).toBe(500);
+    release(); // the forgotten run ends
+    expect((await old).status).toBe(201);
+    await new Promise((r) => setTimeout(r, 100));
+    // Retry of the corrected request: runs afresh (the key was forgotten, its retry failed).
+    const retry = await send(url, { key, body: { amount: 20 } });
+    expect([retry.status, retry.headers.get('idempotent-replayed')]).toEqual([201, null]);
+    expect(retry.json()).toEqual({ run: 3, amount: 20 });
+  }, 20_000);
+
   it('a handler whose record vanished mid-request (Redis restarted empty) takes it back, so the retry replays', async () => {
     const redis = redisServer.client();
     const middleware = idempotency({ redis, lockTtl: 300 });

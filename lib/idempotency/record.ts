@@ -23,18 +23,22 @@ import { defineScript, LUA_NOW_MS, runScript, runScriptBuffer } from '../scripts
 // A reservation that finds its own owner token is a copy ioredis sent again after the connection
 // dropped before the reply (the first one landed): it is still this request's reservation.
 const RESERVE = defineScript(
-  'idempotency_reserve_v2',
+  'idempotency_reserve_v3',
   1,
   `${LUA_NOW_MS}
 local key = KEYS[1]
 local lock_ms = tonumber(ARGV[3])
-local head = redis.call('HMGET', key, 'state', 'fp', 'forgotten', 'owner')
+local head = redis.call('HMGET', key, 'state', 'fp', 'forgotten', 'owner', 'lease')
 if not head[1] or head[3] then
   -- HSET first: Redis refuses a script for OOM only before its first write, and one that got past
   -- the check would reserve a key whose answer can then not be stored. A forgotten record (in
-  -- flight: state, fp, owner, lease) is overwritten field by field.
+  -- flight: state, fp, owner, lease) is overwritten field by field; its lease end is kept (fl), so
+  -- that releasing this reservation puts the forgotten mark back for the rest of it.
   redis.call('HSET', key, 'state', 'inflight', 'fp', ARGV[1], 'owner', ARGV[2], 'lease', now_ms + lock_ms)
-  if head[3] then redis.call('HDEL', key, 'forgotten') end
+  if head[3] then
+    redis.call('HDEL', key, 'forgotten')
+    if head[5] then redis.call('HSET', key, 'fl', head[5]) end
+  end
   redis.call('PEXPIRE', key, lock_ms)
   return {'reserved'}
 end
@@ -72,10 +76,23 @@ return 1 + took_back
 `,
 );
 
+// A reservation made over a forgotten record puts the forgotten mark back when it is released,
+// while the forgotten holder's lease lasts: deleted, the key would let that holder take it back and
+// store its answer (the one forget() was called to discard).
 const RELEASE = defineScript(
-  'idempotency_release',
+  'idempotency_release_v2',
   1,
   `if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
+local fl = tonumber(redis.call('HGET', KEYS[1], 'fl') or '')
+if fl then
+  ${LUA_NOW_MS}
+  if fl > now_ms then
+    redis.call('HSET', KEYS[1], 'owner', '-', 'forgotten', '1')
+    redis.call('HDEL', KEYS[1], 'fl')
+    redis.call('PEXPIRE', KEYS[1], fl - now_ms)
+    return 1
+  end
+end
 redis.call('DEL', KEYS[1])
 return 1
 `,
