@@ -17,7 +17,9 @@ import { defineScript, LUA_NOW_MS, runScript, runScriptBuffer } from '../scripts
  *
  * A holder whose record vanished (a Redis restart or failover without it, or a lease that lapsed while
  * nobody else came) takes it back on its next heartbeat, or stores its answer at the end: an absent
- * key means nobody else holds it and no answer is stored, so this can never run the handler twice.
+ * key means nobody else holds it and no answer is stored. A retry that came in between found the
+ * key free and ran the handler again; the taking back then fails (`lost`), so only one answer is
+ * stored (README: exactly-once needs Redis to keep its data).
  */
 
 // A reservation that finds its own owner token is a copy ioredis sent again after the connection
