@@ -10,7 +10,7 @@ import { invalidatesMiddleware } from './invalidates';
 import { defaultKey, entryKey, hasOtherParameters, withVary } from './key';
 import type { Rec } from './l1';
 import { resolveResponseOptions } from './options';
-import { perUserReason } from './per-user';
+import { hasClientCertificate, perUserReason } from './per-user';
 import { refreshTicketOf } from './refresh';
 import { respond, type XCache } from './respond';
 import { createRevalidator } from './revalidate';
@@ -40,6 +40,9 @@ export interface CacheResponseMiddleware extends RequestHandler {
 }
 
 /** HTTP response cache backed by Redis (+ in-process L1). See the README, "Response cache". */
+
+/** A UTF-16 surrogate without its pair: text no UTF-8 encoding keeps. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddleware {
   const o = resolveResponseOptions(options);
   const cache = cacheFor(options);
@@ -64,6 +67,9 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
       if (scope === undefined) return undefined;
       key += `\nscope: ${scope}`;
     }
+    // The Redis key is a digest of the key's UTF-8: a lone surrogate (a JSON-decoded id) becomes
+    // U+FFFD there, so "\uD800" and "\uFFFD" would share one entry. No key: the request bypasses.
+    if (LONE_SURROGATE.test(key)) return undefined;
     return key;
   }
 
@@ -74,7 +80,9 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     // stored, the answer to one client's body would be served for everyone's plain GET.
     if (!o.key && !ticket && hasBody(req.headers)) return bypass(res, next, '', 'body');
     if (!trustsKey && !ticket) {
-      const perUser = perUserReason(req.headers, o.perUser);
+      const perUser =
+        perUserReason(req.headers, o.perUser) ??
+        (hasClientCertificate(req.socket) ? 'client-certificate' : undefined);
       if (perUser) return bypass(res, next, '', perUser);
     }
     if (o.query && !ticket && hasOtherParameters(req, o.query)) return bypass(res, next, '', 'query');

@@ -32,7 +32,7 @@ export const CACHE_DEFAULTS = {
   // API keys and identities a gateway or proxy adds (oauth2-proxy, Azure Easy Auth, Cloudflare
   // Access, AWS ALB OIDC, Kong/APISIX consumers, mTLS client certificates): same risk.
   credentialHeader:
-    /auth|token|jwt|sess|api-?key|principal|consumer|credential|oidc|email|userinfo|forwarded-groups|client-(cert|s-dn|dn|verify)|(^|-)user(name|id)?(-(id|email|name))?$/i,
+    /auth|token|jwt|sess|api[._-]?key|principal|consumer|credential|oidc|email|userinfo|forwarded-groups|client-(cert|s-dn|dn|verify)|(^|-)user(name|id)?(-(id|email|name))?$/i,
   /**
    * Never credentials, whatever the rule says: browser-controlled `Sec-*` headers (`Sec-Fetch-User`
    * comes with every navigation), HTTP/2 pseudo-headers, and Vercel's per-deployment OIDC token.

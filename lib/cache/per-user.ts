@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
+import type { TLSSocket } from 'node:tls';
 import { optionError } from '../errors';
 import { kitSessionCookies } from '../session-cookies';
 import type { CACHE_DEFAULTS } from './options';
@@ -16,7 +17,7 @@ export interface PerUserRules {
   credentialHeader: ((name: string) => boolean) | undefined;
 }
 
-export type PerUserReason = 'authorization' | 'session' | 'credentials';
+export type PerUserReason = 'authorization' | 'session' | 'credentials' | 'client-certificate';
 
 /**
  * Validates `sessionCookie` and `credentialHeaders`; throws a TypeError naming the option. `defaults`:
@@ -54,6 +55,18 @@ export function perUserReason(headers: IncomingHttpHeaders, rules: PerUserRules)
     for (const name in headers) if (rules.credentialHeader(name)) return 'credentials';
   }
   return undefined;
+}
+
+/**
+ * Whether the connection itself carries an identity: a TLS client certificate, on an app that
+ * terminates TLS itself (`https.createServer({ requestCert: true })`). No header says so; behind a
+ * proxy doing mTLS, its headers do (`X-Forwarded-Client-Cert`…, see `credentialHeaders`).
+ */
+export function hasClientCertificate(socket: unknown): boolean {
+  const tls = socket as Partial<TLSSocket> | undefined;
+  if (!tls?.encrypted || typeof tls.getPeerCertificate !== 'function') return false;
+  const cert = tls.getPeerCertificate();
+  return cert !== null && typeof cert === 'object' && Object.keys(cert).length > 0;
 }
 
 /** An option naming cookies or headers (a RegExp, a list of names, or false) as a predicate. */
