@@ -83,12 +83,7 @@ const caseSensitive = (req: Request): boolean =>
  * without a trailing slash unless `strict routing` is on.
  */
 export function matchedPath(req: Request): string {
-  // One spelling of each percent-escape (RFC 3986 §6.2.2): an unreserved character written as
-  // `%7E` is `~`, and the hex of the rest is upper case. The router sends both to the same handler.
-  let path = `${req.baseUrl ?? ''}${req.path ?? ''}`.replace(/%[0-9A-Fa-f]{2}/g, (percent) => {
-    const char = String.fromCharCode(Number.parseInt(percent.slice(1), 16));
-    return /[A-Za-z0-9\-._~]/.test(char) ? char : percent.toUpperCase();
-  });
+  let path = `${req.baseUrl ?? ''}${req.path ?? ''}`;
   const app = req.app as { get?: (setting: string) => unknown } | undefined;
   if (!caseSensitive(req)) path = path.toLowerCase();
   if (!app?.get?.('strict routing') && path.length > 1 && path.endsWith('/')) path = path.slice(0, -1);
