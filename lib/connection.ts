@@ -164,7 +164,13 @@ function newClient(options: CreateRedisOptions, target: RedisTarget): RedisClien
     // A URL (`redis://:password@host:port`, as providers hand them out) is split: its address is
     // the startup node, its user, password and TLS go to every node (ioredis would use them for that
     // startup node only, and the masters it learns from CLUSTER SLOTS would answer NOAUTH).
-    const auth = urlAuth(target.nodes.find(isUrl));
+    // What the app set itself (top level or in cluster.options.redisOptions) wins over the URL.
+    const own = { ...redisOptions, ...definedOnly(cluster?.options?.redisOptions ?? {}) };
+    const auth = Object.fromEntries(
+      Object.entries(urlAuth(target.nodes.find(isUrl))).filter(
+        ([name]) => own[name as keyof RedisOptions] === undefined,
+      ),
+    );
     return new Cluster(
       target.nodes.map((node) => (isUrl(node) ? urlAddress(node) : toAddress(node))),
       {

@@ -180,6 +180,16 @@ describe('createRedis', () => {
     }) as Cluster;
     expect(own.options.redisOptions?.password).toBe('mine');
     own.disconnect();
+    // So do its top-level options: a private CA is not dropped for the URL's bare TLS.
+    const topLevel = createRedis({
+      cluster: { nodes: ['rediss://:fromurl@127.0.0.1:7000'] },
+      tls: { ca: 'private-ca' },
+      password: 'top',
+      lazyConnect: true,
+      logger: false,
+    }) as Cluster;
+    expect(topLevel.options.redisOptions).toMatchObject({ tls: { ca: 'private-ca' }, password: 'top' });
+    topLevel.disconnect();
     expect(() =>
       createRedis({ cluster: { nodes: ['redis://:100%@127.0.0.1:7000'] }, lazyConnect: true, logger: false }),
     ).toThrow(
