@@ -57,12 +57,12 @@ export function scopePart(value: unknown, component: string): string | undefined
 /**
  * Query parameters in a canonical order: by name, stable (repeats keep their order). Except where
  * the order of different names under one root changes what `qs` (Express 4's default parser, and
- * 'extended') builds: a plain name beside bracketed ones (`f=open&f[owner]=me` is an array in request
- * order), names of different depths (`a[b]`, `a[b][c]`), or a push form (`a[]`) beside any other
- * name of its root. Those are sorted by their root and keep their request order among themselves.
- * Names that are all keys or indexes one depth below their root (`page[size]`, `page[number]`;
- * `a[0]`, `a[1]`, which `qs` orders by index) give the same value in any order and sort by full name,
- * as before, so keys and fingerprints stored by earlier versions still match.
+ * 'extended') builds: one name is a path inside another (`f` and `f[owner]`: `f=open&f[owner]=me` is
+ * an array in request order; `a[b]` and `a[b][c]`), or a push form `[]` has a sibling under the same
+ * parent (`a[]` beside `a[0]` or `a[c]`). Such a root's parameters are sorted by the root and keep
+ * their request order among themselves. Every other query sorts by full name, as before
+ * (`page[size]`, `page[number]`; `a[0]`, `a[1]`, which `qs` orders by index; `filter[x]` beside
+ * `filter[y][z]`), so keys and fingerprints stored by earlier versions still match.
  */
 export function sortQuery<T>(items: readonly T[], nameOf: (item: T) => string): T[] {
   const roots = new Map<string, Set<string>>();
@@ -74,7 +74,7 @@ export function sortQuery<T>(items: readonly T[], nameOf: (item: T) => string): 
     roots.set(root, names);
   }
   const inOrder = new Set<string>();
-  for (const [root, names] of roots) if (names.size > 1 && !anyOrder([...names])) inOrder.add(root);
+  for (const [root, names] of roots) if (names.size > 1 && orderMatters([...names])) inOrder.add(root);
   const keyed = items.map((item) => {
     const name = nameOf(item);
     const root = segmentsOf(name)[0]!;
@@ -94,9 +94,24 @@ function segmentsOf(name: string): string[] {
   );
 }
 
-/** Whether these different names of one root build the same value in any order. */
-function anyOrder(names: readonly string[]): boolean {
+/** Whether these different names of one root build different values in different orders. */
+function orderMatters(names: readonly string[]): boolean {
   const shapes = names.map(segmentsOf);
-  const depth = shapes[0]!.length;
-  return depth > 1 && shapes.every((s) => s.length === depth && !s.slice(1).includes('[]'));
+  for (const a of shapes) {
+    for (const b of shapes) {
+      if (a === b) continue;
+      // One name is a path inside the other.
+      if (a.length < b.length && a.every((segment, i) => segment === b[i])) return true;
+      // A push form beside a sibling under the same parent.
+      const push = a.indexOf('[]');
+      if (
+        push > 0 &&
+        b.length > push &&
+        b[push] !== '[]' &&
+        a.slice(0, push).every((segment, i) => segment === b[i])
+      )
+        return true;
+    }
+  }
+  return false;
 }

@@ -60,7 +60,7 @@ describe('cache keys', () => {
     );
   });
 
-  it('keeps request order under a root whose names qs merges by order: a name with its bracketed forms, or names of different depths', () => {
+  it('keeps request order under a root whose names qs merges by order: one name a path inside another, or a push form beside a sibling', () => {
     // qs: f is ["open", {"owner":"me"}] for the first, [{"owner":"me"}, "open"] for the second.
     expect(normaliseQuery('f=open&f[owner]=me')).not.toBe(normaliseQuery('f[owner]=me&f=open'));
     expect(normaliseQuery('a[b]=1&a[b][c]=2')).not.toBe(normaliseQuery('a[b][c]=2&a[b]=1'));
@@ -68,6 +68,14 @@ describe('cache keys', () => {
     // Other roots still sort, and one root's names keep their place by its name.
     expect(normaliseQuery('z=1&f[owner]=me&f=open&b=2')).toBe('?b=2&f%5Bowner%5D=me&f=open&z=1');
     expect(normaliseQuery('a[0]=x&a[c]=y')).toBe(normaliseQuery('a[c]=y&a[0]=x'));
+    // Queries qs builds the same in any order still share a key, the one earlier versions stored.
+    expect(normaliseQuery('filter[status]=open&filter[date][gte]=2020')).toBe(
+      '?filter%5Bdate%5D%5Bgte%5D=2020&filter%5Bstatus%5D=open',
+    );
+    expect(normaliseQuery('filter[date][gte]=2020&filter[status]=open')).toBe(
+      '?filter%5Bdate%5D%5Bgte%5D=2020&filter%5Bstatus%5D=open',
+    );
+    expect(normaliseQuery('a[c][]=2&a[b][]=1')).toBe('?a%5Bb%5D%5B%5D=1&a%5Bc%5D%5B%5D=2');
   });
 
   it('keeps query text that does not decode as it came, so two different values never share a key', () => {
