@@ -1,6 +1,7 @@
 import Redis from 'ioredis';
 import { redisSession } from '../../lib/session';
-import { MIN_SECRET_LENGTH, resetSessionWarnings } from '../../lib/session/options';
+import { MIN_SECRET_LENGTH } from '../../lib/session/secrets';
+import { resetSessionWarnings } from '../../lib/session/warnings';
 
 // Never connects: option validation happens before any Redis call.
 const redis = new Redis({ lazyConnect: true });

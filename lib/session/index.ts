@@ -4,12 +4,14 @@ import { problemType, RedisUnavailableError, SessionEndedError, sendProblem, sho
 import { emitKitEvent } from '../events';
 import { kitSessionCookies } from '../session-cookies';
 import { commitBeforeEnd, takeSnapshot } from './commit';
-import { droppedOverHttp, type RedisSessionOptions, resolveOptions } from './options';
+import { droppedOverHttp } from './cookie-options';
+import { type RedisSessionOptions, resolveOptions } from './options';
 import { sessionHandle } from './scripts';
 import { KitSessionStore } from './store';
 import { destroyUserSessions, listUserSessions, type SessionInfo } from './user-index';
 
-export type { RedisSessionOptions, SessionCookieOptions } from './options';
+export type { SessionCookieOptions } from './cookie-options';
+export type { RedisSessionOptions } from './options';
 export { KitSessionStore } from './store';
 export type { SessionInfo } from './user-index';
 

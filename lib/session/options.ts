@@ -1,31 +1,9 @@
-import { randomBytes } from 'node:crypto';
-import type { CookieOptions } from 'express-session';
 import { checkClient, type RedisClient } from '../client';
 import { type Duration, MAX_TIMER_MS, toMs } from '../duration';
-import { checkKnownOptions, numberOptionError, optionError, optionRangeError, shown } from '../errors';
+import { checkKnownOptions, numberOptionError, optionError, shown } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX } from '../keys';
-
-/**
- * Cookie settings you may override. Lifetime comes from `ttl`, so `maxAge`/`expires` are not accepted;
- * `signed` and `encode` neither, as express-session ignores them (the cookie is always signed).
- */
-export type SessionCookieOptions = Omit<
-  CookieOptions,
-  'maxAge' | 'expires' | 'signed' | 'encode' | 'sameSite'
-> & {
-  /**
-   * `'lax'` (default), `'strict'`, `'none'` (any case), `true` (Strict), `false` (no attribute), or
-   * `'auto'`: `None` over HTTPS and `Lax` over HTTP, as express-session resolves it.
-   */
-  sameSite?: CookieOptions['sameSite'] | 'auto' | undefined;
-};
-
-/** The resolved cookie settings: express-session's, with its `sameSite: 'auto'` (missing from its types). */
-export type KitCookieOptions = Omit<CookieOptions, 'sameSite'> & {
-  sameSite?: CookieOptions['sameSite'] | 'auto';
-};
-
-const SAME_SITE_WORDS: ReadonlySet<string> = new Set(['lax', 'strict', 'none']);
+import { type KitCookieOptions, resolveCookie, type SessionCookieOptions } from './cookie-options';
+import { resolveSecrets } from './secrets';
 
 /** Options of {@link redisSession}. */
 export interface RedisSessionOptions {
@@ -90,7 +68,6 @@ export interface ResolvedSessionOptions {
 }
 
 /** Smallest secret length accepted in production: 32 characters ≈ 192 bits from a base64 generator. */
-export const MIN_SECRET_LENGTH = 32;
 
 /** Exactly the names of {@link RedisSessionOptions}. */
 const KNOWN = new Set([
@@ -122,17 +99,7 @@ const RENAMED: Record<string, string> = {
   expires: USE_TTL,
 };
 
-/** The cookie settings express-session applies, less the lifetime (from `ttl`). */
-const COOKIE_KNOWN = new Set(['domain', 'path', 'httpOnly', 'secure', 'sameSite', 'partitioned', 'priority']);
-
-const COOKIE_RENAMED: Record<string, string> = {
-  signed: 'the session cookie is always signed with "secret"',
-  encode: 'express-session ignores it: the cookie value is always the signed session id',
-  name: 'use the top-level "name" option',
-};
-
 const COOKIE_NAME = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-let warnedAboutSecret = false;
 
 /** Validates and defaults {@link RedisSessionOptions}; throws TypeError/RangeError naming the option. */
 export function resolveOptions(options: RedisSessionOptions): ResolvedSessionOptions {
@@ -179,188 +146,4 @@ export function resolveOptions(options: RedisSessionOptions): ResolvedSessionOpt
     tombstoneMs: Math.min(ttlMs, 60_000),
     maxSessionsPerUser: maxSessions === false ? Number.POSITIVE_INFINITY : maxSessions,
   };
-}
-
-function resolveCookie(
-  overrides: SessionCookieOptions | undefined,
-  ttlMs: number,
-  name: string,
-): KitCookieOptions {
-  if (overrides !== undefined && (typeof overrides !== 'object' || overrides === null)) {
-    throw optionError('cookie', 'must be an object of cookie settings', "E.g. { domain: 'example.com' }.");
-  }
-  const given = (overrides ?? {}) as KitCookieOptions;
-  for (const lifetime of ['maxAge', 'expires'] as const) {
-    if (lifetime in given) {
-      throw optionError(
-        `cookie.${lifetime}`,
-        'is not accepted',
-        "Set the session lifetime with the 'ttl' option instead.",
-      );
-    }
-  }
-  checkKnownOptions(given, COOKIE_KNOWN, 'cookie', COOKIE_RENAMED, 'cookie.');
-  const cookie: KitCookieOptions = {
-    path: '/',
-    httpOnly: true,
-    sameSite: 'lax',
-    secure: 'auto',
-    ...given,
-    maxAge: ttlMs,
-  };
-  const { sameSite } = cookie;
-  // The cookie library refuses any other value on every response (a 500), and express-session
-  // resolves 'auto' only spelled so.
-  if (
-    sameSite !== undefined &&
-    typeof sameSite !== 'boolean' &&
-    sameSite !== 'auto' &&
-    !(typeof sameSite === 'string' && SAME_SITE_WORDS.has(sameSite.toLowerCase()))
-  ) {
-    throw optionError(
-      'cookie.sameSite',
-      `is ${shown(sameSite)}`,
-      "Use 'lax', 'strict', 'none', 'auto', true or false.",
-    );
-  }
-  if ((sameSiteNone(cookie) || sameSite === 'auto') && cookie.secure === false) {
-    throw optionError(
-      'cookie.sameSite',
-      `is '${sameSite === 'auto' ? 'auto' : 'none'}' while cookie.secure is false; browsers drop a SameSite=None cookie without Secure`,
-      "Use secure: true or 'auto', or sameSite: 'lax'.",
-    );
-  }
-  if (cookie.partitioned === true && cookie.secure === false) {
-    throw optionError(
-      'cookie.partitioned',
-      'is true while cookie.secure is false; browsers drop Partitioned cookies without Secure',
-      "Use secure: true or 'auto', or drop partitioned.",
-    );
-  }
-  checkNamePrefix(name, cookie);
-  if (cookie.httpOnly === false)
-    warnOnce('cookie.httpOnly is false: page scripts (and XSS) can read the session id.');
-  return cookie;
-}
-
-/**
- * Why the session cookie of a login over plain HTTP would not stick, or undefined when it would:
- * express-session sends none with `secure: true`, and with `'auto'` it sends one without `Secure`,
- * which browsers drop for a `__Host-`/`__Secure-` name, `SameSite=None` or `Partitioned`.
- */
-export function droppedOverHttp(
-  name: string,
-  cookie: KitCookieOptions,
-): { why: string; fix: string } | undefined {
-  if (cookie.secure === true) return { why: 'cookie.secure is true', fix: "use secure: 'auto'" };
-  if (cookie.secure === false) return undefined;
-  const prefix = namePrefix(name);
-  if (prefix) {
-    return {
-      why: `the cookie name "${name}" starts with ${prefix}, which browsers keep only with Secure`,
-      fix: 'use a name without the prefix',
-    };
-  }
-  if (sameSiteNone(cookie)) {
-    return {
-      why: "cookie.sameSite is 'none', which browsers keep only with Secure",
-      fix: "use sameSite: 'lax'",
-    };
-  }
-  if (cookie.partitioned === true) {
-    return {
-      why: 'cookie.partitioned is true, which browsers keep only with Secure',
-      fix: 'drop partitioned',
-    };
-  }
-  return undefined;
-}
-
-/** The cookie name's prefix that browsers hold to extra rules, as browsers match it (any case). */
-function namePrefix(name: string): '__Host-' | '__Secure-' | undefined {
-  const lower = name.toLowerCase();
-  if (lower.startsWith('__host-')) return '__Host-';
-  if (lower.startsWith('__secure-')) return '__Secure-';
-  return undefined;
-}
-
-/** The cookie library takes `sameSite` in any case (`'None'` from JavaScript callers). */
-function sameSiteNone(cookie: KitCookieOptions): boolean {
-  return typeof cookie.sameSite === 'string' && cookie.sameSite.toLowerCase() === 'none';
-}
-
-/**
- * Browsers drop a `__Secure-` cookie set without `Secure`, and a `__Host-` one that also has a
- * `Domain` or a `Path` other than `/` (RFC 6265bis 4.1.3): the session would silently never stick.
- * `secure: 'auto'` is accepted: on HTTPS it sets `Secure`.
- */
-function checkNamePrefix(name: string, cookie: KitCookieOptions): void {
-  const prefix = namePrefix(name);
-  if (!prefix) return;
-  const host = prefix === '__Host-';
-  if (cookie.secure === false) {
-    throw optionError(
-      'cookie.secure',
-      `is false while the name "${name}" starts with ${prefix}; browsers drop such cookies`,
-      "Use secure: true (or 'auto' on HTTPS), or a name without the prefix.",
-    );
-  }
-  if (host && cookie.domain !== undefined) {
-    throw optionError(
-      'cookie.domain',
-      `is set while the name "${name}" starts with __Host-, which browsers accept only without Domain`,
-      'Drop cookie.domain, or use a __Secure- name to share the cookie across subdomains.',
-    );
-  }
-  if (host && cookie.path !== '/') {
-    throw optionError(
-      'cookie.path',
-      `is ${JSON.stringify(cookie.path)} while the name "${name}" starts with __Host-, which needs path '/'`,
-      "Use path: '/' or a name without the prefix.",
-    );
-  }
-}
-
-function resolveSecrets(secret: string | string[] | undefined): string[] {
-  const production = process.env.NODE_ENV === 'production';
-  const list = secret === undefined ? [] : Array.isArray(secret) ? secret : [secret];
-  list.forEach((s, i) => {
-    if (typeof s !== 'string' || s === '') {
-      throw optionError(
-        Array.isArray(secret) ? `secret[${i}]` : 'secret',
-        'must be a non-empty string',
-        "Generate one with: node -e \"console.log(require('crypto').randomBytes(32).toString('base64url'))\"",
-      );
-    }
-  });
-  const weak = list.some((s) => s.length < MIN_SECRET_LENGTH);
-  if (production && (list.length === 0 || weak)) {
-    throw optionRangeError(
-      'secret',
-      list.length === 0
-        ? 'is required when NODE_ENV=production'
-        : `must be at least ${MIN_SECRET_LENGTH} characters when NODE_ENV=production (each entry)`,
-      "Set SESSION_SECRET to the output of: node -e \"console.log(require('crypto').randomBytes(32).toString('base64url'))\"",
-    );
-  }
-  if (list.length === 0) {
-    warnOnce(
-      'no "secret" given: using a random per-process secret, so sessions end when the process restarts.',
-    );
-    return [randomBytes(32).toString('base64url')];
-  }
-  if (weak)
-    warnOnce(`"secret" is shorter than ${MIN_SECRET_LENGTH} characters; production would refuse to start.`);
-  return list;
-}
-
-function warnOnce(message: string): void {
-  if (warnedAboutSecret) return;
-  warnedAboutSecret = true;
-  process.emitWarning(`express-redis-kit redisSession: ${message}`, { code: 'ERK_SESSION_INSECURE' });
-}
-
-/** For tests: lets the next insecure configuration warn again. */
-export function resetSessionWarnings(): void {
-  warnedAboutSecret = false;
 }
