@@ -33,15 +33,7 @@ function installExitHook(): void {
   if (state.installed) return;
   state.installed = true;
   process.once('exit', () => {
-    // The whole group (spawned detached): a launcher script's server is its child.
-    for (const child of state.live) {
-      try {
-        if (child.pid !== undefined && process.platform !== 'win32') process.kill(-child.pid, 'SIGKILL');
-        else child.kill('SIGKILL');
-      } catch {
-        child.kill('SIGKILL');
-      }
-    }
+    for (const child of state.live) killGroup(child, 'SIGKILL');
     for (const dir of state.dirs) rmSync(dir, { recursive: true, force: true });
   });
   startWatchdog();
@@ -256,5 +248,30 @@ function removePid(pid: number | undefined): void {
     } catch {
       // Already gone.
     }
+  }
+}
+
+/**
+ * Signals the server's whole process group (it has its own, `detached`): a `binary` that is a
+ * launcher script without `exec` runs the real server as its child, which signalling the script
+ * alone would leave running.
+ */
+export function killGroup(proc: ChildProcess, signal: NodeJS.Signals): void {
+  try {
+    if (proc.pid !== undefined && process.platform !== 'win32') process.kill(-proc.pid, signal);
+    else proc.kill(signal);
+  } catch {
+    proc.kill(signal);
+  }
+}
+
+/** Whether any process of the server's group is left. */
+export function groupAlive(proc: ChildProcess): boolean {
+  if (proc.pid === undefined || process.platform === 'win32') return false;
+  try {
+    process.kill(-proc.pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
   }
 }

@@ -3,7 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findRedisServer } from './binary';
-import { keepDir, removeDir, trackChild, trackServer } from './cleanup';
+import { groupAlive, keepDir, killGroup, removeDir, trackChild, trackServer } from './cleanup';
 import { freePort, waitForPing } from './ping';
 
 /** Options of {@link startRedisServer}. */
@@ -183,31 +183,6 @@ export async function startRedisServer(options: RedisServerOptions = {}): Promis
       await launch();
     },
   };
-}
-
-/**
- * Signals the server's whole process group (it has its own, `detached`): a `binary` that is a
- * launcher script without `exec` runs the real server as its child, which signalling the script
- * alone would leave running.
- */
-function killGroup(proc: ChildProcess, signal: NodeJS.Signals): void {
-  try {
-    if (proc.pid !== undefined && process.platform !== 'win32') process.kill(-proc.pid, signal);
-    else proc.kill(signal);
-  } catch {
-    proc.kill(signal);
-  }
-}
-
-/** Whether any process of the server's group is left. */
-function groupAlive(proc: ChildProcess): boolean {
-  if (proc.pid === undefined || process.platform === 'win32') return false;
-  try {
-    process.kill(-proc.pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 /** The last `--requirepass` of the extra arguments, if any. */
