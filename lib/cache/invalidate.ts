@@ -49,7 +49,7 @@ export async function invalidateRedis(
   // taken or deleted, so a failure here loses nothing), and their stores check the mark. Tag members
   // are covered by the tags' own marks.
   const markMs = invalidationMarkMs(core.options.lockTimeoutMs);
-  await Promise.all(redisKeys.map((key) => slow(key, () => markInvalidated(core.redis, [key], markMs))));
+  await Promise.all(redisKeys.map((key) => slow(key, () => markInvalidated(core.redis, key, markMs))));
   // Settled one by one: a tag set already taken has lost its member list, so its entries must go
   // even if another tag's slot failed.
   const taken = await Promise.allSettled(

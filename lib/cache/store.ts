@@ -194,17 +194,11 @@ return 1`,
 );
 
 /**
- * Marks entries as invalidated now (see `invalidatedKeyOf`). Before their entries are deleted: a fill
- * without a lock that stores between the two then finds the mark. One call per entry, in its slot.
+ * Marks an entry as invalidated now (see `invalidatedKeyOf`). Before it is deleted: a fill without a
+ * lock that stores between the two then finds the mark.
  */
-export async function markInvalidated(
-  redis: RedisClient,
-  entryKeys: readonly string[],
-  markMs: number,
-): Promise<void> {
-  await Promise.all(
-    entryKeys.map((key) => runScript(redis, MARK_INVALIDATED, [invalidatedKeyOf(key)], [markMs])),
-  );
+export async function markInvalidated(redis: RedisClient, entryKey: string, markMs: number): Promise<void> {
+  await runScript(redis, MARK_INVALIDATED, [invalidatedKeyOf(entryKey)], [markMs]);
 }
 
 /**
