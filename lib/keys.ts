@@ -65,21 +65,15 @@ export function scopePart(value: unknown, component: string): string | undefined
  * `filter[y][z]`), so keys and fingerprints stored by earlier versions still match.
  */
 export function sortQuery<T>(items: readonly T[], nameOf: (item: T) => string): T[] {
-  const roots = new Map<string, Set<string>>();
-  for (const item of items) {
+  const named = items.map((item) => {
     const name = nameOf(item);
-    const root = segmentsOf(name)[0]!;
-    const names = roots.get(root) ?? new Set<string>();
-    names.add(name);
-    roots.set(root, names);
-  }
+    return { item, name, root: segmentsOf(name)[0]! };
+  });
+  const roots = new Map<string, Set<string>>();
+  for (const { name, root } of named) roots.set(root, (roots.get(root) ?? new Set<string>()).add(name));
   const inOrder = new Set<string>();
   for (const [root, names] of roots) if (names.size > 1 && orderMatters([...names])) inOrder.add(root);
-  const keyed = items.map((item) => {
-    const name = nameOf(item);
-    const root = segmentsOf(name)[0]!;
-    return { item, key: inOrder.has(root) ? root : name };
-  });
+  const keyed = named.map(({ item, name, root }) => ({ item, key: inOrder.has(root) ? root : name }));
   keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   return keyed.map((k) => k.item);
 }
