@@ -207,8 +207,10 @@ function definedOnly<T extends object>(options: T): Partial<T> {
   return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined)) as Partial<T>;
 }
 
+const REDIS_URL = /^rediss?:\/\//i;
+
 function isUrl(node: NodeAddress): node is string {
-  return typeof node === 'string' && /^rediss?:\/\//i.test(node);
+  return typeof node === 'string' && REDIS_URL.test(node);
 }
 
 function urlAddress(url: string): { host: string; port: number } {
@@ -245,7 +247,7 @@ function toAddress(node: NodeAddress): { host: string; port: number } {
   if (typeof node !== 'string') return node;
   const at = node.lastIndexOf(':');
   const port = Number(node.slice(at + 1));
-  if (at <= 0 || !Number.isInteger(port) || /^rediss?:\/\//i.test(node)) {
+  if (at <= 0 || !Number.isInteger(port) || REDIS_URL.test(node)) {
     // Masked: a URL (a sentinel given as one) may carry a password.
     throw new TypeError(`express-redis-kit: node address "${maskUrl(node)}" must look like host:port.`);
   }
