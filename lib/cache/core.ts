@@ -132,6 +132,15 @@ export class CacheCore {
     }
   }
 
+  /**
+   * The entry in Redis when it is still fresh, looked up without the lock: a stale L1 copy's refresh
+   * takes it instead of running the origin (or `fn`) again when another instance refreshed already.
+   */
+  async freshInRedis(redisKey: string, headers: IncomingHttpHeaders | undefined): Promise<Rec | undefined> {
+    const found = await this.fetch(redisKey, headers, '');
+    return found.kind === 'hit' && Date.now() < found.rec.freshUntil ? found.rec : undefined;
+  }
+
   /** One round trip (two the first time a process meets a new Vary header). Rejects when Redis is sick. */
   async fetch(redisKey: string, headers: IncomingHttpHeaders | undefined, token: string): Promise<Fetched> {
     // Names the marker asked for: sent on the retry even when the learned set is full.

@@ -17,9 +17,9 @@ export function createRevalidator(cache: Cache, event: (type: string, key: strin
   async function run(req: Request, key: string, redisKey: string, fromL1: boolean, done: () => void) {
     if (fromL1) {
       const generation = l1?.generation ?? 0;
-      const found = await cache.fetch(redisKey, req.headers, '');
-      if (found.kind === 'hit' && Date.now() < found.rec.freshUntil) {
-        if (l1) l1Put(l1, key, found.rec, req.headers, generation);
+      const fresh = await cache.freshInRedis(redisKey, req.headers);
+      if (fresh) {
+        if (l1) l1Put(l1, key, fresh, req.headers, generation);
         event('refresh-from-redis', key);
         return done();
       }

@@ -206,9 +206,9 @@ export class Cache extends CacheCore {
     const run = async () => {
       if (fromL1) {
         const generation = this.l1?.generation ?? 0;
-        const found = await this.fetch(redisKey, undefined, '');
-        if (found.kind === 'hit' && Date.now() < found.rec.freshUntil) {
-          this.l1?.set(redisKey, found.rec, Date.now(), generation);
+        const fresh = await this.freshInRedis(redisKey, undefined);
+        if (fresh) {
+          this.l1?.set(redisKey, fresh, Date.now(), generation);
           this.event('refresh-from-redis', { key: redisKey });
           return;
         }

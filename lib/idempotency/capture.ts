@@ -203,7 +203,8 @@ function reasonPhrase(status: number, message: string | undefined): { message?: 
 }
 
 /**
- * The storable headers of `res`, leaving out those still as they were `before` the handler ran. One set before and removed by the
+ * The storable headers of `res`, leaving out those still as they were `before` the handler ran.
+ * One set before and removed by the
  * handler is stored with no value (`[]`), so the replay removes it too: Node sends no line for an
  * empty list, so a kit version that just sets it does the same.
  */
