@@ -1,21 +1,18 @@
 import compression from 'compression';
 import express, { type Request } from 'express';
 import helmet from 'helmet';
-import type Redis from 'ioredis';
 import request from 'supertest';
 import { cacheResponse } from '../../lib/cache';
+import type { RedisClient } from '../../lib/client';
 import { idempotency } from '../../lib/idempotency';
 import { rateLimit } from '../../lib/rate-limit';
 import { quietLogger, waitForKeys } from '../cache/helpers';
-import { useRedisServer } from '../helpers/redis';
+import { useFlushedClient, useRedisServer } from '../helpers/redis';
 
 const redis = useRedisServer();
-let admin: Redis;
-beforeAll(() => {
-  admin = redis.plain();
-});
-beforeEach(async () => {
-  await admin.flushall();
+let admin: RedisClient;
+useFlushedClient(redis, (c) => {
+  admin = c;
 });
 
 // Who the client is (an API key the limiter counts by). Not a name the cache treats as a credential.

@@ -1,19 +1,16 @@
 import express from 'express';
 import helmet from 'helmet';
-import type Redis from 'ioredis';
 import request from 'supertest';
 import { cacheResponse } from '../../lib/cache';
+import type { RedisClient } from '../../lib/client';
 import { redisSession } from '../../lib/session';
 import { quietLogger, sleep, waitForKeys } from '../cache/helpers';
-import { useRedisServer } from '../helpers/redis';
+import { useFlushedClient, useRedisServer } from '../helpers/redis';
 
 const redis = useRedisServer();
-let admin: Redis;
-beforeAll(() => {
-  admin = redis.plain();
-});
-beforeEach(async () => {
-  await admin.flushall();
+let admin: RedisClient;
+useFlushedClient(redis, (c) => {
+  admin = c;
 });
 
 // The README's app: redisSession app-wide, a shared (catalogue) route cached with sessionCookie: false

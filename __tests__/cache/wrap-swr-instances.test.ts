@@ -1,9 +1,9 @@
 import { createCache } from '../../lib/cache';
-import { eventually, useRedisServer } from '../helpers/redis';
+import { eventually, useFlushedClient, useRedisServer } from '../helpers/redis';
 import { quietLogger, sleep } from './helpers';
 
 const redis = useRedisServer();
-beforeEach(() => redis.plain().flushall());
+useFlushedClient(redis, () => {});
 
 describe('cache.wrap staleWhileRevalidate across two instances with L1', () => {
   it('runs fn once per stale period, not once per instance (the second takes what the first stored)', async () => {
