@@ -28,3 +28,18 @@ describe('the default key and the extended (qs) query parser', () => {
     expect([second.headers['x-cache'], second.body]).toEqual(['MISS', { a: { '[x': 'y]=1' } }]);
   });
 });
+
+describe('the default key and a query longer than parsers read', () => {
+  it('keeps apart two orders of 1001 parameters, where Express 5 reads the first 1000', async () => {
+    const app = express();
+    const mw = cacheResponse({ redis: client, ttl: '1m', l1: false, logger: quietLogger() });
+    app.get('/q', mw, (req, res) => {
+      res.json({ a: req.query.a ?? null });
+    });
+    const rest = Array.from({ length: 1000 }, (_, i) => `p${i}=x`).join('&');
+    expect((await untilHit(app, `/q?a=1&${rest}`)).body).toEqual({ a: '1' });
+    // The parser drops the last part: here, `a`.
+    const second = await request(app).get(`/q?${rest}&a=1`);
+    expect([second.headers['x-cache'], second.body]).toEqual(['MISS', { a: null }]);
+  });
+});

@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Request } from 'express';
-import { sortQuery, taggedKey } from '../keys';
+import { taggedKey } from '../keys';
+import { QUERY_PARSER_LIMIT, sortQuery } from '../query-order';
 
 /**
  * Default cache key: `GET /path?a=1&b=2` with the query parameters sorted by name (repeated names keep
@@ -37,8 +38,12 @@ export function hasOtherParameters(req: Request, allowed: ReadonlySet<string>): 
 /** `b=2&a=1&a=0` → `?a=1&a=0&b=2`; empty → ''. Encoding is normalised too (`%7E` and `~` match). */
 export function normaliseQuery(query: string): string {
   if (query === '') return '';
+  const parts = query.split('&');
+  // Parsers read only the first parts of a longer query: which ones depends on their order (and on
+  // empty parts), so such a query is its own key, as sent.
+  if (parts.length > QUERY_PARSER_LIMIT) return `?${query}`;
   const pairs: Array<[string, string]> = [];
-  for (const part of query.split('&')) {
+  for (const part of parts) {
     if (part === '') continue;
     const eq = part.indexOf('=');
     pairs.push(
@@ -46,7 +51,11 @@ export function normaliseQuery(query: string): string {
     );
   }
   if (pairs.length === 0) return '';
-  const sorted = sortQuery(pairs, (pair) => pair[0]);
+  const sorted = sortQuery(
+    pairs,
+    (pair) => pair[0],
+    (pair) => `${pair[0]}=${pair[1]}`,
+  );
   let out = '?';
   for (let i = 0; i < sorted.length; i++) {
     if (i > 0) out += '&';

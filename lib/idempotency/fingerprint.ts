@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import type { Request } from 'express';
-import { sortQuery } from '../keys';
 import { emitWarningOnce } from '../logger';
+import { QUERY_PARSER_LIMIT, sortQuery } from '../query-order';
 import { hasBody } from '../request-body';
 import { matchedPath } from './request-key';
 
@@ -22,8 +22,18 @@ export function defaultFingerprint(req: Request): string {
   const at = url.indexOf('?');
   // All of it: a second "?" is part of the query (`?to=a&amount=10?x` has amount "10?x").
   const search = at < 0 ? '' : url.slice(at + 1);
-  // Sorted as the cache key's query is (normaliseQuery).
-  const query = new URLSearchParams(sortQuery([...new URLSearchParams(search)], ([name]) => name));
+  // Sorted as the cache key's query is (normaliseQuery), and like it kept as sent when it is longer
+  // than parsers read.
+  const query =
+    search.split('&').length > QUERY_PARSER_LIMIT
+      ? search
+      : new URLSearchParams(
+          sortQuery(
+            [...new URLSearchParams(search)],
+            ([name]) => name,
+            ([name, value]) => `${encodeURIComponent(name)}=${encodeURIComponent(value)}`,
+          ),
+        );
   const path = matchedPath(req);
   hash.update(req.method).update('\0').update(path).update('\0');
   // Two requests that differ only in `?amount=` are not the same operation.
