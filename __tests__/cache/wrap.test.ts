@@ -147,6 +147,27 @@ describe('cache.wrap', () => {
     }
   });
 
+  it('hands each hit its own bytes when deserialize returns the Buffer it was given', async () => {
+    const cache = createCache({ redis: client, l1: { max: 10 } });
+    try {
+      const serializer = { serialize: (b: Buffer) => b, deserialize: (raw: Buffer) => raw };
+      await cache.wrap('bin-identity', async () => Buffer.from('original-bytes'), { ttl: '1m', serializer });
+      const hit = await cache.wrap('bin-identity', async () => Buffer.from('never'), {
+        ttl: '1m',
+        serializer,
+      });
+      // One caller scrubs what it was handed; the next hit must not see it.
+      hit.fill(0x58);
+      const next = await cache.wrap('bin-identity', async () => Buffer.from('never'), {
+        ttl: '1m',
+        serializer,
+      });
+      expect(next.toString()).toBe('original-bytes');
+    } finally {
+      await cache.close();
+    }
+  });
+
   it('treats a corrupt value as a miss, deletes it and logs it', async () => {
     const logger = quietLogger();
     const cache = createCache({ redis: client, l1: false, logger });

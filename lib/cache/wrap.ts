@@ -254,8 +254,19 @@ export class Cache extends CacheCore {
     const { entry } = rec;
     if (entry.negative === NEGATIVE_NULL) return null as T;
     if (entry.negative === NEGATIVE_UNDEFINED) return undefined as T;
-    return o.serializer.deserialize(entry.body);
+    const value = o.serializer.deserialize(entry.body);
+    // A deserializer that hands back the bytes it was given (`raw => raw`, or a view on them) would
+    // give every hit the entry's own Buffer: one caller writing to it would change later hits.
+    return ArrayBuffer.isView(value) && value.buffer === entry.body.buffer ? (copyOf(value) as T) : value;
   }
+}
+
+/** A copy of a Buffer, typed array or DataView, of the same kind. */
+function copyOf(view: ArrayBufferView): ArrayBufferView {
+  if (Buffer.isBuffer(view)) return Buffer.from(view);
+  const bytes = view.buffer.slice(view.byteOffset, view.byteOffset + view.byteLength);
+  if (view instanceof DataView) return new DataView(bytes);
+  return new (view.constructor as new (bytes: ArrayBufferLike) => ArrayBufferView)(bytes);
 }
 
 function newest(a: Rec | undefined, b: Rec | undefined): Rec | undefined {
