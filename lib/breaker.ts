@@ -264,58 +264,76 @@ export function guarded<T>(
     }, options.timeoutMs);
     timer.unref?.();
     let pending: Promise<T>;
-    try {
-      pending = operation();
-    } catch (error) {
-      // Thrown before anything reached Redis (e.g. a value JSON cannot encode): the caller's bug,
-      // not an outage, so it must not feed the breaker shared by every middleware on this client.
+    let redirected = false;
+    const send = (): void => {
+      try {
+        pending = operation();
+      } catch (error) {
+        // Thrown before anything reached Redis (e.g. a value JSON cannot encode): the caller's bug,
+        // not an outage, so it must not feed the breaker shared by every middleware on this client.
+        settled = true;
+        clearTimeout(timer);
+        breaker.release();
+        report(options, started, error as Error);
+        reject(error);
+        return;
+      }
+      pending.then(settle, fail);
+    };
+    const settle = (value: T): void => {
+      if (settled) return;
       settled = true;
       clearTimeout(timer);
-      breaker.release();
-      report(options, started, error as Error);
-      reject(error);
-      return;
-    }
-    pending.then(
-      (value) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
+      breaker.success();
+      report(options, started);
+      resolve(value);
+    };
+    const fail = (error: unknown): void => {
+      if (settled) return;
+      if (!redirected && isCluster(redis) && isRedirect(error)) {
+        // ioredis 6 does not follow a redirect in an auto-pipelined batch that also holds a
+        // successful write. The call did not run: learn where the slot lives now and send it
+        // again, once, within the same budget.
+        redirected = true;
+        redis.refreshSlotsCache(() => {
+          if (!settled) send();
+        });
+        return;
+      }
+      settled = true;
+      clearTimeout(timer);
+      if (isCallerError(error)) {
+        // A programming error on our side of the wire (a serializer refusing a value): the
+        // server may never have seen the call, so it neither trips nor closes the breaker.
+        breaker.release();
+        report(options, started, error as Error);
+        reject(error);
+      } else if (isAvailabilityError(error)) {
+        breaker.failure();
+        // ioredis's own commandTimeout (createRedis sets one) often fires before ours: it is the
+        // same event, and callers that clean up after a late-landing command must know it.
+        const wrapped = isClientTimeout(error)
+          ? new RedisTimeoutError(clientTimeoutMs(redis) ?? options.timeoutMs, { cause: error })
+          : new RedisUnavailableError(`Redis call failed: ${(error as Error)?.message ?? error}`, {
+              cause: error,
+            });
+        report(options, started, wrapped);
+        reject(wrapped);
+      } else {
+        // The server answered, so it is healthy even though the command was refused.
         breaker.success();
-        report(options, started);
-        resolve(value);
-      },
-      (error: unknown) => {
-        if (settled) return;
-        settled = true;
-        clearTimeout(timer);
-        if (isCallerError(error)) {
-          // A programming error on our side of the wire (a serializer refusing a value): the
-          // server may never have seen the call, so it neither trips nor closes the breaker.
-          breaker.release();
-          report(options, started, error as Error);
-          reject(error);
-        } else if (isAvailabilityError(error)) {
-          breaker.failure();
-          // ioredis's own commandTimeout (createRedis sets one) often fires before ours: it is the
-          // same event, and callers that clean up after a late-landing command must know it.
-          const wrapped = isClientTimeout(error)
-            ? new RedisTimeoutError(clientTimeoutMs(redis) ?? options.timeoutMs, { cause: error })
-            : new RedisUnavailableError(`Redis call failed: ${(error as Error)?.message ?? error}`, {
-                cause: error,
-              });
-          report(options, started, wrapped);
-          reject(wrapped);
-        } else {
-          // The server answered, so it is healthy even though the command was refused.
-          breaker.success();
-          const refused = new RedisRefusedError((error as Error).message, { cause: error });
-          report(options, started, refused);
-          reject(refused);
-        }
-      },
-    );
+        const refused = new RedisRefusedError((error as Error).message, { cause: error });
+        report(options, started, refused);
+        reject(refused);
+      }
+    };
+    send();
   });
+}
+
+/** A Cluster's `MOVED` or `ASK` reply: the slot is served (or being moved) elsewhere. */
+function isRedirect(error: unknown): boolean {
+  return error instanceof Error && error.name === 'ReplyError' && /^(MOVED|ASK) /.test(error.message);
 }
 
 /** How long a call the client set no `commandTimeout` for may take before it counts as an outage. */

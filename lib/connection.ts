@@ -27,6 +27,12 @@ export interface CreateRedisOptions extends Omit<RedisOptions, 'sentinels' | 'na
   keyPrefix?: string | undefined;
   /** Per-command time limit in ms. Default 500. */
   commandTimeout?: number | undefined;
+  /**
+   * Sends the commands of one tick in one write. Default `true`, but `false` on a Cluster: there
+   * ioredis 6 does not follow a `MOVED`/`ASK` redirect in a batch that also holds a write, so keys
+   * of a resharded or migrating slot would fail.
+   */
+  enableAutoPipelining?: boolean | undefined;
   /** Longest wait between reconnect attempts, in ms. Default 2000. */
   maxReconnectDelay?: number | undefined;
   /**
@@ -160,7 +166,11 @@ function newClient(options: CreateRedisOptions, target: RedisTarget): RedisClien
     ...definedOnly(ioredisOptions),
   };
   if (target.kind === 'cluster') {
-    const { keyPrefix, enableAutoPipelining, ...redisOptions } = tuned;
+    // Auto-pipelining stays off on a Cluster unless asked for: ioredis 6 does not follow a MOVED or
+    // ASK redirect in an auto-pipelined batch that also holds a successful write (every script is
+    // one), so keys of a resharded or migrating slot would fail until the client restarts.
+    const { keyPrefix, enableAutoPipelining: _standaloneDefault, ...redisOptions } = tuned;
+    const enableAutoPipelining = options.enableAutoPipelining ?? false;
     // A URL (`redis://:password@host:port`, as providers hand them out) is split: its address is
     // the startup node, its user, password and TLS go to every node (ioredis would use them for that
     // startup node only, and the masters it learns from CLUSTER SLOTS would answer NOAUTH).

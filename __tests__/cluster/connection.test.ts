@@ -21,6 +21,9 @@ describe('createRedis against a real Redis Cluster', () => {
     for (let i = 0; i < 30; i++) await client.set(`k${i}`, String(i));
     expect(await client.get('k7')).toBe('7');
     expect(client.options.redisOptions?.commandTimeout).toBe(500);
+    // Off on a Cluster (see resharded-slot.test.ts); on when asked for.
+    expect(client.options.enableAutoPipelining).toBe(false);
+    expect(redis.client({ enableAutoPipelining: true }).options.enableAutoPipelining).toBe(true);
     expect(await pingRedis(client)).toMatchObject({ ok: true, mode: 'cluster' });
     // Keys really are spread over the masters.
     const sizes = await Promise.all(client.nodes('master').map((n) => n.dbsize()));
