@@ -134,3 +134,45 @@ describe('rateLimit refunds over a lossy network', () => {
     expect((await limiter.get('k')).remaining).toBe(5);
   });
 });
+
+describe('rateLimit decisions over a lossy network', () => {
+  /** Whether a chunk the client sent is a rate-limit decision call (mode 'c' as its own argument). */
+  const isDecision = (chunk: string) => chunk.includes('\r\n$1\r\nc\r\n');
+
+  it('sliding-window: a decision Redis ran twice (its reply lost, ioredis sent it again) counts once, and leaves the window with its entry', async () => {
+    let armed = false;
+    let dropped = 0;
+    // The connection drops right after Redis answered the first decision: ioredis sends it again.
+    const client = await proxy({
+      dropAfter: (chunk) => {
+        if (!armed || dropped > 0 || !isDecision(chunk)) return false;
+        dropped++;
+        return true;
+      },
+    });
+    const { limiter, url } = await server(client, {
+      name: 'twice',
+      algorithm: 'sliding-window',
+      limit: 2,
+      window: 1000,
+      timeout: 3000,
+      failMode: 'closed',
+    });
+    await limiter.get('warm-up');
+    armed = true;
+    const started = performance.now();
+    expect((await hit(url, '/ok', 'a')).status).toBe(200);
+    expect(dropped).toBe(1);
+    // Run twice, it is one entry: the window's total must say one unit, as the entry does.
+    const key = 'erk:rl:twice:{k}:s2:2:1000';
+    const plain = redis.plain();
+    const entries = (await plain.zrange(key, '0', '-1')).filter((m) => m !== '#').length;
+    expect({ entries, total: -Number(await plain.zscore(key, '#')) }).toEqual({ entries: 1, total: 1 });
+    // One more while it is in the window (keeps the key alive), then two once it has left: the
+    // window then holds the second request only, and the third fits beside it.
+    await sleep(600 - (performance.now() - started));
+    expect((await hit(url, '/ok', 'a')).status).toBe(200);
+    await sleep(1150 - (performance.now() - started));
+    expect((await hit(url, '/ok', 'a')).status).toBe(200);
+  });
+});

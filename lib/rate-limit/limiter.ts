@@ -132,7 +132,9 @@ export function createLimiter(o: ResolvedOptions) {
     }
     // A refund or reset() for this client sent after this call may have changed the answer by now:
     // the denial stands for this request, but the cache keeps it only if nothing did.
-    denyCache?.set(key, { until: sent.at + retryMs, cost, reply, binding: b, at: sent.at }, sent.stamp);
+    // Redis counts in whole ms (its now rounded down), so its wait may be up to 1 ms more than the
+    // truth: remembered 1 ms shorter, the denial still ends no later than Redis's.
+    denyCache?.set(key, { until: sent.at + retryMs - 1, cost, reply, binding: b, at: sent.at }, sent.stamp);
     sendDenied(o, req, res, next, info, retryMs);
   }
 

@@ -129,10 +129,14 @@ local function sliding(key, limit, win)
     r.reset2 = win
   end
   function P.take(cost, member)
-    redis.call('ZADD', key, int(now_us), int(cost) .. ':' .. member)
-    sum = sum + cost
-    newest = now_us
-    dirty = true
+    -- A call whose reply was lost is sent again by ioredis, and Redis runs it twice: the entry is
+    -- there already, and counting it again would leave a unit in the total that no entry takes
+    -- out when it expires, for as long as the client keeps the key alive.
+    if redis.call('ZADD', key, 'NX', int(now_us), int(cost) .. ':' .. member) == 1 then
+      sum = sum + cost
+      newest = now_us
+      dirty = true
+    end
     return 0
   end
   function P.save()
