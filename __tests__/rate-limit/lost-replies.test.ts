@@ -175,4 +175,34 @@ describe('rateLimit decisions over a lossy network', () => {
     await sleep(1150 - (performance.now() - started));
     expect((await hit(url, '/ok', 'a')).status).toBe(200);
   });
+
+  it('sliding-window: the request taking the last unit, run twice, is answered allowed (it is counted)', async () => {
+    let armed = false;
+    let dropped = 0;
+    const client = await proxy({
+      dropAfter: (chunk) => {
+        if (!armed || dropped > 0 || !isDecision(chunk)) return false;
+        dropped++;
+        return true;
+      },
+    });
+    const { limiter, url } = await server(client, {
+      name: 'last',
+      algorithm: 'sliding-window',
+      limit: 2,
+      window: '1h',
+      timeout: 3000,
+      failMode: 'closed',
+    });
+    await limiter.get('warm-up');
+    expect((await hit(url, '/ok', 'a')).status).toBe(200);
+    armed = true;
+    const second = await hit(url, '/ok', 'a');
+    const logged = (await redis.plain().zrange('erk:rl:last:{k}:s2:2:3600000', '0', '-1')).filter(
+      (m) => m !== '#',
+    ).length;
+    expect({ dropped, logged, second: second.status }).toEqual({ dropped: 1, logged: 2, second: 200 });
+    // Both units are used: the next one is denied.
+    expect((await hit(url, '/ok', 'a')).status).toBe(429);
+  });
 });

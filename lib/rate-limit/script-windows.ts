@@ -128,6 +128,9 @@ local function sliding(key, limit, win)
     r.rem2 = limit - live - cost
     r.reset2 = win
   end
+  function P.counted(cost, member)
+    return redis.call('ZSCORE', key, int(cost) .. ':' .. member) ~= false
+  end
   function P.take(cost, member)
     -- A call whose reply was lost is sent again by ioredis, and Redis runs it twice: the entry is
     -- there already, and counting it again would leave a unit in the total that no entry takes

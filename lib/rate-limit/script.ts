@@ -103,12 +103,27 @@ for q = first, #ARGV, 2 do
     pols[i].check(cost, st[i])
     if not st[i].ok then allowed = false end
   end
-  local commit = consume and allowed
+  -- A call Redis runs a second time (its reply was lost and ioredis sent it again) finds the
+  -- request's own sliding-window entry: it was allowed and counted then, in every policy. It is
+  -- answered so again, counted once, with no refund hints (a refund then gives back its entry only).
+  local again = false
+  if consume and ARGV[q + 1] ~= '-' then
+    for i = 1, count do
+      if pols[i].counted and pols[i].counted(cost, ARGV[q + 1]) then again = true end
+    end
+  end
+  if again then allowed = true end
+  local commit = consume and allowed and not again
   out[#out + 1] = allowed and 1 or 0
   out[#out + 1] = now_ms
   for i = 1, count do
     local r = st[i]
-    if commit then
+    if again then
+      out[#out + 1] = math.max(0, r.rem)
+      out[#out + 1] = r.reset
+      out[#out + 1] = 0
+      r.h1, r.h2, r.h3 = 0, 0, 0
+    elseif commit then
       local gap, refunded, units, gen = pols[i].take(cost, ARGV[q + 1])
       out[#out + 1] = r.rem2
       out[#out + 1] = r.reset2
