@@ -3,7 +3,7 @@ import express from 'express';
 import { type Redis, ReplyError } from 'ioredis';
 import { type KitEvent, onKitEvent } from '../../lib/events';
 import { redisSession } from '../../lib/session';
-import { SAVE, sessionKey, userIndexKey } from '../../lib/session/scripts';
+import { LOAD, SAVE, sessionKey, userIndexKey } from '../../lib/session/scripts';
 import { useRedisServer } from '../helpers/redis';
 import { postWithSlowBody } from '../helpers/slow-body';
 import { useTcpProxy } from '../helpers/tcp-proxy';
@@ -139,6 +139,41 @@ describe('redisSession races', () => {
     expect(await browser.json(`${url}/me`)).toEqual({ user: 'frank' });
     expect(await sessions.list('frank')).toHaveLength(1);
     expect(await sessions.logoutAll('frank')).toBe(1);
+    expect(await browser.json(`${url}/me`)).toEqual({ user: null });
+  });
+
+  it('a read that claimed the index refresh, run twice (its reply lost), still refreshes the index: logoutAll() ends the session', async () => {
+    const sha = createHash('sha1').update(LOAD.lua).digest('hex');
+    let armed = false;
+    let fired = false;
+    const redis = await proxy({
+      dropAfter: (chunk) => {
+        if (!armed || fired || !(chunk.includes(sha) || chunk.includes(LOAD.lua.slice(0, 60)))) return false;
+        fired = true;
+        return true;
+      },
+    });
+    // ttl 2 s: the index entry is written for 4 s, and refreshed once it would end before the session.
+    const { sessions, server } = app(redis, { timeout: 3000, ttl: 2000 });
+    const url = await servers.listen(server);
+    const browser = new Browser();
+    const started = performance.now();
+    const at = (ms: number) => sleep(ms - (performance.now() - started));
+    expect((await browser.fetch(`${url}/login?user=ivy`, { method: 'POST' })).status).toBe(200);
+    await at(1500);
+    expect(await browser.json(`${url}/me`)).toEqual({ user: 'ivy' });
+    // The index entry (till 4 s) would end before the session (till 4.3 s): this read claims its
+    // refresh, and its reply is lost.
+    await at(2300);
+    armed = true;
+    expect(await browser.json(`${url}/me`)).toEqual({ user: 'ivy' });
+    expect(fired).toBe(true);
+    await at(3800);
+    expect(await browser.json(`${url}/me`)).toEqual({ user: 'ivy' });
+    // Past the first index entry's end: only the refresh can still list the session.
+    await at(4300);
+    expect(await sessions.list('ivy')).toHaveLength(1);
+    expect(await sessions.logoutAll('ivy')).toBe(1);
     expect(await browser.json(`${url}/me`)).toEqual({ user: null });
   });
 

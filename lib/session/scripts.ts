@@ -52,6 +52,15 @@ if uid ~= '' then
     local prev = 0
     if cur_u == uid then prev = tonumber(cur_ix) or 0 end
     if ${softHset("'u', uid, 'ix', now_ms + 2 * ttl, 'ixp', prev, 'ixc', claim_token")} then refresh = 1 else covered = false end
+  elseif claim_token ~= '' then
+    -- A second run of the call that claimed (its reply lost, ioredis sent it again) finds its own
+    -- claim: the index write is still to be made, from the end the claim recorded. Answered
+    -- "indexed already", the index entry would run out under a live session (logoutAll misses it).
+    local claim = redis.call('HMGET', KEYS[1], 'ixc', 'ixp')
+    if claim[1] == claim_token then
+      refresh = 1
+      cur_ix = claim[2]
+    end
   end
 end
 `;
