@@ -3,7 +3,7 @@ import express from 'express';
 import { type Redis, ReplyError } from 'ioredis';
 import { type KitEvent, onKitEvent } from '../../lib/events';
 import { redisSession } from '../../lib/session';
-import { LOAD, SAVE, sessionKey, userIndexKey } from '../../lib/session/scripts';
+import { DESTROY, LOAD, SAVE, sessionKey, userIndexKey } from '../../lib/session/scripts';
 import { useRedisServer } from '../helpers/redis';
 import { postWithSlowBody } from '../helpers/slow-body';
 import { useTcpProxy } from '../helpers/tcp-proxy';
@@ -177,6 +177,36 @@ describe('redisSession races', () => {
     expect(await browser.json(`${url}/me`)).toEqual({ user: null });
   });
 
+  it.each(['revoke', 'logoutAll'] as const)(
+    '%s whose end Redis ran twice (its reply lost) still reports the session it ended',
+    async (how) => {
+      const sha = createHash('sha1').update(DESTROY.lua).digest('hex');
+      let armed = false;
+      let fired = false;
+      const redis = await proxy({
+        dropAfter: (chunk) => {
+          if (!armed || fired || !(chunk.includes(sha) || chunk.includes(DESTROY.lua.slice(0, 60))))
+            return false;
+          fired = true;
+          return true;
+        },
+      });
+      const { sessions, server } = app(redis, { timeout: 3000 });
+      const url = await servers.listen(server);
+      const browser = new Browser();
+      expect((await browser.fetch(`${url}/login?user=jo`, { method: 'POST' })).status).toBe(200);
+      const [listed] = await sessions.list('jo');
+      armed = true;
+      const result =
+        how === 'revoke' ? await sessions.revoke('jo', listed!.id) : await sessions.logoutAll('jo');
+      expect({ fired, result, after: await browser.json(`${url}/me`) }).toEqual({
+        fired: true,
+        result: how === 'revoke' ? true : 1,
+        after: { user: null },
+      });
+    },
+  );
+
   it('a logoutAll() on another instance while a login is still saving ends that new session too', async () => {
     const slow = await proxy({ delayMs: 300 });
     await slow.ping();
@@ -323,7 +353,11 @@ describe('redisSession races', () => {
     const keys = await redis.keys('dropped:sess:{*');
     // (The login left one too, for the anonymous session it replaced.)
     expect(keys.length).toBeGreaterThan(0);
-    for (const key of keys) expect(await redis.hgetall(key)).toEqual({ x: '1' });
+    // A tombstone: `x`, and the token and owner of the call that left it (xt, xu), no session fields.
+    for (const key of keys) {
+      const { x, xt: _token, xu: _owner, ...session } = await redis.hgetall(key);
+      expect({ x, session }).toEqual({ x: '1', session: {} });
+    }
   });
 
   it.each(['a login', 'a logout'])(
@@ -426,8 +460,8 @@ describe('redisSession races', () => {
     await new Browser().fetch(`${url}/login?user=warm-up`, { method: 'POST' });
     await new Browser().fetch(`${url}/login?user=warm-up`, { method: 'POST' }); // warms the cap's DESTROY
     const client = redis as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
-    const destroy = client.erk_session_destroy_v3!;
-    client.erk_session_destroy_v3 = function (this: unknown, ...args: unknown[]) {
+    const destroy = client.erk_session_destroy_v4!;
+    client.erk_session_destroy_v4 = function (this: unknown, ...args: unknown[]) {
       // The cap's ends (they name the user): refused, as by an ACL.
       if (args[2]) return Promise.reject(new ReplyError('NOPERM this user has no permissions'));
       return destroy.apply(this, args);

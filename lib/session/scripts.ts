@@ -191,11 +191,16 @@ return 1`,
  * later writes fail: the user would be logged out by a login that answered 503).
  * ARGV[4] (the cap): the session's last-seen time (`s`) as the cap read it; a session used since
  * is left alone (false), as another login racing past the cap may have ranked it otherwise.
+ * ARGV[5]: this call's token. The tombstone keeps it (`xt`) with the owner it ended (`xu`): a second
+ * run of the same call (its reply lost, ioredis sent it again) answers that owner again, instead of
+ * "already gone" for a session it ended itself.
  */
 export const DESTROY = defineScript(
-  'session_destroy_v3',
+  'session_destroy_v4',
   1,
-  `local cur = redis.call('HMGET', KEYS[1], 'u', 'x', 'd', 's')
+  `local cur = redis.call('HMGET', KEYS[1], 'u', 'x', 'd', 's', 'xt', 'xu')
+local token = ARGV[5] or ''
+if cur[2] and token ~= '' and cur[5] == token then return cur[6] or '' end
 if ARGV[2] ~= '' and (cur[1] ~= ARGV[2] or cur[2]) then
   if not cur[1] and not cur[2] and not cur[3] then
     redis.call('HSET', KEYS[1], 'x', '1')
@@ -206,7 +211,7 @@ end
 if ARGV[4] and ARGV[4] ~= '' and cur[4] ~= ARGV[4] then return false end
 if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'x', '1') end
 redis.call('DEL', KEYS[1])
-redis.call('HSET', KEYS[1], 'x', '1')
+redis.call('HSET', KEYS[1], 'x', '1', 'xt', token, 'xu', cur[1] or '')
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))
 return cur[1] or ''`,
 );

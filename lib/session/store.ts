@@ -4,6 +4,7 @@ import { didNotRun, guarded } from '../breaker';
 import type { RedisClient } from '../client';
 import { emitKitEvent } from '../events';
 import { runScript } from '../scripts';
+import { newToken } from '../token';
 import { bodyOf, forgetInRequest, lifetimeOf, parseSession, sameLifetime, userIdOf } from './data';
 import { EndedHere } from './ended-here';
 import { IndexClaims } from './index-claims';
@@ -274,7 +275,12 @@ export class KitSessionStore extends Store {
     let owner: string | null;
     try {
       owner = await this.guard(key, () =>
-        runScript<string | null>(redis, DESTROY, [key], [tombstoneMs, '', forLogin ? '1' : '']),
+        runScript<string | null>(
+          redis,
+          DESTROY,
+          [key],
+          [tombstoneMs, '', forLogin ? '1' : '', '', newToken()],
+        ),
       );
     } catch (error) {
       // Refused or never sent, the session lives on: its requests must go on re-sending its cookie.

@@ -2,6 +2,7 @@ import { didNotRun, guarded } from '../breaker';
 import type { RedisClient } from '../client';
 import { emitKitEvent } from '../events';
 import { runScript } from '../scripts';
+import { newToken } from '../token';
 import { DESTROY, INDEX_ADD, INDEX_LIST, sessionKeyFromHandle, userIndexKey } from './scripts';
 
 /** One live session of a user, as returned by `sessions.list(userId)`. */
@@ -219,7 +220,7 @@ async function endSessions(
           redis,
           DESTROY,
           [sessionKeyFromHandle(prefix, h)],
-          [tombstoneMs, userId, '', seenAsRead?.[i] ?? ''],
+          [tombstoneMs, userId, '', seenAsRead?.[i] ?? '', newToken()],
         ),
       ),
     ),
