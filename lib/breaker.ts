@@ -180,6 +180,24 @@ export function configureBreaker(redis: RedisClient, options: Partial<BreakerOpt
 // come at once from a responsive server that refuses this call, while others may still succeed.
 const AVAILABILITY_REPLY = /^(LOADING|BUSY|CLUSTERDOWN|MASTERDOWN)\b/;
 
+/** A replica's answer to a write: the client is connected to a former master (see connection.ts). */
+export const READONLY_REPLY = /^READONLY\b/;
+
+const reconnectedAt = new WeakMap<object, number>();
+
+/**
+ * The app's own client on a replica (a failover behind a stable address left its socket on the old
+ * master) refuses every write until it connects again; createRedis's clients do that themselves
+ * (reconnectOnError), and so does any client given its own reconnectOnError. At most once a second.
+ */
+function leaveReplica(redis: RedisClient): void {
+  if (isCluster(redis) || redis.options.reconnectOnError) return;
+  const now = performance.now();
+  if (now - (reconnectedAt.get(redis) ?? Number.NEGATIVE_INFINITY) < 1000) return;
+  reconnectedAt.set(redis, now);
+  if (redis.status === 'ready') redis.disconnect(true);
+}
+
 /** ioredis rejects a command that outlived its `commandTimeout` with this plain Error. */
 function isClientTimeout(error: unknown): boolean {
   return error instanceof Error && error.message === 'Command timed out';
@@ -322,6 +340,7 @@ export function guarded<T>(
       } else {
         // The server answered, so it is healthy even though the command was refused.
         breaker.success();
+        if (READONLY_REPLY.test((error as Error).message ?? '')) leaveReplica(redis);
         const refused = new RedisRefusedError((error as Error).message, { cause: error });
         report(options, started, refused);
         reject(refused);

@@ -1,4 +1,5 @@
 import Redis, { Cluster, type ClusterOptions, type RedisOptions } from 'ioredis';
+import { READONLY_REPLY } from './breaker';
 import type { RedisClient } from './client';
 import { DEFAULT_REDIS_URL, type RedisTarget, validateRedisOptions } from './connection-options';
 import { pingRedis } from './health';
@@ -161,6 +162,10 @@ function newClient(options: CreateRedisOptions, target: RedisTarget): RedisClien
     disconnectTimeout: DEFAULTS.disconnectTimeout,
     enableAutoPipelining: true,
     retryStrategy: (times: number) => reconnectDelay(times, maxReconnectDelay),
+    // After a failover behind a stable address (a DNS name or VIP), the open socket is still on the
+    // old master, now a replica, which refuses every write: connect again (to the new master) and
+    // send the refused command there. Without it the client stays on the replica until restarted.
+    reconnectOnError: (error: Error) => (READONLY_REPLY.test(error.message) ? 2 : false),
     // An option given as undefined (forwarded from a config object) keeps its default, as when left
     // out: spread as it is, commandTimeout: undefined would turn the request-path timeout off.
     ...definedOnly(ioredisOptions),
@@ -169,7 +174,13 @@ function newClient(options: CreateRedisOptions, target: RedisTarget): RedisClien
     // Auto-pipelining stays off on a Cluster unless asked for: ioredis 6 does not follow a MOVED or
     // ASK redirect in an auto-pipelined batch that also holds a successful write (every script is
     // one), so keys of a resharded or migrating slot would fail until the client restarts.
-    const { keyPrefix, enableAutoPipelining: _standaloneDefault, ...redisOptions } = tuned;
+    // A Cluster follows failovers through its slot map (MOVED), not by reconnecting one node.
+    const {
+      keyPrefix,
+      enableAutoPipelining: _standaloneDefault,
+      reconnectOnError: _standaloneReconnect,
+      ...redisOptions
+    } = tuned;
     const enableAutoPipelining = options.enableAutoPipelining ?? false;
     // A URL (`redis://:password@host:port`, as providers hand them out) is split: its address is
     // the startup node, its user, password and TLS go to every node (ioredis would use them for that

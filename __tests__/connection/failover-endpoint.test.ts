@@ -1,0 +1,97 @@
+import { type AddressInfo, connect, createServer, type Server, type Socket } from 'node:net';
+import express from 'express';
+import Redis from 'ioredis';
+import request from 'supertest';
+import type { RedisClient } from '../../lib/client';
+import { closeRedis, createRedis } from '../../lib/connection';
+import { redisSession } from '../../lib/session';
+import { type RedisServerHandle, startRedisServer } from '../../lib/testing';
+import { eventually } from '../helpers/redis';
+
+// A managed Redis behind one address (a DNS name or VIP): after a failover, new connections reach
+// the promoted replica, but open ones stay on the old master, now a replica that refuses writes.
+let a: RedisServerHandle;
+let b: RedisServerHandle;
+let endpoint: Server;
+let master = 0;
+const sockets = new Set<Socket>();
+
+beforeEach(async () => {
+  a = await startRedisServer();
+  b = await startRedisServer();
+  master = a.port;
+  endpoint = createServer((client) => {
+    const upstream = connect(master, '127.0.0.1');
+    sockets.add(client).add(upstream);
+    client.pipe(upstream).pipe(client);
+    for (const s of [client, upstream]) {
+      s.on('error', () => {});
+      s.on('close', () => {
+        client.destroy();
+        upstream.destroy();
+      });
+    }
+  });
+  await new Promise<void>((resolve) => endpoint.listen(0, '127.0.0.1', resolve));
+});
+
+afterEach(async () => {
+  for (const s of sockets) s.destroy();
+  sockets.clear();
+  await new Promise((resolve) => endpoint.close(resolve));
+  await Promise.all([a.stop(), b.stop()]);
+});
+
+/** Promotes b, points the endpoint at it and makes a its replica. */
+async function failOver(): Promise<void> {
+  const [admA, admB] = [new Redis(a.port, '127.0.0.1'), new Redis(b.port, '127.0.0.1')];
+  try {
+    // A full sync at once, not after the default 5 s wait for more replicas.
+    await admA.call('CONFIG', 'SET', 'repl-diskless-sync-delay', '0');
+    await admB.call('REPLICAOF', '127.0.0.1', String(a.port));
+    await eventually(async () => (await admB.dbsize()) === (await admA.dbsize()), 'b in sync');
+    await admB.call('REPLICAOF', 'NO', 'ONE');
+    master = b.port;
+    await admA.call('REPLICAOF', '127.0.0.1', String(b.port));
+  } finally {
+    admA.disconnect();
+    admB.disconnect();
+  }
+}
+
+describe.each<[string, (url: string) => RedisClient, number]>([
+  // It connects again on the replica's refusal and sends the refused command to the new master.
+  ['a createRedis client', (url) => createRedis({ url, logger: false }), 0],
+  // The kit makes it connect again: the request that met the replica gets the fail mode.
+  [
+    "the app's own ioredis client",
+    (url) => new Redis(url, { commandTimeout: 500, maxRetriesPerRequest: 1 }),
+    1,
+  ],
+])('a failover behind the same address (%s)', (_title, makeClient, failing) => {
+  it('serves sessions from the new master, without a restart', async () => {
+    const { port } = endpoint.address() as AddressInfo;
+    const redis = makeClient(`redis://127.0.0.1:${port}`);
+    try {
+      const sessions = redisSession({ redis, secret: 'x'.repeat(32), cookie: { secure: false } });
+      const app = express();
+      app.use(sessions);
+      app.post('/login', async (req, res) => {
+        await sessions.login(req, { userId: 'u1' });
+        res.json({ ok: true });
+      });
+      app.get('/me', (req, res) => {
+        res.json({ userId: (req.session as { userId?: string }).userId ?? null });
+      });
+      const agent = request.agent(app);
+      await agent.post('/login').expect(200);
+      await failOver();
+      const seen: number[] = [];
+      for (let i = 0; i < 5; i++) seen.push((await agent.get('/me')).status);
+      expect(seen).toEqual([...Array(failing).fill(503), ...Array(5 - failing).fill(200)]);
+      expect((await agent.get('/me')).body).toEqual({ userId: 'u1' });
+    } finally {
+      await closeRedis(redis, { timeoutMs: 200 });
+    }
+  });
+});
