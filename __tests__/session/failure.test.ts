@@ -118,6 +118,30 @@ describe('redisSession when Redis is down or slow', () => {
     await readyAgain(redis);
   });
 
+  it('a change answered 503 because its save timed out is not applied when Redis comes back', async () => {
+    const admin = new Redis(redisServer.server.url);
+    let pauseNow = false;
+    // Redis stalls after the session was read, before it is saved.
+    const { app } = setup(async () => {
+      if (pauseNow) await admin.call('CLIENT', 'PAUSE', '1000', 'ALL');
+    });
+    const agent = request.agent(app);
+    try {
+      await agent.post('/login/6').expect(200);
+      expect((await agent.post('/count').expect(200)).body).toEqual({ views: 1 });
+      pauseNow = true;
+      expectProblem503(await agent.post('/count'));
+      pauseNow = false;
+      // Outlast the pause: the write that timed out reaches Redis now, and must not count.
+      await admin.ping();
+      // The retry the 503 asked for counts once.
+      expect((await agent.post('/count').expect(200)).body).toEqual({ views: 2 });
+    } finally {
+      await admin.ping();
+      admin.disconnect();
+    }
+  });
+
   it.each([
     ['before', 'a failed save still answers the 503 (compressed)'],
     ['after', 'a failed save leaves the 200 out and reports a late-error event'],

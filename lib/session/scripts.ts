@@ -79,16 +79,19 @@ end
 
 /**
  * KEYS: session. ARGV: data JSON, ttl ms, user id or '', user agent or '', '1' when the session must
- * already exist (it was read from Redis in this request), claim token. → {refresh|-1, now, the index
- * entry's end before a claim (ms, 0: none)}
+ * already exist (it was read from Redis in this request), claim token, deadline (Redis ms) or ''.
+ * → {refresh|-1|-2, now, the index entry's end before a claim (ms, 0: none)}; -2: it came after its
+ * deadline, when the store had given up on it and answered 503, and wrote nothing.
  */
 export const SAVE = defineScript(
-  'session_save_v2',
+  'session_save_v3',
   1,
   `local claim_token = ARGV[6] or ''
 if redis.call('HEXISTS', KEYS[1], 'x') == 1 then return {-1, 0} end
 if ARGV[5] == '1' and redis.call('HEXISTS', KEYS[1], 'd') == 0 then return {-1, 0} end
 ${LUA_NOW_MS}
+local deadline = tonumber(ARGV[7])
+if deadline and now_ms > deadline then return {-2, now_ms} end
 local ttl = tonumber(ARGV[2])
 local uid = ARGV[3]
 local cur = redis.call('HMGET', KEYS[1], 'u', 'ix')
@@ -131,10 +134,10 @@ return {refresh, uid, tonumber(cur_ix) or 0}`,
  * so an unchanged request costs one call. A session keeps the lifetime it was written with, as its
  * cookie does. Without rolling the cookie keeps its expiry, so the key must too: a replayed cookie
  * past its Expires must not find the session alive. → {refresh|-1, user id, data JSON, ttl used, the
- * index entry's end before a claim}
+ * index entry's end before a claim, now ms}
  */
 export const LOAD = defineScript(
-  'session_load',
+  'session_load_v2',
   1,
   // Sessions written before `t` existed slide by the store's ttl; their next touch records `t`.
   // Without rolling nothing slides, but a lost index claim (a write that timed out after landing;
@@ -150,10 +153,10 @@ if ARGV[2] ~= '1' then
   -- Last seen (for list()), without touching the expiry.
   local _ = ${softHset("'s', now_ms")}
   ${indexCheck("redis.call('PTTL', KEYS[1])")}
-  return {refresh, uid, cur[3], ttl, tonumber(cur_ix) or 0}
+  return {refresh, uid, cur[3], ttl, tonumber(cur_ix) or 0, now_ms}
 end
 ${slide('tonumber(cur[5]) or tonumber(ARGV[1])')}
-return {refresh, uid, cur[4], ttl, tonumber(cur_ix) or 0}`,
+return {refresh, uid, cur[4], ttl, tonumber(cur_ix) or 0, now_ms}`,
 );
 
 /**

@@ -2,7 +2,9 @@ import type { Request } from 'express';
 import { type SessionData, Store } from 'express-session';
 import { didNotRun, guarded } from '../breaker';
 import type { RedisClient } from '../client';
+import { RedisTimeoutError } from '../errors';
 import { emitKitEvent } from '../events';
+import { RedisClock } from '../redis-clock';
 import { runScript } from '../scripts';
 import { newToken } from '../token';
 import { bodyOf, forgetInRequest, lifetimeOf, parseSession, sameLifetime, userIdOf } from './data';
@@ -37,10 +39,12 @@ export class KitSessionStore extends Store {
   readonly marks = new RequestMarks();
   private readonly ended: EndedHere;
   private readonly claims: IndexClaims;
+  private readonly clock: RedisClock;
 
   constructor(private readonly settings: StoreSettings) {
     super();
     this.ended = new EndedHere(settings.tombstoneMs);
+    this.clock = new RedisClock(settings.redis);
     this.claims = new IndexClaims(
       settings,
       (key, operation) => this.guard(key, operation),
@@ -85,10 +89,10 @@ export class KitSessionStore extends Store {
   private async readAndSlide(sid: string): Promise<SessionData | null> {
     const { redis, prefix, ttlMs, rolling } = this.settings;
     const key = sessionKey(prefix, sid);
-    let reply: [number, string?, string?, number?, number?];
+    let reply: [number, string?, string?, number?, number?, number?];
     try {
       reply = await this.claims.claiming(key, (token) =>
-        runScript<[number, string?, string?, number?, number?]>(
+        runScript<[number, string?, string?, number?, number?, number?]>(
           redis,
           LOAD,
           [key],
@@ -101,8 +105,9 @@ export class KitSessionStore extends Store {
       emitKitEvent({ component: 'session', type: 'corrupt', key });
       return null;
     }
-    const [refresh, userId, data, ttl = ttlMs, vouchedUntil = 0] = reply;
+    const [refresh, userId, data, ttl = ttlMs, vouchedUntil = 0, now = 0] = reply;
     if (refresh === -1 || !data) return null;
+    this.clock.note(key, now);
     const parsed = parseSession(data);
     if (!parsed) {
       // A value we cannot read is treated as no session rather than a 500 on every request.
@@ -217,14 +222,19 @@ export class KitSessionStore extends Store {
     if (creating || (userId !== '' && this.ownerBefore(session) !== userId)) {
       await this.claims.list(key, userId, sid, ttl);
     }
+    // A write that comes after the store gave up on it (a 503 went out, and the client may retry the
+    // change) must not apply: Redis refuses it past the moment this wait ends.
+    const deadline = this.clock.deadline(key, this.settings.timeoutMs) ?? '';
     const [refresh, now, vouchedUntil] = await this.claims.claiming(key, (token) =>
       runScript<[number, number, number?]>(
         redis,
         SAVE,
         [key],
-        [data, ttl, userId, userAgent, mustExist, token],
+        [data, ttl, userId, userAgent, mustExist, token, deadline],
       ),
     );
+    this.clock.note(key, now);
+    if (refresh === -2) throw new RedisTimeoutError(this.settings.timeoutMs);
     if (refresh === -1) {
       emitKitEvent({ component: 'session', type: 'late-write-dropped' });
       // Kept in the request, only marked: a handler's own `req.session.save(cb)` (passport's logout
