@@ -156,3 +156,68 @@ it('a Redis slower than lockTtl / 4 gets the fail mode, never a second run while
   await Promise.all([first, ...retries]);
   expect(runs).toBe(1);
 });
+
+it.each(['done', 'in flight'] as const)(
+  'forget() of a %s record whose reply was lost (ioredis sent it again) still answers true',
+  async (state) => {
+    const drop = { armed: false, dropped: 0 };
+    const client = await proxy({
+      dropAfter: (chunk) => {
+        if (!drop.armed || drop.dropped > 0 || !/\r\neval(sha)?\r\n/i.test(chunk)) return false;
+        drop.dropped++;
+        return true;
+      },
+    });
+    let release = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const mw = idempotency({ redis: client, timeout: 2000, scope: () => 'u1' });
+    const key = state === 'done' ? 'k-done' : 'k-in-flight';
+    let runs = 0;
+    const app = express();
+    app.post('/orders', mw, async (_req, res) => {
+      runs++;
+      if (state === 'in flight') await held;
+      res.status(201).json({ order: runs });
+    });
+    const http = await listen(app);
+    stops.push(http.close);
+    const post = () => fetch(`${http.url}/orders`, { method: 'POST', headers: { 'Idempotency-Key': key } });
+    await mw.forget({ key: 'warm-up', route: '/orders', scope: 'u1' }); // loads the script
+    const first = post();
+    if (state === 'done') await first;
+    else while (runs === 0) await new Promise((r) => setTimeout(r, 5));
+    drop.armed = true;
+    const forgotten = await mw.forget({ key: key, route: '/orders', scope: 'u1' });
+    release();
+    await first;
+    expect({ dropped: drop.dropped, forgotten }).toEqual({ dropped: 1, forgotten: true });
+    // Forgotten: the next request with the key runs the handler again.
+    const again = await post();
+    expect([again.status, again.headers.get('idempotent-replayed')]).toEqual([201, null]);
+    expect(runs).toBe(2);
+  },
+);
+
+it('forget() removes a done record while Redis is out of memory (noeviction)', async () => {
+  const admin = redis.plain();
+  await admin.flushall();
+  const mw = idempotency({ redis: redis.client(), timeout: 2000, scope: () => 'u1' });
+  const app = express();
+  app.post('/orders', mw, (_req, res) => {
+    res.status(201).json({ ok: true });
+  });
+  const http = await listen(app);
+  stops.push(http.close);
+  await fetch(`${http.url}/orders`, { method: 'POST', headers: { 'Idempotency-Key': 'k1' } });
+  await admin.config('SET', 'maxmemory-policy', 'noeviction');
+  await admin.config('SET', 'maxmemory', '1');
+  try {
+    expect(await mw.forget({ key: 'k1', route: '/orders', scope: 'u1' })).toBe(true);
+  } finally {
+    await admin.config('SET', 'maxmemory', '0');
+  }
+  // Only the call's own marker is left (a minute), no record.
+  expect((await admin.keys('erk:idem:*')).filter((k) => !k.includes(':forget:'))).toEqual([]);
+});

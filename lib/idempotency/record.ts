@@ -1,5 +1,6 @@
 import type { RedisClient } from '../client';
 import { defineScript, LUA_NOW_MS, runScript, runScriptBuffer } from '../scripts';
+import { newToken } from '../token';
 
 /*
  * One Redis hash per (scope, method, route, key):
@@ -119,16 +120,23 @@ return 1
 `,
 );
 
+// KEYS: the record, and a marker unique to this call (same hash tag). A second run of the call (its
+// reply lost, ioredis sent it again) finds the marker and answers as the first did, instead of "no
+// record" for one it removed itself.
 const FORGET = defineScript(
-  'idempotency_forget',
-  1,
-  `local head = redis.call('HMGET', KEYS[1], 'state', 'forgotten')
+  'idempotency_forget_v2',
+  2,
+  `if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
+local head = redis.call('HMGET', KEYS[1], 'state', 'forgotten')
 if not head[1] or head[2] then return 0 end
+-- The marker after the change: under OOM a DEL must still go through (Redis refuses a script's
+-- first write that may grow memory, and none after it).
 if head[1] == 'inflight' then
   redis.call('HSET', KEYS[1], 'owner', '-', 'forgotten', '1')
-  return 1
+else
+  redis.call('DEL', KEYS[1])
 end
-redis.call('DEL', KEYS[1])
+redis.call('SET', KEYS[2], '1', 'PX', 60000)
 return 1
 `,
 );
@@ -231,5 +239,5 @@ export async function heartbeat(
 
 /** Deletes a record; one in flight leaves a tombstone for the rest of its lease (see above). */
 export async function forget(redis: RedisClient, key: string): Promise<boolean> {
-  return Number(await runScript<number>(redis, FORGET, [key], [])) === 1;
+  return Number(await runScript<number>(redis, FORGET, [key, `${key}:forget:${newToken()}`], [])) === 1;
 }
