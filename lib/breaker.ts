@@ -203,7 +203,7 @@ function isClientTimeout(error: unknown): boolean {
   return error instanceof Error && error.message === 'Command timed out';
 }
 
-function clientTimeoutMs(redis: RedisClient): number | undefined {
+export function clientTimeoutMs(redis: RedisClient): number | undefined {
   const options = isCluster(redis) ? redis.options.redisOptions : redis.options;
   return options?.commandTimeout;
 }
@@ -308,10 +308,11 @@ export function guarded<T>(
     };
     const fail = (error: unknown): void => {
       if (settled) return;
-      if (!redirected && isCluster(redis) && isRedirect(error)) {
+      if (!redirected && options.key !== undefined && isCluster(redis) && isRedirect(error)) {
         // ioredis 6 does not follow a redirect in an auto-pipelined batch that also holds a
         // successful write. The call did not run: learn where the slot lives now and send it
-        // again, once, within the same budget.
+        // again, once, within the same budget. Only an operation on one slot (it names its key):
+        // one that spans slots may have run elsewhere, and must not run twice there.
         redirected = true;
         redis.refreshSlotsCache(() => {
           if (!settled) send();

@@ -163,9 +163,11 @@ function newClient(options: CreateRedisOptions, target: RedisTarget): RedisClien
     enableAutoPipelining: true,
     retryStrategy: (times: number) => reconnectDelay(times, maxReconnectDelay),
     // After a failover behind a stable address (a DNS name or VIP), the open socket is still on the
-    // old master, now a replica, which refuses every write: connect again (to the new master) and
-    // send the refused command there. Without it the client stays on the replica until restarted.
-    reconnectOnError: (error: Error) => (READONLY_REPLY.test(error.message) ? 2 : false),
+    // old master, now a replica, which refuses every write: connect again, to the new master.
+    // Without it the client stays on the replica until restarted. The refused command is not sent
+    // again (its caller may have given up by then), and at most once a second: while the address
+    // still leads to the replica, each reconnect would meet the same refusal.
+    reconnectOnError: reconnectOnReadonly(),
     // An option given as undefined (forwarded from a config object) keeps its default, as when left
     // out: spread as it is, commandTimeout: undefined would turn the request-path timeout off.
     ...definedOnly(ioredisOptions),
@@ -229,6 +231,18 @@ function definedOnly<T extends object>(options: T): Partial<T> {
 }
 
 const REDIS_URL = /^rediss?:\/\//i;
+
+/** ioredis's `reconnectOnError`: reconnect (1) on a replica's READONLY, at most once a second. */
+function reconnectOnReadonly(): (error: Error) => 1 | false {
+  let last = Number.NEGATIVE_INFINITY;
+  return (error) => {
+    if (!READONLY_REPLY.test(error.message)) return false;
+    const now = performance.now();
+    if (now - last < 1000) return false;
+    last = now;
+    return 1;
+  };
+}
 
 function isUrl(node: NodeAddress): node is string {
   return typeof node === 'string' && REDIS_URL.test(node);

@@ -106,6 +106,26 @@ describe.each<[string, CreateRedisOptions]>([
   });
 });
 
+describe('a slot resharded under an operation that spans slots (auto-pipelining on)', () => {
+  it('logoutAll() counts every session it ended: what ran on other slots is not sent again', async () => {
+    const client = redis.client({ enableAutoPipelining: true });
+    const sessions = redisSession({ redis: client, secret: 'x'.repeat(40), ttl: '1h' });
+    const app = sessionApp(sessions);
+    const slots: number[] = [];
+    while (slots.length < 2) {
+      const res = await request(app).post('/login/bob').expect(200);
+      const slot = calculateSlot(sessionKey('erk:', sidOf(sessionCookie(res)!)));
+      if (onMaster0(slot) && !slots.includes(slot)) slots.push(slot);
+    }
+    moved.add(slots[0]!);
+    const listed = await sessions.list('bob');
+    await reshard(redis.cluster.nodes, slots[0]!, 0, 1);
+    // One end meets MOVED: the call fails (honestly) or counts them all, never fewer.
+    const ended = await sessions.logoutAll('bob').catch(() => 'failed');
+    expect([listed.length, 'failed']).toContain(ended);
+  });
+});
+
 describe('a slot in the middle of a migration (createRedis defaults)', () => {
   it('sessions: the user whose session is being moved is still served', async () => {
     const pair = await twoSessions(redis.client());
