@@ -2,25 +2,31 @@ import { nodeOf } from './breaker';
 import { isCluster, type RedisClient } from './client';
 
 const MAX_NODES = 256;
+/** How long the best sample stands before a newer one replaces it (bounds clock drift). */
+const SAMPLE_LIFE_MS = 60_000;
 
 /**
- * The Redis server's clock as last seen in a script reply (per master on a Cluster), to give a
- * write a deadline in Redis time: a call the kit gave up on (its timeout, then a 503) that reaches
- * Redis later must not apply. A sample is dated when its reply arrived, after Redis read its clock,
- * so estimates never run ahead of Redis: a deadline from them is never later than the moment the
- * kit gives up.
+ * The Redis server's clock as seen in script replies (per master on a Cluster), to give a write a
+ * deadline in Redis time: a call the kit gave up on (its timeout, then a 503) that reaches Redis
+ * later must not apply. A sample is dated when its reply is read, after Redis read its clock, so
+ * each one puts Redis's clock at or behind the truth; a reply read late (a busy event loop) puts
+ * it further behind. The one furthest ahead is the closest: it is kept, until a minute old.
  */
 export class RedisClock {
-  private readonly samples = new Map<string, { redisMs: number; at: number }>();
+  private readonly offsets = new Map<string, { offset: number; at: number }>();
 
   constructor(private readonly redis: RedisClient) {}
 
-  /** Records the Redis time `redisMs` read by a call on `key`, whose reply arrived just now. */
+  /** Records the Redis time `redisMs` read by a call on `key`, whose reply is being read now. */
   note(key: string, redisMs: number): void {
     if (!Number.isFinite(redisMs) || redisMs <= 0) return;
     const node = this.node(key);
-    if (!this.samples.has(node) && this.samples.size >= MAX_NODES) this.samples.clear();
-    this.samples.set(node, { redisMs, at: performance.now() });
+    const now = performance.now();
+    const offset = redisMs - now;
+    const best = this.offsets.get(node);
+    if (best && best.offset >= offset && now - best.at < SAMPLE_LIFE_MS) return;
+    if (!best && this.offsets.size >= MAX_NODES) this.offsets.clear();
+    this.offsets.set(node, { offset, at: now });
   }
 
   /**
@@ -28,10 +34,10 @@ export class RedisClock {
    * waits `waitMs` for it; undefined before any sample from that node.
    */
   deadline(key: string, waitMs: number): number | undefined {
-    const sample = this.samples.get(this.node(key));
-    if (!sample) return undefined;
+    const best = this.offsets.get(this.node(key));
+    if (!best) return undefined;
     // Redis reads its clock in whole ms, rounded down: one ms less keeps the bound.
-    return Math.floor(sample.redisMs + (performance.now() + waitMs - sample.at)) - 1;
+    return Math.floor(performance.now() + waitMs + best.offset) - 1;
   }
 
   private node(key: string): string {

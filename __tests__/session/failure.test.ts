@@ -142,6 +142,54 @@ describe('redisSession when Redis is down or slow', () => {
     }
   });
 
+  it('a save that Redis runs in time is not refused after the event loop stalled while the session was read', async () => {
+    let stall = false;
+    const busy = (ms: number) => {
+      const end = performance.now() + ms;
+      while (performance.now() < end);
+    };
+    // The read's reply waits in the socket while the loop is busy: read late, it dates Redis's
+    // clock 400 ms behind. The save itself goes at once, well within the 300 ms budget.
+    const { app } = setup(undefined, {
+      before: (_req, _res, next) => {
+        if (stall) process.nextTick(() => busy(400));
+        next();
+      },
+    });
+    const agent = request.agent(app);
+    await agent.post('/login/7').expect(200);
+    expect((await agent.post('/count').expect(200)).body).toEqual({ views: 1 });
+    stall = true;
+    const res = await agent.post('/count');
+    stall = false;
+    expect([res.status, res.body]).toEqual([200, { views: 2 }]);
+  });
+
+  it("a save answered 503 at the client's commandTimeout (shorter than the session timeout) does not apply later", async () => {
+    const admin = new Redis(redisServer.server.url);
+    let pauseNow = false;
+    const redis = redisServer.client(); // createRedis: commandTimeout 500 ms
+    const sessions = redisSession({ redis, secret: SECRET, timeout: '2s' });
+    const app = sessionApp(sessions, {
+      beforeWrite: async () => {
+        if (pauseNow) await admin.call('CLIENT', 'PAUSE', '1000', 'ALL');
+      },
+    });
+    const agent = request.agent(app);
+    try {
+      await agent.post('/login/8').expect(200);
+      expect((await agent.post('/count').expect(200)).body).toEqual({ views: 1 });
+      pauseNow = true;
+      expectProblem503(await agent.post('/count'));
+      pauseNow = false;
+      await admin.ping();
+      expect((await agent.get('/me').expect(200)).body.views).toBe(1);
+    } finally {
+      await admin.ping();
+      admin.disconnect();
+    }
+  });
+
   it.each([
     ['before', 'a failed save still answers the 503 (compressed)'],
     ['after', 'a failed save leaves the 200 out and reports a late-error event'],

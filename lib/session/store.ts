@@ -1,6 +1,6 @@
 import type { Request } from 'express';
 import { type SessionData, Store } from 'express-session';
-import { didNotRun, guarded } from '../breaker';
+import { clientTimeoutMs, didNotRun, guarded } from '../breaker';
 import type { RedisClient } from '../client';
 import { RedisTimeoutError } from '../errors';
 import { emitKitEvent } from '../events';
@@ -224,7 +224,9 @@ export class KitSessionStore extends Store {
     }
     // A write that comes after the store gave up on it (a 503 went out, and the client may retry the
     // change) must not apply: Redis refuses it past the moment this wait ends.
-    const deadline = this.clock.deadline(key, this.settings.timeoutMs) ?? '';
+    // The wait ends at the store's timeout, or sooner at the client's own commandTimeout.
+    const waitMs = Math.min(this.settings.timeoutMs, clientTimeoutMs(redis) ?? Number.POSITIVE_INFINITY);
+    const deadline = this.clock.deadline(key, waitMs) ?? '';
     const [refresh, now, vouchedUntil] = await this.claims.claiming(key, (token) =>
       runScript<[number, number, number?]>(
         redis,
