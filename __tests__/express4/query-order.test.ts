@@ -78,6 +78,8 @@ describe.each([
   ['a leading bracket names the root', '/q?[a]=1&a[x]=2', '/q?a[x]=2&[a]=1'],
   ['two spellings of one name', '/q?a=1&[a]=2', '/q?[a]=2&a=1'],
   ['text after a bracket', '/q?a[b]c=1&a[b]=2', '/q?a[b]=2&a[b]c=1'],
+  // qs splits a part at "]=" when it has one: `a[b]x=x]=y` is `a[b]x=x]` = `y`.
+  ['a value holding "]="', '/q?a[b]=x]=y&a[b]x=x]=y', '/q?a[b]x=x]=y&a[b]=x]=y'],
   [
     'more parameters than the parser reads',
     `/q?a=1&${Array.from({ length: 1000 }, (_, i) => `p${i}=x`).join('&')}`,

@@ -24,16 +24,7 @@ export function defaultFingerprint(req: Request): string {
   const search = at < 0 ? '' : url.slice(at + 1);
   // Sorted as the cache key's query is (normaliseQuery), and like it kept as sent when it is longer
   // than parsers read.
-  const query =
-    search.split('&').length > QUERY_PARSER_LIMIT
-      ? search
-      : new URLSearchParams(
-          sortQuery(
-            [...new URLSearchParams(search)],
-            ([name]) => name,
-            ([name, value]) => `${encodeURIComponent(name)}=${encodeURIComponent(value)}`,
-          ),
-        );
+  const query = search.split('&').length > QUERY_PARSER_LIMIT ? search : sortedQuery(search);
   const path = matchedPath(req);
   hash.update(req.method).update('\0').update(path).update('\0');
   // Two requests that differ only in `?amount=` are not the same operation.
@@ -71,6 +62,24 @@ export function defaultFingerprint(req: Request): string {
   const spelled = `${req.baseUrl ?? ''}${req.path ?? ''}`;
   if (spelled !== path) hash.update('\0spelled\0').update(spelled);
   return hash.digest('hex');
+}
+
+/**
+ * The query's parameters, decoded, in sortQuery's order. The order check reads each part as sent:
+ * `qs` splits `a[b]=x]=y` at `]=`, which the decoded pair no longer shows.
+ */
+function sortedQuery(search: string): URLSearchParams {
+  const pairs = [...new URLSearchParams(search)];
+  // URLSearchParams drops a leading "?" and empty parts; every other part is one pair, in order.
+  const raw = (search.startsWith('?') ? search.slice(1) : search).split('&').filter((part) => part !== '');
+  const items = pairs.map((pair, i) => ({ pair, raw: raw[i] ?? '' }));
+  return new URLSearchParams(
+    sortQuery(
+      items,
+      (item) => item.pair[0],
+      (item) => item.raw,
+    ).map((item) => item.pair),
+  );
 }
 
 interface UploadedFile {
