@@ -66,6 +66,7 @@ describe('when Redis is sick', () => {
       l1: { max: 10 },
       logger: quietLogger(),
     });
+    await mw.cache.ready();
     let failing = false;
     const app = express();
     app.get('/sie', mw, (_req, res) => {

@@ -128,9 +128,11 @@ describe('cacheResponse: hit and miss', () => {
   });
 
   it('serves from L1 without touching Redis, and emits l1-hit', async () => {
-    const { app, calls } = appWith({ l1: { max: 10 } }, (_req, res) => {
+    const { app, mw, calls } = appWith({ l1: { max: 10 } }, (_req, res) => {
       res.send('local');
     });
+    // L1 is on once the invalidation channel is subscribed.
+    await mw.cache.ready();
     const { events, stop } = captureEvents('cache');
     try {
       await request(app).get('/r');

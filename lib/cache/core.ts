@@ -90,6 +90,13 @@ export class CacheCore {
         onLanded: () => l1.resume(),
       });
       clearOnReconnect(redis, l1);
+      // Off until the first subscription lands: an invalidation published before it would never
+      // reach this instance, and nothing would empty the L1 afterwards.
+      l1.suspend();
+      this.bus.ready.then(
+        () => l1.resume(),
+        () => {},
+      );
     } else {
       this.bus = new Bus(redis, channel);
     }
