@@ -110,3 +110,33 @@ describe('cacheResponse with many different Vary headers', () => {
     }
   });
 });
+
+describe('cacheResponse when a route changes the headers it varies on', () => {
+  it.each([[{ max: 10 }], [false]] as const)(
+    'does not serve a variant of the old Vary names (l1: %p)',
+    async (l1) => {
+      let by = 'accept-language';
+      const mw = cacheResponse({ redis: client, ttl: '5m', l1, logger: quietLogger() });
+      await mw.cache.ready();
+      const app = express();
+      app.get('/v', mw, (req, res) => {
+        res.vary(by);
+        res.json({ by, value: req.headers[by] ?? null });
+      });
+      const stored = captureEvents('cache');
+      try {
+        await request(app).get('/v').set('Accept-Language', 'en');
+        await stored.waitFor('store', 1);
+        // A flag switches negotiation to another header: Redis retires the old variants.
+        by = 'x-region';
+        await request(app).get('/v').set('Accept-Language', 'fr').set('X-Region', 'us');
+        await stored.waitFor('store', 2);
+      } finally {
+        stored.stop();
+      }
+      // Its X-Region is the old variant's Accept-Language: it must not get that answer.
+      const res = await request(app).get('/v').set('X-Region', 'en');
+      expect(res.body).toEqual({ by: 'x-region', value: 'en' });
+    },
+  );
+});

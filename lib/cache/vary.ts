@@ -10,8 +10,13 @@ export function varyOf(entry: Entry): string[] {
   return vary.length > 0 ? parseVary(vary) : [];
 }
 
+/**
+ * An L1 variant's key: the names are part of it, as a new set of names starts a new generation of
+ * variants in Redis. Without them, a response varying on other headers would find the old variant
+ * whose values match (an `X-Region: en` the answer for `Accept-Language: en`).
+ */
 export function variantKey(key: string, names: readonly string[], headers: IncomingHttpHeaders): string {
-  let out = `${key}\n\0`;
+  let out = `${key}\n\0${names.join(',')}\n\0`;
   for (const name of names) out += `${headerValue(headers, name)}\n`;
   return out;
 }
