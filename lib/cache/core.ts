@@ -86,7 +86,10 @@ export class CacheCore {
             'cannot subscribe to the invalidation channel; L1 is off until it can (retrying)',
           );
         },
-        onReconnect: () => l1.clear(),
+        onReconnect: () => {
+          this.heardCount++;
+          l1.clear();
+        },
         onLanded: () => l1.resume(),
       });
       clearOnReconnect(redis, l1);
@@ -345,7 +348,19 @@ export class CacheCore {
     return redisKeysOf(this.options.prefix, keys);
   }
 
+  /**
+   * How many invalidations this instance has heard (its own and others', and reconnects that may
+   * have missed some). A request that comes after one must not join a lookup or fill that started
+   * before it: what that reads may be what was just invalidated.
+   */
+  get heard(): number {
+    return this.heardCount;
+  }
+
+  private heardCount = 0;
+
   private dropLocal(message: Invalidation): void {
+    this.heardCount++;
     this.l1?.drop(new Set(message.keys), new Set(message.tags));
   }
 

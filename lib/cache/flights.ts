@@ -23,14 +23,24 @@ export const noFlight: Settle = () => {};
  * the others wait for its result. Across processes, the fill lock in Redis does the same.
  */
 export class Flights {
-  private readonly open = new Map<string, Promise<FlightResult>>();
+  private readonly open = new Map<string, { flight: Promise<FlightResult>; heard: number }>();
 
-  /** @param maxWaitMs A waiter gives up after this long (a stuck origin), as a cross-process one would. */
-  constructor(private readonly maxWaitMs: number) {}
+  /**
+   * @param maxWaitMs A waiter gives up after this long (a stuck origin), as a cross-process one would.
+   * @param heard How many invalidations the cache has heard (CacheCore.heard).
+   */
+  constructor(
+    private readonly maxWaitMs: number,
+    private readonly heard: () => number = () => 0,
+  ) {}
 
-  /** The flight of `key` in progress, if any. */
+  /**
+   * The flight of `key` in progress, if any, and if no invalidation was heard since it started:
+   * what it reads may be what was invalidated, which a request that came after must not get.
+   */
   pending(key: string): Promise<FlightResult> | undefined {
-    return this.open.get(key);
+    const open = this.open.get(key);
+    return open && open.heard === this.heard() ? open.flight : undefined;
   }
 
   /** Opens the flight of `key`; the returned function ends it (and `close` stops new joiners). */
@@ -38,7 +48,7 @@ export class Flights {
     let settle: Settle = noFlight;
     const flight = new Promise<FlightResult>((resolve) => {
       const close = () => {
-        if (this.open.get(key) === flight) this.open.delete(key);
+        if (this.open.get(key)?.flight === flight) this.open.delete(key);
       };
       settle = Object.assign(
         (result: FlightResult) => {
@@ -48,7 +58,7 @@ export class Flights {
         { close },
       );
     });
-    this.open.set(key, flight);
+    this.open.set(key, { flight, heard: this.heard() });
     return settle;
   }
 

@@ -35,7 +35,7 @@ const JSON_SERIALIZER: Serializer<unknown> = {
 
 /** A Redis cache with an optional in-process L1, shared by `wrap()` calls and `cacheResponse()` middlewares. */
 export class Cache extends CacheCore {
-  private readonly valueFlights = new Map<string, Promise<Flight>>();
+  private readonly valueFlights = new Map<string, { flight: Promise<Flight>; heard: number }>();
   private readonly refreshing = new Set<string>();
 
   /**
@@ -72,14 +72,16 @@ export class Cache extends CacheCore {
         return this.decode(local, o);
       }
     }
-    let flight = this.valueFlights.get(redisKey);
+    const open = this.valueFlights.get(redisKey);
+    // One that started before an invalidation this instance heard may read what it invalidated.
+    let flight = open && open.heard === this.heard ? open.flight : undefined;
     const leader = !flight;
     if (!flight) {
       const created = this.fill(redisKey, fn, o, local && isRec(local) ? local : undefined);
       flight = created;
-      this.valueFlights.set(redisKey, created);
+      this.valueFlights.set(redisKey, { flight: created, heard: this.heard });
       const forget = () => {
-        if (this.valueFlights.get(redisKey) === created) this.valueFlights.delete(redisKey);
+        if (this.valueFlights.get(redisKey)?.flight === created) this.valueFlights.delete(redisKey);
       };
       created.then(forget, forget);
     }
