@@ -241,3 +241,17 @@ export function numberOptionError(
 ): TypeError | RangeError {
   return (typeof value === 'number' ? optionRangeError : optionError)(option, problem, fix);
 }
+
+/**
+ * What a user callback threw or rejected with, as an error for `next()`: Express reads a falsy
+ * `next(error)` as "carry on", so a `throw undefined` (or `reject('')`) would skip the middleware:
+ * a request not counted, a handler run without its idempotency record.
+ */
+export function thrownError(value: unknown, component: string): unknown {
+  return (
+    value ||
+    new Error(
+      `express-redis-kit ${component}: a callback threw or rejected with ${shown(value)}, not an Error.`,
+    )
+  );
+}

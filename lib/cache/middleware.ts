@@ -1,5 +1,5 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { problemType, sendProblem } from '../errors';
+import { problemType, sendProblem, thrownError } from '../errors';
 import { scopePart } from '../keys';
 import { hasBody } from '../request-body';
 import { captureResponse } from './capture';
@@ -90,7 +90,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     try {
       key = keyOf(req);
     } catch (error) {
-      return next(error);
+      return next(thrownError(error, 'cacheResponse'));
     }
     if (key === undefined) return bypass(res, next, '', 'no-key');
     const redisKey = entryKey(prefix, key);
@@ -103,7 +103,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
       const rec = l1Lookup(l1, key, req.headers, now);
       if (rec && now < usableUntil(req, rec)) return serveEntry(req, res, rec, key, redisKey, 'l1-hit');
     }
-    miss(req, res, next, key, redisKey).catch(next);
+    miss(req, res, next, key, redisKey).catch((error: unknown) => next(thrownError(error, 'cacheResponse')));
   } as CacheResponseMiddleware;
 
   /**

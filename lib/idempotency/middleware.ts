@@ -2,7 +2,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { NextFunction, Request, Response } from 'express';
 import ipaddr from 'ipaddr.js';
 import { didNotRun, guarded } from '../breaker';
-import { problemType, RedisUnavailableError, sendProblem } from '../errors';
+import { problemType, RedisUnavailableError, sendProblem, thrownError } from '../errors';
 import { emitKitEvent } from '../events';
 import { scopePart } from '../keys';
 import { emitWarningOnce } from '../logger';
@@ -212,7 +212,7 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
   }
 
   const middleware = function idempotencyMiddleware(req: Request, res: Response, next: NextFunction): void {
-    handle(req, res, next).catch(next);
+    handle(req, res, next).catch((error: unknown) => next(thrownError(error, 'idempotency')));
   } as IdempotencyMiddleware;
 
   Object.defineProperty(middleware, 'options', { value: Object.freeze({ ...o }), enumerable: true });

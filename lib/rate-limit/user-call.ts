@@ -1,4 +1,5 @@
 import type { NextFunction } from 'express';
+import { thrownError } from '../errors';
 
 export const isThenable = (value: unknown): value is PromiseLike<unknown> =>
   typeof (value as PromiseLike<unknown> | null)?.then === 'function';
@@ -19,18 +20,21 @@ export function callUser<T>(
   try {
     value = run();
   } catch (error) {
-    next(error);
+    next(thrownError(error, 'rateLimit'));
     return;
   }
   if (!isThenable(value)) {
     then(value as T);
     return;
   }
-  (value as PromiseLike<T>).then((resolved) => {
-    try {
-      then(resolved);
-    } catch (error) {
-      next(error);
-    }
-  }, next);
+  (value as PromiseLike<T>).then(
+    (resolved) => {
+      try {
+        then(resolved);
+      } catch (error) {
+        next(thrownError(error, 'rateLimit'));
+      }
+    },
+    (error: unknown) => next(thrownError(error, 'rateLimit')),
+  );
 }
