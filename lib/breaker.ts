@@ -229,6 +229,11 @@ export interface GuardOptions {
    * of the master serving it. Leave out for operations that span slots.
    */
   key?: string;
+  /**
+   * Every call of the operation may be sent again (reads, UNLINK): one that a Cluster redirected
+   * (MOVED/ASK) is resent even when the operation spans slots, as one on a single key always is.
+   */
+  repeatable?: boolean;
 }
 
 const unsent = new WeakSet<object>();
@@ -308,11 +313,12 @@ export function guarded<T>(
     };
     const fail = (error: unknown): void => {
       if (settled) return;
-      if (!redirected && options.key !== undefined && isCluster(redis) && isRedirect(error)) {
+      const resendable = options.key !== undefined || options.repeatable === true;
+      if (!redirected && resendable && isCluster(redis) && isRedirect(error)) {
         // ioredis 6 does not follow a redirect in an auto-pipelined batch that also holds a
         // successful write. The call did not run: learn where the slot lives now and send it
-        // again, once, within the same budget. Only an operation on one slot (it names its key):
-        // one that spans slots may have run elsewhere, and must not run twice there.
+        // again, once, within the same budget. Only an operation on one slot (it names its key), or
+        // one safe to repeat: one that spans slots may have run elsewhere, and must not run twice.
         redirected = true;
         redis.refreshSlotsCache(() => {
           if (!settled) send();

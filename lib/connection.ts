@@ -167,7 +167,7 @@ function newClient(options: CreateRedisOptions, target: RedisTarget): RedisClien
     // Without it the client stays on the replica until restarted. The refused command is not sent
     // again (its caller may have given up by then), and at most once a second: while the address
     // still leads to the replica, each reconnect would meet the same refusal.
-    reconnectOnError: reconnectOnReadonly(),
+    reconnectOnError: reconnectOnReadonly,
     // An option given as undefined (forwarded from a config object) keeps its default, as when left
     // out: spread as it is, commandTimeout: undefined would turn the request-path timeout off.
     ...definedOnly(ioredisOptions),
@@ -232,16 +232,20 @@ function definedOnly<T extends object>(options: T): Partial<T> {
 
 const REDIS_URL = /^rediss?:\/\//i;
 
-/** ioredis's `reconnectOnError`: reconnect (1) on a replica's READONLY, at most once a second. */
-function reconnectOnReadonly(): (error: Error) => 1 | false {
-  let last = Number.NEGATIVE_INFINITY;
-  return (error) => {
-    if (!READONLY_REPLY.test(error.message)) return false;
-    const now = performance.now();
-    if (now - last < 1000) return false;
-    last = now;
-    return 1;
-  };
+const lastReadonlyReconnect = new WeakMap<object, number>();
+
+/**
+ * ioredis's `reconnectOnError`: reconnect (1) on a replica's READONLY, at most once a second per
+ * connection. ioredis calls it as a method of the connection's own options object (`duplicate()`
+ * makes a new one), which keys the limit: a duplicate must not wait on its parent's reconnect.
+ */
+function reconnectOnReadonly(this: object | undefined, error: Error): 1 | false {
+  if (!READONLY_REPLY.test(error.message)) return false;
+  const connection = this ?? reconnectOnReadonly;
+  const now = performance.now();
+  if (now - (lastReadonlyReconnect.get(connection) ?? Number.NEGATIVE_INFINITY) < 1000) return false;
+  lastReadonlyReconnect.set(connection, now);
+  return 1;
 }
 
 function isUrl(node: NodeAddress): node is string {

@@ -20,13 +20,13 @@ export const QUERY_PARSER_LIMIT = 1000;
  * What these rules do not model (`qs` reads a leading `[a]` as the root `a` and drops text after a
  * bracket: `a[b]c` is `a[b]`) is caught by asking `qs` itself: when it builds the sorted query into
  * another value than the query as sent, the query keeps its request order. `textOf` gives an item
- * as `name=value`, encoded as in a URL. Callers keep a query of more than QUERY_PARSER_LIMIT parts
+ * as `name=value`, as sent; without it (a caller that tells such queries apart otherwise), no check. Callers keep a query of more than QUERY_PARSER_LIMIT parts
  * as sent.
  */
 export function sortQuery<T>(
   items: readonly T[],
   nameOf: (item: T) => string,
-  textOf: (item: T) => string,
+  textOf: ((item: T) => string) | undefined,
 ): T[] {
   const named = items.map((item) => {
     const name = nameOf(item);
@@ -40,7 +40,7 @@ export function sortQuery<T>(
   keyed.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   const sorted = keyed.map((k) => k.item);
   // Without brackets, qs builds plain names and arrays of repeats, which a stable sort keeps.
-  if (!named.some(({ name }) => BRACKET.test(name))) return sorted;
+  if (!textOf || !named.some(({ name }) => BRACKET.test(name))) return sorted;
   const asQs = (list: readonly T[]) => parse(list.map(textOf).join('&'), QS_AS_EXPRESS);
   return isDeepStrictEqual(asQs(sorted), asQs(items)) ? sorted : [...items];
 }

@@ -3,6 +3,8 @@ import express from 'express';
 import type { Cluster } from 'ioredis';
 import Redis from 'ioredis';
 import request from 'supertest';
+import { createCache } from '../../lib/cache';
+import { valueKey } from '../../lib/cache/key';
 import type { CreateRedisOptions } from '../../lib/connection';
 import { rateLimit } from '../../lib/rate-limit';
 import { redisSession } from '../../lib/session';
@@ -123,6 +125,31 @@ describe('a slot resharded under an operation that spans slots (auto-pipelining 
     // One end meets MOVED: the call fails (honestly) or counts them all, never fewer.
     const ended = await sessions.logoutAll('bob').catch(() => 'failed');
     expect([listed.length, 'failed']).toContain(ended);
+  });
+});
+
+describe('a slot resharded under an invalidation (auto-pipelining on)', () => {
+  it('cache.invalidate({ tags }) still removes an entry whose slot moved: its unlink is sent again', async () => {
+    const client = redis.client({ enableAutoPipelining: true });
+    const cache = createCache({ redis: client, l1: false });
+    const names = Array.from({ length: 400 }, (_, i) => `item${i}`).filter((n) =>
+      onMaster0(calculateSlot(n)),
+    );
+    const [a, b] = [names[0]!, names.find((n) => calculateSlot(n) !== calculateSlot(names[0]!))!];
+    // The tag set lives on another master, which keeps its slot.
+    const tag = Array.from({ length: 400 }, (_, i) => `tag${i}`).find((t) => calculateSlot(t) > 5460)!;
+    await cache.wrap(a, async () => 'old-a', { ttl: '1h', tags: [tag] });
+    await cache.wrap(b, async () => 'old-b', { ttl: '1h', tags: [tag] });
+    moved.add(calculateSlot(a));
+    await reshard(redis.cluster.nodes, calculateSlot(a), 0, 1);
+    const outcome = await cache.invalidate({ tags: [tag] }).then(
+      () => 'ok',
+      (error: Error) => `rejected: ${error.message}`,
+    );
+    const left = await redis.plain().exists(valueKey('erk:', a));
+    const after = await cache.wrap(a, async () => 'new-a', { ttl: '1h', tags: [tag] });
+    expect({ outcome, left, after }).toEqual({ outcome: 'ok', left: 0, after: 'new-a' });
+    await cache.close();
   });
 });
 

@@ -92,6 +92,37 @@ describe.each<[string, (url: string) => RedisClient]>([
   });
 });
 
+describe('a failover behind the same address, with a duplicate() of the client', () => {
+  it('the duplicate reconnects on its own first READONLY too', async () => {
+    const { port } = endpoint.address() as AddressInfo;
+    const main = createRedis({ url: `redis://127.0.0.1:${port}`, logger: false });
+    const dup = (main as Redis).duplicate();
+    try {
+      await main.set('x', '1');
+      await dup.set('y', '1');
+      await failOver();
+      // Each meets the old master (now a replica) once: that write fails, and it reconnects.
+      await main.set('x', '2').catch(() => {});
+      await dup.set('y', '2').catch(() => {});
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const later: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        later.push(
+          await dup.set('y', String(i)).then(
+            () => 'ok',
+            (error: Error) => error.message.slice(0, 8),
+          ),
+        );
+        await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      expect(later).toEqual(['ok', 'ok', 'ok']);
+    } finally {
+      await closeRedis(main, { timeoutMs: 200 });
+      dup.disconnect();
+    }
+  });
+});
+
 describe('a client whose address still leads to a replica', () => {
   it('connects again at most once a second, however many writes it refuses', async () => {
     const [admA, admB] = [new Redis(a.port, '127.0.0.1'), new Redis(b.port, '127.0.0.1')];

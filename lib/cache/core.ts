@@ -60,6 +60,9 @@ export function isKitCache(value: unknown): boolean {
   );
 }
 
+/** How many invalidations a cache remembers for {@link CacheCore.invalidatedSince}. */
+const HEARD_LOG_MAX = 256;
+
 export class CacheCore {
   readonly l1: L1 | undefined;
   protected readonly bus: Bus;
@@ -87,7 +90,7 @@ export class CacheCore {
           );
         },
         onReconnect: () => {
-          this.heardCount++;
+          this.hear(undefined, new Set());
           l1.clear();
         },
         onLanded: () => l1.resume(),
@@ -350,18 +353,46 @@ export class CacheCore {
 
   /**
    * How many invalidations this instance has heard (its own and others', and reconnects that may
-   * have missed some). A request that comes after one must not join a lookup or fill that started
-   * before it: what that reads may be what was just invalidated.
+   * have missed some): a lookup or fill records it when it starts, so that the requests it
+   * answers can tell whether its result is older than one (see {@link invalidatedSince}).
    */
   get heard(): number {
     return this.heardCount;
   }
 
+  /**
+   * Whether an invalidation heard after `since` (a {@link heard} value) reaches `rec`, by its Redis
+   * key or one of its tags: what a lookup that started before it read may be what it invalidated,
+   * which a request that waited on that lookup must not get. Unrelated invalidations leave the
+   * result usable, so coalescing holds under a steady stream of them.
+   */
+  invalidatedSince(since: number, rec: Rec): boolean {
+    if (since === this.heardCount) return false;
+    // Older than what the log remembers: assume it was reached.
+    if (this.heardCount - since > this.heardLog.length) return true;
+    for (const heard of this.heardLog) {
+      if (heard.seq <= since) continue;
+      if (heard.keys === undefined) return true;
+      if (heard.keys.has(rec.redisKey) || rec.entry.tags.some((tag) => heard.tags.has(tag))) return true;
+    }
+    return false;
+  }
+
   private heardCount = 0;
+  /** The latest invalidations heard; `keys` undefined: anything (a reconnect may have missed some). */
+  private readonly heardLog: Array<{ seq: number; keys?: ReadonlySet<string>; tags: ReadonlySet<string> }> =
+    [];
+
+  private hear(keys: ReadonlySet<string> | undefined, tags: ReadonlySet<string>): void {
+    this.heardLog.push({ seq: ++this.heardCount, ...(keys ? { keys } : {}), tags });
+    if (this.heardLog.length > HEARD_LOG_MAX) this.heardLog.shift();
+  }
 
   private dropLocal(message: Invalidation): void {
-    this.heardCount++;
-    this.l1?.drop(new Set(message.keys), new Set(message.tags));
+    const keys = new Set(message.keys);
+    const tags = new Set(message.tags);
+    this.hear(keys, tags);
+    this.l1?.drop(keys, tags);
   }
 
   /** Keys that came back from a script carry the client's own keyPrefix; ioredis would add it again. */

@@ -35,12 +35,11 @@ export class Flights {
   ) {}
 
   /**
-   * The flight of `key` in progress, if any, and if no invalidation was heard since it started:
-   * what it reads may be what was invalidated, which a request that came after must not get.
+   * The flight of `key` in progress, if any, with the cache's `heard` count when it started: a
+   * waiter checks its result against the invalidations heard since (CacheCore.invalidatedSince).
    */
-  pending(key: string): Promise<FlightResult> | undefined {
-    const open = this.open.get(key);
-    return open && open.heard === this.heard() ? open.flight : undefined;
+  pending(key: string): { flight: Promise<FlightResult>; heard: number } | undefined {
+    return this.open.get(key);
   }
 
   /** Opens the flight of `key`; the returned function ends it (and `close` stops new joiners). */

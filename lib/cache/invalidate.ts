@@ -43,8 +43,8 @@ export async function invalidateRedis(
   const { prefix } = core.options;
   const timeoutMs = Math.max(core.options.timeoutMs, 2000);
   // `key`: undefined for the calls that span slots.
-  const slow = <T>(key: string | undefined, op: () => Promise<T>) =>
-    guarded(core.redis, op, { ...core.guard, timeoutMs, key });
+  const slow = <T>(key: string | undefined, op: () => Promise<T>, repeatable = false) =>
+    guarded(core.redis, op, { ...core.guard, timeoutMs, key, repeatable });
   // Fills that run without the lock have none to lose: named keys are marked (before anything is
   // taken or deleted, so a failure here loses nothing), and their stores check the mark. Tag members
   // are covered by the tags' own marks.
@@ -68,7 +68,7 @@ export async function invalidateRedis(
   // A fill running now may have read the data before the write behind this invalidation: taking
   // its lock away makes its store a no-op (the store script checks the lock is still its own).
   for (const key of [...doomed]) doomed.add(lockKeyOf(key));
-  if (doomed.size > 0) await slow(undefined, () => unlinkKeys(core.redis, [...doomed]));
+  if (doomed.size > 0) await slow(undefined, () => unlinkKeys(core.redis, [...doomed]), true);
   // Nobody waits for this: if it fails, the next invalidation of the tag unlinks them again (harmless).
   taken.forEach((result, i) => {
     if (result.status === 'fulfilled' && result.value.members.length > 0) {

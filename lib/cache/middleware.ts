@@ -159,8 +159,10 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     const pending = flights.pending(key);
     if (pending) {
       // Past the wait (a stuck origin), straight to the origin, as a waiter in another process would.
-      const result = await flights.wait(pending);
-      if ('rec' in result && sameVariant(result.rec, result.headers, req.headers)) {
+      const result = await flights.wait(pending.flight);
+      // An invalidation heard since that lookup started reaches its result: look up afresh.
+      const overtaken = 'rec' in result && cache.invalidatedSince(pending.heard, result.rec);
+      if ('rec' in result && !overtaken && sameVariant(result.rec, result.headers, req.headers)) {
         const now = Date.now();
         const fresh = now < result.rec.freshUntil;
         return serve(req, res, result.rec, fresh ? 'HIT' : 'STALE', now, fresh ? 'hit' : 'stale', key);

@@ -72,25 +72,27 @@ export class Cache extends CacheCore {
         return this.decode(local, o);
       }
     }
-    const open = this.valueFlights.get(redisKey);
-    // One that started before an invalidation this instance heard may read what it invalidated.
-    let flight = open && open.heard === this.heard ? open.flight : undefined;
-    const leader = !flight;
-    if (!flight) {
+    let open = this.valueFlights.get(redisKey);
+    const leader = !open;
+    if (!open) {
       const created = this.fill(redisKey, fn, o, local && isRec(local) ? local : undefined);
-      flight = created;
-      this.valueFlights.set(redisKey, { flight: created, heard: this.heard });
+      open = { flight: created, heard: this.heard };
+      this.valueFlights.set(redisKey, open);
       const forget = () => {
         if (this.valueFlights.get(redisKey)?.flight === created) this.valueFlights.delete(redisKey);
       };
       created.then(forget, forget);
     }
-    const result = await flight;
+    const result = await open.flight;
     // The leader gets fn's own value; coalesced callers get their own copy, so nobody shares mutations.
     if (leader) return result.value as T;
     // An invalidation (from any instance) took the fill's lock while fn ran: what it read may be
     // older than the write behind it. Once, rather than for ever under a stream of invalidations.
     if (result.dropped && again) return this.read(redisKey, fn, o, false);
+    // An invalidation this instance heard after that read began reaches what it read: read afresh.
+    if (result.rec && again && this.invalidatedSince(open.heard, result.rec)) {
+      return this.read(redisKey, fn, o, false);
+    }
     if (result.rec) return this.decode(result.rec, o);
     // Nothing was stored (Redis down, or an uncacheable value): copy through the serializer.
     if (result.value === null || result.value === undefined) return result.value as T;

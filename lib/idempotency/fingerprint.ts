@@ -73,13 +73,10 @@ function sortedQuery(search: string): URLSearchParams {
   // URLSearchParams drops a leading "?" and empty parts; every other part is one pair, in order.
   const raw = (search.startsWith('?') ? search.slice(1) : search).split('&').filter((part) => part !== '');
   const items = pairs.map((pair, i) => ({ pair, raw: raw[i] ?? '' }));
-  return new URLSearchParams(
-    sortQuery(
-      items,
-      (item) => item.pair[0],
-      (item) => item.raw,
-    ).map((item) => item.pair),
-  );
+  // A query with a broken escape needs no check: its fingerprint also holds the query as sent, so
+  // two orders never share one. Sorted plainly, as by earlier versions, its records still match.
+  const textOf = hasBrokenEscape(search) ? undefined : (item: (typeof items)[number]) => item.raw;
+  return new URLSearchParams(sortQuery(items, (item) => item.pair[0], textOf).map((item) => item.pair));
 }
 
 interface UploadedFile {
