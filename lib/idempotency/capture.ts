@@ -80,8 +80,29 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
   const snapshot = () => {
     if (!res.headersSent) sentHeaders = storableHeaders(res, before);
   };
+  // The client left before any answer (the handler was still at work). An answer the handler then
+  // starts without end() can never finish: `sendFile`/`download` give up at once (ECONNABORTED),
+  // a piped stream stalls on the gone socket. From that start it counts as broken off, so the
+  // lease lapses lockTtl after its last write instead of being renewed until `ttl`.
+  let closedUnanswered = false;
+  const answerStarts = () => {
+    if (!closedUnanswered || ended) return;
+    closedUnanswered = false;
+    hooks.aborted();
+  };
+  const sendFile = (res as { sendFile?: (...a: unknown[]) => void }).sendFile;
+  if (typeof sendFile === 'function') {
+    (res as { sendFile?: unknown }).sendFile = function sendFileAfterClose(
+      this: Response,
+      ...args: unknown[]
+    ) {
+      answerStarts();
+      return sendFile.apply(this, args);
+    };
+  }
 
   const writeHead = function writeHead(this: Response, status: unknown, ...rest: unknown[]) {
+    answerStarts();
     // Applied here (as Node 22 does), so what is stored is what goes out, on every Node.
     if (!this.headersSent) applyWriteHeadHeaders(this, rest);
     snapshot();
@@ -90,6 +111,7 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
   res.writeHead = writeHead;
 
   res.write = function write(this: Response, ...args: unknown[]) {
+    answerStarts();
     copy.keep(args[0], args[1]);
     hooks.wrote();
     snapshot();
@@ -186,14 +208,17 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
   if (socket) socket.destroy = ownSocketDestroy;
 
   // A response that started but never ended (the handler threw after writing, a stream's client went
-  // away), or that the app destroyed, has no end() call to wait for. One that has not started and
-  // that the client broke off is left alone: the handler may still be working, and its answer will
-  // be stored for the retry.
+  // away), or that the app destroyed, has no end() call to wait for; nor does a request whose body
+  // broke off mid-upload, which can never complete (a handler reading it waits for ever). One that
+  // has not started and that the client broke off is left alone: the handler may still be working,
+  // and its answer will be stored for the retry (until it starts one it cannot end: answerStarts).
   res.once('close', () => {
     live = false;
     if (socket && socket.destroy === ownSocketDestroy)
       socket.destroy = socketDestroy as typeof socket.destroy;
-    if (!ended && (res.headersSent || destroyedHere)) hooks.aborted();
+    if (ended) return;
+    if (res.headersSent || destroyedHere || (req && !req.complete)) hooks.aborted();
+    else closedUnanswered = true;
   });
 }
 

@@ -1,0 +1,99 @@
+import { createReadStream, createWriteStream, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import express5, { type RequestHandler, type Response } from 'express';
+import { idempotency } from '../../lib/idempotency';
+import { useRedisServer } from '../helpers/redis';
+import { freshKey, send, sleep, useServers } from './http';
+
+// A client that leaves before any answer keeps the key in flight while the handler works (its
+// answer is stored for the retry). An answer the handler then starts and cannot end, or an upload
+// that can never complete, must not hold the key until `ttl` (24 h by default): lockTtl after its
+// last sign of life, the retry runs.
+const express4 = require('express4') as typeof express5;
+const redis = useRedisServer();
+const servers = useServers();
+const dir = mkdtempSync(join(tmpdir(), 'erk-left-'));
+const file = join(dir, 'export.csv');
+writeFileSync(file, 'id,amount\n'.repeat(1000));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const idem = (extra = {}) => idempotency({ redis: redis.client(), lockTtl: 300, ...extra });
+
+describe.each([
+  ['5', express5],
+  ['4', express4],
+])('Express %s: the client left, then the handler answers with a file or a stream', (_version, express) => {
+  it.each<[string, (res: Response) => void]>([
+    ['sendFile', (res) => res.sendFile(file)],
+    ['download', (res) => res.download(file)],
+    ['a piped stream', (res) => void createReadStream(file).pipe(res)],
+  ])('%s: the retry runs once lockTtl has passed', async (_how, answer) => {
+    let runs = 0;
+    let started!: () => void;
+    const first = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    const app = express();
+    app.post('/exports', idem(), async (_req, res) => {
+      if (++runs === 1) {
+        started();
+        await sleep(200);
+      }
+      answer(res);
+    });
+    const url = `${await servers.listen(app)}/exports`;
+    const key = freshKey();
+    const req = request(url, { method: 'POST', headers: { 'Idempotency-Key': key } });
+    req.on('error', () => {});
+    req.end();
+    await first;
+    req.destroy(); // the client's timeout
+    await sleep(1000); // the handler started its answer 800 ms ago: well past lockTtl (300 ms)
+    expect((await send(url, { key })).status).toBe(200);
+    expect(runs).toBe(2);
+  });
+});
+
+describe.each<[string, boolean, RequestHandler]>([
+  [
+    'reads it with data/end',
+    true,
+    (req, res) => {
+      req.on('data', () => {});
+      req.on('end', () => res.status(201).end());
+    },
+  ],
+  [
+    'pipes it to a file',
+    false,
+    (req, res) => {
+      const out = createWriteStream(join(dir, String(Math.random())));
+      req.pipe(out);
+      out.on('finish', () => res.status(201).end());
+    },
+  ],
+])('an upload broken off mid-body, whose handler %s', (_how, chunked, handler) => {
+  it('frees the key once lockTtl has passed', async () => {
+    const app = express5();
+    app.post('/up', idem({ fingerprint: () => 'upload' }), handler);
+    const url = new URL(await servers.listen(app));
+    const key = freshKey();
+    const socket = connect(Number(url.port), url.hostname);
+    socket.on('error', () => {});
+    const framing = chunked
+      ? 'Transfer-Encoding: chunked\r\n\r\n5\r\n12345\r\n'
+      : 'Content-Length: 10\r\n\r\n12345';
+    socket.write(`POST /up HTTP/1.1\r\nHost: x\r\nIdempotency-Key: ${key}\r\n${framing}`);
+    await sleep(150);
+    socket.destroy();
+    await sleep(800);
+    const retry = await fetch(`${url.origin}/up`, {
+      method: 'POST',
+      headers: { 'Idempotency-Key': key },
+      body: '1234567890',
+    });
+    expect(retry.status).toBe(201);
+  });
+});
