@@ -139,18 +139,25 @@ describe('rateLimit decisions over a lossy network', () => {
   /** Whether a chunk the client sent is a rate-limit decision call (mode 'c' as its own argument). */
   const isDecision = (chunk: string) => chunk.includes('\r\n$1\r\nc\r\n');
 
-  it('sliding-window: a decision Redis ran twice (its reply lost, ioredis sent it again) counts once, and leaves the window with its entry', async () => {
-    let armed = false;
-    let dropped = 0;
-    // The connection drops right after Redis answered the first decision: ioredis sends it again.
-    const client = await proxy({
+  /**
+   * A client whose connection drops right after Redis answered its first decision once `armed`:
+   * ioredis sends that decision again, and Redis runs it twice.
+   */
+  async function dropFirstDecision() {
+    const state = { armed: false, dropped: 0, client: undefined as unknown as Redis };
+    state.client = await proxy({
       dropAfter: (chunk) => {
-        if (!armed || dropped > 0 || !isDecision(chunk)) return false;
-        dropped++;
+        if (!state.armed || state.dropped > 0 || !isDecision(chunk)) return false;
+        state.dropped++;
         return true;
       },
     });
-    const { limiter, url } = await server(client, {
+    return state;
+  }
+
+  it('sliding-window: a decision Redis ran twice (its reply lost, ioredis sent it again) counts once, and leaves the window with its entry', async () => {
+    const drop = await dropFirstDecision();
+    const { limiter, url } = await server(drop.client, {
       name: 'twice',
       algorithm: 'sliding-window',
       limit: 2,
@@ -159,10 +166,10 @@ describe('rateLimit decisions over a lossy network', () => {
       failMode: 'closed',
     });
     await limiter.get('warm-up');
-    armed = true;
+    drop.armed = true;
     const started = performance.now();
     expect((await hit(url, '/ok', 'a')).status).toBe(200);
-    expect(dropped).toBe(1);
+    expect(drop.dropped).toBe(1);
     // Run twice, it is one entry: the window's total must say one unit, as the entry does.
     const key = 'erk:rl:twice:{k}:s2:2:1000';
     const plain = redis.plain();
@@ -177,16 +184,8 @@ describe('rateLimit decisions over a lossy network', () => {
   });
 
   it('sliding-window: the request taking the last unit, run twice, is answered allowed (it is counted)', async () => {
-    let armed = false;
-    let dropped = 0;
-    const client = await proxy({
-      dropAfter: (chunk) => {
-        if (!armed || dropped > 0 || !isDecision(chunk)) return false;
-        dropped++;
-        return true;
-      },
-    });
-    const { limiter, url } = await server(client, {
+    const drop = await dropFirstDecision();
+    const { limiter, url } = await server(drop.client, {
       name: 'last',
       algorithm: 'sliding-window',
       limit: 2,
@@ -196,12 +195,16 @@ describe('rateLimit decisions over a lossy network', () => {
     });
     await limiter.get('warm-up');
     expect((await hit(url, '/ok', 'a')).status).toBe(200);
-    armed = true;
+    drop.armed = true;
     const second = await hit(url, '/ok', 'a');
     const logged = (await redis.plain().zrange('erk:rl:last:{k}:s2:2:3600000', '0', '-1')).filter(
       (m) => m !== '#',
     ).length;
-    expect({ dropped, logged, second: second.status }).toEqual({ dropped: 1, logged: 2, second: 200 });
+    expect({ dropped: drop.dropped, logged, second: second.status }).toEqual({
+      dropped: 1,
+      logged: 2,
+      second: 200,
+    });
     // Both units are used: the next one is denied.
     expect((await hit(url, '/ok', 'a')).status).toBe(429);
   });
