@@ -3,10 +3,11 @@ import { request } from 'node:http';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import compression from 'compression';
 import express5, { type RequestHandler, type Response } from 'express';
 import { idempotency } from '../../lib/idempotency';
 import { useRedisServer } from '../helpers/redis';
-import { freshKey, send, sleep, useServers } from './http';
+import { freshKey, send, sleep, useEvents, useServers } from './http';
 
 // A client that leaves before any answer keeps the key in flight while the handler works (its
 // answer is stored for the retry). An answer the handler then starts and cannot end, or an upload
@@ -15,6 +16,7 @@ import { freshKey, send, sleep, useServers } from './http';
 const express4 = require('express4') as typeof express5;
 const redis = useRedisServer();
 const servers = useServers();
+const events = useEvents();
 const dir = mkdtempSync(join(tmpdir(), 'erk-left-'));
 const file = join(dir, 'export.csv');
 writeFileSync(file, 'id,amount\n'.repeat(1000));
@@ -95,5 +97,69 @@ describe.each<[string, boolean, RequestHandler]>([
       body: '1234567890',
     });
     expect(retry.status).toBe(201);
+  });
+});
+
+describe('the client left, then the handler answers in a way it can end', () => {
+  /** Sends a request with `key` and leaves once the handler has started. */
+  async function leaveEarly(url: string, key: string, started: Promise<void>) {
+    const req = request(url, { method: 'POST', headers: { 'Idempotency-Key': key } });
+    req.on('error', () => {});
+    req.end();
+    await started;
+    req.destroy();
+  }
+
+  it('writeHead, slow work, then end(): the key stays reserved, so no second run alongside', async () => {
+    let started!: () => void;
+    const first = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    let runs = 0;
+    let running = 0;
+    let most = 0;
+    const app = express5();
+    app.post('/y', idem({ fingerprint: () => 'same' }), async (_req, res) => {
+      runs++;
+      running++;
+      most = Math.max(most, running);
+      if (runs === 1) {
+        started();
+        await sleep(200);
+      }
+      res.writeHead(201, { 'Content-Type': 'application/json' });
+      await sleep(1000); // longer than lockTtl (300 ms), with no write
+      running--;
+      res.end(JSON.stringify({ n: runs }));
+    });
+    const url = `${await servers.listen(app)}/y`;
+    const key = freshKey();
+    await leaveEarly(url, key, first);
+    await sleep(800);
+    const retry = await send(url, { key });
+    await sleep(800);
+    expect([retry.status, most]).toEqual([409, 1]);
+  });
+
+  it('res.json() through compression mounted after: stored for the retry, not reported abandoned', async () => {
+    let started!: () => void;
+    const first = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    let runs = 0;
+    const app = express5();
+    app.post('/x', idem({ fingerprint: () => 'same' }), compression({ threshold: 0 }), async (_req, res) => {
+      runs++;
+      started();
+      await sleep(300);
+      res.status(201).json({ n: runs });
+    });
+    const url = `${await servers.listen(app)}/x`;
+    const key = freshKey();
+    await leaveEarly(url, key, first);
+    await sleep(700);
+    const retry = await send(url, { key });
+    expect([retry.status, runs]).toEqual([201, 1]);
+    expect(events.types()).not.toContain('abandoned');
   });
 });

@@ -35,6 +35,12 @@ export interface CaptureHooks {
   aborted(): void;
   /** The handler wrote a body chunk (it is still at work, even if its client has gone). */
   wrote(): void;
+  /**
+   * The client left before any answer, and the handler has now written body to it: an answer that
+   * may never end (a piped stream stalls on the gone socket). Alive while it keeps writing; one
+   * that ends is stored as usual.
+   */
+  writingAfterClose(): void;
 }
 
 /*
@@ -80,29 +86,27 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
   const snapshot = () => {
     if (!res.headersSent) sentHeaders = storableHeaders(res, before);
   };
-  // The client left before any answer (the handler was still at work). An answer the handler then
-  // starts without end() can never finish: `sendFile`/`download` give up at once (ECONNABORTED),
-  // a piped stream stalls on the gone socket. From that start it counts as broken off, so the
-  // lease lapses lockTtl after its last write instead of being renewed until `ttl`.
+  // The client left before any answer (the handler was still at work). `sendFile`/`download` then
+  // give up at once (ECONNABORTED) and never end the response: broken off. A body written to the
+  // gone socket may never end either (a piped stream stalls): from then on the handler is alive
+  // while it writes, and the lease lapses lockTtl after its last write instead of lasting until
+  // `ttl`. Headers alone say nothing: `writeHead`, more work, then `end()` is a normal answer.
   let closedUnanswered = false;
-  const answerStarts = () => {
-    if (!closedUnanswered || ended) return;
-    closedUnanswered = false;
-    hooks.aborted();
-  };
   const sendFile = (res as { sendFile?: (...a: unknown[]) => void }).sendFile;
   if (typeof sendFile === 'function') {
     (res as { sendFile?: unknown }).sendFile = function sendFileAfterClose(
       this: Response,
       ...args: unknown[]
     ) {
-      answerStarts();
+      if (closedUnanswered && !ended) {
+        closedUnanswered = false;
+        hooks.aborted();
+      }
       return sendFile.apply(this, args);
     };
   }
 
   const writeHead = function writeHead(this: Response, status: unknown, ...rest: unknown[]) {
-    answerStarts();
     // Applied here (as Node 22 does), so what is stored is what goes out, on every Node.
     if (!this.headersSent) applyWriteHeadHeaders(this, rest);
     snapshot();
@@ -111,7 +115,10 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
   res.writeHead = writeHead;
 
   res.write = function write(this: Response, ...args: unknown[]) {
-    answerStarts();
+    if (closedUnanswered && !ended) {
+      closedUnanswered = false;
+      hooks.writingAfterClose();
+    }
     copy.keep(args[0], args[1]);
     hooks.wrote();
     snapshot();
@@ -211,7 +218,7 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
   // away), or that the app destroyed, has no end() call to wait for; nor does a request whose body
   // broke off mid-upload, which can never complete (a handler reading it waits for ever). One that
   // has not started and that the client broke off is left alone: the handler may still be working,
-  // and its answer will be stored for the retry (until it starts one it cannot end: answerStarts).
+  // and its answer will be stored for the retry (see closedUnanswered).
   res.once('close', () => {
     live = false;
     if (socket && socket.destroy === ownSocketDestroy)

@@ -31,6 +31,8 @@ export function protect(
   // Set when the connection closed mid-answer; from then on only a handler that keeps writing is
   // presumed alive (one that threw after writing never will).
   let brokenOff = false;
+  // Broken off by writing after the client left (see capture.ts): no event unless it lapses.
+  let silentlyBrokenOff = false;
   let lastWrite = started;
   // Another request (or forget()) took the key: this one's answer must not be stored over it.
   let lost = false;
@@ -42,7 +44,11 @@ export function protect(
     // Broken off, or answered by a timeout guard: the lease ends lockTtl after the last sign of
     // life, not a full lockTtl after the last renewal before it.
     const leaseMs = brokenOff ? Math.ceil(lastWrite + o.lockTtlMs - performance.now()) : o.lockTtlMs;
-    if (leaseMs <= 0) return stop();
+    if (leaseMs <= 0) {
+      // Written to a client that had left, then silent: reported now that it is given up.
+      if (silentlyBrokenOff) emit('abandoned', { status: res.statusCode, reason: 'aborted' });
+      return stop();
+    }
     if (beating) return;
     beating = true;
     guarded(o.redis, () => record.heartbeat(o.redis, key, owner, fingerprint, leaseMs), {
@@ -156,6 +162,12 @@ export function protect(
       emit('abandoned', { status: res.statusCode, reason: 'aborted' });
     },
     wrote: () => {
+      lastWrite = performance.now();
+    },
+    writingAfterClose: () => {
+      if (settled || brokenOff) return;
+      brokenOff = true;
+      silentlyBrokenOff = true;
       lastWrite = performance.now();
     },
     beforeEnd: async (captured: CapturedResponse) => {
