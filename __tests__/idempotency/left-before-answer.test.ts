@@ -141,6 +141,61 @@ describe('the client left, then the handler answers in a way it can end', () => 
     expect([retry.status, most]).toEqual([409, 1]);
   });
 
+  it('a first chunk, slow work, then end(): the key stays reserved, so no second run alongside', async () => {
+    let started!: () => void;
+    const first = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    let runs = 0;
+    let running = 0;
+    let most = 0;
+    const app = express5();
+    app.post('/w', idem({ fingerprint: () => 'same' }), async (_req, res) => {
+      runs++;
+      running++;
+      most = Math.max(most, running);
+      if (runs === 1) {
+        started();
+        await sleep(200);
+      }
+      res.status(200).type('json');
+      res.write('[');
+      await sleep(1000); // longer than lockTtl (300 ms), with no write
+      running--;
+      res.end(']');
+    });
+    const url = `${await servers.listen(app)}/w`;
+    const key = freshKey();
+    await leaveEarly(url, key, first);
+    await sleep(800);
+    const retry = await send(url, { key });
+    await sleep(800);
+    expect([retry.status, most]).toEqual([409, 1]);
+  });
+
+  it('sendFile whose callback answers the error: stored for the retry, not reported abandoned', async () => {
+    let started!: () => void;
+    const first = new Promise<void>((resolve) => {
+      started = resolve;
+    });
+    let runs = 0;
+    const app = express5();
+    app.post('/f', idem({ fingerprint: () => 'same' }), async (_req, res) => {
+      runs++;
+      started();
+      await sleep(200);
+      res.sendFile(file, (error) => {
+        if (error) res.status(404).json({ error: 'gone' });
+      });
+    });
+    const url = `${await servers.listen(app)}/f`;
+    const key = freshKey();
+    await leaveEarly(url, key, first);
+    await sleep(700);
+    expect([(await send(url, { key })).status, runs]).toEqual([404, 1]);
+    expect(events.types()).not.toContain('abandoned');
+  });
+
   it('res.json() through compression mounted after: stored for the retry, not reported abandoned', async () => {
     let started!: () => void;
     const first = new Promise<void>((resolve) => {

@@ -36,11 +36,10 @@ export interface CaptureHooks {
   /** The handler wrote a body chunk (it is still at work, even if its client has gone). */
   wrote(): void;
   /**
-   * The client left before any answer, and the handler has now written body to it: an answer that
-   * may never end (a piped stream stalls on the gone socket). Alive while it keeps writing; one
-   * that ends is stored as usual.
+   * The client left before any answer, and the handler has now started one that may never end
+   * (`sendFile`, a piped stream). Alive while it keeps writing; one that ends is stored as usual.
    */
-  writingAfterClose(): void;
+  mayNeverEnd(): void;
 }
 
 /*
@@ -86,22 +85,25 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
   const snapshot = () => {
     if (!res.headersSent) sentHeaders = storableHeaders(res, before);
   };
-  // The client left before any answer (the handler was still at work). `sendFile`/`download` then
-  // give up at once (ECONNABORTED) and never end the response: broken off. A body written to the
-  // gone socket may never end either (a piped stream stalls): from then on the handler is alive
-  // while it writes, and the lease lapses lockTtl after its last write instead of lasting until
-  // `ttl`. Headers alone say nothing: `writeHead`, more work, then `end()` is a normal answer.
+  // The client left before any answer (the handler was still at work). Two answers started after
+  // that can never end: `sendFile`/`download` give up at once (ECONNABORTED), and a stream piped
+  // into the gone socket stalls. From then on the handler is alive while it writes, and the lease
+  // lapses lockTtl after its last write instead of lasting until `ttl`. Anything else it writes
+  // (headers, a first chunk, then slow work and `end()`) is a normal answer, stored for the retry.
   let closedUnanswered = false;
+  const mayNeverEnd = () => {
+    if (!closedUnanswered || ended) return;
+    closedUnanswered = false;
+    hooks.mayNeverEnd();
+  };
+  res.on('pipe', mayNeverEnd);
   const sendFile = (res as { sendFile?: (...a: unknown[]) => void }).sendFile;
   if (typeof sendFile === 'function') {
     (res as { sendFile?: unknown }).sendFile = function sendFileAfterClose(
       this: Response,
       ...args: unknown[]
     ) {
-      if (closedUnanswered && !ended) {
-        closedUnanswered = false;
-        hooks.aborted();
-      }
+      mayNeverEnd();
       return sendFile.apply(this, args);
     };
   }
@@ -115,10 +117,6 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
   res.writeHead = writeHead;
 
   res.write = function write(this: Response, ...args: unknown[]) {
-    if (closedUnanswered && !ended) {
-      closedUnanswered = false;
-      hooks.writingAfterClose();
-    }
     copy.keep(args[0], args[1]);
     hooks.wrote();
     snapshot();

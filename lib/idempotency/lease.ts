@@ -31,7 +31,8 @@ export function protect(
   // Set when the connection closed mid-answer; from then on only a handler that keeps writing is
   // presumed alive (one that threw after writing never will).
   let brokenOff = false;
-  // Broken off by writing after the client left (see capture.ts): no event unless it lapses.
+  // An answer that may never end, started after the client left (see capture.ts): no event
+  // unless it lapses.
   let silentlyBrokenOff = false;
   let lastWrite = started;
   // Another request (or forget()) took the key: this one's answer must not be stored over it.
@@ -45,7 +46,7 @@ export function protect(
     // life, not a full lockTtl after the last renewal before it.
     const leaseMs = brokenOff ? Math.ceil(lastWrite + o.lockTtlMs - performance.now()) : o.lockTtlMs;
     if (leaseMs <= 0) {
-      // Written to a client that had left, then silent: reported now that it is given up.
+      // Started after the client left, then silent: reported now that it is given up.
       if (silentlyBrokenOff) emit('abandoned', { status: res.statusCode, reason: 'aborted' });
       return stop();
     }
@@ -164,7 +165,7 @@ export function protect(
     wrote: () => {
       lastWrite = performance.now();
     },
-    writingAfterClose: () => {
+    mayNeverEnd: () => {
       if (settled || brokenOff) return;
       brokenOff = true;
       silentlyBrokenOff = true;
