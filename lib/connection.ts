@@ -1,17 +1,17 @@
 import Redis, { Cluster, type ClusterOptions, type RedisOptions } from 'ioredis';
-import { READONLY_REPLY } from './breaker';
 import type { RedisClient } from './client';
 import { DEFAULT_REDIS_URL, type RedisTarget, validateRedisOptions } from './connection-options';
 import { pingRedis } from './health';
 import { neverThrows } from './logger';
 import { maskUrl } from './mask-url';
+import { isUrl, type NodeAddress, toAddress, urlAddress, urlAuth } from './node-address';
 import { takeSubscriber } from './pubsub';
-
-/** Where the kit's default connection goes when nothing is configured. */
-export { DEFAULT_REDIS_URL };
+import { reconnectOnReadonly } from './replica';
 
 /** A host/port pair, or a `host:port` string. */
-export type NodeAddress = string | { host: string; port: number };
+export type { NodeAddress };
+/** Where the kit's default connection goes when nothing is configured. */
+export { DEFAULT_REDIS_URL };
 
 /** Options of {@link createRedis}; any other ioredis option passes through unchanged. */
 export interface CreateRedisOptions extends Omit<RedisOptions, 'sentinels' | 'name'> {
@@ -228,69 +228,6 @@ function newClient(options: CreateRedisOptions, target: RedisTarget): RedisClien
 
 function definedOnly<T extends object>(options: T): Partial<T> {
   return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined)) as Partial<T>;
-}
-
-const REDIS_URL = /^rediss?:\/\//i;
-
-const lastReadonlyReconnect = new WeakMap<object, number>();
-
-/**
- * ioredis's `reconnectOnError`: reconnect (1) on a replica's READONLY, at most once a second per
- * connection. ioredis calls it as a method of the connection's own options object (`duplicate()`
- * makes a new one), which keys the limit: a duplicate must not wait on its parent's reconnect.
- */
-function reconnectOnReadonly(this: object | undefined, error: Error): 1 | false {
-  if (!READONLY_REPLY.test(error.message)) return false;
-  const connection = this ?? reconnectOnReadonly;
-  const now = performance.now();
-  if (now - (lastReadonlyReconnect.get(connection) ?? Number.NEGATIVE_INFINITY) < 1000) return false;
-  lastReadonlyReconnect.set(connection, now);
-  return 1;
-}
-
-function isUrl(node: NodeAddress): node is string {
-  return typeof node === 'string' && REDIS_URL.test(node);
-}
-
-function urlAddress(url: string): { host: string; port: number } {
-  const parsed = parseNodeUrl(url);
-  return { host: parsed.hostname.replace(/^\[|\]$/g, ''), port: Number(parsed.port || 6379) };
-}
-
-/** The user, password and TLS a Cluster node URL carries, for every node's connection. */
-function urlAuth(url: string | undefined): Partial<RedisOptions> {
-  if (url === undefined) return {};
-  const parsed = parseNodeUrl(url);
-  const auth: Partial<RedisOptions> = {};
-  try {
-    if (parsed.username) auth.username = decodeURIComponent(parsed.username);
-    if (parsed.password) auth.password = decodeURIComponent(parsed.password);
-  } catch {
-    throw new TypeError(
-      `express-redis-kit: node address "${maskUrl(url)}" has a user or password that does not decode (percent-encode "%" as %25).`,
-    );
-  }
-  if (/^rediss:/i.test(url)) auth.tls = {};
-  return auth;
-}
-
-function parseNodeUrl(url: string): URL {
-  try {
-    return new URL(url.replace(/^rediss?:/i, 'redis:'));
-  } catch {
-    throw new TypeError(`express-redis-kit: node address "${maskUrl(url)}" is not a valid Redis URL.`);
-  }
-}
-
-function toAddress(node: NodeAddress): { host: string; port: number } {
-  if (typeof node !== 'string') return node;
-  const at = node.lastIndexOf(':');
-  const port = Number(node.slice(at + 1));
-  if (at <= 0 || !Number.isInteger(port) || REDIS_URL.test(node)) {
-    // Masked: a URL (a sentinel given as one) may carry a password.
-    throw new TypeError(`express-redis-kit: node address "${maskUrl(node)}" must look like host:port.`);
-  }
-  return { host: node.slice(0, at).replace(/^\[|\]$/g, ''), port };
 }
 
 function describeTarget(target: RedisTarget): string {

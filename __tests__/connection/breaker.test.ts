@@ -1,8 +1,9 @@
 import calculateSlot from 'cluster-key-slot';
 import { Cluster } from 'ioredis';
-import { breakerFor, CircuitBreaker, configureBreaker, guarded } from '../../lib/breaker';
+import { breakerFor, CircuitBreaker, configureBreaker } from '../../lib/breaker';
 import { RedisTimeoutError, RedisUnavailableError } from '../../lib/errors';
 import { type KitEvent, onKitEvent } from '../../lib/events';
+import { guarded } from '../../lib/guarded';
 import { eventually, useRedisServer } from '../helpers/redis';
 
 describe('circuit breaker', () => {

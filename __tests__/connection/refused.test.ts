@@ -1,9 +1,10 @@
 import express from 'express';
 import request from 'supertest';
-import { breakerFor, configureBreaker, guarded } from '../../lib/breaker';
+import { breakerFor, configureBreaker } from '../../lib/breaker';
 import { cacheResponse } from '../../lib/cache';
 import type { RedisClient } from '../../lib/client';
 import { RedisRefusedError, RedisUnavailableError } from '../../lib/errors';
+import { guarded } from '../../lib/guarded';
 import { idempotency } from '../../lib/idempotency';
 import { rateLimit } from '../../lib/rate-limit';
 import { redisSession } from '../../lib/session';

@@ -1,12 +1,13 @@
 import type { IncomingHttpHeaders } from 'node:http';
-import { type GuardOptions, guarded } from '../breaker';
 import type { RedisClient } from '../client';
 import { emitKitEvent, hasKitListeners } from '../events';
+import { type GuardOptions, guarded } from '../guarded';
 import { newToken } from '../token';
 import { KIT_VERSION } from '../version';
 import { Bus, type Invalidation } from './bus';
 import { CorruptEntryError, decodeEntry, type Entry } from './entry';
 import { type FillVary, type StoreOutcome, storeFill } from './fill-store';
+import { HeardLog } from './heard';
 import { invalidateRedis, redisKeysOf } from './invalidate';
 import { headerValue, lockKeyOf, noStoreKeyOf } from './key';
 import { clearOnReconnect, L1, type Rec, stopClearingOnReconnect, toRec } from './l1';
@@ -60,9 +61,6 @@ export function isKitCache(value: unknown): boolean {
   );
 }
 
-/** How many invalidations a cache remembers for {@link CacheCore.invalidatedSince}. */
-const HEARD_LOG_MAX = 256;
-
 export class CacheCore {
   readonly l1: L1 | undefined;
   protected readonly bus: Bus;
@@ -90,7 +88,7 @@ export class CacheCore {
           );
         },
         onReconnect: () => {
-          this.hear(undefined, new Set());
+          this.heardLog.hear(undefined);
           l1.clear();
         },
         onLanded: () => l1.resume(),
@@ -351,47 +349,22 @@ export class CacheCore {
     return redisKeysOf(this.options.prefix, keys);
   }
 
-  /**
-   * How many invalidations this instance has heard (its own and others', and reconnects that may
-   * have missed some): a lookup or fill records it when it starts, so that the requests it
-   * answers can tell whether its result is older than one (see {@link invalidatedSince}).
-   */
+  /** A `heard` count, to check a lookup's result with {@link invalidatedSince} (see heard.ts). */
   get heard(): number {
-    return this.heardCount;
+    return this.heardLog.count;
   }
 
-  /**
-   * Whether an invalidation heard after `since` (a {@link heard} value) reaches `rec`, by its Redis
-   * key or one of its tags: what a lookup that started before it read may be what it invalidated,
-   * which a request that waited on that lookup must not get. Unrelated invalidations leave the
-   * result usable, so coalescing holds under a steady stream of them.
-   */
+  /** Whether an invalidation heard after `since` (a {@link heard} count) reaches `rec`. */
   invalidatedSince(since: number, rec: Rec): boolean {
-    if (since === this.heardCount) return false;
-    // Older than what the log remembers: assume it was reached.
-    if (this.heardCount - since > this.heardLog.length) return true;
-    for (const heard of this.heardLog) {
-      if (heard.seq <= since) continue;
-      if (heard.keys === undefined) return true;
-      if (heard.keys.has(rec.redisKey) || rec.entry.tags.some((tag) => heard.tags.has(tag))) return true;
-    }
-    return false;
+    return this.heardLog.reachedSince(since, rec);
   }
 
-  private heardCount = 0;
-  /** The latest invalidations heard; `keys` undefined: anything (a reconnect may have missed some). */
-  private readonly heardLog: Array<{ seq: number; keys?: ReadonlySet<string>; tags: ReadonlySet<string> }> =
-    [];
-
-  private hear(keys: ReadonlySet<string> | undefined, tags: ReadonlySet<string>): void {
-    this.heardLog.push({ seq: ++this.heardCount, ...(keys ? { keys } : {}), tags });
-    if (this.heardLog.length > HEARD_LOG_MAX) this.heardLog.shift();
-  }
+  private readonly heardLog = new HeardLog();
 
   private dropLocal(message: Invalidation): void {
     const keys = new Set(message.keys);
     const tags = new Set(message.tags);
-    this.hear(keys, tags);
+    this.heardLog.hear(keys, tags);
     this.l1?.drop(keys, tags);
   }
 

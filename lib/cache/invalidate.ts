@@ -1,6 +1,6 @@
-import { type GuardOptions, guarded } from '../breaker';
 import type { RedisClient } from '../client';
 import { RedisUnavailableError } from '../errors';
+import { type GuardOptions, guarded } from '../guarded';
 import type { Bus, Invalidation } from './bus';
 import { entryKey, lockKeyOf, tagKey, valueKey } from './key';
 import type { ResolvedCacheOptions } from './options';

@@ -1,6 +1,7 @@
 import { LRUCache } from 'lru-cache';
 import type { RedisClient } from '../client';
 import type { Entry } from './entry';
+import { reaches } from './heard';
 import type { PreparedHeaders } from './http';
 import type { ResolvedL1 } from './options';
 
@@ -94,8 +95,7 @@ export class L1 {
     if (redisKeys.size === 0 && tags.size === 0) return;
     const doomed: string[] = [];
     for (const [key, value] of this.lru.entries()) {
-      if (redisKeys.has(value.redisKey)) doomed.push(key);
-      else if (tags.size > 0 && isRec(value) && value.entry.tags.some((t) => tags.has(t))) doomed.push(key);
+      if (isRec(value) ? reaches(value, redisKeys, tags) : redisKeys.has(value.redisKey)) doomed.push(key);
     }
     for (const key of doomed) this.lru.delete(key);
   }

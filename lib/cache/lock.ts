@@ -1,7 +1,7 @@
-import { guarded } from '../breaker';
 import { checkClient, type RedisClient } from '../client';
 import { type Duration, MAX_TIMER_MS, toMs } from '../duration';
 import { checkKnownOptions, isKitError, optionError, RedisUnavailableError, shown } from '../errors';
+import { guarded } from '../guarded';
 import { checkPrefix, DEFAULT_PREFIX, taggedKey } from '../keys';
 import { defineScript, LUA_NOW_MS, runScript } from '../scripts';
 import { newToken } from '../token';

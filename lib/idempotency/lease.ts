@@ -1,5 +1,5 @@
 import type { Request, Response } from 'express';
-import { type GuardOptions, guarded } from '../breaker';
+import { type GuardOptions, guarded } from '../guarded';
 import { emitWarningOnce } from '../logger';
 import { type CapturedResponse, captureResponse } from './capture';
 import { watchTimeoutGuard } from './late-answer';

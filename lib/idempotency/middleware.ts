@@ -1,9 +1,9 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { NextFunction, Request, Response } from 'express';
 import ipaddr from 'ipaddr.js';
-import { didNotRun, guarded } from '../breaker';
 import { problemType, RedisUnavailableError, sendProblem, thrownError } from '../errors';
 import { emitKitEvent } from '../events';
+import { didNotRun, guarded } from '../guarded';
 import { scopePart } from '../keys';
 import { emitWarningOnce } from '../logger';
 import { nodeField, OutageTracker } from '../outage';

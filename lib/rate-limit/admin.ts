@@ -1,5 +1,5 @@
-import { guarded } from '../breaker';
 import { shown } from '../errors';
+import { guarded } from '../guarded';
 import { createCustomKeyGrouper, createIpGrouper } from './client-key';
 import type { LimiterContext } from './context';
 import type { DenyCache } from './deny-cache';

@@ -1,4 +1,4 @@
-import { guarded } from '../breaker';
+import { guarded } from '../guarded';
 import { safePart } from '../keys';
 import { runScript } from '../scripts';
 import type { ResolvedOptions } from './options';

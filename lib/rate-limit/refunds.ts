@@ -1,7 +1,7 @@
 import type { Request, Response } from 'express';
 import onFinished from 'on-finished';
-import { guarded } from '../breaker';
 import { emitKitEvent } from '../events';
+import { guarded } from '../guarded';
 import { runScript } from '../scripts';
 import type { Refund } from './batches';
 import type { LimiterContext } from './context';

@@ -1,9 +1,9 @@
 import type { Request } from 'express';
 import { type SessionData, Store } from 'express-session';
-import { clientTimeoutMs, didNotRun, guarded } from '../breaker';
 import type { RedisClient } from '../client';
 import { RedisTimeoutError } from '../errors';
 import { emitKitEvent } from '../events';
+import { clientTimeoutMs, didNotRun, guarded } from '../guarded';
 import { RedisClock } from '../redis-clock';
 import { runScript } from '../scripts';
 import { newToken } from '../token';

@@ -1,6 +1,6 @@
-import { didNotRun, guarded } from '../breaker';
 import type { RedisClient } from '../client';
 import { emitKitEvent } from '../events';
+import { didNotRun, guarded } from '../guarded';
 import { runScript } from '../scripts';
 import { newToken } from '../token';
 import { DESTROY, INDEX_ADD, INDEX_LIST, sessionKeyFromHandle, userIndexKey } from './scripts';
