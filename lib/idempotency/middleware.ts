@@ -7,10 +7,10 @@ import { didNotRun, guarded } from '../guarded';
 import { scopePart } from '../keys';
 import { emitWarningOnce } from '../logger';
 import { nodeField, OutageTracker } from '../outage';
-import { DECODED_BODY_FACTOR, replay } from './capture';
 import { protect, releaseKey } from './lease';
 import { type IdempotencyOptions, type ResolvedIdempotencyOptions, resolveOptions } from './options';
 import * as record from './record';
+import { DECODED_BODY_FACTOR, replay } from './replay';
 import { clientAddress, parseKey, recordKey, resolveScope, routeOf } from './request-key';
 
 /** Identifies one record, for the admin API. */
