@@ -21,6 +21,14 @@ const dir = mkdtempSync(join(tmpdir(), 'erk-left-'));
 const file = join(dir, 'export.csv');
 writeFileSync(file, 'id,amount\n'.repeat(1000));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
+/** Opened by the handler once it has started: `opened` resolves then. */
+function gate() {
+  let open!: () => void;
+  const opened = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { opened, open };
+}
 const idem = (extra = {}) => idempotency({ redis: redis.client(), lockTtl: 300, ...extra });
 
 describe.each([
@@ -33,14 +41,11 @@ describe.each([
     ['a piped stream', (res) => void createReadStream(file).pipe(res)],
   ])('%s: the retry runs once lockTtl has passed', async (_how, answer) => {
     let runs = 0;
-    let started!: () => void;
-    const first = new Promise<void>((resolve) => {
-      started = resolve;
-    });
+    const first = gate();
     const app = express();
     app.post('/exports', idem(), async (_req, res) => {
       if (++runs === 1) {
-        started();
+        first.open();
         await sleep(200);
       }
       answer(res);
@@ -50,7 +55,7 @@ describe.each([
     const req = request(url, { method: 'POST', headers: { 'Idempotency-Key': key } });
     req.on('error', () => {});
     req.end();
-    await first;
+    await first.opened;
     req.destroy(); // the client's timeout
     await sleep(1000); // the handler started its answer 800 ms ago: well past lockTtl (300 ms)
     expect((await send(url, { key })).status).toBe(200);
@@ -110,79 +115,54 @@ describe('the client left, then the handler answers in a way it can end', () => 
     req.destroy();
   }
 
-  it('writeHead, slow work, then end(): the key stays reserved, so no second run alongside', async () => {
-    let started!: () => void;
-    const first = new Promise<void>((resolve) => {
-      started = resolve;
-    });
-    let runs = 0;
-    let running = 0;
-    let most = 0;
-    const app = express5();
-    app.post('/y', idem({ fingerprint: () => 'same' }), async (_req, res) => {
-      runs++;
-      running++;
-      most = Math.max(most, running);
-      if (runs === 1) {
-        started();
-        await sleep(200);
-      }
-      res.writeHead(201, { 'Content-Type': 'application/json' });
-      await sleep(1000); // longer than lockTtl (300 ms), with no write
-      running--;
-      res.end(JSON.stringify({ n: runs }));
-    });
-    const url = `${await servers.listen(app)}/y`;
-    const key = freshKey();
-    await leaveEarly(url, key, first);
-    await sleep(800);
-    const retry = await send(url, { key });
-    await sleep(800);
-    expect([retry.status, most]).toEqual([409, 1]);
-  });
-
-  it('a first chunk, slow work, then end(): the key stays reserved, so no second run alongside', async () => {
-    let started!: () => void;
-    const first = new Promise<void>((resolve) => {
-      started = resolve;
-    });
-    let runs = 0;
-    let running = 0;
-    let most = 0;
-    const app = express5();
-    app.post('/w', idem({ fingerprint: () => 'same' }), async (_req, res) => {
-      runs++;
-      running++;
-      most = Math.max(most, running);
-      if (runs === 1) {
-        started();
-        await sleep(200);
-      }
-      res.status(200).type('json');
-      res.write('[');
-      await sleep(1000); // longer than lockTtl (300 ms), with no write
-      running--;
-      res.end(']');
-    });
-    const url = `${await servers.listen(app)}/w`;
-    const key = freshKey();
-    await leaveEarly(url, key, first);
-    await sleep(800);
-    const retry = await send(url, { key });
-    await sleep(800);
-    expect([retry.status, most]).toEqual([409, 1]);
-  });
+  it.each<[string, (res: Response) => void, (res: Response) => void]>([
+    ['headers', (res) => res.writeHead(201, { 'Content-Type': 'application/json' }), (res) => res.end('{}')],
+    [
+      'a first chunk',
+      (res) => {
+        res.status(200).type('json');
+        res.write('[');
+      },
+      (res) => res.end(']'),
+    ],
+  ])(
+    '%s, slow work, then end(): the key stays reserved, so no second run alongside',
+    async (_how, begin, finish) => {
+      const first = gate();
+      let runs = 0;
+      let running = 0;
+      let most = 0;
+      const app = express5();
+      app.post('/y', idem({ fingerprint: () => 'same' }), async (_req, res) => {
+        runs++;
+        running++;
+        most = Math.max(most, running);
+        if (runs === 1) {
+          first.open();
+          await sleep(200);
+        }
+        begin(res);
+        await sleep(1000); // longer than lockTtl (300 ms), with no write
+        running--;
+        finish(res);
+      });
+      const url = `${await servers.listen(app)}/y`;
+      const key = freshKey();
+      await leaveEarly(url, key, first.opened);
+      await sleep(800);
+      const retry = await send(url, { key });
+      await sleep(800);
+      expect([retry.status, most]).toEqual([409, 1]);
+    },
+  );
 
   it('sendFile whose callback answers the error: stored for the retry, not reported abandoned', async () => {
-    let started!: () => void;
-    const first = new Promise<void>((resolve) => {
-      started = resolve;
-    });
+    const first = gate();
     let runs = 0;
     const app = express5();
     app.post('/f', idem({ fingerprint: () => 'same' }), async (_req, res) => {
       runs++;
-      started();
+      first.open();
       await sleep(200);
       res.sendFile(file, (error) => {
         if (error) res.status(404).json({ error: 'gone' });
@@ -190,28 +170,25 @@ describe('the client left, then the handler answers in a way it can end', () => 
     });
     const url = `${await servers.listen(app)}/f`;
     const key = freshKey();
-    await leaveEarly(url, key, first);
+    await leaveEarly(url, key, first.opened);
     await sleep(700);
     expect([(await send(url, { key })).status, runs]).toEqual([404, 1]);
     expect(events.types()).not.toContain('abandoned');
   });
 
   it('res.json() through compression mounted after: stored for the retry, not reported abandoned', async () => {
-    let started!: () => void;
-    const first = new Promise<void>((resolve) => {
-      started = resolve;
-    });
+    const first = gate();
     let runs = 0;
     const app = express5();
     app.post('/x', idem({ fingerprint: () => 'same' }), compression({ threshold: 0 }), async (_req, res) => {
       runs++;
-      started();
+      first.open();
       await sleep(300);
       res.status(201).json({ n: runs });
     });
     const url = `${await servers.listen(app)}/x`;
     const key = freshKey();
-    await leaveEarly(url, key, first);
+    await leaveEarly(url, key, first.opened);
     await sleep(700);
     const retry = await send(url, { key });
     expect([retry.status, runs]).toEqual([201, 1]);
