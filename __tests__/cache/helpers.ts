@@ -108,3 +108,49 @@ export async function untilHit(app: Express, path: string, set: Record<string, s
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+/**
+ * A product route that reads its value when the request starts and answers 200 ms later, plus a
+ * write route that changes the value and invalidates the tag: the classic read/write race.
+ */
+export function productApp(client: RedisClient) {
+  const state = { value: 'v1', onRead: () => {} };
+  const products = cacheResponse({
+    redis: client,
+    ttl: '1m',
+    l1: false,
+    tags: () => ['product'],
+    logger: quietLogger(),
+  });
+  const app = express();
+  app.get('/product', products, async (_req, res) => {
+    const read = state.value;
+    state.onRead();
+    await sleep(200);
+    res.json({ value: read });
+  });
+  app.put(
+    '/product',
+    products.invalidates(() => ['product']),
+    (_req, res) => {
+      state.value = 'v2';
+      res.json({ ok: true });
+    },
+  );
+  return { app, products, state };
+}
+
+/**
+ * Starts a GET that reads the value now and answers later; resolves (with its answer to come) once
+ * the handler has read the value: a fixed wait was too short on a loaded machine.
+ */
+export async function startSlowRead(app: express.Express, state: { onRead: () => void }) {
+  const read = new Promise<void>((resolve) => {
+    state.onRead = resolve;
+  });
+  const answer = request(app)
+    .get('/product')
+    .then((res) => res); // supertest sends on then()
+  await read;
+  return { answer };
+}

@@ -1,10 +1,9 @@
-import express from 'express';
 import request from 'supertest';
-import { cacheResponse, createCache } from '../../lib/cache';
+import { createCache } from '../../lib/cache';
 import type { RedisClient } from '../../lib/client';
 import { captureEvents } from '../helpers/events';
 import { useFlushedClient, useRedisServer } from '../helpers/redis';
-import { quietLogger, sleep } from './helpers';
+import { productApp, quietLogger, sleep, startSlowRead } from './helpers';
 
 const redis = useRedisServer();
 let client: RedisClient;
@@ -12,55 +11,9 @@ useFlushedClient(redis, (c) => {
   client = c;
 });
 
-/**
- * A product route that reads its value when the request starts and answers 200 ms later, plus a
- * write route that changes the value and invalidates the tag: the classic read/write race.
- */
-function productApp() {
-  const state = { value: 'v1', onRead: () => {} };
-  const products = cacheResponse({
-    redis: client,
-    ttl: '1m',
-    l1: false,
-    tags: () => ['product'],
-    logger: quietLogger(),
-  });
-  const app = express();
-  app.get('/product', products, async (_req, res) => {
-    const read = state.value;
-    state.onRead();
-    await sleep(200);
-    res.json({ value: read });
-  });
-  app.put(
-    '/product',
-    products.invalidates(() => ['product']),
-    (_req, res) => {
-      state.value = 'v2';
-      res.json({ ok: true });
-    },
-  );
-  return { app, products, state };
-}
-
-/**
- * Starts a GET that reads the value now and answers later; resolves (with its answer to come) once
- * the handler has read the value: a fixed wait was too short on a loaded machine.
- */
-async function startSlowRead(app: express.Express, state: { onRead: () => void }) {
-  const read = new Promise<void>((resolve) => {
-    state.onRead = resolve;
-  });
-  const answer = request(app)
-    .get('/product')
-    .then((res) => res); // supertest sends on then()
-  await read;
-  return { answer };
-}
-
 describe('a fill that read the data before a write is not stored after that write invalidated it', () => {
   it('tag invalidation during a first fill (nothing cached yet for the tag)', async () => {
-    const { app, state } = productApp();
+    const { app, state } = productApp(client);
     const events = captureEvents('cache');
     try {
       const { answer: slowRead } = await startSlowRead(app, state);
@@ -76,7 +29,7 @@ describe('a fill that read the data before a write is not stored after that writ
   });
 
   it('key invalidation during the refill of an entry', async () => {
-    const { app, products, state } = productApp();
+    const { app, products, state } = productApp(client);
     await request(app).get('/product');
     await products.invalidate({ keys: ['GET /product'] });
     const events = captureEvents('cache');

@@ -4,7 +4,7 @@ import { cacheResponse, createCache } from '../../lib/cache';
 import { entryKey } from '../../lib/cache/key';
 import type { RedisClient } from '../../lib/client';
 import { useFlushedClient, useRedisServer } from '../helpers/redis';
-import { quietLogger, sleep } from './helpers';
+import { productApp, quietLogger, sleep, startSlowRead } from './helpers';
 
 const redis = useRedisServer();
 let client: RedisClient;
@@ -80,29 +80,9 @@ describe('an invalidation racing a fill that runs without the fill lock (after a
   });
 
   it('cacheResponse: after a corrupt entry, the next fill runs under the lock, so a tag invalidation stops it', async () => {
-    const state = { value: 'v1', onRead: () => {} };
-    const products = cacheResponse({
-      redis: client,
-      ttl: '1m',
-      l1: false,
-      tags: () => ['product'],
-      logger: quietLogger(),
-    });
-    const app = express();
-    app.get('/product', products, async (_req, res) => {
-      const read = state.value;
-      state.onRead();
-      await sleep(200);
-      res.json({ value: read });
-    });
+    const { app, products, state } = productApp(client);
     await client.set(entryKey('erk:', 'GET /product'), 'garbage'); // a truncated/foreign value
-    const read = new Promise<void>((r) => {
-      state.onRead = r;
-    });
-    const slow = request(app)
-      .get('/product')
-      .then((r) => r);
-    await read;
+    const { answer: slow } = await startSlowRead(app, state);
     state.value = 'v2';
     await products.invalidate({ tags: ['product'] });
     expect((await slow).body).toEqual({ value: 'v1' });
