@@ -1,4 +1,4 @@
-import type { RedisClient } from './client';
+import { isCluster, type RedisClient } from './client';
 
 /** A Lua script the kit runs through EVALSHA. */
 export interface ScriptDefinition {
@@ -96,6 +96,35 @@ function pendingPipelineLacks(redis: RedisClient, name: string): boolean {
   if (!pending || pending.size === 0) return false;
   for (const pipeline of pending.values()) if (typeof pipeline[name] !== 'function') return true;
   return false;
+}
+
+/**
+ * Runs `send`, whose Redis calls were gathered by the kit itself over one event-loop turn and are
+ * made from a `setImmediate` (the rate limiter's coalesced decisions and refunds), so that they leave
+ * now, in one write. Through ioredis's auto-pipelining they would wait for its own `setImmediate`,
+ * which, scheduled from this check phase, runs only after another whole turn of the event loop: one
+ * more poll for every request of the batch, which cost the rate limiter about a tenth of its
+ * throughput. An auto-pipeline already pending is joined instead, as before: calls made earlier in
+ * this turn (a `reset()`) must reach Redis first, and it leaves in this turn or no later.
+ */
+export function sendThisTurn(redis: RedisClient, send: () => void): void {
+  const pending = (redis as unknown as { _autoPipelines?: Map<string, unknown> })._autoPipelines;
+  if (pending && pending.size > 0) {
+    send();
+    return;
+  }
+  const options = redis.options as { enableAutoPipelining?: boolean };
+  const pipelining = options.enableAutoPipelining === true;
+  // One write for the whole batch of keys, as auto-pipelining would have made.
+  const stream = isCluster(redis) ? undefined : redis.stream;
+  if (pipelining) options.enableAutoPipelining = false;
+  stream?.cork();
+  try {
+    send();
+  } finally {
+    if (pipelining) options.enableAutoPipelining = true;
+    stream?.uncork();
+  }
 }
 
 function ensureDefined(redis: RedisClient, script: ScriptDefinition): void {

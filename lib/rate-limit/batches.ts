@@ -39,6 +39,8 @@ export class TurnBatches {
   constructor(
     private readonly sendDecisions: Send<Pending>,
     private readonly sendRefunds: Send<Refund>,
+    /** Makes the turn's calls leave together, now (scripts.ts `sendThisTurn`). */
+    private readonly together: (send: () => void) => void,
   ) {}
 
   decide(key: string, pending: Pending): void {
@@ -61,6 +63,10 @@ export class TurnBatches {
 
   private readonly flush = (): void => {
     this.scheduled = false;
+    this.together(this.drainAll);
+  };
+
+  private readonly drainAll = (): void => {
     // Refunds first: a request decided in this same turn sees the quota they give back.
     drain(this.refunds, this.sendRefunds);
     drain(this.decisions, this.sendDecisions);

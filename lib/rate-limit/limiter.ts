@@ -1,5 +1,6 @@
 import type { NextFunction, Request, Response } from 'express';
 import { emitKitEvent, hasKitListeners } from '../events';
+import { sendThisTurn } from '../scripts';
 import { createAdmin } from './admin';
 import { type Pending, TurnBatches } from './batches';
 import { createContext } from './context';
@@ -30,7 +31,7 @@ export function createLimiter(o: ResolvedOptions) {
   const refunds = createRefunds(o, ctx, denyCache, (key, refund) =>
     o.coalesce ? batches.refund(key, refund) : refunds.send(key, [refund]),
   );
-  const batches = new TurnBatches(send, refunds.send);
+  const batches = new TurnBatches(send, refunds.send, (sendAll) => sendThisTurn(o.redis, sendAll));
   const refundable = o.skipSuccessfulRequests || o.skipFailedRequests;
 
   function decide(req: Request, res: Response, next: NextFunction, key: string, cost: number): void {
