@@ -76,7 +76,7 @@ export class CacheCore {
     this.clientPrefix = (redis.options as { keyPrefix?: string }).keyPrefix ?? '';
     const channel = `${options.prefix}cache:bus`;
     if (options.l1) {
-      const l1 = new L1(options.l1);
+      const l1 = new L1(options.l1, this.heardLog);
       this.l1 = l1;
       this.bus = new Bus(redis, channel, {
         onInvalidation: (message) => this.dropLocal(message),
@@ -87,10 +87,8 @@ export class CacheCore {
             'cannot subscribe to the invalidation channel; L1 is off until it can (retrying)',
           );
         },
-        onReconnect: () => {
-          this.heardLog.hear(undefined);
-          l1.clear();
-        },
+        // Emptied, and heard as an invalidation of everything (messages sent meanwhile are lost).
+        onReconnect: () => l1.clear(),
         onLanded: () => l1.resume(),
       });
       clearOnReconnect(redis, l1);

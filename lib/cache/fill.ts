@@ -70,7 +70,7 @@ export function fill(
   const { logger } = cache.options;
   const { token, since, marker } = lease;
   const before = res.getHeaders();
-  const generation = l1?.generation ?? 0;
+  const heard = l1?.heard ?? 0;
   const stop = cache.holdLock(redisKey, token);
   const fallback = staleIfErrorOf(o, lease.stale, Date.now());
   res.setHeader('X-Cache', 'MISS');
@@ -136,7 +136,7 @@ export function fill(
       settle.close?.();
       void cache.store(redisKey, entry, token, vary, since).then((outcome) => {
         if (outcome === 'dropped') return settle({ retry: true });
-        if (l1) l1Put(l1, key, rec, req.headers, generation);
+        if (l1) l1Put(l1, key, rec, req.headers, heard);
         settle({ rec, headers: req.headers });
       });
     },

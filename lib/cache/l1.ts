@@ -1,7 +1,7 @@
 import { LRUCache } from 'lru-cache';
 import type { RedisClient } from '../client';
 import type { Entry } from './entry';
-import { reaches } from './heard';
+import { type HeardLog, reaches } from './heard';
 import type { PreparedHeaders } from './http';
 import type { ResolvedL1 } from './options';
 
@@ -42,19 +42,23 @@ export function isRec(value: L1Value): value is Rec {
 
 /**
  * The in-process tier. Coherence across instances comes from the bus: every invalidation drops the
- * matching entries here, and `generation` lets a fill that raced an invalidation skip L1.
+ * matching entries here, and the cache's {@link HeardLog} keeps out what a lookup or fill read
+ * before an invalidation that reaches it (`set` takes the log's count from before the read).
+ * Invalidations of other keys and tags do not keep it out: under a steady stream of them, L1 would
+ * otherwise hardly ever be filled.
  */
 export class L1 {
   private readonly lru: LRUCache<string, L1Value>;
-  /** Bumped on every invalidation seen; a fill started under an older generation does not land here. */
-  generation = 0;
   /**
    * Off while the invalidation bus cannot be subscribed (Redis down when the app started): other
    * instances' invalidations would go unheard, so nothing is served or kept here until it is.
    */
   private suspended = false;
 
-  constructor(private readonly options: ResolvedL1) {
+  constructor(
+    private readonly options: ResolvedL1,
+    private readonly heardLog: HeardLog,
+  ) {
     this.lru = new LRUCache<string, L1Value>({
       max: options.max,
       maxSize: options.maxSize,
@@ -74,8 +78,17 @@ export class L1 {
     return value;
   }
 
-  set(key: string, value: L1Value, now: number, generation: number): void {
-    if (generation !== this.generation || this.suspended) return;
+  /**
+   * How many invalidations the cache has heard: read it before the lookup whose result goes to
+   * {@link set}.
+   */
+  get heard(): number {
+    return this.heardLog.count;
+  }
+
+  /** Keeps `value` unless an invalidation heard since `heard` (a {@link heard} count) reaches it. */
+  set(key: string, value: L1Value, now: number, heard: number): void {
+    if (this.suspended || this.heardLog.reachedSince(heard, value)) return;
     let ttl = value.expiresAt - now;
     if (this.options.ttlMs !== undefined) {
       ttl = Math.min(ttl, this.options.ttlMs);
@@ -89,9 +102,11 @@ export class L1 {
     this.lru.delete(key);
   }
 
-  /** Drops everything stored under these Redis keys or carrying one of these tags. */
+  /**
+   * Drops everything stored under these Redis keys or carrying one of these tags. The cache has
+   * noted the invalidation in its HeardLog first, which keeps racing fills of them out.
+   */
   drop(redisKeys: ReadonlySet<string>, tags: ReadonlySet<string>): void {
-    this.generation++;
     if (redisKeys.size === 0 && tags.size === 0) return;
     const doomed: string[] = [];
     for (const [key, value] of this.lru.entries()) {
@@ -101,7 +116,8 @@ export class L1 {
   }
 
   clear(): void {
-    this.generation++;
+    // Whatever a lookup in flight read may have been invalidated unheard (a reconnect, the bus off).
+    this.heardLog.hear(undefined);
     this.lru.clear();
   }
 

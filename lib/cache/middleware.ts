@@ -181,7 +181,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     if (req.method === 'HEAD' || forbidsStore(req)) return lookupOnly(req, res, next, key, redisKey);
     const settle = pending ? noFlight : flights.start(key);
     // Read before the lookup: an invalidation while it is in flight must keep its answer out of L1.
-    const generation = l1?.generation ?? 0;
+    const heard = l1?.heard ?? 0;
     const acquired = await cache.acquire(redisKey, req.headers, refreshable(req));
     if (acquired.kind === 'bypass') {
       settle({ bypass: true });
@@ -190,7 +190,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     if (acquired.kind === 'hit') {
       const { rec } = acquired;
       settle({ rec, headers: req.headers });
-      if (l1) l1Put(l1, key, rec, req.headers, generation);
+      if (l1) l1Put(l1, key, rec, req.headers, heard);
       return serveEntry(req, res, rec, key, redisKey, 'hit');
     }
     fill(ctx, req, res, next, key, redisKey, acquired, settle);

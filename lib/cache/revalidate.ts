@@ -16,10 +16,10 @@ export function createRevalidator(cache: Cache, event: (type: string, key: strin
 
   async function run(req: Request, key: string, redisKey: string, fromL1: boolean, done: () => void) {
     if (fromL1) {
-      const generation = l1?.generation ?? 0;
+      const heard = l1?.heard ?? 0;
       const fresh = await cache.freshInRedis(redisKey, req.headers);
       if (fresh) {
-        if (l1) l1Put(l1, key, fresh, req.headers, generation);
+        if (l1) l1Put(l1, key, fresh, req.headers, heard);
         event('refresh-from-redis', key);
         return done();
       }

@@ -39,16 +39,16 @@ export function l1Lookup(l1: L1, key: string, headers: IncomingHttpHeaders, now:
   return variant && isRec(variant) ? variant : undefined;
 }
 
-/** Puts a response into L1, behind a Vary marker when it varies; `generation` as read before the lookup. */
-export function l1Put(l1: L1, key: string, rec: Rec, headers: IncomingHttpHeaders, generation: number): void {
+/** Puts a response into L1, behind a Vary marker when it varies; `heard` as read before the lookup (L1.heard). */
+export function l1Put(l1: L1, key: string, rec: Rec, headers: IncomingHttpHeaders, heard: number): void {
   const names = varyOf(rec.entry);
   const now = Date.now();
   if (names.length === 0) {
-    l1.set(key, rec, now, generation);
+    l1.set(key, rec, now, heard);
     return;
   }
   const marker = l1.get(key, now);
   const expiresAt = marker && !isRec(marker) ? Math.max(marker.expiresAt, rec.expiresAt) : rec.expiresAt;
-  l1.set(key, { vary: names, redisKey: rec.redisKey, expiresAt }, now, generation);
-  l1.set(variantKey(key, names, headers), rec, now, generation);
+  l1.set(key, { vary: names, redisKey: rec.redisKey, expiresAt }, now, heard);
+  l1.set(variantKey(key, names, headers), rec, now, heard);
 }

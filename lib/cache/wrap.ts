@@ -120,12 +120,12 @@ export class Cache extends CacheCore {
     local: Rec | undefined,
   ) {
     // Read before the lookup: an invalidation while it is in flight must keep its answer out of L1.
-    const generation = this.l1?.generation ?? 0;
+    const heard = this.l1?.heard ?? 0;
     const acquired: Acquired = await this.acquire(redisKey, undefined);
     if (acquired.kind === 'hit') {
       const { rec } = acquired;
       const now = Date.now();
-      this.l1?.set(redisKey, rec, now, generation);
+      this.l1?.set(redisKey, rec, now, heard);
       if (now < rec.freshUntil) this.event('hit', { key: redisKey });
       else {
         this.event('stale', { key: redisKey });
@@ -174,7 +174,7 @@ export class Cache extends CacheCore {
     }
     const stored = await this.store(redisKey, entry, acquired.token, undefined, acquired.since);
     const rec = toRec(entry, redisKey, 0, Date.now());
-    if (stored === 'stored') this.l1?.set(redisKey, rec, Date.now(), generation);
+    if (stored === 'stored') this.l1?.set(redisKey, rec, Date.now(), heard);
     return { value, rec, dropped: stored === 'dropped' };
   }
 
@@ -209,17 +209,17 @@ export class Cache extends CacheCore {
     const token = newToken();
     const run = async () => {
       if (fromL1) {
-        const generation = this.l1?.generation ?? 0;
+        const heard = this.l1?.heard ?? 0;
         const fresh = await this.freshInRedis(redisKey, undefined);
         if (fresh) {
-          this.l1?.set(redisKey, fresh, Date.now(), generation);
+          this.l1?.set(redisKey, fresh, Date.now(), heard);
           this.event('refresh-from-redis', { key: redisKey });
           return;
         }
       }
       const since = await this.tryLock(redisKey, token);
       if (since === undefined) return;
-      const generation = this.l1?.generation ?? 0;
+      const heard = this.l1?.heard ?? 0;
       const stop = this.holdLock(redisKey, token);
       let value: T;
       try {
@@ -241,7 +241,7 @@ export class Cache extends CacheCore {
       if (!entry) return this.releaseFill(redisKey, token);
       this.event('refresh', { key: redisKey });
       if ((await this.store(redisKey, entry, token, undefined, since)) === 'stored') {
-        this.l1?.set(redisKey, toRec(entry, redisKey, 0, Date.now()), Date.now(), generation);
+        this.l1?.set(redisKey, toRec(entry, redisKey, 0, Date.now()), Date.now(), heard);
       }
     };
     run()

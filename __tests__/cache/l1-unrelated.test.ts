@@ -1,0 +1,95 @@
+import express from 'express';
+import request from 'supertest';
+import { cacheResponse, createCache } from '../../lib/cache';
+import { eventually, useRedisServer } from '../helpers/redis';
+import { quietLogger } from './helpers';
+
+const redis = useRedisServer();
+beforeEach(() => redis.plain().flushall());
+
+/** A promise the test resolves, standing for an origin still at work. */
+function gate() {
+  let open!: () => void;
+  const opened = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { opened, open };
+}
+
+describe('L1 and invalidations heard while a value was being read or made', () => {
+  it.each([
+    ['a key', { keys: ['other'] }],
+    ['a tag', { tags: ['other-tag'] }],
+  ])(
+    'cache.wrap: a value made while %s of something else was invalidated still lands in L1',
+    async (_what, target) => {
+      const cache = createCache({ redis: redis.client(), l1: { max: 10 }, logger: quietLogger() });
+      await cache.ready();
+      const origin = gate();
+      const making = cache.wrap(
+        'mine',
+        async () => {
+          await origin.opened;
+          return 'fresh';
+        },
+        { ttl: '5m', tags: ['mine-tag'] },
+      );
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      await cache.invalidate(target);
+      origin.open();
+      expect(await making).toBe('fresh');
+      expect(cache.l1!.size).toBe(1);
+      await cache.close();
+    },
+  );
+
+  it('cache.wrap: a value whose tag was invalidated while it was being made stays out of L1', async () => {
+    const cache = createCache({ redis: redis.client(), l1: { max: 10 }, logger: quietLogger() });
+    await cache.ready();
+    const origin = gate();
+    const making = cache.wrap(
+      'mine',
+      async () => {
+        await origin.opened;
+        return 'fresh';
+      },
+      { ttl: '5m', tags: ['mine-tag'] },
+    );
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    await cache.invalidate({ tags: ['mine-tag'] });
+    origin.open();
+    expect(await making).toBe('fresh');
+    expect(cache.l1!.size).toBe(0);
+    await cache.close();
+  });
+
+  it('cacheResponse: a page filled while another page was invalidated is served from L1 next', async () => {
+    const pages = cacheResponse({
+      redis: redis.client(),
+      ttl: '5m',
+      l1: { max: 10 },
+      tags: (req) => [req.path],
+      logger: quietLogger(),
+    });
+    await pages.cache.ready();
+    const origin = gate();
+    let calls = 0;
+    const app = express().get('/p/:id', pages, async (req, res) => {
+      calls++;
+      if (req.params.id === 'slow') await origin.opened;
+      res.json({ id: req.params.id });
+    });
+    const slow = request(app)
+      .get('/p/slow')
+      .then((r) => r);
+    await new Promise((resolve) => setTimeout(resolve, 30));
+    await pages.invalidate({ tags: ['/p/other'] });
+    origin.open();
+    expect((await slow).headers['x-cache']).toBe('MISS');
+    // Put there by the fill itself, once stored (a Redis hit would put it there too).
+    await eventually(() => pages.cache.l1!.size === 1, 'the fill in L1', 2000);
+    const again = await request(app).get('/p/slow');
+    expect([again.headers['x-cache'], again.body, calls]).toEqual(['HIT', { id: 'slow' }, 1]);
+    await pages.cache.close();
+  });
+});
