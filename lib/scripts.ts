@@ -101,29 +101,32 @@ function pendingPipelineLacks(redis: RedisClient, name: string): boolean {
 /**
  * Runs `send`, whose Redis calls were gathered by the kit itself over one event-loop turn and are
  * made from a `setImmediate` (the rate limiter's coalesced decisions and refunds), so that they leave
- * now, in one write. Through ioredis's auto-pipelining they would wait for its own `setImmediate`,
- * which, scheduled from this check phase, runs only after another whole turn of the event loop: one
- * more poll for every request of the batch, which cost the rate limiter about a tenth of its
- * throughput. An auto-pipeline already pending is joined instead, as before: calls made earlier in
- * this turn (a `reset()`) must reach Redis first, and it leaves in this turn or no later.
+ * now, in one write per server. Through ioredis's auto-pipelining they would wait for its own
+ * `setImmediate`, which, scheduled from this check phase, runs only after another whole turn of the
+ * event loop: one more poll for every request of the batch, which cost the rate limiter about a
+ * tenth of its throughput. They go the usual way when calls made before them may still be held back,
+ * so that they never overtake those (a `reset()` made earlier in the turn must reach Redis first): an
+ * auto-pipeline is pending, or the client is not ready (a Cluster holds auto-pipelined calls until its
+ * slot map arrives, apart from the queue a direct call joins).
  */
 export function sendThisTurn(redis: RedisClient, send: () => void): void {
   const pending = (redis as unknown as { _autoPipelines?: Map<string, unknown> })._autoPipelines;
-  if (pending && pending.size > 0) {
+  if (redis.status !== 'ready' || (pending && pending.size > 0)) {
     send();
     return;
   }
   const options = redis.options as { enableAutoPipelining?: boolean };
-  const pipelining = options.enableAutoPipelining === true;
-  // One write for the whole batch of keys, as auto-pipelining would have made.
-  const stream = isCluster(redis) ? undefined : redis.stream;
-  if (pipelining) options.enableAutoPipelining = false;
-  stream?.cork();
+  const pipelining = options.enableAutoPipelining;
+  // One write per server for the whole batch of keys, as auto-pipelining would have made. The
+  // scripts this sends write, so on a Cluster they go to masters.
+  const streams = isCluster(redis) ? redis.nodes('master').map((node) => node.stream) : [redis.stream];
+  options.enableAutoPipelining = false;
+  for (const stream of streams) stream?.cork();
   try {
     send();
   } finally {
-    if (pipelining) options.enableAutoPipelining = true;
-    stream?.uncork();
+    options.enableAutoPipelining = pipelining;
+    for (const stream of streams) stream?.uncork();
   }
 }
 
