@@ -17,10 +17,10 @@ export function maskUrl(url: string): string {
 /**
  * Whether a URL that parsed may still hold user info the parser did not see: an `@` in its path,
  * fragment, or a query part that is no `name=value` (`redis://u:12/ss@host` parses as host `u`,
- * port 12). Such a URL does not mean what it says; it is most likely a password to percent-encode.
+ * port 12; `redis://u:p@ss/word@host` as password `p`, host `ss`). Such a URL does not mean what it
+ * says; it is most likely a password to percent-encode. A Redis URL's path is its database number.
  */
 export function hidesUserInfo(parsed: URL): boolean {
-  if (parsed.username || parsed.password) return false;
   if (parsed.pathname.includes('@') || parsed.hash.includes('@')) return true;
   return parsed.search
     .slice(1)

@@ -631,6 +631,10 @@ describe('helpers', () => {
     ['redis://u:12/ss@host:6379', 'redis://u:****@host:6379'],
     ['redis://u:12?ss@host:6379', 'redis://u:****@host:6379'],
     ['redis://u:12#ss@host:6379', 'redis://u:****@host:6379'],
+    // …and these with user info ("u", password "p", host "ss") before it.
+    ['redis://u:p@ss/word@host:6379', 'redis://u:****@host:6379'],
+    ['redis://u:p@ss?word@host:6379', 'redis://u:****@host:6379'],
+    ['redis://u:p@ss#word@host:6379', 'redis://u:****@host:6379'],
   ])('masks the password of the malformed or unusual URL %s', (url, masked) => {
     expect(maskUrl(url)).toBe(masked);
   });

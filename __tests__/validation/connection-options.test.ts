@@ -42,6 +42,22 @@ describe('createRedis refuses a URL it cannot use, naming the option and never s
       'redis://default:pa?S3cret@127.0.0.1:6379',
       /option "url" is not a valid URL/,
     ],
+    // These parse with user info (user "default", password "p", host "ss"), the rest as a path…
+    [
+      'a password with an @ and then a /',
+      'redis://default:p@ss/S3cret@127.0.0.1:6379',
+      /has an "@" after its host/,
+    ],
+    [
+      'a password with an @ and then a ?',
+      'redis://default:p@ss?S3cret@127.0.0.1:6379',
+      /has an "@" after its host/,
+    ],
+    [
+      'a password with an @ and then a #',
+      'redis://default:p@ss#S3cret@127.0.0.1:6379',
+      /has an "@" after its host/,
+    ],
   ])('%s', (_case, url, message) => {
     const error = thrown(() => createRedis({ url, lazyConnect: true }));
     expect(error).toBeInstanceOf(TypeError);
