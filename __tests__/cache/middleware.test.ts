@@ -624,6 +624,9 @@ describe('cacheResponse: options', () => {
     expect(() => cacheResponse({ redis: client, ttl: 'soon' })).toThrow(TypeError);
     expect(() => cacheResponse({ redis: client, ttl: '1m', jitter: 2 })).toThrow(/"jitter"/);
     expect(() => cacheResponse({ redis: client, ttl: '1m', maxBodySize: -1 })).toThrow(RangeError);
+    expect(() => cacheResponse({ redis: client, ttl: '1m', statuses: [200, 600] })).toThrow(RangeError);
+    expect(() => cacheResponse({ redis: client, ttl: '1m', statuses: [99] })).toThrow(/"statuses" holds 99/);
+    expect(() => cacheResponse({ redis: client, ttl: '1m', statuses: ['200'] as never })).toThrow(TypeError);
     // Redis refuses a value over 512 MB and drops the connection every middleware shares.
     expect(() => cacheResponse({ redis: client, ttl: '1m', maxBodySize: 2 ** 30 })).toThrow(
       /option "maxBodySize".*512 MB/,

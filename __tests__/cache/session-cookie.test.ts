@@ -225,6 +225,18 @@ describe('cacheResponse: default per-user cookie detection', () => {
     );
   });
 
+  it("a RegExp of the app's own never counts a browser's Sec-* headers, and naming one is refused", async () => {
+    const { app } = profileApp({ credentialHeaders: /user$/ });
+    expect((await request(app).get('/profile').set('X-Forwarded-User', 'ada')).headers['x-cache']).toBe(
+      'BYPASS',
+    );
+    // Sent by browsers with every page load, whoever is logged in.
+    expect((await request(app).get('/profile').set('Sec-Fetch-User', '?1')).headers['x-cache']).toBe('MISS');
+    expect(() => profileApp({ credentialHeaders: ['X-Tenant', 'Sec-Fetch-User'] })).toThrow(
+      /option "credentialHeaders" cannot name "Sec-Fetch-User"/,
+    );
+  });
+
   it('a RegExp with the g flag, in any case, recognises the header on every request, not every other one', async () => {
     // Written as the header is usually spelt: header names are matched regardless of case.
     const { app, client } = profileApp({ credentialHeaders: /^X-Api-Key$/g, sessionCookie: /^sid$/g });

@@ -36,7 +36,9 @@ describe('redisSession options', () => {
   });
 
   it('warns once when two session cookies share one client and prefix (one user index for both)', () => {
-    const client = new Redis({ lazyConnect: true });
+    resetSessionWarnings();
+    // A database of its own: the other tests' sessions on the default one would count.
+    const client = new Redis({ lazyConnect: true, db: 9 });
     const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => {});
     try {
       redisSession({ redis: client, secret: strong, name: 'site' });
@@ -47,11 +49,29 @@ describe('redisSession options', () => {
       redisSession({ redis: client, secret: strong, name: 'other' });
       expect(warn).toHaveBeenCalledTimes(1);
       expect(warn.mock.calls[0]![0]).toMatch(
-        /cookies "site" and "admin" are sessions on one client with one prefix \("erk:"\).*Give each its own prefix/,
+        /cookies "site" and "admin" are sessions on one Redis with one prefix \("erk:"\).*Give each its own prefix/,
       );
       expect(warn.mock.calls[0]![1]).toEqual({ code: 'ERK_SESSION_SHARED_INDEX' });
     } finally {
       client.disconnect();
+    }
+  });
+
+  it('warns as well when each middleware has its own client on the same Redis', () => {
+    resetSessionWarnings();
+    const url = 'redis://127.0.0.1:6390/3';
+    const clients = [new Redis(url, { lazyConnect: true }), new Redis(url, { lazyConnect: true })];
+    const elsewhere = new Redis('redis://127.0.0.1:6390/4', { lazyConnect: true });
+    const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => {});
+    try {
+      redisSession({ redis: clients[0]!, secret: strong, name: 'site' });
+      redisSession({ redis: elsewhere, secret: strong, name: 'admin' }); // another database
+      expect(warn).not.toHaveBeenCalled();
+      redisSession({ redis: clients[1]!, secret: strong, name: 'admin' });
+      expect(warn).toHaveBeenCalledTimes(1);
+      expect(warn.mock.calls[0]![1]).toEqual({ code: 'ERK_SESSION_SHARED_INDEX' });
+    } finally {
+      for (const c of [...clients, elsewhere]) c.disconnect();
     }
   });
 

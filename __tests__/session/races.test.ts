@@ -588,6 +588,9 @@ describe('redisSession odd values', () => {
       const { sessions } = app(redisServer.client() as Redis);
       await expect(sessions.list(userId as string)).rejects.toThrow(/userId must be a non-empty string/);
       await expect(sessions.logoutAll(userId as string)).rejects.toThrow(TypeError);
+      // Whatever the session handle, even one that names no session.
+      await expect(sessions.revoke(userId as string, '')).rejects.toThrow(TypeError);
+      await expect(sessions.revoke(userId as string, 'no-such-session')).rejects.toThrow(TypeError);
       await expect(sessions.login({} as express.Request, { userId: userId as string })).rejects.toThrow(
         TypeError,
       );

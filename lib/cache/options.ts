@@ -2,7 +2,14 @@ import type { Request } from 'express';
 import { checkMaxBodySize } from '../body-size';
 import { checkClient, type RedisClient } from '../client';
 import { MAX_TIMER_MS, toMs } from '../duration';
-import { checkKnownOptions, functionOption, numberOptionError, optionError, shown } from '../errors';
+import {
+  checkKnownOptions,
+  functionOption,
+  numberOptionError,
+  optionError,
+  optionRangeError,
+  shown,
+} from '../errors';
 import { checkPrefix, DEFAULT_PREFIX } from '../keys';
 import { hasWarn, neverThrows } from '../logger';
 import {
@@ -177,8 +184,12 @@ export function resolveResponseOptions(options: CacheResponseOptions): ResolvedR
     );
   }
   const statuses = options.statuses ?? CACHE_DEFAULTS.statuses;
-  if (!Array.isArray(statuses) || statuses.some((s) => !Number.isInteger(s) || s < 100 || s > 599)) {
+  if (!Array.isArray(statuses) || statuses.some((s) => !Number.isInteger(s))) {
     throw optionError('statuses', `must be an array of HTTP status codes; got ${shown(statuses)}`);
+  }
+  const outside = statuses.find((s) => s < 100 || s > 599);
+  if (outside !== undefined) {
+    throw optionRangeError('statuses', `holds ${outside}, which is no HTTP status code (100 to 599)`);
   }
   const partial = statuses.find((s) => s < 200 || s === 206 || s === 304);
   if (partial !== undefined) {

@@ -34,16 +34,28 @@ export function resolvePerUserRules(
   // The kit's own session cookies count whatever the rule (read when a request comes: a
   // redisSession() may be made after the cache); `false` alone says that no cookie does.
   const kitCookies = kitSessionCookies();
+  const headerRule = namePredicate(
+    options.credentialHeaders,
+    'credentialHeaders',
+    'header',
+    // Node hands header names over in lower case, whatever case the option is written in.
+    true,
+    (name) => credentialHeader.test(name),
+  );
+  const named = Array.isArray(options.credentialHeaders)
+    ? options.credentialHeaders.find((name) => notCredentialHeader.test(name.toLowerCase()))
+    : undefined;
+  if (named !== undefined) {
+    throw optionError(
+      'credentialHeaders',
+      `cannot name ${JSON.stringify(named)}: browsers send Sec-* headers (Sec-Fetch-User with every page load), HTTP/2 pseudo-headers come with every request, and Vercel's OIDC token is the deployment's, so none of them tells users apart`,
+      'Leave it out.',
+    );
+  }
   return {
     sessionCookie: rule && ((name) => rule(name) || kitCookies.has(name)),
-    credentialHeader: namePredicate(
-      options.credentialHeaders,
-      'credentialHeaders',
-      'header',
-      // Node hands header names over in lower case, whatever case the option is written in.
-      true,
-      (name) => credentialHeader.test(name) && !notCredentialHeader.test(name),
-    ),
+    // Also under a RegExp the app gives: /user$/ must not make every page load per-user.
+    credentialHeader: headerRule && ((name) => headerRule(name) && !notCredentialHeader.test(name)),
   };
 }
 

@@ -1,5 +1,6 @@
 import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express';
 import expressSession, { type SessionData } from 'express-session';
+import { isCluster, type RedisClient } from '../client';
 import { problemType, RedisUnavailableError, SessionEndedError, sendProblem, shown } from '../errors';
 import { emitKitEvent } from '../events';
 import { kitSessionCookies } from '../session-cookies';
@@ -9,6 +10,7 @@ import { type RedisSessionOptions, resolveOptions } from './options';
 import { sessionHandle } from './scripts';
 import { KitSessionStore } from './store';
 import { destroyUserSessions, listUserSessions, type SessionInfo } from './user-index';
+import { warnSharedIndexOnce } from './warnings';
 
 export type { SessionCookieOptions } from './cookie-options';
 export type { RedisSessionOptions } from './options';
@@ -215,8 +217,10 @@ export function redisSession(options: RedisSessionOptions): RedisSessionMiddlewa
   middleware.list = async (userId) => listUserSessions(indexSettings, checkUserId(userId));
 
   middleware.revoke = async (userId, id) => {
+    // A bad userId is refused whatever the id: a handle that is no session's merely ends nothing.
+    const user = checkUserId(userId);
     if (typeof id !== 'string' || id === '') return false;
-    return (await destroyUserSessions(indexSettings, checkUserId(userId), id)) > 0;
+    return (await destroyUserSessions(indexSettings, user, id)) > 0;
   };
 
   middleware.idOf = (req) => (req.session && req.sessionID ? sessionHandle(req.sessionID) : undefined);
@@ -288,30 +292,45 @@ function checkLoginData(data: unknown): void {
   }
 }
 
-/** Cookie name of the first `redisSession()` on each client and prefix (see noteSharedIndex). */
-const indexOwners = new WeakMap<object, Map<string, string>>();
-let warnedSharedIndex = false;
+/** Cookie name of the first `redisSession()` on each Redis and prefix (see noteSharedIndex). */
+const ownersByClient = new WeakMap<object, Map<string, string>>();
+const ownersByAddress = new Map<string, Map<string, string>>();
 
 /**
- * Two `redisSession()` with other cookies (a site and its admin area) on one client and prefix are
+ * Where a client's keys live: two clients made from one URL (a createRedis() per middleware) reach
+ * the same keys. A Cluster client stands for itself (its nodes change; it is seldom made twice).
+ */
+function addressOf(redis: RedisClient): string | undefined {
+  if (isCluster(redis)) return undefined;
+  const o = redis.options;
+  const where = o.sentinels
+    ? `sentinel:${o.name}@${o.sentinels.map((s) => `${s.host}:${s.port}`).join(',')}`
+    : (o.path ?? `${o.host}:${o.port}`);
+  return `${where}/${o.db ?? 0}/${o.keyPrefix ?? ''}`;
+}
+
+/**
+ * Two `redisSession()` with other cookies (a site and its admin area) on one Redis and prefix are
  * two session systems sharing each user's index: one's `logoutAll()`, `revoke()` and
  * `maxSessionsPerUser` end the other's sessions, silently. Warned once; the same cookie name is one
  * system mounted twice, and is fine.
  */
-function noteSharedIndex(redis: object, prefix: string, name: string): void {
-  const owners = indexOwners.get(redis) ?? new Map<string, string>();
-  indexOwners.set(redis, owners);
+function noteSharedIndex(redis: RedisClient, prefix: string, name: string): void {
+  const address = addressOf(redis);
+  const owners =
+    (address === undefined ? ownersByClient.get(redis) : ownersByAddress.get(address)) ??
+    new Map<string, string>();
+  if (address === undefined) ownersByClient.set(redis, owners);
+  else ownersByAddress.set(address, owners);
   const first = owners.get(prefix);
   if (first === undefined) {
     owners.set(prefix, name);
     return;
   }
-  if (first === name || warnedSharedIndex) return;
-  warnedSharedIndex = true;
-  process.emitWarning(
-    `express-redis-kit redisSession: cookies "${first}" and "${name}" are sessions on one client with one prefix ` +
+  if (first === name) return;
+  warnSharedIndexOnce(
+    `cookies "${first}" and "${name}" are sessions on one Redis with one prefix ` +
       `("${prefix}"), so they share each user's session index: list(), logoutAll(), revoke() and ` +
       "maxSessionsPerUser of either reach the other's sessions. Give each its own prefix to keep them apart. (Warned once.)",
-    { code: 'ERK_SESSION_SHARED_INDEX' },
   );
 }

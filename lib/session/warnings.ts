@@ -7,7 +7,17 @@ export function warnOnce(message: string): void {
   process.emitWarning(`express-redis-kit redisSession: ${message}`, { code: 'ERK_SESSION_INSECURE' });
 }
 
-/** For tests: lets the next insecure configuration warn again. */
+let warnedSharedIndex = false;
+
+/** One warning per process about two session systems sharing a user index (see index.ts). */
+export function warnSharedIndexOnce(message: string): void {
+  if (warnedSharedIndex) return;
+  warnedSharedIndex = true;
+  process.emitWarning(`express-redis-kit redisSession: ${message}`, { code: 'ERK_SESSION_SHARED_INDEX' });
+}
+
+/** For tests: lets the next insecure configuration, or shared index, warn again. */
 export function resetSessionWarnings(): void {
   warnedAboutSecret = false;
+  warnedSharedIndex = false;
 }
