@@ -28,7 +28,7 @@ export interface L1Options {
 export interface CreateCacheOptions {
   /** An ioredis `Redis` or `Cluster` (e.g. `createRedis()` or your own `new Redis(url)`). Required. */
   redis: RedisClient;
-  /** In-process tier, kept coherent across instances over pub/sub. Default `{ max: 1000 }`; `false` turns it off. */
+  /** In-process tier, kept coherent across instances over pub/sub. Default `{ max: 1000, maxSize: 64 MiB }`; `false` turns it off. */
   l1?: L1Options | false | undefined;
   /** Prefix of every key and of the invalidation channel. Default `'erk:'`. */
   prefix?: string | undefined;
@@ -107,7 +107,7 @@ export interface CacheResponseOptions {
   staleWhileRevalidate?: Duration | undefined;
   /** Serve a stale entry for this long after `ttl` when the origin fails (5xx or throws). Default 0. */
   staleIfError?: Duration | undefined;
-  /** In-process tier (only when `cache` is not given). Default `{ max: 1000 }`; `false` turns it off. */
+  /** In-process tier (only when `cache` is not given). Default `{ max: 1000, maxSize: 64 MiB }`; `false` turns it off. */
   l1?: L1Options | false | undefined;
   /** Fraction of random spread of `ttl`. Default 0.1 (±10 %). */
   jitter?: number | undefined;
