@@ -5,7 +5,14 @@ import express, { type ErrorRequestHandler, type Express } from 'express';
 import helmet from 'helmet';
 import pino, { type Logger } from 'pino';
 import { pinoHttp } from 'pino-http';
-import { pingRedis, type RedisClient, RedisUnavailableError, rateLimit, redisSession } from '../lib';
+import {
+  pingRedis,
+  type RedisClient,
+  RedisRefusedError,
+  RedisUnavailableError,
+  rateLimit,
+  redisSession,
+} from '../lib';
 import { Catalogue } from './catalogue';
 import { createMetrics } from './metrics';
 import { allow, problem } from './problems';
@@ -111,13 +118,29 @@ const REDACTED = [
   'res.headers["set-cookie"]',
 ];
 
+/**
+ * Replies of a Redis that cannot take writes or serve now (out of memory, a replica after a
+ * failover, a failing disk, loading, a busy script, a Cluster without a majority): the request may
+ * succeed shortly, so they are a 503 as an outage is, not the 500 of a bug.
+ */
+const CANNOT_SERVE = /^(OOM|READONLY|MISCONF|NOREPLICAS|LOADING|BUSY|TRYAGAIN|CLUSTERDOWN|MASTERDOWN)\b/;
+
+/** Whether an error is Redis unable to serve: unreachable, too slow, or refusing for its own state. */
+function redisCannotServe(error: unknown): boolean {
+  const e = error as { name?: string; message?: unknown; previousErrors?: unknown[] } | undefined;
+  if (error instanceof RedisUnavailableError || e?.name === 'MaxRetriesPerRequestError') return true;
+  const message = String(e?.message);
+  if (/Command timed out|Connection is closed/.test(message)) return true;
+  if (error instanceof RedisRefusedError || e?.name === 'ReplyError') {
+    // A MULTI whose commands Redis refused while queueing fails as EXECABORT, with their replies.
+    return CANNOT_SERVE.test(message) || (e?.previousErrors ?? []).some((inner) => redisCannotServe(inner));
+  }
+  return false;
+}
+
 /** Client mistakes say what was wrong; Redis trouble is a 503; anything else a 500 without a stack. */
 const errorHandler: ErrorRequestHandler = (error, req, res, _next) => {
-  if (
-    error instanceof RedisUnavailableError ||
-    error?.name === 'MaxRetriesPerRequestError' ||
-    /Command timed out|Connection is closed/.test(String(error?.message))
-  ) {
+  if (redisCannotServe(error)) {
     res.setHeader('Retry-After', '1');
     return problem(res, 503, 'Redis is unavailable; try again shortly.');
   }
