@@ -1,7 +1,7 @@
 import Redis, { Cluster, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { RedisClient } from './client';
 import { DEFAULT_REDIS_URL, type RedisTarget, validateRedisOptions } from './connection-options';
-import { pingRedis } from './health';
+import { NOT_MASTER, pingRedis } from './health';
 import { neverThrows } from './logger';
 import { maskUrl } from './mask-url';
 import { isUrl, type NodeAddress, toAddress, urlAddress, urlAuth } from './node-address';
@@ -102,6 +102,12 @@ export async function connectRedis(options: CreateRedisOptions = {}): Promise<Re
   const health = await pingRedis(client, { timeoutMs: Math.max(options.connectTimeout ?? 0, 3000) });
   if (!health.ok) {
     await closeRedis(client, { timeoutMs: 200 });
+    if (health.error?.startsWith(NOT_MASTER)) {
+      throw new Error(
+        `express-redis-kit: Redis at ${describeTarget(target)} is a ${health.error.slice(NOT_MASTER.length)}. ` +
+          "Point the URL at the master (a managed Redis's primary endpoint), or connect through sentinel.",
+      );
+    }
     throw new Error(
       `express-redis-kit: cannot reach Redis at ${describeTarget(target)}: ${(health.error ?? 'no answer').replace(/\.$/, '')}. ` +
         'Start redis-server, or set REDIS_URL to a reachable server.',

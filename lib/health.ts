@@ -28,7 +28,7 @@ export async function pingRedis(
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
     });
-    const pong = isCluster(redis) ? clusterUp(redis) : redis.ping();
+    const pong = isCluster(redis) ? clusterUp(redis) : writable(redis);
     pong.catch(() => {});
     await Promise.race([pong, timeout]);
     return { ok: true, latencyMs: round(performance.now() - started), mode };
@@ -43,6 +43,30 @@ export async function pingRedis(
     clearTimeout(timer);
   }
 }
+
+/**
+ * A replica answers PING while it refuses every write the kit makes (`READONLY`): the connection an
+ * app keeps after a failover behind one address, or one made to a replica's address by mistake. Its
+ * `ROLE` is what tells. An ACL user that may not run ROLE gets the PING.
+ */
+async function writable(redis: Redis): Promise<void> {
+  let role: unknown;
+  try {
+    role = await redis.role();
+  } catch (error) {
+    if (/^NOPERM/.test((error as Error).message)) return void (await redis.ping());
+    throw error;
+  }
+  const name = Array.isArray(role) ? String(role[0]) : 'unknown';
+  if (name !== 'master') {
+    throw new Error(
+      `${NOT_MASTER}${name === 'slave' ? 'replica' : name}, which refuses writes (ROLE ${name})`,
+    );
+  }
+}
+
+/** How {@link pingRedis}'s `error` starts when the server answered but is no master. */
+export const NOT_MASTER = 'connected to a ';
 
 /**
  * A Cluster answers PING while it refuses every key (`cluster_state:fail`, e.g. a master down with no

@@ -245,6 +245,17 @@ describe('createRedis', () => {
     ).rejects.toThrow(new RegExp(`cannot reach Redis at redis://user:\\*\\*\\*\\*@127\\.0\\.0\\.1:${port}`));
   });
 
+  it('failFast: rejects a replica, which would refuse every write, naming the fix', async () => {
+    await redis.plain().replicaof('127.0.0.1', '1');
+    try {
+      await expect(createRedis({ url: redis.server.url, failFast: true, logger: false })).rejects.toThrow(
+        /Redis at .* is a replica, which refuses writes \(ROLE slave\)\. Point the URL at the master/,
+      );
+    } finally {
+      await redis.plain().replicaof('NO', 'ONE');
+    }
+  });
+
   it('failFast with logger: false rejects without ioredis printing its own stack traces', async () => {
     // In its own process: under jest, ioredis never prints (its `instanceof Error` check fails across
     // jest's realms), so only a real process shows what users see.
@@ -301,6 +312,24 @@ describe('pingRedis', () => {
     expect(health.ok).toBe(false);
     expect(health.error).toMatch(/200 ms/);
     expect(Date.now() - started).toBeLessThan(1000);
+  });
+
+  it('reports a replica, which answers PING but refuses every write, as not ok', async () => {
+    const client = redis.client();
+    await redis.plain().replicaof('127.0.0.1', '1');
+    try {
+      const health = await pingRedis(client);
+      expect([health.ok, health.error]).toEqual([false, expect.stringMatching(/connected to a replica/)]);
+    } finally {
+      await redis.plain().replicaof('NO', 'ONE');
+    }
+    expect((await pingRedis(client)).ok).toBe(true);
+  });
+
+  it('falls back to PING for an ACL user that may not ask for the role', async () => {
+    await redis.plain().call('ACL', 'SETUSER', 'no-role', 'on', '>pw', '~*', '&*', '+@all', '-role');
+    const client = redis.client({ username: 'no-role', password: 'pw' });
+    expect(await pingRedis(client)).toEqual({ ok: true, latencyMs: expect.any(Number), mode: 'standalone' });
   });
 });
 
