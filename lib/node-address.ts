@@ -1,5 +1,5 @@
 import type { RedisOptions } from 'ioredis';
-import { maskUrl } from './mask-url';
+import { hidesUserInfo, maskUrl } from './mask-url';
 
 // Node addresses as createRedis takes them (Cluster nodes, sentinels): `host:port`, `{ host, port }`
 // or a `redis://` / `rediss://` URL, whose credentials and TLS are split off for every node.
@@ -36,11 +36,18 @@ export function urlAuth(url: string | undefined): Partial<RedisOptions> {
 }
 
 function parseNodeUrl(url: string): URL {
+  let parsed: URL;
   try {
-    return new URL(url.replace(/^rediss?:/i, 'redis:'));
+    parsed = new URL(url.replace(/^rediss?:/i, 'redis:'));
   } catch {
     throw new TypeError(`express-redis-kit: node address "${maskUrl(url)}" is not a valid Redis URL.`);
   }
+  if (hidesUserInfo(parsed)) {
+    throw new TypeError(
+      `express-redis-kit: node address "${maskUrl(url)}" has an "@" after its host, so it would not connect where it seems to. Percent-encode "/", "?", "#" and "@" in the user name and password (encodeURIComponent).`,
+    );
+  }
+  return parsed;
 }
 
 export function toAddress(node: NodeAddress): { host: string; port: number } {

@@ -75,6 +75,21 @@ describe('redisSession options', () => {
     }
   });
 
+  it('does not count a session system whose client was closed since (an earlier app, an earlier test)', () => {
+    resetSessionWarnings();
+    const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => {});
+    const earlier = new Redis('redis://127.0.0.1:6390/5', { lazyConnect: true });
+    redisSession({ redis: earlier, secret: strong, name: 'old' });
+    earlier.disconnect();
+    const later = new Redis('redis://127.0.0.1:6390/5', { lazyConnect: true });
+    try {
+      redisSession({ redis: later, secret: strong, name: 'new' });
+      expect(warn).not.toHaveBeenCalled();
+    } finally {
+      later.disconnect();
+    }
+  });
+
   it('names the option and the fix for bad values', () => {
     expect(() => redisSession({ redis: undefined as never, secret: strong })).toThrow(/option "redis"/);
     expect(() => redisSession({ redis, secret: strong, name: 'a b' })).toThrow(/option "name"/);

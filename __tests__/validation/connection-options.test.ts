@@ -66,6 +66,24 @@ describe('createRedis refuses a URL it cannot use, naming the option and never s
     expect(JSON.stringify(error, Object.getOwnPropertyNames(error))).not.toContain('S3cret');
   });
 
+  it.each([
+    ['cluster.nodes', { cluster: { nodes: ['redis://default:p@ss/S3cret@127.0.0.1:7000'] } }],
+    ['REDIS_CLUSTER_NODES', {}],
+  ])('refuses a %s URL whose password holds an @ and then a /, never showing it', (_source, options) => {
+    const saved = process.env.REDIS_CLUSTER_NODES;
+    if (_source === 'REDIS_CLUSTER_NODES')
+      process.env.REDIS_CLUSTER_NODES = 'redis://default:p@ss/S3cret@127.0.0.1:7000';
+    try {
+      const error = thrown(() => createRedis({ lazyConnect: true, logger: false, ...options }));
+      expect(error).toBeInstanceOf(TypeError);
+      expect(error.message).toMatch(/has an "@" after its host/);
+      expect(error.message).not.toContain('S3cret');
+    } finally {
+      if (saved === undefined) delete process.env.REDIS_CLUSTER_NODES;
+      else process.env.REDIS_CLUSTER_NODES = saved;
+    }
+  });
+
   it('accepts braces in keyPrefix outside a Cluster, where they are harmless, and disconnectTimeout 0', () => {
     createRedis({ lazyConnect: true, url: 'redis://127.0.0.1:1', keyPrefix: '{app}:' }).disconnect();
     createRedis({ lazyConnect: true, url: 'redis://127.0.0.1:1', disconnectTimeout: 0 }).disconnect();

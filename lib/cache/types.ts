@@ -143,7 +143,9 @@ export interface CacheResponseOptions {
    * `credential`, `oidc`, `email` or `client-cert`/`client-dn`, or ending in `user`/`username`/`userid` (`-id`,
    * `-email`, `-name`): `X-Api-Key`, `X-Auth-Token`, `X-Forwarded-User`, `X-Consumer-Id`,
    * `X-Ms-Client-Principal`…, but no `Sec-*` header. A RegExp (matched regardless of case) or a list
-   * of names replaces that rule; `false`: only `Authorization` counts.
+   * of names replaces that rule; `false`: only `Authorization` counts. `Sec-*` headers, HTTP/2
+   * pseudo-headers and `X-Vercel-OIDC-Token` never count, also under a RegExp; a list naming one is
+   * refused.
    */
   credentialHeaders?: RegExp | string[] | false | undefined;
   /** Name reported in events. */

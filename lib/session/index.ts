@@ -293,8 +293,13 @@ function checkLoginData(data: unknown): void {
 }
 
 /** Cookie name of the first `redisSession()` on each Redis and prefix (see noteSharedIndex). */
-const ownersByClient = new WeakMap<object, Map<string, string>>();
-const ownersByAddress = new Map<string, Map<string, string>>();
+interface IndexOwner {
+  name: string;
+  /** Its client: one closed since (an app of an earlier test) no longer owns anything. */
+  client: WeakRef<RedisClient>;
+}
+const ownersByClient = new WeakMap<object, Map<string, IndexOwner>>();
+const ownersByAddress = new Map<string, Map<string, IndexOwner>>();
 
 /**
  * Where a client's keys live: two clients made from one URL (a createRedis() per middleware) reach
@@ -319,17 +324,17 @@ function noteSharedIndex(redis: RedisClient, prefix: string, name: string): void
   const address = addressOf(redis);
   const owners =
     (address === undefined ? ownersByClient.get(redis) : ownersByAddress.get(address)) ??
-    new Map<string, string>();
+    new Map<string, IndexOwner>();
   if (address === undefined) ownersByClient.set(redis, owners);
   else ownersByAddress.set(address, owners);
   const first = owners.get(prefix);
-  if (first === undefined) {
-    owners.set(prefix, name);
+  if (first === undefined || first.client.deref()?.status === 'end' || first.client.deref() === undefined) {
+    owners.set(prefix, { name, client: new WeakRef(redis) });
     return;
   }
-  if (first === name) return;
+  if (first.name === name) return;
   warnSharedIndexOnce(
-    `cookies "${first}" and "${name}" are sessions on one Redis with one prefix ` +
+    `cookies "${first.name}" and "${name}" are sessions on one Redis with one prefix ` +
       `("${prefix}"), so they share each user's session index: list(), logoutAll(), revoke() and ` +
       "maxSessionsPerUser of either reach the other's sessions. Give each its own prefix to keep them apart. (Warned once.)",
   );
