@@ -93,3 +93,30 @@ describe('L1 and invalidations heard while a value was being read or made', () =
     await pages.cache.close();
   });
 });
+
+describe('L1 after close()', () => {
+  it('a closed cache no longer answers from L1, which would not hear invalidations any more', async () => {
+    let version = 1;
+    const make = () => {
+      const pages = cacheResponse({
+        redis: redis.client(),
+        ttl: '5m',
+        l1: { max: 10 },
+        tags: () => ['p'],
+        logger: quietLogger(),
+      });
+      return { pages, app: express().get('/p', pages, (_req, res) => res.json({ version })) };
+    };
+    const closing = make();
+    const other = make();
+    await Promise.all([closing.pages.cache.ready(), other.pages.cache.ready()]);
+    await request(closing.app).get('/p').expect(200);
+    await eventually(() => closing.pages.cache.l1!.size === 1, 'the page in L1', 2000);
+    await closing.pages.cache.close();
+    version = 2;
+    await other.pages.invalidate({ tags: ['p'] });
+    // A request still in flight while the app shuts down.
+    expect((await request(closing.app).get('/p')).body).toEqual({ version: 2 });
+    await other.pages.cache.close();
+  });
+});

@@ -373,7 +373,12 @@ export class CacheCore {
 
   /** Unsubscribes the bus (the shared subscriber connection closes with the client). */
   async close(): Promise<void> {
-    if (this.l1) stopClearingOnReconnect(this.redis, this.l1);
+    if (this.l1) {
+      stopClearingOnReconnect(this.redis, this.l1);
+      // Deaf from here on: a request still served while the app shuts down must not get from L1
+      // what another instance has invalidated since.
+      this.l1.suspend();
+    }
     await this.bus.close().catch(() => {});
   }
 }
