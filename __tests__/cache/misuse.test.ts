@@ -75,6 +75,12 @@ describe('cacheResponse: arguments of the wrong shape fail loudly instead of doi
       expect(logger.warnings.map((w) => w.message)).toContain(
         'the tags or shouldCache option threw; response not cached',
       );
+      // Not "shouldCache": this cache has none, and it did not say no.
+      const uncacheable = events.events.filter((e) => e.type === 'uncacheable');
+      expect(uncacheable.map((e) => (e as { reason?: string }).reason)).toEqual([
+        'option-threw',
+        'option-threw',
+      ]);
       await untilHit(app, '/good');
       version = 2;
       await good.invalidate({ tags: ['product:1'] });

@@ -87,6 +87,7 @@ export function fill(
     (captured, reason) => {
       stop();
       let entry: Entry | undefined;
+      let threw = false;
       try {
         entry =
           captured && (!o.shouldCache || o.shouldCache(req, res))
@@ -94,6 +95,7 @@ export function fill(
             : undefined;
       } catch (error) {
         logger.warn({ key, err: error }, 'the tags or shouldCache option threw; response not cached');
+        threw = true;
       }
       if (!entry && reason === 'stale-if-error' && fallback) {
         // The origin is failing: requests coalesced behind this one get the same stale answer.
@@ -101,7 +103,7 @@ export function fill(
         return settle({ rec: fallback, headers: req.headers });
       }
       if (!entry) {
-        ctx.event('uncacheable', key, { reason: reason ?? 'shouldCache' });
+        ctx.event('uncacheable', key, { reason: reason ?? (threw ? 'option-threw' : 'shouldCache') });
         const release = () => releaseUncacheable(cache, res, redisKey, token, reason, settle);
         // A 304 is judged by its headers as they went out: express-session in front adds its
         // Set-Cookie inside writeHead, after this is first known.
