@@ -1,5 +1,6 @@
 import type { Cluster, Redis } from 'ioredis';
 import { isCluster, type RedisClient } from './client';
+import { moveOffReplica } from './replica';
 
 /** Result of {@link pingRedis}. */
 export interface RedisHealth {
@@ -47,18 +48,22 @@ export async function pingRedis(
 /**
  * A replica answers PING while it refuses every write the kit makes (`READONLY`): the connection an
  * app keeps after a failover behind one address, or one made to a replica's address by mistake. Its
- * `ROLE` is what tells. An ACL user that may not run ROLE gets the PING.
+ * `ROLE` is what tells; the connection is then made again, as a write's READONLY would. An ACL user
+ * that may not run ROLE gets the PING.
  */
 async function writable(redis: Redis): Promise<void> {
   let role: unknown;
   try {
     role = await redis.role();
   } catch (error) {
-    if (/^NOPERM/.test((error as Error).message)) return void (await redis.ping());
+    // An ACL user without it, or a managed Redis that disabled or renamed it.
+    if (/^(NOPERM|ERR unknown command)/.test((error as Error).message)) return void (await redis.ping());
     throw error;
   }
   const name = Array.isArray(role) ? String(role[0]) : 'unknown';
   if (name !== 'master') {
+    // The next check (and every write) may find the new master, which the address leads to now.
+    moveOffReplica(redis);
     throw new Error(
       `${NOT_MASTER}${name === 'slave' ? 'replica' : name}, which refuses writes (ROLE ${name})`,
     );

@@ -28,6 +28,15 @@ export function reconnectOnReadonly(this: object | undefined, error: Error): 1 |
 }
 
 /**
+ * pingRedis found the connection on a replica: connect again (at most once a second), as a write's
+ * READONLY would. A health check that only reported it would keep a readiness probe failing, and
+ * the instance out of traffic, with no write ever coming to move the connection.
+ */
+export function moveOffReplica(redis: RedisClient): void {
+  if (!isCluster(redis) && redis.status === 'ready' && mayReconnect(redis)) redis.disconnect(true);
+}
+
+/**
  * The app's own client on a replica refuses every write until it connects again; createRedis's
  * clients do that themselves (reconnectOnError), and so does any client given its own.
  */

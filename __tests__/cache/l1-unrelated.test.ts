@@ -100,4 +100,19 @@ describe('L1 after close()', () => {
     expect((await request(closing.app).get('/p')).body).toEqual({ version: 2 });
     await other.pages.cache.close();
   });
+
+  it("stays off when another cache's subscription on the same client lands after it closed", async () => {
+    const client = redis.client();
+    const closing = createCache({ redis: client, l1: { max: 10 }, logger: quietLogger() });
+    const other = createCache({ redis: client, l1: { max: 10 }, logger: quietLogger() });
+    await closing.close(); // before its subscription landed
+    await other.ready();
+    let version = 1;
+    expect(await closing.wrap('k', async () => `v${version}`, { ttl: '5m' })).toBe('v1');
+    version = 2;
+    await other.invalidate({ keys: ['k'] });
+    expect(await closing.wrap('k', async () => `v${version}`, { ttl: '5m' })).toBe('v2');
+    expect(closing.l1!.size).toBe(0);
+    await other.close();
+  });
 });

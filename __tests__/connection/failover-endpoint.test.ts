@@ -4,6 +4,7 @@ import Redis from 'ioredis';
 import request from 'supertest';
 import type { RedisClient } from '../../lib/client';
 import { closeRedis, createRedis } from '../../lib/connection';
+import { pingRedis } from '../../lib/health';
 import { redisSession } from '../../lib/session';
 import { type RedisServerHandle, startRedisServer } from '../../lib/testing';
 import { eventually } from '../helpers/redis';
@@ -86,6 +87,23 @@ describe.each<[string, (url: string) => RedisClient]>([
       for (let i = 0; i < 5; i++) seen.push((await agent.get('/me')).status);
       expect(seen).toEqual([503, 200, 200, 200, 200]);
       expect((await agent.get('/me')).body).toEqual({ userId: 'u1' });
+    } finally {
+      await closeRedis(redis, { timeoutMs: 200 });
+    }
+  });
+});
+
+describe('a failover behind the same address, seen by a health check', () => {
+  it('pingRedis reports the connection left on the old master, and moves it: no write is needed', async () => {
+    const { port } = endpoint.address() as AddressInfo;
+    const redis = createRedis({ url: `redis://127.0.0.1:${port}`, logger: false });
+    try {
+      expect((await pingRedis(redis)).ok).toBe(true);
+      await failOver();
+      const first = await pingRedis(redis);
+      expect([first.ok, first.error]).toEqual([false, expect.stringMatching(/replica/)]);
+      // A readiness probe calls again: by then the connection is on the new master.
+      await eventually(async () => (await pingRedis(redis)).ok, 'a health check that is ok again', 3000);
     } finally {
       await closeRedis(redis, { timeoutMs: 200 });
     }

@@ -377,7 +377,7 @@ export class CacheCore {
       stopClearingOnReconnect(this.redis, this.l1);
       // Deaf from here on: a request still served while the app shuts down must not get from L1
       // what another instance has invalidated since.
-      this.l1.suspend();
+      this.l1.close();
     }
     await this.bus.close().catch(() => {});
   }

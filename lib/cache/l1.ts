@@ -54,6 +54,7 @@ export class L1 {
    * instances' invalidations would go unheard, so nothing is served or kept here until it is.
    */
   private suspended = false;
+  private closed = false;
 
   constructor(
     private readonly options: ResolvedL1,
@@ -127,8 +128,15 @@ export class L1 {
     this.clear();
   }
 
+  /** Off for good: its cache closed and hears no more invalidations (a late subscription must not resume it). */
+  close(): void {
+    this.closed = true;
+    this.suspend();
+  }
+
   /** Back on, empty: what it would have held meanwhile may have been invalidated unheard. */
   resume(): void {
+    if (this.closed) return;
     this.suspended = false;
     this.clear();
   }
