@@ -60,15 +60,22 @@ async function writable(redis: Redis): Promise<void> {
     if (/^(NOPERM|ERR unknown command)/.test((error as Error).message)) return void (await redis.ping());
     throw error;
   }
-  const name = Array.isArray(role) ? String(role[0]) : 'unknown';
-  if (name !== 'master') {
-    // The next check (and every write) may find the new master, which the address leads to now.
-    moveOffReplica(redis);
-    throw new Error(
-      `${NOT_MASTER}${name === 'slave' ? 'replica' : name}, which refuses writes (ROLE ${name})`,
-    );
+  // Inside the app's MULTI, ROLE is only QUEUED: the server answered, which is all PING told either.
+  if (!Array.isArray(role)) return;
+  const name = String(role[0]);
+  if (name === 'master') {
+    wasMaster.add(redis);
+    return;
   }
+  // A connection that was on a master is on a former one (a failover behind its address): the next
+  // check, and every write, may find the new master the address leads to now. One that was on a
+  // replica from the start (made so on purpose, or by mistake) would only meet it again.
+  if (name === 'slave' && wasMaster.has(redis)) moveOffReplica(redis);
+  throw new Error(`${NOT_MASTER}${name === 'slave' ? 'replica' : name}, which refuses writes (ROLE ${name})`);
 }
+
+/** Connections pingRedis has seen on a master. */
+const wasMaster = new WeakSet<object>();
 
 /** How {@link pingRedis}'s `error` starts when the server answered but is no master. */
 export const NOT_MASTER = 'connected to a ';

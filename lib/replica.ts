@@ -3,7 +3,11 @@ import { isCluster, type RedisClient } from './client';
 /** A replica's answer to a write: the connection is on a former master (a failover behind one address). */
 export const READONLY_REPLY = /^READONLY\b/;
 
-/** Connections that went to connect again lately, and when: at most once a second each. */
+/**
+ * Connections that went to connect again lately, and when: at most once a second each, whatever
+ * asked (a write's READONLY, pingRedis). Keyed by the connection's options object, which ioredis
+ * hands reconnectOnError as `this` (`duplicate()` makes a new one).
+ */
 const reconnectedAt = new WeakMap<object, number>();
 
 /**
@@ -33,7 +37,7 @@ export function reconnectOnReadonly(this: object | undefined, error: Error): 1 |
  * the instance out of traffic, with no write ever coming to move the connection.
  */
 export function moveOffReplica(redis: RedisClient): void {
-  if (!isCluster(redis) && redis.status === 'ready' && mayReconnect(redis)) redis.disconnect(true);
+  if (!isCluster(redis) && redis.status === 'ready' && mayReconnect(redis.options)) redis.disconnect(true);
 }
 
 /**
@@ -42,5 +46,5 @@ export function moveOffReplica(redis: RedisClient): void {
  */
 export function leaveReplica(redis: RedisClient): void {
   if (isCluster(redis) || redis.options.reconnectOnError) return;
-  if (redis.status === 'ready' && mayReconnect(redis)) redis.disconnect(true);
+  if (redis.status === 'ready' && mayReconnect(redis.options)) redis.disconnect(true);
 }

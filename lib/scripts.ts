@@ -104,7 +104,7 @@ function pendingPipelineLacks(redis: RedisClient, name: string): boolean {
  * now, in one write per server. Through ioredis's auto-pipelining they would wait for its own
  * `setImmediate`, which, scheduled from this check phase, runs only after another whole turn of the
  * event loop: one more poll for every request of the batch, which cost the rate limiter about a
- * tenth of its throughput. They go the usual way when calls made before them may still be held back,
+ * fifth of its throughput (bench/, 10 connections). They go the usual way when calls made before them may still be held back,
  * so that they never overtake those (a `reset()` made earlier in the turn must reach Redis first): an
  * auto-pipeline is pending, or the client is not ready (a Cluster holds auto-pipelined calls until its
  * slot map arrives, apart from the queue a direct call joins).

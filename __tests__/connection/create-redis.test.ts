@@ -326,6 +326,64 @@ describe('pingRedis', () => {
     expect((await pingRedis(client)).ok).toBe(true);
   });
 
+  /** Connections the server has accepted so far (asked on one admin connection, made up front). */
+  let admin: Redis;
+  beforeAll(async () => {
+    admin = redis.plain();
+    await admin.ping();
+  });
+  const accepted = async () =>
+    Number(/total_connections_received:(\d+)/.exec(String(await admin.info('stats')))![1]);
+
+  it("leaves the app's MULTI and its connection alone (ROLE is only queued there)", async () => {
+    const client = redis.plain();
+    await client.ping();
+    const before = await accepted();
+    await client.multi({ pipeline: false });
+    const set = client.set('tx:k', 'v');
+    const health = await pingRedis(client);
+    const exec = await client.exec();
+    await set;
+    expect(health.ok).toBe(true);
+    expect(exec?.[0]).toEqual([null, 'OK']);
+    expect(await admin.get('tx:k')).toBe('v');
+    expect((await accepted()) - before).toBe(0);
+  });
+
+  it('never reconnects a client that was on a replica from the start (made for one on purpose)', async () => {
+    await admin.replicaof('127.0.0.1', '1');
+    const client = redis.client();
+    try {
+      await client.ping();
+      const before = await accepted();
+      for (let i = 0; i < 3; i++) {
+        expect((await pingRedis(client)).ok).toBe(false);
+        await new Promise((resolve) => setTimeout(resolve, 1050));
+      }
+      expect((await accepted()) - before).toBe(0);
+    } finally {
+      await admin.replicaof('NO', 'ONE');
+    }
+  });
+
+  it('a client seen on a master, then on a replica, connects again at most once a second, writes and checks together', async () => {
+    const client = redis.client();
+    expect((await pingRedis(client)).ok).toBe(true);
+    await admin.replicaof('127.0.0.1', '1');
+    try {
+      const before = await accepted();
+      const until = performance.now() + 2000;
+      for (let n = 0; performance.now() < until; n++) {
+        await client.set('k', 'v').catch(() => {});
+        if (n % 20 === 0) await pingRedis(client);
+      }
+      expect((await accepted()) - before).toBeLessThanOrEqual(3);
+      expect((await accepted()) - before).toBeGreaterThanOrEqual(1);
+    } finally {
+      await admin.replicaof('NO', 'ONE');
+    }
+  });
+
   it('falls back to PING for an ACL user that may not ask for the role', async () => {
     await redis.plain().call('ACL', 'SETUSER', 'no-role', 'on', '>pw', '~*', '&*', '+@all', '-role');
     const client = redis.client({ username: 'no-role', password: 'pw' });
