@@ -4,13 +4,13 @@ import { emitKitEvent, hasKitListeners } from '../events';
 import { type GuardOptions, guarded } from '../guarded';
 import { newToken } from '../token';
 import { KIT_VERSION } from '../version';
-import { Bus, type Invalidation } from './bus';
+import type { Bus } from './bus';
+import { Coherence } from './coherence';
 import { CorruptEntryError, decodeEntry, type Entry } from './entry';
 import { type FillVary, type StoreOutcome, storeFill } from './fill-store';
-import { HeardLog } from './heard';
 import { invalidateRedis, redisKeysOf } from './invalidate';
 import { headerValue, lockKeyOf, noStoreKeyOf } from './key';
-import { clearOnReconnect, L1, type Rec, stopClearingOnReconnect, toRec } from './l1';
+import { type L1, type Rec, toRec } from './l1';
 import { acquireLockAt, keepAlive, mayTakeLock, releaseLock, sleep } from './lock';
 import type { ResolvedCacheOptions } from './options';
 import { lookup, markNoStore, unlinkKeys, type VaryMarker } from './store';
@@ -45,10 +45,6 @@ const MAX_LEARNED_VARY = 32;
 /** Longest life of the no-store marker an uncacheable fill leaves (capped by `lockTimeout`). */
 const NO_STORE_MS = 2000;
 
-/**
- * The machinery shared by `wrap()` and `cacheResponse()`: one-round-trip lookups, stores with tags,
- * single-flight fills, invalidation and the L1 + bus.
- */
 /** Marks a cache, so another copy of the kit (see version.ts) can tell one of the same version. */
 export const CACHE_BRAND = Symbol.for('express-redis-kit.cache');
 
@@ -61,9 +57,15 @@ export function isKitCache(value: unknown): boolean {
   );
 }
 
+/**
+ * The machinery shared by `wrap()` and `cacheResponse()`: one-round-trip lookups, stores with tags,
+ * single-flight fills and invalidation. L1 and the invalidation bus are in coherence.ts.
+ */
 export class CacheCore {
   readonly l1: L1 | undefined;
   protected readonly bus: Bus;
+  /** L1, the invalidation bus and the invalidations heard (coherence.ts). */
+  private readonly coherence: Coherence;
   protected readonly guard: GuardOptions;
   /** Request headers that some response varied on; sent with lookups so Vary costs no extra trip. */
   private readonly learnedVary = new Set<string>(['accept-encoding']);
@@ -74,34 +76,9 @@ export class CacheCore {
     const { redis } = options;
     this.guard = { timeoutMs: options.timeoutMs, component: 'cache', name: options.name };
     this.clientPrefix = (redis.options as { keyPrefix?: string }).keyPrefix ?? '';
-    const channel = `${options.prefix}cache:bus`;
-    if (options.l1) {
-      const l1 = new L1(options.l1, this.heardLog);
-      this.l1 = l1;
-      this.bus = new Bus(redis, channel, {
-        onInvalidation: (message) => this.dropLocal(message),
-        onError: (error) => {
-          l1.suspend();
-          options.logger.warn(
-            { err: error },
-            'cannot subscribe to the invalidation channel; L1 is off until it can (retrying)',
-          );
-        },
-        // Emptied, and heard as an invalidation of everything (messages sent meanwhile are lost).
-        onReconnect: () => l1.clear(),
-        onLanded: () => l1.resume(),
-      });
-      clearOnReconnect(redis, l1);
-      // Off until the first subscription lands: an invalidation published before it would never
-      // reach this instance, and nothing would empty the L1 afterwards.
-      l1.suspend();
-      this.bus.ready.then(
-        () => l1.resume(),
-        () => {},
-      );
-    } else {
-      this.bus = new Bus(redis, channel);
-    }
+    this.coherence = new Coherence(redis, options);
+    this.l1 = this.coherence.l1;
+    this.bus = this.coherence.bus;
   }
 
   get redis(): RedisClient {
@@ -335,7 +312,7 @@ export class CacheCore {
         redis: this.redis,
         guard: this.guard,
         bus: this.bus,
-        dropLocal: (message) => this.dropLocal(message),
+        dropLocal: (message) => this.coherence.drop(message),
         event: (type, details) => this.event(type, details),
       },
       redisKeys,
@@ -349,21 +326,12 @@ export class CacheCore {
 
   /** A `heard` count, to check a lookup's result with {@link invalidatedSince} (see heard.ts). */
   get heard(): number {
-    return this.heardLog.count;
+    return this.coherence.heard;
   }
 
   /** Whether an invalidation heard after `since` (a {@link heard} count) reaches `rec`. */
   invalidatedSince(since: number, rec: Rec): boolean {
-    return this.heardLog.reachedSince(since, rec);
-  }
-
-  private readonly heardLog = new HeardLog();
-
-  private dropLocal(message: Invalidation): void {
-    const keys = new Set(message.keys);
-    const tags = new Set(message.tags);
-    this.heardLog.hear(keys, tags);
-    this.l1?.drop(keys, tags);
+    return this.coherence.invalidatedSince(since, rec);
   }
 
   /** Keys that came back from a script carry the client's own keyPrefix; ioredis would add it again. */
@@ -371,14 +339,8 @@ export class CacheCore {
     return this.clientPrefix && key.startsWith(this.clientPrefix) ? key.slice(this.clientPrefix.length) : key;
   }
 
-  /** Unsubscribes the bus (the shared subscriber connection closes with the client). */
-  async close(): Promise<void> {
-    if (this.l1) {
-      stopClearingOnReconnect(this.redis, this.l1);
-      // Deaf from here on: a request still served while the app shuts down must not get from L1
-      // what another instance has invalidated since.
-      this.l1.close();
-    }
-    await this.bus.close().catch(() => {});
+  /** Unsubscribes the bus (the shared subscriber connection closes with the client); L1 goes off. */
+  close(): Promise<void> {
+    return this.coherence.close();
   }
 }
