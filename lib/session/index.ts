@@ -1,16 +1,16 @@
 import type { ErrorRequestHandler, NextFunction, Request, RequestHandler, Response } from 'express';
 import expressSession, { type SessionData } from 'express-session';
-import { isCluster, type RedisClient } from '../client';
-import { problemType, RedisUnavailableError, SessionEndedError, sendProblem, shown } from '../errors';
+import { problemType, RedisUnavailableError, SessionEndedError, sendProblem } from '../errors';
 import { emitKitEvent } from '../events';
 import { kitSessionCookies } from '../session-cookies';
+import { checkLoginData, checkUserId } from './checks';
 import { commitBeforeEnd, takeSnapshot } from './commit';
 import { droppedOverHttp } from './cookie-options';
 import { type RedisSessionOptions, resolveOptions } from './options';
 import { sessionHandle } from './scripts';
+import { noteSharedIndex } from './shared-index';
 import { KitSessionStore } from './store';
 import { destroyUserSessions, listUserSessions, type SessionInfo } from './user-index';
-import { warnSharedIndexOnce } from './warnings';
 
 export type { SessionCookieOptions } from './cookie-options';
 export type { RedisSessionOptions } from './options';
@@ -54,18 +54,6 @@ export interface RedisSessionMiddleware extends RequestHandler {
   /** The express-session store, for tooling. */
   readonly store: KitSessionStore;
 }
-
-const RESERVED = new Set([
-  'cookie',
-  'id',
-  'req',
-  'regenerate',
-  'destroy',
-  'reload',
-  'save',
-  'touch',
-  'resetMaxAge',
-]);
 
 /**
  * Sessions in Redis, secure by default: express-session with a store that runs every call through
@@ -255,87 +243,4 @@ function isSecureRequest(req: Request, proxy: boolean | undefined): boolean {
   const header = req.headers['x-forwarded-proto'];
   const proto = (Array.isArray(header) ? header[0] : header) ?? '';
   return proto.split(',')[0]!.trim().toLowerCase() === 'https';
-}
-
-// A lone UTF-16 surrogate: Redis stores text as UTF-8, where it becomes U+FFFD, so 'bob\uDFFF' and
-// 'bob\uFFFD' would share one index, and neither would match what list() reads back.
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
-
-function checkUserId(userId: unknown): string {
-  const ok =
-    (typeof userId === 'string' && userId !== '' && !LONE_SURROGATE.test(userId)) ||
-    (typeof userId === 'number' && Number.isFinite(userId));
-  if (!ok) {
-    throw new TypeError(
-      `express-redis-kit: userId must be a non-empty string of well-formed text, or a finite number; got ${shown(userId)}.`,
-    );
-  }
-  return String(userId);
-}
-
-function checkLoginData(data: unknown): void {
-  if (!data || typeof data !== 'object') {
-    throw new TypeError("express-redis-kit: sessions.login(req, data) needs data like { userId: '42' }.");
-  }
-  checkUserId((data as { userId?: unknown }).userId);
-  for (const key of Object.keys(data)) {
-    if (key === '__proto__') {
-      // An own "__proto__" (JSON.parse makes one, and spreading a request body keeps it) would
-      // replace the session's prototype on assignment, not be stored.
-      throw new TypeError('express-redis-kit: sessions.login() data may not set "__proto__".');
-    }
-    if (RESERVED.has(key)) {
-      throw new TypeError(
-        `express-redis-kit: sessions.login() data may not set "${key}" (express-session uses it).`,
-      );
-    }
-  }
-}
-
-/** Cookie name of the first `redisSession()` on each Redis and prefix (see noteSharedIndex). */
-interface IndexOwner {
-  name: string;
-  /** Its client: one closed since (an app of an earlier test) no longer owns anything. */
-  client: WeakRef<RedisClient>;
-}
-const ownersByClient = new WeakMap<object, Map<string, IndexOwner>>();
-const ownersByAddress = new Map<string, Map<string, IndexOwner>>();
-
-/**
- * Where a client's keys live: two clients made from one URL (a createRedis() per middleware) reach
- * the same keys. A Cluster client stands for itself (its nodes change; it is seldom made twice).
- */
-function addressOf(redis: RedisClient): string | undefined {
-  if (isCluster(redis)) return undefined;
-  const o = redis.options;
-  const where = o.sentinels
-    ? `sentinel:${o.name}@${o.sentinels.map((s) => `${s.host}:${s.port}`).join(',')}`
-    : (o.path ?? `${o.host}:${o.port}`);
-  return `${where}/${o.db ?? 0}/${o.keyPrefix ?? ''}`;
-}
-
-/**
- * Two `redisSession()` with other cookies (a site and its admin area) on one Redis and prefix are
- * two session systems sharing each user's index: one's `logoutAll()`, `revoke()` and
- * `maxSessionsPerUser` end the other's sessions, silently. Warned once; the same cookie name is one
- * system mounted twice, and is fine.
- */
-function noteSharedIndex(redis: RedisClient, prefix: string, name: string): void {
-  const address = addressOf(redis);
-  const owners =
-    (address === undefined ? ownersByClient.get(redis) : ownersByAddress.get(address)) ??
-    new Map<string, IndexOwner>();
-  if (address === undefined) ownersByClient.set(redis, owners);
-  else ownersByAddress.set(address, owners);
-  const first = owners.get(prefix);
-  if (first === undefined || first.client.deref()?.status === 'end' || first.client.deref() === undefined) {
-    owners.set(prefix, { name, client: new WeakRef(redis) });
-    return;
-  }
-  if (first.name === name) return;
-  warnSharedIndexOnce(
-    `cookies "${first.name}" and "${name}" are sessions on one Redis with one prefix ` +
-      `("${prefix}"), so they share each user's session index: list(), logoutAll(), revoke() and ` +
-      "maxSessionsPerUser of either reach the other's sessions. Give each its own prefix to keep them apart. (Warned once.)",
-  );
 }
