@@ -33,6 +33,14 @@ const MAX_USER_AGENT = 256;
  * express-session store over ioredis. Every call runs through `guarded()` (timeout + shared breaker)
  * and errors reach express-session, which hands them to the middleware as a 503 instead of starting
  * a fresh, empty session. The README ("Sessions") says why this replaces connect-redis.
+ *
+ * Its three parts, each one script per call (scripts.ts):
+ * - reading: `get` → `readAndSlide` (LOAD: read, and slide the expiry in the same call);
+ * - writing: `set`/`touch` → `save` (SAVE, with a deadline in Redis time: redis-clock.ts) or
+ *   `refresh` (TOUCH, the expiry alone);
+ * - ending: `destroy` → `remove` (DESTROY leaves a tombstone, then the user index forgets it).
+ * The user index claims are index-claims.ts; what each request did with its session is
+ * request-marks.ts; sessions this process ended lately are ended-here.ts.
  */
 export class KitSessionStore extends Store {
   /** What each request did with its session (read, written, dropped): see request-marks.ts. */
