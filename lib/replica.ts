@@ -45,6 +45,5 @@ export function moveOffReplica(redis: RedisClient): void {
  * clients do that themselves (reconnectOnError), and so does any client given its own.
  */
 export function leaveReplica(redis: RedisClient): void {
-  if (isCluster(redis) || redis.options.reconnectOnError) return;
-  if (redis.status === 'ready' && mayReconnect(redis.options)) redis.disconnect(true);
+  if (!isCluster(redis) && !redis.options.reconnectOnError) moveOffReplica(redis);
 }

@@ -91,11 +91,18 @@ function invoke(
  * pipelines are flushed, the call goes as a plain EVAL, which every pipeline has.
  */
 function pendingPipelineLacks(redis: RedisClient, name: string): boolean {
-  const pending = (redis as unknown as { _autoPipelines?: Map<string, Record<string, unknown>> })
-    ._autoPipelines;
-  if (!pending || pending.size === 0) return false;
+  const pending = autoPipelines(redis);
+  if (!pending) return false;
   for (const pipeline of pending.values()) if (typeof pipeline[name] !== 'function') return true;
   return false;
+}
+
+/**
+ * ioredis's auto-pipelines queued and not yet sent, by its private `_autoPipelines` field (re-check
+ * on ioredis upgrades).
+ */
+function autoPipelines(redis: RedisClient): ReadonlyMap<string, Record<string, unknown>> | undefined {
+  return (redis as unknown as { _autoPipelines?: Map<string, Record<string, unknown>> })._autoPipelines;
 }
 
 /**
@@ -110,8 +117,7 @@ function pendingPipelineLacks(redis: RedisClient, name: string): boolean {
  * slot map arrives, apart from the queue a direct call joins).
  */
 export function sendThisTurn(redis: RedisClient, send: () => void): void {
-  const pending = (redis as unknown as { _autoPipelines?: Map<string, unknown> })._autoPipelines;
-  if (redis.status !== 'ready' || (pending && pending.size > 0)) {
+  if (redis.status !== 'ready' || (autoPipelines(redis)?.size ?? 0) > 0) {
     send();
     return;
   }
