@@ -1,7 +1,7 @@
 import Redis, { Cluster, type ClusterOptions, type RedisOptions } from 'ioredis';
 import type { RedisClient } from './client';
 import { DEFAULT_REDIS_URL, type RedisTarget, validateRedisOptions } from './connection-options';
-import { NOT_MASTER, pingRedis } from './health';
+import { NotMasterError, probeRedis } from './health';
 import { neverThrows } from './logger';
 import { maskUrl } from './mask-url';
 import { isUrl, type NodeAddress, toAddress, urlAddress, urlAuth } from './node-address';
@@ -99,12 +99,14 @@ export async function connectRedis(options: CreateRedisOptions = {}): Promise<Re
   // would print a stack trace for each failed attempt beside the rejection that already says it.
   const quiet = () => {};
   client.on('error', quiet);
-  const health = await pingRedis(client, { timeoutMs: Math.max(options.connectTimeout ?? 0, 3000) });
+  const { health, cause } = await probeRedis(client, {
+    timeoutMs: Math.max(options.connectTimeout ?? 0, 3000),
+  });
   if (!health.ok) {
     await closeRedis(client, { timeoutMs: 200 });
-    if (health.error?.startsWith(NOT_MASTER)) {
+    if (cause instanceof NotMasterError) {
       throw new Error(
-        `express-redis-kit: Redis at ${describeTarget(target)} is a ${health.error.slice(NOT_MASTER.length)}. ` +
+        `express-redis-kit: Redis at ${describeTarget(target)} is ${cause.what}. ` +
           "Point the URL at the master (a managed Redis's primary endpoint), or connect through sentinel.",
       );
     }

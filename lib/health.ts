@@ -21,6 +21,26 @@ export async function pingRedis(
   redis: RedisClient,
   options: { timeoutMs?: number | undefined } = {},
 ): Promise<RedisHealth> {
+  return (await probeRedis(redis, options)).health;
+}
+
+/** A server that answered, but is no master: it refuses every write the kit makes. */
+export class NotMasterError extends Error {
+  /** What the server is: "a replica, which refuses writes (ROLE slave)". */
+  readonly what: string;
+
+  constructor(role: string) {
+    const what = `a ${role === 'slave' ? 'replica' : role}, which refuses writes (ROLE ${role})`;
+    super(`connected to ${what}`);
+    this.what = what;
+  }
+}
+
+/** {@link pingRedis}, with the error behind a failed check (connectRedis words its rejection by it). */
+export async function probeRedis(
+  redis: RedisClient,
+  options: { timeoutMs?: number | undefined } = {},
+): Promise<{ health: RedisHealth; cause?: unknown }> {
   const timeoutMs = options.timeoutMs ?? 1000;
   const mode = redisMode(redis);
   const started = performance.now();
@@ -32,14 +52,10 @@ export async function pingRedis(
     const pong = isCluster(redis) ? clusterUp(redis) : writable(redis);
     pong.catch(() => {});
     await Promise.race([pong, timeout]);
-    return { ok: true, latencyMs: round(performance.now() - started), mode };
+    return { health: { ok: true, latencyMs: round(performance.now() - started), mode } };
   } catch (error) {
-    return {
-      ok: false,
-      latencyMs: round(performance.now() - started),
-      mode,
-      error: (error as Error).message,
-    };
+    const latencyMs = round(performance.now() - started);
+    return { health: { ok: false, latencyMs, mode, error: (error as Error).message }, cause: error };
   } finally {
     clearTimeout(timer);
   }
@@ -52,14 +68,7 @@ export async function pingRedis(
  * that may not run ROLE gets the PING.
  */
 async function writable(redis: Redis): Promise<void> {
-  let role: unknown;
-  try {
-    role = await redis.role();
-  } catch (error) {
-    // An ACL user without it, or a managed Redis that disabled or renamed it.
-    if (/^(NOPERM|ERR unknown command)/.test((error as Error).message)) return void (await redis.ping());
-    throw error;
-  }
+  const role = await askOrPing(redis, () => redis.role());
   // Inside the app's MULTI, ROLE is only QUEUED: the server answered, which is all PING told either.
   if (!Array.isArray(role)) return;
   const name = String(role[0]);
@@ -71,29 +80,35 @@ async function writable(redis: Redis): Promise<void> {
   // check, and every write, may find the new master the address leads to now. One that was on a
   // replica from the start (made so on purpose, or by mistake) would only meet it again.
   if (name === 'slave' && wasMaster.has(redis)) moveOffReplica(redis);
-  throw new Error(`${NOT_MASTER}${name === 'slave' ? 'replica' : name}, which refuses writes (ROLE ${name})`);
+  throw new NotMasterError(name);
 }
 
 /** Connections pingRedis has seen on a master. */
 const wasMaster = new WeakSet<object>();
-
-/** How {@link pingRedis}'s `error` starts when the server answered but is no master. */
-export const NOT_MASTER = 'connected to a ';
 
 /**
  * A Cluster answers PING while it refuses every key (`cluster_state:fail`, e.g. a master down with no
  * replica): its state is what tells. An ACL user that may not run CLUSTER INFO gets the PING.
  */
 async function clusterUp(redis: Cluster): Promise<void> {
-  let info: unknown;
-  try {
-    info = await redis.cluster('INFO');
-  } catch (error) {
-    if (/^NOPERM/.test((error as Error).message)) return void (await redis.ping());
-    throw error;
-  }
+  const info = await askOrPing(redis, () => redis.cluster('INFO'));
+  if (info === undefined) return;
   const state = /cluster_state:(\w+)/.exec(String(info))?.[1];
   if (state !== 'ok') throw new Error(`cluster_state is ${state ?? 'unknown'}`);
+}
+
+/**
+ * `ask`'s answer; or, when the server refuses that command to this client (an ACL user without it,
+ * `NOPERM`; a managed Redis that disabled or renamed it), undefined once it has answered a PING.
+ */
+async function askOrPing<T>(redis: RedisClient, ask: () => Promise<T>): Promise<T | undefined> {
+  try {
+    return await ask();
+  } catch (error) {
+    if (!/^(NOPERM|ERR unknown command)/.test((error as Error).message)) throw error;
+    await redis.ping();
+    return undefined;
+  }
 }
 
 function round(ms: number): number {
