@@ -70,7 +70,7 @@ export function fill(
   const { logger } = cache.options;
   const { token, since, marker } = lease;
   const before = res.getHeaders();
-  const heard = l1?.heard ?? 0;
+  const heard = cache.heard;
   const stop = cache.holdLock(redisKey, token);
   const fallback = staleIfErrorOf(o, lease.stale, Date.now());
   res.setHeader('X-Cache', 'MISS');

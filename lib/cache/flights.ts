@@ -31,7 +31,7 @@ export class Flights {
    */
   constructor(
     private readonly maxWaitMs: number,
-    private readonly heard: () => number = () => 0,
+    private readonly heard: () => number,
   ) {}
 
   /**

@@ -80,14 +80,9 @@ export class L1 {
   }
 
   /**
-   * How many invalidations the cache has heard: read it before the lookup whose result goes to
-   * {@link set}.
+   * Keeps `value` unless an invalidation heard since `heard` reaches it: the cache's `heard` count,
+   * read before the lookup or fill whose result this is.
    */
-  get heard(): number {
-    return this.heardLog.count;
-  }
-
-  /** Keeps `value` unless an invalidation heard since `heard` (a {@link heard} count) reaches it. */
   set(key: string, value: L1Value, now: number, heard: number): void {
     if (this.suspended || this.heardLog.reachedSince(heard, value)) return;
     let ttl = value.expiresAt - now;

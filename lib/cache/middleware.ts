@@ -181,7 +181,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     if (req.method === 'HEAD' || forbidsStore(req)) return lookupOnly(req, res, next, key, redisKey);
     const settle = pending ? noFlight : flights.start(key);
     // Read before the lookup: an invalidation while it is in flight must keep its answer out of L1.
-    const heard = l1?.heard ?? 0;
+    const heard = cache.heard;
     const acquired = await cache.acquire(redisKey, req.headers, refreshable(req));
     if (acquired.kind === 'bypass') {
       settle({ bypass: true });

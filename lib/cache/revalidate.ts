@@ -16,7 +16,7 @@ export function createRevalidator(cache: Cache, event: (type: string, key: strin
 
   async function run(req: Request, key: string, redisKey: string, fromL1: boolean, done: () => void) {
     if (fromL1) {
-      const heard = l1?.heard ?? 0;
+      const heard = cache.heard;
       const fresh = await cache.freshInRedis(redisKey, req.headers);
       if (fresh) {
         if (l1) l1Put(l1, key, fresh, req.headers, heard);

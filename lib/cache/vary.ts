@@ -39,7 +39,7 @@ export function l1Lookup(l1: L1, key: string, headers: IncomingHttpHeaders, now:
   return variant && isRec(variant) ? variant : undefined;
 }
 
-/** Puts a response into L1, behind a Vary marker when it varies; `heard` as read before the lookup (L1.heard). */
+/** Puts a response into L1, behind a Vary marker when it varies; `heard` as read before the lookup (CacheCore.heard). */
 export function l1Put(l1: L1, key: string, rec: Rec, headers: IncomingHttpHeaders, heard: number): void {
   const names = varyOf(rec.entry);
   const now = Date.now();

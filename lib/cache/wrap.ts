@@ -120,7 +120,7 @@ export class Cache extends CacheCore {
     local: Rec | undefined,
   ) {
     // Read before the lookup: an invalidation while it is in flight must keep its answer out of L1.
-    const heard = this.l1?.heard ?? 0;
+    const heard = this.heard;
     const acquired: Acquired = await this.acquire(redisKey, undefined);
     if (acquired.kind === 'hit') {
       const { rec } = acquired;
@@ -209,7 +209,7 @@ export class Cache extends CacheCore {
     const token = newToken();
     const run = async () => {
       if (fromL1) {
-        const heard = this.l1?.heard ?? 0;
+        const heard = this.heard;
         const fresh = await this.freshInRedis(redisKey, undefined);
         if (fresh) {
           this.l1?.set(redisKey, fresh, Date.now(), heard);
@@ -219,7 +219,7 @@ export class Cache extends CacheCore {
       }
       const since = await this.tryLock(redisKey, token);
       if (since === undefined) return;
-      const heard = this.l1?.heard ?? 0;
+      const heard = this.heard;
       const stop = this.holdLock(redisKey, token);
       let value: T;
       try {
