@@ -8,8 +8,6 @@ import { leaveReplica, READONLY_REPLY } from './replica';
 // timeout and the breaker of the node it touches (breaker.ts), tells an outage from a refusal, and
 // follows what a Cluster redirect or a replica's refusal says about the connection.
 
-// Reply errors that mean "this server cannot serve now" (including out of memory, or unable to
-// persist) rather than "your command is wrong": the fail mode applies.
 // Replies of a server that cannot serve anything right now: they trip the breaker. Other error
 // replies (OOM, READONLY, MISCONF, NOREPLICAS, TRYAGAIN during a slot migration, WRONGTYPE, NOPERM…)
 // come at once from a responsive server that refuses this call, while others may still succeed.

@@ -106,7 +106,8 @@ export class L1 {
     if (redisKeys.size === 0 && tags.size === 0) return;
     const doomed: string[] = [];
     for (const [key, value] of this.lru.entries()) {
-      if (isRec(value) ? reaches(value, redisKeys, tags) : redisKeys.has(value.redisKey)) doomed.push(key);
+      // A Vary marker has no tags: only its key reaches it.
+      if (reaches(value, redisKeys, tags)) doomed.push(key);
     }
     for (const key of doomed) this.lru.delete(key);
   }

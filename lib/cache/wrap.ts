@@ -86,13 +86,11 @@ export class Cache extends CacheCore {
     const result = await open.flight;
     // The leader gets fn's own value; coalesced callers get their own copy, so nobody shares mutations.
     if (leader) return result.value as T;
-    // An invalidation (from any instance) took the fill's lock while fn ran: what it read may be
-    // older than the write behind it. Once, rather than for ever under a stream of invalidations.
-    if (result.dropped && again) return this.read(redisKey, fn, o, false);
-    // An invalidation this instance heard after that read began reaches what it read: read afresh.
-    if (result.rec && again && this.invalidatedSince(open.heard, result.rec)) {
-      return this.read(redisKey, fn, o, false);
-    }
+    // Read afresh, once (rather than for ever under a stream of invalidations), when an invalidation
+    // took the fill's lock while fn ran (what it read may be older than the write behind it), or
+    // this instance heard one after that read began that reaches what it read.
+    const overtaken = result.dropped || (result.rec && this.invalidatedSince(open.heard, result.rec));
+    if (again && overtaken) return this.read(redisKey, fn, o, false);
     if (result.rec) return this.decode(result.rec, o);
     // Nothing was stored (Redis down, or an uncacheable value): copy through the serializer.
     if (result.value === null || result.value === undefined) return result.value as T;

@@ -24,14 +24,15 @@ export function defaultFingerprint(req: Request): string {
   const search = at < 0 ? '' : url.slice(at + 1);
   // Sorted as the cache key's query is (normaliseQuery), and like it kept as sent when it is longer
   // than parsers read.
-  const query = search.split('&').length > QUERY_PARSER_LIMIT ? search : sortedQuery(search);
+  const broken = hasBrokenEscape(search);
+  const query = search.split('&').length > QUERY_PARSER_LIMIT ? search : sortedQuery(search, broken);
   const path = matchedPath(req);
   hash.update(req.method).update('\0').update(path).update('\0');
   // Two requests that differ only in `?amount=` are not the same operation.
   hash.update(query.toString()).update('\0');
   // URLSearchParams reads every broken escape (%FF, %FE) as U+FFFD, where the app's parser may not:
   // such a query also counts as it was sent. Others hash as before, so stored records still match.
-  if (hasBrokenEscape(search)) hash.update('raw\0').update(search).update('\0');
+  if (broken) hash.update('raw\0').update(search).update('\0');
   const body: unknown = req.body;
   const { 'content-length': length, 'content-type': type } = req.headers ?? {};
   const sent = hasBody(req.headers);
@@ -65,17 +66,18 @@ export function defaultFingerprint(req: Request): string {
 }
 
 /**
- * The query's parameters, decoded, in sortQuery's order. The order check reads each part as sent:
+ * The query's parameters, decoded, in sortQuery's order; `broken`: it holds a broken escape
+ * (hasBrokenEscape). The order check reads each part as sent:
  * `qs` splits `a[b]=x]=y` at `]=`, which the decoded pair no longer shows.
  */
-function sortedQuery(search: string): URLSearchParams {
+function sortedQuery(search: string, broken: boolean): URLSearchParams {
   const pairs = [...new URLSearchParams(search)];
   // URLSearchParams drops a leading "?" and empty parts; every other part is one pair, in order.
   const raw = (search.startsWith('?') ? search.slice(1) : search).split('&').filter((part) => part !== '');
   const items = pairs.map((pair, i) => ({ pair, raw: raw[i] ?? '' }));
   // A query with a broken escape needs no check: its fingerprint also holds the query as sent, so
   // two orders never share one. Sorted plainly, as by earlier versions, its records still match.
-  const textOf = hasBrokenEscape(search) ? undefined : (item: (typeof items)[number]) => item.raw;
+  const textOf = broken ? undefined : (item: (typeof items)[number]) => item.raw;
   return new URLSearchParams(sortQuery(items, (item) => item.pair[0], textOf).map((item) => item.pair));
 }
 
