@@ -47,9 +47,9 @@ const waiting: Array<() => Promise<void>> = [];
 /** Makes the next session write on `redis` leave `ms` late (the script must have been used on it). */
 function delayNextSave(redis: Redis, ms: number) {
   const client = redis as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
-  const save = client.erk_session_save_v3!;
+  const save = client.erk_session_save_v4!;
   let delay = true;
-  client.erk_session_save_v3 = function (this: unknown, ...args: unknown[]) {
+  client.erk_session_save_v4 = function (this: unknown, ...args: unknown[]) {
     if (!delay) return save.apply(this, args);
     delay = false;
     return sleep(ms).then(() => save.apply(this, args));

@@ -52,15 +52,12 @@ if uid ~= '' then
     local prev = 0
     if cur_u == uid then prev = tonumber(cur_ix) or 0 end
     if ${softHset("'u', uid, 'ix', now_ms + 2 * ttl, 'ixp', prev, 'ixc', claim_token")} then refresh = 1 else covered = false end
-  elseif claim_token ~= '' then
+  elseif claim_token ~= '' and cur_ixc == claim_token then
     -- A second run of the call that claimed (its reply lost, ioredis sent it again) finds its own
     -- claim: the index write is still to be made, from the end the claim recorded. Answered
     -- "indexed already", the index entry would run out under a live session (logoutAll misses it).
-    local claim = redis.call('HMGET', KEYS[1], 'ixc', 'ixp')
-    if claim[1] == claim_token then
-      refresh = 1
-      cur_ix = claim[2]
-    end
+    refresh = 1
+    cur_ix = cur_ixp
   end
 end
 `;
@@ -84,7 +81,7 @@ end
  * deadline, when the store had given up on it and answered 503, and wrote nothing.
  */
 export const SAVE = defineScript(
-  'session_save_v3',
+  'session_save_v4',
   1,
   `local claim_token = ARGV[6] or ''
 if redis.call('HEXISTS', KEYS[1], 'x') == 1 then return {-1, 0} end
@@ -94,8 +91,8 @@ local deadline = tonumber(ARGV[7])
 if deadline and now_ms > deadline then return {-2, now_ms} end
 local ttl = tonumber(ARGV[2])
 local uid = ARGV[3]
-local cur = redis.call('HMGET', KEYS[1], 'u', 'ix')
-local cur_u, cur_ix = cur[1], cur[2]
+local cur = redis.call('HMGET', KEYS[1], 'u', 'ix', 'ixc', 'ixp')
+local cur_u, cur_ix, cur_ixc, cur_ixp = cur[1], cur[2], cur[3], cur[4]
 redis.call('HSET', KEYS[1], 'd', ARGV[1], 's', now_ms, 't', ttl)
 redis.call('HSETNX', KEYS[1], 'c', now_ms)
 if ARGV[4] ~= '' then redis.call('HSETNX', KEYS[1], 'ua', ARGV[4]) end
@@ -105,14 +102,16 @@ ${INDEX_CHECK}
 return {refresh, now_ms, tonumber(cur_ix) or 0}`,
 );
 
-// Slides a live session's expiry by `ttl` (a Lua expression over `cur` = HMGET x u ix d t) without
-// rewriting its data, and records that lifetime.
-const slide = (ttl: string) => `local cur = redis.call('HMGET', KEYS[1], 'x', 'u', 'ix', 'd', 't')
+// Slides a live session's expiry by `ttl` (a Lua expression over `cur` = HMGET x u ix d t ixc ixp)
+// without rewriting its data, and records that lifetime.
+const slide = (
+  ttl: string,
+) => `local cur = redis.call('HMGET', KEYS[1], 'x', 'u', 'ix', 'd', 't', 'ixc', 'ixp')
 if cur[1] or not cur[4] then return {-1} end
 ${LUA_NOW_MS}
 local ttl = ${ttl}
 local uid = cur[2] or ''
-local cur_u, cur_ix = cur[2], cur[3]
+local cur_u, cur_ix, cur_ixc, cur_ixp = cur[2], cur[3], cur[6], cur[7]
 local _ = ${softHset("'s', now_ms, 't', ttl")}
 ${INDEX_CHECK}`;
 
@@ -121,7 +120,7 @@ ${INDEX_CHECK}`;
  * {refresh|-1, user id, the index entry's end before a claim}
  */
 export const TOUCH = defineScript(
-  'session_touch',
+  'session_touch_v2',
   1,
   `local claim_token = ARGV[2] or ''
 ${slide('tonumber(ARGV[1])')}
@@ -137,19 +136,19 @@ return {refresh, uid, tonumber(cur_ix) or 0}`,
  * index entry's end before a claim, now ms}
  */
 export const LOAD = defineScript(
-  'session_load_v2',
+  'session_load_v3',
   1,
   // Sessions written before `t` existed slide by the store's ttl; their next touch records `t`.
   // Without rolling nothing slides, but a lost index claim (a write that timed out after landing;
   // its claim was dropped) is still retried here: until the session's end, the index must vouch.
   `local claim_token = ARGV[3] or ''
 if ARGV[2] ~= '1' then
-  local cur = redis.call('HMGET', KEYS[1], 'x', 'u', 'd', 't', 'ix')
+  local cur = redis.call('HMGET', KEYS[1], 'x', 'u', 'd', 't', 'ix', 'ixc', 'ixp')
   if cur[1] or not cur[3] then return {-1} end
   ${LUA_NOW_MS}
   local ttl = tonumber(cur[4]) or tonumber(ARGV[1])
   local uid = cur[2] or ''
-  local cur_u, cur_ix = cur[2], cur[5]
+  local cur_u, cur_ix, cur_ixc, cur_ixp = cur[2], cur[5], cur[6], cur[7]
   -- Last seen (for list()), without touching the expiry.
   local _ = ${softHset("'s', now_ms")}
   ${indexCheck("redis.call('PTTL', KEYS[1])")}
