@@ -46,3 +46,8 @@ export function emitWarningOnce(code: string, message: () => string): void {
   warnedCodes.add(code);
   process.emitWarning(message(), { code });
 }
+
+/** For tests: lets these codes warn again. */
+export function forgetWarnings(...codes: string[]): void {
+  for (const code of codes) warnedCodes.delete(code);
+}

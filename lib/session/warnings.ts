@@ -1,23 +1,19 @@
-let warnedAboutSecret = false;
+import { emitWarningOnce, forgetWarnings } from '../logger';
+
+const INSECURE = 'ERK_SESSION_INSECURE';
+const SHARED_INDEX = 'ERK_SESSION_SHARED_INDEX';
 
 /** One warning per process about an insecure configuration (the first one found). */
 export function warnOnce(message: string): void {
-  if (warnedAboutSecret) return;
-  warnedAboutSecret = true;
-  process.emitWarning(`express-redis-kit redisSession: ${message}`, { code: 'ERK_SESSION_INSECURE' });
+  emitWarningOnce(INSECURE, () => `express-redis-kit redisSession: ${message}`);
 }
 
-let warnedSharedIndex = false;
-
-/** One warning per process about two session systems sharing a user index (see index.ts). */
+/** One warning per process about two session systems sharing a user index (see shared-index.ts). */
 export function warnSharedIndexOnce(message: string): void {
-  if (warnedSharedIndex) return;
-  warnedSharedIndex = true;
-  process.emitWarning(`express-redis-kit redisSession: ${message}`, { code: 'ERK_SESSION_SHARED_INDEX' });
+  emitWarningOnce(SHARED_INDEX, () => `express-redis-kit redisSession: ${message}`);
 }
 
 /** For tests: lets the next insecure configuration, or shared index, warn again. */
 export function resetSessionWarnings(): void {
-  warnedAboutSecret = false;
-  warnedSharedIndex = false;
+  forgetWarnings(INSECURE, SHARED_INDEX);
 }
