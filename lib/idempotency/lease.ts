@@ -13,6 +13,12 @@ export interface LeaseContext {
   guard: Omit<GuardOptions, 'key'>;
 }
 
+/**
+ * Responses that are a 409 "in progress" of the kit's own, for another record (a second idempotency
+ * middleware with other options on the same route): a passing state, never an answer to store.
+ */
+export const inProgressAnswers = new WeakSet<Response>();
+
 /** Keeps the lease alive while the handler runs, then stores or releases the outcome. */
 export function protect(
   { o, emit, guard }: LeaseContext,
@@ -93,7 +99,7 @@ export function protect(
     }
   };
   const storable = (captured: CapturedResponse): captured is CapturedResponse & { body: Buffer } =>
-    captured.body !== undefined && shouldStore(captured.status);
+    captured.body !== undefined && !inProgressAnswers.has(res) && shouldStore(captured.status);
 
   /**
    * A timeout guard (connect-timeout sets `req.timedout`) answered while the handler works on.
@@ -120,7 +126,12 @@ export function protect(
         );
         return release(captured.status, 'store-statuses-threw');
       }
-      const why = captured.body === undefined ? (captured.unstorable ?? 'too-large') : 'status';
+      const why =
+        captured.body === undefined
+          ? (captured.unstorable ?? 'too-large')
+          : inProgressAnswers.has(res)
+            ? 'in-progress'
+            : 'status';
       return release(captured.status, why);
     }
     const { status, body } = captured;

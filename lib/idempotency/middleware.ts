@@ -7,7 +7,7 @@ import { didNotRun, guarded } from '../guarded';
 import { scopePart } from '../keys';
 import { emitWarningOnce } from '../logger';
 import { nodeField, OutageTracker } from '../outage';
-import { protect, releaseKey } from './lease';
+import { inProgressAnswers, protect, releaseKey } from './lease';
 import { type IdempotencyOptions, type ResolvedIdempotencyOptions, resolveOptions } from './options';
 import * as record from './record';
 import { DECODED_BODY_FACTOR, replay } from './replay';
@@ -37,6 +37,14 @@ export interface IdempotencyMiddleware {
 }
 
 const COMPONENT = 'idempotency';
+
+/**
+ * The records each request holds a reservation for. A request that reaches idempotency twice for the
+ * same record (mounted on the app and again on the route, or two instances with the same options)
+ * would find its own reservation in flight and answer 409, and the first pass would store that 409
+ * as the key's answer for its whole ttl: the operation could never run under that key.
+ */
+const reservedBy = new WeakMap<Request, Set<string>>();
 
 /**
  * Exactly-once POST/PATCH with an `Idempotency-Key` header: the first request runs the handler and
@@ -84,6 +92,17 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
     if (scope === undefined) return unknownCaller(req, res);
     const fingerprint = createHash('sha256').update(rawFingerprint).digest('hex');
     const key = recordKey(o.prefix, scope, req.method, routeOf(req), parsed.key);
+    const held = reservedBy.get(req);
+    if (held?.has(key)) {
+      // The first pass protects this request already: its answer is the one stored.
+      emit('reached-twice');
+      emitWarningOnce(
+        'ERK_IDEMPOTENCY_TWICE',
+        () =>
+          `express-redis-kit idempotency: one request reached idempotency twice for the same key (mounted on the app and again on a router or route?); the second pass lets it on. Mount it once. (Warned once.)`,
+      );
+      return next();
+    }
     const owner = randomUUID();
 
     let found: record.ReserveResult;
@@ -114,6 +133,8 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
     }
     switch (found.state) {
       case 'reserved':
+        if (held) held.add(key);
+        else reservedBy.set(req, new Set([key]));
         emit('first');
         protect({ o, emit, guard }, req, res, key, owner, fingerprint);
         return next();
@@ -131,6 +152,7 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
       }
       case 'inflight':
         emit('conflict');
+        inProgressAnswers.add(res);
         return problem(
           res,
           409,
