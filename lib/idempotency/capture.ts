@@ -1,4 +1,5 @@
 import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Response } from 'express';
 import { applyWriteHeadHeaders, isEndChunk, refusedStatusError } from '../chunks';
 import { dropLate, type HeaderMap, headerMap, holdAnswer } from '../late-answers';
@@ -201,14 +202,11 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
       return (requestDestroy as (...a: unknown[]) => typeof req).apply(this, args);
     } as typeof req.destroy;
   }
-  // One socket carries several requests (keep-alive): the wrapper stands only while this response
-  // is the current one, and steps aside when it closes.
-  const socketDestroy = socket?.destroy;
-  const ownSocketDestroy = function destroy(this: NonNullable<typeof socket>, ...args: unknown[]) {
-    if (live && !ended && args[0] == null && !this.readableEnded) destroyedHere = true;
-    return (socketDestroy as (...a: unknown[]) => typeof socket).apply(this, args);
-  } as NonNullable<typeof socket>['destroy'];
-  if (socket) socket.destroy = ownSocketDestroy;
+  const unwatch = socket
+    ? watchSocketDestroy(socket, (args, destroyed) => {
+        if (live && !ended && args[0] == null && !destroyed.readableEnded) destroyedHere = true;
+      })
+    : undefined;
 
   // A response that started but never ended (the handler threw after writing, a stream's client went
   // away), or that the app destroyed, has no end() call to wait for; nor does a request whose body
@@ -217,12 +215,42 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
   // and its answer will be stored for the retry (see closedUnanswered).
   res.once('close', () => {
     live = false;
-    if (socket && socket.destroy === ownSocketDestroy)
-      socket.destroy = socketDestroy as typeof socket.destroy;
+    unwatch?.();
     if (ended) return;
     if (res.headersSent || destroyedHere || (req && !req.complete)) hooks.aborted();
     else closedUnanswered = true;
   });
+}
+
+type DestroyWatcher = (args: unknown[], socket: Socket) => void;
+const destroyWatchers = new WeakMap<Socket, Set<DestroyWatcher>>();
+
+/**
+ * Tells `watcher` when the socket is destroyed, until the returned function is called. One socket
+ * carries several requests (keep-alive, pipelining, a second idempotency layer on one request), and
+ * their captures overlap: one wrapper per socket, for its life, serves them all. A wrapper per
+ * capture could not always step aside in order, and each left standing kept its request alive and
+ * deepened every later destroy() call, until one overflowed the stack.
+ */
+function watchSocketDestroy(socket: Socket, watcher: DestroyWatcher): () => void {
+  const watchers = destroyWatchersOf(socket);
+  watchers.add(watcher);
+  return () => watchers.delete(watcher);
+}
+
+// Apart from watchSocketDestroy: a closure made there would share its scope, and so hold the first
+// watcher (and that one's request) for the socket's life.
+function destroyWatchersOf(socket: Socket): Set<DestroyWatcher> {
+  const known = destroyWatchers.get(socket);
+  if (known) return known;
+  const watchers = new Set<DestroyWatcher>();
+  destroyWatchers.set(socket, watchers);
+  const destroy = socket.destroy;
+  socket.destroy = function destroyWatched(this: Socket, ...args: unknown[]) {
+    for (const each of watchers) each(args, this);
+    return (destroy as (...a: unknown[]) => Socket).apply(this, args);
+  } as Socket['destroy'];
+  return watchers;
 }
 
 /** The reason phrase, when the handler chose one other than the standard one for its status. */
