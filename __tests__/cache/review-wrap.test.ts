@@ -111,3 +111,22 @@ describe('cache.wrap staleIfError when Redis is down', () => {
     }
   });
 });
+
+describe('cache.wrap: a caller coalesced behind an fn that never settles', () => {
+  it('waits at most 3 × lockTimeout, then runs its own fn', async () => {
+    const cache = createCache({ redis: redis.client(), lockTimeout: '100ms', logger: quietLogger() });
+    try {
+      void cache.wrap('hung', () => new Promise(() => {}), { ttl: '1m' });
+      await sleep(20);
+      const started = performance.now();
+      const value = await Promise.race([
+        cache.wrap('hung', async () => 'mine', { ttl: '1m' }),
+        sleep(2000).then(() => 'still waiting'),
+      ]);
+      expect(value).toBe('mine');
+      expect(performance.now() - started).toBeGreaterThanOrEqual(290);
+    } finally {
+      await cache.close();
+    }
+  });
+});

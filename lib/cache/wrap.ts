@@ -83,9 +83,12 @@ export class Cache extends CacheCore {
       };
       created.then(forget, forget);
     }
-    const result = await open.flight;
     // The leader gets fn's own value; coalesced callers get their own copy, so nobody shares mutations.
-    if (leader) return result.value as T;
+    if (leader) return (await open.flight).value as T;
+    const result = await this.waitAtMost(open.flight);
+    // An fn that never settles (a call on a dead socket) must not hold every later caller with it:
+    // past the wait a caller in another process would give up after, this one runs fn itself.
+    if (!result) return fn();
     // Read afresh, once (rather than for ever under a stream of invalidations), when an invalidation
     // took the fill's lock while fn ran (what it read may be older than the write behind it), or
     // this instance heard one after that read began that reaches what it read.
@@ -103,6 +106,16 @@ export class Cache extends CacheCore {
       // failing a caller that only waited would be worse than sharing it.
       return result.value as T;
     }
+  }
+
+  /** The flight's result, or undefined once `3 × lockTimeout` have passed without one. */
+  private waitAtMost(flight: Promise<Flight>): Promise<Flight | undefined> {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<undefined>((resolve) => {
+      timer = setTimeout(() => resolve(undefined), 3 * this.options.lockTimeoutMs);
+      timer.unref?.();
+    });
+    return Promise.race([flight, late]).finally(() => clearTimeout(timer));
   }
 
   /** Deletes entries by tag and/or key in Redis and in every instance's L1. */
