@@ -1,6 +1,7 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { problemType, sendProblem, thrownError } from '../errors';
 import { scopePart } from '../keys';
+import { emitWarningOnce } from '../logger';
 import { hasBody } from '../request-body';
 import { captureResponse } from './capture';
 import { answerStaleOnError, type FillContext, fill, staleIfErrorOf } from './fill';
@@ -40,6 +41,13 @@ export interface CacheResponseMiddleware extends RequestHandler {
 }
 
 /** HTTP response cache backed by Redis (+ in-process L1). See the README, "Response cache". */
+
+/**
+ * The entries each request is being looked up or filled for. A request that reaches a cacheResponse
+ * twice for the same entry (mounted on the app and again on the route, or two on one prefix) would
+ * wait on its own fill, in this process or through its own Redis lock, for 3 × lockTimeout.
+ */
+const handling = new WeakMap<Request, Set<string>>();
 
 /** A UTF-16 surrogate without its pair: text no UTF-8 encoding keeps. */
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
@@ -94,6 +102,10 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     }
     if (key === undefined) return bypass(res, next, '', 'no-key');
     const redisKey = entryKey(prefix, key);
+    const seen = handling.get(req);
+    if (seen?.has(redisKey)) return reachedTwice(next, key);
+    if (seen) seen.add(redisKey);
+    else handling.set(req, new Set([redisKey]));
     if (ticket) {
       ticket.claimed = true;
       return fill(ctx, req, res, next, key, redisKey, ticket, ticket.done);
@@ -113,6 +125,17 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
    */
   const refreshable = (req: Request) => req.method === 'GET' || req.method === 'HEAD';
   const usableUntil = (req: Request, rec: Rec) => (refreshable(req) ? rec.swrUntil : rec.freshUntil);
+
+  /** The first pass answers from the entry or fills it with this request's answer: this one goes on. */
+  function reachedTwice(next: NextFunction, key: string): void {
+    event('reached-twice', key);
+    emitWarningOnce(
+      'ERK_CACHE_TWICE',
+      () =>
+        'express-redis-kit cacheResponse: one request reached cacheResponse twice for the same entry (mounted on the app and again on a router or route?); the second pass lets it on. Mount it once. (Warned once.)',
+    );
+    next();
+  }
 
   function bypass(res: Response, next: NextFunction, key: string, reason: string): void {
     res.setHeader('X-Cache', 'BYPASS');
