@@ -5,17 +5,27 @@ import type { HeadersMode } from './types';
 /**
  * Writes the rate-limit headers of one decision. `reply` is the script reply (per policy i:
  * remaining at 2+3i, reset ms at 3+3i); `binding` is the policy that decides; `elapsedMs` ages a
- * cached reply (deny-cache hits).
+ * cached reply (deny-cache hits). `after`: another limiter already decided this request (two
+ * `rateLimit()` on one route): list headers then gain this limiter's policies, and the single-value
+ * ones are written only when `binds` (this limiter is closer to denying, or denies).
  */
 export type HeaderWriter = (
   res: Response,
   reply: readonly number[],
   binding: number,
   elapsedMs: number,
+  after: boolean,
+  binds: boolean,
 ) => void;
 
 const seconds = (ms: number): number => (ms <= 0 ? 0 : Math.ceil(ms / 1000));
 const windowSeconds = (p: ResolvedPolicy): number => Math.max(1, Math.ceil(p.windowMs / 1000));
+
+/** Sets a list header, after the members an earlier limiter put there. */
+function setList(res: Response, name: string, members: string, after: boolean): void {
+  const earlier = after ? res.getHeader(name) : undefined;
+  res.setHeader(name, typeof earlier === 'string' && earlier !== '' ? `${earlier}, ${members}` : members);
+}
 
 /** Builds the writer for a header mode once, with every constant part precomputed. */
 export function headerWriter(mode: HeadersMode | false, policies: readonly ResolvedPolicy[]): HeaderWriter {
@@ -29,24 +39,31 @@ export function headerWriter(mode: HeadersMode | false, policies: readonly Resol
       const heads = policies.map((p) => `"${p.name}";r=`);
       if (policies.length === 1) {
         const head = heads[0]!;
-        return (res, reply, _binding, elapsed) => {
+        return (res, reply, _binding, elapsed, after) => {
+          const value = `${head}${reply[2]};t=${seconds(reply[3]! - elapsed)}`;
+          if (after) {
+            setList(res, 'RateLimit-Policy', policy, after);
+            setList(res, 'RateLimit', value, after);
+            return;
+          }
           res.setHeader('RateLimit-Policy', policy);
-          res.setHeader('RateLimit', `${head}${reply[2]};t=${seconds(reply[3]! - elapsed)}`);
+          res.setHeader('RateLimit', value);
         };
       }
-      return (res, reply, _binding, elapsed) => {
+      return (res, reply, _binding, elapsed, after) => {
         let value = '';
         for (let i = 0; i < heads.length; i++) {
           value += `${i ? ', ' : ''}${heads[i]}${reply[2 + 3 * i]};t=${seconds(reply[3 + 3 * i]! - elapsed)}`;
         }
-        res.setHeader('RateLimit-Policy', policy);
-        res.setHeader('RateLimit', value);
+        setList(res, 'RateLimit-Policy', policy, after);
+        setList(res, 'RateLimit', value, after);
       };
     }
     case 'draft-7': {
       const policy = policies.map((p) => `${p.limit};w=${windowSeconds(p)}`).join(', ');
-      return (res, reply, b, elapsed) => {
-        res.setHeader('RateLimit-Policy', policy);
+      return (res, reply, b, elapsed, after, binds) => {
+        setList(res, 'RateLimit-Policy', policy, after);
+        if (!binds) return;
         res.setHeader(
           'RateLimit',
           `limit=${limits[b]}, remaining=${reply[2 + 3 * b]}, reset=${seconds(reply[3 + 3 * b]! - elapsed)}`,
@@ -55,8 +72,9 @@ export function headerWriter(mode: HeadersMode | false, policies: readonly Resol
     }
     case 'draft-6': {
       const policy = policies.map((p) => `${p.limit};w=${windowSeconds(p)}`).join(', ');
-      return (res, reply, b, elapsed) => {
-        res.setHeader('RateLimit-Policy', policy);
+      return (res, reply, b, elapsed, after, binds) => {
+        setList(res, 'RateLimit-Policy', policy, after);
+        if (!binds) return;
         res.setHeader('RateLimit-Limit', limits[b]!);
         res.setHeader('RateLimit-Remaining', String(reply[2 + 3 * b]));
         res.setHeader('RateLimit-Reset', String(seconds(reply[3 + 3 * b]! - elapsed)));
@@ -64,7 +82,8 @@ export function headerWriter(mode: HeadersMode | false, policies: readonly Resol
     }
     case 'legacy':
       // X-RateLimit-Reset is a Unix time in seconds, as GitHub and express-rate-limit send it.
-      return (res, reply, b, elapsed) => {
+      return (res, reply, b, elapsed, _after, binds) => {
+        if (!binds) return;
         res.setHeader('X-RateLimit-Limit', limits[b]!);
         res.setHeader('X-RateLimit-Remaining', String(reply[2 + 3 * b]));
         res.setHeader(

@@ -12,6 +12,7 @@ import { createRefunds } from './refunds';
 import { type Reply, replyWidth } from './reply';
 import { createFailMode, sendDenied } from './responses';
 import { MODE_CONSUME } from './script';
+import type { RateLimitInfo } from './types';
 
 /**
  * The decision engine behind one `rateLimit()` middleware: everything that can be computed once is
@@ -42,8 +43,8 @@ export function createLimiter(o: ResolvedOptions) {
       if (hit) {
         const elapsed = now - hit.at;
         const info = ctx.infoAt(hit.reply as Reply, hit.binding, key, elapsed);
-        req.rateLimit = info;
-        writeHeaders(res, hit.reply, hit.binding, elapsed);
+        const after = req.rateLimit !== undefined;
+        writeHeaders(res, hit.reply, hit.binding, elapsed, after, tell(req, info, false));
         if (hasKitListeners())
           emitKitEvent({ component: 'rate-limit', name, type: 'deny-cache-hit', key, policy: info.policy });
         sendDenied(o, req, res, next, info, hit.until - now);
@@ -104,11 +105,12 @@ export function createLimiter(o: ResolvedOptions) {
     const allowed = reply[0] === 1;
     const b = ctx.bindingIn(reply, allowed);
     const info = ctx.infoAt(reply, b, key, 0);
-    req.rateLimit = info;
+    const after = req.rateLimit !== undefined;
+    const binds = tell(req, info, allowed);
     // Before the header write, which throws when another middleware already answered: such a
     // request is counted all the same, and its refund must not be lost with the throw.
     if (allowed && refundable) refunds.later(req, res, key, cost, p.member, reply, sent.at);
-    writeHeaders(res, reply, b, 0);
+    writeHeaders(res, reply, b, 0, after, binds);
     if (allowed) {
       if (hasKitListeners())
         emitKitEvent({ component: 'rate-limit', name, type: 'allowed', key, policy: info.policy, cost });
@@ -137,6 +139,20 @@ export function createLimiter(o: ResolvedOptions) {
     // truth: remembered 1 ms shorter, the denial still ends no later than Redis's.
     denyCache?.set(key, { until: sent.at + retryMs - 1, cost, reply, binding: b, at: sent.at }, sent.stamp);
     sendDenied(o, req, res, next, info, retryMs);
+  }
+
+  /**
+   * Sets `req.rateLimit`, unless another limiter that decided this request already (two
+   * `rateLimit()` on one route) is closer to denying: as one limiter reports its binding policy,
+   * `req.rateLimit` and the single-value headers report the binding limiter. Returns whether this
+   * one binds.
+   */
+  function tell(req: Request, info: RateLimitInfo, allowed: boolean): boolean {
+    const earlier = req.rateLimit;
+    if (allowed && typeof earlier?.remaining === 'number' && earlier.remaining <= info.remaining)
+      return false;
+    req.rateLimit = info;
+    return true;
   }
 
   return { rateLimitMiddleware: createEntry(o, decide), ...createAdmin(o, ctx, denyCache) };
