@@ -94,17 +94,22 @@ console.log(JSON.stringify({ createRedis: typeof createRedis, closeRedis: typeof
     expect(out).toEqual({ createRedis: 'function', closeRedis: 'function', cluster: 'function' });
   });
 
+  /** What the README tells middleware to read on a request: typed by the kit's declarations alone. */
+  const requestFields = (pkg: string, ns = '') =>
+    `${ns ? '' : `import { CACHE_REFRESH } from '${pkg}';\n`}import type { Request } from 'express';\n` +
+    `export const fields = (req: Request): [unknown, number | undefined] => [req[${ns}CACHE_REFRESH], req.rateLimit?.remaining];\n`;
+
   it('gives types to both import and require users', () => {
     for (const [name, type, source] of [
       [
         'esm-types',
         'module',
-        `import { createRedis, type CreateRedisOptions } from 'express-redis-kit';\nconst o: CreateRedisOptions = { commandTimeout: 100 };\nexport const c = createRedis(o);\n`,
+        `import { createRedis, type CreateRedisOptions } from 'express-redis-kit';\nconst o: CreateRedisOptions = { commandTimeout: 100 };\nexport const c = createRedis(o);\n${requestFields('express-redis-kit')}`,
       ],
       [
         'cjs-types',
         'commonjs',
-        `import kit = require('express-redis-kit');\nexport const c = kit.createRedis({ commandTimeout: 100 });\n`,
+        `import kit = require('express-redis-kit');\nexport const c = kit.createRedis({ commandTimeout: 100 });\n${requestFields('express-redis-kit', 'kit.')}`,
       ],
     ] as const) {
       const dir = project(name, type);

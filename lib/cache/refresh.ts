@@ -6,7 +6,19 @@ import type { Request } from 'express';
 /** Marks the synthetic request of a background refresh, and carries its fill lock. */
 // Symbol.for: another copy of the kit (see version.ts) must see it too, e.g. its rateLimit, which
 // lets a background refresh through uncounted.
-export const REFRESH = Symbol.for('express-redis-kit.cache.refresh');
+export const REFRESH: unique symbol = Symbol.for('express-redis-kit.cache.refresh');
+
+declare global {
+  namespace Express {
+    interface Request {
+      /**
+       * Set (truthy) on the request a `cacheResponse` background refresh replays through the app
+       * (exported as `CACHE_REFRESH`): middleware in front can let it through, as `rateLimit` does.
+       */
+      readonly [REFRESH]?: unknown;
+    }
+  }
+}
 
 export interface RefreshTicket {
   token: string;
