@@ -3,13 +3,29 @@ import type { Request } from 'express';
 import { taggedKey } from '../keys';
 import { QUERY_PARSER_LIMIT, sortQuery } from '../query-order';
 
+const ABSOLUTE_FORM = /^[a-z][a-z\d+.-]*:\/\/[^/?#]*/i;
+
+/**
+ * The request target as Express routes it: path and query. A request line may carry the absolute form
+ * (`GET http://any.host/path`, RFC 9112 §3.2.2), which Express routes by its path alone: kept in the
+ * key, every host name a client made up would be a new entry, and a new run of the route.
+ */
+function targetOf(req: Request): string {
+  const url = req.originalUrl ?? req.url;
+  if (url.startsWith('/')) return url;
+  const authority = ABSOLUTE_FORM.exec(url);
+  if (!authority) return url;
+  const rest = url.slice(authority[0].length);
+  return rest.startsWith('/') ? rest : `/${rest}`;
+}
+
 /**
  * Default cache key: `GET /path?a=1&b=2` with the query parameters sorted by name (repeated names keep
  * their order, since `?id=1&id=2` and `?id=2&id=1` may mean different lists). HEAD shares GET's key.
  */
 export function defaultKey(req: Request): string {
   const method = req.method === 'HEAD' ? 'GET' : req.method;
-  const url = req.originalUrl ?? req.url;
+  const url = targetOf(req);
   const q = url.indexOf('?');
   if (q === -1) return `${method} ${url}`;
   return `${method} ${url.slice(0, q)}${normaliseQuery(url.slice(q + 1))}`;
@@ -20,7 +36,7 @@ export function defaultKey(req: Request): string {
  * `[`, decoded; one that does not decode is compared as sent).
  */
 export function hasOtherParameters(req: Request, allowed: ReadonlySet<string>): boolean {
-  const url = req.originalUrl ?? req.url;
+  const url = targetOf(req);
   const q = url.indexOf('?');
   if (q === -1) return false;
   for (const part of url.slice(q + 1).split('&')) {
