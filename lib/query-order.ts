@@ -20,14 +20,17 @@ export const QUERY_PARSER_LIMIT = 1000;
  * What these rules do not model (`qs` reads a leading `[a]` as the root `a` and drops text after a
  * bracket: `a[b]c` is `a[b]`) is caught by asking `qs` itself: when it builds the sorted query into
  * another value than the query as sent, the query keeps its request order. `textOf` gives an item
- * as `name=value`, as sent; without it (a caller that tells such queries apart otherwise), no check. Callers keep a query of more than QUERY_PARSER_LIMIT parts
- * as sent.
+ * as `name=value`, as sent; without it (a caller that tells such queries apart otherwise), no check.
+ * A query of more than MAX_BRACKETED bracketed names keeps its request order; callers keep one of
+ * more than QUERY_PARSER_LIMIT parts as sent.
  */
 export function sortQuery<T>(
   items: readonly T[],
   nameOf: (item: T) => string,
   textOf: ((item: T) => string) | undefined,
 ): T[] {
+  let bracketed = 0;
+  for (const item of items) if (BRACKET.test(nameOf(item)) && ++bracketed > MAX_BRACKETED) return [...items];
   const named = items.map((item) => {
     const name = nameOf(item);
     return { item, name, root: segmentsOf(name)[0]! };
@@ -46,6 +49,12 @@ export function sortQuery<T>(
 }
 
 const BRACKET = /\[|%5B/i;
+/**
+ * Past this many bracketed names, a query keeps its request order: the checks cost more than the
+ * order is worth (they compare a root's names pairwise, and `qs` parses the query twice), and a
+ * client could make every lookup pay for them. Request order can only split keys, never merge them.
+ */
+const MAX_BRACKETED = 64;
 /** Express 4's 'extended' query parser: `qs.parse(query, { allowPrototypes: true })`. */
 const QS_AS_EXPRESS = { allowPrototypes: true } as const;
 

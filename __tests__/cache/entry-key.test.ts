@@ -96,6 +96,20 @@ describe('cache keys', () => {
     expect(normaliseQuery('a=%7E]')).toBe('?a=~]');
   });
 
+  it('keeps request order for a query of more than 64 bracketed names (pairwise checks a client could make every lookup pay for)', () => {
+    const names = (n: number) => Array.from({ length: n }, (_, i) => `f[k${String(i).padStart(3, '0')}]=1`);
+    const many = names(65);
+    expect(normaliseQuery([...many].reverse().join('&'))).not.toBe(normaliseQuery(many.join('&')));
+    expect(normaliseQuery([...many].reverse().join('&'))).toBe(
+      `?${[...many].reverse().join('&').replaceAll('[', '%5B').replaceAll(']', '%5D')}`,
+    );
+    const few = names(64);
+    expect(normaliseQuery([...few].reverse().join('&'))).toBe(normaliseQuery(few.join('&')));
+    expect(defaultKey(req('GET', `http://x.example/a?${[...many].reverse().join('&')}`))).toBe(
+      `GET /a${normaliseQuery([...many].reverse().join('&'))}`,
+    );
+  });
+
   it('parses Vary into sorted lower-case names', () => {
     expect(parseVary('Accept-Encoding, X-Lang')).toEqual(['accept-encoding', 'x-lang']);
     expect(parseVary(['origin', 'Origin'])).toEqual(['origin']);
