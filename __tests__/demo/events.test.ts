@@ -1,8 +1,8 @@
-import { createServer, type ServerResponse } from 'node:http';
+import { createServer, get, type IncomingMessage, type ServerResponse } from 'node:http';
 import { connect } from 'node:net';
 import type { Express } from 'express';
 import { createApp } from '../../demo-app/app';
-import { EVENTS_CHANNEL, MAX_BUFFERED } from '../../demo-app/routes/events';
+import { EVENTS_CHANNEL, MAX_BUFFERED, MAX_FEEDS_PER_CLIENT } from '../../demo-app/routes/events';
 import { eventually, useRedisServer } from '../helpers/redis';
 
 describe('demo live feed and a client that stops reading', () => {
@@ -44,6 +44,36 @@ describe('demo live feed and a client that stops reading', () => {
       expect(feed!.writableLength).toBeLessThan(MAX_BUFFERED + 2_000);
     } finally {
       socket.destroy();
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  it('refuses a client more than MAX_FEEDS_PER_CLIENT feeds at once (429), and takes one again once it closes one', async () => {
+    const server = createServer(app);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const { port } = server.address() as { port: number };
+    const feeds: IncomingMessage[] = [];
+    const openFeed = () =>
+      new Promise<IncomingMessage>((resolve, reject) => {
+        get({ host: '127.0.0.1', port, path: '/api/events', agent: false }, resolve).on('error', reject);
+      });
+    try {
+      for (let i = 0; i < MAX_FEEDS_PER_CLIENT; i++) feeds.push(await openFeed());
+      const refused = await openFeed();
+      refused.resume();
+      const statuses = [...feeds.map((f) => f.statusCode), refused.statusCode];
+      expect(statuses).toEqual([...Array(MAX_FEEDS_PER_CLIENT).fill(200), 429]);
+      expect(refused.headers['retry-after']).toBe('15');
+      feeds.shift()!.destroy();
+      await eventually(async () => {
+        const again = await openFeed();
+        if (again.statusCode === 200) feeds.push(again);
+        else again.resume();
+        return again.statusCode === 200;
+      }, 'a feed accepted again after one closed');
+    } finally {
+      for (const feed of feeds) feed.destroy();
       server.closeAllConnections();
       await new Promise((r) => server.close(r));
     }

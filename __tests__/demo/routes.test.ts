@@ -143,6 +143,30 @@ describe('demo routes', () => {
     await laptop.get('/api/me').expect(401);
   });
 
+  it('keeps at most 256 characters of a User-Agent in the session: the header is as long as the client likes', async () => {
+    const admin = redis.plain();
+    const limited = await admin.keys('demo:login-rl:*');
+    if (limited.length > 0) await admin.del(...limited);
+    await request(app)
+      .post('/api/login')
+      .set('User-Agent', `ua-${'u'.repeat(15_000)}`)
+      .send({ username: 'uma', password: 'pw' })
+      .expect(200);
+    let longest = 0;
+    for (const key of await admin.keys('demo:*')) {
+      const type = await admin.type(key);
+      const values =
+        type === 'hash'
+          ? Object.values(await admin.hgetall(key))
+          : type === 'string'
+            ? [await admin.get(key)]
+            : [];
+      for (const value of values) if (value?.includes('ua-u')) longest = Math.max(longest, value.length);
+    }
+    expect(longest).toBeGreaterThan(0);
+    expect(longest).toBeLessThan(1000);
+  });
+
   it('rejects empty passwords with 400', async () => {
     await request(app).post('/api/login').send({ username: 'ada', password: '' }).expect(400);
   });

@@ -26,7 +26,9 @@ export function authRoutes(
         'Send {"username": "...", "password": "..."} (any non-empty password works in the demo)',
       );
     }
-    await sessions.login(req, { userId: username, userAgent: req.get('user-agent') ?? 'unknown' });
+    // Cut as the kit cuts its own copy (list()): the whole header would sit in Redis for the session's life.
+    const userAgent = (req.get('user-agent') ?? 'unknown').slice(0, 256);
+    await sessions.login(req, { userId: username, userAgent });
     res.json({ userId: username, session: sessions.idOf(req) });
   });
 

@@ -9,12 +9,20 @@ export const EVENTS_CHANNEL = 'demo:events';
 export const MAX_BUFFERED = 64 * 1024;
 
 /**
+ * Feeds open at once, per client address and in all: each holds a socket, a timer and a handler
+ * for as long as its client stays, which the /api limiter (opens per minute) does not bound.
+ */
+export const MAX_FEEDS_PER_CLIENT = 8;
+export const MAX_FEEDS = 1000;
+
+/**
  * GET /api/events: Server-Sent Events fed by Redis pub/sub. `close()` ends every open stream: they
  * never end by themselves, so a shutdown would otherwise wait for its deadline.
  */
 export function eventRoutes(redis: RedisClient): { router: Router; close: () => void } {
   const router = Router();
   const open = new Set<Response>();
+  const perClient = new Map<string, number>();
   let closed = false;
   router.get('/events', async (req, res) => {
     if (closed) {
@@ -23,6 +31,14 @@ export function eventRoutes(redis: RedisClient): { router: Router; close: () => 
       res.setHeader('Connection', 'close');
       res.setHeader('Retry-After', '1');
       return problem(res, 503, 'The server is shutting down; reconnect shortly.');
+    }
+    const client = req.ip ?? 'unknown';
+    const mine = perClient.get(client) ?? 0;
+    if (req.method !== 'HEAD' && (mine >= MAX_FEEDS_PER_CLIENT || open.size >= MAX_FEEDS)) {
+      res.setHeader('Retry-After', '15');
+      return mine >= MAX_FEEDS_PER_CLIENT
+        ? problem(res, 429, `At most ${MAX_FEEDS_PER_CLIENT} live feeds per client at once; close one first.`)
+        : problem(res, 503, 'Too many live feeds are open; retry shortly.');
     }
     res.writeHead(200, {
       'Content-Type': 'text/event-stream; charset=utf-8',
@@ -37,6 +53,7 @@ export function eventRoutes(redis: RedisClient): { router: Router; close: () => 
     }
     res.write(': connected\n\n');
     open.add(res);
+    perClient.set(client, mine + 1);
     let unsubscribe: (() => Promise<void>) | undefined;
     // A client that stops reading would have every event buffered for it: past MAX_BUFFERED it is
     // dropped (an EventSource reconnects by itself).
@@ -45,8 +62,13 @@ export function eventRoutes(redis: RedisClient): { router: Router; close: () => 
       else res.write(chunk);
     };
     const heartbeat = setInterval(() => send(': ping\n\n'), 15_000);
+    // Runs again once the subscription is made, if the client left while it was being made.
     const close = () => {
-      open.delete(res);
+      if (open.delete(res)) {
+        const left = (perClient.get(client) ?? 1) - 1;
+        if (left > 0) perClient.set(client, left);
+        else perClient.delete(client);
+      }
       clearInterval(heartbeat);
       void unsubscribe?.();
     };
