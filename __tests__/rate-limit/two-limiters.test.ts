@@ -58,28 +58,4 @@ describe('two rateLimit() middlewares on one route', () => {
     expect(read(second.headers)).toMatch(/remaining=0\b/);
     if (mode !== 'legacy') expect(second.headers['ratelimit-policy']).toBe('2;w=60, 100;w=3600');
   });
-
-  it('two limiters with the same prefix, name and policies count a request once, and warn once', async () => {
-    const client = redis.plain();
-    const warnings: string[] = [];
-    const make = () =>
-      rateLimit({
-        redis: client,
-        key: () => `same-${process.pid}`,
-        limit: 2,
-        window: '1m',
-        prefix: `same:${process.pid}:`,
-        timeout: 5000,
-        failMode: 'closed',
-        logger: { warn: (m: unknown) => warnings.push(String(m)) },
-      });
-    const app = express();
-    app.use(make());
-    app.get('/', make(), (req, res) => {
-      res.json(req.rateLimit);
-    });
-    const statuses: number[] = [];
-    for (let i = 0; i < 3; i++) statuses.push((await request(app).get('/')).status);
-    expect({ statuses, warnings: warnings.length }).toEqual({ statuses: [200, 200, 429], warnings: 1 });
-  });
 });

@@ -8,10 +8,6 @@ import { callUser } from './user-call';
 
 type Decide = (req: Request, res: Response, next: NextFunction, key: string, cost: number) => void;
 
-/** The Redis keys (as one string per limiter and client) the request was counted under. */
-const countedUnder = Symbol('rateLimit counted under');
-type CountedMarks = Record<symbol, string | Set<string> | undefined>;
-
 /**
  * The middleware's way in: the app's `skip`, `key` and `cost` callbacks (each may be async, throw
  * or answer nonsense), checked per request before the decision.
@@ -20,28 +16,6 @@ export function createEntry(o: ResolvedOptions, decide: Decide) {
   const keyOf = o.key ?? createDefaultKey(o.ipv6Subnet, (m) => o.logger.warn(m));
   // The default key groups IPv6 itself; a custom one returning req.ip must be grouped the same way.
   const groupCustom = o.key ? createCustomKeyGrouper(o.ipv6Subnet) : undefined;
-  // Two limiters with the same prefix, name and policies count under the same Redis keys: a request
-  // reaching both (one factory's limiter mounted on the app and again on a route) would count twice.
-  const keysOf = o.keyHead + o.policies.map((p) => p.keyTail).join('');
-
-  /** Records that the request is counted under `key` here; false if it already was (another limiter). */
-  function firstCount(req: Request, key: string): boolean {
-    const mark = keysOf + key;
-    const marks = req as unknown as CountedMarks;
-    const earlier = marks[countedUnder];
-    if (earlier === undefined) {
-      marks[countedUnder] = mark;
-      return true;
-    }
-    if (typeof earlier === 'string') {
-      if (earlier === mark) return false;
-      marks[countedUnder] = new Set([earlier, mark]);
-      return true;
-    }
-    if (earlier.has(mark)) return false;
-    earlier.add(mark);
-    return true;
-  }
 
   function withKey(req: Request, res: Response, next: NextFunction, returned: unknown): void {
     // A numeric user id (`req.user.id`) is a key like its text, as reset(42) already takes it.
@@ -55,11 +29,6 @@ export function createEntry(o: ResolvedOptions, decide: Decide) {
       return;
     }
     const key = groupCustom ? groupCustom(text) : text;
-    if (!firstCount(req, key)) {
-      warnTwice();
-      next();
-      return;
-    }
     if (typeof o.cost === 'number') {
       decide(req, res, next, key, o.cost);
       return;
@@ -109,18 +78,16 @@ export function createEntry(o: ResolvedOptions, decide: Decide) {
   // count it twice: a 4-per-hour limit would let 2 through. It decides once; the second pass goes on.
   const decided = Symbol('rateLimit decided');
   let warnedTwice = false;
-  function warnTwice(): void {
-    if (warnedTwice) return;
-    warnedTwice = true;
-    o.logger.warn(
-      `express-redis-kit rateLimit${o.name ? ` "${o.name}"` : ''}: one request reached this limiter twice, or this and another with the same prefix, name and policies (mounted on the app and again on a router or route?); it is counted once. Mount it once, or make a second rateLimit() for a second limit. (Logged once.)`,
-    );
-  }
 
   function start(req: Request, res: Response, next: NextFunction): void {
     const marks = req as unknown as Record<symbol, true | undefined>;
     if (marks[decided]) {
-      warnTwice();
+      if (!warnedTwice) {
+        warnedTwice = true;
+        o.logger.warn(
+          `express-redis-kit rateLimit${o.name ? ` "${o.name}"` : ''}: one request reached this limiter twice (mounted on the app and again on a router or route?); it is counted once. Mount it once, or make a second rateLimit() for a second limit. (Logged once.)`,
+        );
+      }
       next();
       return;
     }
