@@ -58,4 +58,86 @@ describe('two rateLimit() middlewares on one route', () => {
     expect(read(second.headers)).toMatch(/remaining=0\b/);
     if (mode !== 'legacy') expect(second.headers['ratelimit-policy']).toBe('2;w=60, 100;w=3600');
   });
+
+  const quiet = () => ({
+    redis: redis.plain(),
+    timeout: 5000,
+    failMode: 'closed' as const,
+    logger: { warn() {} },
+  });
+
+  it("a limiter with headers: false leaves the other limiter's headers alone", async () => {
+    const o = quiet();
+    const hidden = rateLimit({ ...o, limit: 2, window: '1m', headers: false, prefix: `h${Math.random()}:` });
+    const shown = rateLimit({
+      ...o,
+      limit: 100,
+      window: '1m',
+      headers: 'draft-6',
+      prefix: `p${Math.random()}:`,
+    });
+    const app = express();
+    app.get('/', hidden, shown, (req, res) => {
+      res.json(req.rateLimit);
+    });
+    await request(app).get('/').expect(200);
+    const second = await request(app).get('/').expect(200);
+    expect(second.headers['ratelimit-remaining']).toBe('98');
+    // req.rateLimit still tells the handler about the hidden limit, the closer one.
+    expect(second.body).toMatchObject({ limit: 2, remaining: 0 });
+  });
+
+  it("a dryRun limiter never replaces an enforcing limiter's headers or req.rateLimit, before or after it", async () => {
+    const o = quiet();
+    for (const order of ['trial first', 'trial last']) {
+      const trial = rateLimit({
+        ...o,
+        limit: 1,
+        window: '1m',
+        dryRun: true,
+        headers: 'legacy',
+        prefix: `t${Math.random()}:`,
+      });
+      const real = rateLimit({
+        ...o,
+        limit: 100,
+        window: '1m',
+        headers: 'legacy',
+        prefix: `r${Math.random()}:`,
+      });
+      const app = express();
+      app.get('/', ...(order === 'trial first' ? [trial, real] : [real, trial]), (req, res) => {
+        res.json(req.rateLimit);
+      });
+      await request(app).get('/').expect(200);
+      const second = await request(app).get('/').expect(200);
+      expect({ order, limit: second.headers['x-ratelimit-limit'], info: second.body.limit }).toEqual({
+        order,
+        limit: '100',
+        info: 100,
+      });
+    }
+  });
+
+  it('limiters with the same policies share counters (README, Keys): a request through two counts in both', async () => {
+    const o = { ...quiet(), limit: 10, window: '1m', prefix: `s${Math.random()}:` };
+    const app = express();
+    app.use(rateLimit(o));
+    app.post('/export', rateLimit({ ...o, cost: 5 }), (req, res) => {
+      res.json(req.rateLimit);
+    });
+    expect((await request(app).post('/export').expect(200)).body.remaining).toBe(4);
+  });
+
+  it('an enforcing limiter behind a dryRun one with the same policies still blocks', async () => {
+    const o = { ...quiet(), limit: 2, window: '1m', prefix: `d${Math.random()}:` };
+    const app = express();
+    app.use(rateLimit({ ...o, dryRun: true }));
+    app.get('/login', rateLimit(o), (_req, res) => {
+      res.end('ok');
+    });
+    const statuses: number[] = [];
+    for (let i = 0; i < 4; i++) statuses.push((await request(app).get('/login')).status);
+    expect(statuses).toContain(429);
+  });
 });

@@ -12,6 +12,7 @@ import { createRefunds } from './refunds';
 import { type Reply, replyWidth } from './reply';
 import { createFailMode, sendDenied } from './responses';
 import { MODE_CONSUME } from './script';
+import { HEADERS_AFTER, rank, SHOWS_HEADERS, SHOWS_INFO } from './standing';
 import type { RateLimitInfo } from './types';
 
 /**
@@ -24,6 +25,7 @@ export function createLimiter(o: ResolvedOptions) {
   const { policies, name } = o;
   const ctx = createContext(o);
   const writeHeaders = headerWriter(o.headers, policies);
+  const writesHeaders = o.headers !== false;
   const denyCache = o.denyCacheMax > 0 && !o.dryRun ? new DenyCache(o.denyCacheMax) : undefined;
   // Sliding-window log entries need a member unique across every app instance.
   const needsMember = policies.some((p) => p.algorithm === 'sliding-window');
@@ -43,8 +45,15 @@ export function createLimiter(o: ResolvedOptions) {
       if (hit) {
         const elapsed = now - hit.at;
         const info = ctx.infoAt(hit.reply as Reply, hit.binding, key, elapsed);
-        const after = req.rateLimit !== undefined;
-        writeHeaders(res, hit.reply, hit.binding, elapsed, after, tell(req, info, false));
+        const shown = tell(req, info, true);
+        writeHeaders(
+          res,
+          hit.reply,
+          hit.binding,
+          elapsed,
+          (shown & HEADERS_AFTER) !== 0,
+          (shown & SHOWS_HEADERS) !== 0,
+        );
         if (hasKitListeners())
           emitKitEvent({ component: 'rate-limit', name, type: 'deny-cache-hit', key, policy: info.policy });
         sendDenied(o, req, res, next, info, hit.until - now);
@@ -105,12 +114,11 @@ export function createLimiter(o: ResolvedOptions) {
     const allowed = reply[0] === 1;
     const b = ctx.bindingIn(reply, allowed);
     const info = ctx.infoAt(reply, b, key, 0);
-    const after = req.rateLimit !== undefined;
-    const binds = tell(req, info, allowed);
+    const shown = tell(req, info, !allowed);
     // Before the header write, which throws when another middleware already answered: such a
     // request is counted all the same, and its refund must not be lost with the throw.
     if (allowed && refundable) refunds.later(req, res, key, cost, p.member, reply, sent.at);
-    writeHeaders(res, reply, b, 0, after, binds);
+    writeHeaders(res, reply, b, 0, (shown & HEADERS_AFTER) !== 0, (shown & SHOWS_HEADERS) !== 0);
     if (allowed) {
       if (hasKitListeners())
         emitKitEvent({ component: 'rate-limit', name, type: 'allowed', key, policy: info.policy, cost });
@@ -142,17 +150,13 @@ export function createLimiter(o: ResolvedOptions) {
   }
 
   /**
-   * Sets `req.rateLimit`, unless another limiter that decided this request already (two
-   * `rateLimit()` on one route) is closer to denying: as one limiter reports its binding policy,
-   * `req.rateLimit` and the single-value headers report the binding limiter. Returns whether this
-   * one binds.
+   * Sets `req.rateLimit`, unless another limiter that decided this request before (two `rateLimit()`
+   * on one route) outranks this one (standing.ts); returns standing.ts's bits for the headers.
    */
-  function tell(req: Request, info: RateLimitInfo, allowed: boolean): boolean {
-    const earlier = req.rateLimit;
-    if (allowed && typeof earlier?.remaining === 'number' && earlier.remaining <= info.remaining)
-      return false;
-    req.rateLimit = info;
-    return true;
+  function tell(req: Request, info: RateLimitInfo, denied: boolean): number {
+    const shown = rank(req, info.remaining, denied, o.dryRun, writesHeaders);
+    if (shown & SHOWS_INFO) req.rateLimit = info;
+    return shown;
   }
 
   return { rateLimitMiddleware: createEntry(o, decide), ...createAdmin(o, ctx, denyCache) };
