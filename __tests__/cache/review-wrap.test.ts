@@ -129,4 +129,55 @@ describe('cache.wrap: a caller coalesced behind an fn that never settles', () =>
       await cache.close();
     }
   });
+
+  it('lets the next call open a flight of its own, which fills the cache: later calls are hits', async () => {
+    const cache = createCache({
+      redis: redis.client(),
+      l1: false,
+      lockTimeout: '100ms',
+      logger: quietLogger(),
+    });
+    try {
+      void cache.wrap('hung-then', () => new Promise(() => {}), { ttl: '1m' });
+      await sleep(20);
+      expect(await cache.wrap('hung-then', async () => 'a', { ttl: '1m' })).toBe('a');
+      const values: string[] = [];
+      for (const v of ['b', 'c', 'd'])
+        values.push(await cache.wrap('hung-then', async () => v, { ttl: '1m' }));
+      expect(values).toEqual(['b', 'b', 'b']);
+    } finally {
+      await cache.close();
+    }
+  });
+});
+
+describe('cache.wrap with the longest lockTimeout (2^31 - 1 ms)', () => {
+  it('still runs fn once for concurrent callers: their wait is capped at what a timer can hold', async () => {
+    const cache = createCache({
+      redis: redis.client(),
+      l1: false,
+      lockTimeout: 2 ** 31 - 1,
+      logger: quietLogger(),
+    });
+    const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => {});
+    try {
+      let calls = 0;
+      const fn = async () => {
+        calls++;
+        await sleep(200);
+        return 'v';
+      };
+      await Promise.all([cache.wrap('long', fn, { ttl: '1m' }), cache.wrap('long', fn, { ttl: '1m' })]);
+      expect({
+        calls,
+        overflow: warn.mock.calls.some(([, o]) => String(o).includes('TimeoutOverflow')),
+      }).toEqual({
+        calls: 1,
+        overflow: false,
+      });
+    } finally {
+      warn.mockRestore();
+      await cache.close();
+    }
+  });
 });

@@ -1,4 +1,4 @@
-import { toMs } from '../duration';
+import { MAX_TIMER_MS, toMs } from '../duration';
 import { checkKnownOptions, optionError, shown } from '../errors';
 import { newToken } from '../token';
 import { type Acquired, CacheCore } from './core';
@@ -86,9 +86,13 @@ export class Cache extends CacheCore {
     // The leader gets fn's own value; coalesced callers get their own copy, so nobody shares mutations.
     if (leader) return (await open.flight).value as T;
     const result = await this.waitAtMost(open.flight);
-    // An fn that never settles (a call on a dead socket) must not hold every later caller with it:
-    // past the wait a caller in another process would give up after, this one runs fn itself.
-    if (!result) return fn();
+    if (!result) {
+      // An fn that never settles (a call on a dead socket) must not hold every later caller with it:
+      // past the wait a caller in another process would give up after, this one runs fn itself, and
+      // the next call opens a flight of its own (one that fills the cache).
+      if (this.valueFlights.get(redisKey) === open) this.valueFlights.delete(redisKey);
+      return fn();
+    }
     // Read afresh, once (rather than for ever under a stream of invalidations), when an invalidation
     // took the fill's lock while fn ran (what it read may be older than the write behind it), or
     // this instance heard one after that read began that reaches what it read.
@@ -112,7 +116,7 @@ export class Cache extends CacheCore {
   private waitAtMost(flight: Promise<Flight>): Promise<Flight | undefined> {
     let timer: NodeJS.Timeout | undefined;
     const late = new Promise<undefined>((resolve) => {
-      timer = setTimeout(() => resolve(undefined), 3 * this.options.lockTimeoutMs);
+      timer = setTimeout(() => resolve(undefined), Math.min(3 * this.options.lockTimeoutMs, MAX_TIMER_MS));
       timer.unref?.();
     });
     return Promise.race([flight, late]).finally(() => clearTimeout(timer));
