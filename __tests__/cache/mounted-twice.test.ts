@@ -53,4 +53,34 @@ describe('cacheResponse() reached twice by one request (on the app and on the ro
       }
     },
   );
+
+  it('also through two copies of the kit in one process (its CJS and ESM builds): a miss is answered at once', async () => {
+    let other!: typeof import('../../lib/cache');
+    jest.isolateModules(() => {
+      other = require('../../lib/cache');
+    });
+    const warn = jest.spyOn(process, 'emitWarning').mockImplementation(() => {});
+    const client = redis.client();
+    await client.flushall();
+    const options = { redis: client, ttl: '1m', lockTimeout: '1s', logger: quietLogger() } as const;
+    const appWide = cacheResponse(options);
+    const onRoute = other.cacheResponse(options);
+    const app = express();
+    app.use(appWide);
+    app.get('/products', onRoute, (_req, res) => {
+      res.json({ ok: true });
+    });
+    try {
+      const started = performance.now();
+      const miss = await request(app).get('/products').expect(200);
+      expect({ cache: miss.headers['x-cache'], quick: performance.now() - started < 800 }).toEqual({
+        cache: 'MISS',
+        quick: true,
+      });
+    } finally {
+      warn.mockRestore();
+      await appWide.cache.close();
+      await onRoute.cache.close();
+    }
+  });
 });

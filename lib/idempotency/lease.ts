@@ -14,10 +14,16 @@ export interface LeaseContext {
 }
 
 /**
- * Responses that are a 409 "in progress" of the kit's own, for another record (a second idempotency
+ * Marks a response as a 409 "in progress" of the kit's own, for another record (a second idempotency
  * middleware with other options on the same route): a passing state, never an answer to store.
+ * `Symbol.for`, on the response: another copy of the kit in the process (CJS and ESM) sees it too.
  */
-export const inProgressAnswers = new WeakSet<Response>();
+const IN_PROGRESS = Symbol.for('express-redis-kit.idempotency.in-progress');
+export function markInProgress(res: Response): void {
+  (res as unknown as Record<symbol, boolean>)[IN_PROGRESS] = true;
+}
+const inProgress = (res: Response) =>
+  (res as unknown as Record<symbol, boolean | undefined>)[IN_PROGRESS] === true;
 
 /** Keeps the lease alive while the handler runs, then stores or releases the outcome. */
 export function protect(
@@ -99,7 +105,7 @@ export function protect(
     }
   };
   const storable = (captured: CapturedResponse): captured is CapturedResponse & { body: Buffer } =>
-    captured.body !== undefined && !inProgressAnswers.has(res) && shouldStore(captured.status);
+    captured.body !== undefined && !inProgress(res) && shouldStore(captured.status);
 
   /**
    * A timeout guard (connect-timeout sets `req.timedout`) answered while the handler works on.
@@ -129,7 +135,7 @@ export function protect(
       const why =
         captured.body === undefined
           ? (captured.unstorable ?? 'too-large')
-          : inProgressAnswers.has(res)
+          : inProgress(res)
             ? 'in-progress'
             : 'status';
       return release(captured.status, why);

@@ -7,7 +7,7 @@ import { didNotRun, guarded } from '../guarded';
 import { scopePart } from '../keys';
 import { emitWarningOnce } from '../logger';
 import { nodeField, OutageTracker } from '../outage';
-import { inProgressAnswers, protect, releaseKey } from './lease';
+import { markInProgress, protect, releaseKey } from './lease';
 import { type IdempotencyOptions, type ResolvedIdempotencyOptions, resolveOptions } from './options';
 import * as record from './record';
 import { DECODED_BODY_FACTOR, replay } from './replay';
@@ -44,7 +44,9 @@ const COMPONENT = 'idempotency';
  * would find its own reservation in flight and answer 409, and the first pass would store that 409
  * as the key's answer for its whole ttl: the operation could never run under that key.
  */
-const reservedBy = new WeakMap<Request, Set<string>>();
+const RESERVED = Symbol.for('express-redis-kit.idempotency.reserved');
+/** `Symbol.for`, on the request: another copy of the kit in the process (CJS and ESM) sees it too. */
+const reservedBy = (req: Request) => req as unknown as Record<symbol, Set<string> | undefined>;
 
 /**
  * Exactly-once POST/PATCH with an `Idempotency-Key` header: the first request runs the handler and
@@ -92,7 +94,7 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
     if (scope === undefined) return unknownCaller(req, res);
     const fingerprint = createHash('sha256').update(rawFingerprint).digest('hex');
     const key = recordKey(o.prefix, scope, req.method, routeOf(req), parsed.key);
-    const held = reservedBy.get(req);
+    const held = reservedBy(req)[RESERVED];
     if (held?.has(key)) {
       // The first pass protects this request already: its answer is the one stored.
       emit('reached-twice');
@@ -134,7 +136,7 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
     switch (found.state) {
       case 'reserved':
         if (held) held.add(key);
-        else reservedBy.set(req, new Set([key]));
+        else reservedBy(req)[RESERVED] = new Set([key]);
         emit('first');
         protect({ o, emit, guard }, req, res, key, owner, fingerprint);
         return next();
@@ -152,7 +154,7 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
       }
       case 'inflight':
         emit('conflict');
-        inProgressAnswers.add(res);
+        markInProgress(res);
         return problem(
           res,
           409,
