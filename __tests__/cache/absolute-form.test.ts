@@ -1,5 +1,8 @@
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import express from 'express';
 import { cacheResponse } from '../../lib/cache';
 import { useRedisServer } from '../helpers/redis';
@@ -56,4 +59,35 @@ describe('cacheResponse and request lines in absolute form (GET http://host/path
       await cache.cache.close();
     }
   });
+
+  it.each(['javascript://h/p', 'http://h%41/p', 'http://h;x/p'])(
+    '%s is keyed by the path Express serves for it, so it can never put that answer under GET /p',
+    async (target) => {
+      const client = redis.client();
+      await client.flushall();
+      const root = mkdtempSync(join(tmpdir(), 'erk-absolute-'));
+      writeFileSync(join(root, 'p'), 'the real /p');
+      for (const dir of ['h', 'A', ';x']) {
+        mkdirSync(join(root, dir));
+        writeFileSync(join(root, dir, 'p'), `${dir}/p, not /p`);
+      }
+      const cache = cacheResponse({ redis: client, ttl: '5m', logger: quietLogger() });
+      const app = express();
+      app.use(cache, express.static(root));
+      const server = app.listen(0, '127.0.0.1');
+      await new Promise((r) => server.once('listening', r));
+      const { port } = server.address() as AddressInfo;
+      try {
+        await rawGet(port, target);
+        await new Promise((r) => setTimeout(r, 200));
+        const plain = await rawGet(port, '/p');
+        expect(plain.split('\r\n\r\n')[1]).toBe('the real /p');
+      } finally {
+        server.closeAllConnections();
+        await new Promise((r) => server.close(r));
+        await cache.cache.close();
+        rmSync(root, { recursive: true, force: true });
+      }
+    },
+  );
 });

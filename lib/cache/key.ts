@@ -1,22 +1,21 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Request } from 'express';
+import parseUrl from 'parseurl';
 import { taggedKey } from '../keys';
 import { QUERY_PARSER_LIMIT, sortQuery } from '../query-order';
 
-const ABSOLUTE_FORM = /^[a-z][a-z\d+.-]*:\/\/[^/?#]*/i;
-
 /**
  * The request target as Express routes it: path and query. A request line may carry the absolute form
- * (`GET http://any.host/path`, RFC 9112 §3.2.2), which Express routes by its path alone: kept in the
- * key, every host name a client made up would be a new entry, and a new run of the route.
+ * (`GET http://any.host/path`, RFC 9112 §3.2.2), which Express routes by the path parseurl finds in
+ * it: kept whole in the key, every host name a client made up would be a new entry, and a new run of
+ * the route. Read the same way as the router reads it, so a target the two would split differently
+ * (`http://h%41/p`, `javascript://h/p`) can never put one path's answer under another's key.
  */
 function targetOf(req: Request): string {
   const url = req.originalUrl ?? req.url;
   if (url.startsWith('/')) return url;
-  const authority = ABSOLUTE_FORM.exec(url);
-  if (!authority) return url;
-  const rest = url.slice(authority[0].length);
-  return rest.startsWith('/') ? rest : `/${rest}`;
+  const parsed = parseUrl.original(req);
+  return parsed?.pathname ? `${parsed.pathname}${parsed.search ?? ''}` : url;
 }
 
 /**
