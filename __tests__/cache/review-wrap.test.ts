@@ -151,6 +151,57 @@ describe('cache.wrap: a caller coalesced behind an fn that never settles', () =>
   });
 });
 
+describe('cache.wrap after a caller gave up on a hung flight (whose fill held the Redis lock)', () => {
+  it('the next flight takes the lock at once and coalesces its callers: a burst of 4 runs fn once', async () => {
+    const cache = createCache({
+      redis: redis.client(),
+      l1: false,
+      lockTimeout: '200ms',
+      logger: quietLogger(),
+    });
+    try {
+      void cache.wrap('k1', () => new Promise(() => {}), { ttl: '1m' });
+      await sleep(20);
+      expect(await cache.wrap('k1', async () => 'gave up', { ttl: '1m' })).toBe('gave up');
+      let calls = 0;
+      const fn = async () => {
+        calls++;
+        await sleep(50);
+        return 'v';
+      };
+      const values = await Promise.all([1, 2, 3, 4].map(() => cache.wrap('k1', fn, { ttl: '1m' })));
+      expect({ calls, values }).toEqual({ calls: 1, values: ['v', 'v', 'v', 'v'] });
+    } finally {
+      await cache.close();
+    }
+  });
+
+  it("the hung fill, settling late, does not store its older value over the newer flight's entry", async () => {
+    const cache = createCache({
+      redis: redis.client(),
+      l1: false,
+      lockTimeout: '100ms',
+      logger: quietLogger(),
+    });
+    try {
+      let release!: (v: string) => void;
+      const hung = new Promise<string>((r) => {
+        release = r;
+      });
+      const leader = cache.wrap('k2', () => hung, { ttl: '1m' });
+      await sleep(20);
+      await cache.wrap('k2', async () => 'gave up', { ttl: '1m' });
+      expect(await cache.wrap('k2', async () => 'new', { ttl: '1m' })).toBe('new');
+      release('old (read before new)');
+      await leader;
+      await sleep(50);
+      expect(await cache.wrap('k2', async () => 'x', { ttl: '1m' })).toBe('new');
+    } finally {
+      await cache.close();
+    }
+  });
+});
+
 describe('cache.wrap with the longest lockTimeout (2^31 - 1 ms)', () => {
   it('still runs fn once for concurrent callers: their wait is capped at what a timer can hold', async () => {
     const cache = createCache({

@@ -35,7 +35,10 @@ const JSON_SERIALIZER: Serializer<unknown> = {
 
 /** A Redis cache with an optional in-process L1, shared by `wrap()` calls and `cacheResponse()` middlewares. */
 export class Cache extends CacheCore {
-  private readonly valueFlights = new Map<string, { flight: Promise<Flight>; heard: number }>();
+  private readonly valueFlights = new Map<
+    string,
+    { flight: Promise<Flight>; heard: number; lease: { abandon?: () => void } }
+  >();
   private readonly refreshing = new Set<string>();
 
   /**
@@ -75,8 +78,9 @@ export class Cache extends CacheCore {
     let open = this.valueFlights.get(redisKey);
     const leader = !open;
     if (!open) {
-      const created = this.fill(redisKey, fn, o, local && isRec(local) ? local : undefined);
-      open = { flight: created, heard: this.heard };
+      const lease: { abandon?: () => void } = {};
+      const created = this.fill(redisKey, fn, o, local && isRec(local) ? local : undefined, lease);
+      open = { flight: created, heard: this.heard, lease };
       this.valueFlights.set(redisKey, open);
       const forget = () => {
         if (this.valueFlights.get(redisKey)?.flight === created) this.valueFlights.delete(redisKey);
@@ -89,8 +93,12 @@ export class Cache extends CacheCore {
     if (!result) {
       // An fn that never settles (a call on a dead socket) must not hold every later caller with it:
       // past the wait a caller in another process would give up after, this one runs fn itself, and
-      // the next call opens a flight of its own (one that fills the cache).
-      if (this.valueFlights.get(redisKey) === open) this.valueFlights.delete(redisKey);
+      // the next call opens a flight of its own (one that fills the cache). The hung fill gives up
+      // its lock, so that flight takes it at once, and the hung one's late value is not stored over it.
+      if (this.valueFlights.get(redisKey) === open) {
+        this.valueFlights.delete(redisKey);
+        open.lease.abandon?.();
+      }
       return fn();
     }
     // Read afresh, once (rather than for ever under a stream of invalidations), when an invalidation
@@ -128,11 +136,13 @@ export class Cache extends CacheCore {
     await this.invalidateRedis(this.redisKeysOf(keys), tags);
   }
 
+  /** `lease.abandon`, set while fn runs under the fill lock: stops renewing it and releases it. */
   private async fill<T>(
     redisKey: string,
     fn: () => T | Promise<T>,
     o: ResolvedWrap<T>,
     local: Rec | undefined,
+    lease: { abandon?: () => void } = {},
   ) {
     // Read before the lookup: an invalidation while it is in flight must keep its answer out of L1.
     const heard = this.heard;
@@ -162,6 +172,10 @@ export class Cache extends CacheCore {
     this.event('miss', { key: redisKey });
     const fallback = newest(acquired.stale, local);
     const stop = this.holdLock(redisKey, acquired.token);
+    lease.abandon = () => {
+      stop();
+      this.releaseFill(redisKey, acquired.token);
+    };
     let value: T;
     try {
       value = await fn();
