@@ -140,4 +140,31 @@ describe('two rateLimit() middlewares on one route', () => {
     for (let i = 0; i < 4; i++) statuses.push((await request(app).get('/login')).status);
     expect(statuses).toContain(429);
   });
+
+  it('ranks headers among limiters of one mode: with a legacy and a draft-7 limiter, each family shows its own', async () => {
+    const o = quiet();
+    const old = rateLimit({ ...o, limit: 2, window: '1m', headers: 'legacy', prefix: `l${Math.random()}:` });
+    const fresh = rateLimit({
+      ...o,
+      limit: 100,
+      window: '1m',
+      headers: 'draft-7',
+      prefix: `d7${Math.random()}:`,
+    });
+    const app = express();
+    app.get('/', old, fresh, (req, res) => {
+      res.json(req.rateLimit);
+    });
+    await request(app).get('/').expect(200);
+    const second = await request(app).get('/').expect(200);
+    expect({
+      legacy: second.headers['x-ratelimit-remaining'],
+      draft7: second.headers.ratelimit,
+      info: second.body.limit,
+    }).toEqual({
+      legacy: '0',
+      draft7: expect.stringMatching(/^limit=100, remaining=98, reset=\d+$/),
+      info: 2,
+    });
+  });
 });

@@ -25,7 +25,6 @@ export function createLimiter(o: ResolvedOptions) {
   const { policies, name } = o;
   const ctx = createContext(o);
   const writeHeaders = headerWriter(o.headers, policies);
-  const writesHeaders = o.headers !== false;
   const denyCache = o.denyCacheMax > 0 && !o.dryRun ? new DenyCache(o.denyCacheMax) : undefined;
   // Sliding-window log entries need a member unique across every app instance.
   const needsMember = policies.some((p) => p.algorithm === 'sliding-window');
@@ -154,7 +153,7 @@ export function createLimiter(o: ResolvedOptions) {
    * on one route) outranks this one (standing.ts); returns standing.ts's bits for the headers.
    */
   function tell(req: Request, info: RateLimitInfo, denied: boolean): number {
-    const shown = rank(req, info.remaining, denied, o.dryRun, writesHeaders);
+    const shown = rank(req, info.remaining, denied, o.dryRun, o.headers);
     if (shown & SHOWS_INFO) req.rateLimit = info;
     return shown;
   }

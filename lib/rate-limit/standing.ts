@@ -1,78 +1,73 @@
 import type { Request } from 'express';
+import type { HeadersMode } from './types';
 
 /**
  * What the limiters that decided one request so far reported, for the next one on it (two
- * `rateLimit()` on one route): whose numbers `req.rateLimit` and the single-value headers show.
- * `Symbol.for`: another copy of the kit in the process (its CJS and ESM builds) must see it too.
+ * `rateLimit()` on one route): whose numbers `req.rateLimit` and each header mode's single-value
+ * headers show. On the request under `Symbol.for` keys: another copy of the kit in the process (its
+ * CJS and ESM builds) must see them too.
  */
-const STANDING = Symbol.for('express-redis-kit.rateLimit.standing');
-
 interface Standing {
-  /** `remaining` of the decision `req.rateLimit` shows, and whether a dry run made it. */
-  infoLeft: number;
-  infoTrial: boolean;
-  /** The same for the single-value headers; NaN while no limiter wrote headers. */
-  headersLeft: number;
-  headersTrial: boolean;
+  /** `remaining` of the decision shown, and whether a dry run made it. */
+  left: number;
+  trial: boolean;
 }
+
+const INFO = Symbol.for('express-redis-kit.rateLimit.standing');
+// Per mode: each writes its own header names (draft-7's RateLimit, draft-6's and legacy's three).
+const HEADERS: Record<HeadersMode, symbol> = {
+  'draft-8': Symbol.for('express-redis-kit.rateLimit.standing.draft-8'),
+  'draft-7': Symbol.for('express-redis-kit.rateLimit.standing.draft-7'),
+  'draft-6': Symbol.for('express-redis-kit.rateLimit.standing.draft-6'),
+  legacy: Symbol.for('express-redis-kit.rateLimit.standing.legacy'),
+};
 
 /** This limiter's decision goes into `req.rateLimit`. */
 export const SHOWS_INFO = 1;
-/** Another limiter wrote rate-limit headers before: list headers gain this one's policies. */
+/** A limiter of the same header mode wrote its headers before: list headers gain this one's policies. */
 export const HEADERS_AFTER = 2;
-/** This limiter's numbers go into the single-value headers. */
+/** This limiter's numbers go into its mode's single-value headers. */
 export const SHOWS_HEADERS = 4;
 
 /**
  * Ranks this limiter's decision against those made before on the request, and records it: an
  * enforcing limiter's outranks a dry run's (which never blocks), else the one closer to denying
- * (the one that denies, else the one with less left; the earlier on a tie). A limiter that writes
- * no headers takes no part in the headers' ranking. Returns SHOWS_INFO | HEADERS_AFTER | SHOWS_HEADERS bits.
+ * (the one that denies, else the one with less left; the earlier on a tie). Headers rank among the
+ * limiters of one header mode; one with `headers: false` takes no part. Returns SHOWS_INFO |
+ * HEADERS_AFTER | SHOWS_HEADERS bits.
  */
 export function rank(
   req: Request,
   left: number,
   denied: boolean,
   trial: boolean,
-  writesHeaders: boolean,
+  mode: HeadersMode | false,
 ): number {
   const marks = req as unknown as Record<symbol, Standing | undefined>;
-  const standing = marks[STANDING];
-  if (standing === undefined) {
-    marks[STANDING] = {
-      infoLeft: left,
-      infoTrial: trial,
-      headersLeft: writesHeaders ? left : Number.NaN,
-      headersTrial: trial,
-    };
-    return SHOWS_INFO | SHOWS_HEADERS;
-  }
   let shown = 0;
-  if (outranks(left, trial, denied, standing.infoLeft, standing.infoTrial)) {
-    shown |= SHOWS_INFO;
-    standing.infoLeft = left;
-    standing.infoTrial = trial;
-  }
-  if (!writesHeaders) return shown;
-  if (Number.isNaN(standing.headersLeft)) shown |= SHOWS_HEADERS;
-  else {
-    shown |= HEADERS_AFTER;
-    if (outranks(left, trial, denied, standing.headersLeft, standing.headersTrial)) shown |= SHOWS_HEADERS;
-  }
-  if (shown & SHOWS_HEADERS) {
-    standing.headersLeft = left;
-    standing.headersTrial = trial;
-  }
+  if (take(marks, INFO, left, denied, trial)) shown |= SHOWS_INFO;
+  if (mode === false) return shown;
+  const key = HEADERS[mode];
+  if (marks[key] !== undefined) shown |= HEADERS_AFTER;
+  if (take(marks, key, left, denied, trial)) shown |= SHOWS_HEADERS;
   return shown;
 }
 
-function outranks(
+/** Records the decision under `key` if it outranks the one there; whether it did. */
+function take(
+  marks: Record<symbol, Standing | undefined>,
+  key: symbol,
   left: number,
-  trial: boolean,
   denied: boolean,
-  standingLeft: number,
-  standingTrial: boolean,
-) {
-  if (trial !== standingTrial) return standingTrial;
-  return denied || left < standingLeft;
+  trial: boolean,
+): boolean {
+  const standing = marks[key];
+  if (standing === undefined) {
+    marks[key] = { left, trial };
+    return true;
+  }
+  if (trial !== standing.trial ? !standing.trial : !denied && left >= standing.left) return false;
+  standing.left = left;
+  standing.trial = trial;
+  return true;
 }
