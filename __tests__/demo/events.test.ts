@@ -79,3 +79,39 @@ describe('demo live feed and a client that stops reading', () => {
     }
   });
 });
+
+describe('demo live feed: an IPv6 client behind a trusted proxy (TRUST_PROXY=1)', () => {
+  const redis = useRedisServer();
+  let app: Express;
+  beforeAll(() => {
+    process.env.TRUST_PROXY = '1';
+    app = createApp({ redis: redis.client(), logger: false, sessionSecret: 'x'.repeat(40) });
+  });
+  afterAll(async () => {
+    delete process.env.TRUST_PROXY;
+    await app.locals.close();
+  });
+
+  it('counts feeds per /56, as the /api limiter groups addresses: rotating addresses in one line does not pass the cap', async () => {
+    const server = createServer(app);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const { port } = server.address() as { port: number };
+    const feeds: IncomingMessage[] = [];
+    const openFeed = (ip: string) =>
+      new Promise<IncomingMessage>((resolve, reject) => {
+        get(
+          { host: '127.0.0.1', port, path: '/api/events', agent: false, headers: { 'X-Forwarded-For': ip } },
+          resolve,
+        ).on('error', reject);
+      });
+    try {
+      for (let i = 1; i <= MAX_FEEDS_PER_CLIENT + 1; i++) feeds.push(await openFeed(`2001:db8:1:2::${i}`));
+      feeds.push(await openFeed('2001:db8:2::1'));
+      expect(feeds.map((f) => f.statusCode)).toEqual([...Array(MAX_FEEDS_PER_CLIENT).fill(200), 429, 200]);
+    } finally {
+      for (const feed of feeds) feed.destroy();
+      server.closeAllConnections();
+      await new Promise((r) => server.close(r));
+    }
+  });
+});

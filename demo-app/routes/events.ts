@@ -1,5 +1,6 @@
 import { type Response, Router } from 'express';
 import { type RedisClient, subscribe } from '../../lib';
+import { createIpGrouper } from '../../lib/ip';
 import { allow, problem } from '../problems';
 
 /** Pub/sub channel of the live feed; every demo process subscribes, so they share events. */
@@ -9,7 +10,7 @@ export const EVENTS_CHANNEL = 'demo:events';
 export const MAX_BUFFERED = 64 * 1024;
 
 /**
- * Feeds open at once, per client address and in all: each holds a socket, a timer and a handler
+ * Feeds open at once, per client address (IPv6 by /56) and in all: each holds a socket, a timer and a handler
  * for as long as its client stays, which the /api limiter (opens per minute) does not bound.
  */
 export const MAX_FEEDS_PER_CLIENT = 8;
@@ -23,6 +24,7 @@ export function eventRoutes(redis: RedisClient): { router: Router; close: () => 
   const router = Router();
   const open = new Set<Response>();
   const perClient = new Map<string, number>();
+  const groupIp = createIpGrouper(56);
   let closed = false;
   router.get('/events', async (req, res) => {
     if (closed) {
@@ -32,7 +34,8 @@ export function eventRoutes(redis: RedisClient): { router: Router; close: () => 
       res.setHeader('Retry-After', '1');
       return problem(res, 503, 'The server is shutting down; reconnect shortly.');
     }
-    const client = req.ip ?? 'unknown';
+    // IPv6 by /56, as the /api limiter counts: one home line holds a whole block of addresses.
+    const client = groupIp(req.ip ?? 'unknown');
     const mine = perClient.get(client) ?? 0;
     if (req.method !== 'HEAD' && (mine >= MAX_FEEDS_PER_CLIENT || open.size >= MAX_FEEDS)) {
       res.setHeader('Retry-After', '15');
