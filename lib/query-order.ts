@@ -21,8 +21,8 @@ export const QUERY_PARSER_LIMIT = 1000;
  * bracket: `a[b]c` is `a[b]`) is caught by asking `qs` itself: when it builds the sorted query into
  * another value than the query as sent, the query keeps its request order. `textOf` gives an item
  * as `name=value`, as sent; without it (a caller that tells such queries apart otherwise), no check.
- * A query of more than MAX_BRACKETED bracketed names keeps its request order; callers keep one of
- * more than QUERY_PARSER_LIMIT parts as sent.
+ * A query of more than MAX_BRACKETED bracketed names, or with one and more than MAX_CHECKED parts,
+ * keeps its request order; callers keep one of more than QUERY_PARSER_LIMIT parts as sent.
  */
 export function sortQuery<T>(
   items: readonly T[],
@@ -31,6 +31,7 @@ export function sortQuery<T>(
 ): T[] {
   let bracketed = 0;
   for (const item of items) if (BRACKET.test(nameOf(item)) && ++bracketed > MAX_BRACKETED) return [...items];
+  if (bracketed > 0 && items.length > MAX_CHECKED) return [...items];
   const named = items.map((item) => {
     const name = nameOf(item);
     return { item, name, root: segmentsOf(name)[0]! };
@@ -55,6 +56,8 @@ const BRACKET = /\[|%5B/i;
  * client could make every lookup pay for them. Request order can only split keys, never merge them.
  */
 const MAX_BRACKETED = 64;
+/** Likewise for a query with any bracketed name and more parts than this: `qs` would parse it all twice. */
+const MAX_CHECKED = 256;
 /** Express 4's 'extended' query parser: `qs.parse(query, { allowPrototypes: true })`. */
 const QS_AS_EXPRESS = { allowPrototypes: true } as const;
 

@@ -96,13 +96,19 @@ describe('cache keys', () => {
     expect(normaliseQuery('a=%7E]')).toBe('?a=~]');
   });
 
-  it('keeps request order for a query of more than 64 bracketed names (pairwise checks a client could make every lookup pay for)', () => {
+  it('keeps request order for a query of more than 64 bracketed names, or with one and more than 256 parts (checks a client could make every lookup pay for)', () => {
     const names = (n: number) => Array.from({ length: n }, (_, i) => `f[k${String(i).padStart(3, '0')}]=1`);
     const many = names(65);
     expect(normaliseQuery([...many].reverse().join('&'))).not.toBe(normaliseQuery(many.join('&')));
     expect(normaliseQuery([...many].reverse().join('&'))).toBe(
       `?${[...many].reverse().join('&').replaceAll('[', '%5B').replaceAll(']', '%5D')}`,
     );
+    // One bracketed name among more than 256 parts: qs would parse the whole query twice.
+    const plain = Array.from({ length: 256 }, (_, i) => `p${String(i).padStart(3, '0')}=1`);
+    const long = ['f[a]=1', ...plain];
+    expect(normaliseQuery([...long].reverse().join('&'))).not.toBe(normaliseQuery(long.join('&')));
+    const shorter = ['f[a]=1', ...plain.slice(1)];
+    expect(normaliseQuery([...shorter].reverse().join('&'))).toBe(normaliseQuery(shorter.join('&')));
     const few = names(64);
     expect(normaliseQuery([...few].reverse().join('&'))).toBe(normaliseQuery(few.join('&')));
     expect(defaultKey(req('GET', `http://x.example/a?${[...many].reverse().join('&')}`))).toBe(
