@@ -131,16 +131,8 @@ describe('cache.wrap: a caller coalesced behind an fn that never settles', () =>
   });
 
   it('lets the next call open a flight of its own, which fills the cache: later calls are hits', async () => {
-    const cache = createCache({
-      redis: redis.client(),
-      l1: false,
-      lockTimeout: '100ms',
-      logger: quietLogger(),
-    });
+    const cache = await abandonedFlight('hung-then', '100ms');
     try {
-      void cache.wrap('hung-then', () => new Promise(() => {}), { ttl: '1m' });
-      await sleep(20);
-      expect(await cache.wrap('hung-then', async () => 'a', { ttl: '1m' })).toBe('a');
       const values: string[] = [];
       for (const v of ['b', 'c', 'd'])
         values.push(await cache.wrap('hung-then', async () => v, { ttl: '1m' }));
@@ -151,18 +143,19 @@ describe('cache.wrap: a caller coalesced behind an fn that never settles', () =>
   });
 });
 
+/** A cache with a flight on `key` that never settles, which one caller has already given up on. */
+async function abandonedFlight(key: string, lockTimeout: string) {
+  const cache = createCache({ redis: redis.client(), l1: false, lockTimeout, logger: quietLogger() });
+  void cache.wrap(key, () => new Promise(() => {}), { ttl: '1m' });
+  await sleep(20);
+  expect(await cache.wrap(key, async () => 'gave up', { ttl: '1m' })).toBe('gave up');
+  return cache;
+}
+
 describe('cache.wrap after a caller gave up on a hung flight (whose fill held the Redis lock)', () => {
   it('the next flight takes the lock at once and coalesces its callers: a burst of 4 runs fn once', async () => {
-    const cache = createCache({
-      redis: redis.client(),
-      l1: false,
-      lockTimeout: '200ms',
-      logger: quietLogger(),
-    });
+    const cache = await abandonedFlight('k1', '200ms');
     try {
-      void cache.wrap('k1', () => new Promise(() => {}), { ttl: '1m' });
-      await sleep(20);
-      expect(await cache.wrap('k1', async () => 'gave up', { ttl: '1m' })).toBe('gave up');
       let calls = 0;
       const fn = async () => {
         calls++;
