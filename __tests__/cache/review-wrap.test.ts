@@ -195,6 +195,35 @@ describe('cache.wrap after a caller gave up on a hung flight (whose fill held th
   });
 });
 
+describe('cache.wrap: an abandoned fill that ran without the lock', () => {
+  it('does not store its late value over the newer entry (a no-store marker made it run unlocked)', async () => {
+    const cache = createCache({
+      redis: redis.client(),
+      l1: false,
+      lockTimeout: '100ms',
+      logger: quietLogger(),
+    });
+    try {
+      // An uncacheable result leaves the no-store marker: the next fill runs without the lock.
+      expect(await cache.wrap('unlocked', async () => null, { ttl: '1m' })).toBeNull();
+      let release!: (v: string) => void;
+      const hung = new Promise<string>((r) => {
+        release = r;
+      });
+      const leader = cache.wrap('unlocked', () => hung, { ttl: '1m' });
+      await sleep(20);
+      expect(await cache.wrap('unlocked', async () => 'gave up', { ttl: '1m' })).toBe('gave up');
+      expect(await cache.wrap('unlocked', async () => 'new', { ttl: '1m' })).toBe('new');
+      release('old (read before new)');
+      expect(await leader).toBe('old (read before new)');
+      await sleep(50);
+      expect(await cache.wrap('unlocked', async () => 'x', { ttl: '1m' })).toBe('new');
+    } finally {
+      await cache.close();
+    }
+  });
+});
+
 describe('cache.wrap with the longest lockTimeout (2^31 - 1 ms)', () => {
   it('still runs fn once for concurrent callers: their wait is capped at what a timer can hold', async () => {
     const cache = createCache({

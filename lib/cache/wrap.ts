@@ -172,7 +172,11 @@ export class Cache extends CacheCore {
     this.event('miss', { key: redisKey });
     const fallback = newest(acquired.stale, local);
     const stop = this.holdLock(redisKey, acquired.token);
+    // Given up while fn ran: what fn returns may be older than what another flight stored since, and
+    // a fill without the lock has no lock whose loss would drop its store, so it stores nothing.
+    let abandoned = false;
     lease.abandon = () => {
+      abandoned = true;
       stop();
       this.releaseFill(redisKey, acquired.token);
     };
@@ -180,13 +184,17 @@ export class Cache extends CacheCore {
     try {
       value = await fn();
     } catch (error) {
+      lease.abandon = undefined;
       stop();
       this.releaseFill(redisKey, acquired.token);
       const stale = this.staleIfError(redisKey, fallback, error, o);
       if (stale) return stale;
       throw error;
     }
+    // From here the value is the newest there is: a caller giving up now must not cost its store.
+    lease.abandon = undefined;
     stop();
+    if (abandoned) return { value, rec: undefined, dropped: true };
     let entry: Entry | undefined;
     try {
       entry = toEntry(value, o, (ms) => this.jittered(ms));
