@@ -167,4 +167,16 @@ describe('two rateLimit() middlewares on one route', () => {
       info: 2,
     });
   });
+
+  it('keeps both limiters in RateLimit-Policy when draft-6 and draft-7 (one syntax) both write it', async () => {
+    const o = quiet();
+    const a = rateLimit({ ...o, limit: 2, window: '1m', headers: 'draft-6', prefix: `a${Math.random()}:` });
+    const b = rateLimit({ ...o, limit: 100, window: '1m', headers: 'draft-7', prefix: `b${Math.random()}:` });
+    const app = express();
+    app.get('/', a, b, (_req, res) => {
+      res.end();
+    });
+    const res = await request(app).get('/').expect(200);
+    expect(res.headers['ratelimit-policy']).toBe('2;w=60, 100;w=60');
+  });
 });

@@ -5,8 +5,8 @@ import type { HeadersMode } from './types';
 /**
  * Writes the rate-limit headers of one decision. `reply` is the script reply (per policy i:
  * remaining at 2+3i, reset ms at 3+3i); `binding` is the policy that decides; `elapsedMs` ages a
- * cached reply (deny-cache hits). `after`: another limiter wrote rate-limit headers on this
- * response before (two `rateLimit()` on one route): list headers then gain this limiter's policies.
+ * cached reply (deny-cache hits). `after`: another limiter decided this request before (two
+ * `rateLimit()` on one route): list headers then gain this limiter's policies after any there.
  * The single-value ones are written only when `binds` (it outranks the other: standing.ts).
  */
 export type HeaderWriter = (

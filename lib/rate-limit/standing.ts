@@ -24,7 +24,7 @@ const HEADERS: Record<HeadersMode, symbol> = {
 
 /** This limiter's decision goes into `req.rateLimit`. */
 export const SHOWS_INFO = 1;
-/** A limiter of the same header mode wrote its headers before: list headers gain this one's policies. */
+/** Another limiter decided the request before: list headers gain this one's policies after any there. */
 export const HEADERS_AFTER = 2;
 /** This limiter's numbers go into its mode's single-value headers. */
 export const SHOWS_HEADERS = 4;
@@ -44,12 +44,11 @@ export function rank(
   mode: HeadersMode | false,
 ): number {
   const marks = req as unknown as Record<symbol, Standing | undefined>;
-  let shown = 0;
+  // List headers are shared by name, not mode (draft-6 and draft-7 write one RateLimit-Policy).
+  let shown = marks[INFO] === undefined ? 0 : HEADERS_AFTER;
   if (take(marks, INFO, left, denied, trial)) shown |= SHOWS_INFO;
   if (mode === false) return shown;
-  const key = HEADERS[mode];
-  if (marks[key] !== undefined) shown |= HEADERS_AFTER;
-  if (take(marks, key, left, denied, trial)) shown |= SHOWS_HEADERS;
+  if (take(marks, HEADERS[mode], left, denied, trial)) shown |= SHOWS_HEADERS;
   return shown;
 }
 
