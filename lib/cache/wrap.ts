@@ -136,7 +136,10 @@ export class Cache extends CacheCore {
     await this.invalidateRedis(this.redisKeysOf(keys), tags);
   }
 
-  /** `lease.abandon`, set while fn runs under the fill lock: stops renewing it and releases it. */
+  /**
+   * `lease.abandon`, set while fn runs: stops renewing the fill lock, releases it, and keeps fn's
+   * value out of the cache (a caller gave up on this fill, and another may have stored since).
+   */
   private async fill<T>(
     redisKey: string,
     fn: () => T | Promise<T>,

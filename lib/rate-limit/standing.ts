@@ -14,9 +14,9 @@ interface Standing {
 }
 
 const INFO = Symbol.for('express-redis-kit.rateLimit.standing');
-// Per mode: each writes its own header names (draft-7's RateLimit, draft-6's and legacy's three).
-const HEADERS: Record<HeadersMode, symbol> = {
-  'draft-8': Symbol.for('express-redis-kit.rateLimit.standing.draft-8'),
+// Per mode: each writes its own single-value names (draft-7's RateLimit, draft-6's and legacy's
+// three); draft-8 has none, only lists.
+const HEADERS: Record<Exclude<HeadersMode, 'draft-8'>, symbol> = {
   'draft-7': Symbol.for('express-redis-kit.rateLimit.standing.draft-7'),
   'draft-6': Symbol.for('express-redis-kit.rateLimit.standing.draft-6'),
   legacy: Symbol.for('express-redis-kit.rateLimit.standing.legacy'),
@@ -47,7 +47,7 @@ export function rank(
   // List headers are shared by name, not mode (draft-6 and draft-7 write one RateLimit-Policy).
   let shown = marks[INFO] === undefined ? 0 : HEADERS_AFTER;
   if (take(marks, INFO, left, denied, trial)) shown |= SHOWS_INFO;
-  if (mode === false) return shown;
+  if (mode === false || mode === 'draft-8') return shown;
   if (take(marks, HEADERS[mode], left, denied, trial)) shown |= SHOWS_HEADERS;
   return shown;
 }
