@@ -224,6 +224,39 @@ describe('cache.wrap: an abandoned fill that ran without the lock', () => {
   });
 });
 
+describe('cache.wrap: a fill given up on while its lookup still waits on another process', () => {
+  it('stores nothing once it runs: its value may be older than the entry a later flight stored', async () => {
+    const admin = redis.plain();
+    const cache = createCache({
+      redis: redis.client(),
+      l1: false,
+      lockTimeout: '100ms',
+      logger: quietLogger(),
+    });
+    try {
+      // Another process holds the fill lock (a slow fill there): the leader below polls in its lookup.
+      await admin.set(lockKeyOf(valueKey('erk:', 'polled')), 'foreign', 'PX', 5000);
+      const leader = cache.wrap(
+        'polled',
+        async () => {
+          await sleep(600);
+          return 'old';
+        },
+        { ttl: '1m' },
+      );
+      await sleep(10);
+      // Coalesced: gives up after 3 × lockTimeout, before the leader's lookup does.
+      expect(await cache.wrap('polled', async () => 'gave up', { ttl: '1m' })).toBe('gave up');
+      expect(await cache.wrap('polled', async () => 'new', { ttl: '1m' })).toBe('new');
+      expect(await leader).toBe('old');
+      await sleep(50);
+      expect(await cache.wrap('polled', async () => 'x', { ttl: '1m' })).toBe('new');
+    } finally {
+      await cache.close();
+    }
+  });
+});
+
 describe('cache.wrap with the longest lockTimeout (2^31 - 1 ms)', () => {
   it('still runs fn once for concurrent callers: their wait is capped at what a timer can hold', async () => {
     const cache = createCache({

@@ -147,6 +147,13 @@ export class Cache extends CacheCore {
     local: Rec | undefined,
     lease: { abandon?: () => void } = {},
   ) {
+    // Given up on (a caller waited 3 × lockTimeout; it may be while the lookup still waits on another
+    // process's lock): what fn returns may be older than what another flight stored since, and a
+    // fill without the lock has no lock whose loss would drop its store, so it stores nothing.
+    let abandoned = false;
+    lease.abandon = () => {
+      abandoned = true;
+    };
     // Read before the lookup: an invalidation while it is in flight must keep its answer out of L1.
     const heard = this.heard;
     const acquired: Acquired = await this.acquire(redisKey, undefined);
@@ -174,10 +181,8 @@ export class Cache extends CacheCore {
     }
     this.event('miss', { key: redisKey });
     const fallback = newest(acquired.stale, local);
-    const stop = this.holdLock(redisKey, acquired.token);
-    // Given up while fn ran: what fn returns may be older than what another flight stored since, and
-    // a fill without the lock has no lock whose loss would drop its store, so it stores nothing.
-    let abandoned = false;
+    if (abandoned) this.releaseFill(redisKey, acquired.token);
+    const stop = abandoned ? () => {} : this.holdLock(redisKey, acquired.token);
     lease.abandon = () => {
       abandoned = true;
       stop();
