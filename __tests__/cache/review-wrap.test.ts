@@ -195,8 +195,11 @@ describe('cache.wrap after a caller gave up on a hung flight (whose fill held th
   });
 });
 
-describe('cache.wrap: an abandoned fill that ran without the lock', () => {
-  it('does not store its late value over the newer entry (a no-store marker made it run unlocked)', async () => {
+describe('cache.wrap: an abandoned fill stores nothing (its value may be older than what a later flight stored)', () => {
+  it.each([
+    ['one that ran without the lock (a no-store marker made it run unlocked)', 'unlocked'],
+    ["one given up on while its lookup still polled another process's lock", 'polled'],
+  ])('%s', async (_title, key) => {
     const cache = createCache({
       redis: redis.client(),
       l1: false,
@@ -204,53 +207,22 @@ describe('cache.wrap: an abandoned fill that ran without the lock', () => {
       logger: quietLogger(),
     });
     try {
-      // An uncacheable result leaves the no-store marker: the next fill runs without the lock.
-      expect(await cache.wrap('unlocked', async () => null, { ttl: '1m' })).toBeNull();
+      if (key === 'unlocked') expect(await cache.wrap(key, async () => null, { ttl: '1m' })).toBeNull();
+      // Another process holds the fill lock (a slow fill there): the leader below polls in its lookup,
+      // and the coalesced caller gives up before the lookup does.
+      else await redis.plain().set(lockKeyOf(valueKey('erk:', key)), 'foreign', 'PX', 5000);
       let release!: (v: string) => void;
-      const hung = new Promise<string>((r) => {
+      const gate = new Promise<string>((r) => {
         release = r;
       });
-      const leader = cache.wrap('unlocked', () => hung, { ttl: '1m' });
+      const leader = cache.wrap(key, () => gate, { ttl: '1m' });
       await sleep(20);
-      expect(await cache.wrap('unlocked', async () => 'gave up', { ttl: '1m' })).toBe('gave up');
-      expect(await cache.wrap('unlocked', async () => 'new', { ttl: '1m' })).toBe('new');
-      release('old (read before new)');
-      expect(await leader).toBe('old (read before new)');
-      await sleep(50);
-      expect(await cache.wrap('unlocked', async () => 'x', { ttl: '1m' })).toBe('new');
-    } finally {
-      await cache.close();
-    }
-  });
-});
-
-describe('cache.wrap: a fill given up on while its lookup still waits on another process', () => {
-  it('stores nothing once it runs: its value may be older than the entry a later flight stored', async () => {
-    const admin = redis.plain();
-    const cache = createCache({
-      redis: redis.client(),
-      l1: false,
-      lockTimeout: '100ms',
-      logger: quietLogger(),
-    });
-    try {
-      // Another process holds the fill lock (a slow fill there): the leader below polls in its lookup.
-      await admin.set(lockKeyOf(valueKey('erk:', 'polled')), 'foreign', 'PX', 5000);
-      const leader = cache.wrap(
-        'polled',
-        async () => {
-          await sleep(600);
-          return 'old';
-        },
-        { ttl: '1m' },
-      );
-      await sleep(10);
-      // Coalesced: gives up after 3 × lockTimeout, before the leader's lookup does.
-      expect(await cache.wrap('polled', async () => 'gave up', { ttl: '1m' })).toBe('gave up');
-      expect(await cache.wrap('polled', async () => 'new', { ttl: '1m' })).toBe('new');
+      expect(await cache.wrap(key, async () => 'gave up', { ttl: '1m' })).toBe('gave up');
+      expect(await cache.wrap(key, async () => 'new', { ttl: '1m' })).toBe('new');
+      release('old');
       expect(await leader).toBe('old');
       await sleep(50);
-      expect(await cache.wrap('polled', async () => 'x', { ttl: '1m' })).toBe('new');
+      expect(await cache.wrap(key, async () => 'x', { ttl: '1m' })).toBe('new');
     } finally {
       await cache.close();
     }
