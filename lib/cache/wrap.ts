@@ -28,9 +28,6 @@ interface Flight {
   dropped?: boolean;
 }
 
-/** What a refresh's time limit resolves with, apart from any value fn may return. */
-const GAVE_UP: unique symbol = Symbol('gave up');
-
 const JSON_SERIALIZER: Serializer<unknown> = {
   serialize: (value) => JSON.stringify(value),
   deserialize: (raw) => JSON.parse(raw.toString('utf8')),
@@ -270,23 +267,12 @@ export class Cache extends CacheCore {
       const heard = this.heard;
       const stop = this.holdLock(redisKey, token);
       let value: T;
-      let timer: NodeJS.Timeout | undefined;
-      // As cacheResponse's refresh: one that never settles (a call on a dead socket) would hold the
-      // lock, and this process's refreshing flag, for ever. Given up, its late value is dropped.
-      const late = new Promise<typeof GAVE_UP>((resolve) => {
-        timer = setTimeout(() => resolve(GAVE_UP), Math.min(3 * this.options.lockTimeoutMs, MAX_TIMER_MS));
-        timer.unref?.();
-      });
       try {
-        const outcome = await Promise.race([Promise.resolve().then(fn), late]);
-        if (outcome === GAVE_UP)
-          throw new Error('fn did not settle within 3 × lockTimeout; refresh given up');
-        value = outcome;
+        value = await fn();
       } catch (error) {
         this.releaseFill(redisKey, token);
         throw error;
       } finally {
-        clearTimeout(timer);
         stop();
       }
       let entry: Entry | undefined;
