@@ -3,6 +3,7 @@ import { MAX_TIMER_MS } from '../duration';
 import { problemType, sendProblem, thrownError } from '../errors';
 import { scopePart } from '../keys';
 import { emitWarningOnce } from '../logger';
+import { firstPass, mark } from '../marks';
 import { hasBody } from '../request-body';
 import { captureResponse } from './capture';
 import { answerStaleOnError, type FillContext, fill, staleIfErrorOf } from './fill';
@@ -48,9 +49,7 @@ export interface CacheResponseMiddleware extends RequestHandler {
  * twice for the same entry (mounted on the app and again on the route, or two on one prefix) would
  * wait on its own fill, in this process or through its own Redis lock, for 3 × lockTimeout.
  */
-const HANDLING = Symbol.for('express-redis-kit.cache.handling');
-/** `Symbol.for`, on the request: another copy of the kit in the process (CJS and ESM) sees it too. */
-const handling = (req: Request) => req as unknown as Record<symbol, Set<string> | undefined>;
+const HANDLING = mark<Set<string>>('cache.handling');
 
 /** A UTF-16 surrogate without its pair: text no UTF-8 encoding keeps. */
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
@@ -105,10 +104,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     }
     if (key === undefined) return bypass(res, next, '', 'no-key');
     const redisKey = entryKey(prefix, key);
-    const seen = handling(req)[HANDLING];
-    if (seen?.has(redisKey)) return reachedTwice(next, key);
-    if (seen) seen.add(redisKey);
-    else handling(req)[HANDLING] = new Set([redisKey]);
+    if (!firstPass(HANDLING, req, redisKey)) return reachedTwice(next, key);
     if (ticket) {
       ticket.claimed = true;
       return fill(ctx, req, res, next, key, redisKey, ticket, ticket.done);

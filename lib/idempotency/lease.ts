@@ -1,6 +1,7 @@
 import type { Request, Response } from 'express';
 import { type GuardOptions, guarded } from '../guarded';
 import { emitWarningOnce } from '../logger';
+import { mark } from '../marks';
 import { type CapturedResponse, captureResponse } from './capture';
 import { watchTimeoutGuard } from './late-answer';
 import type { ResolvedIdempotencyOptions } from './options';
@@ -16,14 +17,10 @@ export interface LeaseContext {
 /**
  * Marks a response as a 409 "in progress" of the kit's own, for another record (a second idempotency
  * middleware with other options on the same route): a passing state, never an answer to store.
- * `Symbol.for`, on the response: another copy of the kit in the process (CJS and ESM) sees it too.
  */
-const IN_PROGRESS = Symbol.for('express-redis-kit.idempotency.in-progress');
-export function markInProgress(res: Response): void {
-  (res as unknown as Record<symbol, boolean>)[IN_PROGRESS] = true;
-}
-const inProgress = (res: Response) =>
-  (res as unknown as Record<symbol, boolean | undefined>)[IN_PROGRESS] === true;
+const IN_PROGRESS = mark<true>('idempotency.in-progress');
+export const markInProgress = (res: Response): void => IN_PROGRESS.set(res, true);
+const inProgress = (res: Response) => IN_PROGRESS.get(res) === true;
 
 /** Keeps the lease alive while the handler runs, then stores or releases the outcome. */
 export function protect(

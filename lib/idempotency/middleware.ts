@@ -6,6 +6,7 @@ import { emitKitEvent } from '../events';
 import { didNotRun, guarded } from '../guarded';
 import { scopePart } from '../keys';
 import { emitWarningOnce } from '../logger';
+import { firstPass, mark } from '../marks';
 import { nodeField, OutageTracker } from '../outage';
 import { markInProgress, protect, releaseKey } from './lease';
 import { type IdempotencyOptions, type ResolvedIdempotencyOptions, resolveOptions } from './options';
@@ -39,14 +40,12 @@ export interface IdempotencyMiddleware {
 const COMPONENT = 'idempotency';
 
 /**
- * The records each request holds a reservation for. A request that reaches idempotency twice for the
+ * The records each request passed idempotency for. A request that reaches idempotency twice for the
  * same record (mounted on the app and again on the route, or two instances with the same options)
  * would find its own reservation in flight and answer 409, and the first pass would store that 409
  * as the key's answer for its whole ttl: the operation could never run under that key.
  */
-const RESERVED = Symbol.for('express-redis-kit.idempotency.reserved');
-/** `Symbol.for`, on the request: another copy of the kit in the process (CJS and ESM) sees it too. */
-const reservedBy = (req: Request) => req as unknown as Record<symbol, Set<string> | undefined>;
+const RESERVED = mark<Set<string>>('idempotency.reserved');
 
 /**
  * Exactly-once POST/PATCH with an `Idempotency-Key` header: the first request runs the handler and
@@ -94,8 +93,7 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
     if (scope === undefined) return unknownCaller(req, res);
     const fingerprint = createHash('sha256').update(rawFingerprint).digest('hex');
     const key = recordKey(o.prefix, scope, req.method, routeOf(req), parsed.key);
-    const held = reservedBy(req)[RESERVED];
-    if (held?.has(key)) {
+    if (!firstPass(RESERVED, req, key)) {
       // The first pass protects this request already: its answer is the one stored.
       emit('reached-twice');
       emitWarningOnce(
@@ -135,8 +133,6 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
     }
     switch (found.state) {
       case 'reserved':
-        if (held) held.add(key);
-        else reservedBy(req)[RESERVED] = new Set([key]);
         emit('first');
         protect({ o, emit, guard }, req, res, key, owner, fingerprint);
         return next();

@@ -1,4 +1,5 @@
 import type { Request } from 'express';
+import { type Mark, mark } from '../marks';
 import type { HeadersMode } from './types';
 
 /**
@@ -13,13 +14,13 @@ interface Standing {
   trial: boolean;
 }
 
-const INFO = Symbol.for('express-redis-kit.rateLimit.standing');
+const INFO = mark<Standing>('rateLimit.standing');
 // Per mode: each writes its own single-value names (draft-7's RateLimit, draft-6's and legacy's
 // three); draft-8 has none, only lists.
-const HEADERS: Record<Exclude<HeadersMode, 'draft-8'>, symbol> = {
-  'draft-7': Symbol.for('express-redis-kit.rateLimit.standing.draft-7'),
-  'draft-6': Symbol.for('express-redis-kit.rateLimit.standing.draft-6'),
-  legacy: Symbol.for('express-redis-kit.rateLimit.standing.legacy'),
+const HEADERS: Record<Exclude<HeadersMode, 'draft-8'>, Mark<Standing>> = {
+  'draft-7': mark<Standing>('rateLimit.standing.draft-7'),
+  'draft-6': mark<Standing>('rateLimit.standing.draft-6'),
+  legacy: mark<Standing>('rateLimit.standing.legacy'),
 };
 
 /** This limiter's decision goes into `req.rateLimit`. */
@@ -43,26 +44,19 @@ export function rank(
   trial: boolean,
   mode: HeadersMode | false,
 ): number {
-  const marks = req as unknown as Record<symbol, Standing | undefined>;
   // List headers are shared by name, not mode (draft-6 and draft-7 write one RateLimit-Policy).
-  let shown = marks[INFO] === undefined ? 0 : HEADERS_AFTER;
-  if (take(marks, INFO, left, denied, trial)) shown |= SHOWS_INFO;
+  let shown = INFO.get(req) === undefined ? 0 : HEADERS_AFTER;
+  if (take(INFO, req, left, denied, trial)) shown |= SHOWS_INFO;
   if (mode === false || mode === 'draft-8') return shown;
-  if (take(marks, HEADERS[mode], left, denied, trial)) shown |= SHOWS_HEADERS;
+  if (take(HEADERS[mode], req, left, denied, trial)) shown |= SHOWS_HEADERS;
   return shown;
 }
 
-/** Records the decision under `key` if it outranks the one there; whether it did. */
-function take(
-  marks: Record<symbol, Standing | undefined>,
-  key: symbol,
-  left: number,
-  denied: boolean,
-  trial: boolean,
-): boolean {
-  const standing = marks[key];
+/** Records the decision under `kind` if it outranks the one there; whether it did. */
+function take(kind: Mark<Standing>, req: Request, left: number, denied: boolean, trial: boolean): boolean {
+  const standing = kind.get(req);
   if (standing === undefined) {
-    marks[key] = { left, trial };
+    kind.set(req, { left, trial });
     return true;
   }
   if (trial !== standing.trial ? !standing.trial : !denied && left >= standing.left) return false;
