@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http';
+import { MAX_TIMER_MS } from '../duration';
 import type { Rec } from './l1';
 
 /**
@@ -62,12 +63,20 @@ export class Flights {
   }
 
   /** Waits for a flight, at most `maxWaitMs`: past that, the answer is "go to the origin". */
-  wait(flight: Promise<FlightResult>): Promise<FlightResult> {
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<FlightResult>((resolve) => {
-      timer = setTimeout(() => resolve({ uncacheable: true }), this.maxWaitMs);
-      timer.unref?.();
-    });
-    return Promise.race([flight, late]).finally(() => clearTimeout(timer));
+  async wait(flight: Promise<FlightResult>): Promise<FlightResult> {
+    return (await within(flight, this.maxWaitMs)) ?? { uncacheable: true };
   }
+}
+
+/**
+ * The promise's value, or undefined once `ms` have passed without one. The wait is capped at what a
+ * timer holds: past 2^31 - 1 ms, setTimeout fires after 1 ms instead.
+ */
+export function within<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((resolve) => {
+    timer = setTimeout(() => resolve(undefined), Math.min(ms, MAX_TIMER_MS));
+    timer.unref?.();
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }

@@ -1,5 +1,4 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
-import { MAX_TIMER_MS } from '../duration';
 import { problemType, sendProblem, thrownError } from '../errors';
 import { scopePart } from '../keys';
 import { emitWarningOnce } from '../logger';
@@ -60,7 +59,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
   const { prefix, logger, lockTimeoutMs } = cache.options;
   const trustsKey = o.key !== undefined || o.scope !== undefined;
   // A coalesced request waits no longer than a cross-process waiter would (3 × lockTimeout).
-  const flights = new Flights(Math.min(3 * lockTimeoutMs, MAX_TIMER_MS), () => cache.heard);
+  const flights = new Flights(3 * lockTimeoutMs, () => cache.heard);
   const event = (type: string, key: string, details?: Record<string, unknown>) =>
     cache.event(type, { name: o.name ?? cache.options.name, key, ...details });
   const ctx: FillContext = { o, cache, jitter: o.jitter ?? cache.options.jitter, event };

@@ -1,8 +1,9 @@
-import { MAX_TIMER_MS, toMs } from '../duration';
+import { toMs } from '../duration';
 import { checkKnownOptions, optionError, shown } from '../errors';
 import { newToken } from '../token';
 import { type Acquired, CacheCore } from './core';
 import { type Entry, NEGATIVE_NULL, NEGATIVE_UNDEFINED } from './entry';
+import { within } from './flights';
 import { valueKey } from './key';
 import { isRec, type Rec, toRec } from './l1';
 import { WRAP_KNOWN } from './option-names';
@@ -89,7 +90,7 @@ export class Cache extends CacheCore {
     }
     // The leader gets fn's own value; coalesced callers get their own copy, so nobody shares mutations.
     if (leader) return (await open.flight).value as T;
-    const result = await this.waitAtMost(open.flight);
+    const result = await within(open.flight, 3 * this.options.lockTimeoutMs);
     if (!result) {
       // An fn that never settles (a call on a dead socket) must not hold every later caller with it:
       // past the wait a caller in another process would give up after, this one runs fn itself, and
@@ -118,16 +119,6 @@ export class Cache extends CacheCore {
       // failing a caller that only waited would be worse than sharing it.
       return result.value as T;
     }
-  }
-
-  /** The flight's result, or undefined once `3 × lockTimeout` have passed without one. */
-  private waitAtMost(flight: Promise<Flight>): Promise<Flight | undefined> {
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<undefined>((resolve) => {
-      timer = setTimeout(() => resolve(undefined), Math.min(3 * this.options.lockTimeoutMs, MAX_TIMER_MS));
-      timer.unref?.();
-    });
-    return Promise.race([flight, late]).finally(() => clearTimeout(timer));
   }
 
   /** Deletes entries by tag and/or key in Redis and in every instance's L1. */
