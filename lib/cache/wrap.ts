@@ -1,26 +1,15 @@
-import { toMs } from '../duration';
-import { checkKnownOptions, optionError, shown } from '../errors';
 import { newToken } from '../token';
 import { type Acquired, CacheCore } from './core';
-import { type Entry, NEGATIVE_NULL, NEGATIVE_UNDEFINED } from './entry';
+import type { Entry } from './entry';
 import { within } from './flights';
 import { valueKey } from './key';
 import { isRec, type Rec, toRec } from './l1';
-import { WRAP_KNOWN } from './option-names';
 import { resolveCacheOptions } from './options';
-import { checkInvalidateTarget, type InvalidateTarget, isStringList } from './targets';
-import type { CreateCacheOptions, Serializer, WrapOptions } from './types';
+import { checkInvalidateTarget, type InvalidateTarget } from './targets';
+import type { CreateCacheOptions, WrapOptions } from './types';
+import { copyValue, decodeValue, type ResolvedWrap, resolveWrap, toEntry } from './wrap-values';
 
 export type { InvalidateTarget } from './targets';
-
-interface ResolvedWrap<T> {
-  ttlMs: number;
-  swrMs: number;
-  sieMs: number;
-  nullMs: number;
-  tags: string[];
-  serializer: Serializer<T>;
-}
 
 interface Flight {
   value: unknown;
@@ -29,12 +18,11 @@ interface Flight {
   dropped?: boolean;
 }
 
-const JSON_SERIALIZER: Serializer<unknown> = {
-  serialize: (value) => JSON.stringify(value),
-  deserialize: (raw) => JSON.parse(raw.toString('utf8')),
-};
-
-/** A Redis cache with an optional in-process L1, shared by `wrap()` calls and `cacheResponse()` middlewares. */
+/**
+ * A Redis cache with an optional in-process L1, shared by `wrap()` calls and `cacheResponse()`
+ * middlewares. This file is wrap()'s way through a call (L1, in-process flights, fill, background
+ * refresh); what a call caches and how (options, entries, copies of values) is wrap-values.ts.
+ */
 export class Cache extends CacheCore {
   private readonly valueFlights = new Map<
     string,
@@ -68,12 +56,12 @@ export class Cache extends CacheCore {
     if (local && isRec(local)) {
       if (now < local.freshUntil) {
         this.event('l1-hit', { key: redisKey });
-        return this.decode(local, o);
+        return decodeValue(local, o);
       }
       if (now < local.swrUntil) {
         this.event('stale', { key: redisKey });
         this.refresh(redisKey, fn, o, true);
-        return this.decode(local, o);
+        return decodeValue(local, o);
       }
     }
     let open = this.valueFlights.get(redisKey);
@@ -107,18 +95,9 @@ export class Cache extends CacheCore {
     // this instance heard one after that read began that reaches what it read.
     const overtaken = result.dropped || (result.rec && this.invalidatedSince(open.heard, result.rec));
     if (again && overtaken) return this.read(redisKey, fn, o, false);
-    if (result.rec) return this.decode(result.rec, o);
-    // Nothing was stored (Redis down, or an uncacheable value): copy through the serializer.
-    if (result.value === null || result.value === undefined) return result.value as T;
-    try {
-      const raw = o.serializer.serialize(result.value as T);
-      if (typeof raw !== 'string' && !Buffer.isBuffer(raw)) return result.value as T;
-      return o.serializer.deserialize(typeof raw === 'string' ? Buffer.from(raw) : raw);
-    } catch {
-      // A value the serializer cannot handle was returned uncached; it cannot be copied either, and
-      // failing a caller that only waited would be worse than sharing it.
-      return result.value as T;
-    }
+    if (result.rec) return decodeValue(result.rec, o);
+    // Nothing was stored (Redis down, or an uncacheable value): a copy of fn's value.
+    return copyValue(result.value as T, o);
   }
 
   /** Deletes entries by tag and/or key in Redis and in every instance's L1. */
@@ -157,7 +136,7 @@ export class Cache extends CacheCore {
         this.event('stale', { key: redisKey });
         this.refresh(redisKey, fn, o);
       }
-      return { value: this.decode(rec, o), rec };
+      return { value: decodeValue(rec, o), rec };
     }
     if (acquired.kind === 'bypass') {
       this.event('bypass', { key: redisKey, error: acquired.error as Error });
@@ -223,7 +202,7 @@ export class Cache extends CacheCore {
   ): Flight | undefined {
     if (!fallback || Date.now() >= fallback.expiresAt || fallback.entry.sieMs <= 0) return undefined;
     this.event('stale-if-error', { key: redisKey, error: error as Error });
-    return { value: this.decode(fallback, o), rec: fallback };
+    return { value: decodeValue(fallback, o), rec: fallback };
   }
 
   private unserializable(redisKey: string, error: unknown): void {
@@ -289,87 +268,15 @@ export class Cache extends CacheCore {
       )
       .finally(() => this.refreshing.delete(redisKey));
   }
-
-  private decode<T>(rec: Rec, o: ResolvedWrap<T>): T {
-    const { entry } = rec;
-    if (entry.negative === NEGATIVE_NULL) return null as T;
-    if (entry.negative === NEGATIVE_UNDEFINED) return undefined as T;
-    const value = o.serializer.deserialize(entry.body);
-    // A deserializer that hands back the bytes it was given (`raw => raw`, or a view on them) would
-    // give every hit the entry's own Buffer: one caller writing to it would change later hits.
-    return ArrayBuffer.isView(value) && value.buffer === entry.body.buffer ? (copyOf(value) as T) : value;
-  }
 }
 
-/** A copy of a Buffer, typed array or DataView, of the same kind. */
-function copyOf(view: ArrayBufferView): ArrayBufferView {
-  if (Buffer.isBuffer(view)) return Buffer.from(view);
-  const bytes = view.buffer.slice(view.byteOffset, view.byteOffset + view.byteLength);
-  if (view instanceof DataView) return new DataView(bytes);
-  return new (view.constructor as new (bytes: ArrayBufferLike) => ArrayBufferView)(bytes);
+/** Creates a cache: `wrap()` for function results, shareable by `cacheResponse({ cache })` middlewares. */
+export function createCache(options: CreateCacheOptions): Cache {
+  return new Cache(resolveCacheOptions(options));
 }
 
 function newest(a: Rec | undefined, b: Rec | undefined): Rec | undefined {
   if (!a) return b;
   if (!b) return a;
   return a.bornAt >= b.bornAt ? a : b;
-}
-
-function toEntry<T>(value: T, o: ResolvedWrap<T>, jitter: (ms: number) => number): Entry | undefined {
-  const negative = value === null ? NEGATIVE_NULL : value === undefined ? NEGATIVE_UNDEFINED : 0;
-  if (negative && o.nullMs === 0) return undefined;
-  let body: Buffer = Buffer.alloc(0);
-  if (!negative) {
-    const raw = o.serializer.serialize(value);
-    if (typeof raw !== 'string' && !Buffer.isBuffer(raw)) {
-      throw new TypeError('express-redis-kit: cache.wrap serializer must return a string or Buffer');
-    }
-    // A serializer may hand back the caller's own Buffer (`serialize: (b) => b`): the caller keeps
-    // fn's value and may reuse it, so the entry (L1, and the Redis write still to come) needs a copy.
-    body = Buffer.from(raw);
-  }
-  const freshMs = jitter(negative ? o.nullMs : o.ttlMs);
-  const swrMs = negative ? 0 : o.swrMs;
-  const sieMs = negative ? 0 : o.sieMs;
-  return {
-    status: 0,
-    headers: [],
-    body,
-    etag: undefined,
-    createdAt: Date.now(),
-    ttlMs: freshMs + swrMs + sieMs,
-    freshMs,
-    swrMs,
-    sieMs,
-    tags: o.tags,
-    negative,
-  };
-}
-
-function resolveWrap<T>(options: WrapOptions<T>): ResolvedWrap<T> {
-  if (!options || typeof options !== 'object' || options.ttl === undefined) {
-    throw optionError('ttl', 'is required for cache.wrap', "Pass { ttl: '10m' }.");
-  }
-  checkKnownOptions(options, WRAP_KNOWN, 'cache.wrap');
-  const tags = options.tags ?? [];
-  if (!isStringList(tags)) {
-    throw optionError('tags', `must be an array of strings; got ${shown(options.tags)}`);
-  }
-  const serializer = options.serializer ?? (JSON_SERIALIZER as Serializer<T>);
-  if (typeof serializer.serialize !== 'function' || typeof serializer.deserialize !== 'function') {
-    throw optionError('serializer', 'must have serialize(value) and deserialize(buffer) functions');
-  }
-  return {
-    ttlMs: toMs(options.ttl, 'ttl'),
-    swrMs: toMs(options.staleWhileRevalidate ?? 0, 'staleWhileRevalidate', { allowZero: true }),
-    sieMs: toMs(options.staleIfError ?? 0, 'staleIfError', { allowZero: true }),
-    nullMs: toMs(options.cacheNullFor ?? 0, 'cacheNullFor', { allowZero: true }),
-    tags,
-    serializer,
-  };
-}
-
-/** Creates a cache: `wrap()` for function results, shareable by `cacheResponse({ cache })` middlewares. */
-export function createCache(options: CreateCacheOptions): Cache {
-  return new Cache(resolveCacheOptions(options));
 }
