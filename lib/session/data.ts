@@ -85,3 +85,23 @@ export function bodyOf(session: SessionData): string {
   const { cookie: _cookie, ...data } = session;
   return JSON.stringify(data);
 }
+
+/**
+ * The session's own lifetime, not the cookie's time left: every write goes with a cookie sent
+ * afresh (touched), and a remaining time that drifts by a millisecond would no longer match the
+ * lifetime on the next read, costing that request a second round trip. `defaultMs`: the store's ttl.
+ */
+export function ttlOf(session: SessionData, defaultMs: number): number {
+  const own = lifetimeOf(session);
+  return typeof own === 'number' && own > 0 ? Math.ceil(own) : defaultMs;
+}
+
+/**
+ * A handler set `cookie.maxAge` to 0 or less: the browser drops the cookie it gets, so the session
+ * ends here too, as connect-redis does; kept for the store's ttl, a copy of that cookie would
+ * still open it.
+ */
+export function endsNow(session: SessionData): boolean {
+  const lifetime = lifetimeOf(session);
+  return typeof lifetime === 'number' && lifetime <= 0;
+}

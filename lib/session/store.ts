@@ -1,17 +1,17 @@
 import type { Request } from 'express';
 import { type SessionData, Store } from 'express-session';
 import type { RedisClient } from '../client';
-import { RedisTimeoutError } from '../errors';
 import { emitKitEvent } from '../events';
-import { clientTimeoutMs, didNotRun, guarded } from '../guarded';
+import { didNotRun, guarded } from '../guarded';
 import { RedisClock } from '../redis-clock';
 import { runScript } from '../scripts';
 import { newToken } from '../token';
-import { bodyOf, forgetInRequest, lifetimeOf, parseSession, sameLifetime, userIdOf } from './data';
+import { bodyOf, endsNow, forgetInRequest, parseSession, sameLifetime, ttlOf } from './data';
 import { EndedHere } from './ended-here';
 import { IndexClaims } from './index-claims';
 import { RequestMarks } from './request-marks';
-import { DESTROY, LOAD, SAVE, sessionHandle, sessionKey, TOUCH, userIndexKey } from './scripts';
+import { type SaveContext, saveSession } from './save';
+import { DESTROY, LOAD, sessionHandle, sessionKey, TOUCH, userIndexKey } from './scripts';
 import { removeFromUserIndex, unlistFailed } from './user-index';
 
 export interface StoreSettings {
@@ -27,8 +27,6 @@ export interface StoreSettings {
 
 type Callback<T = unknown> = (err?: unknown, value?: T) => void;
 
-const MAX_USER_AGENT = 256;
-
 /**
  * express-session store over ioredis. Every call runs through `guarded()` (timeout + shared breaker)
  * and errors reach express-session, which hands them to the middleware as a 503 instead of starting
@@ -36,7 +34,7 @@ const MAX_USER_AGENT = 256;
  *
  * Its three parts, each one script per call (scripts.ts):
  * - reading: `get` → `readAndSlide` (LOAD: read, and slide the expiry in the same call);
- * - writing: `set`/`touch` → `save` (SAVE, with a deadline in Redis time: redis-clock.ts) or
+ * - writing: `set`/`touch` → `save` (SAVE, with a deadline in Redis time: redis-clock.ts; in save.ts) or
  *   `refresh` (TOUCH, the expiry alone);
  * - ending: `destroy` → `remove` (DESTROY leaves a tombstone, then the user index forgets it).
  * The user index claims are index-claims.ts; what each request did with its session is
@@ -48,6 +46,7 @@ export class KitSessionStore extends Store {
   private readonly ended: EndedHere;
   private readonly claims: IndexClaims;
   private readonly clock: RedisClock;
+  private readonly writing: SaveContext;
 
   constructor(private readonly settings: StoreSettings) {
     super();
@@ -59,6 +58,13 @@ export class KitSessionStore extends Store {
       (handles) => this.noteEnded(handles),
       (handles) => this.unnoteEnded(handles),
     );
+    this.writing = {
+      settings,
+      marks: this.marks,
+      claims: this.claims,
+      clock: this.clock,
+      remove: (sid) => this.remove(sid),
+    };
   }
 
   /** Notes sessions (by handle) this process is ending (see ended-here.ts). */
@@ -203,78 +209,15 @@ export class KitSessionStore extends Store {
   }
 
   /** Writes the session; `false` when it had been destroyed meanwhile (the write is dropped). */
-  async save(sid: string, session: SessionData): Promise<boolean> {
-    if (endsNow(session)) {
-      await this.remove(sid);
-      return true;
-    }
-    const { redis, prefix } = this.settings;
-    const ttl = this.ttlOf(session);
-    const userId = userIdOf(session);
-    const req = (session as { req?: Request }).req;
-    const userAgent = (req?.headers?.['user-agent'] ?? '').slice(0, MAX_USER_AGENT);
-    const key = sessionKey(prefix, sid);
-    // A session read from Redis must still be there to be written: a slow request that outlived a
-    // logout (and its tombstone) must not bring it back. Only a new id (a login) may create a key.
-    // So must one written earlier in this request (a login's, given a "remember me" maxAge after):
-    // its second write is an update, not a second login (no second count, no second cap).
-    const mustExist = this.marks.loadedAs(req, sid) || this.marks.wasWritten(session) ? '1' : '';
-    const data = JSON.stringify(session);
-    // A login's new session is listed before it exists: a logoutAll() meanwhile then finds (and
-    // tombstones) it, and a write whose reply was lost and that ioredis sent again, which finds its
-    // own index claim and answers "indexed already", cannot leave it unlisted.
-    const creating = mustExist === '' && userId !== '';
-    // So is a session that becomes this user's by this write: passport's login saves the session,
-    // then the app sets `userId` on it; an app may switch the user of a loaded one. Written first, a
-    // logoutAll() between the write and the listing would miss it.
-    if (creating || (userId !== '' && this.ownerBefore(session) !== userId)) {
-      await this.claims.list(key, userId, sid, ttl);
-    }
-    // A write that comes after the store gave up on it (a 503 went out, and the client may retry the
-    // change) must not apply: Redis refuses it past the moment this wait ends.
-    // The wait ends at the store's timeout, or sooner at the client's own commandTimeout.
-    const waitMs = Math.min(this.settings.timeoutMs, clientTimeoutMs(redis) ?? Number.POSITIVE_INFINITY);
-    const deadline = this.clock.deadline(key, waitMs) ?? '';
-    const [refresh, now, vouchedUntil] = await this.claims.claiming(key, (token) =>
-      runScript<[number, number, number?]>(
-        redis,
-        SAVE,
-        [key],
-        [data, ttl, userId, userAgent, mustExist, token, deadline],
-      ),
-    );
-    this.clock.note(key, now);
-    if (refresh === -2) throw new RedisTimeoutError(this.settings.timeoutMs);
-    if (refresh === -1) {
-      emitKitEvent({ component: 'session', type: 'late-write-dropped' });
-      // Kept in the request, only marked: a handler's own `req.session.save(cb)` (passport's logout
-      // calls `req.session.regenerate()` in it) must still find a session there. Its end then sends
-      // no cookie for it and writes nothing (see commit.ts).
-      this.marks.markDropped(session);
-      return false;
-    }
-    // The cap only once the session is written: see evictSessions.
-    if (creating) await this.claims.cap(userId, sid, undefined, now);
-    else if (refresh === 1) await this.claims.index(key, userId, sid, ttl, vouchedUntil);
-    return true;
-  }
-
-  /** The user the session belonged to as written (or read) last in this request; undefined if unknown. */
-  private ownerBefore(session: SessionData): string | undefined {
-    const body = this.marks.writtenAs(session)?.body ?? this.marks.loadedBody(session);
-    if (body === undefined) return undefined;
-    try {
-      return userIdOf(JSON.parse(body) as SessionData);
-    } catch {
-      return undefined;
-    }
+  save(sid: string, session: SessionData): Promise<boolean> {
+    return saveSession(this.writing, sid, session);
   }
 
   /** Extends the session's TTL without rewriting its data; a vanished session is left vanished. */
   async refresh(sid: string, session: SessionData): Promise<void> {
     if (endsNow(session)) return this.remove(sid);
     const { redis, prefix } = this.settings;
-    const ttl = this.ttlOf(session);
+    const ttl = ttlOf(session, this.settings.ttlMs);
     const key = sessionKey(prefix, sid);
     const [refresh, userId, vouchedUntil] = await this.claims.claiming(key, (token) =>
       runScript<[number, string, number?]>(redis, TOUCH, [key], [ttl, token]),
@@ -316,26 +259,6 @@ export class KitSessionStore extends Store {
       removeFromUserIndex(redis, prefix, String(owner), [sessionHandle(sid)]),
     ).catch(unlistFailed);
   }
-
-  /**
-   * The session's own lifetime, not the cookie's time left: every write goes with a cookie sent
-   * afresh (touched), and a remaining time that drifts by a millisecond would no longer match the
-   * lifetime on the next read, costing that request a second round trip.
-   */
-  private ttlOf(session: SessionData): number {
-    const own = lifetimeOf(session);
-    return typeof own === 'number' && own > 0 ? Math.ceil(own) : this.settings.ttlMs;
-  }
-}
-
-/**
- * A handler set `cookie.maxAge` to 0 or less: the browser drops the cookie it gets, so the session
- * ends here too, as connect-redis does; kept for the store's ttl, a copy of that cookie would
- * still open it.
- */
-function endsNow(session: SessionData): boolean {
-  const lifetime = lifetimeOf(session);
-  return typeof lifetime === 'number' && lifetime <= 0;
 }
 
 function isWrongType(error: unknown): boolean {
