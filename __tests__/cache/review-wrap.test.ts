@@ -235,3 +235,106 @@ describe('cache.wrap with the longest lockTimeout (2^31 - 1 ms)', () => {
     }
   });
 });
+
+describe('cache.wrap: a background refresh whose fn takes longer than 3 × lockTimeout', () => {
+  const options = { ttl: 300, staleWhileRevalidate: '1m' };
+  /** Two instances (l1 off, as two processes), and an entry of `key` already stale. */
+  async function staleEntry(key: string) {
+    const make = () =>
+      createCache({
+        redis: redis.client(),
+        l1: false,
+        jitter: 0,
+        lockTimeout: '100ms',
+        logger: quietLogger(),
+      });
+    const [a, b] = [make(), make()];
+    expect(await a.wrap(key, async () => 'first', options)).toBe('first');
+    await sleep(350);
+    return { a, b };
+  }
+
+  it('never settling: lets go of the fill lock, so another instance refreshes the entry', async () => {
+    const { a, b } = await staleEntry('hung-refresh');
+    const events = captureEvents('cache');
+    try {
+      let runs = 0;
+      const hung = () => {
+        runs++;
+        return new Promise<string>(() => {});
+      };
+      expect(await a.wrap('hung-refresh', hung, options)).toBe('first');
+      const lock = lockKeyOf(valueKey('erk:', 'hung-refresh'));
+      await eventually(async () => (await admin.exists(lock)) === 1, 'the refresh to take the lock');
+      await eventually(
+        async () => (await admin.exists(lock)) === 0,
+        'the hung refresh to let go of the lock',
+      );
+      expect(events.events.filter((e) => e.type === 'refresh-slow')).toMatchObject([
+        { key: valueKey('erk:', 'hung-refresh') },
+      ]);
+      // This instance does not pile another run on the hung one.
+      expect(await a.wrap('hung-refresh', hung, options)).toBe('first');
+      expect(runs).toBe(1);
+      expect(await b.wrap('hung-refresh', async () => 'second', options)).toBe('first');
+      await eventually(
+        async () => (await b.wrap('hung-refresh', async () => 'third', options)) === 'second',
+        "the other instance's refresh to land",
+      );
+    } finally {
+      events.stop();
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it('settling late: still stores its value, without the lock', async () => {
+    const { a, b } = await staleEntry('slow-refresh');
+    try {
+      let finish!: (v: string) => void;
+      expect(await a.wrap('slow-refresh', () => new Promise<string>((r) => (finish = r)), options)).toBe(
+        'first',
+      );
+      const lock = lockKeyOf(valueKey('erk:', 'slow-refresh'));
+      await eventually(async () => (await admin.exists(lock)) === 1, 'the refresh to take the lock');
+      await eventually(
+        async () => (await admin.exists(lock)) === 0,
+        'the slow refresh to let go of the lock',
+      );
+      finish('late');
+      // b's own refreshes fail, so whatever b reads is what a's refresh stored.
+      const failing = async (): Promise<string> => {
+        throw new Error('origin down');
+      };
+      await eventually(
+        async () => (await b.wrap('slow-refresh', failing, options)) === 'late',
+        'the late value to be stored',
+      );
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it('settling late after an invalidation of its key: stores nothing', async () => {
+    const { a, b } = await staleEntry('slow-invalidated');
+    try {
+      let finish!: (v: string) => void;
+      expect(await a.wrap('slow-invalidated', () => new Promise<string>((r) => (finish = r)), options)).toBe(
+        'first',
+      );
+      const lock = lockKeyOf(valueKey('erk:', 'slow-invalidated'));
+      await eventually(async () => (await admin.exists(lock)) === 1, 'the refresh to take the lock');
+      await eventually(
+        async () => (await admin.exists(lock)) === 0,
+        'the slow refresh to let go of the lock',
+      );
+      await b.invalidate({ keys: ['slow-invalidated'] });
+      finish('read before the invalidation');
+      await sleep(100);
+      expect(await b.wrap('slow-invalidated', async () => 'fresh', options)).toBe('fresh');
+      await sleep(100);
+      expect(await b.wrap('slow-invalidated', async () => 'not called', options)).toBe('fresh');
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+});

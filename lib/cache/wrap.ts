@@ -1,3 +1,4 @@
+import { MAX_TIMER_MS } from '../duration';
 import { newToken } from '../token';
 import { type Acquired, CacheCore } from './core';
 import type { Entry } from './entry';
@@ -236,26 +237,43 @@ export class Cache extends CacheCore {
       if (since === undefined) return;
       const heard = this.heard;
       const stop = this.holdLock(redisKey, token);
+      // Past the wait every caller gives up after, the lock goes, so that an fn that never settles
+      // does not keep every instance from refreshing (and their misses waiting) for ever. This
+      // instance's flag stays until fn settles, so it never runs a second fn beside a slow one.
+      let held = token;
+      const letGo = setTimeout(
+        () => {
+          held = '';
+          stop();
+          this.releaseFill(redisKey, token);
+          this.event('refresh-slow', { key: redisKey });
+        },
+        Math.min(3 * this.options.lockTimeoutMs, MAX_TIMER_MS),
+      );
+      letGo.unref?.();
       let value: T;
       try {
         value = await fn();
       } catch (error) {
-        this.releaseFill(redisKey, token);
+        this.releaseFill(redisKey, held);
         throw error;
       } finally {
+        clearTimeout(letGo);
         stop();
       }
       let entry: Entry | undefined;
       try {
         entry = toEntry(value, o, (ms) => this.jittered(ms));
       } catch (error) {
-        this.releaseFill(redisKey, token);
+        this.releaseFill(redisKey, held);
         this.unserializable(redisKey, error);
         return;
       }
-      if (!entry) return this.releaseFill(redisKey, token);
+      if (!entry) return this.releaseFill(redisKey, held);
       this.event('refresh', { key: redisKey });
-      if ((await this.store(redisKey, entry, token, undefined, since)) === 'stored') {
+      // A slow fn's value is stored without the lock, as a fill that gave up waiting stores: dropped
+      // when the key was invalidated since the refresh began, else the last write wins.
+      if ((await this.store(redisKey, entry, held, undefined, since)) === 'stored') {
         this.l1?.set(redisKey, toRec(entry, redisKey, 0, Date.now()), Date.now(), heard);
       }
     };
