@@ -1,6 +1,6 @@
 import type Redis from 'ioredis';
 import { createCache } from '../../lib/cache';
-import { lockKeyOf, valueKey } from '../../lib/cache/key';
+import { invalidatedKeyOf, lockKeyOf, valueKey } from '../../lib/cache/key';
 import { captureEvents } from '../helpers/events';
 import { eventually, useRedisServer } from '../helpers/redis';
 import { quietLogger, sleep } from './helpers';
@@ -238,20 +238,27 @@ describe('cache.wrap with the longest lockTimeout (2^31 - 1 ms)', () => {
 
 describe('cache.wrap: a background refresh whose fn takes longer than 3 × lockTimeout', () => {
   const options = { ttl: 300, staleWhileRevalidate: '1m' };
-  /** Two instances (l1 off, as two processes), and an entry of `key` already stale. */
-  async function staleEntry(key: string) {
-    const make = () =>
+  /** Two instances (l1 off unless asked, as two processes), and an entry of `key` already stale. */
+  async function staleEntry(key: string, l1: false | { max: number } = false) {
+    const make = (withL1: false | { max: number }) =>
       createCache({
         redis: redis.client(),
-        l1: false,
+        l1: withL1,
         jitter: 0,
         lockTimeout: '100ms',
         logger: quietLogger(),
       });
-    const [a, b] = [make(), make()];
+    const [a, b] = [make(l1), make(false)];
     expect(await a.wrap(key, async () => 'first', options)).toBe('first');
     await sleep(350);
     return { a, b };
+  }
+
+  /** Waits for a's refresh of `key` to take the fill lock, then for it to let go of it. */
+  async function letGo(key: string) {
+    const lock = lockKeyOf(valueKey('erk:', key));
+    await eventually(async () => (await admin.exists(lock)) === 1, 'the refresh to take the lock');
+    await eventually(async () => (await admin.exists(lock)) === 0, 'the slow refresh to let go of the lock');
   }
 
   it('never settling: lets go of the fill lock, so another instance refreshes the entry', async () => {
@@ -333,6 +340,69 @@ describe('cache.wrap: a background refresh whose fn takes longer than 3 × lockT
       expect(await b.wrap('slow-invalidated', async () => 'fresh', options)).toBe('fresh');
       await sleep(100);
       expect(await b.wrap('slow-invalidated', async () => 'not called', options)).toBe('fresh');
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it('settling late, after a newer fill in this instance: leaves the newer entry', async () => {
+    const { a, b } = await staleEntry('slow-overtaken');
+    try {
+      let finish!: (v: string) => void;
+      expect(await a.wrap('slow-overtaken', () => new Promise<string>((r) => (finish = r)), options)).toBe(
+        'first',
+      );
+      await letGo('slow-overtaken');
+      // The stale entry goes (its stale window ended, say): the next call fills from newer data.
+      await admin.del(valueKey('erk:', 'slow-overtaken'));
+      expect(await a.wrap('slow-overtaken', async () => 'newer', options)).toBe('newer');
+      finish('older');
+      await sleep(150);
+      expect(await b.wrap('slow-overtaken', async () => 'not called', options)).toBe('newer');
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it('settling late after an invalidation whose mark has expired (fn slower than a minute): stores nothing', async () => {
+    const { a, b } = await staleEntry('slow-old-invalidation');
+    try {
+      let finish!: (v: string) => void;
+      expect(
+        await a.wrap('slow-old-invalidation', () => new Promise<string>((r) => (finish = r)), options),
+      ).toBe('first');
+      const lock = lockKeyOf(valueKey('erk:', 'slow-old-invalidation'));
+      await eventually(async () => (await admin.exists(lock)) === 1, 'the refresh to take the lock');
+      await b.invalidate({ keys: ['slow-old-invalidation'] });
+      await eventually(async () => (await admin.exists(lock)) === 0, 'the lock to go');
+      await sleep(400); // past the let-go
+      // The invalidation's mark lives max(60 s, 3 × lockTimeout): as if that had passed.
+      expect(await admin.del(invalidatedKeyOf(valueKey('erk:', 'slow-old-invalidation')))).toBe(1);
+      finish('read before the invalidation');
+      await sleep(150);
+      expect(await b.wrap('slow-old-invalidation', async () => 'fresh', options)).toBe('fresh');
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it("with L1: once it let go, the instance takes another instance's refresh from Redis over its stale copy", async () => {
+    const { a, b } = await staleEntry('slow-l1', { max: 100 });
+    try {
+      let runs = 0;
+      const hung = () => {
+        runs++;
+        return new Promise<string>(() => {});
+      };
+      expect(await a.wrap('slow-l1', hung, options)).toBe('first');
+      await letGo('slow-l1');
+      expect(await b.wrap('slow-l1', async () => 'second', options)).toBe('first');
+      await eventually(
+        async () => (await b.wrap('slow-l1', async () => 'third', options)) === 'second',
+        "the other instance's refresh to land",
+      );
+      await eventually(async () => (await a.wrap('slow-l1', hung, options)) === 'second', 'a to take it');
+      expect(runs).toBe(1);
     } finally {
       await Promise.all([a.close(), b.close()]);
     }

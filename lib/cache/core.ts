@@ -287,6 +287,7 @@ export class CacheCore {
     token: string,
     vary: FillVary | undefined,
     since?: number,
+    replaces?: number,
   ): Promise<StoreOutcome> {
     return storeFill(
       {
@@ -301,6 +302,7 @@ export class CacheCore {
       token,
       vary,
       since,
+      replaces,
     );
   }
 

@@ -47,6 +47,7 @@ export async function storeFill(
   token: string,
   vary: FillVary | undefined,
   since?: number,
+  replaces?: number,
 ): Promise<StoreOutcome> {
   const { redis } = ctx.options;
   try {
@@ -77,12 +78,17 @@ export async function storeFill(
         vary?.values ?? [],
         generation,
         since,
+        replaces,
       ),
     );
     if (reply === '') {
       // The fill lost its lock, most likely to an invalidation while the origin ran: what it read
-      // may be older than the write that invalidated it, so it must not become the entry.
-      ctx.event('store-dropped', { key: redisKey, reason: 'lock-lost' });
+      // may be older than the write that invalidated it, so it must not become the entry. Or (with
+      // `replaces`) the entry it was to replace is gone: invalidated, expired or newer.
+      ctx.event('store-dropped', {
+        key: redisKey,
+        reason: replaces === undefined ? 'lock-lost' : 'replaced',
+      });
       return 'dropped';
     }
     const written = ctx.strip(reply);

@@ -58,18 +58,25 @@ return {1, v, redis.call('PTTL', key), key}`,
 );
 
 // KEYS: entry, lock, key-invalidation mark. ARGV: value, ttl ms, lock token ('' = none), vary names
-// csv ('' = none), new generation, the fill's start (Redis ms, '' = unknown), then the request header
-// values in names order. Returns the key written, or '' when the fill no longer holds its lock: an
-// invalidation deleted it while the origin ran (the value may predate the write that invalidated
-// it), or it expired and another fill took over; and, for a fill without a lock, when the key was
-// invalidated since it started.
+// csv ('' = none), new generation, the fill's start (Redis ms, '' = unknown), the createdAt of the
+// entry this one must replace ('' = any), then the request header values in names order. Returns the
+// key written, or '' when the fill no longer holds its lock: an invalidation deleted it while the
+// origin ran (the value may predate the write that invalidated it), or it expired and another fill
+// took over; for a fill without a lock, when the key was invalidated since it started; and with a
+// createdAt, when the entry there is no longer that one (deleted, or replaced by a newer fill).
 const STORE = defineScript(
-  'cache_store_v2',
+  'cache_store_v3',
   3,
   `if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[3] then return '' end
 if ARGV[3] == '' and ARGV[6] ~= '' then
   local inv = redis.call('GET', KEYS[3])
   if inv and tonumber(inv) >= tonumber(ARGV[6]) then return '' end
+end
+if ARGV[7] ~= '' then
+  local cur = redis.call('GET', KEYS[1])
+  if not cur or string.sub(cur, 1, 4) ~= 'ERK1' or #cur < 8 then return '' end
+  local ok, meta = pcall(cjson.decode, string.sub(cur, 9, 8 + struct.unpack('>I4', cur, 5)))
+  if not ok or type(meta) ~= 'table' or meta.c ~= tonumber(ARGV[7]) then return '' end
 end
 local key = KEYS[1]
 local ttl = tonumber(ARGV[2])
@@ -87,7 +94,7 @@ if ARGV[4] ~= '' then
     redis.call('SET', KEYS[1], 'ERKV' .. gen .. '\\n' .. ARGV[4], 'PX', ttl)
   end
   local parts = {}
-  for i = 7, #ARGV do parts[#parts + 1] = ARGV[i] end
+  for i = 8, #ARGV do parts[#parts + 1] = ARGV[i] end
   key = KEYS[1] .. ':v:' .. gen .. ':' .. redis.sha1hex(table.concat(parts, '\\n'))
 end
 redis.call('SET', key, ARGV[1], 'PX', ttl)
@@ -163,7 +170,8 @@ export function markNoStore(
 
 /**
  * Writes an entry (or a variant behind its marker) and releases the fill lock, if `token` (when
- * given) still owns it. Resolves '' when it did not, and nothing was written.
+ * given) still owns it, and (with `replaces`) if the entry there is still the one created then.
+ * Resolves '' when not, and nothing was written.
  */
 export function storeEntry(
   redis: RedisClient,
@@ -175,12 +183,13 @@ export function storeEntry(
   varyValues: readonly string[],
   generation: string,
   since: number | undefined,
+  replaces?: number,
 ): Promise<string> {
   return runScript<string>(
     redis,
     STORE,
     [key, lockKeyOf(key), invalidatedKeyOf(key)],
-    [value, ttlMs, token, varyNames.join(','), generation, since ?? '', ...varyValues],
+    [value, ttlMs, token, varyNames.join(','), generation, since ?? '', replaces ?? '', ...varyValues],
   );
 }
 

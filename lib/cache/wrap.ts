@@ -29,7 +29,8 @@ export class Cache extends CacheCore {
     string,
     { flight: Promise<Flight>; heard: number; lease: { abandon?: () => void } }
   >();
-  private readonly refreshing = new Set<string>();
+  /** Background refreshes running here; `slow`: it let go of its lock (refresh-slow). */
+  private readonly refreshing = new Map<string, { slow: boolean; looking: boolean }>();
 
   /**
    * Returns the cached value of `key`, or runs `fn` once (across concurrent callers in this process
@@ -61,7 +62,7 @@ export class Cache extends CacheCore {
       }
       if (now < local.swrUntil) {
         this.event('stale', { key: redisKey });
-        this.refresh(redisKey, fn, o, true);
+        this.refresh(redisKey, fn, o, local, true);
         return decodeValue(local, o);
       }
     }
@@ -135,7 +136,7 @@ export class Cache extends CacheCore {
       if (now < rec.freshUntil) this.event('hit', { key: redisKey });
       else {
         this.event('stale', { key: redisKey });
-        this.refresh(redisKey, fn, o);
+        this.refresh(redisKey, fn, o, rec);
       }
       return { value: decodeValue(rec, o), rec };
     }
@@ -219,9 +220,35 @@ export class Cache extends CacheCore {
    * When the stale copy came from L1, another instance may have refreshed Redis already: that value
    * is taken instead of running `fn` once more per instance.
    */
-  private refresh<T>(redisKey: string, fn: () => T | Promise<T>, o: ResolvedWrap<T>, fromL1 = false): void {
-    if (this.refreshing.has(redisKey)) return;
-    this.refreshing.add(redisKey);
+  private refresh<T>(
+    redisKey: string,
+    fn: () => T | Promise<T>,
+    o: ResolvedWrap<T>,
+    stale: Rec,
+    fromL1 = false,
+  ): void {
+    const running = this.refreshing.get(redisKey);
+    if (running) {
+      // Once this refresh has let go of its lock, another instance may refresh Redis: a stale L1 copy
+      // would hide that for the rest of the stale window. One look at a time, not one per read.
+      if (fromL1 && running.slow && !running.looking) {
+        running.looking = true;
+        const heard = this.heard;
+        this.freshInRedis(redisKey, undefined)
+          .then((fresh) => {
+            if (!fresh) return;
+            this.l1?.set(redisKey, fresh, Date.now(), heard);
+            this.event('refresh-from-redis', { key: redisKey });
+          })
+          .catch(() => {})
+          .finally(() => {
+            running.looking = false;
+          });
+      }
+      return;
+    }
+    const state = { slow: false, looking: false };
+    this.refreshing.set(redisKey, state);
     const token = newToken();
     const run = async () => {
       if (fromL1) {
@@ -239,11 +266,12 @@ export class Cache extends CacheCore {
       const stop = this.holdLock(redisKey, token);
       // Past the wait every caller gives up after, the lock goes, so that an fn that never settles
       // does not keep every instance from refreshing (and their misses waiting) for ever. This
-      // instance's flag stays until fn settles, so it never runs a second fn beside a slow one.
+      // instance starts no second refresh of the key while fn runs.
       let held = token;
       const letGo = setTimeout(
         () => {
           held = '';
+          state.slow = true;
           stop();
           this.releaseFill(redisKey, token);
           this.event('refresh-slow', { key: redisKey });
@@ -271,9 +299,10 @@ export class Cache extends CacheCore {
       }
       if (!entry) return this.releaseFill(redisKey, held);
       this.event('refresh', { key: redisKey });
-      // A slow fn's value is stored without the lock, as a fill that gave up waiting stores: dropped
-      // when the key was invalidated since the refresh began, else the last write wins.
-      if ((await this.store(redisKey, entry, held, undefined, since)) === 'stored') {
+      // A slow fn's value, without the lock, replaces only the stale entry it was run for: not one an
+      // invalidation deleted (however long ago), nor a newer one another fill stored since.
+      const replaces = held ? undefined : stale.entry.createdAt;
+      if ((await this.store(redisKey, entry, held, undefined, since, replaces)) === 'stored') {
         this.l1?.set(redisKey, toRec(entry, redisKey, 0, Date.now()), Date.now(), heard);
       }
     };
@@ -284,7 +313,9 @@ export class Cache extends CacheCore {
           'background refresh failed; stale value kept',
         ),
       )
-      .finally(() => this.refreshing.delete(redisKey));
+      .finally(() => {
+        if (this.refreshing.get(redisKey) === state) this.refreshing.delete(redisKey);
+      });
   }
 }
 
