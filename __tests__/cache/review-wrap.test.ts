@@ -239,7 +239,7 @@ describe('cache.wrap with the longest lockTimeout (2^31 - 1 ms)', () => {
 describe('cache.wrap: a background refresh whose fn takes longer than 3 × lockTimeout', () => {
   const options = { ttl: 300, staleWhileRevalidate: '1m' };
   /** Two instances (l1 off unless asked, as two processes), and an entry of `key` already stale. */
-  async function staleEntry(key: string, l1: false | { max: number } = false) {
+  async function staleEntry(key: string, l1: false | { max: number } = false, first = options) {
     const make = (withL1: false | { max: number }) =>
       createCache({
         redis: redis.client(),
@@ -249,10 +249,16 @@ describe('cache.wrap: a background refresh whose fn takes longer than 3 × lockT
         logger: quietLogger(),
       });
     const [a, b] = [make(l1), make(false)];
-    expect(await a.wrap(key, async () => 'first', options)).toBe('first');
+    await a.ready(); // L1 keeps what it is given once the instance hears invalidations
+    expect(await a.wrap(key, async () => 'first', first)).toBe('first');
     await sleep(350);
     return { a, b };
   }
+
+  /** An origin that is down: whatever an instance calling it reads is what another stored. */
+  const failing = async (): Promise<string> => {
+    throw new Error('origin down');
+  };
 
   /** Waits for a's refresh of `key` to take the fill lock, then for it to let go of it. */
   async function letGo(key: string) {
@@ -309,9 +315,6 @@ describe('cache.wrap: a background refresh whose fn takes longer than 3 × lockT
       );
       finish('late');
       // b's own refreshes fail, so whatever b reads is what a's refresh stored.
-      const failing = async (): Promise<string> => {
-        throw new Error('origin down');
-      };
       await eventually(
         async () => (await b.wrap('slow-refresh', failing, options)) === 'late',
         'the late value to be stored',
@@ -403,6 +406,50 @@ describe('cache.wrap: a background refresh whose fn takes longer than 3 × lockT
       );
       await eventually(async () => (await a.wrap('slow-l1', hung, options)) === 'second', 'a to take it');
       expect(runs).toBe(1);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it('settling late, its stale L1 copy older than the (also stale) entry in Redis: still stores', async () => {
+    const { a, b } = await staleEntry('slow-l1-older', { max: 100 });
+    try {
+      // b refreshes Redis (a's L1 keeps the first entry); then that one goes stale too.
+      expect(await b.wrap('slow-l1-older', async () => 'second', options)).toBe('first');
+      await eventually(
+        async () => (await b.wrap('slow-l1-older', failing, options)) === 'second',
+        "b's refresh to land",
+      );
+      await sleep(350);
+      let finish!: (v: string) => void;
+      expect(await a.wrap('slow-l1-older', () => new Promise<string>((r) => (finish = r)), options)).toBe(
+        'first',
+      );
+      await letGo('slow-l1-older');
+      finish('third');
+      await eventually(
+        async () => (await b.wrap('slow-l1-older', failing, options)) === 'third',
+        'the late value to be stored',
+      );
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it('settling late, with a tag Redis cannot read as JSON (a lone surrogate): still stores', async () => {
+    const tagged = { ...options, tags: ['title:\ud83d'] };
+    const { a, b } = await staleEntry('slow-surrogate', false, tagged);
+    try {
+      let finish!: (v: string) => void;
+      expect(await a.wrap('slow-surrogate', () => new Promise<string>((r) => (finish = r)), tagged)).toBe(
+        'first',
+      );
+      await letGo('slow-surrogate');
+      finish('late');
+      await eventually(
+        async () => (await b.wrap('slow-surrogate', failing, tagged)) === 'late',
+        'the late value to be stored',
+      );
     } finally {
       await Promise.all([a.close(), b.close()]);
     }

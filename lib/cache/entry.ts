@@ -76,6 +76,7 @@ export function encodeEntry(entry: Entry): Buffer {
     v: 1,
     s: entry.status,
     h: entry.headers,
+    // Right after "h": the store script finds it there as text (store.ts, STORE).
     c: entry.createdAt,
     t: entry.ttlMs,
     f: entry.freshMs,

@@ -64,6 +64,9 @@ return {1, v, redis.call('PTTL', key), key}`,
 // origin ran (the value may predate the write that invalidated it), or it expired and another fill
 // took over; for a fill without a lock, when the key was invalidated since it started; and with a
 // createdAt, when the entry there is no longer that one (deleted, or replaced by a newer fill).
+// createdAt is matched as text, not decoded: cjson refuses JSON that JavaScript writes (a lone
+// surrogate in a tag). encodeEntry writes "c" right after the headers' list, and a quote inside a
+// JSON string is escaped, so the first `],"c":` is the field.
 const STORE = defineScript(
   'cache_store_v3',
   3,
@@ -75,8 +78,8 @@ end
 if ARGV[7] ~= '' then
   local cur = redis.call('GET', KEYS[1])
   if not cur or string.sub(cur, 1, 4) ~= 'ERK1' or #cur < 8 then return '' end
-  local ok, meta = pcall(cjson.decode, string.sub(cur, 9, 8 + struct.unpack('>I4', cur, 5)))
-  if not ok or type(meta) ~= 'table' or meta.c ~= tonumber(ARGV[7]) then return '' end
+  local meta = string.sub(cur, 9, 8 + struct.unpack('>I4', cur, 5))
+  if string.match(meta, '%],"c":(%d+),"t":') ~= ARGV[7] then return '' end
 end
 local key = KEYS[1]
 local ttl = tonumber(ARGV[2])

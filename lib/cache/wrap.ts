@@ -251,14 +251,16 @@ export class Cache extends CacheCore {
     this.refreshing.set(redisKey, state);
     const token = newToken();
     const run = async () => {
+      let replacing = stale.entry.createdAt;
       if (fromL1) {
         const heard = this.heard;
-        const fresh = await this.freshInRedis(redisKey, undefined);
-        if (fresh) {
-          this.l1?.set(redisKey, fresh, Date.now(), heard);
+        const found = await this.fetch(redisKey, undefined, '');
+        if (found.kind === 'hit' && Date.now() < found.rec.freshUntil) {
+          this.l1?.set(redisKey, found.rec, Date.now(), heard);
           this.event('refresh-from-redis', { key: redisKey });
           return;
         }
+        if (found.kind === 'hit') replacing = found.rec.entry.createdAt;
       }
       const since = await this.tryLock(redisKey, token);
       if (since === undefined) return;
@@ -301,7 +303,7 @@ export class Cache extends CacheCore {
       this.event('refresh', { key: redisKey });
       // A slow fn's value, without the lock, replaces only the stale entry it was run for: not one an
       // invalidation deleted (however long ago), nor a newer one another fill stored since.
-      const replaces = held ? undefined : stale.entry.createdAt;
+      const replaces = held ? undefined : replacing;
       if ((await this.store(redisKey, entry, held, undefined, since, replaces)) === 'stored') {
         this.l1?.set(redisKey, toRec(entry, redisKey, 0, Date.now()), Date.now(), heard);
       }
