@@ -460,8 +460,8 @@ describe('redisSession races', () => {
     await new Browser().fetch(`${url}/login?user=warm-up`, { method: 'POST' });
     await new Browser().fetch(`${url}/login?user=warm-up`, { method: 'POST' }); // warms the cap's DESTROY
     const client = redis as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
-    const destroy = client.erk_session_destroy_v4!;
-    client.erk_session_destroy_v4 = function (this: unknown, ...args: unknown[]) {
+    const destroy = client.erk_session_destroy_v5!;
+    client.erk_session_destroy_v5 = function (this: unknown, ...args: unknown[]) {
       // The cap's ends (they name the user): refused, as by an ACL.
       if (args[2]) return Promise.reject(new ReplyError('NOPERM this user has no permissions'));
       return destroy.apply(this, args);

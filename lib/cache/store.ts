@@ -198,9 +198,12 @@ export function storeEntry(
 
 // KEYS: a key-invalidation mark. ARGV: its ttl ms. Stamps it with the Redis time.
 const MARK_INVALIDATED = defineScript(
-  'cache_mark_invalidated',
+  'cache_mark_invalidated_v2',
   1,
   `${LUA_NOW_MS}
+-- A DEL first: under OOM Redis refuses only a script's first write that may grow memory, and an
+-- invalidation (which frees memory) must not be refused.
+redis.call('DEL', KEYS[1])
 redis.call('SET', KEYS[1], now_ms, 'PX', ARGV[1])
 return 1`,
 );

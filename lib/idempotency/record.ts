@@ -58,7 +58,7 @@ return {'done', done[1], done[2], done[3], done[4]}
 // `done_by`: a completion that finds its own answer stored is a copy ioredis sent again after the
 // connection dropped before the reply; the first one stored it, so the lease was not lost.
 const COMPLETE = defineScript(
-  'idempotency_complete_v3',
+  'idempotency_complete_v4',
   1,
   `${LUA_NOW_MS}
 local key = KEYS[1]
@@ -72,8 +72,10 @@ elseif head[1] == 'done' and head[3] == ARGV[1] then
 elseif head[2] ~= ARGV[1] then
   return 0
 end
-redis.call('HSET', key, 'state', 'done', 'status', ARGV[2], 'headers', ARGV[3], 'body', ARGV[4], 'message', ARGV[6], 'done_at', now_ms, 'done_by', ARGV[1])
+-- HDEL first: under OOM Redis refuses a script's first write that may grow memory, not later ones,
+-- and an answer lost here runs the handler again on the retry.
 redis.call('HDEL', key, 'owner', 'lease')
+redis.call('HSET', key, 'state', 'done', 'status', ARGV[2], 'headers', ARGV[3], 'body', ARGV[4], 'message', ARGV[6], 'done_at', now_ms, 'done_by', ARGV[1])
 redis.call('PEXPIRE', key, tonumber(ARGV[5]))
 return 1 + took_back
 `,
@@ -102,7 +104,7 @@ return 1
 );
 
 const HEARTBEAT = defineScript(
-  'idempotency_heartbeat_v2',
+  'idempotency_heartbeat_v3',
   1,
   `${LUA_NOW_MS}
 local key = KEYS[1]
@@ -114,8 +116,10 @@ if not head[1] then
   return 2
 end
 if head[2] ~= ARGV[1] then return 0 end
-redis.call('HSET', key, 'lease', now_ms + lock_ms)
+-- PEXPIRE first: under OOM Redis refuses a script's first write that may grow memory, not later
+-- ones, and a lease that lapses lets a retry run the handler beside this run.
 redis.call('PEXPIRE', key, lock_ms)
+redis.call('HSET', key, 'lease', now_ms + lock_ms)
 return 1
 `,
 );

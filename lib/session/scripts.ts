@@ -198,13 +198,16 @@ return 1`,
  * "already gone" for a session it ended itself.
  */
 export const DESTROY = defineScript(
-  'session_destroy_v4',
+  'session_destroy_v5',
   1,
   `local cur = redis.call('HMGET', KEYS[1], 'u', 'x', 'd', 's', 'xt', 'xu')
 local token = ARGV[5] or ''
 if cur[2] and token ~= '' and cur[5] == token then return cur[6] or '' end
 if ARGV[2] ~= '' and (cur[1] ~= ARGV[2] or cur[2]) then
   if not cur[1] and not cur[2] and not cur[3] then
+    -- Under OOM Redis refuses a script's first write that may grow memory, not later ones: a DEL
+    -- first, so that ending a user's sessions is not refused for a session that had already gone.
+    redis.call('DEL', KEYS[1])
     redis.call('HSET', KEYS[1], 'x', '1')
     redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1]))
   end

@@ -1,0 +1,188 @@
+import express from 'express';
+import request from 'supertest';
+import { cacheResponse, createCache } from '../../lib/cache';
+import { idempotency } from '../../lib/idempotency';
+import { redisSession } from '../../lib/session';
+import { quietLogger, sleep } from '../cache/helpers';
+import { captureEvents } from '../helpers/events';
+import { useRedisServer } from '../helpers/redis';
+
+// Under OOM (noeviction) Redis refuses a script at its first write that may grow memory, and lets
+// the rest of a script through once it has written. Writes that end, delete or keep what was
+// already admitted must not be refused: an invalidation, ending sessions, an admitted operation's
+// lease and its stored answer.
+
+const redis = useRedisServer();
+
+async function setOom(on: boolean): Promise<void> {
+  const admin = redis.plain();
+  await admin.config('SET', 'maxmemory-policy', 'noeviction');
+  await admin.config('SET', 'maxmemory', on ? '1' : '0');
+}
+
+async function underOom<T>(run: () => Promise<T>): Promise<T> {
+  await setOom(true);
+  try {
+    return await run();
+  } finally {
+    await setOom(false);
+  }
+}
+
+beforeEach(() => redis.plain().flushall());
+afterEach(() => setOom(false));
+
+describe('cache invalidation by key when Redis memory is full', () => {
+  it('invalidate({ keys }) deletes the entry: the next GET is not the old copy', async () => {
+    let version = 1;
+    const mw = cacheResponse({ redis: redis.client(), ttl: '1m', l1: false, logger: quietLogger() });
+    const app = express();
+    app.get('/item', mw, (_req, res) => void res.send(`v${version}`));
+    await request(app).get('/item');
+    await sleep(100);
+    expect((await request(app).get('/item')).headers['x-cache']).toBe('HIT');
+    version = 2;
+    await underOom(async () => {
+      await mw.invalidate({ keys: ['GET /item'] });
+      expect((await request(app).get('/item')).text).toBe('v2');
+    });
+  });
+
+  it('invalidates(() => ({ tags, keys })) on a write route deletes both', async () => {
+    let version = 1;
+    const mw = cacheResponse({
+      redis: redis.client(),
+      ttl: '1m',
+      l1: false,
+      tags: () => ['item'],
+      logger: quietLogger(),
+    });
+    const app = express();
+    app.get('/item', mw, (_req, res) => void res.send(`v${version}`));
+    app.put(
+      '/item',
+      mw.invalidates(() => ({ tags: ['item'], keys: ['GET /item'] })),
+      (_req, res) => {
+        version++;
+        res.send('saved');
+      },
+    );
+    await request(app).get('/item');
+    await sleep(100);
+    expect((await request(app).get('/item')).headers['x-cache']).toBe('HIT');
+    await underOom(async () => {
+      expect((await request(app).put('/item')).status).toBe(200);
+      expect((await request(app).get('/item')).text).toBe('v2');
+    });
+  });
+
+  it('cache.invalidate({ keys }) deletes a wrap() value', async () => {
+    const cache = createCache({ redis: redis.client(), l1: false, logger: quietLogger() });
+    try {
+      let version = 1;
+      const read = () => cache.wrap('report', async () => `v${version}`, { ttl: '1m' });
+      expect(await read()).toBe('v1');
+      version = 2;
+      await underOom(async () => {
+        await cache.invalidate({ keys: ['report'] });
+        expect(await read()).toBe('v2');
+      });
+    } finally {
+      await cache.close();
+    }
+  });
+});
+
+describe('redisSession logoutAll when Redis memory is full', () => {
+  it('ends the live sessions and says so, also when the index still lists one that expired', async () => {
+    const sessions = redisSession({
+      redis: redis.client(),
+      secret: 'x'.repeat(32),
+      cookie: { secure: false },
+      ttl: 1000,
+    });
+    const app = express();
+    app.use(sessions);
+    app.post('/login', async (req, res) => {
+      await sessions.login(req, { userId: 'u' });
+      res.json({ ok: true });
+    });
+    app.get('/me', (req, res) => void res.json({ u: req.session.userId ?? null }));
+    app.post('/logout-everywhere', async (req, res) => {
+      res.json({ ended: await sessions.logoutAll(req.session.userId!) });
+    });
+    app.use(sessions.handleErrors);
+    const cookieOf = (res: request.Response) =>
+      (res.headers['set-cookie'] as unknown as string[])[0]!.split(';')[0]!;
+    // One device logs in and goes idle: its session expires after 1 s, its index entry stays (2 × ttl).
+    await request(app).post('/login').expect(200);
+    const kept = cookieOf(await request(app).post('/login').expect(200));
+    for (let i = 0; i < 3; i++) {
+      await sleep(400);
+      expect((await request(app).get('/me').set('Cookie', kept)).body).toEqual({ u: 'u' });
+    }
+    const answer = await underOom(() => request(app).post('/logout-everywhere').set('Cookie', kept));
+    const after = (await request(app).get('/me').set('Cookie', kept)).body;
+    expect({ status: answer.status, body: answer.body, after }).toEqual({
+      status: 200,
+      body: { ended: 1 },
+      after: { u: null },
+    });
+  });
+});
+
+describe('idempotency when Redis memory fills while the handler runs', () => {
+  it('keeps the lease of a handler slower than lockTtl: a retry gets 409, not a second run', async () => {
+    let runs = 0;
+    const app = express();
+    app.post('/pay', idempotency({ redis: redis.client(), lockTtl: 300 }), async (_req, res) => {
+      runs++;
+      await sleep(1200);
+      res.status(201).json({ run: runs });
+    });
+    const first = request(app)
+      .post('/pay')
+      .set('Idempotency-Key', 'k')
+      .then((r) => r);
+    await sleep(50);
+    await setOom(true);
+    await sleep(600); // longer than lockTtl: every renewal falls in the full spell
+    await setOom(false);
+    const retry = await request(app).post('/pay').set('Idempotency-Key', 'k');
+    expect((await first).status).toBe(201);
+    expect({ retry: retry.status, runs }).toEqual({ retry: 409, runs: 1 });
+  });
+
+  it('stores the answer: the retry replays it (Idempotent-Replayed: true), no store-failed', async () => {
+    const events = captureEvents('idempotency');
+    try {
+      let runs = 0;
+      let hold: () => void = () => {};
+      const app = express();
+      app.post('/pay', idempotency({ redis: redis.client(), lockTtl: 300 }), async (_req, res) => {
+        runs++;
+        if (runs === 1) await new Promise<void>((resolve) => (hold = resolve));
+        res.status(201).json({ run: runs });
+      });
+      const first = request(app)
+        .post('/pay')
+        .set('Idempotency-Key', 'k')
+        .then((r) => r);
+      await sleep(50);
+      await setOom(true);
+      hold();
+      expect((await first).status).toBe(201);
+      await setOom(false);
+      await sleep(400);
+      const retry = await request(app).post('/pay').set('Idempotency-Key', 'k');
+      expect({
+        storeFailed: events.count('store-failed'),
+        retry: retry.status,
+        replayed: retry.headers['idempotent-replayed'],
+        runs,
+      }).toEqual({ storeFailed: 0, retry: 201, replayed: 'true', runs: 1 });
+    } finally {
+      events.stop();
+    }
+  });
+});
