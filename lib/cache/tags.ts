@@ -38,7 +38,7 @@ end
 // nothing, when the tag was invalidated after the fill started: the value may predate the write
 // behind that invalidation.
 const TAG_ADD = defineScript(
-  'cache_tag_add_v2',
+  'cache_tag_add_v3',
   3,
   `${LUA_TAG_PRUNE}
 if ARGV[2] ~= '' then
@@ -55,8 +55,11 @@ end
 -- GT: a member written again keeps the later of its expiries.
 redis.call('ZADD', KEYS[3], 'GT', unpack(scored))
 prune(KEYS[1], KEYS[3])
+-- Past the member's ttl by the prune margin: the entry's own write comes after this call, and may
+-- land late (a stall, a timed-out call Redis runs afterwards).
+local keep = ttl + ${TAG_PRUNE_MARGIN_MS}
 for _, key in ipairs({ KEYS[1], KEYS[3] }) do
-  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+  if redis.call('PTTL', key) < keep then redis.call('PEXPIRE', key, keep) end
 end
 return 1`,
 );
