@@ -2,6 +2,7 @@ import express from 'express';
 import request from 'supertest';
 import { cacheResponse, createCache } from '../../lib/cache';
 import { idempotency } from '../../lib/idempotency';
+import { rateLimit } from '../../lib/rate-limit';
 import { redisSession } from '../../lib/session';
 import { quietLogger, sleep } from '../cache/helpers';
 import { captureEvents } from '../helpers/events';
@@ -10,7 +11,7 @@ import { useRedisServer } from '../helpers/redis';
 // Under OOM (noeviction) Redis refuses a script at its first write that may grow memory, and lets
 // the rest of a script through once it has written. Writes that end, delete or keep what was
 // already admitted must not be refused: an invalidation, ending sessions, an admitted operation's
-// lease and its stored answer.
+// lease, its stored answer, forget() and release, a rate-limit refund. New data still is refused.
 
 const redis = useRedisServer();
 
@@ -184,5 +185,208 @@ describe('idempotency when Redis memory fills while the handler runs', () => {
     } finally {
       events.stop();
     }
+  });
+});
+
+describe('rateLimit refund of a request counted before Redis memory filled', () => {
+  it.each(['fixed-window', 'sliding-window', 'token-bucket', 'gcra'] as const)(
+    'skipFailedRequests gives the failed request back under OOM (%s)',
+    async (algorithm) => {
+      const events = captureEvents('rate-limit');
+      try {
+        const app = express();
+        app.get(
+          '/',
+          rateLimit({
+            redis: redis.client(),
+            limit: 1,
+            window: '1h',
+            algorithm,
+            name: `oom-${algorithm}`,
+            key: () => 'c',
+            skipFailedRequests: true,
+          }),
+          async (_req, res) => {
+            await sleep(150);
+            res.status(500).send('failed');
+          },
+        );
+        const first = request(app)
+          .get('/')
+          .then((r) => r);
+        await sleep(60); // counted before memory filled
+        await setOom(true);
+        expect((await first).status).toBe(500);
+        await sleep(100); // the refund goes out while memory is full
+        await setOom(false);
+        const next = await request(app).get('/');
+        expect({
+          refund: events.count('refund'),
+          refundFailed: events.count('refund-failed'),
+          next: next.status,
+        }).toEqual({ refund: 1, refundFailed: 0, next: 500 });
+      } finally {
+        events.stop();
+      }
+    },
+  );
+});
+
+describe('idempotency forget() and release when Redis memory is full', () => {
+  function payApp(lockTtl = '30s') {
+    const holds: Array<(status: number) => void> = [];
+    let runs = 0;
+    const mw = idempotency({ redis: redis.client(), lockTtl, scope: () => 'me' });
+    const app = express();
+    app.post('/pay', mw, async (_req, res) => {
+      runs++;
+      const status = await new Promise<number>((resolve) => holds.push(resolve));
+      res.status(status).json({ run: runs });
+    });
+    return {
+      mw,
+      app,
+      runs: () => runs,
+      answer: (i: number, status: number) => holds[i]!(status),
+    };
+  }
+
+  it('forget() of a record in flight goes through under OOM', async () => {
+    const { mw, app, answer, runs } = payApp();
+    const first = request(app)
+      .post('/pay')
+      .set('Idempotency-Key', 'k')
+      .then((r) => r);
+    await sleep(50);
+    await setOom(true);
+    let forgot: unknown;
+    try {
+      forgot = await mw.forget({ key: 'k', route: '/pay', scope: 'me' });
+    } catch (error) {
+      forgot = (error as Error).message;
+    }
+    await setOom(false);
+    answer(0, 201);
+    await first;
+    await sleep(50);
+    // forget() was called to discard the first run's answer: the retry must run afresh.
+    const pending = request(app)
+      .post('/pay')
+      .set('Idempotency-Key', 'k')
+      .then((r) => r);
+    await sleep(100);
+    if (runs() === 2) answer(1, 201);
+    const retry = await pending;
+    expect({ forgot, replayed: retry.headers['idempotent-replayed'] ?? null, runs: runs() }).toEqual({
+      forgot: true,
+      replayed: null,
+      runs: 2,
+    });
+  });
+
+  it('a reservation made over a forgotten record is released under OOM (the retry runs, no 409)', async () => {
+    const events = captureEvents('idempotency');
+    try {
+      const { mw, app, answer, runs } = payApp();
+      const first = request(app)
+        .post('/pay')
+        .set('Idempotency-Key', 'k')
+        .then((r) => r);
+      await sleep(50);
+      expect(await mw.forget({ key: 'k', route: '/pay', scope: 'me' })).toBe(true);
+      const second = request(app)
+        .post('/pay')
+        .set('Idempotency-Key', 'k')
+        .then((r) => r);
+      await sleep(50);
+      expect(runs()).toBe(2);
+      await setOom(true);
+      answer(1, 500); // not stored: the reservation is released so the client may retry at once
+      expect((await second).status).toBe(500);
+      await sleep(50);
+      await setOom(false);
+      const third = request(app)
+        .post('/pay')
+        .set('Idempotency-Key', 'k')
+        .then((r) => r);
+      await sleep(100);
+      if (runs() === 3) answer(2, 201);
+      const r3 = await third;
+      expect({
+        releaseFailed: events.count('release-failed'),
+        third: r3.status,
+      }).toEqual({ releaseFailed: 0, third: 201 });
+      answer(0, 201);
+      await first;
+    } finally {
+      events.stop();
+    }
+  });
+});
+
+describe('cache fill when Redis memory fills during it: new data is refused', () => {
+  it('control: a plain entry filled while memory is full is not stored', async () => {
+    const mw = cacheResponse({
+      redis: redis.client(),
+      ttl: '1m',
+      l1: false,
+      jitter: 0,
+      logger: quietLogger(),
+    });
+    const app = express();
+    app.get('/p', mw, async (_req, res) => {
+      await sleep(300);
+      res.send(`plain-${'x'.repeat(100_000)}`);
+    });
+    const fill = request(app)
+      .get('/p')
+      .then((r) => r); // takes the lock now
+    await sleep(100);
+    await setOom(true);
+    await fill;
+    await sleep(100);
+    const after = await request(app).get('/p');
+    const keys = await redis.plain().keys('erk:c:*');
+    await setOom(false);
+    expect({
+      hit: after.headers['x-cache'] === 'HIT',
+      entries: keys.filter((k) => !k.endsWith(':lock')).length,
+    }).toEqual({ hit: false, entries: 0 });
+  });
+
+  it('a Vary variant filled while memory is full is not stored (a plain entry is not either)', async () => {
+    const mw = cacheResponse({
+      redis: redis.client(),
+      ttl: '1m',
+      l1: false,
+      jitter: 0,
+      logger: quietLogger(),
+    });
+    const app = express();
+    app.get('/v', mw, async (req, res) => {
+      const lang = req.get('accept-language') ?? '';
+      if (lang === 'fr') await sleep(300);
+      res.vary('Accept-Language').send(`hello-${lang}-${'x'.repeat(100_000)}`);
+    });
+    await request(app).get('/v').set('Accept-Language', 'en');
+    await sleep(100);
+    expect((await request(app).get('/v').set('Accept-Language', 'en')).headers['x-cache']).toBe('HIT');
+    const admin = redis.plain();
+    const fill = request(app)
+      .get('/v')
+      .set('Accept-Language', 'fr')
+      .then((r) => r); // takes the lock now
+    await sleep(100);
+    await setOom(true);
+    await fill;
+    await sleep(100);
+    const after = await request(app).get('/v').set('Accept-Language', 'fr');
+    const keys = (await admin.keys('erk:c:*')).filter((k) => k.includes(':v:'));
+    await setOom(false);
+    // Under OOM a miss gets the fail mode (BYPASS); only a variant stored while memory was full is a HIT.
+    expect({ hit: after.headers['x-cache'] === 'HIT', variants: keys.length }).toEqual({
+      hit: false,
+      variants: 1,
+    });
   });
 });

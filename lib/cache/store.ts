@@ -68,7 +68,7 @@ return {1, v, redis.call('PTTL', key), key}`,
 // surrogate in a tag). encodeEntry writes "c" right after the headers' list, and a quote inside a
 // JSON string is escaped, so the first `],"c":` is the field.
 const STORE = defineScript(
-  'cache_store_v3',
+  'cache_store_v4',
   3,
   `if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[3] then return '' end
 if ARGV[3] == '' and ARGV[6] ~= '' then
@@ -83,6 +83,7 @@ if ARGV[7] ~= '' then
 end
 local key = KEYS[1]
 local ttl = tonumber(ARGV[2])
+local extend = false
 if ARGV[4] ~= '' then
   local cur = redis.call('GET', KEYS[1])
   local gen
@@ -91,7 +92,8 @@ if ARGV[4] ~= '' then
     if nl and string.sub(cur, nl + 1) == ARGV[4] then gen = string.sub(cur, 5, nl - 1) end
   end
   if gen then
-    if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+    -- After the variant's SET: under OOM that new data must be the script's first write (refused).
+    extend = redis.call('PTTL', KEYS[1]) < ttl
   else
     gen = ARGV[5]
     redis.call('SET', KEYS[1], 'ERKV' .. gen .. '\\n' .. ARGV[4], 'PX', ttl)
@@ -101,6 +103,7 @@ if ARGV[4] ~= '' then
   key = KEYS[1] .. ':v:' .. gen .. ':' .. redis.sha1hex(table.concat(parts, '\\n'))
 end
 redis.call('SET', key, ARGV[1], 'PX', ttl)
+if extend then redis.call('PEXPIRE', KEYS[1], ttl) end
 if ARGV[3] ~= '' then redis.call('DEL', KEYS[2]) end
 return key`,
 );

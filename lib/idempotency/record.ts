@@ -85,15 +85,15 @@ return 1 + took_back
 // while the forgotten holder's lease lasts: deleted, the key would let that holder take it back and
 // store its answer (the one forget() was called to discard).
 const RELEASE = defineScript(
-  'idempotency_release_v2',
+  'idempotency_release_v3',
   1,
   `if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 local fl = tonumber(redis.call('HGET', KEYS[1], 'fl') or '')
 if fl then
   ${LUA_NOW_MS}
   if fl > now_ms then
-    redis.call('HSET', KEYS[1], 'owner', '-', 'forgotten', '1')
     redis.call('HDEL', KEYS[1], 'fl')
+    redis.call('HSET', KEYS[1], 'owner', '-', 'forgotten', '1')
     redis.call('PEXPIRE', KEYS[1], fl - now_ms)
     return 1
   end
@@ -128,7 +128,7 @@ return 1
 // reply lost, ioredis sent it again) finds the marker and answers as the first did, instead of "no
 // record" for one it removed itself.
 const FORGET = defineScript(
-  'idempotency_forget_v2',
+  'idempotency_forget_v3',
   2,
   `if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
 local head = redis.call('HMGET', KEYS[1], 'state', 'forgotten')
@@ -136,6 +136,7 @@ if not head[1] or head[2] then return 0 end
 -- The marker after the change: under OOM a DEL must still go through (Redis refuses a script's
 -- first write that may grow memory, and none after it).
 if head[1] == 'inflight' then
+  redis.call('HDEL', KEYS[1], 'owner')
   redis.call('HSET', KEYS[1], 'owner', '-', 'forgotten', '1')
 else
   redis.call('DEL', KEYS[1])

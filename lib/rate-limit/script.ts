@@ -72,7 +72,10 @@ if refund then
   -- the limiter stops waiting for it) and once, by its marker key, which lives until that deadline.
   local deadline = tonumber(ARGV[first])
   if now_ms > deadline then return { 0, now_ms } end
-  if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'PX', int(deadline - now_ms + 1)) then return { 1, now_ms } end
+  if redis.call('EXISTS', KEYS[#KEYS]) == 1 then return { 1, now_ms } end
+  -- A write first (a DEL of the absent marker): under OOM Redis refuses only a first write that may grow memory.
+  redis.call('DEL', KEYS[#KEYS])
+  redis.call('SET', KEYS[#KEYS], '1', 'PX', int(deadline - now_ms + 1))
   first = first + 1
 end
 local pols = {}
@@ -160,7 +163,7 @@ export function rateLimitScript(policies: number, forRefunds = false): ScriptDef
   const keys = forRefunds ? policies + 1 : policies;
   let script = byKeyCount.get(keys);
   if (!script) {
-    script = defineScript(`rate_limit_v6_${keys}`, keys, LUA);
+    script = defineScript(`rate_limit_v7_${keys}`, keys, LUA);
     byKeyCount.set(keys, script);
   }
   return script;
