@@ -1,10 +1,9 @@
-import { type AddressInfo, connect, createServer, type Server } from 'node:net';
 import express from 'express';
-import type { Redis } from 'ioredis';
 import request from 'supertest';
 import { cacheResponse, createCache } from '../../lib/cache';
 import { closeRedis, createRedis } from '../../lib/connection';
 import { useRedisServer } from '../helpers/redis';
+import { proxyPort, startTcpProxy } from '../helpers/tcp-proxy';
 
 // A store adds the entry's key to its tag sets, then writes the entry: the entry's TTL counts from
 // its own write. When Redis stalls between the two (CLIENT PAUSE here), the store times out in the
@@ -14,47 +13,20 @@ import { useRedisServer } from '../helpers/redis';
 const redis = useRedisServer();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/**
- * A TCP proxy in front of the server that, when the app's client sends the cache store script (its
- * value begins with the entry magic `ERK1`), pauses the server's writes first (CLIENT PAUSE, from
- * another connection), then forwards the command: Redis stalls right between TAG_ADD and STORE.
- */
-async function pausingProxy(port: number, admin: Redis, pauseMs: number) {
-  const state = { armed: false, paused: 0 };
-  const server: Server = createServer((client) => {
-    const upstream = connect(port, '127.0.0.1');
-    let chain = Promise.resolve();
-    client.on('data', (chunk) => {
-      chain = chain.then(async () => {
-        if (state.armed && state.paused === 0 && chunk.includes('ERK1')) {
-          state.paused++;
-          await admin.call('CLIENT', 'PAUSE', String(pauseMs), 'WRITE');
-        }
-        upstream.write(chunk);
-      });
-    });
-    upstream.on('data', (chunk) => client.write(chunk));
-    for (const [a, b] of [
-      [client, upstream],
-      [upstream, client],
-    ] as const) {
-      a.on('close', () => b.destroy());
-      a.on('error', () => {});
-    }
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    state,
-    port: (server.address() as AddressInfo).port,
-    close: () => new Promise((r) => server.close(r)),
-  };
-}
-
 describe('a cache entry whose write lands late (Redis stalled between the tag and the entry)', () => {
   it('is still reached by its tag: invalidate({ tags }) deletes it, the next GET is a MISS', async () => {
     const admin = redis.plain();
-    const proxy = await pausingProxy(redis.server.port, admin, 1200);
-    const client = createRedis({ url: `redis://127.0.0.1:${proxy.port}`, logger: false });
+    // Redis stalls right between the tag write and the entry's: once armed, the first command that
+    // carries an entry (its value begins with the magic `ERK1`) waits for a CLIENT PAUSE of writes.
+    let armed = false;
+    const proxy = await startTcpProxy(redis.server.port, {
+      before: (chunk) => {
+        if (!armed || !chunk.includes('ERK1')) return undefined;
+        armed = false;
+        return admin.call('CLIENT', 'PAUSE', '1200', 'WRITE').then(() => {});
+      },
+    });
+    const client = createRedis({ url: `redis://127.0.0.1:${proxyPort(proxy)}`, logger: false });
     try {
       const cache = createCache({ redis: client, l1: false, jitter: 0, timeout: 150 });
       const products = cacheResponse({ cache, ttl: 2000, tags: () => ['product:1'] });
@@ -67,7 +39,7 @@ describe('a cache entry whose write lands late (Redis stalled between the tag an
       await sleep(50);
       await admin.flushall();
 
-      proxy.state.armed = true;
+      armed = true;
       const first = await request(app).get('/p/1');
       expect(first.body).toEqual({ price: 1 });
       // The store timed out (store-error) and lands once the 1.2 s pause ends.
@@ -92,7 +64,7 @@ describe('a cache entry whose write lands late (Redis stalled between the tag an
       });
     } finally {
       await closeRedis(client, { timeoutMs: 200 });
-      await proxy.close();
+      await new Promise((resolve) => proxy.close(resolve));
     }
   }, 20_000);
 });

@@ -10,7 +10,54 @@ export interface ProxyOptions {
   dropAfter?: (chunk: string) => boolean;
   /** Holds every reply this long. */
   delayMs?: number;
+  /**
+   * Sees each chunk the client sends before it goes on; a promise holds it (and every chunk after
+   * it on that connection) until it settles: to act on the server first (CLIENT PAUSE, say).
+   */
+  before?: (chunk: Buffer) => Promise<void> | undefined;
 }
+
+/** A TCP proxy in front of the redis-server on `port`; resolves once it listens. */
+export async function startTcpProxy(port: number, options: ProxyOptions = {}): Promise<Server> {
+  const server = createServer((client) => {
+    const upstream = connect(port, '127.0.0.1');
+    let drop = false;
+    let held: Promise<void> = Promise.resolve();
+    const forward = (chunk: Buffer) => {
+      if (options.dropAfter?.(chunk.toString('latin1'))) drop = true;
+      upstream.write(chunk);
+    };
+    client.on('data', (chunk: Buffer) => {
+      if (!options.before) return forward(chunk);
+      held = held.then(async () => {
+        await options.before?.(chunk);
+        forward(chunk);
+      });
+    });
+    upstream.on('data', (chunk) => {
+      if (drop) {
+        drop = false;
+        client.destroy();
+        upstream.destroy();
+        return;
+      }
+      if (options.delayMs) setTimeout(() => client.writable && client.write(chunk), options.delayMs);
+      else client.write(chunk);
+    });
+    for (const [a, b] of [
+      [client, upstream],
+      [upstream, client],
+    ] as const) {
+      a.on('close', () => b.destroy());
+      a.on('error', () => {});
+    }
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return server;
+}
+
+/** The port a proxy from {@link startTcpProxy} listens on. */
+export const proxyPort = (server: Server): number => (server.address() as AddressInfo).port;
 
 /**
  * TCP proxies in front of a test's redis-server, standing in for a flaky or slow network; each call
@@ -25,34 +72,9 @@ export function useTcpProxy(port: () => number) {
     await Promise.all(proxies.splice(0).map((p) => new Promise((resolve) => p.close(resolve))));
   });
   return async function proxy(options: ProxyOptions = {}): Promise<Redis> {
-    const server = createServer((client) => {
-      const upstream = connect(port(), '127.0.0.1');
-      let drop = false;
-      client.on('data', (chunk) => {
-        if (options.dropAfter?.(chunk.toString('latin1'))) drop = true;
-        upstream.write(chunk);
-      });
-      upstream.on('data', (chunk) => {
-        if (drop) {
-          drop = false;
-          client.destroy();
-          upstream.destroy();
-          return;
-        }
-        if (options.delayMs) setTimeout(() => client.writable && client.write(chunk), options.delayMs);
-        else client.write(chunk);
-      });
-      for (const [a, b] of [
-        [client, upstream],
-        [upstream, client],
-      ] as const) {
-        a.on('close', () => b.destroy());
-        a.on('error', () => {});
-      }
-    });
-    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const server = await startTcpProxy(port(), options);
     proxies.push(server);
-    const client = new Redis((server.address() as AddressInfo).port, '127.0.0.1');
+    const client = new Redis(proxyPort(server), '127.0.0.1');
     client.on('error', () => {});
     clients.push(client);
     return client;
