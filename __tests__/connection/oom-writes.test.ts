@@ -30,6 +30,13 @@ async function underOom<T>(run: () => Promise<T>): Promise<T> {
   }
 }
 
+/** A POST /pay with Idempotency-Key k, sent now (supertest sends once it is awaited or then'd). */
+const pay = (app: express.Express) =>
+  request(app)
+    .post('/pay')
+    .set('Idempotency-Key', 'k')
+    .then((r) => r);
+
 beforeEach(() => redis.plain().flushall());
 afterEach(() => setOom(false));
 
@@ -141,15 +148,12 @@ describe('idempotency when Redis memory fills while the handler runs', () => {
       await sleep(1200);
       res.status(201).json({ run: runs });
     });
-    const first = request(app)
-      .post('/pay')
-      .set('Idempotency-Key', 'k')
-      .then((r) => r);
+    const first = pay(app);
     await sleep(50);
     await setOom(true);
     await sleep(600); // longer than lockTtl: every renewal falls in the full spell
     await setOom(false);
-    const retry = await request(app).post('/pay').set('Idempotency-Key', 'k');
+    const retry = await pay(app);
     expect((await first).status).toBe(201);
     expect({ retry: retry.status, runs }).toEqual({ retry: 409, runs: 1 });
   });
@@ -165,17 +169,14 @@ describe('idempotency when Redis memory fills while the handler runs', () => {
         if (runs === 1) await new Promise<void>((resolve) => (hold = resolve));
         res.status(201).json({ run: runs });
       });
-      const first = request(app)
-        .post('/pay')
-        .set('Idempotency-Key', 'k')
-        .then((r) => r);
+      const first = pay(app);
       await sleep(50);
       await setOom(true);
       hold();
       expect((await first).status).toBe(201);
       await setOom(false);
       await sleep(400);
-      const retry = await request(app).post('/pay').set('Idempotency-Key', 'k');
+      const retry = await pay(app);
       expect({
         storeFailed: events.count('store-failed'),
         retry: retry.status,
@@ -253,10 +254,7 @@ describe('idempotency forget() and release when Redis memory is full', () => {
 
   it('forget() of a record in flight goes through under OOM', async () => {
     const { mw, app, answer, runs } = payApp();
-    const first = request(app)
-      .post('/pay')
-      .set('Idempotency-Key', 'k')
-      .then((r) => r);
+    const first = pay(app);
     await sleep(50);
     await setOom(true);
     let forgot: unknown;
@@ -270,10 +268,7 @@ describe('idempotency forget() and release when Redis memory is full', () => {
     await first;
     await sleep(50);
     // forget() was called to discard the first run's answer: the retry must run afresh.
-    const pending = request(app)
-      .post('/pay')
-      .set('Idempotency-Key', 'k')
-      .then((r) => r);
+    const pending = pay(app);
     await sleep(100);
     if (runs() === 2) answer(1, 201);
     const retry = await pending;
@@ -288,16 +283,10 @@ describe('idempotency forget() and release when Redis memory is full', () => {
     const events = captureEvents('idempotency');
     try {
       const { mw, app, answer, runs } = payApp();
-      const first = request(app)
-        .post('/pay')
-        .set('Idempotency-Key', 'k')
-        .then((r) => r);
+      const first = pay(app);
       await sleep(50);
       expect(await mw.forget({ key: 'k', route: '/pay', scope: 'me' })).toBe(true);
-      const second = request(app)
-        .post('/pay')
-        .set('Idempotency-Key', 'k')
-        .then((r) => r);
+      const second = pay(app);
       await sleep(50);
       expect(runs()).toBe(2);
       await setOom(true);
@@ -305,10 +294,7 @@ describe('idempotency forget() and release when Redis memory is full', () => {
       expect((await second).status).toBe(500);
       await sleep(50);
       await setOom(false);
-      const third = request(app)
-        .post('/pay')
-        .set('Idempotency-Key', 'k')
-        .then((r) => r);
+      const third = pay(app);
       await sleep(100);
       if (runs() === 3) answer(2, 201);
       const r3 = await third;
