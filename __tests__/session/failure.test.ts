@@ -224,3 +224,40 @@ describe('redisSession when Redis is down or slow', () => {
     await readyAgain(redis);
   });
 });
+
+describe('a login that fails (the new session could not be saved, or the old one not ended)', () => {
+  const userIndex = (user: string) => `erk:sess-user:{${user}}`;
+
+  it('leaves the session it was to replace as it was: the user stays logged in as before', async () => {
+    const { redis, app } = setup();
+    await redis.flushall();
+    const cookie = sessionCookie(await request(app).post('/login/alice').expect(200))!;
+    // bob's user index holds another type (an operator's SET): the new session cannot be listed.
+    await redis.set(userIndex('bob'), 'not a sorted set');
+    expectProblem503(await request(app).post('/login/bob').set('Cookie', cookie));
+    expect((await request(app).get('/me').set('Cookie', cookie)).body).toMatchObject({ userId: 'alice' });
+  });
+
+  it('ends the new session again when the old one could not be ended: nobody is logged in twice', async () => {
+    const { redis, sessions, app } = setup();
+    await redis.flushall();
+    const cookie = sessionCookie(await request(app).post('/login/alice').expect(200))!;
+    const client = redis as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+    const destroy = client.erk_session_destroy_v5!;
+    let refused = 0;
+    client.erk_session_destroy_v5 = function (this: unknown, ...args: unknown[]) {
+      // The old session's end (the first DESTROY of this login): as if Redis refused it.
+      if (refused++ === 0) return Promise.reject(new Error('ERR refused for the test'));
+      return destroy.apply(this, args);
+    };
+    try {
+      const login = await request(app).post('/login/bob').set('Cookie', cookie);
+      expect(login.status).toBeGreaterThanOrEqual(500);
+      expect(sessionCookie(login)).toBeUndefined();
+      expect(await sessions.list('bob')).toEqual([]);
+      expect((await request(app).get('/me').set('Cookie', cookie)).body).toMatchObject({ userId: 'alice' });
+    } finally {
+      client.erk_session_destroy_v5 = destroy;
+    }
+  });
+});
