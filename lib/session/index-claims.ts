@@ -71,9 +71,8 @@ export class IndexClaims {
    * how many entries its user's index holds, when just counted; a login counts again after its
    * write instead, since of two racing logins the one that listed first may write last, and only it
    * then finds the other written. `since`: when it logged in, for a login (its write's reply).
-   * `replacing`: the session that login ends next, which does not count.
    */
-  async cap(userId: string, sid: string, size?: number, since?: number, replacing?: string): Promise<void> {
+  async cap(userId: string, sid: string, size?: number, since?: number): Promise<void> {
     const { redis, prefix, maxSessionsPerUser } = this.settings;
     if (maxSessionsPerUser === Number.POSITIVE_INFINITY) return;
     // The cap is housekeeping: a failure here must not fail the request; the next login retries.
@@ -87,7 +86,6 @@ export class IndexClaims {
         sessionHandle(sid),
         maxSessionsPerUser,
         since,
-        replacing === undefined ? undefined : sessionHandle(replacing),
       );
       emitKitEvent({ component: 'session', type: 'evicted', sessions: ended });
     } catch (error) {

@@ -144,32 +144,20 @@ export function redisSession(options: RedisSessionOptions): RedisSessionMiddlewa
     const ours = (req as { sessionStore?: unknown }).sessionStore === store;
     if (!session && !ours)
       throw new Error('express-redis-kit: sessions.login() needs the redisSession middleware to run first.');
-    // What session.regenerate() does (end the old session, generate a new one), in the other order:
-    // the new session is saved first, so a login that fails (Redis down, refused, a user index of
-    // another type) leaves the user's current session as it was instead of ending it and failing.
-    // After logout() (or session.destroy()) earlier in this request there is no session to end.
-    let replaced: string | undefined;
     try {
       if (session && !ours) {
         await new Promise<void>((resolve, reject) => session.regenerate((e) => (e ? reject(e) : resolve())));
       } else {
-        if (session) replaced = req.sessionID;
+        // What session.regenerate() does (end the old session, generate a new one), with the old one
+        // ended so that Redis refuses it under OOM: the login must not end it and then fail. After
+        // logout() (or session.destroy()) earlier in this request there is no session to end.
+        if (session) await store.remove(req.sessionID, { forLogin: true });
         (req as unknown as { sessionStore: { generate(req: Request): void } }).sessionStore.generate(req);
       }
       const fresh = req.session;
       Object.assign(fresh, data, { userId: String(data.userId) });
       fresh.touch();
-      if (!(await store.save(req.sessionID, fresh, replaced))) throw new SessionEndedError();
-      if (replaced !== undefined) {
-        try {
-          // Refused under OOM (forLogin) like any failure here: the new session is ended again.
-          await store.remove(replaced, { forLogin: true });
-        } catch (error) {
-          // The old id must stop working when the login succeeds; as it did not, the login fails.
-          await store.remove(req.sessionID).catch(() => {});
-          throw error;
-        }
-      }
+      if (!(await store.save(req.sessionID, fresh))) throw new SessionEndedError();
       store.marks.markPersisted(fresh);
       takeSnapshot(req);
     } catch (error) {

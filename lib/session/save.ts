@@ -26,17 +26,8 @@ export interface SaveContext {
   remove(sid: string): Promise<void>;
 }
 
-/**
- * Writes the session; `false` when it had been destroyed meanwhile (the write is dropped).
- * `replacing`: the id of the session a login is about to end (it is saved first): the cap does not
- * count that one, so a login does not end another of the user's sessions in its place.
- */
-export async function saveSession(
-  ctx: SaveContext,
-  sid: string,
-  session: SessionData,
-  replacing?: string,
-): Promise<boolean> {
+/** Writes the session; `false` when it had been destroyed meanwhile (the write is dropped). */
+export async function saveSession(ctx: SaveContext, sid: string, session: SessionData): Promise<boolean> {
   if (endsNow(session)) {
     await ctx.remove(sid);
     return true;
@@ -87,7 +78,7 @@ export async function saveSession(
     return false;
   }
   // The cap only once the session is written: see evictSessions.
-  if (creating) await ctx.claims.cap(userId, sid, undefined, now, replacing);
+  if (creating) await ctx.claims.cap(userId, sid, undefined, now);
   else if (refresh === 1) await ctx.claims.index(key, userId, sid, ttl, vouchedUntil);
   return true;
 }

@@ -208,9 +208,9 @@ export class KitSessionStore extends Store {
     return this.settings.rolling;
   }
 
-  /** Writes the session; `false` when it had been destroyed meanwhile (see saveSession). */
-  save(sid: string, session: SessionData, replacing?: string): Promise<boolean> {
-    return saveSession(this.writing, sid, session, replacing);
+  /** Writes the session; `false` when it had been destroyed meanwhile (the write is dropped). */
+  save(sid: string, session: SessionData): Promise<boolean> {
+    return saveSession(this.writing, sid, session);
   }
 
   /** Extends the session's TTL without rewriting its data; a vanished session is left vanished. */

@@ -138,7 +138,7 @@ interface Row {
  * without any key are left for their score to retire (one may be a login about to write its
  * session), and neither counts. Sessions go first and their index entries after, so a failure
  * half-way leaves them listed (retried at the next login), never alive but unlisted. Returns how
- * many live sessions were ended. `leaving`: a session its login ends next (see saveSession).
+ * many live sessions were ended.
  */
 export async function evictSessions(
   settings: IndexSettings,
@@ -146,7 +146,6 @@ export async function evictSessions(
   keep: string,
   cap: number,
   keepSince?: number,
-  leaving?: string,
 ): Promise<number> {
   const { redis, prefix } = settings;
   const handles = await handlesOf(settings, userId);
@@ -171,8 +170,7 @@ export async function evictSessions(
       }),
     ),
   );
-  // `leaving`: the session the login is replacing, ended right after this; it does not count.
-  const others = rows.filter((r) => r.h !== keep && r.h !== leaving);
+  const others = rows.filter((r) => r.h !== keep);
   const gone = others.filter((r) => !r.live && !r.absent).map((r) => r.h);
   if (gone.length > 0) {
     await guard(settings, userIndexKey(prefix, userId), () =>
