@@ -224,3 +224,23 @@ describe('redisSession when Redis is down or slow', () => {
     await readyAgain(redis);
   });
 });
+
+describe('a login whose old session cannot be ended', () => {
+  it('fails, and leaves no new session: nobody is logged in twice', async () => {
+    const { redis, sessions, app } = setup();
+    await redis.flushall();
+    const cookie = sessionCookie(await request(app).post('/login/alice').expect(200))!;
+    const client = redis as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+    const destroy = client.erk_session_destroy_v5!;
+    client.erk_session_destroy_v5 = () => Promise.reject(new Error('ERR refused for the test'));
+    try {
+      const login = await request(app).post('/login/bob').set('Cookie', cookie);
+      expect(login.status).toBeGreaterThanOrEqual(500);
+      expect(sessionCookie(login)).toBeUndefined();
+      expect(await sessions.list('bob')).toEqual([]);
+      expect((await request(app).get('/me').set('Cookie', cookie)).body).toMatchObject({ userId: 'alice' });
+    } finally {
+      client.erk_session_destroy_v5 = destroy;
+    }
+  });
+});

@@ -118,6 +118,20 @@ describe('redisSession login, logout and the per-user index', () => {
     expect(await redis.zcard(userIndexKey('erk:', 'capped'))).toBe(2);
   });
 
+  it("at the cap, logging in again where one is logged in ends that browser's old session, not another device's", async () => {
+    const { sessions, app } = setup({ maxSessionsPerUser: 2 });
+    const [phone, browser] = [request.agent(app), request.agent(app)];
+    await phone.post('/login/again').expect(200);
+    await sleep(5);
+    await browser.post('/login/again').expect(200);
+    await sleep(5);
+    // Logging in again (a step-up, say): the old session ends before the new one is counted.
+    await browser.post('/login/again').expect(200);
+    expect((await phone.get('/me')).body.userId).toBe('again');
+    expect((await browser.get('/me')).body.userId).toBe('again');
+    expect(await sessions.list('again')).toHaveLength(2);
+  });
+
   it('a cookie maxAge set after login() ("remember me") is stored: Redis keeps the session that long, across requests', async () => {
     const { redis, app } = setup();
     const agent = request.agent(app);
