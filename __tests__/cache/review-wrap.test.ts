@@ -454,4 +454,28 @@ describe('cache.wrap: a background refresh whose fn takes longer than 3 × lockT
       await Promise.all([a.close(), b.close()]);
     }
   });
+
+  it('settling late, under a Date.now() that returns fractions (a mock): still stores', async () => {
+    const realNow = Date.now.bind(Date);
+    const now = jest.spyOn(Date, 'now').mockImplementation(() => realNow() + 0.25);
+    try {
+      const { a, b } = await staleEntry('slow-fraction');
+      try {
+        let finish!: (v: string) => void;
+        expect(await a.wrap('slow-fraction', () => new Promise<string>((r) => (finish = r)), options)).toBe(
+          'first',
+        );
+        await letGo('slow-fraction');
+        finish('late');
+        await eventually(
+          async () => (await b.wrap('slow-fraction', failing, options)) === 'late',
+          'the late value to be stored',
+        );
+      } finally {
+        await Promise.all([a.close(), b.close()]);
+      }
+    } finally {
+      now.mockRestore();
+    }
+  });
 });

@@ -66,7 +66,8 @@ return {1, v, redis.call('PTTL', key), key}`,
 // createdAt, when the entry there is no longer that one (deleted, or replaced by a newer fill).
 // createdAt is matched as text, not decoded: cjson refuses JSON that JavaScript writes (a lone
 // surrogate in a tag). encodeEntry writes "c" right after the headers' list, and a quote inside a
-// JSON string is escaped, so the first `],"c":` is the field.
+// JSON string is escaped, so the first `],"c":` is the field; its text is the number as ioredis
+// sends ARGV[7] (a Date.now() that was mocked may hold a fraction).
 const STORE = defineScript(
   'cache_store_v4',
   3,
@@ -79,7 +80,7 @@ if ARGV[7] ~= '' then
   local cur = redis.call('GET', KEYS[1])
   if not cur or string.sub(cur, 1, 4) ~= 'ERK1' or #cur < 8 then return '' end
   local meta = string.sub(cur, 9, 8 + struct.unpack('>I4', cur, 5))
-  if string.match(meta, '%],"c":(%d+),"t":') ~= ARGV[7] then return '' end
+  if string.match(meta, '%],"c":([^,]+),"t":') ~= ARGV[7] then return '' end
 end
 local key = KEYS[1]
 local ttl = tonumber(ARGV[2])
