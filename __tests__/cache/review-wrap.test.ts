@@ -1,6 +1,7 @@
 import type Redis from 'ioredis';
-import { createCache } from '../../lib/cache';
+import { type Cache, createCache } from '../../lib/cache';
 import { invalidatedKeyOf, lockKeyOf, valueKey } from '../../lib/cache/key';
+import type { WrapOptions } from '../../lib/cache/types';
 import { captureEvents } from '../helpers/events';
 import { eventually, useRedisServer } from '../helpers/redis';
 import { quietLogger, sleep } from './helpers';
@@ -260,6 +261,13 @@ describe('cache.wrap: a background refresh whose fn takes longer than 3 × lockT
     throw new Error('origin down');
   };
 
+  /** Starts a's background refresh of the stale `key`, with an fn that settles when told (returned). */
+  async function slowRefresh(a: Cache, key: string, opts: WrapOptions<string> = options) {
+    let finish!: (v: string) => void;
+    expect(await a.wrap(key, () => new Promise<string>((r) => (finish = r)), opts)).toBe('first');
+    return (v: string) => finish(v);
+  }
+
   /** Waits for a's refresh of `key` to take the fill lock, then for it to let go of it. */
   async function letGo(key: string) {
     const lock = lockKeyOf(valueKey('erk:', key));
@@ -303,10 +311,7 @@ describe('cache.wrap: a background refresh whose fn takes longer than 3 × lockT
   it('settling late: still stores its value, without the lock', async () => {
     const { a, b } = await staleEntry('slow-refresh');
     try {
-      let finish!: (v: string) => void;
-      expect(await a.wrap('slow-refresh', () => new Promise<string>((r) => (finish = r)), options)).toBe(
-        'first',
-      );
+      const finish = await slowRefresh(a, 'slow-refresh');
       const lock = lockKeyOf(valueKey('erk:', 'slow-refresh'));
       await eventually(async () => (await admin.exists(lock)) === 1, 'the refresh to take the lock');
       await eventually(
@@ -327,16 +332,8 @@ describe('cache.wrap: a background refresh whose fn takes longer than 3 × lockT
   it('settling late after an invalidation of its key: stores nothing', async () => {
     const { a, b } = await staleEntry('slow-invalidated');
     try {
-      let finish!: (v: string) => void;
-      expect(await a.wrap('slow-invalidated', () => new Promise<string>((r) => (finish = r)), options)).toBe(
-        'first',
-      );
-      const lock = lockKeyOf(valueKey('erk:', 'slow-invalidated'));
-      await eventually(async () => (await admin.exists(lock)) === 1, 'the refresh to take the lock');
-      await eventually(
-        async () => (await admin.exists(lock)) === 0,
-        'the slow refresh to let go of the lock',
-      );
+      const finish = await slowRefresh(a, 'slow-invalidated');
+      await letGo('slow-invalidated');
       await b.invalidate({ keys: ['slow-invalidated'] });
       finish('read before the invalidation');
       await sleep(100);
@@ -351,10 +348,7 @@ describe('cache.wrap: a background refresh whose fn takes longer than 3 × lockT
   it('settling late, after a newer fill in this instance: leaves the newer entry', async () => {
     const { a, b } = await staleEntry('slow-overtaken');
     try {
-      let finish!: (v: string) => void;
-      expect(await a.wrap('slow-overtaken', () => new Promise<string>((r) => (finish = r)), options)).toBe(
-        'first',
-      );
+      const finish = await slowRefresh(a, 'slow-overtaken');
       await letGo('slow-overtaken');
       // The stale entry goes (its stale window ended, say): the next call fills from newer data.
       await admin.del(valueKey('erk:', 'slow-overtaken'));
@@ -370,10 +364,7 @@ describe('cache.wrap: a background refresh whose fn takes longer than 3 × lockT
   it('settling late after an invalidation whose mark has expired (fn slower than a minute): stores nothing', async () => {
     const { a, b } = await staleEntry('slow-old-invalidation');
     try {
-      let finish!: (v: string) => void;
-      expect(
-        await a.wrap('slow-old-invalidation', () => new Promise<string>((r) => (finish = r)), options),
-      ).toBe('first');
+      const finish = await slowRefresh(a, 'slow-old-invalidation');
       const lock = lockKeyOf(valueKey('erk:', 'slow-old-invalidation'));
       await eventually(async () => (await admin.exists(lock)) === 1, 'the refresh to take the lock');
       await b.invalidate({ keys: ['slow-old-invalidation'] });
@@ -421,10 +412,7 @@ describe('cache.wrap: a background refresh whose fn takes longer than 3 × lockT
         "b's refresh to land",
       );
       await sleep(350);
-      let finish!: (v: string) => void;
-      expect(await a.wrap('slow-l1-older', () => new Promise<string>((r) => (finish = r)), options)).toBe(
-        'first',
-      );
+      const finish = await slowRefresh(a, 'slow-l1-older');
       await letGo('slow-l1-older');
       finish('third');
       await eventually(
@@ -440,10 +428,7 @@ describe('cache.wrap: a background refresh whose fn takes longer than 3 × lockT
     const tagged = { ...options, tags: ['title:\ud83d'] };
     const { a, b } = await staleEntry('slow-surrogate', false, tagged);
     try {
-      let finish!: (v: string) => void;
-      expect(await a.wrap('slow-surrogate', () => new Promise<string>((r) => (finish = r)), tagged)).toBe(
-        'first',
-      );
+      const finish = await slowRefresh(a, 'slow-surrogate', tagged);
       await letGo('slow-surrogate');
       finish('late');
       await eventually(
@@ -461,10 +446,7 @@ describe('cache.wrap: a background refresh whose fn takes longer than 3 × lockT
     try {
       const { a, b } = await staleEntry('slow-fraction');
       try {
-        let finish!: (v: string) => void;
-        expect(await a.wrap('slow-fraction', () => new Promise<string>((r) => (finish = r)), options)).toBe(
-          'first',
-        );
+        const finish = await slowRefresh(a, 'slow-fraction');
         await letGo('slow-fraction');
         finish('late');
         await eventually(
