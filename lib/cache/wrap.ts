@@ -233,13 +233,7 @@ export class Cache extends CacheCore {
       // would hide that for the rest of the stale window. One look at a time, not one per read.
       if (fromL1 && running.slow && !running.looking) {
         running.looking = true;
-        const heard = this.heard;
-        this.freshInRedis(redisKey, undefined)
-          .then((fresh) => {
-            if (!fresh) return;
-            this.l1?.set(redisKey, fresh, Date.now(), heard);
-            this.event('refresh-from-redis', { key: redisKey });
-          })
+        this.lookInRedis(redisKey)
           .catch(() => {})
           .finally(() => {
             running.looking = false;
@@ -253,14 +247,9 @@ export class Cache extends CacheCore {
     const run = async () => {
       let replacing = stale.entry.createdAt;
       if (fromL1) {
-        const heard = this.heard;
-        const found = await this.fetch(redisKey, undefined, '');
-        if (found.kind === 'hit' && Date.now() < found.rec.freshUntil) {
-          this.l1?.set(redisKey, found.rec, Date.now(), heard);
-          this.event('refresh-from-redis', { key: redisKey });
-          return;
-        }
-        if (found.kind === 'hit') replacing = found.rec.entry.createdAt;
+        const found = await this.lookInRedis(redisKey);
+        if (found === 'taken') return;
+        if (found) replacing = found.entry.createdAt;
       }
       const since = await this.tryLock(redisKey, token);
       if (since === undefined) return;
@@ -318,6 +307,20 @@ export class Cache extends CacheCore {
       .finally(() => {
         if (this.refreshing.get(redisKey) === state) this.refreshing.delete(redisKey);
       });
+  }
+
+  /**
+   * For a stale L1 copy: the entry in Redis. A fresh one (another instance refreshed it) goes into
+   * L1 ('taken'); a stale one is returned, for a refresh to replace; undefined when there is none.
+   */
+  private async lookInRedis(redisKey: string): Promise<'taken' | Rec | undefined> {
+    const heard = this.heard;
+    const found = await this.fetch(redisKey, undefined, '');
+    if (found.kind !== 'hit') return undefined;
+    if (Date.now() >= found.rec.freshUntil) return found.rec;
+    this.l1?.set(redisKey, found.rec, Date.now(), heard);
+    this.event('refresh-from-redis', { key: redisKey });
+    return 'taken';
   }
 }
 
