@@ -1,29 +1,30 @@
 import type { Response } from 'express';
 import type { ResolvedPolicy } from './options';
+import { HEADERS_AFTER, SHOWS_HEADERS } from './standing';
 import type { HeadersMode } from './types';
 
 /**
  * Writes the rate-limit headers of one decision. `reply` is the script reply (per policy i:
  * remaining at 2+3i, reset ms at 3+3i); `binding` is the policy that decides; `elapsedMs` ages a
- * cached reply (deny-cache hits). `after`: another limiter decided this request before (two
- * `rateLimit()` on one route): list headers then gain this limiter's policies after any there.
- * The single-value ones are written only when `binds` (it outranks the other: standing.ts).
+ * cached reply (deny-cache hits). `shown`: standing.ts's bits for this request. HEADERS_AFTER:
+ * another limiter decided it before (two `rateLimit()` on one route), so list headers gain this
+ * limiter's policies after any there; the single-value ones are written only with SHOWS_HEADERS
+ * (it outranks the other).
  */
 export type HeaderWriter = (
   res: Response,
   reply: readonly number[],
   binding: number,
   elapsedMs: number,
-  after: boolean,
-  binds: boolean,
+  shown: number,
 ) => void;
 
 const seconds = (ms: number): number => (ms <= 0 ? 0 : Math.ceil(ms / 1000));
 const windowSeconds = (p: ResolvedPolicy): number => Math.max(1, Math.ceil(p.windowMs / 1000));
 
-/** Sets a list header, after the members an earlier limiter put there. */
-function setList(res: Response, name: string, members: string, after: boolean): void {
-  const earlier = after ? res.getHeader(name) : undefined;
+/** Sets a list header, after the members an earlier limiter put there (HEADERS_AFTER). */
+function setList(res: Response, name: string, members: string, shown: number): void {
+  const earlier = shown & HEADERS_AFTER ? res.getHeader(name) : undefined;
   res.setHeader(name, typeof earlier === 'string' && earlier !== '' ? `${earlier}, ${members}` : members);
 }
 
@@ -39,31 +40,25 @@ export function headerWriter(mode: HeadersMode | false, policies: readonly Resol
       const heads = policies.map((p) => `"${p.name}";r=`);
       if (policies.length === 1) {
         const head = heads[0]!;
-        return (res, reply, _binding, elapsed, after) => {
-          const value = `${head}${reply[2]};t=${seconds(reply[3]! - elapsed)}`;
-          if (after) {
-            setList(res, 'RateLimit-Policy', policy, after);
-            setList(res, 'RateLimit', value, after);
-            return;
-          }
-          res.setHeader('RateLimit-Policy', policy);
-          res.setHeader('RateLimit', value);
+        return (res, reply, _binding, elapsed, shown) => {
+          setList(res, 'RateLimit-Policy', policy, shown);
+          setList(res, 'RateLimit', `${head}${reply[2]};t=${seconds(reply[3]! - elapsed)}`, shown);
         };
       }
-      return (res, reply, _binding, elapsed, after) => {
+      return (res, reply, _binding, elapsed, shown) => {
         let value = '';
         for (let i = 0; i < heads.length; i++) {
           value += `${i ? ', ' : ''}${heads[i]}${reply[2 + 3 * i]};t=${seconds(reply[3 + 3 * i]! - elapsed)}`;
         }
-        setList(res, 'RateLimit-Policy', policy, after);
-        setList(res, 'RateLimit', value, after);
+        setList(res, 'RateLimit-Policy', policy, shown);
+        setList(res, 'RateLimit', value, shown);
       };
     }
     case 'draft-7': {
       const policy = policies.map((p) => `${p.limit};w=${windowSeconds(p)}`).join(', ');
-      return (res, reply, b, elapsed, after, binds) => {
-        setList(res, 'RateLimit-Policy', policy, after);
-        if (!binds) return;
+      return (res, reply, b, elapsed, shown) => {
+        setList(res, 'RateLimit-Policy', policy, shown);
+        if (!(shown & SHOWS_HEADERS)) return;
         res.setHeader(
           'RateLimit',
           `limit=${limits[b]}, remaining=${reply[2 + 3 * b]}, reset=${seconds(reply[3 + 3 * b]! - elapsed)}`,
@@ -72,9 +67,9 @@ export function headerWriter(mode: HeadersMode | false, policies: readonly Resol
     }
     case 'draft-6': {
       const policy = policies.map((p) => `${p.limit};w=${windowSeconds(p)}`).join(', ');
-      return (res, reply, b, elapsed, after, binds) => {
-        setList(res, 'RateLimit-Policy', policy, after);
-        if (!binds) return;
+      return (res, reply, b, elapsed, shown) => {
+        setList(res, 'RateLimit-Policy', policy, shown);
+        if (!(shown & SHOWS_HEADERS)) return;
         res.setHeader('RateLimit-Limit', limits[b]!);
         res.setHeader('RateLimit-Remaining', String(reply[2 + 3 * b]));
         res.setHeader('RateLimit-Reset', String(seconds(reply[3 + 3 * b]! - elapsed)));
@@ -82,8 +77,8 @@ export function headerWriter(mode: HeadersMode | false, policies: readonly Resol
     }
     case 'legacy':
       // X-RateLimit-Reset is a Unix time in seconds, as GitHub and express-rate-limit send it.
-      return (res, reply, b, elapsed, _after, binds) => {
-        if (!binds) return;
+      return (res, reply, b, elapsed, shown) => {
+        if (!(shown & SHOWS_HEADERS)) return;
         res.setHeader('X-RateLimit-Limit', limits[b]!);
         res.setHeader('X-RateLimit-Remaining', String(reply[2 + 3 * b]));
         res.setHeader(

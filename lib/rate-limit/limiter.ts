@@ -12,7 +12,7 @@ import { createRefunds } from './refunds';
 import { type Reply, replyWidth } from './reply';
 import { createFailMode, sendDenied } from './responses';
 import { MODE_CONSUME } from './script';
-import { HEADERS_AFTER, rank, SHOWS_HEADERS, SHOWS_INFO } from './standing';
+import { rank, SHOWS_INFO } from './standing';
 import type { RateLimitInfo } from './types';
 
 /**
@@ -45,14 +45,7 @@ export function createLimiter(o: ResolvedOptions) {
         const elapsed = now - hit.at;
         const info = ctx.infoAt(hit.reply as Reply, hit.binding, key, elapsed);
         const shown = tell(req, info, true);
-        writeHeaders(
-          res,
-          hit.reply,
-          hit.binding,
-          elapsed,
-          (shown & HEADERS_AFTER) !== 0,
-          (shown & SHOWS_HEADERS) !== 0,
-        );
+        writeHeaders(res, hit.reply, hit.binding, elapsed, shown);
         if (hasKitListeners())
           emitKitEvent({ component: 'rate-limit', name, type: 'deny-cache-hit', key, policy: info.policy });
         sendDenied(o, req, res, next, info, hit.until - now);
@@ -117,7 +110,7 @@ export function createLimiter(o: ResolvedOptions) {
     // Before the header write, which throws when another middleware already answered: such a
     // request is counted all the same, and its refund must not be lost with the throw.
     if (allowed && refundable) refunds.later(req, res, key, cost, p.member, reply, sent.at);
-    writeHeaders(res, reply, b, 0, (shown & HEADERS_AFTER) !== 0, (shown & SHOWS_HEADERS) !== 0);
+    writeHeaders(res, reply, b, 0, shown);
     if (allowed) {
       if (hasKitListeners())
         emitKitEvent({ component: 'rate-limit', name, type: 'allowed', key, policy: info.policy, cost });
