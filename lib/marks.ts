@@ -1,3 +1,5 @@
+import { emitWarningOnce } from './logger';
+
 /**
  * Marks the kit leaves on a request or response for its other middlewares. Under `Symbol.for` keys:
  * another copy of the kit in the process (its CJS and ESM builds, version.ts) must see them too.
@@ -25,4 +27,13 @@ export function firstPass(kind: Mark<Set<string>>, req: object, key: string): bo
   if (seen) seen.add(key);
   else kind.set(req, new Set([key]));
   return true;
+}
+
+/** The second pass's warning (once per `code`): which middleware, and what it met twice. */
+export function warnPassedTwice(code: string, middleware: string, what: string): void {
+  emitWarningOnce(
+    code,
+    () =>
+      `express-redis-kit ${middleware}: one request reached ${middleware} twice for the same ${what} (mounted on the app and again on a router or route?); the second pass lets it on. Mount it once. (Warned once.)`,
+  );
 }

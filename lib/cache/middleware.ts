@@ -1,8 +1,7 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { problemType, sendProblem, thrownError } from '../errors';
 import { scopePart } from '../keys';
-import { emitWarningOnce } from '../logger';
-import { firstPass, mark } from '../marks';
+import { firstPass, mark, warnPassedTwice } from '../marks';
 import { hasBody } from '../request-body';
 import { captureResponse } from './capture';
 import { answerStaleOnError, type FillContext, fill, staleIfErrorOf } from './fill';
@@ -127,11 +126,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
   /** The first pass answers from the entry or fills it with this request's answer: this one goes on. */
   function reachedTwice(next: NextFunction, key: string): void {
     event('reached-twice', key);
-    emitWarningOnce(
-      'ERK_CACHE_TWICE',
-      () =>
-        'express-redis-kit cacheResponse: one request reached cacheResponse twice for the same entry (mounted on the app and again on a router or route?); the second pass lets it on. Mount it once. (Warned once.)',
-    );
+    warnPassedTwice('ERK_CACHE_TWICE', 'cacheResponse', 'entry');
     next();
   }
 

@@ -6,7 +6,7 @@ import { emitKitEvent } from '../events';
 import { didNotRun, guarded } from '../guarded';
 import { scopePart } from '../keys';
 import { emitWarningOnce } from '../logger';
-import { firstPass, mark } from '../marks';
+import { firstPass, mark, warnPassedTwice } from '../marks';
 import { nodeField, OutageTracker } from '../outage';
 import { markInProgress, protect, releaseKey } from './lease';
 import { type IdempotencyOptions, type ResolvedIdempotencyOptions, resolveOptions } from './options';
@@ -96,11 +96,7 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
     if (!firstPass(RESERVED, req, key)) {
       // The first pass protects this request already: its answer is the one stored.
       emit('reached-twice');
-      emitWarningOnce(
-        'ERK_IDEMPOTENCY_TWICE',
-        () =>
-          `express-redis-kit idempotency: one request reached idempotency twice for the same key (mounted on the app and again on a router or route?); the second pass lets it on. Mount it once. (Warned once.)`,
-      );
+      warnPassedTwice('ERK_IDEMPOTENCY_TWICE', 'idempotency', 'key');
       return next();
     }
     const owner = randomUUID();
