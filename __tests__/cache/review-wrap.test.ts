@@ -2,6 +2,7 @@ import type Redis from 'ioredis';
 import { type Cache, createCache } from '../../lib/cache';
 import { invalidatedKeyOf, lockKeyOf, valueKey } from '../../lib/cache/key';
 import type { WrapOptions } from '../../lib/cache/types';
+import { resolveWrap, toEntry } from '../../lib/cache/wrap-values';
 import { captureEvents } from '../helpers/events';
 import { eventually, useRedisServer } from '../helpers/redis';
 import { quietLogger, sleep } from './helpers';
@@ -458,6 +459,132 @@ describe('cache.wrap: a background refresh whose fn takes longer than 3 × lockT
       }
     } finally {
       now.mockRestore();
+    }
+  });
+});
+
+describe('cache.wrap: a fill (a miss) whose fn takes longer than 3 × lockTimeout', () => {
+  const options = { ttl: '1m', tags: ['shelf'] };
+  /** Two instances, as two processes (no L1). */
+  function twoInstances() {
+    const make = () =>
+      createCache({
+        redis: redis.client(),
+        l1: false,
+        jitter: 0,
+        lockTimeout: '100ms',
+        logger: quietLogger(),
+      });
+    return { a: make(), b: make() };
+  }
+
+  /** Starts a's fill of `key` with an fn that settles when told; resolves once it let go of its lock. */
+  async function slowFill(a: Cache, key: string) {
+    let finish!: (v: string) => void;
+    const value = a.wrap(key, () => new Promise<string>((r) => (finish = r)), options);
+    const lock = lockKeyOf(valueKey('erk:', key));
+    await eventually(async () => (await admin.exists(lock)) === 1, 'the fill to take the lock');
+    await eventually(async () => (await admin.exists(lock)) === 0, 'the slow fill to let go of the lock');
+    return { value, finish: (v: string) => finish(v) };
+  }
+
+  it('never settling: lets go of the lock, so another instance fills the key at once', async () => {
+    const { a, b } = twoInstances();
+    const events = captureEvents('cache');
+    try {
+      void a.wrap('hung-fill', () => new Promise<string>(() => {}), options);
+      const lock = lockKeyOf(valueKey('erk:', 'hung-fill'));
+      await eventually(async () => (await admin.exists(lock)) === 1, 'the fill to take the lock');
+      await eventually(async () => (await admin.exists(lock)) === 0, 'the hung fill to let go of the lock');
+      expect(events.events.filter((e) => e.type === 'fill-slow')).toMatchObject([
+        { key: valueKey('erk:', 'hung-fill') },
+      ]);
+      expect(await b.wrap('hung-fill', async () => 'b', options)).toBe('b');
+      // b took the lock and stored, rather than waiting and running fn uncached.
+      expect(events.events.filter((e) => e.type === 'lock-wait')).toEqual([]);
+      expect(await b.wrap('hung-fill', async () => 'not called', options)).toBe('b');
+    } finally {
+      events.stop();
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it('settling late: its caller gets the value, and it is stored while the key is still empty', async () => {
+    const { a, b } = twoInstances();
+    try {
+      const { value, finish } = await slowFill(a, 'slow-fill');
+      finish('late');
+      expect(await value).toBe('late');
+      await eventually(
+        async () => (await b.wrap('slow-fill', async () => 'not stored', options)) === 'late',
+        'the late value to be stored',
+      );
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it('settling late, after another instance filled the key: leaves the newer entry', async () => {
+    const { a, b } = twoInstances();
+    const events = captureEvents('cache');
+    try {
+      const { value, finish } = await slowFill(a, 'slow-fill-overtaken');
+      expect(await b.wrap('slow-fill-overtaken', async () => 'newer', options)).toBe('newer');
+      finish('older');
+      expect(await value).toBe('older');
+      await eventually(
+        async () => events.events.some((e) => e.type === 'store-dropped' && e.reason === 'replaced'),
+        'the late store to be dropped',
+      );
+      expect(await b.wrap('slow-fill-overtaken', async () => 'not called', options)).toBe('newer');
+    } finally {
+      events.stop();
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it.each([
+    ['its key', { keys: ['slow-fill-invalidated'] }],
+    ['its tag', { tags: ['shelf'] }],
+  ])('settling late, after an invalidation of %s: stores nothing', async (_what, target) => {
+    const { a, b } = twoInstances();
+    const events = captureEvents('cache');
+    try {
+      const { value, finish } = await slowFill(a, 'slow-fill-invalidated');
+      await b.invalidate(target);
+      finish('read before the invalidation');
+      expect(await value).toBe('read before the invalidation');
+      await eventually(
+        async () => events.events.some((e) => e.type === 'store-dropped' && e.reason === 'invalidated'),
+        'the late store to be dropped',
+      );
+      expect(await b.wrap('slow-fill-invalidated', async () => 'fresh', options)).toBe('fresh');
+    } finally {
+      events.stop();
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+});
+
+describe('a cache store without the fill lock', () => {
+  it('is dropped when its fill started 55 s ago or more: an invalidation mark since may have expired', async () => {
+    const cache = createCache({ redis: redis.client(), l1: false, jitter: 0, logger: quietLogger() });
+    const events = captureEvents('cache');
+    try {
+      const [seconds, micros] = await admin.time();
+      const redisNow = Number(seconds) * 1000 + Math.floor(Number(micros) / 1000);
+      const entry = toEntry('v', resolveWrap({ ttl: '1m' }), (ms) => ms);
+      const key = valueKey('erk:', 'lockless');
+      expect(await cache.store(key, entry!, '', undefined, redisNow - 56_000)).toBe('dropped');
+      expect(events.events.filter((e) => e.type === 'store-dropped')).toMatchObject([
+        { key, reason: 'slow' },
+      ]);
+      expect(await admin.exists(key)).toBe(0);
+      expect(await cache.store(key, entry!, '', undefined, redisNow - 50_000)).toBe('stored');
+      expect(await admin.exists(key)).toBe(1);
+    } finally {
+      events.stop();
+      await cache.close();
     }
   });
 });

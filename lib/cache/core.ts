@@ -13,7 +13,7 @@ import { headerValue, lockKeyOf, noStoreKeyOf } from './key';
 import { type L1, type Rec, toRec } from './l1';
 import { acquireLockAt, keepAlive, mayTakeLock, releaseLock, sleep } from './lock';
 import type { ResolvedCacheOptions } from './options';
-import { lookup, markNoStore, unlinkKeys, type VaryMarker } from './store';
+import { lookup, markNoStore, type Replaces, unlinkKeys, type VaryMarker } from './store';
 
 export type Fetched =
   | { kind: 'hit'; rec: Rec; key: string }
@@ -287,7 +287,7 @@ export class CacheCore {
     token: string,
     vary: FillVary | undefined,
     since?: number,
-    replaces?: number,
+    replaces?: Replaces,
   ): Promise<StoreOutcome> {
     return storeFill(
       {

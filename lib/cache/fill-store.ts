@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { type Entry, encodeEntry } from './entry';
 import { tagKey } from './key';
 import type { ResolvedCacheOptions } from './options';
-import { storeEntry, unlinkKeys } from './store';
+import { type Replaces, storeEntry, unlinkKeys } from './store';
 import { addToTag } from './tags';
 
 /** What became of a fill's store. */
@@ -47,7 +47,7 @@ export async function storeFill(
   token: string,
   vary: FillVary | undefined,
   since?: number,
-  replaces?: number,
+  replaces?: Replaces,
 ): Promise<StoreOutcome> {
   const { redis } = ctx.options;
   try {
@@ -81,14 +81,9 @@ export async function storeFill(
         replaces,
       ),
     );
-    if (reply === '') {
-      // The fill lost its lock, most likely to an invalidation while the origin ran: what it read
-      // may be older than the write that invalidated it, so it must not become the entry. Or (with
-      // `replaces`) the entry it was to replace is gone: invalidated, expired or newer.
-      ctx.event('store-dropped', {
-        key: redisKey,
-        reason: replaces === undefined ? 'lock-lost' : 'replaced',
-      });
+    const dropped = DROPPED.get(reply);
+    if (dropped) {
+      ctx.event('store-dropped', { key: redisKey, reason: dropped });
       return 'dropped';
     }
     const written = ctx.strip(reply);
@@ -114,6 +109,19 @@ export async function storeFill(
     return 'failed';
   }
 }
+
+/**
+ * The store script's replies that wrote nothing, as `store-dropped` reasons. '': the fill lost its
+ * lock, most likely to an invalidation while the origin ran, so what it read may be older than the
+ * write that invalidated it. Without the lock, only the invalidation marks tell a store what changed
+ * since it started, and they are kept a minute: a fill slower than that cannot know ('!slow').
+ */
+const DROPPED = new Map([
+  ['', 'lock-lost'],
+  ['!invalidated', 'invalidated'],
+  ['!replaced', 'replaced'],
+  ['!slow', 'slow'],
+]);
 
 /** A variant's key, as the store script derives it (sha1 of the header values, one per line). */
 function variantKeyOf(redisKey: string, generation: string, values: readonly string[]): string {

@@ -4,7 +4,7 @@ import { type GuardOptions, guarded } from '../guarded';
 import type { Bus, Invalidation } from './bus';
 import { entryKey, lockKeyOf, tagKey, valueKey } from './key';
 import type { ResolvedCacheOptions } from './options';
-import { markInvalidated, unlinkKeys } from './store';
+import { MIN_MARK_MS, markInvalidated, unlinkKeys } from './store';
 import { forgetTaken, takeTag } from './tags';
 
 /** What an invalidation needs of the cache it runs for. */
@@ -22,7 +22,7 @@ export interface InvalidationContext {
  * longer than any fill is expected to run (at least a minute).
  */
 export function invalidationMarkMs(lockTimeoutMs: number): number {
-  return Math.max(60_000, 3 * lockTimeoutMs);
+  return Math.max(MIN_MARK_MS, 3 * lockTimeoutMs);
 }
 
 /**

@@ -57,30 +57,42 @@ end
 return {1, v, redis.call('PTTL', key), key}`,
 );
 
+/** The least an invalidation mark is kept, by an instance of any `lockTimeout` (invalidate.ts). */
+export const MIN_MARK_MS = 60_000;
+/** Past this, a fill without the lock is not stored: a mark it must see may be gone (5 s: Cluster clocks). */
+const SLOW_FILL_MS = MIN_MARK_MS - 5_000;
+
 // KEYS: entry, lock, key-invalidation mark. ARGV: value, ttl ms, lock token ('' = none), vary names
 // csv ('' = none), new generation, the fill's start (Redis ms, '' = unknown), the createdAt of the
-// entry this one must replace ('' = any), then the request header values in names order. Returns the
-// key written, or '' when the fill no longer holds its lock: an invalidation deleted it while the
-// origin ran (the value may predate the write that invalidated it), or it expired and another fill
-// took over; for a fill without a lock, when the key was invalidated since it started; and with a
-// createdAt, when the entry there is no longer that one (deleted, or replaced by a newer fill).
+// entry this one must replace ('' = any, '-' = none: the key must be empty), then the request header
+// values in names order. Returns the key written, or when nothing was: '' when the fill no longer
+// holds its lock (an invalidation deleted it while the origin ran, so the value may predate the
+// write that invalidated it; or it expired and another fill took over); for a fill without a lock,
+// '!invalidated' when the key was invalidated since it started, and '!slow' when it started
+// SLOW_FILL_MS ago or more (the marks that tell it about invalidations since then, kept 60 s at
+// least by instances of any lockTimeout, may have expired); '!replaced' when the key no longer
+// holds the entry to replace (deleted, or replaced by a newer fill). A key written always has '{'.
 // createdAt is matched as text, not decoded: cjson refuses JSON that JavaScript writes (a lone
 // surrogate in a tag). encodeEntry writes "c" right after the headers' list, and a quote inside a
 // JSON string is escaped, so the first `],"c":` is the field; its text is the number as ioredis
 // sends ARGV[7] (a Date.now() that was mocked may hold a fraction).
 const STORE = defineScript(
-  'cache_store_v4',
+  'cache_store_v5',
   3,
   `if ARGV[3] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[3] then return '' end
 if ARGV[3] == '' and ARGV[6] ~= '' then
+  ${LUA_NOW_MS}
+  if now_ms - tonumber(ARGV[6]) >= ${SLOW_FILL_MS} then return '!slow' end
   local inv = redis.call('GET', KEYS[3])
-  if inv and tonumber(inv) >= tonumber(ARGV[6]) then return '' end
+  if inv and tonumber(inv) >= tonumber(ARGV[6]) then return '!invalidated' end
 end
-if ARGV[7] ~= '' then
+if ARGV[7] == '-' then
+  if redis.call('EXISTS', KEYS[1]) == 1 then return '!replaced' end
+elseif ARGV[7] ~= '' then
   local cur = redis.call('GET', KEYS[1])
-  if not cur or string.sub(cur, 1, 4) ~= 'ERK1' or #cur < 8 then return '' end
+  if not cur or string.sub(cur, 1, 4) ~= 'ERK1' or #cur < 8 then return '!replaced' end
   local meta = string.sub(cur, 9, 8 + struct.unpack('>I4', cur, 5))
-  if string.match(meta, '%],"c":([^,]+),"t":') ~= ARGV[7] then return '' end
+  if string.match(meta, '%],"c":([^,]+),"t":') ~= ARGV[7] then return '!replaced' end
 end
 local key = KEYS[1]
 local ttl = tonumber(ARGV[2])
@@ -175,10 +187,13 @@ export function markNoStore(
   return runScript<number>(redis, NO_STORE, [lockKey, noStoreKey], [token, ttlMs]);
 }
 
+/** What a late store may replace: the entry created at this time, or ('none') no entry at all. */
+export type Replaces = number | 'none';
+
 /**
  * Writes an entry (or a variant behind its marker) and releases the fill lock, if `token` (when
- * given) still owns it, and (with `replaces`) if the entry there is still the one created then.
- * Resolves '' when not, and nothing was written.
+ * given) still owns it, and (with `replaces`) if the entry there is still the one created then
+ * ('none': if there is none). Resolves the key written, or why nothing was (see STORE).
  */
 export function storeEntry(
   redis: RedisClient,
@@ -190,13 +205,22 @@ export function storeEntry(
   varyValues: readonly string[],
   generation: string,
   since: number | undefined,
-  replaces?: number,
+  replaces?: Replaces,
 ): Promise<string> {
   return runScript<string>(
     redis,
     STORE,
     [key, lockKeyOf(key), invalidatedKeyOf(key)],
-    [value, ttlMs, token, varyNames.join(','), generation, since ?? '', replaces ?? '', ...varyValues],
+    [
+      value,
+      ttlMs,
+      token,
+      varyNames.join(','),
+      generation,
+      since ?? '',
+      replaces === 'none' ? '-' : (replaces ?? ''),
+      ...varyValues,
+    ],
   );
 }
 

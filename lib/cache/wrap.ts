@@ -160,6 +160,23 @@ export class Cache extends CacheCore {
       stop();
       this.releaseFill(redisKey, acquired.token);
     };
+    // As a refresh does: past the wait every caller gives up after, the lock goes, so that an fn that
+    // never settles (and no caller here giving up on it) does not keep every other instance's misses
+    // waiting for ever. A value that still comes is stored without the lock (see below).
+    let held = acquired.token;
+    const letGo =
+      held && !abandoned
+        ? setTimeout(
+            () => {
+              held = '';
+              stop();
+              this.releaseFill(redisKey, acquired.token);
+              this.event('fill-slow', { key: redisKey });
+            },
+            Math.min(3 * this.options.lockTimeoutMs, MAX_TIMER_MS),
+          )
+        : undefined;
+    letGo?.unref?.();
     let value: T;
     try {
       value = await fn();
@@ -170,6 +187,8 @@ export class Cache extends CacheCore {
       const stale = this.staleIfError(redisKey, fallback, error, o);
       if (stale) return stale;
       throw error;
+    } finally {
+      clearTimeout(letGo);
     }
     // From here the value is the newest there is: a caller giving up now must not cost its store.
     lease.abandon = undefined;
@@ -189,7 +208,11 @@ export class Cache extends CacheCore {
       this.releaseUncacheable(redisKey, acquired.token);
       return { value, rec: undefined };
     }
-    const stored = await this.store(redisKey, entry, acquired.token, undefined, acquired.since);
+    // After the let-go, only where the key still holds what the lookup found: another instance may
+    // have filled it since, from newer data.
+    const replaces =
+      held || !acquired.token ? undefined : (acquired.stale?.entry.createdAt ?? ('none' as const));
+    const stored = await this.store(redisKey, entry, held, undefined, acquired.since, replaces);
     const rec = toRec(entry, redisKey, 0, Date.now());
     if (stored === 'stored') this.l1?.set(redisKey, rec, Date.now(), heard);
     return { value, rec, dropped: stored === 'dropped' };
