@@ -1,6 +1,6 @@
 import type Redis from 'ioredis';
 import { type Cache, createCache } from '../../lib/cache';
-import { invalidatedKeyOf, lockKeyOf, valueKey } from '../../lib/cache/key';
+import { invalidatedKeyOf, lockKeyOf, noStoreKeyOf, valueKey } from '../../lib/cache/key';
 import type { WrapOptions } from '../../lib/cache/types';
 import { resolveWrap, toEntry } from '../../lib/cache/wrap-values';
 import { captureEvents } from '../helpers/events';
@@ -585,6 +585,216 @@ describe('a cache store without the fill lock', () => {
     } finally {
       events.stop();
       await cache.close();
+    }
+  });
+});
+
+const makeCache = (lockTimeout = '100ms') =>
+  createCache({ redis: redis.client(), l1: false, jitter: 0, lockTimeout, logger: quietLogger() });
+
+/** A promise and the function that resolves it. */
+function gate<T>() {
+  let open!: (v: T) => void;
+  const p = new Promise<T>((r) => (open = r));
+  return { p, open };
+}
+
+describe('cache.wrap: a fill past 3 × lockTimeout whose late value is uncacheable', () => {
+  it('leaves no no-store marker while another instance holds the lock: its waiters keep queueing on it', async () => {
+    const [a, b, c] = [makeCache(), makeCache(), makeCache()];
+    const key = valueKey('erk:', 'nostore-late');
+    const lock = lockKeyOf(key);
+    try {
+      const aFn = gate<undefined>();
+      const aValue = a.wrap('nostore-late', () => aFn.p, { ttl: '1m' });
+      await eventually(async () => (await admin.exists(lock)) === 1, 'a to take the lock');
+      await eventually(async () => (await admin.exists(lock)) === 0, 'a to let go (fill-slow)');
+      // b's miss takes the lock and fills (a healthy, slower fill).
+      const bFn = gate<string>();
+      const bValue = b.wrap('nostore-late', () => bFn.p, { ttl: '1m' });
+      await eventually(async () => (await admin.exists(lock)) === 1, 'b to take the lock');
+      // a's fn now settles with an uncacheable value (undefined, no cacheNullFor).
+      aFn.open(undefined);
+      expect(await aValue).toBeUndefined();
+      await sleep(50);
+      const marker = await admin.exists(noStoreKeyOf(key));
+      // c misses while b still fills: it should wait on b's lock, not run its own fn.
+      let cCalls = 0;
+      const cValue = c.wrap(
+        'nostore-late',
+        async () => {
+          cCalls++;
+          return 'c';
+        },
+        { ttl: '1m' },
+      );
+      await sleep(50);
+      bFn.open('b');
+      expect(await bValue).toBe('b');
+      expect({ marker, cCalls, c: await cValue }).toEqual({ marker: 0, cCalls: 0, c: 'b' });
+    } finally {
+      await Promise.all([a.close(), b.close(), c.close()]);
+    }
+  });
+});
+
+describe('cache.wrap: a caller that gave up waiting on a lock behind a stale entry (a store without the lock)', () => {
+  it.each([
+    ['keys', { keys: ['gave-up'] }],
+    ['tags', { tags: ['shelf'] }],
+  ])('honours an invalidation (by %s) while its fn ran', async (_what, target) => {
+    const b = makeCache();
+    const other = makeCache();
+    const opts = { ttl: 100, staleIfError: '1m', tags: ['shelf'] };
+    const key = valueKey('erk:', 'gave-up');
+    const events = captureEvents('cache');
+    try {
+      expect(await b.wrap('gave-up', async () => 'first', opts)).toBe('first');
+      await sleep(150); // past fresh; kept for staleIfError
+      // Another process holds the fill lock (a slower fill there).
+      await admin.set(lockKeyOf(key), 'foreign', 'PX', 5000);
+      const fn = gate<string>();
+      let started = false;
+      const value = b.wrap(
+        'gave-up',
+        () => {
+          started = true;
+          return fn.p;
+        },
+        { ...opts, ttl: '1m' },
+      );
+      await eventually(() => started, 'b to give up waiting and run fn without the lock', 3000);
+      await other.invalidate(target);
+      fn.open('read before the invalidation');
+      expect(await value).toBe('read before the invalidation');
+      await sleep(100);
+      const dropped = events.events.filter((e) => e.type === 'store-dropped').map((e) => e.reason);
+      const next = await other.wrap('gave-up', async () => 'fresh', { ...opts, ttl: '1m' });
+      expect({ dropped, next }).toEqual({ dropped: ['invalidated'], next: 'fresh' });
+    } finally {
+      events.stop();
+      await Promise.all([b.close(), other.close()]);
+    }
+  });
+});
+
+describe('cache.wrap: a fill a coalesced caller gave up on', () => {
+  it('reports no fill-slow later: the lock already went with the caller that gave up', async () => {
+    const cache = makeCache();
+    const events = captureEvents('cache');
+    try {
+      void cache.wrap('abandon-then-slow', () => new Promise<string>(() => {}), { ttl: '1m' });
+      const follower = cache.wrap('abandon-then-slow', async () => 'mine', { ttl: '1m' });
+      expect(await follower).toBe('mine');
+      const atAbandon = events.count('fill-slow');
+      await sleep(200);
+      expect({ atAbandon, after: events.count('fill-slow') }).toEqual({ atAbandon: 0, after: 0 });
+    } finally {
+      events.stop();
+      await cache.close();
+    }
+  });
+});
+
+describe('cache.wrap: a fill whose lookup found a stale entry, then (after an invalidation) nothing', () => {
+  it('settling past 3 × lockTimeout: is stored, the key being as its last lookup found it (empty)', async () => {
+    const a = makeCache('200ms');
+    const other = makeCache();
+    const opts = { ttl: 100, staleIfError: '1m' };
+    const key = valueKey('erk:', 'stale-then-empty');
+    const events = captureEvents('cache');
+    try {
+      expect(await a.wrap('stale-then-empty', async () => 'first', opts)).toBe('first');
+      await sleep(150);
+      await admin.set(lockKeyOf(key), 'foreign', 'PX', 5000);
+      const fn = gate<string>();
+      let started = false;
+      const value = a.wrap(
+        'stale-then-empty',
+        () => {
+          started = true;
+          return fn.p;
+        },
+        { ...opts, ttl: '1m' },
+      );
+      await sleep(50); // a polls: the stale entry, the foreign lock
+      await other.invalidate({ keys: ['stale-then-empty'] }); // entry and foreign lock go
+      await eventually(() => started, 'a to take the lock on its next lookup (a miss)');
+      await eventually(async () => (await admin.exists(lockKeyOf(key))) === 0, 'a to let go (fill-slow)');
+      fn.open('late');
+      expect(await value).toBe('late');
+      await sleep(100);
+      const dropped = events.events.filter((e) => e.type === 'store-dropped').map((e) => e.reason);
+      expect({
+        dropped,
+        next: await other.wrap('stale-then-empty', async () => 'other', { ...opts, ttl: '1m' }),
+      }).toEqual({
+        dropped: [],
+        next: 'late',
+      });
+    } finally {
+      events.stop();
+      await Promise.all([a.close(), other.close()]);
+    }
+  });
+
+  it('whose fn throws: does not answer with the invalidated entry as stale-if-error', async () => {
+    const a = makeCache('200ms');
+    const other = makeCache();
+    const opts = { ttl: 100, staleIfError: '1m' };
+    const key = valueKey('erk:', 'stale-then-throw');
+    try {
+      expect(await a.wrap('stale-then-throw', async () => 'invalidated value', opts)).toBe(
+        'invalidated value',
+      );
+      await sleep(150);
+      await admin.set(lockKeyOf(key), 'foreign', 'PX', 5000);
+      const fn = gate<string>();
+      let started = false;
+      const value = a.wrap(
+        'stale-then-throw',
+        () => {
+          started = true;
+          return fn.p.then(() => {
+            throw new Error('origin down');
+          });
+        },
+        opts,
+      );
+      value.catch(() => {});
+      await sleep(50);
+      await other.invalidate({ keys: ['stale-then-throw'] });
+      await eventually(() => started, 'a to take the lock on its next lookup (a miss)');
+      fn.open('');
+      await expect(value).rejects.toThrow('origin down');
+    } finally {
+      await Promise.all([a.close(), other.close()]);
+    }
+  });
+});
+
+describe('cache.wrap: store-dropped reasons', () => {
+  it("'lock-lost' for a fill that held its lock and lost it to invalidate({ keys }) before settling", async () => {
+    const a = makeCache('1s');
+    const other = makeCache();
+    const events = captureEvents('cache');
+    try {
+      const fn = gate<string>();
+      const value = a.wrap('lost', () => fn.p, { ttl: '1m' });
+      await eventually(
+        async () => (await admin.exists(lockKeyOf(valueKey('erk:', 'lost')))) === 1,
+        'a to take the lock',
+      );
+      await other.invalidate({ keys: ['lost'] });
+      fn.open('old');
+      expect(await value).toBe('old');
+      await events.waitFor('store-dropped', 1);
+      expect(events.events.filter((e) => e.type === 'store-dropped').map((e) => e.reason)).toEqual([
+        'lock-lost',
+      ]);
+    } finally {
+      events.stop();
+      await Promise.all([a.close(), other.close()]);
     }
   });
 });

@@ -188,6 +188,8 @@ export class CacheCore {
     const giveUpAt = performance.now() + 3 * this.options.lockTimeoutMs;
     let delay = 5;
     let stale: Rec | undefined;
+    // Redis time of the last look: a fill that gives up waiting checks invalidations since then.
+    let lastNow: number | undefined;
     let waited = false;
     let corrupt = 0;
     try {
@@ -198,19 +200,24 @@ export class CacheCore {
             return { kind: 'hit', rec: found.rec };
           // Only good as a stale-if-error fallback: fill it, under the lock.
           stale = found.rec;
-          const since = await this.tryLock(redisKey, token);
-          if (since !== undefined) return { kind: 'fill', token, stale, since };
+          const lock = await this.tryLockAt(redisKey, token);
+          if (lock.taken) return { kind: 'fill', token, stale, since: lock.at };
+          lastNow = lock.at;
         } else if (found.kind === 'corrupt') {
           // Its UNLINK went out ahead of the next lookup on the same connection: look again, and
           // fill under the lock like any miss. A value that comes back corrupt at once (something
           // else keeps writing it) is filled without, rather than looked up for ever.
           if (++corrupt === 1) continue;
           return { kind: 'fill', token: '', stale: undefined };
-        } else if (found.locked) {
-          return { kind: 'fill', token, stale, since: found.now, marker: found.marker };
-        } else if (found.noStore) {
+        } else {
+          // What an earlier look found is gone (invalidated, or past its time): no fallback any more,
+          // nor what a late store of this fill may replace.
+          stale = undefined;
+          lastNow = found.now;
+          if (found.locked) return { kind: 'fill', token, stale, since: found.now, marker: found.marker };
           // The last fill was uncacheable: queueing on the lock would run the origin one at a time.
-          return { kind: 'fill', token: '', stale, since: found.now, marker: found.marker };
+          if (found.noStore)
+            return { kind: 'fill', token: '', stale, since: found.now, marker: found.marker };
         }
         if (!waited) {
           waited = true;
@@ -218,8 +225,8 @@ export class CacheCore {
         }
         // A live holder keeps extending its lock; this cap only guards against one that never finishes.
         if (performance.now() > giveUpAt) {
-          const miss = found.kind === 'miss' ? found : undefined;
-          return { kind: 'fill', token: '', stale, since: miss?.now, marker: miss?.marker };
+          const marker = found.kind === 'miss' ? found.marker : undefined;
+          return { kind: 'fill', token: '', stale, since: lastNow, marker };
         }
         await sleep(delay);
         delay = Math.min(delay * 2, 100);
@@ -234,7 +241,13 @@ export class CacheCore {
    * taken at (the fill's `since`), or undefined when another holds it. Rejects when Redis is sick; a
    * call that timed out but lands later has its lock released behind it.
    */
-  tryLock(redisKey: string, token: string): Promise<number | undefined> {
+  async tryLock(redisKey: string, token: string): Promise<number | undefined> {
+    const { taken, at } = await this.tryLockAt(redisKey, token);
+    return taken ? at : undefined;
+  }
+
+  /** {@link tryLock}, with the Redis time also when another holds the lock. */
+  private tryLockAt(redisKey: string, token: string): Promise<{ taken: boolean; at: number }> {
     const lockKey = lockKeyOf(redisKey);
     return mayTakeLock(
       this.redis,

@@ -45,24 +45,25 @@ export async function acquireLock(
   return Number(await runScript<number>(redis, LOCK, [key], [token, ttlMs])) === 1;
 }
 
-// The same, answering the Redis time: a fill's tags are checked against invalidations since.
+// The same, answering the Redis time (negated when another holds the lock): a fill's tags are
+// checked against invalidations since, also a fill that gives up waiting and runs without the lock.
 const LOCK_AT = defineScript(
-  'lock_acquire_at_v2',
+  'lock_acquire_at_v3',
   1,
   `${LUA_NOW_MS}
 if ${TAKE} then return now_ms end
-return -1`,
+return -now_ms`,
 );
 
-/** Takes the lock like {@link acquireLock}; resolves the Redis time (ms) it was taken at, or undefined. */
+/** Takes the lock like {@link acquireLock}; resolves whether it did, and the Redis time (ms). */
 export async function acquireLockAt(
   redis: RedisClient,
   key: string,
   token: string,
   ttlMs: number,
-): Promise<number | undefined> {
+): Promise<{ taken: boolean; at: number }> {
   const at = Number(await runScript<number>(redis, LOCK_AT, [key], [token, ttlMs]));
-  return at >= 0 ? at : undefined;
+  return { taken: at > 0, at: Math.abs(at) };
 }
 
 /**

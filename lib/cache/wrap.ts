@@ -155,28 +155,34 @@ export class Cache extends CacheCore {
     const fallback = newest(acquired.stale, local);
     if (abandoned) this.releaseFill(redisKey, acquired.token);
     const stop = abandoned ? () => {} : this.holdLock(redisKey, acquired.token);
-    lease.abandon = () => {
-      abandoned = true;
-      stop();
-      this.releaseFill(redisKey, acquired.token);
-    };
     // As a refresh does: past the wait every caller gives up after, the lock goes, so that an fn that
     // never settles (and no caller here giving up on it) does not keep every other instance's misses
     // waiting for ever. A value that still comes is stored without the lock (see below).
     let held = acquired.token;
-    const letGo =
-      held && !abandoned
-        ? setTimeout(
-            () => {
-              held = '';
-              stop();
-              this.releaseFill(redisKey, acquired.token);
-              this.event('fill-slow', { key: redisKey });
-            },
-            Math.min(3 * this.options.lockTimeoutMs, MAX_TIMER_MS),
-          )
-        : undefined;
-    letGo?.unref?.();
+    let letGo: ReturnType<typeof setTimeout> | undefined;
+    lease.abandon = () => {
+      abandoned = true;
+      clearTimeout(letGo);
+      stop();
+      this.releaseFill(redisKey, acquired.token);
+    };
+    if (held && !abandoned) {
+      letGo = setTimeout(
+        () => {
+          held = '';
+          stop();
+          this.releaseFill(redisKey, acquired.token);
+          this.event('fill-slow', { key: redisKey });
+        },
+        Math.min(3 * this.options.lockTimeoutMs, MAX_TIMER_MS),
+      );
+      letGo.unref?.();
+    }
+    // Once let go, the lock may be another instance's: its waiters must go on queueing on it, not be
+    // sent to the origin by a no-store marker.
+    const uncacheable = () => {
+      if (held || !acquired.token) this.releaseUncacheable(redisKey, held);
+    };
     let value: T;
     try {
       value = await fn();
@@ -200,12 +206,12 @@ export class Cache extends CacheCore {
     } catch (error) {
       // fn did its work; only caching failed. The marker spares waiters in other processes a queue of
       // fills that would all fail the same way.
-      this.releaseUncacheable(redisKey, acquired.token);
+      uncacheable();
       this.unserializable(redisKey, error);
       return { value, rec: undefined };
     }
     if (!entry) {
-      this.releaseUncacheable(redisKey, acquired.token);
+      uncacheable();
       return { value, rec: undefined };
     }
     // After the let-go, only where the key still holds what the lookup found: another instance may
