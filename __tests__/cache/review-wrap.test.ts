@@ -636,6 +636,40 @@ describe('cache.wrap: a fill past 3 × lockTimeout whose late value is uncacheab
       await Promise.all([a.close(), b.close(), c.close()]);
     }
   });
+
+  it('lost to an invalidation: leaves no no-store marker on the lock another instance took since', async () => {
+    const [a, b, c, other] = [makeCache('1s'), makeCache('1s'), makeCache('1s'), makeCache('1s')];
+    const key = valueKey('erk:', 'lost-nostore');
+    const lock = lockKeyOf(key);
+    try {
+      const aFn = gate<undefined>();
+      const aValue = a.wrap('lost-nostore', () => aFn.p, { ttl: '1m' });
+      await eventually(async () => (await admin.exists(lock)) === 1, 'a to take the lock');
+      await other.invalidate({ keys: ['lost-nostore'] }); // takes a's lock away
+      const bFn = gate<string>();
+      const bValue = b.wrap('lost-nostore', () => bFn.p, { ttl: '1m' });
+      await eventually(async () => (await admin.exists(lock)) === 1, 'b to take the lock');
+      aFn.open(undefined); // uncacheable (no cacheNullFor)
+      expect(await aValue).toBeUndefined();
+      await sleep(50);
+      const marker = await admin.exists(noStoreKeyOf(key));
+      let cCalls = 0;
+      const cValue = c.wrap(
+        'lost-nostore',
+        async () => {
+          cCalls++;
+          return 'c';
+        },
+        { ttl: '1m' },
+      );
+      await sleep(50);
+      bFn.open('b');
+      expect(await bValue).toBe('b');
+      expect({ marker, cCalls, c: await cValue }).toEqual({ marker: 0, cCalls: 0, c: 'b' });
+    } finally {
+      await Promise.all([a.close(), b.close(), c.close(), other.close()]);
+    }
+  });
 });
 
 describe('cache.wrap: a caller that gave up waiting on a lock behind a stale entry (a store without the lock)', () => {
@@ -768,6 +802,53 @@ describe('cache.wrap: a fill whose lookup found a stale entry, then (after an in
       fn.open('');
       await expect(value).rejects.toThrow('origin down');
     } finally {
+      await Promise.all([a.close(), other.close()]);
+    }
+  });
+
+  it('with L1: whose fn throws, does not answer with the invalidated copy L1 held as stale-if-error', async () => {
+    const mk = () =>
+      createCache({ redis: redis.client(), jitter: 0, lockTimeout: '200ms', logger: quietLogger() });
+    const a = mk();
+    const other = mk();
+    await Promise.all([a.ready(), other.ready()]);
+    const opts = { ttl: 100, staleIfError: '1m' };
+    const key = valueKey('erk:', 'l1-stale-then-throw');
+    const events = captureEvents('cache');
+    try {
+      expect(await a.wrap('l1-stale-then-throw', async () => 'invalidated value', opts)).toBe(
+        'invalidated value',
+      );
+      await sleep(150); // past fresh: L1 and Redis keep it for staleIfError
+      await admin.set(lockKeyOf(key), 'foreign', 'PX', 5000);
+      const fn = gate<string>();
+      let started = false;
+      const value = a.wrap(
+        'l1-stale-then-throw',
+        () => {
+          started = true;
+          return fn.p.then(() => {
+            throw new Error('origin down');
+          });
+        },
+        opts,
+      );
+      value.catch(() => {});
+      await sleep(50);
+      await other.invalidate({ keys: ['l1-stale-then-throw'] }); // Redis entry, lock, and a's L1 copy go
+      await eventually(() => started, 'a to take the lock on its next lookup (a miss)');
+      await sleep(50); // the bus message has long reached a
+      fn.open('');
+      const outcome = await value.then(
+        (v) => ({ value: v }),
+        (e: Error) => ({ error: e.message }),
+      );
+      expect({
+        outcome,
+        staleIfError: events.count('stale-if-error'),
+      }).toEqual({ outcome: { error: 'origin down' }, staleIfError: 0 });
+    } finally {
+      events.stop();
       await Promise.all([a.close(), other.close()]);
     }
   });

@@ -254,6 +254,42 @@ describe('stale-if-error', () => {
     }
   });
 
+  it.each([false, true])(
+    'does not answer with a stale entry invalidated while the failing route ran (l1: %s)',
+    async (l1) => {
+      const route = gate<void>();
+      let phase: 'first' | 'failing' = 'first';
+      let started = false;
+      const app = express();
+      const mw = cacheResponse({
+        redis: client,
+        ttl: 100,
+        jitter: 0,
+        staleIfError: '1m',
+        lockTimeout: '1s',
+        ...(l1 ? {} : { l1: false }),
+      });
+      app.get('/r', mw, async (_req, res) => {
+        if (phase === 'first') return void res.send('invalidated body');
+        started = true;
+        await route.p;
+        res.status(503).send('origin down');
+      });
+      await request(app).get('/r');
+      await waitForKeys(client, 'erk:c:*');
+      await sleep(150);
+      phase = 'failing';
+      const pending = request(app)
+        .get('/r')
+        .then((r) => r);
+      await eventually(() => started, 'the fill to run the route');
+      await mw.invalidate({ keys: ['GET /r'] });
+      route.open();
+      const res = await pending;
+      expect([res.status, res.text, res.headers['x-cache']]).toEqual([503, 'origin down', 'MISS']);
+    },
+  );
+
   it('passes the error through when there is no stale entry', async () => {
     const app = express();
     app.get('/r', cacheResponse({ redis: client, ttl: 100, staleIfError: '1m', l1: false }), (_req, res) => {
@@ -429,3 +465,10 @@ describe('stale-while-revalidate behind rateLimit', () => {
     await expectRefreshUncharged(limiter, staleAfter300ms(client));
   });
 });
+
+/** A promise and the function that resolves it. */
+function gate<T>() {
+  let open!: (v: T) => void;
+  const p = new Promise<T>((r) => (open = r));
+  return { p, open };
+}

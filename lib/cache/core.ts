@@ -278,7 +278,8 @@ export class CacheCore {
 
   /**
    * Ends a fill whose result was not storable: releases the lock and, in the same script, leaves a
-   * short-lived marker so waiters and new misses go straight to the origin instead of queueing.
+   * short-lived marker so waiters and new misses go straight to the origin instead of queueing
+   * (not when the lock is no longer this fill's: see store.ts).
    */
   releaseUncacheable(redisKey: string, token: string): void {
     const ttlMs = Math.min(NO_STORE_MS, this.options.lockTimeoutMs);

@@ -73,6 +73,7 @@ export function fill(
   const heard = cache.heard;
   const stop = cache.holdLock(redisKey, token);
   const fallback = staleIfErrorOf(o, lease.stale, Date.now());
+  const staleAnswer = fallback ? answerStaleOnError(ctx, req, res, fallback, key) : undefined;
   res.setHeader('X-Cache', 'MISS');
   ctx.event('miss', key);
   captureResponse(
@@ -82,7 +83,11 @@ export function fill(
       statuses: o.statuses,
       // A 304 only for GET (RFC 9110 §13.1.2): a POST that ran must not lose its answer to one.
       ifNoneMatch: req.method === 'GET' ? req.headers['if-none-match'] : undefined,
-      onServerError: fallback ? answerStaleOnError(ctx, req, res, fallback, key) : undefined,
+      // Not an entry an invalidation heard since reached (it was deleted while the route ran).
+      onServerError:
+        staleAnswer && fallback
+          ? (originals) => !cache.invalidatedSince(heard, fallback) && staleAnswer(originals)
+          : undefined,
     },
     (captured, reason) => {
       stop();

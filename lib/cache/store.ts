@@ -123,10 +123,15 @@ return key`,
 
 // KEYS: lock, no-store marker. ARGV: lock token ('' = none held), marker ttl ms. Releases the lock
 // (only its owner) and leaves the marker in the same step, so no waiter can take the lock in between.
+// A fill that no longer holds its lock (let go, lost to an invalidation, expired) leaves no marker:
+// the lock may be another fill's now, whose waiters must go on queueing on it.
 const NO_STORE = defineScript(
-  'cache_no_store',
+  'cache_no_store_v2',
   2,
-  `if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+  `if ARGV[1] ~= '' then
+  if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+  redis.call('DEL', KEYS[1])
+end
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
 return 1`,
 );

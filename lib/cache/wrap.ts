@@ -152,7 +152,9 @@ export class Cache extends CacheCore {
       }
     }
     this.event('miss', { key: redisKey });
-    const fallback = newest(acquired.stale, local);
+    // What an invalidation heard since the lookup began reaches is no fallback (L1's copy was read
+    // before it, and the entry a poll found may have been invalidated while fn ran).
+    const usable = (rec: Rec | undefined) => (rec && !this.invalidatedSince(heard, rec) ? rec : undefined);
     if (abandoned) this.releaseFill(redisKey, acquired.token);
     const stop = abandoned ? () => {} : this.holdLock(redisKey, acquired.token);
     // As a refresh does: past the wait every caller gives up after, the lock goes, so that an fn that
@@ -178,11 +180,6 @@ export class Cache extends CacheCore {
       );
       letGo.unref?.();
     }
-    // Once let go, the lock may be another instance's: its waiters must go on queueing on it, not be
-    // sent to the origin by a no-store marker.
-    const uncacheable = () => {
-      if (held || !acquired.token) this.releaseUncacheable(redisKey, held);
-    };
     let value: T;
     try {
       value = await fn();
@@ -190,7 +187,7 @@ export class Cache extends CacheCore {
       lease.abandon = undefined;
       stop();
       this.releaseFill(redisKey, acquired.token);
-      const stale = this.staleIfError(redisKey, fallback, error, o);
+      const stale = this.staleIfError(redisKey, newest(usable(acquired.stale), usable(local)), error, o);
       if (stale) return stale;
       throw error;
     } finally {
@@ -206,12 +203,12 @@ export class Cache extends CacheCore {
     } catch (error) {
       // fn did its work; only caching failed. The marker spares waiters in other processes a queue of
       // fills that would all fail the same way.
-      uncacheable();
+      this.releaseUncacheable(redisKey, acquired.token);
       this.unserializable(redisKey, error);
       return { value, rec: undefined };
     }
     if (!entry) {
-      uncacheable();
+      this.releaseUncacheable(redisKey, acquired.token);
       return { value, rec: undefined };
     }
     // After the let-go, only where the key still holds what the lookup found: another instance may
