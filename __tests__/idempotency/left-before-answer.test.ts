@@ -5,8 +5,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import compression from 'compression';
 import express5, { type RequestHandler, type Response } from 'express';
+import { closeRedis, createRedis } from '../../lib/connection';
 import { idempotency } from '../../lib/idempotency';
-import { useRedisServer } from '../helpers/redis';
+import { eventually, useRedisServer } from '../helpers/redis';
+import { proxyPort, startTcpProxy } from '../helpers/tcp-proxy';
 import { freshKey, send, sleep, useEvents, useServers } from './http';
 
 // A client that leaves before any answer keeps the key in flight while the handler works (its
@@ -60,6 +62,41 @@ describe.each([
     await sleep(1000); // the handler started its answer 800 ms ago: well past lockTtl (300 ms)
     expect((await send(url, { key })).status).toBe(200);
     expect(runs).toBe(2);
+  });
+});
+
+describe('the client left while the reservation was on its way to Redis, then a file is sent', () => {
+  it('the retry runs once lockTtl has passed (not after ttl)', async () => {
+    // Replies take 50 ms: the client is gone before the reservation answers, so the response's
+    // 'close' came before the kit could listen for it.
+    const proxy = await startTcpProxy(redis.server.port, { delayMs: 50 });
+    const client = createRedis({ url: `redis://127.0.0.1:${proxyPort(proxy)}`, logger: false });
+    try {
+      await client.ping();
+      let runs = 0;
+      const app = express5();
+      app.post('/exports', idempotency({ redis: client, lockTtl: 300 }), (_req, res) => {
+        runs += 1;
+        // An answer that cannot end once the client is gone (Express drops sendFile's ECONNABORTED).
+        setTimeout(() => res.sendFile(file), 50);
+      });
+      const url = new URL(await servers.listen(app));
+      const key = freshKey();
+      const socket = connect(Number(url.port), url.hostname, () => {
+        socket.write(
+          `POST /exports HTTP/1.1\r\nHost: x\r\nIdempotency-Key: ${key}\r\nContent-Length: 0\r\n\r\n`,
+        );
+        setTimeout(() => socket.destroy(), 5);
+      });
+      socket.on('error', () => {});
+      await eventually(() => runs === 1, 'the handler to run for the request whose client left');
+      await sleep(1000); // well past lockTtl (300 ms) after the handler's last sign of life
+      expect((await send(url.origin + '/exports', { key })).status).toBe(200);
+      expect(runs).toBe(2);
+    } finally {
+      await closeRedis(client, { timeoutMs: 100 });
+      proxy.close();
+    }
   });
 });
 

@@ -242,6 +242,10 @@ export function captureResponse(
   } as ServerResponse['end'];
 
   res.once('close', () => finish(undefined));
+  // The client hung up before this was put in place (while the lookup was in flight): its 'close' has
+  // come and gone, and end() on the destroyed response sends no headers. Nothing else would end the
+  // fill: its lock renewed for good, and every later request for the URL waiting on its flight.
+  if (res.destroyed) finish(undefined);
 }
 
 /**

@@ -213,13 +213,17 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
   // broke off mid-upload, which can never complete (a handler reading it waits for ever). One that
   // has not started and that the client broke off is left alone: the handler may still be working,
   // and its answer will be stored for the retry (see closedUnanswered).
-  res.once('close', () => {
+  const closed = () => {
     live = false;
     unwatch?.();
     if (ended) return;
     if (res.headersSent || destroyedHere || (req && !req.complete)) hooks.aborted();
     else closedUnanswered = true;
-  });
+  };
+  // The client may have left while the reservation was on its way: that 'close' has already come,
+  // and without it an answer that cannot end would hold the key until `ttl`.
+  if (res.destroyed) closed();
+  else res.once('close', closed);
 }
 
 type DestroyWatcher = (args: unknown[], socket: Socket) => void;
