@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { RedisClient } from '../client';
+import { emitWarningOnce } from '../logger';
 import { subscribeDurably } from '../pubsub';
 
 /** What every instance's L1 must drop. */
@@ -66,6 +67,16 @@ export class Bus {
     );
     this.ready = subscription.ready;
     this.unsubscribe = subscription.unsubscribe;
+    const open = (openBuses.get(redis) ?? 0) + 1;
+    openBuses.set(redis, open);
+    if (open > MANY_OPEN) {
+      // Each one is held by the client's subscriber, with its whole L1, until close().
+      emitWarningOnce(
+        'ERK_CACHE_NOT_CLOSED',
+        () =>
+          `express-redis-kit: over ${MANY_OPEN} caches with an L1 are open on one Redis client. Each stays in memory (with its L1) until cache.close(): make a cache (or cacheResponse()) once, at start-up, not per request, or close it when done.`,
+      );
+    }
   }
 
   publish(message: Invalidation): Promise<unknown> {
@@ -76,6 +87,11 @@ export class Bus {
   async close(): Promise<void> {
     const unsubscribe = this.unsubscribe;
     this.unsubscribe = undefined;
+    if (unsubscribe) openBuses.set(this.redis, (openBuses.get(this.redis) ?? 1) - 1);
     await unsubscribe?.();
   }
 }
+
+/** Subscribed buses per client, to spot caches made over and over and never closed. */
+const openBuses = new WeakMap<RedisClient, number>();
+const MANY_OPEN = 100;
