@@ -1,4 +1,5 @@
 import type { Response } from 'express';
+import { mark } from './marks';
 
 /*
  * A middleware that holds the end of a response until Redis has answered (idempotency stores the
@@ -119,17 +120,28 @@ export interface HeldAnswer {
   release(send: () => void, methods?: Droppers): void;
 }
 
+/** Set on a response while the kit holds the end() the app called (see holdAnswer). */
+const HELD = mark<number>('late-answers.held');
+/** Whether the app ended `res` and the kit holds that end while Redis answers. */
+export const isHeld = (res: Response): boolean => (HELD.get(res) ?? 0) > 0;
+
 /**
  * Makes the response behave as sent while its end waits for Redis: a second answer is dropped,
  * status and header changes are undone on release, and header calls after the release are quiet.
  */
 export function holdAnswer(res: Response): HeldAnswer {
+  HELD.set(res, (HELD.get(res) ?? 0) + 1);
+  let released = false;
   const wire = wireOf(res);
   const kept = dropLateAnswers(res);
   quietAfterSend(res);
   return {
     kept,
     release(send, methods = kept) {
+      if (!released) {
+        released = true;
+        HELD.set(res, (HELD.get(res) ?? 1) - 1);
+      }
       putBack(res, methods);
       try {
         restoreWire(res, wire);

@@ -92,11 +92,18 @@ export function captureResponse(
   };
   res.once('finish', settleUnsent);
   res.once('close', settleUnsent);
+  // The connection this response goes out on: its own socket once it has one (a background
+  // refresh's is a sink, not the visitor's), else its request's (queued behind another).
+  const wire = res.socket ?? connection;
   const finish = (captured: Captured | undefined) => {
     if (finished) return;
     finished = true;
+    wire?.off('close', gone);
     done(captured, captured ? undefined : (reason ?? 'aborted'));
   };
+  function gone(): void {
+    finish(undefined);
+  }
   // A finished body waits here until its headers have gone out: express-session adds its Set-Cookie
   // inside writeHead, possibly after an asynchronous save, i.e. after end() was called.
   let pending: Captured | undefined;
@@ -241,11 +248,14 @@ export function captureResponse(
     return out;
   } as ServerResponse['end'];
 
-  res.once('close', () => finish(undefined));
+  res.once('close', gone);
+  // A response queued behind another on its connection (pipelining) gets neither 'close' nor
+  // `destroyed` when that connection dies: the connection's own 'close' ends the fill.
+  wire?.once('close', gone);
   // The client hung up before this was put in place (while the lookup was in flight): its 'close' has
   // come and gone, and end() on the destroyed response sends no headers. Nothing else would end the
   // fill: its lock renewed for good, and every later request for the URL waiting on its flight.
-  if (res.destroyed) finish(undefined);
+  if (res.destroyed || wire?.destroyed) gone();
 }
 
 /**

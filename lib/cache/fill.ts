@@ -112,7 +112,7 @@ export function fill(
         const release = () => releaseUncacheable(cache, res, redisKey, token, reason, settle);
         // A 304 is judged by its headers as they went out: express-session in front adds its
         // Set-Cookie inside writeHead, after this is first known.
-        if (res.statusCode === 304 && !res.headersSent) onFinished(res, release);
+        if (res.statusCode === 304 && !res.headersSent) whenOver(res, release);
         else release();
         return;
       }
@@ -149,6 +149,27 @@ export function fill(
     },
   );
   next();
+}
+
+/**
+ * Calls `fn` once the response is over: on-finished, and also the connection's 'close', which is
+ * all a response queued behind another (pipelining) gets when its connection dies.
+ */
+function whenOver(res: Response, fn: () => void): void {
+  const connection = res.socket ?? res.req?.socket;
+  let called = false;
+  const once = () => {
+    if (called) return;
+    called = true;
+    connection?.off('close', once);
+    fn();
+  };
+  if (connection?.destroyed) {
+    once();
+    return;
+  }
+  connection?.once('close', once);
+  onFinished(res, once);
 }
 
 /**

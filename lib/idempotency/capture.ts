@@ -214,16 +214,23 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
   // has not started and that the client broke off is left alone: the handler may still be working,
   // and its answer will be stored for the retry (see closedUnanswered).
   const closed = () => {
+    if (!live) return;
     live = false;
     unwatch?.();
+    socket?.off('close', closed);
     if (ended) return;
     if (res.headersSent || destroyedHere || (req && !req.complete)) hooks.aborted();
     else closedUnanswered = true;
   };
   // The client may have left while the reservation was on its way: that 'close' has already come,
   // and without it an answer that cannot end would hold the key until `ttl`.
-  if (res.destroyed) closed();
-  else res.once('close', closed);
+  // A response queued behind another on its connection (pipelining) gets neither 'close' nor
+  // `destroyed` when that connection dies: the connection's 'close' tells instead.
+  if (res.destroyed || socket?.destroyed) closed();
+  else {
+    res.once('close', closed);
+    socket?.once('close', closed);
+  }
 }
 
 type DestroyWatcher = (args: unknown[], socket: Socket) => void;

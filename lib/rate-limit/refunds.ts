@@ -2,6 +2,7 @@ import type { Request, Response } from 'express';
 import onFinished from 'on-finished';
 import { emitKitEvent } from '../events';
 import { guarded } from '../guarded';
+import { isHeld } from '../late-answers';
 import { runScript } from '../scripts';
 import type { Refund } from './batches';
 import type { LimiterContext } from './context';
@@ -68,10 +69,21 @@ export function createRefunds(
     // off must not be a way to make requests for free (skipFailedRequests). Judged now, when the
     // client already left: on-finished calls back a turn later, after next() has let a synchronous
     // handler end the response (a validation error, a cached answer).
-    if (!res.writableEnded && onFinished.isFinished(res)) return;
-    onFinished(res, () => {
-      if (res.writableEnded) settle();
-    });
+    // An answer the kit holds (idempotency storing it, redisSession saving) was ended by the app.
+    const answered = () => res.writableEnded || isHeld(res);
+    if (!answered() && onFinished.isFinished(res)) return;
+    // A response queued behind another on its connection (pipelining) neither finishes nor closes
+    // when that connection dies: its 'close' is the end of this one too.
+    const connection = res.socket ?? req.socket;
+    let judged = false;
+    const judge = () => {
+      if (judged) return;
+      judged = true;
+      connection?.off('close', judge);
+      if (answered()) settle();
+    };
+    connection?.once('close', judge);
+    onFinished(res, judge);
   }
 
   /** One refund call for a client's batch. */
