@@ -599,77 +599,53 @@ function gate<T>() {
   return { p, open };
 }
 
-describe('cache.wrap: a fill past 3 × lockTimeout whose late value is uncacheable', () => {
-  it('leaves no no-store marker while another instance holds the lock: its waiters keep queueing on it', async () => {
-    const [a, b, c] = [makeCache(), makeCache(), makeCache()];
-    const key = valueKey('erk:', 'nostore-late');
-    const lock = lockKeyOf(key);
-    try {
-      const aFn = gate<undefined>();
-      const aValue = a.wrap('nostore-late', () => aFn.p, { ttl: '1m' });
-      await eventually(async () => (await admin.exists(lock)) === 1, 'a to take the lock');
-      await eventually(async () => (await admin.exists(lock)) === 0, 'a to let go (fill-slow)');
-      // b's miss takes the lock and fills (a healthy, slower fill).
-      const bFn = gate<string>();
-      const bValue = b.wrap('nostore-late', () => bFn.p, { ttl: '1m' });
-      await eventually(async () => (await admin.exists(lock)) === 1, 'b to take the lock');
-      // a's fn now settles with an uncacheable value (undefined, no cacheNullFor).
-      aFn.open(undefined);
-      expect(await aValue).toBeUndefined();
-      await sleep(50);
-      const marker = await admin.exists(noStoreKeyOf(key));
-      // c misses while b still fills: it should wait on b's lock, not run its own fn.
-      let cCalls = 0;
-      const cValue = c.wrap(
-        'nostore-late',
-        async () => {
-          cCalls++;
-          return 'c';
-        },
-        { ttl: '1m' },
-      );
-      await sleep(50);
-      bFn.open('b');
-      expect(await bValue).toBe('b');
-      expect({ marker, cCalls, c: await cValue }).toEqual({ marker: 0, cCalls: 0, c: 'b' });
-    } finally {
-      await Promise.all([a.close(), b.close(), c.close()]);
-    }
-  });
-
-  it('lost to an invalidation: leaves no no-store marker on the lock another instance took since', async () => {
-    const [a, b, c, other] = [makeCache('1s'), makeCache('1s'), makeCache('1s'), makeCache('1s')];
-    const key = valueKey('erk:', 'lost-nostore');
-    const lock = lockKeyOf(key);
-    try {
-      const aFn = gate<undefined>();
-      const aValue = a.wrap('lost-nostore', () => aFn.p, { ttl: '1m' });
-      await eventually(async () => (await admin.exists(lock)) === 1, 'a to take the lock');
-      await other.invalidate({ keys: ['lost-nostore'] }); // takes a's lock away
-      const bFn = gate<string>();
-      const bValue = b.wrap('lost-nostore', () => bFn.p, { ttl: '1m' });
-      await eventually(async () => (await admin.exists(lock)) === 1, 'b to take the lock');
-      aFn.open(undefined); // uncacheable (no cacheNullFor)
-      expect(await aValue).toBeUndefined();
-      await sleep(50);
-      const marker = await admin.exists(noStoreKeyOf(key));
-      let cCalls = 0;
-      const cValue = c.wrap(
-        'lost-nostore',
-        async () => {
-          cCalls++;
-          return 'c';
-        },
-        { ttl: '1m' },
-      );
-      await sleep(50);
-      bFn.open('b');
-      expect(await bValue).toBe('b');
-      expect({ marker, cCalls, c: await cValue }).toEqual({ marker: 0, cCalls: 0, c: 'b' });
-    } finally {
-      await Promise.all([a.close(), b.close(), c.close(), other.close()]);
-    }
-  });
+describe('cache.wrap: a fill whose lock is no longer its own, settling with an uncacheable value', () => {
+  it.each<[string, string, (other: Cache, name: string, lock: string) => Promise<unknown>]>([
+    [
+      'let go after 3 × lockTimeout',
+      '100ms',
+      (_other, _name, lock) =>
+        eventually(async () => (await admin.exists(lock)) === 0, 'a to let go (fill-slow)'),
+    ],
+    ['lost to an invalidation', '1s', (other, name) => other.invalidate({ keys: [name] })],
+  ])(
+    '%s: leaves no no-store marker on the lock another instance took since: its waiters keep queueing on it',
+    async (_how, lockTimeout, loseLock) => {
+      const [a, b, c, other] = [1, 2, 3, 4].map(() => makeCache(lockTimeout)) as [Cache, Cache, Cache, Cache];
+      const name = `nostore-${lockTimeout}`;
+      const lock = lockKeyOf(valueKey('erk:', name));
+      try {
+        const aFn = gate<undefined>();
+        const aValue = a.wrap(name, () => aFn.p, { ttl: '1m' });
+        await eventually(async () => (await admin.exists(lock)) === 1, 'a to take the lock');
+        await loseLock(other, name, lock);
+        // b's miss takes the lock and fills (a healthy, slower fill).
+        const bFn = gate<string>();
+        const bValue = b.wrap(name, () => bFn.p, { ttl: '1m' });
+        await eventually(async () => (await admin.exists(lock)) === 1, 'b to take the lock');
+        aFn.open(undefined); // uncacheable (no cacheNullFor)
+        expect(await aValue).toBeUndefined();
+        await sleep(50);
+        const marker = await admin.exists(noStoreKeyOf(valueKey('erk:', name)));
+        // c misses while b still fills: it waits on b's lock, rather than running its own fn.
+        let cCalls = 0;
+        const cValue = c.wrap(
+          name,
+          async () => {
+            cCalls++;
+            return 'c';
+          },
+          { ttl: '1m' },
+        );
+        await sleep(50);
+        bFn.open('b');
+        expect(await bValue).toBe('b');
+        expect({ marker, cCalls, c: await cValue }).toEqual({ marker: 0, cCalls: 0, c: 'b' });
+      } finally {
+        await Promise.all([a.close(), b.close(), c.close(), other.close()]);
+      }
+    },
+  );
 });
 
 describe('cache.wrap: a caller that gave up waiting on a lock behind a stale entry (a store without the lock)', () => {
