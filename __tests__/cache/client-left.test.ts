@@ -4,9 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import express from 'express';
 import { cacheResponse } from '../../lib/cache';
-import { closeRedis, createRedis } from '../../lib/connection';
 import { eventually, useRedisServer } from '../helpers/redis';
-import { proxyPort, startTcpProxy } from '../helpers/tcp-proxy';
+import { useSlowKitClients } from '../helpers/tcp-proxy';
 import { listen, quietLogger, sleep } from './helpers';
 
 // A client that hangs up while the kit's lookup is still on its way to Redis: the response's 'close'
@@ -31,17 +30,7 @@ function hangUp(port: number, head: string, afterMs = 5): Promise<void> {
   });
 }
 
-/** A kit client whose Redis replies take 50 ms (closed after the test). */
-async function slowClient() {
-  const proxy = await startTcpProxy(redis.server.port, { delayMs: 50 });
-  const client = createRedis({ url: `redis://127.0.0.1:${proxyPort(proxy)}`, logger: false });
-  cleanups.push(async () => {
-    await closeRedis(client, { timeoutMs: 100 });
-    proxy.close();
-  });
-  await client.ping();
-  return client;
-}
+const slowClient = useSlowKitClients(() => redis.server.port);
 
 it('a miss whose client hung up during the lookup lets go of its fill lock: the next request fills at once', async () => {
   // Replies take 50 ms: the client is gone before the lookup (which takes the fill lock) answers.

@@ -1,5 +1,7 @@
 import { type AddressInfo, connect, createServer, type Server } from 'node:net';
 import { Redis } from 'ioredis';
+import type { RedisClient } from '../../lib/client';
+import { closeRedis, createRedis } from '../../lib/connection';
 
 export interface ProxyOptions {
   /**
@@ -77,6 +79,28 @@ export function useTcpProxy(port: () => number) {
     const client = new Redis(proxyPort(server), '127.0.0.1');
     client.on('error', () => {});
     clients.push(client);
+    return client;
+  };
+}
+
+/**
+ * Kit clients (`createRedis`) on the redis-server at `port()` whose replies take `delayMs`: a Redis
+ * one slow hop away, so a client can hang up while the kit's call is on its way. Each is closed,
+ * with its proxy, after the test.
+ */
+export function useSlowKitClients(port: () => number) {
+  const open: Array<() => Promise<void>> = [];
+  afterEach(async () => {
+    for (const close of open.splice(0)) await close();
+  });
+  return async function slowClient(delayMs = 50): Promise<RedisClient> {
+    const proxy = await startTcpProxy(port(), { delayMs });
+    const client = createRedis({ url: `redis://127.0.0.1:${proxyPort(proxy)}`, logger: false });
+    open.push(async () => {
+      await closeRedis(client, { timeoutMs: 100 });
+      proxy.close();
+    });
+    await client.ping();
     return client;
   };
 }

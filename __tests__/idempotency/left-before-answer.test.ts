@@ -5,10 +5,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import compression from 'compression';
 import express5, { type RequestHandler, type Response } from 'express';
-import { closeRedis, createRedis } from '../../lib/connection';
+import type { RedisClient } from '../../lib/client';
 import { idempotency } from '../../lib/idempotency';
 import { eventually, useRedisServer } from '../helpers/redis';
-import { proxyPort, startTcpProxy } from '../helpers/tcp-proxy';
+import { useSlowKitClients } from '../helpers/tcp-proxy';
 import { freshKey, send, sleep, useEvents, useServers } from './http';
 
 // A client that leaves before any answer keeps the key in flight while the handler works (its
@@ -22,7 +22,11 @@ const events = useEvents();
 const dir = mkdtempSync(join(tmpdir(), 'erk-left-'));
 const file = join(dir, 'export.csv');
 writeFileSync(file, 'id,amount\n'.repeat(1000));
+// Larger than a response's 16 KiB buffer: sent to a gone client, it never ends.
+const bigFile = join(dir, 'export.bin');
+writeFileSync(bigFile, Buffer.alloc(200_000, 'x'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const slowClient = useSlowKitClients(() => redis.server.port);
 /** Opened by the handler once it has started: `opened` resolves then. */
 function gate() {
   let open!: () => void;
@@ -66,37 +70,59 @@ describe.each([
 });
 
 describe('the client left while the reservation was on its way to Redis, then a file is sent', () => {
+  /** Writes `head` on a new connection to `url` and destroys it `afterMs` later. */
+  function sendAndLeave(url: URL, head: string, afterMs: number) {
+    const socket = connect(Number(url.port), url.hostname, () => {
+      socket.write(head);
+      setTimeout(() => socket.destroy(), afterMs);
+    });
+    socket.on('error', () => {});
+  }
+  /** POST /exports behind idempotency(): the handler answers with a file 50 ms after it starts. */
+  function exportsApp(client: RedisClient, counter: { runs: number }) {
+    const app = express5();
+    app.get('/slow', (_req, res) => {
+      setTimeout(() => res.end('slow'), 3000);
+    });
+    app.post('/exports', idempotency({ redis: client, lockTtl: 300 }), (_req, res) => {
+      counter.runs += 1;
+      // An answer that cannot end once the client is gone (Express drops sendFile's ECONNABORTED).
+      setTimeout(() => res.sendFile(bigFile), 50);
+    });
+    return app;
+  }
+  const post = (key: string) =>
+    `POST /exports HTTP/1.1\r\nHost: x\r\nIdempotency-Key: ${key}\r\nContent-Length: 0\r\n\r\n`;
+
   it('the retry runs once lockTtl has passed (not after ttl)', async () => {
     // Replies take 50 ms: the client is gone before the reservation answers, so the response's
     // 'close' came before the kit could listen for it.
-    const proxy = await startTcpProxy(redis.server.port, { delayMs: 50 });
-    const client = createRedis({ url: `redis://127.0.0.1:${proxyPort(proxy)}`, logger: false });
-    try {
-      await client.ping();
-      let runs = 0;
-      const app = express5();
-      app.post('/exports', idempotency({ redis: client, lockTtl: 300 }), (_req, res) => {
-        runs += 1;
-        // An answer that cannot end once the client is gone (Express drops sendFile's ECONNABORTED).
-        setTimeout(() => res.sendFile(file), 50);
-      });
-      const url = new URL(await servers.listen(app));
-      const key = freshKey();
-      const socket = connect(Number(url.port), url.hostname, () => {
-        socket.write(
-          `POST /exports HTTP/1.1\r\nHost: x\r\nIdempotency-Key: ${key}\r\nContent-Length: 0\r\n\r\n`,
-        );
-        setTimeout(() => socket.destroy(), 5);
-      });
-      socket.on('error', () => {});
-      await eventually(() => runs === 1, 'the handler to run for the request whose client left');
-      await sleep(1000); // well past lockTtl (300 ms) after the handler's last sign of life
-      expect((await send(url.origin + '/exports', { key })).status).toBe(200);
-      expect(runs).toBe(2);
-    } finally {
-      await closeRedis(client, { timeoutMs: 100 });
-      proxy.close();
-    }
+    const counter = { runs: 0 };
+    const url = new URL(await servers.listen(exportsApp(await slowClient(), counter)));
+    const key = freshKey();
+    sendAndLeave(url, post(key), 5);
+    await eventually(() => counter.runs === 1, 'the handler to run for the request whose client left');
+    await sleep(1000); // well past lockTtl (300 ms) after the handler's last sign of life
+    expect((await send(`${url.origin}/exports`, { key })).status).toBe(200);
+    expect(counter.runs).toBe(2);
+  });
+
+  // Pipelined behind a slow GET, the POST's response is queued: when the connection dies it gets no
+  // 'close', and `res.destroyed` stays false.
+  it.each([
+    ['while the reservation was on its way (Redis replies delayed 50 ms)', 50],
+    ['(no delay: the reservation answered first)', 0],
+  ])('pipelined, the client left %s: the retry runs once lockTtl has passed', async (_what, delayMs) => {
+    const counter = { runs: 0 };
+    // The retry goes to a second instance on a direct client (records are shared through Redis).
+    const first = new URL(await servers.listen(exportsApp(await slowClient(delayMs), counter)));
+    const second = new URL(await servers.listen(exportsApp(redis.client(), counter)));
+    const key = freshKey();
+    sendAndLeave(first, `GET /slow HTTP/1.1\r\nHost: x\r\n\r\n${post(key)}`, delayMs > 0 ? 5 : 30);
+    await eventually(() => counter.runs === 1, 'the handler to run for the request whose client left');
+    await sleep(1500); // the file was sent 1.4 s ago: well past lockTtl (300 ms)
+    const retry = await send(`${second.origin}/exports`, { key });
+    expect({ status: retry.status, runs: counter.runs }).toEqual({ status: 200, runs: 2 });
   });
 });
 

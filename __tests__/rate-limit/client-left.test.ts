@@ -1,13 +1,12 @@
 import { connect, type Socket } from 'node:net';
 import express, { type RequestHandler } from 'express';
-import { closeRedis, createRedis } from '../../lib/connection';
 import { idempotency } from '../../lib/idempotency';
 import { rateLimit } from '../../lib/rate-limit';
 import { redisSession } from '../../lib/session';
 import { listen, sleep } from '../cache/helpers';
 import { captureEvents } from '../helpers/events';
 import { eventually, useRedisServer } from '../helpers/redis';
-import { proxyPort, startTcpProxy } from '../helpers/tcp-proxy';
+import { useSlowKitClients } from '../helpers/tcp-proxy';
 
 // skipFailedRequests / skipSuccessfulRequests judge an answer the app ended, delivered or not. A kit
 // middleware may hold that answer's end while its Redis call is on the way (idempotency storing or
@@ -26,16 +25,7 @@ function rawClient(port: number, head: string): { socket: Socket; hangUp: () => 
   return { socket, hangUp: () => socket.destroy() };
 }
 
-async function slowClient(delayMs: number) {
-  const proxy = await startTcpProxy(redis.server.port, { delayMs });
-  const client = createRedis({ url: `redis://127.0.0.1:${proxyPort(proxy)}`, logger: false });
-  cleanups.push(async () => {
-    await closeRedis(client, { timeoutMs: 100 });
-    proxy.close();
-  });
-  await client.ping();
-  return client;
-}
+const slowClient = useSlowKitClients(() => redis.server.port);
 
 it.each<
   [string, 'skipFailedRequests' | 'skipSuccessfulRequests', number, 'none' | 'idempotency' | 'session']
