@@ -748,86 +748,55 @@ describe('cache.wrap: a fill whose lookup found a stale entry, then (after an in
     }
   });
 
-  it('whose fn throws: does not answer with the invalidated entry as stale-if-error', async () => {
-    const a = makeCache('200ms');
-    const other = makeCache();
-    const opts = { ttl: 100, staleIfError: '1m' };
-    const key = valueKey('erk:', 'stale-then-throw');
-    try {
-      expect(await a.wrap('stale-then-throw', async () => 'invalidated value', opts)).toBe(
-        'invalidated value',
-      );
-      await sleep(150);
-      await admin.set(lockKeyOf(key), 'foreign', 'PX', 5000);
-      const fn = gate<string>();
-      let started = false;
-      const value = a.wrap(
-        'stale-then-throw',
-        () => {
-          started = true;
-          return fn.p.then(() => {
-            throw new Error('origin down');
-          });
-        },
-        opts,
-      );
-      value.catch(() => {});
-      await sleep(50);
-      await other.invalidate({ keys: ['stale-then-throw'] });
-      await eventually(() => started, 'a to take the lock on its next lookup (a miss)');
-      fn.open('');
-      await expect(value).rejects.toThrow('origin down');
-    } finally {
-      await Promise.all([a.close(), other.close()]);
-    }
-  });
-
-  it('with L1: whose fn throws, does not answer with the invalidated copy L1 held as stale-if-error', async () => {
-    const mk = () =>
-      createCache({ redis: redis.client(), jitter: 0, lockTimeout: '200ms', logger: quietLogger() });
-    const a = mk();
-    const other = mk();
-    await Promise.all([a.ready(), other.ready()]);
-    const opts = { ttl: 100, staleIfError: '1m' };
-    const key = valueKey('erk:', 'l1-stale-then-throw');
-    const events = captureEvents('cache');
-    try {
-      expect(await a.wrap('l1-stale-then-throw', async () => 'invalidated value', opts)).toBe(
-        'invalidated value',
-      );
-      await sleep(150); // past fresh: L1 and Redis keep it for staleIfError
-      await admin.set(lockKeyOf(key), 'foreign', 'PX', 5000);
-      const fn = gate<string>();
-      let started = false;
-      const value = a.wrap(
-        'l1-stale-then-throw',
-        () => {
-          started = true;
-          return fn.p.then(() => {
-            throw new Error('origin down');
-          });
-        },
-        opts,
-      );
-      value.catch(() => {});
-      await sleep(50);
-      await other.invalidate({ keys: ['l1-stale-then-throw'] }); // Redis entry, lock, and a's L1 copy go
-      await eventually(() => started, 'a to take the lock on its next lookup (a miss)');
-      await sleep(50); // the bus message has long reached a
-      fn.open('');
-      const outcome = await value.then(
-        (v) => ({ value: v }),
-        (e: Error) => ({ error: e.message }),
-      );
-      expect({
-        outcome,
-        staleIfError: events.count('stale-if-error'),
-      }).toEqual({ outcome: { error: 'origin down' }, staleIfError: 0 });
-    } finally {
-      events.stop();
-      await Promise.all([a.close(), other.close()]);
-    }
-  });
+  it.each([
+    ['', false],
+    [' (L1 had a copy too)', { max: 100 }],
+  ] as const)(
+    'whose fn throws: does not answer with the invalidated entry as stale-if-error%s',
+    async (_l1, l1) => {
+      const mk = () =>
+        createCache({ redis: redis.client(), l1, jitter: 0, lockTimeout: '200ms', logger: quietLogger() });
+      const [a, other] = [mk(), mk()];
+      await Promise.all([a.ready(), other.ready()]);
+      const opts = { ttl: 100, staleIfError: '1m' };
+      const name = `stale-then-throw-${l1 ? 'l1' : 'redis'}`;
+      const events = captureEvents('cache');
+      try {
+        expect(await a.wrap(name, async () => 'invalidated value', opts)).toBe('invalidated value');
+        await sleep(150); // past fresh: Redis (and L1) keep it for staleIfError
+        await admin.set(lockKeyOf(valueKey('erk:', name)), 'foreign', 'PX', 5000);
+        const fn = gate<string>();
+        let started = false;
+        const value = a.wrap(
+          name,
+          () => {
+            started = true;
+            return fn.p.then(() => {
+              throw new Error('origin down');
+            });
+          },
+          opts,
+        );
+        value.catch(() => {});
+        await sleep(50); // a polls: the stale entry, the foreign lock
+        await other.invalidate({ keys: [name] }); // the entry, the lock (and a's L1 copy) go
+        await eventually(() => started, 'a to take the lock on its next lookup (a miss)');
+        await sleep(50); // the bus message has long reached a
+        fn.open('');
+        const outcome = await value.then(
+          (v) => ({ value: v }),
+          (e: Error) => ({ error: e.message }),
+        );
+        expect({ outcome, staleIfError: events.count('stale-if-error') }).toEqual({
+          outcome: { error: 'origin down' },
+          staleIfError: 0,
+        });
+      } finally {
+        events.stop();
+        await Promise.all([a.close(), other.close()]);
+      }
+    },
+  );
 });
 
 describe('cache.wrap: store-dropped reasons', () => {
