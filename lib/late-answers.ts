@@ -120,17 +120,39 @@ export interface HeldAnswer {
   release(send: () => void, methods?: Droppers): void;
 }
 
-/** Set on a response while the kit holds the end() the app called (see holdAnswer). */
-const HELD = mark<number>('late-answers.held');
+/** On a response: how many kit layers hold the end() the app called, and who waits for them. */
+interface Holds {
+  count: number;
+  after: Array<() => void>;
+}
+const HOLDS = mark<Holds>('late-answers.holds');
+
 /** Whether the app ended `res` and the kit holds that end while Redis answers. */
-export const isHeld = (res: Response): boolean => (HELD.get(res) ?? 0) > 0;
+export const isHeld = (res: Response): boolean => (HOLDS.get(res)?.count ?? 0) > 0;
+
+/**
+ * Runs `fn` once no layer holds the answer any more (at once when none does): the answer is then as
+ * it goes out (the app's, with status changes made during the hold undone, or what a layer put in
+ * its place, such as the session's 503), whether or not the client is still there.
+ */
+export function whenReleased(res: Response, fn: () => void): void {
+  const holds = HOLDS.get(res);
+  if (holds && holds.count > 0) holds.after.push(fn);
+  else fn();
+}
 
 /**
  * Makes the response behave as sent while its end waits for Redis: a second answer is dropped,
  * status and header changes are undone on release, and header calls after the release are quiet.
  */
 export function holdAnswer(res: Response): HeldAnswer {
-  HELD.set(res, (HELD.get(res) ?? 0) + 1);
+  let holds = HOLDS.get(res);
+  if (!holds) {
+    holds = { count: 0, after: [] };
+    HOLDS.set(res, holds);
+  }
+  const mine = holds;
+  mine.count += 1;
   let released = false;
   const wire = wireOf(res);
   const kept = dropLateAnswers(res);
@@ -138,10 +160,6 @@ export function holdAnswer(res: Response): HeldAnswer {
   return {
     kept,
     release(send, methods = kept) {
-      if (!released) {
-        released = true;
-        HELD.set(res, (HELD.get(res) ?? 1) - 1);
-      }
       putBack(res, methods);
       try {
         restoreWire(res, wire);
@@ -150,6 +168,18 @@ export function holdAnswer(res: Response): HeldAnswer {
         res.destroy(error as Error);
       }
       if (res.writableEnded) dropLateAnswers(res);
+      if (released) return;
+      released = true;
+      // After send(): a layer behind this one that held the answer in turn is counted by then.
+      mine.count -= 1;
+      if (mine.count > 0) return;
+      for (const fn of mine.after.splice(0)) {
+        try {
+          fn();
+        } catch {
+          // A waiter's trouble is its own; the answer is out.
+        }
+      }
     },
   };
 }

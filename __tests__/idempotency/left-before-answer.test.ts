@@ -258,3 +258,41 @@ describe('the client left, then the handler answers in a way it can end', () => 
     expect(events.types()).not.toContain('abandoned');
   });
 });
+
+describe('a neighbour on the connection ends it', () => {
+  it('pipelined behind a request whose handler destroys the connection: the one still at work keeps its key (409) and runs once', async () => {
+    let runs = 0;
+    let ended = 0;
+    const app = express5();
+    app.get('/stream', (_req, res, next) => {
+      res.write('partial');
+      setTimeout(() => next(new Error('the stream failed')), 100);
+    });
+    app.post('/orders', idempotency({ redis: redis.client(), lockTtl: 300 }), (_req, res) => {
+      runs += 1;
+      setTimeout(() => {
+        ended += 1;
+        res.status(201).json({ run: runs });
+      }, 2000);
+    });
+    const url = new URL(await servers.listen(app));
+    const key = freshKey();
+    const socket = connect(Number(url.port), url.hostname, () => {
+      socket.write(
+        'GET /stream HTTP/1.1\r\nHost: x\r\n\r\n' +
+          `POST /orders HTTP/1.1\r\nHost: x\r\nIdempotency-Key: ${key}\r\nContent-Length: 0\r\n\r\n`,
+      );
+    });
+    socket.on('error', () => {});
+    socket.resume();
+    await eventually(() => runs === 1, 'the first run');
+    await sleep(1000); // the connection died 0.9 s ago; the handler has 1 s to go
+    const retry = await send(`${url.origin}/orders`, { key, timeoutMs: 5000 });
+    expect({ retry: retry.status, runs, ended, events: events.types() }).toEqual({
+      retry: 409,
+      runs: 1,
+      ended: 0,
+      events: expect.not.arrayContaining(['abandoned']),
+    });
+  });
+});

@@ -1,17 +1,20 @@
 import { connect, type Socket } from 'node:net';
 import express, { type RequestHandler } from 'express';
+import { closeRedis, createRedis } from '../../lib/connection';
 import { idempotency } from '../../lib/idempotency';
 import { rateLimit } from '../../lib/rate-limit';
 import { redisSession } from '../../lib/session';
 import { listen, sleep } from '../cache/helpers';
 import { captureEvents } from '../helpers/events';
 import { eventually, useRedisServer } from '../helpers/redis';
-import { useSlowKitClients } from '../helpers/tcp-proxy';
+import { proxyPort, startTcpProxy, useSlowKitClients } from '../helpers/tcp-proxy';
 
 // skipFailedRequests / skipSuccessfulRequests judge an answer the app ended, delivered or not. A kit
 // middleware may hold that answer's end while its Redis call is on the way (idempotency storing or
 // releasing the record, redisSession saving), and the client may hang up meanwhile; or the answer may
-// be queued behind another on a pipelined connection that dies. Either way it is judged.
+// be queued behind another on a pipelined connection that dies. Either way it is judged, and a held
+// answer as it goes out once released: the app's (status changes made during the hold undone), or
+// what a layer put in its place (the session's 503), whether or not the client stayed.
 const redis = useRedisServer();
 const cleanups: Array<() => Promise<void> | void> = [];
 afterEach(async () => {
@@ -119,3 +122,116 @@ it('a pipelined request answered 422, whose connection died while the answer was
     await server.close();
   }
 }, 20_000);
+
+it.each([
+  ['stays', false],
+  ['hangs up during the hold', true],
+])(
+  'skipFailedRequests, a 201 idempotency holds, then a throw (Express sets 500 meanwhile), the client %s: judged on the 201 (cost kept)',
+  async (_what, hangUpDuringHold) => {
+    const events = captureEvents('rate-limit');
+    cleanups.push(events.stop);
+    const name = `thrown-${hangUpDuringHold}`;
+    const limiter = rateLimit({
+      redis: redis.plain(),
+      limit: 5,
+      window: '1m',
+      name,
+      key: () => 'k',
+      timeout: 5000,
+      skipFailedRequests: true,
+    });
+    const slow = await slowClient(150);
+    let socket: Socket | undefined;
+    let answered = 0;
+    const handler: RequestHandler = (_req, res) => {
+      res.status(201).json({ ok: true });
+      answered += 1;
+      if (hangUpDuringHold) setTimeout(() => socket?.destroy(), 40);
+      throw new Error('after answering');
+    };
+    const app = express();
+    app.post('/x', limiter, idempotency({ redis: slow, timeout: 2000 }), handler);
+    const server = await listen(app);
+    cleanups.push(server.close);
+    let reply = '';
+    socket = connect(Number(new URL(server.url).port), '127.0.0.1', () =>
+      socket!.write(
+        `POST /x HTTP/1.1\r\nHost: x\r\nIdempotency-Key: k-${Date.now()}-${name}\r\nContent-Length: 0\r\n\r\n`,
+      ),
+    );
+    socket.on('data', (d) => (reply += d));
+    socket.on('error', () => {});
+    await eventually(() => answered === 1, 'the handler');
+    await sleep(700);
+    if (!hangUpDuringHold) expect(reply).toMatch(/^HTTP\/1.1 201/);
+    socket.destroy();
+    await sleep(100);
+    expect({ used: (await limiter.get('k')).used, refunds: events.count('refund') }).toEqual({
+      used: 1,
+      refunds: 0,
+    });
+  },
+);
+
+it.each([
+  ['stays', false],
+  ['hangs up during the save', true],
+])(
+  'skipSuccessfulRequests, a 200 whose session save fails (503 in its place), the client %s: judged on the 503 (cost kept)',
+  async (_w, hangUp) => {
+    const events = captureEvents('rate-limit');
+    cleanups.push(events.stop);
+    // Session writes stall 1 s; the session's timeout is 200 ms: its save fails.
+    let stall = false;
+    const proxy = await startTcpProxy(redis.server.port, {
+      before: () => (stall ? sleep(1000).then(() => {}) : undefined),
+    });
+    const sclient = createRedis({ url: `redis://127.0.0.1:${proxyPort(proxy)}`, logger: false });
+    cleanups.push(async () => {
+      await closeRedis(sclient, { timeoutMs: 100 });
+      proxy.close();
+    });
+    await sclient.ping();
+    sclient.on('error', () => {});
+    const name = `s503-${hangUp}`;
+    const limiter = rateLimit({
+      redis: redis.plain(),
+      limit: 5,
+      window: '1m',
+      name,
+      key: () => 'k',
+      timeout: 5000,
+      skipSuccessfulRequests: true,
+    });
+    let socket: Socket | undefined;
+    let answered = 0;
+    const app = express();
+    app.use(redisSession({ redis: sclient, secret: 'x'.repeat(32), timeout: 200 }));
+    app.post('/login', limiter, (req, res) => {
+      (req.session as unknown as { user: string }).user = 'u';
+      stall = true;
+      res.status(200).json({ ok: true });
+      answered += 1;
+      if (hangUp) setTimeout(() => socket?.destroy(), 30);
+    });
+    const server = await listen(app);
+    cleanups.push(server.close);
+    let reply = '';
+    socket = connect(Number(new URL(server.url).port), '127.0.0.1', () =>
+      socket!.write('POST /login HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n'),
+    );
+    socket.on('data', (d) => (reply += d));
+    socket.on('error', () => {});
+    await eventually(() => answered === 1, 'the handler');
+    await sleep(800);
+    if (!hangUp) expect(reply).toMatch(/^HTTP\/1.1 503/);
+    socket.destroy();
+    await sleep(100);
+    // Not given back: the answer was the 503 (a failure), as when the client stays.
+    expect({ used: (await limiter.get('k')).used, refunds: events.count('refund') }).toEqual({
+      used: 1,
+      refunds: 0,
+    });
+  },
+);

@@ -1,5 +1,6 @@
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import { applyWriteHeadHeaders, chunkBytes } from '../chunks';
+import { onWireClose } from '../connection-close';
 import { etagMatches, refusal, strongEtag } from './http';
 import { parseVary } from './key';
 
@@ -95,10 +96,11 @@ export function captureResponse(
   // The connection this response goes out on: its own socket once it has one (a background
   // refresh's is a sink, not the visitor's), else its request's (queued behind another).
   const wire = res.socket ?? connection;
+  let unwatchWire = () => {};
   const finish = (captured: Captured | undefined) => {
     if (finished) return;
     finished = true;
-    wire?.off('close', gone);
+    unwatchWire();
     done(captured, captured ? undefined : (reason ?? 'aborted'));
   };
   function gone(): void {
@@ -249,13 +251,15 @@ export function captureResponse(
   } as ServerResponse['end'];
 
   res.once('close', gone);
-  // A response queued behind another on its connection (pipelining) gets neither 'close' nor
-  // `destroyed` when that connection dies: the connection's own 'close' ends the fill.
-  wire?.once('close', gone);
   // The client hung up before this was put in place (while the lookup was in flight): its 'close' has
   // come and gone, and end() on the destroyed response sends no headers. Nothing else would end the
   // fill: its lock renewed for good, and every later request for the URL waiting on its flight.
-  if (res.destroyed || wire?.destroyed) gone();
+  if (res.destroyed) {
+    gone();
+    return;
+  }
+  // Queued behind another response (pipelining), only the connection's 'close' says it is over.
+  unwatchWire = onWireClose(wire, gone);
 }
 
 /**

@@ -1,6 +1,7 @@
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
 import onFinished from 'on-finished';
+import { onWireClose } from '../connection-close';
 import { type Captured, type CaptureOptions, captureResponse } from './capture';
 import type { FillLease } from './core';
 import type { Entry } from './entry';
@@ -156,20 +157,16 @@ export function fill(
  * all a response queued behind another (pipelining) gets when its connection dies.
  */
 function whenOver(res: Response, fn: () => void): void {
-  const connection = res.socket ?? res.req?.socket;
   let called = false;
+  let unwatch = () => {};
   const once = () => {
     if (called) return;
     called = true;
-    connection?.off('close', once);
+    unwatch();
     fn();
   };
-  if (connection?.destroyed) {
-    once();
-    return;
-  }
-  connection?.once('close', once);
-  onFinished(res, once);
+  unwatch = onWireClose(res.socket ?? res.req?.socket, once);
+  if (!called) onFinished(res, once);
 }
 
 /**

@@ -2,6 +2,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Response } from 'express';
 import { applyWriteHeadHeaders, isEndChunk, refusedStatusError } from '../chunks';
+import { onWireClose } from '../connection-close';
 import { dropLate, type HeaderMap, headerMap, holdAnswer } from '../late-answers';
 import { isQuotaHeader } from '../quota-headers';
 import { BodyCopy, type Unstorable } from './body-copy';
@@ -204,7 +205,11 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
   }
   const unwatch = socket
     ? watchSocketDestroy(socket, (args, destroyed) => {
-        if (live && !ended && args[0] == null && !destroyed.readableEnded) destroyedHere = true;
+        // Only a destroy of this response's own connection: one queued behind another (pipelining)
+        // is not at its turn, and another request's handler ending the connection is no answer of
+        // this one's (it is still at work: its answer is kept for the retry).
+        if (live && !ended && args[0] == null && !destroyed.readableEnded && res.socket === destroyed)
+          destroyedHere = true;
       })
     : undefined;
 
@@ -213,24 +218,25 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
   // broke off mid-upload, which can never complete (a handler reading it waits for ever). One that
   // has not started and that the client broke off is left alone: the handler may still be working,
   // and its answer will be stored for the retry (see closedUnanswered).
+  let unwatchSocket = () => {};
   const closed = () => {
     if (!live) return;
     live = false;
     unwatch?.();
-    socket?.off('close', closed);
+    unwatchSocket();
     if (ended) return;
     if (res.headersSent || destroyedHere || (req && !req.complete)) hooks.aborted();
     else closedUnanswered = true;
   };
   // The client may have left while the reservation was on its way: that 'close' has already come,
   // and without it an answer that cannot end would hold the key until `ttl`.
-  // A response queued behind another on its connection (pipelining) gets neither 'close' nor
-  // `destroyed` when that connection dies: the connection's 'close' tells instead.
-  if (res.destroyed || socket?.destroyed) closed();
-  else {
-    res.once('close', closed);
-    socket?.once('close', closed);
+  if (res.destroyed) {
+    closed();
+    return;
   }
+  res.once('close', closed);
+  // Queued behind another response (pipelining), only the connection's 'close' says it is over.
+  unwatchSocket = onWireClose(socket, closed);
 }
 
 type DestroyWatcher = (args: unknown[], socket: Socket) => void;

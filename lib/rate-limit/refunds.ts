@@ -1,8 +1,9 @@
 import type { Request, Response } from 'express';
 import onFinished from 'on-finished';
+import { onWireClose } from '../connection-close';
 import { emitKitEvent } from '../events';
 import { guarded } from '../guarded';
-import { isHeld } from '../late-answers';
+import { isHeld, whenReleased } from '../late-answers';
 import { runScript } from '../scripts';
 import type { Refund } from './batches';
 import type { LimiterContext } from './context';
@@ -69,21 +70,22 @@ export function createRefunds(
     // off must not be a way to make requests for free (skipFailedRequests). Judged now, when the
     // client already left: on-finished calls back a turn later, after next() has let a synchronous
     // handler end the response (a validation error, a cached answer).
-    // An answer the kit holds (idempotency storing it, redisSession saving) was ended by the app.
-    const answered = () => res.writableEnded || isHeld(res);
-    if (!answered() && onFinished.isFinished(res)) return;
-    // A response queued behind another on its connection (pipelining) neither finishes nor closes
-    // when that connection dies: its 'close' is the end of this one too.
-    const connection = res.socket ?? req.socket;
+    // An answer the kit holds (idempotency storing it, redisSession saving) was ended by the app,
+    // and is judged as it goes out once released: a layer may put a 503 in its place, and status
+    // changes made during the hold are undone (a client that leaves meanwhile changes neither).
+    if (!res.writableEnded && !isHeld(res) && onFinished.isFinished(res)) return;
     let judged = false;
+    let unwatch = () => {};
     const judge = () => {
       if (judged) return;
       judged = true;
-      connection?.off('close', judge);
-      if (answered()) settle();
+      unwatch();
+      if (isHeld(res)) whenReleased(res, settle);
+      else if (res.writableEnded) settle();
     };
-    connection?.once('close', judge);
-    onFinished(res, judge);
+    // Queued behind another response (pipelining), only the connection's 'close' says it is over.
+    unwatch = onWireClose(res.socket ?? req.socket, judge);
+    if (!judged) onFinished(res, judge);
   }
 
   /** One refund call for a client's batch. */
