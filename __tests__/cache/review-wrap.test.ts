@@ -481,11 +481,15 @@ describe('cache.wrap: a fill (a miss) whose fn takes longer than 3 × lockTimeou
   /** Starts a's fill of `key` with an fn that settles when told; resolves once it let go of its lock. */
   async function slowFill(a: Cache, key: string) {
     let finish!: (v: string) => void;
-    const value = a.wrap(key, () => new Promise<string>((r) => (finish = r)), options);
-    const lock = lockKeyOf(valueKey('erk:', key));
-    await eventually(async () => (await admin.exists(lock)) === 1, 'the fill to take the lock');
-    await eventually(async () => (await admin.exists(lock)) === 0, 'the slow fill to let go of the lock');
-    return { value, finish: (v: string) => finish(v) };
+    // The event, not the lock's absence: a renewal missed in an event-loop stall would look the same.
+    const slow = captureEvents('cache');
+    try {
+      const value = a.wrap(key, () => new Promise<string>((r) => (finish = r)), options);
+      await slow.waitFor('fill-slow', 1);
+      return { value, finish: (v: string) => finish(v) };
+    } finally {
+      slow.stop();
+    }
   }
 
   it('never settling: lets go of the lock, so another instance fills the key at once', async () => {
@@ -727,7 +731,7 @@ describe('cache.wrap: a fill whose lookup found a stale entry, then (after an in
         },
         { ...opts, ttl: '1m' },
       );
-      await sleep(50); // a polls: the stale entry, the foreign lock
+      await events.waitFor('lock-wait', 1); // a polled: the stale entry, the foreign lock
       await other.invalidate({ keys: ['stale-then-empty'] }); // entry and foreign lock go
       await eventually(() => started, 'a to take the lock on its next lookup (a miss)');
       await eventually(async () => (await admin.exists(lockKeyOf(key))) === 0, 'a to let go (fill-slow)');
@@ -778,10 +782,13 @@ describe('cache.wrap: a fill whose lookup found a stale entry, then (after an in
           opts,
         );
         value.catch(() => {});
-        await sleep(50); // a polls: the stale entry, the foreign lock
+        await events.waitFor('lock-wait', 1); // a polled: the stale entry, the foreign lock
         await other.invalidate({ keys: [name] }); // the entry, the lock (and a's L1 copy) go
         await eventually(() => started, 'a to take the lock on its next lookup (a miss)');
-        await sleep(50); // the bus message has long reached a
+        await eventually(
+          () => a.l1?.get(valueKey('erk:', name), Date.now()) === undefined,
+          "the invalidation to reach a's L1",
+        );
         fn.open('');
         const outcome = await value.then(
           (v) => ({ value: v }),

@@ -2,7 +2,7 @@ import compression from 'compression';
 import express from 'express';
 import helmet from 'helmet';
 import request from 'supertest';
-import { CACHE_REFRESH, cacheResponse } from '../../lib/cache';
+import { CACHE_REFRESH, cacheResponse, createCache } from '../../lib/cache';
 import type { RedisClient } from '../../lib/client';
 import { rateLimit } from '../../lib/rate-limit';
 import { captureEvents } from '../helpers/events';
@@ -471,4 +471,64 @@ function gate<T>() {
   let open!: (v: T) => void;
   const p = new Promise<T>((r) => (open = r));
   return { p, open };
+}
+
+describe('stale-if-error and an invalidation racing the lookup', () => {
+  it.each([false, true])(
+    'does not answer with a stale entry invalidated while the lookup was in flight (l1: %s)',
+    async (l1) => {
+      let phase: 'first' | 'failing' = 'first';
+      const app = express();
+      const mw = cacheResponse({
+        redis: client,
+        ttl: 100,
+        jitter: 0,
+        staleIfError: '1m',
+        lockTimeout: '1s',
+        logger: quietLogger(),
+        ...(l1 ? {} : { l1: false }),
+      });
+      app.get('/r', mw, (_req, res) => {
+        if (phase === 'first') return void res.send('invalidated body');
+        res.status(503).send('origin down');
+      });
+      await request(app).get('/r');
+      await waitForKeys(client, 'erk:c:*');
+      await sleep(150);
+      phase = 'failing';
+      invalidateDuringLookup(mw.cache, () => mw.invalidate({ keys: ['GET /r'] }));
+      const res = await request(app).get('/r');
+      expect([res.status, res.text]).toEqual([503, 'origin down']);
+    },
+  );
+
+  it('cache.wrap: does not answer with an entry invalidated while the lookup was in flight', async () => {
+    const cache = createCache({ redis: client, l1: false, lockTimeout: '1s', logger: quietLogger() });
+    await cache.wrap('k', () => 'invalidated value', { ttl: 100, staleIfError: '1m' });
+    await sleep(150);
+    invalidateDuringLookup(cache, () => cache.invalidate({ keys: ['k'] }));
+    await expect(
+      cache.wrap(
+        'k',
+        () => {
+          throw new Error('origin down');
+        },
+        { ttl: 100, staleIfError: '1m' },
+      ),
+    ).rejects.toThrow('origin down');
+  });
+});
+
+/** Runs `before` just before the lookup's lock attempt on a stale entry (the lookup is in flight). */
+function invalidateDuringLookup(cache: object, before: () => Promise<void>) {
+  const c = cache as { tryLockAt: (k: string, t: string) => Promise<unknown> };
+  const orig = c.tryLockAt;
+  let once = true;
+  c.tryLockAt = async function (this: unknown, k: string, t: string) {
+    if (once) {
+      once = false;
+      await before();
+    }
+    return orig.call(this, k, t);
+  };
 }

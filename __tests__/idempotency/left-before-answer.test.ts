@@ -295,4 +295,63 @@ describe('a neighbour on the connection ends it', () => {
       events: expect.not.arrayContaining(['abandoned']),
     });
   });
+
+  it('ahead of a request whose own handler destroys the connection: the one still at work keeps its key (409) and runs once', async () => {
+    let runs = 0;
+    const app = express5();
+    app.post('/orders', idempotency({ redis: redis.client(), lockTtl: 300 }), (_req, res) => {
+      runs += 1;
+      setTimeout(() => res.status(201).json({ run: runs }), 2000);
+    });
+    // A guard refusing the second request outright.
+    app.get('/refuse', (req) => {
+      setTimeout(() => req.socket.destroy(), 100);
+    });
+    const url = new URL(await servers.listen(app));
+    const key = freshKey();
+    const socket = connect(Number(url.port), url.hostname, () => {
+      socket.write(
+        `POST /orders HTTP/1.1\r\nHost: x\r\nIdempotency-Key: ${key}\r\nContent-Length: 0\r\n\r\n` +
+          'GET /refuse HTTP/1.1\r\nHost: x\r\n\r\n',
+      );
+    });
+    socket.on('error', () => {});
+    socket.resume();
+    await eventually(() => runs === 1, 'the first run');
+    await sleep(1000);
+    const retry = await send(`${url.origin}/orders`, { key, timeoutMs: 5000 });
+    expect({ retry: retry.status, runs }).toEqual({ retry: 409, runs: 1 });
+  });
+
+  it('queued behind another, its own handler drops the connection (req.socket.destroy()): the key frees after lockTtl', async () => {
+    let runs = 0;
+    const app = express5();
+    app.get('/slow', (_req, res) => {
+      setTimeout(() => res.end('slow'), 3000);
+    });
+    app.post('/orders', idempotency({ redis: redis.client(), lockTtl: 300 }), (req) => {
+      runs += 1;
+      setTimeout(() => req.socket.destroy(), 50);
+    });
+    const url = new URL(await servers.listen(app));
+    const key = freshKey();
+    const socket = connect(Number(url.port), url.hostname, () => {
+      socket.write(
+        'GET /slow HTTP/1.1\r\nHost: x\r\n\r\n' +
+          `POST /orders HTTP/1.1\r\nHost: x\r\nIdempotency-Key: ${key}\r\nContent-Length: 0\r\n\r\n`,
+      );
+    });
+    socket.on('error', () => {});
+    socket.resume();
+    await eventually(() => runs === 1, 'the first run');
+    await sleep(1200); // well past lockTtl (300 ms)
+    const app2 = express5();
+    app2.post('/orders', idempotency({ redis: redis.client(), lockTtl: 300 }), (_req, res) => {
+      runs += 1;
+      res.status(201).json({ ok: 1 });
+    });
+    const url2 = new URL(await servers.listen(app2));
+    const retry = await send(`${url2.origin}/orders`, { key, timeoutMs: 5000 });
+    expect({ retry: retry.status, runs }).toEqual({ retry: 201, runs: 2 });
+  });
 });

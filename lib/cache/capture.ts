@@ -83,13 +83,14 @@ export function captureResponse(
   // Node emits that as soon as a body has been read.) Watched only once bytes are held back.
   const connection = res.req?.socket;
   let watching = false;
+  let unwatchUnsent = () => {};
   const holdsBack = () =>
     capturing && !over && unsentBudget.used < unsentBudget.limit && connection?.destroyed !== true;
   const settleUnsent = () => {
     over = true;
     unsentBudget.used -= unsent;
     unsent = 0;
-    if (watching) connection?.off('close', settleUnsent);
+    unwatchUnsent();
   };
   res.once('finish', settleUnsent);
   res.once('close', settleUnsent);
@@ -183,7 +184,7 @@ export function captureResponse(
     unsentBudget.used += bytes;
     if (!watching && connection) {
       watching = true;
-      connection.once('close', settleUnsent);
+      unwatchUnsent = onWireClose(connection, settleUnsent);
     }
     return true;
   } as ServerResponse['write'];

@@ -214,10 +214,11 @@ export class CacheCore {
           // nor what a late store of this fill may replace.
           stale = undefined;
           lastNow = found.now;
-          if (found.locked) return { kind: 'fill', token, stale, since: found.now, marker: found.marker };
+          if (found.locked)
+            return { kind: 'fill', token, stale: undefined, since: found.now, marker: found.marker };
           // The last fill was uncacheable: queueing on the lock would run the origin one at a time.
           if (found.noStore)
-            return { kind: 'fill', token: '', stale, since: found.now, marker: found.marker };
+            return { kind: 'fill', token: '', stale: undefined, since: found.now, marker: found.marker };
         }
         if (!waited) {
           waited = true;

@@ -37,8 +37,9 @@ export interface FillContext {
  * always reachable by `invalidate({ tags })`, even when the write lands after its call timed out.
  * An invalidation after the registration takes the entry key and its fill lock, so the write
  * (which checks the lock) drops itself; one before it is caught by the check against `since`.
- * Never rejects: 'dropped' when an invalidation may have made the value outdated, 'failed' when
- * Redis did not answer (reported as `store-error`).
+ * Never rejects: 'dropped' when the value may be outdated (an invalidation, a newer entry, a fill
+ * without the lock that took too long: see DROPPED), 'failed' when Redis did not answer (reported as
+ * `store-error`).
  */
 export async function storeFill(
   ctx: FillContext,

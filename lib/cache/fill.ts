@@ -65,13 +65,14 @@ export function fill(
   redisKey: string,
   lease: FillLease,
   settle: Settle,
+  heardBefore?: number,
 ): void {
   const { o, cache } = ctx;
   const { l1 } = cache;
   const { logger } = cache.options;
   const { token, since, marker } = lease;
   const before = res.getHeaders();
-  const heard = cache.heard;
+  const heard = heardBefore ?? cache.heard;
   const stop = cache.holdLock(redisKey, token);
   const fallback = staleIfErrorOf(o, lease.stale, Date.now());
   const staleAnswer = fallback ? answerStaleOnError(ctx, req, res, fallback, key) : undefined;

@@ -7,7 +7,11 @@ import { type InvalidateTarget, selectedTarget } from './targets';
 import type { CacheLogger } from './types';
 import type { Cache } from './wrap';
 
-/** An invalidation is up to three round trips in a row: take the tag sets, unlink, publish. */
+/**
+ * The hold's bound, in the cache's `timeout`s. An invalidation is up to four round trips in a row
+ * (stamp the keys, take the tag sets, unlink, publish): on a healthy Redis they fit well within it;
+ * past it (Redis slow) the answer goes out and the rest goes on behind it.
+ */
 const HOLD_ROUND_TRIPS = 3;
 
 /**

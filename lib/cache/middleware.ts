@@ -209,7 +209,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
       if (l1) l1Put(l1, key, rec, req.headers, heard);
       return serveEntry(req, res, rec, key, redisKey, 'hit');
     }
-    fill(ctx, req, res, next, key, redisKey, acquired, settle);
+    fill(ctx, req, res, next, key, redisKey, acquired, settle, heard);
   }
 
   /**

@@ -15,7 +15,7 @@ export type { InvalidateTarget } from './targets';
 interface Flight {
   value: unknown;
   rec: Rec | undefined;
-  /** The store was dropped: an invalidation ran while fn did. */
+  /** The store was dropped (an invalidation, a newer entry, too late, or a caller gave up): look again. */
   dropped?: boolean;
 }
 

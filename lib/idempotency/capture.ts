@@ -1,3 +1,4 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Response } from 'express';
@@ -205,10 +206,17 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
   }
   const unwatch = socket
     ? watchSocketDestroy(socket, (args, destroyed) => {
-        // Only a destroy of this response's own connection: one queued behind another (pipelining)
-        // is not at its turn, and another request's handler ending the connection is no answer of
-        // this one's (it is still at work: its answer is kept for the retry).
-        if (live && !ended && args[0] == null && !destroyed.readableEnded && res.socket === destroyed)
+        // Only a destroy this request's own handler made (its async context): another request's
+        // handler ending a shared (pipelined) connection is no answer of this one's, which is still
+        // at work and keeps its key. A destroy from a callback that lost the context (a library
+        // that does not keep it) is not told apart: the key then waits for the answer (or `ttl`).
+        if (
+          live &&
+          !ended &&
+          args[0] == null &&
+          !destroyed.readableEnded &&
+          runningFor.getStore()?.deref() === res
+        )
           destroyedHere = true;
       })
     : undefined;
@@ -238,6 +246,12 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
   // Queued behind another response (pipelining), only the connection's 'close' says it is over.
   unwatchSocket = onWireClose(socket, closed);
 }
+
+/**
+ * The response whose handler is running (set around next()), to tell who called socket.destroy().
+ * Weakly: a long-lived resource created in a handler (a pool's connection) keeps the context.
+ */
+export const runningFor = new AsyncLocalStorage<WeakRef<Response>>();
 
 type DestroyWatcher = (args: unknown[], socket: Socket) => void;
 const destroyWatchers = new WeakMap<Socket, Set<DestroyWatcher>>();

@@ -8,6 +8,7 @@ import { scopePart } from '../keys';
 import { emitWarningOnce } from '../logger';
 import { firstPass, mark, warnPassedTwice } from '../marks';
 import { nodeField, OutageTracker } from '../outage';
+import { runningFor } from './capture';
 import { markInProgress, protect, releaseKey } from './lease';
 import { type IdempotencyOptions, type ResolvedIdempotencyOptions, resolveOptions } from './options';
 import * as record from './record';
@@ -131,7 +132,7 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
       case 'reserved':
         emit('first');
         protect({ o, emit, guard }, req, res, key, owner, fingerprint);
-        return next();
+        return runningFor.run(new WeakRef(res), next);
       case 'done': {
         const coding = replay(res, found.response, o.maxBodySize * DECODED_BODY_FACTOR);
         if (coding === undefined) return emit('replay', { status: found.response.status });
