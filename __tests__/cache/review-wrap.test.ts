@@ -758,8 +758,10 @@ describe('cache.wrap: a fill whose lookup found a stale entry, then (after an in
   ] as const)(
     'whose fn throws: does not answer with the invalidated entry as stale-if-error%s',
     async (_l1, l1) => {
+      // lockTimeout 1 s: a polls for up to 3 s, long past the invalidation even on a loaded machine
+      // (a caller that gave up before it would run without the lock, still holding the stale entry).
       const mk = () =>
-        createCache({ redis: redis.client(), l1, jitter: 0, lockTimeout: '200ms', logger: quietLogger() });
+        createCache({ redis: redis.client(), l1, jitter: 0, lockTimeout: '1s', logger: quietLogger() });
       const [a, other] = [mk(), mk()];
       await Promise.all([a.ready(), other.ready()]);
       const opts = { ttl: 100, staleIfError: '1m' };
