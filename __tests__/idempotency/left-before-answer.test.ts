@@ -296,15 +296,16 @@ describe('a neighbour on the connection ends it', () => {
     });
   });
 
-  it('ahead of a request whose own handler destroys the connection: the one still at work keeps its key (409) and runs once', async () => {
+  it('ahead of an idempotent request whose own handler destroys the connection: the one still at work keeps its key (409) and runs once', async () => {
     let runs = 0;
     const app = express5();
     app.post('/orders', idempotency({ redis: redis.client(), lockTtl: 300 }), (_req, res) => {
       runs += 1;
       setTimeout(() => res.status(201).json({ run: runs }), 2000);
     });
-    // A guard refusing the second request outright.
-    app.get('/refuse', (req) => {
+    // Refuses the second request outright. (A neighbour not behind idempotency() leaves no trace of
+    // whose destroy it was: see the README's lifecycle.)
+    app.post('/refuse', idempotency({ redis: redis.client(), lockTtl: 300 }), (req) => {
       setTimeout(() => req.socket.destroy(), 100);
     });
     const url = new URL(await servers.listen(app));
@@ -312,7 +313,7 @@ describe('a neighbour on the connection ends it', () => {
     const socket = connect(Number(url.port), url.hostname, () => {
       socket.write(
         `POST /orders HTTP/1.1\r\nHost: x\r\nIdempotency-Key: ${key}\r\nContent-Length: 0\r\n\r\n` +
-          'GET /refuse HTTP/1.1\r\nHost: x\r\n\r\n',
+          `POST /refuse HTTP/1.1\r\nHost: x\r\nIdempotency-Key: ${freshKey()}\r\nContent-Length: 0\r\n\r\n`,
       );
     });
     socket.on('error', () => {});
@@ -353,5 +354,61 @@ describe('a neighbour on the connection ends it', () => {
     const url2 = new URL(await servers.listen(app2));
     const retry = await send(`${url2.origin}/orders`, { key, timeoutMs: 5000 });
     expect({ retry: retry.status, runs }).toEqual({ retry: 201, runs: 2 });
+  });
+
+  /** A POST whose body comes `bodyAfterMs` after its head, on its own connection. */
+  function postLate(url: URL, key: string, body: string, bodyAfterMs: number) {
+    const socket = connect(Number(url.port), url.hostname, () => {
+      socket.write(
+        `POST /o HTTP/1.1\r\nHost: x\r\nIdempotency-Key: ${key}\r\nContent-Length: ${body.length}\r\n\r\n`,
+      );
+      if (body) setTimeout(() => socket.write(body), bodyAfterMs);
+    });
+    socket.on('error', () => {});
+    socket.resume();
+    return socket;
+  }
+
+  it.each<[string, (app: ReturnType<typeof express5>, counter: { runs: number }) => void, string]>([
+    [
+      "the handler, on its request's 'end' (an event Node fires outside the handler's context)",
+      (app, counter) =>
+        app.post('/o', idempotency({ redis: redis.client(), lockTtl: 300 }), (req, res) => {
+          counter.runs += 1;
+          if (counter.runs > 1) return void res.status(201).end('ok');
+          req.on('data', () => {});
+          req.on('end', () => req.socket.destroy());
+        }),
+      '0123456789',
+    ],
+    [
+      'a guard in front of idempotency(), from its own timer',
+      (app, counter) => {
+        app.use((req, res, next) => {
+          const timer = setTimeout(() => req.socket.destroy(), 100);
+          res.on('finish', () => clearTimeout(timer));
+          next();
+        });
+        app.post('/o', idempotency({ redis: redis.client(), lockTtl: 300 }), (_req, res) => {
+          counter.runs += 1;
+          if (counter.runs > 1) res.status(201).end('ok');
+        });
+      },
+      '',
+    ],
+  ])('dropped by %s: the key frees after lockTtl', async (_who, mount, body) => {
+    const counter = { runs: 0 };
+    const app = express5();
+    mount(app, counter);
+    const url = new URL(await servers.listen(app));
+    const key = freshKey();
+    const socket = postLate(url, key, body, 100);
+    await eventually(
+      () => counter.runs === 1 && socket.destroyed,
+      'the first run, and the connection dropped',
+    );
+    await sleep(1000); // well past lockTtl (300 ms)
+    const retry = await send(`${url.origin}/o`, { key, body: body || undefined, timeoutMs: 3000 });
+    expect({ retry: retry.status, runs: counter.runs }).toEqual({ retry: 201, runs: 2 });
   });
 });

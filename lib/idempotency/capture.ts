@@ -206,16 +206,18 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
   }
   const unwatch = socket
     ? watchSocketDestroy(socket, (args, destroyed) => {
-        // Only a destroy this request's own handler made (its async context): another request's
-        // handler ending a shared (pipelined) connection is no answer of this one's, which is still
-        // at work and keeps its key. A destroy from a callback that lost the context (a library
-        // that does not keep it) is not told apart: the key then waits for the answer (or `ttl`).
+        // Whose destroy: one made in another idempotent request's handler (its async context) is no
+        // answer of this one's, which is still at work and keeps its key: a shared, pipelined
+        // connection. One made in this request's context is its own, also while its response waits
+        // behind another. One with no context (a guard's timer in front, the request stream's own
+        // events, a library that drops it) counts when this response holds the connection.
+        const mine = runningFor.getStore()?.deref();
         if (
           live &&
           !ended &&
           args[0] == null &&
           !destroyed.readableEnded &&
-          runningFor.getStore()?.deref() === res
+          (mine === res || (mine === undefined && res.socket === destroyed))
         )
           destroyedHere = true;
       })
