@@ -1,5 +1,4 @@
 import { MAX_TIMER_MS } from '../duration';
-import { newToken } from '../token';
 import { type Acquired, CacheCore } from './core';
 import type { Entry } from './entry';
 import { within } from './flights';
@@ -8,6 +7,7 @@ import { isRec, type Rec, toRec } from './l1';
 import { resolveCacheOptions } from './options';
 import { checkInvalidateTarget, type InvalidateTarget } from './targets';
 import type { CreateCacheOptions, WrapOptions } from './types';
+import { reportUnserializable, WrapRefresher } from './wrap-refresh';
 import { copyValue, decodeValue, type ResolvedWrap, resolveWrap, toEntry } from './wrap-values';
 
 export type { InvalidateTarget } from './targets';
@@ -21,16 +21,17 @@ interface Flight {
 
 /**
  * A Redis cache with an optional in-process L1, shared by `wrap()` calls and `cacheResponse()`
- * middlewares. This file is wrap()'s way through a call (L1, in-process flights, fill, background
- * refresh); what a call caches and how (options, entries, copies of values) is wrap-values.ts.
+ * middlewares. This file is wrap()'s way through a call (L1, in-process flights, fill); the background
+ * refresh of a stale value is wrap-refresh.ts; what a call caches and how (options, entries, copies
+ * of values) is wrap-values.ts.
  */
 export class Cache extends CacheCore {
   private readonly valueFlights = new Map<
     string,
     { flight: Promise<Flight>; heard: number; lease: { abandon?: () => void } }
   >();
-  /** Background refreshes running here; `slow`: it let go of its lock (refresh-slow). */
-  private readonly refreshing = new Map<string, { slow: boolean; looking: boolean }>();
+  /** staleWhileRevalidate: background refreshes of stale values (wrap-refresh.ts). */
+  private readonly refresher = new WrapRefresher(this);
 
   /**
    * Returns the cached value of `key`, or runs `fn` once (across concurrent callers in this process
@@ -62,7 +63,7 @@ export class Cache extends CacheCore {
       }
       if (now < local.swrUntil) {
         this.event('stale', { key: redisKey });
-        this.refresh(redisKey, fn, o, local, true);
+        this.refresher.start(redisKey, fn, o, local, true);
         return decodeValue(local, o);
       }
     }
@@ -136,7 +137,7 @@ export class Cache extends CacheCore {
       if (now < rec.freshUntil) this.event('hit', { key: redisKey });
       else {
         this.event('stale', { key: redisKey });
-        this.refresh(redisKey, fn, o, rec);
+        this.refresher.start(redisKey, fn, o, rec);
       }
       return { value: decodeValue(rec, o), rec };
     }
@@ -204,7 +205,7 @@ export class Cache extends CacheCore {
       // fn did its work; only caching failed. The marker spares waiters in other processes a queue of
       // fills that would all fail the same way.
       this.releaseUncacheable(redisKey, acquired.token);
-      this.unserializable(redisKey, error);
+      reportUnserializable(this, redisKey, error);
       return { value, rec: undefined };
     }
     if (!entry) {
@@ -231,122 +232,6 @@ export class Cache extends CacheCore {
     if (!fallback || Date.now() >= fallback.expiresAt || fallback.entry.sieMs <= 0) return undefined;
     this.event('stale-if-error', { key: redisKey, error: error as Error });
     return { value: decodeValue(fallback, o), rec: fallback };
-  }
-
-  private unserializable(redisKey: string, error: unknown): void {
-    this.options.logger.warn(
-      { key: redisKey, err: error },
-      'cache.wrap could not serialize the value; returned it uncached',
-    );
-    this.event('uncacheable', { key: redisKey, reason: 'serializer', error: error as Error });
-  }
-
-  /**
-   * Background refresh of a stale value: once per process (flag) and once across processes (lock).
-   * When the stale copy came from L1, another instance may have refreshed Redis already: that value
-   * is taken instead of running `fn` once more per instance.
-   */
-  private refresh<T>(
-    redisKey: string,
-    fn: () => T | Promise<T>,
-    o: ResolvedWrap<T>,
-    stale: Rec,
-    fromL1 = false,
-  ): void {
-    const running = this.refreshing.get(redisKey);
-    if (running) {
-      // Once this refresh has let go of its lock, another instance may refresh Redis: a stale L1 copy
-      // would hide that for the rest of the stale window. One look at a time, not one per read.
-      if (fromL1 && running.slow && !running.looking) {
-        running.looking = true;
-        this.lookInRedis(redisKey)
-          .catch(() => {})
-          .finally(() => {
-            running.looking = false;
-          });
-      }
-      return;
-    }
-    const state = { slow: false, looking: false };
-    this.refreshing.set(redisKey, state);
-    const token = newToken();
-    const run = async () => {
-      let replacing = stale.entry.createdAt;
-      if (fromL1) {
-        const found = await this.lookInRedis(redisKey);
-        if (found === 'taken') return;
-        if (found) replacing = found.entry.createdAt;
-      }
-      const since = await this.tryLock(redisKey, token);
-      if (since === undefined) return;
-      const heard = this.heard;
-      const stop = this.holdLock(redisKey, token);
-      // Past the wait every caller gives up after, the lock goes, so that an fn that never settles
-      // does not keep every instance from refreshing (and their misses waiting) for ever. This
-      // instance starts no second refresh of the key while fn runs.
-      let held = token;
-      const letGo = setTimeout(
-        () => {
-          held = '';
-          state.slow = true;
-          stop();
-          this.releaseFill(redisKey, token);
-          this.event('refresh-slow', { key: redisKey });
-        },
-        Math.min(3 * this.options.lockTimeoutMs, MAX_TIMER_MS),
-      );
-      letGo.unref?.();
-      let value: T;
-      try {
-        value = await fn();
-      } catch (error) {
-        this.releaseFill(redisKey, held);
-        throw error;
-      } finally {
-        clearTimeout(letGo);
-        stop();
-      }
-      let entry: Entry | undefined;
-      try {
-        entry = toEntry(value, o, (ms) => this.jittered(ms));
-      } catch (error) {
-        this.releaseFill(redisKey, held);
-        this.unserializable(redisKey, error);
-        return;
-      }
-      if (!entry) return this.releaseFill(redisKey, held);
-      this.event('refresh', { key: redisKey });
-      // A slow fn's value, without the lock, replaces only the stale entry it was run for: not one an
-      // invalidation deleted (however long ago), nor a newer one another fill stored since.
-      const replaces = held ? undefined : replacing;
-      if ((await this.store(redisKey, entry, held, undefined, since, replaces)) === 'stored') {
-        this.l1?.set(redisKey, toRec(entry, redisKey, 0, Date.now()), Date.now(), heard);
-      }
-    };
-    run()
-      .catch((error) =>
-        this.options.logger.warn(
-          { key: redisKey, err: error },
-          'background refresh failed; stale value kept',
-        ),
-      )
-      .finally(() => {
-        if (this.refreshing.get(redisKey) === state) this.refreshing.delete(redisKey);
-      });
-  }
-
-  /**
-   * For a stale L1 copy: the entry in Redis. A fresh one (another instance refreshed it) goes into
-   * L1 ('taken'); a stale one is returned, for a refresh to replace; undefined when there is none.
-   */
-  private async lookInRedis(redisKey: string): Promise<'taken' | Rec | undefined> {
-    const heard = this.heard;
-    const found = await this.fetch(redisKey, undefined, '');
-    if (found.kind !== 'hit') return undefined;
-    if (Date.now() >= found.rec.freshUntil) return found.rec;
-    this.l1?.set(redisKey, found.rec, Date.now(), heard);
-    this.event('refresh-from-redis', { key: redisKey });
-    return 'taken';
   }
 }
 
