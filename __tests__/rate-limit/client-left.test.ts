@@ -2,7 +2,7 @@ import { connect, type Socket } from 'node:net';
 import express, { type RequestHandler } from 'express';
 import { closeRedis, createRedis } from '../../lib/connection';
 import { idempotency } from '../../lib/idempotency';
-import { rateLimit } from '../../lib/rate-limit';
+import { type RateLimitMiddleware, rateLimit } from '../../lib/rate-limit';
 import { redisSession } from '../../lib/session';
 import { listen, sleep } from '../cache/helpers';
 import { captureEvents } from '../helpers/events';
@@ -30,6 +30,24 @@ function rawClient(port: number, head: string): { socket: Socket; hangUp: () => 
 
 const slowClient = useSlowKitClients(() => redis.server.port);
 
+/** A limiter of 5 a minute for one client ('k') that gives back `option`'s requests. */
+function refundingLimiter(name: string, option: 'skipFailedRequests' | 'skipSuccessfulRequests') {
+  return rateLimit({
+    redis: redis.plain(),
+    limit: 5,
+    window: '1m',
+    name,
+    key: () => 'k',
+    timeout: 5000,
+    [option]: true,
+  });
+}
+
+/** What the client has used, and how many refunds were made. */
+async function standing(limiter: RateLimitMiddleware, events: { count(type: string): number }) {
+  return { used: (await limiter.get('k')).used, refunds: events.count('refund') };
+}
+
 it.each<
   [string, 'skipFailedRequests' | 'skipSuccessfulRequests', number, 'none' | 'idempotency' | 'session']
 >([
@@ -41,15 +59,7 @@ it.each<
   async (name, option, status, holder) => {
     const events = captureEvents('rate-limit');
     cleanups.push(events.stop);
-    const limiter = rateLimit({
-      redis: redis.plain(),
-      limit: 5,
-      window: '1m',
-      name: `held-${holder}`,
-      key: () => 'k',
-      timeout: 5000,
-      [option]: true,
-    });
+    const limiter = refundingLimiter(`held-${holder}`, option);
     let hangUp = () => {};
     let answered = 0;
     const handler: RequestHandler = (req, res) => {
@@ -74,25 +84,14 @@ it.each<
     hangUp = c.hangUp;
     await eventually(() => answered === 1, 'the handler to answer');
     await sleep(600); // the held end went out long ago; a refund would have been sent
-    expect({ used: (await limiter.get('k')).used, refunds: events.count('refund') }).toEqual({
-      used: 0,
-      refunds: 1,
-    });
+    expect(await standing(limiter, events)).toEqual({ used: 0, refunds: 1 });
   },
   20_000,
 );
 
 it('a pipelined request answered 422, whose connection died while the answer was queued, is given back (skipFailedRequests)', async () => {
   const events = captureEvents('rate-limit');
-  const limiter = rateLimit({
-    redis: redis.plain(),
-    limit: 5,
-    window: '1m',
-    name: 'pipelined',
-    key: () => 'k',
-    timeout: 5000,
-    skipFailedRequests: true,
-  });
+  const limiter = refundingLimiter('pipelined', 'skipFailedRequests');
   let answered = 0;
   const app = express();
   app.get('/slow', (_req, res) => {
@@ -113,10 +112,7 @@ it('a pipelined request answered 422, whose connection died while the answer was
     await eventually(() => answered === 1, 'the 422');
     socket.destroy(); // the 422 is still queued behind /slow
     await sleep(800);
-    expect({ used: (await limiter.get('k')).used, refunds: events.count('refund') }).toEqual({
-      used: 0,
-      refunds: 1,
-    });
+    expect(await standing(limiter, events)).toEqual({ used: 0, refunds: 1 });
   } finally {
     events.stop();
     await server.close();
@@ -132,15 +128,7 @@ it.each([
     const events = captureEvents('rate-limit');
     cleanups.push(events.stop);
     const name = `thrown-${hangUpDuringHold}`;
-    const limiter = rateLimit({
-      redis: redis.plain(),
-      limit: 5,
-      window: '1m',
-      name,
-      key: () => 'k',
-      timeout: 5000,
-      skipFailedRequests: true,
-    });
+    const limiter = refundingLimiter(name, 'skipFailedRequests');
     const slow = await slowClient(150);
     let socket: Socket | undefined;
     let answered = 0;
@@ -167,10 +155,7 @@ it.each([
     if (!hangUpDuringHold) expect(reply).toMatch(/^HTTP\/1.1 201/);
     socket.destroy();
     await sleep(100);
-    expect({ used: (await limiter.get('k')).used, refunds: events.count('refund') }).toEqual({
-      used: 1,
-      refunds: 0,
-    });
+    expect(await standing(limiter, events)).toEqual({ used: 1, refunds: 0 });
   },
 );
 
@@ -195,15 +180,7 @@ it.each([
     await sclient.ping();
     sclient.on('error', () => {});
     const name = `s503-${hangUp}`;
-    const limiter = rateLimit({
-      redis: redis.plain(),
-      limit: 5,
-      window: '1m',
-      name,
-      key: () => 'k',
-      timeout: 5000,
-      skipSuccessfulRequests: true,
-    });
+    const limiter = refundingLimiter(name, 'skipSuccessfulRequests');
     let socket: Socket | undefined;
     let answered = 0;
     const app = express();
@@ -229,9 +206,6 @@ it.each([
     socket.destroy();
     await sleep(100);
     // Not given back: the answer was the 503 (a failure), as when the client stays.
-    expect({ used: (await limiter.get('k')).used, refunds: events.count('refund') }).toEqual({
-      used: 1,
-      refunds: 0,
-    });
+    expect(await standing(limiter, events)).toEqual({ used: 1, refunds: 0 });
   },
 );
