@@ -1,4 +1,6 @@
 import type { EventEmitter } from 'node:events';
+import type { ServerResponse } from 'node:http';
+import onFinished from 'on-finished';
 
 /** What a response goes out on: a socket, or a background refresh's sink. */
 type Wire = EventEmitter & { readonly destroyed: boolean };
@@ -35,4 +37,21 @@ function watch(wire: Wire): Set<() => void> {
     for (const callback of callbacks) callback();
   });
   return callbacks;
+}
+
+/**
+ * Calls `fn` once the response is over (at once if it already is): on-finished, or its connection's
+ * 'close', which is all a response queued behind another (pipelining) gets when that connection dies.
+ */
+export function onResponseOver(res: ServerResponse, fn: () => void): void {
+  let called = false;
+  let unwatch = () => {};
+  const once = () => {
+    if (called) return;
+    called = true;
+    unwatch();
+    fn();
+  };
+  unwatch = onWireClose(res.socket ?? res.req?.socket, once);
+  if (!called) onFinished(res, once);
 }

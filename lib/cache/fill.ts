@@ -1,7 +1,6 @@
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
-import onFinished from 'on-finished';
-import { onWireClose } from '../connection-close';
+import { onResponseOver } from '../connection-close';
 import { type Captured, type CaptureOptions, captureResponse } from './capture';
 import type { FillLease } from './core';
 import type { Entry } from './entry';
@@ -114,7 +113,7 @@ export function fill(
         const release = () => releaseUncacheable(cache, res, redisKey, token, reason, settle);
         // A 304 is judged by its headers as they went out: express-session in front adds its
         // Set-Cookie inside writeHead, after this is first known.
-        if (res.statusCode === 304 && !res.headersSent) whenOver(res, release);
+        if (res.statusCode === 304 && !res.headersSent) onResponseOver(res, release);
         else release();
         return;
       }
@@ -151,23 +150,6 @@ export function fill(
     },
   );
   next();
-}
-
-/**
- * Calls `fn` once the response is over: on-finished, and also the connection's 'close', which is
- * all a response queued behind another (pipelining) gets when its connection dies.
- */
-function whenOver(res: Response, fn: () => void): void {
-  let called = false;
-  let unwatch = () => {};
-  const once = () => {
-    if (called) return;
-    called = true;
-    unwatch();
-    fn();
-  };
-  unwatch = onWireClose(res.socket ?? res.req?.socket, once);
-  if (!called) onFinished(res, once);
 }
 
 /**

@@ -1,6 +1,6 @@
 import type { Request, Response } from 'express';
 import onFinished from 'on-finished';
-import { onWireClose } from '../connection-close';
+import { onResponseOver } from '../connection-close';
 import { emitKitEvent } from '../events';
 import { guarded } from '../guarded';
 import { isHeld, whenReleased } from '../late-answers';
@@ -62,7 +62,8 @@ export function createRefunds(
       denyCache?.forget(key);
       queue(key, { cost, member, origin, countSentAt, hints });
     };
-    // on-finished (Express's own) calls back once the response is over, also when it already was
+    // onResponseOver (on-finished, Express's own, or for a pipelined answer its connection's close)
+    // calls back once the response is over, also when it already was
     // (the client left while Redis was deciding, or a timeout middleware replied), and keeps one
     // set of listeners per response however many limiters wait on it. An answer the app ended is
     // judged by requestWasSuccessful, delivered or not. A client that broke off before the answer
@@ -74,18 +75,10 @@ export function createRefunds(
     // and is judged as it goes out once released: a layer may put a 503 in its place, and status
     // changes made during the hold are undone (a client that leaves meanwhile changes neither).
     if (!res.writableEnded && !isHeld(res) && onFinished.isFinished(res)) return;
-    let judged = false;
-    let unwatch = () => {};
-    const judge = () => {
-      if (judged) return;
-      judged = true;
-      unwatch();
+    onResponseOver(res, () => {
       if (isHeld(res)) whenReleased(res, settle);
       else if (res.writableEnded) settle();
-    };
-    // Queued behind another response (pipelining), only the connection's 'close' says it is over.
-    unwatch = onWireClose(res.socket ?? req.socket, judge);
-    if (!judged) onFinished(res, judge);
+    });
   }
 
   /** One refund call for a client's batch. */
