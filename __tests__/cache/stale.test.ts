@@ -502,33 +502,40 @@ describe('stale-if-error and an invalidation racing the lookup', () => {
     },
   );
 
-  it('cache.wrap: does not answer with an entry invalidated while the lookup was in flight', async () => {
-    const cache = createCache({ redis: client, l1: false, lockTimeout: '1s', logger: quietLogger() });
-    await cache.wrap('k', () => 'invalidated value', { ttl: 100, staleIfError: '1m' });
-    await sleep(150);
-    invalidateDuringLookup(cache, () => cache.invalidate({ keys: ['k'] }));
-    await expect(
-      cache.wrap(
-        'k',
-        () => {
-          throw new Error('origin down');
-        },
-        { ttl: 100, staleIfError: '1m' },
-      ),
-    ).rejects.toThrow('origin down');
-  });
+  it.each([
+    ['', false],
+    [' by another instance (without L1, never heard of here)', true],
+  ])(
+    'cache.wrap: does not answer with an entry invalidated%s while the lookup was in flight',
+    async (_by, elsewhere) => {
+      const cache = createCache({ redis: client, l1: false, lockTimeout: '1s', logger: quietLogger() });
+      const other = elsewhere ? createCache({ redis: client, l1: false, logger: quietLogger() }) : cache;
+      await cache.wrap('k', () => 'invalidated value', { ttl: 100, staleIfError: '1m' });
+      await sleep(150);
+      invalidateDuringLookup(cache, () => other.invalidate({ keys: ['k'] }));
+      await expect(
+        cache.wrap(
+          'k',
+          () => {
+            throw new Error('origin down');
+          },
+          { ttl: 100, staleIfError: '1m' },
+        ),
+      ).rejects.toThrow('origin down');
+    },
+  );
 });
 
 /** Runs `before` just before the lookup's lock attempt on a stale entry (the lookup is in flight). */
 function invalidateDuringLookup(cache: object, before: () => Promise<void>) {
-  const c = cache as { tryLockAt: (k: string, t: string) => Promise<unknown> };
+  const c = cache as { tryLockAt: (k: string, t: string, ...rest: unknown[]) => Promise<unknown> };
   const orig = c.tryLockAt;
   let once = true;
-  c.tryLockAt = async function (this: unknown, k: string, t: string) {
+  c.tryLockAt = async function (this: unknown, k: string, t: string, ...rest: unknown[]) {
     if (once) {
       once = false;
       await before();
     }
-    return orig.call(this, k, t);
+    return orig.call(this, k, t, ...rest);
   };
 }

@@ -200,8 +200,10 @@ export class CacheCore {
             return { kind: 'hit', rec: found.rec };
           // Only good as a stale-if-error fallback: fill it, under the lock.
           stale = found.rec;
-          const lock = await this.tryLockAt(redisKey, token);
-          if (lock.taken) return { kind: 'fill', token, stale, since: lock.at };
+          const lock = await this.tryLockAt(redisKey, token, found.key);
+          // Gone by then: an invalidation ran between the two round trips, so it is no fallback.
+          if (lock.taken)
+            return { kind: 'fill', token, stale: lock.entryGone ? undefined : stale, since: lock.at };
           lastNow = lock.at;
         } else if (found.kind === 'corrupt') {
           // Its UNLINK went out ahead of the next lookup on the same connection: look again, and
@@ -247,15 +249,22 @@ export class CacheCore {
     return taken ? at : undefined;
   }
 
-  /** {@link tryLock}, with the Redis time also when another holds the lock. */
-  private tryLockAt(redisKey: string, token: string): Promise<{ taken: boolean; at: number }> {
+  /**
+   * {@link tryLock}, with the Redis time also when another holds the lock, and whether `entryKey`
+   * (what a lookup just read) is gone by then.
+   */
+  private tryLockAt(
+    redisKey: string,
+    token: string,
+    entryKey?: string,
+  ): Promise<{ taken: boolean; at: number; entryGone: boolean }> {
     const lockKey = lockKeyOf(redisKey);
     return mayTakeLock(
       this.redis,
       lockKey,
       token,
       (op) => this.call(redisKey, op),
-      () => acquireLockAt(this.redis, lockKey, token, this.options.lockTimeoutMs),
+      () => acquireLockAt(this.redis, lockKey, token, this.options.lockTimeoutMs, entryKey),
     );
   }
 

@@ -45,25 +45,36 @@ export async function acquireLock(
   return Number(await runScript<number>(redis, LOCK, [key], [token, ttlMs])) === 1;
 }
 
-// The same, answering the Redis time (negated when another holds the lock): a fill's tags are
-// checked against invalidations since, also a fill that gives up waiting and runs without the lock.
+// The same, answering the Redis time (also when another holds the lock: a fill that gives up
+// waiting checks invalidations since then), and whether KEYS[2] (the entry a lookup just read, or
+// the lock again) still exists: an invalidation may have deleted it between the two round trips.
 const LOCK_AT = defineScript(
-  'lock_acquire_at_v3',
-  1,
+  'lock_acquire_at_v4',
+  2,
   `${LUA_NOW_MS}
-if ${TAKE} then return now_ms end
-return -now_ms`,
+local taken = 0
+if ${TAKE} then taken = 1 end
+return {now_ms, taken, redis.call('EXISTS', KEYS[2])}`,
 );
 
-/** Takes the lock like {@link acquireLock}; resolves whether it did, and the Redis time (ms). */
+/**
+ * Takes the lock like {@link acquireLock}; resolves whether it did, the Redis time (ms), and whether
+ * `entryKey` (same slot) is gone by then.
+ */
 export async function acquireLockAt(
   redis: RedisClient,
   key: string,
   token: string,
   ttlMs: number,
-): Promise<{ taken: boolean; at: number }> {
-  const at = Number(await runScript<number>(redis, LOCK_AT, [key], [token, ttlMs]));
-  return { taken: at > 0, at: Math.abs(at) };
+  entryKey = key,
+): Promise<{ taken: boolean; at: number; entryGone: boolean }> {
+  const [at, taken, exists] = await runScript<[number, number, number]>(
+    redis,
+    LOCK_AT,
+    [key, entryKey],
+    [token, ttlMs],
+  );
+  return { taken: Number(taken) === 1, at: Number(at), entryGone: Number(exists) === 0 };
 }
 
 /**
