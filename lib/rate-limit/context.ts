@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { guarded } from '../guarded';
 import { safePart } from '../keys';
 import { runScript } from '../scripts';
@@ -19,8 +20,10 @@ export function createContext(o: ResolvedOptions) {
   // Per-policy ARGV tail never changes: precompute it and copy it into each call's args.
   const policyArgs: Array<string | number> = [];
   for (const p of policies) policyArgs.push(p.code, p.limit, p.windowMs);
-  // Ids unique across every app instance: sliding-window log entries, refund markers.
-  const idBase = `${process.pid.toString(36)}.${Math.random().toString(36).slice(2, 8)}.`;
+  // Ids unique across every app instance: sliding-window log entries, refund markers. Two that
+  // coincide would count two requests as one. Not the pid (every container may run as pid 1) nor
+  // Math.random() (not made to be unique, and sometimes short): 72 random bits per limiter.
+  const idBase = `${randomBytes(9).toString('base64url')}.`;
   let sequence = 0;
 
   const keysFor = (clientKey: string): string[] => {
