@@ -21,6 +21,8 @@ export interface BusListener {
   onInvalidation: (message: Invalidation) => void;
   /** The subscription failed (Redis unreachable); it is retried until it lands. */
   onError: (error: unknown) => void;
+  /** The subscriber connection closed: nothing is heard until `onReconnect`. */
+  onDrop: () => void;
   /** The subscriber connection came back after a drop: messages sent meanwhile were missed. */
   onReconnect: () => void;
   /** A subscription that had failed landed at last (messages sent before it were never heard). */
@@ -49,7 +51,7 @@ export class Bus {
       this.ready = Promise.resolve();
       return;
     }
-    const { onInvalidation, onError, onReconnect, onLanded } = listener;
+    const { onInvalidation, onError, onDrop, onReconnect, onLanded } = listener;
     const subscription = subscribeDurably(
       redis,
       channel,
@@ -63,7 +65,7 @@ export class Bus {
         if (message.o === this.origin || !Array.isArray(message.k) || !Array.isArray(message.t)) return;
         onInvalidation({ keys: message.k, tags: message.t });
       },
-      { onReconnect, onError, onLanded },
+      { onReconnect, onError, onLanded, onDrop },
     );
     this.ready = subscription.ready;
     this.unsubscribe = subscription.unsubscribe;

@@ -24,7 +24,7 @@ export class Coherence {
       this.bus = new Bus(redis, channel);
       return;
     }
-    const l1 = new L1(options.l1, this.heardLog);
+    const l1 = new L1(options.l1, this.heardLog, () => redis.status === 'ready');
     this.l1 = l1;
     this.bus = new Bus(redis, channel, {
       onInvalidation: (message) => this.drop(message),
@@ -35,8 +35,10 @@ export class Coherence {
           'cannot subscribe to the invalidation channel; L1 is off until it can (retrying)',
         );
       },
-      // Emptied, and heard as an invalidation of everything (messages sent meanwhile are lost).
-      onReconnect: () => l1.clear(),
+      // Until the channel is heard again (another instance may be invalidating meanwhile): L1 only
+      // while Redis cannot be reached either. Then emptied: messages sent meanwhile were lost.
+      onDrop: () => l1.deafen(),
+      onReconnect: () => l1.hearing(),
       onLanded: () => l1.resume(),
     });
     clearOnReconnect(redis, l1);

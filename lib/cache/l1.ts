@@ -54,11 +54,19 @@ export class L1 {
    * instances' invalidations would go unheard, so nothing is served or kept here until it is.
    */
   private suspended = false;
+  /**
+   * The bus's connection is down (dropped, Redis restarted, killed by a proxy): what other instances
+   * publish meanwhile is lost. Values already here are served only while this instance cannot reach
+   * Redis either (the fail mode's L1 hits); otherwise reads go to Redis, and nothing new is kept.
+   */
+  private deaf = false;
   private closed = false;
 
   constructor(
     private readonly options: ResolvedL1,
     private readonly heardLog: HeardLog,
+    /** Whether the cache's client can reach Redis now. */
+    private readonly redisReady: () => boolean,
   ) {
     this.lru = new LRUCache<string, L1Value>({
       max: options.max,
@@ -69,7 +77,7 @@ export class L1 {
 
   /** A live value, or undefined (expired values are dropped on the way). */
   get(key: string, now: number): L1Value | undefined {
-    if (this.suspended) return undefined;
+    if (this.suspended || (this.deaf && this.redisReady())) return undefined;
     const value = this.lru.get(key);
     if (value === undefined) return undefined;
     if (value.expiresAt <= now) {
@@ -84,7 +92,7 @@ export class L1 {
    * read before the lookup or fill whose result this is.
    */
   set(key: string, value: L1Value, now: number, heard: number): void {
-    if (this.suspended || this.heardLog.reachedSince(heard, value)) return;
+    if (this.suspended || this.deaf || this.heardLog.reachedSince(heard, value)) return;
     let ttl = value.expiresAt - now;
     if (this.options.ttlMs !== undefined) {
       ttl = Math.min(ttl, this.options.ttlMs);
@@ -134,6 +142,20 @@ export class L1 {
   resume(): void {
     if (this.closed) return;
     this.suspended = false;
+    this.deaf = false;
+    this.clear();
+  }
+
+  /** The bus's connection closed: see `deaf`. */
+  deafen(): void {
+    this.deaf = true;
+    // A lookup in flight may be answered with what an unheard invalidation deleted.
+    this.heardLog.hear(undefined);
+  }
+
+  /** The bus hears again after a drop: empty, since what was published meanwhile was lost. */
+  hearing(): void {
+    this.deaf = false;
     this.clear();
   }
 

@@ -56,6 +56,11 @@ export interface DurableHooks {
   onError?: (error: unknown) => void;
   /** The subscription landed after failing: messages published before were never heard. */
   onLanded?: () => void;
+  /**
+   * The subscriber connection closed (a drop, a Redis restart, `CLIENT KILL`): nothing published is
+   * heard until `onReconnect`. Called for every close, even one before the channel ever landed.
+   */
+  onDrop?: () => void;
 }
 
 /**
@@ -73,6 +78,7 @@ export function subscribeDurably(
   const state = stateOf(shared, channel);
   state.handlers.add(handler);
   if (hooks.onLanded) state.landed.add(hooks.onLanded);
+  if (hooks.onDrop) shared.dropHooks.add(hooks.onDrop);
   if (hooks.onError) {
     state.failed.add(hooks.onError);
     // Joining a channel whose subscription is already failing: this caller is in that streak too.
@@ -85,6 +91,7 @@ export function subscribeDurably(
     ready: state.whenSubscribed,
     unsubscribe: () => {
       if (hooks.onLanded) state.landed.delete(hooks.onLanded);
+      if (hooks.onDrop) shared.dropHooks.delete(hooks.onDrop);
       if (hooks.onError) state.failed.delete(hooks.onError);
       return unregister();
     },
@@ -105,6 +112,7 @@ function sharedOf(redis: RedisClient): SharedSubscriber {
     connection: openSubscriberConnection(redis),
     channels: new Map(),
     reconnectHooks: new Set(),
+    dropHooks: new Set(),
     parked: false,
     connectedBefore: false,
     drops: 0,

@@ -61,6 +61,9 @@ export function wire(redis: RedisClient, shared: SharedSubscriber, connection: R
     if (shared.connection !== connection) return;
     // A new connection starts with no subscriptions.
     for (const state of channels.values()) state.subscribed = false;
+    // Deaf from now until the channels are subscribed again: state kept in step by messages (an L1)
+    // must not be trusted meanwhile, as other instances go on publishing.
+    for (const hook of shared.dropHooks) safely(hook);
   });
   connection.on('ready', () => {
     if (!current(shared, connection)) return;

@@ -27,6 +27,8 @@ export interface SharedSubscriber {
   connection: Redis;
   channels: Map<string, ChannelState>;
   reconnectHooks: Set<() => void>;
+  /** Called when the connection in use closes: nothing published is heard until it is back. */
+  dropHooks: Set<() => void>;
   /** Opens the next connection after one ended by itself. */
   reopen?: NodeJS.Timeout;
   /**
