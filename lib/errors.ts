@@ -18,6 +18,9 @@ const BODY_HEADERS = [
   'ETag',
   'Last-Modified',
   'Transfer-Encoding',
+  // Announces trailers of a chunked body: with the Content-Length set below, Node refuses it and
+  // the answer would be a reset.
+  'Trailer',
 ];
 
 const TYPE_BASE = 'urn:express-redis-kit:problem:';

@@ -75,6 +75,9 @@ export function commitBeforeEnd(
         }),
       (error: unknown) =>
         held.release(() => {
+          // The handler's end(cb) is owed its callback, as Node calls it: once this answer finishes.
+          const callback = args.find((a) => typeof a === 'function') as (() => void) | undefined;
+          if (callback) res.once('finish', callback);
           // Without a session, express-session neither sets the cookie nor retries the store.
           (req as { session?: unknown }).session = undefined;
           // The handler's body is replaced: sendProblem drops its entity headers (length, ETag...).
