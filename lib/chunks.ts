@@ -1,3 +1,4 @@
+import type { OutgoingHttpHeader, ServerResponse } from 'node:http';
 /**
  * Whether Node's `res.end(chunk)` accepts this first argument: it skips falsy ones and callbacks, and
  * takes strings and bytes. Wrappers that defer the real `end()` check this first, because Node's
@@ -78,4 +79,22 @@ export function refusedStatusError(status: unknown): RangeError | undefined {
   return Object.assign(new RangeError(`Invalid status code: ${String(status)}`), {
     code: 'ERR_HTTP_INVALID_STATUS_CODE',
   });
+}
+
+/**
+ * Whether the body an answer ended with is not the `Content-Length` it declared: a stream that broke
+ * off (a file cut short while `res.sendFile` read it), or a wrong length the route set. Its client saw
+ * a truncated (or overlong) answer; stored, it would go to every later client as a complete one (RFC
+ * 9111 §3.3), the length recomputed. HEAD, 204 and 304 carry no body.
+ */
+export function lengthMismatch(
+  declared: OutgoingHttpHeader | undefined,
+  size: number,
+  status: number,
+  res: ServerResponse,
+): boolean {
+  if (declared === undefined || res.req?.method === 'HEAD') return false;
+  if (status === 204 || status === 304) return false;
+  const length = Number(Array.isArray(declared) ? declared[0] : declared);
+  return Number.isSafeInteger(length) && length !== size;
 }

@@ -1,5 +1,5 @@
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
-import { applyWriteHeadHeaders, chunkBytes } from '../chunks';
+import { applyWriteHeadHeaders, chunkBytes, lengthMismatch } from '../chunks';
 import { onWireClose } from '../connection-close';
 import { etagMatches, refusal, strongEtag } from './http';
 import { parseVary } from './key';
@@ -224,7 +224,8 @@ export function captureResponse(
       const keep = typeof existing === 'string' && (!existing.startsWith('W/') || !whole);
       const etag = keep ? existing : strongEtag(body);
       const headers = this.headersSent && sent ? sent : this.getHeaders();
-      if (lengthMismatch(headers, body.length, this)) reason = 'incomplete';
+      if (lengthMismatch(headers['content-length'], body.length, Number(this.statusCode), this))
+        reason = 'incomplete';
       else captured = { status: Number(this.statusCode), headers, body, etag };
       if (captured && whole) {
         this.setHeader('ETag', etag);
@@ -261,20 +262,6 @@ export function captureResponse(
   }
   // Queued behind another response (pipelining), only the connection's 'close' says it is over.
   unwatchWire = onWireClose(wire, gone);
-}
-
-/**
- * Whether the body the route ended with is not the `Content-Length` it declared: a stream that broke
- * off (a file cut short while `res.sendFile` read it). Its client saw a truncated answer; stored, it
- * would go to every later client as a complete one (RFC 9111 §3.3). HEAD, 204 and 304 carry no body.
- */
-function lengthMismatch(headers: OutgoingHttpHeaders, size: number, res: ServerResponse): boolean {
-  const declared = headers['content-length'];
-  if (declared === undefined || res.req?.method === 'HEAD') return false;
-  const status = Number(res.statusCode);
-  if (status === 204 || status === 304) return false;
-  const length = Number(Array.isArray(declared) ? declared[0] : declared);
-  return Number.isSafeInteger(length) && length !== size;
 }
 
 /**

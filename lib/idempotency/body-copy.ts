@@ -1,7 +1,11 @@
-import { chunkBytes } from '../chunks';
+import type { OutgoingHttpHeader, ServerResponse } from 'node:http';
+import { chunkBytes, lengthMismatch } from '../chunks';
 
-/** Why a copied body could not be kept: it grew past the limit, or a chunk could not be read. */
-export type Unstorable = 'too-large' | 'unreadable';
+/**
+ * Why a copied body could not be kept: it grew past the limit, a chunk could not be read, or it is
+ * not the length the answer declared (its client got a broken answer: see chunks.ts lengthMismatch).
+ */
+export type Unstorable = 'too-large' | 'unreadable' | 'incomplete';
 
 /** A copy of the body chunks a handler writes, up to `maxBodySize` bytes. */
 export class BodyCopy {
@@ -30,8 +34,18 @@ export class BodyCopy {
     else this.chunks.push(bytes);
   }
 
-  /** The body, or why there is none; the copy keeps nothing afterwards. */
-  take(): { body: Buffer | undefined; unstorable?: Unstorable } {
+  /**
+   * The body, or why there is none; the copy keeps nothing afterwards. `declared`: the answer's
+   * Content-Length, which the body must match.
+   */
+  take(declared?: { length: OutgoingHttpHeader | undefined; status: number; res: ServerResponse }): {
+    body: Buffer | undefined;
+    unstorable?: Unstorable;
+  } {
+    if (this.chunks && declared) {
+      const size = this.chunks.reduce((sum, chunk) => sum + chunk.length, 0);
+      if (lengthMismatch(declared.length, size, declared.status, declared.res)) this.lose('incomplete');
+    }
     const body = this.chunks ? Buffer.concat(this.chunks) : undefined;
     this.chunks = undefined;
     return { body, ...(this.why ? { unstorable: this.why } : {}) };

@@ -139,7 +139,7 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
       status: res.statusCode,
       ...reasonPhrase(res.statusCode, res.statusMessage),
       headers: (res.headersSent && sentHeaders) || storableHeaders(res, before),
-      ...copy.take(),
+      ...copy.take({ length: res.getHeader('content-length'), status: res.statusCode, res }),
     };
     // Until the deferred end() runs, the response is over, as it would be without the kit: a second
     // answer is dropped like Node drops a write after end, and status/header changes are undone

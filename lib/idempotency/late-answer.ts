@@ -232,7 +232,10 @@ class Shadow {
     const message =
       this.message ?? (this.started && this.started.status === status ? this.started.message : undefined);
     try {
-      for (const { listener, copy } of this.waiting) listener.ended({ status, message, body: copy.take() });
+      const declared = { length: this.res.getHeader('content-length'), status, res: this.res };
+      for (const { listener, copy } of this.waiting) {
+        listener.ended({ status, message, body: copy.take(declared) });
+      }
     } finally {
       this.restore();
       dropLate(args);

@@ -1,0 +1,99 @@
+import timeout from 'connect-timeout';
+import express from 'express';
+import { idempotency } from '../../lib/idempotency';
+import { captureEvents } from '../helpers/events';
+import { raw } from '../helpers/raw-http';
+import { useRedisServer } from '../helpers/redis';
+import { freshKey, useServers } from './http';
+
+// A body that is not the Content-Length its answer declared (a file that shrank while sendFile read
+// it, a length the route got wrong) reached its client broken. Stored, its retry would get a clean
+// answer, the length recomputed, that the first client never saw: it is not stored.
+const redisServer = useRedisServer();
+const servers = useServers();
+
+async function route(handler: express.RequestHandler, guard?: express.RequestHandler) {
+  let runs = 0;
+  const app = express();
+  if (guard) app.use(guard);
+  app.post('/export', idempotency({ redis: redisServer.client() }), (req, res, next) => {
+    runs++;
+    handler(req, res, next);
+  });
+  return { url: `${await servers.listen(app)}/export`, runs: () => runs };
+}
+
+const post = (url: string, key: string) =>
+  raw(url, { method: 'POST', headers: { 'idempotency-key': key }, timeoutMs: 400 }).then(
+    (answer) => answer,
+    () => undefined, // a short body keeps its client waiting for the rest
+  );
+
+describe('idempotency and a body that is not its declared Content-Length', () => {
+  it.each([
+    ['shorter (broke off after 10 of 20 bytes)', '20', ['0123456789']],
+    ['longer (declares 5, writes 10)', '5', ['01234', '56789']],
+  ])('%s: released as incomplete, and the retry runs the handler again', async (_name, length, chunks) => {
+    const events = captureEvents('idempotency');
+    try {
+      const export_ = await route((_req, res) => {
+        res.status(201).setHeader('Content-Type', 'application/octet-stream');
+        res.setHeader('Content-Length', length);
+        for (const chunk of chunks) res.write(chunk);
+        res.end();
+      });
+      const key = freshKey();
+      await post(export_.url, key);
+      await events.waitFor('released', 1);
+      expect(events.events.find((e) => e.type === 'released')).toMatchObject({ reason: 'incomplete' });
+      const retry = await post(export_.url, key);
+      expect(retry?.headers['idempotent-replayed']).toBeUndefined();
+      expect(export_.runs()).toBe(2);
+      expect(events.count('stored')).toBe(0);
+    } finally {
+      events.stop();
+    }
+  });
+
+  it('a late answer behind a timeout guard, broken the same way, is not stored either', async () => {
+    const events = captureEvents('idempotency');
+    try {
+      const export_ = await route((_req, res) => {
+        setTimeout(() => {
+          res.status(201).setHeader('Content-Length', '20');
+          res.end('0123456789');
+        }, 250);
+      }, timeout('100ms'));
+      const key = freshKey();
+      expect((await post(export_.url, key))?.status).toBe(503);
+      await events.waitFor('released', 1);
+      expect(events.events.find((e) => e.type === 'released')).toMatchObject({ reason: 'incomplete' });
+      expect(events.count('stored')).toBe(0);
+    } finally {
+      events.stop();
+    }
+  });
+
+  it('a body of the declared length is stored and replayed as usual', async () => {
+    const events = captureEvents('idempotency');
+    try {
+      const export_ = await route((_req, res) => {
+        res.status(201).setHeader('Content-Length', '10');
+        res.write('01234');
+        res.end('56789');
+      });
+      const key = freshKey();
+      expect((await post(export_.url, key))?.body.toString()).toBe('0123456789');
+      await events.waitFor('stored', 1);
+      const retry = await post(export_.url, key);
+      expect([retry?.status, retry?.headers['idempotent-replayed'], retry?.body.toString()]).toEqual([
+        201,
+        'true',
+        '0123456789',
+      ]);
+      expect(export_.runs()).toBe(1);
+    } finally {
+      events.stop();
+    }
+  });
+});
