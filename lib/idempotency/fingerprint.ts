@@ -15,6 +15,9 @@ import { matchedPath } from './request-key';
  * - no `req.body` (no body parser ran, e.g. a streamed upload, or none matched its Content-Type): the
  *   bytes are unknown, so such a body is told apart by its `Content-Type` and `Content-Length` only.
  *   Pass your own `fingerprint` for them.
+ *
+ * Also, when sent, the headers an answer can be conditional on (`Range`, `If-Range`, `If-Match`,
+ * `If-None-Match`, `If-Modified-Since`, `If-Unmodified-Since`).
  */
 export function defaultFingerprint(req: Request): string {
   const hash = createHash('sha256');
@@ -62,8 +65,25 @@ export function defaultFingerprint(req: Request): string {
   // is then a 422, never the other handler's answer. Only then, so other fingerprints stay as stored.
   const spelled = `${req.baseUrl ?? ''}${req.path ?? ''}`;
   if (spelled !== path) hash.update('\0spelled\0').update(spelled);
+  // The answer may depend on them (`res.sendFile`/`res.download` honour Range and conditionals on
+  // any method): a 206 slice or an empty 304 must not replay to a retry that did not ask for it.
+  // Only when sent, so other fingerprints stay as stored.
+  for (const name of CONDITIONAL_HEADERS) {
+    const value = req.headers?.[name];
+    if (value !== undefined) hash.update(`\0${name}\0`).update(String(value).trim());
+  }
   return hash.digest('hex');
 }
+
+/** Request headers an answer can be conditional on (RFC 9110 §13, §14.2). */
+const CONDITIONAL_HEADERS = [
+  'range',
+  'if-range',
+  'if-match',
+  'if-none-match',
+  'if-modified-since',
+  'if-unmodified-since',
+] as const;
 
 /**
  * The query's parameters, decoded, in sortQuery's order; `broken`: it holds a broken escape
