@@ -100,6 +100,21 @@ describe('idempotency behind a timeout guard (connect-timeout)', () => {
     expect(events.types()).not.toContain('released');
   });
 
+  it('stores a late file sent as a buffer, as the README advises instead of res.sendFile()', async () => {
+    const file = Buffer.from('id,total\n7,42\n');
+    const route = await guardedRoute((_req, res) => {
+      res.status(201).type('csv').send(file);
+    });
+    const retry = await retryAfterLateAnswer(route, 'stored');
+    expect([retry.status, retry.headers.get('idempotent-replayed'), retry.body.toString()]).toEqual([
+      201,
+      'true',
+      'id,total\n7,42\n',
+    ]);
+    expect(retry.headers.get('content-type')).toBe('text/csv; charset=utf-8');
+    expect(route.counter.runs).toBe(1);
+  });
+
   it('stores a late answer the handler streams in chunks, with its own status line', async () => {
     const route = await guardedRoute((_req, res) => {
       res.writeHead(202, 'Queued', { 'Content-Type': 'text/plain' });
