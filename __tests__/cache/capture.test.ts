@@ -8,6 +8,7 @@ import express from 'express';
 import { cacheResponse } from '../../lib/cache';
 import type { RedisClient } from '../../lib/client';
 import { captureEvents } from '../helpers/events';
+import { raw } from '../helpers/raw-http';
 import { useFlushedClient, useRedisServer } from '../helpers/redis';
 import { listen, quietLogger } from './helpers';
 
@@ -151,6 +152,38 @@ describe('cacheResponse body capture', () => {
     } finally {
       events.stop();
       await server.close();
+    }
+  });
+});
+
+describe('cacheResponse and trailers', () => {
+  it.each([
+    ['announced with a Trailer header', true],
+    ['added without one', false],
+  ])('does not store an answer with trailers (%s): a hit could not send them', async (_name, announced) => {
+    const events = captureEvents('cache');
+    try {
+      const app = express();
+      app.get('/sum', cacheResponse({ redis: client, ttl: '1m', logger: quietLogger() }), (_req, res) => {
+        res.type('text');
+        if (announced) res.setHeader('Trailer', 'X-Checksum');
+        res.write('abc');
+        res.addTrailers({ 'X-Checksum': 'c0ffee' });
+        res.end();
+      });
+      const server = await listen(app);
+      try {
+        const first = await raw(`${server.url}/sum`);
+        expect([first.body.toString(), first.trailers['x-checksum']]).toEqual(['abc', 'c0ffee']);
+        await events.waitFor('uncacheable', 1);
+        expect(events.events.find((e) => e.type === 'uncacheable')).toMatchObject({ reason: 'trailers' });
+        const second = await raw(`${server.url}/sum`);
+        expect([second.headers['x-cache'], second.trailers['x-checksum']]).toEqual(['MISS', 'c0ffee']);
+      } finally {
+        await server.close();
+      }
+    } finally {
+      events.stop();
     }
   });
 });

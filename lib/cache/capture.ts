@@ -188,6 +188,12 @@ export function captureResponse(
     }
     return true;
   } as ServerResponse['write'];
+  const addTrailers = res.addTrailers;
+  res.addTrailers = function (this: ServerResponse, headers: Parameters<ServerResponse['addTrailers']>[0]) {
+    // Announced or not (the Trailer header is refused above), a hit could not send them.
+    if (capturing) stop('trailers');
+    return addTrailers.call(this, headers);
+  };
   // pipe() and pipeline() also read this flag before their first write.
   Object.defineProperty(res, 'writableNeedDrain', {
     configurable: true,

@@ -71,6 +71,8 @@ export function refusal(
   const type = res.getHeader('content-type');
   if (type !== undefined && STREAM_TYPES.test(String(type))) return 'stream';
   if (parseVary(res.getHeader('vary'))[0] === '*') return 'vary-star';
+  // Trailers are not kept with an entry: a hit would announce them and never send them.
+  if (res.hasHeader('trailer')) return 'trailers';
   if (type !== undefined && /^\s*(text\/html|application\/xhtml\+xml|image\/svg\+xml)/i.test(String(type))) {
     // A page whose scripts carry a CSP nonce (helmet's `res.locals.cspNonce`): served again, it would
     // meet the new nonce of that request's header (every script blocked), or reuse one for everyone.

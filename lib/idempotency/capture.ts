@@ -55,6 +55,8 @@ const NOT_STORED = new Set([
   'date',
   'set-cookie',
   'idempotent-replayed',
+  // Trailers are not stored: a replay must not announce what it never sends.
+  'trailer',
 ]);
 
 type EndArgs = [chunk?: unknown, encoding?: unknown, callback?: unknown];

@@ -6,9 +6,10 @@ import { raw } from '../helpers/raw-http';
 import { useRedisServer } from '../helpers/redis';
 import { freshKey, useServers } from './http';
 
-// A body that is not the Content-Length its answer declared (a file that shrank while sendFile read
-// it, a length the route got wrong) reached its client broken. Stored, its retry would get a clean
-// answer, the length recomputed, that the first client never saw: it is not stored.
+// How a body is framed on the wire, and what a replay can promise of it. A body that is not the
+// Content-Length its answer declared (a file that shrank while sendFile read it, a length the route
+// got wrong) reached its client broken: stored, its retry would get a clean answer, the length
+// recomputed, that the first client never saw, so it is not stored. Trailers are not stored.
 const redisServer = useRedisServer();
 const servers = useServers();
 
@@ -92,6 +93,34 @@ describe('idempotency and a body that is not its declared Content-Length', () =>
         '0123456789',
       ]);
       expect(export_.runs()).toBe(1);
+    } finally {
+      events.stop();
+    }
+  });
+});
+
+describe('idempotency and trailers', () => {
+  it('replays the body without the trailers, and without the Trailer header that announced them', async () => {
+    const events = captureEvents('idempotency');
+    try {
+      const sum = await route((_req, res) => {
+        res.status(201).type('text').setHeader('Trailer', 'X-Checksum');
+        res.write('abc');
+        res.addTrailers({ 'X-Checksum': 'c0ffee' });
+        res.end();
+      });
+      const key = freshKey();
+      const first = await post(sum.url, key);
+      expect([first?.body.toString(), first?.trailers['x-checksum']]).toEqual(['abc', 'c0ffee']);
+      await events.waitFor('stored', 1);
+      const retry = await post(sum.url, key);
+      expect([retry?.status, retry?.headers['idempotent-replayed'], retry?.body.toString()]).toEqual([
+        201,
+        'true',
+        'abc',
+      ]);
+      expect(retry?.headers.trailer).toBeUndefined();
+      expect(sum.runs()).toBe(1);
     } finally {
       events.stop();
     }
