@@ -187,3 +187,42 @@ describe('cacheResponse and trailers', () => {
     }
   });
 });
+
+describe('cacheResponse and the reason phrase', () => {
+  it.each([
+    [
+      'writeHead(200, reason, headers)',
+      (res: express.Response) =>
+        res.writeHead(200, 'Fine Thanks', { 'Content-Type': 'text/plain' }).end('hello'),
+    ],
+    [
+      'res.statusMessage',
+      (res: express.Response) => {
+        res.statusMessage = 'Fine Thanks';
+        res.type('text').send('hello');
+      },
+    ],
+  ])('a hit sends the one the route chose (%s), as idempotency replays it', async (_name, answer) => {
+    const app = express();
+    app.get('/hello', cacheResponse({ redis: client, ttl: '1m', logger: quietLogger() }), (_req, res) => {
+      answer(res);
+    });
+    const server = await listen(app);
+    try {
+      const miss = await raw(`${server.url}/hello`);
+      expect([miss.headers['x-cache'], miss.message]).toEqual(['MISS', 'Fine Thanks']);
+      let hit = miss;
+      for (let i = 0; i < 50 && hit.headers['x-cache'] !== 'HIT'; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 10));
+        hit = await raw(`${server.url}/hello`);
+      }
+      expect([hit.headers['x-cache'], hit.message, hit.body.toString()]).toEqual([
+        'HIT',
+        'Fine Thanks',
+        'hello',
+      ]);
+    } finally {
+      await server.close();
+    }
+  });
+});

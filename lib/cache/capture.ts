@@ -1,4 +1,4 @@
-import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
+import { type OutgoingHttpHeaders, type ServerResponse, STATUS_CODES } from 'node:http';
 import { applyWriteHeadHeaders, chunkBytes, lengthMismatch } from '../chunks';
 import { onWireClose } from '../connection-close';
 import { etagMatches, refusal, strongEtag } from './http';
@@ -7,6 +7,8 @@ import { parseVary } from './key';
 /** A response the route finished, as it may be stored. */
 export interface Captured {
   status: number;
+  /** A reason phrase the route chose other than the standard one for `status`. */
+  message?: string | undefined;
   headers: OutgoingHttpHeaders;
   body: Buffer;
   etag: string;
@@ -232,7 +234,12 @@ export function captureResponse(
       const headers = this.headersSent && sent ? sent : this.getHeaders();
       if (lengthMismatch(headers['content-length'], body.length, Number(this.statusCode), this))
         reason = 'incomplete';
-      else captured = { status: Number(this.statusCode), headers, body, etag };
+      else {
+        const status = Number(this.statusCode);
+        const message = this.statusMessage;
+        captured = { status, headers, body, etag };
+        if (message && message !== STATUS_CODES[status]) captured.message = message;
+      }
       if (captured && whole) {
         this.setHeader('ETag', etag);
         if (

@@ -16,6 +16,8 @@ export const NEGATIVE_UNDEFINED = 2;
 export interface Entry {
   /** HTTP status (0 for `wrap()` values). */
   status: number;
+  /** A reason phrase other than the standard one for `status`, sent again on hits. */
+  message?: string | undefined;
   /** Stored response headers, lower-case names. */
   headers: Array<[string, string]>;
   body: Buffer;
@@ -54,6 +56,8 @@ interface Meta {
   a?: number;
   /** Removed headers; versions before it ignore the field (and leave those headers on hits). */
   r?: string[];
+  /** The reason phrase, when not the standard one; versions before it ignore the field. */
+  m?: string;
   b: number;
 }
 
@@ -89,6 +93,7 @@ export function encodeEntry(entry: Entry): Buffer {
   if (entry.negative) meta.n = entry.negative;
   if (entry.originAge) meta.a = entry.originAge;
   if (entry.removed && entry.removed.length > 0) meta.r = entry.removed;
+  if (entry.message) meta.m = entry.message;
   const json = Buffer.from(JSON.stringify(meta));
   const head = Buffer.allocUnsafe(HEADER_BYTES);
   MAGIC.copy(head, 0);
@@ -125,6 +130,7 @@ export function decodeEntry(raw: Buffer): Entry {
     negative: meta.n ?? 0,
     originAge: meta.a,
     removed: meta.r,
+    ...(meta.m ? { message: meta.m } : {}),
   };
 }
 
@@ -152,6 +158,7 @@ function isMeta(m: unknown): m is Meta {
         HEADER_VALUE.test(p[1]),
     ) &&
     (meta.e === undefined || typeof meta.e === 'string') &&
+    (meta.m === undefined || (typeof meta.m === 'string' && HEADER_VALUE.test(meta.m))) &&
     (meta.a === undefined || (Number.isInteger(meta.a) && meta.a >= 0)) &&
     (meta.r === undefined ||
       (Array.isArray(meta.r) && meta.r.every((n) => typeof n === 'string' && HEADER_NAME.test(n)))) &&

@@ -203,6 +203,7 @@ function toEntry(
   const freshMs = cache.jittered(o.ttlMs, ctx.jitter);
   return {
     status: captured.status,
+    ...(captured.message ? { message: captured.message } : {}),
     headers: storedHeaders(captured.headers, before),
     body: captured.body,
     etag: captured.etag,

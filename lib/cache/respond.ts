@@ -57,7 +57,15 @@ export function respond(
     end.call(res, rec.entry.body.subarray(start, last + 1));
     return;
   }
-  writeHead.call(res, rec.entry.status, rec.prepared.full);
+  const { status, message } = rec.entry;
+  if (message) {
+    (via.writeHead as (status: number, message: string, headers: Array<string | string[]>) => unknown).call(
+      res,
+      status,
+      message,
+      rec.prepared.full,
+    );
+  } else writeHead.call(res, status, rec.prepared.full);
   end.call(res, req.method === 'HEAD' ? undefined : rec.entry.body);
 }
 
