@@ -1,8 +1,9 @@
 import express from 'express';
 import { cacheResponse, createCache } from '../../lib/cache';
 import type { RedisClient } from '../../lib/client';
+import { heartbeat } from '../../lib/pubsub';
 import { useRedisServer } from '../helpers/redis';
-import { listen, quietLogger, sleep } from './helpers';
+import { listen, quietLogger, sleep, waitForKeys } from './helpers';
 
 // Two app instances, each with its own client and an L1. B changes the price and invalidates its
 // tag; A must not answer the old price from its L1 once B's invalidate() has resolved, also while
@@ -110,6 +111,90 @@ describe('cacheResponse L1 while its invalidation channel is down', () => {
     try {
       await sleep(100);
       for (let i = 0; i < 5; i++) expect(await read(a.url)).toEqual({ cache: 'HIT', price: 1 });
+    } finally {
+      await redis.server.restart();
+    }
+  });
+
+  describe('Redis paused past the pub/sub heartbeat (the client stays connected)', () => {
+    const saved = { ...heartbeat };
+    afterEach(() => {
+      Object.assign(heartbeat, saved);
+    });
+
+    /** Pauses Redis long enough for the heartbeat to give up on the subscriber, then runs `check`. */
+    async function whilePaused(check: () => Promise<void>) {
+      const admin = redis.plain();
+      await admin.ping();
+      await admin.call('CLIENT', 'PAUSE', '2500', 'ALL');
+      try {
+        await sleep(700);
+        await check();
+      } finally {
+        await admin.call('CLIENT', 'UNPAUSE').catch(() => {});
+      }
+    }
+
+    it('cacheResponse still answers from L1, as its fail mode says', async () => {
+      Object.assign(heartbeat, { everyMs: 100, timeoutMs: 150 });
+      const a = await instance(redis.client());
+      await untilHit(a.url);
+      await whilePaused(async () => {
+        for (let i = 0; i < 3; i++) expect(await read(a.url)).toEqual({ cache: 'HIT', price: 1 });
+      });
+    });
+
+    it('cache.wrap still answers from L1 without running fn', async () => {
+      Object.assign(heartbeat, { everyMs: 100, timeoutMs: 150 });
+      const cache = createCache({ redis: redis.client(), timeout: 200, logger: quietLogger() });
+      closers.push(() => cache.close());
+      await cache.ready();
+      let runs = 0;
+      const price = () => cache.wrap('price', async () => ({ price: ++runs }), { ttl: '1m' });
+      expect(await price()).toEqual({ price: 1 });
+      await whilePaused(async () => {
+        for (let i = 0; i < 3; i++) expect(await price()).toEqual({ price: 1 });
+      });
+      expect(runs).toBe(1);
+    });
+  });
+
+  it('a fill in flight keeps its stale-if-error copy from L1 when Redis dies meanwhile', async () => {
+    const client = redis.client();
+    const mw = cacheResponse({
+      redis: client,
+      ttl: 100,
+      jitter: 0,
+      staleIfError: '1m',
+      timeout: 200,
+      l1: { max: 10 },
+      logger: quietLogger(),
+    });
+    closers.push(() => mw.cache.close());
+    await mw.cache.ready();
+    let failing = false;
+    const app = express();
+    app.get('/sie', mw, async (_req, res, next) => {
+      if (!failing) return void res.send('good');
+      // The database goes down with Redis: the origin fails after a while.
+      await sleep(600);
+      next(new Error('database down'));
+    });
+    const server = await listen(app);
+    closers.push(server.close);
+    expect((await fetch(`${server.url}/sie`)).headers.get('x-cache')).toBe('MISS');
+    await waitForKeys(client, 'erk:c:*');
+    await sleep(200); // stale now (ttl 100 ms), still within staleIfError
+    failing = true;
+    const answer = fetch(`${server.url}/sie`).then(async (r) => [
+      r.status,
+      r.headers.get('x-cache'),
+      await r.text(),
+    ]);
+    await sleep(200); // the fill holds its lock and the origin runs
+    await redis.server.kill();
+    try {
+      expect(await answer).toEqual([200, 'STALE', 'good']);
     } finally {
       await redis.server.restart();
     }

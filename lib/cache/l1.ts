@@ -56,8 +56,9 @@ export class L1 {
   private suspended = false;
   /**
    * The bus's connection is down (dropped, Redis restarted, killed by a proxy): what other instances
-   * publish meanwhile is lost. Values already here are served only while this instance cannot reach
-   * Redis either (the fail mode's L1 hits); otherwise reads go to Redis, and nothing new is kept.
+   * publish meanwhile is lost. Reads go to Redis first, and nothing new is kept; what is here still
+   * answers when Redis cannot (the fail mode's L1 hits): read with `evenIfDeaf` then, or at once
+   * while the client is not even connected.
    */
   private deaf = false;
   private closed = false;
@@ -76,8 +77,8 @@ export class L1 {
   }
 
   /** A live value, or undefined (expired values are dropped on the way). */
-  get(key: string, now: number): L1Value | undefined {
-    if (this.suspended || (this.deaf && this.redisReady())) return undefined;
+  get(key: string, now: number, evenIfDeaf = false): L1Value | undefined {
+    if (this.suspended || (this.deaf && !evenIfDeaf && this.redisReady())) return undefined;
     const value = this.lru.get(key);
     if (value === undefined) return undefined;
     if (value.expiresAt <= now) {
@@ -146,11 +147,18 @@ export class L1 {
     this.clear();
   }
 
-  /** The bus's connection closed: see `deaf`. */
+  /**
+   * The bus's connection closed: see `deaf`. Nothing is logged as heard: no value is kept meanwhile,
+   * and `hearing()` logs the gap; logged now, it would also take a fill's stale-if-error copy from it
+   * just as Redis went down.
+   */
   deafen(): void {
     this.deaf = true;
-    // A lookup in flight may be answered with what an unheard invalidation deleted.
-    this.heardLog.hear(undefined);
+  }
+
+  /** See `deaf`: whether reads should go to Redis first. */
+  get isDeaf(): boolean {
+    return this.deaf;
   }
 
   /** The bus hears again after a drop: empty, since what was published meanwhile was lost. */

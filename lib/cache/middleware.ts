@@ -140,7 +140,17 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
    * Redis cannot answer: the route does. Should it fail too, the stale copy L1 still holds within
    * `staleIfError` answers instead, as `cache.wrap()` does: that is when the copy matters most.
    */
-  function redisDown(req: Request, res: Response, next: NextFunction, key: string): void {
+  function redisDown(req: Request, res: Response, next: NextFunction, key: string, redisKey: string): void {
+    if (l1?.isDeaf) {
+      // Not read before Redis while its invalidation channel is down; Redis cannot answer either:
+      // what it holds is served as usual, as the fail mode says.
+      const now = Date.now();
+      const rec = l1Lookup(l1, key, req.headers, now, true);
+      if (rec && now < usableUntil(req, rec)) {
+        serveEntry(req, res, rec, key, redisKey, 'l1-hit');
+        return;
+      }
+    }
     res.setHeader('X-Cache', 'BYPASS');
     event('bypass', key, { reason: 'redis' });
     const stale = staleInL1(req, key, Date.now());
@@ -150,7 +160,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
 
   /** The copy L1 holds that stale-if-error may still answer with, when Redis cannot say more. */
   const staleInL1 = (req: Request, key: string, now: number): Rec | undefined =>
-    l1 && o.sieMs > 0 ? staleIfErrorOf(o, l1Lookup(l1, key, req.headers, now), now) : undefined;
+    l1 && o.sieMs > 0 ? staleIfErrorOf(o, l1Lookup(l1, key, req.headers, now, true), now) : undefined;
 
   /** The route answers, watched only (nothing copied): a 5xx of its gets `stale` instead. */
   function answerStaleOnServerError(req: Request, res: Response, key: string, stale: Rec): void {
@@ -183,7 +193,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
         const fresh = now < result.rec.freshUntil;
         return serve(req, res, result.rec, fresh ? 'HIT' : 'STALE', now, fresh ? 'hit' : 'stale', key);
       }
-      if ('bypass' in result) return redisDown(req, res, next, key);
+      if ('bypass' in result) return redisDown(req, res, next, key, redisKey);
       if ('uncacheable' in result) {
         // Not storable for the leader, likely not for us either: straight to the origin, no queueing.
         res.setHeader('X-Cache', 'MISS');
@@ -201,7 +211,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     const acquired = await cache.acquire(redisKey, req.headers, refreshable(req));
     if (acquired.kind === 'bypass') {
       settle({ bypass: true });
-      return redisDown(req, res, next, key);
+      return redisDown(req, res, next, key, redisKey);
     }
     if (acquired.kind === 'hit') {
       const { rec } = acquired;

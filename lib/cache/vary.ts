@@ -32,10 +32,16 @@ export function sameVariant(rec: Rec, leader: IncomingHttpHeaders, follower: Inc
  * The L1 entry for a request: a key whose responses vary holds a marker naming the headers, and each
  * variant lives under its own key (mirroring the Redis layout).
  */
-export function l1Lookup(l1: L1, key: string, headers: IncomingHttpHeaders, now: number): Rec | undefined {
-  const value = l1.get(key, now);
+export function l1Lookup(
+  l1: L1,
+  key: string,
+  headers: IncomingHttpHeaders,
+  now: number,
+  evenIfDeaf = false,
+): Rec | undefined {
+  const value = l1.get(key, now, evenIfDeaf);
   if (value === undefined || isRec(value)) return value;
-  const variant = l1.get(variantKey(key, value.vary, headers), now);
+  const variant = l1.get(variantKey(key, value.vary, headers), now, evenIfDeaf);
   return variant && isRec(variant) ? variant : undefined;
 }
 

@@ -142,12 +142,20 @@ export class Cache extends CacheCore {
       return { value: decodeValue(rec, o), rec };
     }
     if (acquired.kind === 'bypass') {
+      // Not read before Redis while its invalidation channel is down; Redis cannot answer either:
+      // what L1 holds is served as usual, as the fail mode says.
+      const copy = !local && this.l1?.isDeaf ? this.l1.get(redisKey, Date.now(), true) : undefined;
+      const kept = copy && isRec(copy) ? copy : local;
+      if (copy && isRec(copy) && Date.now() < copy.swrUntil) {
+        this.event('l1-hit', { key: redisKey });
+        return { value: decodeValue(copy, o), rec: copy };
+      }
       this.event('bypass', { key: redisKey, error: acquired.error as Error });
       try {
         return { value: await fn(), rec: undefined };
       } catch (error) {
         // Redis being down is when the L1 copy matters most.
-        const stale = this.staleIfError(redisKey, local, error, o);
+        const stale = this.staleIfError(redisKey, kept, error, o);
         if (stale) return stale;
         throw error;
       }
