@@ -16,7 +16,7 @@ afterEach(async () => {
 
 const db = { price: 1 };
 
-async function instance(client: RedisClient) {
+async function instance(client: RedisClient, { ready = true } = {}) {
   const cache = createCache({ redis: client, timeout: 300, logger: quietLogger() });
   closers.push(() => cache.close());
   const mw = cacheResponse({ cache, ttl: '1m', jitter: 0, tags: () => ['price'] });
@@ -26,8 +26,8 @@ async function instance(client: RedisClient) {
   });
   const server = await listen(app);
   closers.push(server.close);
-  await cache.ready();
-  return { url: `${server.url}/price`, mw };
+  if (ready) await cache.ready();
+  return { url: `${server.url}/price`, mw, cache };
 }
 
 async function read(url: string) {
@@ -197,6 +197,31 @@ describe('cacheResponse L1 while its invalidation channel is down', () => {
       expect(await answer).toEqual([200, 'STALE', 'good']);
     } finally {
       await redis.server.restart();
+    }
+  });
+
+  it("a cache made while the channel's resubscribe is refused (an ACL change) keeps its L1 off until it lands", async () => {
+    const admin = redis.plain();
+    await admin.call('ACL', 'SETUSER', 'app2', 'on', '>pw', '~*', '&*', '+@all');
+    const client = redis.client({ url: `redis://app2:pw@127.0.0.1:${redis.server.port}` });
+    await instance(client); // the app's first cache on this client: the channel lands
+    const b = await instance(redis.client());
+    try {
+      // Redis drops the subscriber; its resubscribe is refused (NOPERM), and retried with backoff.
+      await admin.call('ACL', 'SETUSER', 'app2', 'resetchannels', '&other');
+      await sleep(300);
+      // A cache made now (a route mounted later) on the same client and channel.
+      const a2 = await instance(client, { ready: false });
+      expect(await read(a2.url)).toEqual({ cache: 'MISS', price: 1 });
+      await sleep(100);
+      await read(a2.url);
+      expect(await staleAfterInvalidation(a2, b, 500)).toEqual([]);
+      // Allowed again: it lands, and L1 answers.
+      await admin.call('ACL', 'SETUSER', 'app2', 'resetchannels', '&*');
+      await a2.cache.ready();
+      await untilHit(a2.url);
+    } finally {
+      await admin.call('ACL', 'SETUSER', 'app2', 'resetchannels', '&*');
     }
   });
 });

@@ -1,4 +1,4 @@
-import { type ChannelState, type MessageHandler, type SharedSubscriber, safely } from './state';
+import { type ChannelState, type MessageHandler, nextLanding, type SharedSubscriber, safely } from './state';
 
 // One channel's subscription on the shared connection: SUBSCRIBE once for every caller, retried
 // with backoff while it fails and wanted, dropped when the last handler leaves.
@@ -8,18 +8,13 @@ const MAX_RETRY_MS = 30_000;
 export function stateOf(shared: SharedSubscriber, channel: string): ChannelState {
   let state = shared.channels.get(channel);
   if (!state) {
-    let markSubscribed!: () => void;
-    const whenSubscribed = new Promise<void>((resolve) => {
-      markSubscribed = resolve;
-    });
     state = {
       handlers: new Set(),
       subscribed: false,
       failures: 0,
       landed: new Set(),
       failed: new Set(),
-      whenSubscribed,
-      markSubscribed,
+      ...nextLanding(),
     };
     shared.channels.set(channel, state);
   }

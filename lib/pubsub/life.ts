@@ -2,7 +2,15 @@ import type { Cluster, Redis } from 'ioredis';
 import type { RedisClient } from '../client';
 import { attempt } from './channels';
 import { openSubscriberConnection } from './open';
-import { closedClients, coming, current, type SharedSubscriber, safely, subscribers } from './state';
+import {
+  closedClients,
+  coming,
+  current,
+  markUnsubscribed,
+  type SharedSubscriber,
+  safely,
+  subscribers,
+} from './state';
 
 // The subscriber connection's life: its events, heartbeat, moves between Cluster nodes, and the
 // client's own life (parked while the app has closed it, back when it connects it again).
@@ -60,7 +68,7 @@ export function wire(redis: RedisClient, shared: SharedSubscriber, connection: R
     // A connection put aside closes after it (maybe after its successor subscribed).
     if (shared.connection !== connection) return;
     // A new connection starts with no subscriptions.
-    for (const state of channels.values()) state.subscribed = false;
+    for (const state of channels.values()) markUnsubscribed(state);
     // Deaf from now until the channels are subscribed again: state kept in step by messages (an L1)
     // must not be trusted meanwhile, as other instances go on publishing.
     for (const hook of shared.dropHooks) safely(hook);
@@ -192,7 +200,7 @@ function park(redis: RedisClient, shared: SharedSubscriber): void {
   clearTimeout(shared.reopen);
   for (const state of shared.channels.values()) {
     clearTimeout(state.retry);
-    state.subscribed = false;
+    markUnsubscribed(state);
     // A SUBSCRIBE in flight dies with the connection; its outcome no longer counts.
     state.pending = undefined;
   }

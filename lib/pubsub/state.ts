@@ -19,8 +19,28 @@ export interface ChannelState {
   landed: Set<() => void>;
   /** Called once per failure streak. */
   failed: Set<(error: unknown) => void>;
+  /** Resolves when the channel is next subscribed: at once while it is (see `markUnsubscribed`). */
   whenSubscribed: Promise<void>;
   markSubscribed: () => void;
+}
+
+/** A `whenSubscribed` for the next landing, and how to resolve it. */
+export function nextLanding(): Pick<ChannelState, 'whenSubscribed' | 'markSubscribed'> {
+  let markSubscribed!: () => void;
+  const whenSubscribed = new Promise<void>((resolve) => {
+    markSubscribed = resolve;
+  });
+  return { whenSubscribed, markSubscribed };
+}
+
+/**
+ * The channel is no longer subscribed (its connection closed, parked): whoever starts waiting for it
+ * from now (a cache made meanwhile) waits for the next landing, not the one already past.
+ */
+export function markUnsubscribed(state: ChannelState): void {
+  if (!state.subscribed) return;
+  state.subscribed = false;
+  Object.assign(state, nextLanding());
 }
 
 export interface SharedSubscriber {
