@@ -375,3 +375,44 @@ describe('idempotency behind a timeout guard (connect-timeout)', () => {
     expect(logged).toEqual([sent, sent]);
   });
 });
+
+describe('forget() of a key whose handler answers late, behind a timeout guard', () => {
+  it("does not store the forgotten handler's answer, also once the lease it had has run out", async () => {
+    const redis = redisServer.client();
+    // Renewed every 1000 ms; after the guard's 503 at ~500 ms the lease lasts until ~3500 ms, renewed
+    // last at ~3000 ms (lease.ts): from then its holder sends no heartbeat that could learn of forget().
+    const middleware = idempotency({ redis, lockTtl: 3000, scope: () => 'u' });
+    let runs = 0;
+    let startedAt = 0;
+    const slow = gate();
+    const app = express();
+    app.use(timeout('500ms'));
+    app.use(express.json());
+    app.post('/orders', middleware, async (_req, res) => {
+      runs += 1;
+      const run = runs;
+      if (run === 1) {
+        startedAt = Date.now();
+        await slow.opened;
+      }
+      res.status(201).json({ run });
+    });
+    const url = `${await servers.listen(app)}/orders`;
+    const key = freshKey('forget-lapse');
+    expect((await send(url, { key, body: {} })).status).toBe(503);
+    const wait = (until: number) => new Promise((resolve) => setTimeout(resolve, until - Date.now()));
+    await wait(startedAt + 3250);
+    expect(await middleware.forget({ key, route: '/orders', scope: 'u' })).toBe(true);
+    // Past the end of that lease (the forgotten mark goes with it), the handler answers.
+    await wait(startedAt + 4300);
+    slow.open();
+    await eventually(() => events.types().some((t) => t === 'stored' || t === 'lease-lost'), 'its outcome');
+    expect(events.types()).not.toContain('stored');
+    const retry = await send(url, { key, body: {} });
+    expect([retry.status, retry.headers.get('idempotent-replayed'), retry.json()]).toEqual([
+      201,
+      null,
+      { run: 2 },
+    ]);
+  }, 20_000);
+});

@@ -247,7 +247,7 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
       scopes.flatMap((scope) =>
         routes.map((route) => {
           const key = recordKey(o.prefix, scope, id.method ?? 'POST', route, id.key);
-          return guarded(o.redis, () => record.forget(o.redis, key), { ...guard, key });
+          return guarded(o.redis, () => record.forget(o.redis, key, o.ttlMs), { ...guard, key });
         }),
       ),
     );

@@ -20,8 +20,14 @@ import { newToken } from '../token';
  * nobody else came) takes it back on its next heartbeat, or stores its answer at the end: an absent
  * key means nobody else holds it and no answer is stored. A retry that came in between found the
  * key free and ran the handler again; the taking back then fails (`lost`), so only one answer is
- * stored (README: exactly-once needs Redis to keep its data).
+ * stored (README: exactly-once needs Redis to keep its data). Not a forgotten holder: `forget()`
+ * also adds its owner token to `<record>:forgotten` (a set, kept for `ttl`), since a holder whose
+ * heartbeats stopped (a timeout guard answered) would otherwise take the record back once the
+ * forgotten mark's lease ran out, and store the answer forget() was called to discard.
  */
+
+/** The set of owner tokens forget() took a record from (same hash tag as the record). */
+export const forgottenKeyOf = (key: string): string => `${key}:forgotten`;
 
 // A reservation that finds its own owner token is a copy ioredis sent again after the connection
 // dropped before the reply (the first one landed): it is still this request's reservation.
@@ -58,13 +64,14 @@ return {'done', done[1], done[2], done[3], done[4]}
 // `done_by`: a completion that finds its own answer stored is a copy ioredis sent again after the
 // connection dropped before the reply; the first one stored it, so the lease was not lost.
 const COMPLETE = defineScript(
-  'idempotency_complete_v4',
-  1,
+  'idempotency_complete_v5',
+  2,
   `${LUA_NOW_MS}
 local key = KEYS[1]
 local head = redis.call('HMGET', key, 'state', 'owner', 'done_by')
 local took_back = 0
 if not head[1] then
+  if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 0 end
   took_back = 1
   redis.call('HSET', key, 'fp', ARGV[7])
 elseif head[1] == 'done' and head[3] == ARGV[1] then
@@ -104,13 +111,14 @@ return 1
 );
 
 const HEARTBEAT = defineScript(
-  'idempotency_heartbeat_v3',
-  1,
+  'idempotency_heartbeat_v4',
+  2,
   `${LUA_NOW_MS}
 local key = KEYS[1]
 local lock_ms = tonumber(ARGV[2])
 local head = redis.call('HMGET', key, 'state', 'owner')
 if not head[1] then
+  if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 0 end
   redis.call('HSET', key, 'state', 'inflight', 'fp', ARGV[3], 'owner', ARGV[1], 'lease', now_ms + lock_ms)
   redis.call('PEXPIRE', key, lock_ms)
   return 2
@@ -124,20 +132,25 @@ return 1
 `,
 );
 
-// KEYS: the record, and a marker unique to this call (same hash tag). A second run of the call (its
-// reply lost, ioredis sent it again) finds the marker and answers as the first did, instead of "no
-// record" for one it removed itself.
+// KEYS: the record, a marker unique to this call, and the record's forgotten owners (same hash tag).
+// A second run of the call (its reply lost, ioredis sent it again) finds the marker and answers as the
+// first did, instead of "no record" for one it removed itself. ARGV: how long the owner stays
+// forgotten (the replay window, ttl: longer than any holder may still try to store).
 const FORGET = defineScript(
-  'idempotency_forget_v3',
-  2,
+  'idempotency_forget_v4',
+  3,
   `if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
-local head = redis.call('HMGET', KEYS[1], 'state', 'forgotten')
+local head = redis.call('HMGET', KEYS[1], 'state', 'forgotten', 'owner')
 if not head[1] or head[2] then return 0 end
 -- The marker after the change: under OOM a DEL must still go through (Redis refuses a script's
 -- first write that may grow memory, and none after it).
 if head[1] == 'inflight' then
   redis.call('HDEL', KEYS[1], 'owner')
   redis.call('HSET', KEYS[1], 'owner', '-', 'forgotten', '1')
+  if head[3] and head[3] ~= '-' then
+    redis.call('SADD', KEYS[3], head[3])
+    redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[1]))
+  end
 else
   redis.call('DEL', KEYS[1])
 end
@@ -212,7 +225,7 @@ export async function complete(
   const stored = await runScript<number>(
     redis,
     COMPLETE,
-    [key],
+    [key, forgottenKeyOf(key)],
     [
       owner,
       String(response.status),
@@ -239,10 +252,16 @@ export async function heartbeat(
   fingerprint: string,
   lockTtlMs: number,
 ): Promise<LeaseResult> {
-  return leaseResult(await runScript<number>(redis, HEARTBEAT, [key], [owner, lockTtlMs, fingerprint]));
+  return leaseResult(
+    await runScript<number>(redis, HEARTBEAT, [key, forgottenKeyOf(key)], [owner, lockTtlMs, fingerprint]),
+  );
 }
 
-/** Deletes a record; one in flight leaves a tombstone for the rest of its lease (see above). */
-export async function forget(redis: RedisClient, key: string): Promise<boolean> {
-  return Number(await runScript<number>(redis, FORGET, [key, `${key}:forget:${newToken()}`], [])) === 1;
+/**
+ * Deletes a record; one in flight leaves a tombstone for the rest of its lease, and its owner is
+ * kept from taking it back for `ttlMs` (see above).
+ */
+export async function forget(redis: RedisClient, key: string, ttlMs: number): Promise<boolean> {
+  const keys = [key, `${key}:forget:${newToken()}`, forgottenKeyOf(key)];
+  return Number(await runScript<number>(redis, FORGET, keys, [ttlMs])) === 1;
 }
