@@ -99,7 +99,13 @@ export class CacheCore {
 
   /** One guarded Redis call on `key` (on a Cluster, that key's node's breaker). */
   call<T>(key: string, operation: () => Promise<T>): Promise<T> {
-    return guarded(this.redis, operation, { ...this.guard, key });
+    const answer = guarded(this.redis, operation, { ...this.guard, key });
+    const l1 = this.l1;
+    if (!l1?.isDeaf) return answer;
+    return answer.then((value) => {
+      l1.redisAnswered();
+      return value;
+    });
   }
 
   /** Lookup pairs for the headers responses were seen to vary on, plus `extra` names. */

@@ -161,6 +161,15 @@ export class L1 {
     return this.deaf;
   }
 
+  /**
+   * Redis answered while deaf: it can be reached, so what is here (maybe invalidated unheard) is no
+   * longer the fail mode's answer for a lookup that fails later (one slow call). Emptied, without
+   * logging an invalidation (see `deafen`).
+   */
+  redisAnswered(): void {
+    if (this.deaf) this.lru.clear();
+  }
+
   /** The bus hears again after a drop: empty, since what was published meanwhile was lost. */
   hearing(): void {
     this.deaf = false;

@@ -239,6 +239,10 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     const now = Date.now();
     if (found?.kind === 'hit' && now < usableUntil(req, found.rec))
       return serveEntry(req, res, found.rec, key, redisKey, 'hit');
+    // Redis did not answer: a deaf L1 (not read before it) still holds the fail mode's answer.
+    const deafCopy = !found && l1?.isDeaf ? l1Lookup(l1, key, req.headers, now, true) : undefined;
+    if (deafCopy && now < usableUntil(req, deafCopy))
+      return serveEntry(req, res, deafCopy, key, redisKey, 'l1-hit');
     res.setHeader('X-Cache', found ? 'MISS' : 'BYPASS');
     if (onlyCached) {
       return sendProblem(

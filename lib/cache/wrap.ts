@@ -146,8 +146,13 @@ export class Cache extends CacheCore {
       // what L1 holds is served as usual, as the fail mode says.
       const copy = !local && this.l1?.isDeaf ? this.l1.get(redisKey, Date.now(), true) : undefined;
       const kept = copy && isRec(copy) ? copy : local;
-      if (copy && isRec(copy) && Date.now() < copy.swrUntil) {
-        this.event('l1-hit', { key: redisKey });
+      const now = Date.now();
+      if (copy && isRec(copy) && now < copy.swrUntil) {
+        if (now < copy.freshUntil) this.event('l1-hit', { key: redisKey });
+        else {
+          this.event('stale', { key: redisKey });
+          this.refresher.start(redisKey, fn, o, copy, true);
+        }
         return { value: decodeValue(copy, o), rec: copy };
       }
       this.event('bypass', { key: redisKey, error: acquired.error as Error });

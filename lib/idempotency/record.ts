@@ -20,13 +20,15 @@ import { newToken } from '../token';
  * nobody else came) takes it back on its next heartbeat, or stores its answer at the end: an absent
  * key means nobody else holds it and no answer is stored. A retry that came in between found the
  * key free and ran the handler again; the taking back then fails (`lost`), so only one answer is
- * stored (README: exactly-once needs Redis to keep its data). Not a forgotten holder: `forget()`
- * also adds its owner token to `<record>:forgotten` (a set, kept for `ttl`), since a holder whose
- * heartbeats stopped (a timeout guard answered) would otherwise take the record back once the
- * forgotten mark's lease ran out, and store the answer forget() was called to discard.
+ * stored (README: exactly-once needs Redis to keep its data). Not after a `forget()`: it leaves
+ * `<record>:forgotten` for `ttl`, and while that exists nobody takes the record back. Otherwise a
+ * holder whose heartbeats stopped (a timeout guard answered) would take it back once the forgotten
+ * mark's lease ran out, a completion that ioredis sent again (its reply lost) would store the
+ * answer again after forget() removed it, and a holder overtaken by a retry whose answer was then
+ * forgotten would store its own: each an answer forget() was called to discard.
  */
 
-/** The set of owner tokens forget() took a record from (same hash tag as the record). */
+/** Marks a record forgotten within `ttl` (same hash tag as the record): see above. */
 export const forgottenKeyOf = (key: string): string => `${key}:forgotten`;
 
 // A reservation that finds its own owner token is a copy ioredis sent again after the connection
@@ -64,14 +66,14 @@ return {'done', done[1], done[2], done[3], done[4]}
 // `done_by`: a completion that finds its own answer stored is a copy ioredis sent again after the
 // connection dropped before the reply; the first one stored it, so the lease was not lost.
 const COMPLETE = defineScript(
-  'idempotency_complete_v5',
+  'idempotency_complete_v6',
   2,
   `${LUA_NOW_MS}
 local key = KEYS[1]
 local head = redis.call('HMGET', key, 'state', 'owner', 'done_by')
 local took_back = 0
 if not head[1] then
-  if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 0 end
+  if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
   took_back = 1
   redis.call('HSET', key, 'fp', ARGV[7])
 elseif head[1] == 'done' and head[3] == ARGV[1] then
@@ -111,14 +113,14 @@ return 1
 );
 
 const HEARTBEAT = defineScript(
-  'idempotency_heartbeat_v4',
+  'idempotency_heartbeat_v5',
   2,
   `${LUA_NOW_MS}
 local key = KEYS[1]
 local lock_ms = tonumber(ARGV[2])
 local head = redis.call('HMGET', key, 'state', 'owner')
 if not head[1] then
-  if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1 then return 0 end
+  if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
   redis.call('HSET', key, 'state', 'inflight', 'fp', ARGV[3], 'owner', ARGV[1], 'lease', now_ms + lock_ms)
   redis.call('PEXPIRE', key, lock_ms)
   return 2
@@ -132,28 +134,25 @@ return 1
 `,
 );
 
-// KEYS: the record, a marker unique to this call, and the record's forgotten owners (same hash tag).
+// KEYS: the record, a marker unique to this call, and the record's forgotten mark (same hash tag).
 // A second run of the call (its reply lost, ioredis sent it again) finds the marker and answers as the
-// first did, instead of "no record" for one it removed itself. ARGV: how long the owner stays
-// forgotten (the replay window, ttl: longer than any holder may still try to store).
+// first did, instead of "no record" for one it removed itself. ARGV: how long the forgotten mark
+// lasts (the replay window, ttl: longer than any holder may still try to store).
 const FORGET = defineScript(
-  'idempotency_forget_v4',
+  'idempotency_forget_v5',
   3,
   `if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
-local head = redis.call('HMGET', KEYS[1], 'state', 'forgotten', 'owner')
+local head = redis.call('HMGET', KEYS[1], 'state', 'forgotten')
 if not head[1] or head[2] then return 0 end
--- The marker after the change: under OOM a DEL must still go through (Redis refuses a script's
+-- The markers after the change: under OOM a DEL must still go through (Redis refuses a script's
 -- first write that may grow memory, and none after it).
 if head[1] == 'inflight' then
   redis.call('HDEL', KEYS[1], 'owner')
   redis.call('HSET', KEYS[1], 'owner', '-', 'forgotten', '1')
-  if head[3] and head[3] ~= '-' then
-    redis.call('SADD', KEYS[3], head[3])
-    redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[1]))
-  end
 else
   redis.call('DEL', KEYS[1])
 end
+redis.call('SET', KEYS[3], '1', 'PX', tonumber(ARGV[1]))
 redis.call('SET', KEYS[2], '1', 'PX', 60000)
 return 1
 `,
@@ -258,8 +257,8 @@ export async function heartbeat(
 }
 
 /**
- * Deletes a record; one in flight leaves a tombstone for the rest of its lease, and its owner is
- * kept from taking it back for `ttlMs` (see above).
+ * Deletes a record; one in flight leaves a tombstone for the rest of its lease, and nobody takes
+ * the record back for `ttlMs` (see above).
  */
 export async function forget(redis: RedisClient, key: string, ttlMs: number): Promise<boolean> {
   const keys = [key, `${key}:forget:${newToken()}`, forgottenKeyOf(key)];

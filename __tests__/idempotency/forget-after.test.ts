@@ -1,0 +1,112 @@
+import express from 'express';
+import { onKitEvent } from '../../lib/events';
+import { idempotency } from '../../lib/idempotency';
+import * as record from '../../lib/idempotency/record';
+import { useRedisServer } from '../helpers/redis';
+import { useTcpProxy } from '../helpers/tcp-proxy';
+import { listen } from '../rate-limit/fixtures/http';
+
+// forget() marks a record forgotten for ttl, and while that mark lasts nobody takes a vanished record
+// back: not a completion that ioredis sends again (its reply lost) after the forget(), nor a holder
+// whose lease lapsed and whom a retry overtook, once the retry's answer was forgotten.
+
+const redis = useRedisServer();
+const proxy = useTcpProxy(() => redis.server.port);
+const stops: Array<() => void | Promise<void>> = [];
+afterEach(async () => {
+  for (const stop of stops.splice(0)) await stop();
+});
+
+it('a second run of COMPLETE (ioredis resend) after forget() of the done record does not store it again', async () => {
+  const client = redis.client();
+  const key = 'erk:idem:{review16}';
+  const response = { status: 201, headers: [] as Array<[string, string]>, body: Buffer.from('{"order":1}') };
+  expect(await record.reserve(client, key, 'fp', 'owner-1', 30_000)).toEqual({ state: 'reserved' });
+  expect(await record.complete(client, key, 'owner-1', 'fp', response, 60_000)).toBe('held');
+  expect(await record.forget(client, key, 60_000)).toBe(true);
+  // The same EVALSHA again, as ioredis resends it when the first reply was lost.
+  const again = await record.complete(client, key, 'owner-1', 'fp', response, 60_000);
+  expect({ again, exists: await client.exists(key) }).toEqual({ again: 'lost', exists: 0 });
+});
+
+it('forget() that lands while the completion reply is lost; the retry runs afresh', async () => {
+  const state = { armed: false, seen: 0, dropped: 0, forgotten: false };
+  let forgetNow: () => Promise<void> = async () => {};
+  const viaProxy = await proxy({
+    // Holds the resent COMPLETE (the third script call after arming) until forget() has run.
+    before: (chunk) => {
+      if (!state.armed || state.dropped === 0 || state.forgotten) return undefined;
+      if (!/\r\neval(sha)?\r\n/i.test(chunk.toString('latin1'))) return undefined;
+      state.forgotten = true;
+      return forgetNow();
+    },
+    // The first script call after arming is the reservation, the second the completion.
+    dropAfter: (chunk) => {
+      if (!state.armed || !/\r\neval(sha)?\r\n/i.test(chunk)) return false;
+      state.seen++;
+      if (state.seen !== 2) return false;
+      state.dropped++;
+      return true;
+    },
+  });
+  const events: string[] = [];
+  stops.push(
+    onKitEvent((e) => {
+      if (e.component === 'idempotency') events.push(e.type);
+    }),
+  );
+  let runs = 0;
+  const app = express();
+  app.post('/orders', idempotency({ redis: viaProxy, timeout: 2000, scope: () => 'u' }), (_req, res) => {
+    runs++;
+    res.status(201).json({ order: runs });
+  });
+  const http = await listen(app);
+  stops.push(http.close);
+  const post = (key: string) =>
+    fetch(`${http.url}/orders`, { method: 'POST', headers: { 'Idempotency-Key': key } });
+  // The admin side: same options, its own (direct) client.
+  const admin = idempotency({ redis: redis.client(), timeout: 2000, scope: () => 'u' });
+  let forgot: boolean | undefined;
+  forgetNow = async () => {
+    forgot = await admin.forget({ key: 'k-forget', route: '/orders', scope: 'u' });
+  };
+  expect((await post('warm')).status).toBe(201);
+  state.armed = true;
+  events.length = 0;
+  expect((await post('k-forget')).status).toBe(201);
+  expect({ dropped: state.dropped, forgot }).toEqual({ dropped: 1, forgot: true });
+  // forget() resolved true: the key is to be used afresh, and the handler runs again.
+  const retry = await post('k-forget');
+  expect({
+    status: retry.status,
+    replayed: retry.headers.get('idempotent-replayed'),
+    body: await retry.json(),
+    events,
+  }).toEqual({
+    status: 201,
+    replayed: null,
+    body: { order: 3 },
+    events: expect.not.arrayContaining(['lease-restored']),
+  });
+});
+
+it("a holder whose lease lapsed (superseded by a retry) cannot take the record back after forget() of the retry's answer", async () => {
+  const client = redis.client();
+  const key = 'erk:idem:{review16b}';
+  const answer = (n: number) => ({
+    status: 201,
+    headers: [] as Array<[string, string]>,
+    body: Buffer.from(`{"order":${n}}`),
+  });
+  // O1 reserves; its heartbeats stop (a timeout guard answered) and its lease lapses.
+  expect(await record.reserve(client, key, 'fp', 'owner-1', 150)).toEqual({ state: 'reserved' });
+  await new Promise((r) => setTimeout(r, 250));
+  // The retry O2 runs and stores; the operator then forgets the key.
+  expect(await record.reserve(client, key, 'fp', 'owner-2', 30_000)).toEqual({ state: 'reserved' });
+  expect(await record.complete(client, key, 'owner-2', 'fp', answer(2), 60_000)).toBe('held');
+  expect(await record.forget(client, key, 60_000)).toBe(true);
+  // O1's late answer comes: it must not be stored under the forgotten key.
+  const late = await record.complete(client, key, 'owner-1', 'fp', answer(1), 60_000);
+  expect({ late, exists: await client.exists(key) }).toEqual({ late: 'lost', exists: 0 });
+});
