@@ -174,4 +174,32 @@ describe('cache.wrap deaf bypass: a copy past its freshness', () => {
       await admin.call('CLIENT', 'UNPAUSE').catch(() => {});
     }
   });
+
+  it('reads of it while Redis is paused neither run fn nor log a refresh failure each', async () => {
+    Object.assign(heartbeat, { everyMs: 100, timeoutMs: 150 });
+    const logger = quietLogger();
+    const cache = createCache({ redis: redis.client(), timeout: 200, logger });
+    closers.push(() => cache.close());
+    await cache.ready();
+    let runs = 0;
+    const price = () =>
+      cache.wrap('price', async () => ({ price: ++runs }), { ttl: 300, staleWhileRevalidate: '1m' });
+    expect(await price()).toEqual({ price: 1 });
+    await sleep(50);
+    expect(await price()).toEqual({ price: 1 });
+    const admin = redis.plain();
+    await admin.ping();
+    await admin.call('CLIENT', 'PAUSE', '4000', 'ALL');
+    try {
+      await sleep(700); // deaf now; the copy is past its 300 ms freshness
+      for (let i = 0; i < 8; i++) {
+        expect(await price()).toEqual({ price: 1 });
+        await sleep(250);
+      }
+      expect(logger.warnings.filter((w) => /background refresh failed/.test(w.message))).toEqual([]);
+      expect(runs).toBe(1);
+    } finally {
+      await admin.call('CLIENT', 'UNPAUSE').catch(() => {});
+    }
+  }, 20_000);
 });

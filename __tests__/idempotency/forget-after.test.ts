@@ -13,6 +13,13 @@ import { listen } from '../rate-limit/fixtures/http';
 const redis = useRedisServer();
 const proxy = useTcpProxy(() => redis.server.port);
 const stops: Array<() => void | Promise<void>> = [];
+
+/** Reserves `key` for `owner` (fingerprint 'fp'); → the reservation's Redis time. */
+async function reserved(client: ReturnType<typeof redis.client>, key: string, owner: string, lockMs: number) {
+  const found = await record.reserve(client, key, 'fp', owner, lockMs);
+  if (found.state !== 'reserved') throw new Error(`not reserved: ${found.state}`);
+  return found;
+}
 afterEach(async () => {
   for (const stop of stops.splice(0)) await stop();
 });
@@ -21,11 +28,11 @@ it('a second run of COMPLETE (ioredis resend) after forget() of the done record 
   const client = redis.client();
   const key = 'erk:idem:{review16}';
   const response = { status: 201, headers: [] as Array<[string, string]>, body: Buffer.from('{"order":1}') };
-  expect(await record.reserve(client, key, 'fp', 'owner-1', 30_000)).toEqual({ state: 'reserved' });
-  expect(await record.complete(client, key, 'owner-1', 'fp', response, 60_000)).toBe('held');
+  const { at } = await reserved(client, key, 'owner-1', 30_000);
+  expect(await record.complete(client, key, 'owner-1', 'fp', response, 60_000, at)).toBe('held');
   expect(await record.forget(client, key, 60_000)).toBe(true);
   // The same EVALSHA again, as ioredis resends it when the first reply was lost.
-  const again = await record.complete(client, key, 'owner-1', 'fp', response, 60_000);
+  const again = await record.complete(client, key, 'owner-1', 'fp', response, 60_000, at);
   expect({ again, exists: await client.exists(key) }).toEqual({ again: 'lost', exists: 0 });
 });
 
@@ -100,13 +107,77 @@ it("a holder whose lease lapsed (superseded by a retry) cannot take the record b
     body: Buffer.from(`{"order":${n}}`),
   });
   // O1 reserves; its heartbeats stop (a timeout guard answered) and its lease lapses.
-  expect(await record.reserve(client, key, 'fp', 'owner-1', 150)).toEqual({ state: 'reserved' });
+  const first = await reserved(client, key, 'owner-1', 150);
   await new Promise((r) => setTimeout(r, 250));
   // The retry O2 runs and stores; the operator then forgets the key.
-  expect(await record.reserve(client, key, 'fp', 'owner-2', 30_000)).toEqual({ state: 'reserved' });
-  expect(await record.complete(client, key, 'owner-2', 'fp', answer(2), 60_000)).toBe('held');
+  const second = await reserved(client, key, 'owner-2', 30_000);
+  expect(await record.complete(client, key, 'owner-2', 'fp', answer(2), 60_000, second.at)).toBe('held');
   expect(await record.forget(client, key, 60_000)).toBe(true);
   // O1's late answer comes: it must not be stored under the forgotten key.
-  const late = await record.complete(client, key, 'owner-1', 'fp', answer(1), 60_000);
+  const late = await record.complete(client, key, 'owner-1', 'fp', answer(1), 60_000, first.at);
   expect({ late, exists: await client.exists(key) }).toEqual({ late: 'lost', exists: 0 });
+});
+
+// The key used afresh after forget() is an ordinary record: one that vanishes (a failover to a
+// replica without it, an eviction) is taken back by its holder as usual.
+it('a request reserved after forget() whose record vanishes takes it back; its retry replays', async () => {
+  const client = redis.client();
+  const admin = redis.plain();
+  await admin.flushall();
+  const events: string[] = [];
+  stops.push(
+    onKitEvent((e) => {
+      if (e.component === 'idempotency') events.push(e.type);
+    }),
+  );
+  let runs = 0;
+  let gate: (() => void) | undefined;
+  let entered: (() => void) | undefined;
+  const app = express();
+  const mw = idempotency({ redis: client, timeout: 500, scope: () => 'u' });
+  app.post('/orders', mw, async (_req, res) => {
+    runs++;
+    const n = runs;
+    if (n === 2) {
+      entered?.();
+      await new Promise<void>((r) => {
+        gate = r;
+      });
+    }
+    res.status(201).json({ order: n });
+  });
+  const http = await listen(app);
+  stops.push(http.close);
+  const post = (key: string) =>
+    fetch(`${http.url}/orders`, { method: 'POST', headers: { 'Idempotency-Key': key } });
+
+  // First use of the key, then the operator forgets it (so it "can be used afresh").
+  expect((await post('k1')).status).toBe(201);
+  expect(await mw.forget({ key: 'k1', route: '/orders', scope: 'u' })).toBe(true);
+
+  // The key used afresh: the handler is running when its record is lost (failover/eviction).
+  const inHandler = new Promise<void>((r) => {
+    entered = r;
+  });
+  const second = post('k1');
+  await inHandler;
+  const keys = (await admin.keys('*idem:*')).filter((k) => k.endsWith('}'));
+  expect(keys).toHaveLength(1);
+  await admin.del(keys[0]!);
+  events.length = 0;
+  gate!();
+  const answer = await second;
+  expect({ status: answer.status, body: await answer.json() }).toEqual({ status: 201, body: { order: 2 } });
+  await new Promise((r) => setTimeout(r, 100));
+
+  // The client retries (it did not see the answer): the stored answer should replay.
+  const retry = await post('k1');
+  expect({
+    status: retry.status,
+    replayed: retry.headers.get('idempotent-replayed'),
+    body: await retry.json(),
+    runs,
+    restored: events.includes('lease-restored'),
+    lost: events.includes('lease-lost'),
+  }).toEqual({ status: 201, replayed: 'true', body: { order: 2 }, runs: 2, restored: true, lost: false });
 });

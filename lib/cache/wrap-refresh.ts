@@ -1,4 +1,5 @@
 import { MAX_TIMER_MS } from '../duration';
+import { RedisUnavailableError } from '../errors';
 import { newToken } from '../token';
 import type { CacheCore } from './core';
 import type { Entry } from './entry';
@@ -92,12 +93,14 @@ export class WrapRefresher {
       }
     };
     run()
-      .catch((error) =>
+      .catch((error) => {
+        // Redis down: said once per outage by the kit, not once per read of the stale value.
+        if (error instanceof RedisUnavailableError) return;
         this.cache.options.logger.warn(
           { key: redisKey, err: error },
           'background refresh failed; stale value kept',
-        ),
-      )
+        );
+      })
       .finally(() => {
         if (this.running.get(redisKey) === state) this.running.delete(redisKey);
       });

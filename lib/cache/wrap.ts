@@ -148,11 +148,8 @@ export class Cache extends CacheCore {
       const kept = copy && isRec(copy) ? copy : local;
       const now = Date.now();
       if (copy && isRec(copy) && now < copy.swrUntil) {
-        if (now < copy.freshUntil) this.event('l1-hit', { key: redisKey });
-        else {
-          this.event('stale', { key: redisKey });
-          this.refresher.start(redisKey, fn, o, copy, true);
-        }
+        // A stale one is not refreshed now: Redis has just failed (the next read after it is back does).
+        this.event(now < copy.freshUntil ? 'l1-hit' : 'stale', { key: redisKey });
         return { value: decodeValue(copy, o), rec: copy };
       }
       this.event('bypass', { key: redisKey, error: acquired.error as Error });

@@ -28,8 +28,8 @@ export function protect(
   req: Request,
   res: Response,
   key: string,
-  owner: string,
-  fingerprint: string,
+  /** Who holds the lease, for which request, reserved when (Redis time: see record.ts, forget). */
+  { owner, fingerprint, reservedAt }: { owner: string; fingerprint: string; reservedAt: number },
 ): void {
   watchTimeoutGuard(req, res);
   // Monotonic: a wall clock step would stretch or cut the lease (a cut one lets a retry run the
@@ -61,7 +61,7 @@ export function protect(
     }
     if (beating) return;
     beating = true;
-    guarded(o.redis, () => record.heartbeat(o.redis, key, owner, fingerprint, leaseMs), {
+    guarded(o.redis, () => record.heartbeat(o.redis, key, owner, fingerprint, leaseMs, reservedAt), {
       ...guard,
       key,
     })
@@ -155,6 +155,7 @@ export function protect(
             fingerprint,
             { status, message: captured.message, headers: captured.headers, body },
             o.ttlMs,
+            reservedAt,
           ),
         { ...guard, key },
       );
