@@ -28,11 +28,11 @@ it('a second run of COMPLETE (ioredis resend) after forget() of the done record 
   const client = redis.client();
   const key = 'erk:idem:{review16}';
   const response = { status: 201, headers: [] as Array<[string, string]>, body: Buffer.from('{"order":1}') };
-  const { at } = await reserved(client, key, 'owner-1', 30_000);
-  expect(await record.complete(client, key, 'owner-1', 'fp', response, 60_000, at)).toBe('held');
+  const { forgotten: seen } = await reserved(client, key, 'owner-1', 30_000);
+  expect(await record.complete(client, key, 'owner-1', 'fp', response, 60_000, seen)).toBe('held');
   expect(await record.forget(client, key, 60_000)).toBe(true);
   // The same EVALSHA again, as ioredis resends it when the first reply was lost.
-  const again = await record.complete(client, key, 'owner-1', 'fp', response, 60_000, at);
+  const again = await record.complete(client, key, 'owner-1', 'fp', response, 60_000, seen);
   expect({ again, exists: await client.exists(key) }).toEqual({ again: 'lost', exists: 0 });
 });
 
@@ -111,10 +111,12 @@ it("a holder whose lease lapsed (superseded by a retry) cannot take the record b
   await new Promise((r) => setTimeout(r, 250));
   // The retry O2 runs and stores; the operator then forgets the key.
   const second = await reserved(client, key, 'owner-2', 30_000);
-  expect(await record.complete(client, key, 'owner-2', 'fp', answer(2), 60_000, second.at)).toBe('held');
+  expect(await record.complete(client, key, 'owner-2', 'fp', answer(2), 60_000, second.forgotten)).toBe(
+    'held',
+  );
   expect(await record.forget(client, key, 60_000)).toBe(true);
   // O1's late answer comes: it must not be stored under the forgotten key.
-  const late = await record.complete(client, key, 'owner-1', 'fp', answer(1), 60_000, first.at);
+  const late = await record.complete(client, key, 'owner-1', 'fp', answer(1), 60_000, first.forgotten);
   expect({ late, exists: await client.exists(key) }).toEqual({ late: 'lost', exists: 0 });
 });
 
@@ -180,4 +182,22 @@ it('a request reserved after forget() whose record vanishes takes it back; its r
     restored: events.includes('lease-restored'),
     lost: events.includes('lease-lost'),
   }).toEqual({ status: 201, replayed: 'true', body: { order: 2 }, runs: 2, restored: true, lost: false });
+});
+
+it('a holder reserved after one forget() and before a second one cannot take the record back (no clocks compared)', async () => {
+  const client = redis.client();
+  const key = 'erk:idem:{twice-forgotten}';
+  const answer = { status: 201, headers: [] as Array<[string, string]>, body: Buffer.from('{"order":2}') };
+  const first = await reserved(client, key, 'owner-1', 30_000);
+  expect(await record.complete(client, key, 'owner-1', 'fp', answer, 60_000, first.forgotten)).toBe('held');
+  expect(await record.forget(client, key, 60_000)).toBe(true);
+  // The key used afresh; its holder's lease lapses (a timeout guard answered), then a second forget().
+  const second = await reserved(client, key, 'owner-2', 150);
+  await new Promise((r) => setTimeout(r, 250));
+  const third = await reserved(client, key, 'owner-3', 30_000);
+  expect(await record.forget(client, key, 60_000)).toBe(true);
+  await client.del(key);
+  expect(await record.complete(client, key, 'owner-2', 'fp', answer, 60_000, second.forgotten)).toBe('lost');
+  expect(await record.heartbeat(client, key, 'owner-3', 'fp', 30_000, third.forgotten)).toBe('lost');
+  expect(await client.exists(key)).toBe(0);
 });

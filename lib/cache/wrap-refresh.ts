@@ -1,5 +1,4 @@
 import { MAX_TIMER_MS } from '../duration';
-import { RedisUnavailableError } from '../errors';
 import { newToken } from '../token';
 import type { CacheCore } from './core';
 import type { Entry } from './entry';
@@ -39,6 +38,8 @@ export class WrapRefresher {
     const state = { slow: false, looking: false };
     this.running.set(redisKey, state);
     const token = newToken();
+    // Whether a failure is the cache's own Redis call (its look, its lock), not fn's.
+    let inRedis = true;
     const run = async () => {
       let replacing = stale.entry.createdAt;
       if (fromL1) {
@@ -66,6 +67,7 @@ export class WrapRefresher {
       );
       letGo.unref?.();
       let value: T;
+      inRedis = false;
       try {
         value = await fn();
       } catch (error) {
@@ -94,8 +96,10 @@ export class WrapRefresher {
     };
     run()
       .catch((error) => {
-        // Redis down: said once per outage by the kit, not once per read of the stale value.
-        if (error instanceof RedisUnavailableError) return;
+        // Redis down or too slow for the cache's own look or lock: the kit's connection logging says
+        // so once per outage, not once per read of the stale value. A refusal (OOM, ACL) and fn's
+        // own errors are logged.
+        if (inRedis && OUTAGE.has((error as { code?: unknown })?.code as string)) return;
         this.cache.options.logger.warn(
           { key: redisKey, err: error },
           'background refresh failed; stale value kept',
@@ -120,6 +124,9 @@ export class WrapRefresher {
     return 'taken';
   }
 }
+
+/** Errors of an unreachable or too slow Redis (not one that refused). */
+const OUTAGE: ReadonlySet<string> = new Set(['ERK_REDIS_UNAVAILABLE', 'ERK_REDIS_TIMEOUT']);
 
 /** A value the serializer could not handle: returned uncached, said once in the log and as an event. */
 export function reportUnserializable(cache: CacheCore, redisKey: string, error: unknown): void {

@@ -28,8 +28,8 @@ export function protect(
   req: Request,
   res: Response,
   key: string,
-  /** Who holds the lease, for which request, reserved when (Redis time: see record.ts, forget). */
-  { owner, fingerprint, reservedAt }: { owner: string; fingerprint: string; reservedAt: number },
+  /** Who holds the lease, for which request, and the forgotten count its reservation saw (record.ts). */
+  { owner, fingerprint, forgotten }: { owner: string; fingerprint: string; forgotten: string },
 ): void {
   watchTimeoutGuard(req, res);
   // Monotonic: a wall clock step would stretch or cut the lease (a cut one lets a retry run the
@@ -61,7 +61,7 @@ export function protect(
     }
     if (beating) return;
     beating = true;
-    guarded(o.redis, () => record.heartbeat(o.redis, key, owner, fingerprint, leaseMs, reservedAt), {
+    guarded(o.redis, () => record.heartbeat(o.redis, key, owner, fingerprint, leaseMs, forgotten), {
       ...guard,
       key,
     })
@@ -155,7 +155,7 @@ export function protect(
             fingerprint,
             { status, message: captured.message, headers: captured.headers, body },
             o.ttlMs,
-            reservedAt,
+            forgotten,
           ),
         { ...guard, key },
       );

@@ -131,7 +131,7 @@ export function idempotency(options: IdempotencyOptions): IdempotencyMiddleware 
     switch (found.state) {
       case 'reserved':
         emit('first');
-        protect({ o, emit, guard }, req, res, key, { owner, fingerprint, reservedAt: found.at });
+        protect({ o, emit, guard }, req, res, key, { owner, fingerprint, forgotten: found.forgotten });
         return runningFor.run(new WeakRef(res), next);
       case 'done': {
         const coding = replay(res, found.response, o.maxBodySize * DECODED_BODY_FACTOR);

@@ -21,8 +21,9 @@ import { newToken } from '../token';
  * key means nobody else holds it and no answer is stored. A retry that came in between found the
  * key free and ran the handler again; the taking back then fails (`lost`), so only one answer is
  * stored (README: exactly-once needs Redis to keep its data). Not a holder reserved before a
- * `forget()`: that leaves `<record>:forgotten` (its Redis time) for `ttl`, and a holder passes its
- * own reservation time (RESERVE answers it). Otherwise a holder whose heartbeats stopped (a timeout
+ * `forget()`: each forget() counts up `<record>:forgotten` (kept for `ttl`), RESERVE answers the
+ * count it saw, and the holder may take a record back only while the count is still that one (no
+ * clocks compared: a failover's new master may run behind). Otherwise a holder whose heartbeats stopped (a timeout
  * guard answered) would take the record back once the forgotten mark's lease ran out, a completion
  * that ioredis sent again (its reply lost) would store the answer again after forget() removed it,
  * and a holder overtaken by a retry whose answer was then forgotten would store its own: each an
@@ -30,16 +31,18 @@ import { newToken } from '../token';
  * afresh) takes its record back as usual.
  */
 
-/** When a record was last forgotten, for `ttl` (same hash tag as the record): see above. */
+/** How often a record was forgotten within `ttl` (same hash tag as the record): see above. */
 export const forgottenKeyOf = (key: string): string => `${key}:forgotten`;
 
 // A reservation that finds its own owner token is a copy ioredis sent again after the connection
 // dropped before the reply (the first one landed): it is still this request's reservation.
+// KEYS: the record, and its forgotten count (see above), which a reservation answers.
 const RESERVE = defineScript(
-  'idempotency_reserve_v4',
-  1,
+  'idempotency_reserve_v5',
+  2,
   `${LUA_NOW_MS}
 local key = KEYS[1]
+local seen = redis.call('GET', KEYS[2]) or ''
 local lock_ms = tonumber(ARGV[3])
 local head = redis.call('HMGET', key, 'state', 'fp', 'forgotten', 'owner', 'lease')
 if not head[1] or head[3] then
@@ -53,11 +56,11 @@ if not head[1] or head[3] then
     if head[5] then redis.call('HSET', key, 'fl', head[5]) end
   end
   redis.call('PEXPIRE', key, lock_ms)
-  return {'reserved', now_ms}
+  return {'reserved', seen}
 end
 if head[2] ~= ARGV[1] then return {'mismatch'} end
 if head[1] == 'inflight' then
-  if head[4] == ARGV[2] then return {'reserved', now_ms} end
+  if head[4] == ARGV[2] then return {'reserved', seen} end
   return {'inflight', redis.call('PTTL', key)}
 end
 local done = redis.call('HMGET', key, 'status', 'headers', 'body', 'message')
@@ -68,15 +71,14 @@ return {'done', done[1], done[2], done[3], done[4]}
 // `done_by`: a completion that finds its own answer stored is a copy ioredis sent again after the
 // connection dropped before the reply; the first one stored it, so the lease was not lost.
 const COMPLETE = defineScript(
-  'idempotency_complete_v7',
+  'idempotency_complete_v8',
   2,
   `${LUA_NOW_MS}
 local key = KEYS[1]
 local head = redis.call('HMGET', key, 'state', 'owner', 'done_by')
 local took_back = 0
 if not head[1] then
-  local forgot = tonumber(redis.call('GET', KEYS[2]) or '')
-  if forgot and tonumber(ARGV[8]) <= forgot then return 0 end
+  if (redis.call('GET', KEYS[2]) or '') ~= ARGV[8] then return 0 end
   took_back = 1
   redis.call('HSET', key, 'fp', ARGV[7])
 elseif head[1] == 'done' and head[3] == ARGV[1] then
@@ -116,15 +118,14 @@ return 1
 );
 
 const HEARTBEAT = defineScript(
-  'idempotency_heartbeat_v6',
+  'idempotency_heartbeat_v7',
   2,
   `${LUA_NOW_MS}
 local key = KEYS[1]
 local lock_ms = tonumber(ARGV[2])
 local head = redis.call('HMGET', key, 'state', 'owner')
 if not head[1] then
-  local forgot = tonumber(redis.call('GET', KEYS[2]) or '')
-  if forgot and tonumber(ARGV[4]) <= forgot then return 0 end
+  if (redis.call('GET', KEYS[2]) or '') ~= ARGV[4] then return 0 end
   redis.call('HSET', key, 'state', 'inflight', 'fp', ARGV[3], 'owner', ARGV[1], 'lease', now_ms + lock_ms)
   redis.call('PEXPIRE', key, lock_ms)
   return 2
@@ -143,10 +144,9 @@ return 1
 // first did, instead of "no record" for one it removed itself. ARGV: how long the forgotten mark
 // lasts (the replay window, ttl: longer than any holder may still try to store).
 const FORGET = defineScript(
-  'idempotency_forget_v6',
+  'idempotency_forget_v7',
   3,
-  `${LUA_NOW_MS}
-if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
+  `if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
 local head = redis.call('HMGET', KEYS[1], 'state', 'forgotten')
 if not head[1] or head[2] then return 0 end
 -- The markers after the change: under OOM a DEL must still go through (Redis refuses a script's
@@ -157,7 +157,9 @@ if head[1] == 'inflight' then
 else
   redis.call('DEL', KEYS[1])
 end
-redis.call('SET', KEYS[3], now_ms, 'PX', tonumber(ARGV[1]))
+-- A count, not a time: compared for equality only. (An earlier version set '1': a count of 1.)
+redis.call('INCR', KEYS[3])
+redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[1]))
 redis.call('SET', KEYS[2], '1', 'PX', 60000)
 return 1
 `,
@@ -175,8 +177,8 @@ export interface StoredResponse {
 
 /** What reserving a key found. */
 export type ReserveResult =
-  /** `at`: Redis time of the reservation (see forget()). */
-  | { state: 'reserved'; at: number }
+  /** `forgotten`: the record's forgotten count the reservation saw (see forget()). */
+  | { state: 'reserved'; forgotten: string }
   | { state: 'mismatch' }
   | { state: 'inflight'; remainingMs: number }
   | { state: 'done'; response: StoredResponse };
@@ -192,11 +194,11 @@ export async function reserve(
   const reply = await runScriptBuffer<Array<Buffer | number | null>>(
     redis,
     RESERVE,
-    [key],
+    [key, forgottenKeyOf(key)],
     [fingerprint, owner, lockTtlMs],
   );
   const state = String(reply[0]);
-  if (state === 'reserved') return { state, at: Number(String(reply[1])) };
+  if (state === 'reserved') return { state, forgotten: String(reply[1] ?? '') };
   if (state === 'mismatch') return { state };
   if (state === 'inflight') return { state, remainingMs: Math.max(0, Number(reply[1])) };
   if (state === 'done') {
@@ -227,7 +229,7 @@ export async function complete(
   fingerprint: string,
   response: StoredResponse,
   ttlMs: number,
-  reservedAt: number,
+  forgotten: string,
 ): Promise<LeaseResult> {
   const stored = await runScript<number>(
     redis,
@@ -241,7 +243,7 @@ export async function complete(
       ttlMs,
       response.message ?? '',
       fingerprint,
-      reservedAt,
+      forgotten,
     ],
   );
   return leaseResult(stored);
@@ -259,11 +261,11 @@ export async function heartbeat(
   owner: string,
   fingerprint: string,
   lockTtlMs: number,
-  reservedAt: number,
+  forgotten: string,
 ): Promise<LeaseResult> {
   const keys = [key, forgottenKeyOf(key)];
   return leaseResult(
-    await runScript<number>(redis, HEARTBEAT, keys, [owner, lockTtlMs, fingerprint, reservedAt]),
+    await runScript<number>(redis, HEARTBEAT, keys, [owner, lockTtlMs, fingerprint, forgotten]),
   );
 }
 
