@@ -201,3 +201,69 @@ it('a holder reserved after one forget() and before a second one cannot take the
   expect(await record.heartbeat(client, key, 'owner-3', 'fp', 30_000, third.forgotten)).toBe('lost');
   expect(await client.exists(key)).toBe(0);
 });
+
+// The mark lasts ttl: one that expired says no forget() since a reservation (a holder lives at
+// most ttl), and a later forget() writes a mark no reservation saw before.
+const answerOf = (n: number) => ({
+  status: 201,
+  headers: [] as Array<[string, string]>,
+  body: Buffer.from(`{"order":${n}}`),
+});
+const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+it('a resent COMPLETE after a second forget(), after the first mark expired, does not store the forgotten answer', async () => {
+  const client = redis.client();
+  const key = 'erk:idem:{rev19-restart}';
+  const ttl = 1000; // the smallest ttl the options allow
+  const first = await reserved(client, key, 'owner-1', 30_000);
+  expect(await record.complete(client, key, 'owner-1', 'fp', answerOf(1), ttl, first.forgotten)).toBe('held');
+  expect(await record.forget(client, key, ttl)).toBe(true);
+  // The key used afresh just before the mark expires: this holder saw that forget's mark.
+  const second = await reserved(client, key, 'owner-2', 30_000);
+  expect(await record.complete(client, key, 'owner-2', 'fp', answerOf(2), 60_000, second.forgotten)).toBe(
+    'held',
+  );
+  await wait(ttl + 200); // the mark expires (the done record lives on: its ttl is 60 s here)
+  // The operator forgets owner-2's answer: a new mark.
+  expect(await record.forget(client, key, ttl)).toBe(true);
+  // ioredis resends owner-2's COMPLETE (its reply was lost): it must not bring the answer back.
+  const again = await record.complete(client, key, 'owner-2', 'fp', answerOf(2), 60_000, second.forgotten);
+  expect({ again, exists: await client.exists(key) }).toEqual({ again: 'lost', exists: 0 });
+});
+
+it('a holder whose lease lapsed does not take back after a later forget(), after the first mark expired', async () => {
+  const client = redis.client();
+  const key = 'erk:idem:{rev19-restart-hb}';
+  const ttl = 1000;
+  const first = await reserved(client, key, 'owner-1', 30_000);
+  expect(await record.complete(client, key, 'owner-1', 'fp', answerOf(1), ttl, first.forgotten)).toBe('held');
+  expect(await record.forget(client, key, ttl)).toBe(true);
+  // owner-2 reserves; its heartbeats stop (a timeout guard answered), and its lease lapses.
+  const second = await reserved(client, key, 'owner-2', 150);
+  await wait(ttl + 200);
+  // A retry owner-3 runs and stores; the operator forgets that answer.
+  const third = await reserved(client, key, 'owner-3', 30_000);
+  expect(await record.complete(client, key, 'owner-3', 'fp', answerOf(3), 60_000, third.forgotten)).toBe(
+    'held',
+  );
+  expect(await record.forget(client, key, ttl)).toBe(true);
+  // owner-2's late answer must not be stored under the forgotten key.
+  const late = await record.complete(client, key, 'owner-2', 'fp', answerOf(2), 60_000, second.forgotten);
+  expect({ late, exists: await client.exists(key) }).toEqual({ late: 'lost', exists: 0 });
+});
+
+it('a holder reserved after forget() takes its vanished record back once the mark has expired (no forget since)', async () => {
+  const client = redis.client();
+  const key = 'erk:idem:{rev19-expired}';
+  const ttl = 1000;
+  const first = await reserved(client, key, 'owner-1', 30_000);
+  expect(await record.complete(client, key, 'owner-1', 'fp', answerOf(1), ttl, first.forgotten)).toBe('held');
+  expect(await record.forget(client, key, ttl)).toBe(true);
+  // The key used afresh (a legitimate request), seeing the mark; its lease lapses while nobody
+  // else comes (a Redis blip failed its heartbeats), and meanwhile the mark expires.
+  const second = await reserved(client, key, 'owner-2', 300);
+  await wait(ttl + 200);
+  expect(await client.exists(key, `${key}:forgotten`)).toBe(0);
+  // No forget() since its reservation, nobody else holds the key: it should take it back.
+  expect(await record.heartbeat(client, key, 'owner-2', 'fp', 300, second.forgotten)).toBe('taken-back');
+});

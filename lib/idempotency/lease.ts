@@ -28,7 +28,7 @@ export function protect(
   req: Request,
   res: Response,
   key: string,
-  /** Who holds the lease, for which request, and the forgotten count its reservation saw (record.ts). */
+  /** Who holds the lease, for which request, and the forgotten mark its reservation saw (record.ts). */
   { owner, fingerprint, forgotten }: { owner: string; fingerprint: string; forgotten: string },
 ): void {
   watchTimeoutGuard(req, res);

@@ -21,9 +21,10 @@ import { newToken } from '../token';
  * key means nobody else holds it and no answer is stored. A retry that came in between found the
  * key free and ran the handler again; the taking back then fails (`lost`), so only one answer is
  * stored (README: exactly-once needs Redis to keep its data). Not a holder reserved before a
- * `forget()`: each forget() counts up `<record>:forgotten` (kept for `ttl`), RESERVE answers the
- * count it saw, and the holder may take a record back only while the count is still that one (no
- * clocks compared: a failover's new master may run behind). Otherwise a holder whose heartbeats stopped (a timeout
+ * `forget()`: each forget() sets `<record>:forgotten` to a new random token (kept for `ttl`),
+ * RESERVE answers the one it saw, and a holder may take a record back only while there is none or
+ * still that one. No clocks compared (a failover's new master may run behind); a mark that expired
+ * means no forget() since the reservation, as a holder lives at most `ttl`. Otherwise a holder whose heartbeats stopped (a timeout
  * guard answered) would take the record back once the forgotten mark's lease ran out, a completion
  * that ioredis sent again (its reply lost) would store the answer again after forget() removed it,
  * and a holder overtaken by a retry whose answer was then forgotten would store its own: each an
@@ -31,7 +32,7 @@ import { newToken } from '../token';
  * afresh) takes its record back as usual.
  */
 
-/** How often a record was forgotten within `ttl` (same hash tag as the record): see above. */
+/** The token of the record's last forget() within `ttl` (same hash tag as the record): see above. */
 export const forgottenKeyOf = (key: string): string => `${key}:forgotten`;
 
 // A reservation that finds its own owner token is a copy ioredis sent again after the connection
@@ -71,14 +72,15 @@ return {'done', done[1], done[2], done[3], done[4]}
 // `done_by`: a completion that finds its own answer stored is a copy ioredis sent again after the
 // connection dropped before the reply; the first one stored it, so the lease was not lost.
 const COMPLETE = defineScript(
-  'idempotency_complete_v8',
+  'idempotency_complete_v9',
   2,
   `${LUA_NOW_MS}
 local key = KEYS[1]
 local head = redis.call('HMGET', key, 'state', 'owner', 'done_by')
 local took_back = 0
 if not head[1] then
-  if (redis.call('GET', KEYS[2]) or '') ~= ARGV[8] then return 0 end
+  local forgotten = redis.call('GET', KEYS[2])
+  if forgotten and forgotten ~= ARGV[8] then return 0 end
   took_back = 1
   redis.call('HSET', key, 'fp', ARGV[7])
 elseif head[1] == 'done' and head[3] == ARGV[1] then
@@ -118,14 +120,15 @@ return 1
 );
 
 const HEARTBEAT = defineScript(
-  'idempotency_heartbeat_v7',
+  'idempotency_heartbeat_v8',
   2,
   `${LUA_NOW_MS}
 local key = KEYS[1]
 local lock_ms = tonumber(ARGV[2])
 local head = redis.call('HMGET', key, 'state', 'owner')
 if not head[1] then
-  if (redis.call('GET', KEYS[2]) or '') ~= ARGV[4] then return 0 end
+  local forgotten = redis.call('GET', KEYS[2])
+  if forgotten and forgotten ~= ARGV[4] then return 0 end
   redis.call('HSET', key, 'state', 'inflight', 'fp', ARGV[3], 'owner', ARGV[1], 'lease', now_ms + lock_ms)
   redis.call('PEXPIRE', key, lock_ms)
   return 2
@@ -142,9 +145,9 @@ return 1
 // KEYS: the record, a marker unique to this call, and the record's forgotten mark (same hash tag).
 // A second run of the call (its reply lost, ioredis sent it again) finds the marker and answers as the
 // first did, instead of "no record" for one it removed itself. ARGV: how long the forgotten mark
-// lasts (the replay window, ttl: longer than any holder may still try to store).
+// lasts (the replay window, ttl: longer than any holder may still try to store), and its token.
 const FORGET = defineScript(
-  'idempotency_forget_v7',
+  'idempotency_forget_v8',
   3,
   `if redis.call('EXISTS', KEYS[2]) == 1 then return 1 end
 local head = redis.call('HMGET', KEYS[1], 'state', 'forgotten')
@@ -157,9 +160,9 @@ if head[1] == 'inflight' then
 else
   redis.call('DEL', KEYS[1])
 end
--- A count, not a time: compared for equality only. (An earlier version set '1': a count of 1.)
-redis.call('INCR', KEYS[3])
-redis.call('PEXPIRE', KEYS[3], tonumber(ARGV[1]))
+-- A token of this forget(), never one a reservation saw before (a count would restart at 1 once
+-- it expired).
+redis.call('SET', KEYS[3], ARGV[2], 'PX', tonumber(ARGV[1]))
 redis.call('SET', KEYS[2], '1', 'PX', 60000)
 return 1
 `,
@@ -177,7 +180,7 @@ export interface StoredResponse {
 
 /** What reserving a key found. */
 export type ReserveResult =
-  /** `forgotten`: the record's forgotten count the reservation saw (see forget()). */
+  /** `forgotten`: the record's forgotten mark the reservation saw, '' for none (see forget()). */
   | { state: 'reserved'; forgotten: string }
   | { state: 'mismatch' }
   | { state: 'inflight'; remainingMs: number }
@@ -275,5 +278,5 @@ export async function heartbeat(
  */
 export async function forget(redis: RedisClient, key: string, ttlMs: number): Promise<boolean> {
   const keys = [key, `${key}:forget:${newToken()}`, forgottenKeyOf(key)];
-  return Number(await runScript<number>(redis, FORGET, keys, [ttlMs])) === 1;
+  return Number(await runScript<number>(redis, FORGET, keys, [ttlMs, newToken()])) === 1;
 }
