@@ -1,38 +1,19 @@
 import express from 'express';
 import { cacheResponse, createCache } from '../../lib/cache';
-import type { RedisClient } from '../../lib/client';
-import { heartbeat } from '../../lib/pubsub';
 import { useRedisServer } from '../helpers/redis';
+import { useDeafFixture, useShortHeartbeat, whilePaused, withSubscribersRefused } from './deaf-fixture';
 import { listen, quietLogger, sleep, waitForKeys } from './helpers';
 
 // Two app instances, each with its own client and an L1. B changes the price and invalidates its
 // tag; A must not answer the old price from its L1 once B's invalidate() has resolved, also while
 // A's pub/sub connection (the only way it hears B) is down.
 const redis = useRedisServer();
-const closers: Array<() => Promise<void>> = [];
-afterEach(async () => {
-  await Promise.all(closers.splice(0).map((close) => close()));
-});
+const { closers, db, instance, untilHit, ...fixture } = useDeafFixture();
 
-const db = { price: 1 };
-
-async function instance(client: RedisClient, { ready = true } = {}) {
-  const cache = createCache({ redis: client, timeout: 300, logger: quietLogger() });
-  closers.push(() => cache.close());
-  const mw = cacheResponse({ cache, ttl: '1m', jitter: 0, tags: () => ['price'] });
-  const app = express();
-  app.get('/price', mw, (_req, res) => {
-    res.json({ price: db.price });
-  });
-  const server = await listen(app);
-  closers.push(server.close);
-  if (ready) await cache.ready();
-  return { url: `${server.url}/price`, mw, cache };
-}
-
+/** X-Cache and price of one GET. */
 async function read(url: string) {
-  const res = await fetch(url);
-  return { cache: res.headers.get('x-cache'), price: ((await res.json()) as { price: number }).price };
+  const { cache, price } = await fixture.read(url);
+  return { cache, price };
 }
 
 /** A's answers for `ms` after B's invalidation resolved, that still show the old price. */
@@ -43,21 +24,12 @@ async function staleAfterInvalidation(
 ) {
   db.price = 2;
   await b.mw.invalidate({ tags: ['price'] });
-  const stale: Array<{ cache: string | null; price: number }> = [];
+  const stale: Array<{ cache: string | null; price: number | undefined }> = [];
   for (const started = Date.now(); Date.now() - started < ms; await sleep(5)) {
     const answer = await read(a.url);
     if (answer.price !== 2) stale.push(answer);
   }
   return stale;
-}
-
-/** Reads until A answers from its L1 (the fill's store lands after the response). */
-async function untilHit(url: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if ((await read(url)).cache === 'HIT') return;
-    await sleep(10);
-  }
-  throw new Error('never a HIT');
 }
 
 describe('cacheResponse L1 while its invalidation channel is down', () => {
@@ -81,16 +53,7 @@ describe('cacheResponse L1 while its invalidation channel is down', () => {
     const a = await instance(redis.client());
     const b = await instance(redis.client());
     await untilHit(a.url);
-    const admin = redis.plain();
-    const subscribers = String(await admin.call('CLIENT', 'LIST', 'TYPE', 'pubsub'))
-      .trim()
-      .split('\n').length;
-    const connected = Number(/connected_clients:(\d+)/.exec(await admin.info('clients'))![1]);
-    const [, maxclients] = (await admin.config('GET', 'maxclients')) as [string, string];
-    // Room for every connection but the subscribers, which are then cut and cannot come back.
-    await admin.config('SET', 'maxclients', String(connected - subscribers));
-    try {
-      await admin.call('CLIENT', 'KILL', 'TYPE', 'pubsub');
+    await withSubscribersRefused(redis.plain(), async () => {
       expect(await staleAfterInvalidation(a, b, 300)).toEqual([]);
       // Read from Redis meanwhile: had it gone to L1, it would outlive the next change, unheard.
       db.price = 3;
@@ -99,9 +62,7 @@ describe('cacheResponse L1 while its invalidation channel is down', () => {
       db.price = 4;
       await b.mw.invalidate({ tags: ['price'] });
       for (let i = 0; i < 5; i++) expect((await read(a.url)).price).toBe(4);
-    } finally {
-      await admin.config('SET', 'maxclients', maxclients);
-    }
+    });
   });
 
   it('still answers from L1 while Redis is down, as its fail mode says', async () => {
@@ -117,42 +78,24 @@ describe('cacheResponse L1 while its invalidation channel is down', () => {
   });
 
   describe('Redis paused past the pub/sub heartbeat (the client stays connected)', () => {
-    const saved = { ...heartbeat };
-    afterEach(() => {
-      Object.assign(heartbeat, saved);
-    });
-
-    /** Pauses Redis long enough for the heartbeat to give up on the subscriber, then runs `check`. */
-    async function whilePaused(check: () => Promise<void>) {
-      const admin = redis.plain();
-      await admin.ping();
-      await admin.call('CLIENT', 'PAUSE', '2500', 'ALL');
-      try {
-        await sleep(700);
-        await check();
-      } finally {
-        await admin.call('CLIENT', 'UNPAUSE').catch(() => {});
-      }
-    }
+    useShortHeartbeat();
 
     it('cacheResponse still answers from L1, as its fail mode says', async () => {
-      Object.assign(heartbeat, { everyMs: 100, timeoutMs: 150 });
       const a = await instance(redis.client());
       await untilHit(a.url);
-      await whilePaused(async () => {
+      await whilePaused(redis.plain(), async () => {
         for (let i = 0; i < 3; i++) expect(await read(a.url)).toEqual({ cache: 'HIT', price: 1 });
       });
     });
 
     it('cache.wrap still answers from L1 without running fn', async () => {
-      Object.assign(heartbeat, { everyMs: 100, timeoutMs: 150 });
       const cache = createCache({ redis: redis.client(), timeout: 200, logger: quietLogger() });
       closers.push(() => cache.close());
       await cache.ready();
       let runs = 0;
       const price = () => cache.wrap('price', async () => ({ price: ++runs }), { ttl: '1m' });
       expect(await price()).toEqual({ price: 1 });
-      await whilePaused(async () => {
+      await whilePaused(redis.plain(), async () => {
         for (let i = 0; i < 3; i++) expect(await price()).toEqual({ price: 1 });
       });
       expect(runs).toBe(1);

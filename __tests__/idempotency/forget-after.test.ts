@@ -6,15 +6,16 @@ import { useRedisServer } from '../helpers/redis';
 import { useTcpProxy } from '../helpers/tcp-proxy';
 import { listen } from '../rate-limit/fixtures/http';
 
-// forget() marks a record forgotten for ttl, and while that mark lasts nobody takes a vanished record
-// back: not a completion that ioredis sends again (its reply lost) after the forget(), nor a holder
-// whose lease lapsed and whom a retry overtook, once the retry's answer was forgotten.
+// forget() leaves a new mark on the record for ttl, and no request reserved before it takes a
+// vanished record back: not a completion that ioredis sends again (its reply lost) after the
+// forget(), nor a holder whose lease lapsed and whom a retry overtook, nor one still running past
+// ttl. A request that uses the key afresh takes its record back as usual.
 
 const redis = useRedisServer();
 const proxy = useTcpProxy(() => redis.server.port);
 const stops: Array<() => void | Promise<void>> = [];
 
-/** Reserves `key` for `owner` (fingerprint 'fp'); → the reservation's Redis time. */
+/** Reserves `key` for `owner` (fingerprint 'fp'); → the reservation, with the mark it saw. */
 async function reserved(client: ReturnType<typeof redis.client>, key: string, owner: string, lockMs: number) {
   const found = await record.reserve(client, key, 'fp', owner, lockMs);
   if (found.state !== 'reserved') throw new Error(`not reserved: ${found.state}`);
@@ -267,3 +268,47 @@ it('a holder reserved after forget() takes its vanished record back once the mar
   // No forget() since its reservation, nobody else holds the key: it should take it back.
   expect(await record.heartbeat(client, key, 'owner-2', 'fp', 300, second.forgotten)).toBe('taken-back');
 });
+
+// A handler may run longer than ttl, so the mark (ttl) may be gone by the time it answers: past ttl
+// it takes nothing back.
+it('a handler slower than ttl, forgotten after its heartbeats stopped, does not store the forgotten answer', async () => {
+  const events: string[] = [];
+  stops.push(
+    onKitEvent((e) => {
+      if (e.component === 'idempotency') events.push(e.type);
+    }),
+  );
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let runs = 0;
+  const opts = { redis: redis.client(), ttl: 1000, lockTtl: 300, timeout: 75, scope: () => 'u' };
+  const app = express();
+  app.post('/orders', idempotency(opts), async (_req, res) => {
+    const n = ++runs;
+    await gate;
+    res.status(201).json({ order: n });
+  });
+  const http = await listen(app);
+  stops.push(http.close);
+  const post = () =>
+    fetch(`${http.url}/orders`, { method: 'POST', headers: { 'Idempotency-Key': 'k-slow' } });
+  const admin = idempotency({ ...opts, redis: redis.client() });
+
+  const first = post();
+  await wait(1100); // past the heartbeat cap (ttl): no heartbeat follows
+  expect(await admin.forget({ key: 'k-slow', route: '/orders', scope: 'u' })).toBe(true);
+  await wait(1300); // the tombstone (rest of the lease) and the mark (ttl) both expire
+  release();
+  expect((await first).status).toBe(201);
+  await wait(200);
+  // Not stored: forget() discarded it.
+  const beforeRetry = events.filter((e) => e === 'lease-restored' || e === 'stored');
+  // A retry runs the handler afresh.
+  const retry = await post();
+  const body = await retry.json();
+  expect({ events: beforeRetry, runs, body }).toEqual({
+    events: [],
+    runs: 2,
+    body: { order: 2 },
+  });
+}, 15_000);

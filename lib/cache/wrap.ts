@@ -144,9 +144,9 @@ export class Cache extends CacheCore {
     if (acquired.kind === 'bypass') {
       // Not read before Redis while its invalidation channel is down; Redis cannot answer either:
       // what L1 holds is served as usual, as the fail mode says.
-      const copy = !local && this.l1?.isDeaf ? this.l1.get(redisKey, Date.now(), true) : undefined;
-      const kept = copy && isRec(copy) ? copy : local;
       const now = Date.now();
+      const copy = !local && this.l1?.isDeaf ? this.l1.get(redisKey, now, true) : undefined;
+      const kept = copy && isRec(copy) ? copy : local;
       if (copy && isRec(copy) && now < copy.swrUntil) {
         // A stale one is not refreshed now: Redis has just failed (the next read after it is back does).
         this.event(now < copy.freshUntil ? 'l1-hit' : 'stale', { key: redisKey });

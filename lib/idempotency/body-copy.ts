@@ -38,11 +38,11 @@ export class BodyCopy {
    * The body, or why there is none; the copy keeps nothing afterwards. `declared`: the answer's
    * Content-Length, which the body must match.
    */
-  take(declared?: { length: OutgoingHttpHeader | undefined; status: number; res: ServerResponse }): {
+  take(declared: { length: OutgoingHttpHeader | undefined; status: number; res: ServerResponse }): {
     body: Buffer | undefined;
     unstorable?: Unstorable;
   } {
-    if (this.chunks && declared) {
+    if (this.chunks) {
       const size = this.chunks.reduce((sum, chunk) => sum + chunk.length, 0);
       if (lengthMismatch(declared.length, size, declared.status, declared.res)) this.lose('incomplete');
     }

@@ -156,6 +156,8 @@ export function protect(
             { status, message: captured.message, headers: captured.headers, body },
             o.ttlMs,
             forgotten,
+            // Past ttl it may no longer take back a vanished record: a forget() mark lasts ttl only.
+            performance.now() - started <= o.ttlMs,
           ),
         { ...guard, key },
       );

@@ -24,8 +24,9 @@ import { newToken } from '../token';
  * `forget()`: each forget() sets `<record>:forgotten` to a new random token (kept for `ttl`),
  * RESERVE answers the one it saw, and a holder may take a record back only while there is none or
  * still that one. No clocks compared (a failover's new master may run behind); a mark that expired
- * means no forget() since the reservation, as a holder lives at most `ttl`. Otherwise a holder whose heartbeats stopped (a timeout
- * guard answered) would take the record back once the forgotten mark's lease ran out, a completion
+ * means no forget() since the reservation, as a holder takes no record back once `ttl` has passed
+ * since it started (it may still store into its own). Otherwise a holder whose heartbeats stopped (a
+ * timeout guard answered) would take the record back once the forgotten mark's lease ran out, a completion
  * that ioredis sent again (its reply lost) would store the answer again after forget() removed it,
  * and a holder overtaken by a retry whose answer was then forgotten would store its own: each an
  * answer forget() was called to discard. A request reserved after the forget() (the key used
@@ -33,11 +34,11 @@ import { newToken } from '../token';
  */
 
 /** The token of the record's last forget() within `ttl` (same hash tag as the record): see above. */
-export const forgottenKeyOf = (key: string): string => `${key}:forgotten`;
+const forgottenKeyOf = (key: string): string => `${key}:forgotten`;
 
 // A reservation that finds its own owner token is a copy ioredis sent again after the connection
 // dropped before the reply (the first one landed): it is still this request's reservation.
-// KEYS: the record, and its forgotten count (see above), which a reservation answers.
+// KEYS: the record, and its forgotten mark (see above), which a reservation answers.
 const RESERVE = defineScript(
   'idempotency_reserve_v5',
   2,
@@ -72,13 +73,15 @@ return {'done', done[1], done[2], done[3], done[4]}
 // `done_by`: a completion that finds its own answer stored is a copy ioredis sent again after the
 // connection dropped before the reply; the first one stored it, so the lease was not lost.
 const COMPLETE = defineScript(
-  'idempotency_complete_v9',
+  'idempotency_complete_v10',
   2,
   `${LUA_NOW_MS}
 local key = KEYS[1]
 local head = redis.call('HMGET', key, 'state', 'owner', 'done_by')
 local took_back = 0
 if not head[1] then
+  -- ARGV[9] '0': the holder is past ttl (see above), and takes nothing back.
+  if ARGV[9] ~= '1' then return 0 end
   local forgotten = redis.call('GET', KEYS[2])
   if forgotten and forgotten ~= ARGV[8] then return 0 end
   took_back = 1
@@ -145,7 +148,7 @@ return 1
 // KEYS: the record, a marker unique to this call, and the record's forgotten mark (same hash tag).
 // A second run of the call (its reply lost, ioredis sent it again) finds the marker and answers as the
 // first did, instead of "no record" for one it removed itself. ARGV: how long the forgotten mark
-// lasts (the replay window, ttl: longer than any holder may still try to store), and its token.
+// lasts (the replay window, ttl: as long as any holder may take a record back), and its token.
 const FORGET = defineScript(
   'idempotency_forget_v8',
   3,
@@ -233,6 +236,8 @@ export async function complete(
   response: StoredResponse,
   ttlMs: number,
   forgotten: string,
+  /** false past `ttl` since the holder started: store only into its own record (see above). */
+  mayTakeBack = true,
 ): Promise<LeaseResult> {
   const stored = await runScript<number>(
     redis,
@@ -247,6 +252,7 @@ export async function complete(
       response.message ?? '',
       fingerprint,
       forgotten,
+      mayTakeBack ? '1' : '0',
     ],
   );
   return leaseResult(stored);
