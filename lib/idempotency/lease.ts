@@ -156,8 +156,9 @@ export function protect(
             { status, message: captured.message, headers: captured.headers, body },
             o.ttlMs,
             forgotten,
-            // Past ttl it may no longer take back a vanished record: a forget() mark lasts ttl only.
-            performance.now() - started <= o.ttlMs,
+            // Near ttl it may no longer take back a vanished record: a forget() mark lasts ttl from the
+            // forget, which may have come a round trip after the reservation this clock did not see.
+            performance.now() - started <= o.ttlMs - o.lockTtlMs,
           ),
         { ...guard, key },
       );

@@ -24,8 +24,9 @@ import { newToken } from '../token';
  * `forget()`: each forget() sets `<record>:forgotten` to a new random token (kept for `ttl`),
  * RESERVE answers the one it saw, and a holder may take a record back only while there is none or
  * still that one. No clocks compared (a failover's new master may run behind); a mark that expired
- * means no forget() since the reservation, as a holder takes no record back once `ttl` has passed
- * since it started (it may still store into its own). Otherwise a holder whose heartbeats stopped (a
+ * means no forget() since the reservation, as a holder takes no record back once `ttl` minus
+ * `lockTtl` (a margin for the round trips its clock does not see) has passed since it started (it
+ * may still store into its own). Otherwise a holder whose heartbeats stopped (a
  * timeout guard answered) would take the record back once the forgotten mark's lease ran out, a completion
  * that ioredis sent again (its reply lost) would store the answer again after forget() removed it,
  * and a holder overtaken by a retry whose answer was then forgotten would store its own: each an
@@ -80,7 +81,7 @@ local key = KEYS[1]
 local head = redis.call('HMGET', key, 'state', 'owner', 'done_by')
 local took_back = 0
 if not head[1] then
-  -- ARGV[9] '0': the holder is past ttl (see above), and takes nothing back.
+  -- ARGV[9] '0': the holder is near ttl (see above), and takes nothing back.
   if ARGV[9] ~= '1' then return 0 end
   local forgotten = redis.call('GET', KEYS[2])
   if forgotten and forgotten ~= ARGV[8] then return 0 end
@@ -236,7 +237,7 @@ export async function complete(
   response: StoredResponse,
   ttlMs: number,
   forgotten: string,
-  /** false past `ttl` since the holder started: store only into its own record (see above). */
+  /** false near `ttl` since the holder started: store only into its own record (see above). */
   mayTakeBack = true,
 ): Promise<LeaseResult> {
   const stored = await runScript<number>(
