@@ -1,7 +1,7 @@
 import express from 'express';
 import multer from 'multer';
 import { canonicalJson, idempotency } from '../../lib/idempotency';
-import { canonicalJsonDeep } from '../../lib/idempotency/fingerprint';
+import { canonicalJsonDeep } from '../../lib/idempotency/canonical-json';
 import { prng } from '../helpers/prng';
 import { useRedisServer } from '../helpers/redis';
 import { freshKey, orderApp, send, useServers } from './http';

@@ -8,12 +8,12 @@ import { scopePart } from '../keys';
 import { emitWarningOnce } from '../logger';
 import { firstPass, mark, warnPassedTwice } from '../marks';
 import { nodeField, OutageTracker } from '../outage';
-import { runningFor } from './capture';
 import { markInProgress, protect, releaseKey } from './lease';
 import { type IdempotencyOptions, type ResolvedIdempotencyOptions, resolveOptions } from './options';
 import * as record from './record';
 import { DECODED_BODY_FACTOR, replay } from './replay';
 import { clientAddress, parseKey, recordKey, resolveScope, routeOf } from './request-key';
+import { runningFor } from './socket-destroy';
 
 /** Identifies one record, for the admin API. */
 export interface IdempotencyRecordId {
