@@ -2,7 +2,7 @@ import compression from 'compression';
 import express from 'express';
 import helmet from 'helmet';
 import request from 'supertest';
-import { CACHE_REFRESH, cacheResponse, createCache } from '../../lib/cache';
+import { CACHE_REFRESH, type CacheResponseOptions, cacheResponse, createCache } from '../../lib/cache';
 import type { RedisClient } from '../../lib/client';
 import { rateLimit } from '../../lib/rate-limit';
 import { captureEvents } from '../helpers/events';
@@ -14,6 +14,10 @@ let client: RedisClient;
 useFlushedClient(redis, (c) => {
   client = c;
 });
+
+/** A cacheResponse whose entries go stale after 100 ms and answer a failing route for a minute. */
+const staleAfter100ms = (extra: Partial<CacheResponseOptions> = {}) =>
+  cacheResponse({ redis: client, ttl: 100, jitter: 0, staleIfError: '1m', ...extra });
 
 describe('stale-while-revalidate', () => {
   it('with L1 on two instances, the second takes the entry the first refreshed instead of running the origin again', async () => {
@@ -108,7 +112,7 @@ describe('stale-if-error', () => {
   it('serves the stale entry when the origin answers 5xx or throws, within staleIfError', async () => {
     let mode: 'ok' | '503' | 'throw' = 'ok';
     const app = express();
-    const mw = cacheResponse({ redis: client, ttl: 100, jitter: 0, staleIfError: '1m', l1: false });
+    const mw = staleAfter100ms({ l1: false });
     app.get('/r', mw, (_req, res) => {
       if (mode === 'throw') throw new Error('origin down');
       if (mode === '503') return void res.status(503).set('X-Origin', 'failed').send('sorry');
@@ -175,15 +179,11 @@ describe('stale-if-error', () => {
   it('answers a HEAD from the stale entry when the origin fails, as a GET, and the route when it does not', async () => {
     let mode: 'ok' | '503' | 'throw' = 'ok';
     const app = express();
-    app.get(
-      '/r',
-      cacheResponse({ redis: client, ttl: 100, jitter: 0, staleIfError: '1m', l1: false }),
-      (_req, res) => {
-        if (mode === 'throw') throw new Error('origin down');
-        if (mode === '503') return void res.status(503).send('sorry');
-        res.set('X-Origin', 'ok').send('good');
-      },
-    );
+    app.get('/r', staleAfter100ms({ l1: false }), (_req, res) => {
+      if (mode === 'throw') throw new Error('origin down');
+      if (mode === '503') return void res.status(503).send('sorry');
+      res.set('X-Origin', 'ok').send('good');
+    });
     await request(app).get('/r');
     await waitForKeys(client, 'erk:c:*');
     await sleep(200);
@@ -261,14 +261,7 @@ describe('stale-if-error', () => {
       let phase: 'first' | 'failing' = 'first';
       let started = false;
       const app = express();
-      const mw = cacheResponse({
-        redis: client,
-        ttl: 100,
-        jitter: 0,
-        staleIfError: '1m',
-        lockTimeout: '1s',
-        ...(l1 ? {} : { l1: false }),
-      });
+      const mw = staleAfter100ms({ lockTimeout: '1s', ...(l1 ? {} : { l1: false }) });
       app.get('/r', mw, async (_req, res) => {
         if (phase === 'first') return void res.send('invalidated body');
         started = true;
@@ -479,15 +472,7 @@ describe('stale-if-error and an invalidation racing the lookup', () => {
     async (l1) => {
       let phase: 'first' | 'failing' = 'first';
       const app = express();
-      const mw = cacheResponse({
-        redis: client,
-        ttl: 100,
-        jitter: 0,
-        staleIfError: '1m',
-        lockTimeout: '1s',
-        logger: quietLogger(),
-        ...(l1 ? {} : { l1: false }),
-      });
+      const mw = staleAfter100ms({ lockTimeout: '1s', logger: quietLogger(), ...(l1 ? {} : { l1: false }) });
       app.get('/r', mw, (_req, res) => {
         if (phase === 'first') return void res.send('invalidated body');
         res.status(503).send('origin down');

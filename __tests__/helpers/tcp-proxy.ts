@@ -104,3 +104,19 @@ export function useSlowKitClients(port: () => number) {
     return client;
   };
 }
+
+/**
+ * A `dropAfter` rule for a proxy: once `state.armed`, the connection drops right after the `nth`
+ * script call (EVAL or EVALSHA: ioredis sends a script's source the first time on a connection),
+ * so that call's reply is lost. Once only.
+ */
+export function dropScriptReply(nth = 1) {
+  const state = { armed: false, seen: 0, dropped: 0 };
+  const dropAfter = (chunk: string): boolean => {
+    if (!state.armed || state.dropped > 0 || !/\r\neval(sha)?\r\n/i.test(chunk)) return false;
+    if (++state.seen !== nth) return false;
+    state.dropped++;
+    return true;
+  };
+  return { state, dropAfter };
+}

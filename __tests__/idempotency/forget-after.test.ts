@@ -3,8 +3,9 @@ import { onKitEvent } from '../../lib/events';
 import { idempotency } from '../../lib/idempotency';
 import * as record from '../../lib/idempotency/record';
 import { useRedisServer } from '../helpers/redis';
-import { useTcpProxy } from '../helpers/tcp-proxy';
+import { dropScriptReply, useTcpProxy } from '../helpers/tcp-proxy';
 import { listen } from '../rate-limit/fixtures/http';
+import { orderServer } from './http';
 
 // forget() leaves a new mark on the record for ttl, and no request reserved before it takes a
 // vanished record back: not a completion that ioredis sends again (its reply lost) after the
@@ -38,24 +39,19 @@ it('a second run of COMPLETE (ioredis resend) after forget() of the done record 
 });
 
 it('forget() that lands while the completion reply is lost; the retry runs afresh', async () => {
-  const state = { armed: false, seen: 0, dropped: 0, forgotten: false };
+  // The first script call after arming is the reservation, the second the completion.
+  const { state, dropAfter } = dropScriptReply(2);
+  let forgotten = false;
   let forgetNow: () => Promise<void> = async () => {};
   const viaProxy = await proxy({
     // Holds the resent COMPLETE (the third script call after arming) until forget() has run.
     before: (chunk) => {
-      if (!state.armed || state.dropped === 0 || state.forgotten) return undefined;
+      if (!state.armed || state.dropped === 0 || forgotten) return undefined;
       if (!/\r\neval(sha)?\r\n/i.test(chunk.toString('latin1'))) return undefined;
-      state.forgotten = true;
+      forgotten = true;
       return forgetNow();
     },
-    // The first script call after arming is the reservation, the second the completion.
-    dropAfter: (chunk) => {
-      if (!state.armed || !/\r\neval(sha)?\r\n/i.test(chunk)) return false;
-      state.seen++;
-      if (state.seen !== 2) return false;
-      state.dropped++;
-      return true;
-    },
+    dropAfter,
   });
   const events: string[] = [];
   stops.push(
@@ -63,16 +59,7 @@ it('forget() that lands while the completion reply is lost; the retry runs afres
       if (e.component === 'idempotency') events.push(e.type);
     }),
   );
-  let runs = 0;
-  const app = express();
-  app.post('/orders', idempotency({ redis: viaProxy, timeout: 2000, scope: () => 'u' }), (_req, res) => {
-    runs++;
-    res.status(201).json({ order: runs });
-  });
-  const http = await listen(app);
-  stops.push(http.close);
-  const post = (key: string) =>
-    fetch(`${http.url}/orders`, { method: 'POST', headers: { 'Idempotency-Key': key } });
+  const { post } = await orderServer(viaProxy, stops, { scope: () => 'u' });
   // The admin side: same options, its own (direct) client.
   const admin = idempotency({ redis: redis.client(), timeout: 2000, scope: () => 'u' });
   let forgot: boolean | undefined;

@@ -1,7 +1,10 @@
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express, { type Express, type RequestHandler } from 'express';
+import type { RedisClient } from '../../lib/client';
 import { type KitEvent, onKitEvent } from '../../lib/events';
+import { type IdempotencyOptions, idempotency } from '../../lib/idempotency';
+import { listen } from '../rate-limit/fixtures/http';
 
 /** A parsed HTTP answer with the raw body bytes. */
 export interface Answer {
@@ -101,4 +104,26 @@ let counter = 0;
 export function freshKey(label = 'k'): string {
   counter += 1;
   return `${label}-${process.pid}-${Date.now()}-${counter}`;
+}
+
+/**
+ * POST /orders behind idempotency() on `client` (timeout 2 s, plus `options`); the handler answers
+ * 201 with how often it ran. Its server's close goes into `stops`.
+ */
+export async function orderServer(
+  client: RedisClient,
+  stops: Array<() => unknown>,
+  options: Partial<IdempotencyOptions> = {},
+) {
+  let runs = 0;
+  const app = express();
+  app.post('/orders', idempotency({ redis: client, timeout: 2000, ...options }), (_req, res) => {
+    runs++;
+    res.status(201).json({ order: runs });
+  });
+  const http = await listen(app);
+  stops.push(http.close);
+  const post = (key: string) =>
+    fetch(`${http.url}/orders`, { method: 'POST', headers: { 'Idempotency-Key': key } });
+  return { post, runs: () => runs };
 }

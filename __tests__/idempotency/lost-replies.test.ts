@@ -3,8 +3,9 @@ import type { Redis } from 'ioredis';
 import { onKitEvent } from '../../lib/events';
 import { idempotency } from '../../lib/idempotency';
 import { useRedisServer } from '../helpers/redis';
-import { useTcpProxy } from '../helpers/tcp-proxy';
+import { dropScriptReply, useTcpProxy } from '../helpers/tcp-proxy';
 import { listen } from '../rate-limit/fixtures/http';
+import { orderServer } from './http';
 
 // ioredis sends a command again when the connection dropped before its reply: a reservation that
 // had landed then finds its own owner token, and is still this request's.
@@ -16,31 +17,10 @@ afterEach(async () => {
   for (const stop of stops.splice(0)) await stop();
 });
 
-/** POST /orders behind idempotency() on `client`; the handler answers 201 with how often it ran. */
-async function orderServer(client: Redis) {
-  let runs = 0;
-  const app = express();
-  app.post('/orders', idempotency({ redis: client, timeout: 2000 }), (_req, res) => {
-    runs++;
-    res.status(201).json({ order: runs });
-  });
-  const http = await listen(app);
-  stops.push(http.close);
-  const post = (key: string) =>
-    fetch(`${http.url}/orders`, { method: 'POST', headers: { 'Idempotency-Key': key } });
-  return { post, runs: () => runs };
-}
-
 it('a reservation whose reply was lost runs the handler, instead of answering 409 to its own copy', async () => {
-  const state = { armed: false, dropped: 0 };
-  const client = await proxy({
-    dropAfter: (chunk) => {
-      if (!state.armed || state.dropped > 0 || !/evalsha/i.test(chunk)) return false;
-      state.dropped++;
-      return true;
-    },
-  });
-  const { post, runs } = await orderServer(client);
+  const { state, dropAfter } = dropScriptReply();
+  const client = await proxy({ dropAfter });
+  const { post, runs } = await orderServer(client, stops);
   expect((await post('warm')).status).toBe(201); // loads the scripts, so the reserve is one EVALSHA
   state.armed = true;
   const first = await post('k1');
@@ -52,25 +32,16 @@ it('a reservation whose reply was lost runs the handler, instead of answering 40
 });
 
 it('a completion whose reply was lost reports the answer stored, not a lost lease, and the retry replays it', async () => {
-  const state = { armed: false, seen: 0, dropped: 0 };
-  const client = await proxy({
-    // The first script call after arming is the reservation, the second the completion.
-    dropAfter: (chunk) => {
-      // EVAL or EVALSHA: ioredis sends a script's source the first time on a connection.
-      if (!state.armed || !/\r\neval(sha)?\r\n/i.test(chunk)) return false;
-      state.seen++;
-      if (state.seen !== 2) return false;
-      state.dropped++;
-      return true;
-    },
-  });
+  // The first script call after arming is the reservation, the second the completion.
+  const { state, dropAfter } = dropScriptReply(2);
+  const client = await proxy({ dropAfter });
   const events: string[] = [];
   stops.push(
     onKitEvent((e) => {
       if (e.component === 'idempotency') events.push(e.type);
     }),
   );
-  const { post, runs } = await orderServer(client);
+  const { post, runs } = await orderServer(client, stops);
   expect((await post('warm-2')).status).toBe(201);
   events.length = 0;
   state.armed = true;
@@ -89,20 +60,14 @@ it('a completion whose reply was lost reports the answer stored, not a lost leas
 });
 
 it('a reservation whose reply was lost and not sent again (maxRetriesPerRequest: 0) leaves the key free for the retry, not 409 for a lease', async () => {
-  const state = { armed: false, dropped: 0 };
-  const viaProxy = await proxy({
-    dropAfter: (chunk) => {
-      if (!state.armed || state.dropped > 0 || !/\r\neval(sha)?\r\n/i.test(chunk)) return false;
-      state.dropped++;
-      return true;
-    },
-  });
+  const { state, dropAfter } = dropScriptReply();
+  const viaProxy = await proxy({ dropAfter });
   const { port } = viaProxy.options as { port: number };
   // The kit's own client through the same link: ioredis rejects the command instead of sending it
   // again (with the default 1 too, when the first reconnect also fails).
   const client = redis.client({ url: `redis://127.0.0.1:${port}`, maxRetriesPerRequest: 0 }) as Redis;
   try {
-    const { post, runs } = await orderServer(client);
+    const { post, runs } = await orderServer(client, stops);
     expect((await post('warm-3')).status).toBe(201);
     state.armed = true;
     const first = await post('k3');
@@ -160,14 +125,8 @@ it('a Redis slower than lockTtl / 4 gets the fail mode, never a second run while
 it.each(['done', 'in flight'] as const)(
   'forget() of a %s record whose reply was lost (ioredis sent it again) still answers true',
   async (state) => {
-    const drop = { armed: false, dropped: 0 };
-    const client = await proxy({
-      dropAfter: (chunk) => {
-        if (!drop.armed || drop.dropped > 0 || !/\r\neval(sha)?\r\n/i.test(chunk)) return false;
-        drop.dropped++;
-        return true;
-      },
-    });
+    const { state: drop, dropAfter } = dropScriptReply();
+    const client = await proxy({ dropAfter });
     let release = () => {};
     const held = new Promise<void>((resolve) => {
       release = resolve;
