@@ -141,21 +141,26 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
    * `staleIfError` answers instead, as `cache.wrap()` does: that is when the copy matters most.
    */
   function redisDown(req: Request, res: Response, next: NextFunction, key: string, redisKey: string): void {
-    if (l1?.isDeaf) {
-      // Not read before Redis while its invalidation channel is down; Redis cannot answer either:
-      // what it holds is served as usual, as the fail mode says.
-      const now = Date.now();
-      const rec = l1Lookup(l1, key, req.headers, now, true);
-      if (rec && now < usableUntil(req, rec)) {
-        serveEntry(req, res, rec, key, redisKey, 'l1-hit');
-        return;
-      }
+    const copy = deafCopy(req, key, Date.now());
+    if (copy) {
+      serveEntry(req, res, copy, key, redisKey, 'l1-hit');
+      return;
     }
     res.setHeader('X-Cache', 'BYPASS');
     event('bypass', key, { reason: 'redis' });
     const stale = staleInL1(req, key, Date.now());
     if (stale) answerStaleOnServerError(req, res, key, stale);
     next();
+  }
+
+  /**
+   * Redis did not answer: what a deaf L1 (not read before Redis while its invalidation channel is
+   * down) holds is still the fail mode's answer, as an L1 that hears would have given it.
+   */
+  function deafCopy(req: Request, key: string, now: number): Rec | undefined {
+    if (!l1?.isDeaf) return undefined;
+    const rec = l1Lookup(l1, key, req.headers, now, true);
+    return rec && now < usableUntil(req, rec) ? rec : undefined;
   }
 
   /** The copy L1 holds that stale-if-error may still answer with, when Redis cannot say more. */
@@ -239,10 +244,8 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     const now = Date.now();
     if (found?.kind === 'hit' && now < usableUntil(req, found.rec))
       return serveEntry(req, res, found.rec, key, redisKey, 'hit');
-    // Redis did not answer: a deaf L1 (not read before it) still holds the fail mode's answer.
-    const deafCopy = !found && l1?.isDeaf ? l1Lookup(l1, key, req.headers, now, true) : undefined;
-    if (deafCopy && now < usableUntil(req, deafCopy))
-      return serveEntry(req, res, deafCopy, key, redisKey, 'l1-hit');
+    const copy = found ? undefined : deafCopy(req, key, now);
+    if (copy) return serveEntry(req, res, copy, key, redisKey, 'l1-hit');
     res.setHeader('X-Cache', found ? 'MISS' : 'BYPASS');
     if (onlyCached) {
       return sendProblem(

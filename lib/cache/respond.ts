@@ -29,7 +29,10 @@ export function respond(
   const inCache = Math.max(0, Math.floor((now - rec.bornAt) / 1000));
   res.setHeader('Age', String((rec.entry.originAge ?? 0) + inCache));
   for (const name of rec.prepared.removed) res.removeHeader(name);
-  const writeHead = via.writeHead as (status: number, headers: Array<string | string[]>) => unknown;
+  const writeHead = via.writeHead as (
+    status: number,
+    ...rest: Array<string | Array<string | string[]>>
+  ) => unknown;
   const end = via.end as (body?: Buffer) => unknown;
   if (notModified(req, rec.entry)) {
     writeHead.call(res, 304, rec.prepared.notModified);
@@ -58,14 +61,9 @@ export function respond(
     return;
   }
   const { status, message } = rec.entry;
-  if (message) {
-    (via.writeHead as (status: number, message: string, headers: Array<string | string[]>) => unknown).call(
-      res,
-      status,
-      message,
-      rec.prepared.full,
-    );
-  } else writeHead.call(res, status, rec.prepared.full);
+  // With the reason phrase the route chose, when it was not the standard one.
+  if (message) writeHead.call(res, status, message, rec.prepared.full);
+  else writeHead.call(res, status, rec.prepared.full);
   end.call(res, req.method === 'HEAD' ? undefined : rec.entry.body);
 }
 
