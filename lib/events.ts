@@ -1,4 +1,5 @@
 import diagnosticsChannel from 'node:diagnostics_channel';
+import { withoutCommandArgs } from './redact';
 
 /** Which part of the kit an event comes from. */
 export type KitComponent = 'rate-limit' | 'cache' | 'idempotency' | 'session' | 'redis';
@@ -27,7 +28,9 @@ const channel = diagnosticsChannel.channel(KIT_CHANNEL);
 
 /** Publishes an event; costs one property read when nobody listens. */
 export function emitKitEvent(event: KitEvent): void {
-  if (channel.hasSubscribers) channel.publish(event);
+  if (!channel.hasSubscribers) return;
+  if (event.error) withoutCommandArgs(event.error);
+  channel.publish(event);
 }
 
 /** True when someone listens, so callers can skip building event objects. */

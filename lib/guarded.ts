@@ -2,6 +2,7 @@ import { breakerFor, type CircuitBreaker } from './breaker';
 import { isCluster, type RedisClient } from './client';
 import { RedisRefusedError, RedisTimeoutError, RedisUnavailableError } from './errors';
 import { emitKitEvent, hasKitListeners, type KitComponent } from './events';
+import { withoutCommandArgs } from './redact';
 import { leaveReplica, READONLY_REPLY } from './replica';
 
 // One Redis operation on the request path, bounded and classified: `guarded()` runs it under a
@@ -85,7 +86,8 @@ export function guarded<T>(
     emitKitEvent({ component: options.component, name: options.name, type: 'redis-error', error });
     return Promise.reject(error);
   }
-  const started = hasKitListeners() ? performance.now() : 0;
+  // Always read: a listener may subscribe while the call is in flight, and its duration must be real.
+  const started = performance.now();
   return new Promise<T>((resolve, reject) => {
     let settled = false;
     const timer = setTimeout(() => {
@@ -128,6 +130,7 @@ export function guarded<T>(
     };
     const fail = (error: unknown): void => {
       if (settled) return;
+      withoutCommandArgs(error);
       const resendable = options.key !== undefined || options.repeatable === true;
       if (!redirected && resendable && isCluster(redis) && isRedirect(error)) {
         // ioredis 6 does not follow a redirect in an auto-pipelined batch that also holds a

@@ -1,5 +1,6 @@
 import type { Cluster, Redis } from 'ioredis';
 import { isCluster, type RedisClient } from './client';
+import { withoutCommandArgs } from './redact';
 import { moveOffReplica } from './replica';
 
 /** Result of {@link pingRedis}. */
@@ -54,6 +55,7 @@ export async function probeRedis(
     await Promise.race([pong, timeout]);
     return { health: { ok: true, latencyMs: round(performance.now() - started), mode } };
   } catch (error) {
+    withoutCommandArgs(error);
     const latencyMs = round(performance.now() - started);
     return { health: { ok: false, latencyMs, mode, error: (error as Error).message }, cause: error };
   } finally {

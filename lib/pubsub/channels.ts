@@ -1,3 +1,4 @@
+import { withoutCommandArgs } from '../redact';
 import { type ChannelState, type MessageHandler, nextLanding, type SharedSubscriber, safely } from './state';
 
 // One channel's subscription on the shared connection: SUBSCRIBE once for every caller, retried
@@ -72,6 +73,8 @@ export function attempt(shared: SharedSubscriber, channel: string, state: Channe
  * connection before the client reads its reason.
  */
 function explained(error: unknown, shared: SharedSubscriber): unknown {
+  withoutCommandArgs(error);
+  withoutCommandArgs(shared.connectionError);
   // By name, not instanceof: ioredis's errors may come from another realm (a test runner's).
   const why = shared.connectionError as { message?: unknown; code?: unknown } | undefined;
   if ((error as { name?: unknown } | null)?.name !== 'MaxRetriesPerRequestError') return error;

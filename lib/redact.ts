@@ -1,0 +1,38 @@
+/**
+ * ioredis puts the failed command on its reply errors (`error.command = { name, args }`), and an
+ * enumerable property is printed by pino's error serializer and by `util.inspect`. The arguments hold
+ * what must not reach a log: the password of a `HELLO … AUTH` (the same error object rejects every
+ * queued command when the login fails), and the kit's script arguments (session JSON, stored response
+ * bodies, tags). So every error the kit logs, emits or rejects with goes through here first, and keeps
+ * only the command's name and how many arguments it had.
+ */
+export function withoutCommandArgs<T>(error: T): T {
+  scrub(error, 0, new Set());
+  return error;
+}
+
+const LINKS = ['cause', 'lastNodeError'] as const;
+const LISTS = ['previousErrors', 'errors'] as const;
+
+function scrub(value: unknown, depth: number, seen: Set<object>): void {
+  if (typeof value !== 'object' || value === null || depth > 4 || seen.has(value)) return;
+  seen.add(value);
+  const error = value as Record<string, unknown>;
+  const command = error.command as { name?: unknown; args?: unknown } | undefined;
+  if (command && typeof command === 'object' && Array.isArray(command.args) && !WITHHELD.has(command)) {
+    const withheld = { name: command.name, args: [`(${command.args.length} arguments withheld)`] };
+    WITHHELD.add(withheld);
+    try {
+      error.command = withheld;
+    } catch {
+      // A frozen error: nothing the kit can do, and nothing worth failing over.
+    }
+  }
+  for (const link of LINKS) scrub(error[link], depth + 1, seen);
+  for (const list of LISTS) {
+    const items = error[list];
+    if (Array.isArray(items)) for (const item of items.slice(0, 16)) scrub(item, depth + 1, seen);
+  }
+}
+
+const WITHHELD = new WeakSet<object>();
