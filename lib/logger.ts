@@ -1,7 +1,10 @@
+import { withoutCommandArgs } from './redact';
+
 /**
  * A user's logger, wrapped so that its own failure (a closed transport, a throwing serializer) cannot
  * break the request it reports on: warnings run in fail paths and response events, where a throw
- * would hang the request or take the process down. The line is lost; the request is not.
+ * would hang the request or take the process down (an async logger's rejection too). The line is
+ * lost; the request is not. Errors in a line lose the Redis command arguments ioredis put on them.
  */
 export function neverThrows<A extends unknown[]>(logger: {
   warn(...args: A): void;
@@ -11,7 +14,13 @@ export function neverThrows<A extends unknown[]>(logger: {
   const wrapper = {
     warn: (...args: A) => {
       try {
-        logger.warn(...args);
+        for (const arg of args)
+          withoutCommandArgs(typeof arg === 'object' && arg && 'err' in arg ? arg.err : arg);
+        const done: unknown = logger.warn(...args);
+        // An async logger's failure is a rejection: unhandled, it would end the process.
+        if (typeof (done as PromiseLike<unknown> | undefined)?.then === 'function') {
+          (done as PromiseLike<unknown>).then(undefined, () => {});
+        }
       } catch {
         // Nowhere left to report it.
       }

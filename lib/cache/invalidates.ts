@@ -3,6 +3,7 @@ import { refusedChunkError } from '../chunks';
 import { MAX_TIMER_MS } from '../duration';
 import { optionError } from '../errors';
 import { holdAnswer } from '../late-answers';
+import { OutageTracker } from '../outage';
 import { type InvalidateTarget, selectedTarget } from './targets';
 import type { CacheLogger } from './types';
 import type { Cache } from './wrap';
@@ -65,17 +66,39 @@ export function invalidatesMiddleware(
       // A write must not hang on a slow Redis: this instance's L1 is already dropped (invalidate() does
       // that first), and the Redis part finishes in the background.
       const timer = setTimeout(finish, Math.min(HOLD_ROUND_TRIPS * cache.options.timeoutMs, MAX_TIMER_MS));
+      const outages = outagesOf(cache);
       cache
         .invalidate(target)
-        .catch((error) =>
-          logger.warn(
-            { err: error },
-            `invalidation incomplete (${(error as Error)?.message ?? error}); what it missed expires on its TTL`,
-          ),
+        .then(
+          () => {
+            outages.end();
+          },
+          (error) => {
+            // Once per outage (each failed call is still a `redis-error` event): during one, every
+            // write would log its own line.
+            if (outages.begin() === undefined) return;
+            logger.warn(
+              { err: error },
+              `invalidation incomplete (${(error as Error)?.message ?? error}); what it missed expires on its TTL. ` +
+                'Logged once per outage, at most once a minute.',
+            );
+          },
         )
         .then(finish);
       return this;
     } as Response['end'];
     next();
   };
+}
+
+const outageTrackers = new WeakMap<Cache, OutageTracker>();
+
+/** One per cache, so the routes that invalidate through it warn once per outage between them. */
+function outagesOf(cache: Cache): OutageTracker {
+  let tracker = outageTrackers.get(cache);
+  if (!tracker) {
+    tracker = new OutageTracker(cache.options.redis);
+    outageTrackers.set(cache, tracker);
+  }
+  return tracker;
 }
