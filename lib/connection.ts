@@ -110,6 +110,13 @@ export async function connectRedis(options: CreateRedisOptions = {}): Promise<Re
           "Point the URL at the master (a managed Redis's primary endpoint), or connect through sentinel.",
       );
     }
+    const refused = refusedDatabase.get(client);
+    if (refused) {
+      throw new Error(
+        `express-redis-kit: Redis at ${describeTarget(target)}: ${refused}. ` +
+          "Fix the database number in the URL or `db` (0 to the server's `databases` setting minus one, 0–15 by default).",
+      );
+    }
     throw new Error(
       `express-redis-kit: cannot reach Redis at ${describeTarget(target)}: ${(health.error ?? 'no answer').replace(/\.$/, '')}. ` +
         'Start redis-server, or set REDIS_URL to a reachable server.',
@@ -122,8 +129,49 @@ export async function connectRedis(options: CreateRedisOptions = {}): Promise<Re
 function buildClient(options: CreateRedisOptions, target: RedisTarget, quietUntilReady = false): RedisClient {
   const client = newClient(options, target);
   const { logger = { warn: (message: string) => console.warn(message) } } = options;
-  if (logger !== false) reportOutages(client, describeTarget(target), neverThrows(logger), quietUntilReady);
+  const warn = logger === false ? undefined : neverThrows(logger);
+  closeOnRefusedDatabase(client, describeTarget(target), warn);
+  if (warn) reportOutages(client, describeTarget(target), warn, quietUntilReady);
   return client;
+}
+
+/** Why {@link closeOnRefusedDatabase} closed a client, for connectRedis's rejection. */
+const refusedDatabase = new WeakMap<RedisClient, string>();
+
+/**
+ * ioredis reports a refused `SELECT` (a database number past the server's `databases`, an ACL without
+ * it) as an `error` event and then goes ready on database 0: every write, the app's and the kit's,
+ * would land in another app's keys. The client is closed instead, so each middleware applies its fail
+ * mode, and the line says what to fix.
+ */
+function closeOnRefusedDatabase(
+  client: RedisClient,
+  target: string,
+  logger: { warn(message: string): void } | undefined,
+): void {
+  // ioredis sends SELECT only for a database other than 0 (a Cluster has none).
+  if (!((client as { options?: { db?: unknown } }).options?.db as number)) return;
+  client.on('error', (error: Error) => {
+    if (!isSelectError(error)) {
+      // With logger: false this may be the only listener; ioredis would print the error then.
+      if (!logger && client.listenerCount('error') === 1)
+        console.error('[ioredis] Unhandled error event:', error.stack);
+      return;
+    }
+    if (client.status === 'end') return;
+    const why = `it refused the database the client asked for (${error.message})`;
+    refusedDatabase.set(client, why);
+    logger?.warn(
+      `express-redis-kit: Redis at ${target}: ${why}. The client is closed, so nothing is written to database 0 instead; ` +
+        "fix the database number in the URL or `db` (0 to the server's `databases` setting minus one, 0–15 by default).",
+    );
+    client.disconnect();
+  });
+}
+
+function isSelectError(error: unknown): boolean {
+  const name = (error as { command?: { name?: unknown } } | null)?.command?.name;
+  return typeof name === 'string' && name.toLowerCase() === 'select';
 }
 
 /**
@@ -139,7 +187,7 @@ function reportOutages(
   let down = false;
   let readyOnce = false;
   client.on('error', (error: Error) => {
-    if (down || (quiet && !readyOnce)) return;
+    if (down || (quiet && !readyOnce) || isSelectError(error)) return;
     down = true;
     logger.warn(
       `express-redis-kit: Redis at ${target} is unreachable (${error.message}); reconnecting in the background. Logged once until it is back.`,
