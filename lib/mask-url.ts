@@ -61,3 +61,12 @@ function decodedName(name: string): string {
     return name;
   }
 }
+
+/**
+ * A request URL for a log line: its path, without the query string, which may carry tokens
+ * (`?access_token=…`, signed URLs) that logs must not keep.
+ */
+export function withoutQuery(url: string): string {
+  const end = url.search(/[?#]/);
+  return end === -1 ? url : url.slice(0, end);
+}

@@ -1,6 +1,7 @@
 import type { OutgoingHttpHeaders } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
 import { onResponseOver } from '../connection-close';
+import { withoutQuery } from '../mask-url';
 import { type Captured, type CaptureOptions, captureResponse } from './capture';
 import type { FillLease } from './core';
 import type { Entry } from './entry';
@@ -100,7 +101,10 @@ export function fill(
             ? toEntry(ctx, req, res, captured, before)
             : undefined;
       } catch (error) {
-        logger.warn({ key, err: error }, 'the tags or shouldCache option threw; response not cached');
+        logger.warn(
+          { key: redisKey, path: withoutQuery(req.originalUrl), err: error },
+          'the tags or shouldCache option threw; response not cached',
+        );
         threw = true;
       }
       if (!entry && reason === 'stale-if-error' && fallback) {
@@ -133,7 +137,10 @@ export function fill(
             : undefined;
       } catch (error) {
         // Runs from the response's end: a throw would strand the requests coalesced behind this one.
-        logger.warn({ key, err: error }, 'could not prepare the response for the cache; not cached');
+        logger.warn(
+          { key: redisKey, path: withoutQuery(req.originalUrl), err: error },
+          'could not prepare the response for the cache; not cached',
+        );
         cache.releaseFill(redisKey, token);
         return settle({ retry: true });
       }

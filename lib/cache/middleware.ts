@@ -1,5 +1,6 @@
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { problemType, sendProblem, thrownError } from '../errors';
+import { hasKitListeners } from '../events';
 import { scopePart } from '../keys';
 import { firstPass, mark, warnPassedTwice } from '../marks';
 import { hasBody } from '../request-body';
@@ -59,8 +60,12 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
   const trustsKey = o.key !== undefined || o.scope !== undefined;
   // A coalesced request waits no longer than a cross-process waiter would (3 × lockTimeout).
   const flights = new Flights(3 * lockTimeoutMs, () => cache.heard);
-  const event = (type: string, key: string, details?: Record<string, unknown>) =>
-    cache.event(type, { name: o.name ?? cache.options.name, key, ...details });
+  // `redisKey` as well, so these join the store and lock events, which know only that one.
+  const event = (type: string, key: string, details?: Record<string, unknown>) => {
+    if (!hasKitListeners()) return;
+    const redisKey = key === '' ? undefined : entryKey(prefix, key);
+    cache.event(type, { name: o.name ?? cache.options.name, key, redisKey, ...details });
+  };
   const ctx: FillContext = { o, cache, jitter: o.jitter ?? cache.options.jitter, event };
   const refresh = createRevalidator(cache, event);
 

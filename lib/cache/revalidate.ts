@@ -1,4 +1,5 @@
 import type { Request } from 'express';
+import { withoutQuery } from '../mask-url';
 import { newToken } from '../token';
 import { type RefreshTicket, replay } from './refresh';
 import { l1Put } from './vary';
@@ -39,7 +40,10 @@ export function createRevalidator(cache: Cache, event: (type: string, key: strin
       },
     };
     const started = replay(req, ticket, lockTimeoutMs * 3, (error) =>
-      logger.warn({ key, err: error }, 'background refresh failed; stale entry kept'),
+      logger.warn(
+        { key: redisKey, path: withoutQuery(req.originalUrl), err: error },
+        'background refresh failed; stale entry kept',
+      ),
     );
     if (!started) ticket.done();
   }

@@ -152,7 +152,7 @@ export class Cache extends CacheCore {
         this.event(now < copy.freshUntil ? 'l1-hit' : 'stale', { key: redisKey });
         return { value: decodeValue(copy, o), rec: copy };
       }
-      this.event('bypass', { key: redisKey, error: acquired.error as Error });
+      this.event('bypass', { key: redisKey, reason: 'redis', error: acquired.error as Error });
       try {
         return { value: await fn(), rec: undefined };
       } catch (error) {
