@@ -1,7 +1,11 @@
 import { isCluster, type RedisClient } from './client';
 
-/** A replica's answer to a write: the connection is on a former master (a failover behind one address). */
-export const READONLY_REPLY = /^READONLY\b/;
+/**
+ * A replica's answer to a write: the connection is on a former master (a failover behind one address).
+ * Every kit write is a script; before 7.0, Redis wraps an error raised inside one
+ * (`ERR Error running script (call to f_…): @user_script:1: @user_script: 1: -READONLY You can't…`).
+ */
+export const READONLY_REPLY = /^READONLY\b|^ERR Error running script\b.*: -READONLY\b/;
 
 /**
  * Connections that went to connect again lately, and when: at most once a second each, whatever
