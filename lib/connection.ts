@@ -142,7 +142,9 @@ const refusedDatabase = new WeakMap<RedisClient, string>();
  * ioredis reports a refused `SELECT` (a database number past the server's `databases`, an ACL without
  * it) as an `error` event and then goes ready on database 0: every write, the app's and the kit's,
  * would land in another app's keys. The client is closed instead, so each middleware applies its fail
- * mode, and the line says what to fix.
+ * mode, and the line says what to fix. Any other failed `SELECT` (`BUSY` during a slow script,
+ * `NOAUTH` beside a failed login on RESP2) is a passing trouble: the client connects again, with its
+ * backoff, rather than go on in database 0.
  */
 function closeOnRefusedDatabase(
   client: RedisClient,
@@ -152,13 +154,17 @@ function closeOnRefusedDatabase(
   // ioredis sends SELECT only for a database other than 0 (a Cluster has none).
   if (!((client as { options?: { db?: unknown } }).options?.db as number)) return;
   client.on('error', (error: Error) => {
+    if (refusedDatabase.has(client)) return;
     if (!isSelectError(error)) {
       // With logger: false this may be the only listener; ioredis would print the error then.
       if (!logger && client.listenerCount('error') === 1)
         console.error('[ioredis] Unhandled error event:', error.stack);
       return;
     }
-    if (client.status === 'end') return;
+    if (!REFUSED_DATABASE.test(error.message)) {
+      client.disconnect(true);
+      return;
+    }
     const why = `it refused the database the client asked for (${error.message})`;
     refusedDatabase.set(client, why);
     logger?.warn(
@@ -169,9 +175,19 @@ function closeOnRefusedDatabase(
   });
 }
 
+/** Replies to SELECT that will not change by trying again. */
+const REFUSED_DATABASE = /^(ERR (DB index is out of range|invalid DB index|SELECT is not allowed)|NOPERM)\b/;
+
 function isSelectError(error: unknown): boolean {
   const name = (error as { command?: { name?: unknown } } | null)?.command?.name;
   return typeof name === 'string' && name.toLowerCase() === 'select';
+}
+
+/** Whether the client was closed for a refused database: its errors after that are that one's echo. */
+function closedForDatabase(client: RedisClient, error: unknown): boolean {
+  return (
+    refusedDatabase.has(client) || (isSelectError(error) && REFUSED_DATABASE.test((error as Error).message))
+  );
 }
 
 /**
@@ -187,7 +203,7 @@ function reportOutages(
   let down = false;
   let readyOnce = false;
   client.on('error', (error: Error) => {
-    if (down || (quiet && !readyOnce) || isSelectError(error)) return;
+    if (down || (quiet && !readyOnce) || closedForDatabase(client, error)) return;
     down = true;
     logger.warn(
       `express-redis-kit: Redis at ${target} is unreachable (${error.message}); reconnecting in the background. Logged once until it is back.`,

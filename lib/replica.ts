@@ -5,7 +5,8 @@ import { isCluster, type RedisClient } from './client';
  * Every kit write is a script; before 7.0, Redis wraps an error raised inside one
  * (`ERR Error running script (call to f_…): @user_script:1: @user_script: 1: -READONLY You can't…`).
  */
-export const READONLY_REPLY = /^READONLY\b|^ERR Error running script\b.*: -READONLY\b/;
+export const READONLY_REPLY =
+  /^READONLY\b|^ERR Error running script \(call to f_[0-9a-f]{40}\): @user_script:\d+: @user_script: \d+: -READONLY\b/;
 
 /**
  * Connections that went to connect again lately, and when: at most once a second each, whatever

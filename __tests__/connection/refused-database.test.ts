@@ -35,6 +35,30 @@ describe('createRedis with a database the server refuses', () => {
     }
   });
 
+  it.each([
+    ['enableOfflineQueue: false', { enableOfflineQueue: false }],
+    ['enableReadyCheck: false', { enableReadyCheck: false }],
+  ])('with %s too: exactly one line, the client ends, nothing in database 0', async (_title, extra) => {
+    const lines: string[] = [];
+    const client = createRedis({
+      url: `${redis.server.url}/99`,
+      logger: { warn: (m: string) => lines.push(m) },
+      ...extra,
+    });
+    const admin = redis.track(new Redis(redis.server.url));
+    try {
+      await eventually(() => lines.length > 0, 'a line', 5000);
+      await new Promise((r) => setTimeout(r, 500));
+      await client.set('leak', '1').catch(() => {});
+      await new Promise((r) => setTimeout(r, 100));
+      expect(await admin.dbsize()).toBe(0);
+      expect(client.status).toBe('end');
+      expect(lines).toEqual([expect.stringMatching(/refused the database/)]);
+    } finally {
+      await closeRedis(client, { timeoutMs: 200 });
+    }
+  });
+
   it('with failFast, rejects naming the database problem, not "cannot reach"', async () => {
     const outcome = await createRedis({ url: `${redis.server.url}/99`, failFast: true, logger: false }).then(
       async (client) => {
