@@ -21,6 +21,12 @@ export function checkClient(redis: unknown, option = 'redis'): RedisClient {
       `express-redis-kit: option "${option}" is a client made with stringNumbers: true, which turns the integer replies the kit decides on into strings (every request would be rate limited, every cache lookup would wait). Pass a client without it: redis.duplicate({ stringNumbers: false }), or for a Cluster one made with redisOptions: { stringNumbers: false }.`,
     );
   }
+  const mode = (redis as { mode?: unknown }).mode;
+  if (mode === 'subscriber' || mode === 'monitor') {
+    throw new TypeError(
+      `express-redis-kit: option "${option}" is a client in ${mode} mode (${mode === 'subscriber' ? 'SUBSCRIBE with protocol 2' : 'MONITOR'}), which refuses every command the kit sends. Pass a client of its own: redis.duplicate().`,
+    );
+  }
   return redis as RedisClient;
 }
 

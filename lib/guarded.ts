@@ -28,6 +28,11 @@ function isCallerError(error: unknown): boolean {
   return error instanceof TypeError || error instanceof RangeError || error instanceof SyntaxError;
 }
 
+/** ioredis's refusal, before sending, of a command on a RESP2 connection in subscriber mode. */
+function isSubscriberModeError(error: unknown): boolean {
+  return error instanceof Error && error.message.startsWith('Connection in subscriber mode');
+}
+
 function isAvailabilityError(error: unknown): boolean {
   if (!(error instanceof Error)) return true;
   if (error.name === 'ReplyError') return AVAILABILITY_REPLY.test(error.message);
@@ -151,6 +156,17 @@ export function guarded<T>(
         breaker.release();
         report(options, started, error as Error);
         reject(error);
+      } else if (isSubscriberModeError(error)) {
+        // The app ran SUBSCRIBE on this client (RESP2) after giving it to the kit: ioredis refuses
+        // every other command without sending it. Not an outage (Redis is fine, and the breaker is
+        // every middleware's), and nothing to wait out: it lasts until the app unsubscribes.
+        breaker.release();
+        const refused = new RedisRefusedError(
+          'the Redis client is in subscriber mode (the app ran SUBSCRIBE on it with protocol 2), so it refuses every other command; give the kit a client of its own: redis.duplicate()',
+          { cause: error },
+        );
+        report(options, started, refused);
+        reject(refused);
       } else if (isAvailabilityError(error)) {
         breaker.failure();
         // ioredis's own commandTimeout (createRedis sets one) often fires before ours: it is the
