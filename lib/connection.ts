@@ -6,6 +6,7 @@ import { neverThrows } from './logger';
 import { maskUrl } from './mask-url';
 import { isUrl, type NodeAddress, toAddress, urlAddress, urlAuth } from './node-address';
 import { takeSubscriber } from './pubsub';
+import { withoutCommandArgs } from './redact';
 import { reconnectOnReadonly } from './replica';
 
 /** A host/port pair, or a `host:port` string. */
@@ -111,12 +112,10 @@ export async function connectRedis(options: CreateRedisOptions = {}): Promise<Re
       );
     }
     const refused = refusedDatabase.get(client);
-    if (refused) {
+    if (refused)
       throw new Error(
-        `express-redis-kit: Redis at ${describeTarget(target)}: ${refused}. ` +
-          "Fix the database number in the URL or `db` (0 to the server's `databases` setting minus one, 0–15 by default).",
+        `express-redis-kit: Redis at ${describeTarget(target)}: ${refused.why}. ${refused.fix}`,
       );
-    }
     throw new Error(
       `express-redis-kit: cannot reach Redis at ${describeTarget(target)}: ${(health.error ?? 'no answer').replace(/\.$/, '')}. ` +
         'Start redis-server, or set REDIS_URL to a reachable server.',
@@ -135,16 +134,16 @@ function buildClient(options: CreateRedisOptions, target: RedisTarget, quietUnti
   return client;
 }
 
-/** Why {@link closeOnRefusedDatabase} closed a client, for connectRedis's rejection. */
-const refusedDatabase = new WeakMap<RedisClient, string>();
-
 /**
- * ioredis reports a refused `SELECT` (a database number past the server's `databases`, an ACL without
- * it) as an `error` event and then goes ready on database 0: every write, the app's and the kit's,
- * would land in another app's keys. The client is closed instead, so each middleware applies its fail
- * mode, and the line says what to fix. Any other failed `SELECT` (`BUSY` during a slow script,
- * `NOAUTH` beside a failed login on RESP2) is a passing trouble: the client connects again, with its
- * backoff, rather than go on in database 0.
+ * ioredis reports a failed `SELECT` as an `error` event and then goes ready on database 0: every
+ * write, the app's and the kit's, would land in another app's keys. A refusal that will not pass (a
+ * database number past the server's `databases`, an ACL without `SELECT`, a server without the
+ * command) closes the client for good, so each middleware applies its fail mode, and the line says
+ * what to fix. A passing one (`BUSY` while another client's script runs) makes it connect again with
+ * its backoff, which needs ioredis's ready check: without it, the client would be ready before the
+ * reconnect and reset the backoff, reconnecting many times a second, so it is closed too, saying so.
+ * A refused login (`NOAUTH` also comes back on the `SELECT` on RESP2) is ioredis's to report: no
+ * command runs, so nothing lands anywhere.
  */
 function closeOnRefusedDatabase(
   client: RedisClient,
@@ -152,7 +151,8 @@ function closeOnRefusedDatabase(
   logger: { warn(message: string): void } | undefined,
 ): void {
   // ioredis sends SELECT only for a database other than 0 (a Cluster has none).
-  if (!((client as { options?: { db?: unknown } }).options?.db as number)) return;
+  const options = (client as { options?: { db?: unknown; enableReadyCheck?: unknown } }).options;
+  if (!(options?.db as number)) return;
   client.on('error', (error: Error) => {
     if (refusedDatabase.has(client)) return;
     if (!isSelectError(error)) {
@@ -161,33 +161,54 @@ function closeOnRefusedDatabase(
         console.error('[ioredis] Unhandled error event:', error.stack);
       return;
     }
-    if (!REFUSED_DATABASE.test(error.message)) {
+    if (REFUSED_LOGIN.test(error.message)) return;
+    const passing = PASSING.test(error.message);
+    if (passing && options?.enableReadyCheck !== false) {
       client.disconnect(true);
       return;
     }
-    const why = `it refused the database the client asked for (${error.message})`;
-    refusedDatabase.set(client, why);
+    const refusal: Refusal = passing
+      ? {
+          why: `its SELECT failed (${error.message}), and with enableReadyCheck off ioredis would go on in database 0 before connecting again`,
+          fix: 'Leave enableReadyCheck on (the default): the client then connects again, with its backoff, instead.',
+        }
+      : {
+          why: `it refused the database the client asked for (${error.message})`,
+          fix: /^NOPERM\b/.test(error.message)
+            ? 'Grant the ACL user the SELECT command (+select), or use database 0.'
+            : "Fix the database number in the URL or `db` (0 to the server's `databases` setting minus one, 0–15 by default).",
+        };
+    refusedDatabase.set(client, refusal);
     logger?.warn(
-      `express-redis-kit: Redis at ${target}: ${why}. The client is closed, so nothing is written to database 0 instead; ` +
-        "fix the database number in the URL or `db` (0 to the server's `databases` setting minus one, 0–15 by default).",
+      `express-redis-kit: Redis at ${target}: ${refusal.why}. The client is closed, so nothing is written to database 0 instead. ${refusal.fix}`,
     );
     client.disconnect();
   });
 }
 
-/** Replies to SELECT that will not change by trying again. */
-const REFUSED_DATABASE = /^(ERR (DB index is out of range|invalid DB index|SELECT is not allowed)|NOPERM)\b/;
+interface Refusal {
+  why: string;
+  fix: string;
+}
+
+/** Why {@link closeOnRefusedDatabase} closed a client, for connectRedis's rejection. */
+const refusedDatabase = new WeakMap<RedisClient, Refusal>();
+
+/** Replies to SELECT that pass by themselves. */
+const PASSING = /^(BUSY|LOADING|MASTERDOWN|TRYAGAIN|CLUSTERDOWN)\b/;
+const REFUSED_LOGIN = /^(NOAUTH|WRONGPASS)\b/;
 
 function isSelectError(error: unknown): boolean {
   const name = (error as { command?: { name?: unknown } } | null)?.command?.name;
   return typeof name === 'string' && name.toLowerCase() === 'select';
 }
 
-/** Whether the client was closed for a refused database: its errors after that are that one's echo. */
+/** Whether the client was closed for its database: its errors after that are that one's echo. */
 function closedForDatabase(client: RedisClient, error: unknown): boolean {
-  return (
-    refusedDatabase.has(client) || (isSelectError(error) && REFUSED_DATABASE.test((error as Error).message))
-  );
+  if (refusedDatabase.has(client)) return true;
+  if (!isSelectError(error)) return false;
+  const message = (error as Error).message;
+  return !REFUSED_LOGIN.test(message) && !PASSING.test(message);
 }
 
 /**
@@ -205,6 +226,7 @@ function reportOutages(
   client.on('error', (error: Error) => {
     if (down || (quiet && !readyOnce) || closedForDatabase(client, error)) return;
     down = true;
+    withoutCommandArgs(error);
     logger.warn(
       `express-redis-kit: Redis at ${target} is unreachable (${error.message}); reconnecting in the background. Logged once until it is back.`,
     );

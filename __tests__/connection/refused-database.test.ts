@@ -103,3 +103,58 @@ describe('createRedis with a database the server refuses', () => {
     }
   });
 });
+
+describe('createRedis on a Redis without SELECT (renamed away, a proxy without it)', () => {
+  const bare = useRedisServer({ args: ['--rename-command', 'SELECT', ''] });
+
+  it('closes the client with the database line: retrying would not help', async () => {
+    const lines: string[] = [];
+    const client = createRedis({
+      url: `${bare.server.url}/3`,
+      logger: { warn: (m: string) => lines.push(m) },
+    });
+    try {
+      await eventually(() => lines.length > 0, 'a line', 5000);
+      await new Promise((r) => setTimeout(r, 500));
+      expect(lines).toEqual([
+        expect.stringMatching(/refused the database the client asked for \(ERR unknown command/),
+      ]);
+      expect(client.status).toBe('end');
+    } finally {
+      await closeRedis(client, { timeoutMs: 200 });
+    }
+  });
+
+  it('failFast names the database, not "cannot reach"', async () => {
+    const outcome = await createRedis({ url: `${bare.server.url}/3`, failFast: true, logger: false }).then(
+      async (client) => {
+        await closeRedis(client, { timeoutMs: 200 });
+        return 'connected';
+      },
+      (error: Error) => error.message,
+    );
+    expect(outcome).toMatch(/refused the database/);
+  });
+});
+
+describe('an ACL change that takes SELECT away after startup', () => {
+  it('closes the client for good at its next connect, and the line names the ACL, not the number', async () => {
+    const admin = redis.track(new Redis(redis.server.url));
+    await admin.call('ACL', 'SETUSER', 'app', 'on', '>app-pass', '~*', '&*', '+@all');
+    const lines: string[] = [];
+    const client = createRedis({
+      url: `redis://app:app-pass@127.0.0.1:${redis.server.port}/3`,
+      logger: { warn: (m: string) => lines.push(m) },
+    });
+    try {
+      await client.set('k', 'v');
+      await admin.call('ACL', 'SETUSER', 'app', '-select');
+      await admin.call('CLIENT', 'KILL', 'USER', 'app');
+      await eventually(() => client.status === 'end', 'the client to close', 5000);
+      expect(lines.find((l) => /NOPERM/.test(l))).toMatch(/Grant the ACL user the SELECT command/);
+    } finally {
+      await closeRedis(client, { timeoutMs: 200 });
+      await admin.call('ACL', 'DELUSER', 'app');
+    }
+  });
+});

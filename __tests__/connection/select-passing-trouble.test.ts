@@ -95,3 +95,70 @@ describe('a SELECT answered NOAUTH beside a stale password (RESP2 sends them tog
     }
   });
 });
+
+/** Connections the server accepted while `during` ran (read after it: INFO waits behind a script). */
+async function connectionsDuring(admin: Redis, during: () => Promise<unknown>): Promise<number> {
+  const read = async () => Number(/total_connections_received:(\d+)/.exec(await admin.info('stats'))?.[1]);
+  const before = await read();
+  await during();
+  return (await read()) - before;
+}
+
+describe('with enableReadyCheck: false (ioredis would be ready before any reconnect, resetting its backoff)', () => {
+  describe('a SELECT answered BUSY', () => {
+    const redis = useRedisServer({ args: ['--busy-reply-threshold', '100'] });
+
+    it('closes the client with one line naming the option, instead of reconnecting many times a second', async () => {
+      const admin = redis.track(new Redis(redis.server.url));
+      await admin.ping();
+      const lines: string[] = [];
+      let client: ReturnType<typeof createRedis> | undefined;
+      try {
+        const connections = await connectionsDuring(admin, async () => {
+          const runner = new Redis(redis.server.url);
+          const spinning = busyFor2s(redis.server.url);
+          await new Promise((r) => setTimeout(r, 300));
+          client = createRedis({
+            url: `${redis.server.url}/3`,
+            enableReadyCheck: false,
+            logger: { warn: (m: string) => lines.push(m) },
+          });
+          await spinning;
+          runner.disconnect();
+        });
+        expect(connections).toBeLessThanOrEqual(4); // the runner, busyFor2s's, the client's one
+        expect(client?.status).toBe('end');
+        expect(lines).toEqual([expect.stringMatching(/its SELECT failed \(BUSY.*Leave enableReadyCheck on/)]);
+      } finally {
+        if (client) await closeRedis(client, { timeoutMs: 200 });
+      }
+    }, 20_000);
+  });
+
+  describe('a SELECT answered NOAUTH (no password given, RESP2)', () => {
+    const redis = useRedisServer({ password: 'Right-Pass-0001' });
+
+    it('does not reconnect in a loop; the line is about the login', async () => {
+      const admin = redis.track(new Redis(redis.server.url));
+      await admin.ping();
+      const lines: string[] = [];
+      let client: ReturnType<typeof createRedis> | undefined;
+      try {
+        const connections = await connectionsDuring(admin, async () => {
+          client = createRedis({
+            url: `redis://127.0.0.1:${redis.server.port}/3`,
+            protocol: 2,
+            enableReadyCheck: false,
+            logger: { warn: (m: string) => lines.push(m) },
+          });
+          await new Promise((r) => setTimeout(r, 2000));
+        });
+        expect(connections).toBeLessThanOrEqual(3);
+        expect(lines[0]).toMatch(/unreachable \(NOAUTH/);
+        expect(lines.join('\n')).not.toMatch(/database/);
+      } finally {
+        if (client) await closeRedis(client, { timeoutMs: 200 });
+      }
+    });
+  });
+});
