@@ -104,18 +104,17 @@ async function connectionsDuring(admin: Redis, during: () => Promise<unknown>): 
   return (await read()) - before;
 }
 
-describe('with enableReadyCheck: false (ioredis would be ready before any reconnect, resetting its backoff)', () => {
+describe('with enableReadyCheck: false (ioredis would go ready on database 0 at once)', () => {
   describe('a SELECT answered BUSY', () => {
     const redis = useRedisServer({ args: ['--busy-reply-threshold', '100'] });
 
-    it('closes the client with one line naming the option, instead of reconnecting many times a second', async () => {
+    it('reconnects with its backoff (no storm), then writes to its database, nothing to database 0', async () => {
       const admin = redis.track(new Redis(redis.server.url));
       await admin.ping();
       const lines: string[] = [];
       let client: ReturnType<typeof createRedis> | undefined;
       try {
         const connections = await connectionsDuring(admin, async () => {
-          const runner = new Redis(redis.server.url);
           const spinning = busyFor2s(redis.server.url);
           await new Promise((r) => setTimeout(r, 300));
           client = createRedis({
@@ -123,12 +122,16 @@ describe('with enableReadyCheck: false (ioredis would be ready before any reconn
             enableReadyCheck: false,
             logger: { warn: (m: string) => lines.push(m) },
           });
+          const early = client.set('early', '1').catch(() => undefined);
           await spinning;
-          runner.disconnect();
+          await early;
         });
-        expect(connections).toBeLessThanOrEqual(4); // the runner, busyFor2s's, the client's one
-        expect(client?.status).toBe('end');
-        expect(lines).toEqual([expect.stringMatching(/its SELECT failed \(BUSY.*Leave enableReadyCheck on/)]);
+        // A backoff of 50 ms doubling makes about 5 attempts in the script's 1.7 s; a storm made 25.
+        expect(connections).toBeLessThanOrEqual(9);
+        await eventually(() => client?.status === 'ready', 'the client to be ready', 5000);
+        await client!.set('late', '1');
+        expect(await admin.keys('*')).toEqual([]);
+        expect(lines[0]).toMatch(/unreachable \(BUSY/);
       } finally {
         if (client) await closeRedis(client, { timeoutMs: 200 });
       }
@@ -138,7 +141,7 @@ describe('with enableReadyCheck: false (ioredis would be ready before any reconn
   describe('a SELECT answered NOAUTH (no password given, RESP2)', () => {
     const redis = useRedisServer({ password: 'Right-Pass-0001' });
 
-    it('does not reconnect in a loop; the line is about the login', async () => {
+    it('reconnects with its backoff, not in a loop; the line is about the login', async () => {
       const admin = redis.track(new Redis(redis.server.url));
       await admin.ping();
       const lines: string[] = [];
@@ -153,9 +156,8 @@ describe('with enableReadyCheck: false (ioredis would be ready before any reconn
           });
           await new Promise((r) => setTimeout(r, 2000));
         });
-        expect(connections).toBeLessThanOrEqual(3);
-        expect(lines[0]).toMatch(/unreachable \(NOAUTH/);
-        expect(lines.join('\n')).not.toMatch(/database/);
+        expect(connections).toBeLessThanOrEqual(9);
+        expect(lines).toEqual([expect.stringMatching(/unreachable \(NOAUTH/)]);
       } finally {
         if (client) await closeRedis(client, { timeoutMs: 200 });
       }
