@@ -135,14 +135,15 @@ function buildClient(options: CreateRedisOptions, target: RedisTarget, quietUnti
 }
 
 /**
- * ioredis reports a failed `SELECT` (refused, answered `BUSY`, timed out) as an `error` event and then
- * goes ready on database 0: every write, the app's and the kit's, would land in another app's keys.
- * Its own handshake treats a failed login as fatal (it flushes what waits, reconnects with its
- * backoff, and never goes ready on that connection); a failed `SELECT` is made fatal the same way,
- * by rethrowing it from the one place ioredis reports it, `silentEmit`. Then a refusal that will not
- * pass (a database past the server's `databases`, an ACL without `SELECT`, a server without the
+ * ioredis reports a failed `SELECT` as an `error` event and then goes ready on database 0: every
+ * write, the app's and the kit's, would land in another app's keys. A refusal that will not pass (a
+ * database number past the server's `databases`, an ACL without `SELECT`, a server without the
  * command) closes the client for good, so each middleware applies its fail mode, and the line says
- * what to fix; anything else passes with the reconnects.
+ * what to fix. A passing one (`BUSY` while another client's script runs) makes it connect again with
+ * its backoff, which needs ioredis's ready check: without it, the client would be ready before the
+ * reconnect and reset the backoff, reconnecting many times a second, so it is closed too, saying so.
+ * A refused login (`NOAUTH` also comes back on the `SELECT` on RESP2) is ioredis's to report: no
+ * command runs, so nothing lands anywhere.
  */
 function closeOnRefusedDatabase(
   client: RedisClient,
@@ -150,8 +151,8 @@ function closeOnRefusedDatabase(
   logger: { warn(message: string): void } | undefined,
 ): void {
   // ioredis sends SELECT only for a database other than 0 (a Cluster has none).
-  if (!((client as { options?: { db?: unknown } }).options?.db as number)) return;
-  failSelectFatally(client as unknown as HandshakingClient);
+  const options = (client as { options?: { db?: unknown; enableReadyCheck?: unknown } }).options;
+  if (!(options?.db as number)) return;
   client.on('error', (error: Error) => {
     if (refusedDatabase.has(client)) return;
     if (!isSelectError(error)) {
@@ -160,51 +161,29 @@ function closeOnRefusedDatabase(
         console.error('[ioredis] Unhandled error event:', error.stack);
       return;
     }
-    if (!PERMANENT.test(error.message)) return;
-    const refusal: Refusal = {
-      why: `it refused the database the client asked for (${error.message})`,
-      fix: /^NOPERM\b/.test(error.message)
-        ? 'Grant the ACL user the SELECT command (+select), or use database 0.'
-        : "Fix the database number in the URL or `db` (0 to the server's `databases` setting minus one, 0–15 by default).",
-    };
+    if (REFUSED_LOGIN.test(error.message)) return;
+    const passing = PASSING.test(error.message);
+    if (passing && options?.enableReadyCheck !== false) {
+      client.disconnect(true);
+      return;
+    }
+    const refusal: Refusal = passing
+      ? {
+          why: `its SELECT failed (${error.message}), and with enableReadyCheck off ioredis would go on in database 0 before connecting again`,
+          fix: 'Leave enableReadyCheck on (the default): the client then connects again, with its backoff, instead.',
+        }
+      : {
+          why: `it refused the database the client asked for (${error.message})`,
+          fix: /^NOPERM\b/.test(error.message)
+            ? 'Grant the ACL user the SELECT command (+select), or use database 0.'
+            : "Fix the database number in the URL or `db` (0 to the server's `databases` setting minus one, 0–15 by default).",
+        };
     refusedDatabase.set(client, refusal);
     logger?.warn(
       `express-redis-kit: Redis at ${target}: ${refusal.why}. The client is closed, so nothing is written to database 0 instead. ${refusal.fix}`,
     );
     client.disconnect();
   });
-}
-
-/** What of an ioredis client's internals {@link failSelectFatally} reads (ioredis 6). */
-interface HandshakingClient {
-  status: string;
-  connectionEpoch?: number;
-  condition?: { handshake?: boolean };
-  silentEmit(event: string, arg?: unknown): unknown;
-}
-
-/**
- * During the handshake, the `SELECT`'s error handler is the only caller of `silentEmit('error')` with
- * a `select` reply error or a `Command timed out` (a socket error has neither). Thrown there, it ends
- * the handshake as a failed login does: ioredis flushes the queue with it, emits it, and reconnects.
- * Once per connection: that recovery emits it again, and must not throw.
- */
-function failSelectFatally(client: HandshakingClient): void {
-  const silentEmit = client.silentEmit;
-  if (typeof silentEmit !== 'function') return;
-  let thrownFor: number | undefined;
-  client.silentEmit = function (this: HandshakingClient, event: string, arg?: unknown) {
-    const handshaking = this.status === 'connect' && this.condition?.handshake === true;
-    if (event === 'error' && handshaking && thrownFor !== this.connectionEpoch && failedSelect(arg)) {
-      thrownFor = this.connectionEpoch;
-      throw arg;
-    }
-    return silentEmit.call(this, event, arg);
-  };
-}
-
-function failedSelect(error: unknown): boolean {
-  return isSelectError(error) || (error instanceof Error && error.message === 'Command timed out');
 }
 
 interface Refusal {
@@ -215,9 +194,9 @@ interface Refusal {
 /** Why {@link closeOnRefusedDatabase} closed a client, for connectRedis's rejection. */
 const refusedDatabase = new WeakMap<RedisClient, Refusal>();
 
-/** Replies to SELECT that no retry changes. */
-const PERMANENT =
-  /^(ERR (DB index is out of range|invalid DB index|unknown command|SELECT is not allowed)|NOPERM)\b/;
+/** Replies to SELECT that pass by themselves. */
+const PASSING = /^(BUSY|LOADING|MASTERDOWN|TRYAGAIN|CLUSTERDOWN|ERR max number of clients)\b/;
+const REFUSED_LOGIN = /^(NOAUTH|WRONGPASS)\b/;
 
 function isSelectError(error: unknown): boolean {
   const name = (error as { command?: { name?: unknown } } | null)?.command?.name;
@@ -226,7 +205,10 @@ function isSelectError(error: unknown): boolean {
 
 /** Whether the client was closed for its database: its errors after that are that one's echo. */
 function closedForDatabase(client: RedisClient, error: unknown): boolean {
-  return refusedDatabase.has(client) || (isSelectError(error) && PERMANENT.test((error as Error).message));
+  if (refusedDatabase.has(client)) return true;
+  if (!isSelectError(error)) return false;
+  const message = (error as Error).message;
+  return !REFUSED_LOGIN.test(message) && !PASSING.test(message);
 }
 
 /**
@@ -251,6 +233,7 @@ function reportOutages(
   });
   client.on('ready', () => {
     readyOnce = true;
+    // Closed for its database, it may still flash 'ready' (ioredis ends the handshake it was in).
     if (!down || refusedDatabase.has(client)) return;
     down = false;
     logger.warn(`express-redis-kit: Redis at ${target} is reachable again.`);
