@@ -1,5 +1,5 @@
 import Redis, { Cluster, type ClusterOptions, type RedisOptions } from 'ioredis';
-import type { RedisClient } from './client';
+import { isCluster, type RedisClient } from './client';
 import { DEFAULT_REDIS_URL, type RedisTarget, validateRedisOptions } from './connection-options';
 import { NotMasterError, probeRedis } from './health';
 import { neverThrows } from './logger';
@@ -59,6 +59,8 @@ const DEFAULTS = {
   // How long a socket being closed hard may take to close before it is destroyed; ioredis's timer
   // for it keeps the process alive, also when the socket was already gone (closed while reconnecting).
   disconnectTimeout: 500,
+  // How long one sentinel may take to name the master before the next one is asked.
+  sentinelCommandTimeout: 1000,
 } as const;
 
 /**
@@ -98,10 +100,19 @@ export async function connectRedis(options: CreateRedisOptions = {}): Promise<Re
   const client = buildClient({ ...options, failFast: false }, target, true);
   // With logger: false nobody listens yet (the caller gets the client only on success), and ioredis
   // would print a stack trace for each failed attempt beside the rejection that already says it.
-  const quiet = () => {};
+  let lastError: Error | undefined;
+  const quiet = (error: Error) => {
+    lastError = error;
+  };
   client.on('error', quiet);
+  const budgetMs = Math.max(options.connectTimeout ?? 0, 3000);
+  const started = performance.now();
+  // The probe's command would otherwise wait in the offline queue, bounded by the client's 500 ms
+  // commandTimeout, not by this budget: a Sentinel client may need longer to connect (a sentinel that
+  // hangs costs sentinelCommandTimeout before the next one is asked).
+  await readyWithin(client, budgetMs);
   const { health, cause } = await probeRedis(client, {
-    timeoutMs: Math.max(options.connectTimeout ?? 0, 3000),
+    timeoutMs: Math.max(budgetMs - (performance.now() - started), 500),
   });
   if (!health.ok) {
     await closeRedis(client, { timeoutMs: 200 });
@@ -116,13 +127,33 @@ export async function connectRedis(options: CreateRedisOptions = {}): Promise<Re
       throw new Error(
         `express-redis-kit: Redis at ${describeTarget(target)}: ${refused.why}. ${refused.fix}`,
       );
+    // The probe's own error is often only "Command timed out"; the connection's last one says why.
+    const why = withoutCommandArgs(lastError)?.message ?? health.error ?? 'no answer';
     throw new Error(
-      `express-redis-kit: cannot reach Redis at ${describeTarget(target)}: ${(health.error ?? 'no answer').replace(/\.$/, '')}. ` +
-        'Start redis-server, or set REDIS_URL to a reachable server.',
+      `express-redis-kit: cannot reach Redis at ${describeTarget(target)}: ${maskUrl(why).replace(/\.$/, '')}. ` +
+        (target.kind === 'sentinel'
+          ? 'Check that the sentinels answer at the addresses given, the master name, and sentinelPassword.'
+          : 'Start redis-server, or set REDIS_URL to a reachable server.'),
     );
   }
   client.off('error', quiet);
   return client;
+}
+
+/** Resolves when the client is ready, or after `timeoutMs`, whichever comes first. */
+function readyWithin(client: RedisClient, timeoutMs: number): Promise<void> {
+  if (client.status === 'ready') return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      client.off('ready', done);
+      client.off('end', done);
+      resolve();
+    };
+    const timer = setTimeout(done, timeoutMs);
+    client.once('ready', done);
+    client.once('end', done);
+  });
 }
 
 function buildClient(options: CreateRedisOptions, target: RedisTarget, quietUntilReady = false): RedisClient {
@@ -304,10 +335,17 @@ function newClient(options: CreateRedisOptions, target: RedisTarget): RedisClien
   }
   if (target.kind === 'sentinel') {
     return new Redis({
+      // Moves the connection at Sentinel's +switch-master. Without it, it stays on the old master
+      // until Sentinel reconfigures that one (about 10 s later), and every write there is lost.
+      failoverDetector: true,
+      // ioredis waits for a sentinel's answer for ever by default: one that hangs (a frozen host,
+      // first in the list) would keep the client from ever asking the healthy ones.
+      sentinelCommandTimeout: DEFAULTS.sentinelCommandTimeout,
       ...tuned,
       sentinels: target.sentinel.sentinels.map(toAddress),
       name: target.sentinel.name,
-      sentinelPassword: target.sentinel.sentinelPassword,
+      // The option's own, else ioredis's top-level one (README: other options pass through).
+      sentinelPassword: target.sentinel.sentinelPassword ?? tuned.sentinelPassword,
     });
   }
   // host/port/path go to ioredis as options: a URL argument would win over them.
@@ -346,6 +384,16 @@ export async function closeRedis(
 }
 
 async function closeOne(redis: RedisClient, timeoutMs: number): Promise<void> {
+  try {
+    await closeConnection(redis, timeoutMs);
+  } finally {
+    // A Sentinel client's failover detector keeps a connection to each sentinel open after QUIT,
+    // and with it the process: only disconnect() cleans it up.
+    if (!isCluster(redis) && redis.options.sentinels) redis.disconnect();
+  }
+}
+
+async function closeConnection(redis: RedisClient, timeoutMs: number): Promise<void> {
   if (redis.status === 'end') return;
   if (redis.status === 'reconnecting') {
     // No socket is open. ioredis stops reconnecting, but nothing will ever end the client (no socket
