@@ -198,13 +198,7 @@ export async function startSentinelSetup(options: SentinelSetupOptions = {}): Pr
     await waitFor(
       async () => {
         for (const s of sentinels) {
-          const c = new Redis({
-            port: s.port,
-            host: '127.0.0.1',
-            password: sentinelPassword,
-            retryStrategy: () => null,
-          });
-          c.on('error', () => {});
+          const c = oneShot(s.port, sentinelPassword);
           try {
             const master = packed((await c.call('SENTINEL', 'MASTER', name)) as string[]);
             if (Number(master['num-other-sentinels']) !== sentinelCount - 1) return false;
@@ -229,15 +223,7 @@ export async function startSentinelSetup(options: SentinelSetupOptions = {}): Pr
     const ports: number[] = [];
     for (const s of sentinels) {
       if (s.proc.exitCode !== null || s.proc.signalCode !== null) continue;
-      const c = new Redis({
-        port: s.port,
-        host: '127.0.0.1',
-        password: sentinelPassword,
-        retryStrategy: () => null,
-        commandTimeout: 500,
-        connectTimeout: 500,
-      });
-      c.on('error', () => {});
+      const c = oneShot(s.port, sentinelPassword);
       try {
         const r = (await c.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', name)) as [string, string];
         ports.push(Number(r[1]));
@@ -250,15 +236,7 @@ export async function startSentinelSetup(options: SentinelSetupOptions = {}): Pr
     return ports;
   };
   const roleOf = async (port: number): Promise<string | undefined> => {
-    const c = new Redis({
-      port,
-      host: '127.0.0.1',
-      password: masterPassword,
-      retryStrategy: () => null,
-      commandTimeout: 500,
-      connectTimeout: 500,
-    });
-    c.on('error', () => {});
+    const c = oneShot(port, masterPassword);
     try {
       return String(((await c.role()) as unknown[])[0]);
     } catch {
@@ -300,13 +278,7 @@ export async function startSentinelSetup(options: SentinelSetupOptions = {}): Pr
     },
     async failover() {
       const from = await setup.masterPort();
-      const c = new Redis({
-        port: sentinels[0]!.port,
-        host: '127.0.0.1',
-        password: sentinelPassword,
-        retryStrategy: () => null,
-      });
-      c.on('error', () => {});
+      const c = oneShot(sentinels[0]!.port, sentinelPassword);
       try {
         // INPROG / NOGOODSLAVE right after an earlier failover: try again for a while.
         await waitFor(
@@ -331,14 +303,7 @@ export async function startSentinelSetup(options: SentinelSetupOptions = {}): Pr
     async waitForReplica(port, timeoutMs = 30_000) {
       await waitFor(
         async () => {
-          const c = new Redis({
-            port,
-            host: '127.0.0.1',
-            password: masterPassword,
-            retryStrategy: () => null,
-            commandTimeout: 500,
-          });
-          c.on('error', () => {});
+          const c = oneShot(port, masterPassword);
           try {
             const info = await c.info('replication');
             const masterPort = await setup.masterPort();
@@ -454,3 +419,20 @@ export async function waitFor(
 }
 
 export { sleep };
+
+/**
+ * An admin connection for one question to a server or sentinel: no reconnects, and a dead or paused
+ * process answers within 500 ms (an error) instead of holding the fixture up.
+ */
+function oneShot(port: number, password: string | undefined): Redis {
+  const c = new Redis({
+    port,
+    host: '127.0.0.1',
+    password,
+    retryStrategy: () => null,
+    commandTimeout: 500,
+    connectTimeout: 500,
+  });
+  c.on('error', () => {});
+  return c;
+}
