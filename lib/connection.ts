@@ -100,16 +100,24 @@ export async function connectRedis(options: CreateRedisOptions = {}): Promise<Re
   const client = buildClient({ ...options, failFast: false }, target, true);
   // With logger: false nobody listens yet (the caller gets the client only on success), and ioredis
   // would print a stack trace for each failed attempt beside the rejection that already says it.
+  // Until the client is first ready, why it is not: the probe's own error then is often only
+  // "Command timed out". Once it was ready, the probe's error is the one that counts.
   let lastError: Error | undefined;
   const quiet = (error: Error) => {
     lastError = error;
   };
+  const ready = () => {
+    lastError = undefined;
+  };
   client.on('error', quiet);
+  client.once('ready', ready);
   const budgetMs = Math.max(options.connectTimeout ?? 0, 3000);
   const started = performance.now();
   // The probe's command would otherwise wait in the offline queue, bounded by the client's 500 ms
   // commandTimeout, not by this budget: a Sentinel client may need longer to connect (a sentinel that
   // hangs costs sentinelCommandTimeout before the next one is asked).
+  // A lazyConnect client connects at its first command: the probe's, after this wait.
+  if (client.status === 'wait') client.connect().catch(() => {});
   await readyWithin(client, budgetMs);
   const { health, cause } = await probeRedis(client, {
     timeoutMs: Math.max(budgetMs - (performance.now() - started), 500),
@@ -127,16 +135,18 @@ export async function connectRedis(options: CreateRedisOptions = {}): Promise<Re
       throw new Error(
         `express-redis-kit: Redis at ${describeTarget(target)}: ${refused.why}. ${refused.fix}`,
       );
-    // The probe's own error is often only "Command timed out"; the connection's last one says why.
     const why = withoutCommandArgs(lastError)?.message ?? health.error ?? 'no answer';
+    const hint = /^(WRONGPASS|NOAUTH)\b/.test(why)
+      ? 'Check the user and password in the URL or options.'
+      : target.kind === 'sentinel'
+        ? 'Check that the sentinels answer at the addresses given, the master name, and sentinelPassword.'
+        : 'Start redis-server, or set REDIS_URL to a reachable server.';
     throw new Error(
-      `express-redis-kit: cannot reach Redis at ${describeTarget(target)}: ${maskUrl(why).replace(/\.$/, '')}. ` +
-        (target.kind === 'sentinel'
-          ? 'Check that the sentinels answer at the addresses given, the master name, and sentinelPassword.'
-          : 'Start redis-server, or set REDIS_URL to a reachable server.'),
+      `express-redis-kit: cannot reach Redis at ${describeTarget(target)}: ${maskUrl(why).replace(/\.$/, '')}. ${hint}`,
     );
   }
   client.off('error', quiet);
+  client.off('ready', ready);
   return client;
 }
 
