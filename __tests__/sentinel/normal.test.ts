@@ -1,7 +1,10 @@
+import Redis from 'ioredis';
 import request from 'supertest';
+import { createCache } from '../../lib/cache';
+import { closeRedis } from '../../lib/connection';
 import { pingRedis } from '../../lib/health';
 import { kitApp } from './apps';
-import { useSentinelSetup } from './fixture';
+import { sleep, useSentinelSetup, waitFor } from './fixture';
 
 describe('normal operation through real Sentinels', () => {
   const s = useSentinelSetup();
@@ -39,4 +42,31 @@ describe('normal operation through real Sentinels', () => {
       expect((await adm.keys(`${prefix}*`)).length).toBeGreaterThan(0);
     });
   });
+});
+
+describe('closeRedis on a Sentinel client', () => {
+  const s = useSentinelSetup({ replicas: 1 });
+
+  it("closes the failover detector's connections to the sentinels, the kit subscriber's too (quit() alone leaves them)", async () => {
+    const redis = s.client() as Redis;
+    const cache = createCache({ redis, prefix: 'cz:', logger: { warn() {} } });
+    await cache.ready();
+    await waitFor(() => redis.status === 'ready', 'ready');
+    await sleep(500);
+    /** Subscribed connections on the sentinels: the detectors' (+switch-master). */
+    const subscribed = async () => {
+      let n = 0;
+      for (const sentinel of s.setup.sentinels) {
+        const admin = new Redis({ port: sentinel.port, host: '127.0.0.1', retryStrategy: () => null });
+        const list = (await admin.call('CLIENT', 'LIST')) as string;
+        n += list.split('\n').filter((l) => / sub=[1-9]/.test(l)).length;
+        admin.disconnect();
+      }
+      return n;
+    };
+    const before = await subscribed();
+    await closeRedis(redis);
+    await sleep(300);
+    expect({ before: before > 0, after: await subscribed() }).toEqual({ before: true, after: 0 });
+  }, 30_000);
 });
