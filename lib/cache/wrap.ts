@@ -1,10 +1,11 @@
 import { MAX_TIMER_MS } from '../duration';
 import { type Acquired, CacheCore } from './core';
-import type { Entry } from './entry';
+import { CorruptEntryError, type Entry } from './entry';
 import { within } from './flights';
 import { valueKey } from './key';
 import { isRec, type Rec, toRec } from './l1';
 import { resolveCacheOptions } from './options';
+import { unlinkKeys } from './store';
 import { checkInvalidateTarget, type InvalidateTarget } from './targets';
 import type { CreateCacheOptions, WrapOptions } from './types';
 import { reportUnserializable, WrapRefresher } from './wrap-refresh';
@@ -55,23 +56,25 @@ export class Cache extends CacheCore {
     again: boolean,
   ): Promise<T> {
     const now = Date.now();
-    const local = this.l1?.get(redisKey, now);
-    if (local && isRec(local)) {
+    const cached = this.l1?.get(redisKey, now);
+    // Another call's serializer may have written it (one key, two serializers): then it is no copy.
+    const read =
+      cached && isRec(cached) && now < cached.swrUntil ? this.readable(redisKey, cached, o) : undefined;
+    const local = cached && isRec(cached) && (read || now >= cached.swrUntil) ? cached : undefined;
+    if (local && read) {
       if (now < local.freshUntil) {
         this.event('l1-hit', { key: redisKey });
-        return decodeValue(local, o);
+        return read.value;
       }
-      if (now < local.swrUntil) {
-        this.event('stale', { key: redisKey });
-        this.refresher.start(redisKey, fn, o, local, true);
-        return decodeValue(local, o);
-      }
+      this.event('stale', { key: redisKey });
+      this.refresher.start(redisKey, fn, o, local, true);
+      return read.value;
     }
     let open = this.valueFlights.get(redisKey);
     const leader = !open;
     if (!open) {
       const lease: { abandon?: () => void } = {};
-      const created = this.fill(redisKey, fn, o, local && isRec(local) ? local : undefined, lease);
+      const created = this.fill(redisKey, fn, o, local, lease);
       open = { flight: created, heard: this.heard, lease };
       this.valueFlights.set(redisKey, open);
       const forget = () => {
@@ -98,7 +101,8 @@ export class Cache extends CacheCore {
     // this instance heard one after that read began that reaches what it read.
     const overtaken = result.dropped || (result.rec && this.invalidatedSince(open.heard, result.rec));
     if (again && overtaken) return this.read(redisKey, fn, o, false);
-    if (result.rec) return decodeValue(result.rec, o);
+    const stored = result.rec && this.readable(redisKey, result.rec, o);
+    if (stored) return stored.value;
     // Nothing was stored (Redis down, or an uncacheable value): a copy of fn's value.
     return copyValue(result.value as T, o);
   }
@@ -129,9 +133,18 @@ export class Cache extends CacheCore {
     };
     // Read before the lookup: an invalidation while it is in flight must keep its answer out of L1.
     const heard = this.heard;
-    const acquired: Acquired = await this.acquire(redisKey, undefined);
-    if (acquired.kind === 'hit') {
+    let acquired: Acquired = await this.acquire(redisKey, undefined);
+    for (let looks = 1; acquired.kind === 'hit'; looks++) {
       const { rec } = acquired;
+      const read = this.readable(redisKey, rec, o);
+      if (!read) {
+        // Dropped: its UNLINK goes out ahead of the next lookup on the same connection, which so
+        // fills it under the lock. One that comes back unreadable at once (an instance on the other
+        // serializer keeps writing it) is not looked up for ever: fn's value, uncached.
+        if (looks === 2) return { value: await fn(), rec: undefined };
+        acquired = await this.acquire(redisKey, undefined);
+        continue;
+      }
       const now = Date.now();
       this.l1?.set(redisKey, rec, now, heard);
       if (now < rec.freshUntil) this.event('hit', { key: redisKey });
@@ -139,7 +152,7 @@ export class Cache extends CacheCore {
         this.event('stale', { key: redisKey });
         this.refresher.start(redisKey, fn, o, rec);
       }
-      return { value: decodeValue(rec, o), rec };
+      return { value: read.value, rec };
     }
     if (acquired.kind === 'bypass') {
       // Not read before Redis while its invalidation channel is down; Redis cannot answer either:
@@ -147,10 +160,11 @@ export class Cache extends CacheCore {
       const now = Date.now();
       const copy = !local && this.l1?.isDeaf ? this.l1.get(redisKey, now, true) : undefined;
       const kept = copy && isRec(copy) ? copy : local;
-      if (copy && isRec(copy) && now < copy.swrUntil) {
+      const read = copy && isRec(copy) && now < copy.swrUntil ? this.readable(redisKey, copy, o) : undefined;
+      if (copy && isRec(copy) && read) {
         // A stale one is not refreshed now: Redis has just failed (the next read after it is back does).
         this.event(now < copy.freshUntil ? 'l1-hit' : 'stale', { key: redisKey });
-        return { value: decodeValue(copy, o), rec: copy };
+        return { value: read.value, rec: copy };
       }
       this.event('bypass', { key: redisKey, reason: 'redis', error: acquired.error as Error });
       try {
@@ -240,8 +254,34 @@ export class Cache extends CacheCore {
     o: ResolvedWrap<T>,
   ): Flight | undefined {
     if (!fallback || Date.now() >= fallback.expiresAt || fallback.entry.sieMs <= 0) return undefined;
+    const read = this.readable(redisKey, fallback, o);
+    if (!read) return undefined;
     this.event('stale-if-error', { key: redisKey, error: error as Error });
-    return { value: decodeValue(fallback, o), rec: fallback };
+    return { value: read.value, rec: fallback };
+  }
+
+  /**
+   * `rec`'s value as this call's serializer reads it; undefined when it cannot. Such an entry was
+   * written through another serializer: an instance on other options during a rolling deploy, or
+   * before a deploy that changed `serializer`. Rejecting every call on the key until its `ttl` would
+   * turn a deploy into errors, so, as with a corrupt entry, it is dropped (L1 and Redis), logged and
+   * reported as `corrupt`, and the call goes on as a miss.
+   */
+  private readable<T>(redisKey: string, rec: Rec, o: ResolvedWrap<T>): { value: T } | undefined {
+    try {
+      return { value: decodeValue(rec, o) };
+    } catch (cause) {
+      const reason = cause instanceof Error ? cause.message : String(cause);
+      const error = new CorruptEntryError(`the serializer cannot read it: ${reason}`);
+      this.l1?.delete(redisKey);
+      this.options.logger.warn(
+        { key: redisKey, reason: error.message },
+        'deleted a cache entry the serializer cannot read (served as a miss)',
+      );
+      this.event('corrupt', { key: redisKey, error });
+      this.call(redisKey, () => unlinkKeys(this.redis, [redisKey])).catch(() => {});
+      return undefined;
+    }
   }
 }
 

@@ -1,0 +1,115 @@
+import { createCache } from '../../lib/cache';
+import { valueKey } from '../../lib/cache/key';
+import type { RedisClient } from '../../lib/client';
+import { captureEvents } from '../helpers/events';
+import { useFlushedClient, useRedisServer } from '../helpers/redis';
+import { quietLogger, sleep } from './helpers';
+
+// A deploy adds (or changes) a wrap() call's `serializer`, e.g. to keep Dates. During the rolling
+// deploy, and for `ttl` after it, instances read values stored through the other serializer.
+
+const redis = useRedisServer();
+let client: RedisClient;
+useFlushedClient(redis, (c) => {
+  client = c;
+});
+
+/** A versioned serializer, as such serializers are written: it refuses what it did not write. */
+const tagged = {
+  serialize: (value: unknown) => `v2:${JSON.stringify(value)}`,
+  deserialize: (raw: Buffer) => {
+    const text = raw.toString('utf8');
+    if (!text.startsWith('v2:')) throw new Error('not a v2 value');
+    return JSON.parse(text.slice(3));
+  },
+};
+
+describe('cache.wrap after its serializer changed', () => {
+  it('reads an entry stored through the old serializer as a miss: fn runs once, and its value is stored and served', async () => {
+    const old = createCache({ redis: client, l1: false });
+    const logger = quietLogger();
+    const updated = createCache({ redis: redis.client(), l1: false, logger });
+    const events = captureEvents('cache');
+    try {
+      await old.wrap('report', async () => ({ n: 0 }), { ttl: '1h' });
+      let calls = 0;
+      const call = () =>
+        updated.wrap('report', async () => ({ n: ++calls }), { ttl: '1h', serializer: tagged });
+      expect([await call(), await call(), await call()]).toEqual([{ n: 1 }, { n: 1 }, { n: 1 }]);
+      expect(calls).toBe(1);
+      expect(logger.warnings).toEqual([
+        {
+          details: { key: valueKey('erk:', 'report'), reason: expect.stringContaining('not a v2 value') },
+          message: 'deleted a cache entry the serializer cannot read (served as a miss)',
+        },
+      ]);
+      const corrupt = events.events.filter((e) => e.type === 'corrupt');
+      expect(corrupt).toHaveLength(1);
+      expect(corrupt[0]).toMatchObject({
+        key: valueKey('erk:', 'report'),
+        error: { code: 'ERK_CACHE_CORRUPT' },
+      });
+    } finally {
+      events.stop();
+    }
+  });
+
+  it('an instance still on the old serializer (with an L1) reads the new entry as a miss and stores its own', async () => {
+    const old = createCache({ redis: client, l1: { max: 10 }, logger: quietLogger() });
+    const updated = createCache({ redis: redis.client(), l1: false, logger: quietLogger() });
+    await old.ready();
+    await updated.wrap('report', async () => ({ n: 1 }), { ttl: '1h', serializer: tagged });
+    let calls = 0;
+    const call = () => old.wrap('report', async () => ({ n: 2, call: ++calls }), { ttl: '1h' });
+    expect(await call()).toEqual({ n: 2, call: 1 });
+    expect(await call()).toEqual({ n: 2, call: 1 });
+    // Stored through the old serializer again: another instance on it hits without running fn.
+    const another = createCache({ redis: redis.client(), l1: false });
+    expect(await another.wrap('report', async () => ({ n: 3 }), { ttl: '1h' })).toEqual({ n: 2, call: 1 });
+  });
+
+  it('two calls on one key with different serializers in one process: the L1 copy one cannot read is a miss', async () => {
+    const cache = createCache({ redis: client, l1: { max: 10 }, logger: quietLogger() });
+    await cache.ready();
+    expect(await cache.wrap('shared', async () => 'through v2', { ttl: '1h', serializer: tagged })).toBe(
+      'through v2',
+    );
+    expect(await cache.wrap('shared', async () => 'through JSON', { ttl: '1h' })).toBe('through JSON');
+    expect(await cache.wrap('shared', async () => 'again', { ttl: '1h' })).toBe('through JSON');
+  });
+
+  it("a stale entry it cannot read is no stale-if-error fallback: the caller gets fn's own error", async () => {
+    const old = createCache({ redis: client, l1: false, jitter: 0 });
+    const updated = createCache({ redis: redis.client(), l1: false, jitter: 0, logger: quietLogger() });
+    await old.wrap('report', async () => 'old', { ttl: 100, staleIfError: '1m' });
+    await sleep(150);
+    await expect(
+      updated.wrap(
+        'report',
+        async () => {
+          throw new Error('origin down');
+        },
+        { ttl: 100, staleIfError: '1m', serializer: tagged },
+      ),
+    ).rejects.toThrow('origin down');
+  });
+
+  it('an entry rewritten through the old serializer as fast as it is dropped is not looked up for ever: fn runs, uncached', async () => {
+    const old = createCache({ redis: client, l1: false });
+    await old.wrap('report', async () => 'old', { ttl: '1h' });
+    const key = valueKey('erk:', 'report');
+    const oldBytes = (await client.getBuffer(key))!;
+    const updated = createCache({ redis: client, l1: false, logger: quietLogger() });
+    // An old instance writing it back before each lookup: sent on the cache's own connection, so it
+    // lands after the drop and before the lookup, every time.
+    const lookup = updated.acquire.bind(updated);
+    let looks = 0;
+    updated.acquire = (...args: Parameters<typeof lookup>) => {
+      looks++;
+      client.set(key, oldBytes, 'PX', 60_000).catch(() => {});
+      return lookup(...args);
+    };
+    expect(await updated.wrap('report', async () => 'new', { ttl: '1h', serializer: tagged })).toBe('new');
+    expect(looks).toBe(2);
+  });
+});
