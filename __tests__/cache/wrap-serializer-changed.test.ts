@@ -78,6 +78,61 @@ describe('cache.wrap after its serializer changed', () => {
     expect(await cache.wrap('shared', async () => 'again', { ttl: '1h' })).toBe('through JSON');
   });
 
+  it('an L1 copy it cannot read is dropped from L1 only: the readable entry another instance stored in Redis is served', async () => {
+    const mixed = createCache({ redis: client, l1: { max: 10 }, logger: quietLogger() });
+    const updated = createCache({ redis: redis.client(), l1: false, logger: quietLogger() });
+    await mixed.ready();
+    await mixed.wrap('report', async () => 'through JSON', { ttl: '1h' });
+    expect(await updated.wrap('report', async () => 'through v2', { ttl: '1h', serializer: tagged })).toBe(
+      'through v2',
+    );
+    const stored = await client.getBuffer(valueKey('erk:', 'report'));
+    let runs = 0;
+    expect(await mixed.wrap('report', async () => `run ${++runs}`, { ttl: '1h', serializer: tagged })).toBe(
+      'through v2',
+    );
+    expect(runs).toBe(0);
+    expect((await client.getBuffer(valueKey('erk:', 'report')))?.equals(stored!)).toBe(true);
+  });
+
+  it("a value its own deserializer refuses (a schema check) is returned uncached, as one it cannot serialize is: never stored, so never dropped as another serializer's", async () => {
+    const validating = {
+      serialize: (value: { ok: boolean }) => JSON.stringify(value),
+      deserialize: (raw: Buffer) => {
+        const value = JSON.parse(raw.toString('utf8'));
+        if (!value.ok) throw new Error('schema: ok must be true');
+        return value;
+      },
+    };
+    const logger = quietLogger();
+    const cache = createCache({ redis: client, l1: { max: 10 }, logger });
+    await cache.ready();
+    const events = captureEvents('cache');
+    try {
+      let runs = 0;
+      const options = { ttl: '1h', serializer: validating };
+      const fn = async () => {
+        await sleep(20);
+        return { ok: false, run: ++runs };
+      };
+      const together = await Promise.all([1, 2, 3].map(() => cache.wrap('checked', fn, options)));
+      expect(together).toEqual([1, 2, 3].map(() => ({ ok: false, run: 1 })));
+      for (let i = 2; i <= 4; i++)
+        expect(await cache.wrap('checked', fn, options)).toEqual({ ok: false, run: i });
+      expect(await client.exists(valueKey('erk:', 'checked'))).toBe(0);
+      expect(events.count('corrupt')).toBe(0);
+      expect(events.count('uncacheable')).toBe(4);
+      expect(new Set(logger.warnings.map((w) => w.message))).toEqual(
+        new Set(['cache.wrap could not serialize the value; returned it uncached']),
+      );
+      expect(String((logger.warnings[0]!.details as { err: Error }).err.message)).toContain(
+        'cannot read back what it wrote: schema: ok must be true',
+      );
+    } finally {
+      events.stop();
+    }
+  });
+
   it("a stale entry it cannot read is no stale-if-error fallback: the caller gets fn's own error", async () => {
     const old = createCache({ redis: client, l1: false, jitter: 0 });
     const updated = createCache({ redis: redis.client(), l1: false, jitter: 0, logger: quietLogger() });

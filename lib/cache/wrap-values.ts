@@ -59,6 +59,18 @@ export function toEntry<T>(value: T, o: ResolvedWrap<T>, jitter: (ms: number) =>
     // A serializer may hand back the caller's own Buffer (`serialize: (b) => b`): the caller keeps
     // fn's value and may reuse it, so the entry (L1, and the Redis write still to come) needs a copy.
     body = Buffer.from(raw);
+    // Read back once (JSON always reads what it wrote): a deserializer that refuses this value (a
+    // schema check) would otherwise have every later call drop the entry as another serializer's.
+    if (o.serializer !== JSON_SERIALIZER) {
+      try {
+        o.serializer.deserialize(body);
+      } catch (error) {
+        const reason = error instanceof Error ? error.message : String(error);
+        throw new TypeError(
+          `express-redis-kit: cache.wrap serializer cannot read back what it wrote: ${reason}`,
+        );
+      }
+    }
   }
   const freshMs = jitter(negative ? o.nullMs : o.ttlMs);
   const swrMs = negative ? 0 : o.swrMs;

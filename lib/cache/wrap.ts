@@ -59,7 +59,9 @@ export class Cache extends CacheCore {
     const cached = this.l1?.get(redisKey, now);
     // Another call's serializer may have written it (one key, two serializers): then it is no copy.
     const read =
-      cached && isRec(cached) && now < cached.swrUntil ? this.readable(redisKey, cached, o) : undefined;
+      cached && isRec(cached) && now < cached.swrUntil
+        ? this.readable(redisKey, cached, o, false)
+        : undefined;
     const local = cached && isRec(cached) && (read || now >= cached.swrUntil) ? cached : undefined;
     if (local && read) {
       if (now < local.freshUntil) {
@@ -101,7 +103,7 @@ export class Cache extends CacheCore {
     // this instance heard one after that read began that reaches what it read.
     const overtaken = result.dropped || (result.rec && this.invalidatedSince(open.heard, result.rec));
     if (again && overtaken) return this.read(redisKey, fn, o, false);
-    const stored = result.rec && this.readable(redisKey, result.rec, o);
+    const stored = result.rec && this.readable(redisKey, result.rec, o, false);
     if (stored) return stored.value;
     // Nothing was stored (Redis down, or an uncacheable value): a copy of fn's value.
     return copyValue(result.value as T, o);
@@ -136,12 +138,15 @@ export class Cache extends CacheCore {
     let acquired: Acquired = await this.acquire(redisKey, undefined);
     for (let looks = 1; acquired.kind === 'hit'; looks++) {
       const { rec } = acquired;
-      const read = this.readable(redisKey, rec, o);
+      const read = this.readable(redisKey, rec, o, true);
       if (!read) {
         // Dropped: its UNLINK goes out ahead of the next lookup on the same connection, which so
         // fills it under the lock. One that comes back unreadable at once (an instance on the other
         // serializer keeps writing it) is not looked up for ever: fn's value, uncached.
-        if (looks === 2) return { value: await fn(), rec: undefined };
+        if (looks === 2) {
+          this.event('miss', { key: redisKey });
+          return { value: await fn(), rec: undefined };
+        }
         acquired = await this.acquire(redisKey, undefined);
         continue;
       }
@@ -160,7 +165,8 @@ export class Cache extends CacheCore {
       const now = Date.now();
       const copy = !local && this.l1?.isDeaf ? this.l1.get(redisKey, now, true) : undefined;
       const kept = copy && isRec(copy) ? copy : local;
-      const read = copy && isRec(copy) && now < copy.swrUntil ? this.readable(redisKey, copy, o) : undefined;
+      const read =
+        copy && isRec(copy) && now < copy.swrUntil ? this.readable(redisKey, copy, o, false) : undefined;
       if (copy && isRec(copy) && read) {
         // A stale one is not refreshed now: Redis has just failed (the next read after it is back does).
         this.event(now < copy.freshUntil ? 'l1-hit' : 'stale', { key: redisKey });
@@ -171,7 +177,7 @@ export class Cache extends CacheCore {
         return { value: await fn(), rec: undefined };
       } catch (error) {
         // Redis being down is when the L1 copy matters most.
-        const stale = this.staleIfError(redisKey, kept, error, o);
+        const stale = this.staleIfError(redisKey, kept, error, o, false);
         if (stale) return stale;
         throw error;
       }
@@ -212,7 +218,8 @@ export class Cache extends CacheCore {
       lease.abandon = undefined;
       stop();
       this.releaseFill(redisKey, acquired.token);
-      const stale = this.staleIfError(redisKey, newest(usable(acquired.stale), usable(local)), error, o);
+      const fallback = newest(usable(acquired.stale), usable(local));
+      const stale = this.staleIfError(redisKey, fallback, error, o, fallback === acquired.stale);
       if (stale) return stale;
       throw error;
     } finally {
@@ -246,15 +253,19 @@ export class Cache extends CacheCore {
     return { value, rec, dropped: stored === 'dropped' };
   }
 
-  /** The stale-if-error answer from `fallback`, if it is still within that window. */
+  /**
+   * The stale-if-error answer from `fallback`, if it is still within that window. `inRedis`: it is
+   * the entry this fill's lookup found in Redis (not an L1 copy).
+   */
   private staleIfError<T>(
     redisKey: string,
     fallback: Rec | undefined,
     error: unknown,
     o: ResolvedWrap<T>,
+    inRedis: boolean,
   ): Flight | undefined {
     if (!fallback || Date.now() >= fallback.expiresAt || fallback.entry.sieMs <= 0) return undefined;
-    const read = this.readable(redisKey, fallback, o);
+    const read = this.readable(redisKey, fallback, o, inRedis);
     if (!read) return undefined;
     this.event('stale-if-error', { key: redisKey, error: error as Error });
     return { value: read.value, rec: fallback };
@@ -264,10 +275,17 @@ export class Cache extends CacheCore {
    * `rec`'s value as this call's serializer reads it; undefined when it cannot. Such an entry was
    * written through another serializer: an instance on other options during a rolling deploy, or
    * before a deploy that changed `serializer`. Rejecting every call on the key until its `ttl` would
-   * turn a deploy into errors, so, as with a corrupt entry, it is dropped (L1 and Redis), logged and
-   * reported as `corrupt`, and the call goes on as a miss.
+   * turn a deploy into errors, so, as with a corrupt entry, it is dropped, logged and reported as
+   * `corrupt`, and the call goes on as a miss. `inRedis`: `rec` is what a lookup just found in Redis,
+   * so it goes there too; an L1 copy may be older than what Redis holds now (another instance's
+   * readable entry), which the lookup that follows finds.
    */
-  private readable<T>(redisKey: string, rec: Rec, o: ResolvedWrap<T>): { value: T } | undefined {
+  private readable<T>(
+    redisKey: string,
+    rec: Rec,
+    o: ResolvedWrap<T>,
+    inRedis: boolean,
+  ): { value: T } | undefined {
     try {
       return { value: decodeValue(rec, o) };
     } catch (cause) {
@@ -279,7 +297,7 @@ export class Cache extends CacheCore {
         'deleted a cache entry the serializer cannot read (served as a miss)',
       );
       this.event('corrupt', { key: redisKey, error });
-      this.call(redisKey, () => unlinkKeys(this.redis, [redisKey])).catch(() => {});
+      if (inRedis) this.call(redisKey, () => unlinkKeys(this.redis, [redisKey])).catch(() => {});
       return undefined;
     }
   }
