@@ -1,5 +1,6 @@
 import type { OutgoingHttpHeaders, ServerResponse } from 'node:http';
 import type { Request } from 'express';
+import parseRange from 'range-parser';
 import type { Originals } from './capture';
 import type { Entry } from './entry';
 import { etagMatches, prepareHeaders } from './http';
@@ -127,7 +128,9 @@ function rangeOf(req: Request, entry: Entry): { start: number; end: number } | '
   if (!encoded && acceptsCoding(req)) return undefined;
   const ifRange = req.get('if-range');
   if (ifRange !== undefined && !ifRangeHolds(ifRange, entry)) return undefined;
-  const ranges = req.range(entry.body.length, { combine: true });
+  // range-parser itself, not req.range(): Express 4 and 5.0 pin range-parser 1.2, which reads a
+  // malformed header ("bytes=abc") as unsatisfiable, so the same request would get a 416 there.
+  const ranges = parseRange(entry.body.length, req.headers.range, { combine: true });
   if (ranges === -1) return 'unsatisfiable';
   if (ranges === undefined || ranges === -2 || ranges.type !== 'bytes' || ranges.length !== 1)
     return undefined;
