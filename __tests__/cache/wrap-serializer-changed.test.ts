@@ -149,6 +149,70 @@ describe('cache.wrap after its serializer changed', () => {
     ).rejects.toThrow('origin down');
   });
 
+  it('a failed fill that let go of its lock (fill-slow) leaves alone the readable entry another instance stored since, though the one it found was unreadable', async () => {
+    const key = valueKey('erk:', 'report');
+    const old = createCache({ redis: client, l1: false, jitter: 0 });
+    await old.wrap('report', async () => 'old', { ttl: 100, staleIfError: '1m' });
+    await sleep(150);
+    const opts = {
+      redis: redis.client(),
+      l1: false as const,
+      jitter: 0,
+      lockTimeout: 100,
+      logger: quietLogger(),
+    };
+    const slowNew = createCache(opts);
+    const otherNew = createCache({ ...opts, redis: redis.client() });
+    const failing = slowNew.wrap(
+      'report',
+      async () => {
+        await sleep(600);
+        throw new Error('origin down');
+      },
+      { ttl: '1h', staleIfError: '1m', serializer: tagged },
+    );
+    await sleep(400); // past 3 x lockTimeout: slowNew let go of the lock (fill-slow)
+    expect(await otherNew.wrap('report', async () => 'fresh v2', { ttl: '1h', serializer: tagged })).toBe(
+      'fresh v2',
+    );
+    const stored = await client.getBuffer(key);
+    expect(stored?.toString()).toContain('v2:"fresh v2"');
+    await expect(failing).rejects.toThrow('origin down');
+    await sleep(50);
+    // The readable entry otherNew stored 200 ms later is still there.
+    expect((await client.getBuffer(key))?.toString()).toContain('v2:"fresh v2"');
+  });
+
+  it('Redis down with a deaf L1: an unreadable L1 copy is reported once, and is no stale-if-error fallback', async () => {
+    // Its invalidation channel down (deaf) and Redis failing the lookup (bypass), set by hand.
+    const logger = quietLogger();
+    const cache = createCache({ redis: client, l1: { max: 10 }, logger, jitter: 0 });
+    await cache.ready();
+    await cache.wrap('k', async () => 'json', { ttl: '1h', staleIfError: '1m' });
+    const l1 = cache.l1!;
+    (l1 as unknown as { deaf: boolean }).deaf = true;
+    (cache as unknown as { acquire: unknown }).acquire = async () => ({
+      kind: 'bypass',
+      error: new Error('down'),
+    });
+    const events = captureEvents('cache');
+    try {
+      await expect(
+        cache.wrap(
+          'k',
+          async () => {
+            throw new Error('origin down');
+          },
+          { ttl: '1h', staleIfError: '1m', serializer: tagged },
+        ),
+      ).rejects.toThrow('origin down');
+      expect(events.count('corrupt')).toBe(1);
+      expect(logger.warnings).toHaveLength(1);
+    } finally {
+      events.stop();
+    }
+  });
+
   it('an entry rewritten through the old serializer as fast as it is dropped is not looked up for ever: fn runs, uncached', async () => {
     const old = createCache({ redis: client, l1: false });
     await old.wrap('report', async () => 'old', { ttl: '1h' });

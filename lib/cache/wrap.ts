@@ -164,9 +164,10 @@ export class Cache extends CacheCore {
       // what L1 holds is served as usual, as the fail mode says.
       const now = Date.now();
       const copy = !local && this.l1?.isDeaf ? this.l1.get(redisKey, now, true) : undefined;
-      const kept = copy && isRec(copy) ? copy : local;
       const read =
         copy && isRec(copy) && now < copy.swrUntil ? this.readable(redisKey, copy, o, false) : undefined;
+      // One readable() dropped is no stale-if-error fallback either (nor reported twice).
+      const kept = copy && isRec(copy) && (read || now >= copy.swrUntil) ? copy : local;
       if (copy && isRec(copy) && read) {
         // A stale one is not refreshed now: Redis has just failed (the next read after it is back does).
         this.event(now < copy.freshUntil ? 'l1-hit' : 'stale', { key: redisKey });
@@ -217,9 +218,12 @@ export class Cache extends CacheCore {
     } catch (error) {
       lease.abandon = undefined;
       stop();
-      this.releaseFill(redisKey, acquired.token);
       const fallback = newest(usable(acquired.stale), usable(local));
-      const stale = this.staleIfError(redisKey, fallback, error, o, fallback === acquired.stale);
+      // The entry the lookup found is still what Redis holds only while the lock is held (from the
+      // let-go on, another fill may have stored a newer one): dropped there before the lock goes.
+      const stillInRedis = held !== '' && fallback === acquired.stale;
+      const stale = this.staleIfError(redisKey, fallback, error, o, stillInRedis);
+      this.releaseFill(redisKey, acquired.token);
       if (stale) return stale;
       throw error;
     } finally {
