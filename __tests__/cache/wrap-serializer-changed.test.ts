@@ -183,6 +183,42 @@ describe('cache.wrap after its serializer changed', () => {
     expect((await client.getBuffer(key))?.toString()).toContain('v2:"fresh v2"');
   });
 
+  it('a failed fill a coalesced caller gave up on (abandon released the lock) leaves alone the readable entry stored since', async () => {
+    const key = valueKey('erk:', 'report');
+    const old = createCache({ redis: client, l1: false, jitter: 0 });
+    await old.wrap('report', async () => 'old', { ttl: 100, staleIfError: '1m' });
+    await sleep(150);
+    const opts = {
+      redis: redis.client(),
+      l1: false as const,
+      jitter: 0,
+      lockTimeout: 100,
+      logger: quietLogger(),
+    };
+    const slowNew = createCache(opts);
+    const otherNew = createCache({ ...opts, redis: redis.client() });
+    const events = captureEvents('cache');
+    const fn = async () => {
+      await sleep(600);
+      throw new Error('origin down');
+    };
+    const o = { ttl: '1h', staleIfError: '1m', serializer: tagged };
+    // The leader and a caller coalesced behind it; the latter gives up at 3 x lockTimeout (abandon).
+    const calls = [slowNew.wrap('report', fn, o), slowNew.wrap('report', fn, o)].map((p) =>
+      p.catch((e) => e),
+    );
+    await sleep(400);
+    expect(events.count('fill-slow')).toBe(0); // the lock went through abandon, not the let-go
+    expect(await otherNew.wrap('report', async () => 'fresh v2', { ttl: '1h', serializer: tagged })).toBe(
+      'fresh v2',
+    );
+    expect((await client.getBuffer(key))?.toString()).toContain('v2:"fresh v2"');
+    await Promise.all(calls);
+    await sleep(50);
+    events.stop();
+    expect((await client.getBuffer(key))?.toString()).toContain('v2:"fresh v2"');
+  });
+
   it('Redis down with a deaf L1: an unreadable L1 copy is reported once, and is no stale-if-error fallback', async () => {
     // Its invalidation channel down (deaf) and Redis failing the lookup (bypass), set by hand.
     const logger = quietLogger();

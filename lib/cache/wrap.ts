@@ -57,20 +57,20 @@ export class Cache extends CacheCore {
   ): Promise<T> {
     const now = Date.now();
     const cached = this.l1?.get(redisKey, now);
-    // Another call's serializer may have written it (one key, two serializers): then it is no copy.
-    const read =
-      cached && isRec(cached) && now < cached.swrUntil
-        ? this.readable(redisKey, cached, o, false)
-        : undefined;
-    const local = cached && isRec(cached) && (read || now >= cached.swrUntil) ? cached : undefined;
-    if (local && read) {
-      if (now < local.freshUntil) {
-        this.event('l1-hit', { key: redisKey });
+    let local = cached && isRec(cached) ? cached : undefined;
+    if (local && now < local.swrUntil) {
+      const read = this.readable(redisKey, local, o, false);
+      if (read) {
+        if (now < local.freshUntil) {
+          this.event('l1-hit', { key: redisKey });
+          return read.value;
+        }
+        this.event('stale', { key: redisKey });
+        this.refresher.start(redisKey, fn, o, local, true);
         return read.value;
       }
-      this.event('stale', { key: redisKey });
-      this.refresher.start(redisKey, fn, o, local, true);
-      return read.value;
+      // Another call's serializer wrote it (one key, two serializers): no copy, nor a fallback.
+      local = undefined;
     }
     let open = this.valueFlights.get(redisKey);
     const leader = !open;
@@ -163,15 +163,17 @@ export class Cache extends CacheCore {
       // Not read before Redis while its invalidation channel is down; Redis cannot answer either:
       // what L1 holds is served as usual, as the fail mode says.
       const now = Date.now();
-      const copy = !local && this.l1?.isDeaf ? this.l1.get(redisKey, now, true) : undefined;
-      const read =
-        copy && isRec(copy) && now < copy.swrUntil ? this.readable(redisKey, copy, o, false) : undefined;
-      // One readable() dropped is no stale-if-error fallback either (nor reported twice).
-      const kept = copy && isRec(copy) && (read || now >= copy.swrUntil) ? copy : local;
-      if (copy && isRec(copy) && read) {
-        // A stale one is not refreshed now: Redis has just failed (the next read after it is back does).
-        this.event(now < copy.freshUntil ? 'l1-hit' : 'stale', { key: redisKey });
-        return { value: read.value, rec: copy };
+      const found = !local && this.l1?.isDeaf ? this.l1.get(redisKey, now, true) : undefined;
+      let kept = found && isRec(found) ? found : local;
+      if (found && kept === found && now < found.swrUntil) {
+        const read = this.readable(redisKey, found, o, false);
+        if (read) {
+          // A stale one is not refreshed now: Redis has just failed (the next read after it is back does).
+          this.event(now < found.freshUntil ? 'l1-hit' : 'stale', { key: redisKey });
+          return { value: read.value, rec: found };
+        }
+        // Dropped: no stale-if-error fallback either (nor reported twice).
+        kept = local;
       }
       this.event('bypass', { key: redisKey, reason: 'redis', error: acquired.error as Error });
       try {
@@ -219,9 +221,9 @@ export class Cache extends CacheCore {
       lease.abandon = undefined;
       stop();
       const fallback = newest(usable(acquired.stale), usable(local));
-      // The entry the lookup found is still what Redis holds only while the lock is held (from the
-      // let-go on, another fill may have stored a newer one): dropped there before the lock goes.
-      const stillInRedis = held !== '' && fallback === acquired.stale;
+      // The entry the lookup found is still what Redis holds only while the lock is held (after the
+      // let-go or an abandon, another fill may have stored a newer one): dropped before it goes.
+      const stillInRedis = held !== '' && !abandoned && fallback === acquired.stale;
       const stale = this.staleIfError(redisKey, fallback, error, o, stillInRedis);
       this.releaseFill(redisKey, acquired.token);
       if (stale) return stale;
@@ -280,9 +282,9 @@ export class Cache extends CacheCore {
    * written through another serializer: an instance on other options during a rolling deploy, or
    * before a deploy that changed `serializer`. Rejecting every call on the key until its `ttl` would
    * turn a deploy into errors, so, as with a corrupt entry, it is dropped, logged and reported as
-   * `corrupt`, and the call goes on as a miss. `inRedis`: `rec` is what a lookup just found in Redis,
-   * so it goes there too; an L1 copy may be older than what Redis holds now (another instance's
-   * readable entry), which the lookup that follows finds.
+   * `corrupt`, and the caller does without it. It leaves L1; it leaves Redis only with `inRedis`
+   * (what a lookup just found there, or a failed fill's still under its lock): an L1 copy may be
+   * older than what Redis holds now, another instance's readable entry.
    */
   private readable<T>(
     redisKey: string,
