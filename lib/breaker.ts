@@ -1,6 +1,6 @@
 import calculateSlot from 'cluster-key-slot';
 import type { Cluster } from 'ioredis';
-import { isCluster, type RedisClient } from './client';
+import { checkClientShape, isCluster, type RedisClient } from './client';
 import { MAX_TIMER_MS } from './duration';
 import { checkKnownOptions, numberOptionError, optionError, shown } from './errors';
 import { emitKitEvent } from './events';
@@ -137,6 +137,8 @@ const BREAKER_KNOWN = new Set(['failureThreshold', 'cooldownMs']);
 
 /** Replaces the breaker tuning of one client (e.g. shorter cool-down in tests); breakers start closed. */
 export function configureBreaker(redis: RedisClient, options: Partial<BreakerOptions>): void {
+  // A Promise (an un-awaited connectRedis()) would be tuned instead of the client, silently.
+  checkClientShape(redis);
   if (!options || typeof options !== 'object') {
     throw optionError('options', `must be an object; got ${shown(options)}`, 'e.g. { cooldownMs: 500 }');
   }

@@ -3,8 +3,29 @@ import type { Cluster, Redis } from 'ioredis';
 /** Any ioredis client the kit accepts: a standalone/sentinel `Redis` or a `Cluster`. */
 export type RedisClient = Redis | Cluster;
 
-/** Validates the `redis` option of a factory: it must be an ioredis Redis or Cluster. */
+/** Validates the `redis` option of a factory: an ioredis Redis or Cluster that answers commands. */
 export function checkClient(redis: unknown, option = 'redis'): RedisClient {
+  const client = checkClientShape(redis, option);
+  if (stringNumbersOf(client)) {
+    throw new TypeError(
+      `express-redis-kit: option "${option}" is a client made with stringNumbers: true, which turns the integer replies the kit decides on into strings (every request would be rate limited, every cache lookup would wait). Pass a client without it: redis.duplicate({ stringNumbers: false }), or for a Cluster one made with redisOptions: { stringNumbers: false }.`,
+    );
+  }
+  const mode = (client as { mode?: unknown }).mode;
+  if (mode === 'subscriber' || mode === 'monitor') {
+    throw new TypeError(
+      `express-redis-kit: option "${option}" is a client in ${mode} mode (${mode === 'subscriber' ? 'SUBSCRIBE with protocol 2' : 'MONITOR'}), which refuses every command the kit sends. Pass a client of its own: redis.duplicate().`,
+    );
+  }
+  return client;
+}
+
+/**
+ * The `redis` argument of a helper (pingRedis, closeRedis, configureBreaker, subscribe): any ioredis
+ * Redis or Cluster, in any mode (closing a subscriber is fine; the factories need one that answers
+ * their commands, and check that too).
+ */
+export function checkClientShape(redis: unknown, option = 'redis'): RedisClient {
   const candidate = redis as Partial<Redis> | undefined;
   if (
     !candidate ||
@@ -14,17 +35,6 @@ export function checkClient(redis: unknown, option = 'redis'): RedisClient {
   ) {
     throw new TypeError(
       `express-redis-kit: option "${option}" must be an ioredis Redis or Cluster client, e.g. createRedis() or new Redis(url); got ${describe(redis)}.`,
-    );
-  }
-  if (stringNumbersOf(redis as RedisClient)) {
-    throw new TypeError(
-      `express-redis-kit: option "${option}" is a client made with stringNumbers: true, which turns the integer replies the kit decides on into strings (every request would be rate limited, every cache lookup would wait). Pass a client without it: redis.duplicate({ stringNumbers: false }), or for a Cluster one made with redisOptions: { stringNumbers: false }.`,
-    );
-  }
-  const mode = (redis as { mode?: unknown }).mode;
-  if (mode === 'subscriber' || mode === 'monitor') {
-    throw new TypeError(
-      `express-redis-kit: option "${option}" is a client in ${mode} mode (${mode === 'subscriber' ? 'SUBSCRIBE with protocol 2' : 'MONITOR'}), which refuses every command the kit sends. Pass a client of its own: redis.duplicate().`,
     );
   }
   return redis as RedisClient;

@@ -1,8 +1,9 @@
 import Redis, { Cluster, type ClusterOptions, type RedisOptions } from 'ioredis';
-import { isCluster, type RedisClient } from './client';
+import { checkClientShape, isCluster, type RedisClient } from './client';
 import { closeOnRefusedDatabase, refusalOf, reportOutages } from './connection-events';
 import { DEFAULT_REDIS_URL, type RedisTarget, validateRedisOptions } from './connection-options';
 import { NotMasterError, probeRedis } from './health';
+import { helperOptions, TIMEOUT_ONLY, timeoutMsOption } from './helper-options';
 import { neverThrows } from './logger';
 import { maskUrl } from './mask-url';
 import { isUrl, type NodeAddress, toAddress, urlAddress, urlAuth } from './node-address';
@@ -283,7 +284,8 @@ export async function closeRedis(
   redis: RedisClient,
   options: { timeoutMs?: number | undefined } = {},
 ): Promise<void> {
-  const timeoutMs = options.timeoutMs ?? 1000;
+  checkClientShape(redis);
+  const timeoutMs = timeoutMsOption(helperOptions(options, TIMEOUT_ONLY, 'closeRedis').timeoutMs, 1000, 1);
   const subscriber = takeSubscriber(redis);
   await Promise.all([subscriber ? closeOne(subscriber, timeoutMs) : undefined, closeOne(redis, timeoutMs)]);
 }

@@ -1,5 +1,6 @@
 import type { Cluster, Redis } from 'ioredis';
-import { isCluster, type RedisClient } from './client';
+import { checkClientShape, isCluster, type RedisClient } from './client';
+import { helperOptions, TIMEOUT_ONLY, timeoutMsOption } from './helper-options';
 import { withoutCommandArgs } from './redact';
 import { moveOffReplica } from './replica';
 
@@ -22,7 +23,9 @@ export async function pingRedis(
   redis: RedisClient,
   options: { timeoutMs?: number | undefined } = {},
 ): Promise<RedisHealth> {
-  return (await probeRedis(redis, options)).health;
+  const client = checkClientShape(redis);
+  const { timeoutMs } = helperOptions(options, TIMEOUT_ONLY, 'pingRedis');
+  return (await probeRedis(client, { timeoutMs: timeoutMsOption(timeoutMs, 1000, 1) })).health;
 }
 
 /** A server that answered, but is no master: it refuses every write the kit makes. */

@@ -1,5 +1,6 @@
-import { isCluster, type RedisClient } from '../client';
-import { RedisUnavailableError } from '../errors';
+import { checkClientShape, isCluster, type RedisClient } from '../client';
+import { functionOption, optionError, RedisUnavailableError, shown } from '../errors';
+import { helperOptions } from '../helper-options';
 import { attempt, register, release, stateOf } from './channels';
 import { unpark, watchClient, watchClusterNodes, wire } from './life';
 import { openSubscriberConnection } from './open';
@@ -15,6 +16,8 @@ import {
 export { heartbeat } from './life';
 
 /** Options of {@link subscribe}. */
+const SUBSCRIBE_KNOWN: ReadonlySet<string> = new Set(['onReconnect']);
+
 export interface SubscribeOptions {
   /**
    * Called when the subscriber connection came back after a drop and its channels are subscribed
@@ -37,6 +40,20 @@ export async function subscribe(
   handler: MessageHandler,
   options: SubscribeOptions = {},
 ): Promise<() => Promise<void>> {
+  checkClientShape(redis);
+  if (typeof channel !== 'string' || channel === '') {
+    throw optionError('channel', `of subscribe must be a non-empty string; got ${shown(channel)}`);
+  }
+  if (typeof handler !== 'function') {
+    throw optionError(
+      'handler',
+      `of subscribe must be a function (message, channel) => void; got ${shown(handler)}`,
+    );
+  }
+  const onReconnect = functionOption(
+    helperOptions(options, SUBSCRIBE_KNOWN, 'subscribe').onReconnect,
+    'onReconnect',
+  );
   const shared = sharedOf(redis);
   const state = stateOf(shared, channel);
   state.handlers.add(handler);
@@ -46,7 +63,7 @@ export async function subscribe(
     release(shared, channel, state, handler);
     throw error;
   }
-  return register(shared, channel, state, handler, options.onReconnect);
+  return register(shared, channel, state, handler, onReconnect);
 }
 
 /** Hooks of {@link subscribeDurably}. */
