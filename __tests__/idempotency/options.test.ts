@@ -47,7 +47,13 @@ describe('idempotency options', () => {
     ['ttl', { ttl: 'soon' }, /option "ttl"/, TypeError],
     ['lockTtl', { lockTtl: 10 }, /option "lockTtl"/, RangeError],
     ['lockTtl above ttl', { ttl: '1m', lockTtl: '2m' }, /option "lockTtl".*ttl/, RangeError],
-    ['storeStatuses', { storeStatuses: [999] }, /option "storeStatuses"/, TypeError],
+    ['storeStatuses out of range', { storeStatuses: [999] }, /option "storeStatuses" holds 999/, RangeError],
+    [
+      'storeStatuses not whole numbers',
+      { storeStatuses: ['200' as never] },
+      /option "storeStatuses"/,
+      TypeError,
+    ],
     ['maxBodySize', { maxBodySize: -1 }, /option "maxBodySize"/, RangeError],
     ['maxBodySize as a string', { maxBodySize: '1000' as never }, /option "maxBodySize"/, TypeError],
     [

@@ -18,6 +18,7 @@ describe('redisSession options', () => {
   it('refuses to start in production without a secret, or with one shorter than 32 characters', () => {
     process.env.NODE_ENV = 'production';
     expect(() => redisSession({ redis })).toThrow(/option "secret" is required when NODE_ENV=production/);
+    expect(() => redisSession({ redis })).toThrow(TypeError);
     expect(() => redisSession({ redis, secret: 'short' })).toThrow(RangeError);
     expect(() => redisSession({ redis, secret: [strong, 'old-and-short'] })).toThrow(
       /at least 32 characters/,

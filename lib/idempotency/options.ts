@@ -245,7 +245,11 @@ export function defaultStoreStatus(status: number): boolean {
 function resolveStoreStatuses(value: IdempotencyOptions['storeStatuses']): (status: number) => boolean {
   if (value === undefined) return defaultStoreStatus;
   if (typeof value === 'function') return value;
-  if (Array.isArray(value) && value.every((s) => Number.isInteger(s) && s >= 100 && s <= 599)) {
+  if (Array.isArray(value) && value.every((s) => Number.isInteger(s))) {
+    const outside = value.find((s) => s < 100 || s > 599);
+    if (outside !== undefined) {
+      throw optionRangeError('storeStatuses', `holds ${outside}, which is no HTTP status code (100 to 599)`);
+    }
     const set = new Set(value);
     return (status) => set.has(status);
   }

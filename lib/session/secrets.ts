@@ -23,7 +23,8 @@ export function resolveSecrets(secret: string | string[] | undefined): string[] 
   });
   const weak = list.some((s) => s.length < MIN_SECRET_LENGTH);
   if (production && (list.length === 0 || weak)) {
-    throw optionRangeError(
+    // Missing is a TypeError, as every other required option; too short a RangeError.
+    throw (list.length === 0 ? optionError : optionRangeError)(
       'secret',
       list.length === 0
         ? 'is required when NODE_ENV=production'
