@@ -130,17 +130,18 @@ export interface CacheResponseOptions {
   prefix?: string | undefined;
   /**
    * Cookie names that mark a request as per-user (not answered from the cache without `scope`/`key`).
-   * Default: {@link CACHE_DEFAULTS.sessionCookie}, any name containing `sess`, `auth`, `token` or `jwt`
-   * (case-insensitive), or a `sid` part (`connect.sid`, `sid`, `app_sid`): `appSession`,
-   * `sessionToken`, `XSRF-TOKEN`, `auth_token`… A RegExp or a list of exact names replaces that rule
+   * Default (case-insensitive): any name containing `sess`, `auth`, `token`, `jwt`, `login`, `logged`,
+   * `remember`, `identity` or `api-key`/`apikey`, a `sid` or `user-id`/`uid` part (`connect.sid`,
+   * `app_sid`, `user_id`), `wordpress_sec…`, or the name `id`: `appSession`, `sessionToken`,
+   * `XSRF-TOKEN`, `auth_token`, `remember_me`… A RegExp or a list of exact names replaces that rule
    * (e.g. `['connect.sid']` to cache requests carrying other cookies); `false`: no cookie counts.
    */
   sessionCookie?: RegExp | string[] | false | undefined;
   /**
    * Request headers (by name) that carry a credential or an identity, and so mark a request as
-   * per-user like `Authorization` (which always does). Default: {@link CACHE_DEFAULTS.credentialHeader},
-   * any name containing `auth`, `token`, `jwt`, `sess`, `api-key`/`apikey`, `principal`, `consumer`,
-   * `credential`, `oidc`, `email` or `client-cert`/`client-dn`, or ending in `user`/`username`/`userid` (`-id`,
+   * per-user like `Authorization` (which always does). Default: any name containing `auth`, `token`,
+   * `jwt`, `sess`, `api-key`/`apikey`, `principal`, `consumer`, `credential`, `oidc`, `email`,
+   * `userinfo`, `forwarded-groups` or `client-cert`/`client-dn`/`client-s-dn`/`client-verify`, or ending in `user`/`username`/`userid` (`-id`,
    * `-email`, `-name`): `X-Api-Key`, `X-Auth-Token`, `X-Forwarded-User`, `X-Consumer-Id`,
    * `X-Ms-Client-Principal`…, but no `Sec-*` header. A RegExp (matched regardless of case) or a list
    * of names replaces that rule; `false`: only `Authorization` counts. `Sec-*` headers, HTTP/2

@@ -36,7 +36,9 @@ export interface RedisSessionMiddleware extends RequestHandler {
   /**
    * Logs the request in: regenerates the session id (against session fixation; the old id stops
    * working), stores `data` in the new session and indexes it under `data.userId`. Rejects with
-   * `RedisUnavailableError` when Redis cannot answer — `handleErrors` turns that into a 503.
+   * `RedisUnavailableError` when Redis cannot answer — `handleErrors` turns that into a 503 — and with
+   * `SessionEndedError` when a `logoutAll()`/`revoke()` for the user ended the new session before it
+   * was written (`handleErrors`: 409; the user logs in again).
    */
   login(req: Request, data: LoginData): Promise<void>;
   /** Destroys the request's session and clears its cookie. */
@@ -49,7 +51,10 @@ export interface RedisSessionMiddleware extends RequestHandler {
   revoke(userId: string | number, id: string): Promise<boolean>;
   /** The `list()` id of the request's session, to mark "this device". */
   idOf(req: Request): string | undefined;
-  /** Error middleware: answers `RedisUnavailableError` from `login`/`logout` with the 503 problem. */
+  /**
+   * Error middleware: answers `RedisUnavailableError` from `login`/`logout` with the 503 problem, and
+   * `SessionEndedError` with a 409 one; passes anything else on.
+   */
   handleErrors: ErrorRequestHandler;
   /** The express-session store, for tooling. */
   readonly store: KitSessionStore;

@@ -10,7 +10,10 @@ import { freePort, waitForPing } from './ping';
 export interface RedisServerOptions {
   /** Port to listen on. Default: a free loopback port. */
   port?: number;
-  /** Path of the redis-server binary. Default: `REDIS_SERVER_BIN`, else the PATH. */
+  /**
+   * Path of the redis-server binary. Default: `REDIS_SERVER_BIN`, else the PATH, else
+   * `/usr/bin`, `/usr/local/bin` or `/opt/homebrew/bin`.
+   */
   binary?: string;
   /** Sets `requirepass` (the `default` user's password). */
   password?: string;
