@@ -2,6 +2,7 @@ import Redis, { Cluster, type ClusterOptions, type RedisOptions } from 'ioredis'
 import { checkClientShape, isCluster, type RedisClient } from './client';
 import { closeOnRefusedDatabase, refusalOf, reportOutages } from './connection-events';
 import { DEFAULT_REDIS_URL, type RedisTarget, validateRedisOptions } from './connection-options';
+import { MAX_TIMER_MS } from './duration';
 import { NotMasterError, probeRedis } from './health';
 import { helperOptions, TIMEOUT_ONLY, timeoutMsOption } from './helper-options';
 import { neverThrows } from './logger';
@@ -278,7 +279,8 @@ function describeTarget(target: RedisTarget): string {
 
 /**
  * Closes a client (and the kit's pub/sub connection made from it): QUIT, then a hard disconnect if
- * Redis has not answered within `timeoutMs` (default 1000). Never throws.
+ * Redis has not answered within `timeoutMs` (default 1000). Never rejects for Redis (down, slow or
+ * refusing); rejects with a TypeError/RangeError for a bad argument.
  */
 export async function closeRedis(
   redis: RedisClient,
@@ -313,7 +315,8 @@ async function closeConnection(redis: RedisClient, timeoutMs: number): Promise<v
   const ended = new Promise<void>((resolve) => {
     redis.once('end', () => resolve());
     // Whatever happens, never make shutdown wait more than twice the budget.
-    lastTimer = setTimeout(resolve, timeoutMs * 2);
+    // Capped: Node fires a longer timer after 1 ms, which would skip the hard disconnect.
+    lastTimer = setTimeout(resolve, Math.min(timeoutMs * 2, MAX_TIMER_MS));
   });
   if (redis.status === 'ready') {
     // QUIT lets in-flight replies arrive; if Redis does not answer in time, drop the socket.

@@ -18,7 +18,10 @@ export function redisMode(redis: RedisClient): RedisHealth['mode'] {
   return (redis as Redis).options.sentinels?.length ? 'sentinel' : 'standalone';
 }
 
-/** Pings Redis for health checks. Never throws; never waits longer than `timeoutMs` (default 1000). */
+/**
+ * Pings Redis for health checks; never waits longer than `timeoutMs` (default 1000). Never rejects
+ * for Redis (down or slow: `ok: false`); rejects with a TypeError/RangeError for a bad argument.
+ */
 export async function pingRedis(
   redis: RedisClient,
   options: { timeoutMs?: number | undefined } = {},

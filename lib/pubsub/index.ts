@@ -15,9 +15,9 @@ import {
 
 export { heartbeat } from './life';
 
-/** Options of {@link subscribe}. */
 const SUBSCRIBE_KNOWN: ReadonlySet<string> = new Set(['onReconnect']);
 
+/** Options of {@link subscribe}. */
 export interface SubscribeOptions {
   /**
    * Called when the subscriber connection came back after a drop and its channels are subscribed
