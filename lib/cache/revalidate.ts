@@ -1,4 +1,5 @@
 import type { Request } from 'express';
+import { MAX_TIMER_MS } from '../duration';
 import { withoutQuery } from '../mask-url';
 import { newToken } from '../token';
 import { type RefreshTicket, replay } from './refresh';
@@ -39,7 +40,8 @@ export function createRevalidator(cache: Cache, event: (type: string, key: strin
         done();
       },
     };
-    const started = replay(req, ticket, lockTimeoutMs * 3, (error) =>
+    // Capped as every 3 × lockTimeout timer: Node fires a longer one after 1 ms.
+    const started = replay(req, ticket, Math.min(3 * lockTimeoutMs, MAX_TIMER_MS), (error) =>
       logger.warn(
         { key: redisKey, path: withoutQuery(req.originalUrl), err: error },
         'background refresh failed; stale entry kept',
