@@ -314,9 +314,16 @@ async function closeConnection(redis: RedisClient, timeoutMs: number): Promise<v
   let lastTimer: NodeJS.Timeout | undefined;
   const ended = new Promise<void>((resolve) => {
     redis.once('end', () => resolve());
-    // Whatever happens, never make shutdown wait more than twice the budget.
-    // Capped: Node fires a longer timer after 1 ms, which would skip the hard disconnect.
-    lastTimer = setTimeout(resolve, Math.min(timeoutMs * 2, MAX_TIMER_MS));
+    // Whatever happens, never make shutdown wait more than twice the budget. Capped (Node fires a
+    // longer timer after 1 ms), so at the longest budget it may come with the hard disconnect's:
+    // it disconnects too, rather than leave that to a timer it clears.
+    lastTimer = setTimeout(
+      () => {
+        redis.disconnect();
+        resolve();
+      },
+      Math.min(timeoutMs * 2, MAX_TIMER_MS),
+    );
   });
   if (redis.status === 'ready') {
     // QUIT lets in-flight replies arrive; if Redis does not answer in time, drop the socket.

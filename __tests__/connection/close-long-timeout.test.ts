@@ -29,3 +29,34 @@ describe('closeRedis with the longest timeoutMs it accepts', () => {
     },
   );
 });
+
+describe('closeRedis on a frozen Redis, its timers run to the end (a fake clock)', () => {
+  it.each([2 ** 30 + 1, MAX_TIMER_MS - 1, MAX_TIMER_MS])(
+    'timeoutMs %d: the hard disconnect comes before closeRedis resolves',
+    async (timeoutMs) => {
+      const client = server.client({ commandTimeout: MAX_TIMER_MS });
+      await client.ping();
+      const pid = server.server.pid!;
+      process.kill(pid, 'SIGSTOP');
+      jest.useFakeTimers({ doNotFake: ['nextTick', 'setImmediate', 'queueMicrotask'] });
+      try {
+        let settled = false;
+        let disconnectedBeforeResolve = false;
+        const disconnect = jest.spyOn(client, 'disconnect');
+        void closeRedis(client, { timeoutMs }).then(() => {
+          settled = true;
+          disconnectedBeforeResolve = disconnect.mock.calls.length > 0;
+        });
+        await jest.advanceTimersByTimeAsync(MAX_TIMER_MS + 10);
+        expect({ settled, disconnectedBeforeResolve }).toEqual({
+          settled: true,
+          disconnectedBeforeResolve: true,
+        });
+      } finally {
+        jest.useRealTimers();
+        process.kill(pid, 'SIGCONT');
+        client.disconnect();
+      }
+    },
+  );
+});
