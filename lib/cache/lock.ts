@@ -150,7 +150,7 @@ export function keepAlive(
         },
       );
     },
-    Math.max(10, Math.floor(ttlMs / 3)),
+    Math.floor(ttlMs / 3),
   );
   timer.unref?.();
   return () => {
@@ -158,6 +158,13 @@ export function keepAlive(
     clearInterval(timer);
   };
 }
+
+/**
+ * Shortest lock lifetime accepted (withLock's `ttl`, the cache's `lockTimeout`). A lock renewed every
+ * third of its life is lost by a live owner whose renewal is late by two thirds: a round trip and an
+ * event-loop stall (a GC pause) must fit. At 10 ms they often did not.
+ */
+export const MIN_LOCK_MS = 100;
 
 /** Options of {@link withLock}. */
 export interface WithLockOptions {
@@ -232,7 +239,7 @@ export async function withLock<T>(
   }
   checkKnownOptions(options, LOCK_KNOWN, 'withLock', LOCK_RENAMED);
   // The lock is extended every ttl / 3, a timer: that must stay within Node's longest one.
-  const ttlMs = toMs(options.ttl ?? 10_000, 'ttl', { min: 10, max: 3 * MAX_TIMER_MS });
+  const ttlMs = toMs(options.ttl ?? 10_000, 'ttl', { min: MIN_LOCK_MS, max: 3 * MAX_TIMER_MS });
   // A deadline polled with short sleeps, not a timer: any length works.
   const waitMs = toMs(options.wait ?? ttlMs, 'wait', { allowZero: true });
   const timeoutMs = toMs(options.timeout ?? 1000, 'timeout', { max: MAX_TIMER_MS });

@@ -12,6 +12,7 @@ import {
 } from '../errors';
 import { checkPrefix, DEFAULT_PREFIX } from '../keys';
 import { hasWarn, neverThrows } from '../logger';
+import { MIN_LOCK_MS } from './lock';
 import {
   CACHE_KNOWN,
   CACHE_RENAMED,
@@ -78,7 +79,7 @@ export function resolveCacheOptions(options: CreateCacheOptions): ResolvedCacheO
     prefix: checkPrefix(options.prefix ?? DEFAULT_PREFIX),
     timeoutMs: toMs(options.timeout ?? CACHE_DEFAULTS.timeoutMs, 'timeout', { max: MAX_TIMER_MS }),
     lockTimeoutMs: toMs(options.lockTimeout ?? CACHE_DEFAULTS.lockTimeoutMs, 'lockTimeout', {
-      min: 10,
+      min: MIN_LOCK_MS,
       max: MAX_TIMER_MS,
     }),
     jitter: checkJitter(options.jitter),
