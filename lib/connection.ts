@@ -234,6 +234,9 @@ function newClient(options: CreateRedisOptions, target: RedisTarget): RedisClien
         keyPrefix,
         clusterRetryStrategy: (times: number) => reconnectDelay(times, maxReconnectDelay),
         slotsRefreshTimeout: 2000,
+        // Top-level, as for a single server ("anything else passes to ioredis"): given only to the
+        // nodes, a Cluster (whose nodes connect lazily anyway) would connect at once.
+        ...(redisOptions.lazyConnect === undefined ? {} : { lazyConnect: redisOptions.lazyConnect }),
         ...cluster?.options,
         // Merged, not replaced: a user's redisOptions (a password, tls) must not drop the timeouts.
         redisOptions: { ...redisOptions, ...auth, ...definedOnly(cluster?.options?.redisOptions ?? {}) },

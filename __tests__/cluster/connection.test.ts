@@ -30,6 +30,14 @@ describe('createRedis against a real Redis Cluster', () => {
     expect(sizes.filter((s) => s > 0).length).toBeGreaterThan(1);
   });
 
+  it('takes a top-level lazyConnect for the Cluster: nothing connects before the first command', async () => {
+    const client = redis.client({ lazyConnect: true }) as Cluster;
+    await new Promise((r) => setTimeout(r, 200));
+    expect(client.status).toBe('wait');
+    expect(await client.ping()).toBe('PONG');
+    expect(client.status).toBe('ready');
+  });
+
   it('reads REDIS_CLUSTER_NODES when no url is given', async () => {
     process.env.REDIS_CLUSTER_NODES = redis.cluster.addresses.join(',');
     try {
