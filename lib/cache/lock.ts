@@ -168,7 +168,10 @@ export const MIN_LOCK_MS = 100;
 
 /** Options of {@link withLock}. */
 export interface WithLockOptions {
-  /** Lifetime of the lock; it is extended while `fn` runs, and expires this long after its owner dies. Default 10 s. */
+  /**
+   * Lifetime of the lock; it is extended while `fn` runs, and expires this long after its owner
+   * dies. Default 10 s; at least 100 ms.
+   */
   ttl?: Duration | undefined;
   /** How long to wait for a busy lock before rejecting with {@link LockBusyError}. Default: `ttl`. 0: don't wait. */
   wait?: Duration | undefined;

@@ -30,12 +30,16 @@ export function createRevalidator(cache: Cache, event: (type: string, key: strin
     const since = await cache.tryLock(redisKey, token);
     if (since === undefined) return done();
     event('refresh', key);
+    // Renewed from now, not from when the replay reaches the cache: a middleware in front of it
+    // slower than lockTimeout (an auth call) would let it expire, and the refresh's store be refused.
+    const stopHolding = cache.holdLock(redisKey, token);
     // A replay that never reached this cache (answered or ended before it) leaves the lock to us:
     // held until lockTimeout, it would hold off every instance's next refresh of the key.
     const ticket: RefreshTicket = {
       token,
       since,
       done: () => {
+        stopHolding();
         if (!ticket.claimed) cache.releaseFill(redisKey, token);
         done();
       },

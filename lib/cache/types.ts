@@ -36,7 +36,7 @@ export interface CreateCacheOptions {
   timeout?: Duration | undefined;
   /**
    * How long a concurrent miss waits for the instance that fills the entry before it runs the origin
-   * itself, should that instance die (the lock expires after this). Default 5 s.
+   * itself, should that instance die (the lock expires after this). Default 5 s; at least 100 ms.
    */
   lockTimeout?: Duration | undefined;
   /** Random spread of the fresh lifetime, as a fraction: 0.1 means ±10 %. Default 0.1. */
