@@ -5,6 +5,13 @@ import { resolveDemoRedis } from './redis';
 
 /** Starts the demo: picks Redis, listens on PORT (default 3000), shuts down cleanly on SIGINT/SIGTERM. */
 async function main(): Promise<void> {
+  // Checked before Redis is picked (and a throwaway server started): listen() would throw a stack
+  // trace for 'abc', and read an empty PORT as 0, a random port.
+  const port = demoPort(process.env.PORT);
+  if (port === undefined) {
+    console.error(`PORT must be a port number (0-65535); got ${JSON.stringify(process.env.PORT)}.`);
+    process.exit(1);
+  }
   let demoRedis: Awaited<ReturnType<typeof resolveDemoRedis>>;
   try {
     demoRedis = await resolveDemoRedis();
@@ -14,7 +21,6 @@ async function main(): Promise<void> {
   }
   console.log(`Redis: ${demoRedis.source}`);
   const app = createApp({ redis: demoRedis.redis });
-  const port = Number(process.env.PORT ?? 3000);
   // A plain http server, not app.listen(): Express 5 calls listen's callback on errors too.
   const server = createServer(app);
   server.on('listening', () => {
@@ -71,6 +77,14 @@ async function main(): Promise<void> {
     }, 500);
     orphaned.unref();
   }
+}
+
+/** The port to listen on: PORT (a whole number from 0 to 65535), 3000 when unset. */
+function demoPort(value: string | undefined): number | undefined {
+  if (value === undefined) return 3000;
+  if (!/^\d{1,5}$/.test(value.trim())) return undefined;
+  const port = Number(value);
+  return port <= 65535 ? port : undefined;
 }
 
 void main();
