@@ -1,5 +1,5 @@
 import { closeRedis, connectRedis, createRedis, maskUrl, pingRedis, type RedisClient } from '../lib';
-import { type RedisServerHandle, startRedisServer } from '../lib/testing';
+import { type RedisServerHandle, RedisServerNotFoundError, startRedisServer } from '../lib/testing';
 
 /** The Redis the demo runs on, and how to let go of it. */
 export interface DemoRedis {
@@ -38,7 +38,17 @@ export async function resolveDemoRedis(): Promise<DemoRedis> {
     const redis = createRedis({ url: LOCAL_URL });
     return { redis, source: `local Redis at ${LOCAL_URL}`, close: () => closeRedis(redis) };
   }
-  const server = await startRedisServer();
+  // A Redis of the user's own that refused (a password, still loading, a replica) is passed over:
+  // said, since two demo processes then no longer share their sessions and feed through it.
+  const refused = localRefusal(local.error);
+  if (refused) console.warn(`${refused} Using a throwaway redis-server instead.`);
+  let server: RedisServerHandle;
+  try {
+    server = await startRedisServer();
+  } catch (error) {
+    if (!(error instanceof RedisServerNotFoundError)) throw error;
+    throw new Error(`${error.message} Or set REDIS_URL to a running Redis.`, { cause: error });
+  }
   const redis = createRedis({ url: server.url });
   return {
     redis,
@@ -49,4 +59,20 @@ export async function resolveDemoRedis(): Promise<DemoRedis> {
       await server.stop();
     },
   };
+}
+
+/**
+ * Why the Redis that answered on 6379 is not used, for a start-up line; undefined when nothing Redis
+ * answered there (nothing listening, or silence), the usual case.
+ */
+export function localRefusal(error: string | undefined): string | undefined {
+  if (
+    !error ||
+    /ECONNREFUSED|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|EADDRNOTAVAIL|Connection is closed|no answer within/i.test(
+      error,
+    )
+  ) {
+    return undefined;
+  }
+  return `Redis on 127.0.0.1:6379 cannot be used (${error}); to use it, set REDIS_URL (with a password: redis://:PASSWORD@127.0.0.1:6379).`;
 }

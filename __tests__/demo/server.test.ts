@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { resolve } from 'node:path';
 import Redis from 'ioredis';
+import { localRefusal } from '../../demo-app/redis';
 import { type RedisServerHandle, startRedisServer } from '../../lib/testing';
 
 const root = resolve(__dirname, '../..');
@@ -225,10 +226,39 @@ describe('npm run demo (demo-app/server.ts)', () => {
     expect(out).not.toMatch(/p\/w/);
   }, 60_000);
 
+  it('refuses a PORT that is no port number in one line, before starting any Redis (no stack trace)', async () => {
+    for (const PORT of ['abc', '', '70000']) {
+      const { code, out } = await runToExit({ PORT, REDIS_URL: '' });
+      expect([PORT, code]).toEqual([PORT, 1]);
+      expect(out).toContain(`PORT must be a port number (0-65535); got ${JSON.stringify(PORT)}.`);
+      expect(out).not.toMatch(/\n\s+at |Redis:/);
+    }
+  }, 60_000);
+
   it('exits 1 with the install hint when no redis-server can be found', async () => {
     const { code, out } = await runToExit({ REDIS_URL: '', REDIS_SERVER_BIN: '/nonexistent/redis-server' });
     if (out.includes('local Redis at')) return;
     expect(code).toBe(1);
     expect(out).toMatch(/apt-get install -y redis-server/);
+    expect(out).toMatch(/Or set REDIS_URL to a running Redis\./);
   }, 60_000);
+});
+
+describe("the demo's word on a Redis at 127.0.0.1:6379 it does not use", () => {
+  it('says why and how to use it when one answered but refused; nothing when nothing answered', () => {
+    expect(localRefusal('NOAUTH Authentication required.')).toBe(
+      'Redis on 127.0.0.1:6379 cannot be used (NOAUTH Authentication required.); to use it, set REDIS_URL (with a password: redis://:PASSWORD@127.0.0.1:6379).',
+    );
+    expect(localRefusal('LOADING Redis is loading the dataset in memory')).toMatch(
+      /cannot be used \(LOADING/,
+    );
+    for (const nothing of [
+      undefined,
+      'connect ECONNREFUSED 127.0.0.1:6379',
+      'no answer within 700 ms',
+      'Connection is closed.',
+    ]) {
+      expect(localRefusal(nothing)).toBeUndefined();
+    }
+  });
 });

@@ -9,7 +9,7 @@ export class RedisServerNotFoundError extends Error {
     super(
       `express-redis-kit: no redis-server binary found (${tried}). Install one: ` +
         '"apt-get update && apt-get install -y redis-server" (Debian/Ubuntu) or "brew install redis" (macOS), ' +
-        `or ${pathHint}; or point REDIS_URL at a running Redis.`,
+        `or ${pathHint}.`,
     );
     this.name = 'RedisServerNotFoundError';
   }

@@ -43,13 +43,25 @@ export interface RedisServerHandle {
   restart(): Promise<void>;
 }
 
+/** The server's own temp dir; one that cannot be made is said in terms of what to change. */
+function tempDir(): string {
+  try {
+    return mkdtempSync(join(tmpdir(), 'erk-redis-'));
+  } catch (error) {
+    throw new Error(
+      `express-redis-kit: cannot create the throwaway redis-server's directory in ${tmpdir()} (${(error as Error).message}). Set TMPDIR to a writable directory.`,
+      { cause: error },
+    );
+  }
+}
+
 /**
  * Starts a throwaway redis-server on loopback: no persistence, temp dir, free port. Waits until it
  * answers PING. Throws a clear install hint when no binary is found.
  */
 export async function startRedisServer(options: RedisServerOptions = {}): Promise<RedisServerHandle> {
   const binary = findRedisServer(options.binary);
-  const dir = mkdtempSync(join(tmpdir(), 'erk-redis-'));
+  const dir = tempDir();
   let port = options.port ?? (await freePort(options.maxPort));
   let child: ChildProcess | undefined;
   let stopped = false;
