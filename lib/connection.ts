@@ -126,6 +126,9 @@ export async function connectRedis(options: CreateRedisOptions = {}): Promise<Re
     timeoutMs: Math.max(budgetMs - (performance.now() - started), 500),
   });
   if (!health.ok) {
+    // Connected, but ioredis's ready check never passed: a Redis still loading its dataset (it waits
+    // that out), or a listener that is not Redis and stays silent. Not "start redis-server".
+    const neverReady = !isCluster(client) && client.status === 'connect';
     await closeRedis(client, { timeoutMs: 200 });
     if (cause instanceof NotMasterError) {
       throw new Error(
@@ -139,11 +142,18 @@ export async function connectRedis(options: CreateRedisOptions = {}): Promise<Re
         `express-redis-kit: Redis at ${describeTarget(target)}: ${refused.why}. ${refused.fix}`,
       );
     const why = withoutCommandArgs(lastError)?.message ?? health.error ?? 'no answer';
+    if (neverReady && !lastError) {
+      throw new Error(
+        `express-redis-kit: Redis at ${describeTarget(target)} accepted the connection but never became ready: ${maskUrl(why).replace(/\.$/, '')}. A Redis still loading its dataset is ready once it has loaded (start again then); otherwise check that a Redis server listens there.`,
+      );
+    }
     const hint = /^(WRONGPASS|NOAUTH)\b/.test(why)
       ? 'Check the user and password in the URL or options.'
-      : target.kind === 'sentinel'
-        ? 'Check that the sentinels answer at the addresses given, the master name, and sentinelPassword.'
-        : 'Start redis-server, or set REDIS_URL to a reachable server.';
+      : /Unknown RESP type|Protocol error/i.test(why)
+        ? 'What answered there does not speak the Redis protocol: check the host and port (another service?).'
+        : target.kind === 'sentinel'
+          ? 'Check that the sentinels answer at the addresses given, the master name, and sentinelPassword.'
+          : 'Start redis-server, or set REDIS_URL to a reachable server.';
     throw new Error(
       `express-redis-kit: cannot reach Redis at ${describeTarget(target)}: ${maskUrl(why).replace(/\.$/, '')}. ${hint}`,
     );
