@@ -24,6 +24,19 @@ const tagged = {
   },
 };
 
+/** A stale entry stored through the old serializer (JSON), and two instances on the new one. */
+async function staleOldEntry() {
+  const old = createCache({ redis: client, l1: false, jitter: 0 });
+  await old.wrap('report', async () => 'old', { ttl: 100, staleIfError: '1m' });
+  await sleep(150);
+  const options = { l1: false as const, jitter: 0, lockTimeout: 100, logger: quietLogger() };
+  return {
+    key: valueKey('erk:', 'report'),
+    slowNew: createCache({ ...options, redis: redis.client() }),
+    otherNew: createCache({ ...options, redis: redis.client() }),
+  };
+}
+
 describe('cache.wrap after its serializer changed', () => {
   it('reads an entry stored through the old serializer as a miss: fn runs once, and its value is stored and served', async () => {
     const old = createCache({ redis: client, l1: false });
@@ -150,19 +163,7 @@ describe('cache.wrap after its serializer changed', () => {
   });
 
   it('a failed fill that let go of its lock (fill-slow) leaves alone the readable entry another instance stored since, though the one it found was unreadable', async () => {
-    const key = valueKey('erk:', 'report');
-    const old = createCache({ redis: client, l1: false, jitter: 0 });
-    await old.wrap('report', async () => 'old', { ttl: 100, staleIfError: '1m' });
-    await sleep(150);
-    const opts = {
-      redis: redis.client(),
-      l1: false as const,
-      jitter: 0,
-      lockTimeout: 100,
-      logger: quietLogger(),
-    };
-    const slowNew = createCache(opts);
-    const otherNew = createCache({ ...opts, redis: redis.client() });
+    const { key, slowNew, otherNew } = await staleOldEntry();
     const failing = slowNew.wrap(
       'report',
       async () => {
@@ -184,19 +185,7 @@ describe('cache.wrap after its serializer changed', () => {
   });
 
   it('a failed fill a coalesced caller gave up on (abandon released the lock) leaves alone the readable entry stored since', async () => {
-    const key = valueKey('erk:', 'report');
-    const old = createCache({ redis: client, l1: false, jitter: 0 });
-    await old.wrap('report', async () => 'old', { ttl: 100, staleIfError: '1m' });
-    await sleep(150);
-    const opts = {
-      redis: redis.client(),
-      l1: false as const,
-      jitter: 0,
-      lockTimeout: 100,
-      logger: quietLogger(),
-    };
-    const slowNew = createCache(opts);
-    const otherNew = createCache({ ...opts, redis: redis.client() });
+    const { key, slowNew, otherNew } = await staleOldEntry();
     const events = captureEvents('cache');
     const fn = async () => {
       await sleep(600);
