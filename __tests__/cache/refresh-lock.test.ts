@@ -2,6 +2,7 @@ import express from 'express';
 import request from 'supertest';
 import { cacheResponse } from '../../lib/cache';
 import type { RedisClient } from '../../lib/client';
+import { captureEvents } from '../helpers/events';
 import { useFlushedClient, useRedisServer } from '../helpers/redis';
 import { sleep } from './helpers';
 
@@ -58,4 +59,45 @@ describe.each([
     const after = await request(app).get('/r');
     expect({ text: after.text, warnings }).toEqual({ text: 'v2', warnings: [] });
   });
+});
+
+it('a background refresh that loses its lock while the route runs reports lock-lost once (one renewal once the cache took it over)', async () => {
+  let version = 1;
+  const app = express();
+  app.get(
+    '/r',
+    cacheResponse({
+      redis: client,
+      ttl: 200,
+      jitter: 0,
+      staleWhileRevalidate: '1m',
+      l1: false,
+      lockTimeout: 300,
+      name: 'loses-its-lock',
+      logger: { warn() {} },
+    }),
+    async (_req, res) => {
+      if (version === 2) await sleep(600); // the refresh's origin: slower than lockTimeout
+      res.send(`v${version}`);
+    },
+  );
+  const events = captureEvents('cache');
+  try {
+    expect((await request(app).get('/r')).text).toBe('v1');
+    await sleep(300);
+    version = 2;
+    expect((await request(app).get('/r')).headers['x-cache']).toBe('STALE');
+    await sleep(50); // refresh now inside the route
+    const admin = redis.plain();
+    const locks = await admin.keys('*:lock');
+    expect(locks.length).toBe(1);
+    await admin.del(...locks); // expired / taken by an invalidation
+    await sleep(900);
+    // This cache's only: a refresh an earlier test's last request started may lose its lock to the flush.
+    expect(events.events.filter((e) => e.type === 'lock-lost' && e.name === 'loses-its-lock')).toHaveLength(
+      1,
+    );
+  } finally {
+    events.stop();
+  }
 });

@@ -109,7 +109,7 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     const redisKey = entryKey(prefix, key);
     if (!firstPass(HANDLING, req, redisKey)) return reachedTwice(next, key);
     if (ticket) {
-      ticket.claimed = true;
+      ticket.claim();
       return fill(ctx, req, res, next, key, redisKey, ticket, ticket.done);
     }
     if (l1) {

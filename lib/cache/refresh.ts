@@ -26,8 +26,13 @@ export interface RefreshTicket {
   since: number;
   /** Called once the refresh stored (or gave up on) its response. */
   done: () => void;
-  /** Set by the cache middleware that took the refresh over (it then releases the lock itself). */
+  /** Set by {@link claim}. */
   claimed?: boolean;
+  /**
+   * Called by the cache middleware that takes the refresh over: from then on it renews and releases
+   * the lock itself (two renewals would each report its loss).
+   */
+  claim: () => void;
 }
 
 type Handle = (req: IncomingMessage, res: ServerResponse, callback: (error?: unknown) => void) => void;

@@ -38,6 +38,10 @@ export function createRevalidator(cache: Cache, event: (type: string, key: strin
     const ticket: RefreshTicket = {
       token,
       since,
+      claim: () => {
+        ticket.claimed = true;
+        stopHolding();
+      },
       done: () => {
         stopHolding();
         if (!ticket.claimed) cache.releaseFill(redisKey, token);
