@@ -106,14 +106,23 @@ export async function connectRedis(options: CreateRedisOptions = {}): Promise<Re
   // Until the client is first ready, why it is not: the probe's own error then is often only
   // "Command timed out". Once it was ready, the probe's error is the one that counts.
   let lastError: Error | undefined;
+  // A connection made that never became ready: a Redis still loading its dataset (ioredis's ready
+  // check waits that out), or a listener that is not Redis and stays silent.
+  let connected = false;
+  let everReady = false;
   const quiet = (error: Error) => {
     lastError = error;
   };
   const ready = () => {
     lastError = undefined;
+    everReady = true;
+  };
+  const connect = () => {
+    connected = true;
   };
   client.on('error', quiet);
   client.once('ready', ready);
+  client.once('connect', connect);
   const budgetMs = Math.max(options.connectTimeout ?? 0, 3000);
   const started = performance.now();
   // The probe's command would otherwise wait in the offline queue, bounded by the client's 500 ms
@@ -126,9 +135,13 @@ export async function connectRedis(options: CreateRedisOptions = {}): Promise<Re
     timeoutMs: Math.max(budgetMs - (performance.now() - started), 500),
   });
   if (!health.ok) {
-    // Connected, but ioredis's ready check never passed: a Redis still loading its dataset (it waits
-    // that out), or a listener that is not Redis and stays silent. Not "start redis-server".
-    const neverReady = !isCluster(client) && client.status === 'connect';
+    // Not "start redis-server": one is running there. Its ready check timing out (ioredis's
+    // commandTimeout) is the usual error then; a socket error (a reset, a close) is something else.
+    const neverReady =
+      !isCluster(client) &&
+      connected &&
+      !everReady &&
+      (!lastError || /Command timed out/i.test(lastError.message));
     await closeRedis(client, { timeoutMs: 200 });
     if (cause instanceof NotMasterError) {
       throw new Error(
@@ -142,7 +155,7 @@ export async function connectRedis(options: CreateRedisOptions = {}): Promise<Re
         `express-redis-kit: Redis at ${describeTarget(target)}: ${refused.why}. ${refused.fix}`,
       );
     const why = withoutCommandArgs(lastError)?.message ?? health.error ?? 'no answer';
-    if (neverReady && !lastError) {
+    if (neverReady) {
       throw new Error(
         `express-redis-kit: Redis at ${describeTarget(target)} accepted the connection but never became ready: ${maskUrl(why).replace(/\.$/, '')}. A Redis still loading its dataset is ready once it has loaded (start again then); otherwise check that a Redis server listens there.`,
       );
@@ -160,6 +173,7 @@ export async function connectRedis(options: CreateRedisOptions = {}): Promise<Re
   }
   client.off('error', quiet);
   client.off('ready', ready);
+  client.off('connect', connect);
   return client;
 }
 

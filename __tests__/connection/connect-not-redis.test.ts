@@ -25,6 +25,16 @@ describe('connectRedis against something that is not a ready Redis', () => {
     }
   });
 
+  it('a silent listener (accepts, never answers), with default options, is not sent to start redis-server', async () => {
+    const { server, url } = await fake(() => {});
+    try {
+      const error = await connectRedis({ url, logger: false }).catch((e: Error) => e);
+      expect(String(error)).toMatch(/accepted the connection but never became ready: Command timed out/);
+    } finally {
+      server.close();
+    }
+  }, 15_000);
+
   it('a Redis still loading its dataset (INFO says loading:1) is named as not ready, with loading as the likely reason', async () => {
     // As redis-server answers while it loads an RDB: the ready check's INFO says loading, data
     // commands get -LOADING.
