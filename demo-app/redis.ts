@@ -23,25 +23,14 @@ export async function resolveDemoRedis(): Promise<DemoRedis> {
     const redis = await connectRedis();
     return { redis, source: `REDIS_URL (${maskUrl(process.env.REDIS_URL)})`, close: () => closeRedis(redis) };
   }
-  const probe = createRedis({
-    url: LOCAL_URL,
-    lazyConnect: true,
-    retryStrategy: () => null,
-    connectTimeout: 500,
-    // Nothing on 6379 is the usual case, not an outage to report.
-    logger: false,
-  });
-  probe.on('error', () => {});
-  const local = await pingRedis(probe, { timeoutMs: 700 });
-  await closeRedis(probe, { timeoutMs: 200 });
+  const local = await probeLocal(LOCAL_URL);
   if (local.ok) {
     const redis = createRedis({ url: LOCAL_URL });
     return { redis, source: `local Redis at ${LOCAL_URL}`, close: () => closeRedis(redis) };
   }
   // A Redis of the user's own that refused (a password, still loading, a replica) is passed over:
   // said, since two demo processes then no longer share their sessions and feed through it.
-  const refused = localRefusal(local.error);
-  if (refused) console.warn(`${refused} Using a throwaway redis-server instead.`);
+  if (local.why) console.warn(`${local.why} Using a throwaway redis-server instead.`);
   let server: RedisServerHandle;
   try {
     server = await startRedisServer();
@@ -62,17 +51,42 @@ export async function resolveDemoRedis(): Promise<DemoRedis> {
 }
 
 /**
- * Why the Redis that answered on 6379 is not used, for a start-up line; undefined when nothing Redis
- * answered there (nothing listening, or silence), the usual case.
+ * Whether a usable Redis answers at `url` (the demo's 6379); when not, why what answered there is not
+ * used, for a start-up line (`why` undefined: nothing answered, the usual case).
  */
-export function localRefusal(error: string | undefined): string | undefined {
+export async function probeLocal(url: string): Promise<{ ok: boolean; why?: string }> {
+  const probe = createRedis({
+    url,
+    lazyConnect: true,
+    retryStrategy: () => null,
+    connectTimeout: 500,
+    // Nothing there is the usual case, not an outage to report.
+    logger: false,
+  });
+  probe.on('error', () => {});
+  const { ok, error } = await pingRedis(probe, { timeoutMs: 700 });
+  await closeRedis(probe, { timeoutMs: 200 });
+  return ok ? { ok } : { ok, why: whyNotUsed(new URL(url).host, error) };
+}
+
+/** What pingRedis's error says about what listens at `where`, in the user's terms. */
+function whyNotUsed(where: string, error: string | undefined): string | undefined {
   if (
     !error ||
-    /ECONNREFUSED|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|EADDRNOTAVAIL|Connection is closed|no answer within/i.test(
-      error,
-    )
+    /ECONNREFUSED|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|EADDRNOTAVAIL|Connection is closed/i.test(error)
   ) {
     return undefined;
   }
-  return `Redis on 127.0.0.1:6379 cannot be used (${error}); to use it, set REDIS_URL (with a password: redis://:PASSWORD@127.0.0.1:6379).`;
+  if (/^(NOAUTH|WRONGPASS)\b/.test(error)) {
+    return `The Redis on ${where} needs a password (${error.split('.')[0]}); to use it, set REDIS_URL=redis://:PASSWORD@${where}.`;
+  }
+  if (/replica/i.test(error))
+    return `The Redis on ${where} is a replica; to use its master, set REDIS_URL to it.`;
+  if (/Unknown RESP type|Protocol error/i.test(error)) {
+    return `What listens on ${where} is not a Redis server (another service on that port?).`;
+  }
+  if (/Command timed out|no answer within/i.test(error)) {
+    return `Something on ${where} accepted the connection but did not answer as a ready Redis (one still loading its dataset?).`;
+  }
+  return `The Redis on ${where} cannot be used (${error}).`;
 }

@@ -1,7 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { resolve } from 'node:path';
 import Redis from 'ioredis';
-import { localRefusal } from '../../demo-app/redis';
 import { type RedisServerHandle, startRedisServer } from '../../lib/testing';
 
 const root = resolve(__dirname, '../..');
@@ -242,23 +241,4 @@ describe('npm run demo (demo-app/server.ts)', () => {
     expect(out).toMatch(/apt-get install -y redis-server/);
     expect(out).toMatch(/Or set REDIS_URL to a running Redis\./);
   }, 60_000);
-});
-
-describe("the demo's word on a Redis at 127.0.0.1:6379 it does not use", () => {
-  it('says why and how to use it when one answered but refused; nothing when nothing answered', () => {
-    expect(localRefusal('NOAUTH Authentication required.')).toBe(
-      'Redis on 127.0.0.1:6379 cannot be used (NOAUTH Authentication required.); to use it, set REDIS_URL (with a password: redis://:PASSWORD@127.0.0.1:6379).',
-    );
-    expect(localRefusal('LOADING Redis is loading the dataset in memory')).toMatch(
-      /cannot be used \(LOADING/,
-    );
-    for (const nothing of [
-      undefined,
-      'connect ECONNREFUSED 127.0.0.1:6379',
-      'no answer within 700 ms',
-      'Connection is closed.',
-    ]) {
-      expect(localRefusal(nothing)).toBeUndefined();
-    }
-  });
 });
