@@ -101,3 +101,53 @@ it('a background refresh that loses its lock while the route runs reports lock-l
     events.stop();
   }
 });
+
+it("another cacheResponse in front (an app-wide one) passes the replay on: the route's cache takes its refresh over, and its lock stays renewed", async () => {
+  let version = 1;
+  const app = express();
+  app.use(
+    cacheResponse({
+      redis: client,
+      prefix: 'front:',
+      l1: false,
+      name: 'front',
+      ttl: '1m',
+      shouldCache: () => false,
+    }),
+  );
+  app.use(async (_req, _res, next) => {
+    await sleep(150);
+    next();
+  });
+  app.get(
+    '/r',
+    cacheResponse({
+      redis: client,
+      prefix: 'route:',
+      ttl: 200,
+      jitter: 0,
+      staleWhileRevalidate: '1m',
+      l1: false,
+      lockTimeout: 100,
+      name: 'route',
+      logger: { warn() {} },
+    }),
+    async (_req, res) => {
+      await sleep(50);
+      res.send(`v${version}`);
+    },
+  );
+  const events = captureEvents('cache');
+  try {
+    expect((await request(app).get('/r')).text).toBe('v1');
+    await sleep(300);
+    version = 2;
+    expect((await request(app).get('/r')).headers['x-cache']).toBe('STALE');
+    await sleep(800);
+    const after = await request(app).get('/r');
+    const lost = events.events.filter((e) => e.type === 'lock-lost').map((e) => e.name);
+    expect({ text: after.text, lost }).toEqual({ text: 'v2', lost: [] });
+  } finally {
+    events.stop();
+  }
+});

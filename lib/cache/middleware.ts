@@ -109,7 +109,9 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     const redisKey = entryKey(prefix, key);
     if (!firstPass(HANDLING, req, redisKey)) return reachedTwice(next, key);
     if (ticket) {
-      ticket.claim();
+      // Another cacheResponse on the replay's way (an app-wide one in front of the route's) passes
+      // it on: filling its own key with the refresh's lock would leave that lock unrenewed.
+      if (ticket.redisKey !== redisKey || !ticket.claim()) return next();
       return fill(ctx, req, res, next, key, redisKey, ticket, ticket.done);
     }
     if (l1) {

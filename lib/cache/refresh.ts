@@ -26,13 +26,16 @@ export interface RefreshTicket {
   since: number;
   /** Called once the refresh stored (or gave up on) its response. */
   done: () => void;
+  /** The entry being refreshed: only the cache middleware of that key takes the refresh over. */
+  redisKey: string;
   /** Set by {@link claim}. */
   claimed?: boolean;
   /**
    * Called by the cache middleware that takes the refresh over: from then on it renews and releases
-   * the lock itself (two renewals would each report its loss).
+   * the lock itself (two renewals would each report its loss). False once the refresh is over (its
+   * deadline passed, the lock released): nothing is left to take over.
    */
-  claim: () => void;
+  claim: () => boolean;
 }
 
 type Handle = (req: IncomingMessage, res: ServerResponse, callback: (error?: unknown) => void) => void;

@@ -35,14 +35,20 @@ export function createRevalidator(cache: Cache, event: (type: string, key: strin
     const stopHolding = cache.holdLock(redisKey, token);
     // A replay that never reached this cache (answered or ended before it) leaves the lock to us:
     // held until lockTimeout, it would hold off every instance's next refresh of the key.
+    let over = false;
     const ticket: RefreshTicket = {
       token,
       since,
+      redisKey,
       claim: () => {
+        if (over) return false;
         ticket.claimed = true;
         stopHolding();
+        return true;
       },
       done: () => {
+        if (over) return;
+        over = true;
         stopHolding();
         if (!ticket.claimed) cache.releaseFill(redisKey, token);
         done();
