@@ -164,9 +164,11 @@ export async function connectRedis(options: CreateRedisOptions = {}): Promise<Re
       ? 'Check the user and password in the URL or options.'
       : /Unknown RESP type|Protocol error/i.test(why)
         ? 'What answered there does not speak the Redis protocol: check the host and port (another service?).'
-        : target.kind === 'sentinel'
-          ? 'Check that the sentinels answer at the addresses given, the master name, and sentinelPassword.'
-          : 'Start redis-server, or set REDIS_URL to a reachable server.';
+        : /TLS|SSL|certificate/i.test(why) || (connected && /ECONNRESET/.test(why))
+          ? 'Check the scheme against the server (rediss:// for TLS, redis:// without) and the TLS options (tls: { ca, servername }).'
+          : target.kind === 'sentinel'
+            ? 'Check that the sentinels answer at the addresses given, the master name, and sentinelPassword.'
+            : 'Start redis-server, or set REDIS_URL to a reachable server.';
     throw new Error(
       `express-redis-kit: cannot reach Redis at ${describeTarget(target)}: ${maskUrl(why).replace(/\.$/, '')}. ${hint}`,
     );

@@ -1,5 +1,6 @@
 import { createServer, type Server, type Socket } from 'node:net';
 import { connectRedis } from '../../lib/connection';
+import { type RedisServerHandle, startRedisServer } from '../../lib/testing';
 
 // What answers at the address is not (yet) a usable Redis: the rejection says what it is, not
 // "Start redis-server", which sends the user looking for a server that is running.
@@ -58,5 +59,24 @@ describe('connectRedis against something that is not a ready Redis', () => {
     } finally {
       server.close();
     }
+  }, 15_000);
+});
+
+describe('connectRedis with a TLS setting that does not match the server', () => {
+  let server: RedisServerHandle;
+  beforeAll(async () => {
+    server = await startRedisServer();
+  });
+  afterAll(async () => {
+    await server.stop();
+  });
+
+  it('rediss:// to a plain Redis names the scheme and TLS options, not "Start redis-server"', async () => {
+    const url = server.url.replace(/^redis:/, 'rediss:');
+    const error = await connectRedis({ url, logger: false }).catch((e: Error) => e);
+    expect(String(error)).toMatch(
+      /Check the scheme against the server \(rediss:\/\/ for TLS, redis:\/\/ without\)/,
+    );
+    expect(String(error)).not.toMatch(/Start redis-server/);
   }, 15_000);
 });
