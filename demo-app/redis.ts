@@ -28,8 +28,8 @@ export async function resolveDemoRedis(): Promise<DemoRedis> {
     const redis = createRedis({ url: LOCAL_URL });
     return { redis, source: `local Redis at ${LOCAL_URL}`, close: () => closeRedis(redis) };
   }
-  // A Redis of the user's own that refused (a password, still loading, a replica) is passed over:
-  // said, since two demo processes then no longer share their sessions and feed through it.
+  // What answered there but is passed over (a Redis that needs a password, a replica, one still
+  // loading, another service) is named, since two demo processes then no longer share their sessions and feed through it.
   if (local.why) console.warn(`${local.why} Using a throwaway redis-server instead.`);
   let server: RedisServerHandle;
   try {

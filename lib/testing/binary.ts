@@ -16,7 +16,8 @@ export class RedisServerNotFoundError extends Error {
 }
 
 /**
- * Finds redis-server: `explicit` (the `binary` option), else `REDIS_SERVER_BIN`, else the PATH.
+ * Finds redis-server: `explicit` (the `binary` option), else `REDIS_SERVER_BIN`, else the PATH, else
+ * `/usr/bin`, `/usr/local/bin` or `/opt/homebrew/bin`.
  * Throws {@link RedisServerNotFoundError}, naming where a bad path came from.
  */
 export function findRedisServer(explicit?: string): string {
@@ -45,7 +46,7 @@ export function findRedisServer(explicit?: string): string {
     if (isExecutable(candidate)) return candidate;
   }
   return (() => {
-    throw new RedisServerNotFoundError('not on PATH');
+    throw new RedisServerNotFoundError('not on PATH, nor in /usr/bin, /usr/local/bin or /opt/homebrew/bin');
   })();
 }
 
