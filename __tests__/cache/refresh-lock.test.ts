@@ -1,6 +1,6 @@
 import express from 'express';
 import request from 'supertest';
-import { cacheResponse } from '../../lib/cache';
+import { cacheResponse, createCache } from '../../lib/cache';
 import type { RedisClient } from '../../lib/client';
 import { captureEvents } from '../helpers/events';
 import { useFlushedClient, useRedisServer } from '../helpers/redis';
@@ -150,4 +150,22 @@ it("another cacheResponse in front (an app-wide one) passes the replay on: the r
   } finally {
     events.stop();
   }
+});
+
+it("one shared cache, one key, two cacheResponse: the one in front (which passed the request over) leaves the route's refresh to the route's", async () => {
+  const cache = createCache({ redis: client, l1: false, lockTimeout: 1000, logger: { warn() {} } });
+  let version = 1;
+  const app = express();
+  // App-wide: keyed on ?page= only, and storing nothing itself; it passes ?utm= requests over.
+  app.use(cacheResponse({ cache, ttl: '1m', query: ['page'], shouldCache: () => false }));
+  app.get('/r', cacheResponse({ cache, ttl: 200, jitter: 0, staleWhileRevalidate: '1m' }), (_req, res) => {
+    res.send(`v${version}`);
+  });
+  expect((await request(app).get('/r?utm=x')).text).toBe('v1');
+  await sleep(300);
+  version = 2;
+  expect((await request(app).get('/r?utm=x')).headers['x-cache']).toBe('STALE');
+  await sleep(150);
+  const after = await request(app).get('/r?utm=x');
+  expect({ text: after.text, cache: after.headers['x-cache'] }).toEqual({ text: 'v2', cache: 'HIT' });
 });

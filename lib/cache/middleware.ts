@@ -89,6 +89,8 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
   const middleware = function cacheResponse(req: Request, res: Response, next: NextFunction) {
     if (!o.methods.has(req.method)) return next();
     const ticket = refreshTicketOf(req);
+    // Another cacheResponse's refresh (an app-wide one in front of the route's): theirs to take over.
+    if (ticket && ticket.owner !== refresh) return next();
     // A GET's body is not in the default key, yet a route may read it (`req.body?.q ?? req.query.q`):
     // stored, the answer to one client's body would be served for everyone's plain GET.
     if (!o.key && !ticket && hasBody(req.headers)) return bypass(res, next, '', 'body');

@@ -28,6 +28,11 @@ export interface RefreshTicket {
   done: () => void;
   /** The entry being refreshed: only the cache middleware of that key takes the refresh over. */
   redisKey: string;
+  /**
+   * The revalidator (one per cacheResponse middleware) that started the refresh: another middleware
+   * of the same key (one shared cache, other options) passes the replay on.
+   */
+  owner: unknown;
   /** Set by {@link claim}. */
   claimed?: boolean;
   /**

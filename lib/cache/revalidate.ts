@@ -40,6 +40,7 @@ export function createRevalidator(cache: Cache, event: (type: string, key: strin
       token,
       since,
       redisKey,
+      owner: refresh,
       claim: () => {
         if (over) return false;
         ticket.claimed = true;
@@ -64,7 +65,7 @@ export function createRevalidator(cache: Cache, event: (type: string, key: strin
     if (!started) ticket.done();
   }
 
-  return function refresh(req: Request, key: string, redisKey: string, fromL1 = false): void {
+  function refresh(req: Request, key: string, redisKey: string, fromL1 = false): void {
     if (refreshing.has(key)) return;
     refreshing.add(key);
     const safety = setTimeout(() => refreshing.delete(key), lockTimeoutMs);
@@ -74,5 +75,6 @@ export function createRevalidator(cache: Cache, event: (type: string, key: strin
       refreshing.delete(key);
     };
     run(req, key, redisKey, fromL1, done).catch(done);
-  };
+  }
+  return refresh;
 }
