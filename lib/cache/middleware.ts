@@ -111,8 +111,8 @@ export function cacheResponse(options: CacheResponseOptions): CacheResponseMiddl
     const redisKey = entryKey(prefix, key);
     if (!firstPass(HANDLING, req, redisKey)) return reachedTwice(next, key);
     if (ticket) {
-      // Another cacheResponse on the replay's way (an app-wide one in front of the route's) passes
-      // it on: filling its own key with the refresh's lock would leave that lock unrenewed.
+      // Not the refreshed entry (what the key reads changed on the way: the refresh's lock is not
+      // this key's), or the refresh is over (past its deadline, its lock released): passed on.
       if (ticket.redisKey !== redisKey || !ticket.claim()) return next();
       return fill(ctx, req, res, next, key, redisKey, ticket, ticket.done);
     }
