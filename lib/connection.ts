@@ -1,15 +1,14 @@
 import Redis, { Cluster, type ClusterOptions, type RedisOptions } from 'ioredis';
 import { checkClientShape, isCluster, type RedisClient } from './client';
-import { closeOnRefusedDatabase, refusalOf, reportOutages } from './connection-events';
+import { attemptFailure, describeTarget, readyWithin, watchAttempt } from './connect-attempt';
+import { closeOnRefusedDatabase, reportOutages } from './connection-events';
 import { DEFAULT_REDIS_URL, type RedisTarget, validateRedisOptions } from './connection-options';
 import { MAX_TIMER_MS } from './duration';
-import { NotMasterError, probeRedis } from './health';
+import { probeRedis } from './health';
 import { helperOptions, TIMEOUT_ONLY, timeoutMsOption } from './helper-options';
 import { neverThrows } from './logger';
-import { maskUrl } from './mask-url';
 import { isUrl, type NodeAddress, toAddress, urlAddress, urlAuth } from './node-address';
 import { takeSubscriber } from './pubsub';
-import { withoutCommandArgs } from './redact';
 import { reconnectOnReadonly } from './replica';
 
 /** A host/port pair, or a `host:port` string. */
@@ -103,26 +102,7 @@ export async function connectRedis(options: CreateRedisOptions = {}): Promise<Re
   const client = buildClient({ ...options, failFast: false }, target, true);
   // With logger: false nobody listens yet (the caller gets the client only on success), and ioredis
   // would print a stack trace for each failed attempt beside the rejection that already says it.
-  // Until the client is first ready, why it is not: the probe's own error then is often only
-  // "Command timed out". Once it was ready, the probe's error is the one that counts.
-  let lastError: Error | undefined;
-  // A connection made that never became ready: a Redis still loading its dataset (ioredis's ready
-  // check waits that out), or a listener that is not Redis and stays silent.
-  let connected = false;
-  let everReady = false;
-  const quiet = (error: Error) => {
-    lastError = error;
-  };
-  const ready = () => {
-    lastError = undefined;
-    everReady = true;
-  };
-  const connect = () => {
-    connected = true;
-  };
-  client.on('error', quiet);
-  client.once('ready', ready);
-  client.once('connect', connect);
+  const attempt = watchAttempt(client);
   const budgetMs = Math.max(options.connectTimeout ?? 0, 3000);
   const started = performance.now();
   // The probe's command would otherwise wait in the offline queue, bounded by the client's 500 ms
@@ -135,64 +115,12 @@ export async function connectRedis(options: CreateRedisOptions = {}): Promise<Re
     timeoutMs: Math.max(budgetMs - (performance.now() - started), 500),
   });
   if (!health.ok) {
-    // Not "start redis-server": one is running there. Its ready check timing out (ioredis's
-    // commandTimeout) is the usual error then; a socket error (a reset, a close) is something else.
-    const neverReady =
-      !isCluster(client) &&
-      connected &&
-      !everReady &&
-      (!lastError || /Command timed out/i.test(lastError.message));
+    const neverReady = attempt.neverReady();
     await closeRedis(client, { timeoutMs: 200 });
-    if (cause instanceof NotMasterError) {
-      throw new Error(
-        `express-redis-kit: Redis at ${describeTarget(target)} is ${cause.what}. ` +
-          "Point the URL at the master (a managed Redis's primary endpoint), or connect through sentinel.",
-      );
-    }
-    const refused = refusalOf(client);
-    if (refused)
-      throw new Error(
-        `express-redis-kit: Redis at ${describeTarget(target)}: ${refused.why}. ${refused.fix}`,
-      );
-    const why = withoutCommandArgs(lastError)?.message ?? health.error ?? 'no answer';
-    if (neverReady) {
-      throw new Error(
-        `express-redis-kit: Redis at ${describeTarget(target)} accepted the connection but never became ready: ${maskUrl(why).replace(/\.$/, '')}. A Redis still loading its dataset is ready once it has loaded (start again then); otherwise check that a Redis server listens there.`,
-      );
-    }
-    const hint = /^(WRONGPASS|NOAUTH)\b/.test(why)
-      ? 'Check the user and password in the URL or options.'
-      : /Unknown RESP type|Protocol error/i.test(why)
-        ? 'What answered there does not speak the Redis protocol: check the host and port (another service?).'
-        : /TLS|SSL|certificate/i.test(why) || (connected && /ECONNRESET/.test(why))
-          ? 'Check the scheme against the server (rediss:// for TLS, redis:// without) and the TLS options (tls: { ca, servername }).'
-          : target.kind === 'sentinel'
-            ? 'Check that the sentinels answer at the addresses given, the master name, and sentinelPassword.'
-            : 'Start redis-server, or set REDIS_URL to a reachable server.';
-    throw new Error(
-      `express-redis-kit: cannot reach Redis at ${describeTarget(target)}: ${maskUrl(why).replace(/\.$/, '')}. ${hint}`,
-    );
+    throw attemptFailure(client, target, attempt, neverReady, health, cause);
   }
-  client.off('error', quiet);
-  client.off('ready', ready);
-  client.off('connect', connect);
+  attempt.stop();
   return client;
-}
-
-/** Resolves when the client is ready, or after `timeoutMs`, whichever comes first. */
-function readyWithin(client: RedisClient, timeoutMs: number): Promise<void> {
-  if (client.status === 'ready') return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      client.off('ready', done);
-      client.off('end', done);
-      resolve();
-    };
-    const timer = setTimeout(done, timeoutMs);
-    client.once('ready', done);
-    client.once('end', done);
-  });
 }
 
 function buildClient(options: CreateRedisOptions, target: RedisTarget, quietUntilReady = false): RedisClient {
@@ -297,13 +225,6 @@ function newClient(options: CreateRedisOptions, target: RedisTarget): RedisClien
 
 function definedOnly<T extends object>(options: T): Partial<T> {
   return Object.fromEntries(Object.entries(options).filter(([, value]) => value !== undefined)) as Partial<T>;
-}
-
-function describeTarget(target: RedisTarget): string {
-  if (target.kind === 'sentinel') return `sentinel master "${target.sentinel.name}"`;
-  if (target.kind === 'url') return maskUrl(target.url);
-  // Host and port only: a node object may carry a password of its own.
-  return `cluster ${target.nodes.map((n) => (typeof n === 'string' ? maskUrl(n) : `${n.host}:${n.port}`)).join(', ')}`;
 }
 
 /**
