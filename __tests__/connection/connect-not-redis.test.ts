@@ -1,22 +1,18 @@
-import { createServer, type Server, type Socket } from 'node:net';
 import { connectRedis } from '../../lib/connection';
 import { type RedisServerHandle, startRedisServer } from '../../lib/testing';
+import { fakeServer, httpService, loadingRedis } from '../helpers/fake-servers';
 
 // What answers at the address is not (yet) a usable Redis: the rejection says what it is, not
 // "Start redis-server", which sends the user looking for a server that is running.
 
-async function fake(handler: (socket: Socket) => void): Promise<{ server: Server; url: string }> {
-  const server = createServer((socket) => {
-    socket.on('error', () => {});
-    handler(socket);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return { server, url: `redis://127.0.0.1:${(server.address() as { port: number }).port}` };
+async function fake(handler: Parameters<typeof fakeServer>[0]) {
+  const { server, address } = await fakeServer(handler);
+  return { server, url: `redis://${address}` };
 }
 
 describe('connectRedis against something that is not a ready Redis', () => {
   it('a service that does not speak the Redis protocol (an HTTP server) is named as such', async () => {
-    const { server, url } = await fake((s) => s.on('data', () => s.end('HTTP/1.1 400 Bad Request\r\n\r\n')));
+    const { server, url } = await fake(httpService);
     try {
       const error = await connectRedis({ url, logger: false }).catch((e: Error) => e);
       expect(String(error)).toMatch(/does not speak the Redis protocol: check the host and port/);
@@ -37,20 +33,7 @@ describe('connectRedis against something that is not a ready Redis', () => {
   }, 15_000);
 
   it('a Redis still loading its dataset (INFO says loading:1) is named as not ready, with loading as the likely reason', async () => {
-    // As redis-server answers while it loads an RDB: the ready check's INFO says loading, data
-    // commands get -LOADING.
-    const { server, url } = await fake((s) =>
-      s.on('data', (data) => {
-        for (const [, name] of data.toString().matchAll(/\*\d+\r\n\$\d+\r\n(\w+)/g)) {
-          const command = name!.toUpperCase();
-          if (command === 'HELLO') s.write("-ERR unknown command 'HELLO'\r\n");
-          else if (command === 'INFO') {
-            const body = 'loading:1\r\nloading_eta_seconds:30\r\n';
-            s.write(`$${body.length}\r\n${body}\r\n`);
-          } else s.write('-LOADING Redis is loading the dataset in memory\r\n');
-        }
-      }),
-    );
+    const { server, url } = await fake(loadingRedis);
     try {
       const error = await connectRedis({ url, logger: false }).catch((e: Error) => e);
       expect(String(error)).toMatch(/accepted the connection but never became ready/);

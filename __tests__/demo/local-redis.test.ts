@@ -1,6 +1,7 @@
-import { createServer, type Server, type Socket } from 'node:net';
+import type { Server } from 'node:net';
 import { probeLocal } from '../../demo-app/redis';
 import { type RedisServerHandle, startRedisServer } from '../../lib/testing';
+import { fakeServer, httpService, loadingRedis } from '../helpers/fake-servers';
 
 // The demo uses a Redis already on 6379 when one answers; what it says when something there answers
 // but is passed over (two demo processes then no longer share sessions and the live feed through
@@ -13,14 +14,10 @@ afterAll(async () => {
   for (const fake of fakes) fake.close();
 });
 
-async function fake(handler: (socket: Socket) => void): Promise<string> {
-  const server = createServer((socket) => {
-    socket.on('error', () => {});
-    handler(socket);
-  });
+async function fake(handler: Parameters<typeof fakeServer>[0]): Promise<string> {
+  const { server, address } = await fakeServer(handler);
   fakes.push(server);
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return `127.0.0.1:${(server.address() as { port: number }).port}`;
+  return address;
 }
 
 async function redis(options: Parameters<typeof startRedisServer>[0] = {}): Promise<string> {
@@ -56,25 +53,14 @@ describe('the demo probing a Redis of its own on 6379', () => {
   });
 
   it('names another service (HTTP) as not a Redis server', async () => {
-    const where = await fake((s) => s.on('data', () => s.end('HTTP/1.1 400 Bad Request\r\n\r\n')));
+    const where = await fake(httpService);
     expect((await probe(where)).why).toBe(
       `What listens on ${where} is not a Redis server (another service on that port?).`,
     );
   });
 
   it('a Redis still loading its dataset (or a silent listener): accepted, but not a ready Redis', async () => {
-    const loading = await fake((s) =>
-      s.on('data', (data) => {
-        for (const [, name] of data.toString().matchAll(/\*\d+\r\n\$\d+\r\n(\w+)/g)) {
-          const command = name!.toUpperCase();
-          if (command === 'HELLO') s.write("-ERR unknown command 'HELLO'\r\n");
-          else if (command === 'INFO') {
-            const body = 'loading:1\r\nloading_eta_seconds:30\r\n';
-            s.write(`$${body.length}\r\n${body}\r\n`);
-          } else s.write('-LOADING Redis is loading the dataset in memory\r\n');
-        }
-      }),
-    );
+    const loading = await fake(loadingRedis);
     const silent = await fake(() => {});
     for (const where of [loading, silent]) {
       expect((await probe(where)).why).toBe(
