@@ -1,4 +1,4 @@
-import express from 'express';
+import express, { type Express } from 'express';
 import request from 'supertest';
 import { cacheResponse, createCache } from '../../lib/cache';
 import type { RedisClient } from '../../lib/client';
@@ -11,6 +11,20 @@ let client: RedisClient;
 useFlushedClient(redis, (c) => {
   client = c;
 });
+
+/** A route entry fresh for 200 ms, then served stale while it is refreshed in the background. */
+const STALE_AFTER_200MS = { ttl: 200, jitter: 0, staleWhileRevalidate: '1m', l1: false as const };
+
+/**
+ * Stores the origin's v1 at `path`, waits until it is stale, moves the origin on (`toV2`), and asks
+ * again: the answer is the stale entry, and a background refresh starts.
+ */
+async function goStale(app: Express, path: string, toV2: () => void): Promise<void> {
+  expect((await request(app).get(path)).text).toBe('v1');
+  await sleep(300);
+  toV2();
+  expect((await request(app).get(path)).headers['x-cache']).toBe('STALE');
+}
 
 // A background refresh holds the fill lock while its replay goes through the app, and gives the route
 // 3 × lockTimeout to answer. Cases:
@@ -36,10 +50,7 @@ describe.each([
       '/r',
       cacheResponse({
         redis: client,
-        ttl: 200,
-        jitter: 0,
-        staleWhileRevalidate: '1m',
-        l1: false,
+        ...STALE_AFTER_200MS,
         lockTimeout,
         logger: {
           warn: (d: unknown, m: string) =>
@@ -51,10 +62,9 @@ describe.each([
         res.send(`v${version}`);
       },
     );
-    expect((await request(app).get('/r')).text).toBe('v1');
-    await sleep(300);
-    version = 2;
-    expect((await request(app).get('/r')).headers['x-cache']).toBe('STALE');
+    await goStale(app, '/r', () => {
+      version = 2;
+    });
     await sleep(400 + beforeMs);
     const after = await request(app).get('/r');
     expect({ text: after.text, warnings }).toEqual({ text: 'v2', warnings: [] });
@@ -68,10 +78,7 @@ it('a background refresh that loses its lock while the route runs reports lock-l
     '/r',
     cacheResponse({
       redis: client,
-      ttl: 200,
-      jitter: 0,
-      staleWhileRevalidate: '1m',
-      l1: false,
+      ...STALE_AFTER_200MS,
       lockTimeout: 300,
       name: 'loses-its-lock',
       logger: { warn() {} },
@@ -83,10 +90,9 @@ it('a background refresh that loses its lock while the route runs reports lock-l
   );
   const events = captureEvents('cache');
   try {
-    expect((await request(app).get('/r')).text).toBe('v1');
-    await sleep(300);
-    version = 2;
-    expect((await request(app).get('/r')).headers['x-cache']).toBe('STALE');
+    await goStale(app, '/r', () => {
+      version = 2;
+    });
     await sleep(50); // refresh now inside the route
     const admin = redis.plain();
     const locks = await admin.keys('*:lock');
@@ -124,10 +130,7 @@ it("another cacheResponse in front (an app-wide one) passes the replay on: the r
     cacheResponse({
       redis: client,
       prefix: 'route:',
-      ttl: 200,
-      jitter: 0,
-      staleWhileRevalidate: '1m',
-      l1: false,
+      ...STALE_AFTER_200MS,
       lockTimeout: 100,
       name: 'route',
       logger: { warn() {} },
@@ -139,10 +142,9 @@ it("another cacheResponse in front (an app-wide one) passes the replay on: the r
   );
   const events = captureEvents('cache');
   try {
-    expect((await request(app).get('/r')).text).toBe('v1');
-    await sleep(300);
-    version = 2;
-    expect((await request(app).get('/r')).headers['x-cache']).toBe('STALE');
+    await goStale(app, '/r', () => {
+      version = 2;
+    });
     await sleep(800);
     const after = await request(app).get('/r');
     const lost = events.events.filter((e) => e.type === 'lock-lost').map((e) => e.name);
@@ -161,10 +163,9 @@ it("one shared cache, one key, two cacheResponse: the one in front (which passed
   app.get('/r', cacheResponse({ cache, ttl: 200, jitter: 0, staleWhileRevalidate: '1m' }), (_req, res) => {
     res.send(`v${version}`);
   });
-  expect((await request(app).get('/r?utm=x')).text).toBe('v1');
-  await sleep(300);
-  version = 2;
-  expect((await request(app).get('/r?utm=x')).headers['x-cache']).toBe('STALE');
+  await goStale(app, '/r?utm=x', () => {
+    version = 2;
+  });
   await sleep(150);
   const after = await request(app).get('/r?utm=x');
   expect({ text: after.text, cache: after.headers['x-cache'] }).toEqual({ text: 'v2', cache: 'HIT' });
