@@ -2,8 +2,9 @@ import calculateSlot from 'cluster-key-slot';
 import type { Cluster } from 'ioredis';
 import { checkClientShape, isCluster, type RedisClient } from './client';
 import { MAX_TIMER_MS } from './duration';
-import { checkKnownOptions, numberOptionError, optionError, shown } from './errors';
+import { numberOptionError, shown } from './errors';
 import { emitKitEvent } from './events';
+import { helperOptions } from './helper-options';
 
 /** Tuning of the per-client circuit breaker. */
 export interface BreakerOptions {
@@ -139,16 +140,15 @@ const BREAKER_KNOWN = new Set(['failureThreshold', 'cooldownMs']);
 export function configureBreaker(redis: RedisClient, options: Partial<BreakerOptions>): void {
   // A Promise (an un-awaited connectRedis()) would be tuned instead of the client, silently.
   checkClientShape(redis);
-  if (!options || typeof options !== 'object') {
-    throw optionError('options', `must be an object; got ${shown(options)}`, 'e.g. { cooldownMs: 500 }');
-  }
-  checkKnownOptions(options, BREAKER_KNOWN, 'configureBreaker', {
-    threshold: 'use "failureThreshold"',
-    cooldown: 'use "cooldownMs"',
-    resetTimeout: 'use "cooldownMs"',
-  });
   const { failureThreshold = DEFAULT_BREAKER.failureThreshold, cooldownMs = DEFAULT_BREAKER.cooldownMs } =
-    options;
+    helperOptions(options, BREAKER_KNOWN, 'configureBreaker', {
+      required: 'E.g. { cooldownMs: 500 }.',
+      renamed: {
+        threshold: 'use "failureThreshold"',
+        cooldown: 'use "cooldownMs"',
+        resetTimeout: 'use "cooldownMs"',
+      },
+    });
   if (!(Number.isSafeInteger(failureThreshold) && failureThreshold >= 1)) {
     throw numberOptionError(
       'failureThreshold',

@@ -8,17 +8,21 @@ import { checkKnownOptions, numberOptionError, optionError, shown } from './erro
 /** The options of pingRedis and closeRedis. */
 export const TIMEOUT_ONLY: ReadonlySet<string> = new Set(['timeoutMs']);
 
-/** A helper's options object: undefined is none; anything but an object, or an unknown name, throws. */
+/**
+ * A helper's options object: undefined is none (unless `required`); anything but an object, or an
+ * unknown name, throws. `renamed`: hints for names users bring from elsewhere.
+ */
 export function helperOptions<T extends object>(
   options: T | undefined,
   known: ReadonlySet<string>,
   helper: string,
+  { renamed = {}, required }: { renamed?: Readonly<Record<string, string>>; required?: string } = {},
 ): Partial<T> {
-  if (options === undefined) return {};
+  if (options === undefined && !required) return {};
   if (options === null || typeof options !== 'object' || Array.isArray(options)) {
-    throw optionError('options', `of ${helper} must be an object; got ${shown(options)}`);
+    throw optionError('options', `of ${helper} must be an object; got ${shown(options)}`, required);
   }
-  checkKnownOptions(options, known, helper);
+  checkKnownOptions(options, known, helper, renamed);
   return options;
 }
 

@@ -289,7 +289,19 @@ describe('configureBreaker checks its options', () => {
     ['cooldownMs negative', { cooldownMs: -1 }, RangeError, /option "cooldownMs".*got -1/],
     ['cooldownMs string', { cooldownMs: '1000' }, TypeError, /option "cooldownMs"/],
     ['cooldownMs NaN', { cooldownMs: Number.NaN }, RangeError, /option "cooldownMs"/],
-    ['an unknown name', { threshold: 3 }, TypeError, /option "threshold" is not a configureBreaker option/],
+    [
+      'an unknown name',
+      { threshold: 3 },
+      TypeError,
+      /option "threshold" is not a configureBreaker option\. Use "failureThreshold"/,
+    ],
+    ['an array', [], TypeError, /option "options" of configureBreaker must be an object; got an empty array/],
+    [
+      'null',
+      null as unknown as object,
+      TypeError,
+      /option "options" of configureBreaker must be an object.*E\.g\. \{ cooldownMs: 500 \}/,
+    ],
   ])('refuses %s', (_name, options, kind, message) => {
     const error = thrown(() => configureBreaker(client, options as never));
     expect(error).toBeInstanceOf(kind);
