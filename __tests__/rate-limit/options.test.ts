@@ -269,7 +269,11 @@ describe('rateLimit options', () => {
 describe('deny cache', () => {
   it('answers only until the retry time and only requests of the denied cost (only Redis knows when a heavier one could pass)', () => {
     const cache = new DenyCache(2);
-    cache.set('a', { until: 1000, cost: 3, reply: [0, 0, 0, 500, 500], binding: 0, at: 500 }, cache.stamp());
+    cache.set(
+      'a',
+      { until: 1000, cost: 3, reply: [0, 0, 0, 500, 500], binding: 0, readAt: 501 },
+      cache.stamp(),
+    );
     expect(cache.get('a', 3, 999)).toBeDefined();
     expect(cache.get('a', 5, 999)).toBeUndefined();
     expect(cache.get('a', 2, 999)).toBeUndefined();
@@ -279,7 +283,7 @@ describe('deny cache', () => {
 
   it('stays bounded, dropping the oldest entry first', () => {
     const cache = new DenyCache(2);
-    const entry = { until: 10, cost: 1, reply: [], binding: 0, at: 0 };
+    const entry = { until: 10, cost: 1, reply: [], binding: 0, readAt: 0 };
     cache.set('a', entry, cache.stamp());
     cache.set('b', entry, cache.stamp());
     cache.set('c', entry, cache.stamp());
@@ -289,7 +293,7 @@ describe('deny cache', () => {
   });
   it("keeps out a denial sent before its own key's refund, not one sent before another key's", () => {
     const cache = new DenyCache(4);
-    const entry = { until: 10, cost: 1, reply: [], binding: 0, at: 0 };
+    const entry = { until: 10, cost: 1, reply: [], binding: 0, readAt: 0 };
     const sentAt = cache.stamp();
     cache.forget('a');
     cache.set('a', entry, sentAt);
@@ -306,7 +310,7 @@ describe('deny cache', () => {
 
   it('when more keys were refunded than it tracks, keeps out every denial sent before, never a stale one', () => {
     const cache = new DenyCache(2);
-    const entry = { until: 10, cost: 1, reply: [], binding: 0, at: 0 };
+    const entry = { until: 10, cost: 1, reply: [], binding: 0, readAt: 0 };
     const sentAt = cache.stamp();
     cache.forget('a');
     cache.forget('b');

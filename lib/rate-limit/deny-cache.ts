@@ -6,8 +6,12 @@ export interface DenyEntry {
   /** The script reply of the denial, for headers and `req.rateLimit`. */
   reply: readonly number[];
   binding: number;
-  /** `performance.now()` when the call that brought it was sent: ages the reply's reset times. */
-  at: number;
+  /**
+   * `performance.now()` when the reply was read: ages the reply's reset and retry times for clients.
+   * Redis decided before it, so a wait counted from here is never early (`until`, counted from when
+   * the call was sent, is: right for how long to deny, too short to tell a client).
+   */
+  readAt: number;
 }
 
 /**

@@ -42,13 +42,13 @@ export function createLimiter(o: ResolvedOptions) {
       const now = performance.now();
       const hit = denyCache.get(key, cost, now);
       if (hit) {
-        const elapsed = now - hit.at;
+        const elapsed = now - hit.readAt;
         const info = ctx.infoAt(hit.reply as Reply, hit.binding, key, elapsed);
         const shown = tell(req, info, true);
         writeHeaders(res, hit.reply, hit.binding, elapsed, shown);
         if (hasKitListeners())
           emitKitEvent({ component: 'rate-limit', name, type: 'deny-cache-hit', key, policy: info.policy });
-        sendDenied(o, req, res, next, info, hit.until - now);
+        sendDenied(o, req, res, next, info, hit.reply[4 + 3 * hit.binding]! - elapsed);
         return;
       }
     }
@@ -137,7 +137,11 @@ export function createLimiter(o: ResolvedOptions) {
     // the denial stands for this request, but the cache keeps it only if nothing did.
     // Redis counts in whole ms (its now rounded down), so its wait may be up to 1 ms more than the
     // truth: remembered 1 ms shorter, the denial still ends no later than Redis's.
-    denyCache?.set(key, { until: sent.at + retryMs - 1, cost, reply, binding: b, at: sent.at }, sent.stamp);
+    denyCache?.set(
+      key,
+      { until: sent.at + retryMs - 1, cost, reply, binding: b, readAt: performance.now() },
+      sent.stamp,
+    );
     sendDenied(o, req, res, next, info, retryMs);
   }
 
