@@ -6,6 +6,7 @@ import { DEFAULT_REDIS_URL, type RedisTarget, validateRedisOptions } from './con
 import { MAX_TIMER_MS } from './duration';
 import { probeRedis } from './health';
 import { helperOptions, TIMEOUT_ONLY, timeoutMsOption } from './helper-options';
+import { drainWork } from './pending-work';
 import { neverThrows } from './logger';
 import { isUrl, type NodeAddress, toAddress, urlAddress, urlAuth } from './node-address';
 import { takeSubscriber } from './pubsub';
@@ -228,9 +229,12 @@ function definedOnly<T extends object>(options: T): Partial<T> {
 }
 
 /**
- * Closes a client (and the kit's pub/sub connection made from it): QUIT, then a hard disconnect if
- * Redis has not answered within `timeoutMs` (default 1000). Never rejects for Redis (down, slow or
- * refusing); rejects with a TypeError/RangeError for a bad argument.
+ * Closes a client (and the kit's pub/sub connection made from it). While Redis is up, it first waits
+ * up to `timeoutMs` (default 1000) for the kit's work in progress on it (pending-work.ts: a handler
+ * still running behind `idempotency()` or a cache fill, whose answer is still to be stored; a call in
+ * flight), then sends QUIT, and disconnects hard if Redis has not answered within `timeoutMs` more.
+ * Never rejects for Redis (down, slow or refusing); rejects with a TypeError/RangeError for a bad
+ * argument.
  */
 export async function closeRedis(
   redis: RedisClient,
@@ -238,7 +242,10 @@ export async function closeRedis(
 ): Promise<void> {
   checkClientShape(redis);
   const timeoutMs = timeoutMsOption(helperOptions(options, TIMEOUT_ONLY, 'closeRedis').timeoutMs, 1000, 1);
+  // Taken (marked closed) first: nothing may open a subscriber on it meanwhile.
   const subscriber = takeSubscriber(redis);
+  // A client that is not ready has nothing to flush: its calls fail at once.
+  if (redis.status === 'ready') await drainWork(redis, performance.now() + timeoutMs);
   await Promise.all([subscriber ? closeOne(subscriber, timeoutMs) : undefined, closeOne(redis, timeoutMs)]);
 }
 
@@ -264,7 +271,7 @@ async function closeConnection(redis: RedisClient, timeoutMs: number): Promise<v
   let lastTimer: NodeJS.Timeout | undefined;
   const ended = new Promise<void>((resolve) => {
     redis.once('end', () => resolve());
-    // Whatever happens, never make shutdown wait more than twice the budget. Capped (Node fires a
+    // Whatever happens, never make this part wait more than twice the budget. Capped (Node fires a
     // longer timer after 1 ms), so at the longest budget it may come with the hard disconnect's:
     // it disconnects too, rather than leave that to a timer it clears.
     lastTimer = setTimeout(
@@ -275,6 +282,9 @@ async function closeConnection(redis: RedisClient, timeoutMs: number): Promise<v
       Math.min(timeoutMs * 2, MAX_TIMER_MS),
     );
   });
+  // ioredis writes auto-pipelined calls at the next turn, and QUIT (never auto-pipelined) at once:
+  // Redis would drop what came after it. One turn lets them go first.
+  if (redis.status === 'ready') await new Promise((resolve) => setImmediate(resolve));
   if (redis.status === 'ready') {
     // QUIT lets in-flight replies arrive; if Redis does not answer in time, drop the socket.
     redis.quit().catch(() => redis.disconnect());

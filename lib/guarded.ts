@@ -2,6 +2,7 @@ import { breakerFor, type CircuitBreaker } from './breaker';
 import { isCluster, type RedisClient } from './client';
 import { RedisRefusedError, RedisTimeoutError, RedisUnavailableError } from './errors';
 import { emitKitEvent, hasKitListeners, type KitComponent } from './events';
+import { beginWork } from './pending-work';
 import { withoutCommandArgs } from './redact';
 import { leaveReplica, READONLY_REPLY } from './replica';
 
@@ -93,7 +94,17 @@ export function guarded<T>(
   }
   // Always read: a listener may subscribe while the call is in flight, and its duration must be real.
   const started = performance.now();
-  return new Promise<T>((resolve, reject) => {
+  return new Promise<T>((resolveCall, rejectCall) => {
+    // closeRedis waits for it (pending-work.ts), within its budget.
+    const end = beginWork(redis);
+    const resolve = (value: T): void => {
+      end();
+      resolveCall(value);
+    };
+    const reject = (error: unknown): void => {
+      end();
+      rejectCall(error);
+    };
     let settled = false;
     const timer = setTimeout(() => {
       // On a busy event loop the reply may already sit in the socket, unread: timers run before I/O

@@ -2,6 +2,7 @@ import type { OutgoingHttpHeaders } from 'node:http';
 import type { NextFunction, Request, Response } from 'express';
 import { onResponseOver } from '../connection-close';
 import { withoutQuery } from '../mask-url';
+import { beginWork } from '../pending-work';
 import { type Captured, type CaptureOptions, captureResponse } from './capture';
 import type { FillLease } from './core';
 import type { Entry } from './entry';
@@ -74,6 +75,8 @@ export function fill(
   const before = res.getHeaders();
   const heard = heardBefore ?? cache.heard;
   const stop = cache.holdLock(redisKey, token);
+  // Until its lock is released or its entry stored: closeRedis waits for it.
+  const endWork = beginWork(cache.redis);
   const fallback = staleIfErrorOf(o, lease.stale, Date.now());
   const staleAnswer = fallback ? answerStaleOnError(ctx, req, res, fallback, key) : undefined;
   res.setHeader('X-Cache', 'MISS');
@@ -93,70 +96,95 @@ export function fill(
     },
     (captured, reason) => {
       stop();
-      let entry: Entry | undefined;
-      let threw = false;
+      // What it sends now (a release) is a call of its own, counted while in flight; a store, or a
+      // release that waits for the response to be over, is counted until then.
+      let later = false;
       try {
-        entry =
-          captured && (!o.shouldCache || o.shouldCache(req, res))
-            ? toEntry(ctx, req, res, captured, before)
-            : undefined;
-      } catch (error) {
-        logger.warn(
-          { key: redisKey, path: withoutQuery(req.originalUrl), err: error },
-          'the tags or shouldCache option threw; response not cached',
-        );
-        threw = true;
+        later = end(captured, reason);
+      } finally {
+        if (!later) endWork();
       }
-      if (!entry && reason === 'stale-if-error' && fallback) {
-        // The origin is failing: requests coalesced behind this one get the same stale answer.
-        cache.releaseFill(redisKey, token);
-        return settle({ rec: fallback, headers: req.headers });
-      }
-      if (!entry) {
-        ctx.event('uncacheable', key, { reason: reason ?? (threw ? 'option-threw' : 'shouldCache') });
-        const release = () => releaseUncacheable(cache, res, redisKey, token, reason, settle);
-        // A 304 is judged by its headers as they went out: express-session in front adds its
-        // Set-Cookie inside writeHead, after this is first known.
-        if (res.statusCode === 304 && !res.headersSent) onResponseOver(res, release);
-        else release();
-        return;
-      }
-      let rec: Rec;
-      let vary: FillVary | undefined;
-      try {
-        rec = toRec(entry, redisKey, 0, Date.now());
-        const names = varyOf(entry);
-        cache.learnVary(names);
-        vary =
-          names.length > 0
-            ? {
-                names,
-                values: names.map((n) => headerValue(req.headers, n)),
-                generation: generationOf(marker, names),
-              }
-            : undefined;
-      } catch (error) {
-        // Runs from the response's end: a throw would strand the requests coalesced behind this one.
-        logger.warn(
-          { key: redisKey, path: withoutQuery(req.originalUrl), err: error },
-          'could not prepare the response for the cache; not cached',
-        );
-        cache.releaseFill(redisKey, token);
-        return settle({ retry: true });
-      }
-      // Requests coalesced behind this one get its answer once it is stored: when an invalidation
-      // (from any instance) took the lock while the origin ran, they look up again instead, since
-      // the answer may be older than the write behind it; nor does it go into L1. Requests that
-      // come after this answer do not join any more: they look up on their own, as before.
-      settle.close?.();
-      void cache.store(redisKey, entry, token, vary, since).then((outcome) => {
-        if (outcome === 'dropped') return settle({ retry: true });
-        if (l1) l1Put(l1, key, rec, req.headers, heard);
-        settle({ rec, headers: req.headers });
-      });
     },
   );
   next();
+
+  /** Ends the fill: stores its answer or releases the lock; true when it calls endWork itself, later. */
+  function end(captured: Captured | undefined, reason: string | undefined): boolean {
+    let entry: Entry | undefined;
+    let threw = false;
+    try {
+      entry =
+        captured && (!o.shouldCache || o.shouldCache(req, res))
+          ? toEntry(ctx, req, res, captured, before)
+          : undefined;
+    } catch (error) {
+      logger.warn(
+        { key: redisKey, path: withoutQuery(req.originalUrl), err: error },
+        'the tags or shouldCache option threw; response not cached',
+      );
+      threw = true;
+    }
+    if (!entry && reason === 'stale-if-error' && fallback) {
+      // The origin is failing: requests coalesced behind this one get the same stale answer.
+      cache.releaseFill(redisKey, token);
+      settle({ rec: fallback, headers: req.headers });
+      return false;
+    }
+    if (!entry) {
+      ctx.event('uncacheable', key, { reason: reason ?? (threw ? 'option-threw' : 'shouldCache') });
+      const release = () => releaseUncacheable(cache, res, redisKey, token, reason, settle);
+      // A 304 is judged by its headers as they went out: express-session in front adds its
+      // Set-Cookie inside writeHead, after this is first known.
+      if (res.statusCode === 304 && !res.headersSent) {
+        onResponseOver(res, () => {
+          try {
+            release();
+          } finally {
+            endWork();
+          }
+        });
+        return true;
+      }
+      release();
+      return false;
+    }
+    let rec: Rec;
+    let vary: FillVary | undefined;
+    try {
+      rec = toRec(entry, redisKey, 0, Date.now());
+      const names = varyOf(entry);
+      cache.learnVary(names);
+      vary =
+        names.length > 0
+          ? {
+              names,
+              values: names.map((n) => headerValue(req.headers, n)),
+              generation: generationOf(marker, names),
+            }
+          : undefined;
+    } catch (error) {
+      // Runs from the response's end: a throw would strand the requests coalesced behind this one.
+      logger.warn(
+        { key: redisKey, path: withoutQuery(req.originalUrl), err: error },
+        'could not prepare the response for the cache; not cached',
+      );
+      cache.releaseFill(redisKey, token);
+      settle({ retry: true });
+      return false;
+    }
+    // Requests coalesced behind this one get its answer once it is stored: when an invalidation
+    // (from any instance) took the lock while the origin ran, they look up again instead, since
+    // the answer may be older than the write behind it; nor does it go into L1. Requests that
+    // come after this answer do not join any more: they look up on their own, as before.
+    settle.close?.();
+    void cache.store(redisKey, entry, token, vary, since).then((outcome) => {
+      endWork();
+      if (outcome === 'dropped') return settle({ retry: true });
+      if (l1) l1Put(l1, key, rec, req.headers, heard);
+      settle({ rec, headers: req.headers });
+    });
+    return true;
+  }
 }
 
 /**

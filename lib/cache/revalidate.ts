@@ -1,6 +1,7 @@
 import type { Request } from 'express';
 import { MAX_TIMER_MS } from '../duration';
 import { withoutQuery } from '../mask-url';
+import { beginWork } from '../pending-work';
 import { newToken } from '../token';
 import { type RefreshTicket, replay } from './refresh';
 import { l1Put } from './vary';
@@ -70,9 +71,12 @@ export function createRevalidator(cache: Cache, event: (type: string, key: strin
     refreshing.add(key);
     const safety = setTimeout(() => refreshing.delete(key), lockTimeoutMs);
     safety.unref?.();
+    // Background work after the response: closeRedis waits for it.
+    const endWork = beginWork(cache.redis);
     const done = () => {
       clearTimeout(safety);
       refreshing.delete(key);
+      endWork();
     };
     run(req, key, redisKey, fromL1, done).catch(done);
   }

@@ -1,4 +1,5 @@
 import { MAX_TIMER_MS } from '../duration';
+import { beginWork } from '../pending-work';
 import { newToken } from '../token';
 import type { CacheCore } from './core';
 import type { Entry } from './entry';
@@ -37,6 +38,8 @@ export class WrapRefresher {
     }
     const state = { slow: false, looking: false };
     this.running.set(redisKey, state);
+    // Background work after the call: closeRedis waits for it.
+    const endWork = beginWork(this.cache.redis);
     const token = newToken();
     // Whether a failure is the cache's own Redis call (its look, its lock), not fn's.
     let inRedis = true;
@@ -106,6 +109,7 @@ export class WrapRefresher {
         );
       })
       .finally(() => {
+        endWork();
         if (this.running.get(redisKey) === state) this.running.delete(redisKey);
       });
   }

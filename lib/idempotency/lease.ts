@@ -2,6 +2,7 @@ import type { Request, Response } from 'express';
 import { type GuardOptions, guarded } from '../guarded';
 import { emitWarningOnce } from '../logger';
 import { mark } from '../marks';
+import { beginWork } from '../pending-work';
 import { type CapturedResponse, captureResponse } from './capture';
 import { watchTimeoutGuard } from './late-answer';
 import type { ResolvedIdempotencyOptions } from './options';
@@ -32,6 +33,8 @@ export function protect(
   { owner, fingerprint, forgotten }: { owner: string; fingerprint: string; forgotten: string },
 ): void {
   watchTimeoutGuard(req, res);
+  // Until its answer is stored or the key released, or the lease given up: closeRedis waits for it.
+  const endWork = beginWork(o.redis);
   // Monotonic: a wall clock step would stretch or cut the lease (a cut one lets a retry run the
   // handler while this one still does).
   const started = performance.now();
@@ -82,6 +85,8 @@ export function protect(
   const stop = () => {
     stopped = true;
     clearInterval(timer);
+    // Given up (past ttl, lapsed, lost) with no answer to store or release.
+    if (!settled) endWork();
   };
 
   // Exactly one outcome per reservation: the handler's end() or the connection closing mid-response.
@@ -200,7 +205,11 @@ export function protect(
       }
       settled = true;
       stop();
-      await settle(captured);
+      try {
+        await settle(captured);
+      } finally {
+        endWork();
+      }
       return undefined;
     },
   });

@@ -1,0 +1,60 @@
+// The kit's unfinished work on a client: Redis calls in flight, idempotency leases whose answer is
+// still to be stored, cache fills and background refreshes whose lock is still to be released or
+// entry stored. closeRedis waits for it (within its budget) before QUIT: a graceful shutdown closes
+// Redis once the last connection is gone, which can be before the last handler is (its client left,
+// or a timeout guard answered for it), and what it then sends would be lost as in a crash, an
+// idempotent handler's answer with it (its retry would run the handler again).
+
+interface Work {
+  count: number;
+  /** Called when count drops to 0. */
+  idle: Array<() => void>;
+}
+
+const works = new WeakMap<object, Work>();
+
+/** Counts one piece of work on `redis` until the returned function is called (more calls: no-ops). */
+export function beginWork(redis: object): () => void {
+  let work = works.get(redis);
+  if (work === undefined) {
+    work = { count: 0, idle: [] };
+    works.set(redis, work);
+  }
+  const counted = work;
+  counted.count++;
+  let ended = false;
+  return () => {
+    if (ended) return;
+    ended = true;
+    if (--counted.count > 0) return;
+    const idle = counted.idle;
+    counted.idle = [];
+    for (const wake of idle) wake();
+  };
+}
+
+const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/**
+ * Resolves once no work is counted on `redis`, or at `deadline` (`performance.now()`). It first lets
+ * the current turn of the event loop end, and looks again after each wake-up: Node calls
+ * `server.close()`'s callback before the last connection's 'close' event (its close phase), which is
+ * when the kit settles what a broken-off request held, and a call often follows another's reply.
+ */
+export async function drainWork(redis: object, deadline: number): Promise<void> {
+  for (;;) {
+    // Two turns: past this one's close phase, then past what its callbacks queued for the next.
+    await turn();
+    await turn();
+    const work = works.get(redis);
+    const left = deadline - performance.now();
+    if (work === undefined || work.count === 0 || left <= 0) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, left);
+      work.idle.push(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+}
