@@ -98,6 +98,63 @@ describe('rateLimit around its decisions', () => {
     expect((await mw.get('k')).used).toBe(1);
   });
 
+  it.each<[string, () => Promise<boolean>, number]>([
+    ['resolves false (a failed login)', async () => false, 0],
+    [
+      'resolves true after 30 ms',
+      async () => {
+        await sleep(30);
+        return true;
+      },
+      1,
+    ],
+  ])(
+    'waits for a requestWasSuccessful that answers a Promise, as express-rate-limit does: one that %s is judged by its value',
+    async (_name, judge, used) => {
+      const { waitFor } = events();
+      const mw = limiter({
+        limit: 5,
+        window: '1m',
+        name: `async-judge-${used}`,
+        key: () => 'k',
+        skipFailedRequests: true,
+        requestWasSuccessful: judge,
+      });
+      const app = express();
+      app.get('/', mw, (_req, res) => {
+        res.send('ok');
+      });
+      expect((await request(app).get('/')).status).toBe(200);
+      if (used === 0) await waitFor('refund', 1);
+      else await sleep(150);
+      expect((await mw.get('k')).used).toBe(used);
+    },
+  );
+
+  it('keeps the cost counted, and reports refund-failed, when an async requestWasSuccessful rejects (no unhandled rejection)', async () => {
+    const { waitFor, events: seen } = events();
+    const mw = limiter({
+      limit: 5,
+      window: '1m',
+      name: 'rejecting-judge',
+      key: () => 'k',
+      skipFailedRequests: true,
+      requestWasSuccessful: async () => {
+        throw new Error('lookup failed');
+      },
+    });
+    const app = express();
+    app.get('/', mw, (_req, res) => {
+      res.status(401).send('no');
+    });
+    expect((await request(app).get('/')).status).toBe(401);
+    await waitFor('refund-failed', 1);
+    const failed = seen.find((e) => e.type === 'refund-failed') as { error?: unknown };
+    expect(String(failed.error)).toMatch(/lookup failed/);
+    expect((await mw.get('k')).used).toBe(1);
+    expect(unhandled).toEqual([]);
+  });
+
   it.each([
     ['skipFailedRequests', 500, 10],
     // A handler that answers in the same turn (a validation error, a cached answer) ended the

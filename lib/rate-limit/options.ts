@@ -64,7 +64,7 @@ export interface ResolvedOptions {
   maxCost: number;
   skipSuccessfulRequests: boolean;
   skipFailedRequests: boolean;
-  requestWasSuccessful: (req: Request, res: Response) => boolean;
+  requestWasSuccessful: (req: Request, res: Response) => boolean | PromiseLike<boolean>;
   dryRun: boolean;
   headers: HeadersMode | false;
   statusCode: number;

@@ -4,6 +4,7 @@ import { onResponseOver } from '../connection-close';
 import { emitKitEvent } from '../events';
 import { guarded } from '../guarded';
 import { isHeld, whenReleased } from '../late-answers';
+import { beginWork } from '../pending-work';
 import { runScript } from '../scripts';
 import type { Refund } from './batches';
 import type { LimiterContext } from './context';
@@ -11,6 +12,7 @@ import type { DenyCache } from './deny-cache';
 import type { ResolvedOptions } from './options';
 import { type Reply, refundHints } from './reply';
 import { MODE_REFUND, rateLimitScript } from './script';
+import { isThenable } from './user-call';
 
 /**
  * skipSuccessfulRequests / skipFailedRequests: gives a counted request's cost back once its
@@ -38,23 +40,36 @@ export function createRefunds(
   ): void {
     const origin = reply[1]!;
     const hints = refundHints(reply, ctx.count);
+    // Runs from a response event, where a throw (or an unhandled rejection) would take the process
+    // down. Unknown outcome: keep the cost counted, the side that can never let more through.
+    const unjudged = (error: unknown) =>
+      emitKitEvent({
+        component: 'rate-limit',
+        name,
+        type: 'refund-failed',
+        key,
+        cost,
+        error: error as Error,
+      });
     const settle = () => {
-      let ok: boolean;
+      let ok: unknown;
       try {
         ok = o.requestWasSuccessful(req, res);
       } catch (error) {
-        // Runs from a response event, where a throw would take the process down. Unknown outcome:
-        // keep the cost counted, the side that can never let more through.
-        emitKitEvent({
-          component: 'rate-limit',
-          name,
-          type: 'refund-failed',
-          key,
-          cost,
-          error: error as Error,
-        });
+        return unjudged(error);
+      }
+      // express-rate-limit awaits it: a Promise is an answer to come, not "successful".
+      if (isThenable(ok)) {
+        // The refund it may lead to is the kit's work on the client (closeRedis waits for it).
+        const endWork = beginWork(redis);
+        Promise.resolve(ok)
+          .then((value) => judged(Boolean(value)), unjudged)
+          .finally(endWork);
         return;
       }
+      judged(Boolean(ok));
+    };
+    const judged = (ok: boolean) => {
       if (ok ? !o.skipSuccessfulRequests : !o.skipFailedRequests) return;
       // A denial remembered here may no longer hold once the quota comes back: forget it now, so no
       // request is answered from memory before the refund leaves, and do not remember denials from

@@ -107,8 +107,11 @@ export interface RateLimitOptions {
    * client that went away before the answer stays counted: the work was still done.
    */
   skipFailedRequests?: boolean | undefined;
-  /** Decides success for the two options above. Default: status < 400. */
-  requestWasSuccessful?: ((req: Request, res: Response) => boolean) | undefined;
+  /**
+   * Decides success for the two options above. Default: status < 400. May answer a Promise (as
+   * express-rate-limit's may): the refund waits for it; a throw or rejection keeps the cost counted.
+   */
+  requestWasSuccessful?: ((req: Request, res: Response) => boolean | PromiseLike<boolean>) | undefined;
   /** Count and report (headers, `req.rateLimit`, events) but never block. Default false. */
   dryRun?: boolean | undefined;
   /** Header flavour, or `false` for none. Default `'draft-8'`. `Retry-After` is always sent on 429. */
