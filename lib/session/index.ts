@@ -65,6 +65,11 @@ export interface RedisSessionMiddleware extends RequestHandler {
  * the kit's timeout and circuit breaker, answers 503 when Redis is down or slow (never a fresh, empty
  * session), slides the expiry without rewriting data, and indexes sessions per user.
  */
+const FOREIGN_SESSION =
+  'express-redis-kit redisSession: req.session was set before it by another session middleware (express-session, ' +
+  'or another redisSession), whose session the browser presents here. Mount each on paths of its own (during a ' +
+  'migration, express-session only on the routes it still serves).';
+
 export function redisSession(options: RedisSessionOptions): RedisSessionMiddleware {
   const o = resolveOptions(options);
   kitSessionCookies().add(o.name);
@@ -115,6 +120,13 @@ export function redisSession(options: RedisSessionOptions): RedisSessionMiddlewa
 
   let warnedNoCookie = false;
   const middleware = function redisSession(req: Request, res: Response, next: NextFunction): void {
+    if (req.session && (req as { sessionStore?: unknown }).sessionStore !== store) {
+      // Another session middleware ran first (express-session still mounted app-wide during a
+      // migration): express-session would skip this request, and login()/logoutAll() would act on
+      // sessions the browser never presents (logoutAll() ending none of the cookies it holds).
+      next(new Error(FOREIGN_SESSION));
+      return;
+    }
     let proceeded = false;
     inner(req, res, (error?: unknown) => {
       if (proceeded) {
@@ -146,19 +158,19 @@ export function redisSession(options: RedisSessionOptions): RedisSessionMiddlewa
       );
     }
     const session = req.session;
-    const ours = (req as { sessionStore?: unknown }).sessionStore === store;
-    if (!session && !ours)
-      throw new Error('express-redis-kit: sessions.login() needs the redisSession middleware to run first.');
+    if ((req as { sessionStore?: unknown }).sessionStore !== store) {
+      throw new Error(
+        session
+          ? FOREIGN_SESSION
+          : 'express-redis-kit: sessions.login() needs the redisSession middleware to run first.',
+      );
+    }
     try {
-      if (session && !ours) {
-        await new Promise<void>((resolve, reject) => session.regenerate((e) => (e ? reject(e) : resolve())));
-      } else {
-        // What session.regenerate() does (end the old session, generate a new one), with the old one
-        // ended so that Redis refuses it under OOM: the login must not end it and then fail. After
-        // logout() (or session.destroy()) earlier in this request there is no session to end.
-        if (session) await store.remove(req.sessionID, { forLogin: true });
-        (req as unknown as { sessionStore: { generate(req: Request): void } }).sessionStore.generate(req);
-      }
+      // What session.regenerate() does (end the old session, generate a new one), with the old one
+      // ended so that Redis refuses it under OOM: the login must not end it and then fail. After
+      // logout() (or session.destroy()) earlier in this request there is no session to end.
+      if (session) await store.remove(req.sessionID, { forLogin: true });
+      (req as unknown as { sessionStore: { generate(req: Request): void } }).sessionStore.generate(req);
       const fresh = req.session;
       Object.assign(fresh, data, { userId: String(data.userId) });
       fresh.touch();
