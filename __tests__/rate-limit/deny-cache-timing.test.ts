@@ -9,7 +9,7 @@ const redis = useRedisServer();
 function decide(mw: RequestHandler): Promise<'allowed' | 'denied'> {
   return new Promise((resolve, reject) => {
     const req = { headers: {}, ip: '203.0.113.9' } as unknown as Request;
-    const res = { setHeader() {}, deny: () => resolve('denied') } as unknown as Response;
+    const res = { setHeader() {}, getHeader() {}, deny: () => resolve('denied') } as unknown as Response;
     mw(req, res, (error?: unknown) => (error ? reject(error) : resolve('allowed')));
   });
 }

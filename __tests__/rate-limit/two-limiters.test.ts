@@ -180,3 +180,31 @@ describe('two rateLimit() middlewares on one route', () => {
     expect(res.headers['ratelimit-policy']).toBe('2;w=60, 100;w=60');
   });
 });
+
+describe('rateLimit() after express-rate-limit on one route (a migration, route by route)', () => {
+  it("draft-8: the list headers keep express-rate-limit's entries and add the kit's after them", async () => {
+    const { rateLimit: expressRateLimit } = await import('express-rate-limit');
+    const peer = expressRateLimit({
+      windowMs: 60_000,
+      limit: 10,
+      standardHeaders: 'draft-8',
+      legacyHeaders: false,
+      identifier: 'legacy-10',
+    });
+    const kit = rateLimit({
+      redis: redis.plain(),
+      key: () => `after-peer-${process.pid}`,
+      limit: 5,
+      window: '1m',
+      timeout: 5000,
+      prefix: `after-peer:${Math.random()}:`,
+    });
+    const app = express();
+    app.get('/', peer, kit, (_req, res) => {
+      res.send('ok');
+    });
+    const answer = await request(app).get('/').expect(200);
+    expect(answer.headers['ratelimit-policy']).toMatch(/^"legacy-10"; q=10; w=60; pk=[^,]+, "5-in-1m";q=5;w=60$/);
+    expect(answer.headers.ratelimit).toMatch(/^"legacy-10"; r=9; t=\d+, "5-in-1m";r=4;t=\d+$/);
+  });
+});

@@ -25,8 +25,6 @@ const HEADERS: Record<Exclude<HeadersMode, 'draft-8'>, Mark<Standing>> = {
 
 /** This limiter's decision goes into `req.rateLimit`. */
 export const SHOWS_INFO = 1;
-/** Another limiter decided the request before: list headers gain this one's policies after any there. */
-export const HEADERS_AFTER = 2;
 /** This limiter's numbers go into its mode's single-value headers. */
 export const SHOWS_HEADERS = 4;
 
@@ -35,7 +33,7 @@ export const SHOWS_HEADERS = 4;
  * enforcing limiter's outranks a dry run's (which never blocks), else the one closer to denying
  * (the one that denies, else the one with less left; the earlier on a tie). Headers rank among the
  * limiters of one header mode; one with `headers: false` takes no part. Returns SHOWS_INFO |
- * HEADERS_AFTER | SHOWS_HEADERS bits.
+ * SHOWS_HEADERS bits.
  */
 export function rank(
   req: Request,
@@ -44,9 +42,7 @@ export function rank(
   trial: boolean,
   mode: HeadersMode | false,
 ): number {
-  // List headers are shared by name, not mode (draft-6 and draft-7 write one RateLimit-Policy).
-  let shown = INFO.get(req) === undefined ? 0 : HEADERS_AFTER;
-  if (take(INFO, req, left, denied, trial)) shown |= SHOWS_INFO;
+  let shown = take(INFO, req, left, denied, trial) ? SHOWS_INFO : 0;
   if (mode === false || mode === 'draft-8') return shown;
   if (take(HEADERS[mode], req, left, denied, trial)) shown |= SHOWS_HEADERS;
   return shown;
