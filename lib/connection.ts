@@ -6,9 +6,9 @@ import { DEFAULT_REDIS_URL, type RedisTarget, validateRedisOptions } from './con
 import { MAX_TIMER_MS } from './duration';
 import { probeRedis } from './health';
 import { helperOptions, TIMEOUT_ONLY, timeoutMsOption } from './helper-options';
-import { drainWork } from './pending-work';
 import { neverThrows } from './logger';
 import { isUrl, type NodeAddress, toAddress, urlAddress, urlAuth } from './node-address';
+import { drainWork } from './pending-work';
 import { takeSubscriber } from './pubsub';
 import { reconnectOnReadonly } from './replica';
 
@@ -232,7 +232,8 @@ function definedOnly<T extends object>(options: T): Partial<T> {
  * Closes a client (and the kit's pub/sub connection made from it). While Redis is up, it first waits
  * up to `timeoutMs` (default 1000) for the kit's work in progress on it (pending-work.ts: a handler
  * still running behind `idempotency()` or a cache fill, whose answer is still to be stored; a call in
- * flight), then sends QUIT, and disconnects hard if Redis has not answered within `timeoutMs` more.
+ * flight) and for the calls ioredis still holds back, then sends QUIT, and disconnects hard if Redis
+ * has not answered within `timeoutMs` more.
  * Never rejects for Redis (down, slow or refusing); rejects with a TypeError/RangeError for a bad
  * argument.
  */
@@ -244,14 +245,19 @@ export async function closeRedis(
   const timeoutMs = timeoutMsOption(helperOptions(options, TIMEOUT_ONLY, 'closeRedis').timeoutMs, 1000, 1);
   // Taken (marked closed) first: nothing may open a subscriber on it meanwhile.
   const subscriber = takeSubscriber(redis);
-  // A client that is not ready has nothing to flush: its calls fail at once.
-  if (redis.status === 'ready') await drainWork(redis, performance.now() + timeoutMs);
-  await Promise.all([subscriber ? closeOne(subscriber, timeoutMs) : undefined, closeOne(redis, timeoutMs)]);
+  // The kit's work, then what ioredis still holds back, within one budget. A client that is not
+  // ready has nothing to flush: its calls fail at once.
+  const flushBy = performance.now() + timeoutMs;
+  if (redis.status === 'ready') await drainWork(redis, flushBy, () => redis.status === 'ready');
+  await Promise.all([
+    subscriber ? closeOne(subscriber, timeoutMs, flushBy) : undefined,
+    closeOne(redis, timeoutMs, flushBy),
+  ]);
 }
 
-async function closeOne(redis: RedisClient, timeoutMs: number): Promise<void> {
+async function closeOne(redis: RedisClient, timeoutMs: number, flushBy: number): Promise<void> {
   try {
-    await closeConnection(redis, timeoutMs);
+    await closeConnection(redis, timeoutMs, flushBy);
   } finally {
     // A Sentinel client's failover detector keeps a connection to each sentinel open after QUIT,
     // and with it the process: only disconnect() cleans it up.
@@ -259,7 +265,7 @@ async function closeOne(redis: RedisClient, timeoutMs: number): Promise<void> {
   }
 }
 
-async function closeConnection(redis: RedisClient, timeoutMs: number): Promise<void> {
+async function closeConnection(redis: RedisClient, timeoutMs: number, flushBy: number): Promise<void> {
   if (redis.status === 'end') return;
   if (redis.status === 'reconnecting') {
     // No socket is open. ioredis stops reconnecting, but nothing will ever end the client (no socket
@@ -282,9 +288,13 @@ async function closeConnection(redis: RedisClient, timeoutMs: number): Promise<v
       Math.min(timeoutMs * 2, MAX_TIMER_MS),
     );
   });
-  // ioredis writes auto-pipelined calls at the next turn, and QUIT (never auto-pipelined) at once:
-  // Redis would drop what came after it. One turn lets them go first.
+  // QUIT is never auto-pipelined: ioredis writes it at once, and Redis drops what comes after it.
+  // Auto-pipelined calls go at the next turn, or, held behind a pipeline still awaiting its reply,
+  // once that reply is in: let them go first (until flushBy).
   if (redis.status === 'ready') await new Promise((resolve) => setImmediate(resolve));
+  while (redis.status === 'ready' && queuedAutoPipelines(redis) > 0 && performance.now() < flushBy) {
+    await new Promise((resolve) => setTimeout(resolve, 2));
+  }
   if (redis.status === 'ready') {
     // QUIT lets in-flight replies arrive; if Redis does not answer in time, drop the socket.
     redis.quit().catch(() => redis.disconnect());
@@ -296,4 +306,9 @@ async function closeConnection(redis: RedisClient, timeoutMs: number): Promise<v
   await ended;
   clearTimeout(hardTimer);
   clearTimeout(lastTimer);
+}
+
+/** ioredis's auto-pipelines not yet written (its private `_autoPipelines`; re-check on upgrades). */
+function queuedAutoPipelines(redis: RedisClient): number {
+  return (redis as unknown as { _autoPipelines?: Map<string, unknown> })._autoPipelines?.size ?? 0;
 }

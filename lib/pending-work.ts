@@ -35,22 +35,27 @@ export function beginWork(redis: object): () => void {
 
 const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
+/** How often a drain looks whether it should go on waiting (`usable`). */
+const LOOK_MS = 100;
+
 /**
- * Resolves once no work is counted on `redis`, or at `deadline` (`performance.now()`). It first lets
- * the current turn of the event loop end, and looks again after each wake-up: Node calls
- * `server.close()`'s callback before the last connection's 'close' event (its close phase), which is
- * when the kit settles what a broken-off request held, and a call often follows another's reply.
+ * Resolves once no work is counted on `redis`, at `deadline` (`performance.now()`), or once
+ * `usable()` is false (Redis went away: the work fails at once, or waits for a reconnect that
+ * closing rules out). It first lets the current turn of the event loop end, and looks again after
+ * each wake-up: Node calls `server.close()`'s callback before the last connection's 'close' event
+ * (its close phase), which is when the kit settles what a broken-off request held, and a call often
+ * follows another's reply.
  */
-export async function drainWork(redis: object, deadline: number): Promise<void> {
+export async function drainWork(redis: object, deadline: number, usable: () => boolean): Promise<void> {
   for (;;) {
     // Two turns: past this one's close phase, then past what its callbacks queued for the next.
     await turn();
     await turn();
     const work = works.get(redis);
     const left = deadline - performance.now();
-    if (work === undefined || work.count === 0 || left <= 0) return;
+    if (work === undefined || work.count === 0 || left <= 0 || !usable()) return;
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, left);
+      const timer = setTimeout(resolve, Math.min(left, LOOK_MS));
       work.idle.push(() => {
         clearTimeout(timer);
         resolve();

@@ -65,6 +65,8 @@ export class WrapRefresher {
           stop();
           this.cache.releaseFill(redisKey, token);
           this.cache.event('refresh-slow', { key: redisKey });
+          // Given up on: what it may still store (only over the stale entry) is not waited for.
+          endWork();
         },
         Math.min(3 * this.cache.options.lockTimeoutMs, MAX_TIMER_MS),
       );

@@ -60,11 +60,17 @@ export function createRefunds(
       }
       // express-rate-limit awaits it: a Promise is an answer to come, not "successful".
       if (isThenable(ok)) {
-        // The refund it may lead to is the kit's work on the client (closeRedis waits for it).
+        // The refund it may lead to is the kit's work on the client: closeRedis waits for it, but
+        // for no longer than a Redis call may take (a judge that never settles keeps nothing open).
         const endWork = beginWork(redis);
+        const bound = setTimeout(endWork, o.timeoutMs);
+        bound.unref?.();
         Promise.resolve(ok)
           .then((value) => judged(Boolean(value)), unjudged)
-          .finally(endWork);
+          .finally(() => {
+            clearTimeout(bound);
+            endWork();
+          });
         return;
       }
       judged(Boolean(ok));
