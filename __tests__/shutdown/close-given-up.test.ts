@@ -3,6 +3,7 @@ import request from 'supertest';
 import { createCache } from '../../lib/cache';
 import { lockKeyOf, valueKey } from '../../lib/cache/key';
 import { closeRedis } from '../../lib/connection';
+import { idempotency } from '../../lib/idempotency';
 import { rateLimit } from '../../lib/rate-limit';
 import { quietLogger, sleep } from '../cache/helpers';
 import { eventually, useRedisServer } from '../helpers/redis';
@@ -54,5 +55,39 @@ describe('closeRedis and work the kit has already given up on', () => {
     const started = performance.now();
     await closeRedis(client, { timeoutMs: 3000 });
     expect(Math.round(performance.now() - started)).toBeLessThan(1000);
+  });
+});
+
+describe('closeRedis when Redis goes away while it waits', () => {
+  it("stops waiting for the kit's work at once: that work cannot reach Redis any more", async () => {
+    const client = redis.client();
+    const app = express();
+    let answer!: () => void;
+    app.post('/orders', express.json(), idempotency({ redis: client }), (_req, res) => {
+      answer = () => res.status(201).json({ ok: true });
+    });
+    const server = app.listen(0, '127.0.0.1');
+    await new Promise((resolve) => server.once('listening', resolve));
+    try {
+      const { port } = server.address() as { port: number };
+      const sent = fetch(`http://127.0.0.1:${port}/orders`, {
+        method: 'POST',
+        headers: { 'Idempotency-Key': 'gone-1', 'Content-Type': 'application/json' },
+        body: '{}',
+      }).catch(() => undefined);
+      await eventually(() => answer !== undefined, 'the handler to run');
+      const started = performance.now();
+      const closing = closeRedis(client, { timeoutMs: 5000 });
+      await sleep(200);
+      await redis.server.kill();
+      await closing;
+      expect(Math.round(performance.now() - started)).toBeLessThan(1500);
+      answer();
+      await sent;
+    } finally {
+      server.closeAllConnections();
+      server.close();
+      await redis.server.restart();
+    }
   });
 });
