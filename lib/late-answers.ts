@@ -183,3 +183,34 @@ export function holdAnswer(res: Response): HeldAnswer {
     },
   };
 }
+
+/**
+ * The handler's own answer, which a layer between it and the client replaced with an error of its
+ * own: redisSession's 503/500 when the session could not be saved after the handler answered. A
+ * layer further out that keeps answers for retries (idempotency mounted before redisSession) stores
+ * this one: the handler ran, and a retry must get its answer, not run it again.
+ */
+export interface ReplacedAnswer {
+  status: number;
+  message: string;
+  headers: HeaderMap;
+  /** The handler's end() chunk and encoding: its whole body (nothing went out before). */
+  chunk: unknown;
+  encoding: string | undefined;
+}
+
+const REPLACED = mark<ReplacedAnswer>('answer.replaced');
+
+/** Notes the answer about to be replaced; call while the response still holds it, unsent. */
+export function noteReplacedAnswer(res: Response, endArgs: readonly unknown[]): void {
+  REPLACED.set(res, {
+    status: res.statusCode,
+    message: res.statusMessage,
+    headers: headerMap(res),
+    chunk: endArgs[0],
+    encoding: typeof endArgs[1] === 'string' ? endArgs[1] : undefined,
+  });
+}
+
+/** The handler's answer a layer closer to it replaced, if any (see {@link ReplacedAnswer}). */
+export const replacedAnswer = (res: Response): ReplacedAnswer | undefined => REPLACED.get(res);

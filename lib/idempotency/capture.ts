@@ -1,8 +1,15 @@
-import { STATUS_CODES } from 'node:http';
+import { type OutgoingHttpHeader, STATUS_CODES } from 'node:http';
 import type { Response } from 'express';
 import { applyWriteHeadHeaders, isEndChunk, refusedStatusError } from '../chunks';
 import { onWireClose } from '../connection-close';
-import { dropLate, type HeaderMap, headerMap, holdAnswer } from '../late-answers';
+import {
+  dropLate,
+  type HeaderMap,
+  headerMap,
+  holdAnswer,
+  type ReplacedAnswer,
+  replacedAnswer,
+} from '../late-answers';
 import { isQuotaHeader } from '../quota-headers';
 import { BodyCopy, type Unstorable } from './body-copy';
 import { copyLateAnswer } from './late-answer';
@@ -136,12 +143,15 @@ export function captureResponse(res: Response, maxBodySize: number, hooks: Captu
     if (badStatus) throw badStatus;
     ended = true;
     copy.keep(args[0], typeof args[1] === 'string' ? args[1] : undefined);
-    const captured: CapturedResponse = {
-      status: res.statusCode,
-      ...reasonPhrase(res.statusCode, res.statusMessage),
-      headers: (res.headersSent && sentHeaders) || storableHeaders(res, before),
-      ...copy.take({ length: res.getHeader('content-length'), status: res.statusCode, res }),
-    };
+    const replaced = replacedAnswer(res);
+    const captured: CapturedResponse = replaced
+      ? handlerAnswer(replaced, before, maxBodySize, res)
+      : {
+          status: res.statusCode,
+          ...reasonPhrase(res.statusCode, res.statusMessage),
+          headers: (res.headersSent && sentHeaders) || storableHeaders(res, before),
+          ...copy.take({ length: res.getHeader('content-length'), status: res.statusCode, res }),
+        };
     // Until the deferred end() runs, the response is over, as it would be without the kit: a second
     // answer is dropped like Node drops a write after end, and status/header changes are undone
     // (lib/late-answers.ts). Middleware mounted after this one may have wrapped writeHead
@@ -256,13 +266,41 @@ function reasonPhrase(status: number, message: string | undefined): { message?: 
 }
 
 /**
+ * The handler's answer that a layer closer to it replaced (redisSession's 503 after a failed save):
+ * stored in place of the replacement, so the retry gets it instead of running the handler again.
+ */
+function handlerAnswer(
+  replaced: ReplacedAnswer,
+  before: HeaderMap,
+  maxBodySize: number,
+  res: Response,
+): CapturedResponse {
+  const copy = new BodyCopy(maxBodySize);
+  copy.keep(replaced.chunk, replaced.encoding);
+  const { status } = replaced;
+  return {
+    status,
+    ...reasonPhrase(status, replaced.message),
+    headers: storableOf(replaced.headers, before),
+    ...copy.take({
+      length: replaced.headers.get('content-length') as OutgoingHttpHeader | undefined,
+      status,
+      res,
+    }),
+  };
+}
+
+/**
  * The storable headers of `res`, leaving out those still as they were `before` the handler ran.
  * One set before and removed by the
  * handler is stored with no value (`[]`), so the replay removes it too: Node sends no line for an
  * empty list, so a kit version that just sets it does the same.
  */
 function storableHeaders(res: Response, before: HeaderMap): Headers {
-  const all = headerMap(res);
+  return storableOf(headerMap(res), before);
+}
+
+function storableOf(all: HeaderMap, before: HeaderMap): Headers {
   const out: Headers = [];
   for (const [name, value] of all) {
     if (NOT_STORED.has(name) || isQuotaHeader(name) || value === undefined || value === null) continue;

@@ -2,7 +2,7 @@ import type { Request, Response } from 'express';
 import type { Session, SessionData } from 'express-session';
 import { refreshTicketOf } from '../cache/refresh';
 import { refusedChunkError, refusedStatusError } from '../chunks';
-import { holdAnswer } from '../late-answers';
+import { holdAnswer, noteReplacedAnswer } from '../late-answers';
 import { bodyOf, forgetInRequest, lifetimeOf, type Shape, sameLifetime, shapeOf } from './data';
 import type { KitSessionStore } from './store';
 
@@ -80,6 +80,9 @@ export function commitBeforeEnd(
           if (callback) res.once('finish', callback);
           // Without a session, express-session neither sets the cookie nor retries the store.
           (req as { session?: unknown }).session = undefined;
+          // The handler did answer: idempotency() mounted before this keeps that answer for the
+          // retry, as one mounted after it already has (releasing the key would run it twice).
+          noteReplacedAnswer(res, args);
           // The handler's body is replaced: sendProblem drops its entity headers (length, ETag...).
           onUnavailable(error);
         }),
