@@ -8,7 +8,7 @@ import { commitBeforeEnd, takeSnapshot } from './commit';
 import { droppedOverHttp } from './cookie-options';
 import { type RedisSessionOptions, resolveOptions } from './options';
 import { sessionHandle } from './scripts';
-import { noteSharedIndex } from './shared-index';
+import { noteSharedIndex, sessionSystem } from './shared-index';
 import { KitSessionStore } from './store';
 import { destroyUserSessions, listUserSessions, type SessionInfo } from './user-index';
 
@@ -70,11 +70,22 @@ const FOREIGN_SESSION =
   'or another redisSession), whose session the browser presents here. Mount each on paths of its own (during a ' +
   'migration, express-session only on the routes it still serves).';
 
+/** The session system of each redisSession()'s store (shared-index.ts, sessionSystem). */
+const systems = new WeakMap<object, string>();
+
+/** Whether the store that loaded this request's session (`req.sessionStore`) is `store`'s system. */
+function sameSystem(loaded: unknown, store: KitSessionStore): loaded is KitSessionStore {
+  if (loaded === store) return true;
+  const theirs = typeof loaded === 'object' && loaded !== null ? systems.get(loaded) : undefined;
+  return theirs !== undefined && theirs === systems.get(store);
+}
+
 export function redisSession(options: RedisSessionOptions): RedisSessionMiddleware {
   const o = resolveOptions(options);
   kitSessionCookies().add(o.name);
   noteSharedIndex(o.redis, o.prefix, o.name);
   const store = new KitSessionStore(o);
+  systems.set(store, sessionSystem(o.redis, o.prefix, o.name));
   const indexSettings = {
     redis: o.redis,
     prefix: o.prefix,
@@ -120,7 +131,7 @@ export function redisSession(options: RedisSessionOptions): RedisSessionMiddlewa
 
   let warnedNoCookie = false;
   const middleware = function redisSession(req: Request, res: Response, next: NextFunction): void {
-    if (req.session && (req as { sessionStore?: unknown }).sessionStore !== store) {
+    if (req.session && !sameSystem((req as { sessionStore?: unknown }).sessionStore, store)) {
       // Another session middleware ran first (express-session still mounted app-wide during a
       // migration): express-session would skip this request, and login()/logoutAll() would act on
       // sessions the browser never presents (logoutAll() ending none of the cookies it holds).
@@ -158,7 +169,9 @@ export function redisSession(options: RedisSessionOptions): RedisSessionMiddlewa
       );
     }
     const session = req.session;
-    if ((req as { sessionStore?: unknown }).sessionStore !== store) {
+    // The store that loaded it: this one's, or another redisSession()'s of the same system.
+    const loaded = (req as { sessionStore?: unknown }).sessionStore;
+    if (!sameSystem(loaded, store)) {
       throw new Error(
         session
           ? FOREIGN_SESSION
@@ -169,7 +182,7 @@ export function redisSession(options: RedisSessionOptions): RedisSessionMiddlewa
       // What session.regenerate() does (end the old session, generate a new one), with the old one
       // ended so that Redis refuses it under OOM: the login must not end it and then fail. After
       // logout() (or session.destroy()) earlier in this request there is no session to end.
-      if (session) await store.remove(req.sessionID, { forLogin: true });
+      if (session) await loaded.remove(req.sessionID, { forLogin: true });
       (req as unknown as { sessionStore: { generate(req: Request): void } }).sessionStore.generate(req);
       const fresh = req.session;
       Object.assign(fresh, data, { userId: String(data.userId) });

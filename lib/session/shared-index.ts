@@ -49,3 +49,21 @@ export function noteSharedIndex(redis: RedisClient, prefix: string, name: string
       "maxSessionsPerUser of either reach the other's sessions. Give each its own prefix to keep them apart. (Warned once.)",
   );
 }
+
+const clientIds = new WeakMap<object, number>();
+let nextClientId = 0;
+
+/**
+ * Which session system a `redisSession()` is: where its keys live, its prefix and its cookie name.
+ * Two made from the same options (an app-wide one, and one a router module makes to call login())
+ * are one system mounted twice: either may serve a request the other loaded the session for.
+ */
+export function sessionSystem(redis: RedisClient, prefix: string, name: string): string {
+  let where = addressOf(redis);
+  if (where === undefined) {
+    let id = clientIds.get(redis);
+    if (id === undefined) clientIds.set(redis, (id = ++nextClientId));
+    where = `client:${id}`;
+  }
+  return JSON.stringify([where, prefix, name]);
+}
