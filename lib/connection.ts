@@ -248,16 +248,23 @@ export async function closeRedis(
   // The kit's work, then what ioredis still holds back, within one budget. A client that is not
   // ready has nothing to flush: its calls fail at once.
   const flushBy = performance.now() + timeoutMs;
+  // At most about twice timeoutMs in all (README), counted from here, not from after the drain.
+  const endBy = flushBy + timeoutMs;
   if (redis.status === 'ready') await drainWork(redis, flushBy, () => redis.status === 'ready');
   await Promise.all([
-    subscriber ? closeOne(subscriber, timeoutMs, flushBy) : undefined,
-    closeOne(redis, timeoutMs, flushBy),
+    subscriber ? closeOne(subscriber, timeoutMs, flushBy, endBy) : undefined,
+    closeOne(redis, timeoutMs, flushBy, endBy),
   ]);
 }
 
-async function closeOne(redis: RedisClient, timeoutMs: number, flushBy: number): Promise<void> {
+async function closeOne(
+  redis: RedisClient,
+  timeoutMs: number,
+  flushBy: number,
+  endBy: number,
+): Promise<void> {
   try {
-    await closeConnection(redis, timeoutMs, flushBy);
+    await closeConnection(redis, timeoutMs, flushBy, endBy);
   } finally {
     // A Sentinel client's failover detector keeps a connection to each sentinel open after QUIT,
     // and with it the process: only disconnect() cleans it up.
@@ -265,7 +272,12 @@ async function closeOne(redis: RedisClient, timeoutMs: number, flushBy: number):
   }
 }
 
-async function closeConnection(redis: RedisClient, timeoutMs: number, flushBy: number): Promise<void> {
+async function closeConnection(
+  redis: RedisClient,
+  timeoutMs: number,
+  flushBy: number,
+  endBy: number,
+): Promise<void> {
   if (redis.status === 'end') return;
   if (redis.status === 'reconnecting') {
     // No socket is open. ioredis stops reconnecting, but nothing will ever end the client (no socket
@@ -277,15 +289,15 @@ async function closeConnection(redis: RedisClient, timeoutMs: number, flushBy: n
   let lastTimer: NodeJS.Timeout | undefined;
   const ended = new Promise<void>((resolve) => {
     redis.once('end', () => resolve());
-    // Whatever happens, never make this part wait more than twice the budget. Capped (Node fires a
-    // longer timer after 1 ms), so at the longest budget it may come with the hard disconnect's:
-    // it disconnects too, rather than leave that to a timer it clears.
+    // Whatever happens, never make closeRedis wait past endBy (twice the budget from its start).
+    // Capped (Node fires a longer timer after 1 ms), so it may come with the hard disconnect's: it
+    // disconnects too, rather than leave that to a timer it clears.
     lastTimer = setTimeout(
       () => {
         redis.disconnect();
         resolve();
       },
-      Math.min(timeoutMs * 2, MAX_TIMER_MS),
+      Math.min(Math.max(1, Math.ceil(endBy - performance.now())), timeoutMs * 2, MAX_TIMER_MS),
     );
   });
   // QUIT is never auto-pipelined: ioredis writes it at once, and Redis drops what comes after it.
@@ -298,7 +310,11 @@ async function closeConnection(redis: RedisClient, timeoutMs: number, flushBy: n
   if (redis.status === 'ready') {
     // QUIT lets in-flight replies arrive; if Redis does not answer in time, drop the socket.
     redis.quit().catch(() => redis.disconnect());
-    hardTimer = setTimeout(() => redis.disconnect(), timeoutMs);
+    // timeoutMs for its answer, but no later than endBy.
+    hardTimer = setTimeout(
+      () => redis.disconnect(),
+      Math.max(1, Math.min(timeoutMs, endBy - performance.now())),
+    );
   } else {
     // QUIT would sit in the offline queue until a reconnect; nothing to flush, so drop the socket.
     redis.disconnect();

@@ -1,0 +1,46 @@
+import express from 'express';
+import request from 'supertest';
+import { closeRedis } from '../../lib/connection';
+import { rateLimit } from '../../lib/rate-limit';
+import { sleep } from '../cache/helpers';
+import { useRedisServer } from '../helpers/redis';
+
+// README (Connection helpers): closeRedis waits up to timeoutMs for the kit's work, then sends QUIT
+// and disconnects hard if Redis has not answered within timeoutMs more: "about twice timeoutMs in
+// all, at most". A Redis that hangs (frozen host, SIGSTOP) while a kit call is in flight.
+const redis = useRedisServer();
+
+it.each([300, 1000])(
+  'a hung Redis with kit work in flight: closeRedis(timeoutMs %i) takes at most about twice timeoutMs',
+  async (timeoutMs) => {
+    const client = redis.client({ commandTimeout: 10_000 });
+    await client.ping();
+    const app = express();
+    app.get(
+      '/',
+      rateLimit({ redis: client, limit: 5, window: '1m', timeout: 10_000, prefix: `b${timeoutMs}:` }),
+      (_req, res) => res.send('ok'),
+    );
+    const pid = redis.server.pid!;
+    process.kill(pid, 'SIGSTOP');
+    try {
+      // Its decision call is in flight (counted by pending-work.ts) and never answered.
+      const pending = request(app)
+        .get('/')
+        .then(
+          () => undefined,
+          () => undefined,
+        );
+      await sleep(50);
+      const started = performance.now();
+      await closeRedis(client, { timeoutMs });
+      const took = Math.round(performance.now() - started);
+      void pending;
+      // "about twice": allow 25 % over.
+      expect(took).toBeLessThan(2.25 * timeoutMs);
+    } finally {
+      process.kill(pid, 'SIGCONT');
+    }
+  },
+  15_000,
+);
