@@ -36,8 +36,8 @@ it.each([300, 1000])(
       await closeRedis(client, { timeoutMs });
       const took = Math.round(performance.now() - started);
       void pending;
-      // "about twice": allow 25 % over.
-      expect(took).toBeLessThan(2.25 * timeoutMs);
+      // "About twice": twice, and room for a busy machine's timers (without the bound, 3x).
+      expect(took).toBeLessThan(2 * timeoutMs + 200);
     } finally {
       process.kill(pid, 'SIGCONT');
     }
