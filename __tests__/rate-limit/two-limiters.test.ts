@@ -204,7 +204,9 @@ describe('rateLimit() after express-rate-limit on one route (a migration, route 
       res.send('ok');
     });
     const answer = await request(app).get('/').expect(200);
-    expect(answer.headers['ratelimit-policy']).toMatch(/^"legacy-10"; q=10; w=60; pk=[^,]+, "5-in-1m";q=5;w=60$/);
+    expect(answer.headers['ratelimit-policy']).toMatch(
+      /^"legacy-10"; q=10; w=60; pk=[^,]+, "5-in-1m";q=5;w=60$/,
+    );
     expect(answer.headers.ratelimit).toMatch(/^"legacy-10"; r=9; t=\d+, "5-in-1m";r=4;t=\d+$/);
   });
 });

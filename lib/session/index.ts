@@ -187,8 +187,8 @@ export function redisSession(options: RedisSessionOptions): RedisSessionMiddlewa
       const fresh = req.session;
       Object.assign(fresh, data, { userId: String(data.userId) });
       fresh.touch();
-      if (!(await store.save(req.sessionID, fresh))) throw new SessionEndedError();
-      store.marks.markPersisted(fresh);
+      if (!(await loaded.save(req.sessionID, fresh))) throw new SessionEndedError();
+      loaded.marks.markPersisted(fresh);
       takeSnapshot(req);
     } catch (error) {
       // No half-logged-in session: without req.session no cookie is sent and nothing is saved.

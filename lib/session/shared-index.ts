@@ -59,11 +59,27 @@ let nextClientId = 0;
  * are one system mounted twice: either may serve a request the other loaded the session for.
  */
 export function sessionSystem(redis: RedisClient, prefix: string, name: string): string {
-  let where = addressOf(redis);
+  let where = addressOf(redis) ?? clusterAddressOf(redis);
   if (where === undefined) {
     let id = clientIds.get(redis);
-    if (id === undefined) clientIds.set(redis, (id = ++nextClientId));
+    if (id === undefined) {
+      id = ++nextClientId;
+      clientIds.set(redis, id);
+    }
     where = `client:${id}`;
   }
   return JSON.stringify([where, prefix, name]);
+}
+
+/** A Cluster's startup nodes and key prefix: two Cluster clients made from one config reach the same keys. */
+function clusterAddressOf(redis: RedisClient): string | undefined {
+  if (!isCluster(redis)) return undefined;
+  const nodes = (redis as unknown as { startupNodes?: unknown[] }).startupNodes;
+  if (!Array.isArray(nodes) || nodes.length === 0) return undefined;
+  const spelled = nodes.map((n) =>
+    typeof n === 'object' && n !== null
+      ? `${(n as { host?: string }).host ?? 'localhost'}:${(n as { port?: number }).port ?? 6379}`
+      : String(n),
+  );
+  return `cluster:${[...new Set(spelled)].sort().join(',')}/${redis.options.keyPrefix ?? ''}`;
 }
