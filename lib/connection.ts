@@ -294,8 +294,14 @@ async function closeConnection(
     // disconnects too, rather than leave that to a timer it clears.
     lastTimer = setTimeout(
       () => {
+        // ioredis destroys a socket that does not close (a frozen Redis) only disconnectTimeout
+        // after disconnect(): destroy it now, so the client has ended when closeRedis resolves.
+        const sockets = (isCluster(redis) ? redis.nodes() : [redis]).map(
+          (one) => (one as unknown as { stream?: { destroy(): void } }).stream,
+        );
         redis.disconnect();
-        resolve();
+        for (const socket of sockets) socket?.destroy();
+        setTimeout(resolve, 50).unref?.();
       },
       Math.min(Math.max(1, Math.ceil(endBy - performance.now())), timeoutMs * 2, MAX_TIMER_MS),
     );
