@@ -2,6 +2,7 @@ import express from 'express';
 import request from 'supertest';
 import { redisSession } from '../../lib/session';
 import { useRedisServer } from '../helpers/redis';
+import { oneSystemTwice } from './fixtures/one-system-twice';
 
 const SECRET = 'same-system-secret-same-system-secret-00';
 
@@ -14,31 +15,8 @@ describe('two redisSession() with the same cookie name (one system) on one reque
 
   function build(clients: 'one client' | 'a client each' = 'one client') {
     const shared = redis.plain();
-    const opts = { secret: SECRET, ttl: '1h' } as const;
-    const site = redisSession({ ...opts, redis: shared });
     // Same name 'sid', same prefix, same Redis: one system.
-    const account = redisSession({ ...opts, redis: clients === 'one client' ? shared : redis.plain() });
-    const app = express();
-    app.use(site);
-    const router = express.Router();
-    router.use(account);
-    router.post('/login/:user', async (req, res, next) => {
-      try {
-        await account.login(req, { userId: String(req.params.user) });
-        res.json({ ok: true });
-      } catch (e) {
-        next(e);
-      }
-    });
-    router.get('/me', (req, res) => res.json({ userId: req.session?.userId ?? null }));
-    app.use('/account', router);
-    app.get('/home', (req, res) => res.json({ userId: req.session?.userId ?? null }));
-    const errors: string[] = [];
-    app.use((error: Error, _req: express.Request, res: express.Response, _next: express.NextFunction) => {
-      errors.push(error.message);
-      res.status(500).json({ error: error.message });
-    });
-    return { app, site, account, errors };
+    return oneSystemTwice(shared, clients === 'one client' ? shared : redis.plain());
   }
 
   it.each(['one client', 'a client each'] as const)(
