@@ -287,6 +287,13 @@ async function closeConnection(
   }
   let hardTimer: NodeJS.Timeout | undefined;
   let lastTimer: NodeJS.Timeout | undefined;
+  // A Cluster's disconnect() empties its node list at once (its nodes' sockets still closing): the
+  // nodes are noted before each disconnect, so the last-resort timer can still destroy their sockets.
+  const nodes = new Set<object>();
+  const disconnect = (): void => {
+    if (isCluster(redis)) for (const node of redis.nodes()) nodes.add(node);
+    redis.disconnect();
+  };
   const ended = new Promise<void>((resolve) => {
     redis.once('end', () => resolve());
     // Whatever happens, never make closeRedis wait past endBy (twice the budget from its start).
@@ -296,7 +303,8 @@ async function closeConnection(
       () => {
         // ioredis destroys a socket that does not close (a frozen Redis) only disconnectTimeout
         // after disconnect(): destroy it now, so the client has ended when closeRedis resolves.
-        const sockets = (isCluster(redis) ? redis.nodes() : [redis]).map(
+        if (isCluster(redis)) for (const node of redis.nodes()) nodes.add(node);
+        const sockets = (isCluster(redis) ? [...nodes] : [redis]).map(
           (one) => (one as unknown as { stream?: { destroy(): void } }).stream,
         );
         redis.disconnect();
@@ -315,15 +323,12 @@ async function closeConnection(
   }
   if (redis.status === 'ready') {
     // QUIT lets in-flight replies arrive; if Redis does not answer in time, drop the socket.
-    redis.quit().catch(() => redis.disconnect());
+    redis.quit().catch(disconnect);
     // timeoutMs for its answer, but no later than endBy.
-    hardTimer = setTimeout(
-      () => redis.disconnect(),
-      Math.max(1, Math.min(timeoutMs, endBy - performance.now())),
-    );
+    hardTimer = setTimeout(disconnect, Math.max(1, Math.min(timeoutMs, endBy - performance.now())));
   } else {
     // QUIT would sit in the offline queue until a reconnect; nothing to flush, so drop the socket.
-    redis.disconnect();
+    disconnect();
   }
   await ended;
   clearTimeout(hardTimer);
