@@ -60,11 +60,6 @@ export interface RedisSessionMiddleware extends RequestHandler {
   readonly store: KitSessionStore;
 }
 
-/**
- * Sessions in Redis, secure by default: express-session with a store that runs every call through
- * the kit's timeout and circuit breaker, answers 503 when Redis is down or slow (never a fresh, empty
- * session), slides the expiry without rewriting data, and indexes sessions per user.
- */
 const FOREIGN_SESSION =
   'express-redis-kit redisSession: req.session was set before it by another session middleware (express-session, ' +
   'or another redisSession), whose session the browser presents here. Mount each on paths of its own (during a ' +
@@ -80,6 +75,11 @@ function sameSystem(loaded: unknown, store: KitSessionStore): loaded is KitSessi
   return theirs !== undefined && theirs === systems.get(store);
 }
 
+/**
+ * Sessions in Redis, secure by default: express-session with a store that runs every call through
+ * the kit's timeout and circuit breaker, answers 503 when Redis is down or slow (never a fresh, empty
+ * session), slides the expiry without rewriting data, and indexes sessions per user.
+ */
 export function redisSession(options: RedisSessionOptions): RedisSessionMiddleware {
   const o = resolveOptions(options);
   kitSessionCookies().add(o.name);
