@@ -101,7 +101,7 @@ function pendingPipelineLacks(redis: RedisClient, name: string): boolean {
  * ioredis's auto-pipelines queued and not yet sent, by its private `_autoPipelines` field (re-check
  * on ioredis upgrades).
  */
-function autoPipelines(redis: RedisClient): ReadonlyMap<string, Record<string, unknown>> | undefined {
+export function autoPipelines(redis: RedisClient): ReadonlyMap<string, Record<string, unknown>> | undefined {
   return (redis as unknown as { _autoPipelines?: Map<string, Record<string, unknown>> })._autoPipelines;
 }
 
