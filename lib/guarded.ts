@@ -2,7 +2,7 @@ import { breakerFor, type CircuitBreaker } from './breaker';
 import { isCluster, type RedisClient } from './client';
 import { RedisRefusedError, RedisTimeoutError, RedisUnavailableError } from './errors';
 import { emitKitEvent, hasKitListeners, type KitComponent } from './events';
-import { beginWork } from './pending-work';
+import { endOne, startOne } from './pending-work';
 import { withoutCommandArgs } from './redact';
 import { leaveReplica, READONLY_REPLY } from './replica';
 
@@ -94,17 +94,9 @@ export function guarded<T>(
   }
   // Always read: a listener may subscribe while the call is in flight, and its duration must be real.
   const started = performance.now();
-  return new Promise<T>((resolveCall, rejectCall) => {
-    // closeRedis waits for it (pending-work.ts), within its budget.
-    const end = beginWork(redis);
-    const resolve = (value: T): void => {
-      end();
-      resolveCall(value);
-    };
-    const reject = (error: unknown): void => {
-      end();
-      rejectCall(error);
-    };
+  return new Promise<T>((resolve, reject) => {
+    // closeRedis waits for it (pending-work.ts), within its budget: ended where `settled` is set.
+    const work = startOne(redis);
     let settled = false;
     const timer = setTimeout(() => {
       // On a busy event loop the reply may already sit in the socket, unread: timers run before I/O
@@ -112,6 +104,7 @@ export function guarded<T>(
       setImmediate(() => {
         if (settled) return;
         settled = true;
+        endOne(work);
         const error = new RedisTimeoutError(options.timeoutMs);
         report(options, started, error);
         reject(error);
@@ -128,6 +121,7 @@ export function guarded<T>(
         // Thrown before anything reached Redis (e.g. a value JSON cannot encode): the caller's bug,
         // not an outage, so it must not feed the breaker shared by every middleware on this client.
         settled = true;
+        endOne(work);
         clearTimeout(timer);
         breaker.release();
         report(options, started, error as Error);
@@ -139,6 +133,7 @@ export function guarded<T>(
     const settle = (value: T): void => {
       if (settled) return;
       settled = true;
+      endOne(work);
       clearTimeout(timer);
       breaker.success();
       report(options, started);
@@ -160,6 +155,7 @@ export function guarded<T>(
         return;
       }
       settled = true;
+      endOne(work);
       clearTimeout(timer);
       if (isCallerError(error)) {
         // A programming error on our side of the wire (a serializer refusing a value): the

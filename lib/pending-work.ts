@@ -5,7 +5,7 @@
 // or a timeout guard answered for it), and what it then sends would be lost as in a crash, an
 // idempotent handler's answer with it (its retry would run the handler again).
 
-interface Work {
+export interface Work {
   count: number;
   /** Called when count drops to 0. */
   idle: Array<() => void>;
@@ -13,27 +13,41 @@ interface Work {
 
 const works = new WeakMap<object, Work>();
 
-/** Counts one piece of work on `redis` until the returned function is called (more calls: no-ops). */
-export function beginWork(redis: object): () => void {
+/**
+ * The work counter of `redis`, counted up by one: pair with exactly one {@link endOne}. For callers
+ * that already know when they are done once (guarded calls); others use {@link beginWork}.
+ */
+export function startOne(redis: object): Work {
   let work = works.get(redis);
   if (work === undefined) {
     work = { count: 0, idle: [] };
     works.set(redis, work);
   }
-  const counted = work;
-  counted.count++;
+  work.count++;
+  return work;
+}
+
+/** Ends one piece of work {@link startOne} counted; wakes the drains when none is left. */
+export function endOne(work: Work): void {
+  if (--work.count > 0) return;
+  const idle = work.idle;
+  work.idle = [];
+  for (const wake of idle) wake();
+}
+
+/** Counts one piece of work on `redis` until the returned function is called (more calls: no-ops). */
+export function beginWork(redis: object): () => void {
+  const work = startOne(redis);
   let ended = false;
   return () => {
     if (ended) return;
     ended = true;
-    if (--counted.count > 0) return;
-    const idle = counted.idle;
-    counted.idle = [];
-    for (const wake of idle) wake();
+    endOne(work);
   };
 }
 
-const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+/** One turn of the event loop. */
+export const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
 
 /** How often a drain looks whether it should go on waiting (`usable`). */
 const LOOK_MS = 100;
