@@ -3,7 +3,7 @@
 import { checkClientShape, isCluster, type RedisClient } from './client';
 import { MAX_TIMER_MS } from './duration';
 import { helperOptions, TIMEOUT_ONLY, timeoutMsOption } from './helper-options';
-import { drainWork } from './pending-work';
+import { drainWork, turn } from './pending-work';
 import { takeSubscriber } from './pubsub';
 import { autoPipelines } from './scripts';
 
@@ -26,24 +26,19 @@ export async function closeRedis(
   const subscriber = takeSubscriber(redis);
   // The kit's work, then what ioredis still holds back, within one budget. A client that is not
   // ready has nothing to flush: its calls fail at once.
-  const flushBy = performance.now() + timeoutMs;
   // At most about twice timeoutMs in all (README), counted from here, not from after the drain.
-  const endBy = flushBy + timeoutMs;
-  if (redis.status === 'ready') await drainWork(redis, flushBy, () => redis.status === 'ready');
+  const endBy = performance.now() + 2 * timeoutMs;
+  if (redis.status === 'ready') await drainWork(redis, endBy - timeoutMs, () => redis.status === 'ready');
   await Promise.all([
-    subscriber ? closeOne(subscriber, timeoutMs, flushBy, endBy) : undefined,
-    closeOne(redis, timeoutMs, flushBy, endBy),
+    subscriber ? closeOne(subscriber, timeoutMs, endBy) : undefined,
+    closeOne(redis, timeoutMs, endBy),
   ]);
 }
 
-async function closeOne(
-  redis: RedisClient,
-  timeoutMs: number,
-  flushBy: number,
-  endBy: number,
-): Promise<void> {
+/** `endBy`: `performance.now()` by which closeRedis resolves; the flush ends `timeoutMs` before it. */
+async function closeOne(redis: RedisClient, timeoutMs: number, endBy: number): Promise<void> {
   try {
-    await closeConnection(redis, timeoutMs, flushBy, endBy);
+    await closeConnection(redis, timeoutMs, endBy);
   } finally {
     // A Sentinel client's failover detector keeps a connection to each sentinel open after QUIT,
     // and with it the process: only disconnect() cleans it up.
@@ -51,12 +46,7 @@ async function closeOne(
   }
 }
 
-async function closeConnection(
-  redis: RedisClient,
-  timeoutMs: number,
-  flushBy: number,
-  endBy: number,
-): Promise<void> {
+async function closeConnection(redis: RedisClient, timeoutMs: number, endBy: number): Promise<void> {
   if (redis.status === 'end') return;
   if (redis.status === 'reconnecting') {
     // No socket is open. ioredis stops reconnecting, but nothing will ever end the client (no socket
@@ -69,8 +59,11 @@ async function closeConnection(
   // A Cluster's disconnect() empties its node list at once (its nodes' sockets still closing): the
   // nodes are noted before each disconnect, so the last-resort timer can still destroy their sockets.
   const nodes = new Set<object>();
-  const disconnect = (): void => {
+  const noteNodes = (): void => {
     if (isCluster(redis)) for (const node of redis.nodes()) nodes.add(node);
+  };
+  const disconnect = (): void => {
+    noteNodes();
     redis.disconnect();
   };
   const ended = new Promise<void>((resolve) => {
@@ -82,7 +75,7 @@ async function closeConnection(
       () => {
         // ioredis destroys a socket that does not close (a frozen Redis) only disconnectTimeout
         // after disconnect(): destroy it now, so the client has ended when closeRedis resolves.
-        if (isCluster(redis)) for (const node of redis.nodes()) nodes.add(node);
+        noteNodes();
         const sockets = (isCluster(redis) ? [...nodes] : [redis]).map(
           (one) => (one as unknown as { stream?: { destroy(): void } }).stream,
         );
@@ -90,13 +83,14 @@ async function closeConnection(
         for (const socket of sockets) socket?.destroy();
         setTimeout(resolve, 50).unref?.();
       },
-      Math.min(Math.max(1, Math.ceil(endBy - performance.now())), timeoutMs * 2, MAX_TIMER_MS),
+      Math.min(Math.max(1, Math.ceil(endBy - performance.now())), MAX_TIMER_MS),
     );
   });
   // QUIT is never auto-pipelined: ioredis writes it at once, and Redis drops what comes after it.
   // Auto-pipelined calls go at the next turn, or, held behind a pipeline still awaiting its reply,
-  // once that reply is in: let them go first (until flushBy).
-  if (redis.status === 'ready') await new Promise((resolve) => setImmediate(resolve));
+  // once that reply is in: let them go first (until timeoutMs before endBy, as the drain).
+  const flushBy = endBy - timeoutMs;
+  if (redis.status === 'ready') await turn();
   while (redis.status === 'ready' && (autoPipelines(redis)?.size ?? 0) > 0 && performance.now() < flushBy) {
     await new Promise((resolve) => setTimeout(resolve, 2));
   }
